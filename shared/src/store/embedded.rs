@@ -1,0 +1,351 @@
+//! The embedded [`Store`]: redb, an ACID embedded database in pure Rust. On disk for
+//! `provisync serve` (data kept across restarts), in memory for tests.
+//!
+//! Layout mirrors the DynamoDB table: `items` keyed by `(pk, sk)`, and one table per
+//! secondary index keyed by `(index pk, index sk, pk, sk)` so index queries are ordered
+//! range scans, as in DynamoDB.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, backends::InMemoryBackend,
+};
+
+use super::{
+    Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write, check_transaction,
+    now_epoch,
+};
+
+const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
+const GSI1: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new("gsi1");
+const GSI2: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new("gsi2");
+
+/// Above every character a key can hold: the exclusive upper bound of a prefix range.
+const KEY_MAX: &str = "\u{10FFFF}";
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file `dir/provisync.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let db = Database::create(dir.join("provisync.redb")).map_err(unavailable)?;
+        Self::init(db)
+    }
+
+    /// A store that lives in memory only (tests).
+    pub fn in_memory() -> Self {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap_or_else(|e| unreachable!("in-memory redb cannot fail to open: {e}"));
+        Self::init(db).unwrap_or_else(|e| unreachable!("in-memory redb cannot fail: {e}"))
+    }
+
+    fn init(db: Database) -> Result<Self, StoreError> {
+        let tx = db.begin_write().map_err(unavailable)?;
+        tx.open_table(ITEMS).map_err(unavailable)?;
+        tx.open_table(GSI1).map_err(unavailable)?;
+        tx.open_table(GSI2).map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    fn read_item(
+        table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+        pk: &str,
+        sk: &str,
+        now: i64,
+    ) -> Result<Option<Item>, StoreError> {
+        let Some(v) = table.get((pk, sk)).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let item = decode(pk, sk, v.value())?;
+        Ok((!item.is_expired(now)).then_some(item))
+    }
+
+    fn query_sync(&self, q: &Query) -> Result<Page, StoreError> {
+        let now = now_epoch();
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let items = tx.open_table(ITEMS).map_err(unavailable)?;
+        let prefix = q.sk_prefix.as_deref().unwrap_or("");
+        let prefix_end = format!("{prefix}{KEY_MAX}");
+        let limit = q.limit.max(1);
+        let mut out = Vec::new();
+        let mut next = None;
+        match q.index {
+            Index::Primary => {
+                let after_sk = q.after.as_ref().map(|c| c.sk.as_str());
+                let iter: Box<dyn Iterator<Item = _>> = if q.descending {
+                    let hi = after_sk.unwrap_or(&prefix_end);
+                    Box::new(items.range((q.pk.as_str(), prefix)..(q.pk.as_str(), hi)).map_err(unavailable)?.rev())
+                } else {
+                    let r = items.range((q.pk.as_str(), prefix)..(q.pk.as_str(), prefix_end.as_str())).map_err(unavailable)?;
+                    Box::new(r)
+                };
+                for entry in iter {
+                    let (k, v) = entry.map_err(unavailable)?;
+                    let (pk, sk) = k.value();
+                    if let (Some(a), false) = (after_sk, q.descending) {
+                        if sk <= a {
+                            continue;
+                        }
+                    }
+                    let item = decode(pk, sk, v.value())?;
+                    if item.is_expired(now) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        next = out.last().map(|i: &Item| Cursor { index_sk: i.sk.clone(), pk: i.pk.clone(), sk: i.sk.clone() });
+                        break;
+                    }
+                    out.push(item);
+                }
+            }
+            Index::Gsi1 | Index::Gsi2 => {
+                let table = tx
+                    .open_table(if q.index == Index::Gsi1 { GSI1 } else { GSI2 })
+                    .map_err(unavailable)?;
+                let after = q.after.as_ref();
+                let lo = (q.pk.as_str(), prefix, "", "");
+                let hi_default = (q.pk.as_str(), prefix_end.as_str(), "", "");
+                let iter: Box<dyn Iterator<Item = _>> = if q.descending {
+                    let hi = match after {
+                        Some(c) => (q.pk.as_str(), c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str()),
+                        None => hi_default,
+                    };
+                    Box::new(table.range(lo..hi).map_err(unavailable)?.rev())
+                } else {
+                    Box::new(table.range(lo..hi_default).map_err(unavailable)?)
+                };
+                for entry in iter {
+                    let (k, _) = entry.map_err(unavailable)?;
+                    let (_, isk, pk, sk) = k.value();
+                    if let (Some(c), false) = (after, q.descending) {
+                        if (isk, pk, sk) <= (c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str()) {
+                            continue;
+                        }
+                    }
+                    let Some(item) = Self::read_item(&items, pk, sk, now)? else {
+                        continue;
+                    };
+                    if out.len() == limit {
+                        next = out.last().map(|i: &Item| {
+                            let isk = match q.index {
+                                Index::Gsi1 => i.gsi1.as_ref(),
+                                _ => i.gsi2.as_ref(),
+                            }
+                            .map(|(_, s)| s.clone())
+                            .unwrap_or_default();
+                            Cursor { index_sk: isk, pk: i.pk.clone(), sk: i.sk.clone() }
+                        });
+                        break;
+                    }
+                    out.push(item);
+                }
+            }
+        }
+        Ok(Page { items: out, next })
+    }
+
+    fn transact_sync(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        check_transaction(&writes)?;
+        let now = now_epoch();
+        let tx = self.db.begin_write().map_err(unavailable)?;
+        {
+            let mut items = tx.open_table(ITEMS).map_err(unavailable)?;
+            let mut gsi1 = tx.open_table(GSI1).map_err(unavailable)?;
+            let mut gsi2 = tx.open_table(GSI2).map_err(unavailable)?;
+            // Check every condition first: all or nothing.
+            let mut current = Vec::with_capacity(writes.len());
+            for (index, w) in writes.iter().enumerate() {
+                let (key, cond) = match w {
+                    Write::Put { item, condition } => (item.key(), condition),
+                    Write::Delete { key, condition } | Write::Check { key, condition } => {
+                        (key.clone(), condition)
+                    }
+                };
+                let existing = Self::read_item(&items, &key.pk, &key.sk, now)?;
+                let ok = match cond {
+                    Condition::None => true,
+                    Condition::NotExists => existing.is_none(),
+                    Condition::Exists => existing.is_some(),
+                    Condition::VersionIs(v) => existing.as_ref().is_some_and(|i| i.version == *v),
+                };
+                if !ok {
+                    return Err(StoreError::ConditionFailed { index });
+                }
+                // An expired item still has index entries to clean up.
+                let raw = match items.get((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)? {
+                    Some(v) => Some(decode(&key.pk, &key.sk, v.value())?),
+                    None => None,
+                };
+                current.push(raw);
+            }
+            for (w, old) in writes.into_iter().zip(current) {
+                if let Some(old) = &old {
+                    if matches!(w, Write::Put { .. } | Write::Delete { .. }) {
+                        if let Some((a, b)) = &old.gsi1 {
+                            gsi1.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str())).map_err(unavailable)?;
+                        }
+                        if let Some((a, b)) = &old.gsi2 {
+                            gsi2.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str())).map_err(unavailable)?;
+                        }
+                    }
+                }
+                match w {
+                    Write::Put { item, .. } => {
+                        items
+                            .insert((item.pk.as_str(), item.sk.as_str()), encode(&item).as_slice())
+                            .map_err(unavailable)?;
+                        if let Some((a, b)) = &item.gsi1 {
+                            gsi1.insert((a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()), ()).map_err(unavailable)?;
+                        }
+                        if let Some((a, b)) = &item.gsi2 {
+                            gsi2.insert((a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()), ()).map_err(unavailable)?;
+                        }
+                    }
+                    Write::Delete { key, .. } => {
+                        items.remove((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)?;
+                    }
+                    Write::Check { .. } => {}
+                }
+            }
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let table = match tx.open_table(ITEMS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        Self::read_item(&table, &key.pk, &key.sk, now_epoch())
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let table = tx.open_table(ITEMS).map_err(unavailable)?;
+        let now = now_epoch();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(i) = Self::read_item(&table, &k.pk, &k.sk, now)? {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        self.query_sync(query)
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let this = self.clone();
+        // A write transaction waits for the file lock and fsyncs: keep it off the async
+        // worker threads.
+        tokio::task::spawn_blocking(move || this.transact_sync(writes))
+            .await
+            .map_err(unavailable)?
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+// Value encoding: version u64 | expires i64 (i64::MIN = none) | gsi1 | gsi2 | data, where
+// each gsi is a flag byte and two length-prefixed strings.
+fn encode(item: &Item) -> Vec<u8> {
+    let mut out = Vec::with_capacity(item.data.len() + 64);
+    out.extend_from_slice(&item.version.to_le_bytes());
+    out.extend_from_slice(&item.expires_at.unwrap_or(i64::MIN).to_le_bytes());
+    for g in [&item.gsi1, &item.gsi2] {
+        match g {
+            None => out.push(0),
+            Some((a, b)) => {
+                out.push(1);
+                for s in [a, b] {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&item.data);
+    out
+}
+
+fn decode(pk: &str, sk: &str, raw: &[u8]) -> Result<Item, StoreError> {
+    let corrupt = || StoreError::Unavailable(format!("corrupt item {pk}/{sk}"));
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], StoreError> {
+        let s = raw.get(pos..pos + n).ok_or_else(corrupt)?;
+        pos += n;
+        Ok(s)
+    };
+    let version = u64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+    let expires = i64::from_le_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+    let mut gsis = [None, None];
+    for g in gsis.iter_mut() {
+        if take(1)?[0] == 1 {
+            let mut parts = [String::new(), String::new()];
+            for p in parts.iter_mut() {
+                let len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+                *p = String::from_utf8(take(len)?.to_vec()).map_err(|_| corrupt())?;
+            }
+            let [a, b] = parts;
+            *g = Some((a, b));
+        }
+    }
+    let data = raw.get(pos..).ok_or_else(corrupt)?.to_vec();
+    let [gsi1, gsi2] = gsis;
+    Ok(Item {
+        pk: pk.to_string(),
+        sk: sk.to_string(),
+        gsi1,
+        gsi2,
+        version,
+        expires_at: (expires != i64::MIN).then_some(expires),
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn contract_in_memory() {
+        super::super::contract::run_all(&EmbeddedStore::in_memory()).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            s.transact(vec![Write::put(Item::new("a", "b", b"hello".to_vec()).with_gsi1("x", "y"))])
+                .await
+                .unwrap();
+        }
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let got = s.get(&Key::new("a", "b")).await.unwrap().unwrap();
+        assert_eq!(got.data, b"hello");
+        assert_eq!(got.gsi1, Some(("x".into(), "y".into())));
+    }
+}
