@@ -5,5 +5,9 @@
 //! resources on any store; [`http`] builds the axum routers the Lambda functions and
 //! `provisync serve` both mount.
 
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod lambda;
 pub mod scim;
 pub mod store;

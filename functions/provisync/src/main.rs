@@ -1,1 +1,183 @@
-fn main(){}
+//! `provisync`: the local all-in-one server and the operator commands.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use provisync::config;
+use provisync::http::auth::{self, Scope};
+use provisync::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "provisync",
+    version,
+    about = "Identity provisioning and sync hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every surface (SCIM, health) in one process on the local store.
+    Serve {
+        /// Port on 127.0.0.1 (env PORT).
+        #[arg(long, env = "PORT", default_value_t = 8787)]
+        port: u16,
+    },
+    /// Manage API tokens (stored hashed; shown once).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it.
+    Create {
+        /// `scim` (identity providers) or `admin` (operators).
+        #[arg(long, default_value = "scim")]
+        scope: String,
+        /// A label for the token (e.g. the IdP it is for).
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// The token to revoke (read from stdin if omitted, to keep it out of shell history).
+        token: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { port } => serve(port).await,
+        Command::Token { command } => token(command).await,
+    }
+}
+
+async fn open_store() -> Result<Arc<dyn Store>> {
+    match config::Backend::from_env()? {
+        config::Backend::Embedded => Ok(config::embedded_store()?),
+        config::Backend::Aws => anyhow::bail!("the aws backend is not available in this build yet"),
+    }
+}
+
+/// The local development token for a scope: from the environment, else one generated
+/// once and kept in the data folder (readable by its owner only) so restarts keep it.
+fn local_token(env: &str, file: &Path) -> Result<String> {
+    if let Ok(t) = std::env::var(env) {
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string(file) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    use base64::Engine;
+    let mut raw = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    let t = format!(
+        "psy_local_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, &t).with_context(|| format!("writing {}", file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(t)
+}
+
+async fn serve(port: u16) -> Result<()> {
+    let store = open_store().await?;
+    let data = config::data_dir();
+    let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
+    let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
+    // Tokens go to the authenticator directly, never through the process environment.
+    let schemas = config::load_schemas(config::schema_dir().as_deref())?;
+    let mut state = config::state_for_store(store, schemas)?;
+    state.auth = Arc::new(
+        auth::Authenticator::new(Some(state.directory.store().clone()))
+            .with_static_token(&scim_token, Scope::Scim)
+            .with_static_token(&admin_token, Scope::Admin),
+    );
+    let app = provisync::http::app(state);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let base = format!("http://{addr}");
+    println!("Provisync is running (store: {}).", data.display());
+    println!("  SCIM base URL:  {base}/scim/v2");
+    println!("  SCIM token:     {scim_token}");
+    println!("  Admin token:    {admin_token}");
+    println!("  Health:         {base}/healthz");
+    println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn token(cmd: TokenCommand) -> Result<()> {
+    let store = open_store().await?;
+    match cmd {
+        TokenCommand::Create { scope, name } => {
+            let scope = Scope::parse(&scope).context("--scope must be 'scim' or 'admin'")?;
+            let t = auth::create_token(store.as_ref(), scope, &name).await?;
+            println!("{t}");
+            eprintln!("Store this token now: only its hash is kept.");
+        }
+        TokenCommand::Revoke { token } => {
+            let t = match token {
+                Some(t) => t,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_line(&mut s)?;
+                    s.trim().to_string()
+                }
+            };
+            auth::revoke_token(store.as_ref(), &t).await?;
+            eprintln!("revoked");
+        }
+    }
+    Ok(())
+}

@@ -86,13 +86,21 @@ impl ScimError {
         Self::new(404, None, detail)
     }
     pub fn unauthorized() -> Self {
-        Self::new(401, None, "Authorization failure: a valid bearer token is required")
+        Self::new(
+            401,
+            None,
+            "Authorization failure: a valid bearer token is required",
+        )
     }
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
         Self::new(412, None, detail)
     }
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(413, None, format!("request body exceeds the limit of {limit} bytes"))
+        Self::new(
+            413,
+            None,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
     }
     pub fn not_implemented(detail: impl Into<String>) -> Self {
         Self::new(501, None, detail)

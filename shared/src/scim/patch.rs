@@ -42,7 +42,11 @@ pub struct PatchPlan {
 
 /// Applies a PatchOp request body to `resource` (a stored, normalised SCIM resource; for
 /// groups, without `members`). `resource` is unchanged on error: all or nothing.
-pub fn apply_patch(schema: &ResourceSchema<'_>, resource: &Value, body: &Value) -> Result<PatchPlan, ScimError> {
+pub fn apply_patch(
+    schema: &ResourceSchema<'_>,
+    resource: &Value,
+    body: &Value,
+) -> Result<PatchPlan, ScimError> {
     let _ = (schema, resource, body);
     todo!()
 }

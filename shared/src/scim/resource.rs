@@ -18,3 +18,13 @@ pub fn normalize(schema: &ResourceSchema<'_>, body: &Value) -> Result<Value, Sci
     let _ = (schema, body);
     todo!()
 }
+
+/// PUT: an immutable attribute that has a value may not change (400 mutability).
+pub fn check_immutable(
+    schema: &ResourceSchema<'_>,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ScimError> {
+    let _ = (schema, old, new);
+    todo!()
+}

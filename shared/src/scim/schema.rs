@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
@@ -537,7 +538,8 @@ impl<'a> ResourceSchema<'a> {
 
     /// Every schema URN a resource of this type may list in `schemas`.
     pub fn schema_ids(&self) -> impl Iterator<Item = &'a str> + '_ {
-        std::iter::once(self.core.id.as_str()).chain(self.extensions.iter().map(|(s, _)| s.id.as_str()))
+        std::iter::once(self.core.id.as_str())
+            .chain(self.extensions.iter().map(|(s, _)| s.id.as_str()))
     }
 }
 
@@ -555,18 +557,32 @@ mod tests {
         assert!(!r.attr.case_exact);
         assert_eq!(r.attr.uniqueness, Uniqueness::Server);
         let r = user
-            .resolve(&AttrPath::parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value").unwrap())
+            .resolve(
+                &AttrPath::parse(
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+                )
+                .unwrap(),
+            )
             .unwrap();
         assert_eq!(r.location, AttrLocation::Extension(ENTERPRISE_USER_SCHEMA));
         assert_eq!(r.leaf().name, "value");
         let r = user
-            .resolve(&AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:User:name.givenName").unwrap())
+            .resolve(
+                &AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:User:name.givenName")
+                    .unwrap(),
+            )
             .unwrap();
         assert_eq!(r.location, AttrLocation::Core);
         assert_eq!(r.leaf().name, "givenName");
-        assert!(user.resolve(&AttrPath::parse("meta.lastModified").unwrap()).is_some());
+        assert!(
+            user.resolve(&AttrPath::parse("meta.lastModified").unwrap())
+                .is_some()
+        );
         assert!(user.resolve(&AttrPath::parse("nope").unwrap()).is_none());
-        assert!(user.resolve(&AttrPath::parse("name.nope").unwrap()).is_none());
+        assert!(
+            user.resolve(&AttrPath::parse("name.nope").unwrap())
+                .is_none()
+        );
     }
 
     #[test]
@@ -597,7 +613,10 @@ mod tests {
             .unwrap();
         let user = reg.view(ResourceKind::User);
         let r = user
-            .resolve(&AttrPath::parse("urn:example:params:scim:schemas:extension:acme:2.0:User:badge").unwrap())
+            .resolve(
+                &AttrPath::parse("urn:example:params:scim:schemas:extension:acme:2.0:User:badge")
+                    .unwrap(),
+            )
             .unwrap();
         assert_eq!(r.attr.ty, AttrType::Integer);
     }

@@ -24,43 +24,84 @@ pub async fn run_all(store: &dyn Store) {
 async fn put_get_delete(store: &dyn Store) {
     let p = ns();
     let item = Item::new(format!("{p}#A"), "S", br#"{"x":1}"#.to_vec()).with_version(3);
-    store.transact(vec![Write::put(item.clone())]).await.unwrap();
-    let got = store.get(&item.key()).await.unwrap().expect("item just written");
+    store
+        .transact(vec![Write::put(item.clone())])
+        .await
+        .unwrap();
+    let got = store
+        .get(&item.key())
+        .await
+        .unwrap()
+        .expect("item just written");
     assert_eq!(got, item);
-    store.transact(vec![Write::delete(item.key())]).await.unwrap();
+    store
+        .transact(vec![Write::delete(item.key())])
+        .await
+        .unwrap();
     assert!(store.get(&item.key()).await.unwrap().is_none());
     // Deleting what is not there is fine without a condition.
-    store.transact(vec![Write::delete(item.key())]).await.unwrap();
+    store
+        .transact(vec![Write::delete(item.key())])
+        .await
+        .unwrap();
 }
 
 async fn conditions_are_all_or_nothing(store: &dyn Store) {
     let p = ns();
     let a = Item::new(format!("{p}#A"), "S", b"a".to_vec());
     let b = Item::new(format!("{p}#B"), "S", b"b".to_vec());
-    store.transact(vec![Write::put_new(a.clone())]).await.unwrap();
+    store
+        .transact(vec![Write::put_new(a.clone())])
+        .await
+        .unwrap();
     // Second write's condition fails: the first must not be applied either.
     let c = Item::new(format!("{p}#C"), "S", b"c".to_vec());
     let err = store
-        .transact(vec![Write::put_new(c.clone()), Write::put_new(a.clone()), Write::put(b.clone())])
+        .transact(vec![
+            Write::put_new(c.clone()),
+            Write::put_new(a.clone()),
+            Write::put(b.clone()),
+        ])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::ConditionFailed { index: 1 }), "got {err:?}");
-    assert!(store.get(&c.key()).await.unwrap().is_none(), "partial write applied");
-    assert!(store.get(&b.key()).await.unwrap().is_none(), "partial write applied");
+    assert!(
+        matches!(err, StoreError::ConditionFailed { index: 1 }),
+        "got {err:?}"
+    );
+    assert!(
+        store.get(&c.key()).await.unwrap().is_none(),
+        "partial write applied"
+    );
+    assert!(
+        store.get(&b.key()).await.unwrap().is_none(),
+        "partial write applied"
+    );
     // Check conditions.
     let err = store
         .transact(vec![
             Write::put(b.clone()),
-            Write::Check { key: c.key(), condition: Condition::Exists },
+            Write::Check {
+                key: c.key(),
+                condition: Condition::Exists,
+            },
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::ConditionFailed { index: 1 }), "got {err:?}");
+    assert!(
+        matches!(err, StoreError::ConditionFailed { index: 1 }),
+        "got {err:?}"
+    );
     store
         .transact(vec![
             Write::put(b.clone()),
-            Write::Check { key: a.key(), condition: Condition::Exists },
-            Write::Delete { key: c.key(), condition: Condition::NotExists },
+            Write::Check {
+                key: a.key(),
+                condition: Condition::Exists,
+            },
+            Write::Delete {
+                key: c.key(),
+                condition: Condition::NotExists,
+            },
         ])
         .await
         .unwrap();
@@ -70,27 +111,50 @@ async fn conditions_are_all_or_nothing(store: &dyn Store) {
 async fn version_condition(store: &dyn Store) {
     let p = ns();
     let a = Item::new(format!("{p}#V"), "S", b"1".to_vec()).with_version(1);
-    store.transact(vec![Write::put_new(a.clone())]).await.unwrap();
-    let a2 = Item { data: b"2".to_vec(), version: 2, ..a.clone() };
     store
-        .transact(vec![Write::Put { item: a2.clone(), condition: Condition::VersionIs(1) }])
+        .transact(vec![Write::put_new(a.clone())])
         .await
         .unwrap();
-    let a3 = Item { data: b"3".to_vec(), version: 3, ..a.clone() };
+    let a2 = Item {
+        data: b"2".to_vec(),
+        version: 2,
+        ..a.clone()
+    };
+    store
+        .transact(vec![Write::Put {
+            item: a2.clone(),
+            condition: Condition::VersionIs(1),
+        }])
+        .await
+        .unwrap();
+    let a3 = Item {
+        data: b"3".to_vec(),
+        version: 3,
+        ..a.clone()
+    };
     let err = store
-        .transact(vec![Write::Put { item: a3, condition: Condition::VersionIs(1) }])
+        .transact(vec![Write::Put {
+            item: a3,
+            condition: Condition::VersionIs(1),
+        }])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ConditionFailed { index: 0 }));
     assert_eq!(store.get(&a.key()).await.unwrap().unwrap().data, b"2");
     let err = store
-        .transact(vec![Write::Delete { key: a.key(), condition: Condition::VersionIs(7) }])
+        .transact(vec![Write::Delete {
+            key: a.key(),
+            condition: Condition::VersionIs(7),
+        }])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ConditionFailed { index: 0 }));
     // A version condition on a missing item fails.
     let err = store
-        .transact(vec![Write::Check { key: Key::new(format!("{p}#none"), "S"), condition: Condition::VersionIs(0) }])
+        .transact(vec![Write::Check {
+            key: Key::new(format!("{p}#none"), "S"),
+            condition: Condition::VersionIs(0),
+        }])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ConditionFailed { index: 0 }));
@@ -102,7 +166,8 @@ async fn query_prefix_and_paging(store: &dyn Store) {
     let mut writes = Vec::new();
     for i in 0..25 {
         writes.push(Write::put(
-            Item::new(pk.clone(), format!("M#{i:03}"), vec![i as u8]).with_gsi1(format!("{p}#IDX"), format!("{:03}", 100 - i)),
+            Item::new(pk.clone(), format!("M#{i:03}"), vec![i as u8])
+                .with_gsi1(format!("{p}#IDX"), format!("{:03}", 100 - i)),
         ));
     }
     writes.push(Write::put(Item::new(pk.clone(), "A#meta", b"m".to_vec())));
@@ -113,7 +178,12 @@ async fn query_prefix_and_paging(store: &dyn Store) {
     let mut after = None;
     loop {
         let page = store
-            .query(&Query::new(Index::Primary, pk.clone()).prefix("M#").limit(10).after(after))
+            .query(
+                &Query::new(Index::Primary, pk.clone())
+                    .prefix("M#")
+                    .limit(10)
+                    .after(after),
+            )
             .await
             .unwrap();
         assert!(page.items.len() <= 10);
@@ -128,13 +198,24 @@ async fn query_prefix_and_paging(store: &dyn Store) {
 
     // Descending.
     let page = store
-        .query(&Query::new(Index::Primary, pk.clone()).prefix("M#").limit(3).descending())
+        .query(
+            &Query::new(Index::Primary, pk.clone())
+                .prefix("M#")
+                .limit(3)
+                .descending(),
+        )
         .await
         .unwrap();
     let got: Vec<_> = page.items.iter().map(|i| i.sk.as_str()).collect();
     assert_eq!(got, ["M#024", "M#023", "M#022"]);
     let page = store
-        .query(&Query::new(Index::Primary, pk.clone()).prefix("M#").limit(3).descending().after(page.next))
+        .query(
+            &Query::new(Index::Primary, pk.clone())
+                .prefix("M#")
+                .limit(3)
+                .descending()
+                .after(page.next),
+        )
         .await
         .unwrap();
     let got: Vec<_> = page.items.iter().map(|i| i.sk.as_str()).collect();
@@ -145,7 +226,11 @@ async fn query_prefix_and_paging(store: &dyn Store) {
     let mut after = None;
     loop {
         let page = store
-            .query(&Query::new(Index::Gsi1, format!("{p}#IDX")).limit(7).after(after))
+            .query(
+                &Query::new(Index::Gsi1, format!("{p}#IDX"))
+                    .limit(7)
+                    .after(after),
+            )
             .await
             .unwrap();
         seen.extend(page.items.iter().map(|i| i.sk.clone()));
@@ -158,17 +243,27 @@ async fn query_prefix_and_paging(store: &dyn Store) {
     assert_eq!(seen, expected);
 
     // Empty partition.
-    let page = store.query(&Query::new(Index::Primary, format!("{p}#none"))).await.unwrap();
+    let page = store
+        .query(&Query::new(Index::Primary, format!("{p}#none")))
+        .await
+        .unwrap();
     assert!(page.items.is_empty() && page.next.is_none());
 }
 
 async fn gsi_follows_overwrites(store: &dyn Store) {
     let p = ns();
-    let item = Item::new(format!("{p}#U"), "U", b"1".to_vec()).with_gsi1(format!("{p}#NAME"), "alice");
-    store.transact(vec![Write::put(item.clone())]).await.unwrap();
+    let item =
+        Item::new(format!("{p}#U"), "U", b"1".to_vec()).with_gsi1(format!("{p}#NAME"), "alice");
+    store
+        .transact(vec![Write::put(item.clone())])
+        .await
+        .unwrap();
     let renamed = item.clone().with_gsi1(format!("{p}#NAME"), "bob");
     store.transact(vec![Write::put(renamed)]).await.unwrap();
-    let page = store.query(&Query::new(Index::Gsi1, format!("{p}#NAME"))).await.unwrap();
+    let page = store
+        .query(&Query::new(Index::Gsi1, format!("{p}#NAME")))
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 1, "stale index entry after overwrite");
     assert_eq!(page.items[0].gsi1.as_ref().unwrap().1, "bob");
     let page = store
@@ -176,8 +271,14 @@ async fn gsi_follows_overwrites(store: &dyn Store) {
         .await
         .unwrap();
     assert!(page.items.is_empty());
-    store.transact(vec![Write::delete(item.key())]).await.unwrap();
-    let page = store.query(&Query::new(Index::Gsi1, format!("{p}#NAME"))).await.unwrap();
+    store
+        .transact(vec![Write::delete(item.key())])
+        .await
+        .unwrap();
+    let page = store
+        .query(&Query::new(Index::Gsi1, format!("{p}#NAME")))
+        .await
+        .unwrap();
     assert!(page.items.is_empty(), "index entry left after delete");
 }
 
@@ -185,13 +286,24 @@ async fn expired_items_are_absent(store: &dyn Store) {
     let p = ns();
     let past = Item::new(format!("{p}#E"), "old", b"x".to_vec()).with_expiry(now_epoch() - 10);
     let future = Item::new(format!("{p}#E"), "new", b"y".to_vec()).with_expiry(now_epoch() + 3600);
-    store.transact(vec![Write::put(past.clone()), Write::put(future.clone())]).await.unwrap();
+    store
+        .transact(vec![Write::put(past.clone()), Write::put(future.clone())])
+        .await
+        .unwrap();
     assert!(store.get(&past.key()).await.unwrap().is_none());
     assert!(store.get(&future.key()).await.unwrap().is_some());
-    let page = store.query(&Query::new(Index::Primary, format!("{p}#E"))).await.unwrap();
+    let page = store
+        .query(&Query::new(Index::Primary, format!("{p}#E")))
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 1);
     // An expired item counts as absent for conditions (replay keys rely on this).
-    store.transact(vec![Write::put_new(past.clone().with_expiry(now_epoch() + 60))]).await.unwrap();
+    store
+        .transact(vec![Write::put_new(
+            past.clone().with_expiry(now_epoch() + 60),
+        )])
+        .await
+        .unwrap();
 }
 
 async fn invalid_transactions(store: &dyn Store) {
@@ -199,24 +311,41 @@ async fn invalid_transactions(store: &dyn Store) {
     let err = store.transact(vec![]).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)));
     let a = Item::new(format!("{p}#D"), "S", b"a".to_vec());
-    let err = store.transact(vec![Write::put(a.clone()), Write::delete(a.key())]).await.unwrap_err();
+    let err = store
+        .transact(vec![Write::put(a.clone()), Write::delete(a.key())])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)));
-    let writes = (0..101).map(|i| Write::put(Item::new(format!("{p}#D"), format!("{i}"), vec![]))).collect();
+    let writes = (0..101)
+        .map(|i| Write::put(Item::new(format!("{p}#D"), format!("{i}"), vec![])))
+        .collect();
     let err = store.transact(writes).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)));
-    let big = Item::new(format!("{p}#D"), "big", vec![b'x'; super::MAX_ITEM_DATA_BYTES + 1]);
+    let big = Item::new(
+        format!("{p}#D"),
+        "big",
+        vec![b'x'; super::MAX_ITEM_DATA_BYTES + 1],
+    );
     let err = store.transact(vec![Write::put(big)]).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)));
 }
 
 async fn get_many(store: &dyn Store) {
     let p = ns();
-    let writes: Vec<_> = (0..30).map(|i| Write::put(Item::new(format!("{p}#M{i}"), "S", vec![i as u8]))).collect();
+    let writes: Vec<_> = (0..30)
+        .map(|i| Write::put(Item::new(format!("{p}#M{i}"), "S", vec![i as u8])))
+        .collect();
     store.transact(writes).await.unwrap();
-    let mut keys: Vec<Key> = (0..30).map(|i| Key::new(format!("{p}#M{i}"), "S")).collect();
+    let mut keys: Vec<Key> = (0..30)
+        .map(|i| Key::new(format!("{p}#M{i}"), "S"))
+        .collect();
     keys.push(Key::new(format!("{p}#missing"), "S"));
     let mut got = store.get_many(&keys).await.unwrap();
     got.sort_by_key(|i| i.data[0]);
     assert_eq!(got.len(), 30);
-    assert!(got.iter().enumerate().all(|(i, it)| it.data == vec![i as u8]));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, it)| it.data == vec![i as u8])
+    );
 }

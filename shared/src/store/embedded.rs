@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{
-    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, backends::InMemoryBackend,
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError,
+    backends::InMemoryBackend,
 };
 
 use super::{
@@ -86,9 +87,16 @@ impl EmbeddedStore {
                 let after_sk = q.after.as_ref().map(|c| c.sk.as_str());
                 let iter: Box<dyn Iterator<Item = _>> = if q.descending {
                     let hi = after_sk.unwrap_or(&prefix_end);
-                    Box::new(items.range((q.pk.as_str(), prefix)..(q.pk.as_str(), hi)).map_err(unavailable)?.rev())
+                    Box::new(
+                        items
+                            .range((q.pk.as_str(), prefix)..(q.pk.as_str(), hi))
+                            .map_err(unavailable)?
+                            .rev(),
+                    )
                 } else {
-                    let r = items.range((q.pk.as_str(), prefix)..(q.pk.as_str(), prefix_end.as_str())).map_err(unavailable)?;
+                    let r = items
+                        .range((q.pk.as_str(), prefix)..(q.pk.as_str(), prefix_end.as_str()))
+                        .map_err(unavailable)?;
                     Box::new(r)
                 };
                 for entry in iter {
@@ -104,7 +112,11 @@ impl EmbeddedStore {
                         continue;
                     }
                     if out.len() == limit {
-                        next = out.last().map(|i: &Item| Cursor { index_sk: i.sk.clone(), pk: i.pk.clone(), sk: i.sk.clone() });
+                        next = out.last().map(|i: &Item| Cursor {
+                            index_sk: i.sk.clone(),
+                            pk: i.pk.clone(),
+                            sk: i.sk.clone(),
+                        });
                         break;
                     }
                     out.push(item);
@@ -119,7 +131,12 @@ impl EmbeddedStore {
                 let hi_default = (q.pk.as_str(), prefix_end.as_str(), "", "");
                 let iter: Box<dyn Iterator<Item = _>> = if q.descending {
                     let hi = match after {
-                        Some(c) => (q.pk.as_str(), c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str()),
+                        Some(c) => (
+                            q.pk.as_str(),
+                            c.index_sk.as_str(),
+                            c.pk.as_str(),
+                            c.sk.as_str(),
+                        ),
                         None => hi_default,
                     };
                     Box::new(table.range(lo..hi).map_err(unavailable)?.rev())
@@ -145,7 +162,11 @@ impl EmbeddedStore {
                             }
                             .map(|(_, s)| s.clone())
                             .unwrap_or_default();
-                            Cursor { index_sk: isk, pk: i.pk.clone(), sk: i.sk.clone() }
+                            Cursor {
+                                index_sk: isk,
+                                pk: i.pk.clone(),
+                                sk: i.sk.clone(),
+                            }
                         });
                         break;
                     }
@@ -184,7 +205,10 @@ impl EmbeddedStore {
                     return Err(StoreError::ConditionFailed { index });
                 }
                 // An expired item still has index entries to clean up.
-                let raw = match items.get((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)? {
+                let raw = match items
+                    .get((key.pk.as_str(), key.sk.as_str()))
+                    .map_err(unavailable)?
+                {
                     Some(v) => Some(decode(&key.pk, &key.sk, v.value())?),
                     None => None,
                 };
@@ -194,27 +218,42 @@ impl EmbeddedStore {
                 if let Some(old) = &old {
                     if matches!(w, Write::Put { .. } | Write::Delete { .. }) {
                         if let Some((a, b)) = &old.gsi1 {
-                            gsi1.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str())).map_err(unavailable)?;
+                            gsi1.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
+                                .map_err(unavailable)?;
                         }
                         if let Some((a, b)) = &old.gsi2 {
-                            gsi2.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str())).map_err(unavailable)?;
+                            gsi2.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
+                                .map_err(unavailable)?;
                         }
                     }
                 }
                 match w {
                     Write::Put { item, .. } => {
                         items
-                            .insert((item.pk.as_str(), item.sk.as_str()), encode(&item).as_slice())
+                            .insert(
+                                (item.pk.as_str(), item.sk.as_str()),
+                                encode(&item).as_slice(),
+                            )
                             .map_err(unavailable)?;
                         if let Some((a, b)) = &item.gsi1 {
-                            gsi1.insert((a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()), ()).map_err(unavailable)?;
+                            gsi1.insert(
+                                (a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()),
+                                (),
+                            )
+                            .map_err(unavailable)?;
                         }
                         if let Some((a, b)) = &item.gsi2 {
-                            gsi2.insert((a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()), ()).map_err(unavailable)?;
+                            gsi2.insert(
+                                (a.as_str(), b.as_str(), item.pk.as_str(), item.sk.as_str()),
+                                (),
+                            )
+                            .map_err(unavailable)?;
                         }
                     }
                     Write::Delete { key, .. } => {
-                        items.remove((key.pk.as_str(), key.sk.as_str())).map_err(unavailable)?;
+                        items
+                            .remove((key.pk.as_str(), key.sk.as_str()))
+                            .map_err(unavailable)?;
                     }
                     Write::Check { .. } => {}
                 }
@@ -339,9 +378,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = EmbeddedStore::open(dir.path()).unwrap();
-            s.transact(vec![Write::put(Item::new("a", "b", b"hello".to_vec()).with_gsi1("x", "y"))])
-                .await
-                .unwrap();
+            s.transact(vec![Write::put(
+                Item::new("a", "b", b"hello".to_vec()).with_gsi1("x", "y"),
+            )])
+            .await
+            .unwrap();
         }
         let s = EmbeddedStore::open(dir.path()).unwrap();
         let got = s.get(&Key::new("a", "b")).await.unwrap().unwrap();

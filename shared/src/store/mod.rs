@@ -115,10 +115,19 @@ pub enum Condition {
 /// One operation of an atomic write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    Put { item: Item, condition: Condition },
-    Delete { key: Key, condition: Condition },
+    Put {
+        item: Item,
+        condition: Condition,
+    },
+    Delete {
+        key: Key,
+        condition: Condition,
+    },
     /// Only checks the condition (DynamoDB `ConditionCheck`).
-    Check { key: Key, condition: Condition },
+    Check {
+        key: Key,
+        condition: Condition,
+    },
 }
 
 impl Write {
@@ -289,7 +298,9 @@ pub fn check_transaction(writes: &[Write]) -> Result<(), StoreError> {
     let mut keys: Vec<Key> = writes.iter().map(Write::key).collect();
     keys.sort();
     if keys.windows(2).any(|w| w[0] == w[1]) {
-        return Err(StoreError::Invalid("same key twice in one transaction".into()));
+        return Err(StoreError::Invalid(
+            "same key twice in one transaction".into(),
+        ));
     }
     for w in writes {
         if let Write::Put { item, .. } = w {

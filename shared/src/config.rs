@@ -1,0 +1,123 @@
+//! Building the shared state from the environment — once per process, outside any
+//! request handler (Lambda cold start does this work once).
+//!
+//! | variable                 | meaning                                               |
+//! |--------------------------|-------------------------------------------------------|
+//! | `PROVISYNC_BACKEND`      | `embedded` (default) or `aws`                         |
+//! | `PROVISYNC_DATA_DIR`     | embedded store folder (default `./.provisync`)        |
+//! | `PROVISYNC_SCIM_TOKEN`   | static SCIM bearer token (local use)                  |
+//! | `PROVISYNC_ADMIN_TOKEN`  | static admin bearer token (local use)                 |
+//! | `PROVISYNC_SCHEMA_DIR`   | folder of custom extension schemas (`*.json`)         |
+//! | `PROVISYNC_PUBLIC_URL`   | public base URL, when the Host header is not it       |
+//! | `PROVISYNC_MAX_BODY_BYTES` | request body limit (default 1 MiB)                  |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::directory::Directory;
+use crate::http::auth::{Authenticator, Scope};
+use crate::http::{AppState, HttpConfig};
+use crate::scim::{ResourceKind, SchemaRegistry};
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("schema: {0}")]
+    Schema(#[from] crate::scim::schema::SchemaError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which store backend a process runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Aws,
+}
+
+impl Backend {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("PROVISYNC_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("embedded") => Ok(Backend::Embedded),
+            Ok("aws") => Ok(Backend::Aws),
+            Ok(other) => Err(ConfigError::Invalid(format!(
+                "PROVISYNC_BACKEND must be 'embedded' or 'aws', not '{other}'"
+            ))),
+        }
+    }
+}
+
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("PROVISYNC_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".provisync"))
+}
+
+/// Loads the built-in schemas plus every `*.json` extension schema in `dir`. A file
+/// named `User.*.json` / `Group.*.json` extends that resource type (default User).
+pub fn load_schemas(dir: Option<&Path>) -> Result<SchemaRegistry, ConfigError> {
+    let mut reg = SchemaRegistry::builtin();
+    let Some(dir) = dir else { return Ok(reg) };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let kind = if name.starts_with("Group.") {
+            ResourceKind::Group
+        } else {
+            ResourceKind::User
+        };
+        let text = std::fs::read_to_string(&f)?;
+        reg = reg.add_extension(kind, &text, false)?;
+    }
+    Ok(reg)
+}
+
+/// The state for a store, with settings from the environment.
+pub fn state_for_store(
+    store: Arc<dyn Store>,
+    schemas: SchemaRegistry,
+) -> Result<AppState, ConfigError> {
+    let mut auth = Authenticator::new(Some(store.clone()));
+    if let Ok(t) = std::env::var("PROVISYNC_SCIM_TOKEN") {
+        if !t.is_empty() {
+            auth = auth.with_static_token(&t, Scope::Scim);
+        }
+    }
+    if let Ok(t) = std::env::var("PROVISYNC_ADMIN_TOKEN") {
+        if !t.is_empty() {
+            auth = auth.with_static_token(&t, Scope::Admin);
+        }
+    }
+    let mut config = HttpConfig::default();
+    if let Ok(v) = std::env::var("PROVISYNC_MAX_BODY_BYTES") {
+        config.max_body_bytes = v.parse().map_err(|_| {
+            ConfigError::Invalid("PROVISYNC_MAX_BODY_BYTES must be a number".into())
+        })?;
+    }
+    config.public_url = std::env::var("PROVISYNC_PUBLIC_URL")
+        .ok()
+        .filter(|s| !s.is_empty());
+    Ok(AppState {
+        directory: Directory::new(store, schemas),
+        auth: Arc::new(auth),
+        config: Arc::new(config),
+    })
+}
+
+/// Opens the embedded store in [`data_dir`].
+pub fn embedded_store() -> Result<Arc<dyn Store>, ConfigError> {
+    Ok(Arc::new(EmbeddedStore::open(&data_dir())?))
+}
+
+pub fn schema_dir() -> Option<PathBuf> {
+    std::env::var_os("PROVISYNC_SCHEMA_DIR").map(PathBuf::from)
+}

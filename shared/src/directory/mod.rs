@@ -1,0 +1,1110 @@
+//! The directory: SCIM users and groups kept on any [`Store`].
+//!
+//! Every write is one conditional transaction over the resource item, its uniqueness keys
+//! and (for groups) its membership items, so a failed or concurrent write leaves nothing
+//! half done. Reads compute `groups` (users) and `members` (groups) from the membership
+//! items only when the client will see them.
+
+pub mod keys;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::scim::filter::{CompValue, CompareOp, Filter};
+use crate::scim::patch::{MemberChange, MemberRef, apply_patch};
+use crate::scim::projection::Projection;
+use crate::scim::resource::{check_immutable, normalize};
+use crate::scim::schema::AttrPath;
+use crate::scim::{ResourceKind, SchemaRegistry, ScimError, sort};
+use crate::store::{
+    Condition, Index, Item, Key, MAX_TRANSACT_ITEMS, Query, Store, StoreError, Write,
+};
+use keys::{UniqueAttr, member_key, member_of_pk, resource_key, type_index_pk};
+
+/// Longest value accepted in an attribute that becomes part of a key (DynamoDB allows
+/// 2048 bytes for a partition key; we keep well under it).
+pub const MAX_KEY_VALUE_BYTES: usize = 1024;
+/// How many times a write retries after losing an optimistic-concurrency race.
+const WRITE_ATTEMPTS: usize = 5;
+/// Items read per store page while scanning a resource type.
+const SCAN_PAGE: usize = 500;
+
+/// A resource as stored, with its version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    pub resource: Value,
+    pub version: u64,
+}
+
+impl Stored {
+    pub fn id(&self) -> &str {
+        self.resource
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+    /// The weak entity tag (RFC 7644 §3.14).
+    pub fn etag(&self) -> String {
+        etag(self.version)
+    }
+}
+
+pub fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// `If-Match` precondition (RFC 7644 §3.14, RFC 7232 §3.1): `*` or a list of tags; weak
+/// comparison, since our tags are weak.
+pub fn if_match_ok(header: &str, version: u64) -> bool {
+    let want = format!("\"{version}\"");
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == want)
+}
+
+/// A list / search request (RFC 7644 §3.4.2, §3.4.3), already parsed.
+#[derive(Clone, Debug, Default)]
+pub struct SearchRequest {
+    pub filter: Option<Filter>,
+    pub sort_by: Option<AttrPath>,
+    pub descending: bool,
+    /// 1-based.
+    pub start_index: usize,
+    /// `None`: the server's page size.
+    pub count: Option<usize>,
+    pub projection: Projection,
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchResult {
+    pub total_results: usize,
+    pub start_index: usize,
+    /// Full resources (with `groups` / `members` filled when the projection shows them).
+    pub resources: Vec<Stored>,
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    store: Arc<dyn Store>,
+    schemas: SchemaRegistry,
+    /// Page size when a client gives no `count`, and the most one page may hold.
+    pub max_results: usize,
+}
+
+fn store_error(e: StoreError) -> ScimError {
+    match e {
+        StoreError::Invalid(d) => ScimError::invalid_value(d),
+        StoreError::Throttled => ScimError::unavailable("the directory is busy, retry later"),
+        StoreError::Conflict | StoreError::ConditionFailed { .. } => {
+            ScimError::new(409, None, "concurrent modification, retry")
+        }
+        StoreError::Unavailable(d) => {
+            tracing::error!(error = %d, "store unavailable");
+            ScimError::unavailable("the directory store is unavailable")
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn to_item(
+    kind: ResourceKind,
+    id: &str,
+    resource: &Value,
+    version: u64,
+) -> Result<Item, ScimError> {
+    let data = serde_json::to_vec(resource).map_err(|e| ScimError::internal(e.to_string()))?;
+    let key = resource_key(kind, id);
+    Ok(Item::new(key.pk, key.sk, data)
+        .with_gsi1(type_index_pk(kind), id)
+        .with_version(version))
+}
+
+fn from_item(item: &Item) -> Result<Stored, ScimError> {
+    let resource: Value = serde_json::from_slice(&item.data)
+        .map_err(|e| ScimError::internal(format!("stored resource is not JSON: {e}")))?;
+    Ok(Stored {
+        resource,
+        version: item.version,
+    })
+}
+
+fn member_item(group_id: &str, m: &MemberRef) -> Item {
+    let key = member_key(group_id, &m.value);
+    let data = json!({"value": m.value, "type": m.kind.as_deref().unwrap_or("User")});
+    Item::new(key.pk, key.sk, data.to_string().into_bytes())
+        .with_gsi1(member_of_pk(&m.value), group_id)
+}
+
+/// Why a transaction's condition failed, by write index.
+enum WriteRole {
+    Resource,
+    Unique(UniqueAttr, String),
+    Other,
+}
+
+impl Directory {
+    pub fn new(store: Arc<dyn Store>, schemas: SchemaRegistry) -> Self {
+        Directory {
+            store,
+            schemas,
+            max_results: 1000,
+        }
+    }
+
+    pub fn schemas(&self) -> &SchemaRegistry {
+        &self.schemas
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    // ---- reads ---------------------------------------------------------------------
+
+    /// The stored resource, without computed attributes.
+    pub async fn load(&self, kind: ResourceKind, id: &str) -> Result<Stored, ScimError> {
+        let not_found = || ScimError::not_found(format!("{} {id} not found", kind.as_str()));
+        if id.is_empty() || id.len() > MAX_KEY_VALUE_BYTES {
+            return Err(not_found());
+        }
+        let item = self
+            .store
+            .get(&resource_key(kind, id))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        from_item(&item)
+    }
+
+    /// The resource with `groups` / `members` computed if the projection shows them.
+    pub async fn get(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        projection: &Projection,
+    ) -> Result<Stored, ScimError> {
+        let mut stored = self.load(kind, id).await?;
+        self.expand(kind, &mut stored, projection).await?;
+        Ok(stored)
+    }
+
+    async fn expand(
+        &self,
+        kind: ResourceKind,
+        stored: &mut Stored,
+        projection: &Projection,
+    ) -> Result<(), ScimError> {
+        let view = self.schemas.view(kind);
+        let id = stored.id().to_string();
+        match kind {
+            ResourceKind::User => {
+                if projection.includes(&view, &AttrPath::new("groups")) {
+                    let groups = self.groups_of(&id).await?;
+                    if !groups.is_empty() {
+                        stored.resource["groups"] = Value::Array(groups);
+                    }
+                }
+            }
+            ResourceKind::Group => {
+                if projection.includes(&view, &AttrPath::new("members")) {
+                    let members = self.members_of(&id).await?;
+                    if !members.is_empty() {
+                        stored.resource["members"] = Value::Array(
+                            members
+                                .into_iter()
+                                .map(|m| json!({"value": m.value, "type": m.kind.unwrap_or_else(|| "User".into())}))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All members of a group, paging through the store.
+    pub async fn members_of(&self, group_id: &str) -> Result<Vec<MemberRef>, ScimError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(
+                        Index::Primary,
+                        keys::resource_pk(ResourceKind::Group, group_id),
+                    )
+                    .prefix(keys::MEMBER_SK_PREFIX)
+                    .limit(1000)
+                    .after(after),
+                )
+                .await
+                .map_err(store_error)?;
+            for item in &page.items {
+                let v: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
+                let value = item
+                    .sk
+                    .trim_start_matches(keys::MEMBER_SK_PREFIX)
+                    .to_string();
+                let kind = v.get("type").and_then(Value::as_str).map(str::to_string);
+                out.push(MemberRef { value, kind });
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Direct group memberships of a user (the `groups` attribute, RFC 7643 §4.1.2).
+    pub async fn groups_of(&self, member_id: &str) -> Result<Vec<Value>, ScimError> {
+        let mut gids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Gsi1, member_of_pk(member_id))
+                        .limit(1000)
+                        .after(after),
+                )
+                .await
+                .map_err(store_error)?;
+            gids.extend(
+                page.items
+                    .iter()
+                    .filter_map(|i| i.gsi1.as_ref().map(|(_, g)| g.clone())),
+            );
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        if gids.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys: Vec<Key> = gids
+            .iter()
+            .map(|g| resource_key(ResourceKind::Group, g))
+            .collect();
+        let mut names = HashMap::new();
+        for chunk in keys.chunks(100) {
+            for item in self.store.get_many(chunk).await.map_err(store_error)? {
+                let s = from_item(&item)?;
+                let name = s
+                    .resource
+                    .get("displayName")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                names.insert(s.id().to_string(), name);
+            }
+        }
+        Ok(gids
+            .into_iter()
+            .filter_map(|g| {
+                let display = names.get(&g)?.clone();
+                Some(json!({"value": g, "display": display, "type": "direct"}))
+            })
+            .collect())
+    }
+
+    /// List or search one resource type.
+    pub async fn search(
+        &self,
+        kind: ResourceKind,
+        req: &SearchRequest,
+    ) -> Result<SearchResult, ScimError> {
+        let view = self.schemas.view(kind);
+        if let Some(f) = &req.filter {
+            f.validate(&view)?;
+        }
+        let start_index = req.start_index.max(1);
+        let count = req.count.unwrap_or(self.max_results).min(self.max_results);
+        let matches = |s: &Stored| {
+            req.filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&view, &s.resource))
+        };
+
+        // Equality on a uniquely keyed attribute (what IdPs send before every create) is a
+        // point read, never a scan.
+        let candidates: Option<Vec<Stored>> =
+            match req.filter.as_ref().and_then(|f| indexed_lookup(kind, f)) {
+                Some(Lookup::Id(id)) => Some(match self.load(kind, &id).await {
+                    Ok(s) => vec![s],
+                    Err(e) if e.status == 404 => vec![],
+                    Err(e) => return Err(e),
+                }),
+                Some(Lookup::Unique(attr, value)) => Some(
+                    self.lookup_unique(kind, attr, &value)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                ),
+                None => None,
+            };
+
+        let (total, mut page) = if let Some(c) = candidates {
+            let mut all: Vec<Stored> = c.into_iter().filter(|s| matches(s)).collect();
+            if let Some(sort_by) = &req.sort_by {
+                sort_stored(&view, &mut all, sort_by, req.descending);
+            }
+            let total = all.len();
+            (
+                total,
+                all.into_iter()
+                    .skip(start_index - 1)
+                    .take(count)
+                    .collect::<Vec<_>>(),
+            )
+        } else if let Some(sort_by) = &req.sort_by {
+            let mut all = Vec::new();
+            self.scan(kind, |s| {
+                if matches(&s) {
+                    all.push(s);
+                }
+            })
+            .await?;
+            sort_stored(&view, &mut all, sort_by, req.descending);
+            let total = all.len();
+            (
+                total,
+                all.into_iter().skip(start_index - 1).take(count).collect(),
+            )
+        } else {
+            // Unsorted: keep only the requested window in memory, count the rest.
+            let mut total = 0usize;
+            let mut window = Vec::new();
+            self.scan(kind, |s| {
+                if matches(&s) {
+                    total += 1;
+                    if total >= start_index && window.len() < count {
+                        window.push(s);
+                    }
+                }
+            })
+            .await?;
+            (total, window)
+        };
+        for s in page.iter_mut() {
+            self.expand(kind, s, &req.projection).await?;
+        }
+        Ok(SearchResult {
+            total_results: total,
+            start_index,
+            resources: page,
+        })
+    }
+
+    /// Every resource of a type, in creation order, a page of the store at a time.
+    pub async fn scan(
+        &self,
+        kind: ResourceKind,
+        mut f: impl FnMut(Stored),
+    ) -> Result<(), ScimError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Gsi1, type_index_pk(kind))
+                        .limit(SCAN_PAGE)
+                        .after(after),
+                )
+                .await
+                .map_err(store_error)?;
+            for item in &page.items {
+                f(from_item(item)?);
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn lookup_unique(
+        &self,
+        kind: ResourceKind,
+        attr: UniqueAttr,
+        value: &str,
+    ) -> Result<Option<Stored>, ScimError> {
+        if value.len() > MAX_KEY_VALUE_BYTES {
+            return Ok(None);
+        }
+        let Some(item) = self
+            .store
+            .get(&attr.key(kind, value))
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let id: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
+        let Some(id) = id.get("id").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        match self.load(kind, id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.status == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- writes --------------------------------------------------------------------
+
+    /// Creates a resource from a client body (POST). Returns the stored resource and the
+    /// write-only password, if one was sent (never stored in the directory).
+    pub async fn create(
+        &self,
+        kind: ResourceKind,
+        body: &Value,
+    ) -> Result<(Stored, Option<String>), ScimError> {
+        let view = self.schemas.view(kind);
+        let mut resource = normalize(&view, body)?;
+        let password = take_password(&mut resource);
+        let members = take_members(kind, &mut resource)?;
+        check_key_lengths(kind, &resource)?;
+        self.check_members_exist(&members).await?;
+
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_rfc3339();
+        let obj = as_object_mut(&mut resource)?;
+        obj.insert("id".into(), json!(id));
+        obj.insert(
+            "meta".into(),
+            json!({"resourceType": kind.as_str(), "created": now, "lastModified": now, "version": etag(1)}),
+        );
+        // Keep a readable key order: schemas, id, externalId, meta first.
+        let resource = reorder(resource);
+
+        let mut writes = vec![Write::put_new(to_item(kind, &id, &resource, 1)?)];
+        let mut roles = vec![WriteRole::Resource];
+        for attr in UniqueAttr::for_kind(kind) {
+            if let Some(v) = attr.value_in(&resource) {
+                writes.push(Write::put_new(unique_item(kind, *attr, v, &id)));
+                roles.push(WriteRole::Unique(*attr, v.to_string()));
+            }
+        }
+        let first_batch = MAX_TRANSACT_ITEMS - writes.len();
+        let (now_members, later) = members.split_at(members.len().min(first_batch));
+        for m in now_members {
+            writes.push(Write::put(member_item(&id, m)));
+            roles.push(WriteRole::Other);
+        }
+        self.commit(kind, writes, &roles, None).await?;
+        // Groups created with more members than one transaction holds: the rest follow in
+        // further transactions (idempotent puts; DynamoDB caps a transaction at 100 items).
+        for chunk in later.chunks(MAX_TRANSACT_ITEMS) {
+            let writes = chunk
+                .iter()
+                .map(|m| Write::put(member_item(&id, m)))
+                .collect();
+            self.store.transact(writes).await.map_err(store_error)?;
+        }
+        Ok((
+            Stored {
+                resource,
+                version: 1,
+            },
+            password,
+        ))
+    }
+
+    /// Replaces a resource (PUT, RFC 7644 §3.5.1).
+    pub async fn replace(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Stored, Option<String>), ScimError> {
+        let view = self.schemas.view(kind);
+        let mut incoming = normalize(&view, body)?;
+        let password = take_password(&mut incoming);
+        let members = take_members(kind, &mut incoming)?;
+        check_key_lengths(kind, &incoming)?;
+        self.check_members_exist(&members).await?;
+        for attempt in 0.. {
+            let current = self.load(kind, id).await?;
+            check_if_match(if_match, current.version)?;
+            check_immutable(&view, &current.resource, &incoming)?;
+            let member_changes = match kind {
+                ResourceKind::Group => vec![MemberChange::Replace(members.clone())],
+                ResourceKind::User => vec![],
+            };
+            match self
+                .write_update(
+                    kind,
+                    &current,
+                    incoming.clone(),
+                    &member_changes,
+                    if_match.is_some(),
+                )
+                .await
+            {
+                Err(e)
+                    if e.status == 409 && e.scim_type.is_none() && attempt + 1 < WRITE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                r => return r.map(|s| (s, password)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Applies a PatchOp (RFC 7644 §3.5.2).
+    pub async fn patch(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Stored, Option<String>), ScimError> {
+        let view = self.schemas.view(kind);
+        for attempt in 0.. {
+            let current = self.load(kind, id).await?;
+            check_if_match(if_match, current.version)?;
+            let plan = apply_patch(&view, &current.resource, body)?;
+            let mut resource = plan.resource;
+            let password = take_password(&mut resource);
+            check_key_lengths(kind, &resource)?;
+            for change in &plan.member_changes {
+                if let MemberChange::Add(m) | MemberChange::Replace(m) = change {
+                    self.check_members_exist(m).await?;
+                }
+            }
+            match self
+                .write_update(
+                    kind,
+                    &current,
+                    resource,
+                    &plan.member_changes,
+                    if_match.is_some(),
+                )
+                .await
+            {
+                Err(e)
+                    if e.status == 409 && e.scim_type.is_none() && attempt + 1 < WRITE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                r => return r.map(|s| (s, password)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Writes a new state of an existing resource: bumps the version (conditional on the
+    /// one read), moves uniqueness keys that changed, applies membership changes.
+    async fn write_update(
+        &self,
+        kind: ResourceKind,
+        current: &Stored,
+        mut resource: Value,
+        member_changes: &[MemberChange],
+        precondition: bool,
+    ) -> Result<Stored, ScimError> {
+        let id = current.id().to_string();
+        let (adds, removes) = self.resolve_member_changes(&id, member_changes).await?;
+        // Carry over what the client cannot set.
+        let obj = as_object_mut(&mut resource)?;
+        obj.insert("id".into(), json!(id));
+        obj.remove("groups");
+        obj.remove("members");
+        let mut meta = current
+            .resource
+            .get("meta")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+
+        let unchanged = strip_meta(&resource) == strip_meta(&current.resource)
+            && adds.is_empty()
+            && removes.is_empty();
+        if unchanged {
+            // A PATCH or PUT that changes nothing writes nothing (IdPs resend a lot).
+            return Ok(current.clone());
+        }
+        let version = current.version + 1;
+        meta["lastModified"] = json!(now_rfc3339());
+        meta["version"] = json!(etag(version));
+        as_object_mut(&mut resource)?.insert("meta".into(), meta);
+        let resource = reorder(resource);
+
+        let mut writes = vec![Write::Put {
+            item: to_item(kind, &id, &resource, version)?,
+            condition: Condition::VersionIs(current.version),
+        }];
+        let mut roles = vec![WriteRole::Resource];
+        for attr in UniqueAttr::for_kind(kind) {
+            let old = attr.value_in(&current.resource).map(|v| attr.normalise(v));
+            let new = attr.value_in(&resource);
+            if old.as_deref() == new.map(|v| attr.normalise(v)).as_deref() {
+                continue;
+            }
+            if let Some(old) = attr.value_in(&current.resource) {
+                writes.push(Write::delete(attr.key(kind, old)));
+                roles.push(WriteRole::Other);
+            }
+            if let Some(new) = new {
+                writes.push(Write::put_new(unique_item(kind, *attr, new, &id)));
+                roles.push(WriteRole::Unique(*attr, new.to_string()));
+            }
+        }
+        let room = MAX_TRANSACT_ITEMS - writes.len();
+        let mut member_writes: Vec<Write> = adds
+            .iter()
+            .map(|m| Write::put(member_item(&id, m)))
+            .chain(removes.iter().map(|m| Write::delete(member_key(&id, m))))
+            .collect();
+        let later = if member_writes.len() > room {
+            member_writes.split_off(room)
+        } else {
+            vec![]
+        };
+        roles.extend(member_writes.iter().map(|_| WriteRole::Other));
+        writes.extend(member_writes);
+        let failed_precondition = if precondition {
+            Some(ScimError::precondition_failed(
+                "the resource was modified (version mismatch)",
+            ))
+        } else {
+            None
+        };
+        self.commit(kind, writes, &roles, failed_precondition)
+            .await?;
+        for chunk in later.chunks(MAX_TRANSACT_ITEMS) {
+            self.store
+                .transact(chunk.to_vec())
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Stored { resource, version })
+    }
+
+    /// Turns membership changes into the member ids to add and to remove, reading the
+    /// current members only when a change needs them (replace, remove all, remove by a
+    /// filter other than `value eq`).
+    async fn resolve_member_changes(
+        &self,
+        group_id: &str,
+        changes: &[MemberChange],
+    ) -> Result<(Vec<MemberRef>, Vec<String>), ScimError> {
+        if changes.is_empty() {
+            return Ok((vec![], vec![]));
+        }
+        let needs_listing = changes.iter().any(|c| {
+            matches!(
+                c,
+                MemberChange::Replace(_) | MemberChange::RemoveAll | MemberChange::RemoveWhere(_)
+            )
+        });
+        // Simulate the changes in order on a view of the membership that only holds what
+        // the changes touch (or everything, when one needs the full list).
+        let mut present: Option<HashMap<String, MemberRef>> = None;
+        if needs_listing {
+            present = Some(
+                self.members_of(group_id)
+                    .await?
+                    .into_iter()
+                    .map(|m| (m.value.clone(), m))
+                    .collect(),
+            );
+        }
+        let before: BTreeSet<String> = present
+            .as_ref()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut added: HashMap<String, MemberRef> = HashMap::new();
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        let group_attr = self
+            .schemas
+            .view(ResourceKind::Group)
+            .core
+            .attribute("members")
+            .cloned();
+        for change in changes {
+            match change {
+                MemberChange::Add(ms) => {
+                    for m in ms {
+                        removed.remove(&m.value);
+                        added.insert(m.value.clone(), m.clone());
+                        if let Some(p) = present.as_mut() {
+                            p.insert(m.value.clone(), m.clone());
+                        }
+                    }
+                }
+                MemberChange::Remove(ids) => {
+                    for id in ids {
+                        added.remove(id);
+                        removed.insert(id.clone());
+                        if let Some(p) = present.as_mut() {
+                            p.remove(id);
+                        }
+                    }
+                }
+                MemberChange::RemoveAll
+                | MemberChange::Replace(_)
+                | MemberChange::RemoveWhere(_) => {
+                    let p = present.get_or_insert_with(HashMap::new);
+                    let drop: Vec<String> = match change {
+                        MemberChange::RemoveWhere(f) => p
+                            .values()
+                            .filter(|m| {
+                                let el = json!({"value": m.value, "type": m.kind.as_deref().unwrap_or("User")});
+                                group_attr.as_ref().is_some_and(|a| f.matches_element(a, &el))
+                            })
+                            .map(|m| m.value.clone())
+                            .collect(),
+                        _ => p.keys().cloned().collect(),
+                    };
+                    for id in drop {
+                        p.remove(&id);
+                        added.remove(&id);
+                        removed.insert(id);
+                    }
+                    if let MemberChange::Replace(ms) = change {
+                        for m in ms {
+                            removed.remove(&m.value);
+                            added.insert(m.value.clone(), m.clone());
+                            p.insert(m.value.clone(), m.clone());
+                        }
+                    }
+                }
+            }
+        }
+        // With a full listing, only real differences are written.
+        let adds: Vec<MemberRef> = added
+            .into_values()
+            .filter(|m| !before.contains(&m.value) || !needs_listing)
+            .collect();
+        let removes: Vec<String> = removed
+            .into_iter()
+            .filter(|id| !needs_listing || before.contains(id))
+            .collect();
+        Ok((adds, removes))
+    }
+
+    /// Deletes a resource and everything that points at it (uniqueness keys, its
+    /// memberships, and a group's member items).
+    pub async fn delete(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Stored, ScimError> {
+        let current = self.load(kind, id).await?;
+        check_if_match(if_match, current.version)?;
+        // Memberships first: if we stop half way the resource still exists and a retry
+        // finishes the job; the reverse would leave memberships of a ghost.
+        let membership_keys: Vec<Key> = match kind {
+            ResourceKind::User => self
+                .groups_of_ids(id)
+                .await?
+                .into_iter()
+                .map(|g| member_key(&g, id))
+                .collect(),
+            ResourceKind::Group => {
+                let mut ks: Vec<Key> = self
+                    .members_of(id)
+                    .await?
+                    .into_iter()
+                    .map(|m| member_key(id, &m.value))
+                    .collect();
+                // A group can be a member of other groups too.
+                ks.extend(
+                    self.groups_of_ids(id)
+                        .await?
+                        .into_iter()
+                        .map(|g| member_key(&g, id)),
+                );
+                ks
+            }
+        };
+        for chunk in membership_keys.chunks(MAX_TRANSACT_ITEMS) {
+            self.store
+                .transact(chunk.iter().cloned().map(Write::delete).collect())
+                .await
+                .map_err(store_error)?;
+        }
+        let mut writes = vec![Write::Delete {
+            key: resource_key(kind, id),
+            condition: Condition::VersionIs(current.version),
+        }];
+        for attr in UniqueAttr::for_kind(kind) {
+            if let Some(v) = attr.value_in(&current.resource) {
+                writes.push(Write::delete(attr.key(kind, v)));
+            }
+        }
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(current),
+            Err(StoreError::ConditionFailed { .. }) if if_match.is_some() => Err(
+                ScimError::precondition_failed("the resource was modified (version mismatch)"),
+            ),
+            Err(StoreError::ConditionFailed { .. }) => {
+                Err(ScimError::new(409, None, "concurrent modification, retry"))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn groups_of_ids(&self, member_id: &str) -> Result<Vec<String>, ScimError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Gsi1, member_of_pk(member_id))
+                        .limit(1000)
+                        .after(after),
+                )
+                .await
+                .map_err(store_error)?;
+            out.extend(
+                page.items
+                    .iter()
+                    .filter_map(|i| i.gsi1.as_ref().map(|(_, g)| g.clone())),
+            );
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn check_members_exist(&self, members: &[MemberRef]) -> Result<(), ScimError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut wanted: HashMap<Key, &str> = HashMap::new();
+        for m in members {
+            if m.value.is_empty() || m.value.len() > MAX_KEY_VALUE_BYTES {
+                return Err(ScimError::invalid_value(format!(
+                    "member '{}' is not a valid id",
+                    m.value
+                )));
+            }
+            let kind = match m.kind.as_deref() {
+                None => None,
+                Some(k) => Some(ResourceKind::parse(k).ok_or_else(|| {
+                    ScimError::invalid_value(format!("member type '{k}' is not User or Group"))
+                })?),
+            };
+            // Untyped members may be users or groups: look for both.
+            for k in kind
+                .map(|k| vec![k])
+                .unwrap_or_else(|| vec![ResourceKind::User, ResourceKind::Group])
+            {
+                wanted.insert(resource_key(k, &m.value), m.value.as_str());
+            }
+        }
+        let keys: Vec<Key> = wanted.keys().cloned().collect();
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        for chunk in keys.chunks(100) {
+            for item in self.store.get_many(chunk).await.map_err(store_error)? {
+                if let Some(v) = wanted.get(&item.key()) {
+                    found.insert(v.to_string());
+                }
+            }
+        }
+        if let Some(missing) = members.iter().find(|m| !found.contains(&m.value)) {
+            return Err(ScimError::invalid_value(format!(
+                "member '{}' does not exist",
+                missing.value
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs a transaction and turns condition failures into the right SCIM error.
+    async fn commit(
+        &self,
+        kind: ResourceKind,
+        writes: Vec<Write>,
+        roles: &[WriteRole],
+        on_version_mismatch: Option<ScimError>,
+    ) -> Result<(), ScimError> {
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { index }) => match roles.get(index) {
+                Some(WriteRole::Unique(attr, value)) => Err(ScimError::uniqueness(format!(
+                    "{} with {} '{}' already exists",
+                    kind.as_str(),
+                    attr.attr_name(),
+                    value
+                ))),
+                Some(WriteRole::Resource) => Err(on_version_mismatch.unwrap_or_else(|| {
+                    ScimError::new(409, None, "concurrent modification, retry")
+                })),
+                _ => Err(ScimError::new(409, None, "concurrent modification, retry")),
+            },
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+fn unique_item(kind: ResourceKind, attr: UniqueAttr, value: &str, id: &str) -> Item {
+    let key = attr.key(kind, value);
+    Item::new(key.pk, key.sk, json!({"id": id}).to_string().into_bytes())
+}
+
+fn check_if_match(if_match: Option<&str>, version: u64) -> Result<(), ScimError> {
+    match if_match {
+        Some(h) if !if_match_ok(h, version) => Err(ScimError::precondition_failed(format!(
+            "If-Match does not match the current version {}",
+            etag(version)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_key_lengths(kind: ResourceKind, resource: &Value) -> Result<(), ScimError> {
+    for attr in UniqueAttr::for_kind(kind) {
+        if attr
+            .value_in(resource)
+            .is_some_and(|v| v.len() > MAX_KEY_VALUE_BYTES)
+        {
+            return Err(ScimError::invalid_value(format!(
+                "{} is longer than {MAX_KEY_VALUE_BYTES} bytes",
+                attr.attr_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn as_object_mut(v: &mut Value) -> Result<&mut Map<String, Value>, ScimError> {
+    v.as_object_mut()
+        .ok_or_else(|| ScimError::invalid_syntax("a resource must be a JSON object"))
+}
+
+fn take_password(resource: &mut Value) -> Option<String> {
+    resource
+        .as_object_mut()?
+        .remove("password")
+        .and_then(|p| p.as_str().map(str::to_string))
+}
+
+fn take_members(kind: ResourceKind, resource: &mut Value) -> Result<Vec<MemberRef>, ScimError> {
+    let Some(obj) = resource.as_object_mut() else {
+        return Ok(vec![]);
+    };
+    let Some(members) = obj.remove("members") else {
+        return Ok(vec![]);
+    };
+    if kind != ResourceKind::Group {
+        return Ok(vec![]);
+    }
+    let mut out: Vec<MemberRef> = Vec::new();
+    for m in members.as_array().into_iter().flatten() {
+        let value = m
+            .get("value")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ScimError::invalid_value("each member needs a string 'value'"))?;
+        if out.iter().any(|o| o.value == value) {
+            continue;
+        }
+        out.push(MemberRef {
+            value: value.to_string(),
+            kind: m.get("type").and_then(Value::as_str).map(str::to_string),
+        });
+    }
+    Ok(out)
+}
+
+fn strip_meta(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("meta");
+    }
+    v
+}
+
+/// `schemas`, `id`, `externalId`, `meta` first, then the rest as given.
+fn reorder(v: Value) -> Value {
+    let Value::Object(mut obj) = v else { return v };
+    let mut out = Map::new();
+    for k in ["schemas", "id", "externalId", "meta"] {
+        if let Some(x) = obj.remove(k) {
+            out.insert(k.to_string(), x);
+        }
+    }
+    out.extend(obj);
+    Value::Object(out)
+}
+
+fn sort_stored(
+    view: &crate::scim::ResourceSchema<'_>,
+    all: &mut Vec<Stored>,
+    sort_by: &AttrPath,
+    descending: bool,
+) {
+    let mut resources: Vec<(Value, u64)> = all.drain(..).map(|s| (s.resource, s.version)).collect();
+    let mut values: Vec<Value> = resources.iter().map(|(r, _)| r.clone()).collect();
+    sort::sort_resources(view, &mut values, sort_by, descending);
+    // Re-attach versions by id (sort only moves resources).
+    let versions: HashMap<String, u64> = resources
+        .drain(..)
+        .map(|(r, v)| {
+            (
+                r.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                v,
+            )
+        })
+        .collect();
+    all.extend(values.into_iter().map(|r| {
+        let version = versions
+            .get(r.get("id").and_then(Value::as_str).unwrap_or_default())
+            .copied()
+            .unwrap_or(0);
+        Stored {
+            resource: r,
+            version,
+        }
+    }));
+}
+
+enum Lookup {
+    Id(String),
+    Unique(UniqueAttr, String),
+}
+
+/// Finds an equality on a keyed attribute that every match must satisfy: the filter
+/// itself or one side of a top-level `and`.
+fn indexed_lookup(kind: ResourceKind, f: &Filter) -> Option<Lookup> {
+    match f {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::Str(v),
+        } if path.sub_attr.is_none() => {
+            let urn_ok = path
+                .urn
+                .as_deref()
+                .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()));
+            if !urn_ok {
+                return None;
+            }
+            if path.attr.eq_ignore_ascii_case("id") {
+                return Some(Lookup::Id(v.clone()));
+            }
+            UniqueAttr::for_kind(kind)
+                .iter()
+                .find(|a| a.attr_name().eq_ignore_ascii_case(&path.attr))
+                .map(|a| Lookup::Unique(*a, v.clone()))
+        }
+        Filter::And(a, b) => indexed_lookup(kind, a).or_else(|| indexed_lookup(kind, b)),
+        _ => None,
+    }
+}
