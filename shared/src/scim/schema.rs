@@ -412,7 +412,7 @@ impl AttrPath {
     /// Parses `name`, `name.sub`, `urn:...:name` or `urn:...:name.sub`. Returns `None` for
     /// anything that is not an attribute path (RFC 7644 §3.10 / RFC 7643 §2.1 ATTRNAME).
     pub fn parse(s: &str) -> Option<Self> {
-        let (urn, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("urn:") {
+        let (urn, rest) = if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) && s.len() > 4 {
             let idx = s.rfind(':')?;
             (Some(s[..idx].to_string()), &s[idx + 1..])
         } else {
@@ -599,6 +599,8 @@ mod tests {
         assert!(AttrPath::parse("1abc").is_none());
         assert!(AttrPath::parse("a.b.c").is_none());
         assert!(AttrPath::parse("").is_none());
+        assert!(AttrPath::parse("urné").is_none());
+        assert!(AttrPath::parse("é").is_none());
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Test harness: a real Provisync HTTP server on a loopback port, on a chosen store, and
+//! a small SCIM client around reqwest.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use provisync::config::state_for_store;
+use provisync::http::auth::{Authenticator, Scope};
+use provisync::scim::SchemaRegistry;
+use provisync::store::Store;
+use provisync::store::embedded::EmbeddedStore;
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "test-scim-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A running hub.
+pub struct Hub {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+/// Which store a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Embedded,
+}
+
+impl Hub {
+    pub async fn start(backend: Backend) -> Hub {
+        let store: Arc<dyn Store> = match backend {
+            Backend::Embedded => Arc::new(EmbeddedStore::in_memory()),
+        };
+        Self::start_on(store).await
+    }
+
+    pub async fn start_on(store: Arc<dyn Store>) -> Hub {
+        let mut state = state_for_store(store.clone(), SchemaRegistry::builtin()).expect("state");
+        state.auth = Arc::new(
+            Authenticator::new(Some(store.clone()))
+                .with_static_token(TOKEN, Scope::Scim)
+                .with_static_token(ADMIN_TOKEN, Scope::Admin),
+        );
+        let mut cfg = (*state.config).clone();
+        cfg.max_body_bytes = 256 * 1024;
+        state.config = Arc::new(cfg);
+        let app = provisync::http::app(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Hub {
+            addr,
+            base: format!("http://{addr}/scim/v2"),
+            client: reqwest::Client::new(),
+            store,
+            _task: task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/scim+json")
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Resp {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        Resp::from(r.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn user(&self, user_name: &str) -> String {
+        let r = self.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": user_name})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.id()
+    }
+
+    pub async fn group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let r = self
+            .post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": members}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.id()
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+    pub fn id(&self) -> String {
+        self.body["id"].as_str().expect("id in body").to_string()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts a SCIM error with this status (and scimType, if given).
+    pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{}", self.text);
+        assert_eq!(self.body["status"], status.to_string(), "{}", self.text);
+        if let Some(t) = scim_type {
+            assert_eq!(self.body["scimType"], t, "{}", self.text);
+        }
+        assert_eq!(self.header("content-type"), Some("application/scim+json"));
+    }
+    pub fn total(&self) -> u64 {
+        self.body["totalResults"].as_u64().expect("totalResults")
+    }
+    pub fn resources(&self) -> Vec<Value> {
+        self.body["Resources"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Runs a test body on every backend available in this run.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                let hub = $crate::Hub::start($crate::Backend::Embedded).await;
+                ($body)(hub).await;
+            }
+        }
+    };
+}
+
+/// Percent-encodes a query value.
+pub fn q(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! Groups over real HTTP: lifecycle, membership PATCHes, cascades, and the O(1)
+//! membership write cost on a large group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use provisync::store::embedded::EmbeddedStore;
+use provisync::store::{Item, Key, Page, Query, Store, StoreError, Write};
+use provisync_tests::{GROUP_SCHEMA, Hub, PATCH_OP, on_every_backend, q};
+use serde_json::{Value, json};
+
+fn member_ids(group: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["value"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+on_every_backend!(group_lifecycle, |hub: Hub| async move {
+    let a = hub.user("ann").await;
+    let b = hub.user("ben").await;
+    let c = hub.user("cid").await;
+    let r = hub
+        .post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": "Sales", "externalId": "g-1", "members": [{"value": a}, {"value": b, "type": "User"}]}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let g = r.id();
+    assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), b.clone()]));
+    assert!(r.header("location").unwrap().ends_with(&format!("/Groups/{g}")));
+
+    // Duplicate displayName (case-insensitive) is refused.
+    hub.post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": "SALES"})).await.assert_error(409, Some("uniqueness"));
+    // Unknown member is refused, nothing written.
+    hub.post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": "Ghosts", "members": [{"value": "no-such-id"}]}))
+        .await
+        .assert_error(400, Some("invalidValue"));
+    assert_eq!(hub.get(&format!("/Groups?filter={}", q("displayName eq \"Ghosts\""))).await.total(), 0);
+
+    // The user's groups attribute.
+    let r = hub.get(&format!("/Users/{a}")).await;
+    assert_eq!(r.body["groups"][0]["value"], g);
+    assert_eq!(r.body["groups"][0]["display"], "Sales");
+
+    // Add, remove by filter, and a no-op.
+    let add = json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": c}]}]});
+    let r = hub.patch(&format!("/Groups/{g}"), &add).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), b.clone(), c.clone()]));
+    let rm = json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": format!("members[value eq \"{b}\"]")}]});
+    let r = hub.patch(&format!("/Groups/{g}"), &rm).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), c.clone()]));
+    let v = r.header("etag").unwrap().to_string();
+    let r = hub.patch(&format!("/Groups/{g}"), &rm).await;
+    assert_eq!(r.header("etag").unwrap(), v, "removing an absent member changes nothing");
+
+    // excludedAttributes=members, as Entra asks.
+    let r = hub.get(&format!("/Groups/{g}?excludedAttributes=members")).await;
+    assert!(r.body.get("members").is_none());
+    assert_eq!(r.body["displayName"], "Sales");
+
+    // Rename + replace members in one PATCH.
+    let ops = json!({"schemas": [PATCH_OP], "Operations": [
+        {"op": "replace", "path": "displayName", "value": "Sales EMEA"},
+        {"op": "replace", "path": "members", "value": [{"value": b}]}
+    ]});
+    let r = hub.patch(&format!("/Groups/{g}"), &ops).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["displayName"], "Sales EMEA");
+    assert_eq!(member_ids(&r.body), vec![b.clone()]);
+    assert!(hub.get(&format!("/Users/{a}")).await.body.get("groups").is_none());
+
+    // PUT replaces members.
+    let r = hub.put(&format!("/Groups/{g}"), &json!({"schemas": [GROUP_SCHEMA], "displayName": "Sales EMEA", "members": [{"value": a}, {"value": c}]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), c.clone()]));
+
+    // Deleting a user removes its memberships.
+    assert_eq!(hub.delete(&format!("/Users/{a}")).await.status, 204);
+    assert_eq!(member_ids(&hub.get(&format!("/Groups/{g}")).await.body), vec![c.clone()]);
+
+    // Filter groups by member.
+    let r = hub.get(&format!("/Groups?filter={}", q(&format!("members[value eq \"{c}\"]")))).await;
+    assert_eq!(r.total(), 1, "{}", r.text);
+
+    // Remove all members, then delete the group.
+    let r = hub.patch(&format!("/Groups/{g}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members"}]})).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.get("members").is_none());
+    assert_eq!(hub.delete(&format!("/Groups/{g}")).await.status, 204);
+    assert!(hub.get(&format!("/Users/{c}")).await.body.get("groups").is_none());
+    hub.get(&format!("/Groups/{g}")).await.assert_error(404, None);
+});
+
+/// A store that counts what it is asked to do.
+struct Counting {
+    inner: EmbeddedStore,
+    written: AtomicUsize,
+    read_items: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.read_items.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        self.read_items.fetch_add(keys.len(), Ordering::Relaxed);
+        self.inner.get_many(keys).await
+    }
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        let page = self.inner.query(query).await?;
+        self.read_items.fetch_add(page.items.len(), Ordering::Relaxed);
+        Ok(page)
+    }
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.written.fetch_add(writes.len(), Ordering::Relaxed);
+        self.inner.transact(writes).await
+    }
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_change_is_constant_work_in_a_large_group() {
+    let store = Arc::new(Counting {
+        inner: EmbeddedStore::in_memory(),
+        written: AtomicUsize::new(0),
+        read_items: AtomicUsize::new(0),
+    });
+    let hub = Hub::start_on(store.clone()).await;
+    // 3,000 members, created through Bulk to keep the test quick.
+    let n = 3000;
+    let mut ids = Vec::with_capacity(n);
+    for chunk in 0..(n / 500) {
+        let ops: Vec<Value> = (0..500)
+            .map(|i| json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("m{chunk}-{i}")}}))
+            .collect();
+        let r = hub.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for op in r.body["Operations"].as_array().unwrap() {
+            assert_eq!(op["status"], "201", "{op}");
+            ids.push(op["location"].as_str().unwrap().rsplit('/').next().unwrap().to_string());
+        }
+    }
+    let g = hub.group("Everyone", &[]).await;
+    for chunk in ids.chunks(500) {
+        let members: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
+        let r = hub.patch(&format!("/Groups/{g}?excludedAttributes=members"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": members}]})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let r = hub.get(&format!("/Groups/{g}?attributes=displayName")).await;
+    assert_eq!(r.status, 200);
+    let r = hub.get(&format!("/Groups/{g}")).await;
+    assert_eq!(r.body["members"].as_array().unwrap().len(), n);
+
+    let extra = hub.user("late-joiner").await;
+    // Measure one add and one remove, as Entra sends them.
+    for body in [
+        json!({"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": extra}]}]}),
+        json!({"schemas": [PATCH_OP], "Operations": [{"op": "Remove", "path": "members", "value": [{"value": extra}]}]}),
+    ] {
+        store.written.store(0, Ordering::Relaxed);
+        store.read_items.store(0, Ordering::Relaxed);
+        let r = hub.patch(&format!("/Groups/{g}?excludedAttributes=members"), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let written = store.written.load(Ordering::Relaxed);
+        let read = store.read_items.load(Ordering::Relaxed);
+        assert!(written <= 3, "one member change wrote {written} items");
+        assert!(read <= 10, "one member change read {read} items in a group of {n}");
+    }
+}
