@@ -196,4 +196,252 @@ fn cmp_keys(a: Option<&Key>, b: Option<&Key>) -> Ordering {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use crate::scim::schema::{ResourceKind, SchemaRegistry};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn ids(resources: &[Value]) -> Vec<&str> {
+        resources
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("?"))
+            .collect()
+    }
+
+    fn sorted(resources: &[Value], by: &str, descending: bool) -> Vec<String> {
+        let reg = SchemaRegistry::builtin();
+        let schema = reg.view(ResourceKind::User);
+        let path = validate_sort_by(&schema, by).unwrap();
+        let mut v = resources.to_vec();
+        sort_resources(&schema, &mut v, &path, descending);
+        ids(&v).into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn strings_case_insensitive_unless_case_exact() {
+        let rs = vec![
+            json!({"id": "1", "userName": "bob", "externalId": "b"}),
+            json!({"id": "2", "userName": "Alice", "externalId": "B"}),
+            json!({"id": "3", "userName": "carol", "externalId": "a"}),
+            json!({"id": "4", "userName": "ALAN", "externalId": "A"}),
+        ];
+        assert_eq!(sorted(&rs, "userName", false), ["4", "2", "1", "3"]);
+        assert_eq!(sorted(&rs, "USERNAME", true), ["3", "1", "2", "4"]);
+        // externalId is caseExact: code point order, upper case first.
+        assert_eq!(sorted(&rs, "externalId", false), ["4", "2", "3", "1"]);
+    }
+
+    #[test]
+    fn missing_values_last_ascending_first_descending() {
+        let rs = vec![
+            json!({"id": "1"}),
+            json!({"id": "2", "title": "b"}),
+            json!({"id": "3", "title": null}),
+            json!({"id": "4", "title": "a"}),
+            json!({"id": "5", "title": ""}),
+        ];
+        assert_eq!(sorted(&rs, "title", false), ["4", "2", "1", "3", "5"]);
+        assert_eq!(sorted(&rs, "title", true), ["1", "3", "5", "2", "4"]);
+    }
+
+    #[test]
+    fn stable_for_equal_keys() {
+        let rs: Vec<Value> = (0..10)
+            .map(|i| json!({"id": i.to_string(), "userType": if i % 2 == 0 { "A" } else { "a" }}))
+            .collect();
+        assert_eq!(
+            sorted(&rs, "userType", false),
+            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+        );
+        assert_eq!(
+            sorted(&rs, "userType", true),
+            ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+        );
+    }
+
+    #[test]
+    fn multi_valued_sorts_by_primary_else_first() {
+        let rs = vec![
+            json!({"id": "1", "emails": [{"value": "z@x"}, {"value": "a@x", "primary": true}]}),
+            json!({"id": "2", "emails": [{"value": "m@x"}, {"value": "b@x"}]}),
+            json!({"id": "3", "emails": []}),
+            json!({"id": "4", "emails": [{"value": "C@x", "primary": false}]}),
+        ];
+        assert_eq!(sorted(&rs, "emails.value", false), ["1", "4", "2", "3"]);
+        assert_eq!(sorted(&rs, "emails", false), ["1", "4", "2", "3"]);
+        assert_eq!(sorted(&rs, "emails", true), ["3", "2", "4", "1"]);
+        let rs = vec![
+            json!({"id": "1", "emails": [{"value": "a@x", "type": "work"}]}),
+            json!({"id": "2", "emails": [{"value": "b@x", "type": "home", "primary": true}, {"type": "aaa"}]}),
+        ];
+        assert_eq!(sorted(&rs, "emails.type", false), ["2", "1"]);
+    }
+
+    #[test]
+    fn date_times_by_instant_and_sub_attributes() {
+        let rs = vec![
+            json!({"id": "1", "meta": {"lastModified": "2020-01-01T12:00:00+05:00"}}),
+            json!({"id": "2", "meta": {"lastModified": "2020-01-01T08:00:00Z"}}),
+            json!({"id": "3", "meta": {"lastModified": "2020-01-01T07:30:00Z"}}),
+            json!({"id": "4", "meta": {}}),
+        ];
+        // 12:00+05:00 is 07:00Z: earliest.
+        assert_eq!(
+            sorted(&rs, "meta.lastModified", false),
+            ["1", "3", "2", "4"]
+        );
+        let rs = vec![
+            json!({"id": "1", "name": {"familyName": "smith"}}),
+            json!({"id": "2", "name": {"familyName": "Jensen"}}),
+        ];
+        assert_eq!(sorted(&rs, "name.familyName", false), ["2", "1"]);
+    }
+
+    #[test]
+    fn numbers_and_extensions() {
+        let reg = SchemaRegistry::builtin()
+            .add_extension(
+                ResourceKind::User,
+                r#"{"id":"urn:acme:User","name":"Acme","attributes":[{"name":"badge","type":"integer"}]}"#,
+                false,
+            )
+            .unwrap();
+        let schema = reg.view(ResourceKind::User);
+        let mut rs = vec![
+            json!({"id": "1", "urn:acme:User": {"badge": 10}}),
+            json!({"id": "2", "urn:acme:User": {"badge": 9}}),
+            json!({"id": "3", "urn:acme:User": {"badge": -1.5}}),
+            json!({"id": "4"}),
+        ];
+        let path = validate_sort_by(&schema, "urn:acme:User:badge").unwrap();
+        sort_resources(&schema, &mut rs, &path, false);
+        assert_eq!(ids(&rs), ["3", "2", "1", "4"]);
+        let path = validate_sort_by(&schema, "badge").unwrap();
+        sort_resources(&schema, &mut rs, &path, true);
+        assert_eq!(ids(&rs), ["4", "1", "2", "3"]);
+
+        let rs = vec![
+            json!({"id": "1", ENT: {"employeeNumber": "20"}}),
+            json!({"id": "2", ENT: {"employeeNumber": "100"}}),
+        ];
+        // employeeNumber is a string: "100" < "20".
+        assert_eq!(
+            sorted(&rs, &format!("{ENT}:employeeNumber"), false),
+            ["2", "1"]
+        );
+        let rs = vec![
+            json!({"id": "1", ENT: {"manager": {"value": "m2"}}}),
+            json!({"id": "2", ENT: {"manager": {"value": "m1"}}}),
+        ];
+        assert_eq!(
+            sorted(&rs, &format!("{ENT}:manager.value"), false),
+            ["2", "1"]
+        );
+    }
+
+    #[test]
+    fn validate_sort_by_rules() {
+        let reg = SchemaRegistry::builtin();
+        let schema = reg.view(ResourceKind::User);
+        assert_eq!(
+            validate_sort_by(&schema, " userName ").unwrap(),
+            AttrPath::new("userName")
+        );
+        // Unknown attributes are accepted; nothing moves.
+        let unknown = validate_sort_by(&schema, "favouriteColour").unwrap();
+        let mut rs = vec![json!({"id": "b"}), json!({"id": "a"})];
+        sort_resources(&schema, &mut rs, &unknown, false);
+        assert_eq!(ids(&rs), ["b", "a"]);
+        sort_resources(&schema, &mut rs, &unknown, true);
+        assert_eq!(ids(&rs), ["b", "a"]);
+        for bad in [
+            "",
+            "1abc",
+            "a.b.c",
+            "userName desc",
+            "émail",
+            "name",
+            "addresses",
+        ] {
+            let e = validate_sort_by(&schema, bad).expect_err(bad);
+            assert_eq!(e.status, 400);
+            assert_eq!(
+                e.scim_type,
+                Some(crate::scim::ScimType::InvalidValue),
+                "{bad}"
+            );
+        }
+        assert!(
+            validate_sort_by(&schema, "name")
+                .unwrap_err()
+                .detail
+                .contains("name.formatted")
+        );
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter_map("finite", serde_json::Number::from_f64)
+                .prop_map(Value::Number),
+            "[a-zA-Z0-9 :-]{0,8}".prop_map(Value::String),
+            Just(Value::String("2011-05-13T04:42:34Z".into())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("userName".to_string()),
+                            Just("emails".to_string()),
+                            Just("value".to_string()),
+                            Just("primary".to_string()),
+                            Just("meta".to_string()),
+                            Just("lastModified".to_string()),
+                            "[a-z]{1,3}",
+                        ],
+                        inner
+                    ),
+                    0..4
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn sort_never_panics_and_is_a_permutation(
+            mut rs in prop::collection::vec(arb_json(), 0..12),
+            by in proptest::sample::select(vec!["userName", "emails", "emails.value", "meta.lastModified", "zz", "active"]),
+            descending in any::<bool>(),
+        ) {
+            let reg = SchemaRegistry::builtin();
+            let schema = reg.view(ResourceKind::User);
+            let path = validate_sort_by(&schema, by).unwrap();
+            let mut before: Vec<String> = rs.iter().map(Value::to_string).collect();
+            sort_resources(&schema, &mut rs, &path, descending);
+            let mut after: Vec<String> = rs.iter().map(Value::to_string).collect();
+            before.sort();
+            after.sort();
+            prop_assert_eq!(before, after);
+        }
+
+        #[test]
+        fn descending_is_ascending_reversed_for_distinct_keys(names in prop::collection::btree_set("[a-z]{1,6}", 0..10)) {
+            let rs: Vec<Value> = names.iter().rev().map(|n| json!({"id": n, "userName": n})).collect();
+            let asc = sorted(&rs, "userName", false);
+            let mut desc = sorted(&rs, "userName", true);
+            desc.reverse();
+            prop_assert_eq!(&asc, &desc);
+            prop_assert_eq!(asc, names.into_iter().collect::<Vec<_>>());
+        }
+    }
+}
