@@ -44,10 +44,12 @@ use serde_json::{Map, Value};
 use super::error::ScimError;
 use super::filter::{CompValue, CompareOp, Filter};
 use super::resource::{
-    Mode, check_immutable, coerce, coerce_single, container_mut, finish, get_ci, ingest, is_assigned,
-    is_urn, remove_ci, schema_for_urn,
+    Mode, check_immutable, coerce, coerce_single, container_mut, finish, get_ci, ingest,
+    is_assigned, is_urn, remove_ci, schema_for_urn,
 };
-use super::schema::{AttrLocation, AttrPath, Attribute, Mutability, PATCH_OP, ResourceKind, ResourceSchema};
+use super::schema::{
+    AttrLocation, AttrPath, Attribute, Mutability, PATCH_OP, ResourceKind, ResourceSchema,
+};
 
 /// A member reference as sent by a client (`{"value": id, "type"?: "User"|"Group"}`).
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +85,11 @@ pub struct PatchPlan {
 
 /// Applies a PatchOp request body to `resource` (a stored, normalised SCIM resource; for
 /// groups, without `members`). `resource` is unchanged on error: all or nothing.
-pub fn apply_patch(schema: &ResourceSchema<'_>, resource: &Value, body: &Value) -> Result<PatchPlan, ScimError> {
+pub fn apply_patch(
+    schema: &ResourceSchema<'_>,
+    resource: &Value,
+    body: &Value,
+) -> Result<PatchPlan, ScimError> {
     let ops = parse_body(body)?;
     let doc = resource
         .as_object()
@@ -97,7 +103,9 @@ pub fn apply_patch(schema: &ResourceSchema<'_>, resource: &Value, body: &Value) 
     for op in &ops {
         ctx.apply(op)?;
     }
-    let Ctx { mut doc, changes, .. } = ctx;
+    let Ctx {
+        mut doc, changes, ..
+    } = ctx;
     if schema.kind == ResourceKind::Group {
         remove_ci(&mut doc, "members");
     }
@@ -129,9 +137,14 @@ fn parse_body(body: &Value) -> Result<Vec<Op<'_>>, ScimError> {
         .ok_or_else(|| ScimError::invalid_syntax("the PATCH body must be a JSON object"))?;
     let lists_patch_op = get_ci(obj, "schemas")
         .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP))));
+        .is_some_and(|a| {
+            a.iter()
+                .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP)))
+        });
     if !lists_patch_op {
-        return Err(ScimError::invalid_syntax(format!("\"schemas\" must list {PATCH_OP}")));
+        return Err(ScimError::invalid_syntax(format!(
+            "\"schemas\" must list {PATCH_OP}"
+        )));
     }
     let ops = match get_ci(obj, "Operations") {
         Some(Value::Array(ops)) if !ops.is_empty() => ops,
@@ -144,9 +157,9 @@ fn parse_body(body: &Value) -> Result<Vec<Op<'_>>, ScimError> {
     ops.iter()
         .enumerate()
         .map(|(i, op)| {
-            let o = op
-                .as_object()
-                .ok_or_else(|| ScimError::invalid_syntax(format!("operation {i} is not an object")))?;
+            let o = op.as_object().ok_or_else(|| {
+                ScimError::invalid_syntax(format!("operation {i} is not an object"))
+            })?;
             let kind = match get_ci(o, "op").and_then(Value::as_str) {
                 Some(s) if s.eq_ignore_ascii_case("add") => OpKind::Add,
                 Some(s) if s.eq_ignore_ascii_case("replace") => OpKind::Replace,
@@ -162,7 +175,9 @@ fn parse_body(body: &Value) -> Result<Vec<Op<'_>>, ScimError> {
                 Some(Value::String(s)) if s.trim().is_empty() => None,
                 Some(Value::String(s)) => Some(s.as_str()),
                 Some(_) => {
-                    return Err(ScimError::invalid_path(format!("operation {i}: \"path\" must be a string")));
+                    return Err(ScimError::invalid_path(format!(
+                        "operation {i}: \"path\" must be a string"
+                    )));
                 }
             };
             Ok(Op {
@@ -186,13 +201,17 @@ fn parse_target(p: &str) -> Result<Target, ScimError> {
     // Attribute paths are ASCII (RFC 7643 §2.1 ATTRNAME, RFC 8141 URNs); checking here also
     // keeps byte-index slicing in the parsers away from multi-byte characters.
     if !p.is_ascii() {
-        return Err(ScimError::invalid_path("the path is not a valid attribute path"));
+        return Err(ScimError::invalid_path(
+            "the path is not a valid attribute path",
+        ));
     }
     if p.contains('[') {
         let pp = super::filter::parse_patch_path(p)?;
         let mut path = pp.attr;
         match (path.sub_attr.is_some(), pp.sub_attr) {
-            (true, Some(_)) => return Err(ScimError::invalid_path("the path has two sub-attributes")),
+            (true, Some(_)) => {
+                return Err(ScimError::invalid_path("the path has two sub-attributes"));
+            }
             (false, Some(sub)) => path.sub_attr = Some(sub),
             _ => {}
         }
@@ -203,7 +222,9 @@ fn parse_target(p: &str) -> Result<Target, ScimError> {
     }
     AttrPath::parse(p)
         .map(|path| Target { path, filter: None })
-        .ok_or_else(|| ScimError::invalid_path(format!("\"{}\" is not a valid attribute path", short(p))))
+        .ok_or_else(|| {
+            ScimError::invalid_path(format!("\"{}\" is not a valid attribute path", short(p)))
+        })
 }
 
 /// Paths echoed in error details are cut short (details are shown to the client and logged).
@@ -246,55 +267,61 @@ impl Ctx<'_, '_> {
         if key.eq_ignore_ascii_case("schemas") {
             return Ok(());
         }
-        if is_urn(key) {
-            if let Some((loc, _)) = schema_for_urn(self.schema, key) {
-                match (v, loc) {
-                    (Value::Object(inner), _) => {
-                        for (k, v2) in inner {
-                            let path = match loc {
-                                AttrLocation::Core => k.clone(),
-                                AttrLocation::Extension(urn) => format!("{urn}:{k}"),
-                            };
-                            self.apply_keyed(kind, &path, v2)?;
-                        }
-                    }
-                    (Value::Null, AttrLocation::Extension(urn)) if kind == OpKind::Replace => {
-                        remove_ci(&mut self.doc, urn);
-                    }
-                    (Value::Null, _) => {}
-                    _ => {
-                        return Err(ScimError::invalid_value(format!(
-                            "{} must be an object of that schema's attributes",
-                            short(key)
-                        )));
+        if is_urn(key)
+            && let Some((loc, _)) = schema_for_urn(self.schema, key)
+        {
+            match (v, loc) {
+                (Value::Object(inner), _) => {
+                    for (k, v2) in inner {
+                        let path = match loc {
+                            AttrLocation::Core => k.clone(),
+                            AttrLocation::Extension(urn) => format!("{urn}:{k}"),
+                        };
+                        self.apply_keyed(kind, &path, v2)?;
                     }
                 }
-                return Ok(());
+                (Value::Null, AttrLocation::Extension(urn)) if kind == OpKind::Replace => {
+                    remove_ci(&mut self.doc, urn);
+                }
+                (Value::Null, _) => {}
+                _ => {
+                    return Err(ScimError::invalid_value(format!(
+                        "{} must be an object of that schema's attributes",
+                        short(key)
+                    )));
+                }
             }
+            return Ok(());
         }
         self.apply_path(kind, key, Some(v), true)
     }
 
     /// `lenient`: the path is a key of a path-less value, where unknown attributes are
     /// ignored and unchanged `readOnly` values are tolerated.
-    fn apply_path(&mut self, kind: OpKind, p: &str, value: Option<&Value>, lenient: bool) -> Result<(), ScimError> {
+    fn apply_path(
+        &mut self,
+        kind: OpKind,
+        p: &str,
+        value: Option<&Value>,
+        lenient: bool,
+    ) -> Result<(), ScimError> {
         let target = parse_target(p)?;
         let schema = self.schema;
         // The whole extension: `urn:...:enterprise:2.0:User`.
-        if target.filter.is_none() && target.path.sub_attr.is_none() {
-            if let Some(urn) = &target.path.urn {
-                if let Some(ext) = schema.extension(&format!("{urn}:{}", target.path.attr)) {
-                    let urn = ext.id.as_str();
-                    return match (kind, value) {
-                        (OpKind::Remove, _) | (OpKind::Replace, None | Some(Value::Null)) => {
-                            remove_ci(&mut self.doc, urn);
-                            Ok(())
-                        }
-                        (_, Some(v)) => self.apply_keyed(kind, urn, v),
-                        (OpKind::Add, None) => Err(ScimError::invalid_syntax("add requires a \"value\"")),
-                    };
+        if target.filter.is_none()
+            && target.path.sub_attr.is_none()
+            && let Some(urn) = &target.path.urn
+            && let Some(ext) = schema.extension(&format!("{urn}:{}", target.path.attr))
+        {
+            let urn = ext.id.as_str();
+            return match (kind, value) {
+                (OpKind::Remove, _) | (OpKind::Replace, None | Some(Value::Null)) => {
+                    remove_ci(&mut self.doc, urn);
+                    Ok(())
                 }
-            }
+                (_, Some(v)) => self.apply_keyed(kind, urn, v),
+                (OpKind::Add, None) => Err(ScimError::invalid_syntax("add requires a \"value\"")),
+            };
         }
         let base = AttrPath {
             urn: target.path.urn.clone(),
@@ -302,19 +329,22 @@ impl Ctx<'_, '_> {
             sub_attr: None,
         };
         let Some(resolved) = schema.resolve(&base) else {
-            if let Some(urn) = &base.urn {
-                if schema_for_urn(schema, urn).is_none() {
-                    return Err(ScimError::invalid_value(format!(
-                        "unknown schema: {} is not a schema of the {} resource type",
-                        short(urn),
-                        schema.kind.as_str()
-                    )));
-                }
+            if let Some(urn) = &base.urn
+                && schema_for_urn(schema, urn).is_none()
+            {
+                return Err(ScimError::invalid_value(format!(
+                    "unknown schema: {} is not a schema of the {} resource type",
+                    short(urn),
+                    schema.kind.as_str()
+                )));
             }
             if lenient {
                 return Ok(());
             }
-            return Err(ScimError::invalid_path(format!("unknown attribute \"{}\"", short(p))));
+            return Err(ScimError::invalid_path(format!(
+                "unknown attribute \"{}\"",
+                short(p)
+            )));
         };
         let attr = resolved.attr;
         let sub = match &target.path.sub_attr {
@@ -322,20 +352,29 @@ impl Ctx<'_, '_> {
             Some(name) => match attr.sub(name) {
                 Some(s) => Some(s),
                 None if lenient => return Ok(()),
-                None => return Err(ScimError::invalid_path(format!("unknown attribute \"{}\"", short(p)))),
+                None => {
+                    return Err(ScimError::invalid_path(format!(
+                        "unknown attribute \"{}\"",
+                        short(p)
+                    )));
+                }
             },
         };
         if attr.name == "schemas" && resolved.location == AttrLocation::Core {
             // `schemas` is computed from the attributes present.
             return Ok(());
         }
-        if schema.kind == ResourceKind::Group && resolved.location == AttrLocation::Core && attr.name == "members" {
+        if schema.kind == ResourceKind::Group
+            && resolved.location == AttrLocation::Core
+            && attr.name == "members"
+        {
             if let Some(change) = member_change(attr, kind, target.filter, sub, value)? {
                 self.changes.push(change);
             }
             return Ok(());
         }
-        let read_only = attr.mutability == Mutability::ReadOnly || sub.is_some_and(|s| s.mutability == Mutability::ReadOnly);
+        let read_only = attr.mutability == Mutability::ReadOnly
+            || sub.is_some_and(|s| s.mutability == Mutability::ReadOnly);
         if read_only {
             if lenient && kind != OpKind::Remove && target.filter.is_none() && sub.is_none() {
                 let current = container_mut(&mut self.doc, resolved.location)
@@ -361,7 +400,9 @@ impl Ctx<'_, '_> {
             OpKind::Remove => remove(c, attr, sub, target.filter.as_ref(), value, &label),
             OpKind::Add | OpKind::Replace => {
                 let value = match (kind, value) {
-                    (OpKind::Add, None) => return Err(ScimError::invalid_syntax("add requires a \"value\"")),
+                    (OpKind::Add, None) => {
+                        return Err(ScimError::invalid_syntax("add requires a \"value\""));
+                    }
                     (_, v) => v.unwrap_or(&Value::Null),
                 };
                 match &target.filter {
@@ -418,14 +459,18 @@ fn is_primary(v: &Value) -> bool {
 
 /// RFC 7644 §3.5.2: when an element is made primary, the others stop being primary.
 fn clear_primary_except(items: &mut [Value], winners: &[usize]) {
-    if !winners.iter().any(|&i| items.get(i).is_some_and(is_primary)) {
+    if !winners
+        .iter()
+        .any(|&i| items.get(i).is_some_and(is_primary))
+    {
         return;
     }
     for (i, item) in items.iter_mut().enumerate() {
-        if !winners.contains(&i) && is_primary(item) {
-            if let Value::Object(m) = item {
-                m.insert("primary".into(), Value::Bool(false));
-            }
+        if !winners.contains(&i)
+            && is_primary(item)
+            && let Value::Object(m) = item
+        {
+            m.insert("primary".into(), Value::Bool(false));
         }
     }
 }
@@ -597,7 +642,9 @@ fn set_filtered(
                 }
             }
             Some(_) => {
-                return Err(ScimError::invalid_value(format!("attribute {label} must be an object")));
+                return Err(ScimError::invalid_value(format!(
+                    "attribute {label} must be an object"
+                )));
             }
         },
         Some(sub) => {
@@ -648,10 +695,10 @@ fn remove(
             None => items.retain(|e| !f.matches_element(attr, e)),
             Some(sub) => {
                 for item in items.iter_mut() {
-                    if f.matches_element(attr, item) {
-                        if let Value::Object(m) = item {
-                            remove_ci(m, &sub.name);
-                        }
+                    if f.matches_element(attr, item)
+                        && let Value::Object(m) = item
+                    {
+                        remove_ci(m, &sub.name);
                     }
                 }
             }
@@ -668,7 +715,11 @@ fn remove(
             }
             // `remove emails` with a value array: only the listed values go (the Entra
             // member-removal form, applied to any multi-valued attribute).
-            let given = match value.map(|v| coerce(attr, v, label, Mode::Client)).transpose()?.flatten() {
+            let given = match value
+                .map(|v| coerce(attr, v, label, Mode::Client))
+                .transpose()?
+                .flatten()
+            {
                 Some(Value::Array(items)) => items,
                 Some(other) => vec![other],
                 None => Vec::new(),
@@ -755,7 +806,9 @@ fn member_ids(parent: &Attribute, f: &Filter) -> Option<Vec<String>> {
             path,
             op: CompareOp::Eq,
             value: CompValue::Str(id),
-        } if rel_name(parent, path).is_some_and(|n| n.eq_ignore_ascii_case("value")) => Some(vec![id.clone()]),
+        } if rel_name(parent, path).is_some_and(|n| n.eq_ignore_ascii_case("value")) => {
+            Some(vec![id.clone()])
+        }
         Filter::Or(a, b) => {
             let mut ids = member_ids(parent, a)?;
             ids.extend(member_ids(parent, b)?);
@@ -816,7 +869,9 @@ fn member_change(
     Ok(match kind {
         OpKind::Add => {
             if filter.is_some() {
-                return Err(ScimError::invalid_path("add to members takes no value filter"));
+                return Err(ScimError::invalid_path(
+                    "add to members takes no value filter",
+                ));
             }
             let v = value.ok_or_else(|| ScimError::invalid_syntax("add requires a \"value\""))?;
             let refs = member_refs(v)?;
@@ -920,13 +975,20 @@ mod tests {
     fn entra_single_valued_updates() {
         let plan = patch_user(
             &stored_user(),
-            &fixture(include_str!("../../../tests/fixtures/entra/update_user_single_valued.json")),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/update_user_single_valued.json"
+            )),
         )
         .unwrap();
-        assert_eq!(plan.resource["userName"], "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com");
+        assert_eq!(
+            plan.resource["userName"],
+            "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"
+        );
         let plan = patch_user(
             &stored_user(),
-            &fixture(include_str!("../../../tests/fixtures/entra/add_single_value_default.json")),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/add_single_value_default.json"
+            )),
         )
         .unwrap();
         assert_eq!(plan.resource["nickName"], "Babs");
@@ -934,12 +996,21 @@ mod tests {
 
     #[test]
     fn entra_manager_as_bare_id() {
-        let plan = patch_user(&stored_user(), &fixture(include_str!("../../../tests/fixtures/entra/add_manager.json"))).unwrap();
+        let plan = patch_user(
+            &stored_user(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/add_manager.json"
+            )),
+        )
+        .unwrap();
         assert_eq!(
             plan.resource[ENTERPRISE_USER_SCHEMA]["manager"],
             json!({"value": "26118915-6090-4610-87e4-4ed23f1e2c4b"})
         );
-        assert_eq!(plan.resource["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+        assert_eq!(
+            plan.resource["schemas"],
+            json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA])
+        );
         // ... and removed again, which drops the empty extension and its schema URN.
         let plan = patch_user(
             &plan.resource,
@@ -971,10 +1042,16 @@ mod tests {
             &ops(json!([{"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}])),
         )
         .unwrap();
-        assert!(cleared.resource[ENTERPRISE_USER_SCHEMA].get("department").is_none());
+        assert!(
+            cleared.resource[ENTERPRISE_USER_SCHEMA]
+                .get("department")
+                .is_none()
+        );
         let r = patch_user(
             &plan.resource,
-            &ops(json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.displayName", "value": "x"}])),
+            &ops(
+                json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.displayName", "value": "x"}]),
+            ),
         );
         assert_eq!(err_type(r), Some(ScimType::Mutability));
         let r = patch_user(
@@ -983,7 +1060,10 @@ mod tests {
         )
         .unwrap();
         assert!(r.resource.get(ENTERPRISE_USER_SCHEMA).is_none());
-        let r = patch_user(&stored_user(), &ops(json!([{"op": "add", "path": "urn:example:nope:2.0:User:x", "value": 1}])));
+        let r = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "add", "path": "urn:example:nope:2.0:User:x", "value": 1}])),
+        );
         assert_eq!(err_type(r), Some(ScimType::InvalidValue));
     }
 
@@ -991,24 +1071,74 @@ mod tests {
     fn body_validation() {
         let u = stored_user();
         let cases = [
-            (json!({"Operations": [{"op": "add", "path": "nickName", "value": "x"}]}), ScimType::InvalidSyntax),
-            (json!({"schemas": [PATCH_OP], "Operations": []}), ScimType::InvalidSyntax),
+            (
+                json!({"Operations": [{"op": "add", "path": "nickName", "value": "x"}]}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"schemas": [PATCH_OP], "Operations": []}),
+                ScimType::InvalidSyntax,
+            ),
             (json!({"schemas": [PATCH_OP]}), ScimType::InvalidSyntax),
-            (ops(json!([{"op": "merge", "path": "nickName", "value": "x"}])), ScimType::InvalidSyntax),
+            (
+                ops(json!([{"op": "merge", "path": "nickName", "value": "x"}])),
+                ScimType::InvalidSyntax,
+            ),
             (ops(json!([{"op": "remove"}])), ScimType::NoTarget),
-            (ops(json!([{"op": "add", "path": "nickName"}])), ScimType::InvalidSyntax),
-            (ops(json!([{"op": "add", "value": "x"}])), ScimType::InvalidValue),
-            (ops(json!([{"op": "add", "path": "nope", "value": "x"}])), ScimType::InvalidPath),
-            (ops(json!([{"op": "add", "path": "name.nope", "value": "x"}])), ScimType::InvalidPath),
-            (ops(json!([{"op": "add", "path": "a..b", "value": "x"}])), ScimType::InvalidPath),
-            (ops(json!([{"op": "add", "path": "nïckName", "value": "x"}])), ScimType::InvalidPath),
-            (ops(json!([{"op": "replace", "path": "id", "value": "x"}])), ScimType::Mutability),
-            (ops(json!([{"op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}])), ScimType::Mutability),
-            (ops(json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}])), ScimType::Mutability),
-            (ops(json!([{"op": "remove", "path": "userName"}])), ScimType::InvalidValue),
-            (ops(json!([{"op": "replace", "path": "userName", "value": ""}])), ScimType::InvalidValue),
-            (ops(json!([{"op": "replace", "path": "active", "value": "maybe"}])), ScimType::InvalidValue),
-            (ops(json!([{"op": "replace", "value": {"id": "other"}}])), ScimType::Mutability),
+            (
+                ops(json!([{"op": "add", "path": "nickName"}])),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                ops(json!([{"op": "add", "value": "x"}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "nope", "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "name.nope", "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "a..b", "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "nïckName", "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                ops(json!([{"op": "replace", "path": "id", "value": "x"}])),
+                ScimType::Mutability,
+            ),
+            (
+                ops(
+                    json!([{"op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}]),
+                ),
+                ScimType::Mutability,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}])),
+                ScimType::Mutability,
+            ),
+            (
+                ops(json!([{"op": "remove", "path": "userName"}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "replace", "path": "userName", "value": ""}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "replace", "path": "active", "value": "maybe"}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "replace", "value": {"id": "other"}}])),
+                ScimType::Mutability,
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(err_type(patch_user(&u, &body)), Some(want), "{body}");
@@ -1070,47 +1200,96 @@ mod tests {
         assert_eq!(plan.resource["emails"][0]["primary"], false);
         assert_eq!(plan.resource["emails"][1]["primary"], true);
         // replace on a multi-valued attribute without filter replaces every value.
-        let plan = patch_user(&stored_user(), &ops(json!([{"op": "replace", "path": "emails", "value": [{"value": "x@y"}]}]))).unwrap();
+        let plan = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "replace", "path": "emails", "value": [{"value": "x@y"}]}])),
+        )
+        .unwrap();
         assert_eq!(plan.resource["emails"], json!([{"value": "x@y"}]));
         // remove with a value array removes only those (Entra's form, any attribute).
         let plan = patch_user(&stored_user(), &ops(json!([{"op": "remove", "path": "emails", "value": [{"value": "old@testuser.com"}]}]))).unwrap();
         assert!(plan.resource.get("emails").is_none());
-        let plan = patch_user(&stored_user(), &ops(json!([{"op": "remove", "path": "emails.primary"}]))).unwrap();
-        assert_eq!(plan.resource["emails"], json!([{"value": "old@testuser.com", "type": "work"}]));
-        let plan = patch_user(&stored_user(), &ops(json!([{"op": "add", "path": "phoneNumbers.value", "value": "+1 555"}]))).unwrap();
+        let plan = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "remove", "path": "emails.primary"}])),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.resource["emails"],
+            json!([{"value": "old@testuser.com", "type": "work"}])
+        );
+        let plan = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "add", "path": "phoneNumbers.value", "value": "+1 555"}])),
+        )
+        .unwrap();
         assert_eq!(plan.resource["phoneNumbers"], json!([{"value": "+1 555"}]));
     }
 
     #[test]
     fn okta_group_rename_tolerates_its_own_id() {
-        let plan = patch_group(&stored_group(), &fixture(include_str!("../../../tests/fixtures/okta/patch_group_rename.json"))).unwrap();
+        let plan = patch_group(
+            &stored_group(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/okta/patch_group_rename.json"
+            )),
+        )
+        .unwrap();
         assert_eq!(plan.resource["displayName"], "Test SCIMv2");
         assert_eq!(plan.resource["id"], "abf4dd94-a4c0-4f67-89c9-76b03340cb9b");
         assert!(plan.member_changes.is_empty());
         let plan = patch_group(
             &stored_group(),
-            &fixture(include_str!("../../../tests/fixtures/entra/update_group_display_name.json")),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/update_group_display_name.json"
+            )),
         )
         .unwrap();
-        assert_eq!(plan.resource["displayName"], "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName");
+        assert_eq!(
+            plan.resource["displayName"],
+            "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName"
+        );
     }
 
     #[test]
     fn entra_group_members() {
-        let plan = patch_group(&stored_group(), &fixture(include_str!("../../../tests/fixtures/entra/add_members.json"))).unwrap();
-        assert_eq!(
-            plan.member_changes,
-            vec![MemberChange::Add(vec![MemberRef { value: "f648f8d5ea4e4cd38e9c".into(), kind: None }])]
-        );
-        assert!(plan.resource.get("members").is_none());
-        let plan = patch_group(&stored_group(), &fixture(include_str!("../../../tests/fixtures/entra/remove_members.json"))).unwrap();
-        assert_eq!(plan.member_changes, vec![MemberChange::Remove(vec!["f648f8d5ea4e4cd38e9c".into()])]);
         let plan = patch_group(
             &stored_group(),
-            &fixture(include_str!("../../../tests/fixtures/entra/remove_member_default.json")),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/add_members.json"
+            )),
         )
         .unwrap();
-        assert_eq!(plan.member_changes, vec![MemberChange::Remove(vec!["u1091".into()])]);
+        assert_eq!(
+            plan.member_changes,
+            vec![MemberChange::Add(vec![MemberRef {
+                value: "f648f8d5ea4e4cd38e9c".into(),
+                kind: None
+            }])]
+        );
+        assert!(plan.resource.get("members").is_none());
+        let plan = patch_group(
+            &stored_group(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/remove_members.json"
+            )),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.member_changes,
+            vec![MemberChange::Remove(vec!["f648f8d5ea4e4cd38e9c".into()])]
+        );
+        let plan = patch_group(
+            &stored_group(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/remove_member_default.json"
+            )),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.member_changes,
+            vec![MemberChange::Remove(vec!["u1091".into()])]
+        );
     }
 
     #[test]
@@ -1118,14 +1297,22 @@ mod tests {
         let g = stored_group();
         let plan = patch_group(
             &g,
-            &fixture(include_str!("../../../tests/fixtures/okta/patch_group_replace_members.json")),
+            &fixture(include_str!(
+                "../../../tests/fixtures/okta/patch_group_replace_members.json"
+            )),
         )
         .unwrap();
         assert_eq!(
             plan.member_changes,
             vec![MemberChange::Replace(vec![
-                MemberRef { value: "23a35c27-23d3-4c03-b4c5-6443c09e7173".into(), kind: None },
-                MemberRef { value: "89bb1940-b905-4575-9e7f-6f887cfb368e".into(), kind: None },
+                MemberRef {
+                    value: "23a35c27-23d3-4c03-b4c5-6443c09e7173".into(),
+                    kind: None
+                },
+                MemberRef {
+                    value: "89bb1940-b905-4575-9e7f-6f887cfb368e".into(),
+                    kind: None
+                },
             ])]
         );
         let plan = patch_group(
@@ -1141,16 +1328,28 @@ mod tests {
             plan.member_changes,
             vec![
                 MemberChange::RemoveAll,
-                MemberChange::Add(vec![MemberRef { value: "u2".into(), kind: Some("User".into()) }]),
+                MemberChange::Add(vec![MemberRef {
+                    value: "u2".into(),
+                    kind: Some("User".into())
+                }]),
                 MemberChange::Replace(vec![]),
             ]
         );
         assert_eq!(plan.resource["displayName"], "New");
         assert!(plan.resource.get("members").is_none());
         for (body, want) in [
-            (ops(json!([{"op": "add", "path": "members", "value": [{"display": "x"}]}])), ScimType::InvalidValue),
-            (ops(json!([{"op": "replace", "path": "members.value", "value": "x"}])), ScimType::Mutability),
-            (ops(json!([{"op": "remove", "path": "displayName"}])), ScimType::InvalidValue),
+            (
+                ops(json!([{"op": "add", "path": "members", "value": [{"display": "x"}]}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "replace", "path": "members.value", "value": "x"}])),
+                ScimType::Mutability,
+            ),
+            (
+                ops(json!([{"op": "remove", "path": "displayName"}])),
+                ScimType::InvalidValue,
+            ),
         ] {
             assert_eq!(err_type(patch_group(&g, &body)), Some(want), "{body}");
         }

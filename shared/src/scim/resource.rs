@@ -68,7 +68,11 @@ pub fn normalize(schema: &ResourceSchema<'_>, body: &Value) -> Result<Value, Sci
 /// complex attributes are checked too. Multi-valued complex attributes with immutable
 /// sub-attributes (group `members`) are not compared here: members are stored as records and
 /// changed through [`super::patch::MemberChange`].
-pub fn check_immutable(schema: &ResourceSchema<'_>, old: &Value, new: &Value) -> Result<(), ScimError> {
+pub fn check_immutable(
+    schema: &ResourceSchema<'_>,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ScimError> {
     let empty = Map::new();
     let old_root = old.as_object().unwrap_or(&empty);
     let new_root = new.as_object().unwrap_or(&empty);
@@ -81,30 +85,38 @@ pub fn check_immutable(schema: &ResourceSchema<'_>, old: &Value, new: &Value) ->
             ),
         };
         for attr in attrs {
-            let ov = o.and_then(|m| get_ci(m, &attr.name)).filter(|v| is_assigned(v));
-            let nv = n.and_then(|m| get_ci(m, &attr.name)).filter(|v| is_assigned(v));
+            let ov = o
+                .and_then(|m| get_ci(m, &attr.name))
+                .filter(|v| is_assigned(v));
+            let nv = n
+                .and_then(|m| get_ci(m, &attr.name))
+                .filter(|v| is_assigned(v));
             if attr.mutability == Mutability::Immutable {
-                if let Some(ov) = ov {
-                    if Some(ov) != nv {
-                        return Err(ScimError::mutability(format!(
-                            "attribute {} is immutable and already has a value",
-                            attr.name
-                        )));
-                    }
+                if let Some(ov) = ov
+                    && Some(ov) != nv
+                {
+                    return Err(ScimError::mutability(format!(
+                        "attribute {} is immutable and already has a value",
+                        attr.name
+                    )));
                 }
             } else if attr.is_complex() && !attr.multi_valued {
                 let (Some(Value::Object(om)), nv) = (ov, nv) else {
                     continue;
                 };
                 let nm = nv.and_then(Value::as_object);
-                for sub in attr.sub_attributes.iter().filter(|s| s.mutability == Mutability::Immutable) {
-                    if let Some(osv) = get_ci(om, &sub.name).filter(|v| is_assigned(v)) {
-                        if nm.and_then(|m| get_ci(m, &sub.name)) != Some(osv) {
-                            return Err(ScimError::mutability(format!(
-                                "attribute {}.{} is immutable and already has a value",
-                                attr.name, sub.name
-                            )));
-                        }
+                for sub in attr
+                    .sub_attributes
+                    .iter()
+                    .filter(|s| s.mutability == Mutability::Immutable)
+                {
+                    if let Some(osv) = get_ci(om, &sub.name).filter(|v| is_assigned(v))
+                        && nm.and_then(|m| get_ci(m, &sub.name)) != Some(osv)
+                    {
+                        return Err(ScimError::mutability(format!(
+                            "attribute {}.{} is immutable and already has a value",
+                            attr.name, sub.name
+                        )));
                     }
                 }
             }
@@ -120,7 +132,10 @@ pub fn check_immutable(schema: &ResourceSchema<'_>, old: &Value, new: &Value) ->
 }
 
 /// `schemas` must be an array of strings naming the core schema (RFC 7643 §3).
-fn check_schemas_member(schema: &ResourceSchema<'_>, obj: &Map<String, Value>) -> Result<(), ScimError> {
+fn check_schemas_member(
+    schema: &ResourceSchema<'_>,
+    obj: &Map<String, Value>,
+) -> Result<(), ScimError> {
     let Some(list) = get_ci(obj, "schemas") else {
         return Err(ScimError::invalid_syntax(format!(
             "the resource must have a \"schemas\" attribute listing {}",
@@ -128,12 +143,16 @@ fn check_schemas_member(schema: &ResourceSchema<'_>, obj: &Map<String, Value>) -
         )));
     };
     let Some(list) = list.as_array() else {
-        return Err(ScimError::invalid_syntax("\"schemas\" must be an array of URIs"));
+        return Err(ScimError::invalid_syntax(
+            "\"schemas\" must be an array of URIs",
+        ));
     };
     let mut has_core = false;
     for item in list {
         let Some(urn) = item.as_str() else {
-            return Err(ScimError::invalid_syntax("\"schemas\" must be an array of URIs"));
+            return Err(ScimError::invalid_syntax(
+                "\"schemas\" must be an array of URIs",
+            ));
         };
         has_core |= urn.eq_ignore_ascii_case(&schema.core.id);
     }
@@ -189,7 +208,14 @@ pub(crate) fn ingest(
                 Some(sub) => {
                     let mut wrapped = Map::new();
                     wrapped.insert(sub.clone(), val.clone());
-                    set_attr(schema, &mut out, loc, &p.attr, &Value::Object(wrapped), mode)?
+                    set_attr(
+                        schema,
+                        &mut out,
+                        loc,
+                        &p.attr,
+                        &Value::Object(wrapped),
+                        mode,
+                    )?
                 }
             },
             None => {
@@ -271,7 +297,9 @@ fn members_storage_shape(value: Value) -> Result<Value, ScimError> {
     for item in items {
         let id = item.get("value").and_then(Value::as_str);
         let Some(id) = id.filter(|s| !s.is_empty()) else {
-            return Err(ScimError::invalid_value("each member must have a \"value\" (the member's id)"));
+            return Err(ScimError::invalid_value(
+                "each member must have a \"value\" (the member's id)",
+            ));
         };
         let mut m = Map::new();
         m.insert("value".into(), Value::String(id.to_string()));
@@ -287,7 +315,10 @@ fn members_storage_shape(value: Value) -> Result<Value, ScimError> {
 }
 
 /// Required attributes, empty extensions, `schemas`: the last step for every stored shape.
-pub(crate) fn finish(schema: &ResourceSchema<'_>, mut out: Map<String, Value>) -> Result<Value, ScimError> {
+pub(crate) fn finish(
+    schema: &ResourceSchema<'_>,
+    mut out: Map<String, Value>,
+) -> Result<Value, ScimError> {
     check_required(&schema.core.attributes, &out, "")?;
     let mut schemas = vec![Value::String(schema.core.id.clone())];
     for (ext, required) in &schema.extensions {
@@ -318,7 +349,11 @@ pub(crate) fn finish(schema: &ResourceSchema<'_>, mut out: Map<String, Value>) -
     Ok(Value::Object(result))
 }
 
-fn check_required(attrs: &[Attribute], obj: &Map<String, Value>, prefix: &str) -> Result<(), ScimError> {
+fn check_required(
+    attrs: &[Attribute],
+    obj: &Map<String, Value>,
+    prefix: &str,
+) -> Result<(), ScimError> {
     for attr in attrs.iter().filter(|a| a.required) {
         let ok = match get_ci(obj, &attr.name) {
             None | Some(Value::Null) => false,
@@ -338,7 +373,12 @@ fn check_required(attrs: &[Attribute], obj: &Map<String, Value>, prefix: &str) -
 
 /// Validates and coerces a value for `attr` (single or multi-valued). `Ok(None)` means
 /// unassigned (RFC 7643 §2.5): `null`, `[]`, or a complex value with nothing left in it.
-pub(crate) fn coerce(attr: &Attribute, v: &Value, label: &str, mode: Mode) -> Result<Option<Value>, ScimError> {
+pub(crate) fn coerce(
+    attr: &Attribute,
+    v: &Value,
+    label: &str,
+    mode: Mode,
+) -> Result<Option<Value>, ScimError> {
     if !attr.multi_valued {
         return match v {
             // A one-element array for a single-valued attribute: unwrapped (lenient).
@@ -360,29 +400,33 @@ pub(crate) fn coerce(attr: &Attribute, v: &Value, label: &str, mode: Mode) -> Re
     };
     let mut out: Vec<Value> = Vec::with_capacity(items.len());
     for item in items {
-        if let Some(c) = coerce_single(attr, item, label, mode)? {
-            if !out.contains(&c) {
-                out.push(c);
-            }
+        if let Some(c) = coerce_single(attr, item, label, mode)?
+            && !out.contains(&c)
+        {
+            out.push(c);
         }
     }
     if attr.is_complex() {
         single_primary(&mut out);
     }
-    Ok(if out.is_empty() { None } else { Some(Value::Array(out)) })
+    Ok(if out.is_empty() {
+        None
+    } else {
+        Some(Value::Array(out))
+    })
 }
 
 /// At most one `primary: true` (RFC 7643 §2.4): the first one wins.
 pub(crate) fn single_primary(items: &mut [Value]) {
     let mut seen = false;
     for item in items.iter_mut() {
-        if let Some(Value::Object(m)) = Some(item) {
-            if m.get("primary") == Some(&Value::Bool(true)) {
-                if seen {
-                    m.insert("primary".into(), Value::Bool(false));
-                }
-                seen = true;
+        if let Some(Value::Object(m)) = Some(item)
+            && m.get("primary") == Some(&Value::Bool(true))
+        {
+            if seen {
+                m.insert("primary".into(), Value::Bool(false));
             }
+            seen = true;
         }
     }
 }
@@ -397,9 +441,8 @@ pub(crate) fn coerce_single(
     if v.is_null() {
         return Ok(None);
     }
-    let wrong = |expected: &str| {
-        ScimError::invalid_value(format!("attribute {label} must be {expected}"))
-    };
+    let wrong =
+        |expected: &str| ScimError::invalid_value(format!("attribute {label} must be {expected}"));
     let out = match attr.ty {
         AttrType::String => match v {
             Value::String(_) => v.clone(),
@@ -436,7 +479,12 @@ pub(crate) fn coerce_single(
         },
         AttrType::Decimal => match v {
             Value::Number(_) => v.clone(),
-            Value::String(s) => match s.trim().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            Value::String(s) => match s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
                 Some(n) => Value::Number(n),
                 None => return Err(wrong("a decimal number")),
             },
@@ -451,7 +499,12 @@ pub(crate) fn coerce_single(
     Ok(Some(out))
 }
 
-fn coerce_complex(attr: &Attribute, v: &Value, label: &str, mode: Mode) -> Result<Option<Value>, ScimError> {
+fn coerce_complex(
+    attr: &Attribute,
+    v: &Value,
+    label: &str,
+    mode: Mode,
+) -> Result<Option<Value>, ScimError> {
     match v {
         Value::Object(m) => {
             let mut out = Map::new();
@@ -466,7 +519,11 @@ fn coerce_complex(attr: &Attribute, v: &Value, label: &str, mode: Mode) -> Resul
                     out.insert(sub.name.clone(), c);
                 }
             }
-            Ok(if out.is_empty() { None } else { Some(Value::Object(out)) })
+            Ok(if out.is_empty() {
+                None
+            } else {
+                Some(Value::Object(out))
+            })
         }
         // Entra sends `manager` as the manager's id, not `{"value": id}`
         // (entra/add_manager.json): a scalar is the `value` sub-attribute.
@@ -483,8 +540,9 @@ fn coerce_complex(attr: &Attribute, v: &Value, label: &str, mode: Mode) -> Resul
 
 /// RFC 4648 alphabet (standard or URL-safe), padding and line breaks (PEM bodies).
 fn is_base64ish(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_' | '=' | '\r' | '\n' | ' '))
+    s.chars().all(|c| {
+        c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_' | '=' | '\r' | '\n' | ' ')
+    })
 }
 
 /// Is this a value at all? (RFC 7643 §2.5: null and [] are unassigned).
@@ -515,8 +573,11 @@ pub(crate) fn schema_for_urn<'a>(
 
 /// Case-insensitive member lookup (RFC 7643 §2.1: attribute names are case-insensitive).
 pub(crate) fn get_ci<'m>(m: &'m Map<String, Value>, name: &str) -> Option<&'m Value> {
-    m.get(name)
-        .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    m.get(name).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 /// Removes every case variant of `name`; returns the last one removed.
@@ -534,7 +595,10 @@ pub(crate) fn remove_ci(m: &mut Map<String, Value>, name: &str) -> Option<Value>
 }
 
 /// The object holding attributes at `loc` (an extension object is created on demand).
-pub(crate) fn container_mut<'m>(root: &'m mut Map<String, Value>, loc: AttrLocation<'_>) -> &'m mut Map<String, Value> {
+pub(crate) fn container_mut<'m>(
+    root: &'m mut Map<String, Value>,
+    loc: AttrLocation<'_>,
+) -> &'m mut Map<String, Value> {
     match loc {
         AttrLocation::Core => root,
         AttrLocation::Extension(urn) => {
@@ -570,10 +634,16 @@ mod tests {
 
     #[test]
     fn entra_create_user_fixture() {
-        let body: Value = serde_json::from_str(include_str!("../../../tests/fixtures/entra/create_user.json")).unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/entra/create_user.json"
+        ))
+        .unwrap();
         let out = user(body).unwrap();
         assert_eq!(out["schemas"], json!([USER_SCHEMA]));
-        assert_eq!(out["userName"], "Test_User_00aa00aa-bb11-cc22-dd33-44ee44ee44ee");
+        assert_eq!(
+            out["userName"],
+            "Test_User_00aa00aa-bb11-cc22-dd33-44ee44ee44ee"
+        );
         assert_eq!(out["active"], true);
         assert_eq!(out["name"]["givenName"], "givenName");
         assert_eq!(out["emails"][0]["type"], "work");
@@ -583,7 +653,10 @@ mod tests {
 
     #[test]
     fn entra_create_group_fixture_with_foreign_schema_uri() {
-        let body: Value = serde_json::from_str(include_str!("../../../tests/fixtures/entra/create_group.json")).unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/entra/create_group.json"
+        ))
+        .unwrap();
         let out = group(body).unwrap();
         assert_eq!(out["schemas"], json!([GROUP_SCHEMA]));
         assert_eq!(out["displayName"], "displayName");
@@ -592,12 +665,20 @@ mod tests {
 
     #[test]
     fn okta_create_user_and_put_fixtures() {
-        let body: Value = serde_json::from_str(include_str!("../../../tests/fixtures/okta/create_user.json")).unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/okta/create_user.json"
+        ))
+        .unwrap();
         let out = user(body).unwrap();
-        assert_eq!(out["password"], "1mz050nq", "writeOnly password kept for the caller");
+        assert_eq!(
+            out["password"], "1mz050nq",
+            "writeOnly password kept for the caller"
+        );
         assert!(out.get("groups").is_none());
         assert_eq!(out["locale"], "en-US");
-        let body: Value = serde_json::from_str(include_str!("../../../tests/fixtures/okta/put_user.json")).unwrap();
+        let body: Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/okta/put_user.json"))
+                .unwrap();
         let out = user(body).unwrap();
         assert!(out.get("id").is_none(), "readOnly id dropped");
         assert_eq!(out["name"]["middleName"], "Excited");
@@ -606,7 +687,10 @@ mod tests {
 
     #[test]
     fn okta_create_group_fixture() {
-        let body: Value = serde_json::from_str(include_str!("../../../tests/fixtures/okta/create_group.json")).unwrap();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/okta/create_group.json"
+        ))
+        .unwrap();
         let out = group(body).unwrap();
         assert_eq!(out["displayName"], "Test SCIMv2");
         assert!(out.get("members").is_none());
@@ -654,11 +738,15 @@ mod tests {
 
     #[test]
     fn types_and_coercions() {
-        let out = user(json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "False",
-            "emails": {"value": "a@b", "primary": "true"}})).unwrap();
+        let out = user(
+            json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "False",
+            "emails": {"value": "a@b", "primary": "true"}}),
+        )
+        .unwrap();
         assert_eq!(out["active"], false);
         assert_eq!(out["emails"], json!([{"value": "a@b", "primary": true}]));
-        let e = user(json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "yes"})).unwrap_err();
+        let e =
+            user(json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "yes"})).unwrap_err();
         assert!(e.detail.contains("active"));
         let e = user(json!({"schemas": [USER_SCHEMA], "userName": "a", "name": "x"})).unwrap_err();
         assert!(e.detail.contains("name"));
@@ -686,12 +774,20 @@ mod tests {
         assert_eq!(out["urn:example:acme:2.0:User"]["badge"], 42);
         assert_eq!(out["urn:example:acme:2.0:User"]["ratio"], 0.5);
         assert_eq!(out["schemas"][1], "urn:example:acme:2.0:User");
-        for bad in [json!({"badge": "4.5"}), json!({"ratio": "x"}), json!({"hired": "2024-13-01"})] {
+        for bad in [
+            json!({"badge": "4.5"}),
+            json!({"ratio": "x"}),
+            json!({"hired": "2024-13-01"}),
+        ] {
             let e = normalize(&s, &json!({"schemas": [USER_SCHEMA], "userName": "a", "urn:example:acme:2.0:User": bad})).unwrap_err();
             assert_eq!(e.status, 400);
         }
-        let changed = normalize(&s, &json!({"schemas": [USER_SCHEMA], "userName": "a",
-            "urn:example:acme:2.0:User": {"serial": "s2"}})).unwrap();
+        let changed = normalize(
+            &s,
+            &json!({"schemas": [USER_SCHEMA], "userName": "a",
+            "urn:example:acme:2.0:User": {"serial": "s2"}}),
+        )
+        .unwrap();
         let e = check_immutable(&s, &out, &changed).unwrap_err();
         assert_eq!(e.scim_type, Some(crate::scim::ScimType::Mutability));
         check_immutable(&s, &out, &out).unwrap();
@@ -724,7 +820,10 @@ mod tests {
         let out = user(json!({"schemas": [USER_SCHEMA], "userName": "a", "emails": [
             {"value": "a@x", "primary": true}, {"value": "b@x", "primary": true}, {"value": "a@x", "primary": true}]}))
         .unwrap();
-        assert_eq!(out["emails"], json!([{"value": "a@x", "primary": true}, {"value": "b@x", "primary": false}]));
+        assert_eq!(
+            out["emails"],
+            json!([{"value": "a@x", "primary": true}, {"value": "b@x", "primary": false}])
+        );
     }
 
     #[test]
@@ -732,8 +831,14 @@ mod tests {
         let out = group(json!({"schemas": [GROUP_SCHEMA], "displayName": "g", "members": [
             {"value": "u1", "display": "x", "$ref": "https://h/Users/u1"}, {"value": "g2", "type": "Group"}]}))
         .unwrap();
-        assert_eq!(out["members"], json!([{"value": "u1"}, {"value": "g2", "type": "Group"}]));
-        let e = group(json!({"schemas": [GROUP_SCHEMA], "displayName": "g", "members": [{"type": "User"}]})).unwrap_err();
+        assert_eq!(
+            out["members"],
+            json!([{"value": "u1"}, {"value": "g2", "type": "Group"}])
+        );
+        let e = group(
+            json!({"schemas": [GROUP_SCHEMA], "displayName": "g", "members": [{"type": "User"}]}),
+        )
+        .unwrap_err();
         assert_eq!(e.scim_type, Some(crate::scim::ScimType::InvalidValue));
     }
 }
