@@ -7,6 +7,7 @@ pub mod patch;
 pub mod projection;
 pub mod resource;
 pub mod schema;
+pub mod sort;
 
 pub use error::{ScimError, ScimType};
 pub use schema::{AttrPath, ResourceKind, ResourceSchema, SchemaRegistry};
