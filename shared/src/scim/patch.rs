@@ -197,34 +197,25 @@ struct Target {
 }
 
 fn parse_target(p: &str) -> Result<Target, ScimError> {
-    let p = p.trim();
-    // Attribute paths are ASCII (RFC 7643 §2.1 ATTRNAME, RFC 8141 URNs); checking here also
-    // keeps byte-index slicing in the parsers away from multi-byte characters.
+    // Attribute paths are ASCII (RFC 7643 §2.1 ATTRNAME, RFC 8141 URNs).
     if !p.is_ascii() {
         return Err(ScimError::invalid_path(
             "the path is not a valid attribute path",
         ));
     }
-    if p.contains('[') {
-        let pp = super::filter::parse_patch_path(p)?;
-        let mut path = pp.attr;
-        match (path.sub_attr.is_some(), pp.sub_attr) {
-            (true, Some(_)) => {
-                return Err(ScimError::invalid_path("the path has two sub-attributes"));
-            }
-            (false, Some(sub)) => path.sub_attr = Some(sub),
-            _ => {}
+    let pp = super::filter::parse_patch_path(p)?;
+    let mut path = pp.attr;
+    match (path.sub_attr.is_some(), pp.sub_attr) {
+        (true, Some(_)) => {
+            return Err(ScimError::invalid_path("the path has two sub-attributes"));
         }
-        return Ok(Target {
-            path,
-            filter: pp.filter,
-        });
+        (false, Some(sub)) => path.sub_attr = Some(sub),
+        _ => {}
     }
-    AttrPath::parse(p)
-        .map(|path| Target { path, filter: None })
-        .ok_or_else(|| {
-            ScimError::invalid_path(format!("\"{}\" is not a valid attribute path", short(p)))
-        })
+    Ok(Target {
+        path,
+        filter: pp.filter,
+    })
 }
 
 /// Paths echoed in error details are cut short (details are shown to the client and logged).
@@ -1352,6 +1343,331 @@ mod tests {
             ),
         ] {
             assert_eq!(err_type(patch_group(&g, &body)), Some(want), "{body}");
+        }
+    }
+
+    #[test]
+    fn entra_value_filter_paths_create_missing_work_email() {
+        // The user has a work email: it is updated in place.
+        let plan = patch_user(
+            &stored_user(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/update_user_multi_valued.json"
+            )),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.resource["emails"],
+            json!([{"value": "updatedEmail@microsoft.com", "type": "work", "primary": true}])
+        );
+        assert_eq!(plan.resource["name"]["familyName"], "updatedFamilyName");
+        // No work email yet: Entra still sends `replace`, and expects it to be created.
+        let mut u = stored_user();
+        u.as_object_mut().unwrap().remove("emails");
+        let plan = patch_user(
+            &u,
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/replace_multiple_default.json"
+            )),
+        )
+        .unwrap();
+        let r = &plan.resource;
+        assert_eq!(
+            r["emails"],
+            json!([{"type": "work", "value": "TestBcwqnm@test.microsoft.com"}])
+        );
+        assert_eq!(r["displayName"], "Pvlo");
+        assert_eq!(r["name"]["givenName"], "Gtfd");
+        assert_eq!(r["name"]["familyName"], "Pkqf");
+        assert_eq!(r["externalId"], "Eqpj");
+        assert_eq!(r[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "Eqpj");
+        assert_eq!(r["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+    }
+
+    #[test]
+    fn entra_aadopt_flat_replace() {
+        let plan = patch_user(
+            &stored_user(),
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/replace_multiple_aadopt.json"
+            )),
+        )
+        .unwrap();
+        let r = &plan.resource;
+        assert_eq!(r["emails"][0]["value"], "TestMhvaes@test.microsoft.com");
+        assert_eq!(r["displayName"], "Bjfe");
+        assert_eq!(r["name"]["givenName"], "Kkom");
+        assert_eq!(r["name"]["familyName"], "Unua");
+        assert_eq!(r["name"]["formatted"], "givenName familyName");
+        assert_eq!(r[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "Aklq");
+        // A value-filter key inside a path-less value (aadOptscim062020 sends these too).
+        let plan = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "replace", "value": {"emails[type eq \"work\"].value": "w@x", "addresses[type eq \"work\"].streetAddress": "1 Main St"}}])),
+        )
+        .unwrap();
+        assert_eq!(plan.resource["emails"][0]["value"], "w@x");
+        assert_eq!(
+            plan.resource["addresses"],
+            json!([{"type": "work", "streetAddress": "1 Main St"}])
+        );
+    }
+
+    #[test]
+    fn value_filters() {
+        let u = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "add", "path": "emails", "value": [{"value": "h@x", "type": "home"}]}])),
+        )
+        .unwrap()
+        .resource;
+        // replace a whole matching element.
+        let plan = patch_user(&u, &ops(json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "h2@x", "type": "home"}}]))).unwrap();
+        assert_eq!(
+            plan.resource["emails"][1],
+            json!({"value": "h2@x", "type": "home"})
+        );
+        // primary moved by a filtered replace.
+        let plan = patch_user(&u, &ops(json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}]))).unwrap();
+        assert_eq!(plan.resource["emails"][0]["primary"], false);
+        assert_eq!(plan.resource["emails"][1]["primary"], true);
+        // remove matching elements / a sub-attribute of them; no match is a no-op.
+        let plan = patch_user(
+            &u,
+            &ops(json!([{"op": "remove", "path": "emails[type eq \"home\"]"}])),
+        )
+        .unwrap();
+        assert_eq!(plan.resource["emails"], stored_user()["emails"]);
+        let plan = patch_user(
+            &u,
+            &ops(json!([{"op": "remove", "path": "emails[value co \"@\"].type"}])),
+        )
+        .unwrap();
+        assert!(
+            plan.resource["emails"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e.get("type").is_none())
+        );
+        let plan = patch_user(
+            &u,
+            &ops(json!([{"op": "remove", "path": "emails[type eq \"other\"]"}])),
+        )
+        .unwrap();
+        assert_eq!(plan.resource, u);
+        // a filter that does not describe an element: RFC 7644 §3.5.2.3 noTarget.
+        let r = patch_user(
+            &u,
+            &ops(
+                json!([{"op": "replace", "path": "emails[type ne \"work\" and type ne \"home\"].value", "value": "x"}]),
+            ),
+        );
+        assert_eq!(err_type(r), Some(ScimType::NoTarget));
+        let r = patch_user(
+            &u,
+            &ops(json!([{"op": "replace", "path": "userName[value eq \"x\"]", "value": "x"}])),
+        );
+        assert_eq!(err_type(r), Some(ScimType::InvalidPath));
+        let r = patch_user(
+            &u,
+            &ops(json!([{"op": "replace", "path": "emails[type eq ]", "value": "x"}])),
+        );
+        assert_eq!(err_type(r), Some(ScimType::InvalidPath));
+        // Filters compare case-insensitively where the schema says so (type is not caseExact).
+        let plan = patch_user(&u, &ops(json!([{"op": "replace", "path": "emails[TYPE eq \"WORK\"].value", "value": "w@x"}]))).unwrap();
+        assert_eq!(plan.resource["emails"][0]["value"], "w@x");
+        assert_eq!(plan.resource["emails"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn group_member_filters() {
+        let g = stored_group();
+        let plan = patch_group(
+            &g,
+            &fixture(include_str!(
+                "../../../tests/fixtures/okta/patch_group_members.json"
+            )),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.member_changes,
+            vec![
+                MemberChange::Remove(vec!["89bb1940-b905-4575-9e7f-6f887cfb368e".into()]),
+                MemberChange::Add(vec![MemberRef {
+                    value: "23a35c27-23d3-4c03-b4c5-6443c09e7173".into(),
+                    kind: None
+                }]),
+            ]
+        );
+        let plan = patch_group(
+            &g,
+            &fixture(include_str!(
+                "../../../tests/fixtures/entra/remove_member_aadopt.json"
+            )),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.member_changes,
+            vec![MemberChange::Remove(vec![
+                "7f4bc1a3-285e-48ae-8202-5accb43efb0e".into()
+            ])]
+        );
+        let plan = patch_group(
+            &g,
+            &ops(json!([{"op": "remove", "path": "members[value eq \"a\" or value eq \"b\"]"}])),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.member_changes,
+            vec![MemberChange::Remove(vec!["a".into(), "b".into()])]
+        );
+        let plan = patch_group(
+            &g,
+            &ops(json!([{"op": "remove", "path": "members[type eq \"Group\"]"}])),
+        )
+        .unwrap();
+        assert!(matches!(
+            plan.member_changes.as_slice(),
+            [MemberChange::RemoveWhere(_)]
+        ));
+        let r = patch_group(
+            &g,
+            &ops(
+                json!([{"op": "replace", "path": "members[value eq \"a\"]", "value": {"value": "b"}}]),
+            ),
+        );
+        assert_eq!(err_type(r), Some(ScimType::Mutability));
+    }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|i| json!(i)),
+                any::<f64>().prop_map(|f| json!(f)),
+                "[a-zA-Z0-9 @.\\-]{0,12}".prop_map(Value::String),
+                prop_oneof![
+                    Just("True"),
+                    Just("false"),
+                    Just("work"),
+                    Just("2024-01-01T00:00:00Z")
+                ]
+                .prop_map(|s| Value::String(s.into())),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((arb_key(), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn arb_key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("value".to_string()),
+                Just("type".to_string()),
+                Just("primary".to_string()),
+                Just("givenName".to_string()),
+                Just("members".to_string()),
+                Just("displayName".to_string()),
+                Just("id".to_string()),
+                Just("name.givenName".to_string()),
+                Just(ENTERPRISE_USER_SCHEMA.to_string()),
+                Just(format!("{ENTERPRISE_USER_SCHEMA}:manager")),
+                Just("emails[type eq \"work\"].value".to_string()),
+                "[a-zA-Z$.\\[\\]\" :]{0,10}",
+            ]
+        }
+
+        fn arb_path() -> impl Strategy<Value = Option<String>> {
+            let known = prop_oneof![
+                Just("userName"),
+                Just("active"),
+                Just("name"),
+                Just("name.givenName"),
+                Just("emails"),
+                Just("emails.value"),
+                Just("emails[type eq \"work\"]"),
+                Just("emails[type eq \"work\"].value"),
+                Just("emails[primary eq true].primary"),
+                Just("addresses[type eq \"work\"].streetAddress"),
+                Just("members"),
+                Just("members[value eq \"x\"]"),
+                Just("members[type eq \"User\"].value"),
+                Just("displayName"),
+                Just("id"),
+                Just("meta.created"),
+                Just("groups"),
+                Just("password"),
+                Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"),
+                Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"),
+                Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"),
+                Just("urn:x:y"),
+                Just("x509Certificates[value pr].value"),
+            ]
+            .prop_map(str::to_string);
+            proptest::option::of(prop_oneof![
+                known,
+                any::<String>(),
+                "[a-zA-Z.:\\[\\]\" ]{0,24}"
+            ])
+        }
+
+        fn arb_op() -> impl Strategy<Value = Value> {
+            (
+                prop_oneof![
+                    Just("add"),
+                    Just("Add"),
+                    Just("replace"),
+                    Just("Replace"),
+                    Just("remove"),
+                    Just("REMOVE"),
+                    Just("copy")
+                ],
+                arb_path(),
+                proptest::option::of(arb_json()),
+            )
+                .prop_map(|(op, path, value)| {
+                    let mut m = Map::new();
+                    m.insert("op".into(), json!(op));
+                    if let Some(p) = path {
+                        m.insert("path".into(), json!(p));
+                    }
+                    if let Some(v) = value {
+                        m.insert("value".into(), v);
+                    }
+                    Value::Object(m)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn arbitrary_operations_never_panic(ops_list in prop::collection::vec(arb_op(), 1..5), junk in arb_json()) {
+                let u = stored_user();
+                let g = stored_group();
+                let body = ops(Value::Array(ops_list));
+                if let Ok(plan) = patch_user(&u, &body) {
+                    // Whatever was accepted is a valid stored resource.
+                    let reg = SchemaRegistry::builtin();
+                    let again = apply_patch(&reg.view(ResourceKind::User), &plan.resource,
+                        &ops(json!([{"op": "replace", "path": "active", "value": true}])));
+                    prop_assert!(again.is_ok(), "{:?}", again);
+                    prop_assert!(plan.member_changes.is_empty());
+                }
+                if let Ok(plan) = patch_group(&g, &body) {
+                    prop_assert!(plan.resource.get("members").is_none());
+                }
+                let _ = patch_user(&u, &junk);
+                let _ = patch_user(&u, &ops(json!([{"op": "replace", "value": junk}])));
+                prop_assert_eq!(u, stored_user());
+            }
         }
     }
 }
