@@ -23,8 +23,10 @@
 //!   "value": ...}`); any other filter gives `noTarget`.
 //! - Okta: a path-less `replace` of `{"active": false}` (`okta/patch_deactivate_user.json`);
 //!   a group rename that repeats the group's `id` (`okta/patch_group_rename.json`): in a
-//!   path-less value a `readOnly` attribute equal to the stored value is ignored, a
-//!   different one is 400 `mutability`.
+//!   path-less value an `id` equal to the stored one is ignored, a different one is 400
+//!   `mutability`; other `readOnly` attributes there (`meta`, `groups` echoed from a GET) are
+//!   ignored as in a PUT body (RFC 7644 §3.5.1). With a `path`, any `readOnly` target is 400
+//!   `mutability`.
 //! - `replace` with a path and no (or a `null`) value unassigns the attribute (Entra clears
 //!   extension attributes that way); `add` without a value is 400 `invalidSyntax`.
 //! - `replace` on a single-valued complex attribute replaces the sub-attributes given and
@@ -367,6 +369,12 @@ impl Ctx<'_, '_> {
         let read_only = attr.mutability == Mutability::ReadOnly
             || sub.is_some_and(|s| s.mutability == Mutability::ReadOnly);
         if read_only {
+            if lenient && resolved.location == AttrLocation::Core && attr.name != "id" {
+                // Path-less values are treated like PUT bodies for server-owned attributes
+                // (RFC 7644 §3.5.1: readOnly values provided SHALL be ignored): `meta` and
+                // `groups` echoed back from a GET are ignored. Only `id` is compared.
+                return Ok(());
+            }
             if lenient && kind != OpKind::Remove && target.filter.is_none() && sub.is_none() {
                 let current = container_mut(&mut self.doc, resolved.location)
                     .get(&attr.name)
@@ -1164,6 +1172,15 @@ mod tests {
         assert_eq!(plan.resource["name"]["familyName"], "familyName");
         assert_eq!(plan.resource[ENTERPRISE_USER_SCHEMA]["department"], "R&D");
         assert!(plan.resource.get("unknownThing").is_none());
+        // Server-owned attributes echoed from a GET are ignored in a path-less value.
+        let plan = patch_user(
+            &stored_user(),
+            &ops(json!([{"op": "replace", "value": {"meta": {"resourceType": "User"}, "groups": [{"value": "g"}], "id": "5171a35d82074e068ce2", "nickName": "B"}}])),
+        )
+        .unwrap();
+        assert_eq!(plan.resource["meta"], stored_user()["meta"]);
+        assert!(plan.resource.get("groups").is_none());
+        assert_eq!(plan.resource["nickName"], "B");
     }
 
     #[test]

@@ -101,12 +101,16 @@ impl Projection {
     /// `groups` or a group's `members` when they would be dropped anyway).
     pub fn includes(&self, schema: &ResourceSchema<'_>, path: &AttrPath) -> bool {
         match designate(schema, path) {
-            Some(Named::Attr { loc, attr, sub }) => {
-                if sub.is_some_and(|s| s.returned == Returned::Never) {
-                    return false;
+            Some(Named::Attr { loc, attr, sub }) => match (self.keep(schema, loc, attr), sub) {
+                (Keep::No, _) => false,
+                (_, None) => true,
+                (Keep::Whole, Some(s)) => self.sub_visible(schema, loc, attr, s),
+                (Keep::Subs(subs), Some(s)) => {
+                    s.returned == Returned::Always
+                        || (s.returned != Returned::Never
+                            && subs.iter().any(|x| std::ptr::eq(*x, s)))
                 }
-                !matches!(self.keep(schema, loc, attr), Keep::No)
-            }
+            },
             Some(Named::Schema(ext)) => ext.attributes.iter().any(|a| {
                 !matches!(
                     self.keep(schema, AttrLocation::Extension(ext.id.as_str()), a),
