@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 fn member_ids(group: &Value) -> Vec<String> {
     let mut ids: Vec<String> = group["members"]
         .as_array()
-        .map(|a| a.iter().map(|m| m["value"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|m| m["value"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     ids.sort();
     ids
@@ -34,15 +38,32 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
     assert_eq!(r.status, 201, "{}", r.text);
     let g = r.id();
     assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), b.clone()]));
-    assert!(r.header("location").unwrap().ends_with(&format!("/Groups/{g}")));
+    assert!(
+        r.header("location")
+            .unwrap()
+            .ends_with(&format!("/Groups/{g}"))
+    );
 
     // Duplicate displayName (case-insensitive) is refused.
-    hub.post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": "SALES"})).await.assert_error(409, Some("uniqueness"));
+    hub.post(
+        "/Groups",
+        &json!({"schemas": [GROUP_SCHEMA], "displayName": "SALES"}),
+    )
+    .await
+    .assert_error(409, Some("uniqueness"));
     // Unknown member is refused, nothing written.
     hub.post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": "Ghosts", "members": [{"value": "no-such-id"}]}))
         .await
         .assert_error(400, Some("invalidValue"));
-    assert_eq!(hub.get(&format!("/Groups?filter={}", q("displayName eq \"Ghosts\""))).await.total(), 0);
+    assert_eq!(
+        hub.get(&format!(
+            "/Groups?filter={}",
+            q("displayName eq \"Ghosts\"")
+        ))
+        .await
+        .total(),
+        0
+    );
 
     // The user's groups attribute.
     let r = hub.get(&format!("/Users/{a}")).await;
@@ -53,17 +74,26 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
     let add = json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": c}]}]});
     let r = hub.patch(&format!("/Groups/{g}"), &add).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), b.clone(), c.clone()]));
+    assert_eq!(
+        member_ids(&r.body),
+        sorted(vec![a.clone(), b.clone(), c.clone()])
+    );
     let rm = json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": format!("members[value eq \"{b}\"]")}]});
     let r = hub.patch(&format!("/Groups/{g}"), &rm).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(member_ids(&r.body), sorted(vec![a.clone(), c.clone()]));
     let v = r.header("etag").unwrap().to_string();
     let r = hub.patch(&format!("/Groups/{g}"), &rm).await;
-    assert_eq!(r.header("etag").unwrap(), v, "removing an absent member changes nothing");
+    assert_eq!(
+        r.header("etag").unwrap(),
+        v,
+        "removing an absent member changes nothing"
+    );
 
     // excludedAttributes=members, as Entra asks.
-    let r = hub.get(&format!("/Groups/{g}?excludedAttributes=members")).await;
+    let r = hub
+        .get(&format!("/Groups/{g}?excludedAttributes=members"))
+        .await;
     assert!(r.body.get("members").is_none());
     assert_eq!(r.body["displayName"], "Sales");
 
@@ -76,7 +106,13 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["displayName"], "Sales EMEA");
     assert_eq!(member_ids(&r.body), vec![b.clone()]);
-    assert!(hub.get(&format!("/Users/{a}")).await.body.get("groups").is_none());
+    assert!(
+        hub.get(&format!("/Users/{a}"))
+            .await
+            .body
+            .get("groups")
+            .is_none()
+    );
 
     // PUT replaces members.
     let r = hub.put(&format!("/Groups/{g}"), &json!({"schemas": [GROUP_SCHEMA], "displayName": "Sales EMEA", "members": [{"value": a}, {"value": c}]})).await;
@@ -85,19 +121,40 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
 
     // Deleting a user removes its memberships.
     assert_eq!(hub.delete(&format!("/Users/{a}")).await.status, 204);
-    assert_eq!(member_ids(&hub.get(&format!("/Groups/{g}")).await.body), vec![c.clone()]);
+    assert_eq!(
+        member_ids(&hub.get(&format!("/Groups/{g}")).await.body),
+        vec![c.clone()]
+    );
 
     // Filter groups by member.
-    let r = hub.get(&format!("/Groups?filter={}", q(&format!("members[value eq \"{c}\"]")))).await;
+    let r = hub
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("members[value eq \"{c}\"]"))
+        ))
+        .await;
     assert_eq!(r.total(), 1, "{}", r.text);
 
     // Remove all members, then delete the group.
-    let r = hub.patch(&format!("/Groups/{g}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members"}]})).await;
+    let r = hub
+        .patch(
+            &format!("/Groups/{g}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members"}]}),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.body.get("members").is_none());
     assert_eq!(hub.delete(&format!("/Groups/{g}")).await.status, 204);
-    assert!(hub.get(&format!("/Users/{c}")).await.body.get("groups").is_none());
-    hub.get(&format!("/Groups/{g}")).await.assert_error(404, None);
+    assert!(
+        hub.get(&format!("/Users/{c}"))
+            .await
+            .body
+            .get("groups")
+            .is_none()
+    );
+    hub.get(&format!("/Groups/{g}"))
+        .await
+        .assert_error(404, None);
 });
 
 /// A store that counts what it is asked to do.
@@ -119,7 +176,8 @@ impl Store for Counting {
     }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let page = self.inner.query(query).await?;
-        self.read_items.fetch_add(page.items.len(), Ordering::Relaxed);
+        self.read_items
+            .fetch_add(page.items.len(), Ordering::Relaxed);
         Ok(page)
     }
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -150,7 +208,15 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
         assert_eq!(r.status, 200, "{}", r.text);
         for op in r.body["Operations"].as_array().unwrap() {
             assert_eq!(op["status"], "201", "{op}");
-            ids.push(op["location"].as_str().unwrap().rsplit('/').next().unwrap().to_string());
+            ids.push(
+                op["location"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
         }
     }
     let g = hub.group("Everyone", &[]).await;
@@ -159,7 +225,9 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
         let r = hub.patch(&format!("/Groups/{g}?excludedAttributes=members"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": members}]})).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let r = hub.get(&format!("/Groups/{g}?attributes=displayName")).await;
+    let r = hub
+        .get(&format!("/Groups/{g}?attributes=displayName"))
+        .await;
     assert_eq!(r.status, 200);
     let r = hub.get(&format!("/Groups/{g}")).await;
     assert_eq!(r.body["members"].as_array().unwrap().len(), n);
@@ -172,11 +240,16 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
     ] {
         store.written.store(0, Ordering::Relaxed);
         store.read_items.store(0, Ordering::Relaxed);
-        let r = hub.patch(&format!("/Groups/{g}?excludedAttributes=members"), &body).await;
+        let r = hub
+            .patch(&format!("/Groups/{g}?excludedAttributes=members"), &body)
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
         let written = store.written.load(Ordering::Relaxed);
         let read = store.read_items.load(Ordering::Relaxed);
         assert!(written <= 3, "one member change wrote {written} items");
-        assert!(read <= 10, "one member change read {read} items in a group of {n}");
+        assert!(
+            read <= 10,
+            "one member change read {read} items in a group of {n}"
+        );
     }
 }

@@ -5,7 +5,13 @@ use serde_json::{Value, json};
 
 on_every_backend!(authentication, |hub: Hub| async move {
     let url = hub.url("/Users");
-    for auth in [None, Some("Bearer wrong"), Some("Basic dGVzdDp0ZXN0"), Some("Bearer "), Some("Bearer test-admin-token")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic dGVzdDp0ZXN0"),
+        Some("Bearer "),
+        Some("Bearer test-admin-token"),
+    ] {
         let mut r = hub.client.get(&url);
         if let Some(a) = auth {
             r = r.header("Authorization", a);
@@ -15,10 +21,25 @@ on_every_backend!(authentication, |hub: Hub| async move {
         assert!(r.header("www-authenticate").is_some());
     }
     // Scheme is case-insensitive (RFC 6750 / RFC 7235).
-    let r = hub.client.get(&url).header("Authorization", format!("bearer {}", provisync_tests::TOKEN)).send().await.unwrap();
+    let r = hub
+        .client
+        .get(&url)
+        .header(
+            "Authorization",
+            format!("bearer {}", provisync_tests::TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Writes are refused too, and nothing is stored.
-    let r = hub.client.post(&url).body(json!({"schemas": [USER_SCHEMA], "userName": "x"}).to_string()).send().await.unwrap();
+    let r = hub
+        .client
+        .post(&url)
+        .body(json!({"schemas": [USER_SCHEMA], "userName": "x"}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(hub.get("/Users").await.total(), 0);
 });
@@ -32,14 +53,27 @@ on_every_backend!(discovery, |hub: Hub| async move {
     }
     assert_eq!(r.body["filter"]["maxResults"], 1000);
     assert!(r.body["bulk"]["maxOperations"].as_u64().unwrap() > 0);
-    assert_eq!(r.body["authenticationSchemes"][0]["type"], "oauthbearertoken");
+    assert_eq!(
+        r.body["authenticationSchemes"][0]["type"],
+        "oauthbearertoken"
+    );
 
     let r = hub.get("/ResourceTypes").await;
     assert_eq!(r.total(), 2);
-    let user = r.resources().into_iter().find(|rt| rt["id"] == "User").unwrap();
+    let user = r
+        .resources()
+        .into_iter()
+        .find(|rt| rt["id"] == "User")
+        .unwrap();
     assert_eq!(user["endpoint"], "/Users");
-    assert_eq!(user["schemaExtensions"][0]["schema"], "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User");
-    assert_eq!(hub.get("/ResourceTypes/Group").await.body["schema"], GROUP_SCHEMA);
+    assert_eq!(
+        user["schemaExtensions"][0]["schema"],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    );
+    assert_eq!(
+        hub.get("/ResourceTypes/Group").await.body["schema"],
+        GROUP_SCHEMA
+    );
     hub.get("/ResourceTypes/Nope").await.assert_error(404, None);
 
     let r = hub.get("/Schemas").await;
@@ -58,22 +92,73 @@ on_every_backend!(discovery, |hub: Hub| async move {
 
 on_every_backend!(bad_input, |hub: Hub| async move {
     // Malformed JSON.
-    let r = hub.req(reqwest::Method::POST, "/Users").body("{\"schemas\": [").send().await.unwrap();
-    provisync_tests::Resp::from(r).await.assert_error(400, Some("invalidSyntax"));
-    let r = hub.req(reqwest::Method::POST, "/Users").body("").send().await.unwrap();
-    provisync_tests::Resp::from(r).await.assert_error(400, Some("invalidSyntax"));
+    let r = hub
+        .req(reqwest::Method::POST, "/Users")
+        .body("{\"schemas\": [")
+        .send()
+        .await
+        .unwrap();
+    provisync_tests::Resp::from(r)
+        .await
+        .assert_error(400, Some("invalidSyntax"));
+    let r = hub
+        .req(reqwest::Method::POST, "/Users")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    provisync_tests::Resp::from(r)
+        .await
+        .assert_error(400, Some("invalidSyntax"));
     // Not an object.
-    hub.post("/Users", &json!([1, 2])).await.assert_error(400, None);
+    hub.post("/Users", &json!([1, 2]))
+        .await
+        .assert_error(400, None);
     // Wrong types.
-    hub.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": 42})).await.assert_error(400, None);
-    hub.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": "x", "active": "maybe"})).await.assert_error(400, None);
-    hub.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": "x", "name": "flat"})).await.assert_error(400, None);
+    // (A number where a string belongs is coerced: IdPs send employeeNumber as 42.)
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "userName": ["a", "b"]}),
+    )
+    .await
+    .assert_error(400, None);
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "userName": {"nested": true}}),
+    )
+    .await
+    .assert_error(400, None);
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "userName": "x", "active": "maybe"}),
+    )
+    .await
+    .assert_error(400, None);
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "userName": "x", "name": "flat"}),
+    )
+    .await
+    .assert_error(400, None);
     // Missing required attribute.
-    hub.post("/Users", &json!({"schemas": [USER_SCHEMA], "displayName": "x"})).await.assert_error(400, None);
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "displayName": "x"}),
+    )
+    .await
+    .assert_error(400, None);
     // Unknown schema.
-    hub.post("/Users", &json!({"schemas": [USER_SCHEMA, "urn:example:unknown"], "userName": "x"})).await.assert_error(400, None);
+    // Unknown schema with data under it (a bare unknown URN in `schemas` is tolerated:
+    // Microsoft's documented Create Group lists one).
+    hub.post("/Users", &json!({"schemas": [USER_SCHEMA, "urn:example:unknown"], "userName": "x", "urn:example:unknown": {"a": 1}}))
+        .await
+        .assert_error(400, None);
+    hub.post("/Users", &json!({"userName": "no-schemas"}))
+        .await
+        .assert_error(400, Some("invalidSyntax"));
     // Oversized body: 413 in SCIM format.
-    let big = json!({"schemas": [USER_SCHEMA], "userName": "big", "displayName": "x".repeat(300 * 1024)});
+    let big =
+        json!({"schemas": [USER_SCHEMA], "userName": "big", "displayName": "x".repeat(300 * 1024)});
     hub.post("/Users", &big).await.assert_error(413, None);
     // Bad PATCH bodies.
     let id = hub.user("patchee").await;
@@ -96,7 +181,9 @@ on_every_backend!(bad_input, |hub: Hub| async move {
     assert_eq!(hub.get("/Users").await.total(), 1);
     // Unknown endpoint, method, /Me.
     hub.get("/Nope").await.assert_error(404, None);
-    hub.send(reqwest::Method::DELETE, "/Users", None).await.assert_error(405, None);
+    hub.send(reqwest::Method::DELETE, "/Users", None)
+        .await
+        .assert_error(405, None);
     hub.get("/Me").await.assert_error(501, None);
     hub.get("/Users/not-an-id").await.assert_error(404, None);
 });
@@ -114,18 +201,46 @@ on_every_backend!(bulk, |hub: Hub| async move {
     });
     let r = hub.post("/Bulk", &body).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:BulkResponse");
+    assert_eq!(
+        r.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+    );
     let ops = r.body["Operations"].as_array().unwrap().clone();
     assert_eq!(ops.len(), 4, "{}", r.text);
-    let by = |b: &str| ops.iter().find(|o| o["bulkId"] == b).cloned().unwrap_or(Value::Null);
+    let by = |b: &str| {
+        ops.iter()
+            .find(|o| o["bulkId"] == b)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     assert_eq!(by("u1")["status"], "201");
-    assert_eq!(by("g1")["status"], "201", "group waits for the user it references");
+    assert_eq!(
+        by("g1")["status"],
+        "201",
+        "group waits for the user it references"
+    );
     assert_eq!(by("u2")["status"], "409");
     assert_eq!(by("u2")["response"]["scimType"], "uniqueness");
-    let uid = by("u1")["location"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    let g = hub.get(by("g1")["location"].as_str().unwrap().trim_start_matches(&hub.base)).await;
+    let uid = by("u1")["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let g = hub
+        .get(
+            by("g1")["location"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches(&hub.base),
+        )
+        .await;
     assert_eq!(g.body["members"][0]["value"], uid);
-    assert_eq!(hub.get(&format!("/Users/{uid}")).await.body["title"], "Boss");
+    assert_eq!(
+        hub.get(&format!("/Users/{uid}")).await.body["title"],
+        "Boss"
+    );
 
     // failOnErrors stops processing.
     let body = json!({
@@ -138,7 +253,12 @@ on_every_backend!(bulk, |hub: Hub| async move {
     });
     let r = hub.post("/Bulk", &body).await;
     assert_eq!(r.body["Operations"].as_array().unwrap().len(), 1);
-    assert_eq!(hub.get("/Users?filter=userName%20eq%20%22never%22").await.total(), 0);
+    assert_eq!(
+        hub.get("/Users?filter=userName%20eq%20%22never%22")
+            .await
+            .total(),
+        0
+    );
     // Delete through bulk, bad method, too many operations.
     let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
         {"method": "DELETE", "path": format!("/Users/{uid}")},
@@ -147,21 +267,36 @@ on_every_backend!(bulk, |hub: Hub| async move {
     let r = hub.post("/Bulk", &body).await;
     assert_eq!(r.body["Operations"][0]["status"], "204");
     assert_eq!(r.body["Operations"][1]["status"], "400");
-    let ops: Vec<Value> = (0..1001).map(|_| json!({"method": "DELETE", "path": "/Users/x"})).collect();
+    let ops: Vec<Value> = (0..1001)
+        .map(|_| json!({"method": "DELETE", "path": "/Users/x"}))
+        .collect();
     hub.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})).await.assert_error(413, None);
-    hub.post("/Bulk", &json!({"Operations": []})).await.assert_error(400, None);
+    hub.post("/Bulk", &json!({"Operations": []}))
+        .await
+        .assert_error(400, None);
 });
 
 on_every_backend!(root_search, |hub: Hub| async move {
     let u = hub.user("rooty").await;
     let g = hub.group("Rooters", &[&u]).await;
-    let r = hub.post("/.search", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})).await;
+    let r = hub
+        .post(
+            "/.search",
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.total(), 2);
-    let r = hub.post("/.search", &json!({"filter": "displayName eq \"Rooters\""})).await;
+    let r = hub
+        .post("/.search", &json!({"filter": "displayName eq \"Rooters\""}))
+        .await;
     assert_eq!(r.total(), 1, "{}", r.text);
     assert_eq!(r.resources()[0]["id"], g);
-    let r = hub.post("/.search", &json!({"filter": "userName eq \"rooty\""})).await;
+    let r = hub
+        .post("/.search", &json!({"filter": "userName eq \"rooty\""}))
+        .await;
     assert_eq!(r.total(), 1);
-    hub.post("/.search", &json!({"filter": "bogus eq 1"})).await.assert_error(400, Some("invalidFilter"));
+    hub.post("/.search", &json!({"filter": "bogus eq 1"}))
+        .await
+        .assert_error(400, Some("invalidFilter"));
 });

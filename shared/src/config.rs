@@ -87,15 +87,15 @@ pub fn state_for_store(
     schemas: SchemaRegistry,
 ) -> Result<AppState, ConfigError> {
     let mut auth = Authenticator::new(Some(store.clone()));
-    if let Ok(t) = std::env::var("PROVISYNC_SCIM_TOKEN") {
-        if !t.is_empty() {
-            auth = auth.with_static_token(&t, Scope::Scim);
-        }
+    if let Ok(t) = std::env::var("PROVISYNC_SCIM_TOKEN")
+        && !t.is_empty()
+    {
+        auth = auth.with_static_token(&t, Scope::Scim);
     }
-    if let Ok(t) = std::env::var("PROVISYNC_ADMIN_TOKEN") {
-        if !t.is_empty() {
-            auth = auth.with_static_token(&t, Scope::Admin);
-        }
+    if let Ok(t) = std::env::var("PROVISYNC_ADMIN_TOKEN")
+        && !t.is_empty()
+    {
+        auth = auth.with_static_token(&t, Scope::Admin);
     }
     let mut config = HttpConfig::default();
     if let Ok(v) = std::env::var("PROVISYNC_MAX_BODY_BYTES") {

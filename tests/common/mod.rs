@@ -52,7 +52,9 @@ impl Hub {
         cfg.max_body_bytes = 256 * 1024;
         state.config = Arc::new(cfg);
         let app = provisync::http::app(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
@@ -103,7 +105,12 @@ impl Hub {
 
     /// Creates a user and returns its id.
     pub async fn user(&self, user_name: &str) -> String {
-        let r = self.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": user_name})).await;
+        let r = self
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": user_name}),
+            )
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.id()
     }
@@ -111,7 +118,10 @@ impl Hub {
     pub async fn group(&self, name: &str, members: &[&str]) -> String {
         let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
         let r = self
-            .post("/Groups", &json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": members}))
+            .post(
+                "/Groups",
+                &json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": members}),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.id()
@@ -133,7 +143,12 @@ impl Resp {
         let headers = r.headers().clone();
         let text = r.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, headers, body, text }
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
     pub fn id(&self) -> String {
         self.body["id"].as_str().expect("id in body").to_string()
@@ -144,7 +159,11 @@ impl Resp {
     /// Asserts a SCIM error with this status (and scimType, if given).
     pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
         assert_eq!(self.status, status, "body: {}", self.text);
-        assert_eq!(self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{}", self.text);
+        assert_eq!(
+            self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
+            "{}",
+            self.text
+        );
         assert_eq!(self.body["status"], status.to_string(), "{}", self.text);
         if let Some(t) = scim_type {
             assert_eq!(self.body["scimType"], t, "{}", self.text);
@@ -155,7 +174,10 @@ impl Resp {
         self.body["totalResults"].as_u64().expect("totalResults")
     }
     pub fn resources(&self) -> Vec<Value> {
-        self.body["Resources"].as_array().cloned().unwrap_or_default()
+        self.body["Resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -180,7 +202,9 @@ pub fn q(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -80,10 +80,10 @@ async fn open_store() -> Result<Arc<dyn Store>> {
 /// The local development token for a scope: from the environment, else one generated
 /// once and kept in the data folder (readable by its owner only) so restarts keep it.
 fn local_token(env: &str, file: &Path) -> Result<String> {
-    if let Ok(t) = std::env::var(env) {
-        if !t.is_empty() {
-            return Ok(t);
-        }
+    if let Ok(t) = std::env::var(env)
+        && !t.is_empty()
+    {
+        return Ok(t);
     }
     if let Ok(t) = std::fs::read_to_string(file) {
         let t = t.trim().to_string();

@@ -333,22 +333,59 @@ impl Directory {
         };
 
         // Equality on a uniquely keyed attribute (what IdPs send before every create) is a
-        // point read, never a scan.
-        let candidates: Option<Vec<Stored>> =
+        // point read, never a scan; membership equalities read the membership index.
+        let mut candidates: Option<Vec<Stored>> =
             match req.filter.as_ref().and_then(|f| indexed_lookup(kind, f)) {
-                Some(Lookup::Id(id)) => Some(match self.load(kind, &id).await {
-                    Ok(s) => vec![s],
-                    Err(e) if e.status == 404 => vec![],
-                    Err(e) => return Err(e),
-                }),
+                Some(Lookup::Id(id)) => Some(self.load_existing(kind, &[id]).await?),
                 Some(Lookup::Unique(attr, value)) => Some(
                     self.lookup_unique(kind, attr, &value)
                         .await?
                         .into_iter()
                         .collect(),
                 ),
+                Some(Lookup::GroupsWithMember(member)) => {
+                    let gids = self.groups_of_ids(&member).await?;
+                    Some(self.load_existing(kind, &gids).await?)
+                }
+                Some(Lookup::MembersOfGroup(gid)) => {
+                    let ids: Vec<String> = self
+                        .members_of(&gid)
+                        .await?
+                        .into_iter()
+                        .map(|m| m.value)
+                        .collect();
+                    Some(self.load_existing(kind, &ids).await?)
+                }
                 None => None,
             };
+        // A filter on a computed attribute (`members`, `groups`) is evaluated on resources
+        // with that attribute filled in.
+        let computed = match kind {
+            ResourceKind::User => "groups",
+            ResourceKind::Group => "members",
+        };
+        if req
+            .filter
+            .as_ref()
+            .is_some_and(|f| filter_mentions(f, computed))
+        {
+            let mut all = match candidates.take() {
+                Some(c) => c,
+                None => {
+                    let mut all = Vec::new();
+                    self.scan(kind, |s| all.push(s)).await?;
+                    all
+                }
+            };
+            let with_computed = Projection {
+                attributes: vec![AttrPath::new(computed)],
+                excluded: vec![],
+            };
+            for s in all.iter_mut() {
+                self.expand(kind, s, &with_computed).await?;
+            }
+            candidates = Some(all);
+        }
 
         let (total, mut page) = if let Some(c) = candidates {
             let mut all: Vec<Stored> = c.into_iter().filter(|s| matches(s)).collect();
@@ -455,6 +492,28 @@ impl Directory {
             Err(e) if e.status == 404 => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The resources with these ids that exist (batched point reads).
+    async fn load_existing(
+        &self,
+        kind: ResourceKind,
+        ids: &[String],
+    ) -> Result<Vec<Stored>, ScimError> {
+        let keys: Vec<Key> = ids
+            .iter()
+            .filter(|id| !id.is_empty() && id.len() <= MAX_KEY_VALUE_BYTES)
+            .map(|id| resource_key(kind, id))
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            for item in self.store.get_many(chunk).await.map_err(store_error)? {
+                out.push(from_item(&item)?);
+            }
+        }
+        // Keep creation order (ids are UUIDv7), as a scan would.
+        out.sort_by(|a, b| a.id().cmp(b.id()));
+        Ok(out)
     }
 
     // ---- writes --------------------------------------------------------------------
@@ -780,14 +839,35 @@ impl Directory {
                 }
             }
         }
-        // With a full listing, only real differences are written.
+        // Only real differences are written: without a full listing, look up just the
+        // memberships these changes touch (O(changes), not O(group size)).
+        let before = if needs_listing {
+            before
+        } else {
+            let keys: Vec<Key> = added
+                .keys()
+                .chain(removed.iter())
+                .map(|m| member_key(group_id, m))
+                .collect();
+            let mut present = BTreeSet::new();
+            for chunk in keys.chunks(100) {
+                for item in self.store.get_many(chunk).await.map_err(store_error)? {
+                    present.insert(
+                        item.sk
+                            .trim_start_matches(keys::MEMBER_SK_PREFIX)
+                            .to_string(),
+                    );
+                }
+            }
+            present
+        };
         let adds: Vec<MemberRef> = added
             .into_values()
-            .filter(|m| !before.contains(&m.value) || !needs_listing)
+            .filter(|m| !before.contains(&m.value))
             .collect();
         let removes: Vec<String> = removed
             .into_iter()
-            .filter(|id| !needs_listing || before.contains(id))
+            .filter(|id| before.contains(id))
             .collect();
         Ok((adds, removes))
     }
@@ -1078,12 +1158,62 @@ fn sort_stored(
 enum Lookup {
     Id(String),
     Unique(UniqueAttr, String),
+    /// Groups having this member (`members[value eq "id"]`, `members.value eq "id"`).
+    GroupsWithMember(String),
+    /// Members of this group (`groups[value eq "id"]`, `groups.value eq "id"`).
+    MembersOfGroup(String),
+}
+
+/// Does the filter name this top-level attribute anywhere?
+fn filter_mentions(f: &Filter, attr: &str) -> bool {
+    match f {
+        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
+            path.urn.is_none() && path.attr.eq_ignore_ascii_case(attr)
+        }
+        Filter::And(a, b) | Filter::Or(a, b) => {
+            filter_mentions(a, attr) || filter_mentions(b, attr)
+        }
+        Filter::Not(a) => filter_mentions(a, attr),
+    }
 }
 
 /// Finds an equality on a keyed attribute that every match must satisfy: the filter
 /// itself or one side of a top-level `and`.
 fn indexed_lookup(kind: ResourceKind, f: &Filter) -> Option<Lookup> {
+    let membership = |attr: &str, id: String| -> Option<Lookup> {
+        match kind {
+            ResourceKind::Group if attr.eq_ignore_ascii_case("members") => {
+                Some(Lookup::GroupsWithMember(id))
+            }
+            ResourceKind::User if attr.eq_ignore_ascii_case("groups") => {
+                Some(Lookup::MembersOfGroup(id))
+            }
+            _ => None,
+        }
+    };
     match f {
+        Filter::ValuePath { path, filter } if path.urn.is_none() => match filter.as_ref() {
+            Filter::Compare {
+                path: inner,
+                op: CompareOp::Eq,
+                value: CompValue::Str(v),
+            } if inner.attr.eq_ignore_ascii_case("value") && inner.sub_attr.is_none() => {
+                membership(&path.attr, v.clone())
+            }
+            _ => None,
+        },
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::Str(v),
+        } if path.urn.is_none()
+            && path
+                .sub_attr
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("value")) =>
+        {
+            membership(&path.attr, v.clone())
+        }
         Filter::Compare {
             path,
             op: CompareOp::Eq,

@@ -173,10 +173,10 @@ fn resource_response(
     if let Ok(v) = HeaderValue::from_str(&stored.etag()) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&location(base, kind, stored.id())) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&location(base, kind, stored.id()))
+    {
+        resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
 }
@@ -400,14 +400,13 @@ async fn do_get(
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
+        && crate::directory::if_match_ok(inm, stored.version)
     {
-        if crate::directory::if_match_ok(inm, stored.version) {
-            let mut resp = StatusCode::NOT_MODIFIED.into_response();
-            if let Ok(v) = HeaderValue::from_str(&stored.etag()) {
-                resp.headers_mut().insert(header::ETAG, v);
-            }
-            return Ok(resp);
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&stored.etag()) {
+            resp.headers_mut().insert(header::ETAG, v);
         }
+        return Ok(resp);
     }
     let base = base_url(&state, &headers);
     let body = render(&state, &base, kind, &stored, &projection);
@@ -433,10 +432,10 @@ async fn write_response(
     let projection = projection_from(params.get("attributes"), params.get("excludedAttributes"))?;
     let mut stored = stored;
     let full = state.directory.get(kind, stored.id(), &projection).await;
-    if let Ok(s) = full {
-        if s.version == stored.version {
-            stored = s;
-        }
+    if let Ok(s) = full
+        && s.version == stored.version
+    {
+        stored = s;
     }
     let base = base_url(state, headers);
     let body = render(state, &base, kind, &stored, &projection);
@@ -557,10 +556,10 @@ async fn search_root(
     let mut out = Vec::new();
     for kind in [ResourceKind::User, ResourceKind::Group] {
         // A filter naming an attribute only one type has is simply false for the other.
-        if let Some(f) = &req.filter {
-            if f.validate(&state.directory.schemas().view(kind)).is_err() {
-                continue;
-            }
+        if let Some(f) = &req.filter
+            && f.validate(&state.directory.schemas().view(kind)).is_err()
+        {
+            continue;
         }
         let sub = SearchRequest {
             start_index: 1,
@@ -576,11 +575,11 @@ async fn search_root(
         }
         total += result.total_results.saturating_sub(result.resources.len());
     }
-    if total == 0 {
-        if let Some(f) = &req.filter {
-            // Unknown everywhere: tell the client its filter is wrong.
-            f.validate(&state.directory.schemas().view(ResourceKind::User))?;
-        }
+    if total == 0
+        && let Some(f) = &req.filter
+    {
+        // Unknown everywhere: tell the client its filter is wrong.
+        f.validate(&state.directory.schemas().view(ResourceKind::User))?;
     }
     Ok(list_response(total, start, out))
 }

@@ -842,4 +842,3 @@ mod tests {
         assert_eq!(e.scim_type, Some(crate::scim::ScimType::InvalidValue));
     }
 }
-

@@ -412,12 +412,13 @@ impl AttrPath {
     /// Parses `name`, `name.sub`, `urn:...:name` or `urn:...:name.sub`. Returns `None` for
     /// anything that is not an attribute path (RFC 7644 §3.10 / RFC 7643 §2.1 ATTRNAME).
     pub fn parse(s: &str) -> Option<Self> {
-        let (urn, rest) = if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) && s.len() > 4 {
-            let idx = s.rfind(':')?;
-            (Some(s[..idx].to_string()), &s[idx + 1..])
-        } else {
-            (None, s)
-        };
+        let (urn, rest) =
+            if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) && s.len() > 4 {
+                let idx = s.rfind(':')?;
+                (Some(s[..idx].to_string()), &s[idx + 1..])
+            } else {
+                (None, s)
+            };
         let (attr, sub) = match rest.split_once('.') {
             Some((a, b)) => (a, Some(b)),
             None => (rest, None),

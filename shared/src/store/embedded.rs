@@ -102,10 +102,10 @@ impl EmbeddedStore {
                 for entry in iter {
                     let (k, v) = entry.map_err(unavailable)?;
                     let (pk, sk) = k.value();
-                    if let (Some(a), false) = (after_sk, q.descending) {
-                        if sk <= a {
-                            continue;
-                        }
+                    if let (Some(a), false) = (after_sk, q.descending)
+                        && sk <= a
+                    {
+                        continue;
                     }
                     let item = decode(pk, sk, v.value())?;
                     if item.is_expired(now) {
@@ -146,10 +146,10 @@ impl EmbeddedStore {
                 for entry in iter {
                     let (k, _) = entry.map_err(unavailable)?;
                     let (_, isk, pk, sk) = k.value();
-                    if let (Some(c), false) = (after, q.descending) {
-                        if (isk, pk, sk) <= (c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str()) {
-                            continue;
-                        }
+                    if let (Some(c), false) = (after, q.descending)
+                        && (isk, pk, sk) <= (c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str())
+                    {
+                        continue;
                     }
                     let Some(item) = Self::read_item(&items, pk, sk, now)? else {
                         continue;
@@ -215,16 +215,16 @@ impl EmbeddedStore {
                 current.push(raw);
             }
             for (w, old) in writes.into_iter().zip(current) {
-                if let Some(old) = &old {
-                    if matches!(w, Write::Put { .. } | Write::Delete { .. }) {
-                        if let Some((a, b)) = &old.gsi1 {
-                            gsi1.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
-                                .map_err(unavailable)?;
-                        }
-                        if let Some((a, b)) = &old.gsi2 {
-                            gsi2.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
-                                .map_err(unavailable)?;
-                        }
+                if let Some(old) = &old
+                    && matches!(w, Write::Put { .. } | Write::Delete { .. })
+                {
+                    if let Some((a, b)) = &old.gsi1 {
+                        gsi1.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
+                            .map_err(unavailable)?;
+                    }
+                    if let Some((a, b)) = &old.gsi2 {
+                        gsi2.remove((a.as_str(), b.as_str(), old.pk.as_str(), old.sk.as_str()))
+                            .map_err(unavailable)?;
                     }
                 }
                 match w {
