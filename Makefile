@@ -25,7 +25,7 @@ fmt:
 	$(CARGO) fmt --all
 
 bench:
-	$(CARGO) bench -p provisync-cli
+	$(CARGO) bench -p provisync-tests --bench scim_http
 
 clean:
 	$(CARGO) clean
