@@ -5,5 +5,6 @@
 //! resources on any store; [`http`] builds the axum routers the Lambda functions and
 //! `provisync serve` both mount.
 
+pub mod aws;
 pub mod scim;
 pub mod store;
