@@ -6,5 +6,6 @@
 //! `provisync serve` both mount.
 
 pub mod aws;
+pub mod queue;
 pub mod scim;
 pub mod store;
