@@ -18,6 +18,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
+use crate::queue::Queue;
+use crate::queue::sqs::SqsQueue;
+use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use crate::store::Store;
 use crate::store::dynamodb::DynamoStore;
 use crate::store::embedded::EmbeddedStore;
@@ -480,6 +483,62 @@ pub fn dynamo_store_from_env(clients: &AwsClients) -> Result<DynamoStore, AwsErr
     let table = env_nonempty("PROVISYNC_TABLE")
         .ok_or_else(|| AwsError::Config("PROVISYNC_BACKEND=aws needs PROVISYNC_TABLE".into()))?;
     Ok(DynamoStore::new(clients.dynamodb.clone(), table))
+}
+
+/// The SQS queue of `PROVISYNC_QUEUE_URL` (or `PROVISYNC_QUEUE`, a name or URL).
+pub async fn sqs_queue_from_env(clients: &AwsClients) -> Result<SqsQueue, AwsError> {
+    let q = env_nonempty("PROVISYNC_QUEUE_URL")
+        .or_else(|| env_nonempty("PROVISYNC_QUEUE"))
+        .ok_or_else(|| {
+            AwsError::Config("PROVISYNC_BACKEND=aws needs PROVISYNC_QUEUE_URL".into())
+        })?;
+    Ok(SqsQueue::new(
+        clients.sqs.clone(),
+        queue_url(&clients.sqs, &q).await?,
+    ))
+}
+
+/// The store and queue the environment selects, built once per process.
+#[derive(Clone)]
+pub struct Backend {
+    pub kind: BackendKind,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    /// The SDK clients (AWS backend only).
+    pub aws: Option<AwsClients>,
+}
+
+/// `PROVISYNC_BACKEND=aws`: DynamoDB + SQS; otherwise the embedded store in
+/// `PROVISYNC_DATA_DIR` and the store-backed queue on it (durable across restarts).
+pub async fn backend_from_env() -> Result<Backend, AwsError> {
+    let kind = BackendKind::from_env()?;
+    match kind {
+        BackendKind::Embedded => {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir_from_env())?);
+            let queue = Arc::new(StoreQueue::new(
+                store.clone(),
+                "deliver",
+                StoreQueueSettings::default(),
+            ));
+            Ok(Backend {
+                kind,
+                store,
+                queue,
+                aws: None,
+            })
+        }
+        BackendKind::Aws => {
+            let clients = AwsClients::from_env().await;
+            let store = Arc::new(dynamo_store_from_env(&clients)?);
+            let queue = Arc::new(sqs_queue_from_env(&clients).await?);
+            Ok(Backend {
+                kind,
+                store,
+                queue,
+                aws: Some(clients),
+            })
+        }
+    }
 }
 
 #[cfg(test)]

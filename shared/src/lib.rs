@@ -6,6 +6,7 @@
 //! `provisync serve` both mount.
 
 pub mod aws;
+pub mod lambda;
 pub mod queue;
 pub mod scim;
 pub mod store;
