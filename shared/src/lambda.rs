@@ -60,12 +60,10 @@ where
         let id = record.message_id.clone().unwrap_or_default();
         let delivery = delivery_from_record(&record);
         let group = (!delivery.group_id.is_empty()).then(|| delivery.group_id.clone());
-        if let Some(g) = &group {
-            if failed_groups.contains(g) {
-                tracing::info!(message_id = %id, group = %g, "skipped: an earlier message of its group failed");
-                response.batch_item_failures.push(failure(id));
-                continue;
-            }
+        if let Some(g) = group.as_ref().filter(|g| failed_groups.contains(*g)) {
+            tracing::info!(message_id = %id, group = %g, "skipped: an earlier message of its group failed");
+            response.batch_item_failures.push(failure(id));
+            continue;
         }
         let receive_count = delivery.receive_count;
         if let Err(e) = handler(delivery).await {
