@@ -175,6 +175,13 @@ pub async fn aws_init(cfg: &AwsInitConfig) -> Result<AwsInitReport, AwsError> {
     aws_init_with(&AwsClients::from_env().await, cfg).await
 }
 
+/// The `provisync aws-init` subcommand: table and queues from `PROVISYNC_TABLE` and
+/// `PROVISYNC_QUEUE_URL`/`PROVISYNC_QUEUE`, SDK configuration from the environment
+/// (`AWS_ENDPOINT_URL` for an emulator). The report's `Display` is what to print.
+pub async fn aws_init_command() -> Result<AwsInitReport, AwsError> {
+    aws_init(&AwsInitConfig::from_env()?).await
+}
+
 /// [`aws_init`] with given clients. Idempotent: existing resources are left as they are.
 pub async fn aws_init_with(
     clients: &AwsClients,
@@ -556,6 +563,162 @@ mod tests {
         );
         assert!(queue_base_name("bad name").is_err());
         assert!(queue_base_name("").is_err());
+    }
+
+    fn template() -> serde_yaml::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn s(v: &serde_yaml::Value) -> &str {
+        v.as_str().unwrap_or_else(|| panic!("not a string: {v:?}"))
+    }
+
+    fn key_schema(v: &serde_yaml::Value) -> Vec<(String, String)> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    s(&k["AttributeName"]).to_string(),
+                    s(&k["KeyType"]).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn template_table_matches_the_constants() {
+        let t = template();
+        let table = &t["Resources"]["Table"]["Properties"];
+        assert_eq!(s(&table["BillingMode"]), table::BILLING_MODE);
+        assert_eq!(
+            key_schema(&table["KeySchema"]),
+            [
+                (table::PK.into(), "HASH".into()),
+                (table::SK.into(), "RANGE".into())
+            ]
+        );
+        let mut attrs: Vec<(&str, &str)> = table["AttributeDefinitions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| (s(&a["AttributeName"]), s(&a["AttributeType"])))
+            .collect();
+        attrs.sort();
+        let mut want: Vec<(&str, &str)> = table::KEY_ATTRIBUTES.iter().map(|a| (*a, "S")).collect();
+        want.sort();
+        assert_eq!(attrs, want);
+        let gsis = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+        assert_eq!(gsis.len(), table::GSIS.len());
+        for (gsi, (name, pk, sk)) in gsis.iter().zip(table::GSIS) {
+            assert_eq!(s(&gsi["IndexName"]), name);
+            assert_eq!(
+                key_schema(&gsi["KeySchema"]),
+                [(pk.into(), "HASH".into()), (sk.into(), "RANGE".into())]
+            );
+            assert_eq!(s(&gsi["Projection"]["ProjectionType"]), table::PROJECTION);
+        }
+        assert_eq!(
+            s(&table["TimeToLiveSpecification"]["AttributeName"]),
+            table::ATTR_TTL
+        );
+        assert_eq!(
+            table["TimeToLiveSpecification"]["Enabled"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(
+            table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn template_queues_match_the_constants() {
+        let t = template();
+        let q = &t["Resources"]["DeliveryQueue"]["Properties"];
+        let dlq = &t["Resources"]["DeadLetterQueue"]["Properties"];
+        for p in [q, dlq] {
+            assert_eq!(p["FifoQueue"].as_bool(), Some(true));
+            assert_eq!(p["ContentBasedDeduplication"].as_bool(), Some(false));
+        }
+        assert_eq!(
+            q["VisibilityTimeout"].as_u64(),
+            Some(u64::from(queue::VISIBILITY_TIMEOUT_SECS))
+        );
+        assert_eq!(
+            q["MessageRetentionPeriod"].as_u64(),
+            Some(u64::from(queue::RETENTION_SECS))
+        );
+        assert_eq!(
+            dlq["MessageRetentionPeriod"].as_u64(),
+            Some(u64::from(queue::DLQ_RETENTION_SECS))
+        );
+        let name = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::Tagged(t) => s(&t.value).to_string(),
+            other => s(other).to_string(),
+        };
+        assert!(name(&q["QueueName"]).ends_with(".fifo"));
+        assert!(name(&dlq["QueueName"]).ends_with(&format!(
+            "{}{}",
+            queue::DLQ_SUFFIX,
+            queue::FIFO_SUFFIX
+        )));
+        // maxReceiveCount is the MaxReceiveCount parameter, defaulting to the constant.
+        let redrive = &q["RedrivePolicy"];
+        assert_eq!(name(&redrive["maxReceiveCount"]), "MaxReceiveCount");
+        assert_eq!(name(&redrive["deadLetterTargetArn"]), "DeadLetterQueue.Arn");
+        assert_eq!(
+            t["Parameters"]["MaxReceiveCount"]["Default"].as_u64(),
+            Some(u64::from(queue::DEFAULT_MAX_RECEIVE_COUNT))
+        );
+        // Visibility timeout >= 6x the consumer's timeout.
+        let deliver = &t["Resources"]["QueueDeliverFunction"]["Properties"];
+        assert_eq!(
+            deliver["Timeout"].as_u64(),
+            Some(u64::from(queue::DELIVER_FUNCTION_TIMEOUT_SECS))
+        );
+        let (vis, timeout) = (q["VisibilityTimeout"].as_u64(), deliver["Timeout"].as_u64());
+        assert!(
+            vis.zip(timeout).is_some_and(|(v, t)| v >= 6 * t),
+            "visibility {vis:?} < 6 x {timeout:?}"
+        );
+        let event = &deliver["Events"]["Deliveries"]["Properties"];
+        assert_eq!(
+            s(&event["FunctionResponseTypes"][0]),
+            "ReportBatchItemFailures"
+        );
+    }
+
+    #[test]
+    fn template_functions_are_cargo_lambda_arm64() {
+        let t = template();
+        let g = &t["Globals"]["Function"];
+        assert_eq!(s(&g["Runtime"]), "provided.al2023");
+        assert_eq!(s(&g["Architectures"][0]), "arm64");
+        assert_eq!(s(&g["Handler"]), "bootstrap");
+        assert_eq!(
+            s(&g["Environment"]["Variables"]["PROVISYNC_BACKEND"]),
+            "aws"
+        );
+        let mut binaries = Vec::new();
+        for (_, r) in t["Resources"].as_mapping().unwrap() {
+            if r["Type"].as_str() == Some("AWS::Serverless::Function") {
+                assert_eq!(s(&r["Metadata"]["BuildMethod"]), "rust-cargolambda");
+                binaries.push(s(&r["Metadata"]["BuildProperties"]["Binary"]).to_string());
+            }
+        }
+        binaries.sort();
+        assert_eq!(
+            binaries,
+            [
+                "admin-api",
+                "queue-deliver",
+                "scheduled-sync",
+                "scim-api",
+                "webhook-ingest"
+            ]
+        );
     }
 
     #[test]
