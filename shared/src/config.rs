@@ -3,7 +3,7 @@
 //!
 //! | variable                 | meaning                                               |
 //! |--------------------------|-------------------------------------------------------|
-//! | `PROVISYNC_BACKEND`      | `embedded` (default) or `aws`                         |
+//! | `PROVISYNC_BACKEND`      | `embedded` (default) or `aws` (see [`crate::aws`])    |
 //! | `PROVISYNC_DATA_DIR`     | embedded store folder (default `./.provisync`)        |
 //! | `PROVISYNC_SCIM_TOKEN`   | static SCIM bearer token (local use)                  |
 //! | `PROVISYNC_ADMIN_TOKEN`  | static admin bearer token (local use)                 |
@@ -19,7 +19,6 @@ use crate::http::auth::{Authenticator, Scope};
 use crate::http::{AppState, HttpConfig};
 use crate::scim::{ResourceKind, SchemaRegistry};
 use crate::store::Store;
-use crate::store::embedded::EmbeddedStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -27,35 +26,12 @@ pub enum ConfigError {
     Invalid(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("aws: {0}")]
+    Aws(#[from] crate::aws::AwsError),
     #[error("schema: {0}")]
     Schema(#[from] crate::scim::schema::SchemaError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Which store backend a process runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Embedded,
-    Aws,
-}
-
-impl Backend {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        match std::env::var("PROVISYNC_BACKEND").as_deref() {
-            Err(_) | Ok("") | Ok("embedded") => Ok(Backend::Embedded),
-            Ok("aws") => Ok(Backend::Aws),
-            Ok(other) => Err(ConfigError::Invalid(format!(
-                "PROVISYNC_BACKEND must be 'embedded' or 'aws', not '{other}'"
-            ))),
-        }
-    }
-}
-
-pub fn data_dir() -> PathBuf {
-    std::env::var_os("PROVISYNC_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".provisync"))
 }
 
 /// Loads the built-in schemas plus every `*.json` extension schema in `dir`. A file
@@ -111,11 +87,6 @@ pub fn state_for_store(
         auth: Arc::new(auth),
         config: Arc::new(config),
     })
-}
-
-/// Opens the embedded store in [`data_dir`].
-pub fn embedded_store() -> Result<Arc<dyn Store>, ConfigError> {
-    Ok(Arc::new(EmbeddedStore::open(&data_dir())?))
 }
 
 pub fn schema_dir() -> Option<PathBuf> {

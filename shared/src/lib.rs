@@ -5,9 +5,11 @@
 //! resources on any store; [`http`] builds the axum routers the Lambda functions and
 //! `provisync serve` both mount.
 
+pub mod aws;
 pub mod config;
 pub mod directory;
 pub mod http;
 pub mod lambda;
+pub mod queue;
 pub mod scim;
 pub mod store;

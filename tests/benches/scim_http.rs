@@ -13,7 +13,10 @@ use provisync_tests::{Hub, TOKEN, USER_SCHEMA, q};
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Stats {
@@ -68,20 +71,30 @@ where
     for t in tasks {
         latencies.extend(t.await.expect("worker"));
     }
-    Stats { latencies, elapsed: start.elapsed() }
+    Stats {
+        latencies,
+        elapsed: start.elapsed(),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let users = env_usize("BENCH_USERS", 10_000);
-    let lookups = env_usize("BENCH_LOOKUPS", 100_000);
+    // `cargo test --all-targets` runs this too, without `--bench`: then a small smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let users = env_usize("BENCH_USERS", if full { 10_000 } else { 200 });
+    let lookups = env_usize("BENCH_LOOKUPS", if full { 100_000 } else { 1_000 });
     let concurrency = env_usize("BENCH_CONCURRENCY", 32);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
     let hub = Hub::start_on(store).await;
-    println!("Provisync SCIM over HTTP on loopback, embedded on-disk store, {concurrency} concurrent clients");
+    println!(
+        "Provisync SCIM over HTTP on loopback, embedded on-disk store, {concurrency} concurrent clients"
+    );
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
     let base = hub.base.clone();
     let c = client.clone();
     let b = base.clone();
@@ -107,8 +120,11 @@ async fn main() {
     let b = base.clone();
     drive(concurrency, lookups, move |i| {
         let n = (i * 7919) % users;
-        c.get(format!("{b}/Users?filter={}", q(&format!("userName eq \"user{n:06}@example.org\""))))
-            .bearer_auth(TOKEN)
+        c.get(format!(
+            "{b}/Users?filter={}",
+            q(&format!("userName eq \"user{n:06}@example.org\""))
+        ))
+        .bearer_auth(TOKEN)
     })
     .await
     .report("filter userName eq (GET)");

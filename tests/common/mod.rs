@@ -30,15 +30,49 @@ pub struct Hub {
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
+    /// redb, in memory.
     Embedded,
+    /// DynamoDB on the moto emulator `make test` starts (`PROVISYNC_TEST_MOTO`), one fresh
+    /// table per test.
+    DynamoDb,
+}
+
+/// A fresh DynamoDB table on moto, or `None` when no emulator runs (a failure instead
+/// when `PROVISYNC_REQUIRE_PEERS` is set, as under `make test`).
+pub async fn moto_store() -> Option<Arc<dyn Store>> {
+    let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        assert!(
+            std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
+            "PROVISYNC_TEST_MOTO is not set but PROVISYNC_REQUIRE_PEERS is: run through scripts/test-env.sh"
+        );
+        eprintln!("skipped: PROVISYNC_TEST_MOTO not set (run `make test`)");
+        return None;
+    };
+    let clients = provisync::aws::AwsClients::for_endpoint(&endpoint).await;
+    let table = format!("provisync-it-{}", uuid::Uuid::new_v4().simple());
+    provisync::aws::aws_init_with(
+        &clients,
+        &provisync::aws::AwsInitConfig::new(table.clone(), None),
+    )
+    .await
+    .expect("aws-init on moto");
+    Some(Arc::new(provisync::store::dynamodb::DynamoStore::new(
+        clients.dynamodb,
+        table,
+    )))
 }
 
 impl Hub {
-    pub async fn start(backend: Backend) -> Hub {
+    /// `None` when the backend is not available in this run (DynamoDB without moto).
+    pub async fn start(backend: Backend) -> Option<Hub> {
         let store: Arc<dyn Store> = match backend {
             Backend::Embedded => Arc::new(EmbeddedStore::in_memory()),
+            Backend::DynamoDb => moto_store().await?,
         };
-        Self::start_on(store).await
+        Some(Self::start_on(store).await)
     }
 
     pub async fn start_on(store: Arc<dyn Store>) -> Hub {
@@ -190,8 +224,15 @@ macro_rules! on_every_backend {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn embedded() {
-                let hub = $crate::Hub::start($crate::Backend::Embedded).await;
-                ($body)(hub).await;
+                if let Some(hub) = $crate::Hub::start($crate::Backend::Embedded).await {
+                    ($body)(hub).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dynamodb() {
+                if let Some(hub) = $crate::Hub::start($crate::Backend::DynamoDb).await {
+                    ($body)(hub).await;
+                }
             }
         }
     };

@@ -29,6 +29,10 @@ enum Command {
         #[arg(long, env = "PORT", default_value_t = 8787)]
         port: u16,
     },
+    /// Create the DynamoDB table and the SQS FIFO queue + dead-letter queue when missing
+    /// (`PROVISYNC_TABLE`, `PROVISYNC_QUEUE`; `AWS_ENDPOINT_URL` for an emulator).
+    /// Idempotent.
+    AwsInit,
     /// Manage API tokens (stored hashed; shown once).
     Token {
         #[command(subcommand)]
@@ -67,14 +71,16 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
         Command::Token { command } => token(command).await,
+        Command::AwsInit => {
+            let report = provisync::aws::aws_init_command().await?;
+            println!("{report}");
+            Ok(())
+        }
     }
 }
 
 async fn open_store() -> Result<Arc<dyn Store>> {
-    match config::Backend::from_env()? {
-        config::Backend::Embedded => Ok(config::embedded_store()?),
-        config::Backend::Aws => anyhow::bail!("the aws backend is not available in this build yet"),
-    }
+    Ok(provisync::aws::store_from_env().await?)
 }
 
 /// The local development token for a scope: from the environment, else one generated
@@ -112,7 +118,7 @@ fn local_token(env: &str, file: &Path) -> Result<String> {
 
 async fn serve(port: u16) -> Result<()> {
     let store = open_store().await?;
-    let data = config::data_dir();
+    let data = provisync::aws::data_dir_from_env();
     let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
     let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
     // Tokens go to the authenticator directly, never through the process environment.

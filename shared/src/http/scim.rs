@@ -161,14 +161,26 @@ fn render(
     }
     // `$ref` of members and groups (RFC 7643 §4.1.2, §4.2) depend on the public URL, so
     // they are filled in here rather than stored.
-    for (attr, default_kind) in [("members", ResourceKind::User), ("groups", ResourceKind::Group)] {
-        for el in r.get_mut(attr).and_then(Value::as_array_mut).into_iter().flatten() {
+    for (attr, default_kind) in [
+        ("members", ResourceKind::User),
+        ("groups", ResourceKind::Group),
+    ] {
+        for el in r
+            .get_mut(attr)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let target = el
                 .get("type")
                 .and_then(Value::as_str)
                 .and_then(ResourceKind::parse)
                 .unwrap_or(default_kind);
-            let target = if attr == "groups" { ResourceKind::Group } else { target };
+            let target = if attr == "groups" {
+                ResourceKind::Group
+            } else {
+                target
+            };
             if let Some(id) = el.get("value").and_then(Value::as_str).map(str::to_string) {
                 el["$ref"] = json!(location(base, target, &id));
             }

@@ -16,6 +16,7 @@
 use async_trait::async_trait;
 
 pub mod contract;
+pub mod dynamodb;
 pub mod embedded;
 
 /// DynamoDB's limit on items in one `TransactWriteItems`; the embedded store enforces it
