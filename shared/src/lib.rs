@@ -7,9 +7,11 @@
 
 pub mod aws;
 pub mod config;
+pub mod connector;
 pub mod directory;
 pub mod http;
 pub mod lambda;
 pub mod queue;
 pub mod scim;
 pub mod store;
+pub mod sync;

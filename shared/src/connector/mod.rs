@@ -1,0 +1,96 @@
+//! The `Connector` port: create / update / disable / delete users and groups on one
+//! target system, and group memberships. One adapter per target kind (`scim` here; Crowd,
+//! Cognito, Entra, Okta, Salesforce later), all driven by the same delivery engine
+//! (`crate::sync::deliver`) with the same mapping, scoping, retries and audit.
+//!
+//! Payloads are SCIM-shaped JSON after the target's attribute mapping: each adapter
+//! translates them to its system's API.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// Why a call to a target failed. The engine decides from the variant alone whether to
+/// retry (and when), to record a refusal, or to treat it as done.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectorError {
+    /// Try again later: 429, 5xx, timeouts, connection failures. `retry_after` from the
+    /// `Retry-After` header or a vendor rate-limit header, when the target gave one.
+    #[error("target unavailable ({detail})")]
+    Retryable {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        detail: String,
+    },
+    /// The target refused the request for a reason retrying will not change (4xx): the
+    /// vendor's own reason, for the audit log. Never contains secrets.
+    #[error("target refused: {reason}")]
+    Refused { status: Option<u16>, reason: String },
+    /// The object is not on the target (404 on update/delete).
+    #[error("not found on the target")]
+    NotFound,
+    /// The object already exists (409 on create): the engine matches and links it.
+    #[error("already exists on the target: {0}")]
+    Conflict(String),
+    /// The target is gone for good (410) or the configuration cannot work.
+    #[error("target disabled: {0}")]
+    Gone(String),
+}
+
+impl ConnectorError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectorError::Retryable { .. })
+    }
+}
+
+/// A reference to an object on the target: its id there.
+pub type TargetId = String;
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Checks credentials and reachability ("Save and Test Credentials").
+    async fn test(&self) -> Result<String, ConnectorError>;
+
+    /// Finds an existing user by the target's matching attribute (default `userName`),
+    /// so existing accounts are linked, not duplicated.
+    async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError>;
+    async fn create_user(
+        &self,
+        user: &Value,
+        password: Option<&str>,
+    ) -> Result<TargetId, ConnectorError>;
+    /// `previous`: what was last delivered (lets adapters send a minimal PATCH).
+    async fn update_user(
+        &self,
+        id: &str,
+        user: &Value,
+        previous: Option<&Value>,
+        password: Option<&str>,
+    ) -> Result<(), ConnectorError>;
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError>;
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError>;
+
+    /// Finds a group by its (mapped) display name.
+    async fn find_group(&self, group: &Value) -> Result<Option<TargetId>, ConnectorError>;
+    /// Creates a group without members (members follow through `add_members`).
+    async fn create_group(&self, group: &Value) -> Result<TargetId, ConnectorError>;
+    async fn update_group(
+        &self,
+        id: &str,
+        group: &Value,
+        previous: Option<&Value>,
+    ) -> Result<(), ConnectorError>;
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError>;
+    /// Member ids are the members' ids on the target (translated through the links).
+    async fn add_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError>;
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError>;
+}

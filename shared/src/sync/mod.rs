@@ -1,0 +1,3 @@
+//! Synchronisation: change events, targets, delivery, audit.
+
+pub mod target;
