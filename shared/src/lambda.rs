@@ -126,6 +126,14 @@ pub async fn run_sync_cycle(queue: &dyn Queue) -> Result<CycleReport, QueueError
     Ok(CycleReport { dead_letters })
 }
 
+/// State for an HTTP function (`scim-api`, ...): the store `PROVISYNC_BACKEND` selects,
+/// tokens and schemas from the environment. Built once, before the runtime starts.
+pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
+    let store = crate::aws::store_from_env().await?;
+    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
+    crate::config::state_for_store(store, schemas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,12 +240,4 @@ mod tests {
         assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
         assert_eq!(run_sync_cycle(&q).await.unwrap().dead_letters, 1);
     }
-}
-
-/// State for an HTTP function (`scim-api`, ...): the store `PROVISYNC_BACKEND` selects,
-/// tokens and schemas from the environment. Built once, before the runtime starts.
-pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
-    let store = crate::aws::store_from_env().await?;
-    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
-    crate::config::state_for_store(store, schemas)
 }

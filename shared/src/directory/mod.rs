@@ -21,6 +21,7 @@ use crate::scim::{ResourceKind, SchemaRegistry, ScimError, sort};
 use crate::store::{
     Condition, Index, Item, Key, MAX_TRANSACT_ITEMS, Query, Store, StoreError, Write,
 };
+use crate::sync::event::{ChangeEvent, ChangeOp, EventSink, Origin, outbox_write, publish};
 use keys::{UniqueAttr, member_key, member_of_pk, resource_key, type_index_pk};
 
 /// Longest value accepted in an attribute that becomes part of a key (DynamoDB allows
@@ -90,6 +91,8 @@ pub struct SearchResult {
 pub struct Directory {
     store: Arc<dyn Store>,
     schemas: SchemaRegistry,
+    /// Where change events go (the transactional outbox, then the queue).
+    events: Option<EventSink>,
     /// Page size when a client gives no `count`, and the most one page may hold.
     pub max_results: usize,
 }
@@ -153,7 +156,69 @@ impl Directory {
         Directory {
             store,
             schemas,
+            events: None,
             max_results: 1000,
+        }
+    }
+
+    /// Produce a change event for every write, through the outbox, into `sink`.
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    pub fn events(&self) -> Option<&EventSink> {
+        self.events.as_ref()
+    }
+
+    /// The change event of a write, with the membership changes its member writes make;
+    /// `None` when events are off.
+    fn event_for(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        op: ChangeOp,
+        state: (&Value, u64),
+        member_writes: &[Write],
+        password: Option<&str>,
+    ) -> Option<ChangeEvent> {
+        let sink = self.events.as_ref()?;
+        let mut e = ChangeEvent::new(kind, id, op, Origin::Scim);
+        e.resource = Some(state.0.clone());
+        e.version = state.1;
+        for w in member_writes {
+            let member = |k: &Key| {
+                k.sk.strip_prefix(keys::MEMBER_SK_PREFIX)
+                    .map(str::to_string)
+            };
+            match w {
+                Write::Put { item, .. } => e.members_added.extend(member(&item.key())),
+                Write::Delete { key, .. } => e.members_removed.extend(member(key)),
+                Write::Check { .. } => {}
+            }
+        }
+        e.password = password.and_then(|p| sink.seal.as_ref().and_then(|seal| seal(p)));
+        Some(e)
+    }
+
+    /// Runs a transaction with the event's outbox item in it.
+    async fn transact_with_event(
+        &self,
+        mut writes: Vec<Write>,
+        event: Option<&ChangeEvent>,
+    ) -> Result<(), ScimError> {
+        if let Some(e) = event {
+            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+        }
+        self.store.transact(writes).await.map_err(store_error)
+    }
+
+    /// After the commit: hand the events to the queue. A failure here loses nothing (the
+    /// outbox keeps them for the sweeper), so it is logged, not returned.
+    async fn publish(&self, events: &[ChangeEvent]) {
+        let Some(sink) = &self.events else { return };
+        if let Err(e) = publish(self.store.as_ref(), sink.queue.as_ref(), events).await {
+            tracing::warn!(error = %e, events = events.len(), "change events left in the outbox for the sweeper");
         }
     }
 
@@ -551,22 +616,43 @@ impl Directory {
                 roles.push(WriteRole::Unique(*attr, v.to_string()));
             }
         }
-        let first_batch = MAX_TRANSACT_ITEMS - writes.len();
+        // Room for the outbox item.
+        let first_batch = MAX_TRANSACT_ITEMS - 1 - writes.len();
         let (now_members, later) = members.split_at(members.len().min(first_batch));
-        for m in now_members {
-            writes.push(Write::put(member_item(&id, m)));
+        let member_writes: Vec<Write> = now_members
+            .iter()
+            .map(|m| Write::put(member_item(&id, m)))
+            .collect();
+        let mut events = Vec::new();
+        let event = self.event_for(
+            kind,
+            &id,
+            ChangeOp::Create,
+            (&resource, 1),
+            &member_writes,
+            password.as_deref(),
+        );
+        roles.extend(member_writes.iter().map(|_| WriteRole::Other));
+        writes.extend(member_writes);
+        if let Some(e) = &event {
+            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
             roles.push(WriteRole::Other);
         }
         self.commit(kind, writes, &roles, None).await?;
+        events.extend(event);
         // Groups created with more members than one transaction holds: the rest follow in
-        // further transactions (idempotent puts; DynamoDB caps a transaction at 100 items).
-        for chunk in later.chunks(MAX_TRANSACT_ITEMS) {
-            let writes = chunk
+        // further transactions (idempotent puts; DynamoDB caps a transaction at 100 items),
+        // each with its own change event.
+        for chunk in later.chunks(MAX_TRANSACT_ITEMS - 1) {
+            let writes: Vec<Write> = chunk
                 .iter()
                 .map(|m| Write::put(member_item(&id, m)))
                 .collect();
-            self.store.transact(writes).await.map_err(store_error)?;
+            let event = self.event_for(kind, &id, ChangeOp::Update, (&resource, 1), &writes, None);
+            self.transact_with_event(writes, event.as_ref()).await?;
+            events.extend(event);
         }
+        self.publish(&events).await;
         Ok((
             Stored {
                 resource,
@@ -605,6 +691,7 @@ impl Directory {
                     incoming.clone(),
                     &member_changes,
                     if_match.is_some(),
+                    password.as_deref(),
                 )
                 .await
             {
@@ -647,6 +734,7 @@ impl Directory {
                     resource,
                     &plan.member_changes,
                     if_match.is_some(),
+                    password.as_deref(),
                 )
                 .await
             {
@@ -670,6 +758,7 @@ impl Directory {
         mut resource: Value,
         member_changes: &[MemberChange],
         precondition: bool,
+        password: Option<&str>,
     ) -> Result<Stored, ScimError> {
         let id = current.id().to_string();
         let (adds, removes) = self.resolve_member_changes(&id, member_changes).await?;
@@ -686,7 +775,9 @@ impl Directory {
 
         let unchanged = strip_meta(&resource) == strip_meta(&current.resource)
             && adds.is_empty()
-            && removes.is_empty();
+            && removes.is_empty()
+            // A new password is a change even though the directory does not keep it.
+            && password.is_none();
         if unchanged {
             // A PATCH or PUT that changes nothing writes nothing (IdPs resend a lot).
             return Ok(current.clone());
@@ -717,7 +808,7 @@ impl Directory {
                 roles.push(WriteRole::Unique(*attr, new.to_string()));
             }
         }
-        let room = MAX_TRANSACT_ITEMS - writes.len();
+        let room = MAX_TRANSACT_ITEMS - 1 - writes.len();
         let mut member_writes: Vec<Write> = adds
             .iter()
             .map(|m| Write::put(member_item(&id, m)))
@@ -728,8 +819,21 @@ impl Directory {
         } else {
             vec![]
         };
+        let mut events = Vec::new();
+        let event = self.event_for(
+            kind,
+            &id,
+            ChangeOp::Update,
+            (&resource, version),
+            &member_writes,
+            password,
+        );
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
+        if let Some(e) = &event {
+            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+            roles.push(WriteRole::Other);
+        }
         let failed_precondition = if precondition {
             Some(ScimError::precondition_failed(
                 "the resource was modified (version mismatch)",
@@ -739,12 +843,21 @@ impl Directory {
         };
         self.commit(kind, writes, &roles, failed_precondition)
             .await?;
-        for chunk in later.chunks(MAX_TRANSACT_ITEMS) {
-            self.store
-                .transact(chunk.to_vec())
-                .await
-                .map_err(store_error)?;
+        events.extend(event);
+        for chunk in later.chunks(MAX_TRANSACT_ITEMS - 1) {
+            let event = self.event_for(
+                kind,
+                &id,
+                ChangeOp::Update,
+                (&resource, version),
+                chunk,
+                None,
+            );
+            self.transact_with_event(chunk.to_vec(), event.as_ref())
+                .await?;
+            events.extend(event);
         }
+        self.publish(&events).await;
         Ok(Stored { resource, version })
     }
 
@@ -923,8 +1036,23 @@ impl Directory {
                 writes.push(Write::delete(attr.key(kind, v)));
             }
         }
+        // Targets need what identified the resource there: the last state rides along.
+        let event = self.event_for(
+            kind,
+            id,
+            ChangeOp::Delete,
+            (&current.resource, 0),
+            &[],
+            None,
+        );
+        if let Some(e) = &event {
+            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+        }
         match self.store.transact(writes).await {
-            Ok(()) => Ok(current),
+            Ok(()) => {
+                self.publish(&event.into_iter().collect::<Vec<_>>()).await;
+                Ok(current)
+            }
             Err(StoreError::ConditionFailed { .. }) if if_match.is_some() => Err(
                 ScimError::precondition_failed("the resource was modified (version mismatch)"),
             ),
