@@ -187,8 +187,8 @@ impl Links {
 }
 
 /// What a delivery does to the link.
-pub enum LinkChange<'a> {
+pub enum LinkChange {
     Keep,
-    Put(&'a Link),
-    Remove(ResourceKind, &'a str),
+    Put(Box<Link>),
+    Remove(ResourceKind, String),
 }

@@ -1,0 +1,524 @@
+//! The delivery engine: one change event, every target it concerns.
+//!
+//! For each enabled target in real-time mode (or named by an on-demand event) the engine
+//! decides what the change means there — create, update, password, deactivate, delete,
+//! membership changes — from the target's scoping filter, operations, attribute mapping
+//! and the link to what it delivered before; calls the target's connector; records the
+//! link with a hash of what was delivered (so an update that changes nothing is skipped);
+//! and writes an audit entry. A per-(event, target) receipt makes redelivery harmless:
+//! an event delivered to a target once is never applied there again.
+//!
+//! Failures a retry can fix (timeouts, 429, 5xx) make [`Deliverer::deliver`] return
+//! [`DeliveryError::Retry`] with the target's `Retry-After` when it gave one; targets done
+//! already are protected by their receipts. Refusals (4xx) are final and audited.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use super::event::{ChangeEvent, ChangeOp, Origin};
+use super::link::{Link, LinkChange, Links};
+use super::mapping::{content_hash, map_resource};
+use super::target::{DeliveryMode, Operation, OutOfScope, TargetConfig, Targets};
+use crate::connector::{Connector, ConnectorError};
+use crate::crypto::SecretBox;
+use crate::scim::{ResourceKind, SchemaRegistry, filter};
+
+/// Builds the connector of a target (one per target kind).
+pub type ConnectorFactory = Arc<dyn Fn(&TargetConfig) -> Result<Arc<dyn Connector>, String> + Send + Sync>;
+
+/// What happened on one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered(AuditOp),
+    /// Linked to an account that already existed there.
+    Linked,
+    /// Nothing to do: unchanged, out of scope and not linked, operation not enabled.
+    Skipped(&'static str),
+    /// Refused by the target: final.
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Retry the event later (at the earliest after `after`).
+    #[error("retry later: {detail}")]
+    Retry { after: Option<Duration>, detail: String },
+    /// The event cannot be read: retrying will not help (dead-letter it).
+    #[error("malformed change event: {0}")]
+    Malformed(String),
+}
+
+pub struct Deliverer {
+    targets: Targets,
+    links: Links,
+    audit: Audit,
+    schemas: SchemaRegistry,
+    secrets: Option<Arc<SecretBox>>,
+    factory: ConnectorFactory,
+    connectors: Mutex<HashMap<String, (TargetConfig, Arc<dyn Connector>)>>,
+}
+
+fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
+    t.operations.contains(&op)
+}
+
+impl Deliverer {
+    pub fn new(
+        targets: Targets,
+        links: Links,
+        audit: Audit,
+        schemas: SchemaRegistry,
+        secrets: Option<Arc<SecretBox>>,
+        factory: ConnectorFactory,
+    ) -> Self {
+        Deliverer {
+            targets,
+            links,
+            audit,
+            schemas,
+            secrets,
+            factory,
+            connectors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The connector of a target, built once per target definition.
+    fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
+        let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cfg, c)) = cache.get(&t.id) {
+            if cfg == t {
+                return Ok(c.clone());
+            }
+        }
+        let c = (self.factory)(t)?;
+        cache.insert(t.id.clone(), (t.clone(), c.clone()));
+        Ok(c)
+    }
+
+    /// Delivers one queue message body. `final_attempt`: the queue will dead-letter the
+    /// event if this attempt fails too (audited as `dead`).
+    pub async fn deliver_body(&self, body: &str, final_attempt: bool) -> Result<(), DeliveryError> {
+        let event = ChangeEvent::from_body(body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
+        self.deliver(&event, final_attempt).await
+    }
+
+    /// Delivers one change event to every target it concerns.
+    pub async fn deliver(&self, event: &ChangeEvent, final_attempt: bool) -> Result<(), DeliveryError> {
+        let targets = self
+            .targets
+            .list_enabled()
+            .await
+            .map_err(|e| DeliveryError::Retry { after: None, detail: format!("targets: {e}") })?;
+        let mut retry: Option<DeliveryError> = None;
+        for t in targets.iter() {
+            let wanted = if event.only_targets.is_empty() {
+                t.mode == DeliveryMode::Realtime
+            } else {
+                event.only_targets.iter().any(|id| id == &t.id)
+            };
+            if !wanted || self.is_echo(event, t) {
+                continue;
+            }
+            match self.links.delivered(&event.id, &t.id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    retry.get_or_insert(DeliveryError::Retry { after: None, detail: e.to_string() });
+                    continue;
+                }
+            }
+            let started = Instant::now();
+            let result = self.deliver_to(event, t).await;
+            let ms = started.elapsed().as_millis() as u64;
+            let entry = |op: AuditOp, status: AuditStatus, detail: String| {
+                AuditEntry::new(t.id.clone(), op, status)
+                    .resource(event.resource_type.as_str(), &event.resource_id)
+                    .event(&event.id)
+                    .detail(detail)
+                    .latency_ms(ms)
+            };
+            let audit = match result {
+                Ok((outcome, link)) => {
+                    if let Err(e) = self.links.mark_delivered(&event.id, &t.id, link).await {
+                        retry.get_or_insert(DeliveryError::Retry { after: None, detail: e.to_string() });
+                    }
+                    match outcome {
+                        DeliveryOutcome::Delivered(op) => entry(op, AuditStatus::Delivered, String::new()),
+                        DeliveryOutcome::Linked => entry(AuditOp::Create, AuditStatus::Linked, "matched an existing account".into()),
+                        DeliveryOutcome::Skipped(why) => entry(default_op(event), AuditStatus::Skipped, why.into()),
+                        DeliveryOutcome::Refused(why) => entry(default_op(event), AuditStatus::Refused, why),
+                    }
+                }
+                Err((op, ConnectorError::Retryable { retry_after, detail, .. })) => {
+                    let status = if final_attempt { AuditStatus::Dead } else { AuditStatus::Retry };
+                    let e = entry(op, status, detail.clone());
+                    retry = Some(match retry {
+                        Some(DeliveryError::Retry { after, detail: d }) => DeliveryError::Retry {
+                            after: after.max(retry_after),
+                            detail: d,
+                        },
+                        _ => DeliveryError::Retry { after: retry_after, detail },
+                    });
+                    e
+                }
+                Err((op, ConnectorError::Gone(why))) => {
+                    // 410: the target is gone for good; stop sending to it.
+                    let mut disabled = t.clone();
+                    disabled.enabled = false;
+                    if let Err(e) = self.targets.put(&disabled).await {
+                        tracing::error!(target_id = %t.id, error = %e, "could not disable a gone target");
+                    }
+                    let _ = self.links.mark_delivered(&event.id, &t.id, LinkChange::Keep).await;
+                    entry(op, AuditStatus::Refused, format!("target gone, disabled: {why}"))
+                }
+                Err((op, e)) => {
+                    // Refused / NotFound / Conflict that the flow could not resolve: final.
+                    let _ = self.links.mark_delivered(&event.id, &t.id, LinkChange::Keep).await;
+                    entry(op, AuditStatus::Refused, e.to_string())
+                }
+            };
+            if let Err(e) = self.audit.record(audit).await {
+                tracing::error!(error = %e, "audit entry not written");
+            }
+        }
+        match retry {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A change never goes back to where it came from.
+    fn is_echo(&self, event: &ChangeEvent, t: &TargetConfig) -> bool {
+        matches!(&event.origin, Origin::Webhook { source } if source == &t.id)
+    }
+
+    /// Is this user in the target's scope?
+    fn in_scope(&self, t: &TargetConfig, kind: ResourceKind, resource: &Value) -> bool {
+        let Some(f) = &t.scope_filter else { return true };
+        if kind != ResourceKind::User {
+            return true;
+        }
+        match filter::parse(f) {
+            Ok(f) => f.matches(&self.schemas.view(ResourceKind::User), resource),
+            // Validated when the target was saved; a filter that no longer parses
+            // matches nothing rather than everything.
+            Err(_) => false,
+        }
+    }
+
+    async fn deliver_to(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let connector = self
+            .connector(t)
+            .map_err(|e| (default_op(event), ConnectorError::Refused { status: None, reason: e }))?;
+        match event.resource_type {
+            ResourceKind::User => self.deliver_user(event, t, connector.as_ref()).await,
+            ResourceKind::Group => self.deliver_group(event, t, connector.as_ref()).await,
+        }
+    }
+
+    async fn deliver_user(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let kind = ResourceKind::User;
+        let link = self
+            .links
+            .get(&t.id, kind, &event.resource_id)
+            .await
+            .map_err(|e| (AuditOp::Update, retryable(e)))?;
+        let resource = event.resource.as_ref();
+        let leaving = event.op == ChangeOp::Delete || resource.is_none_or(|r| !self.in_scope(t, kind, r));
+        if leaving {
+            let Some(link) = link else {
+                return Ok((DeliveryOutcome::Skipped("not on the target"), LinkChange::Keep));
+            };
+            return self.user_leaves(event, t, c, link).await;
+        }
+        let Some(resource) = resource else {
+            return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
+        };
+        let payload = map_resource(kind, &event.resource_id, resource, &t.mapping, &t.group_mapping);
+        let password = self.open_password(event);
+        let hash = content_hash(&payload);
+        let active = payload.get("active").and_then(Value::as_bool).unwrap_or(true);
+        match link {
+            Some(link) => {
+                if link.hash == hash && password.is_none() {
+                    return Ok((DeliveryOutcome::Skipped("unchanged"), LinkChange::Keep));
+                }
+                let op = if !active && !link.disabled_or_inactive() {
+                    AuditOp::Deactivate
+                } else if link.hash == hash {
+                    AuditOp::Password
+                } else {
+                    AuditOp::Update
+                };
+                let needed = match op {
+                    AuditOp::Deactivate => Operation::Deactivate,
+                    _ => Operation::Update,
+                };
+                if !op_allowed(t, needed) {
+                    return Ok((DeliveryOutcome::Skipped("operation not enabled for this target"), LinkChange::Keep));
+                }
+                match c.update_user(&link.target_id, &payload, Some(&link.delivered), password.as_deref()).await {
+                    Ok(()) => Ok((DeliveryOutcome::Delivered(op), LinkChange::Put(Box::new(self.link(t, kind, &event.resource_id, &link.target_id, hash, payload, false))))),
+                    // Gone from the target behind our back: create it again.
+                    Err(ConnectorError::NotFound) => self.create_user(event, t, c, payload, hash, password).await,
+                    Err(e) => Err((op, e)),
+                }
+            }
+            None => self.create_user(event, t, c, payload, hash, password).await,
+        }
+    }
+
+    async fn create_user(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        payload: Value,
+        hash: String,
+        password: Option<String>,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let kind = ResourceKind::User;
+        if !op_allowed(t, Operation::Create) {
+            return Ok((DeliveryOutcome::Skipped("create not enabled for this target"), LinkChange::Keep));
+        }
+        // Match an existing account first: link it, never duplicate it.
+        let existing = c.find_user(&payload).await.map_err(|e| (AuditOp::Create, e))?;
+        let (target_id, outcome) = match existing {
+            Some(id) => {
+                c.update_user(&id, &payload, None, password.as_deref())
+                    .await
+                    .map_err(|e| (AuditOp::Update, e))?;
+                (id, DeliveryOutcome::Linked)
+            }
+            None => match c.create_user(&payload, password.as_deref()).await {
+                Ok(id) => (id, DeliveryOutcome::Delivered(AuditOp::Create)),
+                Err(ConnectorError::Conflict(_)) => {
+                    // Created concurrently (or by an earlier attempt whose answer was lost).
+                    let id = c
+                        .find_user(&payload)
+                        .await
+                        .map_err(|e| (AuditOp::Create, e))?
+                        .ok_or((AuditOp::Create, ConnectorError::Refused { status: Some(409), reason: "conflict, and no matching account found".into() }))?;
+                    c.update_user(&id, &payload, None, password.as_deref())
+                        .await
+                        .map_err(|e| (AuditOp::Update, e))?;
+                    (id, DeliveryOutcome::Linked)
+                }
+                Err(e) => return Err((AuditOp::Create, e)),
+            },
+        };
+        let link = self.link(t, kind, &event.resource_id, &target_id, hash, payload, false);
+        Ok((outcome, LinkChange::Put(Box::new(link))))
+    }
+
+    async fn user_leaves(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        link: Link,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let deleted = event.op == ChangeOp::Delete;
+        let policy = if deleted && op_allowed(t, Operation::Delete) { OutOfScope::Delete } else { t.out_of_scope };
+        match policy {
+            OutOfScope::Leave => Ok((DeliveryOutcome::Skipped("left in place (out-of-scope policy)"), LinkChange::Keep)),
+            OutOfScope::Delete if op_allowed(t, Operation::Delete) => {
+                match c.delete_user(&link.target_id).await {
+                    Ok(()) | Err(ConnectorError::NotFound) => {}
+                    Err(e) => return Err((AuditOp::Delete, e)),
+                }
+                Ok((DeliveryOutcome::Delivered(AuditOp::Delete), LinkChange::Remove(ResourceKind::User, event.resource_id.clone())))
+            }
+            _ => {
+                if !op_allowed(t, Operation::Deactivate) {
+                    return Ok((DeliveryOutcome::Skipped("deactivate not enabled for this target"), LinkChange::Keep));
+                }
+                if link.disabled {
+                    return Ok((DeliveryOutcome::Skipped("already deactivated"), LinkChange::Keep));
+                }
+                match c.disable_user(&link.target_id).await {
+                    Ok(()) => {}
+                    Err(ConnectorError::NotFound) => {
+                                return Ok((DeliveryOutcome::Skipped("not on the target any more"), LinkChange::Remove(ResourceKind::User, event.resource_id.clone())));
+                    }
+                    Err(e) => return Err((AuditOp::Deactivate, e)),
+                }
+                let mut l = link;
+                l.disabled = true;
+                l.hash = String::new();
+                Ok((DeliveryOutcome::Delivered(AuditOp::Deactivate), LinkChange::Put(Box::new(l))))
+            }
+        }
+    }
+
+    async fn deliver_group(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let kind = ResourceKind::Group;
+        let link = self
+            .links
+            .get(&t.id, kind, &event.resource_id)
+            .await
+            .map_err(|e| (AuditOp::Update, retryable(e)))?;
+        if event.op == ChangeOp::Delete {
+            let Some(link) = link else {
+                return Ok((DeliveryOutcome::Skipped("not on the target"), LinkChange::Keep));
+            };
+            if !op_allowed(t, Operation::Delete) {
+                return Ok((DeliveryOutcome::Skipped("delete not enabled for this target"), LinkChange::Keep));
+            }
+            match c.delete_group(&link.target_id).await {
+                Ok(()) | Err(ConnectorError::NotFound) => {}
+                Err(e) => return Err((AuditOp::Delete, e)),
+            }
+            return Ok((DeliveryOutcome::Delivered(AuditOp::Delete), LinkChange::Remove(kind, event.resource_id.clone())));
+        }
+        let Some(resource) = event.resource.as_ref() else {
+            return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
+        };
+        let payload = map_resource(kind, &event.resource_id, resource, &t.mapping, &t.group_mapping);
+        let hash = content_hash(&payload);
+        let mut op = AuditOp::Update;
+        let (target_id, mut new_link) = match link {
+            Some(link) => {
+                if link.hash != hash {
+                    match c.update_group(&link.target_id, &payload, Some(&link.delivered)).await {
+                        Ok(()) => {}
+                        Err(e) => return Err((AuditOp::Update, e)),
+                    }
+                }
+                let id = link.target_id.clone();
+                (id.clone(), self.link(t, kind, &event.resource_id, &id, hash, payload, false))
+            }
+            None => {
+                if !op_allowed(t, Operation::Create) {
+                    return Ok((DeliveryOutcome::Skipped("create not enabled for this target"), LinkChange::Keep));
+                }
+                op = AuditOp::Create;
+                let id = match c.find_group(&payload).await.map_err(|e| (AuditOp::Create, e))? {
+                    Some(id) => id,
+                    None => match c.create_group(&payload).await {
+                        Ok(id) => id,
+                        Err(ConnectorError::Conflict(_)) => c
+                            .find_group(&payload)
+                            .await
+                            .map_err(|e| (AuditOp::Create, e))?
+                            .ok_or((AuditOp::Create, ConnectorError::Refused { status: Some(409), reason: "conflict, and no matching group found".into() }))?,
+                        Err(e) => return Err((AuditOp::Create, e)),
+                    },
+                };
+                (id.clone(), self.link(t, kind, &event.resource_id, &id, hash, payload, false))
+            }
+        };
+        // Memberships: only members that exist on this target (linked users) are sent.
+        let translate = async |ids: &[String]| -> Result<Vec<String>, (AuditOp, ConnectorError)> {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let mut found = None;
+                for k in [ResourceKind::User, ResourceKind::Group] {
+                    if let Some(l) = self.links.get(&t.id, k, id).await.map_err(|e| (AuditOp::AddMembers, retryable(e)))? {
+                        found = Some(l.target_id);
+                        break;
+                    }
+                }
+                out.extend(found);
+            }
+            Ok(out)
+        };
+        let added = translate(&event.members_added).await?;
+        if !added.is_empty() {
+            c.add_members(&target_id, &added).await.map_err(|e| (AuditOp::AddMembers, e))?;
+            if op == AuditOp::Update {
+                op = AuditOp::AddMembers;
+            }
+        }
+        let removed = translate(&event.members_removed).await?;
+        if !removed.is_empty() {
+            c.remove_members(&target_id, &removed).await.map_err(|e| (AuditOp::RemoveMembers, e))?;
+            if op == AuditOp::Update {
+                op = AuditOp::RemoveMembers;
+            }
+        }
+        new_link.target_id = target_id;
+        Ok((DeliveryOutcome::Delivered(op), LinkChange::Put(Box::new(new_link))))
+    }
+
+    fn open_password(&self, event: &ChangeEvent) -> Option<String> {
+        let sealed = event.password.as_deref()?;
+        let secrets = self.secrets.as_ref()?;
+        match secrets.open(sealed) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::warn!(event_id = %event.id, "a password in a change event could not be opened (key changed?): dropped");
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn link(&self, t: &TargetConfig, kind: ResourceKind, hub_id: &str, target_id: &str, hash: String, delivered: Value, disabled: bool) -> Link {
+        Link {
+            target: t.id.clone(),
+            resource_type: kind,
+            hub_id: hub_id.to_string(),
+            target_id: target_id.to_string(),
+            hash,
+            delivered,
+            disabled,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+}
+
+impl Link {
+    fn disabled_or_inactive(&self) -> bool {
+        self.disabled || self.delivered.get("active") == Some(&Value::Bool(false))
+    }
+}
+
+fn retryable(e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Retryable { status: None, retry_after: None, detail: format!("hub store: {e}") }
+}
+
+fn default_op(event: &ChangeEvent) -> AuditOp {
+    match event.op {
+        ChangeOp::Create => AuditOp::Create,
+        ChangeOp::Update => AuditOp::Update,
+        ChangeOp::Delete => AuditOp::Delete,
+    }
+}
+
+/// Exponential backoff with full jitter for redeliveries: about 1 s, 2 s, 4 s, ...
+/// capped at 5 minutes, never sooner than the target's `Retry-After`.
+pub fn backoff(receive_count: u32, retry_after: Option<Duration>) -> Duration {
+    use rand::Rng;
+    let exp = 2u64.saturating_pow(receive_count.saturating_sub(1).min(16));
+    let cap = Duration::from_secs(300);
+    let base = Duration::from_secs(exp).min(cap);
+    let jittered = base.mul_f64(rand::rng().random_range(0.5..=1.0));
+    jittered.max(retry_after.unwrap_or_default()).min(Duration::from_secs(12 * 3600))
+}
