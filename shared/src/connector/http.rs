@@ -530,10 +530,7 @@ mod tests {
             parse_retry_after(&h("Sun, 31 Dec 2023 00:00:30 GMT"), now),
             Some(Duration::ZERO)
         );
-        assert_eq!(
-            parse_retry_after(&h("999999"), now),
-            Some(MAX_RETRY_AFTER)
-        );
+        assert_eq!(parse_retry_after(&h("999999"), now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after(&h("soon"), now), None);
     }
 
