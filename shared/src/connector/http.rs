@@ -7,7 +7,7 @@
 //! `detail`) and RFC 9110 (§15 status codes, §10.2.3 `Retry-After`).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -125,11 +125,7 @@ pub fn check_target_url(raw: &str) -> Result<Url, String> {
 fn check_ip(ip: IpAddr) -> Result<(), String> {
     let bad = match ip {
         IpAddr::V4(v4) => {
-            v4.is_unspecified()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4 == Ipv4Addr::new(0, 0, 0, 0)
+            v4.is_unspecified() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast()
         }
         IpAddr::V6(v6) => {
             let mapped = v6.to_ipv4_mapped();
@@ -138,7 +134,6 @@ fn check_ip(ip: IpAddr) -> Result<(), String> {
                 // fe80::/10, link-local unicast.
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
                 || mapped.is_some_and(|m| check_ip(IpAddr::V4(m)).is_err())
-                || v6 == Ipv6Addr::UNSPECIFIED
         }
     };
     if bad {
@@ -253,7 +248,6 @@ impl HttpClient {
             .timeout(policy.request_timeout)
             .redirect(redirect)
             .user_agent(concat!("provisync/", env!("CARGO_PKG_VERSION")))
-            .https_only(false)
             .build()
             .map_err(|e| SetupError::Client(e.without_url().to_string()))?;
         Ok(HttpClient { client, policy })
