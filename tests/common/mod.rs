@@ -1,6 +1,8 @@
 //! Test harness: a real Provisync HTTP server on a loopback port, on a chosen store, and
 //! a small SCIM client around reqwest.
 
+pub mod peers;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -6,6 +6,9 @@
 //! Payloads are SCIM-shaped JSON after the target's attribute mapping: each adapter
 //! translates them to its system's API.
 
+pub mod http;
+pub mod scim;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
