@@ -1,4 +1,10 @@
 //! `provisync`: the local all-in-one server and the operator commands.
+//!
+//! `serve`, `token` and `aws-init` work on the store directly; the operator commands
+//! (`target`, `audit`, `sync`, `deadletters`) talk to a running hub's admin API
+//! ([`admin_cli`]).
+
+mod admin_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,13 +23,15 @@ use provisync::store::Store;
     about = "Identity provisioning and sync hub"
 )]
 struct Cli {
+    #[command(flatten)]
+    remote: admin_cli::Remote,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every surface (SCIM, health) in one process on the local store.
+    /// Run every surface (SCIM, admin, health) in one process on the local store.
     Serve {
         /// Port on 127.0.0.1 (env PORT).
         #[arg(long, env = "PORT", default_value_t = 8787)]
@@ -38,6 +46,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage targets (the systems changes are delivered to).
+    Target {
+        #[command(subcommand)]
+        command: admin_cli::TargetCommand,
+    },
+    /// Show the audit log, newest first.
+    Audit(admin_cli::AuditArgs),
+    /// Queue an on-demand sync of users to a target.
+    Sync(admin_cli::SyncArgs),
+    /// List dead letters (changes that could not be delivered), or send them back.
+    Deadletters(admin_cli::DeadLetterArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +89,10 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => serve(port).await,
+        Command::Target { command } => admin_cli::target(&cli.remote, command).await,
+        Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
+        Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
+        Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
             let report = provisync::aws::aws_init_command().await?;
@@ -117,8 +140,10 @@ fn local_token(env: &str, file: &Path) -> Result<String> {
 }
 
 async fn serve(port: u16) -> Result<()> {
-    let store = open_store().await?;
+    let backend = provisync::aws::backend_from_env().await?;
+    let store = backend.store.clone();
     let data = provisync::aws::data_dir_from_env();
+    let secrets = config::local_secret_box(&data)?;
     let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
     let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
     // Tokens go to the authenticator directly, never through the process environment.
@@ -129,6 +154,7 @@ async fn serve(port: u16) -> Result<()> {
             .with_static_token(&scim_token, Scope::Scim)
             .with_static_token(&admin_token, Scope::Admin),
     );
+    let state = config::with_admin(state, backend.queue.clone(), secrets);
     let app = provisync::http::app(state);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
@@ -138,6 +164,7 @@ async fn serve(port: u16) -> Result<()> {
     println!("Provisync is running (store: {}).", data.display());
     println!("  SCIM base URL:  {base}/scim/v2");
     println!("  SCIM token:     {scim_token}");
+    println!("  Admin API:      {base}/admin  (CLI: provisync target list)");
     println!("  Admin token:    {admin_token}");
     println!("  Health:         {base}/healthz");
     println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
