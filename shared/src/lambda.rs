@@ -126,6 +126,24 @@ pub async fn run_sync_cycle(queue: &dyn Queue) -> Result<CycleReport, QueueError
     Ok(CycleReport { dead_letters })
 }
 
+/// State for an HTTP function (`scim-api`, ...): the store `PROVISYNC_BACKEND` selects,
+/// tokens and schemas from the environment. Built once, before the runtime starts.
+pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
+    let store = crate::aws::store_from_env().await?;
+    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
+    crate::config::state_for_store(store, schemas)
+}
+
+/// State for the `admin-api` function: the store and queue `PROVISYNC_BACKEND` selects,
+/// tokens and schemas from the environment, `PROVISYNC_SECRET_KEY` required.
+pub async fn admin_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
+    let backend = crate::aws::backend_from_env().await?;
+    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
+    let state = crate::config::state_for_store(backend.store, schemas)?;
+    let secrets = crate::config::secret_box_from_env()?;
+    Ok(crate::config::with_admin(state, backend.queue, secrets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,22 +250,4 @@ mod tests {
         assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
         assert_eq!(run_sync_cycle(&q).await.unwrap().dead_letters, 1);
     }
-}
-
-/// State for an HTTP function (`scim-api`, ...): the store `PROVISYNC_BACKEND` selects,
-/// tokens and schemas from the environment. Built once, before the runtime starts.
-pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
-    let store = crate::aws::store_from_env().await?;
-    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
-    crate::config::state_for_store(store, schemas)
-}
-
-/// State for the `admin-api` function: the store and queue `PROVISYNC_BACKEND` selects,
-/// tokens and schemas from the environment, `PROVISYNC_SECRET_KEY` required.
-pub async fn admin_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
-    let backend = crate::aws::backend_from_env().await?;
-    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
-    let state = crate::config::state_for_store(backend.store, schemas)?;
-    let secrets = crate::config::secret_box_from_env()?;
-    Ok(crate::config::with_admin(state, backend.queue, secrets))
 }
