@@ -246,7 +246,9 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
         assert_eq!(r.status, 200, "{}", r.text);
         let written = store.written.load(Ordering::Relaxed);
         let read = store.read_items.load(Ordering::Relaxed);
-        assert!(written <= 3, "one member change wrote {written} items");
+        // The membership item, the group (version), the outbox record; then the queue's
+        // message items and the outbox record's removal: a constant, whatever the size.
+        assert!(written <= 10, "one member change wrote {written} items");
         assert!(
             read <= 10,
             "one member change read {read} items in a group of {n}"

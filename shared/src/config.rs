@@ -10,6 +10,8 @@
 //! | `PROVISYNC_SCHEMA_DIR`   | folder of custom extension schemas (`*.json`)         |
 //! | `PROVISYNC_PUBLIC_URL`   | public base URL, when the Host header is not it       |
 //! | `PROVISYNC_MAX_BODY_BYTES` | request body limit (default 1 MiB)                  |
+//! | `PROVISYNC_SECRET_KEY`   | base64 of 32 bytes: seals target secrets, passwords in events |
+//! | `PROVISYNC_AUDIT_RETENTION_DAYS` | audit entries kept this many days (default 90) |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub enum ConfigError {
     Aws(#[from] crate::aws::AwsError),
     #[error("schema: {0}")]
     Schema(#[from] crate::scim::schema::SchemaError),
+    #[error("{0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -86,9 +90,116 @@ pub fn state_for_store(
         directory: Directory::new(store, schemas),
         auth: Arc::new(auth),
         config: Arc::new(config),
+        admin: None,
     })
 }
 
 pub fn schema_dir() -> Option<PathBuf> {
     std::env::var_os("PROVISYNC_SCHEMA_DIR").map(PathBuf::from)
+}
+
+/// The operator key from `PROVISYNC_SECRET_KEY`, else the one kept in `data_dir/secret-key`,
+/// else a new one written there (owner-only). For local use (`provisync serve`); Lambda
+/// functions require the variable ([`secret_box_from_env`]).
+pub fn local_secret_box(data_dir: &Path) -> Result<crate::crypto::SecretBox, ConfigError> {
+    use crate::crypto::SecretBox;
+    if let Some(sb) = SecretBox::from_env()? {
+        return Ok(sb);
+    }
+    let file = data_dir.join("secret-key");
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && !text.trim().is_empty()
+    {
+        return Ok(SecretBox::from_encoded(text.trim())?);
+    }
+    let (sb, encoded) = SecretBox::generate();
+    std::fs::create_dir_all(data_dir)?;
+    write_private(&file, &encoded)?;
+    tracing::info!(file = %file.display(), "generated a new secret key for targets' credentials");
+    Ok(sb)
+}
+
+/// `PROVISYNC_SECRET_KEY`, required.
+pub fn secret_box_from_env() -> Result<crate::crypto::SecretBox, ConfigError> {
+    crate::crypto::SecretBox::from_env()?.ok_or_else(|| {
+        ConfigError::Invalid(
+            "PROVISYNC_SECRET_KEY is not set (base64 of 32 random bytes: `openssl rand -base64 32`)"
+                .into(),
+        )
+    })
+}
+
+/// Writes a file readable by its owner only (created so from the start on Unix).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Connects the hub: the directory's change events go through the outbox to `queue`
+/// (passwords sealed with `secrets`), the admin surface (targets, audit, dead letters,
+/// on-demand sync) is added to `state`, and the delivery engine that consumes the queue is
+/// returned. The one wiring `serve`, the Lambda functions and the tests share.
+pub fn with_admin(
+    state: AppState,
+    queue: Arc<dyn crate::queue::Queue>,
+    secrets: crate::crypto::SecretBox,
+) -> AppState {
+    wire_hub(state, queue, secrets, crate::sync::connectors_for).0
+}
+
+/// [`with_admin`], with the connector factory chosen and the delivery engine returned.
+pub fn wire_hub(
+    mut state: AppState,
+    queue: Arc<dyn crate::queue::Queue>,
+    secrets: crate::crypto::SecretBox,
+    connectors: crate::sync::ConnectorFactory,
+) -> (AppState, Arc<crate::sync::deliver::Deliverer>) {
+    use crate::sync::event::{ChangeEvent, ChangeOp, EventSink, Origin};
+    let secrets = Arc::new(secrets);
+    let store = state.directory.store().clone();
+    let sealer = secrets.clone();
+    state.directory = state.directory.clone().with_events(EventSink {
+        queue: queue.clone(),
+        seal: Some(Arc::new(move |p: &str| Some(sealer.seal(p)))),
+    });
+    let mut admin =
+        crate::http::admin::AdminState::new(store.clone(), queue.clone(), secrets.clone());
+    admin.connectors = connectors;
+    // On-demand sync: a change event for one target, carrying the user as it is now.
+    let make: crate::sync::ondemand::MakeSyncMessage =
+        Arc::new(|target: &str, user: &crate::directory::Stored| {
+            let mut e = ChangeEvent::new(
+                crate::scim::ResourceKind::User,
+                user.id(),
+                ChangeOp::Update,
+                Origin::OnDemand,
+            );
+            e.resource = Some(user.resource.clone());
+            e.version = user.version;
+            e.only_targets = vec![target.to_string()];
+            e.to_message().ok()
+        });
+    admin.on_demand = Some(Arc::new(crate::sync::ondemand::DirectoryOnDemand::new(
+        state.directory.clone(),
+        queue,
+        make,
+    )));
+    let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
+        admin.targets.clone(),
+        crate::sync::link::Links::new(store),
+        admin.audit.clone(),
+        state.directory.schemas().clone(),
+        Some(secrets),
+        connectors,
+    ));
+    state.admin = Some(admin);
+    (state, deliverer)
 }

@@ -134,6 +134,16 @@ pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::confi
     crate::config::state_for_store(store, schemas)
 }
 
+/// State for the `admin-api` function: the store and queue `PROVISYNC_BACKEND` selects,
+/// tokens and schemas from the environment, `PROVISYNC_SECRET_KEY` required.
+pub async fn admin_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
+    let backend = crate::aws::backend_from_env().await?;
+    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
+    let state = crate::config::state_for_store(backend.store, schemas)?;
+    let secrets = crate::config::secret_box_from_env()?;
+    Ok(crate::config::with_admin(state, backend.queue, secrets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod config;
 pub mod connector;
+pub mod crypto;
 pub mod directory;
 pub mod http;
 pub mod lambda;

@@ -6,11 +6,17 @@ pub mod peers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use provisync::config::state_for_store;
+use provisync::config::{state_for_store, wire_hub};
+use provisync::crypto::SecretBox;
+use provisync::http::AppState;
 use provisync::http::auth::{Authenticator, Scope};
+use provisync::queue::Queue;
+use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use provisync::scim::SchemaRegistry;
 use provisync::store::Store;
 use provisync::store::embedded::EmbeddedStore;
+use provisync::sync::ConnectorFactory;
+use provisync::sync::deliver::Deliverer;
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "test-scim-token";
@@ -26,8 +32,28 @@ pub struct Hub {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The delivery queue the admin API lists dead letters of.
+    pub queue: Arc<dyn Queue>,
+    /// The delivery engine wired to this hub (run it with [`Hub::run_delivery`]).
+    pub deliverer: Arc<Deliverer>,
     _task: tokio::task::JoinHandle<()>,
 }
+
+/// A running queue consumer; stopped on drop.
+pub struct Delivery {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+/// Dead-letter threshold of the test queue.
+pub const TEST_MAX_RECEIVES: u32 = 4;
 
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -67,18 +93,48 @@ pub async fn moto_store() -> Option<Arc<dyn Store>> {
     )))
 }
 
+/// A fresh store of a backend, `None` when it is not available in this run.
+pub async fn backend_store(backend: Backend) -> Option<Arc<dyn Store>> {
+    match backend {
+        Backend::Embedded => Some(Arc::new(EmbeddedStore::in_memory())),
+        Backend::DynamoDb => moto_store().await,
+    }
+}
+
 impl Hub {
     /// `None` when the backend is not available in this run (DynamoDB without moto).
     pub async fn start(backend: Backend) -> Option<Hub> {
-        let store: Arc<dyn Store> = match backend {
-            Backend::Embedded => Arc::new(EmbeddedStore::in_memory()),
-            Backend::DynamoDb => moto_store().await?,
-        };
-        Some(Self::start_on(store).await)
+        Some(Self::start_on(backend_store(backend).await?).await)
     }
 
     pub async fn start_on(store: Arc<dyn Store>) -> Hub {
-        let mut state = state_for_store(store.clone(), SchemaRegistry::builtin()).expect("state");
+        Self::start_with(store, |_| {}).await
+    }
+
+    /// A hub whose state `customize` may change before it serves (e.g. to plug an
+    /// on-demand sync or a fake connector factory into the admin state).
+    pub async fn start_with(store: Arc<dyn Store>, customize: impl FnOnce(&mut AppState)) -> Hub {
+        Self::start_full(store, provisync::sync::connectors_for, customize).await
+    }
+
+    /// A hub whose targets are reached through `connectors` (tests use short timeouts).
+    pub async fn start_full(
+        store: Arc<dyn Store>,
+        connectors: ConnectorFactory,
+        customize: impl FnOnce(&mut AppState),
+    ) -> Hub {
+        let state = state_for_store(store.clone(), SchemaRegistry::builtin()).expect("state");
+        let queue: Arc<dyn Queue> = Arc::new(StoreQueue::new(
+            store.clone(),
+            "deliver",
+            StoreQueueSettings {
+                // Short, so a lost delivery comes back quickly in tests.
+                visibility_timeout: std::time::Duration::from_secs(5),
+                max_receive_count: TEST_MAX_RECEIVES,
+            },
+        ));
+        let (secrets, _) = SecretBox::generate();
+        let (mut state, deliverer) = wire_hub(state, queue.clone(), secrets, connectors);
         state.auth = Arc::new(
             Authenticator::new(Some(store.clone()))
                 .with_static_token(TOKEN, Scope::Scim)
@@ -87,6 +143,7 @@ impl Hub {
         let mut cfg = (*state.config).clone();
         cfg.max_body_bytes = 256 * 1024;
         state.config = Arc::new(cfg);
+        customize(&mut state);
         let app = provisync::http::app(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -100,8 +157,43 @@ impl Hub {
             base: format!("http://{addr}/scim/v2"),
             client: reqwest::Client::new(),
             store,
+            queue,
+            deliverer,
             _task: task,
         }
+    }
+
+    /// Starts consuming the delivery queue in this process, as `provisync serve` does.
+    pub fn run_delivery(&self) -> Delivery {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(provisync::sync::consumer::run_consumer(
+            self.queue.clone(),
+            self.deliverer.clone(),
+            TEST_MAX_RECEIVES,
+            rx,
+        ));
+        Delivery { stop, task }
+    }
+
+    /// An admin API URL (`path` under `/admin`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}/admin{}", self.addr, path)
+    }
+
+    /// An admin API request with the admin token.
+    pub fn admin_req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Content-Type", "application/json")
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Resp {
+        let mut r = self.admin_req(method, path);
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        Resp::from(r.send().await.expect("request")).await
     }
 
     pub fn url(&self, path: &str) -> String {

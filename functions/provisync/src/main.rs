@@ -1,4 +1,10 @@
 //! `provisync`: the local all-in-one server and the operator commands.
+//!
+//! `serve`, `token` and `aws-init` work on the store directly; the operator commands
+//! (`target`, `audit`, `sync`, `deadletters`) talk to a running hub's admin API
+//! ([`admin_cli`]).
+
+mod admin_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,13 +23,15 @@ use provisync::store::Store;
     about = "Identity provisioning and sync hub"
 )]
 struct Cli {
+    #[command(flatten)]
+    remote: admin_cli::Remote,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every surface (SCIM, health) in one process on the local store.
+    /// Run every surface (SCIM, admin, health) in one process on the local store.
     Serve {
         /// Port on 127.0.0.1 (env PORT).
         #[arg(long, env = "PORT", default_value_t = 8787)]
@@ -38,6 +46,17 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage targets (the systems changes are delivered to).
+    Target {
+        #[command(subcommand)]
+        command: admin_cli::TargetCommand,
+    },
+    /// Show the audit log, newest first.
+    Audit(admin_cli::AuditArgs),
+    /// Queue an on-demand sync of users to a target.
+    Sync(admin_cli::SyncArgs),
+    /// List dead letters (changes that could not be delivered), or send them back.
+    Deadletters(admin_cli::DeadLetterArgs),
 }
 
 #[derive(Subcommand)]
@@ -59,7 +78,7 @@ enum TokenCommand {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,8 +87,23 @@ async fn main() -> Result<()> {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    // Errors end the command with one clear line (and their causes), not a backtrace.
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
+        Command::Target { command } => admin_cli::target(&cli.remote, command).await,
+        Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
+        Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
+        Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
             let report = provisync::aws::aws_init_command().await?;
@@ -117,8 +151,10 @@ fn local_token(env: &str, file: &Path) -> Result<String> {
 }
 
 async fn serve(port: u16) -> Result<()> {
-    let store = open_store().await?;
+    let backend = provisync::aws::backend_from_env().await?;
+    let store = backend.store.clone();
     let data = provisync::aws::data_dir_from_env();
+    let secrets = config::local_secret_box(&data)?;
     let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
     let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
     // Tokens go to the authenticator directly, never through the process environment.
@@ -129,7 +165,47 @@ async fn serve(port: u16) -> Result<()> {
             .with_static_token(&scim_token, Scope::Scim)
             .with_static_token(&admin_token, Scope::Admin),
     );
+    let (state, deliverer) = config::wire_hub(
+        state,
+        backend.queue.clone(),
+        secrets,
+        provisync::sync::connectors_for,
+    );
     let app = provisync::http::app(state);
+    // Delivery runs in this process: first whatever a previous run left in the outbox,
+    // then the queue consumer, and the outbox sweeper every minute.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let max_receives = provisync::aws::queue::DEFAULT_MAX_RECEIVE_COUNT;
+    let consumer = tokio::spawn(provisync::sync::consumer::run_consumer(
+        backend.queue.clone(),
+        deliverer,
+        max_receives,
+        stop_rx.clone(),
+    ));
+    let sweeper = {
+        let store = backend.store.clone();
+        let queue = backend.queue.clone();
+        let mut stop = stop_rx;
+        tokio::spawn(async move {
+            // At start nothing is in flight: everything in the outbox is stale. Later, only
+            // what is older than a minute (a request may be publishing right now).
+            let mut min_age = std::time::Duration::ZERO;
+            loop {
+                match provisync::sync::event::sweep_outbox(store.as_ref(), queue.as_ref(), min_age)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "outbox: resent change events"),
+                    Err(e) => tracing::warn!(error = %e, "outbox sweep failed"),
+                }
+                min_age = std::time::Duration::from_secs(60);
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -138,12 +214,16 @@ async fn serve(port: u16) -> Result<()> {
     println!("Provisync is running (store: {}).", data.display());
     println!("  SCIM base URL:  {base}/scim/v2");
     println!("  SCIM token:     {scim_token}");
+    println!("  Admin API:      {base}/admin  (CLI: provisync target list)");
     println!("  Admin token:    {admin_token}");
     println!("  Health:         {base}/healthz");
     println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    let _ = stop_tx.send(true);
+    let _ = consumer.await;
+    let _ = sweeper.await;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surfaces, as axum routers. The Lambda functions each run one of them through
 //! `lambda_http`; `provisync serve` nests them all in one server. One code path.
 
+pub mod admin;
 pub mod auth;
 pub mod scim;
 
@@ -42,12 +43,16 @@ pub struct AppState {
     pub directory: Directory,
     pub auth: Arc<Authenticator>,
     pub config: Arc<HttpConfig>,
+    /// Targets, audit, queue and secrets for the `/admin` surface; `None` in processes
+    /// that do not serve it (its routes then answer 503).
+    pub admin: Option<admin::AdminState>,
 }
 
 /// Every surface this process serves, plus `GET /healthz`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(scim::router(state.clone()))
+        .merge(admin::router(state.clone()))
         .route("/healthz", get(healthz))
         .with_state(state)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::deliver::{DeliveryError, Deliverer, backoff};
+use super::deliver::{Deliverer, DeliveryError, backoff};
 use crate::queue::{Delivery, Queue};
 
 /// What to do with one received message.
@@ -19,7 +19,11 @@ pub enum Disposition {
 
 /// Delivers one received message. `max_receives`: the queue's dead-letter threshold (the
 /// last attempt is audited as `dead` when it fails).
-pub async fn handle_delivery(deliverer: &Deliverer, d: &Delivery, max_receives: u32) -> Disposition {
+pub async fn handle_delivery(
+    deliverer: &Deliverer,
+    d: &Delivery,
+    max_receives: u32,
+) -> Disposition {
     let final_attempt = d.receive_count >= max_receives;
     match deliverer.deliver_body(&d.body, final_attempt).await {
         Ok(()) => Disposition::Ack,

@@ -20,15 +20,13 @@ use serde_json::Value;
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::event::{ChangeEvent, ChangeOp, Origin};
+use super::factory::ConnectorFactory;
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
 use super::target::{DeliveryMode, Operation, OutOfScope, TargetConfig, Targets};
 use crate::connector::{Connector, ConnectorError};
 use crate::crypto::SecretBox;
 use crate::scim::{ResourceKind, SchemaRegistry, filter};
-
-/// Builds the connector of a target (one per target kind).
-pub type ConnectorFactory = Arc<dyn Fn(&TargetConfig) -> Result<Arc<dyn Connector>, String> + Send + Sync>;
 
 /// What happened on one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,11 +44,16 @@ pub enum DeliveryOutcome {
 pub enum DeliveryError {
     /// Retry the event later (at the earliest after `after`).
     #[error("retry later: {detail}")]
-    Retry { after: Option<Duration>, detail: String },
+    Retry {
+        after: Option<Duration>,
+        detail: String,
+    },
     /// The event cannot be read: retrying will not help (dead-letter it).
     #[error("malformed change event: {0}")]
     Malformed(String),
 }
+
+type CachedConnector = (TargetConfig, Arc<dyn Connector>);
 
 pub struct Deliverer {
     targets: Targets,
@@ -59,7 +62,8 @@ pub struct Deliverer {
     schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
     factory: ConnectorFactory,
-    connectors: Mutex<HashMap<String, (TargetConfig, Arc<dyn Connector>)>>,
+    /// Connectors by target id, with the definition they were built from.
+    connectors: Mutex<HashMap<String, CachedConnector>>,
 }
 
 fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
@@ -97,10 +101,10 @@ impl Deliverer {
     /// The connector of a target, built once per target definition.
     fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
         let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cfg, c)) = cache.get(&t.id) {
-            if cfg == t {
-                return Ok(c.clone());
-            }
+        if let Some((cfg, c)) = cache.get(&t.id)
+            && cfg == t
+        {
+            return Ok(c.clone());
         }
         let c = (self.factory)(t)?;
         cache.insert(t.id.clone(), (t.clone(), c.clone()));
@@ -110,17 +114,25 @@ impl Deliverer {
     /// Delivers one queue message body. `final_attempt`: the queue will dead-letter the
     /// event if this attempt fails too (audited as `dead`).
     pub async fn deliver_body(&self, body: &str, final_attempt: bool) -> Result<(), DeliveryError> {
-        let event = ChangeEvent::from_body(body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
+        let event =
+            ChangeEvent::from_body(body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
         self.deliver(&event, final_attempt).await
     }
 
     /// Delivers one change event to every target it concerns.
-    pub async fn deliver(&self, event: &ChangeEvent, final_attempt: bool) -> Result<(), DeliveryError> {
+    pub async fn deliver(
+        &self,
+        event: &ChangeEvent,
+        final_attempt: bool,
+    ) -> Result<(), DeliveryError> {
         let targets = self
             .targets
             .list_enabled()
             .await
-            .map_err(|e| DeliveryError::Retry { after: None, detail: format!("targets: {e}") })?;
+            .map_err(|e| DeliveryError::Retry {
+                after: None,
+                detail: format!("targets: {e}"),
+            })?;
         let mut retry: Option<DeliveryError> = None;
         for t in targets.iter() {
             let wanted = if event.only_targets.is_empty() {
@@ -135,7 +147,10 @@ impl Deliverer {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
-                    retry.get_or_insert(DeliveryError::Retry { after: None, detail: e.to_string() });
+                    retry.get_or_insert(DeliveryError::Retry {
+                        after: None,
+                        detail: e.to_string(),
+                    });
                     continue;
                 }
             }
@@ -152,24 +167,51 @@ impl Deliverer {
             let audit = match result {
                 Ok((outcome, link)) => {
                     if let Err(e) = self.links.mark_delivered(&event.id, &t.id, link).await {
-                        retry.get_or_insert(DeliveryError::Retry { after: None, detail: e.to_string() });
+                        retry.get_or_insert(DeliveryError::Retry {
+                            after: None,
+                            detail: e.to_string(),
+                        });
                     }
                     match outcome {
-                        DeliveryOutcome::Delivered(op) => entry(op, AuditStatus::Delivered, String::new()),
-                        DeliveryOutcome::Linked => entry(AuditOp::Create, AuditStatus::Linked, "matched an existing account".into()),
-                        DeliveryOutcome::Skipped(why) => entry(default_op(event), AuditStatus::Skipped, why.into()),
-                        DeliveryOutcome::Refused(why) => entry(default_op(event), AuditStatus::Refused, why),
+                        DeliveryOutcome::Delivered(op) => {
+                            entry(op, AuditStatus::Delivered, String::new())
+                        }
+                        DeliveryOutcome::Linked => entry(
+                            AuditOp::Create,
+                            AuditStatus::Linked,
+                            "matched an existing account".into(),
+                        ),
+                        DeliveryOutcome::Skipped(why) => {
+                            entry(default_op(event), AuditStatus::Skipped, why.into())
+                        }
+                        DeliveryOutcome::Refused(why) => {
+                            entry(default_op(event), AuditStatus::Refused, why)
+                        }
                     }
                 }
-                Err((op, ConnectorError::Retryable { retry_after, detail, .. })) => {
-                    let status = if final_attempt { AuditStatus::Dead } else { AuditStatus::Retry };
+                Err((
+                    op,
+                    ConnectorError::Retryable {
+                        retry_after,
+                        detail,
+                        ..
+                    },
+                )) => {
+                    let status = if final_attempt {
+                        AuditStatus::Dead
+                    } else {
+                        AuditStatus::Retry
+                    };
                     let e = entry(op, status, detail.clone());
                     retry = Some(match retry {
                         Some(DeliveryError::Retry { after, detail: d }) => DeliveryError::Retry {
                             after: after.max(retry_after),
                             detail: d,
                         },
-                        _ => DeliveryError::Retry { after: retry_after, detail },
+                        _ => DeliveryError::Retry {
+                            after: retry_after,
+                            detail,
+                        },
                     });
                     e
                 }
@@ -180,12 +222,22 @@ impl Deliverer {
                     if let Err(e) = self.targets.put(&disabled).await {
                         tracing::error!(target_id = %t.id, error = %e, "could not disable a gone target");
                     }
-                    let _ = self.links.mark_delivered(&event.id, &t.id, LinkChange::Keep).await;
-                    entry(op, AuditStatus::Refused, format!("target gone, disabled: {why}"))
+                    let _ = self
+                        .links
+                        .mark_delivered(&event.id, &t.id, LinkChange::Keep)
+                        .await;
+                    entry(
+                        op,
+                        AuditStatus::Refused,
+                        format!("target gone, disabled: {why}"),
+                    )
                 }
                 Err((op, e)) => {
                     // Refused / NotFound / Conflict that the flow could not resolve: final.
-                    let _ = self.links.mark_delivered(&event.id, &t.id, LinkChange::Keep).await;
+                    let _ = self
+                        .links
+                        .mark_delivered(&event.id, &t.id, LinkChange::Keep)
+                        .await;
                     entry(op, AuditStatus::Refused, e.to_string())
                 }
             };
@@ -206,7 +258,9 @@ impl Deliverer {
 
     /// Is this user in the target's scope?
     fn in_scope(&self, t: &TargetConfig, kind: ResourceKind, resource: &Value) -> bool {
-        let Some(f) = &t.scope_filter else { return true };
+        let Some(f) = &t.scope_filter else {
+            return true;
+        };
         if kind != ResourceKind::User {
             return true;
         }
@@ -223,9 +277,15 @@ impl Deliverer {
         event: &ChangeEvent,
         t: &TargetConfig,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
-        let connector = self
-            .connector(t)
-            .map_err(|e| (default_op(event), ConnectorError::Refused { status: None, reason: e }))?;
+        let connector = self.connector(t).map_err(|e| {
+            (
+                default_op(event),
+                ConnectorError::Refused {
+                    status: None,
+                    reason: e,
+                },
+            )
+        })?;
         match event.resource_type {
             ResourceKind::User => self.deliver_user(event, t, connector.as_ref()).await,
             ResourceKind::Group => self.deliver_group(event, t, connector.as_ref()).await,
@@ -245,20 +305,33 @@ impl Deliverer {
             .await
             .map_err(|e| (AuditOp::Update, retryable(e)))?;
         let resource = event.resource.as_ref();
-        let leaving = event.op == ChangeOp::Delete || resource.is_none_or(|r| !self.in_scope(t, kind, r));
+        let leaving =
+            event.op == ChangeOp::Delete || resource.is_none_or(|r| !self.in_scope(t, kind, r));
         if leaving {
             let Some(link) = link else {
-                return Ok((DeliveryOutcome::Skipped("not on the target"), LinkChange::Keep));
+                return Ok((
+                    DeliveryOutcome::Skipped("not on the target"),
+                    LinkChange::Keep,
+                ));
             };
             return self.user_leaves(event, t, c, link).await;
         }
         let Some(resource) = resource else {
             return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
         };
-        let payload = map_resource(kind, &event.resource_id, resource, &t.mapping, &t.group_mapping);
+        let payload = map_resource(
+            kind,
+            &event.resource_id,
+            resource,
+            &t.mapping,
+            &t.group_mapping,
+        );
         let password = self.open_password(event);
         let hash = content_hash(&payload);
-        let active = payload.get("active").and_then(Value::as_bool).unwrap_or(true);
+        let active = payload
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         match link {
             Some(link) => {
                 if link.hash == hash && password.is_none() {
@@ -276,12 +349,36 @@ impl Deliverer {
                     _ => Operation::Update,
                 };
                 if !op_allowed(t, needed) {
-                    return Ok((DeliveryOutcome::Skipped("operation not enabled for this target"), LinkChange::Keep));
+                    return Ok((
+                        DeliveryOutcome::Skipped("operation not enabled for this target"),
+                        LinkChange::Keep,
+                    ));
                 }
-                match c.update_user(&link.target_id, &payload, Some(&link.delivered), password.as_deref()).await {
-                    Ok(()) => Ok((DeliveryOutcome::Delivered(op), LinkChange::Put(Box::new(self.link(t, kind, &event.resource_id, &link.target_id, hash, payload, false))))),
+                match c
+                    .update_user(
+                        &link.target_id,
+                        &payload,
+                        Some(&link.delivered),
+                        password.as_deref(),
+                    )
+                    .await
+                {
+                    Ok(()) => Ok((
+                        DeliveryOutcome::Delivered(op),
+                        LinkChange::Put(Box::new(self.link(
+                            t,
+                            kind,
+                            &event.resource_id,
+                            &link.target_id,
+                            hash,
+                            payload,
+                            false,
+                        ))),
+                    )),
                     // Gone from the target behind our back: create it again.
-                    Err(ConnectorError::NotFound) => self.create_user(event, t, c, payload, hash, password).await,
+                    Err(ConnectorError::NotFound) => {
+                        self.create_user(event, t, c, payload, hash, password).await
+                    }
                     Err(e) => Err((op, e)),
                 }
             }
@@ -300,10 +397,16 @@ impl Deliverer {
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         let kind = ResourceKind::User;
         if !op_allowed(t, Operation::Create) {
-            return Ok((DeliveryOutcome::Skipped("create not enabled for this target"), LinkChange::Keep));
+            return Ok((
+                DeliveryOutcome::Skipped("create not enabled for this target"),
+                LinkChange::Keep,
+            ));
         }
         // Match an existing account first: link it, never duplicate it.
-        let existing = c.find_user(&payload).await.map_err(|e| (AuditOp::Create, e))?;
+        let existing = c
+            .find_user(&payload)
+            .await
+            .map_err(|e| (AuditOp::Create, e))?;
         let (target_id, outcome) = match existing {
             Some(id) => {
                 c.update_user(&id, &payload, None, password.as_deref())
@@ -319,7 +422,13 @@ impl Deliverer {
                         .find_user(&payload)
                         .await
                         .map_err(|e| (AuditOp::Create, e))?
-                        .ok_or((AuditOp::Create, ConnectorError::Refused { status: Some(409), reason: "conflict, and no matching account found".into() }))?;
+                        .ok_or((
+                            AuditOp::Create,
+                            ConnectorError::Refused {
+                                status: Some(409),
+                                reason: "conflict, and no matching account found".into(),
+                            },
+                        ))?;
                     c.update_user(&id, &payload, None, password.as_deref())
                         .await
                         .map_err(|e| (AuditOp::Update, e))?;
@@ -328,7 +437,15 @@ impl Deliverer {
                 Err(e) => return Err((AuditOp::Create, e)),
             },
         };
-        let link = self.link(t, kind, &event.resource_id, &target_id, hash, payload, false);
+        let link = self.link(
+            t,
+            kind,
+            &event.resource_id,
+            &target_id,
+            hash,
+            payload,
+            false,
+        );
         Ok((outcome, LinkChange::Put(Box::new(link))))
     }
 
@@ -340,34 +457,56 @@ impl Deliverer {
         link: Link,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         let deleted = event.op == ChangeOp::Delete;
-        let policy = if deleted && op_allowed(t, Operation::Delete) { OutOfScope::Delete } else { t.out_of_scope };
+        let policy = if deleted && op_allowed(t, Operation::Delete) {
+            OutOfScope::Delete
+        } else {
+            t.out_of_scope
+        };
         match policy {
-            OutOfScope::Leave => Ok((DeliveryOutcome::Skipped("left in place (out-of-scope policy)"), LinkChange::Keep)),
+            OutOfScope::Leave => Ok((
+                DeliveryOutcome::Skipped("left in place (out-of-scope policy)"),
+                LinkChange::Keep,
+            )),
             OutOfScope::Delete if op_allowed(t, Operation::Delete) => {
                 match c.delete_user(&link.target_id).await {
                     Ok(()) | Err(ConnectorError::NotFound) => {}
                     Err(e) => return Err((AuditOp::Delete, e)),
                 }
-                Ok((DeliveryOutcome::Delivered(AuditOp::Delete), LinkChange::Remove(ResourceKind::User, event.resource_id.clone())))
+                Ok((
+                    DeliveryOutcome::Delivered(AuditOp::Delete),
+                    LinkChange::Remove(ResourceKind::User, event.resource_id.clone()),
+                ))
             }
             _ => {
                 if !op_allowed(t, Operation::Deactivate) {
-                    return Ok((DeliveryOutcome::Skipped("deactivate not enabled for this target"), LinkChange::Keep));
+                    return Ok((
+                        DeliveryOutcome::Skipped("deactivate not enabled for this target"),
+                        LinkChange::Keep,
+                    ));
                 }
                 if link.disabled {
-                    return Ok((DeliveryOutcome::Skipped("already deactivated"), LinkChange::Keep));
+                    return Ok((
+                        DeliveryOutcome::Skipped("already deactivated"),
+                        LinkChange::Keep,
+                    ));
                 }
                 match c.disable_user(&link.target_id).await {
                     Ok(()) => {}
                     Err(ConnectorError::NotFound) => {
-                                return Ok((DeliveryOutcome::Skipped("not on the target any more"), LinkChange::Remove(ResourceKind::User, event.resource_id.clone())));
+                        return Ok((
+                            DeliveryOutcome::Skipped("not on the target any more"),
+                            LinkChange::Remove(ResourceKind::User, event.resource_id.clone()),
+                        ));
                     }
                     Err(e) => return Err((AuditOp::Deactivate, e)),
                 }
                 let mut l = link;
                 l.disabled = true;
                 l.hash = String::new();
-                Ok((DeliveryOutcome::Delivered(AuditOp::Deactivate), LinkChange::Put(Box::new(l))))
+                Ok((
+                    DeliveryOutcome::Delivered(AuditOp::Deactivate),
+                    LinkChange::Put(Box::new(l)),
+                ))
             }
         }
     }
@@ -386,40 +525,68 @@ impl Deliverer {
             .map_err(|e| (AuditOp::Update, retryable(e)))?;
         if event.op == ChangeOp::Delete {
             let Some(link) = link else {
-                return Ok((DeliveryOutcome::Skipped("not on the target"), LinkChange::Keep));
+                return Ok((
+                    DeliveryOutcome::Skipped("not on the target"),
+                    LinkChange::Keep,
+                ));
             };
             if !op_allowed(t, Operation::Delete) {
-                return Ok((DeliveryOutcome::Skipped("delete not enabled for this target"), LinkChange::Keep));
+                return Ok((
+                    DeliveryOutcome::Skipped("delete not enabled for this target"),
+                    LinkChange::Keep,
+                ));
             }
             match c.delete_group(&link.target_id).await {
                 Ok(()) | Err(ConnectorError::NotFound) => {}
                 Err(e) => return Err((AuditOp::Delete, e)),
             }
-            return Ok((DeliveryOutcome::Delivered(AuditOp::Delete), LinkChange::Remove(kind, event.resource_id.clone())));
+            return Ok((
+                DeliveryOutcome::Delivered(AuditOp::Delete),
+                LinkChange::Remove(kind, event.resource_id.clone()),
+            ));
         }
         let Some(resource) = event.resource.as_ref() else {
             return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
         };
-        let payload = map_resource(kind, &event.resource_id, resource, &t.mapping, &t.group_mapping);
+        let payload = map_resource(
+            kind,
+            &event.resource_id,
+            resource,
+            &t.mapping,
+            &t.group_mapping,
+        );
         let hash = content_hash(&payload);
         let mut op = AuditOp::Update;
         let (target_id, mut new_link) = match link {
             Some(link) => {
                 if link.hash != hash {
-                    match c.update_group(&link.target_id, &payload, Some(&link.delivered)).await {
+                    match c
+                        .update_group(&link.target_id, &payload, Some(&link.delivered))
+                        .await
+                    {
                         Ok(()) => {}
                         Err(e) => return Err((AuditOp::Update, e)),
                     }
                 }
                 let id = link.target_id.clone();
-                (id.clone(), self.link(t, kind, &event.resource_id, &id, hash, payload, false))
+                (
+                    id.clone(),
+                    self.link(t, kind, &event.resource_id, &id, hash, payload, false),
+                )
             }
             None => {
                 if !op_allowed(t, Operation::Create) {
-                    return Ok((DeliveryOutcome::Skipped("create not enabled for this target"), LinkChange::Keep));
+                    return Ok((
+                        DeliveryOutcome::Skipped("create not enabled for this target"),
+                        LinkChange::Keep,
+                    ));
                 }
                 op = AuditOp::Create;
-                let id = match c.find_group(&payload).await.map_err(|e| (AuditOp::Create, e))? {
+                let id = match c
+                    .find_group(&payload)
+                    .await
+                    .map_err(|e| (AuditOp::Create, e))?
+                {
                     Some(id) => id,
                     None => match c.create_group(&payload).await {
                         Ok(id) => id,
@@ -427,11 +594,20 @@ impl Deliverer {
                             .find_group(&payload)
                             .await
                             .map_err(|e| (AuditOp::Create, e))?
-                            .ok_or((AuditOp::Create, ConnectorError::Refused { status: Some(409), reason: "conflict, and no matching group found".into() }))?,
+                            .ok_or((
+                                AuditOp::Create,
+                                ConnectorError::Refused {
+                                    status: Some(409),
+                                    reason: "conflict, and no matching group found".into(),
+                                },
+                            ))?,
                         Err(e) => return Err((AuditOp::Create, e)),
                     },
                 };
-                (id.clone(), self.link(t, kind, &event.resource_id, &id, hash, payload, false))
+                (
+                    id.clone(),
+                    self.link(t, kind, &event.resource_id, &id, hash, payload, false),
+                )
             }
         };
         // Memberships: only members that exist on this target (linked users) are sent.
@@ -440,7 +616,12 @@ impl Deliverer {
             for id in ids {
                 let mut found = None;
                 for k in [ResourceKind::User, ResourceKind::Group] {
-                    if let Some(l) = self.links.get(&t.id, k, id).await.map_err(|e| (AuditOp::AddMembers, retryable(e)))? {
+                    if let Some(l) = self
+                        .links
+                        .get(&t.id, k, id)
+                        .await
+                        .map_err(|e| (AuditOp::AddMembers, retryable(e)))?
+                    {
                         found = Some(l.target_id);
                         break;
                     }
@@ -451,20 +632,27 @@ impl Deliverer {
         };
         let added = translate(&event.members_added).await?;
         if !added.is_empty() {
-            c.add_members(&target_id, &added).await.map_err(|e| (AuditOp::AddMembers, e))?;
+            c.add_members(&target_id, &added)
+                .await
+                .map_err(|e| (AuditOp::AddMembers, e))?;
             if op == AuditOp::Update {
                 op = AuditOp::AddMembers;
             }
         }
         let removed = translate(&event.members_removed).await?;
         if !removed.is_empty() {
-            c.remove_members(&target_id, &removed).await.map_err(|e| (AuditOp::RemoveMembers, e))?;
+            c.remove_members(&target_id, &removed)
+                .await
+                .map_err(|e| (AuditOp::RemoveMembers, e))?;
             if op == AuditOp::Update {
                 op = AuditOp::RemoveMembers;
             }
         }
         new_link.target_id = target_id;
-        Ok((DeliveryOutcome::Delivered(op), LinkChange::Put(Box::new(new_link))))
+        Ok((
+            DeliveryOutcome::Delivered(op),
+            LinkChange::Put(Box::new(new_link)),
+        ))
     }
 
     fn open_password(&self, event: &ChangeEvent) -> Option<String> {
@@ -480,7 +668,16 @@ impl Deliverer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn link(&self, t: &TargetConfig, kind: ResourceKind, hub_id: &str, target_id: &str, hash: String, delivered: Value, disabled: bool) -> Link {
+    fn link(
+        &self,
+        t: &TargetConfig,
+        kind: ResourceKind,
+        hub_id: &str,
+        target_id: &str,
+        hash: String,
+        delivered: Value,
+        disabled: bool,
+    ) -> Link {
         Link {
             target: t.id.clone(),
             resource_type: kind,
@@ -501,7 +698,11 @@ impl Link {
 }
 
 fn retryable(e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Retryable { status: None, retry_after: None, detail: format!("hub store: {e}") }
+    ConnectorError::Retryable {
+        status: None,
+        retry_after: None,
+        detail: format!("hub store: {e}"),
+    }
 }
 
 fn default_op(event: &ChangeEvent) -> AuditOp {
@@ -520,5 +721,7 @@ pub fn backoff(receive_count: u32, retry_after: Option<Duration>) -> Duration {
     let cap = Duration::from_secs(300);
     let base = Duration::from_secs(exp).min(cap);
     let jittered = base.mul_f64(rand::rng().random_range(0.5..=1.0));
-    jittered.max(retry_after.unwrap_or_default()).min(Duration::from_secs(12 * 3600))
+    jittered
+        .max(retry_after.unwrap_or_default())
+        .min(Duration::from_secs(12 * 3600))
 }

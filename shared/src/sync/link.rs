@@ -169,7 +169,7 @@ impl Links {
         &self,
         event_id: &str,
         target: &str,
-        link: LinkChange<'_>,
+        link: LinkChange,
     ) -> Result<(), StoreError> {
         let key = receipt_key(event_id, target);
         let receipt =
@@ -177,9 +177,9 @@ impl Links {
         let mut writes = vec![Write::put(receipt)];
         match link {
             LinkChange::Keep => {}
-            LinkChange::Put(l) => writes.push(Write::put(Self::item(l)?)),
+            LinkChange::Put(l) => writes.push(Write::put(Self::item(&l)?)),
             LinkChange::Remove(kind, hub_id) => {
-                writes.push(Write::delete(link_key(target, kind, hub_id)))
+                writes.push(Write::delete(link_key(target, kind, &hub_id)))
             }
         }
         self.store.transact(writes).await

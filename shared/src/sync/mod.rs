@@ -1,6 +1,13 @@
 //! Synchronisation: change events, targets, delivery, audit.
 
+pub mod audit;
+pub mod consumer;
+pub mod deliver;
 pub mod event;
+pub mod factory;
 pub mod link;
 pub mod mapping;
+pub mod ondemand;
 pub mod target;
+
+pub use factory::{ConnectorFactory, connectors_for};

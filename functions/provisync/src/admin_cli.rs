@@ -1,0 +1,653 @@
+//! Operator commands over the admin API of a running hub (`/admin/...`).
+//!
+//! The hub is `--url` / `PROVISYNC_URL` (default `http://127.0.0.1:8787`); the token is
+//! `--token` / `PROVISYNC_ADMIN_TOKEN`, else the `admin-token` file `provisync serve`
+//! writes into the data folder (`PROVISYNC_DATA_DIR`, default `./.provisync`).
+//! Secrets for `target add` can come from an environment variable or stdin to keep
+//! them out of shell history.
+
+use std::io::Read;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Map, Value, json};
+
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// Base URL of the hub (for the operator commands).
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISYNC_URL",
+        default_value = "http://127.0.0.1:8787"
+    )]
+    url: String,
+    /// Admin token (default: PROVISYNC_ADMIN_TOKEN, else the local `.provisync/admin-token`).
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISYNC_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCommand {
+    /// Create or replace a target.
+    Add(Box<AddArgs>),
+    /// List targets (secrets are never shown).
+    List,
+    /// Show one target as JSON (secrets redacted).
+    Show { id: String },
+    /// Check a target's credentials and reachability (recorded in the audit log).
+    Test { id: String },
+    /// Remove a target.
+    Remove { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Target id (letters, digits, `-`, `_`).
+    id: String,
+    /// Kind of target system.
+    #[arg(long, default_value = "scim")]
+    kind: String,
+    /// Base URL of the target's API (https; http only on loopback).
+    #[arg(long)]
+    base_url: String,
+    /// Bearer token (prefer --secret-env / --secret-stdin: arguments show in `ps` and history).
+    #[arg(long, conflicts_with = "basic")]
+    bearer: Option<String>,
+    /// HTTP Basic credentials `USER:PASS`, or `USER` with the password from --secret-env / --secret-stdin.
+    #[arg(long)]
+    basic: Option<String>,
+    /// Read the secret (bearer token, or Basic password) from this environment variable.
+    #[arg(long, conflicts_with = "secret_stdin")]
+    secret_env: Option<String>,
+    /// Read the secret (bearer token, or Basic password) from the first line of stdin.
+    #[arg(long)]
+    secret_stdin: bool,
+    /// SCIM filter: only matching users go to this target.
+    #[arg(long = "scope")]
+    scope: Option<String>,
+    /// realtime | scheduled | manual.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Comma-separated: create,update,deactivate,delete.
+    #[arg(long, value_delimiter = ',')]
+    operations: Option<Vec<String>>,
+    /// deactivate | delete | leave (users leaving the scope).
+    #[arg(long)]
+    out_of_scope: Option<String>,
+    /// patch | put (how the SCIM target takes updates).
+    #[arg(long)]
+    update_style: Option<String>,
+    /// Attribute that finds existing accounts on the target (default userName).
+    #[arg(long)]
+    matching_attribute: Option<String>,
+    /// A JSON file with the attribute mapping rules (an array).
+    #[arg(long)]
+    mapping_file: Option<std::path::PathBuf>,
+    /// Save the target disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[arg(long)]
+    target: Option<String>,
+    /// A user or group id.
+    #[arg(long)]
+    resource: Option<String>,
+    /// create, update, password, deactivate, delete, add_members, remove_members, test, sync, ...
+    #[arg(long)]
+    op: Option<String>,
+    /// delivered, skipped, retry, failed, dead, refused, linked, queued.
+    #[arg(long)]
+    status: Option<String>,
+    /// RFC 3339 timestamp.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Continue after a previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[arg(long)]
+    target: String,
+    /// SCIM filter on users (default: every user).
+    #[arg(long, conflicts_with = "user")]
+    filter: Option<String>,
+    /// One user's id.
+    #[arg(long)]
+    user: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeadLetterArgs {
+    /// Send them back to the delivery queue instead of listing them.
+    #[arg(long)]
+    redrive: bool,
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A client for one hub's admin API.
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    fn new(remote: &Remote) -> Result<Self> {
+        let token = match remote.token.as_ref().filter(|t| !t.is_empty()) {
+            Some(t) => t.clone(),
+            None => {
+                let file = provisync::aws::data_dir_from_env().join("admin-token");
+                std::fs::read_to_string(&file)
+                    .ok()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "no admin token: pass --token, set PROVISYNC_ADMIN_TOKEN, or run `provisync serve` here first (it writes {})",
+                            file.display()
+                        )
+                    })?
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()?;
+        Ok(Admin {
+            http,
+            base: format!("{}/admin", remote.url.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    /// Sends a request; a non-2xx answer becomes an error with the hub's message.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .query(query);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
+        };
+        if !status.is_success() {
+            let msg = json
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| text.chars().take(500).collect());
+            bail!("{} {}", status.as_u16(), msg);
+        }
+        Ok(json)
+    }
+}
+
+fn seg(id: &str) -> String {
+    // Ids are validated by the hub; encode anything that would change the path.
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn read_secret(args: &AddArgs) -> Result<Option<String>> {
+    if let Some(var) = &args.secret_env {
+        let v =
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        return Ok(Some(v));
+    }
+    if args.secret_stdin {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        let line = s
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\r')
+            .to_string();
+        if line.is_empty() {
+            bail!("--secret-stdin: nothing on stdin");
+        }
+        return Ok(Some(line));
+    }
+    Ok(None)
+}
+
+fn auth_of(args: &AddArgs) -> Result<Value> {
+    let secret = read_secret(args)?;
+    match (&args.bearer, &args.basic, secret) {
+        (Some(_), _, Some(_)) => bail!(
+            "give the bearer token with --bearer or with --secret-env/--secret-stdin, not both"
+        ),
+        (Some(t), None, None) => Ok(json!({"bearer": t})),
+        (None, Some(b), secret) => {
+            let (user, pass) = match (b.split_once(':'), secret) {
+                (Some(_), Some(_)) => bail!(
+                    "--basic USER:PASS already has a password; drop --secret-env/--secret-stdin"
+                ),
+                (Some((u, p)), None) => (u.to_string(), p.to_string()),
+                (None, Some(p)) => (b.clone(), p),
+                (None, None) => bail!(
+                    "--basic USER needs a password: USER:PASS, --secret-env VAR or --secret-stdin"
+                ),
+            };
+            Ok(json!({"basic": {"username": user, "password": pass}}))
+        }
+        (None, None, Some(t)) => Ok(json!({"bearer": t})),
+        (None, None, None) => {
+            bail!("credentials needed: --bearer, --basic, --secret-env or --secret-stdin")
+        }
+        (Some(_), Some(_), _) => bail!("--bearer and --basic exclude each other"),
+    }
+}
+
+fn target_body(args: &AddArgs) -> Result<Value> {
+    let mut body = Map::new();
+    body.insert("kind".into(), json!(args.kind));
+    body.insert("base_url".into(), json!(args.base_url));
+    body.insert("auth".into(), auth_of(args)?);
+    if let Some(s) = &args.scope {
+        body.insert("scope_filter".into(), json!(s));
+    }
+    if let Some(m) = &args.mode {
+        body.insert("mode".into(), json!(m));
+    }
+    if let Some(ops) = &args.operations {
+        body.insert("operations".into(), json!(ops));
+    }
+    if let Some(o) = &args.out_of_scope {
+        body.insert("out_of_scope".into(), json!(o));
+    }
+    if let Some(u) = &args.update_style {
+        body.insert("update_style".into(), json!(u));
+    }
+    if let Some(m) = &args.matching_attribute {
+        body.insert("matching_attribute".into(), json!(m));
+    }
+    if let Some(f) = &args.mapping_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let mapping: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?;
+        if !mapping.is_array() {
+            bail!("{}: the mapping must be a JSON array of rules", f.display());
+        }
+        body.insert("mapping".into(), mapping);
+    }
+    if args.disabled {
+        body.insert("enabled".into(), json!(false));
+    }
+    Ok(Value::Object(body))
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Prints rows as aligned columns (the last column is not padded).
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut out = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                out.push_str(&c);
+            } else {
+                let pad = widths[i] - c.chars().count();
+                out.push_str(&c);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn short(s: &str, max: usize) -> String {
+    let one_line = s.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+pub async fn target(remote: &Remote, cmd: TargetCommand) -> Result<()> {
+    let admin = Admin::new(remote)?;
+    use reqwest::Method;
+    match cmd {
+        TargetCommand::Add(args) => {
+            let body = target_body(&args)?;
+            let t = admin
+                .call(
+                    Method::PUT,
+                    &format!("/targets/{}", seg(&args.id)),
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            println!("target {} saved", s(&t, "id"));
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TargetCommand::List => {
+            let v = admin.call(Method::GET, "/targets", &[], None).await?;
+            let list = v["targets"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no targets (add one with `provisync target add`)");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        s(t, "id"),
+                        s(t, "kind"),
+                        if t["enabled"].as_bool().unwrap_or(true) {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                        s(t, "mode"),
+                        s(t, "base_url"),
+                        short(&s(t, "scope_filter"), 60),
+                    ]
+                })
+                .collect();
+            table(
+                &["ID", "KIND", "ENABLED", "MODE", "BASE URL", "SCOPE"],
+                &rows,
+            );
+        }
+        TargetCommand::Show { id } => {
+            let t = admin
+                .call(Method::GET, &format!("/targets/{}", seg(&id)), &[], None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TargetCommand::Test { id } => {
+            let r = admin
+                .call(
+                    Method::POST,
+                    &format!("/targets/{}/test", seg(&id)),
+                    &[],
+                    None,
+                )
+                .await?;
+            let ok = r["ok"].as_bool().unwrap_or(false);
+            println!(
+                "{} {} ({} ms): {}",
+                if ok { "OK" } else { "FAILED" },
+                id,
+                s(&r, "latency_ms"),
+                s(&r, "detail")
+            );
+            if !ok {
+                bail!("connection test of {id} failed");
+            }
+        }
+        TargetCommand::Remove { id } => {
+            admin
+                .call(Method::DELETE, &format!("/targets/{}", seg(&id)), &[], None)
+                .await?;
+            println!("target {id} removed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn audit(remote: &Remote, args: AuditArgs) -> Result<()> {
+    let admin = Admin::new(remote)?;
+    let mut q: Vec<(&str, String)> = vec![("limit", args.limit.to_string())];
+    for (k, v) in [
+        ("target", args.target),
+        ("resource", args.resource),
+        ("op", args.op),
+        ("status", args.status),
+        ("since", args.since),
+        ("cursor", args.cursor),
+    ] {
+        if let Some(v) = v {
+            q.push((k, v));
+        }
+    }
+    let v = admin.call(reqwest::Method::GET, "/audit", &q, None).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        println!("no audit entries");
+    } else {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                let res = match (s(e, "resource_type"), s(e, "resource_id")) {
+                    (_, id) if id.is_empty() => String::new(),
+                    (t, id) if t.is_empty() => id,
+                    (t, id) => format!("{t}/{id}"),
+                };
+                vec![
+                    s(e, "at"),
+                    s(e, "target"),
+                    s(e, "op"),
+                    s(e, "status"),
+                    res,
+                    format!("{} ms", s(e, "latency_ms")),
+                    short(&s(e, "detail"), 80),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "AT", "TARGET", "OP", "STATUS", "RESOURCE", "LATENCY", "DETAIL",
+            ],
+            &rows,
+        );
+    }
+    if let Some(c) = v["next_cursor"].as_str() {
+        println!("more: provisync audit --cursor {c} (same filters)");
+    }
+    Ok(())
+}
+
+pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
+    let admin = Admin::new(remote)?;
+    let mut body = json!({"target": args.target});
+    if let Some(f) = args.filter {
+        body["filter"] = json!(f);
+    }
+    if let Some(u) = args.user {
+        body["user"] = json!(u);
+    }
+    let v = admin
+        .call(reqwest::Method::POST, "/sync", &[], Some(&body))
+        .await?;
+    println!("{} change(s) queued for {}", s(&v, "queued"), args.target);
+    Ok(())
+}
+
+pub async fn dead_letters(remote: &Remote, args: DeadLetterArgs) -> Result<()> {
+    let admin = Admin::new(remote)?;
+    let q: Vec<(&str, String)> = args
+        .limit
+        .map(|l| vec![("limit", l.to_string())])
+        .unwrap_or_default();
+    if args.redrive {
+        let v = admin
+            .call(reqwest::Method::POST, "/deadletters/redrive", &q, None)
+            .await?;
+        println!(
+            "{} dead letter(s) sent back to the queue",
+            s(&v, "redriven")
+        );
+        return Ok(());
+    }
+    let v = admin
+        .call(reqwest::Method::GET, "/deadletters", &q, None)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let list = v["dead_letters"].as_array().cloned().unwrap_or_default();
+    println!("{} dead letter(s)", s(&v, "count"));
+    if !list.is_empty() {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|d| {
+                vec![
+                    s(d, "group_id"),
+                    s(d, "dedup_id"),
+                    s(d, "receive_count"),
+                    short(&d["body"].to_string(), 80),
+                ]
+            })
+            .collect();
+        table(&["GROUP", "EVENT", "RECEIVES", "BODY"], &rows);
+        println!("send them back with: provisync deadletters --redrive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: AddArgs,
+    }
+
+    fn add(args: &[&str]) -> Result<Value> {
+        let mut v = vec!["x"];
+        v.extend_from_slice(args);
+        let t = T::try_parse_from(v).map_err(|e| anyhow!(e.to_string()))?;
+        target_body(&t.a)
+    }
+
+    #[test]
+    fn target_bodies() {
+        let b = add(&[
+            "crm",
+            "--base-url",
+            "https://x",
+            "--bearer",
+            "tok",
+            "--operations",
+            "create,update",
+            "--scope",
+            "active eq true",
+        ])
+        .unwrap();
+        assert_eq!(b["auth"], json!({"bearer": "tok"}));
+        assert_eq!(b["operations"], json!(["create", "update"]));
+        assert_eq!(b["scope_filter"], "active eq true");
+        let b = add(&["crm", "--base-url", "https://x", "--basic", "u:p:q"]).unwrap();
+        assert_eq!(
+            b["auth"],
+            json!({"basic": {"username": "u", "password": "p:q"}})
+        );
+        // SAFETY: single-threaded test; the variable is unique to it.
+        unsafe { std::env::set_var("PSY_TEST_SECRET_1", "from-env") };
+        let b = add(&[
+            "crm",
+            "--base-url",
+            "https://x",
+            "--basic",
+            "u",
+            "--secret-env",
+            "PSY_TEST_SECRET_1",
+        ])
+        .unwrap();
+        assert_eq!(b["auth"]["basic"]["password"], "from-env");
+        let b = add(&[
+            "crm",
+            "--base-url",
+            "https://x",
+            "--secret-env",
+            "PSY_TEST_SECRET_1",
+            "--disabled",
+        ])
+        .unwrap();
+        assert_eq!(b["auth"], json!({"bearer": "from-env"}));
+        assert_eq!(b["enabled"], false);
+        assert!(add(&["crm", "--base-url", "https://x"]).is_err());
+        assert!(add(&["crm", "--base-url", "https://x", "--basic", "u"]).is_err());
+        assert!(
+            add(&[
+                "crm",
+                "--base-url",
+                "https://x",
+                "--bearer",
+                "a",
+                "--basic",
+                "u:p"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("crm-1_a"), "crm-1_a");
+        assert_eq!(seg("a/b?c"), "a%2Fb%3Fc");
+    }
+}

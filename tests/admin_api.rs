@@ -1,0 +1,523 @@
+//! The admin API over real HTTP, on every backend: targets (redacted, sealed at rest),
+//! validation errors with reasons, auth, the audit log, on-demand sync, dead letters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use provisync::directory::Stored;
+use provisync::queue::OutMessage;
+use provisync::store::Key;
+use provisync::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use provisync::sync::ondemand::DirectoryOnDemand;
+use provisync_tests::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BEARER: &str = "bearer-S3CRET-value-0123456789";
+const PASSWORD: &str = "basic-pa55word-S3CRET";
+
+fn scim_target(bearer: &str) -> Value {
+    json!({
+        "kind": "scim",
+        "base_url": "https://scim.example.com/scim/v2",
+        "auth": {"bearer": bearer},
+        "scope_filter": "active eq true",
+        "mapping": [{"target": "userType", "value": "Employee"}],
+        "mode": "realtime"
+    })
+}
+
+fn assert_no_secret(r: &Resp) {
+    assert!(!r.text.contains(BEARER), "secret in response: {}", r.text);
+    assert!(!r.text.contains(PASSWORD), "secret in response: {}", r.text);
+}
+
+fn assert_admin_error(r: &Resp, status: u16, contains: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    let msg = r.body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {}", r.text));
+    assert!(
+        msg.to_lowercase().contains(&contains.to_lowercase()),
+        "{msg:?} should mention {contains:?}"
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+on_every_backend!(targets_crud_and_redaction, |hub: Hub| async move {
+    let r = hub
+        .admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_no_secret(&r);
+    assert_eq!(r.body["id"], "crm");
+    assert_eq!(r.body["auth"]["bearer"], "***");
+    assert_eq!(r.body["enabled"], true);
+    assert_eq!(r.body["scope_filter"], "active eq true");
+    // Replacing answers 200.
+    let r = hub
+        .admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/wiki",
+            Some(&json!({
+                "id": "wiki", "kind": "scim", "base_url": "http://127.0.0.1:9/scim",
+                "auth": {"basic": {"username": "svc", "password": PASSWORD}},
+                "enabled": false
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_no_secret(&r);
+    assert_eq!(r.body["auth"]["basic"]["password"], "***");
+    assert_eq!(r.body["auth"]["basic"]["username"], "svc");
+
+    let r = hub.admin(Method::GET, "/targets", None).await;
+    assert_eq!(r.status, 200);
+    assert_no_secret(&r);
+    let ids: Vec<&str> = r.body["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["crm", "wiki"]);
+    let r = hub.admin(Method::GET, "/targets/crm", None).await;
+    assert_eq!(r.status, 200);
+    assert_no_secret(&r);
+    assert_eq!(r.body["auth"]["bearer"], "***");
+
+    // At rest: sealed, never in clear.
+    for id in ["crm", "wiki"] {
+        let item = hub
+            .store
+            .get(&Key::new(format!("TARGET#{id}"), "TARGET"))
+            .await
+            .unwrap()
+            .expect("stored target");
+        let raw = String::from_utf8_lossy(&item.data);
+        assert!(!raw.contains(BEARER) && !raw.contains(PASSWORD), "{raw}");
+        assert!(raw.contains("v1."), "{raw}");
+    }
+
+    // A connection test is answered and audited (the SCIM connector is not wired yet,
+    // so it fails with its reason).
+    let r = hub.admin(Method::POST, "/targets/wiki/test", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_no_secret(&r);
+    assert_eq!(r.body["target"], "wiki");
+    assert!(r.body["ok"].is_boolean());
+    let r = hub
+        .admin(Method::GET, "/audit?target=wiki&op=test", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_no_secret(&r);
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["entries"][0]["op"], "test");
+
+    let r = hub.admin(Method::DELETE, "/targets/crm", None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = hub.admin(Method::DELETE, "/targets/crm", None).await;
+    assert_admin_error(&r, 404, "no target");
+    let r = hub.admin(Method::GET, "/targets/crm", None).await;
+    assert_admin_error(&r, 404, "no target");
+    let r = hub.admin(Method::POST, "/targets/crm/test", None).await;
+    assert_admin_error(&r, 404, "no target");
+    let r = hub.admin(Method::GET, "/targets", None).await;
+    assert_eq!(r.body["targets"].as_array().unwrap().len(), 1);
+});
+
+on_every_backend!(
+    bad_definitions_are_400_with_reasons,
+    |hub: Hub| async move {
+        let put = |id: &'static str, body: Value| {
+            let hub = &hub;
+            async move {
+                hub.admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+                    .await
+            }
+        };
+        let mut t = scim_target(BEARER);
+        t["base_url"] = json!("http://scim.example.com/v2");
+        assert_admin_error(&put("a", t).await, 400, "https");
+        let mut t = scim_target(BEARER);
+        t["base_url"] = json!("http://10.1.2.3/v2");
+        assert_admin_error(&put("a", t).await, 400, "loopback");
+        let mut t = scim_target(BEARER);
+        t["kind"] = json!("ldap");
+        assert_admin_error(&put("a", t).await, 400, "unknown target kind");
+        let mut t = scim_target(BEARER);
+        t["scope_filter"] = json!("active eq");
+        assert_admin_error(&put("a", t).await, 400, "scope_filter");
+        let mut t = scim_target(BEARER);
+        t["scope_filter"] = json!("noSuchAttribute eq 1");
+        assert_admin_error(&put("a", t).await, 400, "scope_filter");
+        let mut t = scim_target(BEARER);
+        t["enabled"] = json!("yes");
+        assert_admin_error(&put("a", t).await, 400, "invalid target definition");
+        let mut t = scim_target(BEARER);
+        t["mode"] = json!("sometimes");
+        assert_admin_error(&put("a", t).await, 400, "invalid target definition");
+        let mut t = scim_target(BEARER);
+        t["operations"] = json!([]);
+        assert_admin_error(&put("a", t).await, 400, "operations");
+        let mut t = scim_target(BEARER);
+        t["scopeFilter"] = json!("active eq true");
+        assert_admin_error(&put("a", t).await, 400, "scopeFilter");
+        let mut t = scim_target(BEARER);
+        t["mapping"] = json!([{"target": "title", "source": "nope"}]);
+        assert_admin_error(&put("a", t).await, 400, "mapping[0]");
+        let mut t = scim_target(BEARER);
+        t["auth"] = json!({"bearer": 9876543210u64});
+        let r = put("a", t).await;
+        assert_admin_error(&r, 400, "invalid");
+        assert!(!r.text.contains("9876543210"), "{}", r.text);
+        let mut t = scim_target(BEARER);
+        t["auth"] = json!(BEARER);
+        let r = put("a", t).await;
+        assert_admin_error(&r, 400, "invalid");
+        assert_no_secret(&r);
+        let mut t = scim_target(BEARER);
+        t["base_url"] = json!("https://u:pw@example.com/");
+        assert_admin_error(&put("a", t).await, 400, "credentials");
+        assert_admin_error(&put("bad.id", scim_target(BEARER)).await, 400, "target id");
+        let long = "x".repeat(65);
+        let r = hub
+            .admin(
+                Method::PUT,
+                &format!("/targets/{long}"),
+                Some(&scim_target(BEARER)),
+            )
+            .await;
+        assert_admin_error(&r, 400, "target id");
+        // Not JSON, empty, not an object, too large.
+        let raw = |body: &'static str| {
+            let hub = &hub;
+            async move {
+                Resp::from(
+                    hub.admin_req(Method::PUT, "/targets/a")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        assert_admin_error(&raw("{nope").await, 400, "not valid JSON");
+        assert_admin_error(&raw("").await, 400, "empty");
+        assert_admin_error(&raw("[1]").await, 400, "JSON object");
+        let big = json!({"kind": "scim", "pad": "x".repeat(300 * 1024)});
+        assert_admin_error(&put("a", big).await, 413, "larger");
+        // Nothing was stored.
+        let r = hub.admin(Method::GET, "/targets", None).await;
+        assert_eq!(r.body["targets"], json!([]));
+        // Unknown endpoints and methods answer JSON too.
+        assert_admin_error(&hub.admin(Method::GET, "/nope", None).await, 404, "no such");
+        assert_admin_error(
+            &hub.admin(Method::PATCH, "/targets/a", None).await,
+            405,
+            "not allowed",
+        );
+    }
+);
+
+on_every_backend!(admin_auth, |hub: Hub| async move {
+    let url = hub.admin_url("/targets");
+    let r = Resp::from(hub.client.get(&url).send().await.unwrap()).await;
+    assert_admin_error(&r, 401, "token");
+    assert!(r.header("www-authenticate").is_some());
+    let r = Resp::from(
+        hub.client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_admin_error(&r, 401, "token");
+    let r = Resp::from(
+        hub.client
+            .get(&url)
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_admin_error(&r, 401, "token");
+    let r = Resp::from(
+        hub.client
+            .put(hub.admin_url("/targets/x"))
+            .json(&scim_target(BEARER))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_admin_error(&r, 401, "token");
+    // And the admin token is not a SCIM token.
+    let r = Resp::from(
+        hub.client
+            .get(hub.url("/Users"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+});
+
+on_every_backend!(audit_queries, |hub: Hub| async move {
+    let audit = Audit::new(hub.store.clone());
+    let base = chrono::Utc::now() - chrono::Duration::hours(30);
+    for i in 0..12i64 {
+        let mut e = AuditEntry::new(
+            if i % 2 == 0 { "crm" } else { "wiki" },
+            if i % 3 == 0 {
+                AuditOp::Create
+            } else {
+                AuditOp::Update
+            },
+            if i == 7 {
+                AuditStatus::Dead
+            } else {
+                AuditStatus::Delivered
+            },
+        )
+        .resource("User", &format!("u{}", i % 4))
+        .event(&format!("e{i}"))
+        .latency_ms(10 + i as u64)
+        .detail("HTTP 201");
+        e.at = (base + chrono::Duration::hours(i * 2))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        audit.record(e).await.unwrap();
+    }
+    let events = |r: &Resp| -> Vec<String> {
+        r.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = hub.admin(Method::GET, "/audit", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(events(&r).len(), 12);
+    assert_eq!(events(&r)[0], "e11");
+    assert_eq!(r.body["next_cursor"], Value::Null);
+    let e = &r.body["entries"][0];
+    for k in [
+        "at",
+        "event_id",
+        "resource_type",
+        "resource_id",
+        "target",
+        "op",
+        "status",
+        "detail",
+        "latency_ms",
+    ] {
+        assert!(e.get(k).is_some(), "{k} missing in {e}");
+    }
+    let r = hub.admin(Method::GET, "/audit?target=crm", None).await;
+    assert_eq!(events(&r), ["e10", "e8", "e6", "e4", "e2", "e0"]);
+    let r = hub.admin(Method::GET, "/audit?status=dead", None).await;
+    assert_eq!(events(&r), ["e7"]);
+    let r = hub
+        .admin(Method::GET, "/audit?resource=u1&op=update", None)
+        .await;
+    assert_eq!(events(&r), ["e5", "e1"]);
+    let since = (base + chrono::Duration::hours(18)).to_rfc3339();
+    let r = hub
+        .admin(Method::GET, &format!("/audit?since={}", q(&since)), None)
+        .await;
+    assert_eq!(events(&r), ["e11", "e10", "e9"]);
+    // Pages.
+    let mut seen = Vec::new();
+    let mut path = "/audit?limit=5&target=wiki".to_string();
+    loop {
+        let r = hub.admin(Method::GET, &path, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        seen.extend(events(&r));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/audit?limit=5&target=wiki&cursor={}", q(c)),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["e11", "e9", "e7", "e5", "e3", "e1"]);
+    // Bad parameters.
+    for (p, why) in [
+        ("/audit?op=frobnicate", "op"),
+        ("/audit?status=great", "status"),
+        ("/audit?since=yesterday", "since"),
+        ("/audit?limit=-1", "limit"),
+        ("/audit?limit=abc", "limit"),
+        ("/audit?cursor=%%%", "cursor"),
+        ("/audit?cursor=bm9wZQ", "cursor"),
+        ("/audit?tagret=crm", "tagret"),
+    ] {
+        assert_admin_error(&hub.admin(Method::GET, p, None).await, 400, why);
+    }
+    let r = hub.admin(Method::GET, "/audit?limit=5000", None).await;
+    assert_eq!(r.status, 200, "limit is capped, not refused");
+});
+
+on_every_backend!(dead_letters, |hub: Hub| async move {
+    let r = hub.admin(Method::GET, "/deadletters", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({"count": 0, "dead_letters": []}));
+    let r = hub.admin(Method::POST, "/deadletters/redrive", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({"redriven": 0}));
+    // One message that keeps failing ends up there.
+    hub.queue
+        .send(vec![OutMessage::new(
+            "u1",
+            "e1",
+            json!({"id": "e1", "password": "v1.sealed"}).to_string(),
+        )])
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if hub.queue.dead_letter_count().await.unwrap() > 0 {
+            break;
+        }
+        for d in hub.queue.receive(1, Duration::ZERO).await.unwrap() {
+            hub.queue
+                .retry_later(&d.receipt, Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    }
+    let r = hub.admin(Method::GET, "/deadletters?limit=10", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["count"], 1);
+    assert_eq!(r.body["dead_letters"][0]["dedup_id"], "e1");
+    assert_eq!(r.body["dead_letters"][0]["body"]["password"], "***");
+    assert_admin_error(
+        &hub.admin(Method::GET, "/deadletters?limit=0", None).await,
+        400,
+        "limit",
+    );
+    let r = hub.admin(Method::POST, "/deadletters/redrive", None).await;
+    assert_eq!(r.body, json!({"redriven": 1}));
+    let r = hub.admin(Method::GET, "/deadletters", None).await;
+    assert_eq!(r.body["count"], 0);
+    let r = hub.admin(Method::GET, "/audit?op=redrive", None).await;
+    assert_eq!(r.body["entries"][0]["status"], "queued");
+});
+
+on_every_backend!(sync_without_engine_is_503, |hub: Hub| async move {
+    hub.admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
+        .await;
+    // The hub's own on-demand engine answers; a state without one is 503.
+    let r = hub
+        .admin(Method::POST, "/sync", Some(&json!({"target": "crm"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let Some(store) = provisync_tests::backend_store(provisync_tests::Backend::Embedded).await
+    else {
+        return;
+    };
+    let bare = Hub::start_with(store, |state| {
+        if let Some(admin) = state.admin.as_mut() {
+            admin.on_demand = None;
+        }
+    })
+    .await;
+    bare.admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
+        .await;
+    let r = bare
+        .admin(Method::POST, "/sync", Some(&json!({"target": "crm"})))
+        .await;
+    assert_admin_error(&r, 503, "not available");
+});
+
+async fn on_demand_sync(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_with(store, |state| {
+        let admin = state.admin.as_mut().expect("admin state");
+        admin.on_demand = Some(Arc::new(DirectoryOnDemand::new(
+            state.directory.clone(),
+            admin.queue.clone(),
+            Arc::new(|target: &str, u: &Stored| {
+                Some(OutMessage::new(
+                    u.id(),
+                    format!("sync-{target}-{}", u.id()),
+                    json!({"sync": target, "user": u.id()}).to_string(),
+                ))
+            }),
+        )));
+    })
+    .await;
+    let a = hub.user("alice").await;
+    hub.user("bob").await;
+    hub.admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
+        .await;
+    let mut off = scim_target(BEARER);
+    off["enabled"] = json!(false);
+    hub.admin(Method::PUT, "/targets/off", Some(&off)).await;
+
+    let sync = |body: Value| {
+        let hub = &hub;
+        async move { hub.admin(Method::POST, "/sync", Some(&body)).await }
+    };
+    let r = sync(json!({"target": "crm", "filter": "userName eq \"alice\""})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body, json!({"queued": 1}));
+    let r = sync(json!({"target": "crm"})).await;
+    assert_eq!(r.body, json!({"queued": 2}));
+    let r = sync(json!({"target": "crm", "user": a})).await;
+    assert_eq!(r.body, json!({"queued": 1}));
+    assert_admin_error(
+        &sync(json!({"target": "crm", "user": "nobody"})).await,
+        404,
+        "no user",
+    );
+    assert_admin_error(
+        &sync(json!({"target": "crm", "filter": "userName eq"})).await,
+        400,
+        "invalidFilter",
+    );
+    assert_admin_error(
+        &sync(json!({"target": "crm", "filter": "bogus eq 1"})).await,
+        400,
+        "invalidFilter",
+    );
+    assert_admin_error(&sync(json!({"target": "nope"})).await, 404, "no target");
+    assert_admin_error(&sync(json!({"target": "off"})).await, 409, "disabled");
+    assert_admin_error(
+        &sync(json!({"targte": "crm"})).await,
+        400,
+        "invalid sync request",
+    );
+    assert_admin_error(
+        &sync(json!({"target": "crm", "filter": "active eq true", "user": a})).await,
+        400,
+        "not both",
+    );
+    let received = hub.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert!(!received.is_empty());
+    let r = hub
+        .admin(Method::GET, "/audit?op=sync&target=crm", None)
+        .await;
+    assert_eq!(r.body["entries"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_sync_embedded() {
+    on_demand_sync(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_sync_dynamodb() {
+    on_demand_sync(Backend::DynamoDb).await;
+}

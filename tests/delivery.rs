@@ -1,0 +1,435 @@
+//! Delivery end to end: IdP writes through the hub's SCIM API reach downstream targets
+//! through the outbox, the queue and the delivery engine — against the reference server
+//! `scim2-server`, and against a target that fails in every way a network can.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provisync::connector::Connector;
+use provisync::connector::http::{HttpClient, HttpPolicy};
+use provisync::connector::scim::ScimConnector;
+use provisync::sync::target::{TargetConfig, TargetKind};
+use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
+use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, q};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Connectors with short timeouts, so a hanging target costs the tests little.
+fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
+    match &t.kind {
+        TargetKind::Scim(s) => {
+            let http = HttpClient::new(HttpPolicy {
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_millis(700),
+                max_redirects: 3,
+            })
+            .map_err(|e| e.to_string())?;
+            ScimConnector::with_client(s, http)
+                .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+async fn add_target(hub: &Hub, id: &str, base: &str, token: &str, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    assert!(!r.text.contains(token), "target secret echoed: {}", r.text);
+}
+
+async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/audit?{query}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+async fn find_user(peer: &ScimPeer, user_name: &str) -> Option<Value> {
+    let (status, body) = peer
+        .get(&format!(
+            "/Users?filter={}",
+            q(&format!("userName eq \"{user_name}\""))
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"]
+        .as_array()
+        .and_then(|a| a.first().cloned())
+}
+
+async fn lifecycle_to_scim2_server(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(&hub, "peer", &peer.base, &peer.token, json!({})).await;
+    let r = hub.admin(Method::POST, "/targets/peer/test", None).await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+
+    // Create.
+    let r = hub
+        .post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": "grace@example.org", "name": {"givenName": "Grace", "familyName": "Hopper"}, "active": true, "password": "Cobol-1959!"}))
+        .await;
+    assert_eq!(r.status, 201);
+    let hub_id = r.id();
+    eventually(
+        "the user on scim2-server",
+        Duration::from_secs(20),
+        || async { find_user(&peer, "grace@example.org").await.is_some() },
+    )
+    .await;
+    let on_peer = find_user(&peer, "grace@example.org").await.unwrap();
+    assert_eq!(on_peer["name"]["familyName"], "Hopper");
+    assert_eq!(on_peer["externalId"], hub_id, "the target knows the hub id");
+
+    // Update.
+    let r = hub
+        .patch(&format!("/Users/{hub_id}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "name.familyName", "value": "Hopper-Murray"}]}))
+        .await;
+    assert_eq!(r.status, 200);
+    eventually(
+        "the update on scim2-server",
+        Duration::from_secs(20),
+        || async {
+            find_user(&peer, "grace@example.org")
+                .await
+                .is_some_and(|u| u["name"]["familyName"] == "Hopper-Murray")
+        },
+    )
+    .await;
+    // Deactivate.
+    hub.patch(&format!("/Users/{hub_id}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}))
+        .await;
+    eventually(
+        "the deactivation on scim2-server",
+        Duration::from_secs(20),
+        || async {
+            find_user(&peer, "grace@example.org")
+                .await
+                .is_some_and(|u| u["active"] == false)
+        },
+    )
+    .await;
+    // Delete.
+    assert_eq!(hub.delete(&format!("/Users/{hub_id}")).await.status, 204);
+    eventually(
+        "the deletion on scim2-server",
+        Duration::from_secs(20),
+        || async { find_user(&peer, "grace@example.org").await.is_none() },
+    )
+    .await;
+
+    // The reporting dashboard's data, newest first.
+    let entries = audit(&hub, &format!("resource={hub_id}&target=peer")).await;
+    let ops: Vec<(String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or_default().to_string(),
+                e["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let delivered: Vec<&str> = ops
+        .iter()
+        .filter(|(_, s)| s == "delivered")
+        .map(|(o, _)| o.as_str())
+        .collect();
+    assert_eq!(
+        delivered,
+        ["create", "update", "deactivate", "delete"],
+        "{ops:?}"
+    );
+    for e in &entries {
+        assert!(e["latency_ms"].is_u64());
+        assert!(!e.to_string().contains("Cobol"), "password in audit");
+    }
+    // Passwords are never stored in the hub's records.
+    let page = hub
+        .store
+        .query(&provisync::store::Query::new(
+            provisync::store::Index::Primary,
+            format!("USER#{hub_id}"),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        page.items
+            .iter()
+            .all(|i| !String::from_utf8_lossy(&i.data).contains("Cobol"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_to_scim2_server_embedded() {
+    lifecycle_to_scim2_server(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_to_scim2_server_dynamodb() {
+    lifecycle_to_scim2_server(Backend::DynamoDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_exactly_once_in_order() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_full(store, fast_connectors, |_| {}).await;
+    let _delivery = hub.run_delivery();
+    add_target(&hub, "faulty", &target.base, &target.token, json!({})).await;
+    // Five failures of every kind on creates, spread over whichever users meet them.
+    target.fail(
+        Route::new("POST", "/Users"),
+        Fault::scim_error(500, None, "boom"),
+        2,
+    );
+    target.fail(
+        Route::new("POST", "/Users"),
+        Fault::RateLimited("1".into()),
+        1,
+    );
+    target.fail(
+        Route::new("POST", "/Users"),
+        Fault::Hang(Duration::from_secs(2)),
+        1,
+    );
+    target.fail(Route::new("POST", "/Users"), Fault::Drop, 1);
+    // And on updates.
+    target.fail(
+        Route::new("PATCH", "/Users/"),
+        Fault::scim_error(503, None, "busy"),
+        2,
+    );
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("u{i}"), "title": "New"}),
+            )
+            .await;
+        ids.push(r.id());
+    }
+    for id in &ids {
+        hub.patch(&format!("/Users/{id}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Updated"}]})).await;
+        hub.patch(&format!("/Users/{id}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]})).await;
+    }
+    eventually(
+        "every change delivered",
+        Duration::from_secs(60),
+        || async {
+            let users = target.users();
+            users.len() == 5
+                && users
+                    .iter()
+                    .all(|u| u["title"] == "Updated" && u["active"] == false)
+        },
+    )
+    .await;
+    // Exactly one successful create per user: every POST beyond the five users met a fault.
+    assert_eq!(
+        target.count("POST", "/Users"),
+        5 + 5,
+        "{:#?}",
+        target.requests()
+    );
+    // In order per user: create, then update, then deactivate.
+    for id in &ids {
+        let entries = audit(&hub, &format!("resource={id}&status=delivered")).await;
+        let ops: Vec<&str> = entries
+            .iter()
+            .rev()
+            .map(|e| e["op"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(ops, ["create", "update", "deactivate"], "user {id}");
+    }
+    // Retries were audited with the reason.
+    let retries = audit(&hub, "status=retry&limit=100").await;
+    assert!(retries.len() >= 5, "{retries:?}");
+    assert!(hub.queue.dead_letter_count().await.unwrap() == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_after_max_attempts_then_redrive() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_full(store, fast_connectors, |_| {}).await;
+    let _delivery = hub.run_delivery();
+    add_target(&hub, "down", &target.base, &target.token, json!({})).await;
+    target.fail(
+        Route::new("POST", "/Users"),
+        Fault::scim_error(500, None, "down"),
+        1000,
+    );
+    let id = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": "doomed"}),
+        )
+        .await
+        .id();
+    eventually(
+        "the event in the dead-letter queue",
+        Duration::from_secs(60),
+        || async { hub.queue.dead_letter_count().await.unwrap_or(0) == 1 },
+    )
+    .await;
+    assert_eq!(
+        target.count("POST", "/Users"),
+        provisync_tests::TEST_MAX_RECEIVES as usize
+    );
+    let dead = audit(&hub, &format!("resource={id}&status=dead")).await;
+    assert_eq!(dead.len(), 1, "the last attempt is audited as dead");
+    let r = hub.admin(Method::GET, "/deadletters", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains(&id));
+    // Fixed: redrive, and it arrives.
+    target.heal();
+    let r = hub.admin(Method::POST, "/deadletters/redrive", None).await;
+    assert_eq!(r.body["redriven"], 1, "{}", r.text);
+    eventually(
+        "the redriven user on the target",
+        Duration::from_secs(20),
+        || async { target.user_named("doomed").is_some() },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_mapping_matching_and_groups() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_full(store, fast_connectors, |_| {}).await;
+    let _delivery = hub.run_delivery();
+    // An account that already exists on the target is linked, not duplicated.
+    let (status, _) = target_post(
+        &target,
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA], "userName": "existing"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    add_target(
+        &hub,
+        "sales",
+        &target.base,
+        &target.token,
+        json!({
+            "scope_filter": "title eq \"Sales\"",
+            "mapping": [{"target": "nickName", "source": "displayName"}],
+            "group_mapping": {"Sales Team": "crm-sales"},
+            "out_of_scope": "deactivate"
+        }),
+    )
+    .await;
+    let inside = hub.post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": "existing", "title": "Sales", "displayName": "Ex"})).await.id();
+    let outside = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": "engineer", "title": "Eng"}),
+        )
+        .await
+        .id();
+    let g = hub.post("/Groups", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Sales Team", "members": [{"value": inside}, {"value": outside}]})).await.id();
+    eventually(
+        "group with its in-scope member",
+        Duration::from_secs(20),
+        || async {
+            target.groups().iter().any(|g| {
+                g["displayName"] == "crm-sales"
+                    && g["members"].as_array().is_some_and(|m| m.len() == 1)
+            })
+        },
+    )
+    .await;
+    let users = target.users();
+    assert_eq!(
+        users.len(),
+        1,
+        "out-of-scope user not sent, existing one linked: {users:?}"
+    );
+    assert_eq!(users[0]["nickName"], "Ex");
+    assert_eq!(
+        target.count("POST", "/Users"),
+        1,
+        "linked, not created again"
+    );
+    let linked = audit(&hub, &format!("resource={inside}&status=linked")).await;
+    assert_eq!(linked.len(), 1);
+    // Leaving the scope deactivates.
+    hub.patch(&format!("/Users/{inside}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Support"}]})).await;
+    eventually(
+        "deactivated when out of scope",
+        Duration::from_secs(20),
+        || async {
+            target
+                .user_named("existing")
+                .is_some_and(|u| u["active"] == false)
+        },
+    )
+    .await;
+    // On-demand: push one user now.
+    hub.patch(&format!("/Users/{outside}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Sales"}]})).await;
+    eventually(
+        "user entering the scope is created",
+        Duration::from_secs(20),
+        || async { target.user_named("engineer").is_some() },
+    )
+    .await;
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "sales", "filter": "userName eq \"engineer\""})),
+        )
+        .await;
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    let _ = g;
+}
+
+async fn target_post(t: &FaultyTarget, path: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", t.base))
+        .bearer_auth(&t.token)
+        .header("Content-Type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
