@@ -300,3 +300,60 @@ on_every_backend!(root_search, |hub: Hub| async move {
         .await
         .assert_error(400, Some("invalidFilter"));
 });
+
+/// Custom extension schemas are data: a JSON file in `PROVISYNC_SCHEMA_DIR` adds one, and
+/// discovery, validation and filters all know it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_extension_schema_from_config() {
+    const ACME: &str = "urn:example:params:scim:schemas:extension:acme:2.0:User";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.json"),
+        json!({"id": ACME, "name": "Acme", "description": "Badges", "attributes": [
+            {"name": "badge", "type": "integer"},
+            {"name": "site", "type": "string", "caseExact": true}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let registry = provisync::config::load_schemas(Some(dir.path())).unwrap();
+    let store: std::sync::Arc<dyn provisync::store::Store> =
+        std::sync::Arc::new(provisync::store::embedded::EmbeddedStore::in_memory());
+    let s2 = store.clone();
+    let hub = Hub::start_with(store, move |state| {
+        state.directory = provisync::directory::Directory::new(s2, registry);
+    })
+    .await;
+    assert_eq!(hub.get("/Schemas").await.total(), 4);
+    assert_eq!(
+        hub.get(&format!("/Schemas/{ACME}")).await.body["attributes"][0]["name"],
+        "badge"
+    );
+    let rt = hub.get("/ResourceTypes/User").await;
+    assert!(rt.text.contains(ACME), "{}", rt.text);
+    let r = hub
+        .post("/Users", &json!({"schemas": [USER_SCHEMA, ACME], "userName": "badged", ACME: {"badge": 7, "site": "Oslo"}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body[ACME]["badge"], 7);
+    let r = hub
+        .get(&format!(
+            "/Users?filter={}",
+            provisync_tests::q(&format!("{ACME}:badge gt 5"))
+        ))
+        .await;
+    assert_eq!(r.total(), 1, "{}", r.text);
+    let r = hub
+        .get(&format!(
+            "/Users?filter={}",
+            provisync_tests::q(&format!("{ACME}:site eq \"oslo\""))
+        ))
+        .await;
+    assert_eq!(r.total(), 0, "caseExact from the custom schema");
+    hub.post(
+        "/Users",
+        &json!({"schemas": [USER_SCHEMA, ACME], "userName": "bad", ACME: {"badge": "many"}}),
+    )
+    .await
+    .assert_error(400, Some("invalidValue"));
+}

@@ -27,7 +27,14 @@ const MAX_PARAM_LEN: usize = 8 * 1024;
 impl IntoResponse for ScimError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        scim_response(status, &self.to_json())
+        let mut resp = scim_response(status, &self.to_json());
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the oversized body was never read: the connection cannot carry
+            // another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
 
