@@ -355,10 +355,7 @@ pub fn error_for(resp: &HttpResponse, creds: Option<&Credentials>) -> ConnectorE
         410 => ConnectorError::Gone(reason()),
         408 | 425 | 429 | 500 | 502..=504 | 506..=599 => ConnectorError::Retryable {
             status: Some(code),
-            retry_after: resp
-                .headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+            retry_after: retry_after_of(resp, chrono::Utc::now()),
             detail: reason(),
         },
         300..=399 => {
@@ -381,8 +378,89 @@ pub fn error_for(resp: &HttpResponse, creds: Option<&Credentials>) -> ConnectorE
     }
 }
 
-/// The target's reason for an error: `scimType: detail` of a SCIM error body
-/// (RFC 7644 §3.12), the usual fields of other JSON error bodies, the start of a text
+/// How long the target asks us to wait: `Retry-After` (RFC 9110 §10.2.3), else the
+/// vendor rate-limit reset header `X-Rate-Limit-Reset` (Okta: the UTC epoch second at
+/// which the limit window resets) or `X-RateLimit-Reset` (the same, as other vendors
+/// spell it). Capped at [`MAX_RETRY_AFTER`].
+pub fn retry_after_of(resp: &HttpResponse, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    if let Some(d) = resp
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| parse_retry_after(v, now))
+    {
+        return Some(d);
+    }
+    let reset = resp
+        .header("x-rate-limit-reset")
+        .or_else(|| resp.header("x-ratelimit-reset"))?;
+    parse_rate_limit_reset(reset, now)
+}
+
+/// An epoch-seconds reset time (`X-Rate-Limit-Reset: 1609459200`) as a wait from `now`;
+/// a time in the past is no wait. Capped at [`MAX_RETRY_AFTER`].
+pub fn parse_rate_limit_reset(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let at = value.trim().parse::<i64>().ok()?;
+    let wait = at.saturating_sub(now.timestamp());
+    Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)).min(MAX_RETRY_AFTER))
+}
+
+/// The vendor's own error code and message in a JSON error body, when it has one of the
+/// shapes the connectors meet:
+///
+/// - SCIM (RFC 7644 §3.12): `{"scimType", "detail"}`;
+/// - Atlassian Crowd: `{"reason": "USER_NOT_FOUND", "message": "…"}`;
+/// - Okta: `{"errorCode", "errorSummary", "errorCauses": [{"errorSummary"}]}`;
+/// - Microsoft Graph: `{"error": {"code", "message"}}`;
+/// - Salesforce: `[{"errorCode", "message", "fields"}]`;
+/// - OAuth 2.0 (RFC 6749 §5.2): `{"error", "error_description"}`.
+///
+/// Returns `(code, message)`; either may be missing.
+pub fn vendor_error(v: &Value) -> (Option<String>, Option<String>) {
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(first) = v.as_array().and_then(|a| a.first()) {
+        return (s(first, "errorCode"), s(first, "message"));
+    }
+    if let Some(e) = v.get("error").filter(|e| e.is_object()) {
+        return (s(e, "code"), s(e, "message"));
+    }
+    if v.get("errorCode").is_some() || v.get("errorSummary").is_some() {
+        let mut msg = s(v, "errorSummary");
+        let causes: Vec<String> = v
+            .get("errorCauses")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|c| s(c, "errorSummary")).collect())
+            .unwrap_or_default();
+        if !causes.is_empty() {
+            let joined = causes.join("; ");
+            msg = Some(match msg {
+                Some(m) => format!("{m} ({joined})"),
+                None => joined,
+            });
+        }
+        return (s(v, "errorCode"), msg);
+    }
+    if v.get("reason").is_some() {
+        return (s(v, "reason"), s(v, "message"));
+    }
+    let code = s(v, "scimType").or_else(|| {
+        // OAuth: `error` is the code when a description comes with it.
+        s(v, "error_description").and(s(v, "error"))
+    });
+    let detail = s(v, "detail")
+        .or_else(|| s(v, "message"))
+        .or_else(|| s(v, "error_description"))
+        .or_else(|| if code.is_none() { s(v, "error") } else { None });
+    (code, detail)
+}
+
+/// The target's reason for an error: `code: message` of a vendor error body (see
+/// [`vendor_error`]; for SCIM `scimType: detail`, RFC 7644 §3.12), the start of a text
 /// body, or the status line.
 fn reason_of(resp: &HttpResponse) -> String {
     let canonical = || {
@@ -395,17 +473,10 @@ fn reason_of(resp: &HttpResponse) -> String {
         .to_string()
     };
     if let Ok(v) = serde_json::from_slice::<Value>(&resp.body) {
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::trim);
-        let scim_type = field("scimType").filter(|s| !s.is_empty());
-        let detail = field("detail")
-            .or_else(|| field("message"))
-            .or_else(|| field("error_description"))
-            .or_else(|| field("error"))
-            .filter(|s| !s.is_empty());
-        return match (scim_type, detail) {
+        return match vendor_error(&v) {
             (Some(t), Some(d)) => format!("{t}: {d}"),
-            (Some(t), None) => t.to_string(),
-            (None, Some(d)) => d.to_string(),
+            (Some(t), None) => t,
+            (None, Some(d)) => d,
             (None, None) => canonical(),
         };
     }

@@ -1,11 +1,12 @@
 //! The `Connector` port: create / update / disable / delete users and groups on one
-//! target system, and group memberships. One adapter per target kind (`scim` here; Crowd,
-//! Cognito, Entra, Okta, Salesforce later), all driven by the same delivery engine
+//! target system, and group memberships. One adapter per target kind (`scim`, `crowd`,
+//! ...), all driven by the same delivery engine
 //! (`crate::sync::deliver`) with the same mapping, scoping, retries and audit.
 //!
 //! Payloads are SCIM-shaped JSON after the target's attribute mapping: each adapter
 //! translates them to its system's API.
 
+pub mod crowd;
 pub mod http;
 pub mod scim;
 
@@ -64,13 +65,17 @@ pub trait Connector: Send + Sync {
         password: Option<&str>,
     ) -> Result<TargetId, ConnectorError>;
     /// `previous`: what was last delivered (lets adapters send a minimal PATCH).
+    ///
+    /// Returns the user's new id on the target when the update changed it (targets whose
+    /// id is the user name, such as Crowd, rename the account): the engine then re-links
+    /// the hub user to that id. `None`: the id is unchanged.
     async fn update_user(
         &self,
         id: &str,
         user: &Value,
         previous: Option<&Value>,
         password: Option<&str>,
-    ) -> Result<(), ConnectorError>;
+    ) -> Result<Option<TargetId>, ConnectorError>;
     async fn disable_user(&self, id: &str) -> Result<(), ConnectorError>;
     async fn delete_user(&self, id: &str) -> Result<(), ConnectorError>;
 

@@ -369,21 +369,22 @@ impl Connector for ScimConnector {
         user: &Value,
         previous: Option<&Value>,
         password: Option<&str>,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Option<TargetId>, ConnectorError> {
+        // SCIM ids are server-assigned and stable (RFC 7643 §3.1): never changed here.
         match self.update_style {
             UpdateStyle::Patch => {
                 let mut ops = diff_ops(user, previous, Kind::User.skipped());
                 if let Some(p) = password {
                     ops.push(json!({"op": "replace", "path": "password", "value": p}));
                 }
-                self.patch(Kind::User, id, ops).await
+                self.patch(Kind::User, id, ops).await.map(|()| None)
             }
             UpdateStyle::Put => {
                 let mut body = body_for(Kind::User, user);
                 if let (Some(p), Some(o)) = (password, body.as_object_mut()) {
                     o.insert("password".into(), Value::String(p.to_string()));
                 }
-                self.put(Kind::User, id, body, None).await
+                self.put(Kind::User, id, body, None).await.map(|()| None)
             }
         }
     }

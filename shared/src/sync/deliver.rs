@@ -363,13 +363,15 @@ impl Deliverer {
                     )
                     .await
                 {
-                    Ok(()) => Ok((
+                    // The target may have given the account a new id (a rename where
+                    // the id is the user name): the link follows it.
+                    Ok(new_id) => Ok((
                         DeliveryOutcome::Delivered(op),
                         LinkChange::Put(Box::new(self.link(
                             t,
                             kind,
                             &event.resource_id,
-                            &link.target_id,
+                            new_id.as_deref().unwrap_or(&link.target_id),
                             hash,
                             payload,
                             false,
@@ -409,10 +411,11 @@ impl Deliverer {
             .map_err(|e| (AuditOp::Create, e))?;
         let (target_id, outcome) = match existing {
             Some(id) => {
-                c.update_user(&id, &payload, None, password.as_deref())
+                let new_id = c
+                    .update_user(&id, &payload, None, password.as_deref())
                     .await
                     .map_err(|e| (AuditOp::Update, e))?;
-                (id, DeliveryOutcome::Linked)
+                (new_id.unwrap_or(id), DeliveryOutcome::Linked)
             }
             None => match c.create_user(&payload, password.as_deref()).await {
                 Ok(id) => (id, DeliveryOutcome::Delivered(AuditOp::Create)),
@@ -429,10 +432,11 @@ impl Deliverer {
                                 reason: "conflict, and no matching account found".into(),
                             },
                         ))?;
-                    c.update_user(&id, &payload, None, password.as_deref())
+                    let new_id = c
+                        .update_user(&id, &payload, None, password.as_deref())
                         .await
                         .map_err(|e| (AuditOp::Update, e))?;
-                    (id, DeliveryOutcome::Linked)
+                    (new_id.unwrap_or(id), DeliveryOutcome::Linked)
                 }
                 Err(e) => return Err((AuditOp::Create, e)),
             },

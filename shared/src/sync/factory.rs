@@ -17,5 +17,8 @@ pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, Strin
         TargetKind::Scim(scim) => crate::connector::scim::ScimConnector::new(scim)
             .map(|c| Arc::new(c) as Arc<dyn Connector>)
             .map_err(|e| e.to_string()),
+        TargetKind::Crowd(crowd) => crate::connector::crowd::CrowdConnector::new(crowd)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| e.to_string()),
     }
 }

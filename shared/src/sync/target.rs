@@ -59,12 +59,35 @@ fn default_matching() -> String {
     "userName".into()
 }
 
+/// Atlassian Crowd (Data Center / Server), through its application REST API
+/// (`{base_url}/rest/usermanagement/1/`), authenticated as a Crowd *application*.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrowdTarget {
+    /// Crowd's root, with its context path: `https://crowd.example.com/crowd`.
+    pub base_url: String,
+    /// The application name configured in Crowd (Applications → Add application).
+    pub application: String,
+    /// The application's password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for CrowdTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrowdTarget")
+            .field("base_url", &self.base_url)
+            .field("application", &self.application)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
 /// The kind of system, with its connection settings. Matched exhaustively wherever the
 /// kinds differ (connector construction, redaction, validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TargetKind {
     Scim(ScimTarget),
+    Crowd(CrowdTarget),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,6 +199,7 @@ impl TargetConfig {
                 HttpAuth::Bearer(token) => *token = f(token)?,
                 HttpAuth::Basic { password, .. } => *password = f(password)?,
             },
+            TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
         }
         Ok(())
     }
@@ -198,10 +222,11 @@ impl TargetConfig {
         copy
     }
 
-    /// The kind's name (`scim`).
+    /// The kind's name (`scim`, `crowd`, ...).
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             TargetKind::Scim(_) => "scim",
+            TargetKind::Crowd(_) => "crowd",
         }
     }
 
@@ -218,6 +243,29 @@ impl TargetConfig {
                         "matching_attribute {:?} is not an attribute path",
                         scim.matching_attribute
                     ));
+                }
+            }
+            TargetKind::Crowd(crowd) => {
+                check_target_url(&crowd.base_url)?;
+                // The application name is the user-id of HTTP Basic (RFC 7617 §2).
+                let app = &crowd.application;
+                if app.trim().is_empty()
+                    || app.contains(':')
+                    || app.chars().any(char::is_control)
+                    || app.len() > 255
+                {
+                    return Err(
+                        "application must be a Crowd application name: 1 to 255 characters, without ':' or control characters"
+                            .into(),
+                    );
+                }
+                if crowd.password.is_empty() {
+                    return Err("password (the Crowd application's password) is required".into());
+                }
+                if crowd.password.len() > MAX_SECRET_LEN
+                    || crowd.password.chars().any(char::is_control)
+                {
+                    return Err("password must be at most 8 KiB, without control characters".into());
                 }
             }
         }
@@ -557,8 +605,6 @@ impl Targets {
 }
 
 #[cfg(test)]
-// One kind today: `if let` on it is irrefutable until the next kind lands.
-#[allow(irrefutable_let_patterns)]
 mod tests {
     use super::*;
     use crate::store::embedded::EmbeddedStore;
@@ -716,6 +762,43 @@ mod tests {
         let text = serde_json::to_string(&t.redacted()).unwrap();
         assert!(!text.contains("pw-secret"));
         assert!(text.contains("svc"), "usernames are not secret");
+    }
+
+    #[test]
+    fn crowd_definitions() {
+        let t = scim(json!({
+            "kind": "crowd", "base_url": "https://crowd.example.com/crowd",
+            "application": "provisync", "password": "app-secret-1"
+        }));
+        assert_eq!(t.validate(&reg()), Ok(()));
+        assert_eq!(t.kind_name(), "crowd");
+        assert_eq!(t.secrets(), ["app-secret-1"]);
+        let shown = serde_json::to_string(&t.redacted()).unwrap();
+        assert!(
+            !shown.contains("app-secret-1") && shown.contains("provisync"),
+            "{shown}"
+        );
+        assert!(!format!("{t:?}").contains("app-secret-1"), "Debug redacts");
+        let bad = |patch: Value| {
+            let mut v = serde_json::to_value(&t).unwrap();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let t: TargetConfig = serde_json::from_value(v).unwrap();
+            err(&t)
+        };
+        assert!(bad(json!({"base_url": "http://crowd.example.com"})).contains("https"));
+        assert!(bad(json!({"application": ""})).contains("application"));
+        assert!(bad(json!({"application": "a:b"})).contains("application"));
+        let e = bad(json!({"password": ""}));
+        assert!(e.contains("password"), "{e}");
+        assert!(
+            serde_json::from_value::<TargetConfig>(
+                json!({"kind": "crowd", "base_url": "https://x.example", "application": "a"})
+            )
+            .is_err(),
+            "password is required"
+        );
     }
 
     fn repo() -> (Arc<dyn Store>, Targets) {
