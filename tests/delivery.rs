@@ -28,6 +28,7 @@ fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
                 .map(|c| Arc::new(c) as Arc<dyn Connector>)
                 .map_err(|e| e.to_string())
         }
+        _ => provisync::sync::connectors_for(t),
     }
 }
 

@@ -276,8 +276,8 @@ fn redacted_json(t: &TargetConfig) -> Value {
     serde_json::to_value(t.redacted()).unwrap_or(Value::Null)
 }
 
-fn known_kinds() -> &'static [&'static str] {
-    &["scim"]
+fn known_kinds() -> Vec<&'static str> {
+    KIND_FIELDS.iter().map(|(k, _)| *k).collect()
 }
 
 /// Fields every target definition may have.
@@ -295,12 +295,15 @@ const COMMON_FIELDS: &[&str] = &[
 
 /// Whether `field` belongs in a definition of this kind.
 fn is_known_field(kind: &str, field: &str) -> bool {
-    let kind_fields: &[&str] = match kind {
-        "scim" => &["base_url", "auth", "update_style", "matching_attribute"],
-        _ => &[],
-    };
+    let kind_fields: &[&str] = KIND_FIELDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, f)| *f)
+        .unwrap_or(&[]);
     COMMON_FIELDS.contains(&field) || kind_fields.contains(&field)
 }
+
+use crate::sync::target::KIND_FIELDS;
 
 /// Every scalar under a secret-bearing key (`auth`, `password`, `bearer`, `token`,
 /// `secret`), to scrub them from parser messages that quote input values.

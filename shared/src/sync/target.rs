@@ -90,6 +90,17 @@ pub enum TargetKind {
     Crowd(CrowdTarget),
 }
 
+/// Every kind's name with the fields of its own (beside the common ones): the admin API
+/// refuses a definition with fields its kind does not have. Kept beside [`TargetKind`]:
+/// a test checks that every kind is listed.
+pub const KIND_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "scim",
+        &["base_url", "auth", "update_style", "matching_attribute"],
+    ),
+    ("crowd", &["base_url", "application", "password"]),
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -772,6 +783,25 @@ mod tests {
         }));
         assert_eq!(t.validate(&reg()), Ok(()));
         assert_eq!(t.kind_name(), "crowd");
+        for kind in [valid(), t.clone()] {
+            let name = kind.kind_name();
+            let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();
+            let v = serde_json::to_value(&kind).unwrap();
+            for f in v.as_object().unwrap().keys() {
+                let common = [
+                    "id",
+                    "kind",
+                    "operations",
+                    "mode",
+                    "out_of_scope",
+                    "enabled",
+                ];
+                assert!(
+                    common.contains(&f.as_str()) || fields.contains(&f.as_str()),
+                    "{name}: {f}"
+                );
+            }
+        }
         assert_eq!(t.secrets(), ["app-secret-1"]);
         let shown = serde_json::to_string(&t.redacted()).unwrap();
         assert!(
