@@ -396,14 +396,16 @@ async fn delivery_through_the_hub() {
     assert!(crowd.user("grace").is_none());
     assert_eq!(crowd.state().users.len(), 1);
     assert_eq!(crowd.groups_of("grace.hopper"), ["navy"]);
-    let link = hub
-        .deliverer
-        .links()
-        .get("crowd", ResourceKind::User, &hub_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(link.target_id, "grace.hopper");
+    // The link is written once the call returned: wait for it too.
+    eventually("the link names the new user name", || async {
+        hub.deliverer
+            .links()
+            .get("crowd", ResourceKind::User, &hub_id)
+            .await
+            .unwrap()
+            .is_some_and(|l| l.target_id == "grace.hopper")
+    })
+    .await;
 
     // A later change goes to the renamed account.
     let r = hub
@@ -427,4 +429,62 @@ async fn delivery_through_the_hub() {
     let audit = hub.admin(Method::GET, "/audit?target=crowd", None).await;
     assert!(!audit.text.contains(&crowd.password));
     assert!(!audit.text.contains("Cobol-1959!"));
+}
+
+/// The documented bodies: what Crowd sends is understood, what the docs send is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_bodies() {
+    use provisync::connector::http::vendor_error;
+    let fx = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+    assert_eq!(
+        vendor_error(&fx(include_str!(
+            "fixtures/crowd/error_user_not_found.json"
+        ))),
+        (
+            Some("USER_NOT_FOUND".into()),
+            Some("User <my_username> does not exist".into())
+        )
+    );
+    assert_eq!(
+        vendor_error(&fx(include_str!(
+            "fixtures/crowd/error_membership_exists.json"
+        )))
+        .0,
+        Some("MEMBERSHIP_ALREADY_EXISTS".into())
+    );
+    // The documented create body, sent as is, makes a user the connector then finds,
+    // renames (documented rename body's target name) and groups.
+    let crowd = FakeCrowd::start().await;
+    let c = connector(&crowd, &crowd.password);
+    let r = reqwest::Client::new()
+        .post(format!("{}/rest/usermanagement/1/user", crowd.base))
+        .basic_auth(&crowd.application, Some(&crowd.password))
+        .json(&fx(include_str!("fixtures/crowd/create_user.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut u = json!({"userName": "my_username", "name": {"givenName": "My", "familyName": "Username"},
+                       "displayName": "My Username", "emails": [{"value": "user@example.test"}]});
+    assert_eq!(c.find_user(&u).await.unwrap(), Some("my_username".into()));
+    let new_name = fx(include_str!("fixtures/crowd/rename_user.json"))["new-name"].clone();
+    u["userName"] = new_name.clone();
+    assert_eq!(
+        c.update_user("my_username", &u, None, None).await.unwrap(),
+        new_name.as_str().map(str::to_string)
+    );
+    let g = fx(include_str!("fixtures/crowd/group.json"));
+    let gid = c
+        .create_group(&json!({"displayName": g["name"]}))
+        .await
+        .unwrap();
+    c.add_members(&gid, &["new_username".into()]).await.unwrap();
+    assert_eq!(crowd.groups_of("new_username"), ["groupname"]);
+    let attrs = fx(include_str!("fixtures/crowd/user_attributes.json"));
+    u["attributes"] = json!({attrs["attributes"][0]["name"].as_str().unwrap(): "0"});
+    c.update_user("new_username", &u, None, None).await.unwrap();
+    assert_eq!(
+        crowd.state().attributes["new_username"]["invalidPasswordAttempts"],
+        vec!["0".to_string()]
+    );
 }

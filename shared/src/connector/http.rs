@@ -645,6 +645,71 @@ mod tests {
     }
 
     #[test]
+    fn vendor_bodies_and_rate_limit_headers() {
+        let reason = |status: u16, body: &str| match error_for(&resp(status, body), None) {
+            ConnectorError::Refused { reason, .. }
+            | ConnectorError::Retryable { detail: reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            reason(
+                400,
+                r#"{"reason":"INVALID_USER","message":"User <a> already exists"}"#
+            ),
+            "INVALID_USER: User <a> already exists"
+        );
+        assert_eq!(
+            reason(
+                400,
+                r#"{"errorCode":"E0000001","errorSummary":"Api validation failed: login","errorCauses":[{"errorSummary":"login: An object with this field already exists"}]}"#
+            ),
+            "E0000001: Api validation failed: login (login: An object with this field already exists)"
+        );
+        assert_eq!(
+            reason(
+                400,
+                r#"{"error":{"code":"Request_BadRequest","message":"Invalid value"}}"#
+            ),
+            "Request_BadRequest: Invalid value"
+        );
+        assert_eq!(
+            reason(
+                400,
+                r#"[{"message":"Alias: required","errorCode":"REQUIRED_FIELD_MISSING","fields":["Alias"]}]"#
+            ),
+            "REQUIRED_FIELD_MISSING: Alias: required"
+        );
+        assert_eq!(
+            reason(
+                401,
+                r#"{"error":"invalid_client","error_description":"bad secret"}"#
+            ),
+            "invalid_client: bad secret"
+        );
+        assert_eq!(
+            reason(401, r#"{"error":"invalid_client"}"#),
+            "invalid_client"
+        );
+        let now = chrono::Utc::now();
+        let mut r = resp(429, "");
+        r.headers.insert(
+            "x-rate-limit-reset",
+            HeaderValue::from_str(&(now.timestamp() + 30).to_string()).unwrap(),
+        );
+        let d = retry_after_of(&r, now).unwrap();
+        assert_eq!(d, Duration::from_secs(30));
+        r.headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        assert_eq!(
+            retry_after_of(&r, now),
+            Some(Duration::from_secs(5)),
+            "Retry-After first"
+        );
+        assert_eq!(parse_rate_limit_reset("1", now), Some(Duration::ZERO));
+        assert_eq!(parse_rate_limit_reset("soon", now), None);
+    }
+
+    #[test]
     fn secrets_never_shown() {
         let c = Credentials::from_auth(&HttpAuth::Bearer("s3cr3t-token".into())).unwrap();
         assert_eq!(format!("{c:?}"), "Credentials(***)");
