@@ -722,6 +722,55 @@ mod tests {
     }
 
     #[test]
+    fn template_gives_functions_the_key_and_the_receive_count() {
+        let t = template();
+        let tagged = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::Tagged(t) => (t.tag.to_string(), s(&t.value).to_string()),
+            other => panic!("not a tagged value: {other:?}"),
+        };
+        assert_eq!(
+            s(&t["Parameters"]["SecretKeySecretName"]["Default"]),
+            "provisync/secret-key"
+        );
+        let key = &t["Globals"]["Function"]["Environment"]["Variables"]["PROVISYNC_SECRET_KEY"];
+        assert_eq!(
+            tagged(key),
+            (
+                "!Sub".to_string(),
+                "{{resolve:secretsmanager:${SecretKeySecretName}:SecretString}}".to_string()
+            )
+        );
+        let deliver = &t["Resources"]["QueueDeliverFunction"]["Properties"];
+        assert_eq!(
+            tagged(&deliver["Environment"]["Variables"]["PROVISYNC_MAX_RECEIVE_COUNT"]),
+            ("!Ref".to_string(), "MaxReceiveCount".to_string())
+        );
+        // Who may send to the delivery queue: the writers (SCIM, webhooks, admin's
+        // on-demand sync, the outbox sweep), not the consumer.
+        let mut senders = Vec::new();
+        for (name, r) in t["Resources"].as_mapping().unwrap() {
+            let policies = r["Properties"]["Policies"].as_sequence();
+            if policies
+                .into_iter()
+                .flatten()
+                .any(|p| p.get("SQSSendMessagePolicy").is_some())
+            {
+                senders.push(s(name).to_string());
+            }
+        }
+        senders.sort();
+        assert_eq!(
+            senders,
+            [
+                "AdminApiFunction",
+                "ScheduledSyncFunction",
+                "ScimApiFunction",
+                "WebhookIngestFunction"
+            ]
+        );
+    }
+
+    #[test]
     fn redrive_policy_json() {
         let p: serde_json::Value = serde_json::from_str(&redrive_policy("arn:x", 5)).unwrap();
         assert_eq!(p["maxReceiveCount"], 5);

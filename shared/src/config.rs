@@ -12,6 +12,7 @@
 //! | `PROVISYNC_MAX_BODY_BYTES` | request body limit (default 1 MiB)                  |
 //! | `PROVISYNC_SECRET_KEY`   | base64 of 32 bytes: seals target secrets, passwords in events |
 //! | `PROVISYNC_AUDIT_RETENTION_DAYS` | audit entries kept this many days (default 90) |
+//! | `PROVISYNC_MAX_RECEIVE_COUNT` | `queue-deliver`: the queue's dead-letter threshold (default 5) |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,13 +1,23 @@
-//! The event-driven Lambda functions' logic (their `main.rs` files only wire it up):
-//! `queue-deliver` (SQS batch -> partial batch failures) and `scheduled-sync`
-//! (EventBridge schedule -> one sync cycle), plus JSON logging for Lambda.
+//! The Lambda functions' logic (their `main.rs` files only wire it up): the state every
+//! function builds at cold start ([`hub_from_env`]), `queue-deliver` (SQS batch -> the
+//! delivery engine, partial batch failures), `scheduled-sync` (EventBridge schedule -> one
+//! sync cycle), plus JSON logging for Lambda.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 
+use crate::aws::Backend;
+use crate::config::{self, ConfigError};
+use crate::http::AppState;
 use crate::queue::{Delivery, Queue, QueueError};
+use crate::store::Store;
+use crate::sync::consumer::{Disposition, handle_delivery};
+use crate::sync::deliver::Deliverer;
+use crate::sync::event::{OutboxError, sweep_outbox_until};
 
 /// `tracing` as one JSON object per line, no ANSI colours, with the current span's fields
 /// (the handlers open a span with the Lambda request id). Level from `RUST_LOG`
@@ -83,65 +93,243 @@ fn failure(id: String) -> BatchItemFailure {
     f
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("malformed change event: {0}")]
-    Malformed(String),
+/// What every function of the hub shares, built once per cold start: the backend
+/// (`PROVISYNC_BACKEND`), the HTTP state with change events, the admin surface and
+/// on-demand sync wired ([`crate::config::wire_hub`]), and the delivery engine.
+pub struct Hub {
+    pub backend: Backend,
+    pub state: AppState,
+    pub deliverer: Arc<Deliverer>,
 }
 
-/// Handles one change event from the queue. The connector fan-out (scoping, mapping,
-/// links, audit) arrives with the delivery issue; until then an event is checked to be a
-/// JSON object, logged (ids only, never the body: it may carry personal data), and acked.
-pub async fn deliver_change_event(d: &Delivery) -> Result<(), DeliveryError> {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-    if !v.is_object() {
-        return Err(DeliveryError::Malformed("not a JSON object".into()));
-    }
-    tracing::info!(group = %d.group_id, event_id = %d.dedup_id, receive_count = d.receive_count, "change event received");
-    Ok(())
+/// Builds the [`Hub`] from the environment. `PROVISYNC_SECRET_KEY` is required (targets'
+/// credentials and passwords in change events are sealed with it); it is checked first,
+/// before any network call.
+pub async fn hub_from_env() -> Result<Hub, ConfigError> {
+    let secrets = config::secret_box_from_env()?;
+    let schemas = config::load_schemas(config::schema_dir().as_deref())?;
+    let backend = crate::aws::backend_from_env().await?;
+    let state = config::state_for_store(backend.store.clone(), schemas)?;
+    let (state, deliverer) = config::wire_hub(
+        state,
+        backend.queue.clone(),
+        secrets,
+        crate::sync::connectors_for,
+    );
+    Ok(Hub {
+        backend,
+        state,
+        deliverer,
+    })
 }
+
+/// State for the HTTP functions (`scim-api`, `admin-api`, `webhook-ingest`): one wiring,
+/// so a SCIM or webhook write produces its change event on AWS as it does locally.
+pub async fn http_state_from_env() -> Result<AppState, ConfigError> {
+    Ok(hub_from_env().await?.state)
+}
+
+/// `PROVISYNC_MAX_RECEIVE_COUNT`: receives of one message before SQS moves it to the
+/// dead-letter queue (the template passes its `MaxReceiveCount`); default 5.
+pub fn max_receive_count_from_env() -> Result<u32, ConfigError> {
+    parse_max_receive_count(std::env::var("PROVISYNC_MAX_RECEIVE_COUNT").ok().as_deref())
+}
+
+fn parse_max_receive_count(v: Option<&str>) -> Result<u32, ConfigError> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(crate::aws::queue::DEFAULT_MAX_RECEIVE_COUNT),
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            ConfigError::Invalid("PROVISYNC_MAX_RECEIVE_COUNT must be a whole number from 1".into())
+        }),
+    }
+}
+
+/// The `queue-deliver` function's state: the delivery engine, the queue (for
+/// `ChangeMessageVisibility`) and the dead-letter threshold.
+pub struct QueueDeliver {
+    deliverer: Arc<Deliverer>,
+    queue: Arc<dyn Queue>,
+    max_receives: u32,
+}
+
+/// Builds [`QueueDeliver`] from the environment, once per cold start.
+pub async fn deliverer_from_env() -> Result<QueueDeliver, ConfigError> {
+    let max_receives = max_receive_count_from_env()?;
+    let hub = hub_from_env().await?;
+    Ok(QueueDeliver::new(
+        hub.deliverer,
+        hub.backend.queue,
+        max_receives,
+    ))
+}
+
+impl QueueDeliver {
+    pub fn new(deliverer: Arc<Deliverer>, queue: Arc<dyn Queue>, max_receives: u32) -> Self {
+        QueueDeliver {
+            deliverer,
+            queue,
+            max_receives: max_receives.max(1),
+        }
+    }
+
+    /// Delivers an SQS batch ([`process_batch`] with the engine, the same per-message
+    /// code as the local consumer: [`handle_delivery`]). A record that fails is reported
+    /// failed and its visibility changed to the retry delay (exponential backoff, never
+    /// sooner than the target's `Retry-After`; at once for a malformed event, so it reaches
+    /// the dead-letter queue without waiting). The records of its group that were not
+    /// attempted get the same delay, so the group comes back together and in order.
+    pub async fn handle(&self, records: Vec<SqsMessage>) -> SqsBatchResponse {
+        let index: HashMap<String, (String, String)> = records
+            .iter()
+            .filter_map(|r| {
+                let d = delivery_from_record(r);
+                r.message_id.clone().map(|id| (id, (d.receipt, d.group_id)))
+            })
+            .collect();
+        let delays: Mutex<HashMap<String, Duration>> = Mutex::new(HashMap::new());
+        let mut attempted: HashSet<String> = HashSet::new();
+        let response = process_batch(records, |d| {
+            attempted.insert(d.receipt.clone());
+            let delays = &delays;
+            async move {
+                match handle_delivery(&self.deliverer, &d, self.max_receives).await {
+                    Disposition::Ack => Ok(()),
+                    Disposition::RetryAfter(delay) => {
+                        if !d.group_id.is_empty() {
+                            lock(delays).insert(d.group_id.clone(), delay);
+                        }
+                        self.retry_later(&d.receipt, delay).await;
+                        Err(format!("retry in {} ms", delay.as_millis()))
+                    }
+                }
+            }
+        })
+        .await;
+        for f in &response.batch_item_failures {
+            let Some((receipt, group)) = index.get(&f.item_identifier) else {
+                continue;
+            };
+            if attempted.contains(receipt) {
+                continue;
+            }
+            let delay = lock(&delays).get(group).copied();
+            if let Some(delay) = delay {
+                self.retry_later(receipt, delay).await;
+            }
+        }
+        response
+    }
+
+    async fn retry_later(&self, receipt: &str, delay: Duration) {
+        if receipt.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.retry_later(receipt, delay).await {
+            // The queue's visibility timeout brings the message back anyway.
+            tracing::warn!(error = %e, "could not change the message visibility");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Oldest age of an outbox record the schedule resends (younger ones may be being
+/// published by the request that wrote them).
+pub const OUTBOX_MIN_AGE: Duration = Duration::from_secs(60);
+/// Time the schedule spends resending the outbox at most (`scheduled-sync` runs for up
+/// to 300 s); what is left waits for the next cycle.
+pub const OUTBOX_SWEEP_BUDGET: Duration = Duration::from_secs(120);
 
 /// What one scheduled cycle did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CycleReport {
     /// Messages in the dead-letter queue.
     pub dead_letters: usize,
+    /// Change events resent from the outbox (their first send did not happen).
+    pub outbox_resent: usize,
+    /// `false` when the sweep ran out of time and left records for the next cycle.
+    pub outbox_complete: bool,
 }
 
-/// One sync cycle (the `scheduled-sync` function, and the schedule of `provisync serve`).
-/// Pulling sources, reconciling targets and sweeping the outbox come with their issues;
-/// today the cycle reports the dead letters.
-pub async fn run_sync_cycle(queue: &dyn Queue) -> Result<CycleReport, QueueError> {
-    let dead_letters = queue.dead_letter_count().await?;
-    if dead_letters > 0 {
-        tracing::warn!(
-            dead_letters,
-            backend = queue.backend(),
-            "dead letters waiting: inspect and redrive"
-        );
-    } else {
-        tracing::info!(dead_letters, backend = queue.backend(), "no dead letters");
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("dead-letter report: {0}")]
+    Queue(#[from] QueueError),
+    #[error("outbox sweep: {0}")]
+    Outbox(#[from] OutboxError),
+}
+
+/// One sync cycle (the `scheduled-sync` function): reports the dead letters, then resends
+/// outbox records older than [`OUTBOX_MIN_AGE`] for at most `budget`. Pulling sources and
+/// reconciling targets come with their issues. Both steps run even if one fails; the
+/// first failure is returned (after logging), so the invocation shows as failed.
+pub async fn run_sync_cycle(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    budget: Duration,
+) -> Result<CycleReport, CycleError> {
+    let mut report = CycleReport::default();
+    let mut first_error: Option<CycleError> = None;
+    match queue.dead_letter_count().await {
+        Ok(n) => {
+            report.dead_letters = n;
+            if n > 0 {
+                tracing::warn!(
+                    dead_letters = n,
+                    backend = queue.backend(),
+                    "dead letters waiting: inspect and redrive"
+                );
+            } else {
+                tracing::info!(
+                    dead_letters = n,
+                    backend = queue.backend(),
+                    "no dead letters"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dead-letter count failed");
+            first_error = Some(e.into());
+        }
     }
-    Ok(CycleReport { dead_letters })
-}
-
-/// State for an HTTP function (`scim-api`, ...): the store `PROVISYNC_BACKEND` selects,
-/// tokens and schemas from the environment. Built once, before the runtime starts.
-pub async fn http_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
-    let store = crate::aws::store_from_env().await?;
-    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
-    crate::config::state_for_store(store, schemas)
-}
-
-/// State for the `admin-api` function: the store and queue `PROVISYNC_BACKEND` selects,
-/// tokens and schemas from the environment, `PROVISYNC_SECRET_KEY` required.
-pub async fn admin_state_from_env() -> Result<crate::http::AppState, crate::config::ConfigError> {
-    let backend = crate::aws::backend_from_env().await?;
-    let schemas = crate::config::load_schemas(crate::config::schema_dir().as_deref())?;
-    let state = crate::config::state_for_store(backend.store, schemas)?;
-    let secrets = crate::config::secret_box_from_env()?;
-    Ok(crate::config::with_admin(state, backend.queue, secrets))
+    let deadline = tokio::time::Instant::now() + budget;
+    // The deadline is checked between pages; the hard limit covers a call that hangs.
+    let hard_limit = budget + Duration::from_secs(30);
+    match tokio::time::timeout(
+        hard_limit,
+        sweep_outbox_until(store, queue, OUTBOX_MIN_AGE, Some(deadline)),
+    )
+    .await
+    {
+        Ok(Ok(sweep)) => {
+            report.outbox_resent = sweep.sent;
+            report.outbox_complete = sweep.complete;
+            if !sweep.complete {
+                tracing::warn!(
+                    resent = sweep.sent,
+                    "outbox sweep ran out of time: the rest waits for the next cycle"
+                );
+            } else if sweep.sent > 0 {
+                tracing::info!(resent = sweep.sent, "outbox: resent change events");
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "outbox sweep failed");
+            first_error.get_or_insert(e.into());
+        }
+        Err(_) => {
+            tracing::warn!(
+                limit_s = hard_limit.as_secs(),
+                "outbox sweep stopped: a call did not answer in time"
+            );
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 #[cfg(test)]
@@ -215,39 +403,111 @@ mod tests {
         assert_eq!(failed, ["MessageID_1"]);
     }
 
-    #[tokio::test]
-    async fn change_events_must_be_json_objects() {
-        let event: SqsEvent = serde_json::from_str(&fixture("sqs-fifo-batch.json")).unwrap();
-        let resp = process_batch(
-            event.records,
-            |d| async move { deliver_change_event(&d).await },
-        )
-        .await;
-        assert_eq!(resp.batch_item_failures.len(), 2);
+    #[test]
+    fn max_receive_count_parses() {
+        assert_eq!(parse_max_receive_count(None).unwrap(), 5);
+        assert_eq!(parse_max_receive_count(Some("")).unwrap(), 5);
+        assert_eq!(parse_max_receive_count(Some(" 7 ")).unwrap(), 7);
+        for bad in ["0", "-1", "five"] {
+            assert!(parse_max_receive_count(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
-    async fn cycle_reports_dead_letters() {
+    async fn cycle_reports_dead_letters_and_sweeps_the_outbox() {
         use crate::queue::OutMessage;
         use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
-        use std::sync::Arc;
-        use std::time::Duration;
-        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        use crate::scim::ResourceKind;
+        use crate::sync::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
         let q = StoreQueue::new(
-            store,
+            store.clone(),
             "cycle",
             StoreQueueSettings {
                 visibility_timeout: Duration::from_secs(30),
                 max_receive_count: 1,
             },
         );
-        assert_eq!(run_sync_cycle(&q).await.unwrap().dead_letters, 0);
+        let budget = OUTBOX_SWEEP_BUDGET;
+        assert_eq!(
+            run_sync_cycle(store.as_ref(), &q, budget).await.unwrap(),
+            CycleReport {
+                dead_letters: 0,
+                outbox_resent: 0,
+                outbox_complete: true
+            }
+        );
         q.send(vec![OutMessage::new("g", "e1", "{}")])
             .await
             .unwrap();
         let d = q.receive(1, Duration::ZERO).await.unwrap();
         q.retry_later(&d[0].receipt, Duration::ZERO).await.unwrap();
         assert!(q.receive(1, Duration::ZERO).await.unwrap().is_empty());
-        assert_eq!(run_sync_cycle(&q).await.unwrap().dead_letters, 1);
+        assert_eq!(
+            run_sync_cycle(store.as_ref(), &q, budget)
+                .await
+                .unwrap()
+                .dead_letters,
+            1
+        );
+
+        // Outbox records whose send never happened: an old one is resent, a fresh one
+        // (its request may be publishing it right now) is left alone.
+        let mut old = ChangeEvent::new(ResourceKind::User, "u-old", ChangeOp::Create, Origin::Scim);
+        old.occurred_at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+        let fresh = ChangeEvent::new(ResourceKind::User, "u-new", ChangeOp::Create, Origin::Scim);
+        store
+            .transact(vec![
+                outbox_write(&old).unwrap(),
+                outbox_write(&fresh).unwrap(),
+            ])
+            .await
+            .unwrap();
+        let report = run_sync_cycle(store.as_ref(), &q, budget).await.unwrap();
+        assert_eq!(report.outbox_resent, 1);
+        assert!(report.outbox_complete);
+        let got = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].group_id, "u-old");
+        assert_eq!(got[0].dedup_id, old.id);
+        // Resent once: the next cycle finds nothing old.
+        let report = run_sync_cycle(store.as_ref(), &q, budget).await.unwrap();
+        assert_eq!(report.outbox_resent, 0);
+    }
+
+    #[tokio::test]
+    async fn sweep_stops_at_its_deadline() {
+        use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
+        use crate::scim::ResourceKind;
+        use crate::sync::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        let q = StoreQueue::new(store.clone(), "t", StoreQueueSettings::default());
+        // 150 old records: two pages of 100.
+        let writes = (0..150)
+            .map(|i| {
+                let mut e = ChangeEvent::new(
+                    ResourceKind::User,
+                    &format!("u{i}"),
+                    ChangeOp::Create,
+                    Origin::Scim,
+                );
+                e.occurred_at = "2020-01-01T00:00:00Z".into();
+                outbox_write(&e).unwrap()
+            })
+            .collect::<Vec<_>>();
+        for chunk in writes.chunks(crate::store::MAX_TRANSACT_ITEMS) {
+            store.transact(chunk.to_vec()).await.unwrap();
+        }
+        // No time at all: the first page is still sent, then the sweep stops.
+        let report = run_sync_cycle(store.as_ref(), &q, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(report.outbox_resent, 100);
+        assert!(!report.outbox_complete);
+        let report = run_sync_cycle(store.as_ref(), &q, OUTBOX_SWEEP_BUDGET)
+            .await
+            .unwrap();
+        assert_eq!(report.outbox_resent, 50);
+        assert!(report.outbox_complete);
     }
 }

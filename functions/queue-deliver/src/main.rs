@@ -1,24 +1,22 @@
-//! `queue-deliver`: SQS FIFO batch -> change events delivered, partial batch failures
-//! reported (`ReportBatchItemFailures`). Logic lives in `provisync::lambda`.
+//! `queue-deliver`: SQS FIFO batch -> change events delivered to the targets, partial batch
+//! failures reported (`ReportBatchItemFailures`), retries scheduled with
+//! `ChangeMessageVisibility`. Logic lives in `provisync::lambda::QueueDeliver`.
+//! Needs `PROVISYNC_SECRET_KEY`; `PROVISYNC_MAX_RECEIVE_COUNT` (default 5) is the queue's
+//! dead-letter threshold.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync::aws::{Backend, backend_from_env};
-use provisync::lambda::{deliver_change_event, init_tracing, process_batch};
+use provisync::lambda::{QueueDeliver, deliverer_from_env, init_tracing};
 
 async fn handler(
-    backend: &Backend,
+    deliver: &QueueDeliver,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let records = event.payload.records;
-    tracing::info!(
-        records = records.len(),
-        backend = backend.store.backend(),
-        "batch received"
-    );
-    let response = process_batch(records, |d| async move { deliver_change_event(&d).await }).await;
+    tracing::info!(records = records.len(), "batch received");
+    let response = deliver.handle(records).await;
     tracing::info!(failed = response.batch_item_failures.len(), "batch done");
     Ok(response)
 }
@@ -26,11 +24,11 @@ async fn handler(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    // SDK clients and the store are built once, at cold start.
-    let backend = Arc::new(backend_from_env().await?);
+    // SDK clients, the store and the delivery engine are built once, at cold start.
+    let deliver = Arc::new(deliverer_from_env().await?);
     lambda_runtime::run(service_fn(move |event| {
-        let backend = backend.clone();
-        async move { handler(&backend, event).await }
+        let deliver = deliver.clone();
+        async move { handler(&deliver, event).await }
     }))
     .await
 }
@@ -38,60 +36,222 @@ async fn main() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisync::aws::BackendKind;
-    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync::store::embedded::EmbeddedStore;
+    use std::sync::Mutex;
+    use std::time::Duration;
 
-    fn backend() -> Backend {
-        let store = Arc::new(EmbeddedStore::in_memory());
-        let queue = Arc::new(StoreQueue::new(
-            store.clone(),
-            "t",
-            StoreQueueSettings::default(),
-        ));
-        Backend {
-            kind: BackendKind::Embedded,
-            store,
-            queue,
-            aws: None,
+    use async_trait::async_trait;
+    use provisync::crypto::SecretBox;
+    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    use provisync::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
+    use provisync::scim::ResourceKind;
+    use provisync::store::Store;
+    use provisync::store::embedded::EmbeddedStore;
+    use provisync::sync::audit::AuditStatus;
+    use provisync::sync::event::{ChangeEvent, ChangeOp, Origin};
+    use provisync::sync::target::TargetConfig;
+    use serde_json::{Value, json};
+
+    /// The store-backed queue, recording `retry_later` calls (SQS `ChangeMessageVisibility`).
+    struct Recording {
+        inner: StoreQueue,
+        retries: Mutex<Vec<(String, Duration)>>,
+    }
+
+    #[async_trait]
+    impl Queue for Recording {
+        async fn send(&self, m: Vec<OutMessage>) -> Result<(), QueueError> {
+            self.inner.send(m).await
+        }
+        async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+            self.inner.receive(max, wait).await
+        }
+        async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
+            self.inner.ack(receipt).await
+        }
+        async fn retry_later(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+            self.retries
+                .lock()
+                .unwrap()
+                .push((receipt.to_string(), delay));
+            Ok(())
+        }
+        async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+            self.inner.dead_letters(limit).await
+        }
+        async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+            self.inner.dead_letter_count().await
+        }
+        async fn redrive(&self, limit: usize) -> Result<usize, QueueError> {
+            self.inner.redrive(limit).await
+        }
+        fn backend(&self) -> &'static str {
+            "recording"
         }
     }
 
-    fn event(name: &str) -> LambdaEvent<SqsEvent> {
+    struct Setup {
+        deliver: QueueDeliver,
+        queue: Arc<Recording>,
+        admin: provisync::http::admin::AdminState,
+    }
+
+    /// The real engine (the same `wire_hub` the functions use) on an in-memory store.
+    fn setup() -> Setup {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let queue = Arc::new(Recording {
+            inner: StoreQueue::new(store.clone(), "t", StoreQueueSettings::default()),
+            retries: Mutex::new(Vec::new()),
+        });
+        let state =
+            provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
+                .unwrap();
+        let (state, deliverer) = provisync::config::wire_hub(
+            state,
+            queue.clone(),
+            SecretBox::generate().0,
+            provisync::sync::connectors_for,
+        );
+        Setup {
+            deliver: QueueDeliver::new(deliverer, queue.clone(), 5),
+            queue,
+            admin: state.admin.unwrap(),
+        }
+    }
+
+    fn fixture(name: &str) -> Value {
         let path = format!(
             "{}/../../tests/fixtures/aws/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
-        let raw = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn event(v: Value) -> LambdaEvent<SqsEvent> {
         LambdaEvent::new(
-            serde_json::from_str(&raw).unwrap(),
+            serde_json::from_value(v).unwrap(),
             lambda_runtime::Context::default(),
         )
     }
 
+    fn failed(resp: &SqsBatchResponse) -> Vec<String> {
+        resp.batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect()
+    }
+
+    /// A target on a loopback port nobody listens on: connection refused, retryable.
+    fn down_target() -> TargetConfig {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        serde_json::from_value(json!({
+            "id": "down",
+            "kind": "scim",
+            "base_url": format!("http://127.0.0.1:{port}/scim/v2"),
+            "auth": {"bearer": "t0ken"},
+        }))
+        .unwrap()
+    }
+
+    fn change_event(resource_id: &str, only_targets: &[&str]) -> String {
+        let mut e = ChangeEvent::new(
+            ResourceKind::User,
+            resource_id,
+            ChangeOp::Create,
+            Origin::Scim,
+        );
+        e.resource = Some(
+            json!({"id": resource_id, "userName": format!("{resource_id}@example.org"), "active": true}),
+        );
+        e.version = 1;
+        e.only_targets = only_targets.iter().map(|s| s.to_string()).collect();
+        e.to_message().unwrap().body
+    }
+
     #[tokio::test]
-    async fn aws_sample_fifo_event() {
-        // The AWS sample's body is plain text, not a change event: reported failed.
-        let resp = handler(&backend(), event("sqs-fifo-event.json"))
+    async fn aws_sample_fifo_event_is_malformed() {
+        // The AWS sample's body is plain text, not a change event: reported failed, made
+        // visible again at once so it reaches the dead-letter queue quickly.
+        let s = setup();
+        let resp = handler(&s.deliver, event(fixture("sqs-fifo-event.json")))
             .await
             .unwrap();
         let json = serde_json::to_value(&resp).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"batchItemFailures": [{"itemIdentifier": "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5"}]})
+            json!({"batchItemFailures": [{"itemIdentifier": "11d6ee51-4cc7-4302-9e22-7cd8afdaadf5"}]})
+        );
+        let retries = s.queue.retries.lock().unwrap().clone();
+        assert_eq!(retries.len(), 1);
+        assert!(retries[0].0.starts_with("AQEB"));
+        assert_eq!(retries[0].1, Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn change_events_without_targets_are_delivered() {
+        // The batch fixture: valid change events, except msg-3 (user-a) which is not one.
+        // No target is defined, so a valid event is delivered (to nobody) and acked; the
+        // malformed one fails, and msg-5 of the same group fails with it, unattempted.
+        let s = setup();
+        let resp = handler(&s.deliver, event(fixture("sqs-fifo-batch.json")))
+            .await
+            .unwrap();
+        assert_eq!(failed(&resp), ["msg-3", "msg-5"]);
+        let retries = s.queue.retries.lock().unwrap().clone();
+        assert_eq!(
+            retries,
+            [
+                ("receipt-3".to_string(), Duration::ZERO),
+                ("receipt-5".to_string(), Duration::ZERO)
+            ]
         );
     }
 
     #[tokio::test]
-    async fn batch_with_a_failing_group() {
-        let resp = handler(&backend(), event("sqs-fifo-batch.json"))
-            .await
-            .unwrap();
-        let failed: Vec<_> = resp
-            .batch_item_failures
+    async fn retryable_failure_fails_the_rest_of_its_group() {
+        let s = setup();
+        s.admin.targets.put(&down_target()).await.unwrap();
+
+        let mut v = fixture("sqs-fifo-batch.json");
+        let records = v["Records"].as_array_mut().unwrap();
+        // user-a: two events for the dead target; user-b: events only for another target.
+        records[0]["body"] = change_event("user-a", &[]).into();
+        records[2]["body"] = change_event("user-a", &[]).into();
+        records[4]["body"] = change_event("user-a", &[]).into();
+        records[1]["body"] = change_event("user-b", &["elsewhere"]).into();
+        records[3]["body"] = change_event("user-b", &["elsewhere"]).into();
+        let resp = handler(&s.deliver, event(v)).await.unwrap();
+        assert_eq!(failed(&resp), ["msg-1", "msg-3", "msg-5"]);
+        // Every record of the failed group gets the same backoff (1 s with jitter on the
+        // first receive), so the group comes back together.
+        let retries = s.queue.retries.lock().unwrap().clone();
+        let receipts: Vec<&str> = retries.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(receipts, ["receipt-1", "receipt-3", "receipt-5"]);
+        let delay = retries[0].1;
+        assert!(delay >= Duration::from_millis(500) && delay <= Duration::from_secs(1));
+        assert!(retries.iter().all(|(_, d)| *d == delay));
+        // The one attempt is audited as a retry (receive 1 of 5, not the final one).
+        let (entries, _) = s.admin.audit.query(&Default::default()).await.unwrap();
+        let statuses: Vec<_> = entries
             .iter()
-            .map(|f| f.item_identifier.clone())
+            .map(|e| (e.target.as_str(), e.resource_id.as_str(), e.status))
             .collect();
-        assert_eq!(failed, ["msg-3", "msg-5"]);
+        assert_eq!(statuses, [("down", "user-a", AuditStatus::Retry)]);
+    }
+
+    #[tokio::test]
+    async fn last_receive_is_audited_dead() {
+        let s = setup();
+        s.admin.targets.put(&down_target()).await.unwrap();
+        let mut v = fixture("sqs-fifo-event.json");
+        v["Records"][0]["body"] = change_event("user-z", &[]).into();
+        v["Records"][0]["attributes"]["ApproximateReceiveCount"] = "5".into();
+        let resp = handler(&s.deliver, event(v)).await.unwrap();
+        assert_eq!(failed(&resp), ["11d6ee51-4cc7-4302-9e22-7cd8afdaadf5"]);
+        let (entries, _) = s.admin.audit.query(&Default::default()).await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].status, AuditStatus::Dead);
     }
 }

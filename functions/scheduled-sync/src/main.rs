@@ -1,11 +1,13 @@
-//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync::lambda::run_sync_cycle`).
+//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync::lambda::run_sync_cycle`):
+//! dead-letter report and outbox sweep (resends change events whose first send did not
+//! happen), bounded in time.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use provisync::aws::{Backend, backend_from_env};
-use provisync::lambda::{CycleReport, init_tracing, run_sync_cycle};
+use provisync::lambda::{CycleReport, OUTBOX_SWEEP_BUDGET, init_tracing, run_sync_cycle};
 
 async fn handler(
     backend: &Backend,
@@ -16,8 +18,18 @@ async fn handler(
         scheduled_at = ?event.payload.time,
         "sync cycle starts"
     );
-    let report = run_sync_cycle(backend.queue.as_ref()).await?;
-    tracing::info!(dead_letters = report.dead_letters, "sync cycle done");
+    let report = run_sync_cycle(
+        backend.store.as_ref(),
+        backend.queue.as_ref(),
+        OUTBOX_SWEEP_BUDGET,
+    )
+    .await?;
+    tracing::info!(
+        dead_letters = report.dead_letters,
+        outbox_resent = report.outbox_resent,
+        outbox_complete = report.outbox_complete,
+        "sync cycle done"
+    );
     Ok(report)
 }
 
@@ -37,12 +49,17 @@ async fn main() -> Result<(), Error> {
 mod tests {
     use super::*;
     use provisync::aws::BackendKind;
+    use provisync::queue::Queue;
     use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    use provisync::scim::ResourceKind;
+    use provisync::store::Store;
     use provisync::store::embedded::EmbeddedStore;
+    use provisync::sync::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+    use std::time::Duration;
 
     #[tokio::test]
     async fn aws_sample_scheduled_event() {
-        let store = Arc::new(EmbeddedStore::in_memory());
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let queue = Arc::new(StoreQueue::new(
             store.clone(),
             "t",
@@ -50,8 +67,8 @@ mod tests {
         ));
         let backend = Backend {
             kind: BackendKind::Embedded,
-            store,
-            queue,
+            store: store.clone(),
+            queue: queue.clone(),
             aws: None,
         };
         let path = format!(
@@ -61,12 +78,39 @@ mod tests {
         let payload: EventBridgeEvent =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(payload.detail_type, "Scheduled Event");
-        let report = handler(
-            &backend,
-            LambdaEvent::new(payload, lambda_runtime::Context::default()),
-        )
-        .await
-        .unwrap();
-        assert_eq!(report, CycleReport { dead_letters: 0 });
+        let invoke = |payload: &EventBridgeEvent| {
+            handler(
+                &backend,
+                LambdaEvent::new(payload.clone(), lambda_runtime::Context::default()),
+            )
+        };
+        let report = invoke(&payload).await.unwrap();
+        assert_eq!(
+            report,
+            CycleReport {
+                dead_letters: 0,
+                outbox_resent: 0,
+                outbox_complete: true
+            }
+        );
+
+        // A change event committed with its write, whose send never happened (the
+        // function died in between), two minutes ago: the cycle sends it.
+        let mut e = ChangeEvent::new(ResourceKind::User, "u1", ChangeOp::Create, Origin::Scim);
+        e.occurred_at = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
+        store
+            .transact(vec![outbox_write(&e).unwrap()])
+            .await
+            .unwrap();
+        let report = invoke(&payload).await.unwrap();
+        assert_eq!(report.outbox_resent, 1);
+        let got = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].dedup_id, e.id);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"dead_letters": 0, "outbox_resent": 1, "outbox_complete": true})
+        );
     }
 }

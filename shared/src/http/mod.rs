@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod scim;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(scim::router(state.clone()))
         .merge(admin::router(state.clone()))
+        .merge(webhooks::router(state.clone()))
         .route("/healthz", get(healthz))
         .with_state(state)
 }

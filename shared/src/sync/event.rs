@@ -163,6 +163,25 @@ pub async fn sweep_outbox(
     queue: &dyn Queue,
     min_age: std::time::Duration,
 ) -> Result<usize, OutboxError> {
+    Ok(sweep_outbox_until(store, queue, min_age, None).await?.sent)
+}
+
+/// What one bounded sweep did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sweep {
+    /// Events sent again.
+    pub sent: usize,
+    /// `false` when the deadline came before the last page (the rest is left in place).
+    pub complete: bool,
+}
+
+/// [`sweep_outbox`], stopping between pages (100 records each) once `deadline` has passed.
+pub async fn sweep_outbox_until(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    min_age: std::time::Duration,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Sweep, OutboxError> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(min_age).unwrap_or_default();
     let mut sent = 0;
     let mut after = None;
@@ -187,11 +206,22 @@ pub async fn sweep_outbox(
                 batch.push(event);
             }
         }
-        sent += batch.len();
         publish(store, queue, &batch).await?;
+        sent += batch.len();
         match page.next {
+            Some(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
+                return Ok(Sweep {
+                    sent,
+                    complete: false,
+                });
+            }
             Some(c) => after = Some(c),
-            None => return Ok(sent),
+            None => {
+                return Ok(Sweep {
+                    sent,
+                    complete: true,
+                });
+            }
         }
     }
 }
