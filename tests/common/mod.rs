@@ -1,6 +1,7 @@
 //! Test harness: a real Provisync HTTP server on a loopback port, on a chosen store, and
 //! a small SCIM client around reqwest.
 
+pub mod apigw;
 pub mod crowd;
 pub mod peers;
 

@@ -14,36 +14,11 @@ async fn main() -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use lambda_http::LambdaEvent;
     use lambda_http::request::LambdaRequest;
-    use lambda_http::tower::ServiceExt;
-    use lambda_http::{Adapter, Context, LambdaEvent};
-    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync::store::Store;
-    use provisync::store::embedded::EmbeddedStore;
+    use provisync_tests::apigw::{body, invoke};
     use serde_json::Value;
-    use std::sync::Arc;
 
-    /// The real router with the functions' wiring, on an in-memory store.
-    fn app() -> axum::Router {
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-        let queue = Arc::new(StoreQueue::new(
-            store.clone(),
-            "t",
-            StoreQueueSettings::default(),
-        ));
-        let state =
-            provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
-                .unwrap();
-        let (state, _) = provisync::config::wire_hub(
-            state,
-            queue,
-            provisync::crypto::SecretBox::generate().0,
-            provisync::sync::connectors_for,
-        );
-        provisync::http::app(state)
-    }
-
-    /// A webhook as API Gateway (HTTP API, payload 2.0) hands it over, with another path.
     fn event(method: &str, path: &str) -> LambdaEvent<LambdaRequest> {
         event_with(method, path, |_| {})
     }
@@ -53,28 +28,13 @@ mod tests {
         path: &str,
         edit: impl FnOnce(&mut Value),
     ) -> LambdaEvent<LambdaRequest> {
-        let file = format!(
-            "{}/../../tests/fixtures/aws/apigw-v2-webhook-post.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-        v["routeKey"] = "POST /webhooks/{source}".into();
-        v["rawPath"] = path.into();
-        v["requestContext"]["http"]["method"] = method.into();
-        v["requestContext"]["http"]["path"] = path.into();
-        edit(&mut v);
-        LambdaEvent::new(serde_json::from_value(v).unwrap(), Context::default())
-    }
-
-    /// What the function answers API Gateway (the `lambda_http::run` conversions).
-    async fn invoke(event: LambdaEvent<LambdaRequest>) -> Value {
-        let resp = Adapter::from(app()).oneshot(event).await.unwrap();
-        serde_json::to_value(resp).unwrap()
-    }
-
-    fn body(resp: &Value) -> Value {
-        assert_eq!(resp["isBase64Encoded"], false, "{resp}");
-        serde_json::from_str(resp["body"].as_str().unwrap()).unwrap()
+        provisync_tests::apigw::event(
+            "apigw-v2-webhook-post.json",
+            "POST /webhooks/{source}",
+            method,
+            path,
+            edit,
+        )
     }
 
     #[tokio::test]
