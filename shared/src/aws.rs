@@ -527,6 +527,19 @@ pub async fn backend_from_env() -> Result<Backend, AwsError> {
                 "deliver",
                 StoreQueueSettings::default(),
             ));
+            // The redb file is this process's alone: what is in flight was received by a
+            // previous run that died before acking it. Deliver it now, not after the
+            // visibility timeout.
+            match queue.release_in_flight().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    messages = n,
+                    "queue: released deliveries left in flight by a previous run"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue: releasing in-flight deliveries failed")
+                }
+            }
             Ok(Backend {
                 kind,
                 store,

@@ -264,6 +264,9 @@ struct Script {
 #[derive(Default)]
 struct Inner {
     users: HashMap<String, Value>,
+    /// Lower-cased userName -> id, so a create checks uniqueness in O(1) (benchmarks
+    /// push tens of thousands of users through this target).
+    user_names: HashMap<String, String>,
     groups: HashMap<String, Value>,
     scripts: Vec<Script>,
     log: Vec<Recorded>,
@@ -272,6 +275,8 @@ struct Inner {
 struct Shared {
     inner: Mutex<Inner>,
     recording: AtomicBool,
+    /// Added to every answer, microseconds (0: none).
+    latency_us: AtomicU64,
     next_id: AtomicU64,
     token: String,
     prefix: String,
@@ -315,6 +320,7 @@ impl FaultyTarget {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             recording: AtomicBool::new(true),
+            latency_us: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             token: token.clone(),
             prefix: "/scim/v2".into(),
@@ -376,6 +382,18 @@ impl FaultyTarget {
     /// Recording on (default) or off (benchmarks).
     pub fn set_recording(&self, on: bool) {
         self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Every answer (faulted or not) is delayed by `latency`, as a slow target would be;
+    /// `Duration::ZERO` (the default) turns it off.
+    pub fn set_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How many users the target holds.
+    pub fn user_count(&self) -> usize {
+        self.shared.lock().users.len()
     }
 
     pub fn users(&self) -> Vec<Value> {
@@ -447,6 +465,10 @@ async fn handle(
     } else {
         serde_json::from_slice(&body).unwrap_or(Value::Null)
     };
+    let latency = s.latency_us.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_micros(latency)).await;
+    }
     let fault = {
         let mut inner = s.lock();
         if s.recording.load(Ordering::Relaxed) {
@@ -530,7 +552,9 @@ fn serve_scim(
         (m, [ep @ ("Users" | "Groups"), rest @ ..]) => {
             let users = *ep == "Users";
             let key = if users { "userName" } else { "displayName" };
-            let mut inner = s.lock();
+            let mut guard = s.lock();
+            let inner = &mut *guard;
+            let names = &mut inner.user_names;
             let map = if users {
                 &mut inner.users
             } else {
@@ -539,16 +563,25 @@ fn serve_scim(
             match (m, rest) {
                 ("GET", []) => {
                     let wanted = query.get("filter").and_then(|f| parse_eq(f));
-                    let found: Vec<Value> = map
-                        .values()
-                        .filter(|r| match &wanted {
-                            Some((attr, val)) => r[attr.as_str()]
-                                .as_str()
-                                .is_some_and(|v| v.eq_ignore_ascii_case(val)),
-                            None => true,
-                        })
-                        .cloned()
-                        .collect();
+                    let found: Vec<Value> = match &wanted {
+                        // The index answers the lookup the connectors make before a create.
+                        Some((attr, val)) if users && attr == "userName" => names
+                            .get(&val.to_lowercase())
+                            .and_then(|id| map.get(id))
+                            .into_iter()
+                            .cloned()
+                            .collect(),
+                        _ => map
+                            .values()
+                            .filter(|r| match &wanted {
+                                Some((attr, val)) => r[attr.as_str()]
+                                    .as_str()
+                                    .is_some_and(|v| v.eq_ignore_ascii_case(val)),
+                                None => true,
+                            })
+                            .cloned()
+                            .collect(),
+                    };
                     scim_json(
                         StatusCode::OK,
                         &json!({"schemas": [LIST_SCHEMA], "totalResults": found.len(),
@@ -559,16 +592,13 @@ fn serve_scim(
                     let Some(name) = body[key].as_str().map(str::to_string) else {
                         return scim_error(400, Some("invalidValue"), &format!("{key} required"));
                     };
-                    if users
-                        && map.values().any(|r| {
-                            r[key]
-                                .as_str()
-                                .is_some_and(|v| v.eq_ignore_ascii_case(&name))
-                        })
-                    {
+                    if users && names.contains_key(&name.to_lowercase()) {
                         return scim_error(409, Some("uniqueness"), "userName taken");
                     }
                     let id = s.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+                    if users {
+                        names.insert(name.to_lowercase(), id.clone());
+                    }
                     let mut r = body;
                     if let Some(o) = r.as_object_mut() {
                         o.remove("password");
@@ -596,6 +626,9 @@ fn serve_scim(
                         o.insert("id".into(), json!(id));
                         o.insert("meta".into(), old["meta"].clone());
                     }
+                    if users {
+                        reindex(names, id, Some(old), Some(&r));
+                    }
                     map.insert(id.to_string(), r.clone());
                     scim_json(StatusCode::OK, &r)
                 }
@@ -606,19 +639,49 @@ fn serve_scim(
                     let Some(ops) = body["Operations"].as_array() else {
                         return scim_error(400, Some("invalidSyntax"), "no Operations");
                     };
+                    let before = r.clone();
                     for op in ops {
                         apply_op(r, op);
+                    }
+                    if users {
+                        reindex(names, id, Some(&before), Some(r));
                     }
                     scim_json(StatusCode::OK, r)
                 }
                 ("DELETE", [id]) => match map.remove(*id) {
-                    Some(_) => StatusCode::NO_CONTENT.into_response(),
+                    Some(old) => {
+                        if users {
+                            reindex(names, id, Some(&old), None);
+                        }
+                        StatusCode::NO_CONTENT.into_response()
+                    }
                     None => scim_error(404, None, "not found"),
                 },
                 _ => scim_error(405, None, "method not allowed"),
             }
         }
         _ => scim_error(404, None, "no such endpoint"),
+    }
+}
+
+/// Moves user `id`'s entry in the userName index from `old`'s name to `new`'s.
+fn reindex(
+    names: &mut HashMap<String, String>,
+    id: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) {
+    let name = |u: Option<&Value>| {
+        u.and_then(|u| u["userName"].as_str())
+            .map(str::to_lowercase)
+    };
+    if let Some(n) = name(old)
+        && names.get(&n).is_some_and(|owner| owner == id)
+    {
+        names.remove(&n);
+    }
+    if let Some(n) = name(new) {
+        names.insert(n, id.to_string());
     }
 }
 

@@ -355,6 +355,58 @@ impl StoreQueue {
         }))
     }
 
+    /// Makes every received but unacknowledged message visible again now; returns how
+    /// many groups it released. Only for a queue no other process consumes, when its
+    /// consumer starts: whatever is in flight then was received by a process that died
+    /// (killed, crashed) and would otherwise stay hidden for the whole visibility timeout
+    /// (6 minutes). `provisync serve` on the embedded store is such a case: redb lets one
+    /// process at a time open the file. A message waiting for a retry is released too:
+    /// after a restart it is retried at once.
+    pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
+        let mut released = 0;
+        let mut after = None;
+        loop {
+            let now = now_ms();
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Gsi1, self.ready_pk())
+                        .limit(1000)
+                        .after(after),
+                )
+                .await?;
+            for item in &page.items {
+                let mut state: GroupState = parse(item)?;
+                if state.in_flight.is_none() || state.visible_at_ms <= now {
+                    continue;
+                }
+                let Some(group) = item.pk.strip_prefix(&self.group_pk("")) else {
+                    continue;
+                };
+                state.in_flight = None;
+                state.visible_at_ms = now;
+                let write = Write::Put {
+                    item: self.state_item(group, &state, item.version + 1)?,
+                    condition: Condition::VersionIs(item.version),
+                };
+                match self.store.transact(vec![write]).await {
+                    Ok(()) => released += 1,
+                    // Acked or received meanwhile: nothing to release.
+                    Err(e) if is_race(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        if released > 0 {
+            self.sent.notify_waiters();
+        }
+        Ok(released)
+    }
+
     /// The group state item and head message a receipt names, if it is still current.
     async fn current(
         &self,
@@ -596,6 +648,44 @@ mod tests {
             },
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn release_in_flight_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = StoreQueueSettings {
+            visibility_timeout: Duration::from_secs(300),
+            max_receive_count: 3,
+        };
+        let stale_receipt = {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+            let q = StoreQueue::new(store, "deliver", long);
+            q.send(vec![
+                OutMessage::new("a", "e1", "one"),
+                OutMessage::new("a", "e2", "two"),
+                OutMessage::new("b", "e3", "three"),
+            ])
+            .await
+            .unwrap();
+            let d = q.receive(10, Duration::ZERO).await.unwrap();
+            assert_eq!(d.len(), 2);
+            d[0].receipt.clone()
+            // "Crash" before the acks.
+        };
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let q = StoreQueue::new(store, "deliver", long);
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(q.release_in_flight().await.unwrap(), 2);
+        assert_eq!(q.release_in_flight().await.unwrap(), 0, "nothing left");
+        let mut d = q.receive(10, Duration::ZERO).await.unwrap();
+        d.sort_by(|x, y| x.body.cmp(&y.body));
+        let bodies: Vec<&str> = d.iter().map(|d| d.body.as_str()).collect();
+        assert_eq!(bodies, ["one", "three"], "heads again, in group order");
+        assert!(d.iter().all(|d| d.receive_count == 2));
+        assert!(matches!(
+            q.ack(&stale_receipt).await,
+            Err(QueueError::InvalidReceipt)
+        ));
     }
 
     #[tokio::test]

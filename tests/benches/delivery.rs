@@ -1,0 +1,308 @@
+//! Delivery throughput: how fast changes get from the hub's SCIM API to a target.
+//!
+//! The hub runs in this process, as `provisync serve` wires it (SCIM API over loopback
+//! HTTP, embedded on-disk store, store-backed queue, the same queue consumer and SCIM
+//! connector), with its consumer in-process ([`Hub::run_delivery`]).
+//!
+//! (a) End to end to a fast sink: `BENCH_DELIVERY_USERS` (10,000) user creations POSTed
+//!     by `BENCH_CONCURRENCY` (32) clients, timed from the first POST to the last user on
+//!     an in-memory SCIM target ([`FaultyTarget`] with recording off).
+//! (b) Against the reference server `scim2-server`: its own create rate when called
+//!     directly (`BENCH_PEER_USERS`, 2,000 POSTs from `BENCH_PEER_CONCURRENCY`, 10 = the
+//!     consumer's batch size, clients), then the hub's delivery rate to a fresh instance
+//!     for the same users (created in the hub first, then the consumer is started and
+//!     timed until the last user is on the peer), and the ratio of the two.
+//!
+//! `cargo bench -p provisync-tests --bench delivery` under `scripts/test-env.sh` (for
+//! scim2-server). Without `--bench` (as `cargo test --all-targets` runs it) the sizes
+//! are small: a smoke run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use provisync::store::embedded::EmbeddedStore;
+use provisync_tests::peers::{FaultyTarget, ScimPeer};
+use provisync_tests::{Hub, TOKEN, USER_SCHEMA};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn user(prefix: &str, i: usize) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA],
+        "userName": format!("{prefix}{i:06}@example.org"),
+        "name": {"givenName": "User", "familyName": format!("N{i}")},
+        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
+/// `total` POSTs of `body(i)` to `url` from `concurrency` workers; every answer must be 201.
+async fn post_all(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    concurrency: usize,
+    total: usize,
+    body: impl Fn(usize) -> Value + Send + Sync + 'static,
+) {
+    let body = Arc::new(body);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, token) = (client.clone(), url.to_string(), token.to_string());
+        let (body, next) = (body.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Content-Type", "application/scim+json")
+                    .body(body(i).to_string())
+                    .send()
+                    .await
+                    .expect("POST");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                assert_eq!(status.as_u16(), 201, "POST {i} to {url}: {text}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+}
+
+/// Polls `count` until it reaches `n`; panics with `what` after `timeout`.
+async fn wait_count<F, Fut>(what: &str, n: usize, timeout: Duration, every: Duration, count: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let start = Instant::now();
+    loop {
+        let c = count().await;
+        if c >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {c}/{n} {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn add_target(hub: &Hub, id: &str, base: &str, token: &str) {
+    let body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token}});
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text);
+}
+
+async fn on_disk_hub() -> (Hub, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    (Hub::start_on(store).await, dir)
+}
+
+struct Row {
+    what: String,
+    n: usize,
+    secs: f64,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, n: usize, elapsed: Duration) -> Row {
+        Row {
+            what: what.into(),
+            n,
+            secs: elapsed.as_secs_f64(),
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.n as f64 / self.secs
+    }
+}
+
+/// (a): returns (ingest, end to end).
+async fn to_fast_sink(n: usize, concurrency: usize, timeout: Duration) -> (Row, Row) {
+    let sink = FaultyTarget::start().await;
+    sink.set_recording(false);
+    let (hub, _dir) = on_disk_hub().await;
+    add_target(&hub, "sink", &sink.base, &sink.token).await;
+    let _delivery = hub.run_delivery();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    post_all(&client, &hub.url("/Users"), TOKEN, concurrency, n, |i| {
+        user("sink", i)
+    })
+    .await;
+    let ingest = start.elapsed();
+    wait_count(
+        "users on the sink",
+        n,
+        timeout,
+        Duration::from_millis(5),
+        || async { sink.user_count() },
+    )
+    .await;
+    let total = start.elapsed();
+    assert_eq!(sink.user_count(), n, "each user exactly once on the sink");
+    (
+        Row::new("  SCIM POST /Users into the hub", n, ingest),
+        Row::new("  first POST -> last user on the sink", n, total),
+    )
+}
+
+/// Creates the hub's audit shows as delivered to `target` (asks the hub, not the target:
+/// polling scim2-server itself would take its single thread from the deliveries).
+async fn delivered_count(hub: &Hub, target: &str) -> usize {
+    let mut n = 0;
+    let mut cursor = String::new();
+    loop {
+        let r = hub
+            .admin(
+                Method::GET,
+                &format!(
+                    "/audit?target={target}&op=create&status=delivered&limit=1000&cursor={cursor}"
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        n += r.body["entries"].as_array().map_or(0, Vec::len);
+        match r.body["next_cursor"].as_str() {
+            Some(c) if !c.is_empty() => cursor = provisync_tests::q(c),
+            _ => return n,
+        }
+    }
+}
+
+async fn peer_count(peer: &ScimPeer) -> usize {
+    let (status, body) = peer.get("/Users?count=0").await;
+    assert_eq!(status, 200, "{body}");
+    body["totalResults"].as_u64().unwrap_or(0) as usize
+}
+
+/// (b): `None` when scim2-server is not available in this run.
+async fn against_scim2_server(
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Option<(Row, Row)> {
+    // Direct: the peer's own create rate.
+    let direct = {
+        let peer = ScimPeer::start().await?;
+        let start = Instant::now();
+        post_all(
+            &peer.client,
+            &format!("{}/Users", peer.base),
+            &peer.token,
+            concurrency,
+            n,
+            |i| user("direct", i),
+        )
+        .await;
+        let elapsed = start.elapsed();
+        assert_eq!(peer_count(&peer).await, n, "{}", peer.log());
+        elapsed
+    };
+
+    // Through the hub, to a fresh peer (same size of data): users in the hub first, then
+    // the consumer is started and timed until the last one is on the peer.
+    let peer = ScimPeer::start().await?;
+    let (hub, _dir) = on_disk_hub().await;
+    add_target(&hub, "peer", &peer.base, &peer.token).await;
+    let client = reqwest::Client::new();
+    post_all(&client, &hub.url("/Users"), TOKEN, 32, n, |i| {
+        user("hub", i)
+    })
+    .await;
+    let start = Instant::now();
+    let _delivery = hub.run_delivery();
+    wait_count(
+        "users delivered to scim2-server (hub audit)",
+        n,
+        timeout,
+        Duration::from_millis(100),
+        || delivered_count(&hub, "peer"),
+    )
+    .await;
+    let through_hub = start.elapsed();
+    assert_eq!(
+        peer_count(&peer).await,
+        n,
+        "each user exactly once on the peer"
+    );
+    Some((
+        Row::new(
+            format!("  scim2-server POST /Users directly ({concurrency} clients)"),
+            n,
+            direct,
+        ),
+        Row::new("  hub delivery to scim2-server", n, through_hub),
+    ))
+}
+
+fn print_rows(rows: &[&Row]) {
+    for r in rows {
+        println!(
+            "{:<52} {:>7} {:>9.2} s {:>10.0} /s",
+            r.what,
+            r.n,
+            r.secs,
+            r.rate()
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo test --all-targets` runs this too, without `--bench`: then a small smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let sink_users = env_usize("BENCH_DELIVERY_USERS", if full { 10_000 } else { 300 });
+    let concurrency = env_usize("BENCH_CONCURRENCY", 32);
+    let peer_users = env_usize("BENCH_PEER_USERS", if full { 2_000 } else { 100 });
+    let peer_concurrency = env_usize("BENCH_PEER_CONCURRENCY", 10);
+    let timeout = Duration::from_secs(if full { 600 } else { 120 });
+
+    println!(
+        "Provisync delivery, in-process hub (SCIM API over loopback HTTP, embedded on-disk \
+         store, store-backed queue, queue consumer), 2 worker threads"
+    );
+    println!(
+        "{:<52} {:>7} {:>11} {:>13}",
+        "scenario", "changes", "time", "throughput"
+    );
+    println!("(a) user creations to an in-memory SCIM sink, {concurrency} SCIM clients");
+    let (ingest, e2e) = to_fast_sink(sink_users, concurrency, timeout).await;
+    print_rows(&[&ingest, &e2e]);
+
+    println!("(b) user creations to scim2-server");
+    match against_scim2_server(peer_users, peer_concurrency, timeout).await {
+        Some((direct, hub)) => {
+            print_rows(&[&direct, &hub]);
+            println!(
+                "  hub delivery rate / scim2-server direct rate: {:.0}% (goal >= 80%)",
+                100.0 * hub.rate() / direct.rate()
+            );
+        }
+        None => println!("  skipped: scim2-server not available (run under scripts/test-env.sh)"),
+    }
+}
