@@ -64,7 +64,15 @@ pub struct Deliverer {
     factory: ConnectorFactory,
     /// Connectors by target id, with the definition they were built from.
     connectors: Mutex<HashMap<String, CachedConnector>>,
+    /// Calls in flight per target, bounded: small servers (a single-threaded WSGI server
+    /// has a listen backlog of 5) drop connection attempts beyond their backlog, and each
+    /// dropped SYN costs a one-second retransmission. Measured against scim2-server: 10
+    /// concurrent deliveries overflowed its backlog and throughput fell to 9 changes/s.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// Deliveries in flight to one target at a time.
+pub const MAX_IN_FLIGHT_PER_TARGET: usize = 4;
 
 fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
     t.operations.contains(&op)
@@ -87,6 +95,7 @@ impl Deliverer {
             secrets,
             factory,
             connectors: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -155,7 +164,20 @@ impl Deliverer {
                 }
             }
             let started = Instant::now();
+            let permit = {
+                let sem = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(t.id.clone())
+                    .or_insert_with(|| {
+                        Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_TARGET))
+                    })
+                    .clone();
+                sem.acquire_owned().await
+            };
             let result = self.deliver_to(event, t).await;
+            drop(permit);
             let ms = started.elapsed().as_millis() as u64;
             let entry = |op: AuditOp, status: AuditStatus, detail: String| {
                 AuditEntry::new(t.id.clone(), op, status)
