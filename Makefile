@@ -16,6 +16,7 @@ build:
 
 ## Every test: unit, integration over HTTP, DynamoDB/SQS on moto, SCIM conformance.
 test:
+	$(CARGO) build -p provisync-cli --bin provisync   # tests/restart.rs runs the real binary
 	scripts/test-env.sh $(CARGO) test --workspace --all-targets --no-fail-fast
 	scripts/test-env.sh scripts/conformance.sh
 
