@@ -56,6 +56,13 @@ pub trait Connector: Send + Sync {
     /// Checks credentials and reachability ("Save and Test Credentials").
     async fn test(&self) -> Result<String, ConnectorError>;
 
+    /// Does the target itself refuse a second account with the same matching attribute
+    /// (409 on create)? Then the engine creates first and matches only on a conflict: one
+    /// request per new account instead of a lookup and a create. Default: look up first.
+    fn create_detects_existing(&self) -> bool {
+        false
+    }
+
     /// Finds an existing user by the target's matching attribute (default `userName`),
     /// so existing accounts are linked, not duplicated.
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError>;

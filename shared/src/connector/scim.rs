@@ -308,6 +308,15 @@ impl ScimConnector {
 
 #[async_trait::async_trait]
 impl Connector for ScimConnector {
+    /// `userName` is unique on every SCIM service provider (RFC 7643 §4.1.1: "MUST be
+    /// unique across the service provider's entire set of Users"), which answers a
+    /// duplicate with 409 `uniqueness` (RFC 7644 §3.3).
+    fn create_detects_existing(&self) -> bool {
+        self.matching.urn.is_none()
+            && self.matching.sub_attr.is_none()
+            && self.matching.attr.eq_ignore_ascii_case("userName")
+    }
+
     async fn test(&self) -> Result<String, ConnectorError> {
         // RFC 7644 §4: every service provider serves its configuration.
         let (spc, _) = match self.get_json(self.url(&["ServiceProviderConfig"])?).await {

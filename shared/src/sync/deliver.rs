@@ -426,11 +426,15 @@ impl Deliverer {
                 LinkChange::Keep,
             ));
         }
-        // Match an existing account first: link it, never duplicate it.
-        let existing = c
-            .find_user(&payload)
-            .await
-            .map_err(|e| (AuditOp::Create, e))?;
+        // Match an existing account first: link it, never duplicate it. Targets that
+        // refuse duplicates themselves are matched on the conflict instead (below).
+        let existing = if c.create_detects_existing() {
+            None
+        } else {
+            c.find_user(&payload)
+                .await
+                .map_err(|e| (AuditOp::Create, e))?
+        };
         let (target_id, outcome) = match existing {
             Some(id) => {
                 let new_id = c
