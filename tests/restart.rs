@@ -371,22 +371,13 @@ async fn kill_mid_delivery_then_restart(bin: &Path, env: &[(String, String)], n:
         .iter()
         .filter(|id| !created.contains(**id))
         .collect();
-    // KNOWN GAP (shared/src/sync/deliver.rs): the delivery receipt (`mark_delivered`) and
-    // the audit entry are two writes; a kill between them leaves a user delivered (it is
-    // on the target, checked above) whose redelivery is skipped as already done, with no
-    // audit entry. At most the consumer's in-flight batch (10) can fall in that window.
-    // Tighten to `unaudited.is_empty()` once the audit entry is written with the receipt.
+    // The audit entry is committed in the same transaction as the delivery receipt: a
+    // kill can lose neither without the other.
     assert!(
-        unaudited.len() <= 10,
+        unaudited.is_empty(),
         "{} users have no create audited: {unaudited:?}",
         unaudited.len()
     );
-    if !unaudited.is_empty() {
-        eprintln!(
-            "KNOWN GAP: {} delivered users have no create in the audit (killed between receipt and audit write): {unaudited:?}",
-            unaudited.len()
-        );
-    }
     for status in ["failed", "dead"] {
         let bad = serve.audit_all(&format!("status={status}")).await;
         assert!(bad.is_empty(), "{status} deliveries: {bad:?}");

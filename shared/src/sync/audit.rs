@@ -314,7 +314,16 @@ impl Audit {
     }
 
     /// Writes one entry (normalised: `at` in the canonical form, `detail` cut to 1 KB).
-    pub async fn record(&self, mut entry: AuditEntry) -> Result<(), AuditError> {
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        let write = self.write_for(entry)?;
+        self.store.transact(vec![write]).await?;
+        Ok(())
+    }
+
+    /// The store write of an entry, to commit together with the change it reports (the
+    /// delivery engine writes it in the same transaction as its delivery receipt, so a
+    /// crash can never leave a delivery without its audit entry).
+    pub fn write_for(&self, mut entry: AuditEntry) -> Result<Write, AuditError> {
         let at = if entry.at.is_empty() {
             Utc::now()
         } else {
@@ -337,8 +346,7 @@ impl Audit {
         if !entry.resource_id.is_empty() {
             item = item.with_gsi2(resource_pk(&entry.resource_id), sk);
         }
-        self.store.transact(vec![Write::put(item)]).await?;
-        Ok(())
+        Ok(Write::put(item))
     }
 
     /// One page of entries, newest first, and the cursor of the next page (if any).

@@ -186,15 +186,11 @@ impl Deliverer {
                     .detail(detail)
                     .latency_ms(ms)
             };
-            let audit = match result {
+            // (the audit entry, and the receipt with the link change when the event is done
+            // with this target: committed together)
+            let (audit, receipt) = match result {
                 Ok((outcome, link)) => {
-                    if let Err(e) = self.links.mark_delivered(&event.id, &t.id, link).await {
-                        retry.get_or_insert(DeliveryError::Retry {
-                            after: None,
-                            detail: e.to_string(),
-                        });
-                    }
-                    match outcome {
+                    let e = match outcome {
                         DeliveryOutcome::Delivered(op) => {
                             entry(op, AuditStatus::Delivered, String::new())
                         }
@@ -209,7 +205,8 @@ impl Deliverer {
                         DeliveryOutcome::Refused(why) => {
                             entry(default_op(event), AuditStatus::Refused, why)
                         }
-                    }
+                    };
+                    (e, Some(link))
                 }
                 Err((
                     op,
@@ -235,7 +232,7 @@ impl Deliverer {
                             detail,
                         },
                     });
-                    e
+                    (e, None)
                 }
                 Err((op, ConnectorError::Gone(why))) => {
                     // 410: the target is gone for good; stop sending to it.
@@ -244,27 +241,48 @@ impl Deliverer {
                     if let Err(e) = self.targets.put(&disabled).await {
                         tracing::error!(target_id = %t.id, error = %e, "could not disable a gone target");
                     }
-                    let _ = self
-                        .links
-                        .mark_delivered(&event.id, &t.id, LinkChange::Keep)
-                        .await;
-                    entry(
-                        op,
-                        AuditStatus::Refused,
-                        format!("target gone, disabled: {why}"),
+                    (
+                        entry(
+                            op,
+                            AuditStatus::Refused,
+                            format!("target gone, disabled: {why}"),
+                        ),
+                        Some(LinkChange::Keep),
                     )
                 }
                 Err((op, e)) => {
                     // Refused / NotFound / Conflict that the flow could not resolve: final.
-                    let _ = self
-                        .links
-                        .mark_delivered(&event.id, &t.id, LinkChange::Keep)
-                        .await;
-                    entry(op, AuditStatus::Refused, e.to_string())
+                    (
+                        entry(op, AuditStatus::Refused, e.to_string()),
+                        Some(LinkChange::Keep),
+                    )
                 }
             };
-            if let Err(e) = self.audit.record(audit).await {
-                tracing::error!(error = %e, "audit entry not written");
+            match receipt {
+                Some(link) => {
+                    let audit_write = match self.audit.write_for(audit) {
+                        Ok(w) => Some(w),
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit entry not written");
+                            None
+                        }
+                    };
+                    if let Err(e) = self
+                        .links
+                        .mark_delivered(&event.id, &t.id, link, audit_write)
+                        .await
+                    {
+                        retry.get_or_insert(DeliveryError::Retry {
+                            after: None,
+                            detail: e.to_string(),
+                        });
+                    }
+                }
+                None => {
+                    if let Err(e) = self.audit.record(audit).await {
+                        tracing::error!(error = %e, "audit entry not written");
+                    }
+                }
             }
         }
         match retry {

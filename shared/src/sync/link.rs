@@ -170,6 +170,7 @@ impl Links {
         event_id: &str,
         target: &str,
         link: LinkChange,
+        also: Option<Write>,
     ) -> Result<(), StoreError> {
         let key = receipt_key(event_id, target);
         let receipt =
@@ -182,6 +183,7 @@ impl Links {
                 writes.push(Write::delete(link_key(target, kind, &hub_id)))
             }
         }
+        writes.extend(also);
         self.store.transact(writes).await
     }
 }
