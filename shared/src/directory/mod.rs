@@ -329,28 +329,7 @@ impl Directory {
 
     /// Direct group memberships of a user (the `groups` attribute, RFC 7643 §4.1.2).
     pub async fn groups_of(&self, member_id: &str) -> Result<Vec<Value>, ScimError> {
-        let mut gids = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(Index::Gsi1, member_of_pk(member_id))
-                        .limit(1000)
-                        .after(after),
-                )
-                .await
-                .map_err(store_error)?;
-            gids.extend(
-                page.items
-                    .iter()
-                    .filter_map(|i| i.gsi1.as_ref().map(|(_, g)| g.clone())),
-            );
-            match page.next {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
+        let gids = self.groups_of_ids(member_id).await?;
         if gids.is_empty() {
             return Ok(vec![]);
         }
