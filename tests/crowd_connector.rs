@@ -368,7 +368,11 @@ async fn delivery_through_the_hub() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let hub_id = r.id();
-    eventually("grace on Crowd", || async { crowd.user("grace").is_some() }).await;
+    // The user, then its attributes (a second call): wait for both.
+    eventually("grace and her attributes on Crowd", || async {
+        crowd.user("grace").is_some() && crowd.state().attributes.contains_key("grace")
+    })
+    .await;
     assert_eq!(crowd.state().passwords["grace"], "Cobol-1959!");
     assert_eq!(
         crowd.state().attributes["grace"]["department"],
