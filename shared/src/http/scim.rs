@@ -935,7 +935,6 @@ async fn bulk_op(
     let data = resolve_bulk_refs(op.get("data").unwrap_or(&Value::Null), bulk_ids);
     let version = op.get("version").and_then(Value::as_str);
     let dir = &state.directory;
-    let projection = Projection::default();
     let entry = |status: u16, stored: Option<&Stored>| {
         let mut v = json!({"method": method, "status": status.to_string()});
         if let Some(b) = op.get("bulkId") {
@@ -982,7 +981,6 @@ async fn bulk_op(
                 .patch(kind, &need_id()?, &data, version)
                 .await
                 .map_err(fail)?;
-            let _ = &projection;
             Ok(BulkDone {
                 id: Some(s.id().to_string()),
                 entry: entry(200, Some(&s)),
