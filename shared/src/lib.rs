@@ -16,3 +16,4 @@ pub mod queue;
 pub mod scim;
 pub mod store;
 pub mod sync;
+pub mod webhook_sig;

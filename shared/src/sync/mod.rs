@@ -8,6 +8,7 @@ pub mod factory;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod source;
 pub mod target;
 
 pub use factory::{ConnectorFactory, connectors_for};

@@ -360,7 +360,7 @@ pub fn check_target_id(id: &str) -> Result<(), String> {
 
 /// A target base URL: `https://…`, or `http://…` on loopback only (127.0.0.0/8, ::1,
 /// localhost). No credentials, query or fragment in the URL (credentials go in `auth`).
-fn check_target_url(raw: &str) -> Result<(), String> {
+pub(crate) fn check_target_url(raw: &str) -> Result<(), String> {
     if raw.len() > MAX_URL_LEN {
         return Err(format!("base_url is longer than {MAX_URL_LEN} characters"));
     }
@@ -395,7 +395,7 @@ fn check_target_url(raw: &str) -> Result<(), String> {
     }
 }
 
-fn check_auth(auth: &HttpAuth) -> Result<(), String> {
+pub(crate) fn check_auth(auth: &HttpAuth) -> Result<(), String> {
     let bad_chars = |s: &str| s.chars().any(|c| c.is_control());
     match auth {
         HttpAuth::Bearer(t) => {
