@@ -388,9 +388,10 @@ async fn kill_mid_delivery_then_restart(bin: &Path, env: &[(String, String)], n:
 /// Waits (bounded) until the audit shows a create delivered or linked for every hub id;
 /// `created` ends as the set of those ids.
 async fn wait_for_audit(serve: &Serve, hub_ids: &HashSet<&str>, created: &mut HashSet<String>) {
-    // Until complete, or stable for a second (the rest may be the known gap, see the caller).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = (0, Instant::now());
+    // Until complete. A delivery whose receipt was lost in the crash is retried after the
+    // restart (with backoff), so its audit entry may come well after every account is on
+    // the target: under load that takes seconds, so only the deadline ends the wait.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         created.clear();
         let mut linked = 0;
@@ -407,22 +408,13 @@ async fn wait_for_audit(serve: &Serve, hub_ids: &HashSet<&str>, created: &mut Ha
                 created.insert(id);
             }
         }
-        if created.len() != last.0 {
-            last = (created.len(), Instant::now());
-        }
-        if created.len() == hub_ids.len() || last.1.elapsed() > Duration::from_secs(1) {
+        if created.len() == hub_ids.len() || Instant::now() >= deadline {
             eprintln!(
                 "audit: {} creates, {linked} of them linked after the crash",
                 created.len()
             );
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "audit shows {}/{} users created or linked",
-            created.len(),
-            hub_ids.len()
-        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
