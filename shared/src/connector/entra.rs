@@ -391,7 +391,9 @@ fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<St
     };
     let mut out = Map::new();
     for (k, v) in new {
-        if old.get(k) != Some(v) {
+        // `accountEnabled` always: a deactivation since `old` was delivered (the engine
+        // keeps the last payload) is not in `old`.
+        if old.get(k) != Some(v) || k == "accountEnabled" {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -490,15 +492,13 @@ impl Connector for EntraConnector {
     ) -> Result<Option<TargetId>, ConnectorError> {
         let new = graph_user(user)?;
         let old = previous.and_then(|p| graph_user(p).ok());
+        // Never empty: `accountEnabled` is always sent.
         let mut body = changes(&new, old.as_ref());
         if let Some(p) = password {
             body.insert(
                 "passwordProfile".into(),
                 json!({"password": p, "forceChangePasswordNextSignIn": false}),
             );
-        }
-        if body.is_empty() {
-            return Ok(None);
         }
         self.call(
             Method::PATCH,

@@ -431,7 +431,9 @@ fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<St
     };
     let mut out = Map::new();
     for (k, v) in new {
-        if old.get(k) != Some(v) {
+        // `IsActive` always: a deactivation since `old` was delivered (the engine keeps
+        // the last payload) is not in `old`.
+        if old.get(k) != Some(v) || k == "IsActive" {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -568,10 +570,9 @@ impl Connector for SalesforceConnector {
     ) -> Result<Option<TargetId>, ConnectorError> {
         let new = sf_user(user)?;
         let old = previous.and_then(|p| sf_user(p).ok());
+        // Never empty: `IsActive` is always sent.
         let body = changes(&new, old.as_ref());
-        if !body.is_empty() {
-            self.patch("User", id, Value::Object(body)).await?;
-        }
+        self.patch("User", id, Value::Object(body)).await?;
         if let Some(p) = password {
             self.set_password(id, p).await?;
         }
@@ -723,6 +724,10 @@ mod tests {
         assert_eq!(
             Value::Object(changes(&sf_user(&u2).unwrap(), Some(&m))),
             json!({"IsActive": false, "Title": null})
+        );
+        assert_eq!(
+            Value::Object(changes(&m, Some(&m))),
+            json!({"IsActive": true})
         );
         assert_eq!(alias(None, None, "bob.builder@x"), "bobbuild");
         assert_eq!(alias(Some("É"), Some("Ü"), "z@x"), "z");
