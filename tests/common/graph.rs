@@ -378,10 +378,8 @@ fn parse_eq_filter(f: &str) -> Option<(String, String)> {
     let mut out = String::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\'' {
-            if chars.next() != Some('\'') {
-                return None;
-            }
+        if c == '\'' && chars.next() != Some('\'') {
+            return None;
         }
         out.push(c);
     }
@@ -751,10 +749,9 @@ async fn handle(
                 return r;
             }
             for k in ["displayName", "mailNickname"] {
-                if !b
-                    .get(k)
+                if b.get(k)
                     .and_then(Value::as_str)
-                    .is_some_and(|s| !s.trim().is_empty())
+                    .is_none_or(|s| s.trim().is_empty())
                 {
                     return bad(format!(
                         "Invalid value specified for property '{k}' of resource 'Group'."
