@@ -780,6 +780,9 @@ async fn handle(
             let mut g: Value = serde_json::from_str(GROUP_FIXTURE).expect("group fixture");
             g["@odata.context"] = json!(format!("{origin}/v1.0/$metadata#groups/$entity"));
             g["id"] = json!(id);
+            g["@odata.id"] = json!(format!(
+                "{origin}/v2/{TENANT}/directoryObjects/{id}/Microsoft.DirectoryServices.Group"
+            ));
             g["description"] = b.get("description").cloned().unwrap_or(Value::Null);
             g["displayName"] = b["displayName"].clone();
             g["mailNickname"] = b["mailNickname"].clone();
