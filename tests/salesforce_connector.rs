@@ -69,6 +69,14 @@ async fn session_is_cached_and_refreshed() {
         2,
         "INVALID_SESSION_ID: one new token"
     );
+    // A session that times out (Salesforce's session timeout): the 401 gets a new one.
+    sf.state().session_lifetime = Duration::from_secs(1);
+    sf.revoke_sessions();
+    c.find_user(&alice("nobody@acme.test")).await.unwrap();
+    assert_eq!(sf.state().token_requests, 3);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(c.find_user(&alice("nobody@acme.test")).await, Ok(None));
+    assert_eq!(sf.state().token_requests, 4);
     // A session that keeps failing: refused after one refresh, not a loop.
     let invalid = SalesforceFault::error(401, "INVALID_SESSION_ID", "Session expired or invalid");
     sf.fail(invalid.clone());
@@ -82,7 +90,7 @@ async fn session_is_cached_and_refreshed() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(sf.state().token_requests, 3);
+    assert_eq!(sf.state().token_requests, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
