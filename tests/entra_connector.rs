@@ -416,6 +416,23 @@ async fn delivery_through_the_hub() {
     let def = json!({"kind": "entra", "tenant_id": TENANT, "client_id": g.client_id,
                      "client_secret": g.client_secret, "graph_url": g.base, "login_url": g.base,
                      "mapping": [{"target": "usageLocation", "value": "FR"}]});
+    // A misspelt field or a bad tenant: 400 saying which, never echoing the secret.
+    let mut typo = def.clone();
+    typo["clientSecret"] = typo["client_secret"].clone();
+    let r = hub.admin(Method::PUT, "/targets/entra", Some(&typo)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("clientSecret") && !r.text.contains(&g.client_secret),
+        "{}",
+        r.text
+    );
+    let mut bad_tenant = def.clone();
+    bad_tenant["tenant_id"] = json!("contoso/evil");
+    let r = hub
+        .admin(Method::PUT, "/targets/entra", Some(&bad_tenant))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("tenant_id"), "{}", r.text);
     let r = hub.admin(Method::PUT, "/targets/entra", Some(&def)).await;
     assert!(r.status == 201 || r.status == 200, "{}", r.text);
     assert!(!r.text.contains(&g.client_secret), "{}", r.text);
@@ -476,6 +493,14 @@ async fn delivery_through_the_hub() {
     })
     .await;
 
+    // The audit entry is written once the call returned: wait for it too.
+    eventually("the delete in the audit log", || async {
+        hub.admin(Method::GET, "/audit?target=entra", None)
+            .await
+            .text
+            .contains("\"delete\"")
+    })
+    .await;
     let audit = hub.admin(Method::GET, "/audit?target=entra", None).await;
     assert_eq!(audit.status, 200, "{}", audit.text);
     assert!(

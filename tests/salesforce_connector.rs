@@ -517,7 +517,7 @@ async fn delivery_through_the_hub() {
         hub.admin(Method::GET, "/audit?target=sfdc", None)
             .await
             .text
-            .contains("delete")
+            .contains("\"delete\"")
     })
     .await;
     let audit = hub.admin(Method::GET, "/audit?target=sfdc", None).await;

@@ -373,7 +373,6 @@ impl TargetConfig {
                     return Err("password must be at most 8 KiB, without control characters".into());
                 }
             }
-
             TargetKind::Entra(entra) => {
                 let t = &entra.tenant_id;
                 if t.is_empty()
