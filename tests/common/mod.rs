@@ -3,7 +3,9 @@
 
 pub mod apigw;
 pub mod crowd;
+pub mod graph;
 pub mod peers;
+pub mod salesforce;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

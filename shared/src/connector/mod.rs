@@ -7,7 +7,10 @@
 //! translates them to its system's API.
 
 pub mod crowd;
+pub mod entra;
 pub mod http;
+pub mod oauth;
+pub mod salesforce;
 pub mod scim;
 
 use std::time::Duration;

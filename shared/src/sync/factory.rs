@@ -20,5 +20,11 @@ pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, Strin
         TargetKind::Crowd(crowd) => crate::connector::crowd::CrowdConnector::new(crowd)
             .map(|c| Arc::new(c) as Arc<dyn Connector>)
             .map_err(|e| e.to_string()),
+        TargetKind::Entra(entra) => crate::connector::entra::EntraConnector::new(entra)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| e.to_string()),
+        TargetKind::Salesforce(sf) => crate::connector::salesforce::SalesforceConnector::new(sf)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| e.to_string()),
     }
 }

@@ -81,6 +81,73 @@ impl std::fmt::Debug for CrowdTarget {
     }
 }
 
+/// Microsoft Entra ID through Microsoft Graph v1.0, as an app registration with
+/// application permissions (OAuth 2.0 client credentials).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntraTarget {
+    /// The directory (tenant) id, a GUID, or a verified domain (`contoso.onmicrosoft.com`).
+    pub tenant_id: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    pub client_secret: String,
+    /// Graph's root (default `https://graph.microsoft.com`; national clouds differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_url: Option<String>,
+    /// The identity platform's root (default `https://login.microsoftonline.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+}
+
+impl std::fmt::Debug for EntraTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraTarget")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("graph_url", &self.graph_url)
+            .field("login_url", &self.login_url)
+            .finish()
+    }
+}
+
+/// Salesforce through its REST API, as a connected app with the client credentials flow.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SalesforceTarget {
+    /// The org's My Domain URL: `https://acme.my.salesforce.com`.
+    pub instance_url: String,
+    /// Where tokens are requested (`{login_url}/services/oauth2/token`); default: the
+    /// instance URL (the client credentials flow needs the My Domain URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    /// The connected app's consumer secret.
+    pub client_secret: String,
+    #[serde(default = "default_salesforce_api_version")]
+    pub api_version: String,
+    /// User fields set on every created user unless the mapping sets them (`ProfileId`,
+    /// `TimeZoneSidKey`, `LocaleSidKey`, `EmailEncodingKey`, `LanguageLocaleKey`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults: BTreeMap<String, Value>,
+}
+
+fn default_salesforce_api_version() -> String {
+    "v60.0".into()
+}
+
+impl std::fmt::Debug for SalesforceTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceTarget")
+            .field("instance_url", &self.instance_url)
+            .field("login_url", &self.login_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &REDACTED)
+            .field("api_version", &self.api_version)
+            .field("defaults", &self.defaults)
+            .finish()
+    }
+}
+
 /// The kind of system, with its connection settings. Matched exhaustively wherever the
 /// kinds differ (connector construction, redaction, validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +155,8 @@ impl std::fmt::Debug for CrowdTarget {
 pub enum TargetKind {
     Scim(ScimTarget),
     Crowd(CrowdTarget),
+    Entra(EntraTarget),
+    Salesforce(SalesforceTarget),
 }
 
 /// Every kind's name with the fields of its own (beside the common ones): the admin API
@@ -99,6 +168,27 @@ pub const KIND_FIELDS: &[(&str, &[&str])] = &[
         &["base_url", "auth", "update_style", "matching_attribute"],
     ),
     ("crowd", &["base_url", "application", "password"]),
+    (
+        "entra",
+        &[
+            "tenant_id",
+            "client_id",
+            "client_secret",
+            "graph_url",
+            "login_url",
+        ],
+    ),
+    (
+        "salesforce",
+        &[
+            "instance_url",
+            "login_url",
+            "client_id",
+            "client_secret",
+            "api_version",
+            "defaults",
+        ],
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -211,6 +301,8 @@ impl TargetConfig {
                 HttpAuth::Basic { password, .. } => *password = f(password)?,
             },
             TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
+            TargetKind::Entra(entra) => entra.client_secret = f(&entra.client_secret)?,
+            TargetKind::Salesforce(sf) => sf.client_secret = f(&sf.client_secret)?,
         }
         Ok(())
     }
@@ -238,6 +330,8 @@ impl TargetConfig {
         match self.kind {
             TargetKind::Scim(_) => "scim",
             TargetKind::Crowd(_) => "crowd",
+            TargetKind::Entra(_) => "entra",
+            TargetKind::Salesforce(_) => "salesforce",
         }
     }
 
@@ -277,6 +371,60 @@ impl TargetConfig {
                     || crowd.password.chars().any(char::is_control)
                 {
                     return Err("password must be at most 8 KiB, without control characters".into());
+                }
+            }
+            TargetKind::Entra(entra) => {
+                let t = &entra.tenant_id;
+                if t.is_empty()
+                    || t.len() > 255
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(
+                        "tenant_id must be the directory (tenant) id or a verified domain of the tenant"
+                            .into(),
+                    );
+                }
+                check_oauth_client(&entra.client_id, &entra.client_secret)?;
+                check_optional_url("graph_url", entra.graph_url.as_deref())?;
+                check_optional_url("login_url", entra.login_url.as_deref())?;
+            }
+            TargetKind::Salesforce(sf) => {
+                check_optional_url("instance_url", Some(&sf.instance_url))?;
+                check_optional_url("login_url", sf.login_url.as_deref())?;
+                check_oauth_client(&sf.client_id, &sf.client_secret)?;
+                let v = sf.api_version.strip_prefix('v').unwrap_or("");
+                let ok_version = v.split_once('.').is_some_and(|(major, minor)| {
+                    !major.is_empty()
+                        && !minor.is_empty()
+                        && major.len() <= 4
+                        && minor.len() <= 2
+                        && major
+                            .chars()
+                            .chain(minor.chars())
+                            .all(|c| c.is_ascii_digit())
+                });
+                if !ok_version {
+                    return Err("api_version must look like \"v60.0\"".into());
+                }
+                for (field, value) in &sf.defaults {
+                    let name_ok = field.len() <= 80
+                        && field
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic())
+                        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !name_ok {
+                        return Err(format!(
+                            "defaults: {field:?} is not a Salesforce field name"
+                        ));
+                    }
+                    if value.is_object() || value.is_array() {
+                        return Err(format!(
+                            "defaults.{field} must be a string, number, boolean or null"
+                        ));
+                    }
                 }
             }
         }
@@ -424,6 +572,33 @@ pub(crate) fn check_auth(auth: &HttpAuth) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An OAuth client of a target: its id and secret (never quoted in the error).
+fn check_oauth_client(client_id: &str, secret: &str) -> Result<(), String> {
+    if client_id.trim().is_empty()
+        || client_id.len() > 512
+        || client_id.chars().any(char::is_control)
+    {
+        return Err("client_id must be 1 to 512 characters, without control characters".into());
+    }
+    if secret.is_empty() {
+        return Err("client_secret is required".into());
+    }
+    if secret.len() > MAX_SECRET_LEN || secret.chars().any(char::is_control) {
+        return Err("client_secret must be at most 8 KiB, without control characters".into());
+    }
+    Ok(())
+}
+
+/// An optional root URL of a target API, named by its field.
+fn check_optional_url(field: &str, url: Option<&str>) -> Result<(), String> {
+    match url {
+        None => Ok(()),
+        Some(u) => crate::connector::http::check_target_url(u)
+            .map(|_| ())
+            .map_err(|e| format!("{field}: {e}")),
+    }
 }
 
 // ---- repository ---------------------------------------------------------------------
@@ -829,6 +1004,67 @@ mod tests {
             .is_err(),
             "password is required"
         );
+    }
+
+    #[test]
+    fn entra_and_salesforce_definitions() {
+        let entra = scim(json!({
+            "kind": "entra", "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "00000000-0000-0000-0000-000000000001", "client_secret": "entra-secret-1"
+        }));
+        let sf = scim(json!({
+            "kind": "salesforce", "instance_url": "https://acme.my.salesforce.com",
+            "client_id": "3MVG9", "client_secret": "sf-secret-1",
+            "defaults": {"ProfileId": "00e000000000001", "TimeZoneSidKey": "America/Los_Angeles"}
+        }));
+        for (t, secret, name) in [
+            (&entra, "entra-secret-1", "entra"),
+            (&sf, "sf-secret-1", "salesforce"),
+        ] {
+            assert_eq!(t.validate(&reg()), Ok(()), "{name}");
+            assert_eq!(t.kind_name(), name);
+            assert_eq!(t.secrets(), [secret]);
+            let shown = serde_json::to_string(&t.redacted()).unwrap();
+            assert!(
+                !shown.contains(secret) && shown.contains(REDACTED),
+                "{shown}"
+            );
+            assert!(!format!("{t:?}").contains(secret), "Debug redacts");
+            let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();
+            for f in serde_json::to_value(t).unwrap().as_object().unwrap().keys() {
+                let common = [
+                    "id",
+                    "kind",
+                    "operations",
+                    "mode",
+                    "out_of_scope",
+                    "enabled",
+                ];
+                assert!(
+                    common.contains(&f.as_str()) || fields.contains(&f.as_str()),
+                    "{name}: {f}"
+                );
+            }
+        }
+        if let TargetKind::Salesforce(s) = &sf.kind {
+            assert_eq!(s.api_version, "v60.0", "default API version");
+        }
+        let bad = |t: &TargetConfig, patch: Value| {
+            let mut v = serde_json::to_value(t).unwrap();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            err(&serde_json::from_value(v).unwrap())
+        };
+        assert!(bad(&entra, json!({"tenant_id": "a/b"})).contains("tenant_id"));
+        assert!(bad(&entra, json!({"client_secret": ""})).contains("client_secret"));
+        assert!(bad(&entra, json!({"graph_url": "http://graph.example"})).starts_with("graph_url"));
+        assert!(bad(&sf, json!({"instance_url": "http://x.example"})).starts_with("instance_url"));
+        assert!(bad(&sf, json!({"api_version": "60"})).contains("api_version"));
+        assert!(bad(&sf, json!({"defaults": {"bad key": "x"}})).contains("defaults"));
+        assert!(bad(&sf, json!({"defaults": {"ProfileId": {"a": 1}}})).contains("defaults"));
+        let e = bad(&sf, json!({"client_id": ""}));
+        assert!(e.contains("client_id") && !e.contains("sf-secret-1"), "{e}");
     }
 
     fn repo() -> (Arc<dyn Store>, Targets) {

@@ -1,0 +1,712 @@
+//! The Microsoft Entra ID connector: users, security groups and memberships through
+//! Microsoft Graph v1.0, as an app registration with application permissions
+//! (`User.ReadWrite.All`, `Group.ReadWrite.All`), token by the client credentials flow
+//! (`POST {login_url}/{tenant}/oauth2/v2.0/token`, scope `https://graph.microsoft.com/.default`).
+//!
+//! - the id of a user or group on Entra is its object id;
+//! - match: `GET /v1.0/users?$filter=userPrincipalName eq '…'`; create: `POST /v1.0/users`
+//!   (Graph requires `passwordProfile`: without a password from the hub, an unguessable one
+//!   is generated); Graph refuses a second account with the same UPN (400 "Another object
+//!   with the same value for property userPrincipalName already exists."), which is a
+//!   conflict: the engine creates first and matches on the conflict;
+//! - update: `PATCH /v1.0/users/{id}` with the properties that changed (and
+//!   `passwordProfile` with a new password); deactivate: `accountEnabled: false`;
+//! - delete: `DELETE /v1.0/users/{id}` (404: already gone);
+//! - groups: `POST /v1.0/groups` as security groups (`mailEnabled: false`,
+//!   `securityEnabled: true`), found by `displayName`; members `POST
+//!   /groups/{gid}/members/$ref` (an existing membership is success) and `DELETE
+//!   /groups/{gid}/members/{uid}/$ref` (404 is success).
+//!
+//! Errors carry Graph's `error.code` and `error.message`
+//! (<https://learn.microsoft.com/en-us/graph/errors>) into the audit log.
+
+use std::fmt;
+
+use reqwest::header;
+use reqwest::{Method, Url};
+use serde_json::{Map, Value, json};
+
+use super::http::{
+    HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
+};
+use super::oauth::{ClientCredentials, ClientCredentialsConfig, unguessable_password};
+use super::{Connector, ConnectorError, TargetId};
+use crate::sync::target::EntraTarget;
+
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+/// Graph's answer to a second account with the same UPN (400 `Request_BadRequest`).
+const DUPLICATE_UPN: &str =
+    "Another object with the same value for property userPrincipalName already exists";
+/// Graph's answer to adding an existing member (400 `Request_BadRequest`).
+const MEMBER_EXISTS: &str = "One or more added object references already exist";
+/// The Graph user properties a payload's top-level keys may set directly (through the
+/// mapping), beside those derived from SCIM attributes.
+const PASSTHROUGH: &[&str] = &[
+    "usageLocation",
+    "employeeId",
+    "companyName",
+    "officeLocation",
+    "city",
+    "country",
+    "state",
+    "streetAddress",
+    "postalCode",
+    "onPremisesImmutableId",
+];
+
+pub struct EntraConnector {
+    graph: Url,
+    tenant: String,
+    oauth: ClientCredentials,
+    http: HttpClient,
+}
+
+impl fmt::Debug for EntraConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraConnector")
+            .field("graph", &self.graph.as_str())
+            .field("tenant", &self.tenant)
+            .field("oauth", &self.oauth)
+            .finish()
+    }
+}
+
+fn refused(reason: impl Into<String>) -> ConnectorError {
+    ConnectorError::Refused {
+        status: None,
+        reason: reason.into(),
+    }
+}
+
+/// A failed call with Graph's message, when it gave one.
+struct Failure {
+    error: ConnectorError,
+    message: String,
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(error: ConnectorError) -> Self {
+        Failure {
+            error,
+            message: String::new(),
+        }
+    }
+}
+
+impl EntraConnector {
+    pub fn new(target: &EntraTarget) -> Result<Self, SetupError> {
+        Self::with_client(target, HttpClient::shared()?)
+    }
+
+    pub fn with_client(target: &EntraTarget, http: HttpClient) -> Result<Self, SetupError> {
+        let graph = check_target_url(target.graph_url.as_deref().unwrap_or(DEFAULT_GRAPH_URL))
+            .map_err(|e| SetupError::Url(format!("graph_url: {e}")))?;
+        let login = check_target_url(target.login_url.as_deref().unwrap_or(DEFAULT_LOGIN_URL))
+            .map_err(|e| SetupError::Url(format!("login_url: {e}")))?;
+        let tenant = target.tenant_id.trim();
+        if tenant.is_empty()
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(SetupError::Config("invalid tenant_id".into()));
+        }
+        if target.client_id.trim().is_empty() || target.client_secret.is_empty() {
+            return Err(SetupError::Credentials(
+                "client_id and client_secret are required".into(),
+            ));
+        }
+        let token_url = join(&login, &[tenant, "oauth2", "v2.0", "token"])
+            .map_err(|_| SetupError::Url("login_url cannot take a path".into()))?;
+        // `.default`: the application permissions granted to the app registration.
+        let scope = match graph.host_str() {
+            Some(h) if graph.scheme() == "https" => format!("https://{h}/.default"),
+            _ => format!("{DEFAULT_GRAPH_URL}/.default"),
+        };
+        let oauth = ClientCredentials::new(
+            ClientCredentialsConfig {
+                token_url,
+                client_id: target.client_id.trim().to_string(),
+                client_secret: target.client_secret.clone(),
+                scope: Some(scope),
+                system: "Microsoft Entra",
+            },
+            http.clone(),
+        );
+        Ok(EntraConnector {
+            graph,
+            tenant: tenant.to_string(),
+            oauth,
+            http,
+        })
+    }
+
+    /// `{graph}/v1.0/{segments}?{query}`, percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
+        let mut url = join(&self.graph, &[&["v1.0"], segments].concat())
+            .map_err(|_| ConnectorError::Gone("graph_url cannot take a path".into()))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// The `@odata.id` of a directory object, as `POST …/members/$ref` wants it.
+    fn directory_object(&self, id: &str) -> Result<String, ConnectorError> {
+        Ok(self.url(&["directoryObjects", id], &[])?.to_string())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, Failure> {
+        let url = self.url(segments, query)?;
+        let path = url.path().to_string();
+        let payload = body.map(Value::to_string);
+        let result = self
+            .oauth
+            .send(|| {
+                let mut req = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .header(header::ACCEPT, "application/json");
+                if let Some(b) = &payload {
+                    req = req
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(b.clone());
+                }
+                req
+            })
+            .await;
+        match &result {
+            // Never the query: it holds user names.
+            Ok(r) => tracing::debug!(%method, %path, status = r.status.as_u16(), "entra target"),
+            Err(e) => tracing::debug!(%method, %path, error = %e, "entra target"),
+        }
+        let resp = result.map_err(|e| self.oauth.scrub_error(e))?;
+        if resp.is_success() {
+            return Ok(resp);
+        }
+        let message = serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .and_then(|v| vendor_error(&v).1)
+            .unwrap_or_default();
+        let error = match error_for(&resp, None) {
+            ConnectorError::Refused {
+                status: Some(401),
+                reason,
+            } => ConnectorError::Refused {
+                status: Some(401),
+                reason: format!(
+                    "Microsoft Graph did not accept the token of tenant {:?}: {reason}",
+                    self.tenant
+                ),
+            },
+            ConnectorError::Refused {
+                status: Some(403),
+                reason,
+            } => ConnectorError::Refused {
+                status: Some(403),
+                reason: format!(
+                    "{reason} (the app registration needs the application permissions User.ReadWrite.All and Group.ReadWrite.All, with admin consent)"
+                ),
+            },
+            e => e,
+        };
+        Err(Failure {
+            error: self.oauth.scrub_error(error),
+            message,
+        })
+    }
+
+    /// The id of the one object of `collection` whose `property` equals `value`.
+    async fn find_by(
+        &self,
+        collection: &str,
+        property: &str,
+        value: &str,
+    ) -> Result<Option<TargetId>, ConnectorError> {
+        let filter = format!("{property} eq '{}'", odata_string(value));
+        let r = self
+            .call(
+                Method::GET,
+                &[collection],
+                &[("$filter", &filter), ("$select", "id")],
+                None,
+            )
+            .await
+            .map_err(|f| f.error)?;
+        let v = r.json()?;
+        let items = v
+            .get("value")
+            .and_then(Value::as_array)
+            .ok_or_else(|| refused("Microsoft Graph answered a list without `value`"))?;
+        Ok(items
+            .first()
+            .and_then(|i| i.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+}
+
+/// `base` with `segments` appended as path segments.
+fn join(base: &Url, segments: &[&str]) -> Result<Url, ()> {
+    let mut url = base.clone();
+    {
+        let mut path = url.path_segments_mut()?;
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    Ok(url)
+}
+
+/// A string literal inside an OData `$filter`: single quotes doubled (OData ABNF,
+/// `SQUOTE-in-string`).
+pub fn odata_string(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_object().and_then(|o| {
+            o.get(*k).or_else(|| {
+                o.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+        })?;
+    }
+    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The value of the element of a multi-valued attribute with `type` (else primary, else
+/// first when `fallback`).
+fn typed_value<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a str> {
+    let items = user.get(attr)?.as_array()?;
+    let item = match kind {
+        Some(k) => items
+            .iter()
+            .find(|i| i.get("type").and_then(Value::as_str) == Some(k)),
+        None => items
+            .iter()
+            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| items.first()),
+    }?;
+    item.get("value")?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A `mailNickname` from a name: Graph refuses spaces and `@ ( ) \ [ ] " ; : < > ,`,
+/// and non-ASCII; at most 64 characters.
+pub fn mail_nickname(name: &str) -> String {
+    let local = name.split('@').next().unwrap_or(name);
+    let nick: String = local
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(64)
+        .collect();
+    let nick = nick.trim_matches('.').to_string();
+    if nick.is_empty() {
+        // Nothing usable: a stable nickname from the name's hash.
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(name.as_bytes());
+        format!("u{}", &hex_of(&h)[..12])
+    } else {
+        nick
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Graph user properties of a mapped SCIM payload (without `passwordProfile`).
+fn graph_user(user: &Value) -> Result<Map<String, Value>, ConnectorError> {
+    let upn = str_at(user, &["userName"])
+        .ok_or_else(|| refused("the user has no userName (the userPrincipalName on Entra)"))?;
+    let given = str_at(user, &["name", "givenName"]);
+    let family = str_at(user, &["name", "familyName"]);
+    let display = str_at(user, &["displayName"])
+        .or_else(|| str_at(user, &["name", "formatted"]))
+        .map(str::to_string)
+        .or_else(|| match (given, family) {
+            (Some(g), Some(f)) => Some(format!("{g} {f}")),
+            (Some(x), None) | (None, Some(x)) => Some(x.to_string()),
+            (None, None) => None,
+        })
+        .unwrap_or_else(|| upn.to_string());
+    let mut m = Map::new();
+    m.insert("userPrincipalName".into(), json!(upn));
+    m.insert("displayName".into(), json!(display));
+    m.insert(
+        "mailNickname".into(),
+        json!(str_at(user, &["mailNickname"]).map_or_else(|| mail_nickname(upn), str::to_string)),
+    );
+    m.insert(
+        "accountEnabled".into(),
+        json!(user.get("active").and_then(Value::as_bool).unwrap_or(true)),
+    );
+    let optional = [
+        ("givenName", given),
+        ("surname", family),
+        ("jobTitle", str_at(user, &["title"])),
+        ("department", str_at(user, &[ENTERPRISE, "department"])),
+        ("employeeId", str_at(user, &[ENTERPRISE, "employeeNumber"])),
+        ("companyName", str_at(user, &[ENTERPRISE, "organization"])),
+        ("mail", typed_value(user, "emails", None)),
+        (
+            "mobilePhone",
+            typed_value(user, "phoneNumbers", Some("mobile")),
+        ),
+        ("preferredLanguage", str_at(user, &["preferredLanguage"])),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(o) = user.as_object() {
+        for (k, v) in o {
+            if PASSTHROUGH.contains(&k.as_str()) && !v.is_null() {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The properties of `new` that differ from `old`; those gone are cleared (`null`).
+fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<String, Value> {
+    let Some(old) = old else {
+        return new.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in new {
+        // `accountEnabled` always: a deactivation since `old` was delivered (the engine
+        // keeps the last payload) is not in `old`.
+        if old.get(k) != Some(v) || k == "accountEnabled" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for k in old.keys() {
+        // Graph refuses null for these: they are always set.
+        let required = [
+            "userPrincipalName",
+            "displayName",
+            "mailNickname",
+            "accountEnabled",
+        ];
+        if !new.contains_key(k) && !required.contains(&k.as_str()) {
+            out.insert(k.clone(), Value::Null);
+        }
+    }
+    out
+}
+
+fn group_name(group: &Value) -> Result<&str, ConnectorError> {
+    str_at(group, &["displayName"]).ok_or_else(|| refused("the group has no displayName"))
+}
+
+#[async_trait::async_trait]
+impl Connector for EntraConnector {
+    async fn test(&self) -> Result<String, ConnectorError> {
+        // Covered by User.ReadWrite.All (reading /organization would need another permission).
+        let r = self
+            .call(
+                Method::GET,
+                &["users"],
+                &[("$top", "1"), ("$select", "id")],
+                None,
+            )
+            .await
+            .map_err(|f| f.error)?;
+        if r.json()?.get("value").and_then(Value::as_array).is_none() {
+            return Err(refused("Microsoft Graph answered a list without `value`"));
+        }
+        Ok(format!(
+            "Microsoft Graph at {}: tenant {:?} accepted the app registration, users readable",
+            self.graph.host_str().unwrap_or("?"),
+            self.tenant
+        ))
+    }
+
+    fn create_detects_existing(&self) -> bool {
+        // Graph refuses a duplicate userPrincipalName: one call per new user.
+        true
+    }
+
+    async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        let upn = str_at(user, &["userName"])
+            .ok_or_else(|| refused("the user has no userName (the userPrincipalName on Entra)"))?;
+        self.find_by("users", "userPrincipalName", upn).await
+    }
+
+    async fn create_user(
+        &self,
+        user: &Value,
+        password: Option<&str>,
+    ) -> Result<TargetId, ConnectorError> {
+        let mut body = graph_user(user)?;
+        // Graph requires a password on create. One the hub received is the user's own:
+        // no change forced; a generated one nobody knows: change it at first sign-in.
+        let (password, force) = match password {
+            Some(p) => (p.to_string(), false),
+            None => (unguessable_password(), true),
+        };
+        body.insert(
+            "passwordProfile".into(),
+            json!({"password": password, "forceChangePasswordNextSignIn": force}),
+        );
+        match self
+            .call(Method::POST, &["users"], &[], Some(&Value::Object(body)))
+            .await
+        {
+            Ok(r) => r
+                .json()?
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| refused("Microsoft Graph created a user but answered no id")),
+            Err(f) if f.message.starts_with(DUPLICATE_UPN) => {
+                Err(ConnectorError::Conflict(f.message))
+            }
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        user: &Value,
+        previous: Option<&Value>,
+        password: Option<&str>,
+    ) -> Result<Option<TargetId>, ConnectorError> {
+        let new = graph_user(user)?;
+        let old = previous.and_then(|p| graph_user(p).ok());
+        // Never empty: `accountEnabled` is always sent.
+        let mut body = changes(&new, old.as_ref());
+        if let Some(p) = password {
+            body.insert(
+                "passwordProfile".into(),
+                json!({"password": p, "forceChangePasswordNextSignIn": false}),
+            );
+        }
+        self.call(
+            Method::PATCH,
+            &["users", id],
+            &[],
+            Some(&Value::Object(body)),
+        )
+        .await
+        .map_err(|f| f.error)?;
+        Ok(None)
+    }
+
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.call(
+            Method::PATCH,
+            &["users", id],
+            &[],
+            Some(&json!({"accountEnabled": false})),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.error)
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError> {
+        match self.call(Method::DELETE, &["users", id], &[], None).await {
+            Ok(_) => Ok(()),
+            Err(f) if matches!(f.error, ConnectorError::NotFound) => Ok(()),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn find_group(&self, group: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        self.find_by("groups", "displayName", group_name(group)?)
+            .await
+    }
+
+    async fn create_group(&self, group: &Value) -> Result<TargetId, ConnectorError> {
+        let name = group_name(group)?;
+        let mut body = json!({
+            "displayName": name,
+            "mailEnabled": false,
+            "mailNickname": mail_nickname(name),
+            "securityEnabled": true,
+        });
+        if let Some(d) = str_at(group, &["description"]) {
+            body["description"] = json!(d);
+        }
+        let r = self
+            .call(Method::POST, &["groups"], &[], Some(&body))
+            .await
+            .map_err(|f| f.error)?;
+        r.json()?
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| refused("Microsoft Graph created a group but answered no id"))
+    }
+
+    async fn update_group(
+        &self,
+        id: &str,
+        group: &Value,
+        previous: Option<&Value>,
+    ) -> Result<(), ConnectorError> {
+        let name = group_name(group)?;
+        if previous.and_then(|p| str_at(p, &["displayName"])) == Some(name) {
+            return Ok(());
+        }
+        self.call(
+            Method::PATCH,
+            &["groups", id],
+            &[],
+            Some(&json!({ "displayName": name })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.error)
+    }
+
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError> {
+        match self.call(Method::DELETE, &["groups", id], &[], None).await {
+            Ok(_) => Ok(()),
+            Err(f) if matches!(f.error, ConnectorError::NotFound) => Ok(()),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn add_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            let body = json!({ "@odata.id": self.directory_object(m)? });
+            match self
+                .call(
+                    Method::POST,
+                    &["groups", group_id, "members", "$ref"],
+                    &[],
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(f) if f.message.starts_with(MEMBER_EXISTS) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => {
+                    return Err(ConnectorError::Refused {
+                        status: Some(404),
+                        reason: format!(
+                            "group {group_id} or member {m} does not exist on Entra: {}",
+                            f.message
+                        ),
+                    });
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            match self
+                .call(
+                    Method::DELETE,
+                    &["groups", group_id, "members", m, "$ref"],
+                    &[],
+                    None,
+                )
+                .await
+            {
+                // Not a member (or either side gone): what we wanted.
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => {}
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_from_scim() {
+        let u = json!({
+            "userName": "alice@contoso.test", "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "title": "Engineer", "active": false,
+            ENTERPRISE: {"department": "R&D"},
+            "emails": [{"value": "w@x.test"}, {"value": "p@x.test", "primary": true}],
+            "phoneNumbers": [{"type": "work", "value": "1"}, {"type": "mobile", "value": "2"}],
+            "usageLocation": "FR", "nickName": "ignored"
+        });
+        let m = graph_user(&u).unwrap();
+        assert_eq!(
+            Value::Object(m.clone()),
+            json!({"userPrincipalName": "alice@contoso.test", "displayName": "Alice Liddell",
+                   "mailNickname": "alice", "accountEnabled": false, "givenName": "Alice",
+                   "surname": "Liddell", "jobTitle": "Engineer", "department": "R&D",
+                   "mail": "p@x.test", "mobilePhone": "2", "usageLocation": "FR"})
+        );
+        let mut u2 = u.clone();
+        u2["title"] = Value::Null;
+        u2["active"] = json!(true);
+        let d = changes(&graph_user(&u2).unwrap(), Some(&m));
+        assert_eq!(
+            Value::Object(d),
+            json!({"accountEnabled": true, "jobTitle": null})
+        );
+        assert!(graph_user(&json!({"displayName": "x"})).is_err());
+    }
+
+    #[test]
+    fn names_and_urls() {
+        assert_eq!(odata_string("o'brien"), "o''brien");
+        assert_eq!(mail_nickname("Jo Smith (ext)@x"), "JoSmithext");
+        assert_eq!(mail_nickname("Ünïcode"), "ncode");
+        assert!(mail_nickname("ü").starts_with('u'));
+        let t = EntraTarget {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            client_secret: "very-secret".into(),
+            graph_url: None,
+            login_url: None,
+        };
+        let c = EntraConnector::new(&t).unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+        assert_eq!(
+            c.url(&["groups", "g1", "members", "$ref"], &[])
+                .unwrap()
+                .as_str(),
+            "https://graph.microsoft.com/v1.0/groups/g1/members/$ref"
+        );
+        assert_eq!(
+            c.directory_object("u1").unwrap(),
+            "https://graph.microsoft.com/v1.0/directoryObjects/u1"
+        );
+        let bad = EntraTarget {
+            tenant_id: "a/b".into(),
+            ..t
+        };
+        assert!(EntraConnector::new(&bad).is_err());
+    }
+}

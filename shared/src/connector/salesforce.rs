@@ -1,0 +1,753 @@
+//! The Salesforce connector: users, public groups and group members through the REST API
+//! (`{instance_url}/services/data/{api_version}/`), as a connected app with the OAuth 2.0
+//! client credentials flow (`POST {login_url}/services/oauth2/token`; the token acts as
+//! the connected app's run-as user).
+//!
+//! - the id of a user or group on Salesforce is its record id (`005…`, `00G…`);
+//! - match: SOQL `SELECT Id FROM User WHERE Username = '…'`; create: `POST sobjects/User`
+//!   (Salesforce refuses an existing Username with `DUPLICATE_USERNAME`, a conflict: the
+//!   engine creates first and matches on the conflict); required fields Salesforce wants
+//!   (`ProfileId`, `TimeZoneSidKey`, …) come from the target's `defaults` and the mapping;
+//!   `Alias` and `CommunityNickname` are derived when not mapped;
+//! - update: `PATCH sobjects/User/{id}` with the fields that changed; password:
+//!   `POST sobjects/User/{id}/password` `{"NewPassword"}`;
+//! - deactivate **and delete**: `IsActive: false` (Salesforce users cannot be deleted);
+//! - groups: public groups, `sobjects/Group` (`Type: Regular`), found by `Name`; members
+//!   are `GroupMember` records (`GroupId`, `UserOrGroupId`), found by SOQL to delete them.
+//!
+//! Errors are Salesforce's list `[{"errorCode","message","fields"}]`: the audit log gets
+//! the code, the message and the fields.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use reqwest::header;
+use reqwest::{Method, Url};
+use serde_json::{Map, Value, json};
+
+use super::http::{HttpClient, HttpResponse, SetupError, check_target_url, error_for, truncate};
+use super::oauth::{ClientCredentials, ClientCredentialsConfig};
+use super::{Connector, ConnectorError, TargetId};
+use crate::sync::target::SalesforceTarget;
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+pub struct SalesforceConnector {
+    instance: Url,
+    version: String,
+    defaults: BTreeMap<String, Value>,
+    oauth: ClientCredentials,
+    http: HttpClient,
+}
+
+impl fmt::Debug for SalesforceConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SalesforceConnector")
+            .field("instance", &self.instance.as_str())
+            .field("version", &self.version)
+            .field("oauth", &self.oauth)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused(reason: impl Into<String>) -> ConnectorError {
+    ConnectorError::Refused {
+        status: None,
+        reason: reason.into(),
+    }
+}
+
+/// A failed call with Salesforce's first `errorCode`, when it gave one.
+struct Failure {
+    error: ConnectorError,
+    code: Option<String>,
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(error: ConnectorError) -> Self {
+        Failure { error, code: None }
+    }
+}
+
+impl Failure {
+    fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// Salesforce's error list: `(errorCode, "code: message (fields: a, b)")` of each entry,
+/// joined; `None` when the body is not that list.
+fn salesforce_errors(body: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let list = v.as_array()?;
+    let mut first = None;
+    let mut parts = Vec::new();
+    for e in list {
+        let code = e
+            .get("errorCode")
+            .and_then(Value::as_str)
+            .unwrap_or("ERROR");
+        let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+        let fields: Vec<&str> = e
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        first.get_or_insert_with(|| code.to_string());
+        let mut part = format!("{code}: {message}");
+        if !fields.is_empty() {
+            part.push_str(&format!(" (fields: {})", fields.join(", ")));
+        }
+        parts.push(part);
+    }
+    Some((first?, parts.join("; ")))
+}
+
+impl SalesforceConnector {
+    pub fn new(target: &SalesforceTarget) -> Result<Self, SetupError> {
+        Self::with_client(target, HttpClient::shared()?)
+    }
+
+    pub fn with_client(target: &SalesforceTarget, http: HttpClient) -> Result<Self, SetupError> {
+        let instance = check_target_url(&target.instance_url)
+            .map_err(|e| SetupError::Url(format!("instance_url: {e}")))?;
+        let login = check_target_url(target.login_url.as_deref().unwrap_or(&target.instance_url))
+            .map_err(|e| SetupError::Url(format!("login_url: {e}")))?;
+        let v = target.api_version.trim();
+        if !v.starts_with('v')
+            || v.len() < 4
+            || !v[1..].chars().all(|c| c.is_ascii_digit() || c == '.')
+        {
+            return Err(SetupError::Config(
+                "api_version must look like v60.0".into(),
+            ));
+        }
+        if target.client_id.trim().is_empty() || target.client_secret.is_empty() {
+            return Err(SetupError::Credentials(
+                "client_id and client_secret are required".into(),
+            ));
+        }
+        let token_url = join(&login, &["services", "oauth2", "token"])
+            .map_err(|_| SetupError::Url("login_url cannot take a path".into()))?;
+        let oauth = ClientCredentials::new(
+            ClientCredentialsConfig {
+                token_url,
+                client_id: target.client_id.trim().to_string(),
+                client_secret: target.client_secret.clone(),
+                scope: None,
+                system: "Salesforce",
+            },
+            http.clone(),
+        );
+        Ok(SalesforceConnector {
+            instance,
+            version: v.to_string(),
+            defaults: target.defaults.clone(),
+            oauth,
+            http,
+        })
+    }
+
+    /// `{instance}/services/data/{version}/{segments}?{query}`, percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
+        let mut url = join(
+            &self.instance,
+            &[&["services", "data", self.version.as_str()], segments].concat(),
+        )
+        .map_err(|_| ConnectorError::Gone("instance_url cannot take a path".into()))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, Failure> {
+        let url = self.url(segments, query)?;
+        let path = url.path().to_string();
+        let payload = body.map(Value::to_string);
+        let result = self
+            .oauth
+            .send(|| {
+                let mut req = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .header(header::ACCEPT, "application/json");
+                if let Some(b) = &payload {
+                    req = req
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(b.clone());
+                }
+                req
+            })
+            .await;
+        match &result {
+            // Never the query: it holds user names.
+            Ok(r) => {
+                tracing::debug!(%method, %path, status = r.status.as_u16(), "salesforce target")
+            }
+            Err(e) => tracing::debug!(%method, %path, error = %e, "salesforce target"),
+        }
+        let resp = result.map_err(|e| self.oauth.scrub_error(e))?;
+        if resp.is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status.as_u16();
+        let parsed = salesforce_errors(&resp.body);
+        let code = parsed.as_ref().map(|(c, _)| c.clone());
+        let reason = parsed.map(|(_, r)| truncate(&self.oauth.scrub(&r), 600));
+        let error = match (code.as_deref(), reason) {
+            (Some("DUPLICATE_USERNAME"), Some(r)) => ConnectorError::Conflict(r),
+            (Some("NOT_FOUND" | "ENTITY_IS_DELETED"), _) => ConnectorError::NotFound,
+            // The org's API request limit (24 h rolling): try again later.
+            (Some("REQUEST_LIMIT_EXCEEDED"), Some(r)) => ConnectorError::Retryable {
+                status: Some(status),
+                retry_after: None,
+                detail: r,
+            },
+            (Some("INVALID_SESSION_ID"), Some(r)) => ConnectorError::Refused {
+                status: Some(status),
+                reason: format!(
+                    "Salesforce did not accept a fresh token of the connected app: {r}"
+                ),
+            },
+            (Some(_), Some(r)) => match error_for(&resp, None) {
+                ConnectorError::Retryable {
+                    status,
+                    retry_after,
+                    ..
+                } => ConnectorError::Retryable {
+                    status,
+                    retry_after,
+                    detail: r,
+                },
+                ConnectorError::NotFound => ConnectorError::NotFound,
+                _ => ConnectorError::Refused {
+                    status: Some(status),
+                    reason: r,
+                },
+            },
+            _ => self.oauth.scrub_error(error_for(&resp, None)),
+        };
+        Err(Failure { error, code })
+    }
+
+    /// The `Id` of the first record a SOQL query returns.
+    async fn query_id(&self, soql: &str) -> Result<Option<TargetId>, ConnectorError> {
+        let r = self
+            .call(Method::GET, &["query"], &[("q", soql)], None)
+            .await
+            .map_err(|f| f.error)?;
+        let v = r.json()?;
+        let records = v
+            .get("records")
+            .and_then(Value::as_array)
+            .ok_or_else(|| refused("Salesforce answered a query without `records`"))?;
+        Ok(records
+            .first()
+            .and_then(|r| r.get("Id"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    async fn set_password(&self, id: &str, password: &str) -> Result<(), ConnectorError> {
+        self.call(
+            Method::POST,
+            &["sobjects", "User", id, "password"],
+            &[],
+            Some(&json!({ "NewPassword": password })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.error)
+    }
+
+    async fn patch(&self, object: &str, id: &str, body: Value) -> Result<(), ConnectorError> {
+        self.call(Method::PATCH, &["sobjects", object, id], &[], Some(&body))
+            .await
+            .map(|_| ())
+            .map_err(|f| f.error)
+    }
+}
+
+fn join(base: &Url, segments: &[&str]) -> Result<Url, ()> {
+    let mut url = base.clone();
+    {
+        let mut path = url.path_segments_mut()?;
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    Ok(url)
+}
+
+/// A string literal inside SOQL: quotes, backslashes and line breaks escaped with a
+/// backslash (SOQL and SOSL Reference, "Quoted String Escape Sequences").
+pub fn soql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_object().and_then(|o| {
+            o.get(*k).or_else(|| {
+                o.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+        })?;
+    }
+    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn typed_value<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a str> {
+    let items = user.get(attr)?.as_array()?;
+    let item = match kind {
+        Some(k) => items
+            .iter()
+            .find(|i| i.get("type").and_then(Value::as_str) == Some(k)),
+        None => items
+            .iter()
+            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| items.first()),
+    }?;
+    item.get("value")?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// An `Alias` (at most 8 characters): first initial and family name, else the user
+/// name's start; ASCII letters and digits, lower case.
+pub fn alias(given: Option<&str>, family: Option<&str>, user_name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let mut a = match family.map(clean).filter(|f| !f.is_empty()) {
+        Some(f) => {
+            let initial: String = given
+                .map(clean)
+                .unwrap_or_default()
+                .chars()
+                .take(1)
+                .collect();
+            format!("{initial}{f}")
+        }
+        None => clean(user_name.split('@').next().unwrap_or(user_name)),
+    };
+    if a.is_empty() {
+        a = "user".into();
+    }
+    a.chars().take(8).collect()
+}
+
+/// Whether a payload key is a Salesforce field name set through the mapping (standard
+/// fields start with an upper-case letter, custom ones end in `__c`): SCIM attribute
+/// names start in lower case, so the two never mix.
+fn is_salesforce_field(k: &str) -> bool {
+    k.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The User fields of a mapped SCIM payload (without the target's `defaults`).
+fn sf_user(user: &Value) -> Result<Map<String, Value>, ConnectorError> {
+    let username = str_at(user, &["userName"])
+        .ok_or_else(|| refused("the user has no userName (the Username on Salesforce)"))?;
+    let given = str_at(user, &["name", "givenName"]);
+    let family = str_at(user, &["name", "familyName"]);
+    let mut m = Map::new();
+    m.insert("Username".into(), json!(username));
+    let last = family
+        .or_else(|| str_at(user, &["displayName"]))
+        .unwrap_or(username);
+    m.insert("LastName".into(), json!(last));
+    m.insert("Alias".into(), json!(alias(given, family, username)));
+    // Unique in the org, as the Username is; at most 40 characters.
+    m.insert(
+        "CommunityNickname".into(),
+        json!(username.chars().take(40).collect::<String>()),
+    );
+    m.insert(
+        "IsActive".into(),
+        json!(user.get("active").and_then(Value::as_bool).unwrap_or(true)),
+    );
+    let optional = [
+        ("FirstName", given),
+        ("Email", typed_value(user, "emails", None)),
+        ("Title", str_at(user, &["title"])),
+        ("Department", str_at(user, &[ENTERPRISE, "department"])),
+        (
+            "EmployeeNumber",
+            str_at(user, &[ENTERPRISE, "employeeNumber"]),
+        ),
+        ("CompanyName", str_at(user, &[ENTERPRISE, "organization"])),
+        (
+            "MobilePhone",
+            typed_value(user, "phoneNumbers", Some("mobile")),
+        ),
+        ("Phone", typed_value(user, "phoneNumbers", Some("work"))),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            m.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(o) = user.as_object() {
+        for (k, v) in o {
+            if is_salesforce_field(k) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<String, Value> {
+    let Some(old) = old else {
+        return new.clone();
+    };
+    let mut out = Map::new();
+    for (k, v) in new {
+        // `IsActive` always: a deactivation since `old` was delivered (the engine keeps
+        // the last payload) is not in `old`.
+        if old.get(k) != Some(v) || k == "IsActive" {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for k in old.keys() {
+        let always = [
+            "Username",
+            "LastName",
+            "Alias",
+            "CommunityNickname",
+            "IsActive",
+            "Email",
+        ];
+        if !new.contains_key(k) && !always.contains(&k.as_str()) {
+            out.insert(k.clone(), Value::Null);
+        }
+    }
+    out
+}
+
+/// A `DeveloperName` for a group: letters, digits and single underscores, starting with
+/// a letter, not ending with an underscore; at most 40 characters.
+pub fn developer_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert_str(0, "G_");
+    }
+    let mut out: String = out.chars().take(40).collect();
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+fn group_name(group: &Value) -> Result<&str, ConnectorError> {
+    str_at(group, &["displayName"]).ok_or_else(|| refused("the group has no displayName"))
+}
+
+#[async_trait::async_trait]
+impl Connector for SalesforceConnector {
+    async fn test(&self) -> Result<String, ConnectorError> {
+        let r = self
+            .call(Method::GET, &["limits"], &[], None)
+            .await
+            .map_err(|f| f.error)?;
+        let v = r.json()?;
+        let daily = v.get("DailyApiRequests");
+        let left = match (
+            daily
+                .and_then(|d| d.get("Remaining"))
+                .and_then(Value::as_u64),
+            daily.and_then(|d| d.get("Max")).and_then(Value::as_u64),
+        ) {
+            (Some(r), Some(m)) => format!(", {r} of {m} daily API requests left"),
+            _ => String::new(),
+        };
+        Ok(format!(
+            "Salesforce at {}: connected app accepted (API {}){left}",
+            self.instance.host_str().unwrap_or("?"),
+            self.version
+        ))
+    }
+
+    fn create_detects_existing(&self) -> bool {
+        // DUPLICATE_USERNAME: one call per new user.
+        true
+    }
+
+    async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        let name = str_at(user, &["userName"])
+            .ok_or_else(|| refused("the user has no userName (the Username on Salesforce)"))?;
+        self.query_id(&format!(
+            "SELECT Id FROM User WHERE Username = '{}'",
+            soql_string(name)
+        ))
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        user: &Value,
+        password: Option<&str>,
+    ) -> Result<TargetId, ConnectorError> {
+        let mut body = sf_user(user)?;
+        for (k, v) in &self.defaults {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let id = match self
+            .call(
+                Method::POST,
+                &["sobjects", "User"],
+                &[],
+                Some(&Value::Object(body)),
+            )
+            .await
+        {
+            Ok(r) => r
+                .json()?
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| refused("Salesforce created a user but answered no id"))?,
+            Err(f) if f.is("REQUIRED_FIELD_MISSING") => {
+                return Err(match f.error {
+                    ConnectorError::Refused { status, reason } => ConnectorError::Refused {
+                        status,
+                        reason: format!(
+                            "{reason}: set them in the target's `defaults` or with a mapping rule"
+                        ),
+                    },
+                    e => e,
+                });
+            }
+            Err(f) => return Err(f.error),
+        };
+        if let Some(p) = password {
+            self.set_password(&id, p).await?;
+        }
+        Ok(id)
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        user: &Value,
+        previous: Option<&Value>,
+        password: Option<&str>,
+    ) -> Result<Option<TargetId>, ConnectorError> {
+        let new = sf_user(user)?;
+        let old = previous.and_then(|p| sf_user(p).ok());
+        // Never empty: `IsActive` is always sent.
+        let body = changes(&new, old.as_ref());
+        self.patch("User", id, Value::Object(body)).await?;
+        if let Some(p) = password {
+            self.set_password(id, p).await?;
+        }
+        Ok(None)
+    }
+
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.patch("User", id, json!({"IsActive": false})).await
+    }
+
+    /// Salesforce users cannot be deleted: the nearest equivalent is deactivation.
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.disable_user(id).await
+    }
+
+    async fn find_group(&self, group: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        self.query_id(&format!(
+            "SELECT Id FROM Group WHERE Type = 'Regular' AND Name = '{}'",
+            soql_string(group_name(group)?)
+        ))
+        .await
+    }
+
+    async fn create_group(&self, group: &Value) -> Result<TargetId, ConnectorError> {
+        let name = group_name(group)?;
+        let body = json!({"Name": name, "DeveloperName": developer_name(name), "Type": "Regular"});
+        match self
+            .call(Method::POST, &["sobjects", "Group"], &[], Some(&body))
+            .await
+        {
+            Ok(r) => r
+                .json()?
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| refused("Salesforce created a group but answered no id")),
+            Err(f) if f.is("DUPLICATE_DEVELOPER_NAME") => Err(ConnectorError::Conflict(format!(
+                "a group named {name:?} exists"
+            ))),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn update_group(
+        &self,
+        id: &str,
+        group: &Value,
+        previous: Option<&Value>,
+    ) -> Result<(), ConnectorError> {
+        let name = group_name(group)?;
+        if previous.and_then(|p| str_at(p, &["displayName"])) == Some(name) {
+            return Ok(());
+        }
+        self.patch("Group", id, json!({ "Name": name })).await
+    }
+
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError> {
+        match self
+            .call(Method::DELETE, &["sobjects", "Group", id], &[], None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(f) if matches!(f.error, ConnectorError::NotFound) => Ok(()),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn add_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            match self
+                .call(
+                    Method::POST,
+                    &["sobjects", "GroupMember"],
+                    &[],
+                    Some(&json!({"GroupId": group_id, "UserOrGroupId": m})),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Already a member.
+                Err(f) if f.is("DUPLICATE_VALUE") => {}
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            let found = self
+                .query_id(&format!(
+                    "SELECT Id FROM GroupMember WHERE GroupId = '{}' AND UserOrGroupId = '{}'",
+                    soql_string(group_id),
+                    soql_string(m)
+                ))
+                .await?;
+            let Some(member_id) = found else {
+                continue;
+            };
+            match self
+                .call(
+                    Method::DELETE,
+                    &["sobjects", "GroupMember", &member_id],
+                    &[],
+                    None,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => {}
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_from_scim() {
+        let u = json!({
+            "userName": "alice@acme.test", "name": {"givenName": "Alice", "familyName": "O'Liddell-Smith"},
+            "active": true, "title": "CTO",
+            "emails": [{"value": "alice@acme.test", "primary": true}],
+            "FederationIdentifier": "alice-sso", "Region__c": "EMEA", "nickName": "x"
+        });
+        let m = sf_user(&u).unwrap();
+        assert_eq!(
+            Value::Object(m.clone()),
+            json!({"Username": "alice@acme.test", "LastName": "O'Liddell-Smith", "Alias": "aoliddel",
+                   "CommunityNickname": "alice@acme.test", "IsActive": true, "FirstName": "Alice",
+                   "Email": "alice@acme.test", "Title": "CTO", "FederationIdentifier": "alice-sso",
+                   "Region__c": "EMEA"})
+        );
+        let mut u2 = u.clone();
+        u2["title"] = Value::Null;
+        u2["active"] = json!(false);
+        assert_eq!(
+            Value::Object(changes(&sf_user(&u2).unwrap(), Some(&m))),
+            json!({"IsActive": false, "Title": null})
+        );
+        assert_eq!(
+            Value::Object(changes(&m, Some(&m))),
+            json!({"IsActive": true})
+        );
+        assert_eq!(alias(None, None, "bob.builder@x"), "bobbuild");
+        assert_eq!(alias(Some("É"), Some("Ü"), "z@x"), "z");
+    }
+
+    #[test]
+    fn names_and_escaping() {
+        assert_eq!(soql_string("o'b\\r\n"), "o\\'b\\\\r\\n");
+        assert_eq!(developer_name("R&D team"), "R_D_team");
+        assert_eq!(developer_name("42 x_"), "G_42_x");
+        assert_eq!(developer_name("__"), "G");
+        assert_eq!(
+            salesforce_errors(
+                br#"[{"message":"Required fields are missing: [ProfileId]","errorCode":"REQUIRED_FIELD_MISSING","fields":["ProfileId"]}]"#
+            ),
+            Some((
+                "REQUIRED_FIELD_MISSING".into(),
+                "REQUIRED_FIELD_MISSING: Required fields are missing: [ProfileId] (fields: ProfileId)".into()
+            ))
+        );
+        assert_eq!(salesforce_errors(b"{}"), None);
+    }
+}
