@@ -414,6 +414,19 @@ async fn scope_mapping_matching_and_groups() {
         },
     )
     .await;
+    // Coming back into the scope reactivates it: the minimal PATCH must carry
+    // `active: true`, so the hub has to remember that the account was deactivated.
+    hub.patch(&format!("/Users/{inside}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Sales"}]})).await;
+    eventually(
+        "reactivated when back in scope",
+        Duration::from_secs(20),
+        || async {
+            target
+                .user_named("existing")
+                .is_some_and(|u| u["active"] == true && u["title"] == "Sales")
+        },
+    )
+    .await;
     // On-demand: push one user now.
     hub.patch(&format!("/Users/{outside}"), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "Sales"}]})).await;
     eventually(

@@ -359,13 +359,20 @@ impl Deliverer {
         let Some(resource) = resource else {
             return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
         };
-        let payload = map_resource(
+        let mut payload = map_resource(
             kind,
             &event.resource_id,
             resource,
             &t.mapping,
             &t.group_mapping,
         );
+        // Back from a deactivation (out of scope): say `active: true` even when the hub
+        // user leaves `active` unset, or a minimal update would leave the account disabled.
+        if link.as_ref().is_some_and(|l| l.disabled)
+            && let Some(obj) = payload.as_object_mut()
+        {
+            obj.entry("active").or_insert(Value::Bool(true));
+        }
         let password = self.open_password(event);
         let hash = content_hash(&payload);
         let active = payload
@@ -551,6 +558,11 @@ impl Deliverer {
                 let mut l = link;
                 l.disabled = true;
                 l.hash = String::new();
+                // What the target now holds: inactive. A later update that brings the
+                // user back then differs in `active` and sends it (minimal PATCHes too).
+                if let Some(obj) = l.delivered.as_object_mut() {
+                    obj.insert("active".into(), Value::Bool(false));
+                }
                 Ok((
                     DeliveryOutcome::Delivered(AuditOp::Deactivate),
                     LinkChange::Put(Box::new(l)),
