@@ -6,8 +6,10 @@
 //! Payloads are SCIM-shaped JSON after the target's attribute mapping: each adapter
 //! translates them to its system's API.
 
+pub mod cognito;
 pub mod crowd;
 pub mod http;
+pub mod okta;
 pub mod scim;
 
 use std::time::Duration;
