@@ -3,6 +3,7 @@
 
 pub mod apigw;
 pub mod crowd;
+pub mod okta;
 pub mod peers;
 
 use std::net::SocketAddr;

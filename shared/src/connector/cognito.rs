@@ -132,11 +132,6 @@ where
     }
 }
 
-/// The UserPoolId prefix of Cognito's "pool does not exist" messages.
-fn names_the_pool(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("pool")
-}
-
 impl CognitoConnector {
     pub fn new(target: &CognitoTarget) -> Result<Self, SetupError> {
         let region = target.region().to_string();
@@ -206,7 +201,8 @@ impl CognitoConnector {
                         ConnectorError::Conflict(said)
                     }
                     "UserNotFoundException" => ConnectorError::NotFound,
-                    "ResourceNotFoundException" if names_the_pool(&message) => {
+                    // "User pool {id} does not exist." (a group's is "Group not found.").
+                    "ResourceNotFoundException" if message.contains(&self.pool) => {
                         ConnectorError::Gone(format!(
                             "Cognito user pool {} not found in {} ({said})",
                             self.pool, self.region
