@@ -170,7 +170,7 @@ impl OktaConnector {
             } => ConnectorError::Refused {
                 status: Some(403),
                 reason: format!(
-                    "the API token's administrator may not do this (it needs the Group or Super Administrator role): {reason}"
+                    "the API token's administrator may not do this (the token needs an Organization or Super Administrator role): {reason}"
                 ),
             },
             e => e,
