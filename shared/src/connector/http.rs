@@ -192,6 +192,23 @@ impl Credentials {
         Ok(Credentials { header, secrets })
     }
 
+    /// `Authorization: {scheme} {token}` for schemes other than Bearer and Basic (Okta's
+    /// `SSWS`).
+    pub fn token(scheme: &str, token: &str) -> Result<Credentials, SetupError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(SetupError::Credentials(format!("empty {scheme} token")));
+        }
+        let mut header = HeaderValue::from_str(&format!("{scheme} {token}")).map_err(|_| {
+            SetupError::Credentials("characters not allowed in an HTTP header".into())
+        })?;
+        header.set_sensitive(true);
+        Ok(Credentials {
+            header,
+            secrets: vec![token.to_string()],
+        })
+    }
+
     /// Applies the header to a request.
     pub fn apply(&self, req: RequestBuilder) -> RequestBuilder {
         req.header(header::AUTHORIZATION, self.header.clone())

@@ -6,10 +6,12 @@
 //! Payloads are SCIM-shaped JSON after the target's attribute mapping: each adapter
 //! translates them to its system's API.
 
+pub mod cognito;
 pub mod crowd;
 pub mod entra;
 pub mod http;
 pub mod oauth;
+pub mod okta;
 pub mod salesforce;
 pub mod scim;
 

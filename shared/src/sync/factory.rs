@@ -26,5 +26,11 @@ pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, Strin
         TargetKind::Salesforce(sf) => crate::connector::salesforce::SalesforceConnector::new(sf)
             .map(|c| Arc::new(c) as Arc<dyn Connector>)
             .map_err(|e| e.to_string()),
+        TargetKind::Cognito(cognito) => crate::connector::cognito::CognitoConnector::new(cognito)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| e.to_string()),
+        TargetKind::Okta(okta) => crate::connector::okta::OktaConnector::new(okta)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>)
+            .map_err(|e| e.to_string()),
     }
 }

@@ -148,6 +148,53 @@ impl std::fmt::Debug for SalesforceTarget {
     }
 }
 
+/// An AWS Cognito user pool, through the AWS SDK with the default credential chain (the
+/// Lambda's role, or the environment): no secret is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CognitoTarget {
+    /// `us-east-1_AbCdEfGhI`.
+    pub user_pool_id: String,
+    /// The pool's region; default: the prefix of `user_pool_id` (which it must match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Another endpoint than AWS's (an emulator, a VPC endpoint); default: the SDK's
+    /// (which honours `AWS_ENDPOINT_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Mark delivered e-mail addresses verified (`email_verified=true`): only when the
+    /// hub's source of users has verified them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
+}
+
+impl CognitoTarget {
+    /// The region: the configured one, else the pool id's prefix.
+    pub fn region(&self) -> &str {
+        match &self.region {
+            Some(r) => r,
+            None => self.user_pool_id.split('_').next().unwrap_or_default(),
+        }
+    }
+}
+
+/// Okta, through its Management API with an API token (`Authorization: SSWS …`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct OktaTarget {
+    /// The org URL: `https://dev-123456.okta.com`.
+    pub base_url: String,
+    /// An API token (Security → API → Tokens).
+    pub token: String,
+}
+
+impl std::fmt::Debug for OktaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OktaTarget")
+            .field("base_url", &self.base_url)
+            .field("token", &REDACTED)
+            .finish()
+    }
+}
+
 /// The kind of system, with its connection settings. Matched exhaustively wherever the
 /// kinds differ (connector construction, redaction, validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,6 +204,8 @@ pub enum TargetKind {
     Crowd(CrowdTarget),
     Entra(EntraTarget),
     Salesforce(SalesforceTarget),
+    Cognito(CognitoTarget),
+    Okta(OktaTarget),
 }
 
 /// Every kind's name with the fields of its own (beside the common ones): the admin API
@@ -189,6 +238,11 @@ pub const KIND_FIELDS: &[(&str, &[&str])] = &[
             "defaults",
         ],
     ),
+    (
+        "cognito",
+        &["user_pool_id", "region", "endpoint_url", "email_verified"],
+    ),
+    ("okta", &["base_url", "token"]),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -303,6 +357,9 @@ impl TargetConfig {
             TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
             TargetKind::Entra(entra) => entra.client_secret = f(&entra.client_secret)?,
             TargetKind::Salesforce(sf) => sf.client_secret = f(&sf.client_secret)?,
+            // The SDK's credential chain: nothing stored.
+            TargetKind::Cognito(_) => {}
+            TargetKind::Okta(okta) => okta.token = f(&okta.token)?,
         }
         Ok(())
     }
@@ -332,6 +389,8 @@ impl TargetConfig {
             TargetKind::Crowd(_) => "crowd",
             TargetKind::Entra(_) => "entra",
             TargetKind::Salesforce(_) => "salesforce",
+            TargetKind::Cognito(_) => "cognito",
+            TargetKind::Okta(_) => "okta",
         }
     }
 
@@ -425,6 +484,22 @@ impl TargetConfig {
                             "defaults.{field} must be a string, number, boolean or null"
                         ));
                     }
+                }
+            }
+            TargetKind::Cognito(cognito) => check_cognito(cognito)?,
+            TargetKind::Okta(okta) => {
+                check_target_url(&okta.base_url)?;
+                let t = &okta.token;
+                if t.trim().is_empty() {
+                    return Err("token (an Okta API token) is required".into());
+                }
+                if t.len() > MAX_SECRET_LEN
+                    || t.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(
+                        "token must be one Okta API token, without spaces or control characters"
+                            .into(),
+                    );
                 }
             }
         }
@@ -541,6 +616,50 @@ pub(crate) fn check_target_url(raw: &str) -> Result<(), String> {
             "base_url scheme {other:?} is not supported: use https"
         )),
     }
+}
+
+/// A Cognito target: a pool id as AWS writes them (`{region}_{id}`, at most 55
+/// characters), a region name, an optional loopback-or-https endpoint.
+fn check_cognito(c: &CognitoTarget) -> Result<(), String> {
+    let pool = &c.user_pool_id;
+    let (prefix, rest) = pool.split_once('_').unwrap_or_default();
+    if pool.len() > 55
+        || !is_region(prefix)
+        || rest.is_empty()
+        || !rest.chars().all(|ch| ch.is_ascii_alphanumeric())
+    {
+        return Err(
+            "user_pool_id must be a Cognito user pool id such as \"us-east-1_AbCdEfGhI\"".into(),
+        );
+    }
+    if let Some(r) = &c.region {
+        if !is_region(r) {
+            return Err(format!("region {r:?} is not an AWS region name"));
+        }
+        if r != prefix {
+            return Err(format!(
+                "region {r:?} does not match the user pool's region {prefix:?}"
+            ));
+        }
+    }
+    if let Some(e) = &c.endpoint_url {
+        check_target_url(e).map_err(|m| m.replacen("base_url", "endpoint_url", 1))?;
+    }
+    Ok(())
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`: letters in dashed parts,
+/// ending in a number.
+fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    r.len() <= 32
+        && parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 pub(crate) fn check_auth(auth: &HttpAuth) -> Result<(), String> {
@@ -1065,6 +1184,90 @@ mod tests {
         assert!(bad(&sf, json!({"defaults": {"ProfileId": {"a": 1}}})).contains("defaults"));
         let e = bad(&sf, json!({"client_id": ""}));
         assert!(e.contains("client_id") && !e.contains("sf-secret-1"), "{e}");
+    }
+
+    #[test]
+    fn cognito_and_okta_definitions() {
+        let fields_listed = |t: &TargetConfig| {
+            let name = t.kind_name();
+            let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();
+            let v = serde_json::to_value(t).unwrap();
+            let common = [
+                "id",
+                "kind",
+                "operations",
+                "mode",
+                "out_of_scope",
+                "enabled",
+            ];
+            for f in v.as_object().unwrap().keys() {
+                assert!(
+                    common.contains(&f.as_str()) || fields.contains(&f.as_str()),
+                    "{name}: {f}"
+                );
+            }
+        };
+        let c = scim(json!({
+            "kind": "cognito", "user_pool_id": "eu-west-3_AbC123", "region": "eu-west-3",
+            "endpoint_url": "http://127.0.0.1:5000", "email_verified": true
+        }));
+        assert_eq!(c.validate(&reg()), Ok(()));
+        assert_eq!(c.kind_name(), "cognito");
+        assert!(c.secrets().is_empty());
+        fields_listed(&c);
+        let bare = scim(json!({"kind": "cognito", "user_pool_id": "us-gov-west-1_x9"}));
+        assert_eq!(bare.validate(&reg()), Ok(()));
+        let TargetKind::Cognito(k) = &bare.kind else {
+            panic!()
+        };
+        assert_eq!(k.region(), "us-gov-west-1");
+        assert!(!k.email_verified);
+        for (patch, want) in [
+            (json!({"user_pool_id": "nope"}), "user_pool_id"),
+            (json!({"user_pool_id": "us-east-1_"}), "user_pool_id"),
+            (json!({"user_pool_id": "us-east-1_a\"b"}), "user_pool_id"),
+            (json!({"region": "us-east-1"}), "does not match"),
+            (json!({"region": "Mars"}), "region"),
+            (json!({"endpoint_url": "http://moto.example.com"}), "https"),
+        ] {
+            let mut v = serde_json::to_value(&c).unwrap();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let t: TargetConfig = serde_json::from_value(v).unwrap();
+            let e = err(&t);
+            assert!(e.contains(want), "{patch}: {e}");
+        }
+
+        let o = scim(json!({
+            "kind": "okta", "base_url": "https://dev-123.okta.com", "token": "00abcSSWS-token"
+        }));
+        assert_eq!(o.validate(&reg()), Ok(()));
+        assert_eq!(o.kind_name(), "okta");
+        fields_listed(&o);
+        assert_eq!(o.secrets(), ["00abcSSWS-token"]);
+        let shown = serde_json::to_string(&o.redacted()).unwrap();
+        assert!(
+            !shown.contains("00abcSSWS-token") && shown.contains("***"),
+            "{shown}"
+        );
+        assert!(
+            !format!("{o:?}").contains("00abcSSWS-token"),
+            "Debug redacts"
+        );
+        for (patch, want) in [
+            (json!({"token": ""}), "token"),
+            (json!({"token": "a b"}), "token"),
+            (json!({"base_url": "http://dev-123.okta.com"}), "https"),
+        ] {
+            let mut v = serde_json::to_value(&o).unwrap();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let t: TargetConfig = serde_json::from_value(v).unwrap();
+            let e = err(&t);
+            assert!(e.contains(want), "{patch}: {e}");
+        }
     }
 
     fn repo() -> (Arc<dyn Store>, Targets) {

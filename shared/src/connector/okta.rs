@@ -1,0 +1,709 @@
+//! The Okta connector: users, groups and group memberships through the Okta Management
+//! API (`{base_url}/api/v1/`), authenticated with an API token (`Authorization: SSWS …`).
+//!
+//! - the id of a user or a group on Okta is Okta's id (`00u…`, `00g…`): logins and group
+//!   names can change without breaking the link;
+//! - match: `GET /users/{login}` (any status, deactivated users included), accepted only
+//!   when the answer's `profile.login` is the login asked for (Okta also resolves a login's
+//!   short name);
+//! - create: `POST /users?activate={active}` with the `profile` and, when one comes,
+//!   `credentials.password.value` (400 `E0000001` "already exists" is a Conflict: the
+//!   engine matches and links);
+//! - update: `GET /users/{id}` (its status), `POST /users/{id}/lifecycle/activate?sendEmail=false`
+//!   when the user is active again, `POST /users/{id}` (a partial update: the profile,
+//!   cleared fields as `null`, the password as `credentials.password.value`), then
+//!   `POST /users/{id}/lifecycle/deactivate?sendEmail=false` when inactive;
+//! - deactivate: `lifecycle/deactivate` (already `DEPROVISIONED`: done);
+//! - delete as Okta does it: `DELETE /users/{id}` deactivates an active user, a second
+//!   `DELETE` deletes it (404 at any point: done);
+//! - groups (`OKTA_GROUP`): `GET /groups?q=` (exact name kept), `POST /groups`
+//!   `{"profile":{"name","description"}}`, rename with `PUT /groups/{id}`,
+//!   `DELETE /groups/{id}`; members `PUT|DELETE /groups/{gid}/users/{uid}`;
+//! - extra profile attributes through the mapping: a mapped `attributes` object
+//!   (`{"target": "attributes.costCenter", …}`) is merged into the Okta profile.
+//!
+//! Errors carry Okta's `errorCode`, `errorSummary` and `errorCauses` into the audit log;
+//! 429 waits for `Retry-After`, else until `X-Rate-Limit-Reset` (epoch seconds).
+
+use std::fmt;
+
+use reqwest::header;
+use reqwest::{Method, Url};
+use serde_json::{Map, Value, json};
+
+use super::http::{
+    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
+};
+use super::{Connector, ConnectorError, TargetId};
+use crate::sync::target::OktaTarget;
+
+/// The Management API path under the org URL.
+pub const API_PATH: [&str; 2] = ["api", "v1"];
+
+/// Okta's scheme for API tokens in `Authorization`.
+pub const SCHEME: &str = "SSWS";
+
+/// The profile fields the connector writes (besides mapped `attributes`).
+const REQUIRED: [&str; 4] = ["login", "email", "firstName", "lastName"];
+
+/// A connector to one Okta org, with one API token.
+#[derive(Clone)]
+pub struct OktaConnector {
+    base: Url,
+    creds: Credentials,
+    http: HttpClient,
+}
+
+impl fmt::Debug for OktaConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OktaConnector")
+            .field("base", &self.base.as_str())
+            .field("creds", &self.creds)
+            .finish()
+    }
+}
+
+/// A failed call with Okta's own `errorCode` and summary, when it gave them.
+struct Failure {
+    error: ConnectorError,
+    code: Option<String>,
+    summary: String,
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(error: ConnectorError) -> Self {
+        Failure {
+            error,
+            code: None,
+            summary: String::new(),
+        }
+    }
+}
+
+impl Failure {
+    /// Okta's answer to a create whose unique field is taken: 400 `E0000001` with an
+    /// "already exists" cause.
+    fn already_exists(&self) -> bool {
+        self.code.as_deref() == Some("E0000001") && self.summary.contains("already exists")
+    }
+}
+
+impl OktaConnector {
+    /// A connector on the process-wide HTTP client (default timeouts).
+    pub fn new(target: &OktaTarget) -> Result<Self, SetupError> {
+        Self::with_client(target, HttpClient::shared()?)
+    }
+
+    /// A connector on a given client (its own timeouts).
+    pub fn with_client(target: &OktaTarget, http: HttpClient) -> Result<Self, SetupError> {
+        let base = check_target_url(&target.base_url).map_err(SetupError::Url)?;
+        let creds = Credentials::token(SCHEME, &target.token)?;
+        Ok(OktaConnector { base, creds, http })
+    }
+
+    /// `{base}/api/v1/{segments}?{query}`, everything percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| ConnectorError::Gone("the base URL cannot take a path".into()))?;
+            path.pop_if_empty();
+            path.extend(API_PATH);
+            path.extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// One request; `Ok` for 2xx, else the error with Okta's code and summary.
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, Failure> {
+        let url = self.url(segments, query)?;
+        let op = segments.first().copied().unwrap_or_default();
+        let mut req = self
+            .creds
+            .apply(self.http.request(method.clone(), url))
+            .header(header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let result = self.http.send(req).await;
+        match &result {
+            // Never the path or query: they hold logins and group names.
+            Ok(r) => {
+                tracing::debug!(%method, resource = op, status = r.status.as_u16(), "okta target")
+            }
+            Err(e) => tracing::debug!(%method, resource = op, error = %e, "okta target"),
+        }
+        let resp = result?;
+        if resp.is_success() {
+            return Ok(resp);
+        }
+        let (code, summary) = serde_json::from_slice::<Value>(&resp.body)
+            .ok()
+            .map(|v| vendor_error(&v))
+            .unwrap_or_default();
+        let summary = self.creds.scrub(&summary.unwrap_or_default());
+        let error = match error_for(&resp, Some(&self.creds)) {
+            ConnectorError::Refused {
+                status: Some(401),
+                reason,
+            } => ConnectorError::Refused {
+                status: Some(401),
+                reason: format!(
+                    "Okta did not accept the API token (revoked, expired after 30 days unused, or from another org): {reason}"
+                ),
+            },
+            ConnectorError::Refused {
+                status: Some(403),
+                reason,
+            } => ConnectorError::Refused {
+                status: Some(403),
+                reason: format!(
+                    "the API token's administrator may not do this (the token needs an Organization or Super Administrator role): {reason}"
+                ),
+            },
+            e => e,
+        };
+        Err(Failure {
+            error,
+            code,
+            summary,
+        })
+    }
+
+    async fn get_user(&self, id_or_login: &str) -> Result<Option<Value>, ConnectorError> {
+        match self
+            .call(Method::GET, &["users", id_or_login], &[], None)
+            .await
+        {
+            Ok(r) => {
+                let v = r.json()?;
+                if v.get("id").and_then(Value::as_str).is_none() {
+                    return Err(refused("Okta answered a user without an id"));
+                }
+                Ok(Some(v))
+            }
+            Err(f) if matches!(f.error, ConnectorError::NotFound) => Ok(None),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn lifecycle(&self, id: &str, action: &str) -> Result<(), Failure> {
+        self.call(
+            Method::POST,
+            &["users", id, "lifecycle", action],
+            &[("sendEmail", "false")],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn deactivate(&self, id: &str) -> Result<(), ConnectorError> {
+        match self.lifecycle(id, "deactivate").await {
+            Ok(()) => Ok(()),
+            // Okta refuses to deactivate a deactivated user: that is what we wanted.
+            Err(f) if f.code.as_deref() == Some("E0000001") => match self.get_user(id).await? {
+                Some(u) if status_of(&u) == "DEPROVISIONED" => Ok(()),
+                Some(_) => Err(f.error),
+                None => Err(ConnectorError::NotFound),
+            },
+            Err(f) => Err(f.error),
+        }
+    }
+}
+
+fn refused(reason: &str) -> ConnectorError {
+    ConnectorError::Refused {
+        status: None,
+        reason: reason.into(),
+    }
+}
+
+fn status_of(user: &Value) -> &str {
+    user.get("status").and_then(Value::as_str).unwrap_or("")
+}
+
+fn id_of(v: &Value) -> Result<String, ConnectorError> {
+    v.get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| refused("Okta answered without an id"))
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_object().and_then(|o| {
+            o.get(*k).or_else(|| {
+                o.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+        })?;
+    }
+    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn user_name(user: &Value) -> Result<&str, ConnectorError> {
+    str_at(user, &["userName"]).ok_or_else(|| refused("the user has no userName for Okta"))
+}
+
+/// The entry of a multi-valued attribute of `kind` (`type`), else the primary, else the
+/// first: its `value` (or `field` of it).
+fn pick<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a Value> {
+    let list = user.get(attr)?.as_array()?;
+    match kind {
+        Some(k) => list.iter().find(|e| {
+            e.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.eq_ignore_ascii_case(k))
+        }),
+        None => list
+            .iter()
+            .find(|e| e.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| list.first()),
+    }
+}
+
+fn value_of<'a>(entry: Option<&'a Value>, field: &str) -> Option<&'a str> {
+    entry?
+        .get(field)?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn scalar(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Some(v.clone()),
+        Value::Array(a) if a.iter().all(|x| x.is_string() || x.is_number()) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The Okta user profile of a mapped SCIM payload. Okta's default profile requires
+/// `login`, `email`, `firstName` and `lastName`: the e-mail falls back to a login that is
+/// an address, missing name parts to the display name, then the login.
+pub fn okta_profile(user: &Value) -> Result<Map<String, Value>, ConnectorError> {
+    let login = user_name(user)?;
+    let mut p = Map::new();
+    let mut put = |k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            p.insert(k.to_string(), Value::String(v.to_string()));
+        }
+    };
+    let given = str_at(user, &["name", "givenName"]);
+    let family = str_at(user, &["name", "familyName"]);
+    let display = str_at(user, &["displayName"]).or_else(|| str_at(user, &["name", "formatted"]));
+    put("login", Some(login));
+    let email = value_of(pick(user, "emails", None), "value")
+        .or_else(|| login.contains('@').then_some(login));
+    put("email", email);
+    put("firstName", given.or(display).or(Some(login)));
+    put("lastName", family.or(display).or(Some(login)));
+    put("middleName", str_at(user, &["name", "middleName"]));
+    put(
+        "honorificPrefix",
+        str_at(user, &["name", "honorificPrefix"]),
+    );
+    put(
+        "honorificSuffix",
+        str_at(user, &["name", "honorificSuffix"]),
+    );
+    put("displayName", display);
+    put("nickName", str_at(user, &["nickName"]));
+    put("title", str_at(user, &["title"]));
+    put("userType", str_at(user, &["userType"]));
+    put("preferredLanguage", str_at(user, &["preferredLanguage"]));
+    put("locale", str_at(user, &["locale"]));
+    put("timezone", str_at(user, &["timezone"]));
+    put("profileUrl", str_at(user, &["profileUrl"]));
+    let mobile =
+        pick(user, "phoneNumbers", Some("mobile")).or_else(|| pick(user, "phoneNumbers", None));
+    put("mobilePhone", value_of(mobile, "value"));
+    put(
+        "primaryPhone",
+        value_of(pick(user, "phoneNumbers", Some("work")), "value"),
+    );
+    let addr = pick(user, "addresses", Some("work")).or_else(|| pick(user, "addresses", None));
+    put("streetAddress", value_of(addr, "streetAddress"));
+    put("city", value_of(addr, "locality"));
+    put("state", value_of(addr, "region"));
+    put("zipCode", value_of(addr, "postalCode"));
+    put("countryCode", value_of(addr, "country"));
+    for (scim, okta) in [
+        ("employeeNumber", "employeeNumber"),
+        ("costCenter", "costCenter"),
+        ("organization", "organization"),
+        ("division", "division"),
+        ("department", "department"),
+    ] {
+        put(okta, str_at(user, &[ENTERPRISE, scim]));
+    }
+    put(
+        "manager",
+        str_at(user, &[ENTERPRISE, "manager", "displayName"]),
+    );
+    if let Some(extra) = user.get("attributes").and_then(Value::as_object) {
+        for (k, v) in extra {
+            if let Some(v) = scalar(v) {
+                p.insert(k.clone(), v);
+            }
+        }
+    }
+    Ok(p)
+}
+
+#[async_trait::async_trait]
+impl Connector for OktaConnector {
+    async fn test(&self) -> Result<String, ConnectorError> {
+        // The API token acts as the administrator who created it: `/users/me` is that
+        // administrator, readable with any token.
+        let me = self
+            .call(Method::GET, &["users", "me"], &[], None)
+            .await
+            .map_err(|f| match f.error {
+                ConnectorError::NotFound => ConnectorError::Refused {
+                    status: Some(404),
+                    reason: "no Okta Management API under the base URL (use the org URL, e.g. https://dev-123456.okta.com)".into(),
+                },
+                e => e,
+            })?
+            .json()?;
+        Ok(format!(
+            "Okta at {}: API token of {} accepted",
+            self.base.host_str().unwrap_or("?"),
+            str_at(&me, &["profile", "login"]).unwrap_or("an administrator")
+        ))
+    }
+
+    fn create_detects_existing(&self) -> bool {
+        // Okta refuses a second user with the same login (400 E0000001).
+        true
+    }
+
+    async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        let login = user_name(user)?;
+        let Some(found) = self.get_user(login).await? else {
+            return Ok(None);
+        };
+        // Okta also resolves a login's short name (`alice` for `alice@example.com`).
+        let same =
+            str_at(&found, &["profile", "login"]).is_some_and(|l| l.eq_ignore_ascii_case(login));
+        if same {
+            Ok(Some(id_of(&found)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn create_user(
+        &self,
+        user: &Value,
+        password: Option<&str>,
+    ) -> Result<TargetId, ConnectorError> {
+        let mut body = json!({ "profile": okta_profile(user)? });
+        if let Some(p) = password {
+            body["credentials"] = json!({"password": {"value": p}});
+        }
+        let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
+        match self
+            .call(
+                Method::POST,
+                &["users"],
+                &[("activate", if active { "true" } else { "false" })],
+                Some(&body),
+            )
+            .await
+        {
+            Ok(r) => id_of(&r.json()?),
+            Err(f) if f.already_exists() => Err(ConnectorError::Conflict(f.summary)),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        user: &Value,
+        previous: Option<&Value>,
+        password: Option<&str>,
+    ) -> Result<Option<TargetId>, ConnectorError> {
+        let mut profile = okta_profile(user)?;
+        let current = self.get_user(id).await?.ok_or(ConnectorError::NotFound)?;
+        let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
+        let mut status = status_of(&current).to_string();
+        if active && matches!(status.as_str(), "STAGED" | "DEPROVISIONED") {
+            self.lifecycle(id, "activate").await.map_err(|f| f.error)?;
+            status = "PROVISIONED".into();
+        }
+        if !active && status == "DEPROVISIONED" {
+            // Deactivated already: its profile waits for a reactivation (which sends it).
+            return Ok(None);
+        }
+        if let Some(prev) = previous
+            && let Ok(before) = okta_profile(prev)
+        {
+            for k in before.keys() {
+                if !profile.contains_key(k) && !REQUIRED.contains(&k.as_str()) {
+                    profile.insert(k.clone(), Value::Null);
+                }
+            }
+        }
+        let mut body = json!({ "profile": profile });
+        if let Some(p) = password {
+            body["credentials"] = json!({"password": {"value": p}});
+        }
+        self.call(Method::POST, &["users", id], &[], Some(&body))
+            .await
+            .map_err(|f| f.error)?;
+        if !active {
+            self.deactivate(id).await?;
+        }
+        Ok(None)
+    }
+
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.deactivate(id).await
+    }
+
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError> {
+        // The first DELETE of a user that is not deactivated deactivates it; the next
+        // deletes it. A user deactivated already is deleted by the first, and the second
+        // finds nothing.
+        for _ in 0..2 {
+            match self
+                .call(
+                    Method::DELETE,
+                    &["users", id],
+                    &[("sendEmail", "false")],
+                    None,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => return Ok(()),
+                Err(f) => return Err(f.error),
+            }
+        }
+        match self.get_user(id).await? {
+            None => Ok(()),
+            Some(u) => Err(ConnectorError::Refused {
+                status: None,
+                reason: format!(
+                    "Okta kept the user after two deletes (status {})",
+                    status_of(&u)
+                ),
+            }),
+        }
+    }
+
+    async fn find_group(&self, group: &Value) -> Result<Option<TargetId>, ConnectorError> {
+        let name = group_name(group)?;
+        let found = self
+            .call(
+                Method::GET,
+                &["groups"],
+                &[("q", name), ("limit", "200")],
+                None,
+            )
+            .await
+            .map_err(|f| f.error)?
+            .json()?;
+        let groups = found.as_array().map(Vec::as_slice).unwrap_or_default();
+        let named = |exact: bool| {
+            groups.iter().find(|g| {
+                str_at(g, &["profile", "name"]).is_some_and(|n| {
+                    if exact {
+                        n == name
+                    } else {
+                        n.eq_ignore_ascii_case(name)
+                    }
+                })
+            })
+        };
+        match named(true).or_else(|| named(false)) {
+            Some(g) => Ok(Some(id_of(g)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_group(&self, group: &Value) -> Result<TargetId, ConnectorError> {
+        let name = group_name(group)?;
+        let body = json!({"profile": {"name": name, "description": "Provisioned by provisync"}});
+        match self.call(Method::POST, &["groups"], &[], Some(&body)).await {
+            Ok(r) => id_of(&r.json()?),
+            Err(f) if f.already_exists() => Err(ConnectorError::Conflict(f.summary)),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn update_group(
+        &self,
+        id: &str,
+        group: &Value,
+        _previous: Option<&Value>,
+    ) -> Result<(), ConnectorError> {
+        let name = group_name(group)?;
+        let current = match self.call(Method::GET, &["groups", id], &[], None).await {
+            Ok(r) => r.json()?,
+            Err(f) => return Err(f.error),
+        };
+        if str_at(&current, &["profile", "name"]) == Some(name) {
+            return Ok(());
+        }
+        // PUT replaces the profile: keep what Okta has (the description), rename.
+        let mut profile = current
+            .get("profile")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        profile.insert("name".into(), Value::String(name.to_string()));
+        self.call(
+            Method::PUT,
+            &["groups", id],
+            &[],
+            Some(&json!({ "profile": profile })),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.error)
+    }
+
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError> {
+        match self.call(Method::DELETE, &["groups", id], &[], None).await {
+            Ok(_) => Ok(()),
+            Err(f) if matches!(f.error, ConnectorError::NotFound) => Ok(()),
+            Err(f) => Err(f.error),
+        }
+    }
+
+    async fn add_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            match self
+                .call(Method::PUT, &["groups", group_id, "users", m], &[], None)
+                .await
+            {
+                // Already a member: 204 as well.
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => {
+                    return Err(ConnectorError::Refused {
+                        status: Some(404),
+                        reason: format!(
+                            "Okta does not know group {group_id:?} or member {m:?}: {}",
+                            f.summary
+                        ),
+                    });
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        group_id: &str,
+        member_ids: &[TargetId],
+    ) -> Result<(), ConnectorError> {
+        for m in member_ids {
+            match self
+                .call(Method::DELETE, &["groups", group_id, "users", m], &[], None)
+                .await
+            {
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ConnectorError::NotFound) => {}
+                Err(f) => return Err(f.error),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn group_name(group: &Value) -> Result<&str, ConnectorError> {
+    str_at(group, &["displayName"]).ok_or_else(|| refused("the group has no displayName"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_from_scim() {
+        let u = json!({
+            "userName": "alice@example.com", "displayName": "Alice L.", "title": "Queen",
+            "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "emails": [{"value": "w@x.example"}, {"value": "p@x.example", "primary": true}],
+            "phoneNumbers": [{"value": "+1 555 0100", "type": "work"}, {"value": "+1 555 0199", "type": "mobile"}],
+            "addresses": [{"type": "work", "locality": "Oxford", "country": "GB", "postalCode": "OX1"}],
+            ENTERPRISE: {"department": "Tea", "manager": {"value": "x", "displayName": "Hatter"}},
+            "attributes": {"costCenter": "42", "tags": ["a", "b"], "nested": {"x": 1}}
+        });
+        let p = Value::Object(okta_profile(&u).unwrap());
+        assert_eq!(
+            p,
+            json!({"login": "alice@example.com", "email": "p@x.example", "firstName": "Alice",
+                   "lastName": "Liddell", "displayName": "Alice L.", "title": "Queen",
+                   "mobilePhone": "+1 555 0199", "primaryPhone": "+1 555 0100",
+                   "city": "Oxford", "zipCode": "OX1", "countryCode": "GB",
+                   "department": "Tea", "manager": "Hatter",
+                   "costCenter": "42", "tags": ["a", "b"]})
+        );
+        // Okta's required fields from what there is.
+        let bare = okta_profile(&json!({"userName": "bob@example.com"})).unwrap();
+        assert_eq!(bare["email"], "bob@example.com");
+        assert_eq!(bare["firstName"], "bob@example.com");
+        let shown = okta_profile(&json!({"userName": "carol", "displayName": "Carol C"})).unwrap();
+        assert_eq!(shown["lastName"], "Carol C");
+        assert!(!shown.contains_key("email"), "no address to give");
+        assert!(okta_profile(&json!({"displayName": "x"})).is_err());
+    }
+
+    #[test]
+    fn urls_and_debug() {
+        let t = OktaTarget {
+            base_url: "https://dev-123.okta.com/".into(),
+            token: "00SSWS-secret-token".into(),
+        };
+        let c = OktaConnector::new(&t).unwrap();
+        assert!(!format!("{c:?}").contains("00SSWS-secret-token"));
+        assert_eq!(
+            c.url(&["users", "a/b c@x.example"], &[("activate", "false")])
+                .unwrap()
+                .as_str(),
+            "https://dev-123.okta.com/api/v1/users/a%2Fb%20c@x.example?activate=false"
+        );
+        let bad = OktaTarget {
+            base_url: "http://dev-123.okta.com".into(),
+            ..t.clone()
+        };
+        assert!(matches!(OktaConnector::new(&bad), Err(SetupError::Url(_))));
+        let empty = OktaTarget {
+            token: " ".into(),
+            ..t
+        };
+        assert!(matches!(
+            OktaConnector::new(&empty),
+            Err(SetupError::Credentials(_))
+        ));
+    }
+}

@@ -1,0 +1,482 @@
+//! The Cognito connector against moto's `cognito-idp` (the moto server `scripts/test-env.sh`
+//! starts, `PROVISYNC_TEST_MOTO`): a fresh user pool per test; the whole lifecycle, groups,
+//! error mapping, and delivery end to end through the hub on every store, checked with the
+//! SDK's own `AdminGetUser` / `ListUsersInGroup`.
+
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::types::{
+    PasswordPolicyType, UserPoolPolicyType, UserStatusType,
+};
+use provisync::connector::cognito::CognitoConnector;
+use provisync::connector::{Connector, ConnectorError};
+use provisync::scim::ResourceKind;
+use provisync::sync::target::CognitoTarget;
+use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, on_every_backend};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// moto's URL, or `None` (skipped) when no emulator runs (a failure under
+/// `PROVISYNC_REQUIRE_PEERS`).
+fn moto() -> Option<String> {
+    match std::env::var("PROVISYNC_TEST_MOTO") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
+                "PROVISYNC_TEST_MOTO is not set but PROVISYNC_REQUIRE_PEERS is: run through scripts/test-env.sh"
+            );
+            eprintln!("skipped: PROVISYNC_TEST_MOTO not set (run `make test`)");
+            None
+        }
+    }
+}
+
+/// An SDK client on moto, and a fresh pool (8+ characters, upper, lower, digit, symbol).
+async fn pool(endpoint: &str) -> (Client, String) {
+    let conf = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .load()
+        .await;
+    let client = Client::new(&conf);
+    let policy = PasswordPolicyType::builder()
+        .minimum_length(8)
+        .require_uppercase(true)
+        .require_lowercase(true)
+        .require_numbers(true)
+        .require_symbols(true)
+        .build();
+    let out = client
+        .create_user_pool()
+        .pool_name(format!("provisync-{}", uuid::Uuid::new_v4().simple()))
+        .policies(
+            UserPoolPolicyType::builder()
+                .password_policy(policy)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create pool on moto");
+    let id = out
+        .user_pool()
+        .and_then(|p| p.id())
+        .expect("pool id")
+        .to_string();
+    (client, id)
+}
+
+fn connector(endpoint: &str, pool: &str, email_verified: bool) -> CognitoConnector {
+    CognitoConnector::new(&CognitoTarget {
+        user_pool_id: pool.to_string(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.to_string()),
+        email_verified,
+    })
+    .expect("connector")
+}
+
+fn alice(name: &str) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA], "userName": name,
+        "name": {"givenName": "Alice", "familyName": "Liddell"},
+        "displayName": "Alice Liddell", "nickName": "Al", "active": true,
+        "emails": [{"value": format!("{name}@example.test"), "primary": true}],
+        "phoneNumbers": [{"value": "+1 555 0100"}]
+    })
+}
+
+/// `(attributes, enabled, status)` of a user, as Cognito reports it.
+async fn get(
+    client: &Client,
+    pool: &str,
+    name: &str,
+) -> Option<(
+    std::collections::BTreeMap<String, String>,
+    bool,
+    Option<UserStatusType>,
+)> {
+    let out = client
+        .admin_get_user()
+        .user_pool_id(pool)
+        .username(name)
+        .send()
+        .await
+        .ok()?;
+    let attrs = out
+        .user_attributes()
+        .iter()
+        .map(|a| {
+            (
+                a.name().to_string(),
+                a.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    Some((attrs, out.enabled(), out.user_status().cloned()))
+}
+
+async fn members(client: &Client, pool: &str, group: &str) -> Vec<String> {
+    client
+        .list_users_in_group()
+        .user_pool_id(pool)
+        .group_name(group)
+        .send()
+        .await
+        .map(|o| {
+            o.users()
+                .iter()
+                .filter_map(|u| u.username().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_lifecycle() {
+    let Some(endpoint) = moto() else { return };
+    let (client, pool_id) = pool(&endpoint).await;
+    let c = connector(&endpoint, &pool_id, true);
+
+    let about = c.test().await.expect("test");
+    assert!(about.contains(&pool_id), "{about}");
+
+    // Create with a password: confirmed (permanent), attributes from SCIM, the id is
+    // the sub.
+    let u = alice("alice");
+    let sub = c.create_user(&u, Some("Wonder!and1")).await.unwrap();
+    let (attrs, enabled, status) = get(&client, &pool_id, "alice").await.unwrap();
+    assert_eq!(attrs["sub"], sub);
+    assert_eq!(attrs["email"], "alice@example.test");
+    assert_eq!(attrs["email_verified"], "true");
+    assert_eq!(attrs["given_name"], "Alice");
+    assert_eq!(attrs["family_name"], "Liddell");
+    assert_eq!(attrs["name"], "Alice Liddell");
+    assert_eq!(attrs["nickname"], "Al");
+    assert_eq!(attrs["phone_number"], "+15550100");
+    assert!(enabled);
+    assert_eq!(status, Some(UserStatusType::Confirmed));
+    // Without a password: Cognito's own temporary one (nothing sent to the user).
+    let bob_sub = c.create_user(&alice("bob"), None).await.unwrap();
+    let (_, _, status) = get(&client, &pool_id, "bob").await.unwrap();
+    assert_eq!(status, Some(UserStatusType::ForceChangePassword));
+    // Inactive on creation: disabled.
+    let mut carol = alice("carol");
+    carol["active"] = json!(false);
+    c.create_user(&carol, None).await.unwrap();
+    assert!(!get(&client, &pool_id, "carol").await.unwrap().1);
+
+    // The same name again: Conflict; found by its name.
+    match c.create_user(&alice("alice"), None).await {
+        Err(ConnectorError::Conflict(r)) => {
+            assert!(r.starts_with("UsernameExistsException"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.find_user(&json!({"userName": "alice"})).await.unwrap(),
+        Some(sub.clone())
+    );
+    assert_eq!(
+        c.find_user(&json!({"userName": "nobody"})).await.unwrap(),
+        None
+    );
+
+    // Update: changed attributes, a cleared one deleted, a new password, disabled.
+    let mut changed = u.clone();
+    changed["name"]["familyName"] = json!("Pleasance");
+    changed["displayName"] = json!("Alice P.");
+    changed.as_object_mut().unwrap().remove("nickName");
+    changed["active"] = json!(false);
+    assert_eq!(
+        c.update_user(&sub, &changed, Some(&u), Some("N3w!pass-word"))
+            .await,
+        Ok(None)
+    );
+    let (attrs, enabled, _) = get(&client, &pool_id, "alice").await.unwrap();
+    assert_eq!(attrs["family_name"], "Pleasance");
+    assert_eq!(attrs["name"], "Alice P.");
+    assert!(!attrs.contains_key("nickname"), "{attrs:?}");
+    assert!(!enabled);
+    // Active again: enabled.
+    changed["active"] = json!(true);
+    c.update_user(&sub, &changed, Some(&changed), None)
+        .await
+        .unwrap();
+    assert!(get(&client, &pool_id, "alice").await.unwrap().1);
+
+    // A new userName: refused, saying why; the account is untouched.
+    let mut renamed = changed.clone();
+    renamed["userName"] = json!("alice.p");
+    match c.update_user(&sub, &renamed, Some(&changed), None).await {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("cannot change"), "{reason}");
+            assert!(
+                reason.contains("\"alice\"") && reason.contains("\"alice.p\""),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(get(&client, &pool_id, "alice.p").await.is_none());
+    // A password the pool refuses: Cognito's reason.
+    match c.update_user(&sub, &changed, None, Some("weak")).await {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.starts_with("InvalidPasswordException"), "{reason}");
+            assert!(!reason.contains("weak"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Deactivate.
+    c.disable_user(&bob_sub).await.unwrap();
+    assert!(!get(&client, &pool_id, "bob").await.unwrap().1);
+
+    // Unknown subs: NotFound (the engine recreates / forgets the link).
+    let ghost = "00000000-0000-4000-8000-000000000000";
+    assert_eq!(
+        c.update_user(ghost, &alice("ghost"), None, None).await,
+        Err(ConnectorError::NotFound)
+    );
+    assert_eq!(c.disable_user(ghost).await, Err(ConnectorError::NotFound));
+
+    // Delete, twice.
+    c.delete_user(&sub).await.unwrap();
+    assert!(get(&client, &pool_id, "alice").await.is_none());
+    c.delete_user(&sub).await.expect("already gone is fine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_errors() {
+    let Some(endpoint) = moto() else { return };
+    let (client, pool_id) = pool(&endpoint).await;
+    let c = connector(&endpoint, &pool_id, false);
+    let mut subs = Vec::new();
+    for n in ["u1", "u2", "u3"] {
+        subs.push(c.create_user(&alice(n), None).await.unwrap());
+    }
+    let (attrs, _, _) = get(&client, &pool_id, "u1").await.unwrap();
+    assert!(
+        !attrs.contains_key("email_verified"),
+        "not claimed: {attrs:?}"
+    );
+
+    let g = json!({"displayName": "engineering"});
+    let gid = c.create_group(&g).await.unwrap();
+    assert_eq!(gid, "engineering");
+    assert!(matches!(
+        c.create_group(&g).await,
+        Err(ConnectorError::Conflict(r)) if r.starts_with("GroupExistsException")
+    ));
+    assert_eq!(c.find_group(&g).await.unwrap(), Some(gid.clone()));
+    assert_eq!(
+        c.find_group(&json!({"displayName": "sales"}))
+            .await
+            .unwrap(),
+        None
+    );
+    c.add_members(&gid, &subs).await.unwrap();
+    c.add_members(&gid, &subs[..1])
+        .await
+        .expect("a member again is fine");
+    let mut m = members(&client, &pool_id, &gid).await;
+    m.sort();
+    assert_eq!(m, ["u1", "u2", "u3"]);
+    c.remove_members(&gid, &subs[..2]).await.unwrap();
+    c.remove_members(&gid, &subs[..2])
+        .await
+        .expect("not a member any more is fine");
+    assert_eq!(members(&client, &pool_id, &gid).await, ["u3"]);
+    match c
+        .add_members(&gid, &["00000000-0000-4000-8000-000000000000".into()])
+        .await
+    {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("not a user"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.add_members("nope", &subs[..1]).await {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("\"nope\""), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // No rename in Cognito: refused, saying what to do.
+    match c
+        .update_group(&gid, &json!({"displayName": "r-and-d"}), Some(&g))
+        .await
+    {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("group_mapping"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    c.update_group(&gid, &g, Some(&g)).await.unwrap();
+    c.delete_group(&gid).await.unwrap();
+    assert_eq!(c.find_group(&g).await.unwrap(), None);
+    c.delete_group(&gid).await.expect("already gone is fine");
+
+    // A pool that does not exist: the test says so; deliveries disable the target.
+    let gone = connector(&endpoint, "us-east-1_doesNotExist", false);
+    match gone.test().await {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("us-east-1_doesNotExist"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        gone.create_user(&alice("x"), None).await,
+        Err(ConnectorError::Gone(_))
+    ));
+    // Nothing listening: retryable.
+    let down = connector("http://127.0.0.1:9", &pool_id, false);
+    assert!(
+        down.find_user(&json!({"userName": "u1"}))
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+// Through the hub (SCIM POST into the hub -> delivery -> Cognito): a user with a password,
+// a group, deactivated, a refused rename, deleted; checked on moto with the SDK.
+on_every_backend!(delivery_through_the_hub, |hub: Hub| async move {
+    let Some(endpoint) = moto() else { return };
+    let (client, pool_id) = pool(&endpoint).await;
+    let _delivery = hub.run_delivery();
+    let def = json!({"kind": "cognito", "user_pool_id": pool_id, "region": "us-east-1",
+                     "endpoint_url": endpoint, "email_verified": true,
+                     "mapping": [{"target": "attributes.locale", "value": "en-GB"}]});
+    let r = hub.admin(Method::PUT, "/targets/cognito", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let r = hub.admin(Method::POST, "/targets/cognito/test", None).await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+
+    let r = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": "grace",
+            "name": {"givenName": "Grace", "familyName": "Hopper"},
+            "emails": [{"value": "grace@example.test", "primary": true}],
+            "active": true, "password": "Cobol-1959!"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let hub_id = r.id();
+    eventually("grace in the pool, confirmed", || async {
+        get(&client, &pool_id, "grace")
+            .await
+            .is_some_and(|(_, _, s)| s == Some(UserStatusType::Confirmed))
+    })
+    .await;
+    let (attrs, enabled, _) = get(&client, &pool_id, "grace").await.unwrap();
+    assert!(enabled);
+    assert_eq!(attrs["email"], "grace@example.test");
+    assert_eq!(attrs["email_verified"], "true");
+    assert_eq!(attrs["given_name"], "Grace");
+    assert_eq!(attrs["locale"], "en-GB");
+    let sub = attrs["sub"].clone();
+    eventually("the link names the sub", || async {
+        hub.deliverer
+            .links()
+            .get("cognito", ResourceKind::User, &hub_id)
+            .await
+            .unwrap()
+            .is_some_and(|l| l.target_id == sub)
+    })
+    .await;
+
+    let r = hub
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "navy", "members": [{"value": hub_id}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    eventually("membership in the pool", || async {
+        members(&client, &pool_id, "navy").await == ["grace"]
+    })
+    .await;
+
+    let r = hub
+        .patch(
+            &format!("/Users/{hub_id}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [
+            {"op": "replace", "path": "active", "value": false}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("disabled in the pool", || async {
+        get(&client, &pool_id, "grace")
+            .await
+            .is_some_and(|(_, enabled, _)| !enabled)
+    })
+    .await;
+
+    // A rename: refused with the reason in the audit log; the account stays.
+    let r = hub
+        .patch(
+            &format!("/Users/{hub_id}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [
+            {"op": "replace", "path": "userName", "value": "grace.hopper"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let query = format!("/audit?target=cognito&resource={hub_id}&status=refused");
+    let start = Instant::now();
+    let detail = loop {
+        let r = hub.admin(Method::GET, &query, None).await;
+        if let Some(e) = r.body["entries"].as_array().and_then(|a| a.first()) {
+            break e["detail"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no refusal audited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        detail.contains("Cognito user names cannot change"),
+        "{detail}"
+    );
+    assert!(get(&client, &pool_id, "grace").await.is_some());
+
+    // Deleted in the hub: deleted in the pool.
+    let r = hub.delete(&format!("/Users/{hub_id}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    eventually("deleted in the pool", || async {
+        get(&client, &pool_id, "grace").await.is_none()
+    })
+    .await;
+    eventually("the delete in the audit log", || async {
+        hub.admin(Method::GET, "/audit?target=cognito&op=delete", None)
+            .await
+            .body["entries"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let audit = hub
+        .admin(Method::GET, "/audit?target=cognito&limit=100", None)
+        .await;
+    assert!(!audit.text.contains("Cobol-1959!"));
+});
