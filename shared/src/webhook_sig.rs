@@ -219,7 +219,7 @@ mod tests {
             decode_standard_secret("whsec_dGhpcyBpcyBhbm90aGVyIGtleSBvZiAyNCsgYnl0ZXM=").unwrap();
         assert_eq!(
             verify_standard(
-                &[other.clone()],
+                std::slice::from_ref(&other),
                 SW_ID,
                 &ts,
                 SW_SIG,
