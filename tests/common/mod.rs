@@ -4,6 +4,7 @@
 pub mod apigw;
 pub mod crowd;
 pub mod peers;
+pub mod site;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
