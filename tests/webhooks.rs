@@ -649,3 +649,83 @@ async fn two_sites(hub: Hub) {
 }
 
 on_every_backend!(two_bidirectional_sites_settle, two_sites);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_admin_api_validates_and_redacts() {
+    let hub = Hub::start(Backend::Embedded).await.expect("hub");
+    let put = |id: &str, body: Value| {
+        let hub = &hub;
+        let path = format!("/sources/{id}");
+        async move { hub.admin(Method::PUT, &path, Some(&body)).await }
+    };
+    let r = put("site-a", json!({"secret": SECRET, "user_sync": true})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["secrets"], json!(["***"]));
+    let r = put("site-a", json!({"secrets": [SECRET, SECRET_B]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["secrets"], json!(["***", "***"]));
+    // Bad input: 400 with a clear message that never quotes the secret.
+    for (body, says) in [
+        (json!({"secret": SECRET, "secrets": [SECRET]}), "not both"),
+        (
+            json!({"secret": "whsec_not*base64*at*all!"}),
+            "Standard Webhooks",
+        ),
+        (
+            json!({"secret": SECRET, "direction": "sideways"}),
+            "direction",
+        ),
+        (json!({"secret": SECRET, "colour": "red"}), "colour"),
+        (json!({}), "secret"),
+        (json!({"secret": 42}), "string"),
+    ] {
+        let r = put("site-b", body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        let msg = r.body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{body}: {msg}");
+        assert!(
+            !msg.contains("not*base64") && !msg.contains(SECRET),
+            "{msg}"
+        );
+    }
+    assert_eq!(put("bad id!", json!({"secret": SECRET})).await.status, 400);
+    let r = hub.admin(Method::GET, "/sources", None).await;
+    assert_eq!(r.status, 200);
+    let list = r.body["sources"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(!r.text.contains("whsec_"), "{}", r.text);
+    assert_eq!(
+        hub.admin(Method::DELETE, "/sources/site-a", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        hub.admin(Method::DELETE, "/sources/site-a", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        hub.admin(Method::GET, "/sources/site-a", None).await.status,
+        404
+    );
+    // Webhook targets validate their URL and secret too.
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/site-x",
+            Some(&json!({"kind": "webhook", "url": "http://example.org/hook", "secret": SECRET})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/site-x",
+            Some(&json!({"kind": "webhook", "url": "https://example.org/hook", "secret": "plain"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(!r.text.contains("plain"), "{}", r.text);
+}
