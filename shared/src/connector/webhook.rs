@@ -251,3 +251,80 @@ impl Connector for WebhookSender {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::ResourceKind;
+    use crate::sync::event::{ConfigData, EntityData, Origin};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn target(v: Value) -> WebhookTarget {
+        let mut base = json!({"url": "https://site.example/hook", "secret": SECRET});
+        for (k, x) in v.as_object().unwrap() {
+            base[k] = x.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn envelopes_follow_the_site_filters() {
+        let mut user = ChangeEvent::new(ResourceKind::User, "u1", ChangeOp::Update, Origin::Scim);
+        user.resource = Some(json!({"id": "u1", "userName": "a"}));
+        let node = ChangeEvent::for_record(
+            "ENTITY#node#n1",
+            ChangeOp::Create,
+            Origin::Scim,
+            RecordChange::Entity(EntityData {
+                entity_type: "node".into(),
+                uuid: "n1".into(),
+                langcode: None,
+                fields: json!({"title": "T"}),
+                changed: None,
+            }),
+        );
+        let cfg = ChangeEvent::for_record(
+            "CONFIG#shared.x",
+            ChangeOp::Delete,
+            Origin::Scim,
+            RecordChange::Config(ConfigData {
+                name: "shared.x".into(),
+                value: json!(1),
+            }),
+        );
+        let none = target(json!({}));
+        assert!(envelope_for(&none, &user).is_none());
+        assert!(envelope_for(&none, &node).is_none());
+        assert!(envelope_for(&none, &cfg).is_none());
+        let all = target(
+            json!({"user_sync": true, "entity_types": ["node"], "config_prefixes": ["shared."]}),
+        );
+        let e = envelope_for(&all, &user).unwrap();
+        assert_eq!(e["type"], "user.upsert");
+        assert_eq!(e["data"]["userName"], "a");
+        assert_eq!(e["occurred_at"], user.occurred_at.as_str());
+        let e = envelope_for(&all, &node).unwrap();
+        assert_eq!(e["type"], "entity.upsert");
+        assert_eq!(
+            e["data"],
+            json!({"entity_type": "node", "uuid": "n1", "fields": {"title": "T"}})
+        );
+        let e = envelope_for(&all, &cfg).unwrap();
+        assert_eq!(e["type"], "config.delete");
+        assert_eq!(e["data"]["name"], "shared.x");
+        let other =
+            target(json!({"entity_types": ["taxonomy_term"], "config_prefixes": ["system."]}));
+        assert!(envelope_for(&other, &node).is_none() && envelope_for(&other, &cfg).is_none());
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let t = target(json!({}));
+        let sender = WebhookSender::new(&t).unwrap();
+        let shown = format!("{t:?} {sender:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(WebhookSender::new(&target(json!({"secret": "plain-text-secret"}))).is_err());
+        assert!(WebhookSender::new(&target(json!({"url": "http://example.org/hook"}))).is_err());
+    }
+}
