@@ -222,6 +222,7 @@ async fn serve(port: u16) -> Result<()> {
     println!("  SCIM token:     {scim_token}");
     println!("  Admin API:      {base}/admin  (CLI: provisync target list)");
     println!("  Admin token:    {admin_token}");
+    println!("  Webhooks:       {base}/webhooks/{{source}}  (CLI: provisync source add)");
     println!("  Health:         {base}/healthz");
     println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
     axum::serve(listener, app)
