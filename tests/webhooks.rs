@@ -469,6 +469,17 @@ async fn outbound_envelopes_are_signed_with_stable_ids() {
         },
     )
     .await;
+    let group = site
+        .received()
+        .into_iter()
+        .find(|r| r.envelope["type"] == "group.upsert")
+        .unwrap();
+    assert_eq!(group.envelope["data"]["displayName"], "staff");
+    assert_eq!(
+        group.envelope["data"]["members_added"],
+        json!([{"value": id}])
+    );
+    assert_eq!(site.bad_signatures(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

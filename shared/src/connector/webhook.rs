@@ -45,7 +45,21 @@ pub fn envelope_for(target: &WebhookTarget, event: &ChangeEvent) -> Option<Value
             }
             let base = event.resource_type.as_str().to_ascii_lowercase();
             let kind = format!("{base}.{}", if delete { "delete" } else { "upsert" });
-            (kind, event.resource.clone().unwrap_or(Value::Null))
+            let mut data = event.resource.clone().unwrap_or(Value::Null);
+            // Membership changes of this write, by hub id (the `id` of the users the
+            // site received).
+            if let Some(obj) = data.as_object_mut() {
+                for (key, ids) in [
+                    ("members_added", &event.members_added),
+                    ("members_removed", &event.members_removed),
+                ] {
+                    if !ids.is_empty() {
+                        let v: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+                        obj.insert(key.into(), Value::Array(v));
+                    }
+                }
+            }
+            (kind, data)
         }
         Some(RecordChange::Entity(e)) => {
             if !target.entity_types.iter().any(|t| t == &e.entity_type) {
@@ -272,6 +286,9 @@ mod tests {
     fn envelopes_follow_the_site_filters() {
         let mut user = ChangeEvent::new(ResourceKind::User, "u1", ChangeOp::Update, Origin::Scim);
         user.resource = Some(json!({"id": "u1", "userName": "a"}));
+        let mut group = ChangeEvent::new(ResourceKind::Group, "g1", ChangeOp::Update, Origin::Scim);
+        group.resource = Some(json!({"id": "g1", "displayName": "Staff"}));
+        group.members_added = vec!["u1".into()];
         let node = ChangeEvent::for_record(
             "ENTITY#node#n1",
             ChangeOp::Create,
@@ -304,6 +321,10 @@ mod tests {
         assert_eq!(e["type"], "user.upsert");
         assert_eq!(e["data"]["userName"], "a");
         assert_eq!(e["occurred_at"], user.occurred_at.as_str());
+        let e = envelope_for(&all, &group).unwrap();
+        assert_eq!(e["type"], "group.upsert");
+        assert_eq!(e["data"]["members_added"], json!([{"value": "u1"}]));
+        assert!(e["data"].get("members_removed").is_none());
         let e = envelope_for(&all, &node).unwrap();
         assert_eq!(e["type"], "entity.upsert");
         assert_eq!(

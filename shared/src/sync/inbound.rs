@@ -61,8 +61,16 @@ pub const DEFAULT_ALLOWED_FIELDS: &[&str] = &[
     "ims",
 ];
 
-/// Keys of the data that are not attributes to set: identity and metadata.
-const STRUCTURAL: &[&str] = &["schemas", "id", "externalId", "meta"];
+/// Keys of the data that are not attributes to set: identity, metadata, and the
+/// membership deltas the hub itself sends to sites (ignored when a site echoes them).
+const STRUCTURAL: &[&str] = &[
+    "schemas",
+    "id",
+    "externalId",
+    "meta",
+    "members_added",
+    "members_removed",
+];
 
 /// The envelope types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
