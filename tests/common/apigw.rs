@@ -15,6 +15,11 @@ use serde_json::Value;
 /// The real router with the functions' wiring (`config::wire_hub`), on an in-memory store.
 pub fn app() -> axum::Router {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    app_on(store, provisync::crypto::SecretBox::generate().0)
+}
+
+/// [`app`] on a given store and operator key (to prepare records the function reads).
+pub fn app_on(store: Arc<dyn Store>, secrets: provisync::crypto::SecretBox) -> axum::Router {
     let queue = Arc::new(StoreQueue::new(
         store.clone(),
         "t",
@@ -23,12 +28,8 @@ pub fn app() -> axum::Router {
     let state =
         provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
             .expect("state");
-    let (state, _) = provisync::config::wire_hub(
-        state,
-        queue,
-        provisync::crypto::SecretBox::generate().0,
-        provisync::sync::connectors_for,
-    );
+    let (state, _) =
+        provisync::config::wire_hub(state, queue, secrets, provisync::sync::connectors_for);
     provisync::http::app(state)
 }
 
@@ -57,7 +58,12 @@ pub fn event(
 
 /// What the function answers API Gateway (the `lambda_http::run` conversions).
 pub async fn invoke(event: LambdaEvent<LambdaRequest>) -> Value {
-    let resp = Adapter::from(app()).oneshot(event).await.expect("invoke");
+    invoke_app(app(), event).await
+}
+
+/// [`invoke`] on a given router.
+pub async fn invoke_app(app: axum::Router, event: LambdaEvent<LambdaRequest>) -> Value {
+    let resp = Adapter::from(app).oneshot(event).await.expect("invoke");
     serde_json::to_value(resp).expect("response JSON")
 }
 

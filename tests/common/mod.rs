@@ -7,6 +7,7 @@ pub mod graph;
 pub mod okta;
 pub mod peers;
 pub mod salesforce;
+pub mod site;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

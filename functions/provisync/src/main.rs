@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::TargetCommand,
     },
+    /// Manage sources (sites that send the hub signed webhooks, or that it reads).
+    Source {
+        #[command(subcommand)]
+        command: admin_cli::SourceCommand,
+    },
     /// Show the audit log, newest first.
     Audit(admin_cli::AuditArgs),
     /// Queue an on-demand sync of users to a target.
@@ -101,6 +106,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
         Command::Target { command } => admin_cli::target(&cli.remote, command).await,
+        Command::Source { command } => admin_cli::source(&cli.remote, command).await,
         Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
         Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
         Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
@@ -216,6 +222,7 @@ async fn serve(port: u16) -> Result<()> {
     println!("  SCIM token:     {scim_token}");
     println!("  Admin API:      {base}/admin  (CLI: provisync target list)");
     println!("  Admin token:    {admin_token}");
+    println!("  Webhooks:       {base}/webhooks/{{source}}  (CLI: provisync source add)");
     println!("  Health:         {base}/healthz");
     println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
     axum::serve(listener, app)

@@ -88,4 +88,53 @@ mod tests {
         let resp = invoke(e).await;
         assert_eq!(resp["statusCode"], 404, "{resp}");
     }
+
+    #[tokio::test]
+    async fn signed_base64_body_is_verified_and_applied() {
+        // API Gateway may base64-encode the body: the signature is over the decoded bytes.
+        use base64::Engine;
+        use provisync::store::Store;
+        use provisync_tests::site::signed_headers;
+        use std::sync::Arc;
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let store: Arc<dyn Store> =
+            Arc::new(provisync::store::embedded::EmbeddedStore::in_memory());
+        let (secrets, encoded) = provisync::crypto::SecretBox::generate();
+        let sources = provisync::sync::source::Sources::new(store.clone(), Arc::new(secrets));
+        let source = serde_json::from_value(serde_json::json!(
+            {"id": "drupal-main", "secrets": [SECRET], "user_sync": true}
+        ))
+        .unwrap();
+        sources.put(&source).await.unwrap();
+        let app = || {
+            provisync_tests::apigw::app_on(
+                store.clone(),
+                provisync::crypto::SecretBox::from_encoded(&encoded).unwrap(),
+            )
+        };
+        let envelope = serde_json::json!({"type": "user.upsert", "occurred_at": chrono::Utc::now().to_rfc3339(),
+            "data": {"externalId": "42", "userName": "ada@example.org"}})
+        .to_string();
+        let signed = |id: &str, sig_ok: bool| {
+            let headers = signed_headers(SECRET, id, envelope.as_bytes());
+            let body = base64::engine::general_purpose::STANDARD.encode(&envelope);
+            event_with("POST", "/webhooks/drupal-main", move |v| {
+                v["body"] = body.into();
+                v["isBase64Encoded"] = true.into();
+                for (k, mut val) in headers {
+                    if !sig_ok && k == "webhook-signature" {
+                        val = val.replacen("v1,", "v1,AAAA", 1);
+                    }
+                    v["headers"][k] = val.into();
+                }
+            })
+        };
+        let resp = provisync_tests::apigw::invoke_app(app(), signed("msg_1", true)).await;
+        assert_eq!(resp["statusCode"], 202, "{resp}");
+        assert_eq!(body(&resp)["status"], "applied");
+        let resp = provisync_tests::apigw::invoke_app(app(), signed("msg_2", false)).await;
+        assert_eq!(resp["statusCode"], 401, "{resp}");
+        let resp = provisync_tests::apigw::invoke_app(app(), signed("msg_1", true)).await;
+        assert_eq!(body(&resp)["status"], "replay", "{resp}");
+    }
 }

@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod okta;
 pub mod salesforce;
 pub mod scim;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -5,9 +5,11 @@ pub mod consumer;
 pub mod deliver;
 pub mod event;
 pub mod factory;
+pub mod inbound;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod records;
 pub mod source;
 pub mod target;
 

@@ -195,6 +195,39 @@ impl std::fmt::Debug for OktaTarget {
     }
 }
 
+/// A site that receives the hub's changes as signed webhooks (the envelope sites send the
+/// hub). A bidirectional site is registered twice under the same id: as a source (what
+/// it sends) and as this target (what it receives); a change that came from source `X`
+/// is never sent to target `X`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    /// Where envelopes are POSTed (`https://site.example/provisync/webhook`).
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_` + base64) the site verifies with.
+    pub secret: String,
+    /// Entity types sent to this site; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entity_types: Vec<String>,
+    /// Configuration names sent must start with one of these; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_prefixes: Vec<String>,
+    /// Send users and groups (off by default).
+    #[serde(default)]
+    pub user_sync: bool,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .field("entity_types", &self.entity_types)
+            .field("config_prefixes", &self.config_prefixes)
+            .field("user_sync", &self.user_sync)
+            .finish()
+    }
+}
+
 /// The kind of system, with its connection settings. Matched exhaustively wherever the
 /// kinds differ (connector construction, redaction, validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,6 +239,7 @@ pub enum TargetKind {
     Salesforce(SalesforceTarget),
     Cognito(CognitoTarget),
     Okta(OktaTarget),
+    Webhook(WebhookTarget),
 }
 
 /// Every kind's name with the fields of its own (beside the common ones): the admin API
@@ -243,6 +277,16 @@ pub const KIND_FIELDS: &[(&str, &[&str])] = &[
         &["user_pool_id", "region", "endpoint_url", "email_verified"],
     ),
     ("okta", &["base_url", "token"]),
+    (
+        "webhook",
+        &[
+            "url",
+            "secret",
+            "entity_types",
+            "config_prefixes",
+            "user_sync",
+        ],
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -360,6 +404,7 @@ impl TargetConfig {
             // The SDK's credential chain: nothing stored.
             TargetKind::Cognito(_) => {}
             TargetKind::Okta(okta) => okta.token = f(&okta.token)?,
+            TargetKind::Webhook(w) => w.secret = f(&w.secret)?,
         }
         Ok(())
     }
@@ -391,6 +436,7 @@ impl TargetConfig {
             TargetKind::Salesforce(_) => "salesforce",
             TargetKind::Cognito(_) => "cognito",
             TargetKind::Okta(_) => "okta",
+            TargetKind::Webhook(_) => "webhook",
         }
     }
 
@@ -482,6 +528,26 @@ impl TargetConfig {
                     if value.is_object() || value.is_array() {
                         return Err(format!(
                             "defaults.{field} must be a string, number, boolean or null"
+                        ));
+                    }
+                }
+            }
+            TargetKind::Webhook(w) => {
+                check_target_url(&w.url).map_err(|e| e.replacen("base_url", "url", 1))?;
+                crate::webhook_sig::decode_standard_secret(&w.secret).map_err(|e| {
+                    format!("secret is not a Standard Webhooks secret (whsec_ + base64): {e}")
+                })?;
+                for (name, list) in [
+                    ("entity_types", &w.entity_types),
+                    ("config_prefixes", &w.config_prefixes),
+                ] {
+                    if list.len() > 200
+                        || list.iter().any(|v| {
+                            v.is_empty() || v.len() > 256 || v.chars().any(char::is_control)
+                        })
+                    {
+                        return Err(format!(
+                            "{name}: at most 200 entries of 1 to 256 characters"
                         ));
                     }
                 }
