@@ -330,7 +330,7 @@ fn fields_help(kind: &str, fields: &[&str]) -> String {
         .filter(|f| !matches!(*f, "id" | "kind"))
         .collect();
     format!(
-        "{kind} targets have: {}; and the common {}",
+        "{kind} targets have: {}; every kind also has: {}",
         fields.join(", "),
         common.join(", ")
     )
