@@ -783,6 +783,103 @@ mod tests {
         );
     }
 
+    /// The Cognito policy: exactly the actions docs/connectors.md lists, on the pools of
+    /// `CognitoUserPoolArns` only, attached (when the parameter is set) to the functions that
+    /// deliver and test, and to no other.
+    #[test]
+    fn template_cognito_policy_matches_the_docs() {
+        use serde_yaml::Value as Y;
+        let t = template();
+        let param = &t["Parameters"]["CognitoUserPoolArns"];
+        assert_eq!(s(&param["Type"]), "CommaDelimitedList");
+        assert_eq!(s(&param["Default"]), "");
+        let tagged = |v: &Y| -> (String, Y) {
+            match v {
+                Y::Tagged(t) => (t.tag.to_string(), t.value.clone()),
+                other => panic!("not an intrinsic: {other:?}"),
+            }
+        };
+        // HasCognitoPools: !Not [!Equals [!Join ["", !Ref CognitoUserPoolArns], ""]]
+        let (tag, not) = tagged(&t["Conditions"]["HasCognitoPools"]);
+        assert_eq!(tag, "!Not");
+        let (tag, eq) = tagged(&not[0]);
+        assert_eq!(tag, "!Equals");
+        assert_eq!(s(&eq[1]), "");
+        let (tag, join) = tagged(&eq[0]);
+        assert_eq!(tag, "!Join");
+        assert_eq!(
+            tagged(&join[1]),
+            ("!Ref".into(), Y::from("CognitoUserPoolArns"))
+        );
+
+        let policy = &t["Resources"]["CognitoTargetsPolicy"];
+        assert_eq!(s(&policy["Type"]), "AWS::IAM::ManagedPolicy");
+        assert_eq!(s(&policy["Condition"]), "HasCognitoPools");
+        let statements = policy["Properties"]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(s(&statements[0]["Effect"]), "Allow");
+        assert_eq!(
+            tagged(&statements[0]["Resource"]),
+            ("!Ref".into(), Y::from("CognitoUserPoolArns"))
+        );
+        let mut actions: Vec<&str> = statements[0]["Action"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(s)
+            .collect();
+        let docs = include_str!("../../docs/connectors.md");
+        let section = docs
+            .split("## AWS Cognito user pools")
+            .nth(1)
+            .and_then(|d| d.split("\n## ").next())
+            .unwrap();
+        let mut documented: Vec<&str> = section
+            .lines()
+            .map(|l| l.trim().trim_end_matches(',').trim_matches('"'))
+            .filter(|l| l.starts_with("cognito-idp:"))
+            .collect();
+        assert_eq!(documented.len(), 15, "{documented:?}");
+        actions.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(actions, documented);
+
+        let attached = |name: &str| -> bool {
+            t["Resources"][name]["Properties"]["Policies"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| match p {
+                    Y::Tagged(tv) if tv.tag == "!If" => {
+                        let branches = tv.value.as_sequence().unwrap();
+                        assert_eq!(s(&branches[0]), "HasCognitoPools");
+                        assert_eq!(
+                            tagged(&branches[1]),
+                            ("!Ref".into(), Y::from("CognitoTargetsPolicy"))
+                        );
+                        assert_eq!(
+                            tagged(&branches[2]),
+                            ("!Ref".into(), Y::from("AWS::NoValue"))
+                        );
+                        true
+                    }
+                    _ => false,
+                })
+        };
+        for f in [
+            "QueueDeliverFunction",
+            "ScheduledSyncFunction",
+            "AdminApiFunction",
+        ] {
+            assert!(attached(f), "{f} lacks the Cognito policy");
+        }
+        for f in ["ScimApiFunction", "WebhookIngestFunction"] {
+            assert!(!attached(f), "{f} must not get Cognito rights");
+        }
+    }
+
     #[test]
     fn redrive_policy_json() {
         let p: serde_json::Value = serde_json::from_str(&redrive_policy("arn:x", 5)).unwrap();

@@ -314,19 +314,6 @@ fn known_kinds() -> Vec<&'static str> {
     KIND_FIELDS.iter().map(|(k, _)| *k).collect()
 }
 
-/// Fields every target definition may have.
-const COMMON_FIELDS: &[&str] = &[
-    "id",
-    "kind",
-    "operations",
-    "scope_filter",
-    "mapping",
-    "group_mapping",
-    "mode",
-    "out_of_scope",
-    "enabled",
-];
-
 /// Whether `field` belongs in a definition of this kind.
 fn is_known_field(kind: &str, field: &str) -> bool {
     let kind_fields: &[&str] = KIND_FIELDS
@@ -337,7 +324,7 @@ fn is_known_field(kind: &str, field: &str) -> bool {
     COMMON_FIELDS.contains(&field) || kind_fields.contains(&field)
 }
 
-use crate::sync::target::KIND_FIELDS;
+use crate::sync::target::{COMMON_FIELDS, KIND_FIELDS};
 
 /// Every scalar under a secret-bearing key (`auth`, `password`, `bearer`, `token`,
 /// `secret`), to scrub them from parser messages that quote input values.

@@ -289,6 +289,20 @@ pub const KIND_FIELDS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Fields every target definition may have, whatever its kind (the admin API and the CLI
+/// check definitions against these and [`KIND_FIELDS`]).
+pub const COMMON_FIELDS: &[&str] = &[
+    "id",
+    "kind",
+    "operations",
+    "scope_filter",
+    "mapping",
+    "group_mapping",
+    "mode",
+    "out_of_scope",
+    "enabled",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {

@@ -1,0 +1,326 @@
+//! `provisync target add` for the kinds beyond SCIM, as an operator runs it: the real
+//! `provisync` binary, against a running `provisync serve`, with the secrets from an
+//! environment variable and from stdin (never in the arguments). The targets are read back
+//! redacted and tested against the Okta and Graph fakes, which accept only the right
+//! secrets: what the CLI sent is what the hub stored.
+//!
+//! Like `restart.rs`, these tests need the binary (`<target dir>/debug/provisync`, built by
+//! `cargo test --workspace` or `cargo build -p provisync-cli --bin provisync`): they skip
+//! when it is missing, and fail then under `PROVISYNC_REQUIRE_PEERS`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use provisync_tests::graph::{FakeGraph, TENANT};
+use provisync_tests::okta::FakeOkta;
+use provisync_tests::{ADMIN_TOKEN, TOKEN};
+use serde_json::Value;
+
+fn provisync_bin() -> Option<PathBuf> {
+    let name = format!("provisync{}", std::env::consts::EXE_SUFFIX);
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join(&name));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(dir).join("debug").join(&name));
+    }
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Some(found.clone());
+    }
+    let msg = format!(
+        "the provisync binary is not built (looked at {candidates:?}): run \
+         `cargo build -p provisync-cli --bin provisync` first"
+    );
+    assert!(
+        std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
+        "{msg}"
+    );
+    eprintln!("skipped: {msg}");
+    None
+}
+
+/// `provisync serve` on a free port with its own data folder; killed on drop.
+struct Serve {
+    child: Child,
+    origin: String,
+    data: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+impl Serve {
+    async fn start(bin: &Path, name: &str) -> Serve {
+        let data = std::env::temp_dir().join(format!("psy-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&data).expect("data dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("PORT", port.to_string())
+            .env("PROVISYNC_DATA_DIR", &data)
+            .env("PROVISYNC_SCIM_TOKEN", TOKEN)
+            .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PROVISYNC_BACKEND", "embedded")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn provisync serve");
+        let mut serve = Serve {
+            child,
+            origin: format!("http://127.0.0.1:{port}"),
+            data,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = serve.child.try_wait() {
+                panic!("provisync serve exited: {status}");
+            }
+            let probe = client
+                .get(format!("{}/healthz", serve.origin))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                return serve;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("provisync serve did not come up");
+    }
+
+    /// Runs `provisync ARGS` against this hub with `env`, `stdin` on its standard input.
+    fn cli(&self, bin: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("PROVISYNC_URL", &self.origin)
+            .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
+            // Not this hub's folder: the token must come from the environment.
+            .env("PROVISYNC_DATA_DIR", self.data.join("nowhere"))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn provisync");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        let out: Output = child.wait_with_output().expect("provisync output");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn assert_ok(&self, what: &str) -> &Run {
+        assert!(self.ok, "{what} failed:\n{}\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_adds_okta_and_entra_targets() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let okta = FakeOkta::start().await;
+    let graph = FakeGraph::start().await;
+    let hub = Serve::start(&bin, "cli-targets").await;
+    let secrets = [okta.token.as_str(), graph.client_secret.as_str()];
+    let no_secret = |run: &Run| {
+        for s in secrets {
+            assert!(
+                !run.stdout.contains(s) && !run.stderr.contains(s),
+                "a secret was printed:\n{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+    };
+
+    // Okta: the token from an environment variable.
+    let run = hub.cli(
+        &bin,
+        &[
+            "target",
+            "add",
+            "okta",
+            "--kind",
+            "okta",
+            "--base-url",
+            &okta.base,
+            "--token-env",
+            "OKTA_TOKEN",
+            "--operations",
+            "create,update,deactivate",
+        ],
+        &[("OKTA_TOKEN", &okta.token)],
+        None,
+    );
+    run.assert_ok("target add okta");
+    no_secret(&run);
+    assert!(run.stdout.contains("target okta saved"), "{}", run.stdout);
+
+    // Entra: the client secret from stdin, the other fields with --set.
+    let tenant = format!("tenant_id={TENANT}");
+    let client_id = format!("client_id={}", graph.client_id);
+    let graph_url = format!("graph_url={}", graph.base);
+    let login_url = format!("login_url={}", graph.base);
+    let run = hub.cli(
+        &bin,
+        &[
+            "target",
+            "add",
+            "entra",
+            "--kind",
+            "entra",
+            "--set",
+            &tenant,
+            "--set",
+            &client_id,
+            "--set",
+            &graph_url,
+            "--set",
+            &login_url,
+            "--set",
+            "mapping=[{\"target\": \"usageLocation\", \"value\": \"FR\"}]",
+            "--secret-stdin",
+        ],
+        &[],
+        Some(&format!("{}\n", graph.client_secret)),
+    );
+    run.assert_ok("target add entra");
+    no_secret(&run);
+
+    // Read back, redacted.
+    let run = hub.cli(&bin, &["target", "show", "okta"], &[], None);
+    let t = run.assert_ok("target show okta").json();
+    no_secret(&run);
+    assert_eq!(t["kind"], "okta", "{t}");
+    assert_eq!(t["base_url"], okta.base.as_str(), "{t}");
+    assert_eq!(t["token"], "***", "{t}");
+    assert_eq!(
+        t["operations"],
+        serde_json::json!(["create", "update", "deactivate"]),
+        "{t}"
+    );
+    let run = hub.cli(&bin, &["target", "show", "entra"], &[], None);
+    let t = run.assert_ok("target show entra").json();
+    no_secret(&run);
+    assert_eq!(t["kind"], "entra", "{t}");
+    assert_eq!(t["tenant_id"], TENANT, "{t}");
+    assert_eq!(t["client_id"], graph.client_id.as_str(), "{t}");
+    assert_eq!(t["graph_url"], graph.base.as_str(), "{t}");
+    assert_eq!(t["client_secret"], "***", "{t}");
+    assert_eq!(t["mapping"][0]["target"], "usageLocation", "{t}");
+    let run = hub.cli(&bin, &["target", "list"], &[], None);
+    run.assert_ok("target list");
+    assert!(
+        run.stdout.contains("okta") && run.stdout.contains("entra"),
+        "{}",
+        run.stdout
+    );
+
+    // The secrets the hub stored are the right ones: the fakes accept nothing else.
+    for id in ["okta", "entra"] {
+        let run = hub.cli(&bin, &["target", "test", id], &[], None);
+        run.assert_ok(&format!("target test {id}"));
+        no_secret(&run);
+        assert!(
+            run.stdout.starts_with(&format!("OK {id}")),
+            "{}",
+            run.stdout
+        );
+    }
+
+    // A field the kind does not have: refused before anything is sent, naming the fields.
+    let run = hub.cli(
+        &bin,
+        &[
+            "target",
+            "add",
+            "okta2",
+            "--kind",
+            "okta",
+            "--base-url",
+            &okta.base,
+            "--token-env",
+            "OKTA_TOKEN",
+            "--set",
+            "tenant_id=x",
+        ],
+        &[("OKTA_TOKEN", &okta.token)],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("tenant_id")
+            && run.stderr.contains("okta targets have: base_url, token"),
+        "{}",
+        run.stderr
+    );
+    no_secret(&run);
+    let run = hub.cli(&bin, &["target", "show", "okta2"], &[], None);
+    assert!(
+        !run.ok && run.stderr.contains("404"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+
+    // What the hub refuses (http to a non-loopback host) comes back as the hub's message.
+    let run = hub.cli(
+        &bin,
+        &[
+            "target",
+            "add",
+            "okta3",
+            "--kind",
+            "okta",
+            "--base-url",
+            "http://okta.example.com",
+            "--token-env",
+            "OKTA_TOKEN",
+        ],
+        &[("OKTA_TOKEN", &okta.token)],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("400"), "{}", run.stderr);
+    no_secret(&run);
+}
