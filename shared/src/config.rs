@@ -190,9 +190,16 @@ pub fn wire_hub(
         });
     admin.on_demand = Some(Arc::new(crate::sync::ondemand::DirectoryOnDemand::new(
         state.directory.clone(),
-        queue,
+        queue.clone(),
         make,
     )));
+    admin.reconciler = Some(crate::sync::reconcile::Reconciler::new(
+        state.directory.clone(),
+        admin.targets.clone(),
+        admin.audit.clone(),
+        queue,
+        connectors,
+    ));
     let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
         admin.targets.clone(),
         crate::sync::link::Links::new(store),

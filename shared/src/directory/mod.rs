@@ -539,7 +539,7 @@ impl Directory {
     }
 
     /// The resources with these ids that exist (batched point reads).
-    async fn load_existing(
+    pub async fn load_existing(
         &self,
         kind: ResourceKind,
         ids: &[String],

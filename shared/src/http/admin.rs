@@ -58,6 +58,9 @@ pub struct AdminState {
     pub on_demand: Option<Arc<dyn OnDemand>>,
     /// Builds a connector for `POST /admin/targets/{id}/test`.
     pub connectors: ConnectorFactory,
+    /// Reconcile (`POST /admin/sync` with `"reconcile": true`, and the schedule); `None`:
+    /// such a request answers 503.
+    pub reconciler: Option<crate::sync::reconcile::Reconciler>,
 }
 
 impl AdminState {
@@ -73,6 +76,7 @@ impl AdminState {
             secrets,
             on_demand: None,
             connectors: crate::sync::connectors_for,
+            reconciler: None,
         }
     }
 }
@@ -290,6 +294,7 @@ const COMMON_FIELDS: &[&str] = &[
     "group_mapping",
     "mode",
     "out_of_scope",
+    "orphans",
     "enabled",
 ];
 

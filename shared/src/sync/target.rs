@@ -133,6 +133,20 @@ pub enum OutOfScope {
     Leave,
 }
 
+/// What a reconcile does with an account on the target that no hub user accounts for
+/// (not linked, not matched by the matching attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanPolicy {
+    /// Count it in the reconcile report and the audit log; touch nothing.
+    #[default]
+    Report,
+    /// Deactivate it on the target (`active: false`).
+    Deactivate,
+    /// Delete it from the target.
+    Delete,
+}
+
 /// One attribute mapping rule, applied on top of the identity mapping:
 /// `{"target": "title", "source": "urn:...:enterprise:2.0:User:department"}`,
 /// `{"target": "userType", "value": "Employee"}` (constant),
@@ -186,6 +200,9 @@ pub struct TargetConfig {
     pub mode: DeliveryMode,
     #[serde(default)]
     pub out_of_scope: OutOfScope,
+    /// Accounts on the target the hub does not know, as found by a reconcile.
+    #[serde(default)]
+    pub orphans: OrphanPolicy,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
