@@ -200,6 +200,13 @@ pub fn wire_hub(
         queue,
         connectors,
     ));
+    admin.puller = Some(crate::sync::pull::Puller::new(
+        store.clone(),
+        crate::sync::source::Sources::new(store.clone(), secrets.clone()),
+        Arc::new(crate::sync::pull::DirectorySink::new(
+            state.directory.clone(),
+        )),
+    ));
     let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
         admin.targets.clone(),
         crate::sync::link::Links::new(store),

@@ -510,7 +510,9 @@ impl Directory {
         }
     }
 
-    async fn lookup_unique(
+    /// The resource whose unique attribute (`userName`, `externalId`, group
+    /// `displayName`) has this value: one strongly consistent point read.
+    pub async fn lookup_unique(
         &self,
         kind: ResourceKind,
         attr: UniqueAttr,

@@ -8,6 +8,7 @@ pub mod factory;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod pull;
 pub mod reconcile;
 pub mod source;
 pub mod target;
