@@ -222,7 +222,8 @@ async fn serve(port: u16) -> Result<()> {
                         _ = tokio::time::sleep(period) => {}
                         _ = stop.changed() => return,
                     }
-                    let budget = provisync::lambda::CYCLE_BUDGET.min(period.max(std::time::Duration::from_secs(10)));
+                    let budget = provisync::lambda::CYCLE_BUDGET
+                        .min(period.max(std::time::Duration::from_secs(10)));
                     if let Err(e) = provisync::lambda::run_schedule(&schedule, budget).await {
                         tracing::warn!(error = %e, "scheduled cycle failed");
                     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync::lambda::{CYCLE_BUDGET, CycleReport, Schedule, hub_from_env, init_tracing, run_schedule};
+use provisync::lambda::{
+    CYCLE_BUDGET, CycleReport, Schedule, hub_from_env, init_tracing, run_schedule,
+};
 
 async fn handler(
     schedule: &Schedule,

@@ -305,12 +305,15 @@ impl ScimConnector {
     async fn list(&self, kind: Kind, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
         let start: u64 = match cursor {
             None => 1,
-            Some(c) => c.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                ConnectorError::Refused {
-                    status: None,
-                    reason: format!("listing cursor {c:?} is not a start index"),
-                }
-            })?,
+            Some(c) => {
+                c.parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| ConnectorError::Refused {
+                        status: None,
+                        reason: format!("listing cursor {c:?} is not a start index"),
+                    })?
+            }
         };
         let mut url = self.url(&[kind.endpoint()])?;
         url.query_pairs_mut()

@@ -113,7 +113,11 @@ pub async fn load_cursor(store: &dyn Store, source: &str) -> Result<PullCursor, 
         .unwrap_or_default())
 }
 
-pub async fn save_cursor(store: &dyn Store, source: &str, c: &PullCursor) -> Result<(), StoreError> {
+pub async fn save_cursor(
+    store: &dyn Store,
+    source: &str,
+    c: &PullCursor,
+) -> Result<(), StoreError> {
     let key = cursor_key(source);
     let data = serde_json::to_vec(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
     store
@@ -138,7 +142,8 @@ struct Reader {
 impl Reader {
     fn new(pull: &PullConfig, http: HttpClient) -> Result<Reader, PullError> {
         let base = check_target_url(&pull.base_url).map_err(PullError::Setup)?;
-        let creds = Credentials::from_auth(&pull.auth).map_err(|e| PullError::Setup(e.to_string()))?;
+        let creds =
+            Credentials::from_auth(&pull.auth).map_err(|e| PullError::Setup(e.to_string()))?;
         Ok(Reader { base, creds, http })
     }
 
@@ -163,7 +168,10 @@ impl Reader {
     /// RFC 7644 §5: does the source filter?
     async fn scim_filters(&self) -> Result<bool, PullError> {
         let spc = self
-            .get(self.url(&["ServiceProviderConfig"])?, "application/scim+json")
+            .get(
+                self.url(&["ServiceProviderConfig"])?,
+                "application/scim+json",
+            )
             .await?;
         Ok(spc["filter"]["supported"].as_bool().unwrap_or(false))
     }
@@ -285,7 +293,11 @@ pub fn drupal_user(d: &Value) -> Option<(Value, String)> {
     if let Some(display) = a.get("display_name").and_then(Value::as_str) {
         u["displayName"] = json!(display);
     }
-    if let Some(mail) = a.get("mail").and_then(Value::as_str).filter(|m| !m.is_empty()) {
+    if let Some(mail) = a
+        .get("mail")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    {
         u["emails"] = json!([{"value": mail, "type": "work", "primary": true}]);
     }
     if let Some(status) = a.get("status").and_then(Value::as_bool) {
@@ -592,10 +604,7 @@ impl PullSink for DirectorySink {
         match existing {
             None => {
                 let mut body = incoming;
-                body.insert(
-                    "schemas".into(),
-                    json!([crate::scim::schema::USER_SCHEMA]),
-                );
+                body.insert("schemas".into(), json!([crate::scim::schema::USER_SCHEMA]));
                 self.directory
                     .create(kind, &Value::Object(body))
                     .await

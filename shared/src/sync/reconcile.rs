@@ -325,7 +325,10 @@ impl HubIndex {
 
     /// Which hub user a target account is.
     pub fn classify(&self, account: &Value) -> Matched {
-        let tid = account.get("id").and_then(Value::as_str).unwrap_or_default();
+        let tid = account
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if let Some(h) = self.by_target_id.get(tid) {
             return Matched::Linked(h.clone());
         }
@@ -801,6 +804,11 @@ impl Reconciler {
             .into_iter()
             .map(|s| (s.id().to_string(), s))
             .collect();
+        let mut links = self
+            .links
+            .get_many(&t.id, ResourceKind::User, &hub_ids)
+            .await?;
+        let mut link_writes: Vec<Link> = Vec::new();
         let mut seen = Vec::new();
         let mut events = Vec::new();
         for (account, m) in classified {
@@ -822,8 +830,13 @@ impl Reconciler {
                 self.orphan(t, c, &tid, account, counts).await;
                 continue;
             };
+            if seen.contains(hub_id) {
+                // A second account for a hub user seen on this page already.
+                self.orphan(t, c, &tid, account, counts).await;
+                continue;
+            }
             seen.push(hub_id.clone());
-            let link = self.links.get(&t.id, ResourceKind::User, hub_id).await?;
+            let link = links.remove(hub_id);
             let mapped = map_resource(
                 ResourceKind::User,
                 hub_id,
@@ -840,18 +853,16 @@ impl Reconciler {
                     if link.is_none() && index.in_scope(hub_id) {
                         // Matched an account the hub had not linked: link it as is.
                         let hash = content_hash(&mapped);
-                        self.links
-                            .put(&Link {
-                                target: t.id.clone(),
-                                resource_type: ResourceKind::User,
-                                hub_id: hub_id.clone(),
-                                target_id: tid,
-                                hash,
-                                delivered: mapped,
-                                disabled: false,
-                                at: now,
-                            })
-                            .await?;
+                        link_writes.push(Link {
+                            target: t.id.clone(),
+                            resource_type: ResourceKind::User,
+                            hub_id: hub_id.clone(),
+                            target_id: tid,
+                            hash,
+                            delivered: mapped,
+                            disabled: false,
+                            at: now,
+                        });
                     }
                 }
                 Verdict::Update | Verdict::Leave(_) => {
@@ -860,18 +871,16 @@ impl Reconciler {
                     let mut shape: Vec<&Value> = vec![&mapped];
                     shape.extend(delivered);
                     let previous = project(account, &shape);
-                    self.links
-                        .put(&Link {
-                            target: t.id.clone(),
-                            resource_type: ResourceKind::User,
-                            hub_id: hub_id.clone(),
-                            target_id: tid,
-                            hash: String::new(),
-                            delivered: previous,
-                            disabled: false,
-                            at: now,
-                        })
-                        .await?;
+                    link_writes.push(Link {
+                        target: t.id.clone(),
+                        resource_type: ResourceKind::User,
+                        hub_id: hub_id.clone(),
+                        target_id: tid,
+                        hash: String::new(),
+                        delivered: previous,
+                        disabled: false,
+                        at: now,
+                    });
                     match verdict {
                         Verdict::Leave(OutOfScope::Delete) => counts.deleted += 1,
                         Verdict::Leave(_) => counts.deactivated += 1,
@@ -881,6 +890,8 @@ impl Reconciler {
                 }
             }
         }
+        // Links first: the events must find them.
+        self.links.put_many(&link_writes).await?;
         self.send(events).await?;
         Ok(seen)
     }
@@ -948,14 +959,11 @@ impl Reconciler {
             .load_existing(ResourceKind::User, hub_ids)
             .await
             .map_err(|e| ReconcileError::Directory(e.detail))?;
+        let ids: Vec<String> = users.iter().map(|u| u.id().to_string()).collect();
+        let stale = self.links.get_many(&t.id, ResourceKind::User, &ids).await?;
         let mut events = Vec::new();
         for u in &users {
-            if self
-                .links
-                .get(&t.id, ResourceKind::User, u.id())
-                .await?
-                .is_some()
-            {
+            if stale.contains_key(u.id()) {
                 self.links.delete(&t.id, ResourceKind::User, u.id()).await?;
             }
             events.push(event_for(t, u, ChangeOp::Create)?);
@@ -1090,9 +1098,10 @@ impl Reconciler {
             .await
             .map_err(|e| ReconcileError::Setup(format!("targets: {e}")))?;
         let mut out = Vec::new();
-        for t in targets.iter().filter(|t| {
-            t.enabled && t.mode == crate::sync::target::DeliveryMode::Scheduled
-        }) {
+        for t in targets
+            .iter()
+            .filter(|t| t.enabled && t.mode == crate::sync::target::DeliveryMode::Scheduled)
+        {
             out.push(self.reconcile_target(t, deadline).await);
         }
         Ok(out)
@@ -1130,10 +1139,17 @@ mod tests {
         assert!(differs(&hub, &edited, None));
         // Arrays: as many elements, any order.
         let two = json!({"emails": [{"value": "b"}, {"value": "a"}]});
-        assert!(covers(two.get("emails"), &json!([{"value": "a"}, {"value": "b"}])));
+        assert!(covers(
+            two.get("emails"),
+            &json!([{"value": "a"}, {"value": "b"}])
+        ));
         assert!(!covers(two.get("emails"), &json!([{"value": "a"}])));
         // Null / empty in the hub is covered by absence.
-        assert!(!differs(&json!({"nickName": null, "x": []}), &json!({}), None));
+        assert!(!differs(
+            &json!({"nickName": null, "x": []}),
+            &json!({}),
+            None
+        ));
         // Dropped in the hub since the last delivery, still on the target: differs.
         let delivered = json!({"userName": "a", "title": "Boss"});
         assert!(differs(
