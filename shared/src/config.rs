@@ -203,9 +203,9 @@ pub fn wire_hub(
     admin.puller = Some(crate::sync::pull::Puller::new(
         store.clone(),
         crate::sync::source::Sources::new(store.clone(), secrets.clone()),
-        Arc::new(crate::sync::pull::DirectorySink::new(
-            state.directory.clone(),
-        )),
+        Arc::new(crate::sync::pull::InboundSink::new(Arc::new(
+            crate::sync::inbound::Inbound::new(state.directory.clone(), admin.audit.clone()),
+        ))),
     ));
     let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
         admin.targets.clone(),

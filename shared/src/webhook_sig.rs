@@ -3,6 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Why a secret is not usable. Never quotes the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,4 +29,289 @@ pub fn decode_standard_secret(secret: &str) -> Result<Vec<u8>, SecretFormatError
         return Err(SecretFormatError::Length);
     }
     Ok(key)
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a `webhook-timestamp` may be from the receiver's clock, either way (the
+/// Standard Webhooks reference libraries use five minutes).
+pub const TOLERANCE_SECS: i64 = 5 * 60;
+/// Longest `webhook-id` / `X-GitHub-Delivery` accepted (it becomes part of a store key).
+pub const MAX_WEBHOOK_ID_LEN: usize = 256;
+/// Most signatures examined in one `webhook-signature` header (rotation needs two).
+const MAX_SIGNATURES: usize = 16;
+
+/// Why a delivery does not verify. Never quotes a secret or a signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("{0} is not valid")]
+    InvalidHeader(&'static str),
+    #[error("webhook-timestamp is outside the accepted window (±5 minutes)")]
+    TimestampOutOfWindow,
+    #[error("no signature matches")]
+    NoMatch,
+}
+
+fn mac(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    }
+}
+
+fn standard_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+    let mut m = mac(key);
+    m.update(id.as_bytes());
+    m.update(b".");
+    m.update(timestamp.as_bytes());
+    m.update(b".");
+    m.update(body);
+    m
+}
+
+/// The `webhook-signature` value (`v1,<base64>`) of a Standard Webhooks delivery.
+pub fn sign_standard(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let tag = standard_mac(key, id, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
+    format!("v1,{}", STANDARD.encode(tag))
+}
+
+/// Checks a `webhook-id` (printable ASCII, no spaces, at most [`MAX_WEBHOOK_ID_LEN`]).
+pub fn check_webhook_id(id: &str) -> Result<(), VerifyError> {
+    if id.is_empty() || id.len() > MAX_WEBHOOK_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(VerifyError::InvalidHeader("webhook-id"));
+    }
+    Ok(())
+}
+
+/// Verifies a Standard Webhooks delivery: the timestamp is within ±[`TOLERANCE_SECS`]
+/// of `now` and one of the space-separated `v1,` signatures is the HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}` under one of `keys` (rotation). Signatures of other versions
+/// are ignored. Comparison is constant-time (`Mac::verify_slice`).
+pub fn verify_standard(
+    keys: &[Vec<u8>],
+    id: &str,
+    timestamp: &str,
+    signatures: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), VerifyError> {
+    check_webhook_id(id)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::InvalidHeader("webhook-timestamp"))?;
+    if (now - ts).abs() > TOLERANCE_SECS {
+        return Err(VerifyError::TimestampOutOfWindow);
+    }
+    let candidates: Vec<Vec<u8>> = signatures
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .take(MAX_SIGNATURES)
+        .filter_map(|s| s.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .filter_map(|(_, sig)| STANDARD.decode(sig).ok())
+        .collect();
+    if candidates.is_empty() {
+        return Err(VerifyError::NoMatch);
+    }
+    for key in keys {
+        let m = standard_mac(key, id, timestamp.trim(), body);
+        for sig in &candidates {
+            if m.clone().verify_slice(sig).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(VerifyError::NoMatch)
+}
+
+/// The `X-Hub-Signature-256` value (`sha256=<hex>`) of a GitHub-style delivery.
+pub fn sign_github(secret: &[u8], body: &[u8]) -> String {
+    let mut m = mac(secret);
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// Verifies `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` under one of
+/// `secrets` (used as given, as GitHub does). Constant-time comparison.
+pub fn verify_github(secrets: &[&[u8]], header: &str, body: &[u8]) -> Result<(), VerifyError> {
+    let sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(VerifyError::InvalidHeader("X-Hub-Signature-256"))?;
+    for secret in secrets {
+        let mut m = mac(secret);
+        m.update(body);
+        if m.verify_slice(&sig).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(VerifyError::NoMatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The official vector of the Standard Webhooks reference libraries
+    // (standard-webhooks/standard-webhooks, libraries/python/tests/test_webhooks.py,
+    // `test_sign_function`).
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_TS: i64 = 1614265330;
+    const SW_BODY: &str = r#"{"test": 2432232314}"#;
+    const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn key() -> Vec<u8> {
+        decode_standard_secret(SW_SECRET).unwrap()
+    }
+
+    #[test]
+    fn standard_vector_signs_and_verifies() {
+        assert_eq!(
+            sign_standard(&key(), SW_ID, SW_TS, SW_BODY.as_bytes()),
+            SW_SIG
+        );
+        let ts = SW_TS.to_string();
+        assert_eq!(
+            verify_standard(&[key()], SW_ID, &ts, SW_SIG, SW_BODY.as_bytes(), SW_TS),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn standard_rejects_tampering_and_bad_signatures() {
+        let ts = SW_TS.to_string();
+        let v = |sig: &str, body: &str, id: &str| {
+            verify_standard(&[key()], id, &ts, sig, body.as_bytes(), SW_TS)
+        };
+        // The reference tests' "invalid signature" (two characters changed).
+        assert_eq!(
+            v(
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=",
+                SW_BODY,
+                SW_ID
+            ),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            v(SW_SIG, r#"{"test": 2432232315}"#, SW_ID),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(v(SW_SIG, SW_BODY, "msg_other"), Err(VerifyError::NoMatch));
+        assert_eq!(v("", SW_BODY, SW_ID), Err(VerifyError::NoMatch));
+        assert_eq!(
+            v("v1,not base64!", SW_BODY, SW_ID),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            v(SW_SIG, SW_BODY, ""),
+            Err(VerifyError::InvalidHeader("webhook-id"))
+        );
+        // Another key does not verify.
+        let other =
+            decode_standard_secret("whsec_dGhpcyBpcyBhbm90aGVyIGtleSBvZiAyNCsgYnl0ZXM=").unwrap();
+        assert_eq!(
+            verify_standard(
+                std::slice::from_ref(&other),
+                SW_ID,
+                &ts,
+                SW_SIG,
+                SW_BODY.as_bytes(),
+                SW_TS
+            ),
+            Err(VerifyError::NoMatch)
+        );
+        // ... but key rotation: any of the keys may verify.
+        assert_eq!(
+            verify_standard(
+                &[other, key()],
+                SW_ID,
+                &ts,
+                SW_SIG,
+                SW_BODY.as_bytes(),
+                SW_TS
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn standard_several_signatures_unknown_versions_ignored() {
+        // As the reference tests' `test_multi_sig_payload_is_valid`.
+        let header = format!(
+            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= {SW_SIG} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
+        );
+        let ts = SW_TS.to_string();
+        assert_eq!(
+            verify_standard(&[key()], SW_ID, &ts, &header, SW_BODY.as_bytes(), SW_TS),
+            Ok(())
+        );
+        // The right bytes under an unknown version are not a v1 signature.
+        let v2 = SW_SIG.replacen("v1,", "v2,", 1);
+        assert_eq!(
+            verify_standard(&[key()], SW_ID, &ts, &v2, SW_BODY.as_bytes(), SW_TS),
+            Err(VerifyError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn standard_timestamp_window() {
+        let ts = SW_TS.to_string();
+        let at = |now: i64| verify_standard(&[key()], SW_ID, &ts, SW_SIG, SW_BODY.as_bytes(), now);
+        assert_eq!(at(SW_TS + TOLERANCE_SECS), Ok(()));
+        assert_eq!(at(SW_TS - TOLERANCE_SECS), Ok(()));
+        assert_eq!(
+            at(SW_TS + TOLERANCE_SECS + 1),
+            Err(VerifyError::TimestampOutOfWindow)
+        );
+        assert_eq!(
+            at(SW_TS - TOLERANCE_SECS - 1),
+            Err(VerifyError::TimestampOutOfWindow)
+        );
+        assert_eq!(
+            verify_standard(&[key()], SW_ID, "hello", SW_SIG, SW_BODY.as_bytes(), SW_TS),
+            Err(VerifyError::InvalidHeader("webhook-timestamp"))
+        );
+    }
+
+    // GitHub's "Validating webhook deliveries" test values: secret
+    // "It's a Secret to Everybody", payload "Hello, World!".
+    const GH_SECRET: &str = "It's a Secret to Everybody";
+    const GH_BODY: &str = "Hello, World!";
+    const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn github_vector_signs_and_verifies() {
+        assert_eq!(
+            sign_github(GH_SECRET.as_bytes(), GH_BODY.as_bytes()),
+            GH_SIG
+        );
+        assert_eq!(
+            verify_github(&[GH_SECRET.as_bytes()], GH_SIG, GH_BODY.as_bytes()),
+            Ok(())
+        );
+        assert_eq!(
+            verify_github(&[GH_SECRET.as_bytes()], GH_SIG, b"Hello, World?"),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            verify_github(&[b"another secret"], GH_SIG, GH_BODY.as_bytes()),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            verify_github(&[GH_SECRET.as_bytes()], "sha1=abc", GH_BODY.as_bytes()),
+            Err(VerifyError::InvalidHeader("X-Hub-Signature-256"))
+        );
+        assert_eq!(
+            verify_github(&[GH_SECRET.as_bytes()], "sha256=zz", GH_BODY.as_bytes()),
+            Err(VerifyError::InvalidHeader("X-Hub-Signature-256"))
+        );
+    }
 }

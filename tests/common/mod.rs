@@ -5,6 +5,7 @@ pub mod apigw;
 pub mod crowd;
 pub mod peers;
 pub mod proxy;
+pub mod site;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::TargetCommand,
     },
+    /// Manage sources (sites that send the hub signed webhooks, or that it reads).
+    Source {
+        #[command(subcommand)]
+        command: admin_cli::SourceCommand,
+    },
     /// Show the audit log, newest first.
     Audit(admin_cli::AuditArgs),
     /// Queue an on-demand sync of users to a target, or reconcile it now (--reconcile).
@@ -104,6 +109,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
         Command::Target { command } => admin_cli::target(&cli.remote, command).await,
+        Command::Source { command } => admin_cli::source(&cli.remote, command).await,
         Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
         Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
         Command::RunSchedule(args) => admin_cli::run_schedule(&cli.remote, args).await,

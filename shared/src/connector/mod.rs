@@ -9,6 +9,7 @@
 pub mod crowd;
 pub mod http;
 pub mod scim;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -32,6 +32,26 @@ const WRITE_ATTEMPTS: usize = 5;
 /// Items read per store page while scanning a resource type.
 const SCAN_PAGE: usize = 500;
 
+/// Where a write came from and what else commits with it: the change event's origin
+/// (a webhook's source is never sent the change back) and extra writes (a replay marker,
+/// a last-writer-wins stamp, a source link) that must land in the same transaction as
+/// the resource, or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct WriteContext {
+    /// `None`: [`Origin::Scim`].
+    pub origin: Option<Origin>,
+    pub extra: Vec<Write>,
+    /// The id a created resource gets (a UUIDv7 the caller made, so its extra writes can
+    /// name it); `None`: a fresh one.
+    pub new_id: Option<String>,
+}
+
+impl WriteContext {
+    fn origin(&self) -> Origin {
+        self.origin.clone().unwrap_or(Origin::Scim)
+    }
+}
+
 /// A resource as stored, with its version.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stored {
@@ -173,6 +193,7 @@ impl Directory {
 
     /// The change event of a write, with the membership changes its member writes make;
     /// `None` when events are off.
+    #[allow(clippy::too_many_arguments)]
     fn event_for(
         &self,
         kind: ResourceKind,
@@ -181,9 +202,10 @@ impl Directory {
         state: (&Value, u64),
         member_writes: &[Write],
         password: Option<&str>,
+        origin: &Origin,
     ) -> Option<ChangeEvent> {
         let sink = self.events.as_ref()?;
-        let mut e = ChangeEvent::new(kind, id, op, Origin::Scim);
+        let mut e = ChangeEvent::new(kind, id, op, origin.clone());
         e.resource = Some(state.0.clone());
         e.version = state.1;
         for w in member_writes {
@@ -211,6 +233,25 @@ impl Directory {
             writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
         }
         self.store.transact(writes).await.map_err(store_error)
+    }
+
+    /// Commits `writes` with the outbox item of `event` (when events are on), then hands
+    /// the event to the queue: the path entity and configuration records take, the same
+    /// as users'.
+    pub async fn transact_change(
+        &self,
+        mut writes: Vec<Write>,
+        event: ChangeEvent,
+    ) -> Result<(), StoreError> {
+        let event = self.events.as_ref().map(|_| event);
+        if let Some(e) = &event {
+            writes.push(outbox_write(e).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        }
+        self.store.transact(writes).await?;
+        if let Some(e) = event {
+            self.publish(&[e]).await;
+        }
+        Ok(())
     }
 
     /// After the commit: hand the events to the queue. A failure here loses nothing (the
@@ -510,9 +551,18 @@ impl Directory {
         }
     }
 
-    /// The resource whose unique attribute (`userName`, `externalId`, group
-    /// `displayName`) has this value: one strongly consistent point read.
-    pub async fn lookup_unique(
+    /// The resource holding this value of a uniquely keyed attribute (`userName`,
+    /// `externalId`, group `displayName`): a strongly consistent point read.
+    pub async fn find_unique(
+        &self,
+        kind: ResourceKind,
+        attr: UniqueAttr,
+        value: &str,
+    ) -> Result<Option<Stored>, ScimError> {
+        self.lookup_unique(kind, attr, value).await
+    }
+
+    async fn lookup_unique(
         &self,
         kind: ResourceKind,
         attr: UniqueAttr,
@@ -571,6 +621,16 @@ impl Directory {
         kind: ResourceKind,
         body: &Value,
     ) -> Result<(Stored, Option<String>), ScimError> {
+        self.create_in(kind, body, &WriteContext::default()).await
+    }
+
+    /// [`Directory::create`] with an origin and extra writes in the same transaction.
+    pub async fn create_in(
+        &self,
+        kind: ResourceKind,
+        body: &Value,
+        ctx: &WriteContext,
+    ) -> Result<(Stored, Option<String>), ScimError> {
         let view = self.schemas.view(kind);
         let mut resource = normalize(&view, body)?;
         let password = take_password(&mut resource);
@@ -578,7 +638,10 @@ impl Directory {
         check_key_lengths(kind, &resource)?;
         self.check_members_exist(&members).await?;
 
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = ctx
+            .new_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let now = now_rfc3339();
         let obj = as_object_mut(&mut resource)?;
         obj.insert("id".into(), json!(id));
@@ -597,8 +660,12 @@ impl Directory {
                 roles.push(WriteRole::Unique(*attr, v.to_string()));
             }
         }
+        for w in &ctx.extra {
+            writes.push(w.clone());
+            roles.push(WriteRole::Other);
+        }
         // Room for the outbox item.
-        let first_batch = MAX_TRANSACT_ITEMS - 1 - writes.len();
+        let first_batch = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
         let (now_members, later) = members.split_at(members.len().min(first_batch));
         let member_writes: Vec<Write> = now_members
             .iter()
@@ -612,6 +679,7 @@ impl Directory {
             (&resource, 1),
             &member_writes,
             password.as_deref(),
+            &ctx.origin(),
         );
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
@@ -629,7 +697,15 @@ impl Directory {
                 .iter()
                 .map(|m| Write::put(member_item(&id, m)))
                 .collect();
-            let event = self.event_for(kind, &id, ChangeOp::Update, (&resource, 1), &writes, None);
+            let event = self.event_for(
+                kind,
+                &id,
+                ChangeOp::Update,
+                (&resource, 1),
+                &writes,
+                None,
+                &ctx.origin(),
+            );
             self.transact_with_event(writes, event.as_ref()).await?;
             events.extend(event);
         }
@@ -650,6 +726,21 @@ impl Directory {
         id: &str,
         body: &Value,
         if_match: Option<&str>,
+    ) -> Result<(Stored, Option<String>), ScimError> {
+        self.replace_in(kind, id, body, if_match, &WriteContext::default())
+            .await
+    }
+
+    /// [`Directory::replace`] with an origin and extra writes in the same transaction. A
+    /// replacement that changes nothing writes nothing (not the extra writes either) and
+    /// returns the stored version unchanged.
+    pub async fn replace_in(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        ctx: &WriteContext,
     ) -> Result<(Stored, Option<String>), ScimError> {
         let view = self.schemas.view(kind);
         let mut incoming = normalize(&view, body)?;
@@ -673,6 +764,7 @@ impl Directory {
                     &member_changes,
                     if_match.is_some(),
                     password.as_deref(),
+                    ctx,
                 )
                 .await
             {
@@ -716,6 +808,7 @@ impl Directory {
                     &plan.member_changes,
                     if_match.is_some(),
                     password.as_deref(),
+                    &WriteContext::default(),
                 )
                 .await
             {
@@ -732,6 +825,7 @@ impl Directory {
 
     /// Writes a new state of an existing resource: bumps the version (conditional on the
     /// one read), moves uniqueness keys that changed, applies membership changes.
+    #[allow(clippy::too_many_arguments)]
     async fn write_update(
         &self,
         kind: ResourceKind,
@@ -740,6 +834,7 @@ impl Directory {
         member_changes: &[MemberChange],
         precondition: bool,
         password: Option<&str>,
+        ctx: &WriteContext,
     ) -> Result<Stored, ScimError> {
         let id = current.id().to_string();
         let (adds, removes) = self.resolve_member_changes(&id, member_changes).await?;
@@ -789,7 +884,11 @@ impl Directory {
                 roles.push(WriteRole::Unique(*attr, new.to_string()));
             }
         }
-        let room = MAX_TRANSACT_ITEMS - 1 - writes.len();
+        for w in &ctx.extra {
+            writes.push(w.clone());
+            roles.push(WriteRole::Other);
+        }
+        let room = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
         let mut member_writes: Vec<Write> = adds
             .iter()
             .map(|m| Write::put(member_item(&id, m)))
@@ -808,6 +907,7 @@ impl Directory {
             (&resource, version),
             &member_writes,
             password,
+            &ctx.origin(),
         );
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
@@ -833,6 +933,7 @@ impl Directory {
                 (&resource, version),
                 chunk,
                 None,
+                &ctx.origin(),
             );
             self.transact_with_event(chunk.to_vec(), event.as_ref())
                 .await?;
@@ -974,6 +1075,19 @@ impl Directory {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<Stored, ScimError> {
+        self.delete_in(kind, id, if_match, &WriteContext::default())
+            .await
+    }
+
+    /// [`Directory::delete`] with an origin and extra writes in the same transaction as
+    /// the resource's removal.
+    pub async fn delete_in(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        ctx: &WriteContext,
+    ) -> Result<Stored, ScimError> {
         let current = self.load(kind, id).await?;
         check_if_match(if_match, current.version)?;
         // Memberships first: if we stop half way the resource still exists and a retry
@@ -1025,7 +1139,9 @@ impl Directory {
             (&current.resource, 0),
             &[],
             None,
+            &ctx.origin(),
         );
+        writes.extend(ctx.extra.iter().cloned());
         if let Some(e) = &event {
             writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
         }

@@ -7,6 +7,12 @@
 //! | `GET /admin/targets/{id}`           | one target                                     |
 //! | `DELETE /admin/targets/{id}`        | 204, or 404                                    |
 //! | `POST /admin/targets/{id}/test`     | `{"target","ok","detail","latency_ms"}` (audited) |
+//! | `PUT /admin/sources/{id}`           | create (201) or replace (200) a webhook source |
+//! | `GET /admin/sources`                | `{"sources": [...]}` (secrets `"***"`)         |
+//! | `GET /admin/sources/{id}`           | one source                                     |
+//! | `DELETE /admin/sources/{id}`        | 204, or 404                                    |
+//! | `GET /admin/entities?entity_type=&cursor=` | `{"entities": [...], "next_cursor"}`: the full export of entities |
+//! | `GET /admin/config?prefix=&cursor=` | `{"config": [...], "next_cursor"}`: the full export of configuration |
 //! | `GET /admin/audit?target=&resource=&op=&status=&since=&limit=&cursor=` | `{"entries": [...], "next_cursor": ...}` |
 //! | `POST /admin/sync`                  | `{"target","filter"?,"user"?}` -> `{"queued": n}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
 //! | `POST /admin/schedule/run?budget=`  | one scheduled cycle now -> its report (pull, reconcile, outbox, dead letters) |
@@ -40,6 +46,7 @@ use crate::sync::audit::{
     Audit, AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
 use crate::sync::ondemand::{OnDemand, OnDemandError};
+use crate::sync::source::{SourceConfig, SourceError, Sources, check_source_id};
 use crate::sync::target::{TargetConfig, TargetError, Targets, check_target_id};
 
 pub const BASE_PATH: &str = "/admin";
@@ -51,6 +58,7 @@ const MAX_DEAD_LETTERS: usize = 1000;
 #[derive(Clone)]
 pub struct AdminState {
     pub targets: Targets,
+    pub sources: Sources,
     pub audit: Audit,
     pub queue: Arc<dyn Queue>,
     pub secrets: Arc<SecretBox>,
@@ -74,6 +82,7 @@ impl AdminState {
     ) -> Self {
         AdminState {
             targets: Targets::new(store.clone(), secrets.clone()),
+            sources: Sources::new(store.clone(), secrets.clone()),
             audit: Audit::new(store),
             queue,
             secrets,
@@ -165,6 +174,24 @@ impl From<TargetError> for AdminError {
     }
 }
 
+impl From<SourceError> for AdminError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Store(StoreError::Throttled | StoreError::Conflict) => {
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later")
+            }
+            SourceError::Crypto { .. } | SourceError::Corrupt { .. } => {
+                tracing::error!(error = %e, "stored source unreadable");
+                AdminError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{e} (was PROVISYNC_SECRET_KEY changed?)"),
+                )
+            }
+            SourceError::Store(e) => AdminError::internal("sources", e),
+        }
+    }
+}
+
 impl From<AuditError> for AdminError {
     fn from(e: AuditError) -> Self {
         match e {
@@ -197,6 +224,13 @@ pub fn router(state: AppState) -> Router<AppState> {
             put(put_target).get(get_target).delete(delete_target),
         )
         .route("/targets/{id}/test", post(test_target))
+        .route("/sources", get(list_sources))
+        .route(
+            "/sources/{id}",
+            put(put_source).get(get_source).delete(delete_source),
+        )
+        .route("/entities", get(export_entities))
+        .route("/config", get(export_config))
         .route("/audit", get(query_audit))
         .route("/sync", post(sync))
         .route("/schedule/run", post(run_schedule))
@@ -524,6 +558,167 @@ async fn test_target(
         "latency_ms": latency_ms,
     }))
     .into_response())
+}
+
+// ---- sources -----------------------------------------------------------------------
+
+/// A source definition from a request body (`id` from the path). A single `"secret"` is
+/// accepted and becomes `"secrets": [it]`.
+fn parse_source(id: &str, mut body: Value) -> AdminResult<SourceConfig> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| AdminError::bad_request("the request body must be a JSON object"))?;
+    match obj.get("id") {
+        Some(Value::String(b)) if b == id => {}
+        None => {}
+        Some(_) => {
+            return Err(AdminError::bad_request(
+                "`id` in the body must match the id in the URL (or be left out)",
+            ));
+        }
+    }
+    obj.insert("id".into(), Value::String(id.to_string()));
+    if let Some(secret) = obj.remove("secret") {
+        if obj.contains_key("secrets") {
+            return Err(AdminError::bad_request(
+                "give either `secret` or `secrets`, not both",
+            ));
+        }
+        if !secret.is_string() {
+            return Err(AdminError::bad_request("`secret` must be a string"));
+        }
+        obj.insert("secrets".into(), Value::Array(vec![secret]));
+    }
+    let snapshot = body.clone();
+    serde_json::from_value::<SourceConfig>(body).map_err(|e| {
+        AdminError::bad_request(scrub(format!("invalid source definition: {e}"), &snapshot))
+    })
+}
+
+fn redacted_source(s: &SourceConfig) -> Value {
+    serde_json::to_value(s.redacted()).unwrap_or(Value::Null)
+}
+
+async fn put_source(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> AdminResult<Response> {
+    let adm = admin(&state)?;
+    check_source_id(&id).map_err(AdminError::bad_request)?;
+    let body = json_body(&state, req).await?;
+    let source = parse_source(&id, body)?;
+    source.validate().map_err(AdminError::bad_request)?;
+    let created = adm.sources.put(&source).await?;
+    tracing::info!(source = %id, created, "source saved");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(redacted_source(&source))).into_response())
+}
+
+async fn list_sources(State(state): State<AppState>) -> AdminResult<Response> {
+    let adm = admin(&state)?;
+    let list: Vec<Value> = adm
+        .sources
+        .list()
+        .await?
+        .iter()
+        .map(redacted_source)
+        .collect();
+    Ok(axum::Json(json!({ "sources": list })).into_response())
+}
+
+fn no_source(id: &str) -> AdminError {
+    AdminError::not_found(format!(
+        "no source {:?}",
+        id.chars().take(64).collect::<String>()
+    ))
+}
+
+async fn get_source(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> AdminResult<Response> {
+    let adm = admin(&state)?;
+    let s = adm.sources.get(&id).await?.ok_or_else(|| no_source(&id))?;
+    Ok(axum::Json(redacted_source(&s)).into_response())
+}
+
+async fn delete_source(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> AdminResult<Response> {
+    let adm = admin(&state)?;
+    if adm.sources.delete(&id).await? {
+        tracing::info!(source = %id, "source deleted");
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(no_source(&id))
+    }
+}
+
+// ---- exports (seeding a new site) --------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    entity_type: Option<String>,
+    prefix: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn records_of(state: &AppState) -> crate::sync::records::Records {
+    crate::sync::records::Records::new(state.directory.store().clone())
+}
+
+async fn export_entities(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> AdminResult<Response> {
+    admin(&state)?;
+    let p: ExportParams = query_params(raw)?;
+    if p.prefix.is_some() {
+        return Err(AdminError::bad_request(
+            "`prefix` applies to /admin/config; filter entities with `entity_type`",
+        ));
+    }
+    let limit = parse_limit(p.limit.as_deref(), 500, 1000)?;
+    let page = records_of(&state)
+        .export_entities(
+            nonempty(p.entity_type).as_deref(),
+            nonempty(p.cursor).as_deref(),
+            limit,
+        )
+        .await
+        .map_err(|e| AdminError::internal("entities", e))?;
+    Ok(axum::Json(json!({"entities": page.records, "next_cursor": page.next})).into_response())
+}
+
+async fn export_config(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> AdminResult<Response> {
+    admin(&state)?;
+    let p: ExportParams = query_params(raw)?;
+    if p.entity_type.is_some() {
+        return Err(AdminError::bad_request(
+            "`entity_type` applies to /admin/entities; filter configuration with `prefix`",
+        ));
+    }
+    let limit = parse_limit(p.limit.as_deref(), 500, 1000)?;
+    let page = records_of(&state)
+        .export_config(
+            nonempty(p.prefix).as_deref(),
+            nonempty(p.cursor).as_deref(),
+            limit,
+        )
+        .await
+        .map_err(|e| AdminError::internal("config", e))?;
+    Ok(axum::Json(json!({"config": page.records, "next_cursor": page.next})).into_response())
 }
 
 // ---- audit -------------------------------------------------------------------------

@@ -23,7 +23,10 @@ use super::event::{ChangeEvent, ChangeOp, Origin};
 use super::factory::ConnectorFactory;
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
-use super::target::{DeliveryMode, Operation, OutOfScope, TargetConfig, Targets};
+use super::target::{
+    DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
+};
+use crate::connector::webhook::{WebhookSender, envelope_for};
 use crate::connector::{Connector, ConnectorError};
 use crate::crypto::SecretBox;
 use crate::scim::{ResourceKind, SchemaRegistry, filter};
@@ -64,6 +67,8 @@ pub struct Deliverer {
     factory: ConnectorFactory,
     /// Connectors by target id, with the definition they were built from.
     connectors: Mutex<HashMap<String, CachedConnector>>,
+    /// Senders of webhook targets, by target id, with the definition they were built from.
+    webhooks: Mutex<HashMap<String, (WebhookTarget, Arc<WebhookSender>)>>,
     /// Calls in flight per target, bounded: small servers (a single-threaded WSGI server
     /// has a listen backlog of 5) drop connection attempts beyond their backlog, and each
     /// dropped SYN costs a one-second retransmission. Measured against scim2-server: 10
@@ -95,6 +100,7 @@ impl Deliverer {
             secrets,
             factory,
             connectors: Mutex::new(HashMap::new()),
+            webhooks: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -149,7 +155,7 @@ impl Deliverer {
             } else {
                 event.only_targets.iter().any(|id| id == &t.id)
             };
-            if !wanted || self.is_echo(event, t) {
+            if !wanted || self.is_echo(event, t) || !concerns(event, t) {
                 continue;
             }
             match self.links.delivered(&event.id, &t.id).await {
@@ -181,7 +187,7 @@ impl Deliverer {
             let ms = started.elapsed().as_millis() as u64;
             let entry = |op: AuditOp, status: AuditStatus, detail: String| {
                 AuditEntry::new(t.id.clone(), op, status)
-                    .resource(event.resource_type.as_str(), &event.resource_id)
+                    .resource(event.subject(), &event.resource_id)
                     .event(&event.id)
                     .detail(detail)
                     .latency_ms(ms)
@@ -306,6 +312,9 @@ impl Deliverer {
         event: &ChangeEvent,
         t: &TargetConfig,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        if let TargetKind::Webhook(w) = &t.kind {
+            return self.deliver_webhook(event, t, w).await;
+        }
         let connector = self.connector(t).map_err(|e| {
             (
                 default_op(event),
@@ -319,6 +328,46 @@ impl Deliverer {
             ResourceKind::User => self.deliver_user(event, t, connector.as_ref()).await,
             ResourceKind::Group => self.deliver_group(event, t, connector.as_ref()).await,
         }
+    }
+
+    /// A site receives the event itself as a signed envelope, `webhook-id` = event id.
+    async fn deliver_webhook(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        w: &WebhookTarget,
+    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
+        let op = default_op(event);
+        let Some(envelope) = envelope_for(w, event) else {
+            return Ok((
+                DeliveryOutcome::Skipped("not in this site's filters"),
+                LinkChange::Keep,
+            ));
+        };
+        let sender = {
+            let mut cache = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&t.id) {
+                Some((cfg, s)) if cfg == w => s.clone(),
+                _ => {
+                    let s = Arc::new(WebhookSender::new(w).map_err(|e| {
+                        (
+                            op,
+                            ConnectorError::Refused {
+                                status: None,
+                                reason: e,
+                            },
+                        )
+                    })?);
+                    cache.insert(t.id.clone(), (w.clone(), s.clone()));
+                    s
+                }
+            }
+        };
+        sender
+            .send(&event.id, &envelope)
+            .await
+            .map_err(|e| (op, e))?;
+        Ok((DeliveryOutcome::Delivered(op), LinkChange::Keep))
     }
 
     async fn deliver_user(
@@ -753,6 +802,15 @@ pub fn in_scope(
         // Validated when the target was saved; a filter that no longer parses
         // matches nothing rather than everything.
         Err(_) => false,
+    }
+}
+
+/// Is this event for this kind of target at all? Entity and configuration changes go to
+/// sites only; a site takes only what its filters name.
+fn concerns(event: &ChangeEvent, t: &TargetConfig) -> bool {
+    match &t.kind {
+        TargetKind::Webhook(w) => envelope_for(w, event).is_some(),
+        _ => event.record.is_none(),
     }
 }
 

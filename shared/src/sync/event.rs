@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::queue::{OutMessage, Queue, QueueError};
 use crate::scim::ResourceKind;
 use crate::store::{Index, Item, Key, Query, Store, StoreError, Write};
+pub use crate::sync::records::{ConfigData, EntityData};
 
 /// What happened to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +70,39 @@ pub struct ChangeEvent {
     /// Deliver only to these targets (on-demand sync); empty: every realtime target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only_targets: Vec<String>,
+    /// Set when the change is to an entity or configuration record rather than a SCIM
+    /// resource: `resource_type` is then meaningless (`User`) and `resource_id` is the
+    /// record's key (`ENTITY#node#{uuid}`, `CONFIG#{name}`), so changes to one record stay
+    /// in order in the queue. Absent in messages queued before records existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordChange>,
+}
+
+/// The record an entity or configuration change is about, with its state after the
+/// change (its last state for a delete).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RecordChange {
+    Entity(EntityData),
+    Config(ConfigData),
+}
+
+impl ChangeEvent {
+    /// A change event about an entity or configuration record.
+    pub fn for_record(key: &str, op: ChangeOp, origin: Origin, record: RecordChange) -> Self {
+        let mut e = ChangeEvent::new(ResourceKind::User, key, op, origin);
+        e.record = Some(record);
+        e
+    }
+
+    /// What the change is about, for audit entries: `User`, `Group`, `Entity`, `Config`.
+    pub fn subject(&self) -> &'static str {
+        match &self.record {
+            None => self.resource_type.as_str(),
+            Some(RecordChange::Entity(_)) => "Entity",
+            Some(RecordChange::Config(_)) => "Config",
+        }
+    }
 }
 
 impl ChangeEvent {
@@ -86,6 +120,7 @@ impl ChangeEvent {
             origin,
             occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             only_targets: vec![],
+            record: None,
         }
     }
 
@@ -273,6 +308,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(ChangeEvent::from_body(&got[0].body).unwrap(), e);
         assert_eq!(got[0].group_id, "u1");
+        // A message queued before records existed still reads.
+        let mut old: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+        old.as_object_mut().unwrap().remove("record");
+        assert_eq!(ChangeEvent::from_body(&old.to_string()).unwrap(), e);
         // Cleared: a second sweep sends nothing.
         assert_eq!(
             sweep_outbox(store.as_ref(), &queue, std::time::Duration::ZERO)

@@ -20,5 +20,7 @@ pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, Strin
         TargetKind::Crowd(crowd) => crate::connector::crowd::CrowdConnector::new(crowd)
             .map(|c| Arc::new(c) as Arc<dyn Connector>)
             .map_err(|e| e.to_string()),
+        TargetKind::Webhook(w) => crate::connector::webhook::WebhookSender::new(w)
+            .map(|c| Arc::new(c) as Arc<dyn Connector>),
     }
 }

@@ -5,11 +5,13 @@ pub mod consumer;
 pub mod deliver;
 pub mod event;
 pub mod factory;
+pub mod inbound;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
 pub mod pull;
 pub mod reconcile;
+pub mod records;
 pub mod source;
 pub mod target;
 

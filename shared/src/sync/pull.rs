@@ -10,8 +10,9 @@
 //!   `mail` -> the primary e-mail, `status` -> `active`, role ids -> `roles`, the UUID ->
 //!   `externalId`.
 //!
-//! Each user becomes a `user.upsert` and goes through a [`PullSink`] (the same path as a
-//! webhook: the source's allowed fields, last writer wins, no-op detection). The cursor
+//! Each user becomes a `user.upsert` envelope with `occurred_at` = its `meta.lastModified`
+//! / `changed`, applied by [`Inbound::apply`] (the webhook path: source links, the
+//! source's allowed fields, last writer wins, no-op detection) through [`InboundSink`]. The cursor
 //! (`CURSOR#{source}` / `CURSOR`) records the pass's filter value, its position and the
 //! newest modification seen; it is written only after a page is applied, so a cycle that
 //! stops half-way continues from the last applied page and never skips a change.
@@ -23,12 +24,12 @@ use reqwest::{Method, Url, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::inbound::{
+    Applied as InboundApplied, DEFAULT_ALLOWED_FIELDS, Envelope, EnvelopeType, Inbound,
+};
 use super::source::{PullConfig, PullKind, SourceConfig, Sources};
 use crate::connector::ConnectorError;
 use crate::connector::http::{Credentials, HttpClient, check_target_url};
-use crate::directory::Directory;
-use crate::directory::keys::UniqueAttr;
-use crate::scim::ResourceKind;
 use crate::store::{Item, Key, Store, StoreError, Write};
 
 /// Users per SCIM page.
@@ -51,10 +52,12 @@ pub enum PullError {
 /// How applying one pulled user ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    Created,
-    Updated,
-    /// Nothing changed (or the hub's copy is newer: last writer wins).
+    /// The hub changed (created or updated; a change event went out).
+    Applied,
+    /// Nothing to change.
     Unchanged,
+    /// The hub holds a later change of that user (last writer wins).
+    Stale,
 }
 
 /// Where pulled users go: the inbound path shared with webhooks.
@@ -76,9 +79,11 @@ pub struct PullReport {
     pub source: String,
     /// Users read from the source.
     pub fetched: u64,
-    pub created: u64,
-    pub updated: u64,
+    /// Users created or changed in the hub.
+    pub applied: u64,
     pub unchanged: u64,
+    /// Older than what the hub holds (last writer wins): not applied.
+    pub stale: u64,
     /// Users that could not be applied (logged; the cursor still advances past them).
     pub failed: u64,
     /// `false` when the cycle ran out of time (the next one continues).
@@ -423,9 +428,9 @@ impl Puller {
         tracing::info!(
             source = %source.id,
             fetched = report.fetched,
-            created = report.created,
-            updated = report.updated,
+            applied = report.applied,
             unchanged = report.unchanged,
+            stale = report.stale,
             failed = report.failed,
             complete = report.complete,
             "pull"
@@ -493,9 +498,9 @@ impl Puller {
                     modified.clone()
                 };
                 match self.sink.upsert_user(source, user, &at).await {
-                    Ok(Applied::Created) => report.created += 1,
-                    Ok(Applied::Updated) => report.updated += 1,
+                    Ok(Applied::Applied) => report.applied += 1,
                     Ok(Applied::Unchanged) => report.unchanged += 1,
+                    Ok(Applied::Stale) => report.stale += 1,
                     Err(e) => {
                         report.failed += 1;
                         tracing::warn!(source = %source.id, error = %e, "pulled user not applied");
@@ -522,125 +527,57 @@ impl Puller {
     }
 }
 
-/// [`PullSink`] over the directory: finds the user by `externalId`, then `userName`;
-/// keeps only the fields the source may set (its `allowed_fields`, else the default set
-/// without roles, `active` or `password`); skips the write when nothing changes or when
-/// the hub's copy was modified after the source's (last writer wins).
-#[derive(Clone)]
-pub struct DirectorySink {
-    directory: Directory,
+/// [`PullSink`] through [`Inbound::apply`]: the webhook path (source links, policy, last
+/// writer wins, no-op detection), with a `user.upsert` envelope per pulled user. A full
+/// listing carries every attribute the source has; those this source may not set
+/// (its `allowed_fields`, else [`DEFAULT_ALLOWED_FIELDS`]) are left out of the envelope
+/// rather than refusing the user (a webhook that sends them is refused).
+#[derive(Clone, Debug)]
+pub struct InboundSink {
+    inbound: Arc<Inbound>,
 }
 
-impl DirectorySink {
-    pub fn new(directory: Directory) -> Self {
-        DirectorySink { directory }
+impl InboundSink {
+    pub fn new(inbound: Arc<Inbound>) -> Self {
+        InboundSink { inbound }
     }
 }
 
-/// Fields a source may set when it does not list its own.
-pub const DEFAULT_PULL_FIELDS: &[&str] = &[
-    "userName",
-    "externalId",
-    "name",
-    "displayName",
-    "nickName",
-    "emails",
-    "phoneNumbers",
-    "title",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-];
-
-fn allowed(source: &SourceConfig, field: &str) -> bool {
-    if field.eq_ignore_ascii_case("userName") || field.eq_ignore_ascii_case("externalId") {
-        return true;
-    }
-    match &source.allowed_fields {
-        Some(list) => list.iter().any(|f| f.eq_ignore_ascii_case(field)),
-        None => DEFAULT_PULL_FIELDS
-            .iter()
-            .any(|f| f.eq_ignore_ascii_case(field)),
-    }
+fn may_set(source: &SourceConfig, field: &str) -> bool {
+    matches!(field, "schemas" | "externalId")
+        || match &source.allowed_fields {
+            Some(list) => list.iter().any(|f| f == field),
+            None => DEFAULT_ALLOWED_FIELDS.contains(&field),
+        }
 }
 
 #[async_trait]
-impl PullSink for DirectorySink {
+impl PullSink for InboundSink {
     async fn upsert_user(
         &self,
         source: &SourceConfig,
         user: &Value,
         occurred_at: &str,
     ) -> Result<Applied, String> {
-        let incoming: serde_json::Map<String, Value> = user
+        let data: serde_json::Map<String, Value> = user
             .as_object()
             .map(|o| {
                 o.iter()
-                    .filter(|(k, _)| allowed(source, k))
+                    .filter(|(k, _)| may_set(source, k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        let ext = incoming.get("externalId").and_then(Value::as_str);
-        let name = incoming.get("userName").and_then(Value::as_str);
-        let kind = ResourceKind::User;
-        let mut existing = None;
-        if let Some(x) = ext {
-            existing = self
-                .directory
-                .lookup_unique(kind, UniqueAttr::ExternalId, x)
-                .await
-                .map_err(|e| e.detail)?;
-        }
-        if existing.is_none()
-            && let Some(n) = name
-        {
-            existing = self
-                .directory
-                .lookup_unique(kind, UniqueAttr::UserName, n)
-                .await
-                .map_err(|e| e.detail)?;
-        }
-        match existing {
-            None => {
-                let mut body = incoming;
-                body.insert("schemas".into(), json!([crate::scim::schema::USER_SCHEMA]));
-                self.directory
-                    .create(kind, &Value::Object(body))
-                    .await
-                    .map_err(|e| e.detail)?;
-                Ok(Applied::Created)
-            }
-            Some(current) => {
-                let hub_modified = current.resource["meta"]["lastModified"]
-                    .as_str()
-                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-                let theirs = chrono::DateTime::parse_from_rfc3339(occurred_at).ok();
-                let mut merged = current.resource.clone();
-                let mut changed = false;
-                if let Some(o) = merged.as_object_mut() {
-                    for (k, v) in &incoming {
-                        if o.get(k) != Some(v) {
-                            o.insert(k.clone(), v.clone());
-                            changed = true;
-                        }
-                    }
-                }
-                if !changed {
-                    return Ok(Applied::Unchanged);
-                }
-                if let (Some(h), Some(t)) = (hub_modified, theirs)
-                    && h > t
-                {
-                    // The hub changed it after the source did: the hub's copy stands.
-                    return Ok(Applied::Unchanged);
-                }
-                self.directory
-                    .replace(kind, current.id(), &merged, None)
-                    .await
-                    .map_err(|e| e.detail)?;
-                Ok(Applied::Updated)
-            }
+        let envelope = Envelope {
+            kind: EnvelopeType::UserUpsert,
+            occurred_at: occurred_at.to_string(),
+            data: Value::Object(data),
+        };
+        match self.inbound.apply(source, &envelope, None).await {
+            Ok(InboundApplied::Applied) => Ok(Applied::Applied),
+            Ok(InboundApplied::Unchanged) | Ok(InboundApplied::Replay) => Ok(Applied::Unchanged),
+            Ok(InboundApplied::Stale) => Ok(Applied::Stale),
+            Err(e) => Err(e.to_string()),
         }
     }
 }

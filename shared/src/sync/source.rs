@@ -165,9 +165,15 @@ impl SourceConfig {
             return Err(format!("at most {MAX_SECRETS} secrets"));
         }
         for (i, s) in self.secrets.iter().enumerate() {
-            if s.len() < 16 || s.len() > 1024 || s.chars().any(|c| c.is_control() || c == ' ') {
+            // GitHub secrets are free text (its documentation's example has spaces);
+            // Standard Webhooks secrets are `whsec_` + base64.
+            let space_ok = self.scheme == Scheme::Github;
+            if s.len() < 16
+                || s.len() > 1024
+                || s.chars().any(|c| c.is_control() || (c == ' ' && !space_ok))
+            {
                 return Err(format!(
-                    "secrets[{i}] must be 16 to 1024 characters without spaces or control characters"
+                    "secrets[{i}] must be 16 to 1024 characters without control characters (or spaces, for the standard scheme)"
                 ));
             }
             if self.scheme == Scheme::Standard {

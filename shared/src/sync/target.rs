@@ -81,6 +81,39 @@ impl std::fmt::Debug for CrowdTarget {
     }
 }
 
+/// A site that receives the hub's changes as signed webhooks (the envelope sites send the
+/// hub). A bidirectional site is registered twice under the same id: as a source (what
+/// it sends) and as this target (what it receives); a change that came from source `X`
+/// is never sent to target `X`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    /// Where envelopes are POSTed (`https://site.example/provisync/webhook`).
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_` + base64) the site verifies with.
+    pub secret: String,
+    /// Entity types sent to this site; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entity_types: Vec<String>,
+    /// Configuration names sent must start with one of these; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_prefixes: Vec<String>,
+    /// Send users and groups (off by default).
+    #[serde(default)]
+    pub user_sync: bool,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .field("entity_types", &self.entity_types)
+            .field("config_prefixes", &self.config_prefixes)
+            .field("user_sync", &self.user_sync)
+            .finish()
+    }
+}
+
 /// The kind of system, with its connection settings. Matched exhaustively wherever the
 /// kinds differ (connector construction, redaction, validation).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +121,7 @@ impl std::fmt::Debug for CrowdTarget {
 pub enum TargetKind {
     Scim(ScimTarget),
     Crowd(CrowdTarget),
+    Webhook(WebhookTarget),
 }
 
 /// Every kind's name with the fields of its own (beside the common ones): the admin API
@@ -99,6 +133,16 @@ pub const KIND_FIELDS: &[(&str, &[&str])] = &[
         &["base_url", "auth", "update_style", "matching_attribute"],
     ),
     ("crowd", &["base_url", "application", "password"]),
+    (
+        "webhook",
+        &[
+            "url",
+            "secret",
+            "entity_types",
+            "config_prefixes",
+            "user_sync",
+        ],
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -228,6 +272,7 @@ impl TargetConfig {
                 HttpAuth::Basic { password, .. } => *password = f(password)?,
             },
             TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
+            TargetKind::Webhook(w) => w.secret = f(&w.secret)?,
         }
         Ok(())
     }
@@ -255,6 +300,7 @@ impl TargetConfig {
         match self.kind {
             TargetKind::Scim(_) => "scim",
             TargetKind::Crowd(_) => "crowd",
+            TargetKind::Webhook(_) => "webhook",
         }
     }
 
@@ -294,6 +340,26 @@ impl TargetConfig {
                     || crowd.password.chars().any(char::is_control)
                 {
                     return Err("password must be at most 8 KiB, without control characters".into());
+                }
+            }
+            TargetKind::Webhook(w) => {
+                check_target_url(&w.url).map_err(|e| e.replacen("base_url", "url", 1))?;
+                crate::webhook_sig::decode_standard_secret(&w.secret).map_err(|e| {
+                    format!("secret is not a Standard Webhooks secret (whsec_ + base64): {e}")
+                })?;
+                for (name, list) in [
+                    ("entity_types", &w.entity_types),
+                    ("config_prefixes", &w.config_prefixes),
+                ] {
+                    if list.len() > 200
+                        || list.iter().any(|v| {
+                            v.is_empty() || v.len() > 256 || v.chars().any(char::is_control)
+                        })
+                    {
+                        return Err(format!(
+                            "{name}: at most 200 entries of 1 to 256 characters"
+                        ));
+                    }
                 }
             }
         }

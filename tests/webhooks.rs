@@ -1,0 +1,651 @@
+//! Signed webhooks in and out, end to end over loopback HTTP: sources registered through
+//! the admin API, payloads signed with the official test-vector secret by an independent
+//! HMAC and by Python's `standardwebhooks`, refusals with their codes (and nothing
+//! stored), a real listener verifying what the hub sends, a site that is gone, and two
+//! bidirectional sites that must settle.
+
+use std::time::{Duration, Instant};
+
+use provisync_tests::site::{Site, post, sign, signed_headers};
+use provisync_tests::{Backend, Hub, on_every_backend, q};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The Standard Webhooks reference test secret.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Another one (32 bytes) for the sites' own target secrets.
+const SECRET_B: &str = "whsec_dGhpcyBpcyBhbm90aGVyIGtleSBvZiAyNCsgYnl0ZXM=";
+const SECRET_C: &str = "whsec_c2l0ZSBiJ3Mgc2VjcmV0LCAzMiBieXRlcyBsb25nISE=";
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+fn hook(hub: &Hub, source: &str) -> String {
+    format!("http://{}/webhooks/{source}", hub.addr)
+}
+
+async fn add_source(hub: &Hub, id: &str, body: Value) {
+    let r = hub
+        .admin(Method::PUT, &format!("/sources/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    assert!(!r.text.contains("whsec_"), "secret echoed: {}", r.text);
+}
+
+async fn add_site_target(hub: &Hub, id: &str, site: &Site, secret: &str, extra: Value) {
+    let mut body = json!({"kind": "webhook", "url": site.url(), "secret": secret});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    assert!(!r.text.contains(secret), "target secret echoed: {}", r.text);
+}
+
+fn envelope(kind: &str, data: Value) -> Value {
+    json!({"type": kind, "occurred_at": chrono::Utc::now().to_rfc3339(), "data": data})
+}
+
+/// Posts an envelope signed now with `secret`, under a fresh delivery id.
+async fn send(hub: &Hub, source: &str, secret: &str, env: &Value) -> (u16, Value) {
+    let body = env.to_string().into_bytes();
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    post(
+        &hub.client,
+        &hook(hub, source),
+        &signed_headers(secret, &id, &body),
+        body,
+    )
+    .await
+}
+
+async fn users_named(hub: &Hub, user_name: &str) -> Vec<Value> {
+    let r = hub
+        .get(&format!(
+            "/Users?filter={}",
+            q(&format!("userName eq \"{user_name}\""))
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.resources()
+}
+
+async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/audit?{query}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn alice(site_id: &str) -> Value {
+    json!({"externalId": site_id, "userName": "alice@example.com",
+        "name": {"givenName": "Alice", "familyName": "Liddell"},
+        "emails": [{"value": "alice@example.com", "primary": true}]})
+}
+
+on_every_backend!(signed_user_reaches_scim_and_audit, |hub: Hub| async move {
+    add_source(
+        &hub,
+        "drupal-main",
+        json!({"secret": SECRET, "user_sync": true}),
+    )
+    .await;
+    // The admin API shows the source, redacted.
+    let r = hub.admin(Method::GET, "/sources/drupal-main", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["secrets"], json!(["***"]));
+    assert_eq!(r.body["direction"], "push");
+
+    let (status, body) = send(
+        &hub,
+        "drupal-main",
+        SECRET,
+        &envelope("user.upsert", alice("7")),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "applied");
+    let users = users_named(&hub, "alice@example.com").await;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["name"]["givenName"], "Alice");
+    let entries = audit(&hub, "target=drupal-main").await;
+    assert!(
+        entries.iter().any(|e| e["status"] == "delivered"
+            && e["resource_id"] == users[0]["id"]
+            && e["detail"].as_str().unwrap_or("").contains("user.upsert")),
+        "{entries:?}"
+    );
+    // Delete through the link (the site's id).
+    let (status, _) = send(
+        &hub,
+        "drupal-main",
+        SECRET,
+        &envelope("user.delete", json!({"externalId": "7"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
+});
+
+on_every_backend!(
+    refusals_have_their_codes_and_store_nothing,
+    |hub: Hub| async move {
+        add_source(
+            &hub,
+            "site-a",
+            json!({"secrets": [SECRET_B, SECRET], "user_sync": true,
+            "entity_types": ["node"], "config_prefixes": ["shared."]}),
+        )
+        .await;
+        add_source(&hub, "no-users", json!({"secret": SECRET})).await;
+        add_source(
+        &hub,
+        "pull-only",
+        json!({"direction": "pull", "secret": SECRET,
+            "pull": {"kind": "scim", "base_url": "http://127.0.0.1:9/scim/v2", "auth": {"bearer": "t0ken-value"}}}),
+    )
+    .await;
+        let env = envelope("user.upsert", alice("1"));
+        let body = env.to_string().into_bytes();
+        let url = hook(&hub, "site-a");
+        let now = chrono::Utc::now().timestamp();
+
+        // Tampered body: 401.
+        let mut tampered = body.clone();
+        let pos = tampered.len() - 3;
+        tampered[pos] ^= 1;
+        let h = signed_headers(SECRET, "msg_t1", &body);
+        assert_eq!(post(&hub.client, &url, &h, tampered).await.0, 401);
+        // Missing signature: 401.
+        assert_eq!(post(&hub.client, &url, &h[..2], body.clone()).await.0, 401);
+        // Signed with a secret the source does not have: 401.
+        let h = signed_headers(SECRET_C, "msg_t2", &body);
+        assert_eq!(post(&hub.client, &url, &h, body.clone()).await.0, 401);
+        // Out of the window (10 minutes old): 401, even correctly signed.
+        let old = now - 600;
+        let h = vec![
+            ("webhook-id", "msg_t3".to_string()),
+            ("webhook-timestamp", old.to_string()),
+            ("webhook-signature", sign(SECRET, "msg_t3", old, &body)),
+        ];
+        let (status, err) = post(&hub.client, &url, &h, body.clone()).await;
+        assert_eq!(status, 401, "{err}");
+        assert!(err["error"].as_str().unwrap().contains("window"), "{err}");
+        // Unknown source: 404. Too large: 413.
+        let h = signed_headers(SECRET, "msg_t4", &body);
+        assert_eq!(
+            post(&hub.client, &hook(&hub, "nobody"), &h, body.clone())
+                .await
+                .0,
+            404
+        );
+        let big = vec![b' '; 1024 * 1024 + 1];
+        let h = signed_headers(SECRET, "msg_t5", &big);
+        assert_eq!(post(&hub.client, &url, &h, big).await.0, 413);
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+
+        // Privilege escalation: roles, active, password without allowed_fields: 403.
+        for (field, value) in [
+            ("roles", json!([{"value": "administrator"}])),
+            ("active", json!(true)),
+            ("password", json!("s3cret-pass")),
+            ("groups", json!([{"value": "admins"}])),
+        ] {
+            let mut data = alice("1");
+            data[field] = value;
+            let (status, err) = send(&hub, "site-a", SECRET, &envelope("user.upsert", data)).await;
+            assert_eq!(status, 403, "{field}: {err}");
+            assert!(err["error"].as_str().unwrap().contains(field), "{err}");
+            assert!(!err.to_string().contains("s3cret-pass"));
+        }
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+        // Entity type not allowed, configuration outside the prefixes: 403, nothing kept.
+        let (status, _) = send(
+            &hub,
+            "site-a",
+            SECRET,
+            &envelope(
+                "entity.upsert",
+                json!({"entity_type": "user_role", "uuid": "r1", "fields": {"label": "admin"}}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, _) = send(
+            &hub,
+            "site-a",
+            SECRET,
+            &envelope(
+                "config.set",
+                json!({"name": "system.site", "value": {"name": "Hacked"}}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let r = hub.admin(Method::GET, "/config", None).await;
+        assert_eq!(r.body["config"], json!([]), "{}", r.text);
+        let r = hub.admin(Method::GET, "/entities", None).await;
+        assert_eq!(r.body["entities"], json!([]), "{}", r.text);
+        // user_sync off; a pull-only source: 403.
+        assert_eq!(
+            send(&hub, "no-users", SECRET, &env).await.0,
+            403,
+            "user_sync off"
+        );
+        assert_eq!(send(&hub, "pull-only", SECRET, &env).await.0, 403);
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+        // Malformed envelopes: 400 (after verification).
+        for bad in [
+            json!({"type": "user.frobnicate", "occurred_at": "2025-01-01T00:00:00Z", "data": {}}),
+            json!({"type": "user.upsert", "occurred_at": "yesterday", "data": alice("1")}),
+            json!({"type": "user.upsert", "occurred_at": "2025-01-01T00:00:00Z", "data": {"userName": "x"}}),
+            json!([1, 2]),
+        ] {
+            assert_eq!(send(&hub, "site-a", SECRET, &bad).await.0, 400, "{bad}");
+        }
+
+        // Accepted, then replayed: 202 both times, applied once.
+        let h = signed_headers(SECRET, "msg_once", &body);
+        let (status, first) = post(&hub.client, &url, &h, body.clone()).await;
+        assert_eq!((status, first["status"].as_str()), (202, Some("applied")));
+        let (status, again) = post(&hub.client, &url, &h, body.clone()).await;
+        assert_eq!((status, again["status"].as_str()), (202, Some("replay")));
+        assert_eq!(users_named(&hub, "alice@example.com").await.len(), 1);
+        // Stale: an older change to the same user is recorded, not applied.
+        let mut older = alice("1");
+        older["name"]["givenName"] = json!("Old");
+        let stale =
+            json!({"type": "user.upsert", "occurred_at": "2020-01-01T00:00:00Z", "data": older});
+        let (status, r) = send(&hub, "site-a", SECRET, &stale).await;
+        assert_eq!((status, r["status"].as_str()), (202, Some("stale")));
+        assert_eq!(
+            users_named(&hub, "alice@example.com").await[0]["name"]["givenName"],
+            "Alice"
+        );
+
+        // Every refusal is in the audit log with its reason, without secrets.
+        let refused = audit(&hub, "status=refused&limit=100").await;
+        let text = serde_json::to_string(&refused).unwrap();
+        for reason in [
+            "signature",
+            "window",
+            "allowed_fields",
+            "entity_types",
+            "config_prefixes",
+            "user_sync",
+            "pull-only",
+            "envelope",
+        ] {
+            assert!(
+                text.contains(reason),
+                "no refusal mentioning {reason}: {text}"
+            );
+        }
+        assert!(!text.contains("whsec_") && !text.contains("s3cret-pass"));
+    }
+);
+
+on_every_backend!(github_scheme_and_seeding_export, |hub: Hub| async move {
+    // GitHub's documentation secret; the signature computed by the independent HMAC.
+    let secret = "It's a Secret to Everybody";
+    add_source(
+        &hub,
+        "gh-style",
+        json!({"scheme": "github", "secret": secret, "entity_types": ["node"],
+            "config_prefixes": ["shared."]}),
+    )
+    .await;
+    let env = envelope(
+        "entity.upsert",
+        json!({"entity_type": "node", "uuid": "11111111-2222", "langcode": "en",
+            "fields": {"title": "Hello"}}),
+    );
+    let body = env.to_string().into_bytes();
+    let sig = format!(
+        "sha256={}",
+        provisync_tests::site::hmac_sha256(secret.as_bytes(), &body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let h = vec![
+        ("x-hub-signature-256", sig.clone()),
+        ("x-github-delivery", "72d3162e-cc78-11e3".to_string()),
+    ];
+    let (status, r) = post(&hub.client, &hook(&hub, "gh-style"), &h, body.clone()).await;
+    assert_eq!(status, 202, "{r}");
+    let bad = vec![
+        ("x-hub-signature-256", sig.replace('a', "b")),
+        ("x-github-delivery", "72d3162e-cc78-11e4".to_string()),
+    ];
+    assert_eq!(
+        post(&hub.client, &hook(&hub, "gh-style"), &bad, body)
+            .await
+            .0,
+        401
+    );
+    // A new site is seeded from the export.
+    let r = hub
+        .admin(Method::GET, "/entities?entity_type=node", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = r.body["entities"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["fields"]["title"], "Hello");
+    assert_eq!(list[0]["source"], "gh-style");
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_standardwebhooks_signs_what_the_hub_accepts() {
+    let Some(venv) = std::env::var_os("PROVISYNC_TEST_VENV").filter(|v| !v.is_empty()) else {
+        assert!(
+            std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
+            "PROVISYNC_TEST_VENV is not set but PROVISYNC_REQUIRE_PEERS is"
+        );
+        eprintln!("skipped: PROVISYNC_TEST_VENV not set (run `make test`)");
+        return;
+    };
+    let hub = Hub::start(Backend::Embedded).await.expect("hub");
+    add_source(
+        &hub,
+        "py-site",
+        json!({"secret": SECRET, "user_sync": true}),
+    )
+    .await;
+    let env = envelope("user.upsert", alice("py-1"));
+    let body = env.to_string();
+    let id = "msg_python_1";
+    let ts = chrono::Utc::now().timestamp();
+    // The reference library signs; we only carry its answer.
+    let script = r#"
+import sys, datetime
+from standardwebhooks.webhooks import Webhook
+secret, msg_id, ts, body = sys.argv[1:5]
+wh = Webhook(secret)
+print(wh.sign(msg_id, datetime.datetime.fromtimestamp(int(ts), tz=datetime.timezone.utc), body))
+"#;
+    let python = std::path::Path::new(&venv).join("bin/python");
+    let out = std::process::Command::new(python)
+        .args(["-c", script, SECRET, id, &ts.to_string(), &body])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(signature.starts_with("v1,"), "{signature}");
+    let h = vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", signature),
+    ];
+    let (status, r) = post(
+        &hub.client,
+        &hook(&hub, "py-site"),
+        &h,
+        body.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{r}");
+    let users = users_named(&hub, "alice@example.com").await;
+    assert_eq!(users.len(), 1);
+    let entries = audit(&hub, "target=py-site").await;
+    assert!(entries.iter().any(|e| e["status"] == "delivered"));
+    // The same bytes altered by one character no longer verify.
+    let (status, _) = post(
+        &hub.client,
+        &hook(&hub, "py-site"),
+        &h,
+        body.replace("Alice", "Alicf").into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_envelopes_are_signed_with_stable_ids() {
+    let hub = Hub::start(Backend::Embedded).await.expect("hub");
+    let site = Site::start(SECRET_B).await;
+    // The first attempt fails: the retry must carry the same webhook-id.
+    site.answer_first(&[503]);
+    add_site_target(&hub, "site-b", &site, SECRET_B, json!({"user_sync": true})).await;
+    let _delivery = hub.run_delivery();
+    let id = hub.user("bob@example.com").await;
+    eventually(
+        "two attempts at the site",
+        Duration::from_secs(20),
+        || async { site.received().len() >= 2 },
+    )
+    .await;
+    let got = site.received();
+    assert_eq!(site.bad_signatures(), 0);
+    assert_eq!(got[0].id, got[1].id, "webhook-id changed across retries");
+    assert_eq!(got[1].envelope["type"], "user.upsert");
+    assert_eq!(got[1].envelope["data"]["id"], id.as_str());
+    assert_eq!(got[1].envelope["data"]["userName"], "bob@example.com");
+    assert!(got[1].envelope["occurred_at"].as_str().is_some());
+    // The webhook id is the change event's id (a UUIDv7).
+    assert_eq!(
+        uuid::Uuid::parse_str(&got[0].id).unwrap().get_version_num(),
+        7
+    );
+    eventually(
+        "delivered in the audit log",
+        Duration::from_secs(10),
+        || async {
+            audit(&hub, "target=site-b&status=delivered")
+                .await
+                .iter()
+                .any(|e| e["resource_id"] == id.as_str())
+        },
+    )
+    .await;
+    // Groups go too; configuration does not (no prefixes for this site).
+    hub.group("staff", &[&id]).await;
+    eventually(
+        "group.upsert at the site",
+        Duration::from_secs(10),
+        || async {
+            site.received()
+                .iter()
+                .any(|r| r.envelope["type"] == "group.upsert")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_site_disables_its_target() {
+    let hub = Hub::start(Backend::Embedded).await.expect("hub");
+    let site = Site::start(SECRET_B).await;
+    site.answer_with(410);
+    add_site_target(
+        &hub,
+        "old-site",
+        &site,
+        SECRET_B,
+        json!({"user_sync": true}),
+    )
+    .await;
+    let _delivery = hub.run_delivery();
+    hub.user("carol@example.com").await;
+    eventually("target disabled", Duration::from_secs(15), || async {
+        let r = hub.admin(Method::GET, "/targets/old-site", None).await;
+        r.body["enabled"] == false
+    })
+    .await;
+    let seen = site.received().len();
+    assert_eq!(seen, 1);
+    hub.user("dave@example.com").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        site.received().len(),
+        seen,
+        "a disabled target still receives"
+    );
+    let refused = audit(&hub, "target=old-site&status=refused").await;
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or("").contains("disabled")),
+        "{refused:?}"
+    );
+}
+
+async fn two_sites(hub: Hub) {
+    // Each site is a source (what it sends, signed with its secret) and a target with the
+    // same id (what it receives, signed with the target's secret).
+    let a = Site::start(SECRET_B).await;
+    let b = Site::start(SECRET_C).await;
+    for (id, site, target_secret) in [("site-a", &a, SECRET_B), ("site-b", &b, SECRET_C)] {
+        add_source(
+            &hub,
+            id,
+            json!({"secret": SECRET, "direction": "bidirectional", "user_sync": true,
+                "config_prefixes": ["shared.", "a-only."]}),
+        )
+        .await;
+        add_site_target(
+            &hub,
+            id,
+            site,
+            target_secret,
+            json!({"user_sync": true, "config_prefixes": ["shared."]}),
+        )
+        .await;
+        site.echo_to(&hook(&hub, id), SECRET, &["shared."]);
+    }
+    let _delivery = hub.run_delivery();
+
+    // A change at site A: its module sends it to the hub.
+    let (status, r) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &envelope("user.upsert", alice("7")),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    eventually("user at site B", Duration::from_secs(15), || async {
+        b.user_id("alice@example.com").is_some()
+    })
+    .await;
+    // B's echo comes back to the hub and is absorbed as a no-op.
+    eventually("B's echo absorbed", Duration::from_secs(15), || async {
+        audit(&hub, "target=site-b")
+            .await
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or("").contains("unchanged"))
+    })
+    .await;
+
+    // Configuration: an allowed prefix replicates; one only the hub accepts from A is
+    // not sent to B (B's target filters); one outside A's prefixes is refused at the hub.
+    let set = |name: &str, v: Value| envelope("config.set", json!({"name": name, "value": v}));
+    let (status, _) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &set("shared.colors", json!({"primary": "teal"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &set("a-only.theme", json!("dark")),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &set("system.site", json!({"name": "X"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    eventually("config at site B", Duration::from_secs(15), || async {
+        b.config("shared.colors").is_some()
+    })
+    .await;
+
+    // Quiet period: nothing more flows.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (a_got, b_got) = (a.received(), b.received());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.received().len(), a_got.len(), "site A kept receiving");
+    assert_eq!(b.received().len(), b_got.len(), "site B kept receiving");
+
+    // Exactly once at B, never back to A.
+    let kinds = |got: &[provisync_tests::site::Received], kind: &str| {
+        got.iter().filter(|r| r.envelope["type"] == kind).count()
+    };
+    assert_eq!(kinds(&b_got, "user.upsert"), 1, "{b_got:?}");
+    assert_eq!(kinds(&b_got, "config.set"), 1, "{b_got:?}");
+    assert!(
+        b_got
+            .iter()
+            .all(|r| r.envelope["data"]["name"] != "a-only.theme"),
+        "{b_got:?}"
+    );
+    assert_eq!(
+        a_got.len(),
+        0,
+        "a change went back to its origin: {a_got:?}"
+    );
+    assert_eq!(a.bad_signatures() + b.bad_signatures(), 0);
+    assert_eq!(b.config("shared.colors"), Some(json!({"primary": "teal"})));
+    assert!(b.config("system.site").is_none() && b.refused_config().is_empty());
+    // The hub holds one Alice and the replicated configuration.
+    assert_eq!(users_named(&hub, "alice@example.com").await.len(), 1);
+    let r = hub.admin(Method::GET, "/config?prefix=shared.", None).await;
+    assert_eq!(r.body["config"][0]["value"], json!({"primary": "teal"}));
+
+    // A change made at B now flows to A (and only to A), once.
+    let mut changed = alice(&b.user_id("alice@example.com").unwrap().to_string());
+    changed["name"]["givenName"] = json!("Alicia");
+    let (status, _) = b
+        .send(
+            &hook(&hub, "site-b"),
+            SECRET,
+            &envelope("user.upsert", changed),
+        )
+        .await;
+    assert_eq!(status, 202);
+    eventually("the change at A", Duration::from_secs(15), || async {
+        a.received()
+            .iter()
+            .any(|r| r.envelope["data"]["name"]["givenName"] == "Alicia")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = (a.received().len(), b.received().len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!((a.received().len(), b.received().len()), settled);
+    assert_eq!(settled, (1, b_got.len()), "ping-pong: {settled:?}");
+    assert_eq!(
+        users_named(&hub, "alice@example.com").await[0]["name"]["givenName"],
+        "Alicia"
+    );
+}
+
+on_every_backend!(two_bidirectional_sites_settle, two_sites);
