@@ -21,7 +21,7 @@ pub struct Remote {
         env = "PROVISYNC_URL",
         default_value = "http://127.0.0.1:8787"
     )]
-    url: String,
+    pub(crate) url: String,
     /// Admin token (default: PROVISYNC_ADMIN_TOKEN, else the local `.provisync/admin-token`).
     #[arg(
         long,

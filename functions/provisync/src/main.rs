@@ -5,6 +5,7 @@
 //! ([`admin_cli`]).
 
 mod admin_cli;
+mod transfer_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,6 +64,10 @@ enum Command {
     /// Run one scheduled cycle now on the running hub (pull sources, reconcile
     /// `scheduled` targets, resend the outbox, count dead letters) and print the counts.
     RunSchedule(admin_cli::ScheduleArgs),
+    /// Import users from a CSV or JSON file (into a running hub, or --data-dir).
+    Import(transfer_cli::ImportArgs),
+    /// Export users as CSV or JSON (no passwords), optionally filtered.
+    Export(transfer_cli::ExportArgs),
     /// List dead letters (changes that could not be delivered), or send them back.
     Deadletters(admin_cli::DeadLetterArgs),
 }
@@ -113,6 +118,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
         Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
         Command::RunSchedule(args) => admin_cli::run_schedule(&cli.remote, args).await,
+        Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
+        Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
         Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
