@@ -542,16 +542,28 @@ impl<W: std::io::Write> JsonExport<W> {
 
 // ---- the local store --------------------------------------------------------------
 
-/// [`ImportSink`] straight into the store (no server running): batched creates with
-/// change events (`Origin::Import`), so targets receive the users when the hub runs.
+/// [`ImportSink`] straight into the store: batched creates with change events
+/// (`Origin::Import`), so targets receive the users (at once, or when the hub runs:
+/// [`DirectorySink::leaving_events_in_outbox`]).
 #[derive(Clone)]
 pub struct DirectorySink {
     directory: Directory,
+    publish: bool,
 }
 
 impl DirectorySink {
     pub fn new(directory: Directory) -> Self {
-        DirectorySink { directory }
+        DirectorySink {
+            directory,
+            publish: true,
+        }
+    }
+
+    /// Leaves the change events in the outbox instead of queuing them now: for a store
+    /// no server is running on (`serve` sends them when it starts).
+    pub fn leaving_events_in_outbox(mut self) -> Self {
+        self.publish = false;
+        self
     }
 }
 
@@ -559,7 +571,7 @@ impl DirectorySink {
 impl ImportSink for DirectorySink {
     async fn create_many(&self, users: &[Value]) -> Vec<Written> {
         self.directory
-            .create_batch(ResourceKind::User, users, Origin::Import)
+            .create_batch(ResourceKind::User, users, Origin::Import, self.publish)
             .await
             .into_iter()
             .map(|r| match r {

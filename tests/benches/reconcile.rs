@@ -216,7 +216,7 @@ async fn import(rows: usize) {
     let rows_read = transfer::read_csv(csv.as_bytes(), None).expect("csv");
     let (good, bad) = transfer::check_rows(rows_read);
     assert!(bad.is_empty());
-    let sink = DirectorySink::new(state.directory.clone());
+    let sink = DirectorySink::new(state.directory.clone()).leaving_events_in_outbox();
     let (summary, rejected) =
         transfer::import_rows(&sink, &good, ImportOptions::default(), |_| {}).await;
     let secs = started.elapsed().as_secs_f64();
@@ -227,7 +227,7 @@ async fn import(rows: usize) {
     );
     assert_eq!(summary.created, rows);
     println!(
-        "import: {rows} CSV rows into the on-disk embedded store (with change events) in {secs:.1} s: {:.0} rows/s",
+        "import: {rows} CSV rows into the on-disk embedded store (change events in the outbox, as `provisync import --data-dir`) in {secs:.1} s: {:.0} rows/s",
         rows as f64 / secs
     );
 }

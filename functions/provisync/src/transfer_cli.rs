@@ -138,7 +138,9 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
     let total = rows.len();
     let (good, mut rejected) = transfer::check_rows(rows);
     let sink: Box<dyn ImportSink> = match &args.target.data_dir {
-        Some(dir) => Box::new(DirectorySink::new(local_directory(dir)?)),
+        // No server runs on this store: the change events wait in the outbox, which
+        // `serve` sends when it starts.
+        Some(dir) => Box::new(DirectorySink::new(local_directory(dir)?).leaving_events_in_outbox()),
         None => Box::new(scim_sink(remote, &args.target)?),
     };
     let bar = ProgressBar::new(good.len() as u64);
@@ -203,11 +205,11 @@ pub async fn export(remote: &Remote, args: ExportArgs) -> Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     enum Out {
-        Csv(CsvExport<Box<dyn Write>>),
+        Csv(Box<CsvExport<Box<dyn Write>>>),
         Json(JsonExport<Box<dyn Write>>),
     }
     let mut w = match format {
-        Format::Csv => Out::Csv(CsvExport::new(out)?),
+        Format::Csv => Out::Csv(Box::new(CsvExport::new(out)?)),
         Format::Json => Out::Json(JsonExport::new(out)?),
     };
     let mut write = |u: &serde_json::Value| match &mut w {

@@ -724,11 +724,16 @@ impl Directory {
     /// are in the order of `bodies`; a body that fails (invalid, or its `userName` /
     /// `externalId` taken, in the hub or earlier in the same call) fails alone. A batch
     /// whose transaction loses a race falls back to one create per body.
+    ///
+    /// `publish`: hand the change events to the queue now; `false` leaves them in the
+    /// outbox (committed with the users), for the sweep `serve` runs when it starts and
+    /// the schedule runs after: an import into a store no server is using.
     pub async fn create_batch(
         &self,
         kind: ResourceKind,
         bodies: &[Value],
         origin: Origin,
+        publish: bool,
     ) -> Vec<Result<Stored, ScimError>> {
         struct Prepared {
             index: usize,
@@ -903,7 +908,9 @@ impl Directory {
                 }
             }
         }
-        self.publish(&events).await;
+        if publish {
+            self.publish(&events).await;
+        }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(ScimError::internal("not attempted"))))
