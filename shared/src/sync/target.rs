@@ -877,6 +877,7 @@ mod tests {
                     "operations",
                     "mode",
                     "out_of_scope",
+                    "orphans",
                     "enabled",
                 ];
                 assert!(
