@@ -251,9 +251,11 @@ async fn import(rows: usize) {
 }
 
 fn main() {
-    let users = env_usize("BENCH_USERS", 100_000);
+    // `cargo test --all-targets` runs this too, without `--bench`: then a small smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let users = env_usize("BENCH_USERS", if full { 100_000 } else { 2_000 });
     diff(users);
-    let rows = env_usize("BENCH_IMPORT_ROWS", 100_000);
+    let rows = env_usize("BENCH_IMPORT_ROWS", if full { 100_000 } else { 2_000 });
     if rows > 0 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
