@@ -190,9 +190,23 @@ pub fn wire_hub(
         });
     admin.on_demand = Some(Arc::new(crate::sync::ondemand::DirectoryOnDemand::new(
         state.directory.clone(),
-        queue,
+        queue.clone(),
         make,
     )));
+    admin.reconciler = Some(crate::sync::reconcile::Reconciler::new(
+        state.directory.clone(),
+        admin.targets.clone(),
+        admin.audit.clone(),
+        queue,
+        connectors,
+    ));
+    admin.puller = Some(crate::sync::pull::Puller::new(
+        store.clone(),
+        crate::sync::source::Sources::new(store.clone(), secrets.clone()),
+        Arc::new(crate::sync::pull::InboundSink::new(Arc::new(
+            crate::sync::inbound::Inbound::new(state.directory.clone(), admin.audit.clone()),
+        ))),
+    ));
     let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
         admin.targets.clone(),
         crate::sync::link::Links::new(store),

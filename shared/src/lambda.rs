@@ -242,9 +242,18 @@ pub const OUTBOX_MIN_AGE: Duration = Duration::from_secs(60);
 /// to 300 s); what is left waits for the next cycle.
 pub const OUTBOX_SWEEP_BUDGET: Duration = Duration::from_secs(120);
 
+/// Time one scheduled cycle takes at most (the `scheduled-sync` function's timeout is
+/// 300 s): pull gets the first quarter, reconcile up to three quarters, the outbox sweep
+/// what is left.
+pub const CYCLE_BUDGET: Duration = Duration::from_secs(240);
+
 /// What one scheduled cycle did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CycleReport {
+    /// One report per pulled source.
+    pub pulled: Vec<crate::sync::pull::PullReport>,
+    /// One report per reconciled target (`scheduled` mode).
+    pub reconciled: Vec<crate::sync::reconcile::ReconcileReport>,
     /// Messages in the dead-letter queue.
     pub dead_letters: usize,
     /// Change events resent from the outbox (their first send did not happen).
@@ -255,16 +264,122 @@ pub struct CycleReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
+    #[error("reconcile: {0}")]
+    Reconcile(#[from] crate::sync::reconcile::ReconcileError),
+    #[error("pull: {0}")]
+    Pull(#[from] crate::sync::pull::PullError),
     #[error("dead-letter report: {0}")]
     Queue(#[from] QueueError),
     #[error("outbox sweep: {0}")]
     Outbox(#[from] OutboxError),
 }
 
-/// One sync cycle (the `scheduled-sync` function): reports the dead letters, then resends
-/// outbox records older than [`OUTBOX_MIN_AGE`] for at most `budget`. Pulling sources and
-/// reconciling targets come with their issues. Both steps run even if one fails; the
-/// first failure is returned (after logging), so the invocation shows as failed.
+/// What a full cycle needs: the store and queue, and the reconciler and puller the hub
+/// wiring built ([`crate::config::wire_hub`]).
+#[derive(Clone)]
+pub struct Schedule {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub reconciler: Option<crate::sync::reconcile::Reconciler>,
+    pub puller: Option<crate::sync::pull::Puller>,
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("reconcile", &self.reconciler.is_some())
+            .field("pull", &self.puller.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Schedule {
+    /// The schedule of a wired hub state (see [`crate::config::wire_hub`]).
+    pub fn of(state: &AppState) -> Option<Schedule> {
+        let admin = state.admin.as_ref()?;
+        Some(Schedule {
+            store: state.directory.store().clone(),
+            queue: admin.queue.clone(),
+            reconciler: admin.reconciler.clone(),
+            puller: admin.puller.clone(),
+        })
+    }
+}
+
+/// `PROVISYNC_SCHEDULE_SECONDS`: the period of the schedule inside `provisync serve`
+/// (default 300 = every five minutes, like the template's EventBridge rule; `0` = off).
+pub fn schedule_period_from_env() -> Result<Option<Duration>, ConfigError> {
+    parse_schedule_period(std::env::var("PROVISYNC_SCHEDULE_SECONDS").ok().as_deref())
+}
+
+fn parse_schedule_period(v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    match v.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(Some(Duration::from_secs(300))),
+        Some(v) => match v.parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(Some(Duration::from_secs(n))),
+            Err(_) => Err(ConfigError::Invalid(
+                "PROVISYNC_SCHEDULE_SECONDS must be a whole number of seconds (0 = off)".into(),
+            )),
+        },
+    }
+}
+
+/// One full scheduled cycle: pull every pull source, reconcile every `scheduled` target,
+/// then sweep the outbox and report dead letters ([`run_sync_cycle`]), all within
+/// `budget`. A source or target that fails is reported in its own entry and does not stop
+/// the others; an error is returned only when a step could not run at all.
+pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport, CycleError> {
+    let start = tokio::time::Instant::now();
+    let mut first_error: Option<CycleError> = None;
+    let mut pulled = Vec::new();
+    if let Some(p) = &s.puller {
+        match p.pull_all(start + budget / 4).await {
+            Ok(r) => pulled = r,
+            Err(e) => {
+                tracing::error!(error = %e, "pull failed");
+                first_error = Some(e.into());
+            }
+        }
+    }
+    let mut reconciled = Vec::new();
+    if let Some(r) = &s.reconciler {
+        match r.reconcile_scheduled(start + budget * 3 / 4).await {
+            Ok(list) => reconciled = list,
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile failed");
+                first_error.get_or_insert(e.into());
+            }
+        }
+    }
+    let left = budget.saturating_sub(start.elapsed());
+    let mut report = match run_sync_cycle(s.store.as_ref(), s.queue.as_ref(), left).await {
+        Ok(r) => r,
+        Err(e) => {
+            first_error.get_or_insert(e);
+            CycleReport::default()
+        }
+    };
+    report.pulled = pulled;
+    report.reconciled = reconciled;
+    tracing::info!(
+        sources = report.pulled.len(),
+        targets = report.reconciled.len(),
+        outbox_resent = report.outbox_resent,
+        dead_letters = report.dead_letters,
+        ms = start.elapsed().as_millis() as u64,
+        "sync cycle done"
+    );
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// The outbox and dead-letter part of a cycle: reports the dead letters, then resends
+/// outbox records older than [`OUTBOX_MIN_AGE`] for at most `budget`. Both steps run even
+/// if one fails; the first failure is returned (after logging), so the invocation shows
+/// as failed.
 pub async fn run_sync_cycle(
     store: &dyn Store,
     queue: &dyn Queue,
@@ -404,6 +519,21 @@ mod tests {
     }
 
     #[test]
+    fn schedule_period_parses() {
+        assert_eq!(
+            parse_schedule_period(None).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(parse_schedule_period(Some("0")).unwrap(), None);
+        assert_eq!(
+            parse_schedule_period(Some(" 30 ")).unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert!(parse_schedule_period(Some("-1")).is_err());
+        assert!(parse_schedule_period(Some("5m")).is_err());
+    }
+
+    #[test]
     fn max_receive_count_parses() {
         assert_eq!(parse_max_receive_count(None).unwrap(), 5);
         assert_eq!(parse_max_receive_count(Some("")).unwrap(), 5);
@@ -434,7 +564,8 @@ mod tests {
             CycleReport {
                 dead_letters: 0,
                 outbox_resent: 0,
-                outbox_complete: true
+                outbox_complete: true,
+                ..Default::default()
             }
         );
         q.send(vec![OutMessage::new("g", "e1", "{}")])

@@ -16,4 +16,5 @@ pub mod queue;
 pub mod scim;
 pub mod store;
 pub mod sync;
+pub mod transfer;
 pub mod webhook_sig;

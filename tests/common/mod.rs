@@ -6,6 +6,7 @@ pub mod crowd;
 pub mod graph;
 pub mod okta;
 pub mod peers;
+pub mod proxy;
 pub mod salesforce;
 pub mod site;
 
@@ -42,6 +43,10 @@ pub struct Hub {
     pub queue: Arc<dyn Queue>,
     /// The delivery engine wired to this hub (run it with [`Hub::run_delivery`]).
     pub deliverer: Arc<Deliverer>,
+    /// The scheduled cycle of this hub (pull, reconcile, outbox), as `serve` runs it.
+    pub schedule: provisync::lambda::Schedule,
+    /// The operator key (base64) the hub seals secrets with (tests store sources with it).
+    pub secret_key: String,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -139,7 +144,7 @@ impl Hub {
                 max_receive_count: TEST_MAX_RECEIVES,
             },
         ));
-        let (secrets, _) = SecretBox::generate();
+        let (secrets, secret_key) = SecretBox::generate();
         let (mut state, deliverer) = wire_hub(state, queue.clone(), secrets, connectors);
         state.auth = Arc::new(
             Authenticator::new(Some(store.clone()))
@@ -150,6 +155,7 @@ impl Hub {
         cfg.max_body_bytes = 256 * 1024;
         state.config = Arc::new(cfg);
         customize(&mut state);
+        let schedule = provisync::lambda::Schedule::of(&state).expect("schedule");
         let app = provisync::http::app(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -165,6 +171,8 @@ impl Hub {
             store,
             queue,
             deliverer,
+            schedule,
+            secret_key,
             _task: task,
         }
     }

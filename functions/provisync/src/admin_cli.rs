@@ -22,7 +22,7 @@ pub struct Remote {
         env = "PROVISYNC_URL",
         default_value = "http://127.0.0.1:8787"
     )]
-    url: String,
+    pub(crate) url: String,
     /// Admin token (default: PROVISYNC_ADMIN_TOKEN, else the local `.provisync/admin-token`).
     #[arg(
         long,
@@ -331,9 +331,22 @@ pub struct SyncArgs {
     /// SCIM filter on users (default: every user).
     #[arg(long, conflicts_with = "user")]
     filter: Option<String>,
-    /// One user's id.
-    #[arg(long)]
+    /// One user's id: pushed to the target at once.
+    #[arg(long, conflicts_with = "reconcile")]
     user: Option<String>,
+    /// Reconcile the target now: compare what it holds with the hub, fix only what differs.
+    #[arg(long, conflicts_with = "filter")]
+    reconcile: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// Seconds the cycle may take at most (1 to 240; a large reconcile continues next cycle).
+    #[arg(long, default_value_t = 25)]
+    budget: u64,
+    /// Print the raw JSON report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -903,6 +916,14 @@ pub async fn audit(remote: &Remote, args: AuditArgs) -> Result<()> {
 
 pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
     let admin = Admin::new(remote)?;
+    if args.reconcile {
+        let body = json!({"target": args.target, "reconcile": true});
+        let v = admin
+            .call(reqwest::Method::POST, "/sync", &[], Some(&body))
+            .await?;
+        print_reconcile(&v["reconcile"]);
+        return Ok(());
+    }
     let mut body = json!({"target": args.target});
     if let Some(f) = args.filter {
         body["filter"] = json!(f);
@@ -914,6 +935,85 @@ pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
         .call(reqwest::Method::POST, "/sync", &[], Some(&body))
         .await?;
     println!("{} change(s) queued for {}", s(&v, "queued"), args.target);
+    Ok(())
+}
+
+fn print_reconcile(r: &Value) {
+    let c = &r["counts"];
+    println!(
+        "reconcile {}: {}{}",
+        s(r, "target"),
+        s(r, "state"),
+        if r["resumed"].as_bool() == Some(true) {
+            " (resumed)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  checked {}  created {}  updated {}  deactivated {}  deleted {}  orphaned {}  unchanged {}  failed {}",
+        s(c, "checked"),
+        s(c, "created"),
+        s(c, "updated"),
+        s(c, "deactivated"),
+        s(c, "deleted"),
+        s(c, "orphaned"),
+        s(c, "unchanged"),
+        s(c, "failed")
+    );
+    if let Some(e) = r["error"].as_str() {
+        println!("  error: {e}");
+    }
+}
+
+pub async fn run_schedule(remote: &Remote, args: ScheduleArgs) -> Result<()> {
+    let admin = Admin::new(remote)?;
+    let q = [("budget", args.budget.to_string())];
+    let v = admin
+        .call(reqwest::Method::POST, "/schedule/run", &q, None)
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let pulled = v["pulled"].as_array().cloned().unwrap_or_default();
+    for p in &pulled {
+        println!(
+            "pull {}: fetched {}  created {}  updated {}  unchanged {}  failed {}{}{}",
+            s(p, "source"),
+            s(p, "fetched"),
+            s(p, "created"),
+            s(p, "updated"),
+            s(p, "unchanged"),
+            s(p, "failed"),
+            if p["complete"].as_bool() == Some(false) {
+                "  (continues next cycle)"
+            } else {
+                ""
+            },
+            p["error"]
+                .as_str()
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let reconciled = v["reconciled"].as_array().cloned().unwrap_or_default();
+    for r in &reconciled {
+        print_reconcile(r);
+    }
+    if pulled.is_empty() && reconciled.is_empty() {
+        println!("no pull sources and no scheduled targets");
+    }
+    println!(
+        "outbox: {} resent{}; dead letters: {}",
+        s(&v, "outbox_resent"),
+        if v["outbox_complete"].as_bool() == Some(false) {
+            " (more next cycle)"
+        } else {
+            ""
+        },
+        s(&v, "dead_letters")
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! ([`admin_cli`]).
 
 mod admin_cli;
+mod transfer_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -58,8 +59,15 @@ enum Command {
     },
     /// Show the audit log, newest first.
     Audit(admin_cli::AuditArgs),
-    /// Queue an on-demand sync of users to a target.
+    /// Queue an on-demand sync of users to a target, or reconcile it now (--reconcile).
     Sync(admin_cli::SyncArgs),
+    /// Run one scheduled cycle now on the running hub (pull sources, reconcile
+    /// `scheduled` targets, resend the outbox, count dead letters) and print the counts.
+    RunSchedule(admin_cli::ScheduleArgs),
+    /// Import users from a CSV or JSON file (into a running hub, or --data-dir).
+    Import(transfer_cli::ImportArgs),
+    /// Export users as CSV or JSON (no passwords), optionally filtered.
+    Export(transfer_cli::ExportArgs),
     /// List dead letters (changes that could not be delivered), or send them back.
     Deadletters(admin_cli::DeadLetterArgs),
 }
@@ -109,6 +117,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Source { command } => admin_cli::source(&cli.remote, command).await,
         Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
         Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
+        Command::RunSchedule(args) => admin_cli::run_schedule(&cli.remote, args).await,
+        Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
+        Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
         Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
@@ -177,6 +188,8 @@ async fn serve(port: u16) -> Result<()> {
         secrets,
         provisync::sync::connectors_for,
     );
+    let schedule = provisync::lambda::Schedule::of(&state);
+    let period = provisync::lambda::schedule_period_from_env()?;
     let app = provisync::http::app(state);
     // Delivery runs in this process: first whatever a previous run left in the outbox,
     // then the queue consumer, and the outbox sweeper every minute.
@@ -212,6 +225,26 @@ async fn serve(port: u16) -> Result<()> {
             }
         })
     };
+    // The schedule (what EventBridge runs in AWS): every PROVISYNC_SCHEDULE_SECONDS.
+    let scheduler = match (schedule, period) {
+        (Some(schedule), Some(period)) => {
+            let mut stop = stop_tx.subscribe();
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = stop.changed() => return,
+                    }
+                    let budget = provisync::lambda::CYCLE_BUDGET
+                        .min(period.max(std::time::Duration::from_secs(10)));
+                    if let Err(e) = provisync::lambda::run_schedule(&schedule, budget).await {
+                        tracing::warn!(error = %e, "scheduled cycle failed");
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -224,6 +257,13 @@ async fn serve(port: u16) -> Result<()> {
     println!("  Admin token:    {admin_token}");
     println!("  Webhooks:       {base}/webhooks/{{source}}  (CLI: provisync source add)");
     println!("  Health:         {base}/healthz");
+    match period {
+        Some(p) => println!(
+            "  Schedule:       every {} s (PROVISYNC_SCHEDULE_SECONDS; 0 = off)",
+            p.as_secs()
+        ),
+        None => println!("  Schedule:       off (PROVISYNC_SCHEDULE_SECONDS=0)"),
+    }
     println!("Try: curl -H 'Authorization: Bearer {scim_token}' {base}/scim/v2/Users");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -231,6 +271,9 @@ async fn serve(port: u16) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = consumer.await;
     let _ = sweeper.await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     Ok(())
 }
 

@@ -1,16 +1,19 @@
-//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync::lambda::run_sync_cycle`):
-//! dead-letter report and outbox sweep (resends change events whose first send did not
-//! happen), bounded in time.
+//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync::lambda::run_schedule`):
+//! pull every pull source, reconcile every `scheduled` target, resend change events whose
+//! first send did not happen (outbox), report dead letters; bounded in time
+//! ([`CYCLE_BUDGET`], under the function's 300 s timeout). The same code runs in
+//! `provisync serve` (timer) and `provisync run-schedule`.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync::aws::{Backend, backend_from_env};
-use provisync::lambda::{CycleReport, OUTBOX_SWEEP_BUDGET, init_tracing, run_sync_cycle};
+use provisync::lambda::{
+    CYCLE_BUDGET, CycleReport, Schedule, hub_from_env, init_tracing, run_schedule,
+};
 
 async fn handler(
-    backend: &Backend,
+    schedule: &Schedule,
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<CycleReport, Error> {
     tracing::info!(
@@ -18,29 +21,20 @@ async fn handler(
         scheduled_at = ?event.payload.time,
         "sync cycle starts"
     );
-    let report = run_sync_cycle(
-        backend.store.as_ref(),
-        backend.queue.as_ref(),
-        OUTBOX_SWEEP_BUDGET,
-    )
-    .await?;
-    tracing::info!(
-        dead_letters = report.dead_letters,
-        outbox_resent = report.outbox_resent,
-        outbox_complete = report.outbox_complete,
-        "sync cycle done"
-    );
-    Ok(report)
+    Ok(run_schedule(schedule, CYCLE_BUDGET).await?)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    // SDK clients and the store are built once, at cold start.
-    let backend = Arc::new(backend_from_env().await?);
+    // SDK clients, the store and the hub wiring are built once, at cold start.
+    let hub = hub_from_env().await?;
+    let schedule = Arc::new(
+        Schedule::of(&hub.state).ok_or("the hub wiring has no schedule (admin state missing)")?,
+    );
     lambda_runtime::run(service_fn(move |event| {
-        let backend = backend.clone();
-        async move { handler(&backend, event).await }
+        let schedule = schedule.clone();
+        async move { handler(&schedule, event).await }
     }))
     .await
 }
@@ -48,7 +42,6 @@ async fn main() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisync::aws::BackendKind;
     use provisync::queue::Queue;
     use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
     use provisync::scim::ResourceKind;
@@ -65,12 +58,19 @@ mod tests {
             "t",
             StoreQueueSettings::default(),
         ));
-        let backend = Backend {
-            kind: BackendKind::Embedded,
-            store: store.clone(),
-            queue: queue.clone(),
-            aws: None,
-        };
+        let state = provisync::config::state_for_store(
+            store.clone(),
+            provisync::scim::SchemaRegistry::builtin(),
+        )
+        .unwrap();
+        let (secrets, _) = provisync::crypto::SecretBox::generate();
+        let (state, _) = provisync::config::wire_hub(
+            state,
+            queue.clone(),
+            secrets,
+            provisync::sync::connectors_for,
+        );
+        let schedule = Schedule::of(&state).unwrap();
         let path = format!(
             "{}/../../tests/fixtures/aws/eventbridge-scheduled-event.json",
             env!("CARGO_MANIFEST_DIR")
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(payload.detail_type, "Scheduled Event");
         let invoke = |payload: &EventBridgeEvent| {
             handler(
-                &backend,
+                &schedule,
                 LambdaEvent::new(payload.clone(), lambda_runtime::Context::default()),
             )
         };
@@ -90,7 +90,8 @@ mod tests {
             CycleReport {
                 dead_letters: 0,
                 outbox_resent: 0,
-                outbox_complete: true
+                outbox_complete: true,
+                ..Default::default()
             }
         );
 
@@ -110,7 +111,7 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"dead_letters": 0, "outbox_resent": 1, "outbox_complete": true})
+            serde_json::json!({"pulled": [], "reconciled": [], "dead_letters": 0, "outbox_resent": 1, "outbox_complete": true})
         );
     }
 }

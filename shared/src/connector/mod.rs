@@ -57,6 +57,23 @@ impl ConnectorError {
 /// A reference to an object on the target: its id there.
 pub type TargetId = String;
 
+/// One page of what a target holds (reconcile reads the target through these).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListPage {
+    /// The objects, SCIM-shaped (`id` is the target id).
+    pub resources: Vec<Value>,
+    /// Where the next page starts (opaque to the caller); `None`: this was the last.
+    pub next: Option<String>,
+}
+
+/// The refusal of a connector that cannot list its target.
+pub fn listing_unsupported() -> ConnectorError {
+    ConnectorError::Refused {
+        status: None,
+        reason: "this kind of target cannot be listed: reconcile is not supported".into(),
+    }
+}
+
 #[async_trait]
 pub trait Connector: Send + Sync {
     /// Checks credentials and reachability ("Save and Test Credentials").
@@ -72,6 +89,19 @@ pub trait Connector: Send + Sync {
     /// Finds an existing user by the target's matching attribute (default `userName`),
     /// so existing accounts are linked, not duplicated.
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError>;
+
+    /// One page of the users on the target, from `cursor` (`None`: the first page).
+    /// Default: the target cannot be listed (reconcile reports it and moves on).
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let _ = cursor;
+        Err(listing_unsupported())
+    }
+
+    /// One page of the groups on the target, as [`Connector::list_users`].
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let _ = cursor;
+        Err(listing_unsupported())
+    }
     async fn create_user(
         &self,
         user: &Value,

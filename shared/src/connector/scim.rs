@@ -17,7 +17,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::http::{Credentials, HttpClient, HttpResponse, SetupError, check_target_url};
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
 use crate::scim::schema::AttrPath;
 use crate::sync::target::{ScimTarget, UpdateStyle};
 
@@ -28,6 +28,8 @@ pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const SCIM_JSON: &str = "application/scim+json";
 /// Member values per PATCH request (servers limit request sizes; Entra documents 100).
 pub const MEMBER_BATCH: usize = 100;
+/// Resources asked for per listing page (reconcile).
+pub const LIST_PAGE: usize = 100;
 
 /// Attributes never sent in a resource body: server-assigned (`id`, `meta`, RFC 7643
 /// §3.1), read-only (`groups` on User, §4.1.2) or carried separately (`password`).
@@ -298,6 +300,52 @@ impl ScimConnector {
         }
     }
 
+    /// One page of a listing (RFC 7644 §3.4.2.4: `startIndex` is 1-based, `count` the
+    /// page size; the server may return fewer). The cursor is the next `startIndex`.
+    async fn list(&self, kind: Kind, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let start: u64 = match cursor {
+            None => 1,
+            Some(c) => {
+                c.parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| ConnectorError::Refused {
+                        status: None,
+                        reason: format!("listing cursor {c:?} is not a start index"),
+                    })?
+            }
+        };
+        let mut url = self.url(&[kind.endpoint()])?;
+        url.query_pairs_mut()
+            .append_pair("startIndex", &start.to_string())
+            .append_pair("count", &LIST_PAGE.to_string());
+        let (list, _) = self.get_json(url).await?;
+        let resources = match list.get("Resources") {
+            Some(Value::Array(a)) => a.clone(),
+            // §3.4.2: "Resources" may be omitted when there are no results.
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => {
+                return Err(ConnectorError::Refused {
+                    status: None,
+                    reason: "the target's list response has no Resources array".into(),
+                });
+            }
+        };
+        let total = list.get("totalResults").and_then(Value::as_u64);
+        let got = resources.len() as u64;
+        let next_start = start + got;
+        let more = got > 0
+            && match total {
+                Some(t) => next_start <= t,
+                // No total: keep going while pages are full.
+                None => got >= LIST_PAGE as u64,
+            };
+        Ok(ListPage {
+            resources,
+            next: more.then(|| next_start.to_string()),
+        })
+    }
+
     fn required_value(&self, v: &Value, path: &AttrPath) -> Result<String, ConnectorError> {
         read_path(v, path).ok_or_else(|| ConnectorError::Refused {
             status: None,
@@ -358,6 +406,14 @@ impl Connector for ScimConnector {
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
         let value = self.required_value(user, &self.matching)?;
         self.find(Kind::User, &self.matching, &value).await
+    }
+
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        self.list(Kind::User, cursor).await
+    }
+
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        self.list(Kind::Group, cursor).await
     }
 
     async fn create_user(

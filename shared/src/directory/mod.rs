@@ -7,7 +7,7 @@
 
 pub mod keys;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -591,7 +591,7 @@ impl Directory {
     }
 
     /// The resources with these ids that exist (batched point reads).
-    async fn load_existing(
+    pub async fn load_existing(
         &self,
         kind: ResourceKind,
         ids: &[String],
@@ -717,6 +717,204 @@ impl Directory {
             },
             password,
         ))
+    }
+
+    /// Creates many resources without members (an import), packing several into each
+    /// transaction: one durable commit for up to 25 users instead of one each. Results
+    /// are in the order of `bodies`; a body that fails (invalid, or its `userName` /
+    /// `externalId` taken, in the hub or earlier in the same call) fails alone. A batch
+    /// whose transaction loses a race falls back to one create per body.
+    ///
+    /// `publish`: hand the change events to the queue now; `false` leaves them in the
+    /// outbox (committed with the users), for the sweep `serve` runs when it starts and
+    /// the schedule runs after: an import into a store no server is using.
+    pub async fn create_batch(
+        &self,
+        kind: ResourceKind,
+        bodies: &[Value],
+        origin: Origin,
+        publish: bool,
+    ) -> Vec<Result<Stored, ScimError>> {
+        struct Prepared {
+            index: usize,
+            id: String,
+            resource: Value,
+            password: Option<String>,
+            uniques: Vec<(UniqueAttr, String, Key)>,
+        }
+        let view = self.schemas.view(kind);
+        let mut results: Vec<Option<Result<Stored, ScimError>>> =
+            (0..bodies.len()).map(|_| None).collect();
+        let mut prepared: Vec<Prepared> = Vec::new();
+        let mut in_batch: HashSet<Key> = HashSet::new();
+        let now = now_rfc3339();
+        for (index, body) in bodies.iter().enumerate() {
+            let ready = (|| {
+                let mut resource = normalize(&view, body)?;
+                let password = take_password(&mut resource);
+                if !take_members(kind, &mut resource)?.is_empty() {
+                    return Err(ScimError::invalid_value(
+                        "members cannot be given in a batch create",
+                    ));
+                }
+                check_key_lengths(kind, &resource)?;
+                let id = uuid::Uuid::now_v7().to_string();
+                let obj = as_object_mut(&mut resource)?;
+                obj.insert("id".into(), json!(id));
+                obj.insert(
+                    "meta".into(),
+                    json!({"resourceType": kind.as_str(), "created": now, "lastModified": now, "version": etag(1)}),
+                );
+                let resource = reorder(resource);
+                let mut uniques = Vec::new();
+                for attr in UniqueAttr::for_kind(kind) {
+                    if let Some(v) = attr.value_in(&resource) {
+                        let key = attr.key(kind, v);
+                        if !in_batch.insert(key.clone()) {
+                            return Err(ScimError::uniqueness(format!(
+                                "{} with {} '{}' appears twice",
+                                kind.as_str(),
+                                attr.attr_name(),
+                                v
+                            )));
+                        }
+                        uniques.push((*attr, v.to_string(), key));
+                    }
+                }
+                Ok(Prepared {
+                    index,
+                    id,
+                    resource,
+                    password,
+                    uniques,
+                })
+            })();
+            match ready {
+                Ok(p) => prepared.push(p),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        // Taken in the hub already: one batched read of every uniqueness key.
+        let keys: Vec<Key> = prepared
+            .iter()
+            .flat_map(|p| p.uniques.iter().map(|(_, _, k)| k.clone()))
+            .collect();
+        let mut taken: HashSet<Key> = HashSet::new();
+        for chunk in keys.chunks(100) {
+            match self.store.get_many(chunk).await {
+                Ok(items) => taken.extend(items.iter().map(Item::key)),
+                Err(e) => {
+                    let e = store_error(e);
+                    return bodies
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| match results[i].take() {
+                            Some(r) => r,
+                            None => Err(ScimError::new(e.status, None, e.detail.clone())),
+                        })
+                        .collect();
+                }
+            }
+        }
+        prepared.retain(
+            |p| match p.uniques.iter().find(|(_, _, k)| taken.contains(k)) {
+                Some((attr, v, _)) => {
+                    results[p.index] = Some(Err(ScimError::uniqueness(format!(
+                        "{} with {} '{}' already exists",
+                        kind.as_str(),
+                        attr.attr_name(),
+                        v
+                    ))));
+                    false
+                }
+                None => true,
+            },
+        );
+        // Resource + uniqueness keys + outbox item per body.
+        let per = 2 + UniqueAttr::for_kind(kind).len();
+        let mut events = Vec::new();
+        for chunk in prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)) {
+            let mut writes = Vec::new();
+            let mut chunk_events = Vec::new();
+            let mut failed: Option<ScimError> = None;
+            for p in chunk {
+                match to_item(kind, &p.id, &p.resource, 1) {
+                    Ok(item) => writes.push(Write::put_new(item)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                for (attr, v, _) in &p.uniques {
+                    writes.push(Write::put_new(unique_item(kind, *attr, v, &p.id)));
+                }
+                if let Some(e) = self.event_for(
+                    kind,
+                    &p.id,
+                    ChangeOp::Create,
+                    (&p.resource, 1),
+                    &[],
+                    p.password.as_deref(),
+                    &origin,
+                ) {
+                    match outbox_write(&e) {
+                        Ok(w) => writes.push(w),
+                        Err(err) => {
+                            failed = Some(ScimError::internal(err.to_string()));
+                            break;
+                        }
+                    }
+                    chunk_events.push(e);
+                }
+            }
+            // `None`: committed; `Some(None)`: a key was taken meanwhile.
+            let outcome: Option<Option<ScimError>> = match failed {
+                Some(e) => Some(Some(e)),
+                None => match self.store.transact(writes).await {
+                    Ok(()) => None,
+                    Err(StoreError::ConditionFailed { .. }) => Some(None),
+                    Err(other) => Some(Some(store_error(other))),
+                },
+            };
+            match outcome {
+                None => {
+                    events.extend(chunk_events);
+                    for p in chunk {
+                        results[p.index] = Some(Ok(Stored {
+                            resource: p.resource.clone(),
+                            version: 1,
+                        }));
+                    }
+                }
+                Some(None) => {
+                    // Someone took a key meanwhile: one by one, each with its own answer.
+                    let ctx = WriteContext {
+                        origin: Some(origin.clone()),
+                        ..Default::default()
+                    };
+                    for p in chunk {
+                        results[p.index] = Some(
+                            self.create_in(kind, &bodies[p.index], &ctx)
+                                .await
+                                .map(|(s, _)| s),
+                        );
+                    }
+                }
+                Some(Some(e)) => {
+                    for p in chunk {
+                        results[p.index] =
+                            Some(Err(ScimError::new(e.status, None, e.detail.clone())));
+                    }
+                }
+            }
+        }
+        if publish {
+            self.publish(&events).await;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ScimError::internal("not attempted"))))
+            .collect()
     }
 
     /// Replaces a resource (PUT, RFC 7644 §3.5.1).

@@ -14,7 +14,8 @@
 //! | `GET /admin/entities?entity_type=&cursor=` | `{"entities": [...], "next_cursor"}`: the full export of entities |
 //! | `GET /admin/config?prefix=&cursor=` | `{"config": [...], "next_cursor"}`: the full export of configuration |
 //! | `GET /admin/audit?target=&resource=&op=&status=&since=&limit=&cursor=` | `{"entries": [...], "next_cursor": ...}` |
-//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?}` -> `{"queued": n}` |
+//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?}` -> `{"queued": n}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
+//! | `POST /admin/schedule/run?budget=`  | one scheduled cycle now -> its report (pull, reconcile, outbox, dead letters) |
 //! | `GET /admin/deadletters?limit=`     | `{"count": n, "dead_letters": [...]}`          |
 //! | `POST /admin/deadletters/redrive?limit=` | `{"redriven": n}`                         |
 //!
@@ -66,6 +67,11 @@ pub struct AdminState {
     pub on_demand: Option<Arc<dyn OnDemand>>,
     /// Builds a connector for `POST /admin/targets/{id}/test`.
     pub connectors: ConnectorFactory,
+    /// Reconcile (`POST /admin/sync` with `"reconcile": true`, and the schedule); `None`:
+    /// such a request answers 503.
+    pub reconciler: Option<crate::sync::reconcile::Reconciler>,
+    /// Reads pull sources (the schedule); `None`: nothing is pulled.
+    pub puller: Option<crate::sync::pull::Puller>,
 }
 
 impl AdminState {
@@ -82,6 +88,8 @@ impl AdminState {
             secrets,
             on_demand: None,
             connectors: crate::sync::connectors_for,
+            reconciler: None,
+            puller: None,
         }
     }
 }
@@ -225,6 +233,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/config", get(export_config))
         .route("/audit", get(query_audit))
         .route("/sync", post(sync))
+        .route("/schedule/run", post(run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
         .route_layer(from_fn_with_state(guard, require_token::<AdminError>))
@@ -776,7 +785,14 @@ struct SyncRequest {
     filter: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// Reconcile the target now instead of queuing users.
+    #[serde(default)]
+    reconcile: bool,
 }
+
+/// Time a reconcile asked for through the API runs at most (API Gateway answers within
+/// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
+const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
 async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Response> {
     let adm = admin(&state)?;
@@ -787,6 +803,31 @@ async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Respon
     let user = nonempty(r.user);
     if filter_text.is_some() && user.is_some() {
         return Err(AdminError::bad_request("give `filter` or `user`, not both"));
+    }
+    if r.reconcile {
+        if filter_text.is_some() || user.is_some() {
+            return Err(AdminError::bad_request(
+                "`reconcile` covers the whole target: give no `filter` or `user`",
+            ));
+        }
+        let target = load_target(adm, &r.target).await?;
+        if !target.enabled {
+            return Err(AdminError::new(
+                StatusCode::CONFLICT,
+                format!("target {:?} is disabled", target.id),
+            ));
+        }
+        let reconciler = adm.reconciler.as_ref().ok_or_else(|| {
+            AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "reconcile is not available in this process",
+            )
+        })?;
+        let deadline = tokio::time::Instant::now() + ON_DEMAND_RECONCILE_BUDGET;
+        // The report says how it went (complete, suspended, busy: another cycle holds
+        // the target, failed: why).
+        let report = reconciler.reconcile_target(&target, deadline).await;
+        return Ok(axum::Json(json!({ "reconcile": report })).into_response());
     }
     let filter = match &filter_text {
         Some(f) => {
@@ -833,6 +874,43 @@ async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Respon
     }
     tracing::info!(target = %target.id, queued, "on-demand sync queued");
     Ok(axum::Json(json!({ "queued": queued })).into_response())
+}
+
+// ---- schedule --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleParams {
+    budget: Option<String>,
+}
+
+/// One scheduled cycle now (`provisync run-schedule`): the same code as the timer and
+/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240.
+async fn run_schedule(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> AdminResult<Response> {
+    admin(&state)?;
+    let params: ScheduleParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?;
+    let budget = match params.budget.as_deref() {
+        None => 25,
+        Some(b) => b
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=240).contains(n))
+            .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
+    };
+    let schedule = crate::lambda::Schedule::of(&state).ok_or_else(|| {
+        AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the schedule is not available in this process",
+        )
+    })?;
+    let report = crate::lambda::run_schedule(&schedule, std::time::Duration::from_secs(budget))
+        .await
+        .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
+    Ok(axum::Json(json!(report)).into_response())
 }
 
 // ---- dead letters ------------------------------------------------------------------

@@ -34,6 +34,8 @@ use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write}
 
 /// Attempts for one operation that lost a race on a group's state.
 const MAX_RACES: usize = 20;
+/// Messages one `send` writes per transaction (3 items each, under the 100-item cap).
+const SEND_BATCH: usize = 33;
 /// How often a long poll looks again (visibility timeouts expire without a send).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -156,6 +158,68 @@ impl StoreQueue {
 
     /// Appends one message to its group (creating the group state if needed), together
     /// with `extra` writes. `dedup`: also claim the dedup key (a duplicate returns Ok(false)).
+    /// Appends messages of distinct groups in one transaction. `false`: nothing was
+    /// written (a condition failed: the caller sends them one by one).
+    async fn append_new_groups(&self, chunk: &[&OutMessage]) -> Result<bool, QueueError> {
+        let keys: Vec<Key> = chunk.iter().map(|m| self.state_key(&m.group_id)).collect();
+        let current: std::collections::HashMap<Key, Item> = self
+            .store
+            .get_many(&keys)
+            .await?
+            .into_iter()
+            .map(|i| (i.key(), i))
+            .collect();
+        let expires = crate::store::now_epoch() + DEDUP_WINDOW.as_secs() as i64;
+        let mut writes = Vec::with_capacity(chunk.len() * 3);
+        for (m, key) in chunk.iter().zip(&keys) {
+            let (mut state, version, cond) = match current.get(key) {
+                Some(item) => (
+                    parse::<GroupState>(item)?,
+                    item.version,
+                    Condition::VersionIs(item.version),
+                ),
+                None => (
+                    GroupState {
+                        next_seq: 0,
+                        in_flight: None,
+                        visible_at_ms: now_ms(),
+                    },
+                    0,
+                    Condition::NotExists,
+                ),
+            };
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let msg = StoredMessage {
+                body: m.body.clone(),
+                group_id: m.group_id.clone(),
+                dedup_id: m.dedup_id.clone(),
+                receive_count: 0,
+            };
+            writes.push(Write::put_new(
+                Item::new(format!("Q#{}#D#{}", self.name, m.dedup_id), "D", Vec::new())
+                    .with_expiry(expires),
+            ));
+            writes.push(Write::Put {
+                item: self.state_item(&m.group_id, &state, version + 1)?,
+                condition: cond,
+            });
+            writes.push(Write::put_new(
+                Item::new(
+                    self.group_pk(&m.group_id),
+                    format!("M#{seq:020}"),
+                    json(&msg)?,
+                )
+                .with_version(1),
+            ));
+        }
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn append(
         &self,
         m: &OutMessage,
@@ -480,8 +544,26 @@ impl Queue for StoreQueue {
                 return Err(QueueError::Invalid("empty group or dedup id".into()));
             }
         }
-        for m in &messages {
-            self.append(m, true, Vec::new()).await?;
+        // Many messages of distinct groups share one transaction (one durable commit
+        // instead of one each: an import or a reconcile sends thousands). A chunk that
+        // fails (a duplicate dedup id, a race on a group) is sent one by one, which
+        // handles both exactly as before.
+        let mut i = 0;
+        while i < messages.len() {
+            let mut groups = std::collections::HashSet::new();
+            let mut chunk = Vec::new();
+            while i < messages.len()
+                && chunk.len() < SEND_BATCH
+                && groups.insert(messages[i].group_id.as_str())
+            {
+                chunk.push(&messages[i]);
+                i += 1;
+            }
+            if chunk.len() == 1 || !self.append_new_groups(&chunk).await? {
+                for m in chunk {
+                    self.append(m, true, Vec::new()).await?;
+                }
+            }
         }
         self.sent.notify_waiters();
         Ok(())

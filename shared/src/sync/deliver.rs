@@ -304,18 +304,7 @@ impl Deliverer {
 
     /// Is this user in the target's scope?
     fn in_scope(&self, t: &TargetConfig, kind: ResourceKind, resource: &Value) -> bool {
-        let Some(f) = &t.scope_filter else {
-            return true;
-        };
-        if kind != ResourceKind::User {
-            return true;
-        }
-        match filter::parse(f) {
-            Ok(f) => f.matches(&self.schemas.view(ResourceKind::User), resource),
-            // Validated when the target was saved; a filter that no longer parses
-            // matches nothing rather than everything.
-            Err(_) => false,
-        }
+        in_scope(&self.schemas, t, kind, resource)
     }
 
     async fn deliver_to(
@@ -803,6 +792,28 @@ impl Deliverer {
 impl Link {
     fn disabled_or_inactive(&self) -> bool {
         self.disabled || self.delivered.get("active") == Some(&Value::Bool(false))
+    }
+}
+
+/// Is this resource in the target's scope (its `scope_filter`; groups always are)? The
+/// one rule delivery and reconcile share.
+pub fn in_scope(
+    schemas: &SchemaRegistry,
+    t: &TargetConfig,
+    kind: ResourceKind,
+    resource: &Value,
+) -> bool {
+    let Some(f) = &t.scope_filter else {
+        return true;
+    };
+    if kind != ResourceKind::User {
+        return true;
+    }
+    match filter::parse(f) {
+        Ok(f) => f.matches(&schemas.view(ResourceKind::User), resource),
+        // Validated when the target was saved; a filter that no longer parses
+        // matches nothing rather than everything.
+        Err(_) => false,
     }
 }
 

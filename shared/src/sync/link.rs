@@ -66,6 +66,37 @@ impl Links {
         Ok(serde_json::from_slice(&item.data).ok())
     }
 
+    /// The links of several hub resources (batched point reads), by hub id.
+    pub async fn get_many(
+        &self,
+        target: &str,
+        kind: ResourceKind,
+        hub_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Link>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in hub_ids.chunks(100) {
+            let keys: Vec<Key> = chunk.iter().map(|h| link_key(target, kind, h)).collect();
+            for item in self.store.get_many(&keys).await? {
+                if let Ok(l) = serde_json::from_slice::<Link>(&item.data) {
+                    out.insert(l.hub_id.clone(), l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes several links (transactions of at most 100; each link once).
+    pub async fn put_many(&self, links: &[Link]) -> Result<(), StoreError> {
+        for chunk in links.chunks(crate::store::MAX_TRANSACT_ITEMS) {
+            let writes = chunk
+                .iter()
+                .map(|l| Self::item(l).map(Write::put))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.store.transact(writes).await?;
+        }
+        Ok(())
+    }
+
     pub async fn put(&self, link: &Link) -> Result<(), StoreError> {
         self.store
             .transact(vec![Write::put(Self::item(link)?)])

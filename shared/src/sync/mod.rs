@@ -9,6 +9,8 @@ pub mod inbound;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod pull;
+pub mod reconcile;
 pub mod records;
 pub mod source;
 pub mod target;

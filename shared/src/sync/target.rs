@@ -300,6 +300,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "group_mapping",
     "mode",
     "out_of_scope",
+    "orphans",
     "enabled",
 ];
 
@@ -333,6 +334,20 @@ pub enum OutOfScope {
     Deactivate,
     Delete,
     Leave,
+}
+
+/// What a reconcile does with an account on the target that no hub user accounts for
+/// (not linked, not matched by the matching attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanPolicy {
+    /// Count it in the reconcile report and the audit log; touch nothing.
+    #[default]
+    Report,
+    /// Deactivate it on the target (`active: false`).
+    Deactivate,
+    /// Delete it from the target.
+    Delete,
 }
 
 /// One attribute mapping rule, applied on top of the identity mapping:
@@ -388,6 +403,9 @@ pub struct TargetConfig {
     pub mode: DeliveryMode,
     #[serde(default)]
     pub out_of_scope: OutOfScope,
+    /// Accounts on the target the hub does not know, as found by a reconcile.
+    #[serde(default)]
+    pub orphans: OrphanPolicy,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -1168,6 +1186,7 @@ mod tests {
                     "operations",
                     "mode",
                     "out_of_scope",
+                    "orphans",
                     "enabled",
                 ];
                 assert!(

@@ -1,0 +1,1245 @@
+//! Reconcile: find and repair drift between the hub and one target, touching only what
+//! differs.
+//!
+//! A run lists what the target holds ([`Connector::list_users`], a page at a time),
+//! matches each account to a hub user — through the link (target id), then the
+//! `externalId` the hub gave it (the hub id), then the target's matching attribute — and
+//! compares the hub user *as the delivery engine would send it* (same mapping, same
+//! scoping filter) with the target's copy, on the mapped attributes only. Then:
+//!
+//! - in the hub, in scope, not on the target -> a `create` change event;
+//! - on the target and different -> an `update` change event (the link is first set to
+//!   what the target really holds, so the engine's PATCH carries exactly the difference);
+//! - on the target, out of scope -> an event the engine treats with the target's
+//!   `out_of_scope` policy;
+//! - on the target, unknown to the hub (an orphan) -> the target's [`OrphanPolicy`]:
+//!   reported, deactivated or deleted (done here: there is no hub resource to send);
+//! - everything else is unchanged: a target in sync receives no write at all.
+//!
+//! Events carry `Origin::Reconcile` and `only_targets = [target]` and go through the
+//! normal delivery engine (retries, audit, links).
+//!
+//! A run is bounded in time: between pages it checks its deadline and, when it has
+//! passed, stores a checkpoint (`RECON#{target}` / `STATE`: listing cursor, counts, and
+//! one `SEEN#…` record per page with the hub ids seen) so the next cycle continues there.
+//! A lease (`LEASE#{target}` / `LEASE`, written only if absent or expired) keeps two
+//! cycles from reconciling the same target at once.
+//!
+//! Groups are not reconciled yet (memberships follow the users' change events).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use super::deliver::in_scope;
+use super::event::{ChangeEvent, ChangeOp, Origin};
+use super::factory::ConnectorFactory;
+use super::link::{Link, Links};
+use super::mapping::{content_hash, map_resource};
+use super::target::{OrphanPolicy, OutOfScope, TargetConfig, TargetKind, Targets};
+use crate::connector::scim::read_path;
+use crate::connector::{Connector, ConnectorError};
+use crate::directory::{Directory, Stored};
+use crate::queue::{OutMessage, Queue};
+use crate::scim::schema::AttrPath;
+use crate::scim::{ResourceKind, SchemaRegistry};
+use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write, now_epoch};
+
+/// Counts of one reconcile run (or of the part done in this cycle plus the parts before
+/// it, for a resumed run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileCounts {
+    /// Accounts read from the target.
+    pub checked: u64,
+    /// Hub users missing on the target: create events queued.
+    pub created: u64,
+    /// Accounts that differ: update events queued.
+    pub updated: u64,
+    /// Out-of-scope accounts or orphans deactivated (or queued for it).
+    pub deactivated: u64,
+    /// Out-of-scope accounts or orphans deleted (or queued for it).
+    pub deleted: u64,
+    /// Accounts the hub does not know (whatever the policy did with them).
+    pub orphaned: u64,
+    /// Accounts in sync.
+    pub unchanged: u64,
+    /// Accounts that could not be handled (see the logs and audit).
+    pub failed: u64,
+}
+
+impl ReconcileCounts {
+    fn add(&mut self, o: &ReconcileCounts) {
+        self.checked += o.checked;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.deactivated += o.deactivated;
+        self.deleted += o.deleted;
+        self.orphaned += o.orphaned;
+        self.unchanged += o.unchanged;
+        self.failed += o.failed;
+    }
+
+    /// `checked=… created=… …`: the audit detail and the CLI line.
+    pub fn summary(&self) -> String {
+        format!(
+            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} failed={}",
+            self.checked,
+            self.created,
+            self.updated,
+            self.deactivated,
+            self.deleted,
+            self.orphaned,
+            self.unchanged,
+            self.failed
+        )
+    }
+}
+
+/// How a run of one target ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Done: the next run starts over.
+    Complete,
+    /// Out of time: a checkpoint holds the position; the next cycle continues.
+    Suspended,
+    /// Another cycle holds the target's lease: nothing done.
+    Busy,
+    /// The run failed (listing error, store error); the checkpoint is kept.
+    Failed,
+}
+
+/// What a reconcile of one target did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub target: String,
+    pub state: RunState,
+    /// Counts of the whole run so far (a resumed run includes the earlier cycles).
+    pub counts: ReconcileCounts,
+    /// Whether this cycle continued a run started earlier.
+    pub resumed: bool,
+    /// Target pages read in this cycle.
+    pub pages: u32,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("directory: {0}")]
+    Directory(String),
+    #[error("target: {0}")]
+    Connector(#[from] ConnectorError),
+    #[error("queue: {0}")]
+    Queue(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+// ---- the diff (pure) ------------------------------------------------------------------
+
+/// Does the target's copy hold every value of the hub's mapped user? Objects: every key
+/// of `hub` (case-insensitively), recursively; arrays: as many elements, each covered by
+/// one of the target's (order does not matter); scalars: equal. A `null` or empty array
+/// in the hub is covered by an absent value. Extra attributes and sub-attributes the
+/// target adds (server defaults, `meta`, `formatted`) do not count as a difference.
+pub fn covers(target: Option<&Value>, hub: &Value) -> bool {
+    match (hub, target) {
+        (Value::Null, None | Some(Value::Null)) => true,
+        (Value::Array(h), None | Some(Value::Null)) => h.is_empty(),
+        (Value::Object(h), None | Some(Value::Null)) => h.values().all(|v| covers(None, v)),
+        (_, None) => false,
+        (Value::Object(h), Some(Value::Object(t))) => {
+            h.iter().all(|(k, hv)| covers(get_ci(t, k), hv))
+        }
+        (Value::Array(h), Some(Value::Array(t))) => {
+            if h.len() != t.len() {
+                return false;
+            }
+            let mut used = vec![false; t.len()];
+            h.iter().all(|hv| {
+                for (i, tv) in t.iter().enumerate() {
+                    if !used[i] && covers(Some(tv), hv) {
+                        used[i] = true;
+                        return true;
+                    }
+                }
+                false
+            })
+        }
+        (h, Some(t)) => h == t,
+    }
+}
+
+fn get_ci<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
+    m.get(k).or_else(|| {
+        m.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    })
+}
+
+fn is_absent(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_absent),
+        _ => false,
+    }
+}
+
+/// Does the target's copy differ from the hub's mapped user? Compared on the mapped
+/// attributes (`schemas` aside), plus the attributes delivered before that the hub has
+/// since dropped: those must be gone from the target too.
+pub fn differs(mapped: &Value, target: &Value, delivered: Option<&Value>) -> bool {
+    let (Some(m), Some(t)) = (mapped.as_object(), target.as_object()) else {
+        return true;
+    };
+    for (k, v) in m {
+        if k == "schemas" {
+            continue;
+        }
+        if !covers(get_ci(t, k), v) {
+            return true;
+        }
+    }
+    if let Some(d) = delivered.and_then(Value::as_object) {
+        for k in d.keys() {
+            if k == "schemas" || get_ci(m, k).is_some() {
+                continue;
+            }
+            if get_ci(t, k).is_some_and(|v| !is_absent(v)) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The target's copy cut to the shape of `shape` (the mapped user and what was delivered
+/// before): what the engine passes as `previous`, so its PATCH names exactly the
+/// attributes that differ and never removes what the target adds on its own.
+pub fn project(target: &Value, shape: &[&Value]) -> Value {
+    fn cut(t: &Value, shapes: &[&Map<String, Value>]) -> Value {
+        let Some(tm) = t.as_object() else {
+            return t.clone();
+        };
+        let mut out = Map::new();
+        for (k, v) in tm {
+            let subs: Vec<&Value> = shapes.iter().filter_map(|s| get_ci(s, k)).collect();
+            if subs.is_empty() {
+                continue;
+            }
+            let sub_objs: Vec<&Map<String, Value>> =
+                subs.iter().filter_map(|s| s.as_object()).collect();
+            let value = if v.is_object() && sub_objs.len() == subs.len() {
+                cut(v, &sub_objs)
+            } else {
+                v.clone()
+            };
+            out.insert(k.clone(), value);
+        }
+        Value::Object(out)
+    }
+    let shapes: Vec<&Map<String, Value>> = shape.iter().filter_map(|s| s.as_object()).collect();
+    cut(target, &shapes)
+}
+
+/// How a target account relates to the hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Matched {
+    /// Linked: the hub delivered it.
+    Linked(String),
+    /// Not linked, but its `externalId` or matching attribute names this hub user.
+    Found(String),
+    /// Unknown to the hub.
+    Orphan,
+}
+
+#[derive(Clone, Debug)]
+struct HubUser {
+    in_scope: bool,
+    linked_to: Option<String>,
+}
+
+/// What a run keeps in memory about the hub side: every user (scope, matching value) and
+/// every link of the target. About 100 bytes per user.
+#[derive(Debug)]
+pub struct HubIndex {
+    matching: AttrPath,
+    users: HashMap<String, HubUser>,
+    by_key: HashMap<String, String>,
+    by_target_id: HashMap<String, String>,
+}
+
+impl HubIndex {
+    /// `matching`: the target's matching attribute (as in the target definition).
+    pub fn new(matching: &str) -> Self {
+        HubIndex {
+            matching: AttrPath::parse(matching).unwrap_or_else(|| AttrPath::new("userName")),
+            users: HashMap::new(),
+            by_key: HashMap::new(),
+            by_target_id: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// A hub user: its id, whether it is in the target's scope, and its mapped form
+    /// (for the matching value).
+    pub fn add_user(&mut self, hub_id: &str, in_scope: bool, mapped: &Value) {
+        if let Some(v) = read_path(mapped, &self.matching) {
+            self.by_key.insert(v.to_lowercase(), hub_id.to_string());
+        }
+        let linked_to = self.users.remove(hub_id).and_then(|u| u.linked_to);
+        self.users.insert(
+            hub_id.to_string(),
+            HubUser {
+                in_scope,
+                linked_to,
+            },
+        );
+    }
+
+    /// A link of the target (add users first).
+    pub fn add_link(&mut self, hub_id: &str, target_id: &str) {
+        self.by_target_id
+            .insert(target_id.to_string(), hub_id.to_string());
+        if let Some(u) = self.users.get_mut(hub_id) {
+            u.linked_to = Some(target_id.to_string());
+        }
+    }
+
+    /// Which hub user a target account is.
+    pub fn classify(&self, account: &Value) -> Matched {
+        let tid = account
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(h) = self.by_target_id.get(tid) {
+            return Matched::Linked(h.clone());
+        }
+        let unlinked = |h: &String| self.users.get(h).is_some_and(|u| u.linked_to.is_none());
+        // The hub sets `externalId` to its own id on every account it creates.
+        if let Some(ext) = account.get("externalId").and_then(Value::as_str)
+            && self.users.contains_key(ext)
+            && unlinked(&ext.to_string())
+        {
+            return Matched::Found(ext.to_string());
+        }
+        if let Some(v) = read_path(account, &self.matching)
+            && let Some(h) = self.by_key.get(&v.to_lowercase())
+            && unlinked(h)
+        {
+            return Matched::Found(h.clone());
+        }
+        Matched::Orphan
+    }
+
+    /// Is this hub user in the target's scope?
+    pub fn in_scope(&self, hub_id: &str) -> bool {
+        self.users.get(hub_id).is_some_and(|u| u.in_scope)
+    }
+
+    /// Hub users in scope that `seen` does not hold, in id order (creation order),
+    /// after `after`: the accounts missing on the target.
+    pub fn missing(&self, seen: &HashSet<String>, after: Option<&str>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(id, u)| {
+                u.in_scope && !seen.contains(*id) && after.is_none_or(|a| id.as_str() > a)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// What to do with one matched account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Unchanged,
+    /// Differs: send the hub's version.
+    Update,
+    /// Out of scope and still there: the engine applies `out_of_scope`.
+    Leave(OutOfScope),
+}
+
+/// The verdict for a target account matched to a hub user.
+pub fn judge(
+    t: &TargetConfig,
+    in_scope: bool,
+    mapped: &Value,
+    account: &Value,
+    delivered: Option<&Value>,
+) -> Verdict {
+    if !in_scope {
+        let active = account.get("active").and_then(Value::as_bool) != Some(false);
+        return match t.out_of_scope {
+            OutOfScope::Leave => Verdict::Unchanged,
+            OutOfScope::Deactivate if !active => Verdict::Unchanged,
+            p => Verdict::Leave(p),
+        };
+    }
+    if differs(mapped, account, delivered) {
+        Verdict::Update
+    } else {
+        Verdict::Unchanged
+    }
+}
+
+// ---- leases ---------------------------------------------------------------------------
+
+fn lease_key(target: &str) -> Key {
+    Key::new(format!("LEASE#{target}"), "LEASE")
+}
+
+/// A held lease on one target; released with [`Lease::release`] (or it expires).
+#[derive(Debug)]
+pub struct Lease {
+    key: Key,
+    token: u64,
+}
+
+impl Lease {
+    /// Takes the lease for `ttl` if nobody holds it (absent or expired: the store's
+    /// `NotExists` condition treats an expired item as absent). `None`: held elsewhere.
+    pub async fn acquire(
+        store: &dyn Store,
+        target: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let key = lease_key(target);
+        // A random version identifies the holder: only it can release the lease.
+        let token = rand::random::<u64>() | 1;
+        let data = serde_json::to_vec(&serde_json::json!({
+            "holder": uuid::Uuid::new_v4().to_string(),
+            "taken_at": chrono::Utc::now().to_rfc3339(),
+        }))
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let item = Item::new(key.pk.clone(), key.sk.clone(), data)
+            .with_version(token)
+            .with_expiry(now_epoch() + ttl.as_secs().max(1) as i64);
+        match store.transact(vec![Write::put_new(item)]).await {
+            Ok(()) => Ok(Some(Lease { key, token })),
+            Err(StoreError::ConditionFailed { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease back (only if still ours).
+    pub async fn release(self, store: &dyn Store) -> Result<(), StoreError> {
+        match store
+            .transact(vec![Write::Delete {
+                key: self.key,
+                condition: Condition::VersionIs(self.token),
+            }])
+            .await
+        {
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// ---- checkpoints ----------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    /// Reading the target's accounts.
+    Listing,
+    /// Queuing creates for hub users not seen on the target.
+    Missing,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    run: String,
+    started_at: String,
+    phase: Phase,
+    /// The target listing's next page (phase `listing`).
+    cursor: Option<String>,
+    /// Pages read so far (numbers the `SEEN` records).
+    pages: u32,
+    /// Last hub id handled (phase `missing`).
+    missing_after: Option<String>,
+    counts: ReconcileCounts,
+}
+
+fn state_key(target: &str) -> Key {
+    Key::new(format!("RECON#{target}"), "STATE")
+}
+
+fn seen_key(target: &str, run: &str, page: u32) -> Key {
+    Key::new(format!("RECON#{target}"), format!("SEEN#{run}#{page:08}"))
+}
+
+/// How long checkpoint records live at most (a run abandoned for two days starts over).
+const CHECKPOINT_TTL_SECS: i64 = 2 * 24 * 3600;
+
+// ---- the reconciler (I/O) -------------------------------------------------------------
+
+/// Runs reconciles. One per process, shared by the schedule and `POST /admin/sync`.
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    directory: Directory,
+    targets: Targets,
+    links: Links,
+    audit: Audit,
+    queue: Arc<dyn Queue>,
+    factory: ConnectorFactory,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
+/// Change events sent to the queue per call.
+const SEND_CHUNK: usize = 100;
+
+impl Reconciler {
+    pub fn new(
+        directory: Directory,
+        targets: Targets,
+        audit: Audit,
+        queue: Arc<dyn Queue>,
+        factory: ConnectorFactory,
+    ) -> Self {
+        let store = directory.store().clone();
+        Reconciler {
+            links: Links::new(store.clone()),
+            store,
+            directory,
+            targets,
+            audit,
+            queue,
+            factory,
+        }
+    }
+
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    fn schemas(&self) -> &SchemaRegistry {
+        self.directory.schemas()
+    }
+
+    /// Reconciles one target until done or until `deadline`, under its lease.
+    pub async fn reconcile_target(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> ReconcileReport {
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let lease_ttl = budget + Duration::from_secs(120);
+        let lease = match Lease::acquire(self.store.as_ref(), &t.id, lease_ttl).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::info!(target_id = %t.id, "reconcile skipped: another cycle holds the target");
+                return ReconcileReport {
+                    target: t.id.clone(),
+                    state: RunState::Busy,
+                    counts: ReconcileCounts::default(),
+                    resumed: false,
+                    pages: 0,
+                    error: None,
+                };
+            }
+            Err(e) => {
+                return self
+                    .finish(t, Err((e.into(), ReconcileCounts::default(), false, 0)))
+                    .await;
+            }
+        };
+        let result = self.run(t, deadline).await;
+        if let Err(e) = lease.release(self.store.as_ref()).await {
+            tracing::warn!(target_id = %t.id, error = %e, "lease not released (it expires)");
+        }
+        self.finish(t, result).await
+    }
+
+    /// Logs and audits the end of a run.
+    async fn finish(
+        &self,
+        t: &TargetConfig,
+        result: Result<(RunState, ReconcileCounts, bool, u32), FailedRun>,
+    ) -> ReconcileReport {
+        let (state, counts, resumed, pages, error) = match result {
+            Ok((s, c, r, p)) => (s, c, r, p, None),
+            Err((e, c, r, p)) => (RunState::Failed, c, r, p, Some(e.to_string())),
+        };
+        let summary = counts.summary();
+        let (status, detail) = match state {
+            RunState::Complete => (AuditStatus::Delivered, format!("complete: {summary}")),
+            RunState::Suspended => (
+                AuditStatus::Queued,
+                format!("out of time, continues next cycle: {summary}"),
+            ),
+            RunState::Busy => (AuditStatus::Skipped, "another cycle holds the lease".into()),
+            RunState::Failed => (
+                AuditStatus::Failed,
+                format!("{}: {summary}", error.clone().unwrap_or_default()),
+            ),
+        };
+        match state {
+            RunState::Failed => {
+                tracing::warn!(target_id = %t.id, error = error.as_deref().unwrap_or(""), checked = counts.checked, "reconcile failed")
+            }
+            _ => tracing::info!(
+                target_id = %t.id,
+                state = ?state,
+                resumed,
+                pages,
+                checked = counts.checked,
+                created = counts.created,
+                updated = counts.updated,
+                deactivated = counts.deactivated,
+                deleted = counts.deleted,
+                orphaned = counts.orphaned,
+                unchanged = counts.unchanged,
+                failed = counts.failed,
+                "reconcile"
+            ),
+        }
+        let entry = AuditEntry::new(&t.id, AuditOp::Reconcile, status).detail(detail);
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "reconcile audit entry not written");
+        }
+        ReconcileReport {
+            target: t.id.clone(),
+            state,
+            counts,
+            resumed,
+            pages,
+            error,
+        }
+    }
+
+    /// The hub side of a run: every user (scope, matching value) and the target's links.
+    pub async fn hub_index(&self, t: &TargetConfig) -> Result<HubIndex, ReconcileError> {
+        let matching = match &t.kind {
+            TargetKind::Scim(s) => s.matching_attribute.as_str(),
+            _ => "userName",
+        };
+        let mut index = HubIndex::new(matching);
+        let schemas = self.schemas().clone();
+        self.directory
+            .scan(ResourceKind::User, |s| {
+                let mapped = map_resource(
+                    ResourceKind::User,
+                    s.id(),
+                    &s.resource,
+                    &t.mapping,
+                    &t.group_mapping,
+                );
+                let scoped = in_scope(&schemas, t, ResourceKind::User, &s.resource);
+                index.add_user(s.id(), scoped, &mapped);
+            })
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?;
+        let mut links = Vec::new();
+        self.links
+            .list(&t.id, ResourceKind::User, |l| {
+                links.push((l.hub_id, l.target_id))
+            })
+            .await?;
+        for (h, tid) in links {
+            index.add_link(&h, &tid);
+        }
+        Ok(index)
+    }
+
+    async fn run(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<(RunState, ReconcileCounts, bool, u32), FailedRun> {
+        let connector = (self.factory)(t).map_err(|e| {
+            (
+                ReconcileError::Setup(e),
+                ReconcileCounts::default(),
+                false,
+                0,
+            )
+        })?;
+        let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
+            Ok(Some(cp)) => (cp, true),
+            Ok(None) => (
+                Checkpoint {
+                    run: uuid::Uuid::now_v7().simple().to_string(),
+                    started_at: chrono::Utc::now().to_rfc3339(),
+                    phase: Phase::Listing,
+                    cursor: None,
+                    pages: 0,
+                    missing_after: None,
+                    counts: ReconcileCounts::default(),
+                },
+                false,
+            ),
+            Err(e) => return Err((e, ReconcileCounts::default(), false, 0)),
+        };
+        let mut pages_now = 0;
+        let fail = |e: ReconcileError, cp: &Checkpoint, pages: u32| {
+            Err((e, cp.counts.clone(), resumed, pages))
+        };
+        let index = match self.hub_index(t).await {
+            Ok(i) => i,
+            Err(e) => return fail(e, &cp, 0),
+        };
+        let mut seen = match self.load_seen(&t.id, &cp).await {
+            Ok(s) => s,
+            Err(e) => return fail(e, &cp, 0),
+        };
+        if cp.phase == Phase::Listing {
+            loop {
+                if pages_now > 0 && tokio::time::Instant::now() >= deadline {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                }
+                let page = match connector.list_users(cp.cursor.as_deref()).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Keep what was done: the next cycle retries this page.
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e.into(), &cp, pages_now);
+                    }
+                };
+                pages_now += 1;
+                let mut counts = ReconcileCounts::default();
+                let seen_now = match self
+                    .reconcile_page(t, connector.as_ref(), &index, &page.resources, &mut counts)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e, &cp, pages_now);
+                    }
+                };
+                cp.counts.add(&counts);
+                cp.pages += 1;
+                cp.cursor = page.next.clone();
+                if cp.cursor.is_none() {
+                    cp.phase = Phase::Missing;
+                }
+                // The page's seen ids and the advanced cursor, together.
+                if let Err(e) = self.save_page(&t.id, &cp, &seen_now).await {
+                    return fail(e, &cp, pages_now);
+                }
+                seen.extend(seen_now);
+                if cp.phase == Phase::Missing {
+                    break;
+                }
+            }
+        }
+        // Hub users in scope the listing did not show: create them.
+        let missing = index.missing(&seen, cp.missing_after.as_deref());
+        for chunk in missing.chunks(SEND_CHUNK) {
+            if tokio::time::Instant::now() >= deadline && pages_now > 0 {
+                if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                    return fail(e, &cp, pages_now);
+                }
+                return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+            }
+            let mut counts = ReconcileCounts::default();
+            if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+            cp.counts.add(&counts);
+            cp.missing_after = chunk.last().cloned();
+        }
+        if let Err(e) = self.clear_checkpoint(&t.id).await {
+            tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
+        }
+        Ok((RunState::Complete, cp.counts, resumed, pages_now))
+    }
+
+    /// One page of target accounts: classify, compare, queue what differs, apply the
+    /// orphan policy. Returns the hub ids seen on the target.
+    async fn reconcile_page(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        index: &HubIndex,
+        accounts: &[Value],
+        counts: &mut ReconcileCounts,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let classified: Vec<(&Value, Matched)> =
+            accounts.iter().map(|a| (a, index.classify(a))).collect();
+        let hub_ids: Vec<String> = classified
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Matched::Linked(h) | Matched::Found(h) => Some(h.clone()),
+                Matched::Orphan => None,
+            })
+            .collect();
+        let hub: HashMap<String, Stored> = self
+            .directory
+            .load_existing(ResourceKind::User, &hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?
+            .into_iter()
+            .map(|s| (s.id().to_string(), s))
+            .collect();
+        let mut links = self
+            .links
+            .get_many(&t.id, ResourceKind::User, &hub_ids)
+            .await?;
+        let mut link_writes: Vec<Link> = Vec::new();
+        let mut seen = Vec::new();
+        let mut events = Vec::new();
+        for (account, m) in classified {
+            counts.checked += 1;
+            let tid = account
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let hub_id = match &m {
+                Matched::Linked(h) | Matched::Found(h) => h,
+                Matched::Orphan => {
+                    self.orphan(t, c, &tid, account, counts).await;
+                    continue;
+                }
+            };
+            let Some(user) = hub.get(hub_id) else {
+                // Linked to a user the hub no longer has: an orphan now.
+                self.orphan(t, c, &tid, account, counts).await;
+                continue;
+            };
+            if seen.contains(hub_id) {
+                // A second account for a hub user seen on this page already.
+                self.orphan(t, c, &tid, account, counts).await;
+                continue;
+            }
+            seen.push(hub_id.clone());
+            let link = links.remove(hub_id);
+            let mapped = map_resource(
+                ResourceKind::User,
+                hub_id,
+                &user.resource,
+                &t.mapping,
+                &t.group_mapping,
+            );
+            let delivered = link.as_ref().map(|l| &l.delivered);
+            let verdict = judge(t, index.in_scope(hub_id), &mapped, account, delivered);
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            match verdict {
+                Verdict::Unchanged => {
+                    counts.unchanged += 1;
+                    if link.is_none() && index.in_scope(hub_id) {
+                        // Matched an account the hub had not linked: link it as is.
+                        let hash = content_hash(&mapped);
+                        link_writes.push(Link {
+                            target: t.id.clone(),
+                            resource_type: ResourceKind::User,
+                            hub_id: hub_id.clone(),
+                            target_id: tid,
+                            hash,
+                            delivered: mapped,
+                            disabled: false,
+                            at: now,
+                        });
+                    }
+                }
+                Verdict::Update | Verdict::Leave(_) => {
+                    // The link says what the target really holds: the engine then sends
+                    // exactly the difference (an empty hash never equals a payload's).
+                    let mut shape: Vec<&Value> = vec![&mapped];
+                    shape.extend(delivered);
+                    let previous = project(account, &shape);
+                    link_writes.push(Link {
+                        target: t.id.clone(),
+                        resource_type: ResourceKind::User,
+                        hub_id: hub_id.clone(),
+                        target_id: tid,
+                        hash: String::new(),
+                        delivered: previous,
+                        disabled: false,
+                        at: now,
+                    });
+                    match verdict {
+                        Verdict::Leave(OutOfScope::Delete) => counts.deleted += 1,
+                        Verdict::Leave(_) => counts.deactivated += 1,
+                        _ => counts.updated += 1,
+                    }
+                    events.push(event_for(t, user, ChangeOp::Update)?);
+                }
+            }
+        }
+        // Links first: the events must find them.
+        self.links.put_many(&link_writes).await?;
+        self.send(events).await?;
+        Ok(seen)
+    }
+
+    async fn orphan(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        tid: &str,
+        account: &Value,
+        counts: &mut ReconcileCounts,
+    ) {
+        counts.orphaned += 1;
+        let label = account
+            .get("userName")
+            .and_then(Value::as_str)
+            .unwrap_or(tid);
+        let active = account.get("active").and_then(Value::as_bool) != Some(false);
+        let (op, result) = match t.orphans {
+            OrphanPolicy::Report => return,
+            OrphanPolicy::Deactivate if !active => return,
+            OrphanPolicy::Deactivate => (AuditOp::Deactivate, c.disable_user(tid).await),
+            OrphanPolicy::Delete => (AuditOp::Delete, c.delete_user(tid).await),
+        };
+        let entry = AuditEntry::new(&t.id, op, AuditStatus::Delivered)
+            .resource("User", tid)
+            .detail(format!("orphan {label:?} (reconcile)"));
+        let entry = match result {
+            Ok(()) | Err(ConnectorError::NotFound) => {
+                match op {
+                    AuditOp::Delete => counts.deleted += 1,
+                    _ => counts.deactivated += 1,
+                }
+                entry
+            }
+            Err(e) => {
+                counts.failed += 1;
+                tracing::warn!(target_id = %t.id, account = tid, error = %e, "orphan policy failed");
+                AuditEntry {
+                    status: if e.is_retryable() {
+                        AuditStatus::Retry
+                    } else {
+                        AuditStatus::Refused
+                    },
+                    detail: format!("orphan {label:?}: {e}"),
+                    ..entry
+                }
+            }
+        };
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    /// Create events for hub users missing on the target (stale links dropped first, so
+    /// the engine creates instead of updating an account that is gone).
+    async fn queue_creates(
+        &self,
+        t: &TargetConfig,
+        hub_ids: &[String],
+        counts: &mut ReconcileCounts,
+    ) -> Result<(), ReconcileError> {
+        let users = self
+            .directory
+            .load_existing(ResourceKind::User, hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?;
+        let ids: Vec<String> = users.iter().map(|u| u.id().to_string()).collect();
+        let stale = self.links.get_many(&t.id, ResourceKind::User, &ids).await?;
+        let mut events = Vec::new();
+        for u in &users {
+            if stale.contains_key(u.id()) {
+                self.links.delete(&t.id, ResourceKind::User, u.id()).await?;
+            }
+            events.push(event_for(t, u, ChangeOp::Create)?);
+            counts.created += 1;
+        }
+        self.send(events).await
+    }
+
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), ReconcileError> {
+        for chunk in messages.chunks(SEND_CHUNK) {
+            self.queue
+                .send(chunk.to_vec())
+                .await
+                .map_err(|e| ReconcileError::Queue(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, target: &str) -> Result<Option<Checkpoint>, ReconcileError> {
+        let Some(item) = self.store.get(&state_key(target)).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&item.data) {
+            Ok(cp) => Ok(Some(cp)),
+            Err(e) => {
+                tracing::warn!(target_id = target, error = %e, "unreadable reconcile checkpoint: starting over");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn load_seen(
+        &self,
+        target: &str,
+        cp: &Checkpoint,
+    ) -> Result<HashSet<String>, ReconcileError> {
+        let mut seen = HashSet::new();
+        if cp.pages == 0 {
+            return Ok(seen);
+        }
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Primary, format!("RECON#{target}"))
+                        .prefix(format!("SEEN#{}#", cp.run))
+                        .limit(100)
+                        .after(after),
+                )
+                .await?;
+            for item in &page.items {
+                if let Ok(ids) = serde_json::from_slice::<Vec<String>>(&item.data) {
+                    seen.extend(ids);
+                }
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(seen),
+            }
+        }
+    }
+
+    fn checkpoint_item(target: &str, cp: &Checkpoint) -> Result<Item, ReconcileError> {
+        let key = state_key(target);
+        let data = serde_json::to_vec(cp).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(Item::new(key.pk, key.sk, data).with_expiry(now_epoch() + CHECKPOINT_TTL_SECS))
+    }
+
+    async fn save_checkpoint(&self, target: &str, cp: &Checkpoint) -> Result<(), ReconcileError> {
+        self.store
+            .transact(vec![Write::put(Self::checkpoint_item(target, cp)?)])
+            .await?;
+        Ok(())
+    }
+
+    async fn save_page(
+        &self,
+        target: &str,
+        cp: &Checkpoint,
+        seen: &[String],
+    ) -> Result<(), ReconcileError> {
+        let key = seen_key(target, &cp.run, cp.pages);
+        let data = serde_json::to_vec(seen).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let seen_item =
+            Item::new(key.pk, key.sk, data).with_expiry(now_epoch() + CHECKPOINT_TTL_SECS);
+        self.store
+            .transact(vec![
+                Write::put(seen_item),
+                Write::put(Self::checkpoint_item(target, cp)?),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_checkpoint(&self, target: &str) -> Result<(), ReconcileError> {
+        let mut keys = vec![state_key(target)];
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Primary, format!("RECON#{target}"))
+                        .prefix("SEEN#")
+                        .limit(100)
+                        .after(after),
+                )
+                .await?;
+            keys.extend(page.items.iter().map(Item::key));
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        for chunk in keys.chunks(crate::store::MAX_TRANSACT_ITEMS) {
+            self.store
+                .transact(chunk.iter().cloned().map(Write::delete).collect())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles every enabled target in `scheduled` mode, each with what is left of
+    /// the time.
+    pub async fn reconcile_scheduled(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<ReconcileReport>, ReconcileError> {
+        let targets = self
+            .targets
+            .list()
+            .await
+            .map_err(|e| ReconcileError::Setup(format!("targets: {e}")))?;
+        let mut out = Vec::new();
+        for t in targets
+            .iter()
+            .filter(|t| t.enabled && t.mode == crate::sync::target::DeliveryMode::Scheduled)
+        {
+            out.push(self.reconcile_target(t, deadline).await);
+        }
+        Ok(out)
+    }
+}
+
+type FailedRun = (ReconcileError, ReconcileCounts, bool, u32);
+
+/// The change event for one user to one target (the engine's format).
+fn event_for(t: &TargetConfig, u: &Stored, op: ChangeOp) -> Result<OutMessage, ReconcileError> {
+    let mut e = ChangeEvent::new(ResourceKind::User, u.id(), op, Origin::Reconcile);
+    e.resource = Some(u.resource.clone());
+    e.version = u.version;
+    e.only_targets = vec![t.id.clone()];
+    e.to_message()
+        .map_err(|e| ReconcileError::Queue(format!("event encoding: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+    use serde_json::json;
+
+    #[test]
+    fn covers_ignores_what_the_target_adds() {
+        let hub = json!({"userName": "a", "name": {"givenName": "A"},
+            "emails": [{"value": "a@x", "primary": true}]});
+        let target = json!({"id": "t1", "userName": "a", "meta": {},
+            "name": {"givenName": "A", "formatted": "A"},
+            "emails": [{"value": "a@x", "primary": true, "type": "work"}], "active": true});
+        assert!(!differs(&hub, &target, None));
+        let edited = json!({"id": "t1", "userName": "a", "name": {"givenName": "B"},
+            "emails": [{"value": "a@x", "primary": true}]});
+        assert!(differs(&hub, &edited, None));
+        // Arrays: as many elements, any order.
+        let two = json!({"emails": [{"value": "b"}, {"value": "a"}]});
+        assert!(covers(
+            two.get("emails"),
+            &json!([{"value": "a"}, {"value": "b"}])
+        ));
+        assert!(!covers(two.get("emails"), &json!([{"value": "a"}])));
+        // Null / empty in the hub is covered by absence.
+        assert!(!differs(
+            &json!({"nickName": null, "x": []}),
+            &json!({}),
+            None
+        ));
+        // Dropped in the hub since the last delivery, still on the target: differs.
+        let delivered = json!({"userName": "a", "title": "Boss"});
+        assert!(differs(
+            &json!({"userName": "a"}),
+            &json!({"userName": "a", "title": "Boss"}),
+            Some(&delivered)
+        ));
+    }
+
+    #[test]
+    fn project_keeps_the_shape_of_the_hub_side() {
+        let target = json!({"id": "t", "userName": "a", "meta": {"x": 1},
+            "name": {"givenName": "B", "formatted": "B"}, "title": "T"});
+        let mapped = json!({"userName": "a", "name": {"givenName": "A"}});
+        let p = project(&target, &[&mapped]);
+        assert_eq!(p, json!({"userName": "a", "name": {"givenName": "B"}}));
+    }
+
+    #[test]
+    fn classify_by_link_external_id_then_matching_attribute() {
+        let mut idx = HubIndex::new("userName");
+        idx.add_user("h1", true, &json!({"userName": "Alice"}));
+        idx.add_user("h2", true, &json!({"userName": "bob"}));
+        idx.add_user("h3", false, &json!({"userName": "carol"}));
+        idx.add_link("h1", "t1");
+        assert_eq!(
+            idx.classify(&json!({"id": "t1", "userName": "x"})),
+            Matched::Linked("h1".into())
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t9", "externalId": "h2"})),
+            Matched::Found("h2".into())
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t8", "userName": "BOB"})),
+            Matched::Found("h2".into())
+        );
+        // Already linked elsewhere: a second account with the same name is an orphan.
+        assert_eq!(
+            idx.classify(&json!({"id": "t7", "userName": "alice"})),
+            Matched::Orphan
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t6", "userName": "stranger"})),
+            Matched::Orphan
+        );
+        let seen: HashSet<String> = ["h1".to_string()].into();
+        assert_eq!(idx.missing(&seen, None), vec!["h2".to_string()]);
+        assert!(idx.missing(&seen, Some("h2")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_exclusive_until_released_or_expired() {
+        let store = EmbeddedStore::in_memory();
+        let a = Lease::acquire(&store, "crm", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("first");
+        assert!(
+            Lease::acquire(&store, "crm", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Another target is independent.
+        assert!(
+            Lease::acquire(&store, "hr", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        a.release(&store).await.unwrap();
+        let b = Lease::acquire(&store, "crm", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("after release");
+        // An expired lease counts as absent.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let c = Lease::acquire(&store, "crm", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("after expiry");
+        // The old holder's release does not drop the new holder's lease.
+        b.release(&store).await.unwrap();
+        assert!(
+            Lease::acquire(&store, "crm", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        c.release(&store).await.unwrap();
+    }
+}

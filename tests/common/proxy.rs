@@ -1,0 +1,113 @@
+//! A recording HTTP proxy in front of a peer: counts the requests a target really
+//! receives (reconcile tests assert that a target in sync gets no write at all).
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Clone, Default)]
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// Forwards everything to `upstream` (scheme://host:port), recording method and path.
+pub struct RecordingProxy {
+    /// `http://127.0.0.1:PORT`: put the peer's path after it.
+    pub origin: String,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    s.requests
+        .lock()
+        .unwrap()
+        .push((method.to_string(), uri.path().to_string()));
+    let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+    let mut req = s.client.request(m, format!("{}{}", s.upstream, path));
+    for name in ["authorization", "content-type", "accept", "if-match"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v.as_bytes());
+        }
+    }
+    match req.body(body.to_vec()).send().await {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            let mut out = axum::http::Response::builder().status(status);
+            for name in ["content-type", "etag", "location"] {
+                if let Some(v) = r.headers().get(name) {
+                    out = out.header(name, v.as_bytes());
+                }
+            }
+            let bytes = r.bytes().await.unwrap_or_default();
+            out.body(axum::body::Body::from(bytes)).unwrap()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+impl RecordingProxy {
+    /// `upstream`: any URL of the peer; its scheme, host and port are kept.
+    pub async fn start(upstream: &str) -> RecordingProxy {
+        let u = reqwest::Url::parse(upstream).expect("upstream URL");
+        let origin = u.origin().ascii_serialization();
+        let shared = Shared {
+            upstream: origin,
+            client: reqwest::Client::new(),
+            requests: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        RecordingProxy {
+            origin: format!("http://{addr}"),
+            shared,
+            task,
+        }
+    }
+
+    /// Every request so far: (method, path).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Requests that change something (anything but GET/HEAD).
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.requests()
+            .into_iter()
+            .filter(|(m, _)| m != "GET" && m != "HEAD")
+            .collect()
+    }
+
+    pub fn clear(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+}

@@ -1,0 +1,755 @@
+//! The scheduled cycle end to end, on both stores: reconcile against a real
+//! `scim2-server` changed behind the hub's back (only the drift is repaired, a target in
+//! sync receives no write), orphan policies, leases, resumable runs; pull from a real
+//! SCIM server and from a Drupal JSON:API site (a local server answering the documented
+//! shapes, `tests/fixtures/drupal/`).
+
+use std::time::{Duration, Instant};
+
+use provisync::lambda::{CycleReport, run_schedule};
+use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
+use provisync::sync::source::{SourceConfig, Sources};
+use provisync_tests::peers::ScimPeer;
+use provisync_tests::proxy::RecordingProxy;
+use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+async fn add_target(hub: &Hub, id: &str, base: &str, token: &str, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token},
+        "mode": "scheduled"});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+}
+
+async fn find_user(peer: &ScimPeer, user_name: &str) -> Option<Value> {
+    let (status, body) = peer
+        .get(&format!(
+            "/Users?filter={}",
+            q(&format!("userName eq \"{user_name}\""))
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"]
+        .as_array()
+        .and_then(|a| a.first().cloned())
+}
+
+async fn cycle(hub: &Hub) -> CycleReport {
+    // The Lambda's budget: the emulated DynamoDB is slow, and a cycle that runs out of
+    // time continues in the next one (tested below), which these tests do not want.
+    run_schedule(&hub.schedule, provisync::lambda::CYCLE_BUDGET)
+        .await
+        .expect("cycle")
+}
+
+fn only(report: &CycleReport) -> &ReconcileReport {
+    assert_eq!(report.reconciled.len(), 1, "{report:?}");
+    &report.reconciled[0]
+}
+
+fn person(name: &str, given: &str) -> Value {
+    json!({"schemas": [USER_SCHEMA], "userName": name,
+        "name": {"givenName": given, "familyName": "Example"},
+        "emails": [{"value": format!("{name}@example.org"), "type": "work", "primary": true}],
+        "active": true})
+}
+
+/// The peer's requests settle (deliveries done) and nothing else arrives for a moment.
+async fn quiet(proxy: &RecordingProxy) {
+    let mut last = proxy.requests().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = proxy.requests().len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+async fn reconcile_repairs_only_the_drift(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let proxy = RecordingProxy::start(&peer.base).await;
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    let base = format!("{}/v2", proxy.origin);
+    add_target(&hub, "peer", &base, &peer.token, json!({})).await;
+    for (n, g) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
+        let r = hub.post("/Users", &person(n, g)).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // Scheduled mode: nothing goes out until the cycle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+
+    // First cycle: the three are missing on the target.
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(only(&r).state, RunState::Complete);
+    assert_eq!((c.checked, c.created, c.updated, c.unchanged), (0, 3, 0, 0));
+    eventually(
+        "three users on scim2-server",
+        Duration::from_secs(20),
+        || async {
+            find_user(&peer, "carol").await.is_some()
+                && find_user(&peer, "bob").await.is_some()
+                && find_user(&peer, "alice").await.is_some()
+        },
+    )
+    .await;
+    quiet(&proxy).await;
+    assert_eq!(proxy.writes().len(), 3, "{:?}", proxy.writes());
+
+    // In sync: a second cycle writes nothing.
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (c.checked, c.created, c.updated, c.unchanged),
+        (3, 0, 0, 3),
+        "{r:?}"
+    );
+    quiet(&proxy).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+
+    // Behind the hub's back: delete bob, edit alice's name, add a stranger.
+    let bob = find_user(&peer, "bob").await.unwrap();
+    let resp = peer
+        .req(
+            Method::DELETE,
+            &format!("/Users/{}", bob["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let alice = find_user(&peer, "alice").await.unwrap();
+    let resp = peer
+        .req(
+            Method::PATCH,
+            &format!("/Users/{}", alice["id"].as_str().unwrap()),
+        )
+        .body(
+            json!({"schemas": [provisync_tests::PATCH_OP], "Operations": [
+            {"op": "replace", "path": "name.givenName", "value": "Mallory-edited"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let (status, stranger) = peer
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": "stranger", "active": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{stranger}");
+
+    // The next cycle repairs exactly those: one create, one update; the stranger is
+    // reported (policy `report`, the default).
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (
+            c.checked,
+            c.created,
+            c.updated,
+            c.unchanged,
+            c.orphaned,
+            c.deactivated,
+            c.deleted
+        ),
+        (3, 1, 1, 1, 1, 0, 0),
+        "{r:?}"
+    );
+    eventually(
+        "bob back and alice repaired",
+        Duration::from_secs(20),
+        || async {
+            let a = find_user(&peer, "alice").await;
+            find_user(&peer, "bob").await.is_some()
+                && a.is_some_and(|a| a["name"]["givenName"] == "Alice")
+        },
+    )
+    .await;
+    quiet(&proxy).await;
+    let writes = proxy.writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes
+            .iter()
+            .any(|(m, p)| m == "POST" && p.ends_with("/Users"))
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|(m, p)| m == "PATCH" && p.contains("/Users/"))
+    );
+    assert!(find_user(&peer, "stranger").await.unwrap()["active"] == true);
+
+    // And then nothing again.
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (c.created, c.updated, c.unchanged, c.orphaned),
+        (0, 0, 3, 1),
+        "{r:?}"
+    );
+    quiet(&proxy).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+
+    // The counts are in the audit log.
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    let entries = a.body["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 4, "{}", a.text);
+    assert!(
+        entries[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("checked=4 created=0 updated=0"),
+        "{}",
+        a.text
+    );
+
+    // Orphan policy `deactivate`, then `delete`.
+    add_target(
+        &hub,
+        "peer",
+        &base,
+        &peer.token,
+        json!({"orphans": "deactivate"}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    assert_eq!(only(&r).counts.deactivated, 1, "{r:?}");
+    assert_eq!(find_user(&peer, "stranger").await.unwrap()["active"], false);
+    add_target(
+        &hub,
+        "peer",
+        &base,
+        &peer.token,
+        json!({"orphans": "delete"}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    assert_eq!(only(&r).counts.deleted, 1, "{r:?}");
+    assert!(find_user(&peer, "stranger").await.is_none());
+    // The hub's own users were never touched by the orphan policy.
+    for n in ["alice", "bob", "carol"] {
+        assert_eq!(find_user(&peer, n).await.unwrap()["active"], true, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_embedded() {
+    reconcile_repairs_only_the_drift(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_dynamodb() {
+    reconcile_repairs_only_the_drift(Backend::DynamoDb).await;
+}
+
+/// A held lease makes another cycle skip the target; a large reconcile with no time
+/// left continues page by page where it stopped.
+async fn lease_and_resume(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store.clone()).await;
+    add_target(&hub, "peer", &peer.base, &peer.token, json!({})).await;
+    // 150 users, on both sides (the target got them some other way): two pages.
+    for i in 0..150 {
+        let u = json!({"schemas": [USER_SCHEMA], "userName": format!("user{i:03}")});
+        assert_eq!(hub.post("/Users", &u).await.status, 201);
+        let (s, b) = peer.post("/Users", &u).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let reconciler = hub.schedule.reconciler.clone().expect("reconciler");
+    let target = reconciler.targets().get("peer").await.unwrap().unwrap();
+
+    // Another cycle holds the target.
+    let lease = Lease::acquire(store.as_ref(), "peer", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("lease");
+    let r = cycle(&hub).await;
+    assert_eq!(only(&r).state, RunState::Busy);
+    assert_eq!(only(&r).counts.checked, 0);
+    // Two runs at once: exactly one does the work.
+    lease.release(store.as_ref()).await.unwrap();
+
+    // No time at all: each run reads one page, then stops and keeps its place.
+    let now = tokio::time::Instant::now;
+    let first = reconciler.reconcile_target(&target, now()).await;
+    assert_eq!(first.state, RunState::Suspended, "{first:?}");
+    assert_eq!(
+        (first.pages, first.counts.checked, first.resumed),
+        (1, 100, false)
+    );
+    // Matched by userName, but the target lacks the externalId the hub sends: updates.
+    assert_eq!(first.counts.updated, 100);
+    let second = reconciler.reconcile_target(&target, now()).await;
+    assert_eq!(second.state, RunState::Complete, "{second:?}");
+    assert_eq!((second.pages, second.resumed), (1, true));
+    assert_eq!(second.counts.checked, 150);
+    assert_eq!(second.counts.updated, 150);
+    assert_eq!(second.counts.created, 0, "seen ids kept across the runs");
+    // Done: the next run starts over.
+    let third = reconciler
+        .reconcile_target(&target, now() + Duration::from_secs(200))
+        .await;
+    assert!(!third.resumed);
+    assert_eq!(third.pages, 2);
+
+    // Concurrent runs: one holds the lease, the other is told so.
+    let (a, b) = tokio::join!(
+        reconciler.reconcile_target(&target, now() + Duration::from_secs(200)),
+        reconciler.reconcile_target(&target, now() + Duration::from_secs(200))
+    );
+    let states = [a.state, b.state];
+    assert!(states.contains(&RunState::Busy), "{states:?}");
+    assert!(states.contains(&RunState::Complete), "{states:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_and_resume_embedded() {
+    lease_and_resume(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_and_resume_dynamodb() {
+    lease_and_resume(Backend::DynamoDb).await;
+}
+
+/// On-demand: `POST /admin/sync` with `reconcile: true`, and one user pushed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_reconcile_and_single_user() {
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start(Backend::Embedded).await.unwrap();
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "crm",
+        &peer.base,
+        &peer.token,
+        json!({"mode": "manual"}),
+    )
+    .await;
+    let id = hub.post("/Users", &person("dora", "Dora")).await.id();
+    hub.post("/Users", &person("eve", "Eve")).await.id();
+    // One user, now.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "crm", "user": id})),
+        )
+        .await;
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    eventually("dora on the target", Duration::from_secs(20), || async {
+        find_user(&peer, "dora").await.is_some()
+    })
+    .await;
+    assert!(find_user(&peer, "eve").await.is_none());
+    // A reconcile of the manual target, now: eve is missing.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "crm", "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    assert_eq!(r.body["reconcile"]["counts"]["created"], 1, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["counts"]["unchanged"], 1, "{}", r.text);
+    eventually("eve on the target", Duration::from_secs(20), || async {
+        find_user(&peer, "eve").await.is_some()
+    })
+    .await;
+    // Bad combinations are refused.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "crm", "reconcile": true, "user": id})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // The schedule endpoint runs a cycle (manual targets are not reconciled by it).
+    let r = hub
+        .admin(Method::POST, "/schedule/run?budget=10", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconciled"], json!([]), "{}", r.text);
+    assert_eq!(r.body["dead_letters"], 0, "{}", r.text);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pull
+// ---------------------------------------------------------------------------------------
+
+async fn put_source(hub: &Hub, source: Value) -> SourceConfig {
+    let cfg: SourceConfig = serde_json::from_value(source).expect("source");
+    cfg.validate().expect("valid source");
+    let secrets = provisync::crypto::SecretBox::from_encoded(&hub.secret_key).unwrap();
+    Sources::new(hub.store.clone(), std::sync::Arc::new(secrets))
+        .put(&cfg)
+        .await
+        .unwrap();
+    cfg
+}
+
+async fn hub_user(hub: &Hub, user_name: &str) -> Option<Value> {
+    let r = hub
+        .get(&format!(
+            "/Users?filter={}",
+            q(&format!("userName eq \"{user_name}\""))
+        ))
+        .await;
+    r.resources().first().cloned()
+}
+
+async fn pull_from_scim2_server(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    for (n, g) in [("ann", "Ann"), ("ben", "Ben"), ("cat", "Cat")] {
+        let (s, b) = peer.post("/Users", &person(n, g)).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    put_source(
+        &hub,
+        json!({"id": "idp", "direction": "pull", "user_sync": true,
+            "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    assert_eq!(r.pulled.len(), 1, "{r:?}");
+    let p = &r.pulled[0];
+    assert_eq!((p.fetched, p.applied, p.failed), (3, 3, 0), "{p:?}");
+    assert!(p.complete);
+    let ann = hub_user(&hub, "ann").await.expect("ann pulled");
+    assert_eq!(ann["name"]["givenName"], "Ann");
+    assert_eq!(ann["emails"][0]["value"], "ann@example.org");
+    // Matched through the source link (the source's id), never written as externalId.
+    let ann_src = find_user(&peer, "ann").await.unwrap();
+    assert_ne!(ann["externalId"], ann_src["id"]);
+
+    // Nothing changed at the source: nothing is applied again.
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert_eq!(p.applied, 0, "{p:?}");
+    if p.incremental {
+        assert_eq!(p.fetched, 0, "filtered on the cursor: {p:?}");
+    } else {
+        assert_eq!(p.unchanged, 3, "{p:?}");
+    }
+
+    // A change at the source arrives with the next cycle; a new user too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resp = peer
+        .req(
+            Method::PATCH,
+            &format!("/Users/{}", ann_src["id"].as_str().unwrap()),
+        )
+        .body(
+            json!({"schemas": [provisync_tests::PATCH_OP], "Operations": [
+            {"op": "replace", "path": "name.givenName", "value": "Annie"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let (s, _) = peer.post("/Users", &person("dan", "Dan")).await;
+    assert_eq!(s, 201);
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert_eq!((p.applied, p.failed), (2, 0), "{p:?}");
+    assert_eq!(
+        hub_user(&hub, "ann").await.unwrap()["name"]["givenName"],
+        "Annie"
+    );
+    assert!(hub_user(&hub, "dan").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_scim2_server_embedded() {
+    pull_from_scim2_server(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_scim2_server_dynamodb() {
+    pull_from_scim2_server(Backend::DynamoDb).await;
+}
+
+/// A local Drupal JSON:API site: serves `tests/fixtures/drupal/users.json` (the documented
+/// `user--user` collection shape) filtered, sorted and paged as Drupal does, with
+/// `links.next`, and records the queries it got.
+mod drupal {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::{Value, json};
+
+    #[derive(Clone)]
+    pub struct Site {
+        pub users: Arc<Mutex<Vec<Value>>>,
+        pub queries: Arc<Mutex<Vec<String>>>,
+        pub origin: Arc<Mutex<String>>,
+    }
+
+    pub fn fixture() -> Value {
+        let path = format!("{}/fixtures/drupal/users.json", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn changed_secs(u: &Value) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(u["attributes"]["changed"].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    }
+
+    async fn list_users(
+        State(site): State<Site>,
+        headers: HeaderMap,
+        RawQuery(raw): RawQuery,
+    ) -> Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some("Basic aHViOnNlY3JldC1wYXNzd29yZA==")
+        {
+            return (StatusCode::UNAUTHORIZED, "{}").into_response();
+        }
+        let raw = raw.unwrap_or_default();
+        site.queries.lock().unwrap().push(raw.clone());
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(&raw).unwrap();
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.clone())
+        };
+        let limit: usize = get("page[limit]")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        let offset: usize = get("page[offset]")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut list: Vec<Value> = site.users.lock().unwrap().clone();
+        if let Some(v) = get("filter[changed][condition][value]") {
+            assert_eq!(
+                get("filter[changed][condition][path]").as_deref(),
+                Some("changed")
+            );
+            assert_eq!(
+                get("filter[changed][condition][operator]").as_deref(),
+                Some(">")
+            );
+            let since: i64 = v.parse().expect("changed filter is a timestamp");
+            list.retain(|u| changed_secs(u) > since);
+        }
+        assert_eq!(get("sort").as_deref(), Some("changed"));
+        list.sort_by_key(changed_secs);
+        let page: Vec<Value> = list.iter().skip(offset).take(limit).cloned().collect();
+        let origin = site.origin.lock().unwrap().clone();
+        let mut links = json!({"self": {"href": format!("{origin}/jsonapi/user/user?{raw}")}});
+        if offset + limit < list.len() {
+            let mut next: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| k != "page[offset]")
+                .cloned()
+                .collect();
+            next.push(("page[offset]".into(), (offset + limit).to_string()));
+            let qs = serde_urlencoded::to_string(&next).unwrap();
+            links["next"] = json!({"href": format!("{origin}/jsonapi/user/user?{qs}")});
+        }
+        let doc = json!({"jsonapi": {"version": "1.0", "meta": {"links": {"self": {"href": "http://jsonapi.org/format/1.0/"}}}},
+            "data": page, "links": links});
+        (
+            [("content-type", "application/vnd.api+json")],
+            doc.to_string(),
+        )
+            .into_response()
+    }
+
+    pub async fn start(users: Vec<Value>) -> (Site, tokio::task::JoinHandle<()>) {
+        let site = Site {
+            users: Arc::new(Mutex::new(users)),
+            queries: Arc::default(),
+            origin: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/jsonapi/user/user", axum::routing::get(list_users))
+            .with_state(site.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *site.origin.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (site, task)
+    }
+}
+
+async fn pull_from_drupal_jsonapi(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let fixture = drupal::fixture();
+    let documented: Vec<Value> = fixture["data"].as_array().unwrap().clone();
+    // The documented users plus enough generated ones (same shape) for three pages.
+    let mut users = documented.clone();
+    for i in 0..110 {
+        let mut u = documented[1].clone();
+        u["id"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+        u["attributes"]["name"] = json!(format!("member{i:03}"));
+        u["attributes"]["display_name"] = json!(format!("member{i:03}"));
+        u["attributes"]["mail"] = json!(format!("member{i:03}@example.com"));
+        u["attributes"]["drupal_internal__uid"] = json!(100 + i);
+        u["attributes"]["changed"] = json!(
+            chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 0)
+                .unwrap()
+                .to_rfc3339()
+        );
+        users.push(u);
+    }
+    let (site, _task) = drupal::start(users).await;
+    let origin = site.origin.lock().unwrap().clone();
+    put_source(
+        &hub,
+        json!({"id": "drupal", "direction": "pull", "user_sync": true,
+            "allowed_fields": ["userName", "displayName", "emails", "active", "roles"],
+            "pull": {"kind": "jsonapi", "base_url": origin,
+                "auth": {"basic": {"username": "hub", "password": "secret-password"}}}}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    // The anonymous user (uid 0, no name) is skipped.
+    let named = documented
+        .iter()
+        .filter(|u| {
+            u["attributes"]["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        })
+        .count() as u64;
+    assert_eq!(
+        (p.fetched, p.applied, p.failed),
+        (named + 110, named + 110, 0),
+        "{p:?}"
+    );
+    assert!(p.complete);
+    let queries = site.queries.lock().unwrap().clone();
+    assert_eq!(
+        queries.len(),
+        3,
+        "three pages of 50 via links.next: {queries:?}"
+    );
+    assert!(queries[0].contains("page%5Blimit%5D=50"), "{queries:?}");
+    assert!(
+        !queries[0].contains("filter"),
+        "first pass reads everything"
+    );
+    assert!(queries[2].contains("page%5Boffset%5D=100"), "{queries:?}");
+
+    // A documented user, mapped: name, mail, status, roles, UUID.
+    let doc_user = documented
+        .iter()
+        .find(|u| {
+            u["attributes"]["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        })
+        .unwrap();
+    let name = doc_user["attributes"]["name"].as_str().unwrap();
+    let u = hub_user(&hub, name).await.expect("pulled");
+    assert_eq!(u["emails"][0]["value"], doc_user["attributes"]["mail"]);
+    assert_eq!(u["active"], doc_user["attributes"]["status"]);
+
+    // Next cycle: filtered on the cursor (Unix seconds of the newest `changed`, the
+    // blocked user of the fixture): nothing.
+    site.queries.lock().unwrap().clear();
+    let r = cycle(&hub).await;
+    assert_eq!(r.pulled[0].fetched, 0, "{:?}", r.pulled[0]);
+    let queries = site.queries.lock().unwrap().clone();
+    assert!(
+        queries[0].contains("filter%5Bchanged%5D%5Bcondition%5D%5Bvalue%5D=1700001000"),
+        "{queries:?}"
+    );
+    // A change on the site arrives.
+    {
+        let mut users = site.users.lock().unwrap();
+        let u = users
+            .iter_mut()
+            .find(|u| u["attributes"]["name"] == "member005")
+            .unwrap();
+        u["attributes"]["mail"] = json!("new-address@example.com");
+        u["attributes"]["changed"] = json!("2030-01-01T00:00:00+00:00");
+    }
+    let r = cycle(&hub).await;
+    assert_eq!(
+        (r.pulled[0].fetched, r.pulled[0].applied),
+        (1, 1),
+        "{:?}",
+        r.pulled[0]
+    );
+    assert_eq!(
+        hub_user(&hub, "member005").await.unwrap()["emails"][0]["value"],
+        "new-address@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_drupal_jsonapi_embedded() {
+    pull_from_drupal_jsonapi(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_drupal_jsonapi_dynamodb() {
+    pull_from_drupal_jsonapi(Backend::DynamoDb).await;
+}
