@@ -1250,14 +1250,7 @@ mod tests {
             assert!(!format!("{t:?}").contains(secret), "Debug redacts");
             let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();
             for f in serde_json::to_value(t).unwrap().as_object().unwrap().keys() {
-                let common = [
-                    "id",
-                    "kind",
-                    "operations",
-                    "mode",
-                    "out_of_scope",
-                    "enabled",
-                ];
+                let common = COMMON_FIELDS;
                 assert!(
                     common.contains(&f.as_str()) || fields.contains(&f.as_str()),
                     "{name}: {f}"
@@ -1291,14 +1284,7 @@ mod tests {
             let name = t.kind_name();
             let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();
             let v = serde_json::to_value(t).unwrap();
-            let common = [
-                "id",
-                "kind",
-                "operations",
-                "mode",
-                "out_of_scope",
-                "enabled",
-            ];
+            let common = COMMON_FIELDS;
             for f in v.as_object().unwrap().keys() {
                 assert!(
                     common.contains(&f.as_str()) || fields.contains(&f.as_str()),
