@@ -384,32 +384,20 @@ fn graph_user(user: &Value) -> Result<Map<String, Value>, ConnectorError> {
     Ok(m)
 }
 
-/// The properties of `new` that differ from `old`; those gone are cleared (`null`).
+/// The properties of `new` that differ from `old`; those gone are cleared (`null`), except
+/// those Graph refuses null for (always set). `accountEnabled` is always sent.
 fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<String, Value> {
-    let Some(old) = old else {
-        return new.clone();
-    };
-    let mut out = Map::new();
-    for (k, v) in new {
-        // `accountEnabled` always: a deactivation since `old` was delivered (the engine
-        // keeps the last payload) is not in `old`.
-        if old.get(k) != Some(v) || k == "accountEnabled" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    for k in old.keys() {
-        // Graph refuses null for these: they are always set.
-        let required = [
+    super::changed_fields(
+        new,
+        old,
+        &["accountEnabled"],
+        &[
             "userPrincipalName",
             "displayName",
             "mailNickname",
             "accountEnabled",
-        ];
-        if !new.contains_key(k) && !required.contains(&k.as_str()) {
-            out.insert(k.clone(), Value::Null);
-        }
-    }
-    out
+        ],
+    )
 }
 
 fn group_name(group: &Value) -> Result<&str, ConnectorError> {

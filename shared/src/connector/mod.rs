@@ -74,6 +74,34 @@ pub fn listing_unsupported() -> ConnectorError {
     }
 }
 
+/// The fields of `new` that differ from `old` (the payload last delivered), for a
+/// partial update: fields gone since `old` are cleared (`null`) unless listed in
+/// `never_cleared` (the target refuses null for them); fields in `always` are sent even
+/// when unchanged (the status flag: a deactivation since `old` was delivered is not in
+/// `old`). Without `old`, everything.
+pub(crate) fn changed_fields(
+    new: &serde_json::Map<String, Value>,
+    old: Option<&serde_json::Map<String, Value>>,
+    always: &[&str],
+    never_cleared: &[&str],
+) -> serde_json::Map<String, Value> {
+    let Some(old) = old else {
+        return new.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in new {
+        if old.get(k) != Some(v) || always.contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) && !never_cleared.contains(&k.as_str()) {
+            out.insert(k.clone(), Value::Null);
+        }
+    }
+    out
+}
+
 #[async_trait]
 pub trait Connector: Send + Sync {
     /// Checks credentials and reachability ("Save and Test Credentials").

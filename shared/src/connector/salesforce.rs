@@ -425,32 +425,22 @@ fn sf_user(user: &Value) -> Result<Map<String, Value>, ConnectorError> {
     Ok(m)
 }
 
+/// The fields of `new` that differ from `old`; those gone are cleared (`null`), except the
+/// ones a User always has. `IsActive` is always sent.
 fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<String, Value> {
-    let Some(old) = old else {
-        return new.clone();
-    };
-    let mut out = Map::new();
-    for (k, v) in new {
-        // `IsActive` always: a deactivation since `old` was delivered (the engine keeps
-        // the last payload) is not in `old`.
-        if old.get(k) != Some(v) || k == "IsActive" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    for k in old.keys() {
-        let always = [
+    super::changed_fields(
+        new,
+        old,
+        &["IsActive"],
+        &[
             "Username",
             "LastName",
             "Alias",
             "CommunityNickname",
             "IsActive",
             "Email",
-        ];
-        if !new.contains_key(k) && !always.contains(&k.as_str()) {
-            out.insert(k.clone(), Value::Null);
-        }
-    }
-    out
+        ],
+    )
 }
 
 /// A `DeveloperName` for a group: letters, digits and single underscores, starting with
