@@ -21,7 +21,24 @@ async fn handler(
         scheduled_at = ?event.payload.time,
         "sync cycle starts"
     );
-    Ok(run_schedule(schedule, CYCLE_BUDGET).await?)
+    let budget = cycle_budget(event.context.deadline, std::time::SystemTime::now());
+    Ok(run_schedule(schedule, budget).await?)
+}
+
+/// What is left of the invocation (its deadline, epoch milliseconds), less a margin for
+/// the report, and never more than [`CYCLE_BUDGET`]: a function deployed with a shorter
+/// timeout still ends its cycle cleanly. An unknown deadline (0) gives the full budget.
+fn cycle_budget(deadline_ms: u64, now: std::time::SystemTime) -> std::time::Duration {
+    const MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
+    if deadline_ms == 0 {
+        return CYCLE_BUDGET;
+    }
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
+    deadline
+        .duration_since(now)
+        .unwrap_or_default()
+        .saturating_sub(MARGIN)
+        .min(CYCLE_BUDGET)
 }
 
 #[tokio::main]
@@ -49,6 +66,35 @@ mod tests {
     use provisync::store::embedded::EmbeddedStore;
     use provisync::sync::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
     use std::time::Duration;
+
+    #[test]
+    fn budget_follows_the_invocation_deadline() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ms = |d: Duration| {
+            (now + d)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        assert_eq!(cycle_budget(0, now), CYCLE_BUDGET);
+        assert_eq!(
+            cycle_budget(ms(Duration::from_secs(900)), now),
+            CYCLE_BUDGET
+        );
+        assert_eq!(
+            cycle_budget(ms(Duration::from_secs(60)), now),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            cycle_budget(ms(Duration::from_secs(5)), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            cycle_budget(1, now),
+            Duration::ZERO,
+            "deadline already passed"
+        );
+    }
 
     #[tokio::test]
     async fn aws_sample_scheduled_event() {
