@@ -32,6 +32,7 @@
 //! (`ResourceNotFoundException` naming the pool) → Gone (the target is disabled: its
 //! configuration cannot work), anything else → Refused with Cognito's code and message.
 
+use super::{str_at, typed_value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -352,36 +353,9 @@ fn attribute_of<'a>(attrs: &'a [AttributeType], name: &str) -> Option<&'a str> {
         .and_then(AttributeType::value)
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.as_object().and_then(|o| {
-            o.get(*k).or_else(|| {
-                o.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            })
-        })?;
-    }
-    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// The user name a payload maps to (`userName`).
 fn user_name(user: &Value) -> Result<&str, ConnectorError> {
     str_at(user, &["userName"]).ok_or_else(|| refused("the user has no userName for Cognito"))
-}
-
-/// The primary (else first) `value` of a multi-valued SCIM attribute.
-fn primary<'a>(user: &'a Value, attr: &str) -> Option<&'a str> {
-    let list = user.get(attr)?.as_array()?;
-    let e = list
-        .iter()
-        .find(|e| e.get("primary") == Some(&Value::Bool(true)))
-        .or_else(|| list.first())?;
-    e.get("value")?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 /// A phone number in E.164 (`+` and 4 to 15 digits) once spaces, dots, dashes and
@@ -414,7 +388,7 @@ pub fn cognito_attributes(user: &Value) -> BTreeMap<String, String> {
             out.insert(k.to_string(), v.to_string());
         }
     };
-    put("email", primary(user, "emails"));
+    put("email", typed_value(user, "emails", None));
     put("given_name", str_at(user, &["name", "givenName"]));
     put("family_name", str_at(user, &["name", "familyName"]));
     put("middle_name", str_at(user, &["name", "middleName"]));
@@ -434,7 +408,7 @@ pub fn cognito_attributes(user: &Value) -> BTreeMap<String, String> {
     put("locale", str_at(user, &["locale"]));
     put("zoneinfo", str_at(user, &["timezone"]));
     put("profile", str_at(user, &["profileUrl"]));
-    let phone = primary(user, "phoneNumbers").and_then(e164);
+    let phone = typed_value(user, "phoneNumbers", None).and_then(e164);
     put("phone_number", phone.as_deref());
     if let Some(extra) = user.get("attributes").and_then(Value::as_object) {
         for (k, v) in extra {

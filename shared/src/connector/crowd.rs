@@ -20,6 +20,7 @@
 //! Errors carry Crowd's `reason` (`USER_NOT_FOUND`, `INVALID_USER`, `INVALID_CREDENTIAL`,
 //! `APPLICATION_PERMISSION_DENIED`, …) and `message` into the audit log.
 
+use super::{str_at, typed_value};
 use std::fmt;
 
 use reqwest::header;
@@ -249,36 +250,9 @@ fn refused(reason: &str) -> ConnectorError {
     }
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.as_object().and_then(|o| {
-            o.get(*k).or_else(|| {
-                o.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            })
-        })?;
-    }
-    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
-}
-
 /// The user name a payload maps to (`userName`).
 fn user_name(user: &Value) -> Result<&str, ConnectorError> {
     str_at(user, &["userName"]).ok_or_else(|| refused("the user has no userName for Crowd"))
-}
-
-/// The primary (else first) e-mail address of a SCIM payload.
-fn primary_email(user: &Value) -> Option<&str> {
-    let emails = user.get("emails")?.as_array()?;
-    let e = emails
-        .iter()
-        .find(|e| e.get("primary") == Some(&Value::Bool(true)))
-        .or_else(|| emails.first())?;
-    e.get("value")?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 /// A Crowd user entity (JSON) from a mapped SCIM payload. Crowd requires a first and a
@@ -305,7 +279,7 @@ fn crowd_user(user: &Value, name: &str, active: Option<bool>) -> Value {
         "first-name": given.unwrap_or(&display),
         "last-name": family.unwrap_or(&display),
         "display-name": display,
-        "email": primary_email(user).unwrap_or_default(),
+        "email": typed_value(user, "emails", None).unwrap_or_default(),
         "active": active,
     })
 }

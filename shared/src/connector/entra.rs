@@ -20,6 +20,7 @@
 //! Errors carry Graph's `error.code` and `error.message`
 //! (<https://learn.microsoft.com/en-us/graph/errors>) into the audit log.
 
+use super::{str_at, typed_value};
 use std::fmt;
 
 use reqwest::header;
@@ -268,39 +269,6 @@ fn join(base: &Url, segments: &[&str]) -> Result<Url, ()> {
 /// `SQUOTE-in-string`).
 pub fn odata_string(s: &str) -> String {
     s.replace('\'', "''")
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.as_object().and_then(|o| {
-            o.get(*k).or_else(|| {
-                o.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            })
-        })?;
-    }
-    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// The value of the element of a multi-valued attribute with `type` (else primary, else
-/// first when `fallback`).
-fn typed_value<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a str> {
-    let items = user.get(attr)?.as_array()?;
-    let item = match kind {
-        Some(k) => items
-            .iter()
-            .find(|i| i.get("type").and_then(Value::as_str) == Some(k)),
-        None => items
-            .iter()
-            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
-            .or_else(|| items.first()),
-    }?;
-    item.get("value")?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";

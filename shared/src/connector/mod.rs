@@ -74,6 +74,41 @@ pub fn listing_unsupported() -> ConnectorError {
     }
 }
 
+/// The trimmed, non-empty text at `path` (object keys, matched case-insensitively as SCIM
+/// attribute names are) of a mapped payload.
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.as_object().and_then(|o| {
+            o.get(*k).or_else(|| {
+                o.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .map(|(_, v)| v)
+            })
+        })?;
+    }
+    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The `value` of the element of a multi-valued attribute whose `type` is `kind`; without
+/// `kind`, of the primary element, else the first. Trimmed, non-empty.
+pub(crate) fn typed_value<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a str> {
+    let items = user.get(attr)?.as_array()?;
+    let item = match kind {
+        Some(k) => items
+            .iter()
+            .find(|i| i.get("type").and_then(Value::as_str) == Some(k)),
+        None => items
+            .iter()
+            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| items.first()),
+    }?;
+    item.get("value")?
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// The fields of `new` that differ from `old` (the payload last delivered), for a
 /// partial update: fields gone since `old` are cleared (`null`) unless listed in
 /// `never_cleared` (the target refuses null for them); fields in `always` are sent even

@@ -25,6 +25,7 @@
 //! Errors carry Okta's `errorCode`, `errorSummary` and `errorCauses` into the audit log;
 //! 429 waits for `Retry-After`, else until `X-Rate-Limit-Reset` (epoch seconds).
 
+use super::str_at;
 use std::fmt;
 
 use reqwest::header;
@@ -241,20 +242,6 @@ fn id_of(v: &Value) -> Result<String, ConnectorError> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .ok_or_else(|| refused("Okta answered without an id"))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.as_object().and_then(|o| {
-            o.get(*k).or_else(|| {
-                o.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            })
-        })?;
-    }
-    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn user_name(user: &Value) -> Result<&str, ConnectorError> {

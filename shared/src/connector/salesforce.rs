@@ -18,6 +18,7 @@
 //! Errors are Salesforce's list `[{"errorCode","message","fields"}]`: the audit log gets
 //! the code, the message and the fields.
 
+use super::{str_at, typed_value};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -304,37 +305,6 @@ pub fn soql_string(s: &str) -> String {
         }
     }
     out
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.as_object().and_then(|o| {
-            o.get(*k).or_else(|| {
-                o.iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                    .map(|(_, v)| v)
-            })
-        })?;
-    }
-    cur.as_str().map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn typed_value<'a>(user: &'a Value, attr: &str, kind: Option<&str>) -> Option<&'a str> {
-    let items = user.get(attr)?.as_array()?;
-    let item = match kind {
-        Some(k) => items
-            .iter()
-            .find(|i| i.get("type").and_then(Value::as_str) == Some(k)),
-        None => items
-            .iter()
-            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
-            .or_else(|| items.first()),
-    }?;
-    item.get("value")?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 /// An `Alias` (at most 8 characters): first initial and family name, else the user
