@@ -160,10 +160,20 @@ pub trait Connector: Send + Sync {
         Err(listing_unsupported())
     }
 
-    /// One page of the groups on the target, as [`Connector::list_users`].
+    /// One page of the groups on the target, as [`Connector::list_users`]. Each group
+    /// carries `members` (`[{"value": <member's id on the target>}]`).
     async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
         let _ = cursor;
         Err(listing_unsupported())
+    }
+
+    /// The part of a mapped user or group (the payload the engine would send) that this
+    /// target keeps, in the SCIM shape its listing returns: reconcile compares only this
+    /// with the listed account, so attributes the target has no place for are never seen
+    /// as drift. Default: all of it (a SCIM target keeps what it is sent).
+    fn kept(&self, kind: crate::scim::ResourceKind, mapped: &Value) -> Value {
+        let _ = kind;
+        mapped.clone()
     }
     async fn create_user(
         &self,

@@ -845,7 +845,16 @@ impl Reconciler {
                 &t.group_mapping,
             );
             let delivered = link.as_ref().map(|l| &l.delivered);
-            let verdict = judge(t, index.in_scope(hub_id), &mapped, account, delivered);
+            // Compared on what this kind of target keeps only.
+            let kept_mapped = c.kept(ResourceKind::User, &mapped);
+            let kept_delivered = delivered.map(|d| c.kept(ResourceKind::User, d));
+            let verdict = judge(
+                t,
+                index.in_scope(hub_id),
+                &kept_mapped,
+                account,
+                kept_delivered.as_ref(),
+            );
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             match verdict {
                 Verdict::Unchanged => {
