@@ -45,9 +45,10 @@ use crate::sync::ConnectorFactory;
 use crate::sync::audit::{
     Audit, AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
+use crate::sync::definitions::DefinitionError;
 use crate::sync::ondemand::{OnDemand, OnDemandError};
-use crate::sync::source::{SourceConfig, SourceError, Sources, check_source_id};
-use crate::sync::target::{TargetConfig, TargetError, Targets, check_target_id};
+use crate::sync::source::{SourceConfig, Sources, check_source_id};
+use crate::sync::target::{TargetConfig, Targets, check_target_id};
 
 pub const BASE_PATH: &str = "/admin";
 /// Default and largest number of dead letters listed / redriven in one call.
@@ -155,39 +156,22 @@ impl IntoResponse for AdminError {
     }
 }
 
-impl From<TargetError> for AdminError {
-    fn from(e: TargetError) -> Self {
+/// Target and source definitions (one error type for both).
+impl From<DefinitionError> for AdminError {
+    fn from(e: DefinitionError) -> Self {
         match e {
-            TargetError::Store(StoreError::Throttled | StoreError::Conflict) => {
+            DefinitionError::Store(StoreError::Throttled | StoreError::Conflict) => {
                 AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later")
             }
-            // Names the target, never the secret.
-            TargetError::Crypto { .. } | TargetError::Corrupt { .. } => {
-                tracing::error!(error = %e, "stored target unreadable");
+            // Names the definition, never the secret.
+            DefinitionError::Crypto { noun, .. } | DefinitionError::Corrupt { noun, .. } => {
+                tracing::error!(error = %e, "stored {noun} unreadable");
                 AdminError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("{e} (was PROVISYNC_SECRET_KEY changed?)"),
                 )
             }
-            TargetError::Store(e) => AdminError::internal("targets", e),
-        }
-    }
-}
-
-impl From<SourceError> for AdminError {
-    fn from(e: SourceError) -> Self {
-        match e {
-            SourceError::Store(StoreError::Throttled | StoreError::Conflict) => {
-                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later")
-            }
-            SourceError::Crypto { .. } | SourceError::Corrupt { .. } => {
-                tracing::error!(error = %e, "stored source unreadable");
-                AdminError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{e} (was PROVISYNC_SECRET_KEY changed?)"),
-                )
-            }
-            SourceError::Store(e) => AdminError::internal("sources", e),
+            DefinitionError::Store(e) => AdminError::internal("definitions", e),
         }
     }
 }

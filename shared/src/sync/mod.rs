@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod consumer;
+pub mod definitions;
 pub mod deliver;
 pub mod event;
 pub mod factory;

@@ -5,12 +5,10 @@
 //! rest with the operator key (like target secrets) and shown only as `***`. The record
 //! lives at `SOURCE#{id}` / `SOURCE`, indexed under `gsi1 = SOURCES` for listing.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{CryptoError, SecretBox};
-use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write};
+use crate::store::Key;
+use crate::sync::definitions::{Definition, DefinitionError, Definitions};
 use crate::sync::target::{HttpAuth, REDACTED};
 
 /// Longest source id (it appears in the webhook URL, keys and audit entries).
@@ -237,143 +235,40 @@ pub fn check_source_id(id: &str) -> Result<(), String> {
 
 /// The store key of a source's record.
 pub fn source_key(id: &str) -> Key {
-    Key::new(format!("SOURCE#{id}"), "SOURCE")
+    <SourceConfig as Definition>::key(id)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("source {id}: stored secret: {source}")]
-    Crypto { id: String, source: CryptoError },
-    #[error("source {id}: stored definition is unreadable: {detail}")]
-    Corrupt { id: String, detail: String },
-}
+/// Why a source definition could not be stored or read.
+pub type SourceError = DefinitionError;
 
 /// Source definitions on the store, secrets sealed.
-#[derive(Clone)]
-pub struct Sources {
-    store: Arc<dyn Store>,
-    secrets: Arc<SecretBox>,
-}
+pub type Sources = Definitions<SourceConfig>;
 
-impl std::fmt::Debug for Sources {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sources").finish_non_exhaustive()
-    }
-}
+impl Definition for SourceConfig {
+    const NOUN: &'static str = "source";
+    const RECORD: &'static str = "SOURCE";
+    const INDEX: &'static str = SOURCES_INDEX;
 
-impl Sources {
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> Self {
-        Sources { store, secrets }
+    fn id(&self) -> &str {
+        &self.id
     }
 
-    /// Stores a definition (validate it first). Returns `true` when it is new.
-    pub async fn put(&self, source: &SourceConfig) -> Result<bool, SourceError> {
-        let mut sealed = source.clone();
-        sealed
-            .try_map_secrets(|s| Ok::<_, std::convert::Infallible>(self.secrets.seal(s)))
-            .unwrap_or_default();
-        let data = serde_json::to_vec(&sealed).map_err(|e| SourceError::Corrupt {
-            id: source.id.clone(),
-            detail: e.to_string(),
-        })?;
-        let key = source_key(&source.id);
-        let item = Item::new(key.pk, key.sk, data).with_gsi1(SOURCES_INDEX, &source.id);
-        match self
-            .store
-            .transact(vec![Write::put_new(item.clone())])
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => {
-                self.store
-                    .transact(vec![Write::Put {
-                        item,
-                        condition: Condition::Exists,
-                    }])
-                    .await?;
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+    fn valid_id(id: &str) -> bool {
+        check_source_id(id).is_ok()
     }
 
-    /// One definition, secrets opened. An id no source can have is simply absent.
-    pub async fn get(&self, id: &str) -> Result<Option<SourceConfig>, SourceError> {
-        if check_source_id(id).is_err() {
-            return Ok(None);
-        }
-        match self.store.get(&source_key(id)).await? {
-            Some(item) => self.decode(&item).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Every definition, by id, secrets opened.
-    pub async fn list(&self) -> Result<Vec<SourceConfig>, SourceError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(&Query::new(Index::Gsi1, SOURCES_INDEX).after(after))
-                .await?;
-            for item in &page.items {
-                out.push(self.decode(item)?);
-            }
-            match page.next {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
-    }
-
-    /// Removes a definition. Returns `false` when there was none.
-    pub async fn delete(&self, id: &str) -> Result<bool, SourceError> {
-        if check_source_id(id).is_err() {
-            return Ok(false);
-        }
-        match self
-            .store
-            .transact(vec![Write::Delete {
-                key: source_key(id),
-                condition: Condition::Exists,
-            }])
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn decode(&self, item: &Item) -> Result<SourceConfig, SourceError> {
-        let id = item
-            .pk
-            .strip_prefix("SOURCE#")
-            .unwrap_or(&item.pk)
-            .to_string();
-        let mut s: SourceConfig =
-            serde_json::from_slice(&item.data).map_err(|e| SourceError::Corrupt {
-                id: id.clone(),
-                detail: e.to_string(),
-            })?;
-        s.try_map_secrets(|v| self.secrets.open(v))
-            .map_err(|source| SourceError::Crypto {
-                id: id.clone(),
-                source,
-            })?;
-        Ok(s)
+    fn map_secrets<E>(&mut self, f: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<(), E> {
+        self.try_map_secrets(f)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::SecretBox;
+    use crate::store::Store;
     use crate::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
     use serde_json::json;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

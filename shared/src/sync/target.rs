@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::crypto::{CryptoError, SecretBox};
+use crate::crypto::SecretBox;
 use crate::scim::schema::AttrPath;
 use crate::scim::{ResourceKind, SchemaRegistry};
-use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write};
+use crate::store::{Key, Store};
+use crate::sync::definitions::{Definition, DefinitionError, Definitions};
 
 /// Credentials for an outbound HTTP API. Never logged, never returned unredacted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -820,32 +821,42 @@ fn check_optional_url(field: &str, url: Option<&str>) -> Result<(), String> {
 
 // ---- repository ---------------------------------------------------------------------
 
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A stored secret does not open with the current key (key changed or data altered).
-    #[error("target {id}: stored secret: {source}")]
-    Crypto { id: String, source: CryptoError },
-    #[error("target {id}: stored definition is unreadable: {detail}")]
-    Corrupt { id: String, detail: String },
-}
+/// Why a target definition could not be stored or read.
+pub type TargetError = DefinitionError;
 
 /// How long [`Targets::list_enabled`] serves from its cache.
 pub const TARGET_CACHE_TTL: Duration = Duration::from_secs(5);
 const TARGETS_INDEX: &str = "TARGETS";
 
 pub fn target_key(id: &str) -> Key {
-    Key::new(format!("TARGET#{id}"), "TARGET")
+    <TargetConfig as Definition>::key(id)
+}
+
+impl Definition for TargetConfig {
+    const NOUN: &'static str = "target";
+    const RECORD: &'static str = "TARGET";
+    const INDEX: &'static str = TARGETS_INDEX;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn valid_id(id: &str) -> bool {
+        check_target_id(id).is_ok()
+    }
+
+    fn map_secrets<E>(&mut self, f: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<(), E> {
+        self.try_map_secrets(f)
+    }
 }
 
 type Cached = Option<(Instant, Arc<Vec<TargetConfig>>)>;
 
-/// Target definitions on the store, secrets sealed. Clones share the cache.
+/// Target definitions on the store, secrets sealed, with a short cache of the enabled
+/// ones for the delivery engine. Clones share the cache.
 #[derive(Clone)]
 pub struct Targets {
-    store: Arc<dyn Store>,
-    secrets: Arc<SecretBox>,
+    defs: Definitions<TargetConfig>,
     cache: Arc<Mutex<Cached>>,
     ttl: Duration,
 }
@@ -859,8 +870,7 @@ impl std::fmt::Debug for Targets {
 impl Targets {
     pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> Self {
         Targets {
-            store,
-            secrets,
+            defs: Definitions::new(store, secrets),
             cache: Arc::new(Mutex::new(None)),
             ttl: TARGET_CACHE_TTL,
         }
@@ -874,87 +884,26 @@ impl Targets {
 
     /// Stores a definition (validate it first). Returns `true` when it is new.
     pub async fn put(&self, target: &TargetConfig) -> Result<bool, TargetError> {
-        let mut sealed = target.clone();
-        sealed
-            .try_map_secrets(|s| Ok::<_, std::convert::Infallible>(self.secrets.seal(s)))
-            .unwrap_or_default();
-        let data = serde_json::to_vec(&sealed).map_err(|e| TargetError::Corrupt {
-            id: target.id.clone(),
-            detail: e.to_string(),
-        })?;
-        let key = target_key(&target.id);
-        let item = Item::new(key.pk, key.sk, data).with_gsi1(TARGETS_INDEX, &target.id);
-        let created = match self
-            .store
-            .transact(vec![Write::put_new(item.clone())])
-            .await
-        {
-            Ok(()) => true,
-            Err(StoreError::ConditionFailed { .. }) => {
-                self.store
-                    .transact(vec![Write::Put {
-                        item,
-                        condition: Condition::Exists,
-                    }])
-                    .await?;
-                false
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let created = self.defs.put(target).await;
         self.invalidate();
-        Ok(created)
+        created
     }
 
     /// One definition, secrets opened.
     pub async fn get(&self, id: &str) -> Result<Option<TargetConfig>, TargetError> {
-        if check_target_id(id).is_err() {
-            return Ok(None);
-        }
-        match self.store.get(&target_key(id)).await? {
-            Some(item) => self.decode(&item).map(Some),
-            None => Ok(None),
-        }
+        self.defs.get(id).await
     }
 
     /// Every definition, by id, secrets opened.
     pub async fn list(&self) -> Result<Vec<TargetConfig>, TargetError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(&Query::new(Index::Gsi1, TARGETS_INDEX).after(after))
-                .await?;
-            for item in &page.items {
-                out.push(self.decode(item)?);
-            }
-            match page.next {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        self.defs.list().await
     }
 
     /// Removes a definition. Returns `false` when there was none.
     pub async fn delete(&self, id: &str) -> Result<bool, TargetError> {
-        if check_target_id(id).is_err() {
-            return Ok(false);
-        }
-        let result = self
-            .store
-            .transact(vec![Write::Delete {
-                key: target_key(id),
-                condition: Condition::Exists,
-            }])
-            .await;
+        let deleted = self.defs.delete(id).await;
         self.invalidate();
-        match result {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        deleted
     }
 
     /// The enabled targets, from a cache at most [`TARGET_CACHE_TTL`] old (the delivery
@@ -985,25 +934,6 @@ impl Targets {
         if let Ok(mut guard) = self.cache.lock() {
             *guard = None;
         }
-    }
-
-    fn decode(&self, item: &Item) -> Result<TargetConfig, TargetError> {
-        let id = item
-            .pk
-            .strip_prefix("TARGET#")
-            .unwrap_or(&item.pk)
-            .to_string();
-        let mut t: TargetConfig =
-            serde_json::from_slice(&item.data).map_err(|e| TargetError::Corrupt {
-                id: id.clone(),
-                detail: e.to_string(),
-            })?;
-        t.try_map_secrets(|s| self.secrets.open(s))
-            .map_err(|source| TargetError::Crypto {
-                id: id.clone(),
-                source,
-            })?;
-        Ok(t)
     }
 }
 
@@ -1406,12 +1336,16 @@ mod tests {
 
     #[tokio::test]
     async fn list_enabled_is_cached_for_the_ttl() {
-        let (store, targets) = repo();
+        let (_, targets) = repo();
         targets.put(&valid()).await.unwrap();
         assert_eq!(targets.list_enabled().await.unwrap().len(), 1);
         // A write by another process (another Targets on the same store) is not seen
         // until the TTL passes.
-        let other = Targets::new(store.clone(), targets.secrets.clone());
+        let other = Targets {
+            defs: targets.defs.clone(),
+            cache: Arc::new(Mutex::new(None)),
+            ttl: TARGET_CACHE_TTL,
+        };
         other.delete("crm").await.unwrap();
         assert_eq!(targets.list_enabled().await.unwrap().len(), 1);
         let uncached = targets.clone().with_cache_ttl(Duration::ZERO);
