@@ -22,17 +22,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisync::store::embedded::EmbeddedStore;
+use provisync_tests::load::env_usize;
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
 use provisync_tests::{Hub, TOKEN, USER_SCHEMA};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn user(prefix: &str, i: usize) -> Value {
     json!({

@@ -20,14 +20,8 @@ use std::time::Instant;
 use provisync::sync::mapping::map_resource;
 use provisync::sync::reconcile::{HubIndex, Matched, Verdict, judge};
 use provisync::sync::target::TargetConfig;
+use provisync_tests::load::env_usize;
 use serde_json::{Value, json};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cpu_seconds() -> f64 {
     // utime + stime of this process, in clock ticks (100 per second on Linux).

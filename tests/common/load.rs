@@ -1,0 +1,73 @@
+//! The load generator of the HTTP benchmarks (`tests/benches/`): requests from a number
+//! of concurrent workers, latency percentiles and throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A `BENCH_*` setting from the environment, else `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Latencies of one run and its wall time.
+pub struct Stats {
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    /// Prints one line: requests, req/s, p50, p99, max.
+    pub fn report(mut self, what: &str) {
+        self.latencies.sort();
+        let n = self.latencies.len();
+        let pct = |p: f64| self.latencies[((n as f64 * p) as usize).min(n - 1)];
+        println!(
+            "{what:<28} {n:>7} requests  {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            n as f64 / self.elapsed.as_secs_f64(),
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            self.latencies[n - 1].as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// Runs `total` requests from `concurrency` workers; `make(i)` builds request i.
+pub async fn drive<F>(concurrency: usize, total: usize, make: F) -> Stats
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let make = make.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return lat;
+                }
+                let t = Instant::now();
+                let r = make(i).send().await.expect("request");
+                let status = r.status();
+                let _ = r.bytes().await;
+                assert!(status.is_success(), "request {i}: {status}");
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await.expect("worker"));
+    }
+    Stats {
+        latencies,
+        elapsed: start.elapsed(),
+    }
+}
