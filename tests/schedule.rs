@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use provisync::connector::{ConnectorError, ListPage};
 use provisync::lambda::{CycleReport, run_schedule};
 use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
 use provisync::sync::source::{SourceConfig, Sources};
@@ -1096,4 +1097,131 @@ async fn reconcile_repairs_groups_and_memberships_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_repairs_groups_and_memberships_dynamodb() {
     reconcile_repairs_groups_and_memberships(Backend::DynamoDb).await;
+}
+
+/// A SCIM target that cannot list its groups (as some kinds of target cannot).
+struct GroupsUnlisted(provisync::connector::scim::ScimConnector);
+
+#[async_trait::async_trait]
+impl provisync::connector::Connector for GroupsUnlisted {
+    async fn test(&self) -> Result<String, ConnectorError> {
+        self.0.test().await
+    }
+    fn create_detects_existing(&self) -> bool {
+        self.0.create_detects_existing()
+    }
+    async fn find_user(&self, user: &Value) -> Result<Option<String>, ConnectorError> {
+        self.0.find_user(user).await
+    }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        self.0.list_users(cursor).await
+    }
+    async fn create_user(&self, u: &Value, p: Option<&str>) -> Result<String, ConnectorError> {
+        self.0.create_user(u, p).await
+    }
+    async fn update_user(
+        &self,
+        id: &str,
+        u: &Value,
+        prev: Option<&Value>,
+        p: Option<&str>,
+    ) -> Result<Option<String>, ConnectorError> {
+        self.0.update_user(id, u, prev, p).await
+    }
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.disable_user(id).await
+    }
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.delete_user(id).await
+    }
+    async fn find_group(&self, g: &Value) -> Result<Option<String>, ConnectorError> {
+        self.0.find_group(g).await
+    }
+    async fn create_group(&self, g: &Value) -> Result<String, ConnectorError> {
+        self.0.create_group(g).await
+    }
+    async fn update_group(
+        &self,
+        id: &str,
+        g: &Value,
+        prev: Option<&Value>,
+    ) -> Result<(), ConnectorError> {
+        self.0.update_group(id, g, prev).await
+    }
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.delete_group(id).await
+    }
+    async fn add_members(&self, g: &str, m: &[String]) -> Result<(), ConnectorError> {
+        self.0.add_members(g, m).await
+    }
+    async fn remove_members(&self, g: &str, m: &[String]) -> Result<(), ConnectorError> {
+        self.0.remove_members(g, m).await
+    }
+}
+
+fn groups_unlisted(
+    t: &provisync::sync::target::TargetConfig,
+) -> Result<std::sync::Arc<dyn provisync::connector::Connector>, String> {
+    match &t.kind {
+        provisync::sync::target::TargetKind::Scim(s) => {
+            let c = provisync::connector::scim::ScimConnector::new(s).map_err(|e| e.to_string())?;
+            Ok(std::sync::Arc::new(GroupsUnlisted(c)))
+        }
+        _ => provisync::sync::factory::connectors_for(t),
+    }
+}
+
+/// A target that cannot list its groups reconciles its users and says groups are not
+/// supported; one that cannot list anything (a webhook site) is skipped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_cannot_list_are_reported_not_failed() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_full(store, groups_unlisted, |_| {}).await;
+    add_target(&hub, "peer", &peer.base, &peer.token, json!({})).await;
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/site",
+            Some(&json!({"kind": "webhook", "url": "http://127.0.0.1:9/hook",
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "mode": "scheduled"})),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    hub.user("fay").await;
+    let r = cycle(&hub).await;
+    assert_eq!(r.reconciled.len(), 2, "{r:?}");
+    let of = |id: &str| r.reconciled.iter().find(|x| x.target == id).unwrap();
+    let peer_run = of("peer");
+    assert_eq!(peer_run.state, RunState::Complete, "{peer_run:?}");
+    assert_eq!(peer_run.counts.created, 1, "{peer_run:?}");
+    assert!(peer_run.counts.groups.unsupported, "{peer_run:?}");
+    let site_run = of("site");
+    assert_eq!(site_run.state, RunState::Unsupported, "{site_run:?}");
+    assert!(site_run.error.is_none(), "{site_run:?}");
+    // The report says so in its JSON, and the audit log in words.
+    let v = serde_json::to_value(peer_run).unwrap();
+    assert_eq!(v["counts"]["groups"]["unsupported"], true, "{v}");
+    let a = hub
+        .admin(Method::GET, "/audit?target=site&op=reconcile", None)
+        .await;
+    let e = &a.body["entries"][0];
+    assert_eq!(e["status"], "skipped", "{}", a.text);
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be listed"),
+        "{}",
+        a.text
+    );
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    let detail = a.body["entries"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("groups: not supported"), "{}", a.text);
 }
