@@ -25,7 +25,25 @@
 //! A lease (`LEASE#{target}` / `LEASE`, written only if absent or expired) keeps two
 //! cycles from reconciling the same target at once.
 //!
-//! Groups are not reconciled yet (memberships follow the users' change events).
+//! Groups follow the users, in the same run and resumable the same way (phases
+//! `group_listing` and `group_missing`, `SEEN#G#…` records). A target group
+//! ([`Connector::list_groups`], with its members) is matched through the group link, then
+//! its `externalId` (the hub id), then its `displayName` (case-insensitively), and
+//! compared with the hub group as delivery would send it (mapping, group mapping,
+//! [`Connector::kept`]) on its attributes, and on its members: expected are the hub
+//! group's members that are on the target (translated through this target's user and
+//! group links). Missing ones and linked extra ones go out as an `update` event with
+//! `members_added` / `members_removed`; members the hub does not know at all (a deleted
+//! account's id left behind, a stranger) are removed here, audited. Hub groups missing on
+//! the target get a `create` event with every member in `members_added`, as a SCIM create
+//! of a group with members does. Orphan groups follow the orphan policy (`deactivate`
+//! cannot apply to a group: it is reported). Users whose create this run queued are
+//! left out of the member comparison: the engine adds a new account to its linked groups
+//! itself (see [`super::deliver`]).
+//!
+//! A target that cannot list its users (a webhook site) ends as
+//! [`RunState::Unsupported`], audited as skipped; one that lists users but not groups
+//! reconciles the users and reports groups as not supported.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
