@@ -785,7 +785,10 @@ impl Reconciler {
             }
             Err(e) => {
                 return self
-                    .finish(t, Err((e.into(), ReconcileCounts::default(), false, 0)))
+                    .finish(
+                        t,
+                        Err(Box::new((e.into(), ReconcileCounts::default(), false, 0))),
+                    )
                     .await;
             }
         };
@@ -804,7 +807,10 @@ impl Reconciler {
     ) -> ReconcileReport {
         let (state, counts, resumed, pages, error) = match result {
             Ok((s, c, r, p)) => (s, c, r, p, None),
-            Err((e, c, r, p)) => (RunState::Failed, c, r, p, Some(e.to_string())),
+            Err(failed) => {
+                let (e, c, r, p) = *failed;
+                (RunState::Failed, c, r, p, Some(e.to_string()))
+            }
         };
         let summary = counts.summary();
         let (status, detail) = match state {
@@ -898,12 +904,12 @@ impl Reconciler {
         deadline: tokio::time::Instant,
     ) -> Result<(RunState, ReconcileCounts, bool, u32), FailedRun> {
         let connector = (self.factory)(t).map_err(|e| {
-            (
+            Box::new((
                 ReconcileError::Setup(e),
                 ReconcileCounts::default(),
                 false,
                 0,
-            )
+            ))
         })?;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
             Ok(Some(cp)) => (cp, true),
@@ -920,12 +926,12 @@ impl Reconciler {
                 },
                 false,
             ),
-            Err(e) => return Err((e, ReconcileCounts::default(), false, 0)),
+            Err(e) => return Err(Box::new((e, ReconcileCounts::default(), false, 0))),
         };
         let mut pages_now = 0;
         let mut group_pages_now = 0;
         let fail = |e: ReconcileError, cp: &Checkpoint, pages: u32| {
-            Err((e, cp.counts.clone(), resumed, pages))
+            Err(Box::new((e, cp.counts.clone(), resumed, pages)))
         };
         let index = match self.hub_index(t).await {
             Ok(i) => i,
@@ -1761,7 +1767,8 @@ impl Reconciler {
     }
 }
 
-type FailedRun = (ReconcileError, ReconcileCounts, bool, u32);
+/// A failed run: the error, the counts so far, resumed, pages (boxed: the counts are large).
+type FailedRun = Box<(ReconcileError, ReconcileCounts, bool, u32)>;
 
 /// The change event for one user to one target (the engine's format).
 fn event_for(t: &TargetConfig, u: &Stored, op: ChangeOp) -> Result<OutMessage, ReconcileError> {
