@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use provisync::connector::{ConnectorError, ListPage};
 use provisync::lambda::{CycleReport, run_schedule};
 use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
 use provisync::sync::source::{SourceConfig, Sources};
@@ -752,4 +753,475 @@ async fn pull_from_drupal_jsonapi_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_from_drupal_jsonapi_dynamodb() {
     pull_from_drupal_jsonapi(Backend::DynamoDb).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconcile: groups and memberships
+// ---------------------------------------------------------------------------------------
+
+async fn find_group(peer: &ScimPeer, name: &str) -> Option<Value> {
+    let (status, body) = peer
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("displayName eq \"{name}\""))
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"]
+        .as_array()
+        .and_then(|a| a.first().cloned())
+}
+
+/// The member ids of a group on the peer, sorted.
+fn member_ids(group: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+async fn peer_write(peer: &ScimPeer, method: Method, path: &str, body: Option<Value>) {
+    let mut req = peer.req(method, path);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    assert!(
+        resp.status().is_success(),
+        "{path}: {}",
+        resp.text().await.unwrap()
+    );
+}
+
+fn patch_op(ops: Value) -> Value {
+    json!({"schemas": [provisync_tests::PATCH_OP], "Operations": ops})
+}
+
+/// Hub users and groups delivered to `scim2-server`; then, behind the hub's back, a
+/// member removed, a group renamed, a group deleted, a stranger group added, a user in a
+/// group deleted. One cycle repairs exactly those — the deleted user comes back with its
+/// membership — and the next cycle writes nothing.
+async fn reconcile_repairs_groups_and_memberships(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let proxy = RecordingProxy::start(&peer.base).await;
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    let base = format!("{}/v2", proxy.origin);
+    add_target(&hub, "peer", &base, &peer.token, json!({})).await;
+    let mut hub_ids = std::collections::HashMap::new();
+    for (n, g) in [
+        ("alice", "Alice"),
+        ("bob", "Bob"),
+        ("carol", "Carol"),
+        ("dave", "Dave"),
+    ] {
+        let r = hub.post("/Users", &person(n, g)).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        hub_ids.insert(n, r.id());
+    }
+    // The users first (their creates and the groups' creates would otherwise race, which
+    // the next cycle would repair but this test wants exact counts).
+    let r = cycle(&hub).await;
+    assert_eq!(only(&r).counts.created, 4, "{r:?}");
+    eventually(
+        "four users on the peer",
+        Duration::from_secs(20),
+        || async {
+            find_user(&peer, "dave").await.is_some() && find_user(&peer, "alice").await.is_some()
+        },
+    )
+    .await;
+    quiet(&proxy).await;
+    for (g, members) in [
+        ("Staff", vec!["alice", "bob"]),
+        ("Admins", vec!["alice"]),
+        ("Ops", vec!["carol"]),
+        ("Sales", vec!["dave"]),
+    ] {
+        let ids: Vec<&str> = members.iter().map(|m| hub_ids[m].as_str()).collect();
+        hub.group(g, &ids).await;
+    }
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (c.groups.checked, c.groups.created, c.groups.members_added),
+        (0, 4, 5),
+        "{r:?}"
+    );
+    let peer_id = |n: &'static str| {
+        let peer = &peer;
+        async move { id_of(&find_user(peer, n).await.expect(n)) }
+    };
+    let (alice, bob, carol) = (
+        peer_id("alice").await,
+        peer_id("bob").await,
+        peer_id("carol").await,
+    );
+    let dave_old = peer_id("dave").await;
+    let want: Vec<(&str, Vec<String>)> = vec![
+        ("Staff", sorted(&[&alice, &bob])),
+        ("Admins", sorted(&[&alice])),
+        ("Ops", sorted(&[&carol])),
+        ("Sales", sorted(&[&dave_old])),
+    ];
+    eventually(
+        "four groups with their members",
+        Duration::from_secs(20),
+        || async {
+            for (g, m) in &want {
+                match find_group(&peer, g).await {
+                    Some(found) if &member_ids(&found) == m => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    quiet(&proxy).await;
+
+    // In sync: nothing to write.
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (c.unchanged, c.groups.unchanged, c.groups.updated),
+        (4, 4, 0),
+        "{r:?}"
+    );
+    quiet(&proxy).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+
+    // Behind the hub's back.
+    let staff = id_of(&find_group(&peer, "Staff").await.unwrap());
+    let admins = id_of(&find_group(&peer, "Admins").await.unwrap());
+    let ops_old = id_of(&find_group(&peer, "Ops").await.unwrap());
+    let sales = id_of(&find_group(&peer, "Sales").await.unwrap());
+    // bob leaves Staff;
+    peer_write(
+        &peer,
+        Method::PATCH,
+        &format!("/Groups/{staff}"),
+        Some(patch_op(
+            json!([{"op": "remove", "path": format!("members[value eq \"{bob}\"]")}]),
+        )),
+    )
+    .await;
+    // Admins is renamed;
+    peer_write(
+        &peer,
+        Method::PATCH,
+        &format!("/Groups/{admins}"),
+        Some(patch_op(
+            json!([{"op": "replace", "path": "displayName", "value": "Admins (edited)"}]),
+        )),
+    )
+    .await;
+    // Ops is deleted;
+    peer_write(&peer, Method::DELETE, &format!("/Groups/{ops_old}"), None).await;
+    // a stranger group appears (with one of the hub's accounts in it);
+    let (s, stranger) = peer
+        .post(
+            "/Groups",
+            &json!({"schemas": [provisync_tests::GROUP_SCHEMA], "displayName": "Strangers",
+                "members": [{"value": alice}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{stranger}");
+    // dave, the one member of Sales, is deleted (scim2-server leaves his id in Sales).
+    peer_write(&peer, Method::DELETE, &format!("/Users/{dave_old}"), None).await;
+    assert_eq!(
+        member_ids(&find_group(&peer, "Sales").await.unwrap()),
+        vec![dave_old.clone()],
+        "scim2-server keeps a deleted member's id (the hub removes it)"
+    );
+
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!(
+        (c.checked, c.created, c.updated, c.unchanged),
+        (3, 1, 0, 3),
+        "{r:?}"
+    );
+    let g = &c.groups;
+    assert_eq!(
+        (
+            g.checked,
+            g.created,
+            g.updated,
+            g.unchanged,
+            g.orphaned,
+            g.deleted
+        ),
+        (4, 1, 3, 0, 1, 0),
+        "{r:?}"
+    );
+    // bob back in Staff, carol in the new Ops; dave's old id out of Sales.
+    assert_eq!((g.members_added, g.members_removed), (2, 1), "{r:?}");
+    let dave_new = || async {
+        find_user(&peer, "dave")
+            .await
+            .map(|d| id_of(&d))
+            .filter(|id| id != &dave_old)
+    };
+    eventually("the drift repaired", Duration::from_secs(20), || async {
+        let Some(dave) = dave_new().await else {
+            return false;
+        };
+        let staff_ok = find_group(&peer, "Staff")
+            .await
+            .is_some_and(|g| member_ids(&g) == sorted(&[&alice, &bob]));
+        let admins_ok = find_group(&peer, "Admins")
+            .await
+            .is_some_and(|g| id_of(&g) == admins && member_ids(&g) == sorted(&[&alice]));
+        let ops_ok = find_group(&peer, "Ops")
+            .await
+            .is_some_and(|g| id_of(&g) != ops_old && member_ids(&g) == sorted(&[&carol]));
+        // The re-created dave is back in Sales, and only he.
+        let sales_ok = find_group(&peer, "Sales")
+            .await
+            .is_some_and(|g| member_ids(&g) == vec![dave.clone()]);
+        staff_ok && admins_ok && ops_ok && sales_ok
+    })
+    .await;
+    quiet(&proxy).await;
+    let ops_new = id_of(&find_group(&peer, "Ops").await.unwrap());
+    let mut writes = proxy.writes();
+    writes.sort();
+    let mut want = vec![
+        ("PATCH".to_string(), format!("/v2/Groups/{admins}")),
+        ("PATCH".to_string(), format!("/v2/Groups/{staff}")),
+        ("PATCH".to_string(), format!("/v2/Groups/{ops_new}")),
+        // dave's old id removed by reconcile, the new dave joined by the engine.
+        ("PATCH".to_string(), format!("/v2/Groups/{sales}")),
+        ("PATCH".to_string(), format!("/v2/Groups/{sales}")),
+        ("POST".to_string(), "/v2/Groups".to_string()),
+        ("POST".to_string(), "/v2/Users".to_string()),
+    ];
+    want.sort();
+    assert_eq!(writes, want);
+    // The stranger group was reported, not touched.
+    let s = find_group(&peer, "Strangers").await.expect("stranger kept");
+    assert_eq!(member_ids(&s), vec![alice.clone()]);
+
+    // And then nothing again.
+    proxy.clear();
+    let r = cycle(&hub).await;
+    let c = &only(&r).counts;
+    assert_eq!((c.created, c.updated, c.unchanged), (0, 0, 4), "{r:?}");
+    assert_eq!(
+        (
+            c.groups.created,
+            c.groups.updated,
+            c.groups.unchanged,
+            c.groups.orphaned
+        ),
+        (0, 0, 4, 1),
+        "{r:?}"
+    );
+    quiet(&proxy).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+    // The audit detail carries the group counts.
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    let entries = a.body["entries"].as_array().cloned().unwrap_or_default();
+    let detail = entries[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("groups: checked=5 created=0 updated=0 deleted=0 orphaned=1 unchanged=4"),
+        "{}",
+        a.text
+    );
+
+    // Orphan policy `delete` removes the stranger group; `deactivate` could not apply.
+    add_target(
+        &hub,
+        "peer",
+        &base,
+        &peer.token,
+        json!({"orphans": "deactivate"}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    assert_eq!(
+        (
+            only(&r).counts.groups.orphaned,
+            only(&r).counts.groups.deleted
+        ),
+        (1, 0),
+        "{r:?}"
+    );
+    add_target(
+        &hub,
+        "peer",
+        &base,
+        &peer.token,
+        json!({"orphans": "delete"}),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    assert_eq!(only(&r).counts.groups.deleted, 1, "{r:?}");
+    assert!(find_group(&peer, "Strangers").await.is_none());
+    for g in ["Staff", "Admins", "Ops", "Sales"] {
+        assert!(find_group(&peer, g).await.is_some(), "{g}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_groups_and_memberships_embedded() {
+    reconcile_repairs_groups_and_memberships(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_groups_and_memberships_dynamodb() {
+    reconcile_repairs_groups_and_memberships(Backend::DynamoDb).await;
+}
+
+/// A SCIM target that cannot list its groups (as some kinds of target cannot).
+struct GroupsUnlisted(provisync::connector::scim::ScimConnector);
+
+#[async_trait::async_trait]
+impl provisync::connector::Connector for GroupsUnlisted {
+    async fn test(&self) -> Result<String, ConnectorError> {
+        self.0.test().await
+    }
+    fn create_detects_existing(&self) -> bool {
+        self.0.create_detects_existing()
+    }
+    async fn find_user(&self, user: &Value) -> Result<Option<String>, ConnectorError> {
+        self.0.find_user(user).await
+    }
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        self.0.list_users(cursor).await
+    }
+    async fn create_user(&self, u: &Value, p: Option<&str>) -> Result<String, ConnectorError> {
+        self.0.create_user(u, p).await
+    }
+    async fn update_user(
+        &self,
+        id: &str,
+        u: &Value,
+        prev: Option<&Value>,
+        p: Option<&str>,
+    ) -> Result<Option<String>, ConnectorError> {
+        self.0.update_user(id, u, prev, p).await
+    }
+    async fn disable_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.disable_user(id).await
+    }
+    async fn delete_user(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.delete_user(id).await
+    }
+    async fn find_group(&self, g: &Value) -> Result<Option<String>, ConnectorError> {
+        self.0.find_group(g).await
+    }
+    async fn create_group(&self, g: &Value) -> Result<String, ConnectorError> {
+        self.0.create_group(g).await
+    }
+    async fn update_group(
+        &self,
+        id: &str,
+        g: &Value,
+        prev: Option<&Value>,
+    ) -> Result<(), ConnectorError> {
+        self.0.update_group(id, g, prev).await
+    }
+    async fn delete_group(&self, id: &str) -> Result<(), ConnectorError> {
+        self.0.delete_group(id).await
+    }
+    async fn add_members(&self, g: &str, m: &[String]) -> Result<(), ConnectorError> {
+        self.0.add_members(g, m).await
+    }
+    async fn remove_members(&self, g: &str, m: &[String]) -> Result<(), ConnectorError> {
+        self.0.remove_members(g, m).await
+    }
+}
+
+fn groups_unlisted(
+    t: &provisync::sync::target::TargetConfig,
+) -> Result<std::sync::Arc<dyn provisync::connector::Connector>, String> {
+    match &t.kind {
+        provisync::sync::target::TargetKind::Scim(s) => {
+            let c = provisync::connector::scim::ScimConnector::new(s).map_err(|e| e.to_string())?;
+            Ok(std::sync::Arc::new(GroupsUnlisted(c)))
+        }
+        _ => provisync::sync::factory::connectors_for(t),
+    }
+}
+
+/// A target that cannot list its groups reconciles its users and says groups are not
+/// supported; one that cannot list anything (a webhook site) is skipped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_cannot_list_are_reported_not_failed() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_full(store, groups_unlisted, |_| {}).await;
+    add_target(&hub, "peer", &peer.base, &peer.token, json!({})).await;
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/site",
+            Some(&json!({"kind": "webhook", "url": "http://127.0.0.1:9/hook",
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "mode": "scheduled"})),
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    hub.user("fay").await;
+    let r = cycle(&hub).await;
+    assert_eq!(r.reconciled.len(), 2, "{r:?}");
+    let of = |id: &str| r.reconciled.iter().find(|x| x.target == id).unwrap();
+    let peer_run = of("peer");
+    assert_eq!(peer_run.state, RunState::Complete, "{peer_run:?}");
+    assert_eq!(peer_run.counts.created, 1, "{peer_run:?}");
+    assert!(peer_run.counts.groups.unsupported, "{peer_run:?}");
+    let site_run = of("site");
+    assert_eq!(site_run.state, RunState::Unsupported, "{site_run:?}");
+    assert!(site_run.error.is_none(), "{site_run:?}");
+    // The report says so in its JSON, and the audit log in words.
+    let v = serde_json::to_value(peer_run).unwrap();
+    assert_eq!(v["counts"]["groups"]["unsupported"], true, "{v}");
+    let a = hub
+        .admin(Method::GET, "/audit?target=site&op=reconcile", None)
+        .await;
+    let e = &a.body["entries"][0];
+    assert_eq!(e["status"], "skipped", "{}", a.text);
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be listed"),
+        "{}",
+        a.text
+    );
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    let detail = a.body["entries"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("groups: not supported"), "{}", a.text);
 }

@@ -961,6 +961,24 @@ fn print_reconcile(r: &Value) {
         s(c, "unchanged"),
         s(c, "failed")
     );
+    // A hub from before groups were reconciled answers without `groups`.
+    let g = &c["groups"];
+    if g["unsupported"].as_bool() == Some(true) {
+        println!("  groups: not supported (this kind of target cannot list groups)");
+    } else if g.is_object() {
+        println!(
+            "  groups: checked {}  created {}  updated {}  deleted {}  orphaned {}  unchanged {}  failed {}  members +{} -{}",
+            s(g, "checked"),
+            s(g, "created"),
+            s(g, "updated"),
+            s(g, "deleted"),
+            s(g, "orphaned"),
+            s(g, "unchanged"),
+            s(g, "failed"),
+            s(g, "members_added"),
+            s(g, "members_removed")
+        );
+    }
     if let Some(e) = r["error"].as_str() {
         println!("  error: {e}");
     }

@@ -412,8 +412,35 @@ impl Connector for ScimConnector {
         self.list(Kind::User, cursor).await
     }
 
+    /// `/Groups` pages, each group with its `members`. Servers may leave `members` out
+    /// of list responses (RFC 7643 §7: its `returned` may be `request`; some providers
+    /// answer lists without it, or omit it when empty): a group listed without the
+    /// attribute is read on its own, and one read without it has no members.
+    /// (`scim2-server` lists members, and omits the attribute of an empty group.)
     async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        self.list(Kind::Group, cursor).await
+        let mut page = self.list(Kind::Group, cursor).await?;
+        for group in page.resources.iter_mut() {
+            if get_ci(group, "members").is_some() {
+                continue;
+            }
+            let Some(id) = id_of(group) else { continue };
+            let members = match self
+                .get_json(self.url(&[Kind::Group.endpoint(), &id])?)
+                .await
+            {
+                Ok((full, _)) => get_ci(&full, "members").cloned(),
+                // Deleted between the listing and the read: no members to reconcile.
+                Err(ConnectorError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(o) = group.as_object_mut() {
+                o.insert(
+                    "members".into(),
+                    members.unwrap_or_else(|| Value::Array(Vec::new())),
+                );
+            }
+        }
+        Ok(page)
     }
 
     async fn create_user(

@@ -1358,7 +1358,8 @@ impl Directory {
         }
     }
 
-    async fn groups_of_ids(&self, member_id: &str) -> Result<Vec<String>, ScimError> {
+    /// The ids of the groups `member_id` is a direct member of.
+    pub async fn groups_of_ids(&self, member_id: &str) -> Result<Vec<String>, ScimError> {
         let mut out = Vec::new();
         let mut after = None;
         loop {

@@ -8,6 +8,11 @@
 //! and writes an audit entry. A per-(event, target) receipt makes redelivery harmless:
 //! an event delivered to a target once is never applied there again.
 //!
+//! A user created on a target (or linked to an account there) joins at once the groups
+//! the hub has it in that are already on that target: a re-created account keeps its
+//! memberships, and a group change that reached the target before the user did (its
+//! member could not be translated then) is made good.
+//!
 //! Failures a retry can fix (timeouts, 429, 5xx) make [`Deliverer::deliver`] return
 //! [`DeliveryError::Retry`] with the target's `Retry-After` when it gave one; targets done
 //! already are protected by their receipts. Refusals (4xx) are final and audited.
@@ -29,6 +34,7 @@ use super::target::{
 use crate::connector::webhook::{WebhookSender, envelope_for};
 use crate::connector::{Connector, ConnectorError};
 use crate::crypto::SecretBox;
+use crate::directory::Directory;
 use crate::scim::{ResourceKind, SchemaRegistry, filter};
 
 /// What happened on one target.
@@ -61,6 +67,8 @@ type CachedConnector = (TargetConfig, Arc<dyn Connector>);
 pub struct Deliverer {
     targets: Targets,
     links: Links,
+    /// Reads memberships (the groups a user is in), from the links' store.
+    directory: Directory,
     audit: Audit,
     schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
@@ -92,9 +100,11 @@ impl Deliverer {
         secrets: Option<Arc<SecretBox>>,
         factory: ConnectorFactory,
     ) -> Self {
+        let directory = Directory::new(links.store().clone(), schemas.clone());
         Deliverer {
             targets,
             links,
+            directory,
             audit,
             schemas,
             secrets,
@@ -530,6 +540,8 @@ impl Deliverer {
                 Err(e) => return Err((AuditOp::Create, e)),
             },
         };
+        self.join_groups(t, c, &event.resource_id, &target_id)
+            .await?;
         let link = self.link(
             t,
             kind,
@@ -540,6 +552,56 @@ impl Deliverer {
             false,
         );
         Ok((outcome, LinkChange::Put(Box::new(link))))
+    }
+
+    /// A user now on the target (created or linked) joins the groups the hub has it in
+    /// that are on the target already (linked); groups not there yet take their members
+    /// when they are created. Adding a member a group has already is harmless on every
+    /// connector (SCIM: RFC 7644 §3.5.2.1 add merges values), so a group event that adds
+    /// the same member too does no harm. A failure a retry can fix fails the event (the
+    /// retry matches the account and joins again); a refusal is audited and the user's
+    /// delivery stands.
+    async fn join_groups(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        hub_id: &str,
+        target_id: &str,
+    ) -> Result<(), (AuditOp, ConnectorError)> {
+        let group_ids = self
+            .directory
+            .groups_of_ids(hub_id)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e.detail)))?;
+        if group_ids.is_empty() {
+            return Ok(());
+        }
+        let linked = self
+            .links
+            .get_many(&t.id, ResourceKind::Group, &group_ids)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
+        let member = [target_id.to_string()];
+        for gid in &group_ids {
+            let Some(group) = linked.get(gid) else {
+                continue;
+            };
+            match c.add_members(&group.target_id, &member).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err((AuditOp::AddMembers, e)),
+                Err(e) => {
+                    tracing::warn!(target_id = %t.id, group = %gid, error = %e, "a new account could not join its group");
+                    let entry =
+                        AuditEntry::new(t.id.clone(), AuditOp::AddMembers, AuditStatus::Refused)
+                            .resource("Group", gid)
+                            .detail(format!("user {hub_id} not added: {e}"));
+                    if let Err(e) = self.audit.record(entry).await {
+                        tracing::error!(error = %e, "audit entry not written");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn user_leaves(

@@ -54,6 +54,11 @@ impl Links {
         Links { store }
     }
 
+    /// The store the links live in (the engine reads memberships from the same store).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub async fn get(
         &self,
         target: &str,

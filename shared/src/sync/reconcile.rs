@@ -25,7 +25,25 @@
 //! A lease (`LEASE#{target}` / `LEASE`, written only if absent or expired) keeps two
 //! cycles from reconciling the same target at once.
 //!
-//! Groups are not reconciled yet (memberships follow the users' change events).
+//! Groups follow the users, in the same run and resumable the same way (phases
+//! `group_listing` and `group_missing`, `SEEN#G#…` records). A target group
+//! ([`Connector::list_groups`], with its members) is matched through the group link, then
+//! its `externalId` (the hub id), then its `displayName` (case-insensitively), and
+//! compared with the hub group as delivery would send it (mapping, group mapping,
+//! [`Connector::kept`]) on its attributes, and on its members: expected are the hub
+//! group's members that are on the target (translated through this target's user and
+//! group links). Missing ones and linked extra ones go out as an `update` event with
+//! `members_added` / `members_removed`; members the hub does not know at all (a deleted
+//! account's id left behind, a stranger) are removed here, audited. Hub groups missing on
+//! the target get a `create` event with every member in `members_added`, as a SCIM create
+//! of a group with members does. Orphan groups follow the orphan policy (`deactivate`
+//! cannot apply to a group: it is reported). Users whose create this run queued are
+//! left out of the member comparison: the engine adds a new account to its linked groups
+//! itself (see [`super::deliver`]).
+//!
+//! A target that cannot list its users (a webhook site) ends as
+//! [`RunState::Unsupported`], audited as skipped; one that lists users but not groups
+//! reconciles the users and reports groups as not supported.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,7 +60,7 @@ use super::link::{Link, Links};
 use super::mapping::{content_hash, map_resource};
 use super::target::{OrphanPolicy, OutOfScope, TargetConfig, TargetKind, Targets};
 use crate::connector::scim::read_path;
-use crate::connector::{Connector, ConnectorError};
+use crate::connector::{Connector, ConnectorError, listing_unsupported};
 use crate::directory::{Directory, Stored};
 use crate::queue::{OutMessage, Queue};
 use crate::scim::schema::AttrPath;
@@ -69,6 +87,71 @@ pub struct ReconcileCounts {
     pub unchanged: u64,
     /// Accounts that could not be handled (see the logs and audit).
     pub failed: u64,
+    /// The groups' part of the run (the fields above count user accounts).
+    #[serde(default)]
+    pub groups: GroupCounts,
+}
+
+/// Counts of the group phases of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupCounts {
+    /// Groups read from the target.
+    pub checked: u64,
+    /// Hub groups missing on the target: create events queued.
+    pub created: u64,
+    /// Groups whose attributes or members differ: update events queued (or members the
+    /// hub does not know removed).
+    pub updated: u64,
+    /// Orphan groups deleted (policy `delete`).
+    pub deleted: u64,
+    /// Groups the hub does not know.
+    pub orphaned: u64,
+    /// Groups in sync.
+    pub unchanged: u64,
+    /// Groups that could not be handled.
+    pub failed: u64,
+    /// Members queued for adding (creates included).
+    pub members_added: u64,
+    /// Members queued for removal, and members unknown to the hub removed at once.
+    pub members_removed: u64,
+    /// The target cannot list its groups: they were not reconciled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unsupported: bool,
+}
+
+impl GroupCounts {
+    fn add(&mut self, o: &GroupCounts) {
+        self.checked += o.checked;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.orphaned += o.orphaned;
+        self.unchanged += o.unchanged;
+        self.failed += o.failed;
+        self.members_added += o.members_added;
+        self.members_removed += o.members_removed;
+        self.unsupported |= o.unsupported;
+    }
+
+    /// `checked=… created=… …` of the groups.
+    pub fn summary(&self) -> String {
+        if self.unsupported {
+            return "not supported (this kind of target cannot list groups)".into();
+        }
+        format!(
+            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} failed={} members_added={} members_removed={}",
+            self.checked,
+            self.created,
+            self.updated,
+            self.deleted,
+            self.orphaned,
+            self.unchanged,
+            self.failed,
+            self.members_added,
+            self.members_removed
+        )
+    }
 }
 
 impl ReconcileCounts {
@@ -81,12 +164,14 @@ impl ReconcileCounts {
         self.orphaned += o.orphaned;
         self.unchanged += o.unchanged;
         self.failed += o.failed;
+        self.groups.add(&o.groups);
     }
 
-    /// `checked=… created=… …`: the audit detail and the CLI line.
+    /// `checked=… created=… … groups: checked=… …`: the audit detail and the log line
+    /// (users first, as before groups were reconciled).
     pub fn summary(&self) -> String {
         format!(
-            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} failed={}",
+            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} failed={} groups: {}",
             self.checked,
             self.created,
             self.updated,
@@ -94,7 +179,8 @@ impl ReconcileCounts {
             self.deleted,
             self.orphaned,
             self.unchanged,
-            self.failed
+            self.failed,
+            self.groups.summary()
         )
     }
 }
@@ -111,6 +197,9 @@ pub enum RunState {
     Busy,
     /// The run failed (listing error, store error); the checkpoint is kept.
     Failed,
+    /// This kind of target cannot list its accounts: nothing to reconcile (audited as
+    /// skipped, not as a failure).
+    Unsupported,
 }
 
 /// What a reconcile of one target did.
@@ -122,7 +211,7 @@ pub struct ReconcileReport {
     pub counts: ReconcileCounts,
     /// Whether this cycle continued a run started earlier.
     pub resumed: bool,
-    /// Target pages read in this cycle.
+    /// Pages of the target's user listing read in this cycle.
     pub pages: u32,
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,6 +459,110 @@ impl HubIndex {
     }
 }
 
+// ---- the group diff (pure) ------------------------------------------------------------
+
+/// How a target group's members differ from the hub group's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberDiff {
+    /// Hub ids of members that are on the target (linked) but not in its group.
+    pub added: Vec<String>,
+    /// Hub ids of linked hub users (or groups) in the target's group that the hub group
+    /// does not have.
+    pub removed: Vec<String>,
+    /// Target ids of members the hub does not know at all: removed by reconcile itself
+    /// (no hub resource to send), like orphans.
+    pub strangers: Vec<String>,
+}
+
+impl MemberDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.strangers.is_empty()
+    }
+}
+
+/// The links of one target that translate members (users and groups), both ways, and
+/// the hub users whose create this run queued.
+#[derive(Debug, Default)]
+pub struct MemberLinks {
+    to_target: HashMap<String, String>,
+    to_hub: HashMap<String, String>,
+    pending: HashSet<String>,
+}
+
+impl MemberLinks {
+    /// A linked member: `hub_id` is `target_id` on the target.
+    pub fn add(&mut self, hub_id: &str, target_id: &str) {
+        self.to_target
+            .insert(hub_id.to_string(), target_id.to_string());
+        self.to_hub
+            .insert(target_id.to_string(), hub_id.to_string());
+    }
+
+    /// A hub user whose create this run queued: its memberships follow that create (the
+    /// engine joins a new account to its linked groups), so reconcile neither expects it
+    /// in a group nor takes it out of one.
+    pub fn pending(&mut self, hub_id: &str) {
+        self.pending.insert(hub_id.to_string());
+    }
+
+    /// The difference between a hub group's members (`hub_members`, hub ids) and the
+    /// member ids its copy on the target lists. Expected on the target: the hub members
+    /// linked there, translated. Hub members not on the target are not expected (they
+    /// join when they are created).
+    pub fn diff(&self, hub_members: &[String], target_members: &[String]) -> MemberDiff {
+        let mut expected: HashMap<&str, &str> = HashMap::new();
+        for h in hub_members {
+            if self.pending.contains(h) {
+                continue;
+            }
+            if let Some(tid) = self.to_target.get(h) {
+                expected.insert(tid.as_str(), h.as_str());
+            }
+        }
+        let mut out = MemberDiff::default();
+        let mut present: HashSet<&str> = HashSet::new();
+        for tid in target_members {
+            if !present.insert(tid.as_str()) || expected.contains_key(tid.as_str()) {
+                continue;
+            }
+            match self.to_hub.get(tid) {
+                Some(h) if self.pending.contains(h) => {}
+                Some(h) => out.removed.push(h.clone()),
+                None => out.strangers.push(tid.clone()),
+            }
+        }
+        // In the hub's order (stable events).
+        for h in hub_members {
+            if let Some(tid) = self.to_target.get(h)
+                && expected.contains_key(tid.as_str())
+                && !present.contains(tid.as_str())
+                && !out.added.contains(h)
+            {
+                out.added.push(h.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The member ids (`members[].value`) a target group lists.
+pub fn target_members(group: &Value) -> Vec<String> {
+    let members = group.as_object().and_then(|o| get_ci(o, "members"));
+    match members {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|m| {
+                m.as_object()
+                    .and_then(|o| get_ci(o, "value"))
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// What to do with one matched account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -466,6 +659,10 @@ enum Phase {
     Listing,
     /// Queuing creates for hub users not seen on the target.
     Missing,
+    /// Reading the target's groups.
+    GroupListing,
+    /// Queuing creates for hub groups not seen on the target.
+    GroupMissing,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -475,9 +672,12 @@ struct Checkpoint {
     phase: Phase,
     /// The target listing's next page (phase `listing`).
     cursor: Option<String>,
-    /// Pages read so far (numbers the `SEEN` records).
+    /// User pages read so far (numbers the users' `SEEN` records).
     pages: u32,
-    /// Last hub id handled (phase `missing`).
+    /// Group pages read so far (numbers the groups' `SEEN` records).
+    #[serde(default)]
+    group_pages: u32,
+    /// Last hub id handled (phases `missing`, `group_missing`).
     missing_after: Option<String>,
     counts: ReconcileCounts,
 }
@@ -486,8 +686,26 @@ fn state_key(target: &str) -> Key {
     Key::new(format!("RECON#{target}"), "STATE")
 }
 
-fn seen_key(target: &str, run: &str, page: u32) -> Key {
-    Key::new(format!("RECON#{target}"), format!("SEEN#{run}#{page:08}"))
+/// Whose hub ids a `SEEN` record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeenOf {
+    Users,
+    Groups,
+}
+
+/// `SEEN#{run}#…` for users, `SEEN#G#{run}#…` for groups (a run id is hex: never `G`).
+fn seen_prefix(run: &str, of: SeenOf) -> String {
+    match of {
+        SeenOf::Users => format!("SEEN#{run}#"),
+        SeenOf::Groups => format!("SEEN#G#{run}#"),
+    }
+}
+
+fn seen_key(target: &str, run: &str, of: SeenOf, page: u32) -> Key {
+    Key::new(
+        format!("RECON#{target}"),
+        format!("{}{page:08}", seen_prefix(run, of)),
+    )
 }
 
 /// How long checkpoint records live at most (a run abandoned for two days starts over).
@@ -567,7 +785,10 @@ impl Reconciler {
             }
             Err(e) => {
                 return self
-                    .finish(t, Err((e.into(), ReconcileCounts::default(), false, 0)))
+                    .finish(
+                        t,
+                        Err(Box::new((e.into(), ReconcileCounts::default(), false, 0))),
+                    )
                     .await;
             }
         };
@@ -586,7 +807,10 @@ impl Reconciler {
     ) -> ReconcileReport {
         let (state, counts, resumed, pages, error) = match result {
             Ok((s, c, r, p)) => (s, c, r, p, None),
-            Err((e, c, r, p)) => (RunState::Failed, c, r, p, Some(e.to_string())),
+            Err(failed) => {
+                let (e, c, r, p) = *failed;
+                (RunState::Failed, c, r, p, Some(e.to_string()))
+            }
         };
         let summary = counts.summary();
         let (status, detail) = match state {
@@ -596,6 +820,10 @@ impl Reconciler {
                 format!("out of time, continues next cycle: {summary}"),
             ),
             RunState::Busy => (AuditStatus::Skipped, "another cycle holds the lease".into()),
+            RunState::Unsupported => (
+                AuditStatus::Skipped,
+                "skipped: this kind of target cannot be listed".into(),
+            ),
             RunState::Failed => (
                 AuditStatus::Failed,
                 format!("{}: {summary}", error.clone().unwrap_or_default()),
@@ -618,6 +846,7 @@ impl Reconciler {
                 orphaned = counts.orphaned,
                 unchanged = counts.unchanged,
                 failed = counts.failed,
+                groups = %counts.groups.summary(),
                 "reconcile"
             ),
         }
@@ -675,12 +904,12 @@ impl Reconciler {
         deadline: tokio::time::Instant,
     ) -> Result<(RunState, ReconcileCounts, bool, u32), FailedRun> {
         let connector = (self.factory)(t).map_err(|e| {
-            (
+            Box::new((
                 ReconcileError::Setup(e),
                 ReconcileCounts::default(),
                 false,
                 0,
-            )
+            ))
         })?;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
             Ok(Some(cp)) => (cp, true),
@@ -691,22 +920,24 @@ impl Reconciler {
                     phase: Phase::Listing,
                     cursor: None,
                     pages: 0,
+                    group_pages: 0,
                     missing_after: None,
                     counts: ReconcileCounts::default(),
                 },
                 false,
             ),
-            Err(e) => return Err((e, ReconcileCounts::default(), false, 0)),
+            Err(e) => return Err(Box::new((e, ReconcileCounts::default(), false, 0))),
         };
         let mut pages_now = 0;
+        let mut group_pages_now = 0;
         let fail = |e: ReconcileError, cp: &Checkpoint, pages: u32| {
-            Err((e, cp.counts.clone(), resumed, pages))
+            Err(Box::new((e, cp.counts.clone(), resumed, pages)))
         };
         let index = match self.hub_index(t).await {
             Ok(i) => i,
             Err(e) => return fail(e, &cp, 0),
         };
-        let mut seen = match self.load_seen(&t.id, &cp).await {
+        let mut seen = match self.load_seen(&t.id, &cp, SeenOf::Users).await {
             Ok(s) => s,
             Err(e) => return fail(e, &cp, 0),
         };
@@ -720,6 +951,10 @@ impl Reconciler {
                 }
                 let page = match connector.list_users(cp.cursor.as_deref()).await {
                     Ok(p) => p,
+                    Err(e) if cp.pages == 0 && e == listing_unsupported() => {
+                        // Nothing to compare with: not a failure, and nothing to resume.
+                        return Ok((RunState::Unsupported, cp.counts, resumed, 0));
+                    }
                     Err(e) => {
                         // Keep what was done: the next cycle retries this page.
                         let _ = self.save_checkpoint(&t.id, &cp).await;
@@ -745,7 +980,8 @@ impl Reconciler {
                     cp.phase = Phase::Missing;
                 }
                 // The page's seen ids and the advanced cursor, together.
-                if let Err(e) = self.save_page(&t.id, &cp, &seen_now).await {
+                let key = seen_key(&t.id, &cp.run, SeenOf::Users, cp.pages);
+                if let Err(e) = self.save_page(&t.id, &cp, key, &seen_now).await {
                     return fail(e, &cp, pages_now);
                 }
                 seen.extend(seen_now);
@@ -755,20 +991,124 @@ impl Reconciler {
             }
         }
         // Hub users in scope the listing did not show: create them.
-        let missing = index.missing(&seen, cp.missing_after.as_deref());
+        if cp.phase == Phase::Missing {
+            let missing = index.missing(&seen, cp.missing_after.as_deref());
+            for chunk in missing.chunks(SEND_CHUNK) {
+                if tokio::time::Instant::now() >= deadline && pages_now > 0 {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                }
+                let mut counts = ReconcileCounts::default();
+                if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
+                    let _ = self.save_checkpoint(&t.id, &cp).await;
+                    return fail(e, &cp, pages_now);
+                }
+                cp.counts.add(&counts);
+                cp.missing_after = chunk.last().cloned();
+            }
+            cp.phase = Phase::GroupListing;
+            cp.cursor = None;
+            cp.missing_after = None;
+        }
+
+        // Groups, after the users (their members are users). The first group page is
+        // read in any cycle that gets here, as the first user page is.
+        let groups = match self.group_index(t).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+        };
+        // Users created in this run join their groups through their creates.
+        let created_users = index.missing(&seen, None);
+        let members = match self.member_links(t, &created_users).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+        };
+        drop(seen);
+        let mut seen_groups = match self.load_seen(&t.id, &cp, SeenOf::Groups).await {
+            Ok(s) => s,
+            Err(e) => return fail(e, &cp, pages_now),
+        };
+        if cp.phase == Phase::GroupListing {
+            loop {
+                if group_pages_now > 0 && tokio::time::Instant::now() >= deadline {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                }
+                let page = match connector.list_groups(cp.cursor.as_deref()).await {
+                    Ok(p) => p,
+                    Err(e) if cp.group_pages == 0 && e == listing_unsupported() => {
+                        // Users done; groups cannot be read here: say so, and finish.
+                        cp.counts.groups.unsupported = true;
+                        if let Err(e) = self.clear_checkpoint(&t.id).await {
+                            tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
+                        }
+                        return Ok((RunState::Complete, cp.counts, resumed, pages_now));
+                    }
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e.into(), &cp, pages_now);
+                    }
+                };
+                group_pages_now += 1;
+                let mut counts = GroupCounts::default();
+                let seen_now = match self
+                    .reconcile_group_page(
+                        t,
+                        connector.as_ref(),
+                        &groups,
+                        &members,
+                        &page.resources,
+                        &mut counts,
+                    )
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e, &cp, pages_now);
+                    }
+                };
+                cp.counts.groups.add(&counts);
+                cp.group_pages += 1;
+                cp.cursor = page.next.clone();
+                if cp.cursor.is_none() {
+                    cp.phase = Phase::GroupMissing;
+                }
+                let key = seen_key(&t.id, &cp.run, SeenOf::Groups, cp.group_pages);
+                if let Err(e) = self.save_page(&t.id, &cp, key, &seen_now).await {
+                    return fail(e, &cp, pages_now);
+                }
+                seen_groups.extend(seen_now);
+                if cp.phase == Phase::GroupMissing {
+                    break;
+                }
+            }
+        }
+        // Hub groups the listing did not show: create them, with their members.
+        let missing = groups.missing(&seen_groups, cp.missing_after.as_deref());
         for chunk in missing.chunks(SEND_CHUNK) {
-            if tokio::time::Instant::now() >= deadline && pages_now > 0 {
+            if tokio::time::Instant::now() >= deadline && pages_now + group_pages_now > 0 {
                 if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                     return fail(e, &cp, pages_now);
                 }
                 return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
             }
-            let mut counts = ReconcileCounts::default();
-            if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
+            let mut counts = GroupCounts::default();
+            if let Err(e) = self.queue_group_creates(t, chunk, &mut counts).await {
                 let _ = self.save_checkpoint(&t.id, &cp).await;
                 return fail(e, &cp, pages_now);
             }
-            cp.counts.add(&counts);
+            cp.counts.groups.add(&counts);
             cp.missing_after = chunk.last().cloned();
         }
         if let Err(e) = self.clear_checkpoint(&t.id).await {
@@ -981,6 +1321,311 @@ impl Reconciler {
         self.send(events).await
     }
 
+    /// The hub side of the group phases: every group (mapped display name) and the
+    /// target's group links. Groups are always in scope.
+    async fn group_index(&self, t: &TargetConfig) -> Result<HubIndex, ReconcileError> {
+        let mut index = HubIndex::new("displayName");
+        self.directory
+            .scan(ResourceKind::Group, |s| {
+                let mapped = map_resource(
+                    ResourceKind::Group,
+                    s.id(),
+                    &s.resource,
+                    &t.mapping,
+                    &t.group_mapping,
+                );
+                index.add_user(s.id(), true, &mapped);
+            })
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?;
+        let mut links = Vec::new();
+        self.links
+            .list(&t.id, ResourceKind::Group, |l| {
+                links.push((l.hub_id, l.target_id))
+            })
+            .await?;
+        for (h, tid) in links {
+            index.add_link(&h, &tid);
+        }
+        Ok(index)
+    }
+
+    /// The target's user and group links as they are now (after the user phases: stale
+    /// links of re-created users are gone), and the users whose create this run queued.
+    async fn member_links(
+        &self,
+        t: &TargetConfig,
+        created_users: &[String],
+    ) -> Result<MemberLinks, ReconcileError> {
+        let mut m = MemberLinks::default();
+        for kind in [ResourceKind::User, ResourceKind::Group] {
+            self.links
+                .list(&t.id, kind, |l| m.add(&l.hub_id, &l.target_id))
+                .await?;
+        }
+        for h in created_users {
+            m.pending(h);
+        }
+        Ok(m)
+    }
+
+    /// One page of target groups: classify, compare attributes and members, queue what
+    /// differs, remove members the hub does not know, apply the orphan policy. Returns
+    /// the hub ids seen on the target.
+    async fn reconcile_group_page(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        index: &HubIndex,
+        members: &MemberLinks,
+        groups: &[Value],
+        counts: &mut GroupCounts,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let kind = ResourceKind::Group;
+        let classified: Vec<(&Value, Matched)> =
+            groups.iter().map(|g| (g, index.classify(g))).collect();
+        let hub_ids: Vec<String> = classified
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Matched::Linked(h) | Matched::Found(h) => Some(h.clone()),
+                Matched::Orphan => None,
+            })
+            .collect();
+        let hub: HashMap<String, Stored> = self
+            .directory
+            .load_existing(kind, &hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?
+            .into_iter()
+            .map(|s| (s.id().to_string(), s))
+            .collect();
+        let mut links = self.links.get_many(&t.id, kind, &hub_ids).await?;
+        let mut link_writes: Vec<Link> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        let mut events = Vec::new();
+        for (group, m) in classified {
+            counts.checked += 1;
+            let tid = group
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let hub_id = match &m {
+                Matched::Linked(h) | Matched::Found(h) => h,
+                Matched::Orphan => {
+                    self.orphan_group(t, c, &tid, group, counts).await;
+                    continue;
+                }
+            };
+            // Linked to a group the hub no longer has, or a second copy: an orphan.
+            let Some(stored) = hub.get(hub_id).filter(|_| !seen.contains(hub_id)) else {
+                self.orphan_group(t, c, &tid, group, counts).await;
+                continue;
+            };
+            seen.push(hub_id.clone());
+            let link = links.remove(hub_id);
+            let mapped = map_resource(kind, hub_id, &stored.resource, &t.mapping, &t.group_mapping);
+            let delivered = link.as_ref().map(|l| &l.delivered);
+            let kept_mapped = c.kept(kind, &mapped);
+            let kept_delivered = delivered.map(|d| c.kept(kind, d));
+            // `mapped` has no members (they are compared below, not as an attribute).
+            let attrs_differ = differs(&kept_mapped, group, kept_delivered.as_ref());
+            let hub_members: Vec<String> = self
+                .directory
+                .members_of(hub_id)
+                .await
+                .map_err(|e| ReconcileError::Directory(e.detail))?
+                .into_iter()
+                .map(|m| m.value)
+                .collect();
+            let diff = members.diff(&hub_members, &target_members(group));
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if attrs_differ {
+                // As for users: the link says what the target holds, so the engine's
+                // update names exactly the attributes that differ.
+                let mut shape: Vec<&Value> = vec![&mapped];
+                shape.extend(delivered);
+                link_writes.push(Link {
+                    target: t.id.clone(),
+                    resource_type: kind,
+                    hub_id: hub_id.clone(),
+                    target_id: tid.clone(),
+                    hash: String::new(),
+                    delivered: project(group, &shape),
+                    disabled: false,
+                    at: now,
+                });
+            } else if link.is_none() {
+                // Matched a group the hub had not linked: link it as is.
+                link_writes.push(Link {
+                    target: t.id.clone(),
+                    resource_type: kind,
+                    hub_id: hub_id.clone(),
+                    target_id: tid.clone(),
+                    hash: content_hash(&mapped),
+                    delivered: mapped.clone(),
+                    disabled: false,
+                    at: now,
+                });
+            }
+            let mut changed = attrs_differ;
+            if !diff.strangers.is_empty() {
+                changed = true;
+                if self
+                    .remove_strangers(t, c, &tid, group, &diff.strangers)
+                    .await
+                {
+                    counts.members_removed += diff.strangers.len() as u64;
+                } else {
+                    counts.failed += 1;
+                }
+            }
+            if attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty() {
+                changed = true;
+                counts.members_added += diff.added.len() as u64;
+                counts.members_removed += diff.removed.len() as u64;
+                let mut e = change_event(t, kind, stored, ChangeOp::Update);
+                e.members_added = diff.added;
+                e.members_removed = diff.removed;
+                events.push(to_message(&e)?);
+            }
+            if changed {
+                counts.updated += 1;
+            } else {
+                counts.unchanged += 1;
+            }
+        }
+        // Links first: the events must find them.
+        self.links.put_many(&link_writes).await?;
+        self.send(events).await?;
+        Ok(seen)
+    }
+
+    /// Removes from a target group the members the hub does not know (no hub resource
+    /// to send: done here, audited). `false` when the target refused.
+    async fn remove_strangers(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        tid: &str,
+        group: &Value,
+        strangers: &[String],
+    ) -> bool {
+        let label = group_label(group, tid);
+        let result = c.remove_members(tid, strangers).await;
+        let entry = AuditEntry::new(&t.id, AuditOp::RemoveMembers, AuditStatus::Delivered)
+            .resource("Group", tid);
+        let (entry, ok) = match result {
+            Ok(()) | Err(ConnectorError::NotFound) => (
+                entry.detail(format!(
+                    "{} member(s) unknown to the hub removed from {label:?} (reconcile)",
+                    strangers.len()
+                )),
+                true,
+            ),
+            Err(e) => {
+                tracing::warn!(target_id = %t.id, group = tid, error = %e, "unknown members not removed");
+                let status = if e.is_retryable() {
+                    AuditStatus::Retry
+                } else {
+                    AuditStatus::Refused
+                };
+                (
+                    AuditEntry { status, ..entry }.detail(format!(
+                        "{} member(s) unknown to the hub in {label:?} not removed: {e}",
+                        strangers.len()
+                    )),
+                    false,
+                )
+            }
+        };
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+        ok
+    }
+
+    /// A target group the hub does not know: the target's [`OrphanPolicy`]. A group
+    /// cannot be deactivated: under `deactivate` it is reported only.
+    async fn orphan_group(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        tid: &str,
+        group: &Value,
+        counts: &mut GroupCounts,
+    ) {
+        counts.orphaned += 1;
+        match t.orphans {
+            OrphanPolicy::Report | OrphanPolicy::Deactivate => return,
+            OrphanPolicy::Delete => {}
+        }
+        let label = group_label(group, tid);
+        let entry = AuditEntry::new(&t.id, AuditOp::Delete, AuditStatus::Delivered)
+            .resource("Group", tid)
+            .detail(format!("orphan group {label:?} (reconcile)"));
+        let entry = match c.delete_group(tid).await {
+            Ok(()) | Err(ConnectorError::NotFound) => {
+                counts.deleted += 1;
+                entry
+            }
+            Err(e) => {
+                counts.failed += 1;
+                tracing::warn!(target_id = %t.id, group = tid, error = %e, "orphan policy failed");
+                AuditEntry {
+                    status: if e.is_retryable() {
+                        AuditStatus::Retry
+                    } else {
+                        AuditStatus::Refused
+                    },
+                    detail: format!("orphan group {label:?}: {e}"),
+                    ..entry
+                }
+            }
+        };
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    /// Create events for hub groups missing on the target, each with every member in
+    /// `members_added` (as the SCIM server's create of a group with members says it);
+    /// stale links dropped first so the engine creates.
+    async fn queue_group_creates(
+        &self,
+        t: &TargetConfig,
+        hub_ids: &[String],
+        counts: &mut GroupCounts,
+    ) -> Result<(), ReconcileError> {
+        let kind = ResourceKind::Group;
+        let groups = self
+            .directory
+            .load_existing(kind, hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?;
+        let ids: Vec<String> = groups.iter().map(|g| g.id().to_string()).collect();
+        let stale = self.links.get_many(&t.id, kind, &ids).await?;
+        let mut events = Vec::new();
+        for g in &groups {
+            if stale.contains_key(g.id()) {
+                self.links.delete(&t.id, kind, g.id()).await?;
+            }
+            let mut e = change_event(t, kind, g, ChangeOp::Create);
+            e.members_added = self
+                .directory
+                .members_of(g.id())
+                .await
+                .map_err(|e| ReconcileError::Directory(e.detail))?
+                .into_iter()
+                .map(|m| m.value)
+                .collect();
+            counts.members_added += e.members_added.len() as u64;
+            events.push(to_message(&e)?);
+            counts.created += 1;
+        }
+        self.send(events).await
+    }
+
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), ReconcileError> {
         for chunk in messages.chunks(SEND_CHUNK) {
             self.queue
@@ -1008,9 +1653,14 @@ impl Reconciler {
         &self,
         target: &str,
         cp: &Checkpoint,
+        of: SeenOf,
     ) -> Result<HashSet<String>, ReconcileError> {
         let mut seen = HashSet::new();
-        if cp.pages == 0 {
+        let pages = match of {
+            SeenOf::Users => cp.pages,
+            SeenOf::Groups => cp.group_pages,
+        };
+        if pages == 0 {
             return Ok(seen);
         }
         let mut after = None;
@@ -1019,7 +1669,7 @@ impl Reconciler {
                 .store
                 .query(
                     &Query::new(Index::Primary, format!("RECON#{target}"))
-                        .prefix(format!("SEEN#{}#", cp.run))
+                        .prefix(seen_prefix(&cp.run, of))
                         .limit(100)
                         .after(after),
                 )
@@ -1053,9 +1703,9 @@ impl Reconciler {
         &self,
         target: &str,
         cp: &Checkpoint,
+        key: Key,
         seen: &[String],
     ) -> Result<(), ReconcileError> {
-        let key = seen_key(target, &cp.run, cp.pages);
         let data = serde_json::to_vec(seen).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let seen_item =
             Item::new(key.pk, key.sk, data).with_expiry(now_epoch() + CHECKPOINT_TTL_SECS);
@@ -1117,16 +1767,34 @@ impl Reconciler {
     }
 }
 
-type FailedRun = (ReconcileError, ReconcileCounts, bool, u32);
+/// A failed run: the error, the counts so far, resumed, pages (boxed: the counts are large).
+type FailedRun = Box<(ReconcileError, ReconcileCounts, bool, u32)>;
 
 /// The change event for one user to one target (the engine's format).
 fn event_for(t: &TargetConfig, u: &Stored, op: ChangeOp) -> Result<OutMessage, ReconcileError> {
-    let mut e = ChangeEvent::new(ResourceKind::User, u.id(), op, Origin::Reconcile);
-    e.resource = Some(u.resource.clone());
-    e.version = u.version;
+    to_message(&change_event(t, ResourceKind::User, u, op))
+}
+
+/// The change event for one resource to one target, from reconcile.
+fn change_event(t: &TargetConfig, kind: ResourceKind, s: &Stored, op: ChangeOp) -> ChangeEvent {
+    let mut e = ChangeEvent::new(kind, s.id(), op, Origin::Reconcile);
+    e.resource = Some(s.resource.clone());
+    e.version = s.version;
     e.only_targets = vec![t.id.clone()];
+    e
+}
+
+fn to_message(e: &ChangeEvent) -> Result<OutMessage, ReconcileError> {
     e.to_message()
         .map_err(|e| ReconcileError::Queue(format!("event encoding: {e}")))
+}
+
+/// How a target group is named in audit entries.
+fn group_label<'a>(group: &'a Value, tid: &'a str) -> &'a str {
+    group
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(tid)
 }
 
 #[cfg(test)]
@@ -1208,6 +1876,134 @@ mod tests {
         let seen: HashSet<String> = ["h1".to_string()].into();
         assert_eq!(idx.missing(&seen, None), vec!["h2".to_string()]);
         assert!(idx.missing(&seen, Some("h2")).is_empty());
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn member_diff_translates_through_the_links() {
+        let mut links = MemberLinks::default();
+        links.add("hu1", "t1");
+        links.add("hu2", "t2");
+        links.add("hu3", "t3");
+        links.add("hg1", "tg1");
+        // Hub: hu1, hu2, hg1 (a nested group), hu4 (not on the target: not expected).
+        let hub = ids(&["hu1", "hu2", "hg1", "hu4"]);
+        // Target: hu1, hu3 (linked, not in the hub group), x9 (unknown), hu1 twice.
+        let target = ids(&["t1", "t3", "x9", "t1"]);
+        let d = links.diff(&hub, &target);
+        assert_eq!(d.added, ids(&["hu2", "hg1"]));
+        assert_eq!(d.removed, ids(&["hu3"]));
+        assert_eq!(d.strangers, ids(&["x9"]));
+        assert!(!d.is_empty());
+        // In sync: nothing.
+        let d = links.diff(&ids(&["hu1", "hu2"]), &ids(&["t2", "t1"]));
+        assert!(d.is_empty(), "{d:?}");
+        // Empty on both sides.
+        assert!(links.diff(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn member_diff_leaves_users_being_created_to_their_creates() {
+        let mut links = MemberLinks::default();
+        links.add("hu1", "t1");
+        // hu2 is re-created in this run; its new account may already be linked and in
+        // the group (the engine joined it), or not yet: neither is a difference.
+        links.add("hu2", "t2-new");
+        links.pending("hu2");
+        let hub = ids(&["hu1", "hu2"]);
+        assert!(links.diff(&hub, &ids(&["t1"])).is_empty());
+        assert!(links.diff(&hub, &ids(&["t1", "t2-new"])).is_empty());
+        // The deleted account's id left behind in the group is unknown: removed.
+        let d = links.diff(&hub, &ids(&["t1", "t2-old"]));
+        assert_eq!(d.strangers, ids(&["t2-old"]));
+        assert!(d.added.is_empty() && d.removed.is_empty());
+        // Not a member in the hub any more, and being created: left alone too.
+        assert!(
+            links
+                .diff(&ids(&["hu1"]), &ids(&["t1", "t2-new"]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn target_members_reads_values_case_insensitively() {
+        let g = json!({"displayName": "g", "Members": [{"value": "a"}, {"Value": "b"},
+            {"display": "no value"}, {"value": ""}]});
+        assert_eq!(target_members(&g), ids(&["a", "b"]));
+        assert!(target_members(&json!({"displayName": "g"})).is_empty());
+    }
+
+    #[test]
+    fn groups_match_by_link_external_id_then_display_name() {
+        let mut idx = HubIndex::new("displayName");
+        idx.add_user("g1", true, &json!({"displayName": "Staff"}));
+        idx.add_user("g2", true, &json!({"displayName": "Admins"}));
+        idx.add_user("g3", true, &json!({"displayName": "Ops"}));
+        idx.add_link("g1", "t1");
+        // Renamed on the target: still matched through the link.
+        assert_eq!(
+            idx.classify(&json!({"id": "t1", "displayName": "Renamed"})),
+            Matched::Linked("g1".into())
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t2", "externalId": "g2", "displayName": "x"})),
+            Matched::Found("g2".into())
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t3", "displayName": "OPS"})),
+            Matched::Found("g3".into())
+        );
+        assert_eq!(
+            idx.classify(&json!({"id": "t4", "displayName": "Strangers"})),
+            Matched::Orphan
+        );
+        let seen: HashSet<String> = ["g1".to_string()].into();
+        assert_eq!(idx.missing(&seen, None), ids(&["g2", "g3"]));
+    }
+
+    #[test]
+    fn group_attributes_differ_on_the_mapped_attributes_not_members() {
+        let mapped = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Staff", "externalId": "g1"});
+        let target = json!({"id": "t1", "displayName": "Staff", "externalId": "g1",
+            "members": [{"value": "x"}], "meta": {}});
+        assert!(!differs(&mapped, &target, None));
+        let renamed = json!({"id": "t1", "displayName": "Renamed", "externalId": "g1"});
+        assert!(differs(&mapped, &renamed, None));
+    }
+
+    #[test]
+    fn counts_add_up_and_read_well() {
+        let mut a = ReconcileCounts::default();
+        let mut b = ReconcileCounts {
+            checked: 2,
+            ..Default::default()
+        };
+        b.groups.checked = 3;
+        b.groups.members_added = 1;
+        a.add(&b);
+        a.add(&b);
+        assert_eq!(
+            (a.checked, a.groups.checked, a.groups.members_added),
+            (4, 6, 2)
+        );
+        let s = a.summary();
+        assert!(s.starts_with("checked=4 created=0"), "{s}");
+        assert!(s.contains("groups: checked=6 created=0"), "{s}");
+        a.groups.unsupported = true;
+        assert!(a.summary().contains("groups: not supported"));
+        // A checkpoint written before groups were reconciled still reads.
+        let old: ReconcileCounts = serde_json::from_value(json!({"checked": 1, "created": 0,
+            "updated": 0, "deactivated": 0, "deleted": 0, "orphaned": 0, "unchanged": 1,
+            "failed": 0}))
+        .unwrap();
+        assert_eq!(old.groups, GroupCounts::default());
+        // `unsupported` appears in the JSON only when true.
+        let v = serde_json::to_value(ReconcileCounts::default()).unwrap();
+        assert!(v["groups"].get("unsupported").is_none(), "{v}");
     }
 
     #[tokio::test]
