@@ -268,8 +268,8 @@ mod tests {
     use crate::crypto::SecretBox;
     use crate::store::Store;
     use crate::store::embedded::EmbeddedStore;
-    use std::sync::Arc;
     use serde_json::json;
+    use std::sync::Arc;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
