@@ -473,9 +473,8 @@ fn route(
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["users", "me"]) => json_resp(200, &s.admin),
         ("GET", ["users"]) => {
-            let status = match eq_filter(q, "status") {
-                Ok(s) => s,
-                Err(r) => return r,
+            let Ok(status) = eq_filter(q, "status") else {
+                return invalid_search();
             };
             let users: Vec<Value> = st
                 .users
@@ -673,9 +672,8 @@ fn route(
             no_content()
         }
         ("GET", ["groups"]) if !q.contains_key("q") => {
-            let kind = match eq_filter(q, "type") {
-                Ok(k) => k,
-                Err(r) => return r,
+            let Ok(kind) = eq_filter(q, "type") else {
+                return invalid_search();
             };
             let groups: Vec<Value> = st
                 .groups
@@ -846,12 +844,12 @@ fn paged(
     if let Ok(v) = header::HeaderValue::from_str(&this) {
         r.headers_mut().append(header::LINK, v);
     }
-    if more && let Some(last) = page.last().and_then(|v| v["id"].as_str()) {
-        if let Ok(v) =
+    if more
+        && let Some(last) = page.last().and_then(|v| v["id"].as_str())
+        && let Ok(v) =
             header::HeaderValue::from_str(&format!("<{base}&after={last}>; rel=\"next\""))
-        {
-            r.headers_mut().append(header::LINK, v);
-        }
+    {
+        r.headers_mut().append(header::LINK, v);
     }
     r
 }
@@ -868,7 +866,7 @@ fn encode(s: &str) -> String {
 }
 
 /// The value of a `filter` of the form `{attr} eq "{value}"`; `Err`: another filter.
-fn eq_filter<'a>(q: &'a HashMap<String, String>, attr: &str) -> Result<Option<&'a str>, Response> {
+fn eq_filter<'a>(q: &'a HashMap<String, String>, attr: &str) -> Result<Option<&'a str>, ()> {
     let Some(f) = q.get("filter") else {
         return Ok(None);
     };
@@ -879,7 +877,11 @@ fn eq_filter<'a>(q: &'a HashMap<String, String>, attr: &str) -> Result<Option<&'
         .and_then(|v| v.strip_prefix('"'))
         .and_then(|v| v.strip_suffix('"'))
         .map(Some)
-        .ok_or_else(|| err(400, "E0000031", "Invalid search criteria.", &[]))
+        .ok_or(())
+}
+
+fn invalid_search() -> Response {
+    err(400, "E0000031", "Invalid search criteria.", &[])
 }
 
 fn group_named(st: &OktaState, name: &str, except: Option<&str>) -> bool {
