@@ -26,7 +26,6 @@
 //!   `nickname`, `phone_number` (primary, E.164 only), `locale`, `zoneinfo`, `profile`;
 //!   a mapped `attributes` object (`{"target": "attributes.department", …}`) goes to
 //!   `custom:department` (or to the standard attribute of that name, e.g. `birthdate`).
-//!
 //! - reconcile: users from `ListUsers` (60 a page, following `PaginationToken`), as SCIM:
 //!   `id` the `sub`, `userName` the Cognito user name (in pools whose user names are the
 //!   `sub`, the sign-in address: `email`, else `phone_number`), the attributes read back

@@ -16,7 +16,6 @@
 //!   (404 is success);
 //! - custom attributes: a mapped `attributes` object (`{"target": "attributes.costCenter",
 //!   "source": "…"}`) is stored with `POST /user/attribute?username=`.
-//!
 //! - reconcile: users from `GET /search?entity-type=user&expand=user&start-index=&max-results=`
 //!   (a page shorter than asked is the last), groups from `GET /search?entity-type=group&expand=group`
 //!   with their direct members from `GET /group/user/direct?groupname=` (paged the same way);
@@ -43,7 +42,7 @@ use crate::sync::target::{CrowdTarget, HttpAuth};
 /// The REST API path under Crowd's root.
 pub const API_PATH: [&str; 3] = ["rest", "usermanagement", "1"];
 
-/// Entities per search page (Crowd's own default `max-results` is 1000).
+/// Entities per search page (`max-results`).
 pub const PAGE_SIZE: usize = 200;
 
 /// A connector to one Crowd server, as one Crowd application.

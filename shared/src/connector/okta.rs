@@ -21,7 +21,6 @@
 //!   `DELETE /groups/{id}`; members `PUT|DELETE /groups/{gid}/users/{uid}`;
 //! - extra profile attributes through the mapping: a mapped `attributes` object
 //!   (`{"target": "attributes.costCenter", …}`) is merged into the Okta profile.
-//!
 //! - reconcile: users from `GET /users?limit=200` (every status but `DEPROVISIONED`, as
 //!   Okta lists them), then `GET /users?filter=status eq "DEPROVISIONED"`, each following
 //!   the `Link: <…?after=…>; rel="next"` header (only its `after` is kept: the token never
