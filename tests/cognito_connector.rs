@@ -14,6 +14,7 @@ use provisync::connector::cognito::CognitoConnector;
 use provisync::connector::{Connector, ConnectorError};
 use provisync::scim::ResourceKind;
 use provisync::sync::target::CognitoTarget;
+use provisync_tests::proxy::RecordingProxy;
 use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, on_every_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -480,3 +481,245 @@ on_every_backend!(delivery_through_the_hub, |hub: Hub| async move {
         .await;
     assert!(!audit.text.contains("Cobol-1959!"));
 });
+
+/// The Cognito operations among `ops` that change something (not `List*`, `Get*`,
+/// `AdminGet*`, `Describe*`), without the service prefix.
+fn cognito_writes(ops: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = ops
+        .iter()
+        .map(|o| o.rsplit('.').next().unwrap_or(o).to_string())
+        .filter(|o| {
+            !["List", "Get", "AdminGet", "Describe"]
+                .iter()
+                .any(|p| o.starts_with(p))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The proxy's calls settle (deliveries done) and nothing else arrives for a moment.
+async fn quiet(proxy: &RecordingProxy) {
+    let mut last = proxy.operations().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = proxy.operations().len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
+/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
+async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": target, "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    let c = &r.body["reconcile"]["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
+    (
+        n("checked"),
+        n("created"),
+        n("updated"),
+        n("unchanged"),
+        n("orphaned"),
+        n("deactivated"),
+        n("deleted"),
+    )
+}
+
+// Reconcile through the hub, every call to Cognito recorded by a proxy in front of moto:
+// what the hub delivered (names, address, phone, a mapped standard attribute, verified
+// e-mail) is no drift: zero writes. An edit, a deletion and a stranger made behind the
+// hub's back are repaired by one run (the stranger disabled, as the target's orphan policy
+// says); the next run writes nothing.
+on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
+    let Some(endpoint) = moto() else { return };
+    let (client, pool_id) = pool(&endpoint).await;
+    let proxy = RecordingProxy::start(&endpoint).await;
+    let _delivery = hub.run_delivery();
+    let def = json!({"kind": "cognito", "user_pool_id": pool_id, "region": "us-east-1",
+                     "endpoint_url": proxy.origin, "email_verified": true,
+                     "orphans": "deactivate",
+                     "mapping": [{"target": "attributes.locale", "value": "en-GB"}]});
+    let r = hub.admin(Method::PUT, "/targets/cognito", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    for n in ["alice", "bob", "carol"] {
+        let r = hub.post("/Users", &alice(n)).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    eventually("three users in the pool", || async {
+        get(&client, &pool_id, "alice").await.is_some()
+            && get(&client, &pool_id, "bob").await.is_some()
+            && get(&client, &pool_id, "carol").await.is_some()
+    })
+    .await;
+    quiet(&proxy).await;
+
+    proxy.clear();
+    assert_eq!(reconcile(&hub, "cognito").await, (3, 0, 0, 3, 0, 0, 0));
+    quiet(&proxy).await;
+    let ops = proxy.operations();
+    assert!(cognito_writes(&ops).is_empty(), "{ops:?}");
+    assert!(
+        ops.iter().any(|o| o.ends_with(".ListUsers")),
+        "listed through the proxy: {ops:?}"
+    );
+
+    // Behind the hub's back: alice edited, bob deleted, a stranger added.
+    client
+        .admin_update_user_attributes()
+        .user_pool_id(&pool_id)
+        .username("alice")
+        .user_attributes(
+            aws_sdk_cognitoidentityprovider::types::AttributeType::builder()
+                .name("given_name")
+                .value("Mallory")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("edit alice");
+    client
+        .admin_delete_user()
+        .user_pool_id(&pool_id)
+        .username("bob")
+        .send()
+        .await
+        .expect("delete bob");
+    client
+        .admin_create_user()
+        .user_pool_id(&pool_id)
+        .username("stranger")
+        .message_action(aws_sdk_cognitoidentityprovider::types::MessageActionType::Suppress)
+        .send()
+        .await
+        .expect("add a stranger");
+    proxy.clear();
+    assert_eq!(reconcile(&hub, "cognito").await, (3, 1, 1, 1, 1, 1, 0));
+    eventually(
+        "alice repaired, bob back, the stranger disabled",
+        || async {
+            get(&client, &pool_id, "alice")
+                .await
+                .is_some_and(|(a, _, _)| a.get("given_name").map(String::as_str) == Some("Alice"))
+                && get(&client, &pool_id, "bob").await.is_some()
+                && get(&client, &pool_id, "stranger")
+                    .await
+                    .is_some_and(|(_, enabled, _)| !enabled)
+        },
+    )
+    .await;
+    quiet(&proxy).await;
+    assert_eq!(
+        cognito_writes(&proxy.operations()),
+        [
+            "AdminCreateUser",
+            "AdminDisableUser",
+            "AdminUpdateUserAttributes"
+        ],
+        "exactly the drift"
+    );
+    let (bob, _, _) = get(&client, &pool_id, "bob").await.unwrap();
+    assert_eq!(bob["locale"], "en-GB");
+    assert_eq!(bob["phone_number"], "+15550100");
+
+    // Repaired: the next run writes nothing (the stranger is disabled already).
+    proxy.clear();
+    assert_eq!(reconcile(&hub, "cognito").await, (4, 0, 0, 3, 1, 0, 0));
+    quiet(&proxy).await;
+    let ops = proxy.operations();
+    assert!(cognito_writes(&ops).is_empty(), "{ops:?}");
+});
+
+/// Listing at the connector on moto: `ListUsers` pages of 60 by `PaginationToken`, users
+/// as SCIM with the `sub` as id; groups with their members' `sub`s, paged too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_users_and_groups() {
+    use provisync::connector::cognito::PAGE_SIZE;
+    let Some(endpoint) = moto() else { return };
+    let (_client, pool_id) = pool(&endpoint).await;
+    let c = connector(&endpoint, &pool_id, false);
+    let total = PAGE_SIZE as usize + 2;
+    let mut subs = Vec::new();
+    for i in 0..total {
+        subs.push(
+            c.create_user(&alice(&format!("u{i:03}")), None)
+                .await
+                .unwrap(),
+        );
+    }
+    c.disable_user(&subs[0]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_users(cursor.as_deref()).await.unwrap();
+        pages += 1;
+        seen.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen.len(), total);
+    let first = seen.iter().find(|u| u["id"] == subs[0].as_str()).unwrap();
+    assert_eq!(first["userName"], "u000");
+    assert_eq!(first["active"], false);
+    assert_eq!(
+        first["emails"],
+        json!([{"value": "u000@example.test", "primary": true}])
+    );
+    assert_eq!(first["nickName"], "Al");
+    // What the hub would send is what the listing shows.
+    let mut listed = seen
+        .iter()
+        .find(|u| u["id"] == subs[1].as_str())
+        .unwrap()
+        .clone();
+    listed.as_object_mut().unwrap().remove("id");
+    assert!(
+        !provisync::sync::reconcile::differs(
+            &c.kept(ResourceKind::User, &alice("u001")),
+            &listed,
+            None
+        ),
+        "{listed}"
+    );
+
+    let gid = c
+        .create_group(&json!({"displayName": "crew"}))
+        .await
+        .unwrap();
+    c.create_group(&json!({"displayName": "empty"}))
+        .await
+        .unwrap();
+    c.add_members(&gid, &subs).await.unwrap();
+    let groups = c.list_groups(None).await.unwrap();
+    assert_eq!(groups.next, None);
+    let crew = groups
+        .resources
+        .iter()
+        .find(|g| g["id"] == "crew")
+        .expect("crew listed");
+    assert_eq!(crew["displayName"], "crew");
+    let members = crew["members"].as_array().unwrap();
+    assert_eq!(members.len(), total, "both pages of members");
+    assert!(members.contains(&json!({"value": subs[PAGE_SIZE as usize]})));
+    let empty = groups
+        .resources
+        .iter()
+        .find(|g| g["id"] == "empty")
+        .unwrap();
+    assert_eq!(empty["members"], json!([]));
+}

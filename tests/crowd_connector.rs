@@ -492,3 +492,207 @@ async fn documented_bodies() {
         vec!["0".to_string()]
     );
 }
+
+/// Crowd's requests settle (deliveries done) and nothing else arrives for a moment.
+async fn quiet(crowd: &FakeCrowd) {
+    let mut last = crowd.state().log.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = crowd.state().log.len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
+/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
+async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": target, "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    let c = &r.body["reconcile"]["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
+    (
+        n("checked"),
+        n("created"),
+        n("updated"),
+        n("unchanged"),
+        n("orphaned"),
+        n("deactivated"),
+        n("deleted"),
+    )
+}
+
+/// Reconcile through the hub: what the hub delivered is no drift (zero writes); an edit,
+/// a deletion and a stranger made behind the hub's back are repaired by one run (the
+/// stranger deactivated, as the target's orphan policy says), and the next run writes
+/// nothing. Listing is paged (`start-index`), which the Crowd log shows.
+async fn reconcile_repairs_only_the_drift(backend: Backend) {
+    let crowd = FakeCrowd::start().await;
+    let Some(hub) = Hub::start(backend).await else {
+        return;
+    };
+    let _delivery = hub.run_delivery();
+    let def = json!({"kind": "crowd", "base_url": crowd.base, "application": crowd.application,
+                     "password": crowd.password, "orphans": "deactivate"});
+    let r = hub.admin(Method::PUT, "/targets/crowd", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    for (n, g) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": n, "externalId": format!("ext-{n}"),
+                "name": {"givenName": g, "familyName": "Example"}, "title": "Not kept by Crowd",
+                "emails": [{"value": format!("{n}@example.test"), "type": "work", "primary": true}],
+                "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    eventually("three users on Crowd", || async {
+        crowd.state().users.len() == 3
+    })
+    .await;
+    quiet(&crowd).await;
+
+    // Just delivered: in sync, nothing written.
+    crowd.state().log.clear();
+    assert_eq!(reconcile(&hub, "crowd").await, (3, 0, 0, 3, 0, 0, 0));
+    quiet(&crowd).await;
+    assert!(crowd.writes().is_empty(), "{:?}", crowd.writes());
+    assert!(
+        crowd
+            .state()
+            .log
+            .iter()
+            .any(|l| l.starts_with("GET /search?entity-type=user&expand=user&start-index=0")),
+        "{:?}",
+        crowd.state().log
+    );
+
+    // Behind the hub's back: alice renamed, bob deleted, a stranger added.
+    crowd
+        .state()
+        .users
+        .get_mut("alice")
+        .expect("alice")
+        .as_object_mut()
+        .expect("entity")
+        .insert("first-name".into(), json!("Mallory"));
+    crowd.state().users.remove("bob");
+    crowd.insert_user("stranger", "Some", "One", "stranger@example.test");
+    crowd.state().log.clear();
+    assert_eq!(reconcile(&hub, "crowd").await, (3, 1, 1, 1, 1, 1, 0));
+    eventually("alice repaired and bob back", || async {
+        crowd
+            .user("alice")
+            .is_some_and(|u| u["first-name"] == "Alice")
+            && crowd.user("bob").is_some()
+    })
+    .await;
+    quiet(&crowd).await;
+    let mut writes = crowd.writes();
+    writes.sort();
+    assert_eq!(
+        writes,
+        [
+            "POST /user",
+            "PUT /user?username=alice",
+            "PUT /user?username=stranger"
+        ],
+        "exactly the drift"
+    );
+    assert_eq!(crowd.user("stranger").unwrap()["active"], false);
+    assert_eq!(crowd.user("bob").unwrap()["email"], "bob@example.test");
+
+    // Repaired: the next run writes nothing (the stranger is inactive already).
+    crowd.state().log.clear();
+    assert_eq!(reconcile(&hub, "crowd").await, (4, 0, 0, 3, 1, 0, 0));
+    quiet(&crowd).await;
+    assert!(crowd.writes().is_empty(), "{:?}", crowd.writes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_embedded() {
+    reconcile_repairs_only_the_drift(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_dynamodb() {
+    reconcile_repairs_only_the_drift(Backend::DynamoDb).await;
+}
+
+/// Listing at the connector: pages of `PAGE_SIZE` (a full page is followed by another),
+/// users as SCIM, groups with their direct members (paged too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_users_and_groups() {
+    use provisync::connector::crowd::PAGE_SIZE;
+    let crowd = FakeCrowd::start().await;
+    let c = connector(&crowd, &crowd.password);
+    let total = PAGE_SIZE + 5;
+    for i in 0..total {
+        crowd.insert_user(&format!("u{i:04}"), "U", &format!("{i}"), "");
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_users(cursor.as_deref()).await.unwrap();
+        pages += 1;
+        seen.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen.len(), total);
+    assert_eq!(
+        seen[0],
+        json!({"id": "u0000", "userName": "u0000", "name": {"givenName": "U", "familyName": "0"},
+               "displayName": "U 0", "active": true})
+    );
+    let gid = c
+        .create_group(&json!({"displayName": "Everyone"}))
+        .await
+        .unwrap();
+    c.create_group(&json!({"displayName": "Nobody"}))
+        .await
+        .unwrap();
+    let all: Vec<String> = (0..total).map(|i| format!("u{i:04}")).collect();
+    c.add_members(&gid, &all).await.unwrap();
+    let groups = c.list_groups(None).await.unwrap();
+    assert_eq!(groups.next, None);
+    assert_eq!(groups.resources.len(), 2);
+    let everyone = &groups.resources[0];
+    assert_eq!(everyone["id"], "Everyone");
+    assert_eq!(everyone["displayName"], "Everyone");
+    let members = everyone["members"].as_array().unwrap();
+    assert_eq!(members.len(), total, "both pages of members");
+    assert_eq!(
+        members[PAGE_SIZE],
+        json!({"value": format!("u{PAGE_SIZE:04}")})
+    );
+    assert_eq!(groups.resources[1]["members"], json!([]));
+    // What the hub would send for Everyone is what the listing shows (members aside).
+    assert_eq!(
+        c.kept(
+            ResourceKind::Group,
+            &json!({"displayName": "Everyone", "externalId": "g1"})
+        ),
+        json!({"displayName": "Everyone"})
+    );
+    // A position that is not Crowd's: refused, not guessed.
+    assert!(matches!(
+        c.list_users(Some("next-please")).await,
+        Err(ConnectorError::Refused { .. })
+    ));
+}

@@ -668,3 +668,217 @@ on_every_backend!(delivery_through_the_hub, |hub: Hub| async move {
     assert!(!audit.text.contains(&okta.token));
     assert!(!audit.text.contains("Cobol1959x"));
 });
+
+/// Okta's requests settle (deliveries done) and nothing else arrives for a moment.
+async fn quiet(okta: &FakeOkta) {
+    let mut last = okta.state().log.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = okta.state().log.len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
+/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
+async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": target, "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    let c = &r.body["reconcile"]["counts"];
+    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
+    (
+        n("checked"),
+        n("created"),
+        n("updated"),
+        n("unchanged"),
+        n("orphaned"),
+        n("deactivated"),
+        n("deleted"),
+    )
+}
+
+// Reconcile through the hub: what the hub delivered (a mapped custom attribute, phones,
+// a deactivated user that only the DEPROVISIONED listing shows) is no drift: zero writes.
+// An edit, a deletion and a stranger made behind the hub's back are repaired by one run
+// (the stranger deleted, as the target's orphan policy says); the next run writes nothing.
+on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
+    let okta = FakeOkta::start().await;
+    let _delivery = hub.run_delivery();
+    let def = json!({"kind": "okta", "base_url": okta.base, "token": okta.token,
+                     "orphans": "delete",
+                     "mapping": [{"target": "attributes.costCenter", "value": "CC-42"}]});
+    let r = hub.admin(Method::PUT, "/targets/okta", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let mut ids = Vec::new();
+    for (n, g) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("{n}@example.test"),
+                "name": {"givenName": g, "familyName": "Example"}, "title": "Explorer",
+                "emails": [{"value": format!("{n}@example.test"), "type": "work", "primary": true}],
+                "phoneNumbers": [{"value": "+1 555 0100", "type": "mobile"}],
+                "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    eventually("three users on Okta", || async {
+        okta.state().users.len() == 3
+    })
+    .await;
+    // Carol leaves: deactivated on Okta, where the plain listing no longer shows her.
+    let r = hub
+        .patch(&format!("/Users/{}", ids[2]), &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("carol deactivated", || async {
+        status(&okta, "carol@example.test") == "DEPROVISIONED"
+    })
+    .await;
+    quiet(&okta).await;
+
+    okta.state().log.clear();
+    assert_eq!(reconcile(&hub, "okta").await, (3, 0, 0, 3, 0, 0, 0));
+    quiet(&okta).await;
+    assert!(okta.writes().is_empty(), "{:?}", okta.writes());
+    let reads = okta.state().log.clone();
+    assert!(
+        reads.iter().any(|l| l.starts_with("GET /users?limit=200"))
+            && reads
+                .iter()
+                .any(|l| l.contains("filter=status+eq+%22DEPROVISIONED%22")),
+        "{reads:?}"
+    );
+
+    // Behind the hub's back: alice edited, bob deleted, a stranger added.
+    let alice_id = okta.user("alice@example.test").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    okta.state().users.get_mut(&alice_id).unwrap()["profile"]["firstName"] = json!("Mallory");
+    let bob_id = okta.user("bob@example.test").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    okta.state().users.remove(&bob_id);
+    let stranger = okta.insert_user(
+        json!({"login": "stranger@example.test", "email": "stranger@example.test",
+        "firstName": "Some", "lastName": "One"}),
+    );
+    okta.state().log.clear();
+    assert_eq!(reconcile(&hub, "okta").await, (3, 1, 1, 1, 1, 0, 1));
+    eventually("alice repaired, bob back, the stranger gone", || async {
+        okta.user("alice@example.test")
+            .is_some_and(|u| u["profile"]["firstName"] == "Alice")
+            && okta.user("bob@example.test").is_some()
+            && okta.user("stranger@example.test").is_none()
+    })
+    .await;
+    quiet(&okta).await;
+    let mut writes = okta.writes();
+    writes.sort();
+    let mut want = vec![
+        format!("DELETE /users/{stranger}?sendEmail=false"),
+        format!("DELETE /users/{stranger}?sendEmail=false"),
+        format!("POST /users/{alice_id}"),
+        "POST /users?activate=true".to_string(),
+    ];
+    want.sort();
+    assert_eq!(writes, want, "exactly the drift");
+    let bob = okta.user("bob@example.test").unwrap();
+    assert_eq!(bob["profile"]["costCenter"], "CC-42");
+    assert_eq!(bob["profile"]["mobilePhone"], "+1 555 0100");
+
+    // Repaired: the next run writes nothing.
+    okta.state().log.clear();
+    assert_eq!(reconcile(&hub, "okta").await, (3, 0, 0, 3, 0, 0, 0));
+    quiet(&okta).await;
+    assert!(okta.writes().is_empty(), "{:?}", okta.writes());
+});
+
+/// Listing at the connector: users page by `Link` `rel="next"` (200 at a time), then the
+/// deactivated ones; groups with their members, paged too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_follows_the_link_header() {
+    use provisync::connector::okta::PAGE_SIZE;
+    let okta = FakeOkta::start().await;
+    let c = connector(&okta, &okta.token);
+    let total = PAGE_SIZE + 3;
+    let mut made = Vec::new();
+    for i in 0..total {
+        made.push(
+            okta.insert_user(json!({"login": format!("u{i}@example.test"),
+            "email": format!("u{i}@example.test"), "firstName": "U", "lastName": format!("{i}")})),
+        );
+    }
+    c.disable_user(&made[0]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_users(cursor.as_deref()).await.unwrap();
+        pages += 1;
+        seen.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    // Two pages of the plain listing, one of the deactivated users.
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), total);
+    let first = seen
+        .iter()
+        .find(|u| u["id"] == made[0].as_str())
+        .expect("the deactivated user is listed");
+    assert_eq!(first["active"], false);
+    assert_eq!(first["userName"], "u0@example.test");
+    assert_eq!(
+        seen.iter().filter(|u| u["active"] == true).count(),
+        total - 1
+    );
+    let one = seen.iter().find(|u| u["id"] == made[1].as_str()).unwrap();
+    assert_eq!(
+        one,
+        &json!({"id": made[1], "userName": "u1@example.test", "active": true,
+                "name": {"givenName": "U", "familyName": "1"},
+                "emails": [{"value": "u1@example.test", "primary": true}]})
+    );
+
+    let gid = c
+        .create_group(&json!({"displayName": "Everyone here"}))
+        .await
+        .unwrap();
+    c.add_members(&gid, &made).await.unwrap();
+    let groups = c.list_groups(None).await.unwrap();
+    assert_eq!(groups.next, None);
+    assert_eq!(groups.resources.len(), 1);
+    assert_eq!(groups.resources[0]["id"], gid.as_str());
+    assert_eq!(groups.resources[0]["displayName"], "Everyone here");
+    let members = groups.resources[0]["members"].as_array().unwrap();
+    assert_eq!(members.len(), total);
+    assert!(members.contains(&json!({"value": made[PAGE_SIZE]})));
+    assert_eq!(
+        c.kept(
+            ResourceKind::Group,
+            &json!({"displayName": "Everyone here", "externalId": "g"})
+        ),
+        json!({"displayName": "Everyone here"})
+    );
+    assert!(matches!(
+        c.list_users(Some("page-2")).await,
+        Err(ConnectorError::Refused { .. })
+    ));
+}

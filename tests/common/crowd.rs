@@ -11,6 +11,11 @@
 //! to a group that does not exist), duplicate memberships (409
 //! `MEMBERSHIP_ALREADY_EXISTS`), a body whose name differs from the URL's (400).
 //! Names are case-insensitive, as in Crowd. Scripted faults answer before all that.
+//!
+//! Listing as Crowd does it: `GET /search?entity-type=user|group` (`expand=user|group` for
+//! whole entities, else `link` + `name`), `GET /group/user/direct?groupname=`, both paged
+//! with `start-index` and `max-results` (default 1000), in name order, with no total and
+//! no "next" marker: a page shorter than asked is the last.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -134,6 +139,25 @@ impl FakeCrowd {
         self.state().users.get(&name.to_lowercase()).cloned()
     }
 
+    /// The writes Crowd received (every request but `GET`), as `METHOD path?query`.
+    pub fn writes(&self) -> Vec<String> {
+        self.state()
+            .log
+            .iter()
+            .filter(|l| !l.starts_with("GET "))
+            .cloned()
+            .collect()
+    }
+
+    /// Puts a user straight into Crowd (an account the hub did not create).
+    pub fn insert_user(&self, name: &str, first: &str, last: &str, email: &str) {
+        let u = json!({"name": name, "first-name": first, "last-name": last,
+                       "display-name": format!("{first} {last}"), "email": email, "active": true});
+        let mut st = self.state();
+        st.passwords.insert(name.to_lowercase(), "Str4nger!".into());
+        st.users.insert(name.to_lowercase(), u);
+    }
+
     pub fn groups_of(&self, name: &str) -> Vec<String> {
         let n = name.to_lowercase();
         self.state()
@@ -182,6 +206,33 @@ fn user_entity(origin: &str, u: &Value) -> Value {
     out["password"]["link"]["href"] = json!(format!("{origin}{API}/user/password?username={q}"));
     out["attributes"]["link"]["href"] = json!(format!("{origin}{API}/user/attribute?username={q}"));
     out
+}
+
+fn group_entity(origin: &str, g: &Value) -> Value {
+    let mut out = g.clone();
+    let q = url_encode(g["name"].as_str().unwrap_or_default());
+    out["link"] = json!({"href": format!("{origin}{API}/group?groupname={q}"), "rel": "self"});
+    out["attributes"] = json!({"link": {"href": format!("{origin}{API}/group/attribute?groupname={q}"), "rel": "self"}});
+    out
+}
+
+/// A name-only entry of a list (`link` + `name`), as Crowd answers without `expand`.
+fn minimal(origin: &str, resource: &str, param: &str, name: &str) -> Value {
+    json!({"link": {"href": format!("{origin}{API}/{resource}?{param}={}", url_encode(name)), "rel": "self"},
+           "name": name})
+}
+
+/// `start-index` and `max-results` (Crowd's defaults 0 and 1000); `None`: not numbers.
+fn paging(q: &HashMap<String, String>) -> Option<(usize, usize)> {
+    let start = match q.get("start-index") {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    let max = match q.get("max-results") {
+        Some(s) => s.parse().ok()?,
+        None => 1000,
+    };
+    Some((start, max))
 }
 
 fn url_encode(s: &str) -> String {
@@ -296,6 +347,90 @@ async fn handle(
             200,
             &json!({"domain": ".example.test", "secure": false, "name": "crowd.token_key"}),
         ),
+        ("GET", "/search") => {
+            let Some((start, max)) = paging(&q) else {
+                return empty(400);
+            };
+            let expand = q.get("expand").map(String::as_str).unwrap_or_default();
+            let expanded = |what: &str| expand.split(',').any(|e| e.trim() == what);
+            match q.get("entity-type").map(String::as_str) {
+                Some("user") => {
+                    let users: Vec<Value> = st
+                        .users
+                        .values()
+                        .skip(start)
+                        .take(max)
+                        .map(|u| {
+                            if expanded("user") {
+                                user_entity(&origin, u)
+                            } else {
+                                minimal(
+                                    &origin,
+                                    "user",
+                                    "username",
+                                    u["name"].as_str().unwrap_or_default(),
+                                )
+                            }
+                        })
+                        .collect();
+                    json_resp(200, &json!({"expand": "user", "users": users}))
+                }
+                Some("group") => {
+                    let groups: Vec<Value> = st
+                        .groups
+                        .values()
+                        .skip(start)
+                        .take(max)
+                        .map(|g| {
+                            if expanded("group") {
+                                group_entity(&origin, g)
+                            } else {
+                                minimal(
+                                    &origin,
+                                    "group",
+                                    "groupname",
+                                    g["name"].as_str().unwrap_or_default(),
+                                )
+                            }
+                        })
+                        .collect();
+                    json_resp(200, &json!({"expand": "group", "groups": groups}))
+                }
+                _ => err(
+                    400,
+                    "ILLEGAL_ARGUMENT",
+                    "entity-type must be user or group".into(),
+                ),
+            }
+        }
+        ("GET", "/group/user/direct") => {
+            let Some(g) = groupname else {
+                return empty(400);
+            };
+            let Some((start, max)) = paging(&q) else {
+                return empty(400);
+            };
+            if !st.groups.contains_key(&g) {
+                return no_group(404, &g);
+            }
+            let users: Vec<Value> = st
+                .memberships
+                .iter()
+                .filter(|(_, x)| *x == g)
+                .filter_map(|(u, _)| st.users.get(u))
+                .skip(start)
+                .take(max)
+                .map(|u| {
+                    minimal(
+                        &origin,
+                        "user",
+                        "username",
+                        u["name"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            json_resp(200, &json!({"expand": "user", "users": users}))
+        }
         ("GET", "/user") => {
             let Some(n) = username else { return empty(400) };
             match st.users.get(&n) {

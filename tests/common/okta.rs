@@ -16,6 +16,12 @@
 //! that is not `DEPROVISIONED` deactivates it, the next deletes it. Every answer carries
 //! `X-Rate-Limit-*`; [`FakeOkta::rate_limit`] makes the next requests answer 429
 //! `E0000047` with `X-Rate-Limit-Reset` and no `Retry-After`, as Okta does.
+//!
+//! Listings page as Okta's do: `limit` (users at most 200) and an opaque `after`, with a
+//! `Link: <…>; rel="self"` and, when there is more, a separate `Link: <…>; rel="next"`
+//! header. `GET /users` leaves out `DEPROVISIONED` users unless `filter=status eq "…"`
+//! asks for a status; `GET /groups` (without `q`) takes `filter=type eq "…"`;
+//! `GET /groups/{id}/users` lists a group's members.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -159,6 +165,27 @@ impl FakeOkta {
     pub fn user(&self, login: &str) -> Option<Value> {
         let st = self.state();
         find_login(&st, login).and_then(|id| st.users.get(&id).cloned())
+    }
+
+    /// The writes Okta received (every request but `GET`), as `METHOD path?query`.
+    pub fn writes(&self) -> Vec<String> {
+        self.state()
+            .log
+            .iter()
+            .filter(|l| !l.starts_with("GET "))
+            .cloned()
+            .collect()
+    }
+
+    /// Puts an active user straight into the org (an account the hub did not create);
+    /// returns its id.
+    pub fn insert_user(&self, profile: Value) -> String {
+        let mut u: Value = serde_json::from_str(USER_FIXTURE).expect("user fixture");
+        let id = new_id("00u");
+        u["id"] = json!(id);
+        u["profile"] = profile;
+        self.state().users.insert(id.clone(), u);
+        id
     }
 
     /// The names of the groups of the user with this login.
@@ -445,6 +472,42 @@ fn route(
     let segs: Vec<&str> = resource.trim_start_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["users", "me"]) => json_resp(200, &s.admin),
+        ("GET", ["users"]) => {
+            let Ok(status) = eq_filter(q, "status") else {
+                return invalid_search();
+            };
+            let users: Vec<Value> = st
+                .users
+                .values()
+                .filter(|u| match status {
+                    Some(s) => u["status"] == s,
+                    // "Returns all users that don't have a DEPROVISIONED status."
+                    None => u["status"] != "DEPROVISIONED",
+                })
+                .map(|u| {
+                    let has = st
+                        .passwords
+                        .contains_key(u["id"].as_str().unwrap_or_default());
+                    user_object(origin, u, has)
+                })
+                .collect();
+            paged(origin, "/users", q, users, 200)
+        }
+        ("GET", ["groups", id, "users"]) => {
+            if !st.groups.contains_key(*id) {
+                return not_found(id, "UserGroup");
+            }
+            let users: Vec<Value> = st
+                .members
+                .iter()
+                .filter(|(g, _)| g == id)
+                .filter_map(|(_, u)| st.users.get(u))
+                .map(|u| user_object(origin, u, false))
+                .collect();
+            let mut sorted = users;
+            sorted.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            paged(origin, &format!("/groups/{id}/users"), q, sorted, 1000)
+        }
         ("POST", ["users"]) => {
             let Some(profile) = json_body.get("profile").and_then(Value::as_object) else {
                 return validation(vec![(
@@ -608,6 +671,18 @@ fn route(
             }
             no_content()
         }
+        ("GET", ["groups"]) if !q.contains_key("q") => {
+            let Ok(kind) = eq_filter(q, "type") else {
+                return invalid_search();
+            };
+            let groups: Vec<Value> = st
+                .groups
+                .values()
+                .filter(|g| kind.is_none_or(|k| g["type"] == k))
+                .map(|g| group_object(origin, g))
+                .collect();
+            paged(origin, "/groups", q, groups, 10000)
+        }
         ("GET", ["groups"]) => {
             let query = q.get("q").map(|s| s.to_lowercase()).unwrap_or_default();
             let limit = q
@@ -730,6 +805,83 @@ fn route(
             &[],
         ),
     }
+}
+
+/// One page of `items` (id order) after `after`, as Okta pages: the page and the
+/// `Link` headers (`self`, and `next` when more follow).
+fn paged(
+    origin: &str,
+    path: &str,
+    q: &HashMap<String, String>,
+    items: Vec<Value>,
+    max_limit: usize,
+) -> Response {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(max_limit)
+        .clamp(1, max_limit);
+    let after = q.get("after").cloned();
+    let rest: Vec<Value> = items
+        .into_iter()
+        .filter(|v| {
+            after
+                .as_deref()
+                .is_none_or(|a| v["id"].as_str().is_some_and(|id| id > a))
+        })
+        .collect();
+    let more = rest.len() > limit;
+    let page: Vec<Value> = rest.into_iter().take(limit).collect();
+    let mut base = format!("{origin}{API}{path}?limit={limit}");
+    if let Some(f) = q.get("filter") {
+        base.push_str(&format!("&filter={}", encode(f)));
+    }
+    let mut r = json_resp(200, &Value::Array(page.clone()));
+    let this = match &after {
+        Some(a) => format!("<{base}&after={a}>; rel=\"self\""),
+        None => format!("<{base}>; rel=\"self\""),
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&this) {
+        r.headers_mut().append(header::LINK, v);
+    }
+    if more
+        && let Some(last) = page.last().and_then(|v| v["id"].as_str())
+        && let Ok(v) =
+            header::HeaderValue::from_str(&format!("<{base}&after={last}>; rel=\"next\""))
+    {
+        r.headers_mut().append(header::LINK, v);
+    }
+    r
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of a `filter` of the form `{attr} eq "{value}"`; `Err`: another filter.
+fn eq_filter<'a>(q: &'a HashMap<String, String>, attr: &str) -> Result<Option<&'a str>, ()> {
+    let Some(f) = q.get("filter") else {
+        return Ok(None);
+    };
+    f.trim()
+        .strip_prefix(attr)
+        .and_then(|r| r.trim_start().strip_prefix("eq"))
+        .map(str::trim)
+        .and_then(|v| v.strip_prefix('"'))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(Some)
+        .ok_or(())
+}
+
+fn invalid_search() -> Response {
+    err(400, "E0000031", "Invalid search criteria.", &[])
 }
 
 fn group_named(st: &OktaState, name: &str, except: Option<&str>) -> bool {

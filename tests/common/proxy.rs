@@ -1,5 +1,7 @@
 //! A recording HTTP proxy in front of a peer: counts the requests a target really
-//! receives (reconcile tests assert that a target in sync gets no write at all).
+//! receives (reconcile tests assert that a target in sync gets no write at all). AWS
+//! JSON-protocol calls (all `POST /`) are told apart by their `X-Amz-Target` operation,
+//! recorded too ([`RecordingProxy::operations`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,7 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     requests: Arc<Mutex<Vec<(String, String)>>>,
+    operations: Arc<Mutex<Vec<String>>>,
 }
 
 /// Forwards everything to `upstream` (scheme://host:port), recording method and path.
@@ -44,9 +47,21 @@ async fn forward(
         .lock()
         .unwrap()
         .push((method.to_string(), uri.path().to_string()));
+    if let Some(op) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        s.operations.lock().unwrap().push(op.to_string());
+    }
     let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
     let mut req = s.client.request(m, format!("{}{}", s.upstream, path));
-    for name in ["authorization", "content-type", "accept", "if-match"] {
+    for name in [
+        "authorization",
+        "content-type",
+        "accept",
+        "if-match",
+        "x-amz-target",
+        "x-amz-date",
+        "x-amz-security-token",
+        "x-amz-content-sha256",
+    ] {
         if let Some(v) = headers.get(name) {
             req = req.header(name, v.as_bytes());
         }
@@ -76,6 +91,7 @@ impl RecordingProxy {
             upstream: origin,
             client: reqwest::Client::new(),
             requests: Arc::default(),
+            operations: Arc::default(),
         };
         let app = axum::Router::new()
             .fallback(forward)
@@ -107,7 +123,13 @@ impl RecordingProxy {
             .collect()
     }
 
+    /// The `X-Amz-Target` of every AWS call so far (`Service.Operation`).
+    pub fn operations(&self) -> Vec<String> {
+        self.shared.operations.lock().unwrap().clone()
+    }
+
     pub fn clear(&self) {
         self.shared.requests.lock().unwrap().clear();
+        self.shared.operations.lock().unwrap().clear();
     }
 }

@@ -26,6 +26,12 @@
 //!   `nickname`, `phone_number` (primary, E.164 only), `locale`, `zoneinfo`, `profile`;
 //!   a mapped `attributes` object (`{"target": "attributes.department", …}`) goes to
 //!   `custom:department` (or to the standard attribute of that name, e.g. `birthdate`).
+//! - reconcile: users from `ListUsers` (60 a page, following `PaginationToken`), as SCIM:
+//!   `id` the `sub`, `userName` the Cognito user name (in pools whose user names are the
+//!   `sub`, the sign-in address: `email`, else `phone_number`), the attributes read back
+//!   as [`cognito_attributes`] writes them ([`scim_of_attributes`]; `email_verified` is not
+//!   compared), `active` from `Enabled`; groups from `ListGroups` with their members from
+//!   `ListUsersInGroup` (members are `sub`s), both following `NextToken`.
 //!
 //! Errors: `UsernameExistsException` / `GroupExistsException` → Conflict,
 //! `UserNotFoundException` → NotFound, throttling and 5xx → Retryable, a missing pool
@@ -46,8 +52,12 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, truncate};
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
+use crate::scim::ResourceKind;
 use crate::sync::target::CognitoTarget;
+
+/// Users and groups per listing page (the most `ListUsers` and `ListGroups` return).
+pub const PAGE_SIZE: i32 = 60;
 
 /// Standard (OpenID Connect) attributes of a user pool: a mapped `attributes` key with
 /// one of these names sets it; any other key is a custom attribute (`custom:{key}`).
@@ -428,8 +438,212 @@ pub fn cognito_attributes(user: &Value) -> BTreeMap<String, String> {
     out
 }
 
+/// Cognito attributes read back as the SCIM attributes [`cognito_attributes`] takes them
+/// from (the inverse of that function on what it writes): `custom:x` and standard
+/// attributes it does not fill from SCIM go to `attributes`. `sub` and `email_verified`
+/// are left out (the id, and a setting of the target).
+pub fn scim_of_attributes(attrs: &BTreeMap<String, String>) -> Value {
+    let mut u = serde_json::Map::new();
+    let text = |k: &str| {
+        attrs
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(|v| Value::String(v.to_string()))
+    };
+    let mut name = serde_json::Map::new();
+    for (c, s) in [
+        ("given_name", "givenName"),
+        ("family_name", "familyName"),
+        ("middle_name", "middleName"),
+    ] {
+        if let Some(v) = text(c) {
+            name.insert(s.into(), v);
+        }
+    }
+    if !name.is_empty() {
+        u.insert("name".into(), Value::Object(name));
+    }
+    for (c, s) in [
+        ("name", "displayName"),
+        ("nickname", "nickName"),
+        ("locale", "locale"),
+        ("zoneinfo", "timezone"),
+        ("profile", "profileUrl"),
+    ] {
+        if let Some(v) = text(c) {
+            u.insert(s.into(), v);
+        }
+    }
+    if let Some(v) = text("email") {
+        u.insert(
+            "emails".into(),
+            serde_json::json!([{"value": v, "primary": true}]),
+        );
+    }
+    if let Some(v) = text("phone_number") {
+        u.insert(
+            "phoneNumbers".into(),
+            serde_json::json!([{"value": v, "primary": true}]),
+        );
+    }
+    const FROM_SCIM: [&str; 11] = [
+        "sub",
+        "email",
+        "email_verified",
+        "given_name",
+        "family_name",
+        "middle_name",
+        "name",
+        "nickname",
+        "locale",
+        "zoneinfo",
+        "profile",
+    ];
+    let mut extra = serde_json::Map::new();
+    for (k, v) in attrs {
+        if FROM_SCIM.contains(&k.as_str()) || k == "phone_number" {
+            continue;
+        }
+        let key = k.strip_prefix("custom:").unwrap_or(k);
+        extra.insert(key.to_string(), Value::String(v.clone()));
+    }
+    if !extra.is_empty() {
+        u.insert("attributes".into(), Value::Object(extra));
+    }
+    Value::Object(u)
+}
+
+/// A Cognito user as the SCIM user reconcile compares; `None` without a `sub`.
+fn scim_of_user(user: &UserType) -> Option<Value> {
+    let attrs: BTreeMap<String, String> = user
+        .attributes()
+        .iter()
+        .filter_map(|a| a.value().map(|v| (a.name().to_string(), v.to_string())))
+        .collect();
+    let sub = attrs.get("sub")?.clone();
+    let mut u = scim_of_attributes(&attrs);
+    // Pools that sign in with an address name their users by `sub`: the address is what
+    // the hub sent as `userName`.
+    let user_name = match user.username() {
+        Some(n) if n != sub => Some(n.to_string()),
+        _ => attrs
+            .get("email")
+            .or_else(|| attrs.get("phone_number"))
+            .cloned(),
+    };
+    if let Some(o) = u.as_object_mut() {
+        o.insert("id".into(), Value::String(sub));
+        if let Some(n) = user_name {
+            o.insert("userName".into(), Value::String(n));
+        }
+        o.insert("active".into(), Value::Bool(user.enabled()));
+    }
+    Some(u)
+}
+
 #[async_trait::async_trait]
 impl Connector for CognitoConnector {
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let out = self
+            .client()
+            .await
+            .list_users()
+            .user_pool_id(&self.pool)
+            .limit(PAGE_SIZE)
+            .set_pagination_token(cursor.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error(failure(e)))?;
+        Ok(ListPage {
+            resources: out.users().iter().filter_map(scim_of_user).collect(),
+            next: out
+                .pagination_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let c = self.client().await;
+        let out = c
+            .list_groups()
+            .user_pool_id(&self.pool)
+            .limit(PAGE_SIZE)
+            .set_next_token(cursor.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error(failure(e)))?;
+        let mut resources = Vec::with_capacity(out.groups().len());
+        for g in out.groups() {
+            let Some(name) = g.group_name() else { continue };
+            let mut members = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = c
+                    .list_users_in_group()
+                    .user_pool_id(&self.pool)
+                    .group_name(name)
+                    .limit(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.error(failure(e)))?;
+                members.extend(
+                    page.users()
+                        .iter()
+                        .filter_map(|u| attribute_of(u.attributes(), "sub"))
+                        .map(|s| serde_json::json!({ "value": s })),
+                );
+                match page.next_token().filter(|t| !t.is_empty()) {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            resources
+                .push(serde_json::json!({"id": name, "displayName": name, "members": members}));
+        }
+        Ok(ListPage {
+            resources,
+            next: out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
+        match kind {
+            // The attributes `create_user` / `update_user` write, read back as the listing
+            // reads them, with the user name and `Enabled`.
+            ResourceKind::User => {
+                let mut u = scim_of_attributes(&cognito_attributes(mapped));
+                if let Some(o) = u.as_object_mut() {
+                    if let Some(n) = str_at(mapped, &["userName"]) {
+                        o.insert("userName".into(), Value::String(n.to_string()));
+                    }
+                    let active = mapped
+                        .get("active")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true);
+                    o.insert("active".into(), Value::Bool(active));
+                }
+                u
+            }
+            // A Cognito group keeps its name (the description is the connector's own).
+            ResourceKind::Group => {
+                let mut g = serde_json::Map::new();
+                if let Some(n) = str_at(mapped, &["displayName"]) {
+                    g.insert("displayName".into(), Value::String(n.to_string()));
+                }
+                if let Some(m) = mapped.get("members") {
+                    g.insert("members".into(), m.clone());
+                }
+                Value::Object(g)
+            }
+        }
+    }
+
     async fn test(&self) -> Result<String, ConnectorError> {
         let out = self
             .client()
@@ -817,6 +1031,62 @@ mod tests {
         assert_eq!(e164("555-1234"), None);
         assert_eq!(e164("+1 555 0100"), Some("+15550100".into()));
         assert_eq!(e164("+12"), None);
+    }
+
+    #[test]
+    fn what_cognito_keeps_is_what_it_lists() {
+        let c = CognitoConnector::new(&CognitoTarget {
+            user_pool_id: "eu-west-1_abc".into(),
+            region: None,
+            endpoint_url: None,
+            email_verified: true,
+        })
+        .unwrap();
+        let mapped = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "h1",
+            "userName": "alice", "title": "Queen", "active": true,
+            "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "emails": [{"value": "a@x.example", "type": "work", "primary": true}],
+            "phoneNumbers": [{"value": "+44 20 7946 0000", "type": "work"}],
+            "attributes": {"department": "Tea", "birthdate": "1852-05-04"}
+        });
+        let kept = c.kept(ResourceKind::User, &mapped);
+        assert_eq!(
+            kept,
+            json!({"userName": "alice", "active": true, "displayName": "Alice Liddell",
+                   "name": {"givenName": "Alice", "familyName": "Liddell"},
+                   "emails": [{"value": "a@x.example", "primary": true}],
+                   "phoneNumbers": [{"value": "+442079460000", "primary": true}],
+                   "attributes": {"department": "Tea", "birthdate": "1852-05-04"}})
+        );
+        // The account Cognito holds after the delivery lists as exactly that, plus its id.
+        let mut attrs = c.attributes(&mapped);
+        attrs.insert("sub".into(), "0f1e-22".into());
+        let user = UserType::builder()
+            .username("alice")
+            .enabled(true)
+            .set_attributes(Some(attribute_list(&attrs).unwrap()))
+            .build();
+        let mut listed = scim_of_user(&user).unwrap();
+        assert_eq!(listed["id"], "0f1e-22");
+        listed.as_object_mut().unwrap().remove("id");
+        assert_eq!(listed, kept);
+        // A pool that names users by sub: the sign-in address is the user name.
+        let by_sub = UserType::builder()
+            .username("0f1e-22")
+            .enabled(false)
+            .set_attributes(Some(attribute_list(&attrs).unwrap()))
+            .build();
+        let listed = scim_of_user(&by_sub).unwrap();
+        assert_eq!(listed["userName"], "a@x.example");
+        assert_eq!(listed["active"], false);
+        assert_eq!(
+            c.kept(
+                ResourceKind::Group,
+                &json!({"displayName": "navy", "externalId": "g"})
+            ),
+            json!({"displayName": "navy"})
+        );
     }
 
     #[test]

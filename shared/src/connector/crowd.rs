@@ -16,6 +16,11 @@
 //!   (404 is success);
 //! - custom attributes: a mapped `attributes` object (`{"target": "attributes.costCenter",
 //!   "source": "…"}`) is stored with `POST /user/attribute?username=`.
+//! - reconcile: users from `GET /search?entity-type=user&expand=user&start-index=&max-results=`
+//!   (a page shorter than asked is the last), groups from `GET /search?entity-type=group&expand=group`
+//!   with their direct members from `GET /group/user/direct?groupname=` (paged the same way);
+//!   compared on what Crowd keeps of a user: user name, first/last/display name, e-mail,
+//!   `active` ([`CrowdConnector::kept`]; custom attributes are not compared).
 //!
 //! Errors carry Crowd's `reason` (`USER_NOT_FOUND`, `INVALID_USER`, `INVALID_CREDENTIAL`,
 //! `APPLICATION_PERMISSION_DENIED`, …) and `message` into the audit log.
@@ -30,11 +35,15 @@ use serde_json::{Map, Value, json};
 use super::http::{
     Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
 };
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
+use crate::scim::ResourceKind;
 use crate::sync::target::{CrowdTarget, HttpAuth};
 
 /// The REST API path under Crowd's root.
 pub const API_PATH: [&str; 3] = ["rest", "usermanagement", "1"];
+
+/// Entities per search page (`max-results`).
+pub const PAGE_SIZE: usize = 200;
 
 /// A connector to one Crowd server, as one Crowd application.
 #[derive(Clone)]
@@ -77,6 +86,75 @@ impl Failure {
 }
 
 impl CrowdConnector {
+    /// One page of `GET /search` for `entity` (`user` / `group`), expanded: the entities
+    /// under `users` / `groups`.
+    async fn search(&self, entity: &str, start: usize) -> Result<Vec<Value>, ConnectorError> {
+        let start_s = start.to_string();
+        let max = PAGE_SIZE.to_string();
+        let v = self
+            .call(
+                Method::GET,
+                &["search"],
+                &[
+                    ("entity-type", entity),
+                    ("expand", entity),
+                    ("start-index", &start_s),
+                    ("max-results", &max),
+                ],
+                None,
+            )
+            .await
+            .map_err(|f| f.error)?
+            .json()?;
+        let key = format!("{entity}s");
+        match v.get(&key) {
+            Some(Value::Array(a)) => Ok(a.clone()),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(_) => Err(refused(&format!(
+                "Crowd answered a search without a {key} list"
+            ))),
+        }
+    }
+
+    /// The names of the direct members of group `name`, every page.
+    async fn direct_members(&self, name: &str) -> Result<Vec<String>, ConnectorError> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let start_s = start.to_string();
+            let max = PAGE_SIZE.to_string();
+            let v = self
+                .call(
+                    Method::GET,
+                    &["group", "user", "direct"],
+                    &[
+                        ("groupname", name),
+                        ("start-index", &start_s),
+                        ("max-results", &max),
+                    ],
+                    None,
+                )
+                .await
+                .map_err(|f| f.error)?
+                .json()?;
+            let users = v
+                .get("users")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let got = users.len();
+            out.extend(
+                users
+                    .iter()
+                    .filter_map(|u| str_at(u, &["name"]).map(str::to_string)),
+            );
+            match next_index(start, got) {
+                Some(_) => start += got,
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// A connector on the process-wide HTTP client (default timeouts).
     pub fn new(target: &CrowdTarget) -> Result<Self, SetupError> {
         Self::with_client(target, HttpClient::shared()?)
@@ -284,6 +362,57 @@ fn crowd_user(user: &Value, name: &str, active: Option<bool>) -> Value {
     })
 }
 
+/// A Crowd user entity as the SCIM user reconcile compares: `id` and `userName` are the
+/// Crowd name; an empty e-mail is none. `None` for an entity without a name.
+fn scim_of_crowd(entity: &Value) -> Option<Value> {
+    let name = str_at(entity, &["name"])?;
+    let mut u = Map::new();
+    u.insert("id".into(), json!(name));
+    u.insert("userName".into(), json!(name));
+    let mut n = Map::new();
+    if let Some(g) = str_at(entity, &["first-name"]) {
+        n.insert("givenName".into(), json!(g));
+    }
+    if let Some(f) = str_at(entity, &["last-name"]) {
+        n.insert("familyName".into(), json!(f));
+    }
+    if !n.is_empty() {
+        u.insert("name".into(), Value::Object(n));
+    }
+    if let Some(d) = str_at(entity, &["display-name"]) {
+        u.insert("displayName".into(), json!(d));
+    }
+    if let Some(e) = str_at(entity, &["email"]) {
+        u.insert("emails".into(), json!([{"value": e, "primary": true}]));
+    }
+    u.insert(
+        "active".into(),
+        json!(
+            entity
+                .get("active")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        ),
+    );
+    Some(Value::Object(u))
+}
+
+/// The `start-index` a listing cursor names (`None`: the first page).
+fn start_index(cursor: Option<&str>) -> Result<usize, ConnectorError> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => c
+            .parse()
+            .map_err(|_| refused("not a Crowd listing position")),
+    }
+}
+
+/// The next page's cursor: Crowd says nothing about more results, so a full page means
+/// there may be more.
+fn next_index(start: usize, got: usize) -> Option<String> {
+    (got >= PAGE_SIZE).then(|| (start + got).to_string())
+}
+
 /// The body of `POST /user/attribute` for a payload's `attributes` object, if any:
 /// `{"attributes": [{"name", "values": [..]}]}`, values as strings.
 fn crowd_attributes(user: &Value) -> Option<Value> {
@@ -341,6 +470,63 @@ impl Connector for CrowdConnector {
                     .into(),
             }),
             Err(f) => Err(f.error),
+        }
+    }
+
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let start = start_index(cursor)?;
+        let found = self.search("user", start).await?;
+        Ok(ListPage {
+            next: next_index(start, found.len()),
+            resources: found.iter().filter_map(scim_of_crowd).collect(),
+        })
+    }
+
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let start = start_index(cursor)?;
+        let found = self.search("group", start).await?;
+        let mut resources = Vec::with_capacity(found.len());
+        for g in &found {
+            let Some(name) = str_at(g, &["name"]) else {
+                continue;
+            };
+            let members: Vec<Value> = self
+                .direct_members(name)
+                .await?
+                .into_iter()
+                .map(|m| json!({ "value": m }))
+                .collect();
+            resources.push(json!({"id": name, "displayName": name, "members": members}));
+        }
+        Ok(ListPage {
+            next: next_index(start, found.len()),
+            resources,
+        })
+    }
+
+    fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
+        match kind {
+            // What `create_user` / `update_user` send, read back as the listing reads it.
+            ResourceKind::User => {
+                let name = str_at(mapped, &["userName"]).unwrap_or_default();
+                let mut u =
+                    scim_of_crowd(&crowd_user(mapped, name, None)).unwrap_or_else(|| json!({}));
+                if let Some(o) = u.as_object_mut() {
+                    o.remove("id");
+                }
+                u
+            }
+            // A Crowd group keeps its name (and its members, which travel separately).
+            ResourceKind::Group => {
+                let mut g = Map::new();
+                if let Some(n) = str_at(mapped, &["displayName"]) {
+                    g.insert("displayName".into(), json!(n));
+                }
+                if let Some(m) = mapped.get("members") {
+                    g.insert("members".into(), m.clone());
+                }
+                Value::Object(g)
+            }
         }
     }
 
@@ -583,6 +769,56 @@ mod tests {
             ]}))
         );
         assert_eq!(crowd_attributes(&json!({"userName": "a"})), None);
+    }
+
+    #[test]
+    fn what_crowd_keeps_is_what_it_lists() {
+        let c = CrowdConnector::new(&CrowdTarget {
+            base_url: "https://crowd.example.com/crowd".into(),
+            application: "provisync".into(),
+            password: "app-secret".into(),
+        })
+        .unwrap();
+        let mapped = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "h1",
+            "userName": "alice", "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "displayName": "Alice L.", "active": true, "title": "Queen",
+            "emails": [{"value": "a@x.example", "type": "work", "primary": true}],
+            "attributes": {"cc": "42"}
+        });
+        let kept = c.kept(ResourceKind::User, &mapped);
+        assert_eq!(
+            kept,
+            json!({"userName": "alice", "name": {"givenName": "Alice", "familyName": "Liddell"},
+                   "displayName": "Alice L.", "active": true,
+                   "emails": [{"value": "a@x.example", "primary": true}]})
+        );
+        // The entity Crowd holds after the delivery lists as exactly that (plus its id).
+        let mut listed = scim_of_crowd(&crowd_user(&mapped, "alice", None)).unwrap();
+        assert_eq!(listed["id"], "alice");
+        listed.as_object_mut().unwrap().remove("id");
+        assert_eq!(listed, kept);
+        // Crowd's fallbacks are what it keeps: no e-mail, no name parts.
+        assert_eq!(
+            c.kept(
+                ResourceKind::User,
+                &json!({"userName": "bob", "active": false})
+            ),
+            json!({"userName": "bob", "name": {"givenName": "bob", "familyName": "bob"},
+                   "displayName": "bob", "active": false})
+        );
+        assert_eq!(
+            c.kept(
+                ResourceKind::Group,
+                &json!({"displayName": "navy", "externalId": "g"})
+            ),
+            json!({"displayName": "navy"})
+        );
+        assert_eq!(start_index(None).unwrap(), 0);
+        assert_eq!(start_index(Some("400")).unwrap(), 400);
+        assert!(start_index(Some("x")).is_err());
+        assert_eq!(next_index(0, PAGE_SIZE), Some(PAGE_SIZE.to_string()));
+        assert_eq!(next_index(200, 3), None);
     }
 
     #[test]

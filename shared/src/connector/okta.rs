@@ -21,6 +21,13 @@
 //!   `DELETE /groups/{id}`; members `PUT|DELETE /groups/{gid}/users/{uid}`;
 //! - extra profile attributes through the mapping: a mapped `attributes` object
 //!   (`{"target": "attributes.costCenter", …}`) is merged into the Okta profile.
+//! - reconcile: users from `GET /users?limit=200` (every status but `DEPROVISIONED`, as
+//!   Okta lists them), then `GET /users?filter=status eq "DEPROVISIONED"`, each following
+//!   the `Link: <…?after=…>; rel="next"` header (only its `after` is kept: the token never
+//!   goes to a host the link names); groups from `GET /groups?filter=type eq "OKTA_GROUP"`
+//!   with members from `GET /groups/{id}/users`, paged the same way. A user is compared on
+//!   the profile the connector writes, read back into SCIM ([`scim_of_profile`]), and on
+//!   `active` (`STAGED` and `DEPROVISIONED` are inactive).
 //!
 //! Errors carry Okta's `errorCode`, `errorSummary` and `errorCauses` into the audit log;
 //! 429 waits for `Retry-After`, else until `X-Rate-Limit-Reset` (epoch seconds).
@@ -35,7 +42,8 @@ use serde_json::{Map, Value, json};
 use super::http::{
     Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
 };
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
+use crate::scim::ResourceKind;
 use crate::sync::target::OktaTarget;
 
 /// The Management API path under the org URL.
@@ -43,6 +51,15 @@ pub const API_PATH: [&str; 2] = ["api", "v1"];
 
 /// Okta's scheme for API tokens in `Authorization`.
 pub const SCHEME: &str = "SSWS";
+
+/// Objects per listing page (Okta's maximum for users is 200).
+pub const PAGE_SIZE: usize = 200;
+
+/// The filter that lists deactivated users, which Okta's plain listing leaves out.
+const DEPROVISIONED_FILTER: &str = "status eq \"DEPROVISIONED\"";
+
+/// Only Okta-mastered groups: not the built-in `Everyone`, not app groups.
+const GROUP_FILTER: &str = "type eq \"OKTA_GROUP\"";
 
 /// The profile fields the connector writes (besides mapped `attributes`).
 const REQUIRED: [&str; 4] = ["login", "email", "firstName", "lastName"];
@@ -183,6 +200,31 @@ impl OktaConnector {
         })
     }
 
+    /// One page of a listing (`segments`, `query`) from `after`: the objects and the
+    /// `after` of the next page, from the `Link` header.
+    async fn page(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        after: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        let limit = PAGE_SIZE.to_string();
+        let mut q: Vec<(&str, &str)> = query.to_vec();
+        q.push(("limit", &limit));
+        if let Some(a) = after {
+            q.push(("after", a));
+        }
+        let resp = self
+            .call(Method::GET, segments, &q, None)
+            .await
+            .map_err(|f| f.error)?;
+        let next = next_after(&resp);
+        match resp.json()? {
+            Value::Array(items) => Ok((items, next)),
+            _ => Err(refused("Okta answered a listing that is not a list")),
+        }
+    }
+
     async fn get_user(&self, id_or_login: &str) -> Result<Option<Value>, ConnectorError> {
         match self
             .call(Method::GET, &["users", id_or_login], &[], None)
@@ -230,6 +272,205 @@ fn refused(reason: &str) -> ConnectorError {
         status: None,
         reason: reason.into(),
     }
+}
+
+/// The `after` of the `rel="next"` link of a listing answer (Okta sends `self` and
+/// `next` as separate `Link` headers; both forms are read).
+fn next_after(resp: &HttpResponse) -> Option<String> {
+    for value in resp.headers.get_all(header::LINK) {
+        let Ok(value) = value.to_str() else { continue };
+        for link in value.split(',') {
+            let mut parts = link.split(';');
+            let Some(target) = parts.next() else { continue };
+            let is_next = parts.any(|p| {
+                let p = p.trim();
+                p.eq_ignore_ascii_case("rel=\"next\"") || p.eq_ignore_ascii_case("rel=next")
+            });
+            if !is_next {
+                continue;
+            }
+            let url = target.trim().trim_start_matches('<').trim_end_matches('>');
+            let Ok(url) = Url::parse(url) else { continue };
+            if let Some((_, a)) = url.query_pairs().find(|(k, _)| k == "after") {
+                return Some(a.into_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Which listing a users cursor is in, and where.
+#[derive(Debug, PartialEq)]
+enum UsersCursor<'a> {
+    /// The plain listing (every status but `DEPROVISIONED`).
+    Listed(Option<&'a str>),
+    /// The deactivated users.
+    Deprovisioned(Option<&'a str>),
+}
+
+impl<'a> UsersCursor<'a> {
+    fn parse(cursor: Option<&'a str>) -> Result<Self, ConnectorError> {
+        let Some(c) = cursor else {
+            return Ok(UsersCursor::Listed(None));
+        };
+        let (phase, after) = c
+            .split_once(':')
+            .ok_or_else(|| refused("not an Okta listing position"))?;
+        let after = (!after.is_empty()).then_some(after);
+        match phase {
+            "listed" => Ok(UsersCursor::Listed(after)),
+            "deprovisioned" => Ok(UsersCursor::Deprovisioned(after)),
+            _ => Err(refused("not an Okta listing position")),
+        }
+    }
+}
+
+/// The profile keys [`okta_profile`] writes from SCIM attributes (the others come from
+/// a mapped `attributes` object).
+const PROFILE_KEYS: [&str; 27] = [
+    "login",
+    "email",
+    "firstName",
+    "lastName",
+    "middleName",
+    "honorificPrefix",
+    "honorificSuffix",
+    "displayName",
+    "nickName",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "profileUrl",
+    "mobilePhone",
+    "primaryPhone",
+    "streetAddress",
+    "city",
+    "state",
+    "zipCode",
+    "countryCode",
+    "employeeNumber",
+    "costCenter",
+    "organization",
+    "division",
+    "department",
+];
+
+/// An Okta profile read back as the SCIM attributes [`okta_profile`] takes them from: the
+/// inverse of that function on what it writes, so that a delivered profile reads as what
+/// was delivered. Profile keys it does not write go to `attributes`; `null`s are absent.
+pub fn scim_of_profile(profile: &Map<String, Value>) -> Value {
+    let text = |k: &str| {
+        profile
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let mut u = Map::new();
+    let put = |m: &mut Map<String, Value>, k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), json!(v));
+        }
+    };
+    put(&mut u, "userName", text("login"));
+    let mut name = Map::new();
+    put(&mut name, "givenName", text("firstName"));
+    put(&mut name, "familyName", text("lastName"));
+    put(&mut name, "middleName", text("middleName"));
+    put(&mut name, "honorificPrefix", text("honorificPrefix"));
+    put(&mut name, "honorificSuffix", text("honorificSuffix"));
+    if !name.is_empty() {
+        u.insert("name".into(), Value::Object(name));
+    }
+    for (okta, scim) in [
+        ("displayName", "displayName"),
+        ("nickName", "nickName"),
+        ("title", "title"),
+        ("userType", "userType"),
+        ("preferredLanguage", "preferredLanguage"),
+        ("locale", "locale"),
+        ("timezone", "timezone"),
+        ("profileUrl", "profileUrl"),
+    ] {
+        put(&mut u, scim, text(okta));
+    }
+    if let Some(e) = text("email") {
+        u.insert("emails".into(), json!([{"value": e, "primary": true}]));
+    }
+    let mut phones = Vec::new();
+    if let Some(p) = text("mobilePhone") {
+        phones.push(json!({"value": p, "type": "mobile"}));
+    }
+    if let Some(p) = text("primaryPhone") {
+        phones.push(json!({"value": p, "type": "work"}));
+    }
+    if !phones.is_empty() {
+        u.insert("phoneNumbers".into(), Value::Array(phones));
+    }
+    let mut addr = Map::new();
+    for (okta, scim) in [
+        ("streetAddress", "streetAddress"),
+        ("city", "locality"),
+        ("state", "region"),
+        ("zipCode", "postalCode"),
+        ("countryCode", "country"),
+    ] {
+        put(&mut addr, scim, text(okta));
+    }
+    if !addr.is_empty() {
+        addr.insert("type".into(), json!("work"));
+        u.insert("addresses".into(), json!([addr]));
+    }
+    let mut ent = Map::new();
+    for k in [
+        "employeeNumber",
+        "costCenter",
+        "organization",
+        "division",
+        "department",
+    ] {
+        put(&mut ent, k, text(k));
+    }
+    if let Some(m) = text("manager") {
+        ent.insert("manager".into(), json!({ "displayName": m }));
+    }
+    // A mapped attribute named as a standard one went to that profile key: it reads back
+    // as the standard attribute (as `okta_profile` wrote it, the mapped value wins).
+    let mut extra = Map::new();
+    for (k, v) in profile {
+        if PROFILE_KEYS.contains(&k.as_str()) || k == "manager" || v.is_null() {
+            continue;
+        }
+        if let Some(v) = scalar(v) {
+            extra.insert(k.clone(), v);
+        }
+    }
+    if !ent.is_empty() {
+        u.insert(ENTERPRISE.into(), Value::Object(ent));
+    }
+    if !extra.is_empty() {
+        u.insert("attributes".into(), Value::Object(extra));
+    }
+    Value::Object(u)
+}
+
+/// An Okta user object as the SCIM user reconcile compares.
+fn scim_of_okta_user(user: &Value) -> Option<Value> {
+    let id = user.get("id").and_then(Value::as_str)?;
+    let profile = user
+        .get("profile")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut u = scim_of_profile(&profile);
+    let active = !matches!(status_of(user), "STAGED" | "DEPROVISIONED");
+    if let Some(o) = u.as_object_mut() {
+        o.insert("id".into(), json!(id));
+        o.insert("active".into(), json!(active));
+    }
+    Some(u)
 }
 
 fn status_of(user: &Value) -> &str {
@@ -382,6 +623,94 @@ impl Connector for OktaConnector {
     fn create_detects_existing(&self) -> bool {
         // Okta refuses a second user with the same login (400 E0000001).
         true
+    }
+
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let (items, next) = match UsersCursor::parse(cursor)? {
+            UsersCursor::Listed(after) => {
+                let (items, next) = self.page(&["users"], &[], after).await?;
+                let next = match next {
+                    Some(a) => format!("listed:{a}"),
+                    // Then the deactivated users, which the plain listing leaves out.
+                    None => "deprovisioned:".to_string(),
+                };
+                (items, Some(next))
+            }
+            UsersCursor::Deprovisioned(after) => {
+                let (items, next) = self
+                    .page(&["users"], &[("filter", DEPROVISIONED_FILTER)], after)
+                    .await?;
+                (items, next.map(|a| format!("deprovisioned:{a}")))
+            }
+        };
+        Ok(ListPage {
+            resources: items.iter().filter_map(scim_of_okta_user).collect(),
+            next,
+        })
+    }
+
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let (groups, next) = self
+            .page(&["groups"], &[("filter", GROUP_FILTER)], cursor)
+            .await?;
+        let mut resources = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let id = id_of(g)?;
+            let mut members = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let (users, next) = self
+                    .page(&["groups", &id, "users"], &[], after.as_deref())
+                    .await?;
+                members.extend(
+                    users
+                        .iter()
+                        .filter_map(|u| u.get("id").and_then(Value::as_str))
+                        .map(|m| json!({ "value": m })),
+                );
+                match next {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+            let mut out = json!({"id": id, "members": members});
+            if let Some(n) = str_at(g, &["profile", "name"]) {
+                out["displayName"] = json!(n);
+            }
+            resources.push(out);
+        }
+        Ok(ListPage { resources, next })
+    }
+
+    fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
+        match kind {
+            // The profile `create_user` / `update_user` write, read back as the listing
+            // reads it, and the status.
+            ResourceKind::User => {
+                let mut u = okta_profile(mapped)
+                    .map(|p| scim_of_profile(&p))
+                    .unwrap_or_else(|_| json!({}));
+                let active = mapped
+                    .get("active")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                if let Some(o) = u.as_object_mut() {
+                    o.insert("active".into(), json!(active));
+                }
+                u
+            }
+            // An Okta group keeps its name (its description is the connector's own).
+            ResourceKind::Group => {
+                let mut g = Map::new();
+                if let Some(n) = str_at(mapped, &["displayName"]) {
+                    g.insert("displayName".into(), json!(n));
+                }
+                if let Some(m) = mapped.get("members") {
+                    g.insert("members".into(), m.clone());
+                }
+                Value::Object(g)
+            }
+        }
     }
 
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
@@ -663,6 +992,72 @@ mod tests {
         assert_eq!(shown["lastName"], "Carol C");
         assert!(!shown.contains_key("email"), "no address to give");
         assert!(okta_profile(&json!({"displayName": "x"})).is_err());
+    }
+
+    #[test]
+    fn what_okta_keeps_is_what_it_lists() {
+        let c = OktaConnector::new(&OktaTarget {
+            base_url: "https://dev-123.okta.com".into(),
+            token: "00SSWS-secret-token".into(),
+        })
+        .unwrap();
+        let mapped = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": "h1",
+            "userName": "alice@example.com", "displayName": "Alice L.", "title": "Queen",
+            "name": {"givenName": "Alice", "familyName": "Liddell", "formatted": "x"},
+            "emails": [{"value": "w@x.example", "type": "work"}, {"value": "p@x.example", "primary": true}],
+            "phoneNumbers": [{"value": "+1 555 0100", "type": "work"}, {"value": "+1 555 0199", "type": "mobile"}],
+            "addresses": [{"type": "work", "locality": "Oxford", "country": "GB"}],
+            ENTERPRISE: {"department": "Tea", "manager": {"value": "x", "displayName": "Hatter"}},
+            "attributes": {"costCenter2": "42"}, "active": true, "x509Certificates": [{"value": "c"}]
+        });
+        let kept = c.kept(ResourceKind::User, &mapped);
+        assert_eq!(
+            kept,
+            json!({"userName": "alice@example.com", "displayName": "Alice L.", "title": "Queen",
+                   "name": {"givenName": "Alice", "familyName": "Liddell"},
+                   "emails": [{"value": "p@x.example", "primary": true}],
+                   "phoneNumbers": [{"value": "+1 555 0199", "type": "mobile"},
+                                    {"value": "+1 555 0100", "type": "work"}],
+                   "addresses": [{"type": "work", "locality": "Oxford", "country": "GB"}],
+                   ENTERPRISE: {"department": "Tea", "manager": {"displayName": "Hatter"}},
+                   "attributes": {"costCenter2": "42"}, "active": true})
+        );
+        // The user Okta holds after the delivery lists as exactly that, plus its id;
+        // profile keys Okta adds on its own (nulls, secondEmail) are extra, not different.
+        let mut profile = okta_profile(&mapped).unwrap();
+        profile.insert("secondEmail".into(), Value::Null);
+        let okta_user = json!({"id": "00u1", "status": "ACTIVE", "profile": profile});
+        let mut listed = scim_of_okta_user(&okta_user).unwrap();
+        assert_eq!(listed["id"], "00u1");
+        listed.as_object_mut().unwrap().remove("id");
+        assert_eq!(listed, kept);
+        for (status, active) in [
+            ("STAGED", false),
+            ("PROVISIONED", true),
+            ("LOCKED_OUT", true),
+            ("DEPROVISIONED", false),
+        ] {
+            let u = json!({"id": "00u2", "status": status, "profile": {"login": "b@x.example"}});
+            assert_eq!(scim_of_okta_user(&u).unwrap()["active"], active, "{status}");
+        }
+        assert_eq!(
+            c.kept(
+                ResourceKind::Group,
+                &json!({"displayName": "navy", "externalId": "g"})
+            ),
+            json!({"displayName": "navy"})
+        );
+        assert_eq!(UsersCursor::parse(None).unwrap(), UsersCursor::Listed(None));
+        assert_eq!(
+            UsersCursor::parse(Some("listed:00u9")).unwrap(),
+            UsersCursor::Listed(Some("00u9"))
+        );
+        assert_eq!(
+            UsersCursor::parse(Some("deprovisioned:")).unwrap(),
+            UsersCursor::Deprovisioned(None)
+        );
+        assert!(UsersCursor::parse(Some("00u9")).is_err());
     }
 
     #[test]
