@@ -919,9 +919,15 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    let ada = g.user_by_upn(&upn("ada")).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     {
         let mut st = g.state();
         st.users.get_mut(&grace).unwrap()["givenName"] = json!("Amazing");
+        // The hub sends no displayName: Entra's is derived from the names, and kept.
+        st.users.get_mut(&ada).unwrap()["displayName"] = json!("The Countess");
         st.users.remove(&linus);
         st.users.insert("stranger-1".into(), json!({"id": "stranger-1",
             "userPrincipalName": upn("mallory"), "displayName": "Mallory", "mailNickname": "mallory",
@@ -934,10 +940,12 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
     let mark = g.state().writes.len();
     let c = reconcile(&hub, "entra").await;
     // Listed: ada, grace, the stranger; linus missing.
-    assert_eq!(counts(&c), [3, 1, 1, 1, 1, 1], "{c}");
+    assert_eq!(counts(&c), [3, 1, 2, 1, 1, 0], "{c}");
     eventually("the drift repaired", || async {
         g.user_by_upn(&upn("grace"))
             .is_some_and(|u| u["givenName"] == "Grace")
+            && g.user_by_upn(&upn("ada"))
+                .is_some_and(|u| u["displayName"] == "Ada Lovelace")
             && g.user_by_upn(&upn("linus")).is_some()
     })
     .await;
@@ -948,15 +956,26 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
     let mut want = vec![
         "DELETE /v1.0/users/stranger-1".to_string(),
         format!("PATCH /v1.0/users/{grace}"),
+        format!("PATCH /v1.0/users/{ada}"),
         "POST /v1.0/users".to_string(),
     ];
     want.sort_unstable();
     assert_eq!(paths, want, "{writes:?}");
-    let patch = writes.iter().find(|(p, _)| p.starts_with("PATCH")).unwrap();
+    let patch = |id: &str| {
+        writes
+            .iter()
+            .find(|(p, _)| p.starts_with("PATCH") && p.ends_with(id))
+            .map(|(_, b)| b.clone())
+            .unwrap()
+    };
     assert_eq!(
-        patch.1,
+        patch(&grace),
         json!({"givenName": "Grace", "accountEnabled": true}),
         "exactly the difference"
+    );
+    assert_eq!(
+        patch(&ada),
+        json!({"displayName": "Ada Lovelace", "accountEnabled": true})
     );
     let linus = g.user_by_upn(&upn("linus")).unwrap();
     assert_eq!(linus["surname"], "Torvalds");
