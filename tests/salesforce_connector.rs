@@ -777,6 +777,23 @@ async fn listing_pages_and_matches_kept() {
     let mut edited = ada.clone();
     edited["title"] = json!("Queen");
     assert!(provisync::sync::reconcile::differs(&kept, &edited, None));
+    // A locator expired (a reconcile resumed much later): the listing continues after
+    // the last record read, neither failing nor starting over.
+    let first = c.list_users(None).await.expect("first batch");
+    sf.expire_query_locators();
+    let rest = c
+        .list_users(first.next.as_deref())
+        .await
+        .expect("after the expired locator");
+    assert_eq!(rest.next, None);
+    let mut again: Vec<String> = first
+        .resources
+        .iter()
+        .chain(&rest.resources)
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    again.sort_unstable();
+    assert_eq!(again, ids);
     // A locator elsewhere is not followed.
     match c
         .list_users(Some(

@@ -201,6 +201,11 @@ impl FakeSalesforce {
         self.shared.lock().faults.push(fault);
     }
 
+    /// Every open query locator expires (Salesforce drops one after 15 minutes unused).
+    pub fn expire_query_locators(&self) {
+        self.shared.lock().cursors.clear();
+    }
+
     /// Every session ends (as when an admin revokes them, or they time out).
     pub fn revoke_sessions(&self) {
         self.shared.lock().tokens.clear();
@@ -319,6 +324,8 @@ pub struct Soql {
     pub object: String,
     /// `(field, accepted values)`: `=` is one value, `IN` a list.
     pub conds: Vec<(String, Vec<String>)>,
+    /// `(field, bound)` of `field > 'bound'` (string order, as for Ids).
+    pub greater: Vec<(String, String)>,
     pub order_by_id: bool,
 }
 
@@ -380,6 +387,7 @@ pub fn parse_soql(q: &str) -> Option<Soql> {
         fields,
         object,
         conds: Vec::new(),
+        greater: Vec::new(),
         order_by_id: false,
     };
     if let Some(r) = strip_prefix_ci(rest, "WHERE ") {
@@ -394,6 +402,10 @@ pub fn parse_soql(q: &str) -> Option<Soql> {
             if let Some(r) = rest.strip_prefix('=') {
                 let (value, r) = soql_literal(r.trim_start())?;
                 soql.conds.push((field, vec![value]));
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix('>') {
+                let (value, r) = soql_literal(r.trim_start())?;
+                soql.greater.push((field, value));
                 rest = r;
             } else {
                 let r = strip_prefix_ci(rest, "IN")?
@@ -732,6 +744,7 @@ async fn handle(
                 .fields
                 .iter()
                 .chain(parsed.conds.iter().map(|(f, _)| f))
+                .chain(parsed.greater.iter().map(|(f, _)| f))
                 .find(|f| !known.contains(&f.as_str()))
             {
                 return sf_err(
@@ -749,6 +762,10 @@ async fn handle(
                         r.get(f)
                             .and_then(Value::as_str)
                             .is_some_and(|x| vs.iter().any(|v| x.eq_ignore_ascii_case(v)))
+                    }) && parsed.greater.iter().all(|(f, bound)| {
+                        r.get(f)
+                            .and_then(Value::as_str)
+                            .is_some_and(|x| x > bound.as_str())
                     })
                 })
                 .map(|r| {
@@ -1059,6 +1076,9 @@ mod tests {
             vec![("GroupId".into(), vec!["a".into(), "b".into()])]
         );
         assert!(p.order_by_id);
+        let p = parse_soql("SELECT Id FROM User WHERE UserType = 'Standard' AND Id > '005x' ORDER BY Id")
+            .unwrap();
+        assert_eq!(p.greater, vec![("Id".into(), "005x".into())]);
         // An unescaped quote: malformed, as Salesforce would say.
         assert_eq!(
             parse_soql("SELECT Id FROM User WHERE Username = 'o'b'"),

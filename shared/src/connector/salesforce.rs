@@ -264,6 +264,16 @@ impl SalesforceConnector {
         soql: &str,
         cursor: Option<&str>,
     ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        self.query_batch_or_failure(soql, cursor)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    async fn query_batch_or_failure(
+        &self,
+        soql: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), Failure> {
         let r = match cursor {
             None => {
                 self.call(Method::GET, &["query"], &[("q", soql)], None)
@@ -273,12 +283,11 @@ impl SalesforceConnector {
                 let locator = self.query_locator(next)?;
                 self.call(Method::GET, &["query", locator], &[], None).await
             }
-        }
-        .map_err(|f| f.error)?;
+        }?;
         let mut v = r.json()?;
         let records = match v.get_mut("records").map(Value::take) {
             Some(Value::Array(records)) => records,
-            _ => return Err(refused("Salesforce answered a query without `records`")),
+            _ => return Err(refused("Salesforce answered a query without `records`").into()),
         };
         // `done: false` and a locator while more records remain (*Execute a SOQL Query*,
         // <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm>).
@@ -288,6 +297,52 @@ impl SalesforceConnector {
             .and_then(Value::as_str)
             .filter(|_| !done)
             .map(str::to_string);
+        Ok((records, next))
+    }
+
+    /// One batch of a listing (`{select_from} WHERE {filter} ORDER BY Id`). The cursor is
+    /// `"{nextRecordsUrl} {last Id read}"`: Salesforce drops a query locator after 15
+    /// minutes unused (a reconcile resumed in a later cycle), and its
+    /// `INVALID_QUERY_LOCATOR` then restarts the query after that Id, so the listing
+    /// continues where it stopped instead of failing on every cycle.
+    async fn listing_batch(
+        &self,
+        select_from: &str,
+        filter: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        let query_after = |after: Option<&str>| match after {
+            None => format!("{select_from} WHERE {filter} ORDER BY Id"),
+            Some(id) => format!(
+                "{select_from} WHERE {filter} AND Id > '{}' ORDER BY Id",
+                soql_string(id)
+            ),
+        };
+        let (records, next) = match cursor {
+            None => self.query_batch(&query_after(None), None).await?,
+            Some(c) => {
+                let (next, after) = match c.rsplit_once(' ') {
+                    Some((n, a)) => (n, Some(a)),
+                    None => (c, None),
+                };
+                match self.query_batch_or_failure("", Some(next)).await {
+                    Ok(batch) => batch,
+                    Err(f) if f.is("INVALID_QUERY_LOCATOR") && after.is_some() => {
+                        tracing::info!("salesforce query locator expired: listing again after the last record read");
+                        self.query_batch(&query_after(after), None).await?
+                    }
+                    Err(f) => return Err(f.error),
+                }
+            }
+        };
+        let last = records
+            .iter()
+            .rev()
+            .find_map(|r| r.get("Id").and_then(Value::as_str));
+        let next = next.map(|n| match last {
+            Some(id) => format!("{n} {id}"),
+            None => n,
+        });
         Ok((records, next))
     }
 
@@ -511,11 +566,13 @@ const MEMBER_QUERY_GROUPS: usize = 100;
 /// Expert (`CsnOnly`), the Automated Process and platform integration users, guest,
 /// portal and community users — accounts the hub could never own, which would otherwise
 /// be orphans (and deactivated under that policy).
-const LIST_USERS: &str = "SELECT Id, Username, FirstName, LastName, Email, IsActive, Title, \
-Department, EmployeeNumber, CompanyName, MobilePhone, Phone, FederationIdentifier \
-FROM User WHERE UserType = 'Standard' ORDER BY Id";
+const LIST_USERS: (&str, &str) = (
+    "SELECT Id, Username, FirstName, LastName, Email, IsActive, Title, Department, \
+     EmployeeNumber, CompanyName, MobilePhone, Phone, FederationIdentifier FROM User",
+    "UserType = 'Standard'",
+);
 /// Public groups, as the connector creates them.
-const LIST_GROUPS: &str = "SELECT Id, Name FROM Group WHERE Type = 'Regular' ORDER BY Id";
+const LIST_GROUPS: (&str, &str) = ("SELECT Id, Name FROM Group", "Type = 'Regular'");
 
 /// A User record (as `sf_user` builds it, or as a query returns it) in the SCIM shape
 /// reconcile compares. Listing and [`Connector::kept`] both go through here, so they are
@@ -645,7 +702,9 @@ impl Connector for SalesforceConnector {
     /// SOQL `SELECT … FROM User WHERE UserType = 'Standard' ORDER BY Id`, then each
     /// `nextRecordsUrl` (batches of up to 2,000 records); the run-as user left out.
     async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        let (records, next) = self.query_batch(LIST_USERS, cursor).await?;
+        let (records, next) = self
+            .listing_batch(LIST_USERS.0, LIST_USERS.1, cursor)
+            .await?;
         // The connected app's run-as user (the last segment of the token's identity URL)
         // is the connector itself: never an orphan to deactivate.
         let run_as = self.oauth.identity().and_then(|url| {
@@ -670,7 +729,9 @@ impl Connector for SalesforceConnector {
     /// Public groups (`SELECT Id, Name FROM Group WHERE Type = 'Regular'`), each with its
     /// `GroupMember`s (users and nested groups), read for the whole batch at once.
     async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        let (records, next) = self.query_batch(LIST_GROUPS, cursor).await?;
+        let (records, next) = self
+            .listing_batch(LIST_GROUPS.0, LIST_GROUPS.1, cursor)
+            .await?;
         let ids: Vec<&str> = records
             .iter()
             .filter_map(|r| r.get("Id").and_then(Value::as_str))
