@@ -1076,8 +1076,10 @@ mod tests {
             vec![("GroupId".into(), vec!["a".into(), "b".into()])]
         );
         assert!(p.order_by_id);
-        let p = parse_soql("SELECT Id FROM User WHERE UserType = 'Standard' AND Id > '005x' ORDER BY Id")
-            .unwrap();
+        let p = parse_soql(
+            "SELECT Id FROM User WHERE UserType = 'Standard' AND Id > '005x' ORDER BY Id",
+        )
+        .unwrap();
         assert_eq!(p.greater, vec![("Id".into(), "005x".into())]);
         // An unescaped quote: malformed, as Salesforce would say.
         assert_eq!(

@@ -328,7 +328,9 @@ impl SalesforceConnector {
                 match self.query_batch_or_failure("", Some(next)).await {
                     Ok(batch) => batch,
                     Err(f) if f.is("INVALID_QUERY_LOCATOR") && after.is_some() => {
-                        tracing::info!("salesforce query locator expired: listing again after the last record read");
+                        tracing::info!(
+                            "salesforce query locator expired: listing again after the last record read"
+                        );
                         self.query_batch(&query_after(after), None).await?
                     }
                     Err(f) => return Err(f.error),
