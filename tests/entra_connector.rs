@@ -686,3 +686,321 @@ async fn documented_bodies() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Listing: every page through `@odata.nextLink` (the fake pages by two), members of the
+/// tenant only, in the SCIM shape `kept` gives a delivered user; groups with their
+/// members' object ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_and_matches_kept() {
+    let g = FakeGraph::start().await;
+    g.state().max_page = Some(2);
+    let c = connector(&g);
+    let mut ids = Vec::new();
+    for n in ["ada", "bob", "cy"] {
+        ids.push(c.create_user(&alice(&upn(n)), None).await.unwrap());
+    }
+    // A guest invited from another tenant: not an account the hub could own.
+    g.state().users.insert(
+        "guest-1".into(),
+        json!({"id": "guest-1", "userPrincipalName": "eve_fabrikam.test#EXT#@contoso.onmicrosoft.com",
+               "displayName": "Eve", "accountEnabled": true, "userType": "Guest", "mailNickname": "eve"}),
+    );
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_users(cursor.as_deref()).await.expect("page");
+        pages += 1;
+        listed.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2, "three members, two per page");
+    let mut listed_ids: Vec<&str> = listed.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    listed_ids.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(listed_ids, ids);
+    assert!(
+        g.state()
+            .log
+            .iter()
+            .any(|l| l.contains("%24skiptoken=") || l.contains("$skiptoken=")),
+        "the next link was followed: {:?}",
+        g.state().log
+    );
+    let ada = listed
+        .iter()
+        .find(|u| u["userName"] == upn("ada"))
+        .expect("ada listed");
+    // What was delivered is what is listed: no drift.
+    let kept = c.kept(provisync::scim::ResourceKind::User, &alice(&upn("ada")));
+    assert_eq!(
+        kept,
+        json!({"userName": upn("ada"), "displayName": "Alice Liddell",
+               "name": {"givenName": "Alice", "familyName": "Liddell"}, "active": true,
+               "title": "Explorer", ENTERPRISE: {"department": "Wonderland"},
+               "emails": [{"value": "alice@example.test", "primary": true}]})
+    );
+    assert!(
+        !provisync::sync::reconcile::differs(&kept, ada, None),
+        "{kept} vs {ada}"
+    );
+    // An edit behind the hub's back is.
+    let mut edited = ada.clone();
+    edited["name"]["givenName"] = json!("Ada");
+    assert!(provisync::sync::reconcile::differs(&kept, &edited, None));
+
+    // A next link elsewhere is not followed (the token would go with it).
+    match c
+        .list_users(Some("https://evil.example/v1.0/users?$skiptoken=x"))
+        .await
+    {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("nextLink"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Groups, with their members (users and nested groups) on every page.
+    let navy = c
+        .create_group(&json!({"displayName": "navy"}))
+        .await
+        .unwrap();
+    let army = c
+        .create_group(&json!({"displayName": "army"}))
+        .await
+        .unwrap();
+    let air = c
+        .create_group(&json!({"displayName": "air"}))
+        .await
+        .unwrap();
+    c.add_members(&navy, &ids).await.unwrap();
+    c.add_members(&navy, std::slice::from_ref(&army))
+        .await
+        .unwrap();
+    let mut groups = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = c.list_groups(cursor.as_deref()).await.expect("groups page");
+        groups.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(groups.len(), 3);
+    let listed_navy = groups.iter().find(|g| g["id"] == navy.as_str()).unwrap();
+    assert_eq!(listed_navy["displayName"], "navy");
+    let mut members: Vec<String> = listed_navy["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect();
+    members.sort_unstable();
+    let mut want = ids.clone();
+    want.push(army.clone());
+    want.sort_unstable();
+    assert_eq!(members, want, "four members over two pages");
+    let listed_air = groups.iter().find(|g| g["id"] == air.as_str()).unwrap();
+    assert_eq!(listed_air["members"], json!([]));
+    let kept = c.kept(
+        provisync::scim::ResourceKind::Group,
+        &json!({"displayName": "navy", "externalId": "hub-g"}),
+    );
+    assert_eq!(kept, json!({"displayName": "navy"}));
+}
+
+async fn reconcile(hub: &Hub, target: &str) -> Value {
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": target, "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    r.body["reconcile"]["counts"].clone()
+}
+
+/// `(checked, created, updated, deleted, orphaned, unchanged)` of a report's counts.
+fn counts(c: &Value) -> [u64; 6] {
+    [
+        "checked",
+        "created",
+        "updated",
+        "deleted",
+        "orphaned",
+        "unchanged",
+    ]
+    .map(|k| c[k].as_u64().unwrap_or(u64::MAX))
+}
+
+/// Graph's writes settle: none for a moment.
+async fn quiet(g: &FakeGraph) {
+    let mut last = g.state().writes.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = g.state().writes.len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Reconcile through the hub (`POST /admin/sync`, `reconcile: true`), on both stores:
+/// what the hub just delivered is no drift (zero writes); drift behind the hub's back (a
+/// name edited, an account deleted, a stranger added) is repaired with exactly those
+/// writes (orphans: `delete`); a second reconcile writes nothing.
+async fn reconcile_repairs_only_the_drift(backend: Backend) {
+    let g = FakeGraph::start().await;
+    let Some(hub) = Hub::start(backend).await else {
+        return;
+    };
+    let _delivery = hub.run_delivery();
+    // Three users: two pages.
+    g.state().max_page = Some(2);
+    let def = json!({"kind": "entra", "tenant_id": TENANT, "client_id": g.client_id,
+                     "client_secret": g.client_secret, "graph_url": g.base, "login_url": g.base,
+                     "orphans": "delete",
+                     "mapping": [{"target": "usageLocation", "value": "FR"}]});
+    let r = hub.admin(Method::PUT, "/targets/entra", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    for (n, given, family) in [
+        ("ada", "Ada", "Lovelace"),
+        ("grace", "Grace", "Hopper"),
+        ("linus", "Linus", "Torvalds"),
+    ] {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": upn(n),
+                "name": {"givenName": given, "familyName": family}, "title": "Engineer",
+                ENTERPRISE: {"department": "R&D"},
+                "emails": [{"value": format!("{n}@example.test"), "type": "work", "primary": true}],
+                "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    eventually("three users on Entra", || async {
+        ["ada", "grace", "linus"]
+            .iter()
+            .all(|n| g.user_by_upn(&upn(n)).is_some())
+    })
+    .await;
+    quiet(&g).await;
+
+    // Just delivered: in sync, nothing written.
+    let mark = g.state().writes.len();
+    let c = reconcile(&hub, "entra").await;
+    assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
+    assert!(
+        g.state().log.iter().any(|l| l.contains("skiptoken")),
+        "the listing followed @odata.nextLink"
+    );
+    quiet(&g).await;
+    assert_eq!(
+        g.state().writes[mark..],
+        [],
+        "a target in sync gets no write"
+    );
+
+    // Drift behind the hub's back.
+    let grace = g.user_by_upn(&upn("grace")).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let linus = g.user_by_upn(&upn("linus")).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ada = g.user_by_upn(&upn("ada")).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let mut st = g.state();
+        st.users.get_mut(&grace).unwrap()["givenName"] = json!("Amazing");
+        // The hub sends no displayName: Entra's is derived from the names, and kept.
+        st.users.get_mut(&ada).unwrap()["displayName"] = json!("The Countess");
+        st.users.remove(&linus);
+        st.users.insert("stranger-1".into(), json!({"id": "stranger-1",
+            "userPrincipalName": upn("mallory"), "displayName": "Mallory", "mailNickname": "mallory",
+            "accountEnabled": true, "userType": "Member"}));
+        // A guest: never listed, never touched.
+        st.users.insert("guest-1".into(), json!({"id": "guest-1",
+            "userPrincipalName": "eve_fabrikam.test#EXT#@contoso.onmicrosoft.com",
+            "displayName": "Eve", "mailNickname": "eve", "accountEnabled": true, "userType": "Guest"}));
+    }
+    let mark = g.state().writes.len();
+    let c = reconcile(&hub, "entra").await;
+    // Listed: ada, grace, the stranger; linus missing.
+    assert_eq!(counts(&c), [3, 1, 2, 1, 1, 0], "{c}");
+    eventually("the drift repaired", || async {
+        g.user_by_upn(&upn("grace"))
+            .is_some_and(|u| u["givenName"] == "Grace")
+            && g.user_by_upn(&upn("ada"))
+                .is_some_and(|u| u["displayName"] == "Ada Lovelace")
+            && g.user_by_upn(&upn("linus")).is_some()
+    })
+    .await;
+    quiet(&g).await;
+    let writes = g.state().writes[mark..].to_vec();
+    let mut paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
+    paths.sort_unstable();
+    let mut want = vec![
+        "DELETE /v1.0/users/stranger-1".to_string(),
+        format!("PATCH /v1.0/users/{grace}"),
+        format!("PATCH /v1.0/users/{ada}"),
+        "POST /v1.0/users".to_string(),
+    ];
+    want.sort_unstable();
+    assert_eq!(paths, want, "{writes:?}");
+    let patch = |id: &str| {
+        writes
+            .iter()
+            .find(|(p, _)| p.starts_with("PATCH") && p.ends_with(id))
+            .map(|(_, b)| b.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        patch(&grace),
+        json!({"givenName": "Grace", "accountEnabled": true}),
+        "exactly the difference"
+    );
+    assert_eq!(
+        patch(&ada),
+        json!({"displayName": "Ada Lovelace", "accountEnabled": true})
+    );
+    let linus = g.user_by_upn(&upn("linus")).unwrap();
+    assert_eq!(linus["surname"], "Torvalds");
+    assert_eq!(linus["usageLocation"], "FR");
+    assert!(g.state().users.contains_key("guest-1"));
+
+    // Repaired: a second reconcile writes nothing.
+    let mark = g.state().writes.len();
+    let c = reconcile(&hub, "entra").await;
+    assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
+    quiet(&g).await;
+    assert_eq!(g.state().writes[mark..], [], "in sync again");
+    let audit = hub
+        .admin(Method::GET, "/audit?target=entra&op=reconcile", None)
+        .await;
+    assert!(audit.text.contains("checked=3"), "{}", audit.text);
+    assert!(!audit.text.contains(&g.client_secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_embedded() {
+    reconcile_repairs_only_the_drift(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_dynamodb() {
+    reconcile_repairs_only_the_drift(Backend::DynamoDb).await;
+}

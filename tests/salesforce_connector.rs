@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use provisync::connector::salesforce::SalesforceConnector;
 use provisync::connector::{Connector, ConnectorError};
 use provisync::sync::target::SalesforceTarget;
-use provisync_tests::salesforce::{FakeSalesforce, PROFILE_ID, SalesforceFault};
+use provisync_tests::salesforce::{FakeSalesforce, PROFILE_ID, RUN_AS_USER_ID, SalesforceFault};
 use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -685,4 +685,393 @@ async fn documented_bodies() {
         f
     };
     assert_eq!(fields(&e), fields(&documented));
+}
+
+/// A User record an admin made in the org (not through the hub).
+fn org_user(id: &str, username: &str, user_type: &str) -> serde_json::Map<String, Value> {
+    json!({"Id": id, "Username": username, "LastName": "Someone", "Email": username,
+           "Alias": "someone", "TimeZoneSidKey": "GMT", "LocaleSidKey": "en_US",
+           "EmailEncodingKey": "UTF-8", "ProfileId": PROFILE_ID, "LanguageLocaleKey": "en_US",
+           "IsActive": true, "UserType": user_type})
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+/// Listing: every batch through `nextRecordsUrl` (the fake answers two records a batch),
+/// standard users only, in the SCIM shape `kept` gives a delivered user; public groups
+/// with their members' record ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_and_matches_kept() {
+    let sf = FakeSalesforce::start().await;
+    sf.state().batch_size = 2;
+    let c = connector(&sf);
+    let mut ids = Vec::new();
+    for n in ["ada@acme.test", "bob@acme.test", "cy@acme.test"] {
+        ids.push(c.create_user(&alice(n), None).await.unwrap());
+    }
+    // The org's own: the connected app's run-as user, the Automated Process user and a
+    // Chatter Free user.
+    {
+        let mut st = sf.state();
+        st.users.insert(
+            RUN_AS_USER_ID.into(),
+            org_user(RUN_AS_USER_ID, "integration@acme.test", "Standard"),
+        );
+        st.users.insert(
+            "005AUTOPROC0001AAA".into(),
+            org_user(
+                "005AUTOPROC0001AAA",
+                "autoproc@00d5g.test",
+                "AutomatedProcess",
+            ),
+        );
+        st.users.insert(
+            "005CHATTER00001AAA".into(),
+            org_user("005CHATTER00001AAA", "chatter@acme.test", "CsnOnly"),
+        );
+    }
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = c.list_users(cursor.as_deref()).await.expect("page");
+        pages += 1;
+        listed.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2, "three standard users, two a batch");
+    let mut listed_ids: Vec<String> = listed
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    listed_ids.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(listed_ids, ids);
+    assert!(
+        sf.state()
+            .log
+            .iter()
+            .any(|l| l.starts_with("GET /services/data/v60.0/query/01g")),
+        "the nextRecordsUrl was followed: {:?}",
+        sf.state().log
+    );
+    let ada = listed
+        .iter()
+        .find(|u| u["userName"] == "ada@acme.test")
+        .expect("ada listed");
+    let kept = c.kept(provisync::scim::ResourceKind::User, &alice("ada@acme.test"));
+    assert_eq!(
+        kept,
+        json!({"userName": "ada@acme.test", "name": {"givenName": "Alice", "familyName": "Liddell"},
+               "active": true, "title": "Explorer", ENTERPRISE: {"department": "Wonderland"},
+               "emails": [{"value": "alice@example.test", "primary": true}]})
+    );
+    assert!(
+        !provisync::sync::reconcile::differs(&kept, ada, None),
+        "{kept} vs {ada}"
+    );
+    let mut edited = ada.clone();
+    edited["title"] = json!("Queen");
+    assert!(provisync::sync::reconcile::differs(&kept, &edited, None));
+    // A locator expired (a reconcile resumed much later): the listing continues after
+    // the last record read, neither failing nor starting over.
+    let first = c.list_users(None).await.expect("first batch");
+    sf.expire_query_locators();
+    let rest = c
+        .list_users(first.next.as_deref())
+        .await
+        .expect("after the expired locator");
+    assert_eq!(rest.next, None);
+    let mut again: Vec<String> = first
+        .resources
+        .iter()
+        .chain(&rest.resources)
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    again.sort_unstable();
+    assert_eq!(again, ids);
+    // A locator elsewhere is not followed.
+    match c
+        .list_users(Some(
+            "https://evil.example/services/data/v60.0/query/01gX-2",
+        ))
+        .await
+    {
+        Err(ConnectorError::Refused { reason, .. }) => {
+            assert!(reason.contains("nextRecordsUrl"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Public groups and their members (users and a nested group), three members a
+    // group over two batches.
+    let eng = c
+        .create_group(&json!({"displayName": "eng"}))
+        .await
+        .unwrap();
+    let ops = c
+        .create_group(&json!({"displayName": "ops"}))
+        .await
+        .unwrap();
+    let all = c
+        .create_group(&json!({"displayName": "all"}))
+        .await
+        .unwrap();
+    c.add_members(&eng, &ids).await.unwrap();
+    c.add_members(&all, std::slice::from_ref(&eng))
+        .await
+        .unwrap();
+    let mut groups = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = c.list_groups(cursor.as_deref()).await.expect("groups");
+        groups.extend(page.resources);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(groups.len(), 3);
+    let members = |id: &str| -> Vec<String> {
+        let g = groups.iter().find(|g| g["id"] == id).expect("listed");
+        let mut m: Vec<String> = g["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["value"].as_str().unwrap().to_string())
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    assert_eq!(members(&eng), ids);
+    assert_eq!(members(&all), std::slice::from_ref(&eng));
+    assert!(members(&ops).is_empty());
+    assert_eq!(
+        groups.iter().find(|g| g["id"] == eng.as_str()).unwrap()["displayName"],
+        "eng"
+    );
+    assert_eq!(
+        c.kept(
+            provisync::scim::ResourceKind::Group,
+            &json!({"displayName": "eng", "externalId": "h"})
+        ),
+        json!({"displayName": "eng"})
+    );
+}
+
+async fn reconcile(hub: &Hub, target: &str) -> Value {
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": target, "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+    r.body["reconcile"]["counts"].clone()
+}
+
+/// `(checked, created, updated, deactivated, orphaned, unchanged)` of a report's counts.
+fn counts(c: &Value) -> [u64; 6] {
+    [
+        "checked",
+        "created",
+        "updated",
+        "deactivated",
+        "orphaned",
+        "unchanged",
+    ]
+    .map(|k| c[k].as_u64().unwrap_or(u64::MAX))
+}
+
+/// Salesforce's writes settle: none for a moment.
+async fn quiet(sf: &FakeSalesforce) {
+    let mut last = sf.state().writes.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = sf.state().writes.len();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Reconcile through the hub (`POST /admin/sync`, `reconcile: true`) of a `manual`
+/// target, on both stores: what the hub delivered is no drift (zero writes); drift behind
+/// the hub's back (a first name edited, an account deactivated — Salesforce users cannot
+/// be deleted —, a stranger added, a hub user never sent) is repaired with exactly those
+/// writes (orphans: `deactivate`), the org's system users untouched; a second reconcile
+/// writes nothing.
+async fn reconcile_repairs_only_the_drift(backend: Backend) {
+    let sf = FakeSalesforce::start().await;
+    let Some(hub) = Hub::start(backend).await else {
+        return;
+    };
+    let _delivery = hub.run_delivery();
+    sf.state().batch_size = 2;
+    let def = json!({"kind": "salesforce", "instance_url": sf.base, "client_id": sf.client_id,
+                     "client_secret": sf.client_secret, "api_version": "v60.0",
+                     "defaults": defaults(), "mode": "manual", "orphans": "deactivate",
+                     "mapping": [{"target": "FederationIdentifier", "source": "userName"}]});
+    let r = hub.admin(Method::PUT, "/targets/sfdc", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let person = |n: &str, given: &str, family: &str| {
+        json!({"schemas": [USER_SCHEMA], "userName": format!("{n}@acme.test"),
+            "name": {"givenName": given, "familyName": family}, "title": "Engineer",
+            ENTERPRISE: {"department": "R&D"},
+            "emails": [{"value": format!("{n}@example.test"), "type": "work", "primary": true}],
+            "active": true})
+    };
+    for (n, given, family) in [
+        ("ada", "Ada", "Lovelace"),
+        ("grace", "Grace", "Hopper"),
+        ("linus", "Linus", "Torvalds"),
+    ] {
+        let r = hub.post("/Users", &person(n, given, family)).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // Manual: sent on request.
+    let r = hub
+        .admin(Method::POST, "/sync", Some(&json!({"target": "sfdc"})))
+        .await;
+    assert_eq!(r.body["queued"], 3, "{}", r.text);
+    eventually("three users on Salesforce", || async {
+        ["ada", "grace", "linus"]
+            .iter()
+            .all(|n| sf.user(&format!("{n}@acme.test")).is_some())
+    })
+    .await;
+    quiet(&sf).await;
+
+    // Just delivered: in sync, nothing written.
+    let mark = sf.state().writes.len();
+    let c = reconcile(&hub, "sfdc").await;
+    assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
+    quiet(&sf).await;
+    assert_eq!(
+        sf.state().writes[mark..],
+        [],
+        "a target in sync gets no write"
+    );
+
+    // Drift behind the hub's back, and a hub user never sent (manual target).
+    let id_of = |n: &str| -> String {
+        sf.user(&format!("{n}@acme.test")).unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (grace, linus) = (id_of("grace"), id_of("linus"));
+    {
+        let mut st = sf.state();
+        st.users
+            .get_mut(&grace)
+            .unwrap()
+            .insert("FirstName".into(), json!("Amazing"));
+        st.users
+            .get_mut(&linus)
+            .unwrap()
+            .insert("IsActive".into(), json!(false));
+        st.users.insert(
+            "005STRANGER001AAA".into(),
+            org_user("005STRANGER001AAA", "mallory@acme.test", "Standard"),
+        );
+        st.users.insert(
+            "005AUTOPROC0001AAA".into(),
+            org_user(
+                "005AUTOPROC0001AAA",
+                "autoproc@00d5g.test",
+                "AutomatedProcess",
+            ),
+        );
+        st.users.insert(
+            RUN_AS_USER_ID.into(),
+            org_user(RUN_AS_USER_ID, "integration@acme.test", "Standard"),
+        );
+    }
+    let r = hub
+        .post("/Users", &person("margaret", "Margaret", "Hamilton"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(sf.user("margaret@acme.test").is_none(), "manual: not sent");
+
+    let mark = sf.state().writes.len();
+    let c = reconcile(&hub, "sfdc").await;
+    // Listed: ada, grace, linus, the stranger (deactivated here); margaret missing.
+    assert_eq!(counts(&c), [4, 1, 2, 1, 1, 1], "{c}");
+    eventually("the drift repaired", || async {
+        sf.user("grace@acme.test")
+            .is_some_and(|u| u["FirstName"] == "Grace")
+            && sf
+                .user("linus@acme.test")
+                .is_some_and(|u| u["IsActive"] == true)
+            && sf.user("margaret@acme.test").is_some()
+    })
+    .await;
+    quiet(&sf).await;
+    let writes = sf.state().writes[mark..].to_vec();
+    let mut paths: Vec<String> = writes.iter().map(|(p, _)| p.clone()).collect();
+    paths.sort_unstable();
+    let mut want = vec![
+        format!("PATCH /services/data/v60.0/sobjects/User/{grace}"),
+        format!("PATCH /services/data/v60.0/sobjects/User/{linus}"),
+        "PATCH /services/data/v60.0/sobjects/User/005STRANGER001AAA".to_string(),
+        "POST /services/data/v60.0/sobjects/User".to_string(),
+    ];
+    want.sort_unstable();
+    assert_eq!(paths, want, "{writes:?}");
+    let body = |id: &str| {
+        writes
+            .iter()
+            .find(|(p, _)| p.ends_with(id))
+            .map(|(_, b)| b.clone())
+            .unwrap()
+    };
+    let g = body(&grace);
+    assert_eq!(g["FirstName"], "Grace", "{g}");
+    for unchanged in [
+        "Username",
+        "LastName",
+        "Email",
+        "Title",
+        "FederationIdentifier",
+    ] {
+        assert!(g.get(unchanged).is_none(), "{unchanged} was not drift: {g}");
+    }
+    assert_eq!(body(&linus), json!({"IsActive": true}));
+    assert_eq!(body("005STRANGER001AAA"), json!({"IsActive": false}));
+    assert_eq!(sf.state().users["005AUTOPROC0001AAA"]["IsActive"], true);
+    assert_eq!(
+        sf.state().users[RUN_AS_USER_ID]["IsActive"],
+        true,
+        "the run-as user"
+    );
+    assert_eq!(
+        sf.user("margaret@acme.test").unwrap()["FederationIdentifier"],
+        "margaret@acme.test"
+    );
+
+    // Repaired: a second reconcile writes nothing (the stranger stays listed, inactive).
+    let mark = sf.state().writes.len();
+    let c = reconcile(&hub, "sfdc").await;
+    assert_eq!(counts(&c), [5, 0, 0, 0, 1, 4], "{c}");
+    quiet(&sf).await;
+    assert_eq!(sf.state().writes[mark..], [], "in sync again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_embedded() {
+    reconcile_repairs_only_the_drift(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_only_the_drift_dynamodb() {
+    reconcile_repairs_only_the_drift(Backend::DynamoDb).await;
 }

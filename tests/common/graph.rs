@@ -109,6 +109,8 @@ pub struct GraphState {
     pub token_requests: usize,
     /// `METHOD path?query` of every Graph request (token requests as `TOKEN`).
     pub log: Vec<String>,
+    /// `(METHOD path, JSON body or null)` of every request but `GET`s, in order.
+    pub writes: Vec<(String, Value)>,
     /// Every `Authorization` header seen (to check what was sent).
     pub bearer_seen: Vec<String>,
     faults: Vec<GraphFault>,
@@ -116,6 +118,9 @@ pub struct GraphState {
     pub token_lifetime: Duration,
     /// No application permissions granted: writes are 403.
     pub read_only: bool,
+    /// The most items Graph puts in one page, whatever `$top` asks (server-side paging;
+    /// `None`: as `$top` says, 100 without it).
+    pub max_page: Option<usize>,
 }
 
 struct Shared {
@@ -495,6 +500,10 @@ async fn handle(
         "{method} {path}{}",
         uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     ));
+    if method != Method::GET {
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        st.writes.push((format!("{method} {path}"), body));
+    }
     if !st.faults.is_empty() {
         let f = st.faults.remove(0);
         let mut r = if f.body.is_null() {
@@ -562,20 +571,43 @@ async fn handle(
         );
     }
     let collection_get = |st: &GraphState, coll: &str| -> Response {
-        let items: Vec<&Value> = match coll {
-            "users" => st.users.values().collect(),
-            _ => st.groups.values().collect(),
+        let items: Vec<Value> = match coll {
+            "users" => st.users.values().cloned().collect(),
+            "groups" => st.groups.values().cloned().collect(),
+            // `groups/{id}/members`: directory objects with their `@odata.type`.
+            members => {
+                let gid = members
+                    .trim_start_matches("groups/")
+                    .trim_end_matches("/members");
+                if !st.groups.contains_key(gid) {
+                    return not_found(gid);
+                }
+                st.members
+                    .iter()
+                    .filter(|(g, _)| g == gid)
+                    .filter_map(|(_, m)| {
+                        let (kind, obj) = match st.users.get(m) {
+                            Some(u) => ("#microsoft.graph.user", u),
+                            None => ("#microsoft.graph.group", st.groups.get(m)?),
+                        };
+                        let mut o = obj.clone();
+                        o["@odata.type"] = json!(kind);
+                        Some(o)
+                    })
+                    .collect()
+            }
         };
-        let mut found: Vec<&Value> = match q.get("$filter") {
+        let items: Vec<&Value> = items.iter().collect();
+        let found: Vec<&Value> = match q.get("$filter") {
             None => items,
             Some(f) => {
                 let Some((prop, lit)) = parse_eq_filter(f) else {
                     return bad(format!("Invalid filter clause: {f}"));
                 };
-                let allowed = if coll == "users" {
-                    ["userPrincipalName", "displayName", "mail"]
+                let allowed: &[&str] = if coll == "users" {
+                    &["userPrincipalName", "displayName", "mail", "userType"]
                 } else {
-                    ["displayName", "mailNickname", "mail"]
+                    &["displayName", "mailNickname", "mail"]
                 };
                 if !allowed.contains(&prop.as_str()) {
                     return err(
@@ -598,9 +630,10 @@ async fn handle(
                     .collect()
             }
         };
+        let mut page = 100;
         if let Some(top) = q.get("$top") {
             match top.parse::<usize>() {
-                Ok(n) if (1..=999).contains(&n) => found.truncate(n),
+                Ok(n) if (1..=999).contains(&n) => page = n,
                 _ => {
                     return bad(format!(
                         "Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive."
@@ -608,12 +641,41 @@ async fn handle(
                 }
             }
         }
+        if let Some(max) = st.max_page {
+            page = page.min(max.max(1));
+        }
+        // `$skiptoken`: opaque to clients; here the position in the (stable) listing.
+        let skip = match q.get("$skiptoken") {
+            None => 0,
+            Some(t) => match t.strip_prefix("pos-").and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => n,
+                None => return bad(format!("Invalid $skiptoken: '{t}'.")),
+            },
+        };
+        let total = found.len();
+        let found: Vec<&Value> = found.into_iter().skip(skip).take(page).collect();
+        // Graph repeats the request's other query options in the link (*Paging Microsoft
+        // Graph data*, https://learn.microsoft.com/en-us/graph/paging).
+        let next_link = (skip + page < total).then(|| {
+            let mut url = url::Url::parse(&format!("{origin}/v1.0/{coll}")).expect("origin");
+            {
+                let mut pairs = url.query_pairs_mut();
+                for (k, v) in q.iter().filter(|(k, _)| *k != "$skiptoken") {
+                    pairs.append_pair(k, v);
+                }
+                pairs.append_pair("$skiptoken", &format!("pos-{}", skip + page));
+            }
+            url.to_string()
+        });
         let select: Option<Vec<&str>> = q.get("$select").map(|s| s.split(',').collect());
         let value: Vec<Value> = found
             .into_iter()
             .map(|i| match &select {
                 Some(props) => {
                     let mut m = Map::new();
+                    if let Some(t) = i.get("@odata.type") {
+                        m.insert("@odata.type".into(), t.clone());
+                    }
                     for p in props {
                         if let Some(v) = i.get(*p) {
                             m.insert((*p).to_string(), v.clone());
@@ -624,14 +686,17 @@ async fn handle(
                 None => i.clone(),
             })
             .collect();
-        json_resp(
-            200,
-            &json!({"@odata.context": format!("{origin}/v1.0/$metadata#{coll}"), "value": value}),
-        )
+        let mut body =
+            json!({"@odata.context": format!("{origin}/v1.0/$metadata#{coll}"), "value": value});
+        if let Some(link) = next_link {
+            body["@odata.nextLink"] = json!(link);
+        }
+        json_resp(200, &body)
     };
     match (method.as_str(), seg.as_slice()) {
         ("GET", ["users"]) => collection_get(st, "users"),
         ("GET", ["groups"]) => collection_get(st, "groups"),
+        ("GET", ["groups", gid, "members"]) => collection_get(st, &format!("groups/{gid}/members")),
         ("GET", ["users", id]) => match st.users.get(*id) {
             Some(u) => json_resp(200, &user_view(&origin, u)),
             None => not_found(id),
@@ -686,6 +751,8 @@ async fn handle(
             let id = uuid::Uuid::new_v4().to_string();
             let mut u = b.clone();
             u.insert("id".into(), json!(id));
+            // Graph's default for accounts created in the tenant.
+            u.entry("userType").or_insert(json!("Member"));
             let u = Value::Object(u);
             st.users.insert(id, u.clone());
             json_resp(201, &user_view(&origin, &u))

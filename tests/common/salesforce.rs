@@ -28,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
+/// The connected app's run-as user (its id ends the token answer's identity URL).
+pub const RUN_AS_USER_ID: &str = "0055g00000RunAsAAA";
 /// The one profile of the org (`ProfileId` must name it).
 pub const PROFILE_ID: &str = "00e5g000001AbCdAAK";
 pub const TOKEN_FIXTURE: &str = include_str!("../fixtures/salesforce/token_response.json");
@@ -114,6 +116,13 @@ pub struct SalesforceState {
     pub session_lifetime: Duration,
     /// The connected app has no run-as user for the client credentials flow.
     pub no_run_as_user: bool,
+    /// Records per query batch (Salesforce: 2,000 by default, fewer as it sees fit).
+    pub batch_size: usize,
+    /// Open query cursors: locator -> (the query's `totalSize`, the records still to
+    /// return).
+    cursors: HashMap<String, (usize, Vec<Value>)>,
+    /// `(METHOD path, JSON body or null)` of every request but `GET`s, in order.
+    pub writes: Vec<(String, Value)>,
     next_id: u64,
 }
 
@@ -161,6 +170,7 @@ impl FakeSalesforce {
         let shared = Arc::new(Shared {
             state: Mutex::new(SalesforceState {
                 session_lifetime: Duration::from_secs(2 * 3600),
+                batch_size: 2000,
                 ..SalesforceState::default()
             }),
             client_id: client_id.clone(),
@@ -189,6 +199,11 @@ impl FakeSalesforce {
     /// The next REST request (not token requests) gets `fault` (queued in order).
     pub fn fail(&self, fault: SalesforceFault) {
         self.shared.lock().faults.push(fault);
+    }
+
+    /// Every open query locator expires (Salesforce drops one after 15 minutes unused).
+    pub fn expire_query_locators(&self) {
+        self.shared.lock().cursors.clear();
     }
 
     /// Every session ends (as when an admin revokes them, or they time out).
@@ -295,61 +310,133 @@ fn token_endpoint(s: &Shared, st: &mut SalesforceState, origin: &str, body: &[u8
     let mut out: Value = serde_json::from_str(TOKEN_FIXTURE).expect("token fixture");
     out["access_token"] = json!(token);
     out["instance_url"] = json!(origin);
-    out["id"] = json!(format!("{origin}/id/00D5g000004XyZAAA/005000000000001AAA"));
+    out["id"] = json!(format!("{origin}/id/00D5g000004XyZAAA/{RUN_AS_USER_ID}"));
     out["issued_at"] = json!(chrono::Utc::now().timestamp_millis().to_string());
     json_resp(200, &out)
 }
 
-/// `SELECT Id FROM obj WHERE f = 'v' [AND f = 'v']...` (the subset the connector sends;
-/// string literals with SOQL's backslash escapes). `None`: malformed.
-fn parse_soql(q: &str) -> Option<(String, Vec<(String, String)>)> {
-    let q = q.trim();
-    let rest = strip_prefix_ci(q, "SELECT Id FROM ")?;
-    let (obj, mut rest) = match rest.split_once(' ') {
-        Some((o, r)) => (o.to_string(), r.trim_start()),
-        None => return Some((rest.to_string(), Vec::new())),
-    };
-    rest = strip_prefix_ci(rest, "WHERE ")?;
-    let mut conds = Vec::new();
-    loop {
-        let field_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
-        let field = rest[..field_end].to_string();
-        if field.is_empty() {
-            return None;
-        }
-        rest = rest[field_end..]
-            .trim_start()
-            .strip_prefix('=')?
-            .trim_start();
-        let mut chars = rest.strip_prefix('\'')?.char_indices();
-        let mut value = String::new();
-        let end = loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '\\' => {
-                    let (_, e) = chars.next()?;
-                    value.push(match e {
-                        'n' => '\n',
-                        'r' => '\r',
-                        't' => '\t',
-                        'b' => '\u{8}',
-                        'f' => '\u{c}',
-                        '"' | '\'' | '\\' => e,
-                        _ => return None,
-                    });
-                }
-                '\'' => break i + 1,
-                c => value.push(c),
+/// A parsed SOQL statement of the subset the connector sends:
+/// `SELECT f1, f2 FROM obj [WHERE f = 'v' | f IN ('v', …) [AND …]…] [ORDER BY Id]`
+/// (string literals with SOQL's backslash escapes).
+#[derive(Debug, PartialEq)]
+pub struct Soql {
+    pub fields: Vec<String>,
+    pub object: String,
+    /// `(field, accepted values)`: `=` is one value, `IN` a list.
+    pub conds: Vec<(String, Vec<String>)>,
+    /// `(field, bound)` of `field > 'bound'` (string order, as for Ids).
+    pub greater: Vec<(String, String)>,
+    pub order_by_id: bool,
+}
+
+fn ident_end(s: &str) -> usize {
+    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len())
+}
+
+/// A quoted SOQL string at the start of `s`: `(value, rest)`. `None`: malformed.
+fn soql_literal(s: &str) -> Option<(String, &str)> {
+    let mut chars = s.strip_prefix('\'')?.char_indices();
+    let mut value = String::new();
+    let end = loop {
+        let (i, c) = chars.next()?;
+        match c {
+            '\\' => {
+                let (_, e) = chars.next()?;
+                value.push(match e {
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    '"' | '\'' | '\\' => e,
+                    _ => return None,
+                });
             }
-        };
-        // `end` counts from after the opening quote.
-        rest = rest[1 + end..].trim_start();
-        conds.push((field, value));
-        if rest.is_empty() {
-            return Some((obj, conds));
+            '\'' => break i + 1,
+            c => value.push(c),
         }
-        rest = strip_prefix_ci(rest, "AND ")?.trim_start();
+    };
+    // `end` counts from after the opening quote.
+    Some((value, s[1 + end..].trim_start()))
+}
+
+/// `None`: malformed (as Salesforce's `MALFORMED_QUERY`).
+pub fn parse_soql(q: &str) -> Option<Soql> {
+    let q = q.trim();
+    let rest = strip_prefix_ci(q, "SELECT ")?;
+    let from = rest.to_ascii_uppercase().find(" FROM ")?;
+    let fields: Vec<String> = rest[..from]
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .collect();
+    if fields
+        .iter()
+        .any(|f| f.is_empty() || ident_end(f) != f.len())
+    {
+        return None;
     }
+    let rest = rest[from + " FROM ".len()..].trim_start();
+    let obj_end = ident_end(rest);
+    let object = rest[..obj_end].to_string();
+    if object.is_empty() {
+        return None;
+    }
+    let mut rest = rest[obj_end..].trim_start();
+    let mut soql = Soql {
+        fields,
+        object,
+        conds: Vec::new(),
+        greater: Vec::new(),
+        order_by_id: false,
+    };
+    if let Some(r) = strip_prefix_ci(rest, "WHERE ") {
+        rest = r.trim_start();
+        loop {
+            let field_end = ident_end(rest);
+            let field = rest[..field_end].to_string();
+            if field.is_empty() {
+                return None;
+            }
+            rest = rest[field_end..].trim_start();
+            if let Some(r) = rest.strip_prefix('=') {
+                let (value, r) = soql_literal(r.trim_start())?;
+                soql.conds.push((field, vec![value]));
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix('>') {
+                let (value, r) = soql_literal(r.trim_start())?;
+                soql.greater.push((field, value));
+                rest = r;
+            } else {
+                let r = strip_prefix_ci(rest, "IN")?
+                    .trim_start()
+                    .strip_prefix('(')?;
+                let mut r = r.trim_start();
+                let mut values = Vec::new();
+                loop {
+                    let (value, after) = soql_literal(r)?;
+                    values.push(value);
+                    if let Some(a) = after.strip_prefix(',') {
+                        r = a.trim_start();
+                    } else {
+                        r = after.strip_prefix(')')?.trim_start();
+                        break;
+                    }
+                }
+                soql.conds.push((field, values));
+                rest = r;
+            }
+            match strip_prefix_ci(rest, "AND ") {
+                Some(r) => rest = r.trim_start(),
+                None => break,
+            }
+        }
+    }
+    if let Some(r) = strip_prefix_ci(rest, "ORDER BY Id") {
+        soql.order_by_id = true;
+        rest = r.trim_start();
+    }
+    rest.is_empty().then_some(soql)
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -487,6 +574,32 @@ fn check_user(
     None
 }
 
+/// A query answer: one batch of `records`, the rest behind a `nextRecordsUrl`
+/// (*Execute a SOQL Query*: `done: false` and the locator's URL while more remain).
+fn query_answer(
+    st: &mut SalesforceState,
+    version: &str,
+    total: usize,
+    mut records: Vec<Value>,
+) -> Response {
+    let batch = st.batch_size.max(1);
+    if records.len() <= batch {
+        return json_resp(
+            200,
+            &json!({"totalSize": total, "done": true, "records": records}),
+        );
+    }
+    let rest = records.split_off(batch);
+    st.next_id += 1;
+    let locator = format!("01g{:012}AAW-{batch}", st.next_id);
+    st.cursors.insert(locator.clone(), (total, rest));
+    json_resp(
+        200,
+        &json!({"totalSize": total, "done": false, "records": records,
+                "nextRecordsUrl": format!("/services/data/{version}/query/{locator}")}),
+    )
+}
+
 fn developer_name_ok(n: &str) -> bool {
     n.starts_with(|c: char| c.is_ascii_alphabetic())
         && !n.ends_with('_')
@@ -521,6 +634,10 @@ async fn handle(
         "{method} {path}{}",
         uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     ));
+    if method != Method::GET {
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        st.writes.push((format!("{method} {path}"), body));
+    }
     if !st.faults.is_empty() {
         let f = st.faults.remove(0);
         let mut r = if f.body.is_null() {
@@ -592,7 +709,7 @@ async fn handle(
                     &[],
                 );
             };
-            let Some((obj, conds)) = parse_soql(soql) else {
+            let Some(parsed) = parse_soql(soql) else {
                 return sf_err(
                     400,
                     "MALFORMED_QUERY",
@@ -600,37 +717,87 @@ async fn handle(
                     &[],
                 );
             };
-            let table = match obj.as_str() {
-                "User" => &st.users,
-                "Group" => &st.groups,
-                "GroupMember" => &st.group_members,
-                _ => {
-                    return sf_err(
-                        400,
-                        "INVALID_TYPE",
-                        format!("sObject type '{obj}' is not supported."),
-                        &[],
-                    );
-                }
-            };
+            let obj = parsed.object.clone();
+            let (table, known): (&BTreeMap<String, Map<String, Value>>, Vec<&str>) =
+                match obj.as_str() {
+                    "User" => (
+                        &st.users,
+                        ["Id", "UserType", "Name"]
+                            .iter()
+                            .chain(USER_REQUIRED)
+                            .chain(USER_FIELDS)
+                            .copied()
+                            .collect(),
+                    ),
+                    "Group" => (&st.groups, vec!["Id", "Name", "DeveloperName", "Type"]),
+                    "GroupMember" => (&st.group_members, vec!["Id", "GroupId", "UserOrGroupId"]),
+                    _ => {
+                        return sf_err(
+                            400,
+                            "INVALID_TYPE",
+                            format!("sObject type '{obj}' is not supported."),
+                            &[],
+                        );
+                    }
+                };
+            if let Some(f) = parsed
+                .fields
+                .iter()
+                .chain(parsed.conds.iter().map(|(f, _)| f))
+                .chain(parsed.greater.iter().map(|(f, _)| f))
+                .find(|f| !known.contains(&f.as_str()))
+            {
+                return sf_err(
+                    400,
+                    "INVALID_FIELD",
+                    format!("No such column '{f}' on entity '{obj}'."),
+                    &[],
+                );
+            }
+            // The table is ordered by Id already (`ORDER BY Id` or not).
             let records: Vec<Value> = table
                 .values()
                 .filter(|r| {
-                    conds.iter().all(|(f, v)| {
+                    parsed.conds.iter().all(|(f, vs)| {
                         r.get(f)
                             .and_then(Value::as_str)
-                            .is_some_and(|x| x.eq_ignore_ascii_case(v))
+                            .is_some_and(|x| vs.iter().any(|v| x.eq_ignore_ascii_case(v)))
+                    }) && parsed.greater.iter().all(|(f, bound)| {
+                        r.get(f)
+                            .and_then(Value::as_str)
+                            .is_some_and(|x| x > bound.as_str())
                     })
                 })
                 .map(|r| {
-                    let id = r.get("Id").cloned().unwrap_or(Value::Null);
-                    json!({"attributes": {"type": obj, "url": format!("/services/data/{}/sobjects/{obj}/{}", seg[0], id.as_str().unwrap_or(""))}, "Id": id})
+                    let id = r.get("Id").and_then(Value::as_str).unwrap_or("");
+                    let mut out = Map::new();
+                    out.insert(
+                        "attributes".into(),
+                        json!({"type": obj,
+                        "url": format!("/services/data/{}/sobjects/{obj}/{id}", seg[0])}),
+                    );
+                    for f in &parsed.fields {
+                        let v = match (f.as_str(), obj.as_str()) {
+                            // Compound, read-only: first and last name.
+                            ("Name", "User") => {
+                                let part = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                                json!(format!("{} {}", part("FirstName"), part("LastName")).trim())
+                            }
+                            _ => r.get(f).cloned().unwrap_or(Value::Null),
+                        };
+                        out.insert(f.clone(), v);
+                    }
+                    Value::Object(out)
                 })
                 .collect();
-            json_resp(
-                200,
-                &json!({"totalSize": records.len(), "done": true, "records": records}),
-            )
+            query_answer(st, seg[0], records.len(), records)
+        }
+        ("GET", ["query", locator]) => {
+            let locator = locator.to_string();
+            match st.cursors.remove(&locator) {
+                Some((total, records)) => query_answer(st, seg[0], total, records),
+                None => sf_err(400, "INVALID_QUERY_LOCATOR", "invalid query locator", &[]),
+            }
         }
         ("POST", ["sobjects", "User"]) => {
             let Some(b) = obj_body() else {
@@ -642,6 +809,8 @@ async fn handle(
             let id = st.new_id("005");
             let mut u = b;
             u.entry("IsActive").or_insert(json!(true));
+            // From the profile's license: the org's one profile is a standard one.
+            u.insert("UserType".into(), json!("Standard"));
             u.insert("Id".into(), json!(id));
             st.users.insert(id.clone(), u);
             json_resp(201, &json!({"id": id, "success": true, "errors": []}))
@@ -884,20 +1053,34 @@ mod tests {
 
     #[test]
     fn soql_subset() {
+        let p = parse_soql(r"SELECT Id FROM User WHERE Username = 'o\'b@x.test'").unwrap();
+        assert_eq!((p.object.as_str(), p.fields.len()), ("User", 1));
         assert_eq!(
-            parse_soql(r"SELECT Id FROM User WHERE Username = 'o\'b@x.test'"),
-            Some((
-                "User".into(),
-                vec![("Username".into(), "o'b@x.test".into())]
-            ))
+            p.conds,
+            vec![("Username".into(), vec!["o'b@x.test".into()])]
         );
         assert_eq!(
             parse_soql("SELECT Id FROM GroupMember WHERE GroupId = 'a' AND UserOrGroupId = 'b'")
                 .unwrap()
-                .1
+                .conds
                 .len(),
             2
         );
+        let p = parse_soql(
+            "SELECT GroupId, UserOrGroupId FROM GroupMember WHERE GroupId IN ('a', 'b') ORDER BY Id",
+        )
+        .unwrap();
+        assert_eq!(p.fields, ["GroupId", "UserOrGroupId"]);
+        assert_eq!(
+            p.conds,
+            vec![("GroupId".into(), vec!["a".into(), "b".into()])]
+        );
+        assert!(p.order_by_id);
+        let p = parse_soql(
+            "SELECT Id FROM User WHERE UserType = 'Standard' AND Id > '005x' ORDER BY Id",
+        )
+        .unwrap();
+        assert_eq!(p.greater, vec![("Id".into(), "005x".into())]);
         // An unescaped quote: malformed, as Salesforce would say.
         assert_eq!(
             parse_soql("SELECT Id FROM User WHERE Username = 'o'b'"),

@@ -31,7 +31,8 @@ use super::http::{
     HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
 };
 use super::oauth::{ClientCredentials, ClientCredentialsConfig, unguessable_password};
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
+use crate::scim::ResourceKind;
 use crate::sync::target::EntraTarget;
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
@@ -166,6 +167,15 @@ impl EntraConnector {
         body: Option<&Value>,
     ) -> Result<HttpResponse, Failure> {
         let url = self.url(segments, query)?;
+        self.call_url(method, url, body).await
+    }
+
+    async fn call_url(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<HttpResponse, Failure> {
         let path = url.path().to_string();
         let payload = body.map(Value::to_string);
         let result = self
@@ -222,6 +232,76 @@ impl EntraConnector {
             error: self.oauth.scrub_error(error),
             message,
         })
+    }
+
+    /// An `@odata.nextLink` Graph answered, checked before the token goes with it: the
+    /// same origin as `graph_url`, under `/v1.0/`.
+    fn next_link(&self, link: &str) -> Result<Url, ConnectorError> {
+        let bad = || {
+            refused("Microsoft Graph answered an @odata.nextLink outside graph_url: not followed")
+        };
+        let url = Url::parse(link).map_err(|_| bad())?;
+        let root = self.url(&[], &[])?;
+        if url.origin() != self.graph.origin()
+            || !url
+                .path()
+                .starts_with(&format!("{}/", root.path().trim_end_matches('/')))
+        {
+            return Err(bad());
+        }
+        Ok(url)
+    }
+
+    /// One page of a collection: the first (`segments` with `query`) or the one `cursor`
+    /// (an `@odata.nextLink`) names.
+    async fn page(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        cursor: Option<&str>,
+    ) -> Result<Value, ConnectorError> {
+        let url = match cursor {
+            None => self.url(segments, query)?,
+            Some(link) => self.next_link(link)?,
+        };
+        self.call_url(Method::GET, url, None)
+            .await
+            .map_err(|f| f.error)?
+            .json()
+    }
+
+    /// The ids of a group's direct members that are users or groups, every page.
+    async fn members_of(&self, group_id: &str) -> Result<Vec<Value>, ConnectorError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let v = self
+                .page(
+                    &["groups", group_id, "members"],
+                    &[("$select", "id"), ("$top", MEMBER_PAGE)],
+                    cursor.as_deref(),
+                )
+                .await?;
+            let (items, next) = collection(&v)?;
+            for m in items {
+                // Devices, contacts and service principals can be members too: the hub
+                // provisions none of them.
+                let kind = m.get("@odata.type").and_then(Value::as_str);
+                if !matches!(
+                    kind,
+                    None | Some("#microsoft.graph.user" | "#microsoft.graph.group")
+                ) {
+                    continue;
+                }
+                if let Some(id) = m.get("id").and_then(Value::as_str) {
+                    out.push(json!({ "value": id }));
+                }
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// The id of the one object of `collection` whose `property` equals `value`.
@@ -368,6 +448,131 @@ fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<St
     )
 }
 
+/// Users per page of a listing (`$top`: Graph takes 1 to 999 for users).
+const USER_PAGE: &str = "999";
+/// Groups per page of a listing: each group's members are read with its page.
+const GROUP_PAGE: &str = "100";
+/// Members per page of `/groups/{id}/members`.
+const MEMBER_PAGE: &str = "999";
+/// Only members of the tenant: guests (`#EXT#` accounts invited from other tenants) are
+/// not accounts the hub could own. (`userType` supports `$filter` `eq`: *user resource
+/// type*, <https://learn.microsoft.com/en-us/graph/api/resources/user?view=graph-rest-1.0>.)
+const MEMBERS_ONLY: &str = "userType eq 'Member'";
+
+/// The `$select` of a user listing: every property `graph_user` can send.
+fn listed_properties() -> String {
+    let mut props = vec![
+        "id",
+        "userPrincipalName",
+        "displayName",
+        "mailNickname",
+        "accountEnabled",
+        "givenName",
+        "surname",
+        "jobTitle",
+        "department",
+        "mail",
+        "mobilePhone",
+        "preferredLanguage",
+    ];
+    for p in PASSTHROUGH {
+        if !props.contains(p) {
+            props.push(p);
+        }
+    }
+    props.join(",")
+}
+
+/// A Graph user (as `graph_user` builds it, or as Graph lists it) in the SCIM shape
+/// reconcile compares. Listing and [`Connector::kept`] both go through here, so they are
+/// normalised alike: UPN and mail in lower case (Entra matches them case-insensitively),
+/// `null`s (Graph's unset properties) left out. `mailNickname` is not here: it is
+/// derived unless mapped, see `kept`.
+fn scim_user(g: &Map<String, Value>) -> Map<String, Value> {
+    let s = |k: &str| {
+        g.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut out = Map::new();
+    if let Some(id) = s("id") {
+        out.insert("id".into(), json!(id));
+    }
+    if let Some(upn) = s("userPrincipalName") {
+        out.insert("userName".into(), json!(upn.to_lowercase()));
+    }
+    if let Some(d) = s("displayName") {
+        out.insert("displayName".into(), json!(d));
+    }
+    let mut name = Map::new();
+    if let Some(v) = s("givenName") {
+        name.insert("givenName".into(), json!(v));
+    }
+    if let Some(v) = s("surname") {
+        name.insert("familyName".into(), json!(v));
+    }
+    if !name.is_empty() {
+        out.insert("name".into(), Value::Object(name));
+    }
+    if let Some(b) = g.get("accountEnabled").and_then(Value::as_bool) {
+        out.insert("active".into(), json!(b));
+    }
+    if let Some(v) = s("jobTitle") {
+        out.insert("title".into(), json!(v));
+    }
+    if let Some(v) = s("mail") {
+        out.insert(
+            "emails".into(),
+            json!([{"value": v.to_lowercase(), "primary": true}]),
+        );
+    }
+    if let Some(v) = s("mobilePhone") {
+        out.insert(
+            "phoneNumbers".into(),
+            json!([{"type": "mobile", "value": v}]),
+        );
+    }
+    if let Some(v) = s("preferredLanguage") {
+        out.insert("preferredLanguage".into(), json!(v));
+    }
+    let mut ent = Map::new();
+    for (graph, scim) in [
+        ("department", "department"),
+        ("employeeId", "employeeNumber"),
+        ("companyName", "organization"),
+    ] {
+        if let Some(v) = s(graph) {
+            ent.insert(scim.into(), json!(v));
+        }
+    }
+    if !ent.is_empty() {
+        out.insert(ENTERPRISE.into(), Value::Object(ent));
+    }
+    for p in PASSTHROUGH {
+        if matches!(*p, "employeeId" | "companyName") {
+            continue;
+        }
+        if let Some(v) = g.get(*p).filter(|v| !v.is_null()) {
+            out.insert((*p).to_string(), v.clone());
+        }
+    }
+    out
+}
+
+/// `value` and `@odata.nextLink` of a Graph collection.
+fn collection(v: &Value) -> Result<(&Vec<Value>, Option<String>), ConnectorError> {
+    let items = v
+        .get("value")
+        .and_then(Value::as_array)
+        .ok_or_else(|| refused("Microsoft Graph answered a list without `value`"))?;
+    let next = v
+        .get("@odata.nextLink")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((items, next))
+}
+
 fn group_name(group: &Value) -> Result<&str, ConnectorError> {
     str_at(group, &["displayName"]).ok_or_else(|| refused("the group has no displayName"))
 }
@@ -398,6 +603,88 @@ impl Connector for EntraConnector {
     fn create_detects_existing(&self) -> bool {
         // Graph refuses a duplicate userPrincipalName: one call per new user.
         true
+    }
+
+    /// `GET /v1.0/users?$select=…&$filter=userType eq 'Member'&$top=999`, then each
+    /// `@odata.nextLink` (*Paging Microsoft Graph data*,
+    /// <https://learn.microsoft.com/en-us/graph/paging>).
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let select = listed_properties();
+        let v = self
+            .page(
+                &["users"],
+                &[
+                    ("$select", &select),
+                    ("$filter", MEMBERS_ONLY),
+                    ("$top", USER_PAGE),
+                ],
+                cursor,
+            )
+            .await?;
+        let (items, next) = collection(&v)?;
+        let resources = items
+            .iter()
+            .filter_map(Value::as_object)
+            .filter(|u| u.get("id").and_then(Value::as_str).is_some())
+            .map(|u| {
+                let mut out = scim_user(u);
+                if let Some(n) = u.get("mailNickname").filter(|n| n.is_string()) {
+                    out.insert("mailNickname".into(), n.clone());
+                }
+                Value::Object(out)
+            })
+            .collect();
+        Ok(ListPage { resources, next })
+    }
+
+    /// `GET /v1.0/groups?$select=id,displayName&$top=100`, and for each group its direct
+    /// members (`GET /v1.0/groups/{id}/members?$select=id`, every page).
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let v = self
+            .page(
+                &["groups"],
+                &[("$select", "id,displayName"), ("$top", GROUP_PAGE)],
+                cursor,
+            )
+            .await?;
+        let (items, next) = collection(&v)?;
+        let mut resources = Vec::with_capacity(items.len());
+        for g in items {
+            let Some(id) = g.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            let members = self.members_of(id).await?;
+            let mut out = json!({ "id": id, "members": members });
+            if let Some(name) = g.get("displayName").filter(|n| n.is_string()) {
+                out["displayName"] = name.clone();
+            }
+            resources.push(out);
+        }
+        Ok(ListPage { resources, next })
+    }
+
+    /// Users: the Graph properties `graph_user` would send, back in the listing's SCIM
+    /// shape (derived `displayName` included: Entra keeps it), `mailNickname` only when
+    /// mapped (derived otherwise). Groups: `displayName` (the description is set on
+    /// create only).
+    fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
+        match kind {
+            ResourceKind::User => match graph_user(mapped) {
+                Ok(g) => {
+                    let mut out = scim_user(&g);
+                    if let Some(n) = str_at(mapped, &["mailNickname"]) {
+                        out.insert("mailNickname".into(), json!(n));
+                    }
+                    Value::Object(out)
+                }
+                // Not deliverable either: the update will be refused and audited.
+                Err(_) => mapped.clone(),
+            },
+            ResourceKind::Group => match group_name(mapped) {
+                Ok(name) => json!({ "displayName": name }),
+                Err(_) => mapped.clone(),
+            },
+        }
     }
 
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
@@ -632,6 +919,62 @@ mod tests {
             json!({"accountEnabled": true, "jobTitle": null})
         );
         assert!(graph_user(&json!({"displayName": "x"})).is_err());
+    }
+
+    #[test]
+    fn listing_shape_is_what_kept_compares() {
+        let mapped = json!({
+            "userName": "Alice@Contoso.test", "externalId": "hub-1", "nickName": "not kept",
+            "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "emails": [{"value": "Alice@X.test", "type": "work", "primary": true}],
+            ENTERPRISE: {"department": "R&D", "employeeNumber": "42"}, "usageLocation": "FR"
+        });
+        let c = EntraConnector::new(&EntraTarget {
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "app".into(),
+            client_secret: "s".into(),
+            graph_url: None,
+            login_url: None,
+        })
+        .unwrap();
+        let kept = c.kept(ResourceKind::User, &mapped);
+        assert_eq!(
+            kept,
+            json!({"userName": "alice@contoso.test", "displayName": "Alice Liddell",
+                   "name": {"givenName": "Alice", "familyName": "Liddell"}, "active": true,
+                   "emails": [{"value": "alice@x.test", "primary": true}],
+                   ENTERPRISE: {"department": "R&D", "employeeNumber": "42"},
+                   "usageLocation": "FR"})
+        );
+        // Graph's listing of the same user (unset properties null) is the same shape.
+        let listed = json!({"id": "o1", "userPrincipalName": "alice@contoso.test",
+            "displayName": "Alice Liddell", "givenName": "Alice", "surname": "Liddell",
+            "mail": "alice@x.test", "accountEnabled": true, "jobTitle": null,
+            "department": "R&D", "employeeId": "42", "usageLocation": "FR", "city": null});
+        let mut scim = scim_user(listed.as_object().unwrap());
+        assert_eq!(scim.remove("id"), Some(json!("o1")));
+        assert_eq!(Value::Object(scim), kept);
+        // Groups keep their name only.
+        assert_eq!(
+            c.kept(
+                ResourceKind::Group,
+                &json!({"displayName": "g", "externalId": "h"})
+            ),
+            json!({"displayName": "g"})
+        );
+        // Next links: Graph's own origin only.
+        assert!(
+            c.next_link("https://graph.microsoft.com/v1.0/users?$skiptoken=a")
+                .is_ok()
+        );
+        for bad in [
+            "https://graph.microsoft.com.evil.test/v1.0/users",
+            "http://graph.microsoft.com/v1.0/users",
+            "https://graph.microsoft.com/beta/users",
+            "/v1.0/users",
+        ] {
+            assert!(c.next_link(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct ClientCredentials {
     /// Every token ever issued to this source, to scrub them from echoed errors (bounded:
     /// the last few).
     issued: Mutex<Vec<String>>,
+    /// The `id` of the last token answer, when there was one (Salesforce: the identity
+    /// URL of the run-as user). Not a secret.
+    identity: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for ClientCredentials {
@@ -110,6 +113,7 @@ impl ClientCredentials {
             cache: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             issued: Mutex::new(Vec::new()),
+            identity: Mutex::new(None),
         }
     }
 
@@ -137,6 +141,12 @@ impl ClientCredentials {
             });
         }
         Ok(token)
+    }
+
+    /// The `id` the token endpoint answered with the last token (Salesforce: the
+    /// identity URL `…/id/{org id}/{user id}` of the connected app's run-as user).
+    pub fn identity(&self) -> Option<String> {
+        self.identity.lock().ok()?.clone()
     }
 
     /// Forgets `used` (the API refused it); a token fetched meanwhile is kept.
@@ -192,6 +202,11 @@ impl ClientCredentials {
             return Err(self.scrub_error(self.token_error(&resp)));
         }
         let body = resp.json()?;
+        if let Some(id) = body.get("id").and_then(Value::as_str)
+            && let Ok(mut identity) = self.identity.lock()
+        {
+            *identity = Some(id.to_string());
+        }
         let token = body
             .get("access_token")
             .and_then(Value::as_str)

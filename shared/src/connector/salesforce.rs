@@ -28,7 +28,8 @@ use serde_json::{Map, Value, json};
 
 use super::http::{HttpClient, HttpResponse, SetupError, check_target_url, error_for, truncate};
 use super::oauth::{ClientCredentials, ClientCredentialsConfig};
-use super::{Connector, ConnectorError, TargetId};
+use super::{Connector, ConnectorError, ListPage, TargetId};
+use crate::scim::ResourceKind;
 use crate::sync::target::SalesforceTarget;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -256,6 +257,151 @@ impl SalesforceConnector {
             .map(str::to_string))
     }
 
+    /// One batch of a SOQL query: the first (`soql`) or the one `cursor` (a
+    /// `nextRecordsUrl`) names. Returns the records and the next `nextRecordsUrl`.
+    async fn query_batch(
+        &self,
+        soql: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        self.query_batch_or_failure(soql, cursor)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    async fn query_batch_or_failure(
+        &self,
+        soql: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), Failure> {
+        let r = match cursor {
+            None => {
+                self.call(Method::GET, &["query"], &[("q", soql)], None)
+                    .await
+            }
+            Some(next) => {
+                let locator = self.query_locator(next)?;
+                self.call(Method::GET, &["query", locator], &[], None).await
+            }
+        }?;
+        let mut v = r.json()?;
+        let records = match v.get_mut("records").map(Value::take) {
+            Some(Value::Array(records)) => records,
+            _ => return Err(refused("Salesforce answered a query without `records`").into()),
+        };
+        // `done: false` and a locator while more records remain (*Execute a SOQL Query*,
+        // <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm>).
+        let done = v.get("done").and_then(Value::as_bool).unwrap_or(true);
+        let next = v
+            .get("nextRecordsUrl")
+            .and_then(Value::as_str)
+            .filter(|_| !done)
+            .map(str::to_string);
+        Ok((records, next))
+    }
+
+    /// One batch of a listing (`{select_from} WHERE {filter} ORDER BY Id`). The cursor is
+    /// `"{nextRecordsUrl} {last Id read}"`: Salesforce drops a query locator after 15
+    /// minutes unused (a reconcile resumed in a later cycle), and its
+    /// `INVALID_QUERY_LOCATOR` then restarts the query after that Id, so the listing
+    /// continues where it stopped instead of failing on every cycle.
+    async fn listing_batch(
+        &self,
+        select_from: &str,
+        filter: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ConnectorError> {
+        let query_after = |after: Option<&str>| match after {
+            None => format!("{select_from} WHERE {filter} ORDER BY Id"),
+            Some(id) => format!(
+                "{select_from} WHERE {filter} AND Id > '{}' ORDER BY Id",
+                soql_string(id)
+            ),
+        };
+        let (records, next) = match cursor {
+            None => self.query_batch(&query_after(None), None).await?,
+            Some(c) => {
+                let (next, after) = match c.rsplit_once(' ') {
+                    Some((n, a)) => (n, Some(a)),
+                    None => (c, None),
+                };
+                match self.query_batch_or_failure("", Some(next)).await {
+                    Ok(batch) => batch,
+                    Err(f) if f.is("INVALID_QUERY_LOCATOR") && after.is_some() => {
+                        tracing::info!(
+                            "salesforce query locator expired: listing again after the last record read"
+                        );
+                        self.query_batch(&query_after(after), None).await?
+                    }
+                    Err(f) => return Err(f.error),
+                }
+            }
+        };
+        let last = records
+            .iter()
+            .rev()
+            .find_map(|r| r.get("Id").and_then(Value::as_str));
+        let next = next.map(|n| match last {
+            Some(id) => format!("{n} {id}"),
+            None => n,
+        });
+        Ok((records, next))
+    }
+
+    /// The query locator of a `nextRecordsUrl`
+    /// (`/services/data/{version}/query/{locator}`), checked: the token only goes to this
+    /// instance's query resource.
+    fn query_locator<'a>(&self, next: &'a str) -> Result<&'a str, ConnectorError> {
+        let prefix = format!("/services/data/{}/query/", self.version);
+        next.strip_prefix(&prefix)
+            .filter(|l| {
+                !l.is_empty()
+                    && l.len() <= 100
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            .ok_or_else(|| {
+                refused("Salesforce answered a nextRecordsUrl that is not a query locator: not followed")
+            })
+    }
+
+    /// Every `GroupMember` of `groups`, as `GroupId -> [{"value": UserOrGroupId}]`.
+    async fn members_of(
+        &self,
+        groups: &[&str],
+    ) -> Result<BTreeMap<String, Vec<Value>>, ConnectorError> {
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        // Bounded `IN` lists: a SOQL statement travels in the URL.
+        for chunk in groups.chunks(MEMBER_QUERY_GROUPS) {
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|g| format!("'{}'", soql_string(g)))
+                .collect();
+            let soql = format!(
+                "SELECT GroupId, UserOrGroupId FROM GroupMember WHERE GroupId IN ({})",
+                ids.join(", ")
+            );
+            let mut cursor: Option<String> = None;
+            loop {
+                let (records, next) = self.query_batch(&soql, cursor.as_deref()).await?;
+                for r in &records {
+                    if let (Some(g), Some(m)) = (
+                        r.get("GroupId").and_then(Value::as_str),
+                        r.get("UserOrGroupId").and_then(Value::as_str),
+                    ) {
+                        out.entry(g.to_string())
+                            .or_default()
+                            .push(json!({ "value": m }));
+                    }
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn set_password(&self, id: &str, password: &str) -> Result<(), ConnectorError> {
         self.call(
             Method::POST,
@@ -413,6 +559,93 @@ fn changes(new: &Map<String, Value>, old: Option<&Map<String, Value>>) -> Map<St
     )
 }
 
+/// Groups per `GroupMember` query of a group listing.
+const MEMBER_QUERY_GROUPS: usize = 100;
+
+/// The users a listing reads: standard users only. `UserType` is the category of the
+/// user's license (*User* object reference): `Standard` is a full Salesforce license,
+/// what the hub provisions with a standard profile. Left out: Chatter Free and Chatter
+/// Expert (`CsnOnly`), the Automated Process and platform integration users, guest,
+/// portal and community users — accounts the hub could never own, which would otherwise
+/// be orphans (and deactivated under that policy).
+const LIST_USERS: (&str, &str) = (
+    "SELECT Id, Username, FirstName, LastName, Email, IsActive, Title, Department, \
+     EmployeeNumber, CompanyName, MobilePhone, Phone, FederationIdentifier FROM User",
+    "UserType = 'Standard'",
+);
+/// Public groups, as the connector creates them.
+const LIST_GROUPS: (&str, &str) = ("SELECT Id, Name FROM Group", "Type = 'Regular'");
+
+/// A User record (as `sf_user` builds it, or as a query returns it) in the SCIM shape
+/// reconcile compares. Listing and [`Connector::kept`] both go through here, so they are
+/// normalised alike: `Username` and `Email` in lower case (Salesforce matches them
+/// case-insensitively), `null`s (unset fields) left out, only the fields the listing
+/// selects. Derived fields (`Alias`, `CommunityNickname`) are not compared; of the fields
+/// a mapping may set directly, only `FederationIdentifier` (the SSO id) is.
+fn scim_user(r: &Map<String, Value>) -> Map<String, Value> {
+    let s = |k: &str| {
+        r.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut out = Map::new();
+    if let Some(id) = s("Id") {
+        out.insert("id".into(), json!(id));
+    }
+    if let Some(u) = s("Username") {
+        out.insert("userName".into(), json!(u.to_lowercase()));
+    }
+    let mut name = Map::new();
+    if let Some(v) = s("FirstName") {
+        name.insert("givenName".into(), json!(v));
+    }
+    if let Some(v) = s("LastName") {
+        name.insert("familyName".into(), json!(v));
+    }
+    if !name.is_empty() {
+        out.insert("name".into(), Value::Object(name));
+    }
+    if let Some(b) = r.get("IsActive").and_then(Value::as_bool) {
+        out.insert("active".into(), json!(b));
+    }
+    if let Some(v) = s("Email") {
+        out.insert(
+            "emails".into(),
+            json!([{"value": v.to_lowercase(), "primary": true}]),
+        );
+    }
+    if let Some(v) = s("Title") {
+        out.insert("title".into(), json!(v));
+    }
+    let mut ent = Map::new();
+    for (sf, scim) in [
+        ("Department", "department"),
+        ("EmployeeNumber", "employeeNumber"),
+        ("CompanyName", "organization"),
+    ] {
+        if let Some(v) = s(sf) {
+            ent.insert(scim.into(), json!(v));
+        }
+    }
+    if !ent.is_empty() {
+        out.insert(ENTERPRISE.into(), Value::Object(ent));
+    }
+    let mut phones = Vec::new();
+    for (sf, kind) in [("MobilePhone", "mobile"), ("Phone", "work")] {
+        if let Some(v) = s(sf) {
+            phones.push(json!({"type": kind, "value": v}));
+        }
+    }
+    if !phones.is_empty() {
+        out.insert("phoneNumbers".into(), Value::Array(phones));
+    }
+    if let Some(v) = s("FederationIdentifier") {
+        out.insert("FederationIdentifier".into(), json!(v));
+    }
+    out
+}
+
 /// A `DeveloperName` for a group: letters, digits and single underscores, starting with
 /// a letter, not ending with an underscore; at most 40 characters.
 pub fn developer_name(name: &str) -> String {
@@ -466,6 +699,78 @@ impl Connector for SalesforceConnector {
     fn create_detects_existing(&self) -> bool {
         // DUPLICATE_USERNAME: one call per new user.
         true
+    }
+
+    /// SOQL `SELECT … FROM User WHERE UserType = 'Standard' ORDER BY Id`, then each
+    /// `nextRecordsUrl` (batches of up to 2,000 records); the run-as user left out.
+    async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let (records, next) = self
+            .listing_batch(LIST_USERS.0, LIST_USERS.1, cursor)
+            .await?;
+        // The connected app's run-as user (the last segment of the token's identity URL)
+        // is the connector itself: never an orphan to deactivate.
+        let run_as = self.oauth.identity().and_then(|url| {
+            url.rsplit('/')
+                .next()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+        });
+        let resources = records
+            .iter()
+            .filter_map(Value::as_object)
+            .filter(|r| {
+                r.get("Id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| Some(id) != run_as.as_deref())
+            })
+            .map(|r| Value::Object(scim_user(r)))
+            .collect();
+        Ok(ListPage { resources, next })
+    }
+
+    /// Public groups (`SELECT Id, Name FROM Group WHERE Type = 'Regular'`), each with its
+    /// `GroupMember`s (users and nested groups), read for the whole batch at once.
+    async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
+        let (records, next) = self
+            .listing_batch(LIST_GROUPS.0, LIST_GROUPS.1, cursor)
+            .await?;
+        let ids: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r.get("Id").and_then(Value::as_str))
+            .collect();
+        let mut members = self.members_of(&ids).await?;
+        let resources = records
+            .iter()
+            .filter_map(|r| {
+                let id = r.get("Id").and_then(Value::as_str)?;
+                let mut g = json!({
+                    "id": id,
+                    "members": members.remove(id).unwrap_or_default(),
+                });
+                if let Some(name) = r.get("Name").filter(|n| n.is_string()) {
+                    g["displayName"] = name.clone();
+                }
+                Some(g)
+            })
+            .collect();
+        Ok(ListPage { resources, next })
+    }
+
+    /// Users: the User fields `sf_user` would send that the listing reads, back in its
+    /// SCIM shape (`LastName` as Salesforce gets it: the family name, else the display
+    /// name, else the user name). Groups: `displayName` (the group's `Name`).
+    fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
+        match kind {
+            ResourceKind::User => match sf_user(mapped) {
+                Ok(fields) => Value::Object(scim_user(&fields)),
+                // Not deliverable either: the update will be refused and audited.
+                Err(_) => mapped.clone(),
+            },
+            ResourceKind::Group => match group_name(mapped) {
+                Ok(name) => json!({ "displayName": name }),
+                Err(_) => mapped.clone(),
+            },
+        }
     }
 
     async fn find_user(&self, user: &Value) -> Result<Option<TargetId>, ConnectorError> {
@@ -691,6 +996,53 @@ mod tests {
         );
         assert_eq!(alias(None, None, "bob.builder@x"), "bobbuild");
         assert_eq!(alias(Some("É"), Some("Ü"), "z@x"), "z");
+    }
+
+    #[test]
+    fn listing_shape_is_what_kept_compares() {
+        let c = SalesforceConnector::new(&SalesforceTarget {
+            instance_url: "https://acme.my.salesforce.com".into(),
+            login_url: None,
+            client_id: "app".into(),
+            client_secret: "s".into(),
+            api_version: "v60.0".into(),
+            defaults: BTreeMap::new(),
+        })
+        .unwrap();
+        let mapped = json!({
+            "userName": "Alice@Acme.test", "externalId": "hub-1", "displayName": "Alice L",
+            "emails": [{"value": "alice@acme.test", "primary": true}],
+            "phoneNumbers": [{"type": "work", "value": "1"}],
+            "FederationIdentifier": "alice-sso", "Region__c": "EMEA"
+        });
+        let kept = c.kept(ResourceKind::User, &mapped);
+        // No family name: Salesforce gets the display name as LastName.
+        assert_eq!(
+            kept,
+            json!({"userName": "alice@acme.test", "name": {"familyName": "Alice L"},
+                   "active": true, "emails": [{"value": "alice@acme.test", "primary": true}],
+                   "phoneNumbers": [{"type": "work", "value": "1"}],
+                   "FederationIdentifier": "alice-sso"})
+        );
+        let listed = json!({"attributes": {"type": "User"}, "Id": "005x", "Username": "alice@acme.test",
+            "FirstName": null, "LastName": "Alice L", "Email": "alice@acme.test", "IsActive": true,
+            "Title": null, "MobilePhone": null, "Phone": "1", "FederationIdentifier": "alice-sso"});
+        let mut scim = scim_user(listed.as_object().unwrap());
+        assert_eq!(scim.remove("id"), Some(json!("005x")));
+        assert_eq!(Value::Object(scim), kept);
+        // Query locators: this instance's query resource only.
+        assert_eq!(
+            c.query_locator("/services/data/v60.0/query/01gD0000002HU6KIAW-2000"),
+            Ok("01gD0000002HU6KIAW-2000")
+        );
+        for bad in [
+            "https://evil.test/services/data/v60.0/query/01g-2000",
+            "/services/data/v60.0/query/../sobjects/User",
+            "/services/data/v59.0/query/01g-2000",
+            "/services/data/v60.0/query/",
+        ] {
+            assert!(c.query_locator(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1217,7 +1217,9 @@ impl Reconciler {
                 Verdict::Update | Verdict::Leave(_) => {
                     // The link says what the target really holds: the engine then sends
                     // exactly the difference (an empty hash never equals a payload's).
-                    let mut shape: Vec<&Value> = vec![&mapped];
+                    // The compared form too: what a target derives (Entra's displayName
+                    // from the names) must be in `previous` for the PATCH to carry it.
+                    let mut shape: Vec<&Value> = vec![&mapped, &kept_mapped];
                     shape.extend(delivered);
                     let previous = project(account, &shape);
                     link_writes.push(Link {
