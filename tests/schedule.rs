@@ -468,7 +468,11 @@ async fn pull_from_scim2_server(backend: Backend) {
     let r = cycle(&hub).await;
     assert_eq!(r.pulled.len(), 1, "{r:?}");
     let p = &r.pulled[0];
-    assert_eq!((p.fetched, p.applied, p.failed), (3, 3, 0), "{p:?}");
+    assert_eq!(
+        (p.users.fetched, p.users.created, p.users.failed),
+        (3, 3, 0),
+        "{p:?}"
+    );
     assert!(p.complete);
     let ann = hub_user(&hub, "ann").await.expect("ann pulled");
     assert_eq!(ann["name"]["givenName"], "Ann");
@@ -480,11 +484,11 @@ async fn pull_from_scim2_server(backend: Backend) {
     // Nothing changed at the source: nothing is applied again.
     let r = cycle(&hub).await;
     let p = &r.pulled[0];
-    assert_eq!(p.applied, 0, "{p:?}");
+    assert_eq!((p.users.created, p.users.updated), (0, 0), "{p:?}");
     if p.incremental {
-        assert_eq!(p.fetched, 0, "filtered on the cursor: {p:?}");
+        assert_eq!(p.users.fetched, 0, "filtered on the cursor: {p:?}");
     } else {
-        assert_eq!(p.unchanged, 3, "{p:?}");
+        assert_eq!(p.users.unchanged, 3, "{p:?}");
     }
 
     // A change at the source arrives with the next cycle; a new user too.
@@ -507,7 +511,11 @@ async fn pull_from_scim2_server(backend: Backend) {
     assert_eq!(s, 201);
     let r = cycle(&hub).await;
     let p = &r.pulled[0];
-    assert_eq!((p.applied, p.failed), (2, 0), "{p:?}");
+    assert_eq!(
+        (p.users.created, p.users.updated, p.users.failed),
+        (1, 1, 0),
+        "{p:?}"
+    );
     assert_eq!(
         hub_user(&hub, "ann").await.unwrap()["name"]["givenName"],
         "Annie"
@@ -679,7 +687,7 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
         })
         .count() as u64;
     assert_eq!(
-        (p.fetched, p.applied, p.failed),
+        (p.users.fetched, p.users.created, p.users.failed),
         (named + 110, named + 110, 0),
         "{p:?}"
     );
@@ -715,7 +723,7 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
     // blocked user of the fixture): nothing.
     site.queries.lock().unwrap().clear();
     let r = cycle(&hub).await;
-    assert_eq!(r.pulled[0].fetched, 0, "{:?}", r.pulled[0]);
+    assert_eq!(r.pulled[0].users.fetched, 0, "{:?}", r.pulled[0]);
     let queries = site.queries.lock().unwrap().clone();
     assert!(
         queries[0].contains("filter%5Bchanged%5D%5Bcondition%5D%5Bvalue%5D=1700001000"),
@@ -733,8 +741,12 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
     }
     let r = cycle(&hub).await;
     assert_eq!(
-        (r.pulled[0].fetched, r.pulled[0].applied),
-        (1, 1),
+        (
+            r.pulled[0].users.fetched,
+            r.pulled[0].users.created,
+            r.pulled[0].users.updated
+        ),
+        (1, 0, 1),
         "{:?}",
         r.pulled[0]
     );
@@ -752,4 +764,215 @@ async fn pull_from_drupal_jsonapi_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_from_drupal_jsonapi_dynamodb() {
     pull_from_drupal_jsonapi(Backend::DynamoDb).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Pull: groups
+// ---------------------------------------------------------------------------------------
+
+async fn peer_create(peer: &ScimPeer, path: &str, body: &Value) -> String {
+    let (s, b) = peer.post(path, body).await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().expect("id").to_string()
+}
+
+async fn peer_patch_group(peer: &ScimPeer, id: &str, ops: Value) {
+    let resp = peer
+        .req(Method::PATCH, &format!("/Groups/{id}"))
+        .body(json!({"schemas": [provisync_tests::PATCH_OP], "Operations": ops}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// The userNames of a hub group's members, sorted; `None` when the hub has no group of
+/// that name.
+async fn hub_group_members(hub: &Hub, name: &str) -> Option<Vec<String>> {
+    let r = hub
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("displayName eq \"{name}\""))
+        ))
+        .await;
+    let group = r.resources().first().cloned()?;
+    let mut names = Vec::new();
+    for m in group["members"].as_array().cloned().unwrap_or_default() {
+        let u = hub
+            .get(&format!("/Users/{}", m["value"].as_str().unwrap()))
+            .await;
+        assert_eq!(u.status, 200, "{}", u.text);
+        names.push(u.body["userName"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    Some(names)
+}
+
+fn changed(c: &provisync::sync::pull::PullCounts) -> (u64, u64) {
+    (c.created, c.updated)
+}
+
+async fn pull_groups_from_scim2_server(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let mut ids = std::collections::HashMap::new();
+    for (n, g) in [("ann", "Ann"), ("ben", "Ben"), ("cat", "Cat")] {
+        ids.insert(n, peer_create(&peer, "/Users", &person(n, g)).await);
+    }
+    let group = |ids: &std::collections::HashMap<&str, String>, name: &str, members: &[&str]| {
+        json!({"schemas": [provisync_tests::GROUP_SCHEMA], "displayName": name,
+            "members": members.iter().map(|m| json!({"value": ids[m]})).collect::<Vec<_>>()})
+    };
+    let ops = peer_create(&peer, "/Groups", &group(&ids, "Ops", &["ann", "ben"])).await;
+    peer_create(&peer, "/Groups", &group(&ids, "Dev", &["cat"])).await;
+    // Membership is taken because the source may set `members`.
+    put_source(
+        &hub,
+        json!({"id": "idp", "direction": "pull", "user_sync": true,
+            "allowed_fields": ["userName", "name", "displayName", "emails", "members"],
+            "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}}),
+    )
+    .await;
+
+    // First cycle: users, then groups whose members resolve to the users just pulled.
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert!(p.complete && p.error.is_none(), "{p:?}");
+    assert_eq!(
+        (p.users.fetched, p.users.created, p.users.updated),
+        (3, 3, 0)
+    );
+    assert_eq!(
+        (
+            p.groups.fetched,
+            p.groups.created,
+            p.groups.updated,
+            p.groups.failed
+        ),
+        (2, 2, 0, 0),
+        "{p:?}"
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Ops").await,
+        Some(vec!["ann".into(), "ben".into()])
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Dev").await,
+        Some(vec!["cat".into()])
+    );
+    // The counts are in the audit log.
+    let a = hub
+        .admin(Method::GET, "/audit?target=idp&op=pull", None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let detail = a.body["entries"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("users: fetched=3 created=3 updated=0")
+            && detail.contains("groups: fetched=2 created=2 updated=0"),
+        "{}",
+        a.text
+    );
+
+    // The source renames a group and changes its members: the next cycle applies exactly
+    // that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    peer_patch_group(
+        &peer,
+        &ops,
+        json!([{"op": "replace", "path": "displayName", "value": "Operations"},
+               {"op": "replace", "path": "members",
+                "value": [{"value": ids["ann"]}, {"value": ids["cat"]}]}]),
+    )
+    .await;
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert!(p.complete, "{p:?}");
+    assert_eq!(changed(&p.users), (0, 0), "{p:?}");
+    assert_eq!((changed(&p.groups), p.groups.failed), ((0, 1), 0), "{p:?}");
+    if p.incremental {
+        assert_eq!((p.users.fetched, p.groups.fetched), (0, 1), "{p:?}");
+    } else {
+        assert_eq!(p.groups.unchanged, 1, "{p:?}");
+    }
+    assert_eq!(hub_group_members(&hub, "Ops").await, None);
+    assert_eq!(
+        hub_group_members(&hub, "Operations").await,
+        Some(vec!["ann".into(), "cat".into()])
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Dev").await,
+        Some(vec!["cat".into()])
+    );
+
+    // Nothing changed at the source: a third cycle applies nothing.
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert!(p.complete, "{p:?}");
+    assert_eq!(
+        (changed(&p.users), changed(&p.groups)),
+        ((0, 0), (0, 0)),
+        "{p:?}"
+    );
+    if p.incremental {
+        assert_eq!((p.users.fetched, p.groups.fetched), (0, 0), "{p:?}");
+    }
+
+    // A cycle out of time between the users and the groups: the next one continues with
+    // the groups. A user created at the source after the users were read and put in a
+    // group is read because the group names it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ids.insert(
+        "dan",
+        peer_create(&peer, "/Users", &person("dan", "Dan")).await,
+    );
+    let qa = peer_create(&peer, "/Groups", &group(&ids, "Qa", &["dan"])).await;
+    let r = run_schedule(&hub.schedule, Duration::ZERO)
+        .await
+        .expect("cycle");
+    let p = &r.pulled[0];
+    assert!(!p.complete, "{p:?}");
+    assert_eq!(changed(&p.users), (1, 0), "{p:?}");
+    assert_eq!(p.groups.fetched, 0, "{p:?}");
+    assert_eq!(hub_group_members(&hub, "Qa").await, None);
+    let eve = peer_create(&peer, "/Users", &person("eve", "Eve")).await;
+    peer_patch_group(
+        &peer,
+        &qa,
+        json!([{"op": "add", "path": "members", "value": [{"value": eve}]}]),
+    )
+    .await;
+    let r = run_schedule(&hub.schedule, Duration::ZERO)
+        .await
+        .expect("cycle");
+    let p = &r.pulled[0];
+    assert!(p.complete, "{p:?}");
+    assert_eq!(changed(&p.groups), (1, 0), "{p:?}");
+    assert_eq!((p.users.fetched, changed(&p.users)), (1, (1, 0)), "{p:?}");
+    assert_eq!(
+        hub_group_members(&hub, "Qa").await,
+        Some(vec!["dan".into(), "eve".into()])
+    );
+    // And the next full cycle finds nothing left to do.
+    let r = cycle(&hub).await;
+    let p = &r.pulled[0];
+    assert_eq!(
+        (changed(&p.users), changed(&p.groups)),
+        ((0, 0), (0, 0)),
+        "{p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_groups_from_scim2_server_embedded() {
+    pull_groups_from_scim2_server(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_groups_from_scim2_server_dynamodb() {
+    pull_groups_from_scim2_server(Backend::DynamoDb).await;
 }
