@@ -770,7 +770,7 @@ impl Inbound {
             source,
             envelope.kind,
             Outcome {
-                applied: applied,
+                applied,
                 op,
                 resource_id: new_id.clone(),
                 detail: String::new(),
