@@ -783,8 +783,11 @@ impl ScimSink {
             }
             let mut start = 1usize;
             loop {
+                // `groups` is computed per user by the hub (a read each) and not needed
+                // here: `merged` drops it.
                 let q = serde_urlencoded::to_string([
                     ("filter", filter.as_str()),
+                    ("excludedAttributes", "groups"),
                     ("startIndex", &start.to_string()),
                     ("count", &n.to_string()),
                 ])
