@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use provisync::connector::{ConnectorError, ListPage};
 use provisync::lambda::{CycleReport, run_schedule};
+use provisync::sync::pull::PullReport;
 use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
 use provisync::sync::source::{SourceConfig, Sources};
 use provisync_tests::peers::ScimPeer;
@@ -62,6 +63,39 @@ async fn cycle(hub: &Hub) -> CycleReport {
     run_schedule(&hub.schedule, provisync::lambda::CYCLE_BUDGET)
         .await
         .expect("cycle")
+}
+
+/// Cycles until the one source's pull is complete (a pull that runs out of its share of
+/// the budget continues in the next cycle, by design: on a loaded machine the emulated
+/// DynamoDB can take longer than that share), with the counts of all of them summed.
+async fn pull_cycle(hub: &Hub) -> PullReport {
+    let mut total: Option<PullReport> = None;
+    for _ in 0..8 {
+        let r = cycle(hub).await;
+        assert_eq!(r.pulled.len(), 1, "{r:?}");
+        let p = r.pulled[0].clone();
+        assert!(p.error.is_none(), "{p:?}");
+        let sum = match total.take() {
+            None => p,
+            Some(mut t) => {
+                for (a, b) in [(&mut t.users, &p.users), (&mut t.groups, &p.groups)] {
+                    a.fetched += b.fetched;
+                    a.created += b.created;
+                    a.updated += b.updated;
+                    a.unchanged += b.unchanged;
+                    a.stale += b.stale;
+                    a.failed += b.failed;
+                }
+                t.complete = p.complete;
+                t
+            }
+        };
+        if sum.complete {
+            return sum;
+        }
+        total = Some(sum);
+    }
+    panic!("the pull did not complete in 8 cycles: {total:?}");
 }
 
 fn only(report: &CycleReport) -> &ReconcileReport {
@@ -469,7 +503,11 @@ async fn pull_from_scim2_server(backend: Backend) {
     let r = cycle(&hub).await;
     assert_eq!(r.pulled.len(), 1, "{r:?}");
     let p = &r.pulled[0];
-    assert_eq!((p.fetched, p.applied, p.failed), (3, 3, 0), "{p:?}");
+    assert_eq!(
+        (p.users.fetched, p.users.created, p.users.failed),
+        (3, 3, 0),
+        "{p:?}"
+    );
     assert!(p.complete);
     let ann = hub_user(&hub, "ann").await.expect("ann pulled");
     assert_eq!(ann["name"]["givenName"], "Ann");
@@ -479,13 +517,12 @@ async fn pull_from_scim2_server(backend: Backend) {
     assert_ne!(ann["externalId"], ann_src["id"]);
 
     // Nothing changed at the source: nothing is applied again.
-    let r = cycle(&hub).await;
-    let p = &r.pulled[0];
-    assert_eq!(p.applied, 0, "{p:?}");
+    let p = &pull_cycle(&hub).await;
+    assert_eq!((p.users.created, p.users.updated), (0, 0), "{p:?}");
     if p.incremental {
-        assert_eq!(p.fetched, 0, "filtered on the cursor: {p:?}");
+        assert_eq!(p.users.fetched, 0, "filtered on the cursor: {p:?}");
     } else {
-        assert_eq!(p.unchanged, 3, "{p:?}");
+        assert_eq!(p.users.unchanged, 3, "{p:?}");
     }
 
     // A change at the source arrives with the next cycle; a new user too.
@@ -506,9 +543,12 @@ async fn pull_from_scim2_server(backend: Backend) {
     assert!(resp.status().is_success());
     let (s, _) = peer.post("/Users", &person("dan", "Dan")).await;
     assert_eq!(s, 201);
-    let r = cycle(&hub).await;
-    let p = &r.pulled[0];
-    assert_eq!((p.applied, p.failed), (2, 0), "{p:?}");
+    let p = &pull_cycle(&hub).await;
+    assert_eq!(
+        (p.users.created, p.users.updated, p.users.failed),
+        (1, 1, 0),
+        "{p:?}"
+    );
     assert_eq!(
         hub_user(&hub, "ann").await.unwrap()["name"]["givenName"],
         "Annie"
@@ -668,8 +708,7 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
                 "auth": {"basic": {"username": "hub", "password": "secret-password"}}}}),
     )
     .await;
-    let r = cycle(&hub).await;
-    let p = &r.pulled[0];
+    let p = &pull_cycle(&hub).await;
     // The anonymous user (uid 0, no name) is skipped.
     let named = documented
         .iter()
@@ -680,7 +719,7 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
         })
         .count() as u64;
     assert_eq!(
-        (p.fetched, p.applied, p.failed),
+        (p.users.fetched, p.users.created, p.users.failed),
         (named + 110, named + 110, 0),
         "{p:?}"
     );
@@ -716,7 +755,7 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
     // blocked user of the fixture): nothing.
     site.queries.lock().unwrap().clear();
     let r = cycle(&hub).await;
-    assert_eq!(r.pulled[0].fetched, 0, "{:?}", r.pulled[0]);
+    assert_eq!(r.pulled[0].users.fetched, 0, "{:?}", r.pulled[0]);
     let queries = site.queries.lock().unwrap().clone();
     assert!(
         queries[0].contains("filter%5Bchanged%5D%5Bcondition%5D%5Bvalue%5D=1700001000"),
@@ -734,8 +773,12 @@ async fn pull_from_drupal_jsonapi(backend: Backend) {
     }
     let r = cycle(&hub).await;
     assert_eq!(
-        (r.pulled[0].fetched, r.pulled[0].applied),
-        (1, 1),
+        (
+            r.pulled[0].users.fetched,
+            r.pulled[0].users.created,
+            r.pulled[0].users.updated
+        ),
+        (1, 0, 1),
         "{:?}",
         r.pulled[0]
     );
@@ -1224,4 +1267,211 @@ async fn targets_that_cannot_list_are_reported_not_failed() {
         .await;
     let detail = a.body["entries"][0]["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("groups: not supported"), "{}", a.text);
+}
+
+// ---------------------------------------------------------------------------------------
+// Pull: groups
+// ---------------------------------------------------------------------------------------
+
+async fn peer_create(peer: &ScimPeer, path: &str, body: &Value) -> String {
+    let (s, b) = peer.post(path, body).await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().expect("id").to_string()
+}
+
+async fn peer_patch_group(peer: &ScimPeer, id: &str, ops: Value) {
+    let resp = peer
+        .req(Method::PATCH, &format!("/Groups/{id}"))
+        .body(json!({"schemas": [provisync_tests::PATCH_OP], "Operations": ops}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// The userNames of a hub group's members, sorted; `None` when the hub has no group of
+/// that name.
+async fn hub_group_members(hub: &Hub, name: &str) -> Option<Vec<String>> {
+    let r = hub
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("displayName eq \"{name}\""))
+        ))
+        .await;
+    let group = r.resources().first().cloned()?;
+    let mut names = Vec::new();
+    for m in group["members"].as_array().cloned().unwrap_or_default() {
+        let u = hub
+            .get(&format!("/Users/{}", m["value"].as_str().unwrap()))
+            .await;
+        assert_eq!(u.status, 200, "{}", u.text);
+        names.push(u.body["userName"].as_str().unwrap().to_string());
+    }
+    names.sort();
+    Some(names)
+}
+
+fn changed(c: &provisync::sync::pull::PullCounts) -> (u64, u64) {
+    (c.created, c.updated)
+}
+
+async fn pull_groups_from_scim2_server(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let mut ids = std::collections::HashMap::new();
+    for (n, g) in [("ann", "Ann"), ("ben", "Ben"), ("cat", "Cat")] {
+        ids.insert(n, peer_create(&peer, "/Users", &person(n, g)).await);
+    }
+    let group = |ids: &std::collections::HashMap<&str, String>, name: &str, members: &[&str]| {
+        json!({"schemas": [provisync_tests::GROUP_SCHEMA], "displayName": name,
+            "members": members.iter().map(|m| json!({"value": ids[m]})).collect::<Vec<_>>()})
+    };
+    let ops = peer_create(&peer, "/Groups", &group(&ids, "Ops", &["ann", "ben"])).await;
+    peer_create(&peer, "/Groups", &group(&ids, "Dev", &["cat"])).await;
+    // Membership is taken because the source may set `members`.
+    put_source(
+        &hub,
+        json!({"id": "idp", "direction": "pull", "user_sync": true,
+            "allowed_fields": ["userName", "name", "displayName", "emails", "members"],
+            "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}}),
+    )
+    .await;
+
+    // First cycle: users, then groups whose members resolve to the users just pulled.
+    let p = &pull_cycle(&hub).await;
+    assert!(p.complete && p.error.is_none(), "{p:?}");
+    assert_eq!(
+        (p.users.fetched, p.users.created, p.users.updated),
+        (3, 3, 0)
+    );
+    assert_eq!(
+        (
+            p.groups.fetched,
+            p.groups.created,
+            p.groups.updated,
+            p.groups.failed
+        ),
+        (2, 2, 0, 0),
+        "{p:?}"
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Ops").await,
+        Some(vec!["ann".into(), "ben".into()])
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Dev").await,
+        Some(vec!["cat".into()])
+    );
+    // The counts are in the audit log.
+    let a = hub
+        .admin(Method::GET, "/audit?target=idp&op=pull", None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let detail = a.body["entries"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("users: fetched=3 created=3 updated=0")
+            && detail.contains("groups: fetched=2 created=2 updated=0"),
+        "{}",
+        a.text
+    );
+
+    // The source renames a group and changes its members: the next cycle applies exactly
+    // that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    peer_patch_group(
+        &peer,
+        &ops,
+        json!([{"op": "replace", "path": "displayName", "value": "Operations"},
+               {"op": "replace", "path": "members",
+                "value": [{"value": ids["ann"]}, {"value": ids["cat"]}]}]),
+    )
+    .await;
+    let p = &pull_cycle(&hub).await;
+    assert!(p.complete, "{p:?}");
+    assert_eq!(changed(&p.users), (0, 0), "{p:?}");
+    assert_eq!((changed(&p.groups), p.groups.failed), ((0, 1), 0), "{p:?}");
+    if p.incremental {
+        assert_eq!((p.users.fetched, p.groups.fetched), (0, 1), "{p:?}");
+    } else {
+        assert_eq!(p.groups.unchanged, 1, "{p:?}");
+    }
+    assert_eq!(hub_group_members(&hub, "Ops").await, None);
+    assert_eq!(
+        hub_group_members(&hub, "Operations").await,
+        Some(vec!["ann".into(), "cat".into()])
+    );
+    assert_eq!(
+        hub_group_members(&hub, "Dev").await,
+        Some(vec!["cat".into()])
+    );
+
+    // Nothing changed at the source: a third cycle applies nothing.
+    let p = &pull_cycle(&hub).await;
+    assert!(p.complete, "{p:?}");
+    assert_eq!(
+        (changed(&p.users), changed(&p.groups)),
+        ((0, 0), (0, 0)),
+        "{p:?}"
+    );
+    if p.incremental {
+        assert_eq!((p.users.fetched, p.groups.fetched), (0, 0), "{p:?}");
+    }
+
+    // A cycle out of time between the users and the groups: the next one continues with
+    // the groups. A user created at the source after the users were read and put in a
+    // group is read because the group names it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ids.insert(
+        "dan",
+        peer_create(&peer, "/Users", &person("dan", "Dan")).await,
+    );
+    let qa = peer_create(&peer, "/Groups", &group(&ids, "Qa", &["dan"])).await;
+    let r = run_schedule(&hub.schedule, Duration::ZERO)
+        .await
+        .expect("cycle");
+    let p = &r.pulled[0];
+    assert!(!p.complete, "{p:?}");
+    assert_eq!(changed(&p.users), (1, 0), "{p:?}");
+    assert_eq!(p.groups.fetched, 0, "{p:?}");
+    assert_eq!(hub_group_members(&hub, "Qa").await, None);
+    let eve = peer_create(&peer, "/Users", &person("eve", "Eve")).await;
+    peer_patch_group(
+        &peer,
+        &qa,
+        json!([{"op": "add", "path": "members", "value": [{"value": eve}]}]),
+    )
+    .await;
+    let r = run_schedule(&hub.schedule, Duration::ZERO)
+        .await
+        .expect("cycle");
+    let p = &r.pulled[0];
+    assert!(p.complete, "{p:?}");
+    assert_eq!(changed(&p.groups), (1, 0), "{p:?}");
+    assert_eq!((p.users.fetched, changed(&p.users)), (1, (1, 0)), "{p:?}");
+    assert_eq!(
+        hub_group_members(&hub, "Qa").await,
+        Some(vec!["dan".into(), "eve".into()])
+    );
+    // And the next full cycle finds nothing left to do.
+    let p = &pull_cycle(&hub).await;
+    assert_eq!(
+        (changed(&p.users), changed(&p.groups)),
+        ((0, 0), (0, 0)),
+        "{p:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_groups_from_scim2_server_embedded() {
+    pull_groups_from_scim2_server(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_groups_from_scim2_server_dynamodb() {
+    pull_groups_from_scim2_server(Backend::DynamoDb).await;
 }

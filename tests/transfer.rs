@@ -248,3 +248,120 @@ async fn export_then_import_round_trips() {
     };
     assert_eq!(strip(&export_json(&to_c).await), strip(&json_a));
 }
+
+/// `userName,externalId,…` rows `emp000`.. with `externalId` `hr-{i}`; `title(i)` gives
+/// each row's title, `name(i)` its userName.
+fn staff_rows(
+    n: usize,
+    name: impl Fn(usize) -> String,
+    title: impl Fn(usize) -> &'static str,
+) -> String {
+    let mut csv = String::from("userName,externalId,name.givenName,name.familyName,email,title\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "{},hr-{i},Given{i},Family{i},emp{i:03}@example.org,{}\n",
+            name(i),
+            title(i)
+        ));
+    }
+    csv
+}
+
+/// Against a running hub (through a recording proxy), `--update-existing` and `--dry-run`
+/// look existing users up a batch at a time (`userName eq … or …`, `externalId eq … or
+/// …`) and replace them through `/Bulk`: a handful of requests, not one or two per row.
+/// Matching: `externalId` first (a renamed user is found by it), then `userName`.
+async fn remote_import_batches_lookups(backend: Backend) {
+    let Some(hub) = Hub::start(backend).await else {
+        return;
+    };
+    let proxy = provisync_tests::proxy::RecordingProxy::start(&hub.base).await;
+    let sink = ScimSink::new(&format!("{}/scim/v2", proxy.origin), TOKEN);
+    let emp = |i: usize| format!("emp{i:03}");
+    // 80 users in the hub already.
+    let first = staff_rows(80, emp, |_| "Engineer");
+    let (s, report) = import_csv(&sink, &first, ImportOptions::default()).await;
+    assert_eq!((s.created, s.rejected), (80, 0), "{report}");
+
+    // The file: 200 rows; rows 0..5 get a new title, row 7 a new userName (same
+    // externalId), the rest of the first 80 are unchanged, 120 are new.
+    let file = staff_rows(
+        200,
+        |i| if i == 7 { "renamed007".into() } else { emp(i) },
+        |i| if i < 5 { "Manager" } else { "Engineer" },
+    );
+    let opts = ImportOptions {
+        update_existing: true,
+        dry_run: true,
+        ..Default::default()
+    };
+    proxy.clear();
+    let (dry, report) = import_csv(&sink, &file, opts).await;
+    assert_eq!(
+        (dry.created, dry.updated, dry.unchanged, dry.rejected),
+        (120, 6, 74, 0),
+        "{dry:?} {report}"
+    );
+    let requests = proxy.requests();
+    assert!(
+        proxy.writes().is_empty(),
+        "a dry run writes nothing: {requests:?}"
+    );
+    assert!(
+        requests.len() <= 4,
+        "one batch: a lookup by externalId and one by userName, not one per row: {requests:?}"
+    );
+    assert_eq!(hub.get("/Users?count=1").await.total(), 80);
+
+    proxy.clear();
+    let (s, report) = import_csv(
+        &sink,
+        &file,
+        ImportOptions {
+            dry_run: false,
+            ..opts
+        },
+    )
+    .await;
+    assert_eq!(
+        (s.created, s.updated, s.unchanged, s.rejected),
+        (120, 6, 74, 0),
+        "{s:?} {report}"
+    );
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|(m, p)| m == "GET" || (m == "POST" && p.ends_with("/Bulk"))),
+        "creates and replaces go through /Bulk: {requests:?}"
+    );
+    // Two /Bulk of creates (100 a request), one of replaces, and the lookups.
+    assert_eq!(proxy.writes().len(), 3, "{requests:?}");
+    assert!(requests.len() <= 7, "{requests:?}");
+    assert_eq!(hub.get("/Users?count=1").await.total(), 200);
+    let r = hub.get("/Users?filter=userName%20eq%20%22emp003%22").await;
+    assert_eq!(r.resources()[0]["title"], "Manager");
+    let r = hub.get("/Users?filter=externalId%20eq%20%22hr-7%22").await;
+    assert_eq!(r.resources()[0]["userName"], "renamed007");
+
+    // The same file again: nothing to do, except for one row without its externalId
+    // and its userName in capitals: found by userName, case-insensitively (RFC 7643
+    // §4.1.1), so an update (of the capitals), not a create.
+    let again = file.replace("emp150,hr-150", "EMP150,");
+    let (s, _) = import_csv(&sink, &again, opts).await;
+    assert_eq!(
+        (s.created, s.updated, s.unchanged, s.rejected),
+        (0, 1, 199, 0),
+        "{s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_import_batches_lookups_embedded() {
+    remote_import_batches_lookups(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_import_batches_lookups_dynamodb() {
+    remote_import_batches_lookups(Backend::DynamoDb).await;
+}

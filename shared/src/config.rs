@@ -200,13 +200,16 @@ pub fn wire_hub(
         queue,
         connectors,
     ));
-    admin.puller = Some(crate::sync::pull::Puller::new(
-        store.clone(),
-        crate::sync::source::Sources::new(store.clone(), secrets.clone()),
-        Arc::new(crate::sync::pull::InboundSink::new(Arc::new(
-            crate::sync::inbound::Inbound::new(state.directory.clone(), admin.audit.clone()),
-        ))),
-    ));
+    admin.puller = Some(
+        crate::sync::pull::Puller::new(
+            store.clone(),
+            crate::sync::source::Sources::new(store.clone(), secrets.clone()),
+            Arc::new(crate::sync::pull::InboundSink::new(Arc::new(
+                crate::sync::inbound::Inbound::new(state.directory.clone(), admin.audit.clone()),
+            ))),
+        )
+        .with_audit(admin.audit.clone()),
+    );
     let deliverer = Arc::new(crate::sync::deliver::Deliverer::new(
         admin.targets.clone(),
         crate::sync::link::Links::new(store),

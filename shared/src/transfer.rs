@@ -10,10 +10,13 @@
 //!   rejected with its reason (missing `userName`, bad e-mail, duplicate in the file) and
 //!   never stops the good ones.
 //! - **Writing** goes through an [`ImportSink`]: the local store ([`DirectorySink`], in
-//!   batches of many users per transaction) or a running hub's SCIM API (`/Bulk`, in the
-//!   CLI). Users that exist already (same `userName` or `externalId`) are rejected, or
-//!   updated with `--update-existing` (the file's attributes replace the hub's, the rest
-//!   stays).
+//!   batches of many users per transaction) or a running hub's SCIM API ([`ScimSink`]:
+//!   `/Bulk`, in the CLI). Users that exist already (same `userName` or `externalId`) are
+//!   rejected, or updated with `--update-existing` (the file's attributes replace the
+//!   hub's, the rest stays). Existing users are looked up a batch at a time
+//!   ([`ImportSink::find_many`]: against a hub, `filter=userName eq "a" or userName eq "b"
+//!   …`, which the hub answers with point reads) and replaced a batch at a time
+//!   ([`ImportSink::replace_many`]: `/Bulk` `PUT`s), for `--dry-run` too.
 //! - **Export** writes the same columns (CSV) or the SCIM users (JSON) without any
 //!   password (the hub never stores one), so an export imports back unchanged.
 
@@ -316,6 +319,25 @@ pub trait ImportSink: Send + Sync {
     async fn find(&self, user: &Value) -> Result<Option<(String, Value)>, String>;
     /// Replaces a user.
     async fn replace(&self, id: &str, user: &Value) -> Result<(), String>;
+
+    /// [`ImportSink::find`] for many users: one answer per user, in order. An `Err` means
+    /// the whole lookup failed.
+    async fn find_many(&self, users: &[Value]) -> Result<Vec<Option<(String, Value)>>, String> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            out.push(self.find(u).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`ImportSink::replace`] for many users (`(id, user)`): one answer per user, in order.
+    async fn replace_many(&self, users: &[(String, Value)]) -> Vec<Result<(), String>> {
+        let mut out = Vec::with_capacity(users.len());
+        for (id, u) in users {
+            out.push(self.replace(id, u).await);
+        }
+        out
+    }
 }
 
 /// What an import did.
@@ -389,21 +411,31 @@ pub async fn import_rows(
     };
     let mut done = 0;
     for batch in rows.chunks(opts.batch.max(1)) {
+        let users: Vec<Value> = batch.iter().map(|r| r.user.clone()).collect();
+        // A dry run looks the whole batch up at once; the lookup is kept for the
+        // existing users below.
+        let mut found: Option<Vec<Option<(String, Value)>>> = None;
         let answers: Vec<Written> = if opts.dry_run {
-            let mut out = Vec::with_capacity(batch.len());
-            for row in batch {
-                out.push(match sink.find(&row.user).await {
-                    Ok(Some(_)) => Written::Exists,
-                    Ok(None) => Written::Created,
-                    Err(e) => Written::Refused(e),
-                });
+            match sink.find_many(&users).await {
+                Ok(f) => {
+                    let answers = f
+                        .iter()
+                        .map(|x| match x {
+                            Some(_) => Written::Exists,
+                            None => Written::Created,
+                        })
+                        .collect();
+                    found = Some(f);
+                    answers
+                }
+                Err(e) => vec![Written::Refused(e); batch.len()],
             }
-            out
         } else {
-            let users: Vec<Value> = batch.iter().map(|r| r.user.clone()).collect();
             sink.create_many(&users).await
         };
-        for (row, answer) in batch.iter().zip(answers) {
+        // Existing users: looked up together, then replaced together.
+        let mut existing: Vec<usize> = Vec::new();
+        for (i, (row, answer)) in batch.iter().zip(answers).enumerate() {
             match answer {
                 Written::Created => summary.created += 1,
                 Written::Refused(why) => rejected.push(reject(row, why)),
@@ -411,35 +443,61 @@ pub async fn import_rows(
                     row,
                     "exists in the hub (same userName or externalId): use --update-existing".into(),
                 )),
-                Written::Exists => match sink.find(&row.user).await {
-                    Ok(Some((id, current))) => {
-                        let new = merged(&current, &row.user);
-                        let same = new.as_object().is_some_and(|n| {
-                            n.iter()
-                                .filter(|(k, _)| *k != "schemas")
-                                .all(|(k, v)| current.get(k) == Some(v))
-                        });
-                        if same {
-                            summary.unchanged += 1;
-                        } else if opts.dry_run {
-                            summary.updated += 1;
-                        } else {
-                            match sink.replace(&id, &new).await {
-                                Ok(()) => summary.updated += 1,
-                                Err(e) => rejected.push(reject(row, e)),
-                            }
-                        }
+                Written::Exists => existing.push(i),
+            }
+        }
+        if !existing.is_empty() {
+            let current: Result<Vec<Option<(String, Value)>>, String> = match found.take() {
+                Some(mut f) => Ok(existing.iter().map(|&i| f[i].take()).collect()),
+                None => {
+                    let wanted: Vec<Value> =
+                        existing.iter().map(|&i| batch[i].user.clone()).collect();
+                    sink.find_many(&wanted).await
+                }
+            };
+            let current = match current {
+                Ok(c) => c,
+                Err(e) => {
+                    rejected.extend(existing.iter().map(|&i| reject(&batch[i], e.clone())));
+                    vec![]
+                }
+            };
+            let mut replace: Vec<(usize, (String, Value))> = Vec::new();
+            for (&i, cur) in existing.iter().zip(current) {
+                let row = &batch[i];
+                let Some((id, cur)) = cur else {
+                    rejected.push(reject(row, "exists, but was not found again".into()));
+                    continue;
+                };
+                let new = merged(&cur, &row.user);
+                let same = new.as_object().is_some_and(|n| {
+                    n.iter()
+                        .filter(|(k, _)| *k != "schemas")
+                        .all(|(k, v)| cur.get(k) == Some(v))
+                });
+                if same {
+                    summary.unchanged += 1;
+                } else if opts.dry_run {
+                    summary.updated += 1;
+                } else {
+                    replace.push((i, (id, new)));
+                }
+            }
+            if !replace.is_empty() {
+                let writes: Vec<(String, Value)> = replace.iter().map(|(_, w)| w.clone()).collect();
+                let results = sink.replace_many(&writes).await;
+                for ((i, _), r) in replace.iter().zip(results) {
+                    match r {
+                        Ok(()) => summary.updated += 1,
+                        Err(e) => rejected.push(reject(&batch[*i], e)),
                     }
-                    Ok(None) => {
-                        rejected.push(reject(row, "exists, but was not found again".into()))
-                    }
-                    Err(e) => rejected.push(reject(row, e)),
-                },
+                }
             }
         }
         done += batch.len();
         progress(done);
     }
+    rejected.sort_by_key(|r| r.line);
     summary.rejected = rejected.len();
     (summary, rejected)
 }
@@ -628,6 +686,10 @@ impl std::fmt::Debug for ScimSink {
 
 /// Operations per `/Bulk` request.
 pub const BULK_OPERATIONS: usize = 100;
+/// Longest lookup filter sent, in bytes: below the hub's
+/// [`crate::scim::filter::MAX_FILTER_LEN`] (8 KiB) with room to spare; about 250 short
+/// `userName`s.
+pub const LOOKUP_FILTER_BYTES: usize = 6 * 1024;
 const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 
 impl ScimSink {
@@ -689,6 +751,69 @@ impl ScimSink {
             .and_then(|u| u["id"].as_str().map(|id| (id.to_string(), u.clone()))))
     }
 
+    /// The users holding any of `values` of `attr` (`userName` or `externalId`): one
+    /// `filter=attr eq "a" or attr eq "b" …` per [`LOOKUP_FILTER_BYTES`] of filter (the
+    /// hub answers such a filter with point reads, not a scan), keyed by the normalised
+    /// value (`userName` is case-insensitive, RFC 7643 §4.1.1).
+    async fn find_all_by(
+        &self,
+        attr: UniqueAttr,
+        values: &[&str],
+    ) -> Result<HashMap<String, (String, Value)>, String> {
+        let name = attr.attr_name();
+        let mut out = HashMap::new();
+        let mut i = 0;
+        while i < values.len() {
+            let mut filter = String::new();
+            let mut n = 0;
+            while let Some(v) = values.get(i) {
+                let term = format!(
+                    "{name} eq {}",
+                    serde_json::to_string(v).map_err(|e| e.to_string())?
+                );
+                if n > 0 && filter.len() + 4 + term.len() > LOOKUP_FILTER_BYTES {
+                    break;
+                }
+                if n > 0 {
+                    filter.push_str(" or ");
+                }
+                filter.push_str(&term);
+                n += 1;
+                i += 1;
+            }
+            let mut start = 1usize;
+            loop {
+                // `groups` is computed per user by the hub (a read each) and not needed
+                // here: `merged` drops it.
+                let q = serde_urlencoded::to_string([
+                    ("filter", filter.as_str()),
+                    ("excludedAttributes", "groups"),
+                    ("startIndex", &start.to_string()),
+                    ("count", &n.to_string()),
+                ])
+                .map_err(|e| e.to_string())?;
+                let (status, v) = self
+                    .send(reqwest::Method::GET, &format!("/Users?{q}"), None)
+                    .await?;
+                if status != 200 {
+                    return Err(Self::detail(&v, status));
+                }
+                let page = v["Resources"].as_array().cloned().unwrap_or_default();
+                for u in &page {
+                    if let (Some(id), Some(value)) = (u["id"].as_str(), u[name].as_str()) {
+                        out.insert(attr.normalise(value), (id.to_string(), u.clone()));
+                    }
+                }
+                start += page.len();
+                let total = v["totalResults"].as_u64().unwrap_or(0) as usize;
+                if page.is_empty() || start > total {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every user matching `filter` (all when `None`), a page of 500 at a time.
     pub async fn each_user(
         &self,
@@ -726,6 +851,16 @@ impl ScimSink {
     }
 }
 
+/// The status of one operation of a bulk response (a string per RFC 7644 §3.7.3; some
+/// servers send a number); 0 when missing.
+fn bulk_status(op: &Value) -> u16 {
+    match &op["status"] {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 #[async_trait]
 impl ImportSink for ScimSink {
     async fn create_many(&self, users: &[Value]) -> Vec<Written> {
@@ -741,12 +876,7 @@ impl ImportSink for ScimSink {
                 Ok((200, v)) => {
                     let mut by_id: HashMap<String, Written> = HashMap::new();
                     for op in v["Operations"].as_array().cloned().unwrap_or_default() {
-                        let status: u16 = match &op["status"] {
-                            Value::String(s) => s.parse().unwrap_or(0),
-                            Value::Number(n) => n.as_u64().unwrap_or(0) as u16,
-                            _ => 0,
-                        };
-                        let w = match status {
+                        let w = match bulk_status(&op) {
                             200..=299 => Written::Created,
                             409 => Written::Exists,
                             s => Written::Refused(Self::detail(&op["response"], s)),
@@ -782,6 +912,90 @@ impl ImportSink for ScimSink {
             }
         }
         Ok(None)
+    }
+
+    /// Two batched lookups (by `externalId`, by `userName`) instead of one or two requests
+    /// per user; `externalId` wins, as in [`ImportSink::find`].
+    async fn find_many(&self, users: &[Value]) -> Result<Vec<Option<(String, Value)>>, String> {
+        // A value longer than a uniqueness key can hold is in no hub user (and would not
+        // fit in a filter).
+        let values = |attr: UniqueAttr| -> Vec<&str> {
+            let mut v: Vec<&str> = users
+                .iter()
+                .filter_map(|u| u.get(attr.attr_name()).and_then(Value::as_str))
+                .filter(|v| v.len() <= crate::directory::MAX_KEY_VALUE_BYTES)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let by_external = self
+            .find_all_by(UniqueAttr::ExternalId, &values(UniqueAttr::ExternalId))
+            .await?;
+        let by_name = self
+            .find_all_by(UniqueAttr::UserName, &values(UniqueAttr::UserName))
+            .await?;
+        Ok(users
+            .iter()
+            .map(|u| {
+                let hit = |attr: UniqueAttr, map: &HashMap<String, (String, Value)>| {
+                    u.get(attr.attr_name())
+                        .and_then(Value::as_str)
+                        .and_then(|v| map.get(&attr.normalise(v)).cloned())
+                };
+                hit(UniqueAttr::ExternalId, &by_external)
+                    .or_else(|| hit(UniqueAttr::UserName, &by_name))
+            })
+            .collect())
+    }
+
+    /// `/Bulk` `PUT`s, [`BULK_OPERATIONS`] a request.
+    async fn replace_many(&self, users: &[(String, Value)]) -> Vec<Result<(), String>> {
+        let mut out = Vec::with_capacity(users.len());
+        for chunk in users.chunks(BULK_OPERATIONS) {
+            let ops: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (id, u))| {
+                    let seg: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+                    json!({"method": "PUT", "path": format!("/Users/{seg}"),
+                        "bulkId": format!("r{i}"), "data": u})
+                })
+                .collect();
+            let body = json!({"schemas": [BULK_REQUEST], "Operations": ops});
+            let answers: Vec<Result<(), String>> =
+                match self.send(reqwest::Method::POST, "/Bulk", Some(&body)).await {
+                    Ok((200, v)) => {
+                        let ops = v["Operations"].as_array().cloned().unwrap_or_default();
+                        let mut by_id: HashMap<String, Result<(), String>> = HashMap::new();
+                        for (i, op) in ops.iter().enumerate() {
+                            let status = bulk_status(op);
+                            let r = match status {
+                                200..=299 => Ok(()),
+                                s => Err(Self::detail(&op["response"], s)),
+                            };
+                            // RFC 7644 §3.7.3: bulkId is echoed for POST; other methods
+                            // answer in order.
+                            let key = op["bulkId"]
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| format!("r{i}"));
+                            by_id.insert(key, r);
+                        }
+                        (0..chunk.len())
+                            .map(|i| {
+                                by_id
+                                    .remove(&format!("r{i}"))
+                                    .unwrap_or_else(|| Err("no answer in the bulk response".into()))
+                            })
+                            .collect()
+                    }
+                    Ok((status, v)) => vec![Err(Self::detail(&v, status)); chunk.len()],
+                    Err(e) => vec![Err(e); chunk.len()],
+                };
+            out.extend(answers);
+        }
+        out
     }
 
     async fn replace(&self, id: &str, user: &Value) -> Result<(), String> {

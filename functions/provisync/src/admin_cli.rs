@@ -1014,6 +1014,17 @@ pub async fn run_schedule(remote: &Remote, args: ScheduleArgs) -> Result<()> {
                 .map(|e| format!("  error: {e}"))
                 .unwrap_or_default()
         );
+        let g = &p["groups"];
+        if g["fetched"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "  groups: fetched {}  created {}  updated {}  unchanged {}  failed {}",
+                s(g, "fetched"),
+                s(g, "created"),
+                s(g, "updated"),
+                s(g, "unchanged"),
+                s(g, "failed"),
+            );
+        }
     }
     let reconciled = v["reconciled"].as_array().cloned().unwrap_or_default();
     for r in &reconciled {

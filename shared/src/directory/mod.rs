@@ -428,6 +428,7 @@ impl Directory {
                         .into_iter()
                         .collect(),
                 ),
+                Some(Lookup::AnyOf(keys)) => Some(self.load_any_of(kind, &keys).await?),
                 Some(Lookup::GroupsWithMember(member)) => {
                     let gids = self.groups_of_ids(&member).await?;
                     Some(self.load_existing(kind, &gids).await?)
@@ -588,6 +589,42 @@ impl Directory {
             Err(e) if e.status == 404 => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The resources holding any of these ids (`None`) or values of uniquely keyed
+    /// attributes: one batched read of the uniqueness keys, one of the resources.
+    async fn load_any_of(
+        &self,
+        kind: ResourceKind,
+        keys: &[(Option<UniqueAttr>, String)],
+    ) -> Result<Vec<Stored>, ScimError> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut unique_keys: Vec<Key> = Vec::new();
+        for (attr, value) in keys {
+            match attr {
+                None => ids.push(value.clone()),
+                Some(a) if value.len() <= MAX_KEY_VALUE_BYTES => {
+                    unique_keys.push(a.key(kind, value))
+                }
+                Some(_) => {}
+            }
+        }
+        if !unique_keys.is_empty() {
+            for item in self
+                .store
+                .get_many(&unique_keys)
+                .await
+                .map_err(store_error)?
+            {
+                let id: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
+                if let Some(id) = id.get("id").and_then(Value::as_str) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        self.load_existing(kind, &ids).await
     }
 
     /// The resources with these ids that exist (batched point reads).
@@ -1586,6 +1623,52 @@ enum Lookup {
     GroupsWithMember(String),
     /// Members of this group (`groups[value eq "id"]`, `groups.value eq "id"`).
     MembersOfGroup(String),
+    /// `id` (`None`) or uniquely keyed equalities joined by `or` (`userName eq "a" or
+    /// userName eq "b" or externalId eq "c"`: what a batched import looks users up with).
+    AnyOf(Vec<(Option<UniqueAttr>, String)>),
+}
+
+/// The equality of `f` on `id` (`None`) or on a uniquely keyed attribute, if it is one.
+fn keyed_equality(kind: ResourceKind, f: &Filter) -> Option<(Option<UniqueAttr>, String)> {
+    let Filter::Compare {
+        path,
+        op: CompareOp::Eq,
+        value: CompValue::Str(v),
+    } = f
+    else {
+        return None;
+    };
+    let urn_ok = path
+        .urn
+        .as_deref()
+        .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()));
+    if path.sub_attr.is_some() || !urn_ok {
+        return None;
+    }
+    if path.attr.eq_ignore_ascii_case("id") {
+        return Some((None, v.clone()));
+    }
+    UniqueAttr::for_kind(kind)
+        .iter()
+        .find(|a| a.attr_name().eq_ignore_ascii_case(&path.attr))
+        .map(|a| (Some(*a), v.clone()))
+}
+
+/// Every branch of an `or` chain, if each is a keyed equality. The chain is walked with a
+/// stack, not recursion (its length is bounded by the filter's length only).
+fn keyed_disjunction(kind: ResourceKind, f: &Filter) -> Option<Vec<(Option<UniqueAttr>, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![f];
+    while let Some(f) = stack.pop() {
+        match f {
+            Filter::Or(a, b) => {
+                stack.push(b);
+                stack.push(a);
+            }
+            leaf => out.push(keyed_equality(kind, leaf)?),
+        }
+    }
+    Some(out)
 }
 
 /// Does the filter name this top-level attribute anywhere?
@@ -1659,6 +1742,76 @@ fn indexed_lookup(kind: ResourceKind, f: &Filter) -> Option<Lookup> {
                 .map(|a| Lookup::Unique(*a, v.clone()))
         }
         Filter::And(a, b) => indexed_lookup(kind, a).or_else(|| indexed_lookup(kind, b)),
+        Filter::Or(..) => keyed_disjunction(kind, f).map(Lookup::AnyOf),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::filter::parse;
+    use crate::store::embedded::EmbeddedStore;
+
+    #[test]
+    fn or_of_keyed_equalities_is_a_lookup() {
+        let f = parse(r#"userName eq "a" or externalId eq "x" or id eq "i""#).unwrap();
+        match indexed_lookup(ResourceKind::User, &f) {
+            Some(Lookup::AnyOf(keys)) => assert_eq!(
+                keys,
+                vec![
+                    (Some(UniqueAttr::UserName), "a".to_string()),
+                    (Some(UniqueAttr::ExternalId), "x".to_string()),
+                    (None, "i".to_string()),
+                ]
+            ),
+            _ => panic!("not a keyed lookup"),
+        }
+        // One branch that is not a keyed equality: a scan.
+        let f = parse(r#"userName eq "a" or title eq "x""#).unwrap();
+        assert!(indexed_lookup(ResourceKind::User, &f).is_none());
+        let f = parse(r#"userName eq "a" or userName sw "b""#).unwrap();
+        assert!(indexed_lookup(ResourceKind::User, &f).is_none());
+    }
+
+    #[tokio::test]
+    async fn search_by_or_of_user_names_finds_each_once() {
+        let dir = Directory::new(
+            Arc::new(EmbeddedStore::in_memory()),
+            SchemaRegistry::builtin(),
+        );
+        for (name, ext) in [("ann", "e-1"), ("ben", "e-2"), ("cat", "e-3")] {
+            dir.create(
+                ResourceKind::User,
+                &json!({"schemas": [crate::scim::schema::USER_SCHEMA], "userName": name, "externalId": ext}),
+            )
+            .await
+            .unwrap();
+        }
+        // Case-insensitive userName, case-exact externalId, a user named twice, one
+        // that does not exist.
+        let filter = parse(
+            r#"userName eq "ANN" or externalId eq "e-1" or externalId eq "E-2" or userName eq "cat" or userName eq "nobody""#,
+        )
+        .unwrap();
+        let r = dir
+            .search(
+                ResourceKind::User,
+                &SearchRequest {
+                    filter: Some(filter),
+                    start_index: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = r
+            .resources
+            .iter()
+            .filter_map(|s| s.resource["userName"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["ann", "cat"]);
+        assert_eq!(r.total_results, 2);
     }
 }

@@ -54,6 +54,8 @@ pub enum AuditOp {
     AddMembers,
     RemoveMembers,
     Reconcile,
+    /// A scheduled pull of a source (target = the source id).
+    Pull,
     /// A connection test (`POST /admin/targets/{id}/test`).
     Test,
     /// An on-demand sync request (`POST /admin/sync`).

@@ -138,11 +138,16 @@ pub struct Envelope {
     pub data: Value,
 }
 
-/// What applying an envelope did.
+/// What applying an envelope did. `Created`, `Updated` and `Deleted` all changed the
+/// hub (a change event was produced); the webhook answer says `applied` for each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// The hub changed (a change event was produced).
-    Applied,
+    /// A new user, group, entity or configuration value.
+    Created,
+    /// An existing one changed.
+    Updated,
+    /// One was deleted.
+    Deleted,
     /// Nothing to change (the echo of what the hub holds): no change event.
     Unchanged,
     /// Older than what the hub holds for that item: recorded, not applied.
@@ -152,9 +157,10 @@ pub enum Applied {
 }
 
 impl Applied {
+    /// The word of the webhook answer and the audit detail.
     pub fn as_str(self) -> &'static str {
         match self {
-            Applied::Applied => "applied",
+            Applied::Created | Applied::Updated | Applied::Deleted => "applied",
             Applied::Unchanged => "unchanged",
             Applied::Stale => "stale",
             Applied::Replay => "replay",
@@ -298,6 +304,37 @@ impl Inbound {
         }
     }
 
+    /// The ids among `site_ids` (a source's own user ids) that no hub user is linked to
+    /// from that source: a group's members that a `group.upsert` would leave out. One
+    /// batched read.
+    pub async fn unlinked_users(
+        &self,
+        source_id: &str,
+        site_ids: &[String],
+    ) -> Result<Vec<String>, InboundError> {
+        let keys: Vec<Key> = site_ids
+            .iter()
+            .map(|s| source_link_key(source_id, ResourceKind::User, s))
+            .collect();
+        let linked: std::collections::HashSet<String> = self
+            .store()
+            .get_many(&keys)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|i| {
+                serde_json::from_slice::<SourceLink>(&i.data).is_ok_and(|l| l.hub_id.is_some())
+            })
+            .map(|i| i.pk)
+            .collect();
+        Ok(site_ids
+            .iter()
+            .zip(&keys)
+            .filter(|(_, k)| !linked.contains(&k.pk))
+            .map(|(s, _)| s.clone())
+            .collect())
+    }
+
     /// Applies one envelope from `source`. `delivery_id`: the webhook id (replay
     /// protection); `None` for pulled changes.
     pub async fn apply(
@@ -396,7 +433,7 @@ impl Inbound {
         into: Option<&mut Vec<Write>>,
     ) {
         let status = match o.applied {
-            Applied::Applied => AuditStatus::Delivered,
+            Applied::Created | Applied::Updated | Applied::Deleted => AuditStatus::Delivered,
             Applied::Unchanged | Applied::Stale | Applied::Replay => AuditStatus::Skipped,
         };
         let mut detail = format!("inbound {}: {}", kind.as_str(), o.applied.as_str());
@@ -718,9 +755,9 @@ impl Inbound {
             stamp.as_ref(),
             &at_s,
         )?);
-        let op = match current {
-            Some(_) => AuditOp::Update,
-            None => AuditOp::Create,
+        let (op, applied) = match current {
+            Some(_) => (AuditOp::Update, Applied::Updated),
+            None => (AuditOp::Create, Applied::Created),
         };
         let mut ctx = WriteContext {
             origin: Some(Origin::Webhook {
@@ -733,7 +770,7 @@ impl Inbound {
             source,
             envelope.kind,
             Outcome {
-                applied: Applied::Applied,
+                applied,
                 op,
                 resource_id: new_id.clone(),
                 detail: String::new(),
@@ -754,7 +791,7 @@ impl Inbound {
                 .map(|_| true),
         };
         match written {
-            Ok(true) => Ok(Applied::Applied),
+            Ok(true) => Ok(applied),
             Ok(false) => {
                 // Nothing changed (the echo of what the hub delivered): no event; the
                 // link, the stamp and the delivery id are still recorded.
@@ -849,7 +886,7 @@ impl Inbound {
             source,
             envelope.kind,
             Outcome {
-                applied: Applied::Applied,
+                applied: Applied::Deleted,
                 op: AuditOp::Delete,
                 resource_id: current.id().to_string(),
                 detail: String::new(),
@@ -862,7 +899,7 @@ impl Inbound {
             .delete_in(kind, current.id(), None, &ctx)
             .await
         {
-            Ok(_) => Ok(Applied::Applied),
+            Ok(_) => Ok(Applied::Deleted),
             Err(e) => Err(scim_error(e)),
         }
     }
@@ -1015,11 +1052,16 @@ impl Inbound {
             condition,
         }];
         all.extend(writes);
+        let (change_op, applied) = match (delete, &held) {
+            (true, _) => (ChangeOp::Delete, Applied::Deleted),
+            (false, Some((r, _))) if !r.deleted => (ChangeOp::Update, Applied::Updated),
+            (false, _) => (ChangeOp::Create, Applied::Created),
+        };
         self.audit_outcome(
             source,
             envelope.kind,
             Outcome {
-                applied: Applied::Applied,
+                applied,
                 op,
                 resource_id: key.pk.clone(),
                 detail: String::new(),
@@ -1027,11 +1069,6 @@ impl Inbound {
             Some(&mut all),
         )
         .await;
-        let change_op = match (delete, &held) {
-            (true, _) => ChangeOp::Delete,
-            (false, Some((r, _))) if !r.deleted => ChangeOp::Update,
-            (false, _) => ChangeOp::Create,
-        };
         let event = ChangeEvent::for_record(
             &key.pk,
             change_op,
@@ -1041,7 +1078,7 @@ impl Inbound {
             change(state),
         );
         match self.directory.transact_change(all, event).await {
-            Ok(()) => Ok(Applied::Applied),
+            Ok(()) => Ok(applied),
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Err(
                 InboundError::Unavailable("a concurrent change to the same item won".into()),
             ),
@@ -1153,7 +1190,7 @@ mod tests {
             t.inbound
                 .apply(&src, &a("2025-01-01T10:00:00Z", "Alice"), Some("d1"))
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Created)
         );
         let ev = events(&t.queue).await;
         assert_eq!(ev.len(), 1);
@@ -1193,7 +1230,7 @@ mod tests {
             t.inbound
                 .apply(&src, &a("2025-01-01T11:00:00Z", "Alicia"), Some("d3"))
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Updated)
         );
         assert_eq!(
             t.inbound
@@ -1217,7 +1254,7 @@ mod tests {
                     Some("d5")
                 )
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Deleted)
         );
         assert!(t.dir.load(ResourceKind::User, user.id()).await.is_err());
         // An upsert older than the delete does not bring it back.
@@ -1265,7 +1302,7 @@ mod tests {
             t.inbound
                 .apply(&allow, &env("user.upsert", at, d), Some("x3"))
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Created)
         );
         // Entities and configuration outside the allowlists.
         let ent = env(
@@ -1336,7 +1373,7 @@ mod tests {
             t.inbound
                 .apply(&src, &node("2025-01-01T10:00:00Z", "One"), Some("e1"))
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Created)
         );
         assert_eq!(
             t.inbound
@@ -1367,7 +1404,7 @@ mod tests {
             t.inbound
                 .apply(&src, &set("2025-01-01T10:00:00Z", json!({"a": 1})), None)
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Created)
         );
         assert_eq!(
             t.inbound
@@ -1381,7 +1418,7 @@ mod tests {
                     None
                 )
                 .await,
-            Ok(Applied::Applied)
+            Ok(Applied::Deleted)
         );
         assert_eq!(
             t.inbound
@@ -1409,6 +1446,63 @@ mod tests {
         assert_eq!(
             ev.iter().map(|e| e.op).collect::<Vec<_>>(),
             vec![ChangeOp::Create, ChangeOp::Delete]
+        );
+    }
+
+    #[tokio::test]
+    async fn unlinked_users_are_those_without_a_live_link() {
+        let t = setup();
+        let src = source(json!({"user_sync": true}));
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            t.inbound
+                .unlinked_users(&src.id, &ids(&["42", "43"]))
+                .await
+                .unwrap(),
+            ids(&["42", "43"])
+        );
+        t.inbound
+            .apply(
+                &src,
+                &env("user.upsert", "2025-01-01T10:00:00Z", alice("A")),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            t.inbound
+                .unlinked_users(&src.id, &ids(&["42", "43"]))
+                .await
+                .unwrap(),
+            ids(&["43"])
+        );
+        // Another source's link does not count.
+        assert_eq!(
+            t.inbound
+                .unlinked_users("site-b", &ids(&["42"]))
+                .await
+                .unwrap(),
+            ids(&["42"])
+        );
+        // After a delete the link is a tombstone: unlinked again.
+        t.inbound
+            .apply(
+                &src,
+                &env(
+                    "user.delete",
+                    "2025-01-01T11:00:00Z",
+                    json!({"externalId": "42"}),
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            t.inbound
+                .unlinked_users(&src.id, &ids(&["42"]))
+                .await
+                .unwrap(),
+            ids(&["42"])
         );
     }
 }
