@@ -1267,34 +1267,56 @@ impl Reconciler {
             OrphanPolicy::Deactivate => (AuditOp::Deactivate, c.disable_user(tid).await),
             OrphanPolicy::Delete => (AuditOp::Delete, c.delete_user(tid).await),
         };
-        let entry = AuditEntry::new(&t.id, op, AuditStatus::Delivered)
-            .resource("User", tid)
-            .detail(format!("orphan {label:?} (reconcile)"));
-        let entry = match result {
-            Ok(()) | Err(ConnectorError::NotFound) => {
-                match op {
-                    AuditOp::Delete => counts.deleted += 1,
-                    _ => counts.deactivated += 1,
-                }
-                entry
+        let what = format!("orphan {label:?}");
+        if self.orphan_done(t, op, "User", tid, &what, result).await {
+            match op {
+                AuditOp::Delete => counts.deleted += 1,
+                _ => counts.deactivated += 1,
             }
+        } else {
+            counts.failed += 1;
+        }
+    }
+
+    /// Audits what the orphan policy did to one account or group (`what` names it):
+    /// done (or gone already), else the error, as a retry or a refusal. Returns whether
+    /// it was done.
+    async fn orphan_done(
+        &self,
+        t: &TargetConfig,
+        op: AuditOp,
+        resource_type: &str,
+        tid: &str,
+        what: &str,
+        result: Result<(), ConnectorError>,
+    ) -> bool {
+        let entry = AuditEntry::new(&t.id, op, AuditStatus::Delivered)
+            .resource(resource_type, tid)
+            .detail(format!("{what} (reconcile)"));
+        let (done, entry) = match result {
+            Ok(()) | Err(ConnectorError::NotFound) => (true, entry),
             Err(e) => {
-                counts.failed += 1;
-                tracing::warn!(target_id = %t.id, account = tid, error = %e, "orphan policy failed");
-                AuditEntry {
-                    status: if e.is_retryable() {
-                        AuditStatus::Retry
-                    } else {
-                        AuditStatus::Refused
+                tracing::warn!(target_id = %t.id, object = tid, error = %e, "orphan policy failed");
+                let status = if e.is_retryable() {
+                    AuditStatus::Retry
+                } else {
+                    AuditStatus::Refused
+                };
+                let detail = format!("{what}: {e}");
+                (
+                    false,
+                    AuditEntry {
+                        status,
+                        detail,
+                        ..entry
                     },
-                    detail: format!("orphan {label:?}: {e}"),
-                    ..entry
-                }
+                )
             }
         };
         if let Err(e) = self.audit.record(entry).await {
             tracing::warn!(error = %e, "audit entry not written");
         }
+        done
     }
 
     /// Create events for hub users missing on the target (stale links dropped first, so
@@ -1563,30 +1585,15 @@ impl Reconciler {
             OrphanPolicy::Delete => {}
         }
         let label = group_label(group, tid);
-        let entry = AuditEntry::new(&t.id, AuditOp::Delete, AuditStatus::Delivered)
-            .resource("Group", tid)
-            .detail(format!("orphan group {label:?} (reconcile)"));
-        let entry = match c.delete_group(tid).await {
-            Ok(()) | Err(ConnectorError::NotFound) => {
-                counts.deleted += 1;
-                entry
-            }
-            Err(e) => {
-                counts.failed += 1;
-                tracing::warn!(target_id = %t.id, group = tid, error = %e, "orphan policy failed");
-                AuditEntry {
-                    status: if e.is_retryable() {
-                        AuditStatus::Retry
-                    } else {
-                        AuditStatus::Refused
-                    },
-                    detail: format!("orphan group {label:?}: {e}"),
-                    ..entry
-                }
-            }
-        };
-        if let Err(e) = self.audit.record(entry).await {
-            tracing::warn!(error = %e, "audit entry not written");
+        let what = format!("orphan group {label:?}");
+        let result = c.delete_group(tid).await;
+        if self
+            .orphan_done(t, AuditOp::Delete, "Group", tid, &what, result)
+            .await
+        {
+            counts.deleted += 1;
+        } else {
+            counts.failed += 1;
         }
     }
 
