@@ -15,7 +15,7 @@ use provisync::connector::{Connector, ConnectorError};
 use provisync::scim::ResourceKind;
 use provisync::sync::target::CognitoTarget;
 use provisync_tests::proxy::RecordingProxy;
-use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, on_every_backend};
+use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -500,39 +500,22 @@ fn cognito_writes(ops: &[String]) -> Vec<String> {
 
 /// The proxy's calls settle (deliveries done) and nothing else arrives for a moment.
 async fn quiet(proxy: &RecordingProxy) {
-    let mut last = proxy.operations().len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = proxy.operations().len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| proxy.operations().len()).await;
 }
 
-/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
-/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
-async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
-    let r = hub
-        .admin(
-            Method::POST,
-            "/sync",
-            Some(&json!({"target": target, "reconcile": true})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
-    let c = &r.body["reconcile"]["counts"];
-    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
-    (
-        n("checked"),
-        n("created"),
-        n("updated"),
-        n("unchanged"),
-        n("orphaned"),
-        n("deactivated"),
-        n("deleted"),
+/// The run's counts as `[checked, created, updated, unchanged, orphaned, deactivated, deleted]`.
+async fn reconcile(hub: &Hub, target: &str) -> [u64; 7] {
+    counts_of(
+        &hub.reconcile(target).await,
+        [
+            "checked",
+            "created",
+            "updated",
+            "unchanged",
+            "orphaned",
+            "deactivated",
+            "deleted",
+        ],
     )
 }
 
@@ -565,7 +548,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
     quiet(&proxy).await;
 
     proxy.clear();
-    assert_eq!(reconcile(&hub, "cognito").await, (3, 0, 0, 3, 0, 0, 0));
+    assert_eq!(reconcile(&hub, "cognito").await, [3, 0, 0, 3, 0, 0, 0]);
     quiet(&proxy).await;
     let ops = proxy.operations();
     assert!(cognito_writes(&ops).is_empty(), "{ops:?}");
@@ -605,7 +588,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
         .await
         .expect("add a stranger");
     proxy.clear();
-    assert_eq!(reconcile(&hub, "cognito").await, (3, 1, 1, 1, 1, 1, 0));
+    assert_eq!(reconcile(&hub, "cognito").await, [3, 1, 1, 1, 1, 1, 0]);
     eventually(
         "alice repaired, bob back, the stranger disabled",
         || async {
@@ -635,7 +618,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
 
     // Repaired: the next run writes nothing (the stranger is disabled already).
     proxy.clear();
-    assert_eq!(reconcile(&hub, "cognito").await, (4, 0, 0, 3, 1, 0, 0));
+    assert_eq!(reconcile(&hub, "cognito").await, [4, 0, 0, 3, 1, 0, 0]);
     quiet(&proxy).await;
     let ops = proxy.operations();
     assert!(cognito_writes(&ops).is_empty(), "{ops:?}");

@@ -8,7 +8,7 @@ use provisync::connector::{Connector, ConnectorError};
 use provisync::scim::ResourceKind;
 use provisync::sync::target::CrowdTarget;
 use provisync_tests::crowd::{CrowdFault, FakeCrowd};
-use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA};
+use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -495,39 +495,22 @@ async fn documented_bodies() {
 
 /// Crowd's requests settle (deliveries done) and nothing else arrives for a moment.
 async fn quiet(crowd: &FakeCrowd) {
-    let mut last = crowd.state().log.len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = crowd.state().log.len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| crowd.state().log.len()).await;
 }
 
-/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
-/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
-async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
-    let r = hub
-        .admin(
-            Method::POST,
-            "/sync",
-            Some(&json!({"target": target, "reconcile": true})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
-    let c = &r.body["reconcile"]["counts"];
-    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
-    (
-        n("checked"),
-        n("created"),
-        n("updated"),
-        n("unchanged"),
-        n("orphaned"),
-        n("deactivated"),
-        n("deleted"),
+/// The run's counts as `[checked, created, updated, unchanged, orphaned, deactivated, deleted]`.
+async fn reconcile(hub: &Hub, target: &str) -> [u64; 7] {
+    counts_of(
+        &hub.reconcile(target).await,
+        [
+            "checked",
+            "created",
+            "updated",
+            "unchanged",
+            "orphaned",
+            "deactivated",
+            "deleted",
+        ],
     )
 }
 
@@ -565,7 +548,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Just delivered: in sync, nothing written.
     crowd.state().log.clear();
-    assert_eq!(reconcile(&hub, "crowd").await, (3, 0, 0, 3, 0, 0, 0));
+    assert_eq!(reconcile(&hub, "crowd").await, [3, 0, 0, 3, 0, 0, 0]);
     quiet(&crowd).await;
     assert!(crowd.writes().is_empty(), "{:?}", crowd.writes());
     assert!(
@@ -590,7 +573,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
     crowd.state().users.remove("bob");
     crowd.insert_user("stranger", "Some", "One", "stranger@example.test");
     crowd.state().log.clear();
-    assert_eq!(reconcile(&hub, "crowd").await, (3, 1, 1, 1, 1, 1, 0));
+    assert_eq!(reconcile(&hub, "crowd").await, [3, 1, 1, 1, 1, 1, 0]);
     eventually("alice repaired and bob back", || async {
         crowd
             .user("alice")
@@ -615,7 +598,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Repaired: the next run writes nothing (the stranger is inactive already).
     crowd.state().log.clear();
-    assert_eq!(reconcile(&hub, "crowd").await, (4, 0, 0, 3, 1, 0, 0));
+    assert_eq!(reconcile(&hub, "crowd").await, [4, 0, 0, 3, 1, 0, 0]);
     quiet(&crowd).await;
     assert!(crowd.writes().is_empty(), "{:?}", crowd.writes());
 }

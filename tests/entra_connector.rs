@@ -8,7 +8,7 @@ use provisync::connector::entra::EntraConnector;
 use provisync::connector::{Connector, ConnectorError};
 use provisync::sync::target::EntraTarget;
 use provisync_tests::graph::{DOMAIN, FakeGraph, GraphFault, TENANT};
-use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA};
+use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -813,43 +813,24 @@ async fn listing_pages_and_matches_kept() {
     assert_eq!(kept, json!({"displayName": "navy"}));
 }
 
-async fn reconcile(hub: &Hub, target: &str) -> Value {
-    let r = hub
-        .admin(
-            Method::POST,
-            "/sync",
-            Some(&json!({"target": target, "reconcile": true})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
-    r.body["reconcile"]["counts"].clone()
-}
-
 /// `(checked, created, updated, deleted, orphaned, unchanged)` of a report's counts.
 fn counts(c: &Value) -> [u64; 6] {
-    [
-        "checked",
-        "created",
-        "updated",
-        "deleted",
-        "orphaned",
-        "unchanged",
-    ]
-    .map(|k| c[k].as_u64().unwrap_or(u64::MAX))
+    counts_of(
+        c,
+        [
+            "checked",
+            "created",
+            "updated",
+            "deleted",
+            "orphaned",
+            "unchanged",
+        ],
+    )
 }
 
 /// Graph's writes settle: none for a moment.
 async fn quiet(g: &FakeGraph) {
-    let mut last = g.state().writes.len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = g.state().writes.len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| g.state().writes.len()).await;
 }
 
 /// Reconcile through the hub (`POST /admin/sync`, `reconcile: true`), on both stores:
@@ -897,7 +878,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Just delivered: in sync, nothing written.
     let mark = g.state().writes.len();
-    let c = reconcile(&hub, "entra").await;
+    let c = hub.reconcile("entra").await;
     assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
     assert!(
         g.state().log.iter().any(|l| l.contains("skiptoken")),
@@ -938,7 +919,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
             "displayName": "Eve", "mailNickname": "eve", "accountEnabled": true, "userType": "Guest"}));
     }
     let mark = g.state().writes.len();
-    let c = reconcile(&hub, "entra").await;
+    let c = hub.reconcile("entra").await;
     // Listed: ada, grace, the stranger; linus missing.
     assert_eq!(counts(&c), [3, 1, 2, 1, 1, 0], "{c}");
     eventually("the drift repaired", || async {
@@ -984,7 +965,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Repaired: a second reconcile writes nothing.
     let mark = g.state().writes.len();
-    let c = reconcile(&hub, "entra").await;
+    let c = hub.reconcile("entra").await;
     assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
     quiet(&g).await;
     assert_eq!(g.state().writes[mark..], [], "in sync again");

@@ -10,7 +10,7 @@ use provisync::connector::{Connector, ConnectorError};
 use provisync::scim::ResourceKind;
 use provisync::sync::target::OktaTarget;
 use provisync_tests::okta::{FakeOkta, OktaFault};
-use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, on_every_backend};
+use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -671,39 +671,22 @@ on_every_backend!(delivery_through_the_hub, |hub: Hub| async move {
 
 /// Okta's requests settle (deliveries done) and nothing else arrives for a moment.
 async fn quiet(okta: &FakeOkta) {
-    let mut last = okta.state().log.len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = okta.state().log.len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| okta.state().log.len()).await;
 }
 
-/// `POST /admin/sync` `{"target", "reconcile": true}`: the run's counts as
-/// `(checked, created, updated, unchanged, orphaned, deactivated, deleted)`.
-async fn reconcile(hub: &Hub, target: &str) -> (u64, u64, u64, u64, u64, u64, u64) {
-    let r = hub
-        .admin(
-            Method::POST,
-            "/sync",
-            Some(&json!({"target": target, "reconcile": true})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
-    let c = &r.body["reconcile"]["counts"];
-    let n = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {}", r.text));
-    (
-        n("checked"),
-        n("created"),
-        n("updated"),
-        n("unchanged"),
-        n("orphaned"),
-        n("deactivated"),
-        n("deleted"),
+/// The run's counts as `[checked, created, updated, unchanged, orphaned, deactivated, deleted]`.
+async fn reconcile(hub: &Hub, target: &str) -> [u64; 7] {
+    counts_of(
+        &hub.reconcile(target).await,
+        [
+            "checked",
+            "created",
+            "updated",
+            "unchanged",
+            "orphaned",
+            "deactivated",
+            "deleted",
+        ],
     )
 }
 
@@ -750,7 +733,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
     quiet(&okta).await;
 
     okta.state().log.clear();
-    assert_eq!(reconcile(&hub, "okta").await, (3, 0, 0, 3, 0, 0, 0));
+    assert_eq!(reconcile(&hub, "okta").await, [3, 0, 0, 3, 0, 0, 0]);
     quiet(&okta).await;
     assert!(okta.writes().is_empty(), "{:?}", okta.writes());
     let reads = okta.state().log.clone();
@@ -778,7 +761,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
         "firstName": "Some", "lastName": "One"}),
     );
     okta.state().log.clear();
-    assert_eq!(reconcile(&hub, "okta").await, (3, 1, 1, 1, 1, 0, 1));
+    assert_eq!(reconcile(&hub, "okta").await, [3, 1, 1, 1, 1, 0, 1]);
     eventually("alice repaired, bob back, the stranger gone", || async {
         okta.user("alice@example.test")
             .is_some_and(|u| u["profile"]["firstName"] == "Alice")
@@ -803,7 +786,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
 
     // Repaired: the next run writes nothing.
     okta.state().log.clear();
-    assert_eq!(reconcile(&hub, "okta").await, (3, 0, 0, 3, 0, 0, 0));
+    assert_eq!(reconcile(&hub, "okta").await, [3, 0, 0, 3, 0, 0, 0]);
     quiet(&okta).await;
     assert!(okta.writes().is_empty(), "{:?}", okta.writes());
 });

@@ -9,7 +9,7 @@ use provisync::connector::salesforce::SalesforceConnector;
 use provisync::connector::{Connector, ConnectorError};
 use provisync::sync::target::SalesforceTarget;
 use provisync_tests::salesforce::{FakeSalesforce, PROFILE_ID, RUN_AS_USER_ID, SalesforceFault};
-use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA};
+use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -863,43 +863,24 @@ async fn listing_pages_and_matches_kept() {
     );
 }
 
-async fn reconcile(hub: &Hub, target: &str) -> Value {
-    let r = hub
-        .admin(
-            Method::POST,
-            "/sync",
-            Some(&json!({"target": target, "reconcile": true})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
-    r.body["reconcile"]["counts"].clone()
-}
-
 /// `(checked, created, updated, deactivated, orphaned, unchanged)` of a report's counts.
 fn counts(c: &Value) -> [u64; 6] {
-    [
-        "checked",
-        "created",
-        "updated",
-        "deactivated",
-        "orphaned",
-        "unchanged",
-    ]
-    .map(|k| c[k].as_u64().unwrap_or(u64::MAX))
+    counts_of(
+        c,
+        [
+            "checked",
+            "created",
+            "updated",
+            "deactivated",
+            "orphaned",
+            "unchanged",
+        ],
+    )
 }
 
 /// Salesforce's writes settle: none for a moment.
 async fn quiet(sf: &FakeSalesforce) {
-    let mut last = sf.state().writes.len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = sf.state().writes.len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| sf.state().writes.len()).await;
 }
 
 /// Reconcile through the hub (`POST /admin/sync`, `reconcile: true`) of a `manual`
@@ -951,7 +932,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Just delivered: in sync, nothing written.
     let mark = sf.state().writes.len();
-    let c = reconcile(&hub, "sfdc").await;
+    let c = hub.reconcile("sfdc").await;
     assert_eq!(counts(&c), [3, 0, 0, 0, 0, 3], "{c}");
     quiet(&sf).await;
     assert_eq!(
@@ -1003,7 +984,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
     assert!(sf.user("margaret@acme.test").is_none(), "manual: not sent");
 
     let mark = sf.state().writes.len();
-    let c = reconcile(&hub, "sfdc").await;
+    let c = hub.reconcile("sfdc").await;
     // Listed: ada, grace, linus, the stranger (deactivated here); margaret missing.
     assert_eq!(counts(&c), [4, 1, 2, 1, 1, 1], "{c}");
     eventually("the drift repaired", || async {
@@ -1060,7 +1041,7 @@ async fn reconcile_repairs_only_the_drift(backend: Backend) {
 
     // Repaired: a second reconcile writes nothing (the stranger stays listed, inactive).
     let mark = sf.state().writes.len();
-    let c = reconcile(&hub, "sfdc").await;
+    let c = hub.reconcile("sfdc").await;
     assert_eq!(counts(&c), [5, 0, 0, 0, 1, 4], "{c}");
     quiet(&sf).await;
     assert_eq!(sf.state().writes[mark..], [], "in sync again");

@@ -13,7 +13,7 @@ use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
 use provisync::sync::source::{SourceConfig, Sources};
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::proxy::RecordingProxy;
-use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q};
+use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -112,15 +112,7 @@ fn person(name: &str, given: &str) -> Value {
 
 /// The peer's requests settle (deliveries done) and nothing else arrives for a moment.
 async fn quiet(proxy: &RecordingProxy) {
-    let mut last = proxy.requests().len();
-    loop {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        let now = proxy.requests().len();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
+    settle(|| proxy.requests().len()).await;
 }
 
 async fn reconcile_repairs_only_the_drift(backend: Backend) {

@@ -113,7 +113,42 @@ pub async fn backend_store(backend: Backend) -> Option<Arc<dyn Store>> {
     }
 }
 
+/// Waits until `count()` (the requests a fake or a proxy has seen) stays the same for
+/// 1.2 s: deliveries are done and nothing else arrives.
+pub async fn settle(count: impl Fn() -> usize) {
+    let mut last = count();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let now = count();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// The named counts of a reconcile report's `counts`, in that order (`u64::MAX` for one
+/// that is missing, so a wrong name fails the comparison).
+pub fn counts_of<const N: usize>(counts: &Value, keys: [&str; N]) -> [u64; N] {
+    keys.map(|k| counts[k].as_u64().unwrap_or(u64::MAX))
+}
+
 impl Hub {
+    /// `POST /admin/sync` `{"target", "reconcile": true}`: asserts the run completed and
+    /// returns its `counts`.
+    pub async fn reconcile(&self, target: &str) -> Value {
+        let r = self
+            .admin(
+                reqwest::Method::POST,
+                "/sync",
+                Some(&serde_json::json!({"target": target, "reconcile": true})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["reconcile"]["state"], "complete", "{}", r.text);
+        r.body["reconcile"]["counts"].clone()
+    }
+
     /// `None` when the backend is not available in this run (DynamoDB without moto).
     pub async fn start(backend: Backend) -> Option<Hub> {
         Some(Self::start_on(backend_store(backend).await?).await)
