@@ -870,27 +870,32 @@ impl Reconciler {
             TargetKind::Scim(s) => s.matching_attribute.as_str(),
             _ => "userName",
         };
+        self.index_of(t, ResourceKind::User, matching).await
+    }
+
+    /// Every hub resource of `kind` (scope, the matching value of its mapped form) and
+    /// the target's links of that kind. Groups are always in scope (the scoping filter
+    /// is about users).
+    async fn index_of(
+        &self,
+        t: &TargetConfig,
+        kind: ResourceKind,
+        matching: &str,
+    ) -> Result<HubIndex, ReconcileError> {
         let mut index = HubIndex::new(matching);
         let schemas = self.schemas().clone();
         self.directory
-            .scan(ResourceKind::User, |s| {
-                let mapped = map_resource(
-                    ResourceKind::User,
-                    s.id(),
-                    &s.resource,
-                    &t.mapping,
-                    &t.group_mapping,
-                );
-                let scoped = in_scope(&schemas, t, ResourceKind::User, &s.resource);
+            .scan(kind, |s| {
+                let mapped = map_resource(kind, s.id(), &s.resource, &t.mapping, &t.group_mapping);
+                let scoped =
+                    kind == ResourceKind::Group || in_scope(&schemas, t, kind, &s.resource);
                 index.add_user(s.id(), scoped, &mapped);
             })
             .await
             .map_err(|e| ReconcileError::Directory(e.detail))?;
         let mut links = Vec::new();
         self.links
-            .list(&t.id, ResourceKind::User, |l| {
-                links.push((l.hub_id, l.target_id))
-            })
+            .list(&t.id, kind, |l| links.push((l.hub_id, l.target_id)))
             .await?;
         for (h, tid) in links {
             index.add_link(&h, &tid);
@@ -1346,32 +1351,9 @@ impl Reconciler {
     }
 
     /// The hub side of the group phases: every group (mapped display name) and the
-    /// target's group links. Groups are always in scope.
+    /// target's group links.
     async fn group_index(&self, t: &TargetConfig) -> Result<HubIndex, ReconcileError> {
-        let mut index = HubIndex::new("displayName");
-        self.directory
-            .scan(ResourceKind::Group, |s| {
-                let mapped = map_resource(
-                    ResourceKind::Group,
-                    s.id(),
-                    &s.resource,
-                    &t.mapping,
-                    &t.group_mapping,
-                );
-                index.add_user(s.id(), true, &mapped);
-            })
-            .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?;
-        let mut links = Vec::new();
-        self.links
-            .list(&t.id, ResourceKind::Group, |l| {
-                links.push((l.hub_id, l.target_id))
-            })
-            .await?;
-        for (h, tid) in links {
-            index.add_link(&h, &tid);
-        }
-        Ok(index)
+        self.index_of(t, ResourceKind::Group, "displayName").await
     }
 
     /// The target's user and group links as they are now (after the user phases: stale
