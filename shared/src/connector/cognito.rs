@@ -38,7 +38,7 @@
 //! (`ResourceNotFoundException` naming the pool) → Gone (the target is disabled: its
 //! configuration cannot work), anything else → Refused with Cognito's code and message.
 
-use super::{str_at, typed_value};
+use super::{refused, str_at, typed_value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -336,13 +336,6 @@ impl CognitoConnector {
     }
 }
 
-fn refused(reason: &str) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
-    }
-}
-
 fn attribute_list(attrs: &BTreeMap<String, String>) -> Result<Vec<AttributeType>, ConnectorError> {
     attrs
         .iter()
@@ -351,7 +344,7 @@ fn attribute_list(attrs: &BTreeMap<String, String>) -> Result<Vec<AttributeType>
                 .name(k)
                 .value(v)
                 .build()
-                .map_err(|e| refused(&format!("attribute {k}: {e}")))
+                .map_err(|e| refused(format!("attribute {k}: {e}")))
         })
         .collect()
 }

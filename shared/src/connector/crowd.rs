@@ -25,7 +25,7 @@
 //! Errors carry Crowd's `reason` (`USER_NOT_FOUND`, `INVALID_USER`, `INVALID_CREDENTIAL`,
 //! `APPLICATION_PERMISSION_DENIED`, …) and `message` into the audit log.
 
-use super::{str_at, typed_value};
+use super::{refused, str_at, typed_value};
 use std::fmt;
 
 use reqwest::header;
@@ -110,7 +110,7 @@ impl CrowdConnector {
         match v.get(&key) {
             Some(Value::Array(a)) => Ok(a.clone()),
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(_) => Err(refused(&format!(
+            Some(_) => Err(refused(format!(
                 "Crowd answered a search without a {key} list"
             ))),
         }
@@ -318,13 +318,6 @@ impl CrowdConnector {
             }
             Err(f) => Err(f.error),
         }
-    }
-}
-
-fn refused(reason: &str) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
     }
 }
 

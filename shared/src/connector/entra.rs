@@ -20,7 +20,7 @@
 //! Errors carry Graph's `error.code` and `error.message`
 //! (<https://learn.microsoft.com/en-us/graph/errors>) into the audit log.
 
-use super::{str_at, typed_value};
+use super::{refused, str_at, typed_value};
 use std::fmt;
 
 use reqwest::header;
@@ -71,13 +71,6 @@ impl fmt::Debug for EntraConnector {
             .field("tenant", &self.tenant)
             .field("oauth", &self.oauth)
             .finish()
-    }
-}
-
-fn refused(reason: impl Into<String>) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
     }
 }
 

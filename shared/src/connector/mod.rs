@@ -66,12 +66,18 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
-/// The refusal of a connector that cannot list its target.
-pub fn listing_unsupported() -> ConnectorError {
+/// A refusal the connector decides itself (no HTTP status): a payload the target cannot
+/// take, a configuration that cannot work.
+pub(crate) fn refused(reason: impl Into<String>) -> ConnectorError {
     ConnectorError::Refused {
         status: None,
-        reason: "this kind of target cannot be listed: reconcile is not supported".into(),
+        reason: reason.into(),
     }
+}
+
+/// The refusal of a connector that cannot list its target.
+pub fn listing_unsupported() -> ConnectorError {
+    refused("this kind of target cannot be listed: reconcile is not supported")
 }
 
 /// The trimmed, non-empty text at `path` (object keys, matched case-insensitively as SCIM

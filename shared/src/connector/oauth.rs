@@ -15,8 +15,8 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, RequestBuilder, Url};
 use serde_json::Value;
 
-use super::ConnectorError;
 use super::http::{HttpClient, HttpResponse, MAX_REASON_CHARS, error_for, truncate, vendor_error};
+use super::{ConnectorError, refused};
 
 /// How long a token without `expires_in` is used (Salesforce does not say: its sessions
 /// last at least 15 minutes; an earlier end shows as a 401 and a new token is fetched).
@@ -95,13 +95,6 @@ impl fmt::Debug for ClientCredentials {
             .field("client_id", &self.config.client_id)
             .field("client_secret", &"***")
             .finish_non_exhaustive()
-    }
-}
-
-fn refused(reason: &str) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
     }
 }
 
@@ -216,7 +209,7 @@ impl ClientCredentials {
         if let Some(kind) = body.get("token_type").and_then(Value::as_str)
             && !kind.eq_ignore_ascii_case("bearer")
         {
-            return Err(refused(&format!(
+            return Err(refused(format!(
                 "the token endpoint issued a {kind:?} token; only Bearer tokens are supported"
             )));
         }

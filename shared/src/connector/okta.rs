@@ -32,7 +32,7 @@
 //! Errors carry Okta's `errorCode`, `errorSummary` and `errorCauses` into the audit log;
 //! 429 waits for `Retry-After`, else until `X-Rate-Limit-Reset` (epoch seconds).
 
-use super::str_at;
+use super::{refused, str_at};
 use std::fmt;
 
 use reqwest::header;
@@ -264,13 +264,6 @@ impl OktaConnector {
             },
             Err(f) => Err(f.error),
         }
-    }
-}
-
-fn refused(reason: &str) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
     }
 }
 

@@ -18,7 +18,7 @@
 //! Errors are Salesforce's list `[{"errorCode","message","fields"}]`: the audit log gets
 //! the code, the message and the fields.
 
-use super::{str_at, typed_value};
+use super::{refused, str_at, typed_value};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -49,13 +49,6 @@ impl fmt::Debug for SalesforceConnector {
             .field("version", &self.version)
             .field("oauth", &self.oauth)
             .finish_non_exhaustive()
-    }
-}
-
-fn refused(reason: impl Into<String>) -> ConnectorError {
-    ConnectorError::Refused {
-        status: None,
-        reason: reason.into(),
     }
 }
 

@@ -1122,6 +1122,36 @@ impl Reconciler {
         Ok((RunState::Complete, cp.counts, resumed, pages_now))
     }
 
+    /// One page of target objects matched to the hub, with the hub resources they name
+    /// and the target's links to them (both read once for the page).
+    async fn classify_page<'a>(
+        &self,
+        t: &TargetConfig,
+        kind: ResourceKind,
+        index: &HubIndex,
+        objects: &'a [Value],
+    ) -> Result<ClassifiedPage<'a>, ReconcileError> {
+        let classified: Vec<(&Value, Matched)> =
+            objects.iter().map(|o| (o, index.classify(o))).collect();
+        let hub_ids: Vec<String> = classified
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Matched::Linked(h) | Matched::Found(h) => Some(h.clone()),
+                Matched::Orphan => None,
+            })
+            .collect();
+        let hub: HashMap<String, Stored> = self
+            .directory
+            .load_existing(kind, &hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.detail))?
+            .into_iter()
+            .map(|s| (s.id().to_string(), s))
+            .collect();
+        let links = self.links.get_many(&t.id, kind, &hub_ids).await?;
+        Ok((classified, hub, links))
+    }
+
     /// One page of target accounts: classify, compare, queue what differs, apply the
     /// orphan policy. Returns the hub ids seen on the target.
     async fn reconcile_page(
@@ -1132,26 +1162,8 @@ impl Reconciler {
         accounts: &[Value],
         counts: &mut ReconcileCounts,
     ) -> Result<Vec<String>, ReconcileError> {
-        let classified: Vec<(&Value, Matched)> =
-            accounts.iter().map(|a| (a, index.classify(a))).collect();
-        let hub_ids: Vec<String> = classified
-            .iter()
-            .filter_map(|(_, m)| match m {
-                Matched::Linked(h) | Matched::Found(h) => Some(h.clone()),
-                Matched::Orphan => None,
-            })
-            .collect();
-        let hub: HashMap<String, Stored> = self
-            .directory
-            .load_existing(ResourceKind::User, &hub_ids)
-            .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?
-            .into_iter()
-            .map(|s| (s.id().to_string(), s))
-            .collect();
-        let mut links = self
-            .links
-            .get_many(&t.id, ResourceKind::User, &hub_ids)
+        let (classified, hub, mut links) = self
+            .classify_page(t, ResourceKind::User, index, accounts)
             .await?;
         let mut link_writes: Vec<Link> = Vec::new();
         let mut seen = Vec::new();
@@ -1388,24 +1400,7 @@ impl Reconciler {
         counts: &mut GroupCounts,
     ) -> Result<Vec<String>, ReconcileError> {
         let kind = ResourceKind::Group;
-        let classified: Vec<(&Value, Matched)> =
-            groups.iter().map(|g| (g, index.classify(g))).collect();
-        let hub_ids: Vec<String> = classified
-            .iter()
-            .filter_map(|(_, m)| match m {
-                Matched::Linked(h) | Matched::Found(h) => Some(h.clone()),
-                Matched::Orphan => None,
-            })
-            .collect();
-        let hub: HashMap<String, Stored> = self
-            .directory
-            .load_existing(kind, &hub_ids)
-            .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?
-            .into_iter()
-            .map(|s| (s.id().to_string(), s))
-            .collect();
-        let mut links = self.links.get_many(&t.id, kind, &hub_ids).await?;
+        let (classified, hub, mut links) = self.classify_page(t, kind, index, groups).await?;
         let mut link_writes: Vec<Link> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         let mut events = Vec::new();
@@ -1759,6 +1754,13 @@ impl Reconciler {
 }
 
 /// A failed run: the error, the counts so far, resumed, pages (boxed: the counts are large).
+/// A page's objects with how each matched, the hub resources, the target's links.
+type ClassifiedPage<'a> = (
+    Vec<(&'a Value, Matched)>,
+    HashMap<String, Stored>,
+    HashMap<String, Link>,
+);
+
 type FailedRun = Box<(ReconcileError, ReconcileCounts, bool, u32)>;
 
 /// The change event for one user to one target (the engine's format).
