@@ -28,7 +28,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::http::{
-    HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
+    HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url, vendor_error,
 };
 use super::oauth::{ClientCredentials, ClientCredentialsConfig, unguessable_password};
 use super::{Connector, ConnectorError, ListPage, TargetId};
@@ -112,8 +112,8 @@ impl EntraConnector {
                 "client_id and client_secret are required".into(),
             ));
         }
-        let token_url = join(&login, &[tenant, "oauth2", "v2.0", "token"])
-            .map_err(|_| SetupError::Url("login_url cannot take a path".into()))?;
+        let token_url = join_url(&login, &[tenant, "oauth2", "v2.0", "token"], &[])
+            .ok_or_else(|| SetupError::Url("login_url cannot take a path".into()))?;
         // `.default`: the application permissions granted to the app registration.
         let scope = match graph.host_str() {
             Some(h) if graph.scheme() == "https" => format!("https://{h}/.default"),
@@ -139,12 +139,8 @@ impl EntraConnector {
 
     /// `{graph}/v1.0/{segments}?{query}`, percent-encoded.
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
-        let mut url = join(&self.graph, &[&["v1.0"], segments].concat())
-            .map_err(|_| ConnectorError::Gone("graph_url cannot take a path".into()))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        join_url(&self.graph, &[&["v1.0"], segments].concat(), query)
+            .ok_or_else(|| ConnectorError::Gone("graph_url cannot take a path".into()))
     }
 
     /// The `@odata.id` of a directory object, as `POST …/members/$ref` wants it.
@@ -325,17 +321,6 @@ impl EntraConnector {
             .and_then(Value::as_str)
             .map(str::to_string))
     }
-}
-
-/// `base` with `segments` appended as path segments.
-fn join(base: &Url, segments: &[&str]) -> Result<Url, ()> {
-    let mut url = base.clone();
-    {
-        let mut path = url.path_segments_mut()?;
-        path.pop_if_empty();
-        path.extend(segments);
-    }
-    Ok(url)
 }
 
 /// A string literal inside an OData `$filter`: single quotes doubled (OData ABNF,

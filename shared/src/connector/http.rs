@@ -71,6 +71,22 @@ impl From<SetupError> for ConnectorError {
     }
 }
 
+/// `base` with `segments` appended as path segments and `query` as pairs, both
+/// percent-encoded (ids and names come from remote systems). `None` when `base` cannot
+/// take a path (`mailto:`, `data:`): the caller names the setting.
+pub fn join_url(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Option<Url> {
+    let mut url = base.clone();
+    {
+        let mut path = url.path_segments_mut().ok()?;
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Some(url)
+}
+
 /// Checks a target base URL an operator entered: `https://` anywhere, `http://` only on
 /// loopback (127.0.0.0/8, ::1, `localhost`); no credentials in the URL (they belong in
 /// `auth`, which is stored sealed), no query or fragment; never an address that cannot be

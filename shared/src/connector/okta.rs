@@ -40,7 +40,8 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::http::{
-    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, vendor_error,
+    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url,
+    vendor_error,
 };
 use super::{Connector, ConnectorError, ListPage, TargetId};
 use crate::scim::ResourceKind;
@@ -121,19 +122,8 @@ impl OktaConnector {
 
     /// `{base}/api/v1/{segments}?{query}`, everything percent-encoded.
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| ConnectorError::Gone("the base URL cannot take a path".into()))?;
-            path.pop_if_empty();
-            path.extend(API_PATH);
-            path.extend(segments);
-        }
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        join_url(&self.base, &[&API_PATH[..], segments].concat(), query)
+            .ok_or_else(|| ConnectorError::Gone("the base URL cannot take a path".into()))
     }
 
     /// One request; `Ok` for 2xx, else the error with Okta's code and summary.

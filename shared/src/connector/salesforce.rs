@@ -26,7 +26,9 @@ use reqwest::header;
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use super::http::{HttpClient, HttpResponse, SetupError, check_target_url, error_for, truncate};
+use super::http::{
+    HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url, truncate,
+};
 use super::oauth::{ClientCredentials, ClientCredentialsConfig};
 use super::{Connector, ConnectorError, ListPage, TargetId};
 use crate::scim::ResourceKind;
@@ -122,8 +124,8 @@ impl SalesforceConnector {
                 "client_id and client_secret are required".into(),
             ));
         }
-        let token_url = join(&login, &["services", "oauth2", "token"])
-            .map_err(|_| SetupError::Url("login_url cannot take a path".into()))?;
+        let token_url = join_url(&login, &["services", "oauth2", "token"], &[])
+            .ok_or_else(|| SetupError::Url("login_url cannot take a path".into()))?;
         let oauth = ClientCredentials::new(
             ClientCredentialsConfig {
                 token_url,
@@ -145,15 +147,12 @@ impl SalesforceConnector {
 
     /// `{instance}/services/data/{version}/{segments}?{query}`, percent-encoded.
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
-        let mut url = join(
+        join_url(
             &self.instance,
             &[&["services", "data", self.version.as_str()], segments].concat(),
+            query,
         )
-        .map_err(|_| ConnectorError::Gone("instance_url cannot take a path".into()))?;
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        Ok(url)
+        .ok_or_else(|| ConnectorError::Gone("instance_url cannot take a path".into()))
     }
 
     async fn call(
@@ -413,16 +412,6 @@ impl SalesforceConnector {
             .map(|_| ())
             .map_err(|f| f.error)
     }
-}
-
-fn join(base: &Url, segments: &[&str]) -> Result<Url, ()> {
-    let mut url = base.clone();
-    {
-        let mut path = url.path_segments_mut()?;
-        path.pop_if_empty();
-        path.extend(segments);
-    }
-    Ok(url)
 }
 
 /// A string literal inside SOQL: quotes, backslashes and line breaks escaped with a

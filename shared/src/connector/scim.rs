@@ -16,7 +16,7 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use super::http::{Credentials, HttpClient, HttpResponse, SetupError, check_target_url};
+use super::http::{Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url};
 use super::{Connector, ConnectorError, ListPage, TargetId};
 use crate::scim::schema::AttrPath;
 use crate::sync::target::{ScimTarget, UpdateStyle};
@@ -112,15 +112,8 @@ impl ScimConnector {
 
     /// `base/seg1/seg2...`, each segment percent-encoded (ids come from remote systems).
     fn url(&self, segments: &[&str]) -> Result<Url, ConnectorError> {
-        let mut url = self.base.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|_| ConnectorError::Gone("the base URL cannot take a path".into()))?;
-            path.pop_if_empty();
-            path.extend(segments);
-        }
-        Ok(url)
+        join_url(&self.base, segments, &[])
+            .ok_or_else(|| ConnectorError::Gone("the base URL cannot take a path".into()))
     }
 
     /// Sends one request; `Ok` only for 2xx.
