@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use provisync::directory::Stored;
-use provisync::queue::OutMessage;
-use provisync::store::Key;
-use provisync::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
-use provisync::sync::ondemand::DirectoryOnDemand;
+use provisync_core::directory::Stored;
+use provisync_core::queue::OutMessage;
+use provisync_core::store::Key;
+use provisync_core::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use provisync_core::sync::ondemand::DirectoryOnDemand;
 use provisync_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -413,30 +413,15 @@ on_every_backend!(dead_letters, |hub: Hub| async move {
     assert_eq!(r.body["entries"][0]["status"], "queued");
 });
 
-on_every_backend!(sync_without_engine_is_503, |hub: Hub| async move {
+on_every_backend!(sync_is_answered_by_the_hubs_engine, |hub: Hub| async move {
     hub.admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
         .await;
-    // The hub's own on-demand engine answers; a state without one is 503.
+    // The hub's own on-demand engine answers (every hub has one: the composition root
+    // builds it).
     let r = hub
         .admin(Method::POST, "/sync", Some(&json!({"target": "crm"})))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let Some(store) = provisync_tests::backend_store(provisync_tests::Backend::Embedded).await
-    else {
-        return;
-    };
-    let bare = Hub::start_with(store, |state| {
-        if let Some(admin) = state.admin.as_mut() {
-            admin.on_demand = None;
-        }
-    })
-    .await;
-    bare.admin(Method::PUT, "/targets/crm", Some(&scim_target(BEARER)))
-        .await;
-    let r = bare
-        .admin(Method::POST, "/sync", Some(&json!({"target": "crm"})))
-        .await;
-    assert_admin_error(&r, 503, "not available");
 });
 
 async fn on_demand_sync(backend: Backend) {
@@ -444,10 +429,9 @@ async fn on_demand_sync(backend: Backend) {
         return;
     };
     let hub = Hub::start_with(store, |state| {
-        let admin = state.admin.as_mut().expect("admin state");
-        admin.on_demand = Some(Arc::new(DirectoryOnDemand::new(
-            state.directory.clone(),
-            admin.queue.clone(),
+        state.hub.on_demand = Arc::new(DirectoryOnDemand::new(
+            state.hub.directory.clone(),
+            state.hub.queue.clone(),
             Arc::new(|target: &str, u: &Stored| {
                 Some(OutMessage::new(
                     u.id(),
@@ -455,7 +439,7 @@ async fn on_demand_sync(backend: Backend) {
                     json!({"sync": target, "user": u.id()}).to_string(),
                 ))
             }),
-        )));
+        ));
     })
     .await;
     let a = hub.user("alice").await;

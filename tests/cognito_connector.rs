@@ -10,10 +10,10 @@ use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{
     PasswordPolicyType, UserPoolPolicyType, UserStatusType,
 };
-use provisync::connector::cognito::CognitoConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::scim::ResourceKind;
-use provisync::sync::target::CognitoTarget;
+use provisync_connectors::cognito::CognitoConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_scim::ResourceKind;
+use provisync_core::target::CognitoTarget;
 use provisync_tests::proxy::RecordingProxy;
 use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;
@@ -628,7 +628,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
 /// as SCIM with the `sub` as id; groups with their members' `sub`s, paged too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_users_and_groups() {
-    use provisync::connector::cognito::PAGE_SIZE;
+    use provisync_connectors::cognito::PAGE_SIZE;
     let Some(endpoint) = moto() else { return };
     let (_client, pool_id) = pool(&endpoint).await;
     let c = connector(&endpoint, &pool_id, false);
@@ -672,7 +672,7 @@ async fn listing_pages_users_and_groups() {
         .clone();
     listed.as_object_mut().unwrap().remove("id");
     assert!(
-        !provisync::sync::reconcile::differs(
+        !provisync_core::sync::reconcile::differs(
             &c.kept(ResourceKind::User, &alice("u001")),
             &listed,
             None

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use provisync::connector::crowd::CrowdConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::scim::ResourceKind;
-use provisync::sync::target::CrowdTarget;
+use provisync_connectors::crowd::CrowdConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_scim::ResourceKind;
+use provisync_core::target::CrowdTarget;
 use provisync_tests::crowd::{CrowdFault, FakeCrowd};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
@@ -438,7 +438,7 @@ async fn delivery_through_the_hub() {
 /// The documented bodies: what Crowd sends is understood, what the docs send is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_bodies() {
-    use provisync::connector::http::vendor_error;
+    use provisync_core::connector::http::vendor_error;
     let fx = |s: &str| serde_json::from_str::<Value>(s).unwrap();
     assert_eq!(
         vendor_error(&fx(include_str!(
@@ -617,7 +617,7 @@ async fn reconcile_repairs_only_the_drift_dynamodb() {
 /// users as SCIM, groups with their direct members (paged too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_pages_users_and_groups() {
-    use provisync::connector::crowd::PAGE_SIZE;
+    use provisync_connectors::crowd::PAGE_SIZE;
     let crowd = FakeCrowd::start().await;
     let c = connector(&crowd, &crowd.password);
     let total = PAGE_SIZE + 5;

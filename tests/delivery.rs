@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provisync::connector::Connector;
-use provisync::connector::http::{HttpClient, HttpPolicy};
-use provisync::connector::scim::ScimConnector;
-use provisync::sync::target::{TargetConfig, TargetKind};
+use provisync_core::connector::Connector;
+use provisync_core::connector::http::{HttpClient, HttpPolicy};
+use provisync_connectors::scim::ScimConnector;
+use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, q};
 use reqwest::Method;
@@ -28,7 +28,7 @@ fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
                 .map(|c| Arc::new(c) as Arc<dyn Connector>)
                 .map_err(|e| e.to_string())
         }
-        _ => provisync::sync::connectors_for(t),
+        _ => provisync_connectors::connectors_for(t),
     }
 }
 
@@ -186,8 +186,8 @@ async fn lifecycle_to_scim2_server(backend: Backend) {
     // Passwords are never stored in the hub's records.
     let page = hub
         .store
-        .query(&provisync::store::Query::new(
-            provisync::store::Index::Primary,
+        .query(&provisync_core::store::Query::new(
+            provisync_core::store::Index::Primary,
             format!("USER#{hub_id}"),
         ))
         .await

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use provisync::connector::entra::EntraConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::sync::target::EntraTarget;
+use provisync_connectors::entra::EntraConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_core::target::EntraTarget;
 use provisync_tests::graph::{DOMAIN, FakeGraph, GraphFault, TENANT};
 use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
@@ -557,7 +557,7 @@ async fn refusal_is_audited_with_graphs_reason() {
 /// The documented bodies: what Graph sends is understood, what the docs send is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_bodies() {
-    use provisync::connector::http::vendor_error;
+    use provisync_core::connector::http::vendor_error;
     let fx = |s: &str| serde_json::from_str::<Value>(s).unwrap();
     for (body, code, msg) in [
         (
@@ -735,7 +735,7 @@ async fn listing_pages_and_matches_kept() {
         .find(|u| u["userName"] == upn("ada"))
         .expect("ada listed");
     // What was delivered is what is listed: no drift.
-    let kept = c.kept(provisync::scim::ResourceKind::User, &alice(&upn("ada")));
+    let kept = c.kept(provisync_scim::ResourceKind::User, &alice(&upn("ada")));
     assert_eq!(
         kept,
         json!({"userName": upn("ada"), "displayName": "Alice Liddell",
@@ -744,13 +744,13 @@ async fn listing_pages_and_matches_kept() {
                "emails": [{"value": "alice@example.test", "primary": true}]})
     );
     assert!(
-        !provisync::sync::reconcile::differs(&kept, ada, None),
+        !provisync_core::sync::reconcile::differs(&kept, ada, None),
         "{kept} vs {ada}"
     );
     // An edit behind the hub's back is.
     let mut edited = ada.clone();
     edited["name"]["givenName"] = json!("Ada");
-    assert!(provisync::sync::reconcile::differs(&kept, &edited, None));
+    assert!(provisync_core::sync::reconcile::differs(&kept, &edited, None));
 
     // A next link elsewhere is not followed (the token would go with it).
     match c
@@ -807,7 +807,7 @@ async fn listing_pages_and_matches_kept() {
     let listed_air = groups.iter().find(|g| g["id"] == air.as_str()).unwrap();
     assert_eq!(listed_air["members"], json!([]));
     let kept = c.kept(
-        provisync::scim::ResourceKind::Group,
+        provisync_scim::ResourceKind::Group,
         &json!({"displayName": "navy", "externalId": "hub-g"}),
     );
     assert_eq!(kept, json!({"displayName": "navy"}));

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use provisync::connector::okta::OktaConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::scim::ResourceKind;
-use provisync::sync::target::OktaTarget;
+use provisync_connectors::okta::OktaConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_scim::ResourceKind;
+use provisync_core::target::OktaTarget;
 use provisync_tests::okta::{FakeOkta, OktaFault};
 use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;
@@ -402,7 +402,7 @@ async fn error_mapping() {
 /// The documented bodies: what the docs send is accepted, what Okta answers is understood.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_bodies() {
-    use provisync::connector::http::vendor_error;
+    use provisync_core::connector::http::vendor_error;
     let fx = |s: &str| serde_json::from_str::<Value>(s).unwrap();
     assert_eq!(
         vendor_error(&fx(include_str!("fixtures/okta-api/error_rate_limit.json"))),
@@ -795,7 +795,7 @@ on_every_backend!(reconcile_repairs_only_the_drift, |hub: Hub| async move {
 /// deactivated ones; groups with their members, paged too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_follows_the_link_header() {
-    use provisync::connector::okta::PAGE_SIZE;
+    use provisync_connectors::okta::PAGE_SIZE;
     let okta = FakeOkta::start().await;
     let c = connector(&okta, &okta.token);
     let total = PAGE_SIZE + 3;

@@ -484,7 +484,7 @@ async fn aws_kill_mid_delivery_all_arrive() {
     // aws-init creates it, sized for the Lambda consumer); a message the killed process
     // had received comes back only then. Shorten it so the test does not wait 6 minutes:
     // what is tested is that it comes back and is delivered once.
-    let clients = provisync::aws::AwsClients::for_endpoint(&moto).await;
+    let clients = provisync_aws::AwsClients::for_endpoint(&moto).await;
     let url = clients
         .sqs
         .get_queue_url()

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use provisync::connector::salesforce::SalesforceConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::sync::target::SalesforceTarget;
+use provisync_connectors::salesforce::SalesforceConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_core::target::SalesforceTarget;
 use provisync_tests::salesforce::{FakeSalesforce, PROFILE_ID, RUN_AS_USER_ID, SalesforceFault};
 use provisync_tests::{Backend, ENTERPRISE, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;
@@ -568,7 +568,7 @@ async fn missing_required_fields_are_audited() {
 /// The documented bodies: what Salesforce sends is understood, what the docs send is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_bodies() {
-    use provisync::connector::http::vendor_error;
+    use provisync_core::connector::http::vendor_error;
     let fx = |s: &str| serde_json::from_str::<Value>(s).unwrap();
     for (body, code) in [
         (
@@ -763,7 +763,7 @@ async fn listing_pages_and_matches_kept() {
         .iter()
         .find(|u| u["userName"] == "ada@acme.test")
         .expect("ada listed");
-    let kept = c.kept(provisync::scim::ResourceKind::User, &alice("ada@acme.test"));
+    let kept = c.kept(provisync_scim::ResourceKind::User, &alice("ada@acme.test"));
     assert_eq!(
         kept,
         json!({"userName": "ada@acme.test", "name": {"givenName": "Alice", "familyName": "Liddell"},
@@ -771,12 +771,12 @@ async fn listing_pages_and_matches_kept() {
                "emails": [{"value": "alice@example.test", "primary": true}]})
     );
     assert!(
-        !provisync::sync::reconcile::differs(&kept, ada, None),
+        !provisync_core::sync::reconcile::differs(&kept, ada, None),
         "{kept} vs {ada}"
     );
     let mut edited = ada.clone();
     edited["title"] = json!("Queen");
-    assert!(provisync::sync::reconcile::differs(&kept, &edited, None));
+    assert!(provisync_core::sync::reconcile::differs(&kept, &edited, None));
     // A locator expired (a reconcile resumed much later): the listing continues after
     // the last record read, neither failing nor starting over.
     let first = c.list_users(None).await.expect("first batch");
@@ -856,7 +856,7 @@ async fn listing_pages_and_matches_kept() {
     );
     assert_eq!(
         c.kept(
-            provisync::scim::ResourceKind::Group,
+            provisync_scim::ResourceKind::Group,
             &json!({"displayName": "eng", "externalId": "h"})
         ),
         json!({"displayName": "eng"})

@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use provisync::connector::{ConnectorError, ListPage};
-use provisync::lambda::{CycleReport, run_schedule};
-use provisync::sync::pull::PullReport;
-use provisync::sync::reconcile::{Lease, ReconcileReport, RunState};
-use provisync::sync::source::{SourceConfig, Sources};
+use provisync_core::connector::{ConnectorError, ListPage};
+use provisync_core::sync::schedule::{CycleReport, run_schedule};
+use provisync_core::sync::pull::PullReport;
+use provisync_core::sync::reconcile::{Lease, ReconcileReport, RunState};
+use provisync_core::source::{SourceConfig, Sources};
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::proxy::RecordingProxy;
 use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q, settle};
@@ -60,7 +60,7 @@ async fn find_user(peer: &ScimPeer, user_name: &str) -> Option<Value> {
 async fn cycle(hub: &Hub) -> CycleReport {
     // The Lambda's budget: the emulated DynamoDB is slow, and a cycle that runs out of
     // time continues in the next one (tested below), which these tests do not want.
-    run_schedule(&hub.schedule, provisync::lambda::CYCLE_BUDGET)
+    run_schedule(&hub.schedule, provisync_core::sync::schedule::CYCLE_BUDGET)
         .await
         .expect("cycle")
 }
@@ -326,7 +326,7 @@ async fn lease_and_resume(backend: Backend) {
         let (s, b) = peer.post("/Users", &u).await;
         assert_eq!(s, 201, "{b}");
     }
-    let reconciler = hub.schedule.reconciler.clone().expect("reconciler");
+    let reconciler = hub.schedule.reconciler.clone();
     let target = reconciler.targets().get("peer").await.unwrap().unwrap();
 
     // Another cycle holds the target.
@@ -456,7 +456,7 @@ async fn on_demand_reconcile_and_single_user() {
 async fn put_source(hub: &Hub, source: Value) -> SourceConfig {
     let cfg: SourceConfig = serde_json::from_value(source).expect("source");
     cfg.validate().expect("valid source");
-    let secrets = provisync::crypto::SecretBox::from_encoded(&hub.secret_key).unwrap();
+    let secrets = provisync_core::crypto::SecretBox::from_encoded(&hub.secret_key).unwrap();
     Sources::new(hub.store.clone(), std::sync::Arc::new(secrets))
         .put(&cfg)
         .await
@@ -1135,10 +1135,10 @@ async fn reconcile_repairs_groups_and_memberships_dynamodb() {
 }
 
 /// A SCIM target that cannot list its groups (as some kinds of target cannot).
-struct GroupsUnlisted(provisync::connector::scim::ScimConnector);
+struct GroupsUnlisted(provisync_connectors::scim::ScimConnector);
 
 #[async_trait::async_trait]
-impl provisync::connector::Connector for GroupsUnlisted {
+impl provisync_core::connector::Connector for GroupsUnlisted {
     async fn test(&self) -> Result<String, ConnectorError> {
         self.0.test().await
     }
@@ -1195,14 +1195,14 @@ impl provisync::connector::Connector for GroupsUnlisted {
 }
 
 fn groups_unlisted(
-    t: &provisync::sync::target::TargetConfig,
-) -> Result<std::sync::Arc<dyn provisync::connector::Connector>, String> {
+    t: &provisync_core::target::TargetConfig,
+) -> Result<std::sync::Arc<dyn provisync_core::connector::Connector>, String> {
     match &t.kind {
-        provisync::sync::target::TargetKind::Scim(s) => {
-            let c = provisync::connector::scim::ScimConnector::new(s).map_err(|e| e.to_string())?;
+        provisync_core::target::TargetKind::Scim(s) => {
+            let c = provisync_connectors::scim::ScimConnector::new(s).map_err(|e| e.to_string())?;
             Ok(std::sync::Arc::new(GroupsUnlisted(c)))
         }
-        _ => provisync::sync::factory::connectors_for(t),
+        _ => provisync_connectors::connectors_for(t),
     }
 }
 
@@ -1303,7 +1303,7 @@ async fn hub_group_members(hub: &Hub, name: &str) -> Option<Vec<String>> {
     Some(names)
 }
 
-fn changed(c: &provisync::sync::pull::PullCounts) -> (u64, u64) {
+fn changed(c: &provisync_core::sync::pull::PullCounts) -> (u64, u64) {
     (c.created, c.updated)
 }
 

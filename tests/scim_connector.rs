@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use provisync::connector::http::{HttpClient, HttpPolicy, check_target_url};
-use provisync::connector::scim::ScimConnector;
-use provisync::connector::{Connector, ConnectorError};
-use provisync::sync::target::{HttpAuth, ScimTarget, UpdateStyle};
+use provisync_core::connector::http::{HttpClient, HttpPolicy, check_target_url};
+use provisync_connectors::scim::ScimConnector;
+use provisync_core::connector::{Connector, ConnectorError};
+use provisync_core::target::{HttpAuth, ScimTarget, UpdateStyle};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
 use provisync_tests::{ENTERPRISE, GROUP_SCHEMA, PATCH_OP, USER_SCHEMA};
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use provisync::store::embedded::EmbeddedStore;
-use provisync::store::{Item, Key, Page, Query, Store, StoreError, Write};
+use provisync_core::store::embedded::EmbeddedStore;
+use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
 use provisync_tests::{GROUP_SCHEMA, Hub, PATCH_OP, on_every_backend, q};
 use serde_json::{Value, json};
 

@@ -316,12 +316,12 @@ async fn custom_extension_schema_from_config() {
         .to_string(),
     )
     .unwrap();
-    let registry = provisync::config::load_schemas(Some(dir.path())).unwrap();
-    let store: std::sync::Arc<dyn provisync::store::Store> =
-        std::sync::Arc::new(provisync::store::embedded::EmbeddedStore::in_memory());
+    let registry = provisync_core::config::load_schemas(Some(dir.path())).unwrap();
+    let store: std::sync::Arc<dyn provisync_core::store::Store> =
+        std::sync::Arc::new(provisync_core::store::embedded::EmbeddedStore::in_memory());
     let s2 = store.clone();
     let hub = Hub::start_with(store, move |state| {
-        state.directory = provisync::directory::Directory::new(s2, registry);
+        state.hub.directory = provisync_core::directory::Directory::new(s2, registry);
     })
     .await;
     assert_eq!(hub.get("/Schemas").await.total(), 4);

@@ -1,11 +1,12 @@
-//! Import and export (`provisync import` / `export`, whose work is `provisync::transfer`):
+//! Import and export (`provisync import` / `export`, whose work is `provisync_transfer`):
 //! a CSV of 1,000 users with bad rows into a running hub (SCIM `/Bulk`) and straight into
 //! the store, on both stores; the report of rejected rows; export then import round trips
 //! (CSV and JSON); `--update-existing`; `--dry-run`.
 
-use provisync::directory::Directory;
-use provisync::scim::SchemaRegistry;
-use provisync::transfer::{
+use provisync_core::directory::Directory;
+use provisync_scim::SchemaRegistry;
+use provisync_transfer::{
+    self as transfer,
     self, CsvExport, DirectorySink, ImportOptions, ImportSink, JsonExport, ScimSink,
 };
 use provisync_tests::{Backend, Hub, TOKEN, USER_SCHEMA, backend_store};
@@ -137,7 +138,7 @@ async fn import_into_the_store(backend: Backend) {
     let directory = Directory::new(store, SchemaRegistry::builtin());
     directory
         .create(
-            provisync::scim::ResourceKind::User,
+            provisync_scim::ResourceKind::User,
             &json!({"schemas": [USER_SCHEMA], "userName": "existing"}),
         )
         .await
@@ -148,7 +149,7 @@ async fn import_into_the_store(backend: Backend) {
     assert_eq!(summary.created, 996, "{summary:?}");
     let mut n = 0;
     directory
-        .scan(provisync::scim::ResourceKind::User, |_| n += 1)
+        .scan(provisync_scim::ResourceKind::User, |_| n += 1)
         .await
         .unwrap();
     assert_eq!(n, 997);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use provisync::store::embedded::EmbeddedStore;
+use provisync_core::store::embedded::EmbeddedStore;
 use provisync_tests::load::env_usize;
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
 use provisync_tests::{Hub, TOKEN, USER_SCHEMA};

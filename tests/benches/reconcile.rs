@@ -17,9 +17,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use provisync::sync::mapping::map_resource;
-use provisync::sync::reconcile::{HubIndex, Matched, Verdict, judge};
-use provisync::sync::target::TargetConfig;
+use provisync_core::sync::mapping::map_resource;
+use provisync_core::sync::reconcile::{HubIndex, Matched, Verdict, judge};
+use provisync_core::target::TargetConfig;
 use provisync_tests::load::env_usize;
 use serde_json::{Value, json};
 
@@ -67,7 +67,7 @@ fn hub_user(i: usize) -> Value {
 /// What the target holds for user `i`: what the hub sent, plus what a SCIM server adds.
 fn target_account(t: &TargetConfig, i: usize) -> Value {
     let mut a = map_resource(
-        provisync::scim::ResourceKind::User,
+        provisync_scim::ResourceKind::User,
         &hub_id(i),
         &hub_user(i),
         &t.mapping,
@@ -89,7 +89,7 @@ fn diff(users: usize) {
         "mapping": [{"target": "title", "source": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}]
     }))
     .expect("target");
-    let schemas = provisync::scim::SchemaRegistry::builtin();
+    let schemas = provisync_scim::SchemaRegistry::builtin();
     let cpu0 = cpu_seconds();
     let wall = Instant::now();
     // The hub side: every user once (as a directory scan hands them over).
@@ -100,16 +100,16 @@ fn diff(users: usize) {
         let u = hub_user(i);
         let t0 = Instant::now();
         let mapped = map_resource(
-            provisync::scim::ResourceKind::User,
+            provisync_scim::ResourceKind::User,
             &hub_id(i),
             &u,
             &t.mapping,
             &t.group_mapping,
         );
-        let scoped = provisync::sync::deliver::in_scope(
+        let scoped = provisync_core::sync::deliver::in_scope(
             &schemas,
             &t,
-            provisync::scim::ResourceKind::User,
+            provisync_scim::ResourceKind::User,
             &u,
         );
         index.add_user(&hub_id(i), scoped, &mapped);
@@ -139,7 +139,7 @@ fn diff(users: usize) {
                     let user = hub_user(i);
                     let t0 = Instant::now();
                     let mapped = map_resource(
-                        provisync::scim::ResourceKind::User,
+                        provisync_scim::ResourceKind::User,
                         &h,
                         &user,
                         &t.mapping,
@@ -202,22 +202,24 @@ fn diff(users: usize) {
 }
 
 async fn import(rows: usize) {
-    use provisync::transfer::{self, DirectorySink, ImportOptions};
+    use provisync_transfer::{self as transfer, DirectorySink, ImportOptions};
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: std::sync::Arc<dyn provisync::store::Store> = std::sync::Arc::new(
-        provisync::store::embedded::EmbeddedStore::open(dir.path()).expect("store"),
+    let store: std::sync::Arc<dyn provisync_core::store::Store> = std::sync::Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::open(dir.path()).expect("store"),
     );
-    let queue = std::sync::Arc::new(provisync::queue::store_queue::StoreQueue::new(
+    let queue = std::sync::Arc::new(provisync_core::queue::store_queue::StoreQueue::new(
         store.clone(),
         "deliver",
         Default::default(),
     ));
-    let state =
-        provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
-            .expect("state");
-    let (secrets, _) = provisync::crypto::SecretBox::generate();
-    let (state, _) =
-        provisync::config::wire_hub(state, queue, secrets, provisync::sync::connectors_for);
+    let (secrets, _) = provisync_core::crypto::SecretBox::generate();
+    let state = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store,
+        queue,
+        schemas: provisync_scim::SchemaRegistry::builtin(),
+        secrets,
+        connectors: provisync_connectors::connectors_for,
+    });
     let mut csv = String::from("userName,name.givenName,name.familyName,email,active,title\n");
     for i in 0..rows {
         csv.push_str(&format!(

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use provisync::store::embedded::EmbeddedStore;
+use provisync_core::store::embedded::EmbeddedStore;
 use provisync_tests::Hub;
 use provisync_tests::load::{drive, env_usize};
 use provisync_tests::site::signed_headers;

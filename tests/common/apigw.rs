@@ -7,30 +7,42 @@ use std::sync::Arc;
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_http::{Adapter, Context, LambdaEvent};
-use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-use provisync::store::Store;
-use provisync::store::embedded::EmbeddedStore;
+use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
+use provisync_core::store::Store;
+use provisync_core::store::embedded::EmbeddedStore;
 use serde_json::Value;
 
-/// The real router with the functions' wiring (`config::wire_hub`), on an in-memory store.
+/// Every surface with the functions' wiring (the hub, tokens and limits from the
+/// environment), on an in-memory store.
 pub fn app() -> axum::Router {
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    app_on(store, provisync::crypto::SecretBox::generate().0)
+    provisync_http::app(state())
 }
 
-/// [`app`] on a given store and operator key (to prepare records the function reads).
-pub fn app_on(store: Arc<dyn Store>, secrets: provisync::crypto::SecretBox) -> axum::Router {
+/// The functions' state ([`provisync_core::hub::Hub`] and [`provisync_http::AppState`]
+/// from the environment), on an in-memory store.
+pub fn state() -> provisync_http::AppState {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    state_on(store, provisync_core::crypto::SecretBox::generate().0)
+}
+
+/// [`state`] on a given store and operator key (to prepare records the function reads).
+pub fn state_on(
+    store: Arc<dyn Store>,
+    secrets: provisync_core::crypto::SecretBox,
+) -> provisync_http::AppState {
     let queue = Arc::new(StoreQueue::new(
         store.clone(),
         "t",
         StoreQueueSettings::default(),
     ));
-    let state =
-        provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
-            .expect("state");
-    let (state, _) =
-        provisync::config::wire_hub(state, queue, secrets, provisync::sync::connectors_for);
-    provisync::http::app(state)
+    let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store,
+        queue,
+        schemas: provisync_scim::SchemaRegistry::builtin(),
+        secrets,
+        connectors: provisync_connectors::connectors_for,
+    });
+    provisync_http::AppState::from_env(hub).expect("state")
 }
 
 /// The sample event `fixture` (a file in `tests/fixtures/aws/`) for route `route_key`, with

@@ -14,17 +14,17 @@ pub mod site;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use provisync::config::{state_for_store, wire_hub};
-use provisync::crypto::SecretBox;
-use provisync::http::AppState;
-use provisync::http::auth::{Authenticator, Scope};
-use provisync::queue::Queue;
-use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-use provisync::scim::SchemaRegistry;
-use provisync::store::Store;
-use provisync::store::embedded::EmbeddedStore;
-use provisync::sync::ConnectorFactory;
-use provisync::sync::deliver::Deliverer;
+use provisync_core::crypto::SecretBox;
+use provisync_core::hub::HubParts;
+use provisync_http::{AppState, HttpConfig};
+use provisync_http::auth::{Authenticator, Scope};
+use provisync_core::queue::Queue;
+use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
+use provisync_scim::SchemaRegistry;
+use provisync_core::store::Store;
+use provisync_core::store::embedded::EmbeddedStore;
+use provisync_core::connector::ConnectorFactory;
+use provisync_core::sync::deliver::Deliverer;
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "test-scim-token";
@@ -45,7 +45,7 @@ pub struct Hub {
     /// The delivery engine wired to this hub (run it with [`Hub::run_delivery`]).
     pub deliverer: Arc<Deliverer>,
     /// The scheduled cycle of this hub (pull, reconcile, outbox), as `serve` runs it.
-    pub schedule: provisync::lambda::Schedule,
+    pub schedule: provisync_core::sync::schedule::Schedule,
     /// The operator key (base64) the hub seals secrets with (tests store sources with it).
     pub secret_key: String,
     _task: tokio::task::JoinHandle<()>,
@@ -91,15 +91,15 @@ pub async fn moto_store() -> Option<Arc<dyn Store>> {
         eprintln!("skipped: PROVISYNC_TEST_MOTO not set (run `make test`)");
         return None;
     };
-    let clients = provisync::aws::AwsClients::for_endpoint(&endpoint).await;
+    let clients = provisync_aws::AwsClients::for_endpoint(&endpoint).await;
     let table = format!("provisync-it-{}", uuid::Uuid::new_v4().simple());
-    provisync::aws::aws_init_with(
+    provisync_aws::aws_init_with(
         &clients,
-        &provisync::aws::AwsInitConfig::new(table.clone(), None),
+        &provisync_aws::AwsInitConfig::new(table.clone(), None),
     )
     .await
     .expect("aws-init on moto");
-    Some(Arc::new(provisync::store::dynamodb::DynamoStore::new(
+    Some(Arc::new(provisync_aws::dynamodb::DynamoStore::new(
         clients.dynamodb,
         table,
     )))
@@ -161,7 +161,7 @@ impl Hub {
     /// A hub whose state `customize` may change before it serves (e.g. to plug an
     /// on-demand sync or a fake connector factory into the admin state).
     pub async fn start_with(store: Arc<dyn Store>, customize: impl FnOnce(&mut AppState)) -> Hub {
-        Self::start_full(store, provisync::sync::connectors_for, customize).await
+        Self::start_full(store, provisync_connectors::connectors_for, customize).await
     }
 
     /// A hub whose targets are reached through `connectors` (tests use short timeouts).
@@ -170,7 +170,6 @@ impl Hub {
         connectors: ConnectorFactory,
         customize: impl FnOnce(&mut AppState),
     ) -> Hub {
-        let state = state_for_store(store.clone(), SchemaRegistry::builtin()).expect("state");
         let queue: Arc<dyn Queue> = Arc::new(StoreQueue::new(
             store.clone(),
             "deliver",
@@ -181,18 +180,25 @@ impl Hub {
             },
         ));
         let (secrets, secret_key) = SecretBox::generate();
-        let (mut state, deliverer) = wire_hub(state, queue.clone(), secrets, connectors);
-        state.auth = Arc::new(
-            Authenticator::new(Some(store.clone()))
-                .with_static_token(TOKEN, Scope::Scim)
-                .with_static_token(ADMIN_TOKEN, Scope::Admin),
-        );
-        let mut cfg = (*state.config).clone();
-        cfg.max_body_bytes = 256 * 1024;
-        state.config = Arc::new(cfg);
+        let hub = provisync_core::hub::Hub::new(HubParts {
+            store: store.clone(),
+            queue: queue.clone(),
+            schemas: SchemaRegistry::builtin(),
+            secrets,
+            connectors,
+        });
+        let auth = Authenticator::new(Some(store.clone()))
+            .with_static_token(TOKEN, Scope::Scim)
+            .with_static_token(ADMIN_TOKEN, Scope::Admin);
+        let cfg = HttpConfig {
+            max_body_bytes: 256 * 1024,
+            ..HttpConfig::default()
+        };
+        let mut state = AppState::new(hub, auth, cfg);
         customize(&mut state);
-        let schedule = provisync::lambda::Schedule::of(&state).expect("schedule");
-        let app = provisync::http::app(state);
+        let deliverer = state.hub.deliverer.clone();
+        let schedule = state.hub.schedule();
+        let app = provisync_http::app(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -216,7 +222,7 @@ impl Hub {
     /// Starts consuming the delivery queue in this process, as `provisync serve` does.
     pub fn run_delivery(&self) -> Delivery {
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(provisync::sync::consumer::run_consumer(
+        let task = tokio::spawn(provisync_core::sync::consumer::run_consumer(
             self.queue.clone(),
             self.deliverer.clone(),
             TEST_MAX_RECEIVES,

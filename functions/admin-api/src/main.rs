@@ -6,16 +6,27 @@ use lambda_http::{Error, run};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    provisync::lambda::init_tracing();
-    let state = provisync::lambda::http_state_from_env().await?;
-    run(provisync::http::app(state)).await
+    provisync_aws::lambda::init_tracing();
+    // Tests a target's connection and reconciles on demand: every connector is linked.
+    let (_, hub) =
+        provisync_aws::lambda::hub_from_env(provisync_connectors::connectors_for).await?;
+    run(provisync_http::admin_app(provisync_http::AppState::from_env(hub)?)).await
 }
 
 #[cfg(test)]
 mod tests {
     use lambda_http::LambdaEvent;
     use lambda_http::request::LambdaRequest;
-    use provisync_tests::apigw::{body, invoke};
+    use provisync_tests::apigw::body;
+
+    /// The event through this function's own router, as `lambda_http::run` hands it over.
+    async fn invoke(event: LambdaEvent<LambdaRequest>) -> Value {
+        provisync_tests::apigw::invoke_app(
+            provisync_http::admin_app(provisync_tests::apigw::state()),
+            event,
+        )
+        .await
+    }
     use serde_json::Value;
 
     fn event(method: &str, path: &str) -> LambdaEvent<LambdaRequest> {

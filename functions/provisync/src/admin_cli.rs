@@ -10,7 +10,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use provisync::sync::target::{COMMON_FIELDS, KIND_FIELDS};
+use provisync_core::target::{COMMON_FIELDS, KIND_FIELDS};
 use serde_json::{Map, Value, json};
 
 #[derive(Args, Debug)]
@@ -373,7 +373,7 @@ impl Admin {
         let token = match remote.token.as_ref().filter(|t| !t.is_empty()) {
             Some(t) => t.clone(),
             None => {
-                let file = provisync::aws::data_dir_from_env().join("admin-token");
+                let file = provisync_aws::data_dir_from_env().join("admin-token");
                 std::fs::read_to_string(&file)
                     .ok()
                     .map(|t| t.trim().to_string())
@@ -1344,7 +1344,7 @@ mod tests {
             argv.extend(flags);
             let body = add(&argv).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(body, expected, "{kind}");
-            let config: provisync::sync::target::TargetConfig =
+            let config: provisync_core::target::TargetConfig =
                 serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(config.kind_name(), kind);
             let shown = serde_json::to_value(config.redacted()).unwrap();

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use provisync::config;
-use provisync::http::auth::{self, Scope};
-use provisync::store::Store;
+use provisync_core::config;
+use provisync_http::auth::{self, Scope};
+use provisync_core::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
-            let report = provisync::aws::aws_init_command().await?;
+            let report = provisync_aws::aws_init_command().await?;
             println!("{report}");
             Ok(())
         }
@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn open_store() -> Result<Arc<dyn Store>> {
-    Ok(provisync::aws::store_from_env().await?)
+    Ok(provisync_aws::store_from_env().await?)
 }
 
 /// The local development token for a scope: from the environment, else one generated
@@ -168,34 +168,37 @@ fn local_token(env: &str, file: &Path) -> Result<String> {
 }
 
 async fn serve(port: u16) -> Result<()> {
-    let backend = provisync::aws::backend_from_env().await?;
+    let backend = provisync_aws::backend_from_env().await?;
     let store = backend.store.clone();
-    let data = provisync::aws::data_dir_from_env();
+    let data = provisync_aws::data_dir_from_env();
     let secrets = config::local_secret_box(&data)?;
     let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
     let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
     // Tokens go to the authenticator directly, never through the process environment.
     let schemas = config::load_schemas(config::schema_dir().as_deref())?;
-    let mut state = config::state_for_store(store, schemas)?;
-    state.auth = Arc::new(
-        auth::Authenticator::new(Some(state.directory.store().clone()))
-            .with_static_token(&scim_token, Scope::Scim)
-            .with_static_token(&admin_token, Scope::Admin),
-    );
-    let (state, deliverer) = config::wire_hub(
-        state,
-        backend.queue.clone(),
+    let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store: store.clone(),
+        queue: backend.queue.clone(),
+        schemas,
         secrets,
-        provisync::sync::connectors_for,
-    );
-    let schedule = provisync::lambda::Schedule::of(&state);
-    let period = provisync::lambda::schedule_period_from_env()?;
-    let app = provisync::http::app(state);
+        connectors: provisync_connectors::connectors_for,
+    });
+    let auth = auth::Authenticator::new(Some(store))
+        .with_static_token(&scim_token, Scope::Scim)
+        .with_static_token(&admin_token, Scope::Admin);
+    let deliverer = hub.deliverer.clone();
+    let schedule = hub.schedule();
+    let period = provisync_core::sync::schedule::schedule_period_from_env()?;
+    let app = provisync_http::app(provisync_http::AppState::new(
+        hub,
+        auth,
+        provisync_http::HttpConfig::from_env()?,
+    ));
     // Delivery runs in this process: first whatever a previous run left in the outbox,
     // then the queue consumer, and the outbox sweeper every minute.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let max_receives = provisync::aws::queue::DEFAULT_MAX_RECEIVE_COUNT;
-    let consumer = tokio::spawn(provisync::sync::consumer::run_consumer(
+    let max_receives = provisync_aws::queue::DEFAULT_MAX_RECEIVE_COUNT;
+    let consumer = tokio::spawn(provisync_core::sync::consumer::run_consumer(
         backend.queue.clone(),
         deliverer,
         max_receives,
@@ -210,7 +213,7 @@ async fn serve(port: u16) -> Result<()> {
             // what is older than a minute (a request may be publishing right now).
             let mut min_age = std::time::Duration::ZERO;
             loop {
-                match provisync::sync::event::sweep_outbox(store.as_ref(), queue.as_ref(), min_age)
+                match provisync_core::event::sweep_outbox(store.as_ref(), queue.as_ref(), min_age)
                     .await
                 {
                     Ok(0) => {}
@@ -226,8 +229,8 @@ async fn serve(port: u16) -> Result<()> {
         })
     };
     // The schedule (what EventBridge runs in AWS): every PROVISYNC_SCHEDULE_SECONDS.
-    let scheduler = match (schedule, period) {
-        (Some(schedule), Some(period)) => {
+    let scheduler = match period {
+        Some(period) => {
             let mut stop = stop_tx.subscribe();
             Some(tokio::spawn(async move {
                 loop {
@@ -235,15 +238,15 @@ async fn serve(port: u16) -> Result<()> {
                         _ = tokio::time::sleep(period) => {}
                         _ = stop.changed() => return,
                     }
-                    let budget = provisync::lambda::CYCLE_BUDGET
+                    let budget = provisync_core::sync::schedule::CYCLE_BUDGET
                         .min(period.max(std::time::Duration::from_secs(10)));
-                    if let Err(e) = provisync::lambda::run_schedule(&schedule, budget).await {
+                    if let Err(e) = provisync_core::sync::schedule::run_schedule(&schedule, budget).await {
                         tracing::warn!(error = %e, "scheduled cycle failed");
                     }
                 }
             }))
         }
-        _ => None,
+        None => None,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)

@@ -1,7 +1,7 @@
 //! `provisync import` and `provisync export`: users from and to CSV / JSON files, against a
 //! running hub (its SCIM API: `--url`, `--scim-token` / `PROVISYNC_SCIM_TOKEN`, else the
 //! `scim-token` file `serve` writes) or straight into the local store (`--data-dir`, with
-//! no server running on it). The work itself is `provisync::transfer`.
+//! no server running on it). The work itself is `provisync_transfer`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use provisync::transfer::{
+use provisync_transfer::{
     self, ColumnMap, CsvExport, DirectorySink, Format, ImportOptions, ImportSink, JsonExport,
     ScimSink,
 };
@@ -73,7 +73,7 @@ fn scim_sink(remote: &Remote, args: &HubArgs) -> Result<ScimSink> {
     let token = match &args.scim_token {
         Some(t) => t.clone(),
         None => {
-            let file = provisync::aws::data_dir_from_env().join("scim-token");
+            let file = provisync_aws::data_dir_from_env().join("scim-token");
             std::fs::read_to_string(&file)
                 .map(|t| t.trim().to_string())
                 .with_context(|| {
@@ -89,10 +89,10 @@ fn scim_sink(remote: &Remote, args: &HubArgs) -> Result<ScimSink> {
 }
 
 /// The local hub's directory with change events on (as `serve` builds it).
-fn local_directory(dir: &Path) -> Result<provisync::directory::Directory> {
-    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    let store: Arc<dyn provisync::store::Store> = Arc::new(
-        provisync::store::embedded::EmbeddedStore::open(dir).with_context(|| {
+fn local_directory(dir: &Path) -> Result<provisync_core::directory::Directory> {
+    use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    let store: Arc<dyn provisync_core::store::Store> = Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::open(dir).with_context(|| {
             format!(
                 "opening the store in {} (is `serve` running on it?)",
                 dir.display()
@@ -104,12 +104,17 @@ fn local_directory(dir: &Path) -> Result<provisync::directory::Directory> {
         "deliver",
         StoreQueueSettings::default(),
     ));
-    let secrets = provisync::config::local_secret_box(dir)?;
-    let schemas = provisync::config::load_schemas(provisync::config::schema_dir().as_deref())?;
-    let state = provisync::config::state_for_store(store, schemas)?;
-    let (state, _) =
-        provisync::config::wire_hub(state, queue, secrets, provisync::sync::connectors_for);
-    Ok(state.directory)
+    let secrets = provisync_core::config::local_secret_box(dir)?;
+    let schemas = provisync_core::config::load_schemas(provisync_core::config::schema_dir().as_deref())?;
+    // The directory of the hub, so imported users' change events reach the targets.
+    let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store,
+        queue,
+        schemas,
+        secrets,
+        connectors: provisync_connectors::connectors_for,
+    });
+    Ok(hub.directory)
 }
 
 pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
@@ -131,12 +136,12 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let rows = match format {
-        Format::Csv => transfer::read_csv(data.as_slice(), mapping.as_ref())?,
-        Format::Json => transfer::read_json(&data)?,
+        Format::Csv => provisync_transfer::read_csv(data.as_slice(), mapping.as_ref())?,
+        Format::Json => provisync_transfer::read_json(&data)?,
     };
     drop(data);
     let total = rows.len();
-    let (good, mut rejected) = transfer::check_rows(rows);
+    let (good, mut rejected) = provisync_transfer::check_rows(rows);
     let sink: Box<dyn ImportSink> = match &args.target.data_dir {
         // No server runs on this store: the change events wait in the outbox, which
         // `serve` sends when it starts.
@@ -155,7 +160,7 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
         dry_run: args.dry_run,
         batch: args.batch.max(1),
     };
-    let (summary, more) = transfer::import_rows(sink.as_ref(), &good, opts, |done| {
+    let (summary, more) = provisync_transfer::import_rows(sink.as_ref(), &good, opts, |done| {
         bar.set_position(done as u64)
     })
     .await;
@@ -190,7 +195,7 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
     } else {
         let f = std::fs::File::create(&report)
             .with_context(|| format!("writing {}", report.display()))?;
-        transfer::write_report(std::io::BufWriter::new(f), &rejected)?;
+        provisync_transfer::write_report(std::io::BufWriter::new(f), &rejected)?;
         println!("rejected rows and reasons: {}", report.display());
     }
     Ok(())
@@ -221,10 +226,10 @@ pub async fn export(remote: &Remote, args: ExportArgs) -> Result<()> {
             let directory = local_directory(dir)?;
             let view = directory
                 .schemas()
-                .view(provisync::scim::ResourceKind::User);
+                .view(provisync_scim::ResourceKind::User);
             let filter = match &args.filter {
                 Some(f) => {
-                    let parsed = provisync::scim::filter::parse(f)
+                    let parsed = provisync_scim::filter::parse(f)
                         .map_err(|e| anyhow::anyhow!("--filter: {}", e.detail))?;
                     parsed
                         .validate(&view)
@@ -236,7 +241,7 @@ pub async fn export(remote: &Remote, args: ExportArgs) -> Result<()> {
             let mut n = 0;
             let mut failed = None;
             directory
-                .scan(provisync::scim::ResourceKind::User, |s| {
+                .scan(provisync_scim::ResourceKind::User, |s| {
                     if failed.is_none()
                         && filter
                             .as_ref()

@@ -1,6 +1,6 @@
 //! `queue-deliver`: SQS FIFO batch -> change events delivered to the targets, partial batch
 //! failures reported (`ReportBatchItemFailures`), retries scheduled with
-//! `ChangeMessageVisibility`. Logic lives in `provisync::lambda::QueueDeliver`.
+//! `ChangeMessageVisibility`. Logic lives in `provisync_aws::lambda::QueueDeliver`.
 //! Needs `PROVISYNC_SECRET_KEY`; `PROVISYNC_MAX_RECEIVE_COUNT` (default 5) is the queue's
 //! dead-letter threshold.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync::lambda::{QueueDeliver, deliverer_from_env, init_tracing};
+use provisync_aws::lambda::{QueueDeliver, deliverer_from_env, init_tracing};
 
 async fn handler(
     deliver: &QueueDeliver,
@@ -25,7 +25,7 @@ async fn handler(
 async fn main() -> Result<(), Error> {
     init_tracing();
     // SDK clients, the store and the delivery engine are built once, at cold start.
-    let deliver = Arc::new(deliverer_from_env().await?);
+    let deliver = Arc::new(deliverer_from_env(provisync_connectors::connectors_for).await?);
     lambda_runtime::run(service_fn(move |event| {
         let deliver = deliver.clone();
         async move { handler(&deliver, event).await }
@@ -40,15 +40,15 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use provisync::crypto::SecretBox;
-    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
-    use provisync::scim::ResourceKind;
-    use provisync::store::Store;
-    use provisync::store::embedded::EmbeddedStore;
-    use provisync::sync::audit::AuditStatus;
-    use provisync::sync::event::{ChangeEvent, ChangeOp, Origin};
-    use provisync::sync::target::TargetConfig;
+    use provisync_core::crypto::SecretBox;
+    use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    use provisync_core::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
+    use provisync_scim::ResourceKind;
+    use provisync_core::store::Store;
+    use provisync_core::store::embedded::EmbeddedStore;
+    use provisync_core::sync::audit::AuditStatus;
+    use provisync_core::event::{ChangeEvent, ChangeOp, Origin};
+    use provisync_core::target::TargetConfig;
     use serde_json::{Value, json};
 
     /// The store-backed queue, recording `retry_later` calls (SQS `ChangeMessageVisibility`).
@@ -92,29 +92,27 @@ mod tests {
     struct Setup {
         deliver: QueueDeliver,
         queue: Arc<Recording>,
-        admin: provisync::http::admin::AdminState,
+        admin: provisync_core::hub::Hub,
     }
 
-    /// The real engine (the same `wire_hub` the functions use) on an in-memory store.
+    /// The real engine (the same composition root the functions use) on an in-memory store.
     fn setup() -> Setup {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let queue = Arc::new(Recording {
             inner: StoreQueue::new(store.clone(), "t", StoreQueueSettings::default()),
             retries: Mutex::new(Vec::new()),
         });
-        let state =
-            provisync::config::state_for_store(store, provisync::scim::SchemaRegistry::builtin())
-                .unwrap();
-        let (state, deliverer) = provisync::config::wire_hub(
-            state,
-            queue.clone(),
-            SecretBox::generate().0,
-            provisync::sync::connectors_for,
-        );
+        let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+            store,
+            queue: queue.clone(),
+            schemas: provisync_scim::SchemaRegistry::builtin(),
+            secrets: SecretBox::generate().0,
+            connectors: provisync_connectors::connectors_for,
+        });
         Setup {
-            deliver: QueueDeliver::new(deliverer, queue.clone(), 5),
+            deliver: QueueDeliver::new(hub.deliverer.clone(), queue.clone(), 5),
             queue,
-            admin: state.admin.unwrap(),
+            admin: hub,
         }
     }
 

@@ -1,4 +1,4 @@
-//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync::lambda::run_schedule`):
+//! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync_core::sync::schedule::run_schedule`):
 //! pull every pull source, reconcile every `scheduled` target, resend change events whose
 //! first send did not happen (outbox), report dead letters; bounded in time
 //! ([`CYCLE_BUDGET`], under the function's 300 s timeout). The same code runs in
@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync::lambda::{
-    CYCLE_BUDGET, CycleReport, Schedule, hub_from_env, init_tracing, run_schedule,
-};
+use provisync_aws::lambda::{hub_from_env, init_tracing};
+use provisync_core::sync::schedule::{CYCLE_BUDGET, CycleReport, Schedule, run_schedule};
 
 async fn handler(
     schedule: &Schedule,
@@ -45,10 +44,8 @@ fn cycle_budget(deadline_ms: u64, now: std::time::SystemTime) -> std::time::Dura
 async fn main() -> Result<(), Error> {
     init_tracing();
     // SDK clients, the store and the hub wiring are built once, at cold start.
-    let hub = hub_from_env().await?;
-    let schedule = Arc::new(
-        Schedule::of(&hub.state).ok_or("the hub wiring has no schedule (admin state missing)")?,
-    );
+    let (_, hub) = hub_from_env(provisync_connectors::connectors_for).await?;
+    let schedule = Arc::new(hub.schedule());
     lambda_runtime::run(service_fn(move |event| {
         let schedule = schedule.clone();
         async move { handler(&schedule, event).await }
@@ -59,12 +56,12 @@ async fn main() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisync::queue::Queue;
-    use provisync::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync::scim::ResourceKind;
-    use provisync::store::Store;
-    use provisync::store::embedded::EmbeddedStore;
-    use provisync::sync::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+    use provisync_core::queue::Queue;
+    use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    use provisync_scim::ResourceKind;
+    use provisync_core::store::Store;
+    use provisync_core::store::embedded::EmbeddedStore;
+    use provisync_core::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
     use std::time::Duration;
 
     #[test]
@@ -104,19 +101,15 @@ mod tests {
             "t",
             StoreQueueSettings::default(),
         ));
-        let state = provisync::config::state_for_store(
-            store.clone(),
-            provisync::scim::SchemaRegistry::builtin(),
-        )
-        .unwrap();
-        let (secrets, _) = provisync::crypto::SecretBox::generate();
-        let (state, _) = provisync::config::wire_hub(
-            state,
-            queue.clone(),
+        let (secrets, _) = provisync_core::crypto::SecretBox::generate();
+        let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+            store: store.clone(),
+            queue: queue.clone(),
+            schemas: provisync_scim::SchemaRegistry::builtin(),
             secrets,
-            provisync::sync::connectors_for,
-        );
-        let schedule = Schedule::of(&state).unwrap();
+            connectors: provisync_connectors::connectors_for,
+        });
+        let schedule = hub.schedule();
         let path = format!(
             "{}/../../tests/fixtures/aws/eventbridge-scheduled-event.json",
             env!("CARGO_MANIFEST_DIR")

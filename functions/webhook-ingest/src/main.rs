@@ -1,22 +1,33 @@
 //! Lambda entry point for signed webhooks from source sites (API Gateway HTTP API ->
 //! `POST /webhooks/{source_id}`). Only wiring: the state is built once per cold start
 //! (with change events, as for SCIM writes), the router is the library's
-//! (`provisync::http::webhooks`). Needs `PROVISYNC_SECRET_KEY`.
+//! (`provisync_http::webhooks`). Needs `PROVISYNC_SECRET_KEY`.
 
 use lambda_http::{Error, run};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    provisync::lambda::init_tracing();
-    let state = provisync::lambda::http_state_from_env().await?;
-    run(provisync::http::app(state)).await
+    provisync_aws::lambda::init_tracing();
+    // Delivers nothing itself: no connector is linked.
+    let (_, hub) =
+        provisync_aws::lambda::hub_from_env(provisync_core::connector::no_connectors).await?;
+    run(provisync_http::webhook_app(provisync_http::AppState::from_env(hub)?)).await
 }
 
 #[cfg(test)]
 mod tests {
     use lambda_http::LambdaEvent;
     use lambda_http::request::LambdaRequest;
-    use provisync_tests::apigw::{body, invoke};
+    use provisync_tests::apigw::body;
+
+    /// The event through this function's own router, as `lambda_http::run` hands it over.
+    async fn invoke(event: LambdaEvent<LambdaRequest>) -> Value {
+        provisync_tests::apigw::invoke_app(
+            provisync_http::webhook_app(provisync_tests::apigw::state()),
+            event,
+        )
+        .await
+    }
     use serde_json::Value;
 
     fn event(method: &str, path: &str) -> LambdaEvent<LambdaRequest> {
@@ -93,24 +104,24 @@ mod tests {
     async fn signed_base64_body_is_verified_and_applied() {
         // API Gateway may base64-encode the body: the signature is over the decoded bytes.
         use base64::Engine;
-        use provisync::store::Store;
+        use provisync_core::store::Store;
         use provisync_tests::site::signed_headers;
         use std::sync::Arc;
         const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let store: Arc<dyn Store> =
-            Arc::new(provisync::store::embedded::EmbeddedStore::in_memory());
-        let (secrets, encoded) = provisync::crypto::SecretBox::generate();
-        let sources = provisync::sync::source::Sources::new(store.clone(), Arc::new(secrets));
+            Arc::new(provisync_core::store::embedded::EmbeddedStore::in_memory());
+        let (secrets, encoded) = provisync_core::crypto::SecretBox::generate();
+        let sources = provisync_core::source::Sources::new(store.clone(), Arc::new(secrets));
         let source = serde_json::from_value(serde_json::json!(
             {"id": "drupal-main", "secrets": [SECRET], "user_sync": true}
         ))
         .unwrap();
         sources.put(&source).await.unwrap();
         let app = || {
-            provisync_tests::apigw::app_on(
+            provisync_http::webhook_app(provisync_tests::apigw::state_on(
                 store.clone(),
-                provisync::crypto::SecretBox::from_encoded(&encoded).unwrap(),
-            )
+                provisync_core::crypto::SecretBox::from_encoded(&encoded).unwrap(),
+            ))
         };
         let envelope = serde_json::json!({"type": "user.upsert", "occurred_at": chrono::Utc::now().to_rfc3339(),
             "data": {"externalId": "42", "userName": "ada@example.org"}})

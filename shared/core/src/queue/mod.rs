@@ -1,0 +1,129 @@
+//! The `Queue` port: change events on their way to the targets, with SQS FIFO semantics.
+//!
+//! - Messages of one **group** (the resource id) are delivered in send order, and a group's
+//!   next message is not delivered while an earlier one is in flight or waiting to retry.
+//! - A received message is hidden for the **visibility timeout**; unless acked it becomes
+//!   visible again (at-least-once), with its receive count raised.
+//! - After the configured number of receives it moves to the **dead-letter** queue, from
+//!   which [`Queue::redrive`] moves it back.
+//! - A second message with the same **dedup id** within five minutes is dropped.
+//!
+//! Adapters: [`sqs::SqsQueue`] (AWS) and [`store_queue::StoreQueue`] (any [`crate::store::Store`];
+//! on the embedded store it is durable across restarts). Both pass [`contract`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod contract;
+pub mod store_queue;
+
+/// Receives before a message moves to the dead-letter queue.
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
+/// How long the delivery consumer may take for one batch (`queue-deliver`'s Lambda
+/// timeout), seconds.
+pub const DELIVER_FUNCTION_TIMEOUT_SECS: u32 = 60;
+/// AWS asks for a visibility timeout of at least 6x the consumer function's timeout.
+pub const DEFAULT_VISIBILITY_TIMEOUT_SECS: u32 = 6 * DELIVER_FUNCTION_TIMEOUT_SECS;
+
+/// SQS's limit on entries per batch call.
+pub const SQS_BATCH_MAX: usize = 10;
+/// SQS FIFO's deduplication interval.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+/// SQS's longest long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// SQS's longest visibility timeout (12 h).
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutMessage {
+    /// Ordering scope (FIFO `MessageGroupId`): the resource id.
+    pub group_id: String,
+    /// Deduplication id (FIFO `MessageDeduplicationId`): the change event id.
+    pub dedup_id: String,
+    pub body: String,
+}
+
+impl OutMessage {
+    pub fn new(
+        group_id: impl Into<String>,
+        dedup_id: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Self {
+        OutMessage {
+            group_id: group_id.into(),
+            dedup_id: dedup_id.into(),
+            body: body.into(),
+        }
+    }
+}
+
+/// A received message. Ack it with its `receipt` when done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Opaque handle for [`Queue::ack`] / [`Queue::retry_later`], valid for this delivery.
+    pub receipt: String,
+    pub body: String,
+    pub group_id: String,
+    pub dedup_id: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// A message in the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub body: String,
+    pub group_id: String,
+    pub dedup_id: String,
+    /// Receives before it was moved (when the backend tells).
+    pub receive_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The receipt does not name a current delivery (acked already, or the message was
+    /// delivered again since).
+    #[error("receipt is not valid (expired or already used)")]
+    InvalidReceipt,
+    #[error("invalid queue request: {0}")]
+    Invalid(String),
+    #[error("queue throttled")]
+    Throttled,
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The port. Adapters: [`sqs::SqsQueue`], [`store_queue::StoreQueue`].
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Sends messages (in batches of [`SQS_BATCH_MAX`]); order within a group is the order
+    /// in `messages`. Duplicates (same dedup id within [`DEDUP_WINDOW`]) are accepted and
+    /// dropped.
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError>;
+
+    /// Up to `max` (at most 10) visible messages, waiting up to `wait` (long poll) for one.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Done with a delivery: the message is removed.
+    async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
+
+    /// Makes a delivery visible again after `delay` (SQS `ChangeMessageVisibility`); its
+    /// group stays blocked until then.
+    async fn retry_later(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+
+    /// Up to `limit` dead letters, oldest first where the backend allows, without removing them.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// How many messages are in the dead-letter queue (approximate on SQS).
+    async fn dead_letter_count(&self) -> Result<usize, QueueError>;
+
+    /// Moves up to `limit` dead letters back to the queue; returns how many moved.
+    async fn redrive(&self, limit: usize) -> Result<usize, QueueError>;
+
+    /// A short name for logs (`sqs`, `store`).
+    fn backend(&self) -> &'static str;
+}

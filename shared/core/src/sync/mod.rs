@@ -1,0 +1,13 @@
+//! Synchronisation: change events, targets, delivery, audit.
+
+pub mod audit;
+pub mod consumer;
+pub mod deliver;
+pub mod envelope;
+pub mod inbound;
+pub mod link;
+pub mod mapping;
+pub mod ondemand;
+pub mod pull;
+pub mod reconcile;
+pub mod schedule;

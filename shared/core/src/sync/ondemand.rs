@@ -1,0 +1,173 @@
+//! On-demand sync (`POST /admin/sync`): queue one change per matching user for one target.
+//!
+//! The admin API only knows the [`OnDemand`] trait. The delivery engine implements it (it
+//! owns the change-event format). [`DirectoryOnDemand`] is a ready implementation for the
+//! common case: it scans the directory's users, keeps those matching the request's filter
+//! (or the one user asked for), turns each into a queue message with a function the
+//! engine supplies, and sends them. The target's own `scope_filter` is not applied here:
+//! the engine applies it at delivery like for any other event (so an out-of-scope user
+//! gets the target's `out_of_scope` treatment, which is what a forced sync should do).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::directory::{Directory, Stored};
+use crate::queue::{OutMessage, Queue};
+use provisync_scim::ResourceKind;
+use provisync_scim::filter::Filter;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OnDemandError {
+    /// The user asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The directory or the queue failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait OnDemand: Send + Sync {
+    /// Queues a sync to `target` of the users matching `filter` (all users when `None`),
+    /// or of the one user `user`. Returns how many changes were queued. `target` exists
+    /// and is enabled (the caller checked).
+    async fn enqueue_sync(
+        &self,
+        target: &str,
+        filter: Option<Filter>,
+        user: Option<String>,
+    ) -> Result<usize, OnDemandError>;
+}
+
+/// Builds the queue message for one user sync to one target (the engine's event format);
+/// `None` skips the user.
+pub type MakeSyncMessage = Arc<dyn Fn(&str, &Stored) -> Option<OutMessage> + Send + Sync>;
+
+/// [`OnDemand`] over the directory and the queue.
+pub struct DirectoryOnDemand {
+    directory: Directory,
+    queue: Arc<dyn Queue>,
+    make_message: MakeSyncMessage,
+}
+
+/// Messages sent to the queue per call (the queue batches them further).
+const SEND_CHUNK: usize = 100;
+
+impl DirectoryOnDemand {
+    pub fn new(directory: Directory, queue: Arc<dyn Queue>, make_message: MakeSyncMessage) -> Self {
+        DirectoryOnDemand {
+            directory,
+            queue,
+            make_message,
+        }
+    }
+}
+
+#[async_trait]
+impl OnDemand for DirectoryOnDemand {
+    async fn enqueue_sync(
+        &self,
+        target: &str,
+        filter: Option<Filter>,
+        user: Option<String>,
+    ) -> Result<usize, OnDemandError> {
+        let mut messages = Vec::new();
+        if let Some(id) = user {
+            let stored = self
+                .directory
+                .load(ResourceKind::User, &id)
+                .await
+                .map_err(|e| {
+                    if e.status == 404 {
+                        OnDemandError::NotFound(format!("no user {id:?}"))
+                    } else {
+                        OnDemandError::Failed(e.detail)
+                    }
+                })?;
+            messages.extend((self.make_message)(target, &stored));
+        } else {
+            let schemas = self.directory.schemas().clone();
+            let view = schemas.view(ResourceKind::User);
+            let make = self.make_message.clone();
+            self.directory
+                .scan(ResourceKind::User, |s| {
+                    if filter
+                        .as_ref()
+                        .is_none_or(|f| f.matches(&view, &s.resource))
+                    {
+                        messages.extend(make(target, &s));
+                    }
+                })
+                .await
+                .map_err(|e| OnDemandError::Failed(e.detail))?;
+        }
+        let n = messages.len();
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(SEND_CHUNK));
+            self.queue
+                .send(rest)
+                .await
+                .map_err(|e| OnDemandError::Failed(format!("queue: {e}")))?;
+            rest = tail;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
+    use provisync_scim::SchemaRegistry;
+    use crate::store::Store;
+    use crate::store::embedded::EmbeddedStore;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn queues_one_message_per_matching_user() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let dir = Directory::new(store.clone(), SchemaRegistry::builtin());
+        let mut ids = Vec::new();
+        for (name, active) in [("a", true), ("b", false), ("c", true)] {
+            let (s, _) = dir
+                .create(
+                    ResourceKind::User,
+                    &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name, "active": active}),
+                )
+                .await
+                .unwrap();
+            ids.push(s.id().to_string());
+        }
+        let queue: Arc<dyn Queue> =
+            Arc::new(StoreQueue::new(store, "od", StoreQueueSettings::default()));
+        let od = DirectoryOnDemand::new(
+            dir,
+            queue.clone(),
+            Arc::new(|target: &str, u: &Stored| {
+                Some(OutMessage::new(
+                    u.id(),
+                    format!("sync-{target}-{}", u.id()),
+                    json!({"target": target, "id": u.id()}).to_string(),
+                ))
+            }),
+        );
+        let f = provisync_scim::filter::parse("active eq true").unwrap();
+        assert_eq!(od.enqueue_sync("crm", Some(f), None).await.unwrap(), 2);
+        let got = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            od.enqueue_sync("crm", None, Some(ids[1].clone()))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            od.enqueue_sync("crm", None, Some("nope".into())).await,
+            Err(OnDemandError::NotFound(_))
+        ));
+        assert_eq!(od.enqueue_sync("crm", None, None).await.unwrap(), 3);
+    }
+}

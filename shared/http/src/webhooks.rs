@@ -1,0 +1,305 @@
+//! `POST /webhooks/{source_id}`: signed webhooks from source sites (the `webhook-ingest`
+//! function; `provisync serve` mounts it too).
+//!
+//! Order of checks, cheapest and safest first — nothing is parsed before it is verified:
+//!
+//! 1. the body is read under [`MAX_WEBHOOK_BODY_BYTES`] (413 above);
+//! 2. the source is looked up (`SOURCE#{id}`): 404 when there is none;
+//! 3. the signature: Standard Webhooks (`webhook-id`, `webhook-timestamp` within ±5
+//!    minutes, `webhook-signature`) or GitHub's `X-Hub-Signature-256` (with
+//!    `X-GitHub-Delivery` as the id), against any of the source's secrets: 401;
+//! 4. the source's direction (`pull` sources do not send webhooks): 403;
+//! 5. only then the body is parsed as an envelope (400) and applied under the source's
+//!    policy ([`provisync_core::sync::inbound`]): 403 for what the policy forbids, 202 once the
+//!    change (or its no-op, stale or replay outcome) is durably recorded.
+//!
+//! Errors are JSON `{"error": ...}`; a failure of the hub's storage is a 503, never a
+//! 500. Refusals of a known source are audit entries; bodies and secrets are never
+//! logged.
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use super::AppState;
+use provisync_core::sync::inbound::{Envelope, Inbound, InboundError};
+use provisync_core::source::{Scheme, SourceConfig, check_source_id};
+use provisync_core::webhook_sig::{VerifyError, decode_standard_secret, verify_github, verify_standard};
+
+/// Base path of the webhook surface.
+pub const BASE_PATH: &str = "/webhooks";
+/// Largest webhook body accepted (1 MiB).
+pub const MAX_WEBHOOK_BODY_BYTES: usize = 1024 * 1024;
+
+/// An error answer: `{"error": message}` with its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl WebhookError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        WebhookError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(json!({"error": self.message}))).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+impl From<InboundError> for WebhookError {
+    fn from(e: InboundError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        WebhookError::new(status, e.to_string())
+    }
+}
+
+/// The webhook router, paths under `/webhooks`.
+pub fn router(state: AppState) -> Router {
+    let webhooks = Router::new()
+        .route("/{source_id}", post(receive))
+        .fallback(|| async { WebhookError::new(StatusCode::NOT_FOUND, "no such webhook endpoint") })
+        .method_not_allowed_fallback(|| async {
+            WebhookError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "webhooks are sent with POST",
+            )
+        });
+    Router::new().nest(BASE_PATH, webhooks).with_state(state)
+}
+
+fn unknown_source() -> WebhookError {
+    WebhookError::new(StatusCode::NOT_FOUND, "unknown source")
+}
+
+fn unavailable() -> WebhookError {
+    WebhookError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the hub's storage is unavailable, retry later",
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+    headers
+        .get(name)
+        .ok_or(VerifyError::MissingHeader(name))?
+        .to_str()
+        .map_err(|_| VerifyError::InvalidHeader(name))
+}
+
+/// Verifies the signature under the source's scheme; returns the delivery id.
+fn verify(source: &SourceConfig, headers: &HeaderMap, body: &[u8]) -> Result<String, VerifyError> {
+    match source.scheme {
+        Scheme::Standard => {
+            let id = header_str(headers, "webhook-id")?;
+            let ts = header_str(headers, "webhook-timestamp")?;
+            let sigs = header_str(headers, "webhook-signature")?;
+            // Secrets were checked when the source was saved; one that no longer decodes
+            // simply verifies nothing.
+            let keys: Vec<Vec<u8>> = source
+                .secrets
+                .iter()
+                .filter_map(|s| decode_standard_secret(s).ok())
+                .collect();
+            verify_standard(&keys, id, ts, sigs, body, provisync_core::store::now_epoch())?;
+            Ok(id.to_string())
+        }
+        Scheme::Github => {
+            let sig = header_str(headers, "x-hub-signature-256")?;
+            let id = header_str(headers, "x-github-delivery")?;
+            provisync_core::webhook_sig::check_webhook_id(id)
+                .map_err(|_| VerifyError::InvalidHeader("X-GitHub-Delivery"))?;
+            let secrets: Vec<&[u8]> = source.secrets.iter().map(|s| s.as_bytes()).collect();
+            verify_github(&secrets, sig, body)?;
+            Ok(id.to_string())
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(source_id): Path<String>,
+    req: Request,
+) -> Result<Response, WebhookError> {
+    let headers = req.headers().clone();
+    let body = read_body(req).await?;
+    if check_source_id(&source_id).is_err() {
+        // Not a name a source can have: unknown, without asking the store.
+        return Err(unknown_source());
+    }
+    let adm = &state.hub;
+    let source = match adm.sources.get(&source_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            tracing::info!(source = %source_id, bytes = body.len(), "webhook from an unknown source");
+            return Err(unknown_source());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, source = %source_id, "webhook: source lookup failed");
+            return Err(unavailable());
+        }
+    };
+    let inbound = &adm.inbound;
+    let delivery_id = match verify(&source, &headers, &body) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(source = %source_id, reason = %e, "webhook signature refused");
+            inbound
+                .record_refusal(&source_id, None, &format!("signature: {e}"))
+                .await;
+            return Err(WebhookError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("signature verification failed: {e}"),
+            ));
+        }
+    };
+    if let Err(e) = Inbound::check_webhook_allowed(&source) {
+        inbound
+            .record_refusal(&source_id, None, &e.to_string())
+            .await;
+        return Err(e.into());
+    }
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            // The parser's message without the input it may quote.
+            let reason = format!(
+                "the body is not an envelope {{\"type\",\"occurred_at\",\"data\"}} ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            );
+            inbound.record_refusal(&source_id, None, &reason).await;
+            return Err(WebhookError::new(StatusCode::BAD_REQUEST, reason));
+        }
+    };
+    let applied = inbound
+        .apply(&source, &envelope, Some(&delivery_id))
+        .await?;
+    tracing::info!(source = %source_id, kind = envelope.kind.as_str(), outcome = applied.as_str(), "webhook accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": applied.as_str()})),
+    )
+        .into_response())
+}
+
+/// The body, at most [`MAX_WEBHOOK_BODY_BYTES`] (413 above, decided from `Content-Length`
+/// when it is given, without reading).
+async fn read_body(req: Request) -> Result<bytes::Bytes, WebhookError> {
+    let limit = MAX_WEBHOOK_BODY_BYTES;
+    let too_large = || {
+        WebhookError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisync_core::store::Store;
+    use provisync_core::store::embedded::EmbeddedStore;
+    use axum::body::Body;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        use provisync_core::hub::{Hub, HubParts};
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let queue = Arc::new(provisync_core::queue::store_queue::StoreQueue::new(
+            store.clone(),
+            "q",
+            Default::default(),
+        ));
+        let hub = Hub::new(HubParts {
+            store,
+            queue,
+            schemas: provisync_scim::SchemaRegistry::builtin(),
+            secrets: provisync_core::crypto::SecretBox::generate().0,
+            connectors: provisync_core::connector::no_connectors,
+        });
+        crate::webhook_app(crate::AppState::new(
+            hub,
+            crate::auth::Authenticator::new(None),
+            crate::HttpConfig::default(),
+        ))
+    }
+
+    async fn call(method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn unknown_source_is_404() {
+        let (status, body) = call("POST", "/webhooks/drupal-main", b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "unknown source"}));
+        // A name no source can have: same answer.
+        let (status, body) = call("POST", "/webhooks/a%20b", b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({"error": "unknown source"}));
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let big = vec![b'x'; MAX_WEBHOOK_BODY_BYTES + 1];
+        let (status, body) = call("POST", "/webhooks/drupal-main", big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body["error"].as_str().unwrap().contains("larger than"));
+        // Exactly the limit is read (and the source is then unknown).
+        let ok = vec![b'x'; MAX_WEBHOOK_BODY_BYTES];
+        assert_eq!(
+            call("POST", "/webhooks/drupal-main", ok).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn other_methods_and_paths_are_json_errors() {
+        let (status, body) = call("GET", "/webhooks/drupal-main", vec![]).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body["error"].is_string());
+        let (status, body) = call("POST", "/webhooks/a/b", vec![]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].is_string());
+    }
+}
