@@ -12,8 +12,8 @@ use aws_sdk_cognitoidentityprovider::types::{
 };
 use provisync_connectors::cognito::CognitoConnector;
 use provisync_core::connector::{Connector, ConnectorError};
-use provisync_scim::ResourceKind;
 use provisync_core::target::CognitoTarget;
+use provisync_scim::ResourceKind;
 use provisync_tests::proxy::RecordingProxy;
 use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;

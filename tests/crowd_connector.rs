@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use provisync_connectors::crowd::CrowdConnector;
 use provisync_core::connector::{Connector, ConnectorError};
-use provisync_scim::ResourceKind;
 use provisync_core::target::CrowdTarget;
+use provisync_scim::ResourceKind;
 use provisync_tests::crowd::{CrowdFault, FakeCrowd};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, counts_of, settle};
 use reqwest::Method;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use provisync_connectors::scim::ScimConnector;
 use provisync_core::connector::Connector;
 use provisync_core::connector::http::{HttpClient, HttpPolicy};
-use provisync_connectors::scim::ScimConnector;
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, q};

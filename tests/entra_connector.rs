@@ -750,7 +750,9 @@ async fn listing_pages_and_matches_kept() {
     // An edit behind the hub's back is.
     let mut edited = ada.clone();
     edited["name"]["givenName"] = json!("Ada");
-    assert!(provisync_core::sync::reconcile::differs(&kept, &edited, None));
+    assert!(provisync_core::sync::reconcile::differs(
+        &kept, &edited, None
+    ));
 
     // A next link elsewhere is not followed (the token would go with it).
     match c

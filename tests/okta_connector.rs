@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use provisync_connectors::okta::OktaConnector;
 use provisync_core::connector::{Connector, ConnectorError};
-use provisync_scim::ResourceKind;
 use provisync_core::target::OktaTarget;
+use provisync_scim::ResourceKind;
 use provisync_tests::okta::{FakeOkta, OktaFault};
 use provisync_tests::{Hub, PATCH_OP, USER_SCHEMA, counts_of, on_every_backend, settle};
 use reqwest::Method;

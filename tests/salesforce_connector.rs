@@ -776,7 +776,9 @@ async fn listing_pages_and_matches_kept() {
     );
     let mut edited = ada.clone();
     edited["title"] = json!("Queen");
-    assert!(provisync_core::sync::reconcile::differs(&kept, &edited, None));
+    assert!(provisync_core::sync::reconcile::differs(
+        &kept, &edited, None
+    ));
     // A locator expired (a reconcile resumed much later): the listing continues after
     // the last record read, neither failing nor starting over.
     let first = c.list_users(None).await.expect("first batch");

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use provisync_core::connector::{ConnectorError, ListPage};
-use provisync_core::sync::schedule::{CycleReport, run_schedule};
+use provisync_core::source::{SourceConfig, Sources};
 use provisync_core::sync::pull::PullReport;
 use provisync_core::sync::reconcile::{Lease, ReconcileReport, RunState};
-use provisync_core::source::{SourceConfig, Sources};
+use provisync_core::sync::schedule::{CycleReport, run_schedule};
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::proxy::RecordingProxy;
 use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q, settle};

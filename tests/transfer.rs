@@ -5,11 +5,11 @@
 
 use provisync_core::directory::Directory;
 use provisync_scim::SchemaRegistry;
-use provisync_transfer::{
-    self as transfer,
-    self, CsvExport, DirectorySink, ImportOptions, ImportSink, JsonExport, ScimSink,
-};
 use provisync_tests::{Backend, Hub, TOKEN, USER_SCHEMA, backend_store};
+use provisync_transfer::{
+    self as transfer, self, CsvExport, DirectorySink, ImportOptions, ImportSink, JsonExport,
+    ScimSink,
+};
 use serde_json::json;
 
 /// 1,000 rows: four bad ones (missing userName, bad e-mail, a duplicate in the file, one

@@ -14,17 +14,17 @@ pub mod site;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use provisync_core::connector::ConnectorFactory;
 use provisync_core::crypto::SecretBox;
 use provisync_core::hub::HubParts;
-use provisync_http::{AppState, HttpConfig};
-use provisync_http::auth::{Authenticator, Scope};
 use provisync_core::queue::Queue;
 use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
-use provisync_scim::SchemaRegistry;
 use provisync_core::store::Store;
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_core::connector::ConnectorFactory;
 use provisync_core::sync::deliver::Deliverer;
+use provisync_http::auth::{Authenticator, Scope};
+use provisync_http::{AppState, HttpConfig};
+use provisync_scim::SchemaRegistry;
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "test-scim-token";

@@ -10,7 +10,10 @@ async fn main() -> Result<(), Error> {
     // Tests a target's connection and reconciles on demand: every connector is linked.
     let (_, hub) =
         provisync_aws::lambda::hub_from_env(provisync_connectors::connectors_for).await?;
-    run(provisync_http::admin_app(provisync_http::AppState::from_env(hub)?)).await
+    run(provisync_http::admin_app(
+        provisync_http::AppState::from_env(hub)?,
+    ))
+    .await
 }
 
 #[cfg(test)]

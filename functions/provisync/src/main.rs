@@ -14,8 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use provisync_core::config;
-use provisync_http::auth::{self, Scope};
 use provisync_core::store::Store;
+use provisync_http::auth::{self, Scope};
 
 #[derive(Parser)]
 #[command(
@@ -240,7 +240,9 @@ async fn serve(port: u16) -> Result<()> {
                     }
                     let budget = provisync_core::sync::schedule::CYCLE_BUDGET
                         .min(period.max(std::time::Duration::from_secs(10)));
-                    if let Err(e) = provisync_core::sync::schedule::run_schedule(&schedule, budget).await {
+                    if let Err(e) =
+                        provisync_core::sync::schedule::run_schedule(&schedule, budget).await
+                    {
                         tracing::warn!(error = %e, "scheduled cycle failed");
                     }
                 }

@@ -105,7 +105,8 @@ fn local_directory(dir: &Path) -> Result<provisync_core::directory::Directory> {
         StoreQueueSettings::default(),
     ));
     let secrets = provisync_core::config::local_secret_box(dir)?;
-    let schemas = provisync_core::config::load_schemas(provisync_core::config::schema_dir().as_deref())?;
+    let schemas =
+        provisync_core::config::load_schemas(provisync_core::config::schema_dir().as_deref())?;
     // The directory of the hub, so imported users' change events reach the targets.
     let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
         store,
@@ -224,9 +225,7 @@ pub async fn export(remote: &Remote, args: ExportArgs) -> Result<()> {
     let n = match &args.target.data_dir {
         Some(dir) => {
             let directory = local_directory(dir)?;
-            let view = directory
-                .schemas()
-                .view(provisync_scim::ResourceKind::User);
+            let view = directory.schemas().view(provisync_scim::ResourceKind::User);
             let filter = match &args.filter {
                 Some(f) => {
                     let parsed = provisync_scim::filter::parse(f)

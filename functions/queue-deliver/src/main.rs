@@ -41,14 +41,14 @@ mod tests {
 
     use async_trait::async_trait;
     use provisync_core::crypto::SecretBox;
+    use provisync_core::event::{ChangeEvent, ChangeOp, Origin};
     use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
     use provisync_core::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
-    use provisync_scim::ResourceKind;
     use provisync_core::store::Store;
     use provisync_core::store::embedded::EmbeddedStore;
     use provisync_core::sync::audit::AuditStatus;
-    use provisync_core::event::{ChangeEvent, ChangeOp, Origin};
     use provisync_core::target::TargetConfig;
+    use provisync_scim::ResourceKind;
     use serde_json::{Value, json};
 
     /// The store-backed queue, recording `retry_later` calls (SQS `ChangeMessageVisibility`).

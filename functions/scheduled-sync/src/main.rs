@@ -56,12 +56,12 @@ async fn main() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provisync_core::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
     use provisync_core::queue::Queue;
     use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync_scim::ResourceKind;
     use provisync_core::store::Store;
     use provisync_core::store::embedded::EmbeddedStore;
-    use provisync_core::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+    use provisync_scim::ResourceKind;
     use std::time::Duration;
 
     #[test]

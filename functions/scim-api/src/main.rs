@@ -11,7 +11,10 @@ async fn main() -> Result<(), Error> {
     // Delivers nothing itself: no connector is linked.
     let (_, hub) =
         provisync_aws::lambda::hub_from_env(provisync_core::connector::no_connectors).await?;
-    run(provisync_http::scim_app(provisync_http::AppState::from_env(hub)?)).await
+    run(provisync_http::scim_app(
+        provisync_http::AppState::from_env(hub)?,
+    ))
+    .await
 }
 
 #[cfg(test)]

@@ -33,13 +33,13 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem,
 };
 
-use provisync_core::store::{
-    Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write, check_transaction,
-    now_epoch,
-};
 use crate::table::{
     ATTR_DATA, ATTR_TTL, ATTR_VERSION, GSI1_NAME, GSI1_PK, GSI1_SK, GSI2_NAME, GSI2_PK, GSI2_SK,
     PK, SK,
+};
+use provisync_core::store::{
+    Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write, check_transaction,
+    now_epoch,
 };
 
 type Attrs = HashMap<String, AttributeValue>;

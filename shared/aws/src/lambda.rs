@@ -146,7 +146,11 @@ pub struct QueueDeliver {
 pub async fn deliverer_from_env(connectors: ConnectorFactory) -> Result<QueueDeliver, StartError> {
     let max_receives = max_receive_count_from_env()?;
     let (backend, hub) = hub_from_env(connectors).await?;
-    Ok(QueueDeliver::new(hub.deliverer, backend.queue, max_receives))
+    Ok(QueueDeliver::new(
+        hub.deliverer,
+        backend.queue,
+        max_receives,
+    ))
 }
 
 impl QueueDeliver {
@@ -301,5 +305,4 @@ mod tests {
             assert!(parse_max_receive_count(Some(bad)).is_err(), "{bad}");
         }
     }
-
 }

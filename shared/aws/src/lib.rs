@@ -22,12 +22,12 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use provisync_core::queue::Queue;
+use crate::dynamodb::DynamoStore;
 use crate::sqs::SqsQueue;
+use provisync_core::queue::Queue;
 #[cfg(feature = "embedded")]
 use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use provisync_core::store::Store;
-use crate::dynamodb::DynamoStore;
 #[cfg(feature = "embedded")]
 use provisync_core::store::embedded::EmbeddedStore;
 

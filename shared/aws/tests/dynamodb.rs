@@ -2,8 +2,8 @@
 //! `scripts/test-env.sh` (`PROVISYNC_TEST_MOTO`). Without it the tests skip, unless
 //! `PROVISYNC_REQUIRE_PEERS` is set (`make test`), where a missing peer is a failure.
 
-use provisync_aws::{AwsClients, AwsInitConfig, aws_init_with};
 use provisync_aws::dynamodb::DynamoStore;
+use provisync_aws::{AwsClients, AwsInitConfig, aws_init_with};
 use provisync_core::store::{
     Condition, Index, Item, MAX_TRANSACT_ITEMS, Query, Store, StoreError, Write, contract,
     now_epoch,

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use provisync_aws::sqs::SqsQueue;
 use provisync_aws::{AwsClients, AwsInitConfig, aws_init_with};
 use provisync_core::queue::contract::{Setup, run_all};
-use provisync_aws::sqs::SqsQueue;
 
 #[tokio::test]
 async fn contract_on_moto() {
@@ -51,9 +51,7 @@ async fn contract_on_moto() {
     assert!(!again.queue_created && !again.dlq_created && again.queue_url == report.queue_url);
     // Name and URL resolve to the same queue.
     assert_eq!(
-        provisync_aws::queue_url(&clients.sqs, &name)
-            .await
-            .unwrap(),
+        provisync_aws::queue_url(&clients.sqs, &name).await.unwrap(),
         url
     );
 

@@ -51,10 +51,12 @@ use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType, U
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use provisync_core::connector::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, truncate};
+use provisync_core::connector::http::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, truncate,
+};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::ResourceKind;
 use provisync_core::target::CognitoTarget;
+use provisync_scim::ResourceKind;
 
 /// Users and groups per listing page (the most `ListUsers` and `ListGroups` return).
 pub const PAGE_SIZE: i32 = 60;

@@ -37,8 +37,8 @@ use provisync_core::connector::http::{
     vendor_error,
 };
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::ResourceKind;
 use provisync_core::target::{CrowdTarget, HttpAuth};
+use provisync_scim::ResourceKind;
 
 /// The REST API path under Crowd's root.
 pub const API_PATH: [&str; 3] = ["rest", "usermanagement", "1"];

@@ -30,10 +30,12 @@ use serde_json::{Map, Value, json};
 use provisync_core::connector::http::{
     HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url, vendor_error,
 };
-use provisync_core::connector::oauth::{ClientCredentials, ClientCredentialsConfig, unguessable_password};
+use provisync_core::connector::oauth::{
+    ClientCredentials, ClientCredentialsConfig, unguessable_password,
+};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::ResourceKind;
 use provisync_core::target::EntraTarget;
+use provisync_scim::ResourceKind;
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";

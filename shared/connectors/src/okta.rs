@@ -44,8 +44,8 @@ use provisync_core::connector::http::{
     vendor_error,
 };
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::ResourceKind;
 use provisync_core::target::OktaTarget;
+use provisync_scim::ResourceKind;
 
 /// The Management API path under the org URL.
 pub const API_PATH: [&str; 2] = ["api", "v1"];

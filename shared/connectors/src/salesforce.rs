@@ -31,8 +31,8 @@ use provisync_core::connector::http::{
 };
 use provisync_core::connector::oauth::{ClientCredentials, ClientCredentialsConfig};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::ResourceKind;
 use provisync_core::target::SalesforceTarget;
+use provisync_scim::ResourceKind;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 

@@ -16,13 +16,15 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use provisync_core::connector::http::{Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url};
+use provisync_core::connector::http::{
+    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url,
+};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
-use provisync_scim::schema::AttrPath;
 use provisync_core::target::{ScimTarget, UpdateStyle};
+use provisync_scim::schema::AttrPath;
 
-pub use provisync_scim::path::read_path;
 use provisync_scim::path::get_ci;
+pub use provisync_scim::path::read_path;
 pub use provisync_scim::schema::{GROUP_SCHEMA, USER_SCHEMA};
 pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// RFC 7644 §3.1 / §8.1.

@@ -37,7 +37,8 @@ pub use provisync_core::sync::envelope::envelope_for;
 
 impl WebhookSender {
     pub fn new(target: &WebhookTarget) -> Result<Self, String> {
-        let url = provisync_core::connector::http::check_target_url(&target.url).map_err(|e| format!("url: {e}"))?;
+        let url = provisync_core::connector::http::check_target_url(&target.url)
+            .map_err(|e| format!("url: {e}"))?;
         let key = decode_standard_secret(&target.secret)
             .map_err(|e| format!("secret is not a Standard Webhooks secret: {e}"))?;
         let http = HttpClient::shared().map_err(|e| e.to_string())?;

@@ -103,4 +103,3 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(text.as_bytes())
 }
-

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::queue::{OutMessage, Queue, QueueError};
-use provisync_scim::ResourceKind;
-use crate::store::{Index, Item, Key, Query, Store, StoreError, Write};
 pub use crate::records::{ConfigData, EntityData};
+use crate::store::{Index, Item, Key, Query, Store, StoreError, Write};
+use provisync_scim::ResourceKind;
 
 /// What happened to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,4 +79,3 @@ fn check_ip(ip: IpAddr) -> Result<(), String> {
         Ok(())
     }
 }
-

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::crypto::SecretBox;
+use crate::definitions::{Definition, DefinitionError, Definitions};
+use crate::store::{Key, Store};
 use provisync_scim::schema::AttrPath;
 use provisync_scim::{ResourceKind, SchemaRegistry};
-use crate::store::{Key, Store};
-use crate::definitions::{Definition, DefinitionError, Definitions};
 
 /// Credentials for an outbound HTTP API. Never logged, never returned unredacted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -605,8 +605,8 @@ impl TargetConfig {
         }
         let users = registry.view(ResourceKind::User);
         if let Some(f) = &self.scope_filter {
-            let filter =
-                provisync_scim::filter::parse(f).map_err(|e| format!("scope_filter: {}", e.detail))?;
+            let filter = provisync_scim::filter::parse(f)
+                .map_err(|e| format!("scope_filter: {}", e.detail))?;
             filter
                 .validate(&users)
                 .map_err(|e| format!("scope_filter: {}", e.detail))?;

@@ -36,16 +36,16 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{RequireToken, Scope, require_token};
+use provisync_core::definitions::DefinitionError;
 use provisync_core::queue::{DeadLetter, QueueError};
-use provisync_scim::ResourceKind;
+use provisync_core::source::{SourceConfig, check_source_id};
 use provisync_core::store::StoreError;
 use provisync_core::sync::audit::{
     AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
-use provisync_core::definitions::DefinitionError;
 use provisync_core::sync::ondemand::OnDemandError;
-use provisync_core::source::{SourceConfig, check_source_id};
 use provisync_core::target::{TargetConfig, check_target_id};
+use provisync_scim::ResourceKind;
 
 pub const BASE_PATH: &str = "/admin";
 /// Default and largest number of dead letters listed / redriven in one call.
@@ -183,24 +183,14 @@ pub fn router(state: AppState) -> Router {
 // ---- helpers -----------------------------------------------------------------------
 
 async fn json_body(state: &AppState, req: Request) -> AdminResult<Value> {
-    let limit = state.config.max_body_bytes;
-    let too_large = || {
-        AdminError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
+    let bytes = crate::body::read_limited(req, state.config.max_body_bytes)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| {
+            AdminError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", e.limit),
+            )
+        })?;
     if bytes.is_empty() {
         return Err(AdminError::bad_request("the request body is empty"));
     }
@@ -812,9 +802,12 @@ async fn run_schedule(
             .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
     };
     let schedule = state.hub.schedule();
-    let report = provisync_core::sync::schedule::run_schedule(&schedule, std::time::Duration::from_secs(budget))
-        .await
-        .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
+    let report = provisync_core::sync::schedule::run_schedule(
+        &schedule,
+        std::time::Duration::from_secs(budget),
+    )
+    .await
+    .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
     Ok(axum::Json(json!(report)).into_response())
 }
 

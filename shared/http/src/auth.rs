@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -54,11 +55,67 @@ fn token_key(hash: &[u8; 32]) -> Key {
     Key::new(format!("TOKEN#{}", hex::encode(hash)), "TOKEN")
 }
 
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Scim => "scim",
+            Scope::Admin => "admin",
+        })
+    }
+}
+
+/// Who a request acts as: the scope its token grants and the token's name (`provisync
+/// token create --name`, or `static` for a token set in the environment). Audit entries of
+/// operator actions carry it; the token itself never appears.
+///
+/// An extractor: a handler behind [`require_token`] takes it as an argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub scope: Scope,
+    pub name: String,
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.scope, self.name)
+    }
+}
+
+/// A handler that asks for a [`Principal`] outside [`require_token`]: a wiring mistake,
+/// answered like a missing token.
+#[derive(Debug)]
+pub struct NoPrincipal;
+
+impl IntoResponse for NoPrincipal {
+    fn into_response(self) -> Response {
+        (
+            http::StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token",
+        )
+            .into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = NoPrincipal;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(NoPrincipal)
+    }
+}
+
 /// Verifies bearer tokens.
 pub struct Authenticator {
     static_tokens: Vec<([u8; 32], Scope)>,
     store: Option<Arc<dyn Store>>,
 }
+
+/// The name of a token set in the environment or by `provisync serve`.
+pub const STATIC_TOKEN_NAME: &str = "static";
 
 impl Authenticator {
     pub fn new(store: Option<Arc<dyn Store>>) -> Self {
@@ -75,8 +132,13 @@ impl Authenticator {
     }
 
     pub async fn verify(&self, token: &str, scope: Scope) -> bool {
+        self.authenticate(token, scope).await.is_some()
+    }
+
+    /// The principal `token` stands for, when it is valid for `scope`.
+    pub async fn authenticate(&self, token: &str, scope: Scope) -> Option<Principal> {
         if token.is_empty() || token.len() > 4096 {
-            return false;
+            return None;
         }
         let hash = hash_token(token);
         // Compare against every static token, without stopping at the first match.
@@ -85,19 +147,24 @@ impl Authenticator {
             ok |= h.ct_eq(&hash) & subtle::Choice::from(u8::from(*s == scope));
         }
         if bool::from(ok) {
-            return true;
+            return Some(Principal {
+                scope,
+                name: STATIC_TOKEN_NAME.to_string(),
+            });
         }
-        let Some(store) = &self.store else {
-            return false;
-        };
+        let store = self.store.as_ref()?;
         match store.get(&token_key(&hash)).await {
-            Ok(Some(item)) => {
-                serde_json::from_slice::<TokenRecord>(&item.data).is_ok_and(|r| r.scope == scope)
-            }
-            Ok(None) => false,
+            Ok(Some(item)) => serde_json::from_slice::<TokenRecord>(&item.data)
+                .ok()
+                .filter(|r| r.scope == scope)
+                .map(|r| Principal {
+                    scope,
+                    name: r.name,
+                }),
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "token lookup failed");
-                false
+                None
             }
         }
     }
@@ -155,24 +222,26 @@ pub struct RequireToken<E> {
     pub unauthorized: fn() -> E,
 }
 
-/// Middleware: 401 (in the surface's own error format) without a valid token.
+/// Middleware: 401 (in the surface's own error format) without a valid token; with one,
+/// the request carries its [`Principal`] to the handler.
 pub async fn require_token<E: IntoResponse>(
     State(cfg): State<RequireToken<E>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let ok = match bearer(&req) {
-        Some(t) => cfg.auth.verify(t, cfg.scope).await,
-        None => false,
+    let principal = match bearer(&req) {
+        Some(t) => cfg.auth.authenticate(t, cfg.scope).await,
+        None => None,
     };
-    if !ok {
+    let Some(principal) = principal else {
         let mut resp = (cfg.unauthorized)().into_response();
         resp.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer realm=\"provisync\""),
         );
         return resp;
-    }
+    };
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
@@ -195,6 +264,20 @@ mod tests {
         assert!(t.starts_with("psy_"));
         assert!(auth.verify(&t, Scope::Admin).await);
         assert!(!auth.verify(&t, Scope::Scim).await);
+        // Audit entries name who acted: the token's name, never the token.
+        assert_eq!(
+            auth.authenticate(&t, Scope::Admin).await,
+            Some(Principal {
+                scope: Scope::Admin,
+                name: "ops".into()
+            })
+        );
+        assert_eq!(
+            auth.authenticate("s3cret", Scope::Scim)
+                .await
+                .map(|p| p.to_string()),
+            Some("scim:static".into())
+        );
         // Only the hash is stored.
         let item = store
             .get(&token_key(&hash_token(&t)))

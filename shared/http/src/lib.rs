@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod scim;
 pub mod webhooks;
 
@@ -51,9 +52,9 @@ impl HttpConfig {
     pub fn from_env() -> Result<HttpConfig, HttpConfigError> {
         let mut config = HttpConfig::default();
         if let Ok(v) = std::env::var("PROVISYNC_MAX_BODY_BYTES") {
-            config.max_body_bytes = v.parse().map_err(|_| {
-                HttpConfigError("PROVISYNC_MAX_BODY_BYTES must be a number".into())
-            })?;
+            config.max_body_bytes = v
+                .parse()
+                .map_err(|_| HttpConfigError("PROVISYNC_MAX_BODY_BYTES must be a number".into()))?;
         }
         config.public_url = std::env::var("PROVISYNC_PUBLIC_URL")
             .ok()
@@ -136,27 +137,40 @@ async fn health(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
     axum::Json(json!({"status": "ok", "store": store.backend()}))
 }
 
+/// Every request in a span of its own (method, path; never headers, so never a token),
+/// with one line when it is answered.
+fn traced(router: Router) -> Router {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+    )
+}
+
 /// `scim-api`: `/scim/v2/*` and `/healthz`.
 pub fn scim_app(state: AppState) -> Router {
-    scim::router(ScimState::from_ref(&state)).merge(healthz(state.hub.store.clone()))
+    traced(scim::router(ScimState::from_ref(&state)).merge(healthz(state.hub.store.clone())))
 }
 
 /// `webhook-ingest`: `POST /webhooks/{source}` and `/healthz`.
 pub fn webhook_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    webhooks::router(state).merge(healthz(store))
+    traced(webhooks::router(state).merge(healthz(store)))
 }
 
 /// `admin-api`: `/admin/*` and `/healthz`.
 pub fn admin_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    admin::router(state).merge(healthz(store))
+    traced(admin::router(state).merge(healthz(store)))
 }
 
 /// `provisync serve`: every surface and `/healthz`.
 pub fn app(state: AppState) -> Router {
-    scim::router(ScimState::from_ref(&state))
-        .merge(admin::router(state.clone()))
-        .merge(webhooks::router(state.clone()))
-        .merge(healthz(state.hub.store.clone()))
+    traced(
+        scim::router(ScimState::from_ref(&state))
+            .merge(admin::router(state.clone()))
+            .merge(webhooks::router(state.clone()))
+            .merge(healthz(state.hub.store.clone())),
+    )
 }

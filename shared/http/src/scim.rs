@@ -16,13 +16,14 @@ use super::auth::{RequireToken, Scope, require_token};
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
 use provisync_scim::projection::{Projection, parse_attribute_list};
-use provisync_scim::schema::{AttrPath, BULK_REQUEST, BULK_RESPONSE, LIST_RESPONSE, SEARCH_REQUEST};
+use provisync_scim::schema::{
+    AttrPath, BULK_REQUEST, BULK_RESPONSE, LIST_RESPONSE, SEARCH_REQUEST,
+};
 use provisync_scim::{ResourceKind, ScimError, ScimType};
 
 pub const BASE_PATH: &str = "/scim/v2";
 /// Longest `attributes`/`excludedAttributes`/`sortBy` parameter accepted.
 const MAX_PARAM_LEN: usize = 8 * 1024;
-
 
 pub use provisync_scim::error::{SCIM_CONTENT_TYPE, scim_response};
 
@@ -34,18 +35,9 @@ impl FromRequest<ScimState> for ScimBody {
     type Rejection = ScimError;
 
     async fn from_request(req: Request, state: &ScimState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(ScimError::payload_too_large(limit));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        let bytes = crate::body::read_limited(req, state.config.max_body_bytes)
             .await
-            .map_err(|_| ScimError::payload_too_large(limit))?;
+            .map_err(|e| ScimError::payload_too_large(e.limit))?;
         parse_json_body(&bytes).map(ScimBody)
     }
 }

@@ -25,9 +25,11 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::AppState;
-use provisync_core::sync::inbound::{Envelope, Inbound, InboundError};
 use provisync_core::source::{Scheme, SourceConfig, check_source_id};
-use provisync_core::webhook_sig::{VerifyError, decode_standard_secret, verify_github, verify_standard};
+use provisync_core::sync::inbound::{Envelope, Inbound, InboundError};
+use provisync_core::webhook_sig::{
+    VerifyError, decode_standard_secret, verify_github, verify_standard,
+};
 
 /// Base path of the webhook surface.
 pub const BASE_PATH: &str = "/webhooks";
@@ -116,7 +118,14 @@ fn verify(source: &SourceConfig, headers: &HeaderMap, body: &[u8]) -> Result<Str
                 .iter()
                 .filter_map(|s| decode_standard_secret(s).ok())
                 .collect();
-            verify_standard(&keys, id, ts, sigs, body, provisync_core::store::now_epoch())?;
+            verify_standard(
+                &keys,
+                id,
+                ts,
+                sigs,
+                body,
+                provisync_core::store::now_epoch(),
+            )?;
             Ok(id.to_string())
         }
         Scheme::Github => {
@@ -202,32 +211,22 @@ async fn receive(
 /// The body, at most [`MAX_WEBHOOK_BODY_BYTES`] (413 above, decided from `Content-Length`
 /// when it is given, without reading).
 async fn read_body(req: Request) -> Result<bytes::Bytes, WebhookError> {
-    let limit = MAX_WEBHOOK_BODY_BYTES;
-    let too_large = || {
-        WebhookError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(req.into_body(), limit)
+    crate::body::read_limited(req, MAX_WEBHOOK_BODY_BYTES)
         .await
-        .map_err(|_| too_large())
+        .map_err(|e| {
+            WebhookError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", e.limit),
+            )
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
     use provisync_core::store::Store;
     use provisync_core::store::embedded::EmbeddedStore;
-    use axum::body::Body;
     use std::sync::Arc;
     use tower::ServiceExt;
 

@@ -141,7 +141,8 @@ mod axum_impl {
 
     impl IntoResponse for ScimError {
         fn into_response(self) -> Response {
-            let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = scim_response(status, &self.to_json());
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 // The rest of the oversized body was never read: the connection cannot carry

@@ -1673,11 +1673,7 @@ mod tests {
             "ém",
         ] {
             let e = parse_patch_path(bad).expect_err(bad);
-            assert_eq!(
-                e.scim_type,
-                Some(crate::ScimType::InvalidPath),
-                "{bad}"
-            );
+            assert_eq!(e.scim_type, Some(crate::ScimType::InvalidPath), "{bad}");
             assert_eq!(e.status, 400);
         }
         let deep = format!("emails[{}a pr{}]", "(".repeat(5_000), ")".repeat(5_000));

@@ -50,4 +50,3 @@ pub fn get_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
             .map(|(_, v)| v)
     })
 }
-

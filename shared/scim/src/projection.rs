@@ -362,11 +362,7 @@ mod tests {
         assert!(parse_attribute_list("").unwrap().is_empty());
         for bad in ["user name", "name.", "1abc", "a.b.c", "naïve"] {
             let e = parse_attribute_list(bad).unwrap_err();
-            assert_eq!(
-                e.scim_type,
-                Some(crate::ScimType::InvalidValue),
-                "{bad}"
-            );
+            assert_eq!(e.scim_type, Some(crate::ScimType::InvalidValue), "{bad}");
         }
     }
 

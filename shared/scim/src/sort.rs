@@ -368,11 +368,7 @@ mod tests {
         ] {
             let e = validate_sort_by(&schema, bad).expect_err(bad);
             assert_eq!(e.status, 400);
-            assert_eq!(
-                e.scim_type,
-                Some(crate::ScimType::InvalidValue),
-                "{bad}"
-            );
+            assert_eq!(e.scim_type, Some(crate::ScimType::InvalidValue), "{bad}");
         }
         assert!(
             validate_sort_by(&schema, "name")

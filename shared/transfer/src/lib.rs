@@ -28,10 +28,10 @@ use serde_json::{Value, json};
 
 use provisync_core::directory::Directory;
 use provisync_core::directory::keys::UniqueAttr;
-use provisync_scim::ResourceKind;
-use provisync_scim::schema::USER_SCHEMA;
 use provisync_core::event::Origin;
 use provisync_core::sync::mapping::{get_path, set_path};
+use provisync_scim::ResourceKind;
+use provisync_scim::schema::USER_SCHEMA;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {

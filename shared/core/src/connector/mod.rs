@@ -19,14 +19,11 @@ use serde_json::Value;
 /// pointer so each entry point chooses which adapters it links (`provisync-connectors`
 /// has them all) and tests substitute their own. The error is shown to operators: it
 /// never quotes a secret.
-pub type ConnectorFactory =
-    fn(&crate::target::TargetConfig) -> Result<Arc<dyn Connector>, String>;
+pub type ConnectorFactory = fn(&crate::target::TargetConfig) -> Result<Arc<dyn Connector>, String>;
 
 /// The factory of a process that delivers nothing (the SCIM and webhook functions): every
 /// target is refused.
-pub fn no_connectors(
-    target: &crate::target::TargetConfig,
-) -> Result<Arc<dyn Connector>, String> {
+pub fn no_connectors(target: &crate::target::TargetConfig) -> Result<Arc<dyn Connector>, String> {
     Err(format!(
         "target {}: this function does not deliver to targets",
         target.id

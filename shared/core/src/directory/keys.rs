@@ -14,8 +14,8 @@
 //! reads: the `userName eq`/`externalId eq`/`displayName eq` lookups identity providers
 //! make right after a create always see it (a GSI would be eventually consistent).
 
-use provisync_scim::ResourceKind;
 use crate::store::Key;
+use provisync_scim::ResourceKind;
 
 pub fn resource_pk(kind: ResourceKind, id: &str) -> String {
     match kind {

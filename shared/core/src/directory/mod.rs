@@ -12,17 +12,17 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use crate::event::{ChangeEvent, ChangeOp, EventSink, Origin, outbox_write, publish};
+use crate::store::{
+    Condition, Index, Item, Key, MAX_TRANSACT_ITEMS, Query, Store, StoreError, Write,
+};
+use keys::{UniqueAttr, member_key, member_of_pk, resource_key, type_index_pk};
 use provisync_scim::filter::{CompValue, CompareOp, Filter};
 use provisync_scim::patch::{MemberChange, MemberRef, apply_patch};
 use provisync_scim::projection::Projection;
 use provisync_scim::resource::{check_immutable, normalize};
 use provisync_scim::schema::AttrPath;
 use provisync_scim::{ResourceKind, SchemaRegistry, ScimError, sort};
-use crate::store::{
-    Condition, Index, Item, Key, MAX_TRANSACT_ITEMS, Query, Store, StoreError, Write,
-};
-use crate::event::{ChangeEvent, ChangeOp, EventSink, Origin, outbox_write, publish};
-use keys::{UniqueAttr, member_key, member_of_pk, resource_key, type_index_pk};
 
 /// Longest value accepted in an attribute that becomes part of a key (DynamoDB allows
 /// 2048 bytes for a partition key; we keep well under it).
@@ -1750,8 +1750,8 @@ fn indexed_lookup(kind: ResourceKind, f: &Filter) -> Option<Lookup> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisync_scim::filter::parse;
     use crate::store::embedded::EmbeddedStore;
+    use provisync_scim::filter::parse;
 
     #[test]
     fn or_of_keyed_equalities_is_a_lookup() {

@@ -24,17 +24,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
-use crate::event::{ChangeEvent, ChangeOp, Origin};
-use crate::connector::ConnectorFactory;
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
-use crate::target::{
-    DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
-};
-use crate::sync::envelope::envelope_for;
+use crate::connector::ConnectorFactory;
 use crate::connector::{Connector, ConnectorError};
 use crate::crypto::SecretBox;
 use crate::directory::Directory;
+use crate::event::{ChangeEvent, ChangeOp, Origin};
+use crate::sync::envelope::envelope_for;
+use crate::target::{
+    DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
+};
 use provisync_scim::{ResourceKind, SchemaRegistry, filter};
 
 /// What happened on one target.

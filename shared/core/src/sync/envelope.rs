@@ -65,7 +65,6 @@ pub fn envelope_for(target: &WebhookTarget, event: &ChangeEvent) -> Option<Value
     Some(json!({"type": kind, "occurred_at": event.occurred_at, "data": data}))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

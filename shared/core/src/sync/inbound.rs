@@ -31,12 +31,12 @@ use serde_json::{Map, Value, json};
 
 use crate::directory::keys::UniqueAttr;
 use crate::directory::{Directory, Stored, WriteContext};
-use provisync_scim::{ResourceKind, ScimError};
-use crate::store::{Condition, Item, Key, Store, StoreError, Write, now_epoch};
-use crate::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use crate::event::{ChangeEvent, ChangeOp, Origin, RecordChange};
 use crate::records::{ConfigData, EntityData, Record, Records};
 use crate::source::{Direction, SourceConfig};
+use crate::store::{Condition, Item, Key, Store, StoreError, Write, now_epoch};
+use crate::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use provisync_scim::{ResourceKind, ScimError};
 
 /// How long a delivery id is remembered (far beyond the ±5 minute signature window, so
 /// a replay is always either refused by its timestamp or recognised).
@@ -1118,11 +1118,11 @@ fn scim_error(e: ScimError) -> InboundError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventSink;
     use crate::queue::Queue;
     use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync_scim::SchemaRegistry;
     use crate::store::embedded::EmbeddedStore;
-    use crate::event::EventSink;
+    use provisync_scim::SchemaRegistry;
 
     struct T {
         inbound: Inbound,

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use provisync_scim::ResourceKind;
 use crate::store::{Index, Item, Key, Query, Store, StoreError, Write, now_epoch};
+use provisync_scim::ResourceKind;
 
 /// How long a delivery receipt is kept: longer than any redelivery of the same event.
 pub const RECEIPT_TTL_SECS: i64 = 7 * 24 * 3600;

@@ -120,9 +120,9 @@ impl OnDemand for DirectoryOnDemand {
 mod tests {
     use super::*;
     use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
-    use provisync_scim::SchemaRegistry;
     use crate::store::Store;
     use crate::store::embedded::EmbeddedStore;
+    use provisync_scim::SchemaRegistry;
     use serde_json::json;
     use std::time::Duration;
 

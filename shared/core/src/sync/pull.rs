@@ -43,9 +43,9 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::inbound::{
     Applied as InboundApplied, DEFAULT_ALLOWED_FIELDS, Envelope, EnvelopeType, Inbound,
 };
-use crate::source::{PullConfig, PullKind, SourceConfig, Sources};
 use crate::connector::ConnectorError;
 use crate::connector::http::{Credentials, HttpClient, check_target_url};
+use crate::source::{PullConfig, PullKind, SourceConfig, Sources};
 use crate::store::{Item, Key, Store, StoreError, Write};
 
 /// Users per SCIM page.

@@ -54,18 +54,18 @@ use serde_json::{Map, Value};
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::deliver::in_scope;
-use crate::event::{ChangeEvent, ChangeOp, Origin};
-use crate::connector::ConnectorFactory;
 use super::link::{Link, Links};
 use super::mapping::{content_hash, map_resource};
-use crate::target::{OrphanPolicy, OutOfScope, TargetConfig, TargetKind, Targets};
-use provisync_scim::path::read_path;
+use crate::connector::ConnectorFactory;
 use crate::connector::{Connector, ConnectorError, listing_unsupported};
 use crate::directory::{Directory, Stored};
+use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::queue::{OutMessage, Queue};
+use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write, now_epoch};
+use crate::target::{OrphanPolicy, OutOfScope, TargetConfig, TargetKind, Targets};
+use provisync_scim::path::read_path;
 use provisync_scim::schema::AttrPath;
 use provisync_scim::{ResourceKind, SchemaRegistry};
-use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write, now_epoch};
 
 /// Counts of one reconcile run (or of the part done in this cycle plus the parts before
 /// it, for a resumed run).

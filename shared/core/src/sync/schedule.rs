@@ -106,7 +106,11 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
         }
     }
     let mut reconciled = Vec::new();
-    match s.reconciler.reconcile_scheduled(start + budget * 3 / 4).await {
+    match s
+        .reconciler
+        .reconcile_scheduled(start + budget * 3 / 4)
+        .await
+    {
         Ok(list) => reconciled = list,
         Err(e) => {
             tracing::error!(error = %e, "reconcile failed");
@@ -229,10 +233,10 @@ mod tests {
 
     #[tokio::test]
     async fn cycle_reports_dead_letters_and_sweeps_the_outbox() {
+        use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
         use crate::queue::OutMessage;
         use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
         use provisync_scim::ResourceKind;
-        use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
         let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
         let q = StoreQueue::new(
             store.clone(),
@@ -292,9 +296,9 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_stops_at_its_deadline() {
+        use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
         use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
         use provisync_scim::ResourceKind;
-        use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
         let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
         let q = StoreQueue::new(store.clone(), "t", StoreQueueSettings::default());
         // 150 old records: two pages of 100.
