@@ -34,7 +34,7 @@ use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_scim::ResourceKind;
 use provisync_core::target::SalesforceTarget;
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const ENTERPRISE: &str = provisync_scim::urn::ENTERPRISE_USER;
 
 pub struct SalesforceConnector {
     instance: Url,
