@@ -331,7 +331,7 @@ pub fn odata_string(s: &str) -> String {
     s.replace('\'', "''")
 }
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const ENTERPRISE: &str = provisync_scim::urn::ENTERPRISE_USER;
 
 /// A `mailNickname` from a name: Graph refuses spaces and `@ ( ) \ [ ] " ; : < > ,`,
 /// and non-ASCII; at most 64 characters.

@@ -505,7 +505,7 @@ fn scalar(v: &Value) -> Option<Value> {
     }
 }
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const ENTERPRISE: &str = provisync_scim::urn::ENTERPRISE_USER;
 
 /// The Okta user profile of a mapped SCIM payload. Okta's default profile requires
 /// `login`, `email`, `firstName` and `lastName`: the e-mail falls back to a login that is

@@ -34,7 +34,7 @@ use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::SalesforceTarget;
 use provisync_scim::ResourceKind;
 
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const ENTERPRISE: &str = provisync_scim::urn::ENTERPRISE_USER;
 
 pub struct SalesforceConnector {
     instance: Url,

@@ -26,7 +26,7 @@ use provisync_scim::schema::AttrPath;
 use provisync_scim::path::get_ci;
 pub use provisync_scim::path::read_path;
 pub use provisync_scim::schema::{GROUP_SCHEMA, USER_SCHEMA};
-pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub use provisync_scim::urn::PATCH_OP;
 /// RFC 7644 §3.1 / §8.1.
 pub const SCIM_JSON: &str = "application/scim+json";
 /// Member values per PATCH request (servers limit request sizes; Entra documents 100).

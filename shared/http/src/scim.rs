@@ -600,7 +600,7 @@ async fn service_provider_config(State(state): State<ScimState>, headers: Header
     scim_response(
         StatusCode::OK,
         &json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+            "schemas": [provisync_scim::urn::SERVICE_PROVIDER_CONFIG],
             "documentationUri": "https://github.com/provisync/provisync#readme",
             "patch": {"supported": true},
             "bulk": {
@@ -629,14 +629,14 @@ async fn service_provider_config(State(state): State<ScimState>, headers: Header
 
 fn resource_type_json(base: &str, rt: &provisync_scim::schema::ResourceType) -> Value {
     let mut v = serde_json::to_value(rt).unwrap_or(Value::Null);
-    v["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:ResourceType"]);
+    v["schemas"] = json!([provisync_scim::urn::RESOURCE_TYPE]);
     v["meta"] = json!({"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/{}", rt.id)});
     v
 }
 
 fn schema_json(base: &str, s: &provisync_scim::schema::Schema) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
-    v["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:Schema"]);
+    v["schemas"] = json!([provisync_scim::urn::SCHEMA]);
     v["meta"] = json!({"resourceType": "Schema", "location": format!("{base}/Schemas/{}", s.id)});
     v
 }

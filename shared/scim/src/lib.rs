@@ -9,6 +9,7 @@ pub mod projection;
 pub mod resource;
 pub mod schema;
 pub mod sort;
+pub mod urn;
 
 pub use error::{ScimError, ScimType};
 pub use schema::{AttrPath, ResourceKind, ResourceSchema, SchemaRegistry};

@@ -11,16 +11,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE_USER_SCHEMA: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
-pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-pub const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub use crate::urn::{
+    BULK_REQUEST, BULK_RESPONSE, ENTERPRISE_USER as ENTERPRISE_USER_SCHEMA, ERROR as ERROR_SCHEMA,
+    GROUP as GROUP_SCHEMA, LIST_RESPONSE, PATCH_OP, SEARCH_REQUEST, USER as USER_SCHEMA,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -255,7 +249,7 @@ fn common_schema() -> Schema {
     schemas.case_exact = true;
     schemas.returned = Returned::Always;
     Schema {
-        id: "urn:ietf:params:scim:schemas:common:2.0".into(),
+        id: crate::urn::COMMON.into(),
         name: "Common".into(),
         description: "Attributes common to all resources (RFC 7643 §3.1)".into(),
         attributes: vec![id, external_id, meta, schemas],

@@ -690,7 +690,7 @@ pub const BULK_OPERATIONS: usize = 100;
 /// [`provisync_scim::filter::MAX_FILTER_LEN`] (8 KiB) with room to spare; about 250 short
 /// `userName`s.
 pub const LOOKUP_FILTER_BYTES: usize = 6 * 1024;
-const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_REQUEST: &str = provisync_scim::urn::BULK_REQUEST;
 
 impl ScimSink {
     /// `base`: the SCIM root (`http://127.0.0.1:8787/scim/v2`).
