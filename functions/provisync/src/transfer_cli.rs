@@ -253,7 +253,7 @@ pub async fn export(remote: &Remote, args: ExportArgs) -> Result<()> {
                     }
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(e) = failed {
                 return Err(e.into());
             }

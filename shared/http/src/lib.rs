@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod scim;
+pub mod scim_error;
 pub mod webhooks;
 
 use std::sync::Arc;

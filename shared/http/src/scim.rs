@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::ScimState;
+use super::scim_error::scim_error;
 use super::auth::{RequireToken, Scope, require_token};
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
@@ -378,7 +379,11 @@ async fn do_list(
     req: SearchRequest,
 ) -> Result<Response, ScimError> {
     let base = base_url(&state, &headers);
-    let result = state.directory.search(kind, &req).await?;
+    let result = state
+        .directory
+        .search(kind, &req)
+        .await
+        .map_err(scim_error)?;
     let resources = result
         .resources
         .iter()
@@ -400,7 +405,11 @@ async fn do_get(
 ) -> Result<Response, ScimError> {
     let params = Params::parse(query)?;
     let projection = projection_from(params.get("attributes"), params.get("excludedAttributes"))?;
-    let stored = state.directory.get(kind, &id, &projection).await?;
+    let stored = state
+        .directory
+        .get(kind, &id, &projection)
+        .await
+        .map_err(scim_error)?;
     // RFC 7644 §3.14 / RFC 7232: If-None-Match with the current tag -> 304.
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
@@ -471,7 +480,12 @@ macro_rules! resource_handlers {
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
-            let (stored, _password) = state.directory.create($kind, &body).await?;
+            let stored = state
+                .directory
+                .create($kind, &body)
+                .await
+                .map_err(scim_error)?
+                .stored;
             write_response(&state, &headers, StatusCode::CREATED, $kind, stored, q).await
         }
         async fn $get(
@@ -489,10 +503,12 @@ macro_rules! resource_handlers {
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
-            let (stored, _password) = state
+            let stored = state
                 .directory
                 .replace($kind, &id, &body, if_match(&headers).as_deref())
-                .await?;
+                .await
+                .map_err(scim_error)?
+                .stored;
             write_response(&state, &headers, StatusCode::OK, $kind, stored, q).await
         }
         async fn $patch(
@@ -502,10 +518,12 @@ macro_rules! resource_handlers {
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
-            let (stored, _password) = state
+            let stored = state
                 .directory
                 .patch($kind, &id, &body, if_match(&headers).as_deref())
-                .await?;
+                .await
+                .map_err(scim_error)?
+                .stored;
             write_response(&state, &headers, StatusCode::OK, $kind, stored, q).await
         }
         async fn $delete(
@@ -516,7 +534,8 @@ macro_rules! resource_handlers {
             state
                 .directory
                 .delete($kind, &id, if_match(&headers).as_deref())
-                .await?;
+                .await
+                .map_err(scim_error)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
     };
@@ -571,7 +590,11 @@ async fn search_root(
             count: Some(state.directory.max_results),
             ..req.clone()
         };
-        let result = state.directory.search(kind, &sub).await?;
+        let result = state
+            .directory
+            .search(kind, &sub)
+            .await
+            .map_err(scim_error)?;
         for s in &result.resources {
             total += 1;
             if total >= start && out.len() < count {
@@ -878,6 +901,7 @@ async fn bulk_op(
 ) -> Result<BulkDone, (Value, ScimError)> {
     let method_v = op.get("method").cloned().unwrap_or(Value::Null);
     let fail = |e: ScimError| (method_v.clone(), e);
+    let failed = |e| fail(scim_error(e));
     let method = op
         .get("method")
         .and_then(Value::as_str)
@@ -931,27 +955,29 @@ async fn bulk_op(
                     "POST goes to a resource type endpoint",
                 )));
             }
-            let (s, _) = dir.create(kind, &data).await.map_err(fail)?;
+            let s = dir.create(kind, &data).await.map_err(failed)?.stored;
             Ok(BulkDone {
                 id: Some(s.id().to_string()),
                 entry: entry(201, Some(&s)),
             })
         }
         "PUT" => {
-            let (s, _) = dir
+            let s = dir
                 .replace(kind, &need_id()?, &data, version)
                 .await
-                .map_err(fail)?;
+                .map_err(failed)?
+                .stored;
             Ok(BulkDone {
                 id: Some(s.id().to_string()),
                 entry: entry(200, Some(&s)),
             })
         }
         "PATCH" => {
-            let (s, _) = dir
+            let s = dir
                 .patch(kind, &need_id()?, &data, version)
                 .await
-                .map_err(fail)?;
+                .map_err(failed)?
+                .stored;
             Ok(BulkDone {
                 id: Some(s.id().to_string()),
                 entry: entry(200, Some(&s)),
@@ -959,7 +985,7 @@ async fn bulk_op(
         }
         "DELETE" => {
             let id = need_id()?;
-            dir.delete(kind, &id, version).await.map_err(fail)?;
+            dir.delete(kind, &id, version).await.map_err(failed)?;
             let mut e = entry(204, None);
             e["location"] = json!(location(base, kind, &id));
             Ok(BulkDone {

@@ -66,7 +66,11 @@ impl IntoResponse for WebhookError {
 
 impl From<InboundError> for WebhookError {
     fn from(e: InboundError) -> Self {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let status = match e {
+            InboundError::Forbidden(_) => StatusCode::FORBIDDEN,
+            InboundError::Malformed(_) => StatusCode::BAD_REQUEST,
+            InboundError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
         WebhookError::new(status, e.to_string())
     }
 }

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use provisync_core::directory::Directory;
+use provisync_core::directory::{Directory, DirectoryError};
 use provisync_core::directory::keys::UniqueAttr;
 use provisync_core::event::Origin;
 use provisync_core::sync::mapping::{get_path, set_path};
@@ -634,8 +634,12 @@ impl ImportSink for DirectorySink {
             .into_iter()
             .map(|r| match r {
                 Ok(_) => Written::Created,
-                Err(e) if e.status == 409 => Written::Exists,
-                Err(e) => Written::Refused(e.detail),
+                // Taken (in the hub or earlier in the file), or lost a race to a concurrent
+                // write of the same user.
+                Err(DirectoryError::Uniqueness { .. } | DirectoryError::Conflict) => {
+                    Written::Exists
+                }
+                Err(e) => Written::Refused(e.to_string()),
             })
             .collect()
     }
@@ -648,7 +652,7 @@ impl ImportSink for DirectorySink {
                     .directory
                     .find_unique(kind, attr, v)
                     .await
-                    .map_err(|e| e.detail)?
+                    .map_err(|e| e.to_string())?
             {
                 return Ok(Some((s.id().to_string(), s.resource)));
             }
@@ -661,7 +665,7 @@ impl ImportSink for DirectorySink {
             .replace(ResourceKind::User, id, user, None)
             .await
             .map(|_| ())
-            .map_err(|e| e.detail)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -5,7 +5,10 @@
 //! half done. Reads compute `groups` (users) and `members` (groups) from the membership
 //! items only when the client will see them.
 
+mod error;
 pub mod keys;
+
+pub use error::DirectoryError;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use provisync_scim::patch::{MemberChange, MemberRef, apply_patch};
 use provisync_scim::projection::Projection;
 use provisync_scim::resource::{check_immutable, normalize};
 use provisync_scim::schema::AttrPath;
-use provisync_scim::{ResourceKind, SchemaRegistry, ScimError, sort};
+use provisync_scim::{ResourceKind, SchemaRegistry, sort};
 
 /// Longest value accepted in an attribute that becomes part of a key (DynamoDB allows
 /// 2048 bytes for a partition key; we keep well under it).
@@ -57,6 +60,15 @@ impl WriteContext {
 pub struct Stored {
     pub resource: Value,
     pub version: u64,
+}
+
+/// What a create or an update returns: the resource as stored, and the write-only
+/// password the body carried, if any (handed to targets in the change event, never kept
+/// in the directory).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saved {
+    pub stored: Stored,
+    pub password: Option<String>,
 }
 
 impl Stored {
@@ -117,18 +129,8 @@ pub struct Directory {
     pub max_results: usize,
 }
 
-fn store_error(e: StoreError) -> ScimError {
-    match e {
-        StoreError::Invalid(d) => ScimError::invalid_value(d),
-        StoreError::Throttled => ScimError::unavailable("the directory is busy, retry later"),
-        StoreError::Conflict | StoreError::ConditionFailed { .. } => {
-            ScimError::new(409, None, "concurrent modification, retry")
-        }
-        StoreError::Unavailable(d) => {
-            tracing::error!(error = %d, "store unavailable");
-            ScimError::unavailable("the directory store is unavailable")
-        }
-    }
+fn store_error(e: StoreError) -> DirectoryError {
+    DirectoryError::from(e)
 }
 
 fn now_rfc3339() -> String {
@@ -140,17 +142,17 @@ fn to_item(
     id: &str,
     resource: &Value,
     version: u64,
-) -> Result<Item, ScimError> {
-    let data = serde_json::to_vec(resource).map_err(|e| ScimError::internal(e.to_string()))?;
+) -> Result<Item, DirectoryError> {
+    let data = serde_json::to_vec(resource).map_err(|e| DirectoryError::Internal(e.to_string()))?;
     let key = resource_key(kind, id);
     Ok(Item::new(key.pk, key.sk, data)
         .with_gsi1(type_index_pk(kind), id)
         .with_version(version))
 }
 
-fn from_item(item: &Item) -> Result<Stored, ScimError> {
+fn from_item(item: &Item) -> Result<Stored, DirectoryError> {
     let resource: Value = serde_json::from_slice(&item.data)
-        .map_err(|e| ScimError::internal(format!("stored resource is not JSON: {e}")))?;
+        .map_err(|e| DirectoryError::Internal(format!("stored resource is not JSON: {e}")))?;
     Ok(Stored {
         resource,
         version: item.version,
@@ -162,6 +164,14 @@ fn member_item(group_id: &str, m: &MemberRef) -> Item {
     let data = json!({"value": m.value, "type": m.kind.as_deref().unwrap_or("User")});
     Item::new(key.pk, key.sk, data.to_string().into_bytes())
         .with_gsi1(member_of_pk(&m.value), group_id)
+}
+
+/// The membership writes a set of changes comes to: members to add, member ids to
+/// remove (only real differences from what is stored).
+#[derive(Default)]
+struct MembershipDiff {
+    adds: Vec<MemberRef>,
+    removes: Vec<String>,
 }
 
 /// Why a transaction's condition failed, by write index.
@@ -228,9 +238,9 @@ impl Directory {
         &self,
         mut writes: Vec<Write>,
         event: Option<&ChangeEvent>,
-    ) -> Result<(), ScimError> {
+    ) -> Result<(), DirectoryError> {
         if let Some(e) = event {
-            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
         }
         self.store.transact(writes).await.map_err(store_error)
     }
@@ -274,8 +284,11 @@ impl Directory {
     // ---- reads ---------------------------------------------------------------------
 
     /// The stored resource, without computed attributes.
-    pub async fn load(&self, kind: ResourceKind, id: &str) -> Result<Stored, ScimError> {
-        let not_found = || ScimError::not_found(format!("{} {id} not found", kind.as_str()));
+    pub async fn load(&self, kind: ResourceKind, id: &str) -> Result<Stored, DirectoryError> {
+        let not_found = || DirectoryError::NotFound {
+            kind,
+            id: id.to_string(),
+        };
         if id.is_empty() || id.len() > MAX_KEY_VALUE_BYTES {
             return Err(not_found());
         }
@@ -294,7 +307,7 @@ impl Directory {
         kind: ResourceKind,
         id: &str,
         projection: &Projection,
-    ) -> Result<Stored, ScimError> {
+    ) -> Result<Stored, DirectoryError> {
         let mut stored = self.load(kind, id).await?;
         self.expand(kind, &mut stored, projection).await?;
         Ok(stored)
@@ -305,7 +318,7 @@ impl Directory {
         kind: ResourceKind,
         stored: &mut Stored,
         projection: &Projection,
-    ) -> Result<(), ScimError> {
+    ) -> Result<(), DirectoryError> {
         let view = self.schemas.view(kind);
         let id = stored.id().to_string();
         match kind {
@@ -335,7 +348,7 @@ impl Directory {
     }
 
     /// All members of a group, paging through the store.
-    pub async fn members_of(&self, group_id: &str) -> Result<Vec<MemberRef>, ScimError> {
+    pub async fn members_of(&self, group_id: &str) -> Result<Vec<MemberRef>, DirectoryError> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -369,7 +382,7 @@ impl Directory {
     }
 
     /// Direct group memberships of a user (the `groups` attribute, RFC 7643 §4.1.2).
-    pub async fn groups_of(&self, member_id: &str) -> Result<Vec<Value>, ScimError> {
+    pub async fn groups_of(&self, member_id: &str) -> Result<Vec<Value>, DirectoryError> {
         let gids = self.groups_of_ids(member_id).await?;
         if gids.is_empty() {
             return Ok(vec![]);
@@ -404,7 +417,7 @@ impl Directory {
         &self,
         kind: ResourceKind,
         req: &SearchRequest,
-    ) -> Result<SearchResult, ScimError> {
+    ) -> Result<SearchResult, DirectoryError> {
         let view = self.schemas.view(kind);
         if let Some(f) = &req.filter {
             f.validate(&view)?;
@@ -530,7 +543,7 @@ impl Directory {
         &self,
         kind: ResourceKind,
         mut f: impl FnMut(Stored),
-    ) -> Result<(), ScimError> {
+    ) -> Result<(), DirectoryError> {
         let mut after = None;
         loop {
             let page = self
@@ -559,7 +572,7 @@ impl Directory {
         kind: ResourceKind,
         attr: UniqueAttr,
         value: &str,
-    ) -> Result<Option<Stored>, ScimError> {
+    ) -> Result<Option<Stored>, DirectoryError> {
         self.lookup_unique(kind, attr, value).await
     }
 
@@ -568,7 +581,7 @@ impl Directory {
         kind: ResourceKind,
         attr: UniqueAttr,
         value: &str,
-    ) -> Result<Option<Stored>, ScimError> {
+    ) -> Result<Option<Stored>, DirectoryError> {
         if value.len() > MAX_KEY_VALUE_BYTES {
             return Ok(None);
         }
@@ -586,7 +599,7 @@ impl Directory {
         };
         match self.load(kind, id).await {
             Ok(s) => Ok(Some(s)),
-            Err(e) if e.status == 404 => Ok(None),
+            Err(DirectoryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -597,7 +610,7 @@ impl Directory {
         &self,
         kind: ResourceKind,
         keys: &[(Option<UniqueAttr>, String)],
-    ) -> Result<Vec<Stored>, ScimError> {
+    ) -> Result<Vec<Stored>, DirectoryError> {
         let mut ids: Vec<String> = Vec::new();
         let mut unique_keys: Vec<Key> = Vec::new();
         for (attr, value) in keys {
@@ -632,7 +645,7 @@ impl Directory {
         &self,
         kind: ResourceKind,
         ids: &[String],
-    ) -> Result<Vec<Stored>, ScimError> {
+    ) -> Result<Vec<Stored>, DirectoryError> {
         let keys: Vec<Key> = ids
             .iter()
             .filter(|id| !id.is_empty() && id.len() <= MAX_KEY_VALUE_BYTES)
@@ -657,7 +670,7 @@ impl Directory {
         &self,
         kind: ResourceKind,
         body: &Value,
-    ) -> Result<(Stored, Option<String>), ScimError> {
+    ) -> Result<Saved, DirectoryError> {
         self.create_in(kind, body, &WriteContext::default()).await
     }
 
@@ -667,7 +680,7 @@ impl Directory {
         kind: ResourceKind,
         body: &Value,
         ctx: &WriteContext,
-    ) -> Result<(Stored, Option<String>), ScimError> {
+    ) -> Result<Saved, DirectoryError> {
         let view = self.schemas.view(kind);
         let mut resource = normalize(&view, body)?;
         let password = take_password(&mut resource);
@@ -721,7 +734,7 @@ impl Directory {
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
         if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
             roles.push(WriteRole::Other);
         }
         self.commit(kind, writes, &roles, None).await?;
@@ -747,13 +760,13 @@ impl Directory {
             events.extend(event);
         }
         self.publish(&events).await;
-        Ok((
-            Stored {
+        Ok(Saved {
+            stored: Stored {
                 resource,
                 version: 1,
             },
             password,
-        ))
+        })
     }
 
     /// Creates many resources without members (an import), packing several into each
@@ -771,7 +784,7 @@ impl Directory {
         bodies: &[Value],
         origin: Origin,
         publish: bool,
-    ) -> Vec<Result<Stored, ScimError>> {
+    ) -> Vec<Result<Stored, DirectoryError>> {
         struct Prepared {
             index: usize,
             id: String,
@@ -780,7 +793,7 @@ impl Directory {
             uniques: Vec<(UniqueAttr, String, Key)>,
         }
         let view = self.schemas.view(kind);
-        let mut results: Vec<Option<Result<Stored, ScimError>>> =
+        let mut results: Vec<Option<Result<Stored, DirectoryError>>> =
             (0..bodies.len()).map(|_| None).collect();
         let mut prepared: Vec<Prepared> = Vec::new();
         let mut in_batch: HashSet<Key> = HashSet::new();
@@ -790,9 +803,7 @@ impl Directory {
                 let mut resource = normalize(&view, body)?;
                 let password = take_password(&mut resource);
                 if !take_members(kind, &mut resource)?.is_empty() {
-                    return Err(ScimError::invalid_value(
-                        "members cannot be given in a batch create",
-                    ));
+                    return Err(DirectoryError::MembersInBatch);
                 }
                 check_key_lengths(kind, &resource)?;
                 let id = uuid::Uuid::now_v7().to_string();
@@ -808,12 +819,12 @@ impl Directory {
                     if let Some(v) = attr.value_in(&resource) {
                         let key = attr.key(kind, v);
                         if !in_batch.insert(key.clone()) {
-                            return Err(ScimError::uniqueness(format!(
-                                "{} with {} '{}' appears twice",
-                                kind.as_str(),
-                                attr.attr_name(),
-                                v
-                            )));
+                            return Err(DirectoryError::Uniqueness {
+                                kind,
+                                attribute: *attr,
+                                value: v.to_string(),
+                                in_batch: true,
+                            });
                         }
                         uniques.push((*attr, v.to_string(), key));
                     }
@@ -847,7 +858,7 @@ impl Directory {
                         .enumerate()
                         .map(|(i, _)| match results[i].take() {
                             Some(r) => r,
-                            None => Err(ScimError::new(e.status, None, e.detail.clone())),
+                            None => Err(e.clone()),
                         })
                         .collect();
                 }
@@ -856,12 +867,12 @@ impl Directory {
         prepared.retain(
             |p| match p.uniques.iter().find(|(_, _, k)| taken.contains(k)) {
                 Some((attr, v, _)) => {
-                    results[p.index] = Some(Err(ScimError::uniqueness(format!(
-                        "{} with {} '{}' already exists",
-                        kind.as_str(),
-                        attr.attr_name(),
-                        v
-                    ))));
+                    results[p.index] = Some(Err(DirectoryError::Uniqueness {
+                        kind,
+                        attribute: *attr,
+                        value: v.clone(),
+                        in_batch: false,
+                    }));
                     false
                 }
                 None => true,
@@ -873,7 +884,7 @@ impl Directory {
         for chunk in prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)) {
             let mut writes = Vec::new();
             let mut chunk_events = Vec::new();
-            let mut failed: Option<ScimError> = None;
+            let mut failed: Option<DirectoryError> = None;
             for p in chunk {
                 match to_item(kind, &p.id, &p.resource, 1) {
                     Ok(item) => writes.push(Write::put_new(item)),
@@ -897,7 +908,7 @@ impl Directory {
                     match outbox_write(&e) {
                         Ok(w) => writes.push(w),
                         Err(err) => {
-                            failed = Some(ScimError::internal(err.to_string()));
+                            failed = Some(DirectoryError::Internal(err.to_string()));
                             break;
                         }
                     }
@@ -905,7 +916,7 @@ impl Directory {
                 }
             }
             // `None`: committed; `Some(None)`: a key was taken meanwhile.
-            let outcome: Option<Option<ScimError>> = match failed {
+            let outcome: Option<Option<DirectoryError>> = match failed {
                 Some(e) => Some(Some(e)),
                 None => match self.store.transact(writes).await {
                     Ok(()) => None,
@@ -933,14 +944,13 @@ impl Directory {
                         results[p.index] = Some(
                             self.create_in(kind, &bodies[p.index], &ctx)
                                 .await
-                                .map(|(s, _)| s),
+                                .map(|saved| saved.stored),
                         );
                     }
                 }
                 Some(Some(e)) => {
                     for p in chunk {
-                        results[p.index] =
-                            Some(Err(ScimError::new(e.status, None, e.detail.clone())));
+                        results[p.index] = Some(Err(e.clone()));
                     }
                 }
             }
@@ -950,7 +960,7 @@ impl Directory {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(ScimError::internal("not attempted"))))
+            .map(|r| r.unwrap_or_else(|| Err(DirectoryError::Internal("not attempted".into()))))
             .collect()
     }
 
@@ -961,7 +971,7 @@ impl Directory {
         id: &str,
         body: &Value,
         if_match: Option<&str>,
-    ) -> Result<(Stored, Option<String>), ScimError> {
+    ) -> Result<Saved, DirectoryError> {
         self.replace_in(kind, id, body, if_match, &WriteContext::default())
             .await
     }
@@ -976,7 +986,7 @@ impl Directory {
         body: &Value,
         if_match: Option<&str>,
         ctx: &WriteContext,
-    ) -> Result<(Stored, Option<String>), ScimError> {
+    ) -> Result<Saved, DirectoryError> {
         let view = self.schemas.view(kind);
         let mut incoming = normalize(&view, body)?;
         let password = take_password(&mut incoming);
@@ -1003,12 +1013,10 @@ impl Directory {
                 )
                 .await
             {
-                Err(e)
-                    if e.status == 409 && e.scim_type.is_none() && attempt + 1 < WRITE_ATTEMPTS =>
-                {
+                Err(DirectoryError::Conflict) if attempt + 1 < WRITE_ATTEMPTS => {
                     continue;
                 }
-                r => return r.map(|s| (s, password)),
+                r => return r.map(|stored| Saved { stored, password }),
             }
         }
         unreachable!("the loop returns")
@@ -1021,7 +1029,7 @@ impl Directory {
         id: &str,
         body: &Value,
         if_match: Option<&str>,
-    ) -> Result<(Stored, Option<String>), ScimError> {
+    ) -> Result<Saved, DirectoryError> {
         let view = self.schemas.view(kind);
         for attempt in 0.. {
             let current = self.load(kind, id).await?;
@@ -1047,12 +1055,10 @@ impl Directory {
                 )
                 .await
             {
-                Err(e)
-                    if e.status == 409 && e.scim_type.is_none() && attempt + 1 < WRITE_ATTEMPTS =>
-                {
+                Err(DirectoryError::Conflict) if attempt + 1 < WRITE_ATTEMPTS => {
                     continue;
                 }
-                r => return r.map(|s| (s, password)),
+                r => return r.map(|stored| Saved { stored, password }),
             }
         }
         unreachable!("the loop returns")
@@ -1070,9 +1076,10 @@ impl Directory {
         precondition: bool,
         password: Option<&str>,
         ctx: &WriteContext,
-    ) -> Result<Stored, ScimError> {
+    ) -> Result<Stored, DirectoryError> {
         let id = current.id().to_string();
-        let (adds, removes) = self.resolve_member_changes(&id, member_changes).await?;
+        let MembershipDiff { adds, removes } =
+            self.resolve_member_changes(&id, member_changes).await?;
         // Carry over what the client cannot set.
         let obj = as_object_mut(&mut resource)?;
         obj.insert("id".into(), json!(id));
@@ -1147,13 +1154,11 @@ impl Directory {
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
         if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
             roles.push(WriteRole::Other);
         }
         let failed_precondition = if precondition {
-            Some(ScimError::precondition_failed(
-                "the resource was modified (version mismatch)",
-            ))
+            Some(DirectoryError::VersionConflict)
         } else {
             None
         };
@@ -1185,9 +1190,9 @@ impl Directory {
         &self,
         group_id: &str,
         changes: &[MemberChange],
-    ) -> Result<(Vec<MemberRef>, Vec<String>), ScimError> {
+    ) -> Result<MembershipDiff, DirectoryError> {
         if changes.is_empty() {
-            return Ok((vec![], vec![]));
+            return Ok(MembershipDiff::default());
         }
         let needs_listing = changes.iter().any(|c| {
             matches!(
@@ -1299,7 +1304,7 @@ impl Directory {
             .into_iter()
             .filter(|id| before.contains(id))
             .collect();
-        Ok((adds, removes))
+        Ok(MembershipDiff { adds, removes })
     }
 
     /// Deletes a resource and everything that points at it (uniqueness keys, its
@@ -1309,7 +1314,7 @@ impl Directory {
         kind: ResourceKind,
         id: &str,
         if_match: Option<&str>,
-    ) -> Result<Stored, ScimError> {
+    ) -> Result<Stored, DirectoryError> {
         self.delete_in(kind, id, if_match, &WriteContext::default())
             .await
     }
@@ -1322,7 +1327,7 @@ impl Directory {
         id: &str,
         if_match: Option<&str>,
         ctx: &WriteContext,
-    ) -> Result<Stored, ScimError> {
+    ) -> Result<Stored, DirectoryError> {
         let current = self.load(kind, id).await?;
         check_if_match(if_match, current.version)?;
         // Memberships first: if we stop half way the resource still exists and a retry
@@ -1378,25 +1383,23 @@ impl Directory {
         );
         writes.extend(ctx.extra.iter().cloned());
         if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| ScimError::internal(e.to_string()))?);
+            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
         }
         match self.store.transact(writes).await {
             Ok(()) => {
                 self.publish(&event.into_iter().collect::<Vec<_>>()).await;
                 Ok(current)
             }
-            Err(StoreError::ConditionFailed { .. }) if if_match.is_some() => Err(
-                ScimError::precondition_failed("the resource was modified (version mismatch)"),
-            ),
-            Err(StoreError::ConditionFailed { .. }) => {
-                Err(ScimError::new(409, None, "concurrent modification, retry"))
+            Err(StoreError::ConditionFailed { .. }) if if_match.is_some() => {
+                Err(DirectoryError::VersionConflict)
             }
+            Err(StoreError::ConditionFailed { .. }) => Err(DirectoryError::Conflict),
             Err(e) => Err(store_error(e)),
         }
     }
 
     /// The ids of the groups `member_id` is a direct member of.
-    pub async fn groups_of_ids(&self, member_id: &str) -> Result<Vec<String>, ScimError> {
+    pub async fn groups_of_ids(&self, member_id: &str) -> Result<Vec<String>, DirectoryError> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -1421,22 +1424,23 @@ impl Directory {
         }
     }
 
-    async fn check_members_exist(&self, members: &[MemberRef]) -> Result<(), ScimError> {
+    async fn check_members_exist(&self, members: &[MemberRef]) -> Result<(), DirectoryError> {
         if members.is_empty() {
             return Ok(());
         }
         let mut wanted: HashMap<Key, &str> = HashMap::new();
         for m in members {
             if m.value.is_empty() || m.value.len() > MAX_KEY_VALUE_BYTES {
-                return Err(ScimError::invalid_value(format!(
-                    "member '{}' is not a valid id",
-                    m.value
-                )));
+                return Err(DirectoryError::InvalidMemberId {
+                    value: m.value.clone(),
+                });
             }
             let kind = match m.kind.as_deref() {
                 None => None,
                 Some(k) => Some(ResourceKind::parse(k).ok_or_else(|| {
-                    ScimError::invalid_value(format!("member type '{k}' is not User or Group"))
+                    DirectoryError::InvalidMemberType {
+                        member_type: k.to_string(),
+                    }
                 })?),
             };
             // Untyped members may be users or groups: look for both.
@@ -1457,10 +1461,9 @@ impl Directory {
             }
         }
         if let Some(missing) = members.iter().find(|m| !found.contains(&m.value)) {
-            return Err(ScimError::invalid_value(format!(
-                "member '{}' does not exist",
-                missing.value
-            )));
+            return Err(DirectoryError::MissingMember {
+                value: missing.value.clone(),
+            });
         }
         Ok(())
     }
@@ -1471,21 +1474,21 @@ impl Directory {
         kind: ResourceKind,
         writes: Vec<Write>,
         roles: &[WriteRole],
-        on_version_mismatch: Option<ScimError>,
-    ) -> Result<(), ScimError> {
+        on_version_mismatch: Option<DirectoryError>,
+    ) -> Result<(), DirectoryError> {
         match self.store.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { index }) => match roles.get(index) {
-                Some(WriteRole::Unique(attr, value)) => Err(ScimError::uniqueness(format!(
-                    "{} with {} '{}' already exists",
-                    kind.as_str(),
-                    attr.attr_name(),
-                    value
-                ))),
-                Some(WriteRole::Resource) => Err(on_version_mismatch.unwrap_or_else(|| {
-                    ScimError::new(409, None, "concurrent modification, retry")
-                })),
-                _ => Err(ScimError::new(409, None, "concurrent modification, retry")),
+                Some(WriteRole::Unique(attr, value)) => Err(DirectoryError::Uniqueness {
+                    kind,
+                    attribute: *attr,
+                    value: value.clone(),
+                    in_batch: false,
+                }),
+                Some(WriteRole::Resource) => {
+                    Err(on_version_mismatch.unwrap_or(DirectoryError::Conflict))
+                }
+                _ => Err(DirectoryError::Conflict),
             },
             Err(e) => Err(store_error(e)),
         }
@@ -1497,34 +1500,30 @@ fn unique_item(kind: ResourceKind, attr: UniqueAttr, value: &str, id: &str) -> I
     Item::new(key.pk, key.sk, json!({"id": id}).to_string().into_bytes())
 }
 
-fn check_if_match(if_match: Option<&str>, version: u64) -> Result<(), ScimError> {
+fn check_if_match(if_match: Option<&str>, version: u64) -> Result<(), DirectoryError> {
     match if_match {
-        Some(h) if !if_match_ok(h, version) => Err(ScimError::precondition_failed(format!(
-            "If-Match does not match the current version {}",
-            etag(version)
-        ))),
+        Some(h) if !if_match_ok(h, version) => {
+            Err(DirectoryError::PreconditionFailed { current: version })
+        }
         _ => Ok(()),
     }
 }
 
-fn check_key_lengths(kind: ResourceKind, resource: &Value) -> Result<(), ScimError> {
+fn check_key_lengths(kind: ResourceKind, resource: &Value) -> Result<(), DirectoryError> {
     for attr in UniqueAttr::for_kind(kind) {
         if attr
             .value_in(resource)
             .is_some_and(|v| v.len() > MAX_KEY_VALUE_BYTES)
         {
-            return Err(ScimError::invalid_value(format!(
-                "{} is longer than {MAX_KEY_VALUE_BYTES} bytes",
-                attr.attr_name()
-            )));
+            return Err(DirectoryError::KeyTooLong { attribute: *attr });
         }
     }
     Ok(())
 }
 
-fn as_object_mut(v: &mut Value) -> Result<&mut Map<String, Value>, ScimError> {
+fn as_object_mut(v: &mut Value) -> Result<&mut Map<String, Value>, DirectoryError> {
     v.as_object_mut()
-        .ok_or_else(|| ScimError::invalid_syntax("a resource must be a JSON object"))
+        .ok_or(DirectoryError::NotAnObject)
 }
 
 fn take_password(resource: &mut Value) -> Option<String> {
@@ -1534,7 +1533,7 @@ fn take_password(resource: &mut Value) -> Option<String> {
         .and_then(|p| p.as_str().map(str::to_string))
 }
 
-fn take_members(kind: ResourceKind, resource: &mut Value) -> Result<Vec<MemberRef>, ScimError> {
+fn take_members(kind: ResourceKind, resource: &mut Value) -> Result<Vec<MemberRef>, DirectoryError> {
     let Some(obj) = resource.as_object_mut() else {
         return Ok(vec![]);
     };
@@ -1549,7 +1548,7 @@ fn take_members(kind: ResourceKind, resource: &mut Value) -> Result<Vec<MemberRe
         let value = m
             .get("value")
             .and_then(Value::as_str)
-            .ok_or_else(|| ScimError::invalid_value("each member needs a string 'value'"))?;
+            .ok_or(DirectoryError::MemberWithoutValue)?;
         if out.iter().any(|o| o.value == value) {
             continue;
         }

@@ -559,7 +559,7 @@ impl Deliverer {
             .directory
             .groups_of_ids(hub_id)
             .await
-            .map_err(|e| (AuditOp::AddMembers, retryable(e.detail)))?;
+            .map_err(|e| (AuditOp::AddMembers, retryable(e.to_string())))?;
         if group_ids.is_empty() {
             return Ok(());
         }

@@ -30,13 +30,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::directory::keys::UniqueAttr;
-use crate::directory::{Directory, Stored, WriteContext};
+use crate::directory::{Directory, DirectoryError, Stored, WriteContext};
 use crate::event::{ChangeEvent, ChangeOp, Origin, RecordChange};
 use crate::records::{ConfigData, EntityData, Record, Records};
 use crate::source::{Direction, SourceConfig};
 use crate::store::{Condition, Item, Key, Store, StoreError, Write, now_epoch};
 use crate::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
-use provisync_scim::{ResourceKind, ScimError};
+use provisync_scim::ResourceKind;
 
 /// How long a delivery id is remembered (far beyond the ±5 minute signature window, so
 /// a replay is always either refused by its timestamp or recognised).
@@ -168,30 +168,19 @@ impl Applied {
     }
 }
 
-/// Why an envelope was not applied. Messages are shown to the sender: no secrets, no
-/// body dumps.
+/// Why an envelope was not applied (the webhook edge answers 403, 400 and 503). Messages
+/// are shown to the sender: no secrets, no body dumps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
-    /// The source's policy forbids it (403).
+    /// The source's policy forbids it.
     #[error("{0}")]
     Forbidden(String),
-    /// The envelope or its data is not what the type needs (400).
+    /// The envelope or its data is not what the type needs.
     #[error("{0}")]
     Malformed(String),
-    /// The hub's storage failed or a concurrent change won: retry (503).
+    /// The hub's storage failed or a concurrent change won: retry.
     #[error("the hub's storage is unavailable, retry later")]
     Unavailable(String),
-}
-
-impl InboundError {
-    /// The HTTP status this maps to.
-    pub fn status(&self) -> u16 {
-        match self {
-            InboundError::Forbidden(_) => 403,
-            InboundError::Malformed(_) => 400,
-            InboundError::Unavailable(_) => 503,
-        }
-    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> InboundError {
@@ -538,8 +527,8 @@ impl Inbound {
         if let Some(hub_id) = link.as_ref().and_then(|(l, _)| l.hub_id.as_deref()) {
             match self.directory.load(kind, hub_id).await {
                 Ok(s) => return Ok((Some(s), link)),
-                Err(e) if e.status == 404 => {}
-                Err(e) => return Err(scim_error(e)),
+                Err(DirectoryError::NotFound { .. }) => {}
+                Err(e) => return Err(directory_error(e)),
             }
         }
         let (attr, name) = match kind {
@@ -551,7 +540,7 @@ impl Inbound {
                 .directory
                 .find_unique(kind, attr, v)
                 .await
-                .map_err(scim_error)?,
+                .map_err(directory_error)?,
             None => None,
         };
         Ok((found, link))
@@ -734,7 +723,7 @@ impl Inbound {
                     .directory
                     .members_of(h)
                     .await
-                    .map_err(scim_error)?
+                    .map_err(directory_error)?
                     .into_iter()
                     .map(|m| json!({"value": m.value, "type": m.kind.unwrap_or_else(|| "User".into())}))
                     .collect(),
@@ -783,7 +772,7 @@ impl Inbound {
                 .directory
                 .replace_in(kind, c.id(), &body, None, &ctx)
                 .await
-                .map(|(s, _)| s.version != c.version),
+                .map(|saved| saved.stored.version != c.version),
             None => self
                 .directory
                 .create_in(kind, &body, &ctx)
@@ -809,7 +798,7 @@ impl Inbound {
                 )
                 .await
             }
-            Err(e) => Err(scim_error(e)),
+            Err(e) => Err(directory_error(e)),
         }
     }
 
@@ -900,7 +889,7 @@ impl Inbound {
             .await
         {
             Ok(_) => Ok(Applied::Deleted),
-            Err(e) => Err(scim_error(e)),
+            Err(e) => Err(directory_error(e)),
         }
     }
 
@@ -1106,12 +1095,30 @@ fn short_serde(e: &serde_json::Error) -> String {
 }
 
 /// A directory error as an inbound error: bad data is 400, the rest is retryable.
-fn scim_error(e: ScimError) -> InboundError {
-    match e.status {
-        400 => InboundError::Malformed(e.detail),
-        409 | 412 | 500.. => InboundError::Unavailable(e.detail),
-        404 => InboundError::Unavailable("the resource vanished concurrently".into()),
-        _ => InboundError::Malformed(e.detail),
+fn directory_error(e: DirectoryError) -> InboundError {
+    match e {
+        // Found a moment ago: a concurrent delete won.
+        DirectoryError::NotFound { .. } => {
+            InboundError::Unavailable("the resource vanished concurrently".into())
+        }
+        DirectoryError::Uniqueness { .. }
+        | DirectoryError::Conflict
+        | DirectoryError::PreconditionFailed { .. }
+        | DirectoryError::VersionConflict
+        | DirectoryError::Busy
+        | DirectoryError::Unavailable
+        | DirectoryError::Internal(_) => InboundError::Unavailable(e.to_string()),
+        // The SCIM layer's refusals are bad input, but for its internal errors.
+        DirectoryError::Scim(e) if e.status >= 500 => InboundError::Unavailable(e.detail),
+        DirectoryError::Scim(e) => InboundError::Malformed(e.detail),
+        DirectoryError::KeyTooLong { .. }
+        | DirectoryError::InvalidMemberId { .. }
+        | DirectoryError::InvalidMemberType { .. }
+        | DirectoryError::MissingMember { .. }
+        | DirectoryError::MemberWithoutValue
+        | DirectoryError::MembersInBatch
+        | DirectoryError::NotAnObject
+        | DirectoryError::StoreRejected(_) => InboundError::Malformed(e.to_string()),
     }
 }
 

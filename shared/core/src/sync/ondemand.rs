@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::directory::{Directory, Stored};
+use crate::directory::{Directory, DirectoryError, Stored};
 use crate::queue::{OutMessage, Queue};
 use provisync_scim::ResourceKind;
 use provisync_scim::filter::Filter;
@@ -78,12 +78,11 @@ impl OnDemand for DirectoryOnDemand {
                 .directory
                 .load(ResourceKind::User, &id)
                 .await
-                .map_err(|e| {
-                    if e.status == 404 {
+                .map_err(|e| match e {
+                    DirectoryError::NotFound { .. } => {
                         OnDemandError::NotFound(format!("no user {id:?}"))
-                    } else {
-                        OnDemandError::Failed(e.detail)
                     }
+                    e => OnDemandError::Failed(e.to_string()),
                 })?;
             messages.extend((self.make_message)(target, &stored));
         } else {
@@ -100,7 +99,7 @@ impl OnDemand for DirectoryOnDemand {
                     }
                 })
                 .await
-                .map_err(|e| OnDemandError::Failed(e.detail))?;
+                .map_err(|e| OnDemandError::Failed(e.to_string()))?;
         }
         let n = messages.len();
         let mut rest = messages;
@@ -132,13 +131,14 @@ mod tests {
         let dir = Directory::new(store.clone(), SchemaRegistry::builtin());
         let mut ids = Vec::new();
         for (name, active) in [("a", true), ("b", false), ("c", true)] {
-            let (s, _) = dir
+            let s = dir
                 .create(
                     ResourceKind::User,
                     &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name, "active": active}),
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .stored;
             ids.push(s.id().to_string());
         }
         let queue: Arc<dyn Queue> =

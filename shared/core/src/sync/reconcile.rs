@@ -892,7 +892,7 @@ impl Reconciler {
                 index.add_user(s.id(), scoped, &mapped);
             })
             .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?;
+            .map_err(|e| ReconcileError::Directory(e.to_string()))?;
         let mut links = Vec::new();
         self.links
             .list(&t.id, kind, |l| links.push((l.hub_id, l.target_id)))
@@ -1144,7 +1144,7 @@ impl Reconciler {
             .directory
             .load_existing(kind, &hub_ids)
             .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?
+            .map_err(|e| ReconcileError::Directory(e.to_string()))?
             .into_iter()
             .map(|s| (s.id().to_string(), s))
             .collect();
@@ -1348,7 +1348,7 @@ impl Reconciler {
             .directory
             .load_existing(ResourceKind::User, hub_ids)
             .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?;
+            .map_err(|e| ReconcileError::Directory(e.to_string()))?;
         let ids: Vec<String> = users.iter().map(|u| u.id().to_string()).collect();
         let stale = self.links.get_many(&t.id, ResourceKind::User, &ids).await?;
         let mut events = Vec::new();
@@ -1435,7 +1435,7 @@ impl Reconciler {
                 .directory
                 .members_of(hub_id)
                 .await
-                .map_err(|e| ReconcileError::Directory(e.detail))?
+                .map_err(|e| ReconcileError::Directory(e.to_string()))?
                 .into_iter()
                 .map(|m| m.value)
                 .collect();
@@ -1588,7 +1588,7 @@ impl Reconciler {
             .directory
             .load_existing(kind, hub_ids)
             .await
-            .map_err(|e| ReconcileError::Directory(e.detail))?;
+            .map_err(|e| ReconcileError::Directory(e.to_string()))?;
         let ids: Vec<String> = groups.iter().map(|g| g.id().to_string()).collect();
         let stale = self.links.get_many(&t.id, kind, &ids).await?;
         let mut events = Vec::new();
@@ -1601,7 +1601,7 @@ impl Reconciler {
                 .directory
                 .members_of(g.id())
                 .await
-                .map_err(|e| ReconcileError::Directory(e.detail))?
+                .map_err(|e| ReconcileError::Directory(e.to_string()))?
                 .into_iter()
                 .map(|m| m.value)
                 .collect();
