@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::diff::{HubIndex, Matched, MemberLinks, differs, project, target_members};
-use super::{GroupCounts, ReconcileError, Reconciler, change_event, to_message};
+use super::{ClassifiedPage, GroupCounts, ReconcileError, Reconciler, change_event, to_message};
 use crate::connector::{Connector, ConnectorError};
 use crate::event::ChangeOp;
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
@@ -52,7 +52,11 @@ impl Reconciler {
         counts: &mut GroupCounts,
     ) -> Result<Vec<String>, ReconcileError> {
         let kind = ResourceKind::Group;
-        let (classified, hub, mut links) = self.classify_page(t, kind, index, groups).await?;
+        let ClassifiedPage {
+            matched: classified,
+            hub,
+            mut links,
+        } = self.classify_page(t, kind, index, groups).await?;
         let mut link_writes: Vec<Link> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         let mut events = Vec::new();

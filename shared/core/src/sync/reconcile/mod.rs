@@ -348,7 +348,11 @@ impl Reconciler {
             .map(|s| (s.id().to_string(), s))
             .collect();
         let links = self.links.get_many(&t.id, kind, &hub_ids).await?;
-        Ok((classified, hub, links))
+        Ok(ClassifiedPage {
+            matched: classified,
+            hub,
+            links,
+        })
     }
 
     /// Audits what the orphan policy did to one account or group (`what` names it):
@@ -405,12 +409,15 @@ impl Reconciler {
     }
 }
 
-/// A page's objects with how each matched, the hub resources, the target's links.
-type ClassifiedPage<'a> = (
-    Vec<(&'a Value, Matched)>,
-    HashMap<String, Stored>,
-    HashMap<String, Link>,
-);
+/// One page of target objects matched to the hub.
+struct ClassifiedPage<'a> {
+    /// Each object of the page with how it matched, in the page's order.
+    matched: Vec<(&'a Value, Matched)>,
+    /// The hub resources the matched objects name, by hub id.
+    hub: HashMap<String, Stored>,
+    /// The target's links to those resources, by hub id.
+    links: HashMap<String, Link>,
+}
 
 /// The change event for one user to one target (the engine's format).
 fn event_for(t: &TargetConfig, u: &Stored, op: ChangeOp) -> Result<OutMessage, ReconcileError> {

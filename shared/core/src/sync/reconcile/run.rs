@@ -36,10 +36,7 @@ impl Reconciler {
             }
             Err(e) => {
                 return self
-                    .finish(
-                        t,
-                        Err(Box::new((e.into(), ReconcileCounts::default(), false, 0))),
-                    )
+                    .finish(t, Err(Box::new(FailedRun::before_start(e.into()))))
                     .await;
             }
         };
@@ -54,13 +51,19 @@ impl Reconciler {
     async fn finish(
         &self,
         t: &TargetConfig,
-        result: Result<(RunState, ReconcileCounts, bool, u32), FailedRun>,
+        result: Result<RunOutcome, Box<FailedRun>>,
     ) -> ReconcileReport {
         let (state, counts, resumed, pages, error) = match result {
-            Ok((s, c, r, p)) => (s, c, r, p, None),
+            Ok(o) => (o.state, o.counts, o.resumed, o.pages, None),
             Err(failed) => {
-                let (e, c, r, p) = *failed;
-                (RunState::Failed, c, r, p, Some(e.to_string()))
+                let f = *failed;
+                (
+                    RunState::Failed,
+                    f.counts,
+                    f.resumed,
+                    f.pages,
+                    Some(f.error.to_string()),
+                )
             }
         };
         let summary = counts.summary();
@@ -119,15 +122,9 @@ impl Reconciler {
         &self,
         t: &TargetConfig,
         deadline: tokio::time::Instant,
-    ) -> Result<(RunState, ReconcileCounts, bool, u32), FailedRun> {
-        let connector = (self.factory)(t).map_err(|e| {
-            Box::new((
-                ReconcileError::Setup(e),
-                ReconcileCounts::default(),
-                false,
-                0,
-            ))
-        })?;
+    ) -> Result<RunOutcome, Box<FailedRun>> {
+        let connector = (self.factory)(t)
+            .map_err(|e| Box::new(FailedRun::before_start(ReconcileError::Setup(e))))?;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
             Ok(Some(cp)) => (cp, true),
             Ok(None) => (
@@ -143,12 +140,25 @@ impl Reconciler {
                 },
                 false,
             ),
-            Err(e) => return Err(Box::new((e, ReconcileCounts::default(), false, 0))),
+            Err(e) => return Err(Box::new(FailedRun::before_start(e))),
         };
         let mut pages_now = 0;
         let mut group_pages_now = 0;
-        let fail = |e: ReconcileError, cp: &Checkpoint, pages: u32| {
-            Err(Box::new((e, cp.counts.clone(), resumed, pages)))
+        let fail = |error: ReconcileError, cp: &Checkpoint, pages: u32| {
+            Err(Box::new(FailedRun {
+                error,
+                counts: cp.counts.clone(),
+                resumed,
+                pages,
+            }))
+        };
+        let stop = |state: RunState, counts: ReconcileCounts, pages: u32| {
+            Ok(RunOutcome {
+                state,
+                counts,
+                resumed,
+                pages,
+            })
         };
         let index = match self.hub_index(t).await {
             Ok(i) => i,
@@ -164,13 +174,13 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                    return stop(RunState::Suspended, cp.counts, pages_now);
                 }
                 let page = match connector.list_users(cp.cursor.as_deref()).await {
                     Ok(p) => p,
                     Err(e) if cp.pages == 0 && e == listing_unsupported() => {
                         // Nothing to compare with: not a failure, and nothing to resume.
-                        return Ok((RunState::Unsupported, cp.counts, resumed, 0));
+                        return stop(RunState::Unsupported, cp.counts, 0);
                     }
                     Err(e) => {
                         // Keep what was done: the next cycle retries this page.
@@ -215,7 +225,7 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                    return stop(RunState::Suspended, cp.counts, pages_now);
                 }
                 let mut counts = ReconcileCounts::default();
                 if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
@@ -259,7 +269,7 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                    return stop(RunState::Suspended, cp.counts, pages_now);
                 }
                 let page = match connector.list_groups(cp.cursor.as_deref()).await {
                     Ok(p) => p,
@@ -269,7 +279,7 @@ impl Reconciler {
                         if let Err(e) = self.clear_checkpoint(&t.id).await {
                             tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
                         }
-                        return Ok((RunState::Complete, cp.counts, resumed, pages_now));
+                        return stop(RunState::Complete, cp.counts, pages_now);
                     }
                     Err(e) => {
                         let _ = self.save_checkpoint(&t.id, &cp).await;
@@ -318,7 +328,7 @@ impl Reconciler {
                 if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                     return fail(e, &cp, pages_now);
                 }
-                return Ok((RunState::Suspended, cp.counts, resumed, pages_now));
+                return stop(RunState::Suspended, cp.counts, pages_now);
             }
             let mut counts = GroupCounts::default();
             if let Err(e) = self.queue_group_creates(t, chunk, &mut counts).await {
@@ -331,7 +341,7 @@ impl Reconciler {
         if let Err(e) = self.clear_checkpoint(&t.id).await {
             tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
         }
-        Ok((RunState::Complete, cp.counts, resumed, pages_now))
+        stop(RunState::Complete, cp.counts, pages_now)
     }
 
     /// Reconciles every enabled target in `scheduled` mode, each with what is left of
@@ -356,6 +366,35 @@ impl Reconciler {
     }
 }
 
-/// A failed run: the error, the counts so far, resumed, pages (boxed: the counts are large).
+/// How a run that did not fail stopped: done, out of time, or not possible here.
+struct RunOutcome {
+    state: RunState,
+    /// The counts of the whole run so far (this cycle and the cycles before it).
+    counts: ReconcileCounts,
+    /// Whether this cycle continued a run a checkpoint left.
+    resumed: bool,
+    /// User pages this cycle read.
+    pages: u32,
+}
 
-type FailedRun = Box<(ReconcileError, ReconcileCounts, bool, u32)>;
+/// A failed run: the error, the counts so far, resumed, the user pages this cycle read
+/// (returned boxed: the counts are large).
+struct FailedRun {
+    error: ReconcileError,
+    counts: ReconcileCounts,
+    resumed: bool,
+    pages: u32,
+}
+
+impl FailedRun {
+    /// A run that failed before it read anything (no lease, no connector, no
+    /// checkpoint).
+    fn before_start(error: ReconcileError) -> Self {
+        FailedRun {
+            error,
+            counts: ReconcileCounts::default(),
+            resumed: false,
+            pages: 0,
+        }
+    }
+}

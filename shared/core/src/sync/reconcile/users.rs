@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::diff::{HubIndex, Matched, Verdict, judge, project};
-use super::{ReconcileCounts, ReconcileError, Reconciler, event_for};
+use super::{ClassifiedPage, ReconcileCounts, ReconcileError, Reconciler, event_for};
 use crate::connector::Connector;
 use crate::event::ChangeOp;
 use crate::sync::audit::AuditOp;
@@ -34,7 +34,11 @@ impl Reconciler {
         accounts: &[Value],
         counts: &mut ReconcileCounts,
     ) -> Result<Vec<String>, ReconcileError> {
-        let (classified, hub, mut links) = self
+        let ClassifiedPage {
+            matched: classified,
+            hub,
+            mut links,
+        } = self
             .classify_page(t, ResourceKind::User, index, accounts)
             .await?;
         let mut link_writes: Vec<Link> = Vec::new();
