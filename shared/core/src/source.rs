@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::Key;
 use crate::definitions::{Definition, DefinitionError, Definitions};
+use crate::store::Key;
 use crate::target::{HttpAuth, REDACTED};
 
 /// Longest source id (it appears in the webhook URL, keys and audit entries).
@@ -184,8 +184,7 @@ impl SourceConfig {
             return Err("a pull source needs `pull` (kind, base_url, auth)".into());
         }
         if let Some(pull) = &self.pull {
-            crate::target::check_target_url(&pull.base_url)
-                .map_err(|e| format!("pull.{e}"))?;
+            crate::target::check_target_url(&pull.base_url).map_err(|e| format!("pull.{e}"))?;
             crate::target::check_auth(&pull.auth).map_err(|e| format!("pull.{e}"))?;
         }
         let lists = [
