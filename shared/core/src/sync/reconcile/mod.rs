@@ -292,6 +292,7 @@ impl Reconciler {
         self.directory.schemas()
     }
 
+    /// Every hub resource of `kind` (scope, the matching value of its mapped form) and
     /// the target's links of that kind. Groups are always in scope (the scoping filter
     /// is about users).
     async fn index_of(
@@ -395,8 +396,6 @@ impl Reconciler {
         }
         done
     }
-
-    /// Create events for hub users missing on the target (stale links dropped first, so
 
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), ReconcileError> {
         for chunk in messages.chunks(SEND_CHUNK) {

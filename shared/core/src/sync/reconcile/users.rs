@@ -23,7 +23,6 @@ impl Reconciler {
         self.index_of(t, ResourceKind::User, matching).await
     }
 
-    /// Every hub resource of `kind` (scope, the matching value of its mapped form) and
     /// One page of target accounts: classify, compare, queue what differs, apply the
     /// orphan policy. Returns the hub ids seen on the target.
     pub(super) async fn reconcile_page(
@@ -171,6 +170,7 @@ impl Reconciler {
         }
     }
 
+    /// Create events for hub users missing on the target (stale links dropped first, so
     /// the engine creates instead of updating an account that is gone).
     pub(super) async fn queue_creates(
         &self,
