@@ -1,0 +1,278 @@
+//! The group phases: one page of target groups (attributes, members, strangers,
+//! orphans) and the creates of hub groups the target lacks.
+
+use serde_json::Value;
+
+use super::diff::{HubIndex, Matched, MemberLinks, differs, project, target_members};
+use super::{ClassifiedPage, GroupCounts, ReconcileError, Reconciler, change_event, to_message};
+use crate::connector::{Connector, ConnectorError};
+use crate::event::ChangeOp;
+use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use crate::sync::link::Link;
+use crate::sync::mapping::{content_hash, map_resource};
+use crate::target::{OrphanPolicy, TargetConfig};
+use provisync_scim::ResourceKind;
+
+impl Reconciler {
+    /// The hub side of the group phases: every group (mapped display name) and the
+    /// target's group links.
+    pub(super) async fn group_index(&self, t: &TargetConfig) -> Result<HubIndex, ReconcileError> {
+        self.index_of(t, ResourceKind::Group, "displayName").await
+    }
+
+    /// The target's user and group links as they are now (after the user phases: stale
+    /// links of re-created users are gone), and the users whose create this run queued.
+    pub(super) async fn member_links(
+        &self,
+        t: &TargetConfig,
+        created_users: &[String],
+    ) -> Result<MemberLinks, ReconcileError> {
+        let mut m = MemberLinks::default();
+        for kind in [ResourceKind::User, ResourceKind::Group] {
+            self.links
+                .list(&t.id, kind, |l| m.add(&l.hub_id, &l.target_id))
+                .await?;
+        }
+        for h in created_users {
+            m.pending(h);
+        }
+        Ok(m)
+    }
+
+    /// One page of target groups: classify, compare attributes and members, queue what
+    /// differs, remove members the hub does not know, apply the orphan policy. Returns
+    /// the hub ids seen on the target.
+    pub(super) async fn reconcile_group_page(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        index: &HubIndex,
+        members: &MemberLinks,
+        groups: &[Value],
+        counts: &mut GroupCounts,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let kind = ResourceKind::Group;
+        let ClassifiedPage {
+            matched: classified,
+            hub,
+            mut links,
+        } = self.classify_page(t, kind, index, groups).await?;
+        let mut link_writes: Vec<Link> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        let mut events = Vec::new();
+        for (group, m) in classified {
+            counts.checked += 1;
+            let tid = group
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let hub_id = match &m {
+                Matched::Linked(h) | Matched::Found(h) => h,
+                Matched::Orphan => {
+                    self.orphan_group(t, c, &tid, group, counts).await;
+                    continue;
+                }
+            };
+            // Linked to a group the hub no longer has, or a second copy: an orphan.
+            let Some(stored) = hub.get(hub_id).filter(|_| !seen.contains(hub_id)) else {
+                self.orphan_group(t, c, &tid, group, counts).await;
+                continue;
+            };
+            seen.push(hub_id.clone());
+            let link = links.remove(hub_id);
+            let mapped = map_resource(kind, hub_id, &stored.resource, &t.mapping, &t.group_mapping);
+            let delivered = link.as_ref().map(|l| &l.delivered);
+            let kept_mapped = c.kept(kind, &mapped);
+            let kept_delivered = delivered.map(|d| c.kept(kind, d));
+            // `mapped` has no members (they are compared below, not as an attribute).
+            let attrs_differ = differs(&kept_mapped, group, kept_delivered.as_ref());
+            let hub_members: Vec<String> = self
+                .directory
+                .members_of(hub_id)
+                .await
+                .map_err(|e| ReconcileError::Directory(e.to_string()))?
+                .into_iter()
+                .map(|m| m.value)
+                .collect();
+            let diff = members.diff(&hub_members, &target_members(group));
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if attrs_differ {
+                // As for users: the link says what the target holds, so the engine's
+                // update names exactly the attributes that differ.
+                let mut shape: Vec<&Value> = vec![&mapped];
+                shape.extend(delivered);
+                link_writes.push(Link {
+                    target: t.id.clone(),
+                    resource_type: kind,
+                    hub_id: hub_id.clone(),
+                    target_id: tid.clone(),
+                    hash: String::new(),
+                    delivered: project(group, &shape),
+                    disabled: false,
+                    at: now,
+                });
+            } else if link.is_none() {
+                // Matched a group the hub had not linked: link it as is.
+                link_writes.push(Link {
+                    target: t.id.clone(),
+                    resource_type: kind,
+                    hub_id: hub_id.clone(),
+                    target_id: tid.clone(),
+                    hash: content_hash(&mapped),
+                    delivered: mapped.clone(),
+                    disabled: false,
+                    at: now,
+                });
+            }
+            let mut changed = attrs_differ;
+            if !diff.strangers.is_empty() {
+                changed = true;
+                if self
+                    .remove_strangers(t, c, &tid, group, &diff.strangers)
+                    .await
+                {
+                    counts.members_removed += diff.strangers.len() as u64;
+                } else {
+                    counts.failed += 1;
+                }
+            }
+            if attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty() {
+                changed = true;
+                counts.members_added += diff.added.len() as u64;
+                counts.members_removed += diff.removed.len() as u64;
+                let mut e = change_event(t, kind, stored, ChangeOp::Update);
+                e.members_added = diff.added;
+                e.members_removed = diff.removed;
+                events.push(to_message(&e)?);
+            }
+            if changed {
+                counts.updated += 1;
+            } else {
+                counts.unchanged += 1;
+            }
+        }
+        // Links first: the events must find them.
+        self.links.put_many(&link_writes).await?;
+        self.send(events).await?;
+        Ok(seen)
+    }
+
+    /// Removes from a target group the members the hub does not know (no hub resource
+    /// to send: done here, audited). `false` when the target refused.
+    async fn remove_strangers(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        tid: &str,
+        group: &Value,
+        strangers: &[String],
+    ) -> bool {
+        let label = group_label(group, tid);
+        let result = c.remove_members(tid, strangers).await;
+        let entry = AuditEntry::new(&t.id, AuditOp::RemoveMembers, AuditStatus::Delivered)
+            .resource("Group", tid);
+        let (entry, ok) = match result {
+            Ok(()) | Err(ConnectorError::NotFound) => (
+                entry.detail(format!(
+                    "{} member(s) unknown to the hub removed from {label:?} (reconcile)",
+                    strangers.len()
+                )),
+                true,
+            ),
+            Err(e) => {
+                tracing::warn!(target_id = %t.id, group = tid, error = %e, "unknown members not removed");
+                let status = if e.is_retryable() {
+                    AuditStatus::Retry
+                } else {
+                    AuditStatus::Refused
+                };
+                (
+                    AuditEntry { status, ..entry }.detail(format!(
+                        "{} member(s) unknown to the hub in {label:?} not removed: {e}",
+                        strangers.len()
+                    )),
+                    false,
+                )
+            }
+        };
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+        ok
+    }
+
+    /// A target group the hub does not know: the target's [`OrphanPolicy`]. A group
+    /// cannot be deactivated: under `deactivate` it is reported only.
+    async fn orphan_group(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        tid: &str,
+        group: &Value,
+        counts: &mut GroupCounts,
+    ) {
+        counts.orphaned += 1;
+        match t.orphans {
+            OrphanPolicy::Report | OrphanPolicy::Deactivate => return,
+            OrphanPolicy::Delete => {}
+        }
+        let label = group_label(group, tid);
+        let what = format!("orphan group {label:?}");
+        let result = c.delete_group(tid).await;
+        if self
+            .orphan_done(t, AuditOp::Delete, "Group", tid, &what, result)
+            .await
+        {
+            counts.deleted += 1;
+        } else {
+            counts.failed += 1;
+        }
+    }
+
+    /// Create events for hub groups missing on the target, each with every member in
+    /// `members_added` (as the SCIM server's create of a group with members says it);
+    /// stale links dropped first so the engine creates.
+    pub(super) async fn queue_group_creates(
+        &self,
+        t: &TargetConfig,
+        hub_ids: &[String],
+        counts: &mut GroupCounts,
+    ) -> Result<(), ReconcileError> {
+        let kind = ResourceKind::Group;
+        let groups = self
+            .directory
+            .load_existing(kind, hub_ids)
+            .await
+            .map_err(|e| ReconcileError::Directory(e.to_string()))?;
+        let ids: Vec<String> = groups.iter().map(|g| g.id().to_string()).collect();
+        let stale = self.links.get_many(&t.id, kind, &ids).await?;
+        let mut events = Vec::new();
+        for g in &groups {
+            if stale.contains_key(g.id()) {
+                self.links.delete(&t.id, kind, g.id()).await?;
+            }
+            let mut e = change_event(t, kind, g, ChangeOp::Create);
+            e.members_added = self
+                .directory
+                .members_of(g.id())
+                .await
+                .map_err(|e| ReconcileError::Directory(e.to_string()))?
+                .into_iter()
+                .map(|m| m.value)
+                .collect();
+            counts.members_added += e.members_added.len() as u64;
+            events.push(to_message(&e)?);
+            counts.created += 1;
+        }
+        self.send(events).await
+    }
+}
+
+/// How a target group is named in audit entries.
+fn group_label<'a>(group: &'a Value, tid: &'a str) -> &'a str {
+    group
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or(tid)
+}

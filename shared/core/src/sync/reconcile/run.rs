@@ -1,0 +1,400 @@
+//! Driving one run: the lease, the phases in order (user listing, missing users, group
+//! listing, missing groups), suspending at the deadline, and the report.
+
+use std::time::Duration;
+
+use super::checkpoint::{Checkpoint, Phase, SeenOf, seen_key};
+use super::lease::Lease;
+use super::{
+    GroupCounts, ReconcileCounts, ReconcileError, ReconcileReport, Reconciler, RunState, SEND_CHUNK,
+};
+use crate::connector::listing_unsupported;
+use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use crate::target::TargetConfig;
+
+impl Reconciler {
+    /// Reconciles one target until done or until `deadline`, under its lease.
+    pub async fn reconcile_target(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> ReconcileReport {
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let lease_ttl = budget + Duration::from_secs(120);
+        let lease = match Lease::acquire(self.store.as_ref(), &t.id, lease_ttl).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::info!(target_id = %t.id, "reconcile skipped: another cycle holds the target");
+                return ReconcileReport {
+                    target: t.id.clone(),
+                    state: RunState::Busy,
+                    counts: ReconcileCounts::default(),
+                    resumed: false,
+                    pages: 0,
+                    error: None,
+                };
+            }
+            Err(e) => {
+                return self
+                    .finish(t, Err(Box::new(FailedRun::before_start(e.into()))))
+                    .await;
+            }
+        };
+        let result = self.run(t, deadline).await;
+        if let Err(e) = lease.release(self.store.as_ref()).await {
+            tracing::warn!(target_id = %t.id, error = %e, "lease not released (it expires)");
+        }
+        self.finish(t, result).await
+    }
+
+    /// Logs and audits the end of a run.
+    async fn finish(
+        &self,
+        t: &TargetConfig,
+        result: Result<RunOutcome, Box<FailedRun>>,
+    ) -> ReconcileReport {
+        let (state, counts, resumed, pages, error) = match result {
+            Ok(o) => (o.state, o.counts, o.resumed, o.pages, None),
+            Err(failed) => {
+                let f = *failed;
+                (
+                    RunState::Failed,
+                    f.counts,
+                    f.resumed,
+                    f.pages,
+                    Some(f.error.to_string()),
+                )
+            }
+        };
+        let summary = counts.summary();
+        let (status, detail) = match state {
+            RunState::Complete => (AuditStatus::Delivered, format!("complete: {summary}")),
+            RunState::Suspended => (
+                AuditStatus::Queued,
+                format!("out of time, continues next cycle: {summary}"),
+            ),
+            RunState::Busy => (AuditStatus::Skipped, "another cycle holds the lease".into()),
+            RunState::Unsupported => (
+                AuditStatus::Skipped,
+                "skipped: this kind of target cannot be listed".into(),
+            ),
+            RunState::Failed => (
+                AuditStatus::Failed,
+                format!("{}: {summary}", error.clone().unwrap_or_default()),
+            ),
+        };
+        match state {
+            RunState::Failed => {
+                tracing::warn!(target_id = %t.id, error = error.as_deref().unwrap_or(""), checked = counts.checked, "reconcile failed")
+            }
+            _ => tracing::info!(
+                target_id = %t.id,
+                state = ?state,
+                resumed,
+                pages,
+                checked = counts.checked,
+                created = counts.created,
+                updated = counts.updated,
+                deactivated = counts.deactivated,
+                deleted = counts.deleted,
+                orphaned = counts.orphaned,
+                unchanged = counts.unchanged,
+                failed = counts.failed,
+                groups = %counts.groups.summary(),
+                "reconcile"
+            ),
+        }
+        let entry = AuditEntry::new(&t.id, AuditOp::Reconcile, status).detail(detail);
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::warn!(error = %e, "reconcile audit entry not written");
+        }
+        ReconcileReport {
+            target: t.id.clone(),
+            state,
+            counts,
+            resumed,
+            pages,
+            error,
+        }
+    }
+
+    async fn run(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<RunOutcome, Box<FailedRun>> {
+        let connector = (self.factory)(t)
+            .map_err(|e| Box::new(FailedRun::before_start(ReconcileError::Setup(e))))?;
+        let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
+            Ok(Some(cp)) => (cp, true),
+            Ok(None) => (
+                Checkpoint {
+                    run: uuid::Uuid::now_v7().simple().to_string(),
+                    started_at: chrono::Utc::now().to_rfc3339(),
+                    phase: Phase::Listing,
+                    cursor: None,
+                    pages: 0,
+                    group_pages: 0,
+                    missing_after: None,
+                    counts: ReconcileCounts::default(),
+                },
+                false,
+            ),
+            Err(e) => return Err(Box::new(FailedRun::before_start(e))),
+        };
+        let mut pages_now = 0;
+        let mut group_pages_now = 0;
+        let fail = |error: ReconcileError, cp: &Checkpoint, pages: u32| {
+            Err(Box::new(FailedRun {
+                error,
+                counts: cp.counts.clone(),
+                resumed,
+                pages,
+            }))
+        };
+        let stop = |state: RunState, counts: ReconcileCounts, pages: u32| {
+            Ok(RunOutcome {
+                state,
+                counts,
+                resumed,
+                pages,
+            })
+        };
+        let index = match self.hub_index(t).await {
+            Ok(i) => i,
+            Err(e) => return fail(e, &cp, 0),
+        };
+        let mut seen = match self.load_seen(&t.id, &cp, SeenOf::Users).await {
+            Ok(s) => s,
+            Err(e) => return fail(e, &cp, 0),
+        };
+        if cp.phase == Phase::Listing {
+            loop {
+                if pages_now > 0 && tokio::time::Instant::now() >= deadline {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return stop(RunState::Suspended, cp.counts, pages_now);
+                }
+                let page = match connector.list_users(cp.cursor.as_deref()).await {
+                    Ok(p) => p,
+                    Err(e) if cp.pages == 0 && e == listing_unsupported() => {
+                        // Nothing to compare with: not a failure, and nothing to resume.
+                        return stop(RunState::Unsupported, cp.counts, 0);
+                    }
+                    Err(e) => {
+                        // Keep what was done: the next cycle retries this page.
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e.into(), &cp, pages_now);
+                    }
+                };
+                pages_now += 1;
+                let mut counts = ReconcileCounts::default();
+                let seen_now = match self
+                    .reconcile_page(t, connector.as_ref(), &index, &page.resources, &mut counts)
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e, &cp, pages_now);
+                    }
+                };
+                cp.counts.add(&counts);
+                cp.pages += 1;
+                cp.cursor = page.next.clone();
+                if cp.cursor.is_none() {
+                    cp.phase = Phase::Missing;
+                }
+                // The page's seen ids and the advanced cursor, together.
+                let key = seen_key(&t.id, &cp.run, SeenOf::Users, cp.pages);
+                if let Err(e) = self.save_page(&t.id, &cp, key, &seen_now).await {
+                    return fail(e, &cp, pages_now);
+                }
+                seen.extend(seen_now);
+                if cp.phase == Phase::Missing {
+                    break;
+                }
+            }
+        }
+        // Hub users in scope the listing did not show: create them.
+        if cp.phase == Phase::Missing {
+            let missing = index.missing(&seen, cp.missing_after.as_deref());
+            for chunk in missing.chunks(SEND_CHUNK) {
+                if tokio::time::Instant::now() >= deadline && pages_now > 0 {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return stop(RunState::Suspended, cp.counts, pages_now);
+                }
+                let mut counts = ReconcileCounts::default();
+                if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
+                    let _ = self.save_checkpoint(&t.id, &cp).await;
+                    return fail(e, &cp, pages_now);
+                }
+                cp.counts.add(&counts);
+                cp.missing_after = chunk.last().cloned();
+            }
+            cp.phase = Phase::GroupListing;
+            cp.cursor = None;
+            cp.missing_after = None;
+        }
+
+        // Groups, after the users (their members are users). The first group page is
+        // read in any cycle that gets here, as the first user page is.
+        let groups = match self.group_index(t).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+        };
+        // Users created in this run join their groups through their creates.
+        let created_users = index.missing(&seen, None);
+        let members = match self.member_links(t, &created_users).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+        };
+        drop(seen);
+        let mut seen_groups = match self.load_seen(&t.id, &cp, SeenOf::Groups).await {
+            Ok(s) => s,
+            Err(e) => return fail(e, &cp, pages_now),
+        };
+        if cp.phase == Phase::GroupListing {
+            loop {
+                if group_pages_now > 0 && tokio::time::Instant::now() >= deadline {
+                    if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                        return fail(e, &cp, pages_now);
+                    }
+                    return stop(RunState::Suspended, cp.counts, pages_now);
+                }
+                let page = match connector.list_groups(cp.cursor.as_deref()).await {
+                    Ok(p) => p,
+                    Err(e) if cp.group_pages == 0 && e == listing_unsupported() => {
+                        // Users done; groups cannot be read here: say so, and finish.
+                        cp.counts.groups.unsupported = true;
+                        if let Err(e) = self.clear_checkpoint(&t.id).await {
+                            tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
+                        }
+                        return stop(RunState::Complete, cp.counts, pages_now);
+                    }
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e.into(), &cp, pages_now);
+                    }
+                };
+                group_pages_now += 1;
+                let mut counts = GroupCounts::default();
+                let seen_now = match self
+                    .reconcile_group_page(
+                        t,
+                        connector.as_ref(),
+                        &groups,
+                        &members,
+                        &page.resources,
+                        &mut counts,
+                    )
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e, &cp, pages_now);
+                    }
+                };
+                cp.counts.groups.add(&counts);
+                cp.group_pages += 1;
+                cp.cursor = page.next.clone();
+                if cp.cursor.is_none() {
+                    cp.phase = Phase::GroupMissing;
+                }
+                let key = seen_key(&t.id, &cp.run, SeenOf::Groups, cp.group_pages);
+                if let Err(e) = self.save_page(&t.id, &cp, key, &seen_now).await {
+                    return fail(e, &cp, pages_now);
+                }
+                seen_groups.extend(seen_now);
+                if cp.phase == Phase::GroupMissing {
+                    break;
+                }
+            }
+        }
+        // Hub groups the listing did not show: create them, with their members.
+        let missing = groups.missing(&seen_groups, cp.missing_after.as_deref());
+        for chunk in missing.chunks(SEND_CHUNK) {
+            if tokio::time::Instant::now() >= deadline && pages_now + group_pages_now > 0 {
+                if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
+                    return fail(e, &cp, pages_now);
+                }
+                return stop(RunState::Suspended, cp.counts, pages_now);
+            }
+            let mut counts = GroupCounts::default();
+            if let Err(e) = self.queue_group_creates(t, chunk, &mut counts).await {
+                let _ = self.save_checkpoint(&t.id, &cp).await;
+                return fail(e, &cp, pages_now);
+            }
+            cp.counts.groups.add(&counts);
+            cp.missing_after = chunk.last().cloned();
+        }
+        if let Err(e) = self.clear_checkpoint(&t.id).await {
+            tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
+        }
+        stop(RunState::Complete, cp.counts, pages_now)
+    }
+
+    /// Reconciles every enabled target in `scheduled` mode, each with what is left of
+    /// the time.
+    pub async fn reconcile_scheduled(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<ReconcileReport>, ReconcileError> {
+        let targets = self
+            .targets
+            .list()
+            .await
+            .map_err(|e| ReconcileError::Setup(format!("targets: {e}")))?;
+        let mut out = Vec::new();
+        for t in targets
+            .iter()
+            .filter(|t| t.enabled && t.mode == crate::target::DeliveryMode::Scheduled)
+        {
+            out.push(self.reconcile_target(t, deadline).await);
+        }
+        Ok(out)
+    }
+}
+
+/// How a run that did not fail stopped: done, out of time, or not possible here.
+struct RunOutcome {
+    state: RunState,
+    /// The counts of the whole run so far (this cycle and the cycles before it).
+    counts: ReconcileCounts,
+    /// Whether this cycle continued a run a checkpoint left.
+    resumed: bool,
+    /// User pages this cycle read.
+    pages: u32,
+}
+
+/// A failed run: the error, the counts so far, resumed, the user pages this cycle read
+/// (returned boxed: the counts are large).
+struct FailedRun {
+    error: ReconcileError,
+    counts: ReconcileCounts,
+    resumed: bool,
+    pages: u32,
+}
+
+impl FailedRun {
+    /// A run that failed before it read anything (no lease, no connector, no
+    /// checkpoint).
+    fn before_start(error: ReconcileError) -> Self {
+        FailedRun {
+            error,
+            counts: ReconcileCounts::default(),
+            resumed: false,
+            pages: 0,
+        }
+    }
+}

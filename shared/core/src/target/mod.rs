@@ -1,0 +1,198 @@
+//! Targets: the systems changes are delivered to, as operators define them with
+//! `PUT /admin/targets/{id}`.
+//!
+//! - [`TargetConfig::validate`] checks a definition before it is stored (the admin API
+//!   answers 400 with the reason);
+//! - [`TargetConfig::redacted`] is the only form that leaves the process (API answers,
+//!   logs): every secret replaced by `"***"`;
+//! - [`Targets`] keeps definitions in the store, every secret sealed with the operator key
+//!   ([`SecretBox`]), and serves the enabled ones from a short in-process cache for the
+//!   delivery engine.
+//!
+//! Layout: item `TARGET#{id}` / `TARGET`, in gsi1 `TARGETS` / `{id}`; `data` is the
+//! definition as JSON with sealed secrets (`v1.…`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod kinds;
+mod repo;
+mod validate;
+
+pub use kinds::*;
+pub use repo::{TARGET_CACHE_TTL, TargetError, Targets, target_key};
+pub use validate::check_target_id;
+pub(crate) use validate::{check_auth, check_target_url};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Update,
+    Deactivate,
+    Delete,
+}
+
+/// When a target receives changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Every change, as it happens.
+    #[default]
+    Realtime,
+    /// Only by the scheduled reconcile.
+    Scheduled,
+    /// Only on demand (`POST /admin/sync`).
+    Manual,
+}
+
+/// What happens on the target to a user that leaves its scope (or is deleted in the hub).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfScope {
+    #[default]
+    Deactivate,
+    Delete,
+    Leave,
+}
+
+/// What a reconcile does with an account on the target that no hub user accounts for
+/// (not linked, not matched by the matching attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanPolicy {
+    /// Count it in the reconcile report and the audit log; touch nothing.
+    #[default]
+    Report,
+    /// Deactivate it on the target (`active: false`).
+    Deactivate,
+    /// Delete it from the target.
+    Delete,
+}
+
+/// One attribute mapping rule, applied on top of the identity mapping:
+/// `{"target": "title", "source": "urn:...:enterprise:2.0:User:department"}`,
+/// `{"target": "userType", "value": "Employee"}` (constant),
+/// `{"target": "nickName", "source": "displayName", "default": "n/a"}`,
+/// `{"target": "phoneNumbers", "drop": true}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributeMapping {
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop: bool,
+}
+
+fn default_operations() -> Vec<Operation> {
+    vec![
+        Operation::Create,
+        Operation::Update,
+        Operation::Deactivate,
+        Operation::Delete,
+    ]
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A target as the operator defined it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetConfig {
+    /// From the URL (`/admin/targets/{id}`).
+    #[serde(default)]
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: TargetKind,
+    #[serde(default = "default_operations")]
+    pub operations: Vec<Operation>,
+    /// A SCIM filter on hub users: only matching users go to this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapping: Vec<AttributeMapping>,
+    /// Hub group displayName -> group name on the target (group-to-group mapping).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_mapping: BTreeMap<String, String>,
+    #[serde(default)]
+    pub mode: DeliveryMode,
+    #[serde(default)]
+    pub out_of_scope: OutOfScope,
+    /// Accounts on the target the hub does not know, as found by a reconcile.
+    #[serde(default)]
+    pub orphans: OrphanPolicy,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// What replaces a secret in every outward form of a target.
+pub const REDACTED: &str = "***";
+/// Longest target id.
+pub const MAX_TARGET_ID_LEN: usize = 64;
+const MAX_SECRET_LEN: usize = 8 * 1024;
+const MAX_MAPPINGS: usize = 200;
+
+impl TargetConfig {
+    /// Applies `f` to every secret of the definition, in place (exhaustive over kinds:
+    /// a new kind with secrets cannot be forgotten by sealing or redaction).
+    pub fn try_map_secrets<E>(
+        &mut self,
+        mut f: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        match &mut self.kind {
+            TargetKind::Scim(scim) => match &mut scim.auth {
+                HttpAuth::Bearer(token) => *token = f(token)?,
+                HttpAuth::Basic { password, .. } => *password = f(password)?,
+            },
+            TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
+            TargetKind::Entra(entra) => entra.client_secret = f(&entra.client_secret)?,
+            TargetKind::Salesforce(sf) => sf.client_secret = f(&sf.client_secret)?,
+            // The SDK's credential chain: nothing stored.
+            TargetKind::Cognito(_) => {}
+            TargetKind::Okta(okta) => okta.token = f(&okta.token)?,
+            TargetKind::Webhook(w) => w.secret = f(&w.secret)?,
+        }
+        Ok(())
+    }
+
+    /// The secrets of the definition (for tests that check they are nowhere).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut copy = self.clone();
+        let _ = copy.try_map_secrets(|s| {
+            out.push(s.to_string());
+            Ok::<_, std::convert::Infallible>(s.to_string())
+        });
+        out
+    }
+
+    /// A copy with every secret replaced by `"***"`: the only form shown or logged.
+    pub fn redacted(&self) -> TargetConfig {
+        let mut copy = self.clone();
+        let _ = copy.try_map_secrets(|_| Ok::<_, std::convert::Infallible>(REDACTED.into()));
+        copy
+    }
+
+    /// The kind's name (`scim`, `crowd`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            TargetKind::Scim(_) => "scim",
+            TargetKind::Crowd(_) => "crowd",
+            TargetKind::Entra(_) => "entra",
+            TargetKind::Salesforce(_) => "salesforce",
+            TargetKind::Cognito(_) => "cognito",
+            TargetKind::Okta(_) => "okta",
+            TargetKind::Webhook(_) => "webhook",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

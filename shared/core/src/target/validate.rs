@@ -1,0 +1,324 @@
+//! Checking a target definition before it is stored.
+
+use provisync_scim::schema::AttrPath;
+use provisync_scim::{ResourceKind, SchemaRegistry};
+
+use super::*;
+
+impl TargetConfig {
+    /// Checks a definition; the error says what is wrong (shown to the operator, so it
+    /// never quotes a secret).
+    pub fn validate(&self, registry: &SchemaRegistry) -> Result<(), String> {
+        check_target_id(&self.id)?;
+        match &self.kind {
+            TargetKind::Scim(scim) => {
+                check_target_url(&scim.base_url)?;
+                check_auth(&scim.auth)?;
+                if AttrPath::parse(&scim.matching_attribute).is_none() {
+                    return Err(format!(
+                        "matching_attribute {:?} is not an attribute path",
+                        scim.matching_attribute
+                    ));
+                }
+            }
+            TargetKind::Crowd(crowd) => {
+                check_target_url(&crowd.base_url)?;
+                // The application name is the user-id of HTTP Basic (RFC 7617 §2).
+                let app = &crowd.application;
+                if app.trim().is_empty()
+                    || app.contains(':')
+                    || app.chars().any(char::is_control)
+                    || app.len() > 255
+                {
+                    return Err(
+                        "application must be a Crowd application name: 1 to 255 characters, without ':' or control characters"
+                            .into(),
+                    );
+                }
+                if crowd.password.is_empty() {
+                    return Err("password (the Crowd application's password) is required".into());
+                }
+                if crowd.password.len() > MAX_SECRET_LEN
+                    || crowd.password.chars().any(char::is_control)
+                {
+                    return Err("password must be at most 8 KiB, without control characters".into());
+                }
+            }
+            TargetKind::Entra(entra) => {
+                let t = &entra.tenant_id;
+                if t.is_empty()
+                    || t.len() > 255
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    return Err(
+                        "tenant_id must be the directory (tenant) id or a verified domain of the tenant"
+                            .into(),
+                    );
+                }
+                check_oauth_client(&entra.client_id, &entra.client_secret)?;
+                check_optional_url("graph_url", entra.graph_url.as_deref())?;
+                check_optional_url("login_url", entra.login_url.as_deref())?;
+            }
+            TargetKind::Salesforce(sf) => {
+                check_optional_url("instance_url", Some(&sf.instance_url))?;
+                check_optional_url("login_url", sf.login_url.as_deref())?;
+                check_oauth_client(&sf.client_id, &sf.client_secret)?;
+                let v = sf.api_version.strip_prefix('v').unwrap_or("");
+                let ok_version = v.split_once('.').is_some_and(|(major, minor)| {
+                    !major.is_empty()
+                        && !minor.is_empty()
+                        && major.len() <= 4
+                        && minor.len() <= 2
+                        && major
+                            .chars()
+                            .chain(minor.chars())
+                            .all(|c| c.is_ascii_digit())
+                });
+                if !ok_version {
+                    return Err("api_version must look like \"v60.0\"".into());
+                }
+                for (field, value) in &sf.defaults {
+                    let name_ok = field.len() <= 80
+                        && field
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic())
+                        && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !name_ok {
+                        return Err(format!(
+                            "defaults: {field:?} is not a Salesforce field name"
+                        ));
+                    }
+                    if value.is_object() || value.is_array() {
+                        return Err(format!(
+                            "defaults.{field} must be a string, number, boolean or null"
+                        ));
+                    }
+                }
+            }
+            TargetKind::Webhook(w) => {
+                check_target_url(&w.url).map_err(|e| e.replacen("base_url", "url", 1))?;
+                crate::webhook_sig::decode_standard_secret(&w.secret).map_err(|e| {
+                    format!("secret is not a Standard Webhooks secret (whsec_ + base64): {e}")
+                })?;
+                for (name, list) in [
+                    ("entity_types", &w.entity_types),
+                    ("config_prefixes", &w.config_prefixes),
+                ] {
+                    if list.len() > 200
+                        || list.iter().any(|v| {
+                            v.is_empty() || v.len() > 256 || v.chars().any(char::is_control)
+                        })
+                    {
+                        return Err(format!(
+                            "{name}: at most 200 entries of 1 to 256 characters"
+                        ));
+                    }
+                }
+            }
+            TargetKind::Cognito(cognito) => check_cognito(cognito)?,
+            TargetKind::Okta(okta) => {
+                check_target_url(&okta.base_url)?;
+                let t = &okta.token;
+                if t.trim().is_empty() {
+                    return Err("token (an Okta API token) is required".into());
+                }
+                if t.len() > MAX_SECRET_LEN
+                    || t.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(
+                        "token must be one Okta API token, without spaces or control characters"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if self.operations.is_empty() {
+            return Err("operations must name at least one operation".into());
+        }
+        let users = registry.view(ResourceKind::User);
+        if let Some(f) = &self.scope_filter {
+            let filter = provisync_scim::filter::parse(f)
+                .map_err(|e| format!("scope_filter: {}", e.detail))?;
+            filter
+                .validate(&users)
+                .map_err(|e| format!("scope_filter: {}", e.detail))?;
+        }
+        if self.mapping.len() > MAX_MAPPINGS {
+            return Err(format!("at most {MAX_MAPPINGS} mapping rules"));
+        }
+        for (i, m) in self.mapping.iter().enumerate() {
+            if AttrPath::parse(&m.target).is_none() {
+                return Err(format!(
+                    "mapping[{i}].target {:?} is not an attribute path",
+                    m.target
+                ));
+            }
+            if let Some(src) = &m.source {
+                let path = AttrPath::parse(src).ok_or_else(|| {
+                    format!("mapping[{i}].source {src:?} is not an attribute path")
+                })?;
+                if users.resolve(&path).is_none() {
+                    return Err(format!(
+                        "mapping[{i}].source {src:?} is not a User attribute of this hub"
+                    ));
+                }
+            }
+            let sources = usize::from(m.source.is_some()) + usize::from(m.value.is_some());
+            if m.drop && (sources > 0 || m.default.is_some()) {
+                return Err(format!(
+                    "mapping[{i}]: `drop` cannot be combined with source, value or default"
+                ));
+            }
+            if !m.drop && sources != 1 {
+                return Err(format!(
+                    "mapping[{i}] needs exactly one of `source`, `value` or `drop`"
+                ));
+            }
+            if m.value.is_some() && m.default.is_some() {
+                return Err(format!(
+                    "mapping[{i}]: `default` only applies to a `source`"
+                ));
+            }
+        }
+        for (hub, target) in &self.group_mapping {
+            if hub.trim().is_empty() || target.trim().is_empty() {
+                return Err("group_mapping names must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Target ids: 1 to 64 of `A-Z a-z 0-9 - _`, starting with a letter or digit (they appear
+/// in URLs, keys and audit entries).
+pub fn check_target_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_TARGET_ID_LEN {
+        return Err(format!(
+            "target id must be 1 to {MAX_TARGET_ID_LEN} characters"
+        ));
+    }
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok_start = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !ok_chars || !ok_start {
+        return Err(
+            "target id may contain only letters, digits, '-' and '_', and starts with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A target base URL: `https://…`, or `http://…` on loopback only (127.0.0.0/8, ::1,
+/// localhost). No credentials, query or fragment in the URL (credentials go in `auth`).
+pub(crate) fn check_target_url(raw: &str) -> Result<(), String> {
+    crate::net::check_target_url(raw)
+        .map(|_| ())
+        .map_err(|e| format!("base_url: {e}"))
+}
+
+/// A Cognito target: a pool id as AWS writes them (`{region}_{id}`, at most 55
+/// characters), a region name, an optional loopback-or-https endpoint.
+fn check_cognito(c: &CognitoTarget) -> Result<(), String> {
+    let pool = &c.user_pool_id;
+    let (prefix, rest) = pool.split_once('_').unwrap_or_default();
+    if pool.len() > 55
+        || !is_region(prefix)
+        || rest.is_empty()
+        || !rest.chars().all(|ch| ch.is_ascii_alphanumeric())
+    {
+        return Err(
+            "user_pool_id must be a Cognito user pool id such as \"us-east-1_AbCdEfGhI\"".into(),
+        );
+    }
+    if let Some(r) = &c.region {
+        if !is_region(r) {
+            return Err(format!("region {r:?} is not an AWS region name"));
+        }
+        if r != prefix {
+            return Err(format!(
+                "region {r:?} does not match the user pool's region {prefix:?}"
+            ));
+        }
+    }
+    if let Some(e) = &c.endpoint_url {
+        check_target_url(e).map_err(|m| m.replacen("base_url", "endpoint_url", 1))?;
+    }
+    Ok(())
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`: letters in dashed parts,
+/// ending in a number.
+fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    r.len() <= 32
+        && parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+pub(crate) fn check_auth(auth: &HttpAuth) -> Result<(), String> {
+    let bad_chars = |s: &str| s.chars().any(|c| c.is_control());
+    match auth {
+        HttpAuth::Bearer(t) => {
+            if t.trim().is_empty() {
+                return Err("auth.bearer must not be empty".into());
+            }
+            if t.len() > MAX_SECRET_LEN || bad_chars(t) || t.contains(' ') {
+                return Err(
+                    "auth.bearer must be one token without spaces or control characters".into(),
+                );
+            }
+        }
+        HttpAuth::Basic { username, password } => {
+            if username.is_empty() || username.contains(':') || bad_chars(username) {
+                return Err(
+                    "auth.basic.username must be non-empty, without ':' or control characters"
+                        .into(),
+                );
+            }
+            if username.len() > MAX_SECRET_LEN || password.len() > MAX_SECRET_LEN {
+                return Err("auth.basic values are too long".into());
+            }
+            if bad_chars(password) {
+                return Err("auth.basic.password must not contain control characters".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An OAuth client of a target: its id and secret (never quoted in the error).
+fn check_oauth_client(client_id: &str, secret: &str) -> Result<(), String> {
+    if client_id.trim().is_empty()
+        || client_id.len() > 512
+        || client_id.chars().any(char::is_control)
+    {
+        return Err("client_id must be 1 to 512 characters, without control characters".into());
+    }
+    if secret.is_empty() {
+        return Err("client_secret is required".into());
+    }
+    if secret.len() > MAX_SECRET_LEN || secret.chars().any(char::is_control) {
+        return Err("client_secret must be at most 8 KiB, without control characters".into());
+    }
+    Ok(())
+}
+
+/// An optional root URL of a target API, named by its field.
+fn check_optional_url(field: &str, url: Option<&str>) -> Result<(), String> {
+    match url {
+        None => Ok(()),
+        Some(u) => crate::net::check_target_url(u)
+            .map(|_| ())
+            .map_err(|e| format!("{field}: {e}")),
+    }
+}
