@@ -2,9 +2,9 @@
 //!
 //! `serve`, `token` and `aws-init` work on the store directly; the operator commands
 //! (`target`, `audit`, `sync`, `deadletters`) talk to a running hub's admin API
-//! ([`admin_cli`]).
+//! ([`admin`]).
 
-mod admin_cli;
+mod admin;
 mod transfer_cli;
 
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use provisync_http::auth::{self, Scope};
 )]
 struct Cli {
     #[command(flatten)]
-    remote: admin_cli::Remote,
+    remote: admin::Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,26 +50,26 @@ enum Command {
     /// Manage targets (the systems changes are delivered to).
     Target {
         #[command(subcommand)]
-        command: admin_cli::TargetCommand,
+        command: admin::TargetCommand,
     },
     /// Manage sources (sites that send the hub signed webhooks, or that it reads).
     Source {
         #[command(subcommand)]
-        command: admin_cli::SourceCommand,
+        command: admin::SourceCommand,
     },
     /// Show the audit log, newest first.
-    Audit(admin_cli::AuditArgs),
+    Audit(admin::AuditArgs),
     /// Queue an on-demand sync of users to a target, or reconcile it now (--reconcile).
-    Sync(admin_cli::SyncArgs),
+    Sync(admin::SyncArgs),
     /// Run one scheduled cycle now on the running hub (pull sources, reconcile
     /// `scheduled` targets, resend the outbox, count dead letters) and print the counts.
-    RunSchedule(admin_cli::ScheduleArgs),
+    RunSchedule(admin::ScheduleArgs),
     /// Import users from a CSV or JSON file (into a running hub, or --data-dir).
     Import(transfer_cli::ImportArgs),
     /// Export users as CSV or JSON (no passwords), optionally filtered.
     Export(transfer_cli::ExportArgs),
     /// List dead letters (changes that could not be delivered), or send them back.
-    Deadletters(admin_cli::DeadLetterArgs),
+    Deadletters(admin::DeadLetterArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,14 +113,14 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
-        Command::Target { command } => admin_cli::target(&cli.remote, command).await,
-        Command::Source { command } => admin_cli::source(&cli.remote, command).await,
-        Command::Audit(args) => admin_cli::audit(&cli.remote, args).await,
-        Command::Sync(args) => admin_cli::sync(&cli.remote, args).await,
-        Command::RunSchedule(args) => admin_cli::run_schedule(&cli.remote, args).await,
+        Command::Target { command } => admin::target(&cli.remote, command).await,
+        Command::Source { command } => admin::source(&cli.remote, command).await,
+        Command::Audit(args) => admin::audit(&cli.remote, args).await,
+        Command::Sync(args) => admin::sync(&cli.remote, args).await,
+        Command::RunSchedule(args) => admin::run_schedule(&cli.remote, args).await,
         Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
         Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
-        Command::Deadletters(args) => admin_cli::dead_letters(&cli.remote, args).await,
+        Command::Deadletters(args) => admin::dead_letters(&cli.remote, args).await,
         Command::Token { command } => token(command).await,
         Command::AwsInit => {
             let report = provisync_aws::aws_init_command().await?;

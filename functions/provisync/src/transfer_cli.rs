@@ -16,7 +16,7 @@ use provisync_transfer::{
     ScimSink,
 };
 
-use crate::admin_cli::Remote;
+use crate::admin::Remote;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
@@ -84,8 +84,8 @@ fn scim_sink(remote: &Remote, args: &HubArgs) -> Result<ScimSink> {
                 })?
         }
     };
-    let base = format!("{}/scim/v2", remote.url.trim_end_matches('/'));
-    Ok(ScimSink::new(&base, &token))
+    let client = provisync_client::HubClient::new(&remote.url, &token)?;
+    Ok(ScimSink::from_client(client))
 }
 
 /// The local hub's directory with change events on (as `serve` builds it).

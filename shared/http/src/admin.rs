@@ -32,7 +32,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::auth::{RequireToken, Scope, require_token};
@@ -46,6 +46,9 @@ use provisync_core::sync::audit::{
 use provisync_core::sync::ondemand::OnDemandError;
 use provisync_core::target::{TargetConfig, check_target_id};
 use provisync_scim::ResourceKind;
+use provisync_wire as wire;
+
+mod wire_of;
 
 pub const BASE_PATH: &str = "/admin";
 /// Default and largest number of dead letters listed / redriven in one call.
@@ -91,7 +94,9 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(json!({"error": self.message}))).into_response();
+        let mut resp = (self.status, axum::Json(wire::ErrorBody {
+            error: self.message,
+        })).into_response();
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is not read: the connection cannot be reused, and
             // saying so keeps clients from sending the next request on it.
@@ -377,7 +382,7 @@ async fn list_targets(State(state): State<AppState>) -> AdminResult<Response> {
         .iter()
         .map(redacted_json)
         .collect();
-    Ok(axum::Json(json!({ "targets": list })).into_response())
+    Ok(axum::Json(wire::TargetList { targets: list }).into_response())
 }
 
 async fn load_target(adm: &provisync_core::hub::Hub, id: &str) -> AdminResult<TargetConfig> {
@@ -450,12 +455,12 @@ async fn test_target(
         tracing::warn!(error = %e, target = %id, "audit entry for a connection test not written");
     }
     tracing::info!(target = %id, ok, latency_ms, "connection test");
-    Ok(axum::Json(json!({
-        "target": id,
-        "ok": ok,
-        "detail": detail,
-        "latency_ms": latency_ms,
-    }))
+    Ok(axum::Json(wire::TargetTest {
+        target: id,
+        ok,
+        detail,
+        latency_ms,
+    })
     .into_response())
 }
 
@@ -527,7 +532,7 @@ async fn list_sources(State(state): State<AppState>) -> AdminResult<Response> {
         .iter()
         .map(redacted_source)
         .collect();
-    Ok(axum::Json(json!({ "sources": list })).into_response())
+    Ok(axum::Json(wire::SourceList { sources: list }).into_response())
 }
 
 fn no_source(id: &str) -> AdminError {
@@ -593,7 +598,11 @@ async fn export_entities(
         )
         .await
         .map_err(|e| AdminError::internal("entities", e))?;
-    Ok(axum::Json(json!({"entities": page.records, "next_cursor": page.next})).into_response())
+    Ok(axum::Json(wire::EntitiesPage {
+        entities: page.records,
+        next_cursor: page.next,
+    })
+    .into_response())
 }
 
 async fn export_config(
@@ -615,7 +624,11 @@ async fn export_config(
         )
         .await
         .map_err(|e| AdminError::internal("config", e))?;
-    Ok(axum::Json(json!({"config": page.records, "next_cursor": page.next})).into_response())
+    Ok(axum::Json(wire::ConfigPage {
+        config: page.records,
+        next_cursor: page.next,
+    })
+    .into_response())
 }
 
 // ---- audit -------------------------------------------------------------------------
@@ -683,23 +696,14 @@ async fn query_audit(
         return Err(AdminError::bad_request("target or resource is too long"));
     }
     let (entries, next) = adm.audit.query(&q).await?;
-    Ok(axum::Json(json!({ "entries": entries, "next_cursor": next })).into_response())
+    Ok(axum::Json(wire::AuditPage {
+        entries: entries.iter().map(wire_of::audit_entry).collect(),
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 // ---- on-demand sync ----------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncRequest {
-    target: String,
-    #[serde(default)]
-    filter: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-    /// Reconcile the target now instead of queuing users.
-    #[serde(default)]
-    reconcile: bool,
-}
 
 /// Time a reconcile asked for through the API runs at most (API Gateway answers within
 /// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
@@ -708,7 +712,7 @@ const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::fro
 async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Response> {
     let adm = &state.hub;
     let body = json_body(&state, req).await?;
-    let r: SyncRequest = serde_json::from_value(body)
+    let r: wire::SyncRequest = serde_json::from_value(body)
         .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
     let filter_text = nonempty(r.filter);
     let user = nonempty(r.user);
@@ -733,7 +737,10 @@ async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Respon
         // The report says how it went (complete, suspended, busy: another cycle holds
         // the target, failed: why).
         let report = reconciler.reconcile_target(&target, deadline).await;
-        return Ok(axum::Json(json!({ "reconcile": report })).into_response());
+        return Ok(axum::Json(wire::SyncReconciled {
+            reconcile: wire_of::reconcile_report(&report),
+        })
+        .into_response());
     }
     let filter = match &filter_text {
         Some(f) => {
@@ -774,7 +781,7 @@ async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Respon
         tracing::warn!(error = %e, "audit entry for an on-demand sync not written");
     }
     tracing::info!(target = %target.id, queued, "on-demand sync queued");
-    Ok(axum::Json(json!({ "queued": queued })).into_response())
+    Ok(axum::Json(wire::SyncQueued { queued }).into_response())
 }
 
 // ---- schedule --------------------------------------------------------------------
@@ -808,7 +815,7 @@ async fn run_schedule(
     )
     .await
     .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
-    Ok(axum::Json(json!(report)).into_response())
+    Ok(axum::Json(wire_of::cycle_report(&report)).into_response())
 }
 
 // ---- dead letters ------------------------------------------------------------------
@@ -821,7 +828,7 @@ struct LimitParams {
 
 /// A dead letter as shown: the body as JSON when it is JSON, with any `password` value
 /// replaced (events carry passwords sealed, but never show even those).
-fn dead_letter_json(d: &DeadLetter) -> Value {
+fn dead_letter_json(d: &DeadLetter) -> wire::DeadLetter {
     fn hide(v: &mut Value) {
         match v {
             Value::Object(m) => {
@@ -845,12 +852,12 @@ fn dead_letter_json(d: &DeadLetter) -> Value {
         }
         Err(_) => Value::String(d.body.chars().take(1024).collect()),
     };
-    json!({
-        "group_id": d.group_id,
-        "dedup_id": d.dedup_id,
-        "receive_count": d.receive_count,
-        "body": body,
-    })
+    wire::DeadLetter {
+        group_id: d.group_id.clone(),
+        dedup_id: d.dedup_id.clone(),
+        receive_count: d.receive_count,
+        body,
+    }
 }
 
 async fn dead_letters(
@@ -861,14 +868,18 @@ async fn dead_letters(
     let p: LimitParams = query_params(raw)?;
     let limit = parse_limit(p.limit.as_deref(), DEFAULT_DEAD_LETTERS, MAX_DEAD_LETTERS)?;
     let count = adm.queue.dead_letter_count().await?;
-    let list: Vec<Value> = adm
+    let list: Vec<wire::DeadLetter> = adm
         .queue
         .dead_letters(limit)
         .await?
         .iter()
         .map(dead_letter_json)
         .collect();
-    Ok(axum::Json(json!({ "count": count, "dead_letters": list })).into_response())
+    Ok(axum::Json(wire::DeadLetters {
+        count,
+        dead_letters: list,
+    })
+    .into_response())
 }
 
 async fn redrive(State(state): State<AppState>, RawQuery(raw): RawQuery) -> AdminResult<Response> {
@@ -884,12 +895,13 @@ async fn redrive(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Admi
         }
     }
     tracing::info!(redriven = n, "dead letters redriven");
-    Ok(axum::Json(json!({ "redriven": n })).into_response())
+    Ok(axum::Json(wire::Redriven { redriven: n }).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parser_messages_never_quote_secrets() {
@@ -942,7 +954,7 @@ mod tests {
             receive_count: 5,
         };
         let v = dead_letter_json(&d);
-        assert_eq!(v["body"]["user"]["password"], "***");
-        assert_eq!(v["body"]["user"]["userName"], "a");
+        assert_eq!(v.body["user"]["password"], "***");
+        assert_eq!(v.body["user"]["userName"], "a");
     }
 }

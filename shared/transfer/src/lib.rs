@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use provisync_client::{HubClient, Method};
 use provisync_core::directory::{Directory, DirectoryError};
 use provisync_core::directory::keys::UniqueAttr;
 use provisync_core::event::Origin;
@@ -675,15 +676,13 @@ impl ImportSink for DirectorySink {
 /// a SCIM token; also reads users for export.
 #[derive(Clone)]
 pub struct ScimSink {
-    base: String,
-    token: String,
-    client: reqwest::Client,
+    client: HubClient,
 }
 
 impl std::fmt::Debug for ScimSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScimSink")
-            .field("base", &self.base)
+            .field("base", &self.client.scim_root())
             .finish_non_exhaustive()
     }
 }
@@ -699,32 +698,27 @@ const BULK_REQUEST: &str = provisync_scim::urn::BULK_REQUEST;
 impl ScimSink {
     /// `base`: the SCIM root (`http://127.0.0.1:8787/scim/v2`).
     pub fn new(base: &str, token: &str) -> ScimSink {
-        ScimSink {
-            base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            client: reqwest::Client::new(),
-        }
+        // Fails only when no TLS backend can be set up (as `reqwest::Client::new` would).
+        let client = HubClient::for_scim_root(base, token).expect("an HTTP client");
+        ScimSink { client }
+    }
+
+    /// Over a [`HubClient`] of the hub (with a SCIM token).
+    pub fn from_client(client: HubClient) -> ScimSink {
+        ScimSink { client }
     }
 
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
-        let mut req = self
+        let (status, v) = self
             .client
-            .request(method, format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .header("Accept", "application/scim+json");
-        if let Some(b) = body {
-            req = req
-                .header("Content-Type", "application/scim+json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.map_err(|e| format!("hub: {e}"))?;
-        let status = resp.status().as_u16();
-        let v = resp.json().await.unwrap_or(Value::Null);
+            .scim(method, path, body)
+            .await
+            .map_err(|e| format!("hub: {e}"))?;
         if status == 401 || status == 403 {
             return Err(format!("hub refused the SCIM token ({status})"));
         }
@@ -744,7 +738,7 @@ impl ScimSink {
         let q = serde_urlencoded::to_string([("filter", filter.as_str())])
             .map_err(|e| e.to_string())?;
         let (status, v) = self
-            .send(reqwest::Method::GET, &format!("/Users?{q}"), None)
+            .send(Method::GET, &format!("/Users?{q}"), None)
             .await?;
         if status != 200 {
             return Err(Self::detail(&v, status));
@@ -797,7 +791,7 @@ impl ScimSink {
                 ])
                 .map_err(|e| e.to_string())?;
                 let (status, v) = self
-                    .send(reqwest::Method::GET, &format!("/Users?{q}"), None)
+                    .send(Method::GET, &format!("/Users?{q}"), None)
                     .await?;
                 if status != 200 {
                     return Err(Self::detail(&v, status));
@@ -836,7 +830,7 @@ impl ScimSink {
             }
             let q = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
             let (status, v) = self
-                .send(reqwest::Method::GET, &format!("/Users?{q}"), None)
+                .send(Method::GET, &format!("/Users?{q}"), None)
                 .await?;
             if status != 200 {
                 return Err(Self::detail(&v, status));
@@ -876,7 +870,7 @@ impl ImportSink for ScimSink {
                 .map(|(i, u)| json!({"method": "POST", "path": "/Users", "bulkId": format!("r{i}"), "data": u}))
                 .collect();
             let body = json!({"schemas": [BULK_REQUEST], "Operations": ops});
-            let answers = match self.send(reqwest::Method::POST, "/Bulk", Some(&body)).await {
+            let answers = match self.send(Method::POST, "/Bulk", Some(&body)).await {
                 Ok((200, v)) => {
                     let mut by_id: HashMap<String, Written> = HashMap::new();
                     for op in v["Operations"].as_array().cloned().unwrap_or_default() {
@@ -968,7 +962,7 @@ impl ImportSink for ScimSink {
                 .collect();
             let body = json!({"schemas": [BULK_REQUEST], "Operations": ops});
             let answers: Vec<Result<(), String>> =
-                match self.send(reqwest::Method::POST, "/Bulk", Some(&body)).await {
+                match self.send(Method::POST, "/Bulk", Some(&body)).await {
                     Ok((200, v)) => {
                         let ops = v["Operations"].as_array().cloned().unwrap_or_default();
                         let mut by_id: HashMap<String, Result<(), String>> = HashMap::new();
@@ -1005,7 +999,7 @@ impl ImportSink for ScimSink {
     async fn replace(&self, id: &str, user: &Value) -> Result<(), String> {
         let seg: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         let (status, v) = self
-            .send(reqwest::Method::PUT, &format!("/Users/{seg}"), Some(user))
+            .send(Method::PUT, &format!("/Users/{seg}"), Some(user))
             .await?;
         if (200..300).contains(&status) {
             Ok(())

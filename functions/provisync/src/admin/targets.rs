@@ -1,0 +1,80 @@
+//! `provisync target …`: targets on the running hub.
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+pub use super::target_body::AddArgs;
+use super::target_body::target_body;
+use super::{Remote, admin_client, s, short, table};
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCommand {
+    /// Create or replace a target.
+    Add(Box<AddArgs>),
+    /// List targets (secrets are never shown).
+    List,
+    /// Show one target as JSON (secrets redacted).
+    Show { id: String },
+    /// Check a target's credentials and reachability (recorded in the audit log).
+    Test { id: String },
+    /// Remove a target.
+    Remove { id: String },
+}
+
+pub async fn target(remote: &Remote, cmd: TargetCommand) -> Result<()> {
+    let admin = admin_client(remote)?;
+    match cmd {
+        TargetCommand::Add(args) => {
+            let body = target_body(&args)?;
+            let t = admin.put_target(&args.id, &body).await?;
+            println!("target {} saved", s(&t, "id"));
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TargetCommand::List => {
+            let list = admin.targets().await?.targets;
+            if list.is_empty() {
+                println!("no targets (add one with `provisync target add`)");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.kind.clone(),
+                        if t.enabled { "yes" } else { "no" }.to_string(),
+                        t.mode.clone().unwrap_or_default(),
+                        t.base_url.clone().unwrap_or_default(),
+                        short(t.scope_filter.as_deref().unwrap_or_default(), 60),
+                    ]
+                })
+                .collect();
+            table(
+                &["ID", "KIND", "ENABLED", "MODE", "BASE URL", "SCOPE"],
+                &rows,
+            );
+        }
+        TargetCommand::Show { id } => {
+            let t = admin.target(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TargetCommand::Test { id } => {
+            let r = admin.test_target(&id).await?;
+            println!(
+                "{} {} ({} ms): {}",
+                if r.ok { "OK" } else { "FAILED" },
+                id,
+                r.latency_ms,
+                r.detail
+            );
+            if !r.ok {
+                bail!("connection test of {id} failed");
+            }
+        }
+        TargetCommand::Remove { id } => {
+            admin.delete_target(&id).await?;
+            println!("target {id} removed");
+        }
+    }
+    Ok(())
+}

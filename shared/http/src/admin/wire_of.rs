@@ -1,0 +1,204 @@
+//! The domain's reports and records in their wire form ([`provisync_wire`]): the admin
+//! API serializes these, and a client reads them without `provisync-core`. A unit test
+//! checks that each conversion serializes to the very bytes of the domain type.
+
+use provisync_core::sync::audit::AuditEntry;
+use provisync_core::sync::pull::{PullCounts, PullReport};
+use provisync_core::sync::reconcile::{GroupCounts, ReconcileCounts, ReconcileReport};
+use provisync_core::sync::schedule::CycleReport;
+use provisync_wire as wire;
+
+/// The snake_case name a domain enum serializes to (`complete`, `add_members`).
+fn name_of(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub(super) fn audit_entry(e: &AuditEntry) -> wire::AuditEntry {
+    wire::AuditEntry {
+        at: e.at.clone(),
+        event_id: e.event_id.clone(),
+        resource_type: e.resource_type.clone(),
+        resource_id: e.resource_id.clone(),
+        target: e.target.clone(),
+        op: e.op.as_str(),
+        status: e.status.as_str(),
+        detail: e.detail.clone(),
+        latency_ms: e.latency_ms,
+    }
+}
+
+fn group_counts(g: &GroupCounts) -> wire::GroupCounts {
+    wire::GroupCounts {
+        checked: g.checked,
+        created: g.created,
+        updated: g.updated,
+        deleted: g.deleted,
+        orphaned: g.orphaned,
+        unchanged: g.unchanged,
+        failed: g.failed,
+        members_added: g.members_added,
+        members_removed: g.members_removed,
+        unsupported: g.unsupported,
+    }
+}
+
+fn reconcile_counts(c: &ReconcileCounts) -> wire::ReconcileCounts {
+    wire::ReconcileCounts {
+        checked: c.checked,
+        created: c.created,
+        updated: c.updated,
+        deactivated: c.deactivated,
+        deleted: c.deleted,
+        orphaned: c.orphaned,
+        unchanged: c.unchanged,
+        failed: c.failed,
+        groups: Some(group_counts(&c.groups)),
+    }
+}
+
+pub(super) fn reconcile_report(r: &ReconcileReport) -> wire::ReconcileReport {
+    wire::ReconcileReport {
+        target: r.target.clone(),
+        state: name_of(&r.state),
+        counts: reconcile_counts(&r.counts),
+        resumed: r.resumed,
+        pages: r.pages,
+        error: r.error.clone(),
+    }
+}
+
+fn pull_counts(c: &PullCounts) -> wire::PullCounts {
+    wire::PullCounts {
+        fetched: c.fetched,
+        created: c.created,
+        updated: c.updated,
+        unchanged: c.unchanged,
+        stale: c.stale,
+        failed: c.failed,
+    }
+}
+
+fn pull_report(p: &PullReport) -> wire::PullReport {
+    wire::PullReport {
+        source: p.source.clone(),
+        users: pull_counts(&p.users),
+        groups: pull_counts(&p.groups),
+        complete: p.complete,
+        incremental: p.incremental,
+        error: p.error.clone(),
+    }
+}
+
+pub(super) fn cycle_report(r: &CycleReport) -> wire::CycleReport {
+    wire::CycleReport {
+        pulled: r.pulled.iter().map(pull_report).collect(),
+        reconciled: r.reconciled.iter().map(reconcile_report).collect(),
+        dead_letters: r.dead_letters,
+        outbox_resent: r.outbox_resent,
+        outbox_complete: r.outbox_complete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisync_core::sync::audit::{AuditOp, AuditStatus};
+    use provisync_core::sync::reconcile::RunState;
+
+    fn same_bytes(domain: &impl serde::Serialize, wire: &impl serde::Serialize) {
+        assert_eq!(
+            serde_json::to_string(domain).unwrap(),
+            serde_json::to_string(wire).unwrap()
+        );
+    }
+
+    fn report(state: RunState, error: Option<&str>, unsupported: bool) -> ReconcileReport {
+        ReconcileReport {
+            target: "crm".into(),
+            state,
+            counts: ReconcileCounts {
+                checked: 1,
+                created: 2,
+                updated: 3,
+                deactivated: 4,
+                deleted: 5,
+                orphaned: 6,
+                unchanged: 7,
+                failed: 8,
+                groups: GroupCounts {
+                    checked: 9,
+                    created: 10,
+                    updated: 11,
+                    deleted: 12,
+                    orphaned: 13,
+                    unchanged: 14,
+                    failed: 15,
+                    members_added: 16,
+                    members_removed: 17,
+                    unsupported,
+                },
+            },
+            resumed: true,
+            pages: 3,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn reports_serialize_as_the_domain_does() {
+        for r in [
+            report(RunState::Complete, None, false),
+            report(RunState::Failed, Some("boom"), true),
+            report(RunState::Unsupported, None, true),
+        ] {
+            same_bytes(&r, &reconcile_report(&r));
+            let back: wire::ReconcileReport =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, reconcile_report(&r));
+        }
+        let pull = |error: Option<&str>| PullReport {
+            source: "site-a".into(),
+            users: PullCounts {
+                fetched: 1,
+                created: 2,
+                updated: 3,
+                unchanged: 4,
+                stale: 5,
+                failed: 6,
+            },
+            groups: PullCounts {
+                fetched: 7,
+                ..PullCounts::default()
+            },
+            complete: false,
+            incremental: true,
+            error: error.map(str::to_string),
+        };
+        let cycle = CycleReport {
+            pulled: vec![pull(None), pull(Some("down"))],
+            reconciled: vec![report(RunState::Suspended, None, false)],
+            dead_letters: 2,
+            outbox_resent: 3,
+            outbox_complete: false,
+        };
+        same_bytes(&cycle, &cycle_report(&cycle));
+        same_bytes(
+            &CycleReport::default(),
+            &cycle_report(&CycleReport::default()),
+        );
+    }
+
+    #[test]
+    fn audit_entries_serialize_as_the_domain_does() {
+        let e = AuditEntry::new("crm", AuditOp::AddMembers, AuditStatus::Delivered)
+            .resource("Group", "g1")
+            .detail("ok")
+            .latency_ms(12);
+        same_bytes(&e, &audit_entry(&e));
+        let e = AuditEntry::new("", AuditOp::Redrive, AuditStatus::Queued);
+        same_bytes(&e, &audit_entry(&e));
+    }
+}

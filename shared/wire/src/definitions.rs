@@ -1,0 +1,82 @@
+//! Targets and sources (`/admin/targets`, `/admin/sources`), and the exports of entities
+//! and configuration (`/admin/entities`, `/admin/config`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+fn yes() -> bool {
+    true
+}
+
+/// `GET /admin/targets`: `{"targets": [...]}`, each a redacted definition (`T`: the
+/// whole JSON object on the hub's side, a [`TargetSummary`] for a listing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetList<T = Value> {
+    pub targets: Vec<T>,
+}
+
+/// The fields every kind of target has, as a listing shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Kinds without a base URL (entra, salesforce, cognito, webhook) have none.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub scope_filter: Option<String>,
+}
+
+/// `POST /admin/targets/{id}/test`: how the connection test went (also audited).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetTest {
+    pub target: String,
+    pub ok: bool,
+    pub detail: String,
+    pub latency_ms: u64,
+}
+
+/// `GET /admin/sources`: `{"sources": [...]}`, each a redacted definition (secrets `"***"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceList<T = Value> {
+    pub sources: Vec<T>,
+}
+
+/// The fields of a source a listing shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub user_sync: bool,
+    #[serde(default)]
+    pub entity_types: Vec<String>,
+    #[serde(default)]
+    pub config_prefixes: Vec<String>,
+}
+
+/// `GET /admin/entities`: a page of the full export of entities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntitiesPage<T = Value> {
+    pub entities: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /admin/config`: a page of the full export of configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigPage<T = Value> {
+    pub config: Vec<T>,
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,37 @@
+//! The admin API's requests and answers (`/admin/...`) as plain serde types: the hub
+//! serializes them, the CLI ([`provisync-client`]) deserializes them. No I/O here.
+//!
+//! The JSON is the contract: field names, order and the fields left out when empty are
+//! exactly what the hub sends (its tests compare the bytes). Where the hub's domain has a
+//! type of its own (`ReconcileReport`, `CycleReport`, `AuditEntry` in `provisync-core`),
+//! this crate mirrors its JSON form, and the HTTP layer converts the domain value into it;
+//! enums of the domain (an audit op, a run state) are their snake_case names here, so a
+//! client needs no domain crate to read an answer.
+//!
+//! Definitions (targets, sources) are shown as the JSON object the hub holds (redacted):
+//! their form depends on the kind, so lists carry them as [`serde_json::Value`]s on the
+//! hub's side, and a client reads the fields every kind has through [`TargetSummary`] /
+//! [`SourceSummary`].
+
+mod audit;
+mod definitions;
+mod queue;
+mod sync;
+
+pub use audit::{AuditEntry, AuditFilter, AuditPage};
+pub use definitions::{
+    ConfigPage, EntitiesPage, SourceList, SourceSummary, TargetList, TargetSummary, TargetTest,
+};
+pub use queue::{DeadLetter, DeadLetters, Redriven};
+pub use sync::{
+    CycleReport, GroupCounts, PullCounts, PullReport, ReconcileCounts, ReconcileReport, SyncQueued,
+    SyncReconciled, SyncRequest,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Every answer of the admin API that is not a success: `{"error": message}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
