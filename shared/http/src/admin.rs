@@ -94,9 +94,13 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(wire::ErrorBody {
-            error: self.message,
-        })).into_response();
+        let mut resp = (
+            self.status,
+            axum::Json(wire::ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is not read: the connection cannot be reused, and
             // saying so keeps clients from sending the next request on it.

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::ScimState;
-use super::scim_error::scim_error;
 use super::auth::{RequireToken, Scope, require_token};
+use super::scim_error::scim_error;
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
 use provisync_scim::projection::{Projection, parse_attribute_list};

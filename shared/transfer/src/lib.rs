@@ -27,8 +27,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use provisync_client::{HubClient, Method};
-use provisync_core::directory::{Directory, DirectoryError};
 use provisync_core::directory::keys::UniqueAttr;
+use provisync_core::directory::{Directory, DirectoryError};
 use provisync_core::event::Origin;
 use provisync_core::sync::mapping::{get_path, set_path};
 use provisync_scim::ResourceKind;
@@ -737,9 +737,7 @@ impl ScimSink {
         let filter = format!("{attr} eq {lit}");
         let q = serde_urlencoded::to_string([("filter", filter.as_str())])
             .map_err(|e| e.to_string())?;
-        let (status, v) = self
-            .send(Method::GET, &format!("/Users?{q}"), None)
-            .await?;
+        let (status, v) = self.send(Method::GET, &format!("/Users?{q}"), None).await?;
         if status != 200 {
             return Err(Self::detail(&v, status));
         }
@@ -790,9 +788,7 @@ impl ScimSink {
                     ("count", &n.to_string()),
                 ])
                 .map_err(|e| e.to_string())?;
-                let (status, v) = self
-                    .send(Method::GET, &format!("/Users?{q}"), None)
-                    .await?;
+                let (status, v) = self.send(Method::GET, &format!("/Users?{q}"), None).await?;
                 if status != 200 {
                     return Err(Self::detail(&v, status));
                 }
@@ -829,9 +825,7 @@ impl ScimSink {
                 params.push(("filter", fl.to_string()));
             }
             let q = serde_urlencoded::to_string(&params).map_err(|e| e.to_string())?;
-            let (status, v) = self
-                .send(Method::GET, &format!("/Users?{q}"), None)
-                .await?;
+            let (status, v) = self.send(Method::GET, &format!("/Users?{q}"), None).await?;
             if status != 200 {
                 return Err(Self::detail(&v, status));
             }

@@ -666,11 +666,7 @@ impl Directory {
 
     /// Creates a resource from a client body (POST). Returns the stored resource and the
     /// write-only password, if one was sent (never stored in the directory).
-    pub async fn create(
-        &self,
-        kind: ResourceKind,
-        body: &Value,
-    ) -> Result<Saved, DirectoryError> {
+    pub async fn create(&self, kind: ResourceKind, body: &Value) -> Result<Saved, DirectoryError> {
         self.create_in(kind, body, &WriteContext::default()).await
     }
 
@@ -1522,8 +1518,7 @@ fn check_key_lengths(kind: ResourceKind, resource: &Value) -> Result<(), Directo
 }
 
 fn as_object_mut(v: &mut Value) -> Result<&mut Map<String, Value>, DirectoryError> {
-    v.as_object_mut()
-        .ok_or(DirectoryError::NotAnObject)
+    v.as_object_mut().ok_or(DirectoryError::NotAnObject)
 }
 
 fn take_password(resource: &mut Value) -> Option<String> {
@@ -1533,7 +1528,10 @@ fn take_password(resource: &mut Value) -> Option<String> {
         .and_then(|p| p.as_str().map(str::to_string))
 }
 
-fn take_members(kind: ResourceKind, resource: &mut Value) -> Result<Vec<MemberRef>, DirectoryError> {
+fn take_members(
+    kind: ResourceKind,
+    resource: &mut Value,
+) -> Result<Vec<MemberRef>, DirectoryError> {
     let Some(obj) = resource.as_object_mut() else {
         return Ok(vec![]);
     };

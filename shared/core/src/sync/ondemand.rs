@@ -74,16 +74,16 @@ impl OnDemand for DirectoryOnDemand {
     ) -> Result<usize, OnDemandError> {
         let mut messages = Vec::new();
         if let Some(id) = user {
-            let stored = self
-                .directory
-                .load(ResourceKind::User, &id)
-                .await
-                .map_err(|e| match e {
-                    DirectoryError::NotFound { .. } => {
-                        OnDemandError::NotFound(format!("no user {id:?}"))
-                    }
-                    e => OnDemandError::Failed(e.to_string()),
-                })?;
+            let stored =
+                self.directory
+                    .load(ResourceKind::User, &id)
+                    .await
+                    .map_err(|e| match e {
+                        DirectoryError::NotFound { .. } => {
+                            OnDemandError::NotFound(format!("no user {id:?}"))
+                        }
+                        e => OnDemandError::Failed(e.to_string()),
+                    })?;
             messages.extend((self.make_message)(target, &stored));
         } else {
             let schemas = self.directory.schemas().clone();
