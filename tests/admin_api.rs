@@ -117,6 +117,34 @@ on_every_backend!(targets_crud_and_redaction, |hub: Hub| async move {
     assert_no_secret(&r);
     assert_eq!(r.body["entries"].as_array().unwrap().len(), 1);
     assert_eq!(r.body["entries"][0]["op"], "test");
+    // It says who asked: the operator's token (here the static one `serve` sets).
+    assert_eq!(r.body["entries"][0]["actor"], "admin:static");
+    // A token issued with a name (`provisync token create --name ops`) is named.
+    let ops = provisync_http::auth::create_token(
+        hub.store.as_ref(),
+        provisync_http::auth::Scope::Admin,
+        "ops",
+    )
+    .await
+    .unwrap();
+    let r = hub
+        .client
+        .post(hub.admin_url("/targets/wiki/test"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = hub
+        .admin(Method::GET, "/audit?target=wiki&op=test", None)
+        .await;
+    let actors: Vec<&str> = r.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert_eq!(actors, ["admin:ops", "admin:static"], "{}", r.text);
 
     let r = hub.admin(Method::DELETE, "/targets/crm", None).await;
     assert_eq!(r.status, 204, "{}", r.text);

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::auth::{RequireToken, Scope, require_token};
+use super::auth::{Principal, RequireToken, Scope, require_token};
 use provisync_core::definitions::DefinitionError;
 use provisync_core::queue::{DeadLetter, QueueError};
 use provisync_core::source::{SourceConfig, check_source_id};
@@ -425,6 +425,7 @@ async fn delete_target(
 
 async fn test_target(
     State(state): State<AppState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
@@ -454,7 +455,8 @@ async fn test_target(
         },
     )
     .detail(detail.clone())
-    .latency_ms(latency_ms);
+    .latency_ms(latency_ms)
+    .actor(principal.to_string());
     if let Err(e) = adm.audit.record(entry).await {
         tracing::warn!(error = %e, target = %id, "audit entry for a connection test not written");
     }
@@ -713,7 +715,11 @@ async fn query_audit(
 /// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
 const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
-async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Response> {
+async fn sync(
+    State(state): State<AppState>,
+    principal: Principal,
+    req: Request,
+) -> AdminResult<Response> {
     let adm = &state.hub;
     let body = json_body(&state, req).await?;
     let r: wire::SyncRequest = serde_json::from_value(body)
@@ -777,7 +783,9 @@ async fn sync(State(state): State<AppState>, req: Request) -> AdminResult<Respon
         (None, Some(u)) => format!("{queued} queued, user {u}"),
         (None, None) => format!("{queued} queued, all users"),
     };
-    let mut entry = AuditEntry::new(&target.id, AuditOp::Sync, AuditStatus::Queued).detail(detail);
+    let mut entry = AuditEntry::new(&target.id, AuditOp::Sync, AuditStatus::Queued)
+        .detail(detail)
+        .actor(principal.to_string());
     if let Some(u) = &user {
         entry = entry.resource("User", u);
     }
@@ -886,14 +894,19 @@ async fn dead_letters(
     .into_response())
 }
 
-async fn redrive(State(state): State<AppState>, RawQuery(raw): RawQuery) -> AdminResult<Response> {
+async fn redrive(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> AdminResult<Response> {
     let adm = &state.hub;
     let p: LimitParams = query_params(raw)?;
     let limit = parse_limit(p.limit.as_deref(), MAX_DEAD_LETTERS, MAX_DEAD_LETTERS)?;
     let n = adm.queue.redrive(limit).await?;
     if n > 0 {
         let entry = AuditEntry::new("", AuditOp::Redrive, AuditStatus::Queued)
-            .detail(format!("{n} dead letters sent back to the queue"));
+            .detail(format!("{n} dead letters sent back to the queue"))
+            .actor(principal.to_string());
         if let Err(e) = adm.audit.record(entry).await {
             tracing::warn!(error = %e, "audit entry for a redrive not written");
         }

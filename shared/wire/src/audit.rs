@@ -30,6 +30,9 @@ pub struct AuditEntry {
     pub detail: String,
     #[serde(default)]
     pub latency_ms: u64,
+    /// Who asked for it (`admin:<token name>`), for operations an operator started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The query of `GET /admin/audit` (`None`: no filter on that field).

@@ -67,13 +67,14 @@ pub async fn audit(remote: &Remote, args: AuditArgs) -> Result<()> {
                     e.status.clone(),
                     res,
                     format!("{} ms", e.latency_ms),
+                    e.actor.clone().unwrap_or_default(),
                     short(&e.detail, 80),
                 ]
             })
             .collect();
         table(
             &[
-                "AT", "TARGET", "OP", "STATUS", "RESOURCE", "LATENCY", "DETAIL",
+                "AT", "TARGET", "OP", "STATUS", "RESOURCE", "LATENCY", "BY", "DETAIL",
             ],
             &rows,
         );

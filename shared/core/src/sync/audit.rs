@@ -126,6 +126,10 @@ pub struct AuditEntry {
     pub detail: String,
     #[serde(default)]
     pub latency_ms: u64,
+    /// Who asked for it, for operations an operator starts through the admin API
+    /// (`admin:<token name>`, `admin:static`); absent for the hub's own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 impl AuditEntry {
@@ -141,6 +145,7 @@ impl AuditEntry {
             status,
             detail: String::new(),
             latency_ms: 0,
+            actor: None,
         }
     }
 
@@ -162,6 +167,12 @@ impl AuditEntry {
 
     pub fn latency_ms(mut self, ms: u64) -> Self {
         self.latency_ms = ms;
+        self
+    }
+
+    /// Who asked for it (see [`AuditEntry::actor`]).
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
         self
     }
 }

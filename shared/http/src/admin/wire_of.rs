@@ -27,6 +27,7 @@ pub(super) fn audit_entry(e: &AuditEntry) -> wire::AuditEntry {
         status: e.status.as_str(),
         detail: e.detail.clone(),
         latency_ms: e.latency_ms,
+        actor: e.actor.clone(),
     }
 }
 
