@@ -173,10 +173,15 @@ on_every_backend!(
         assert_admin_error(&put("a", t).await, 400, "https");
         let mut t = scim_target(BEARER);
         t["base_url"] = json!("http://10.1.2.3/v2");
-        assert_admin_error(&put("a", t).await, 400, "loopback");
+        let r = put("a", t).await;
+        assert_admin_error(&r, 400, "loopback");
+        // The answer names the field (what a form highlights); parse errors name none.
+        assert_eq!(r.body["field"], "base_url", "{}", r.text);
         let mut t = scim_target(BEARER);
         t["kind"] = json!("ldap");
-        assert_admin_error(&put("a", t).await, 400, "unknown target kind");
+        let r = put("a", t).await;
+        assert_admin_error(&r, 400, "unknown target kind");
+        assert!(r.body.get("field").is_none(), "{}", r.text);
         let mut t = scim_target(BEARER);
         t["scope_filter"] = json!("active eq");
         assert_admin_error(&put("a", t).await, 400, "scope_filter");

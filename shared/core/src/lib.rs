@@ -23,4 +23,5 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod target;
+pub mod validation;
 pub mod webhook_sig;

@@ -5,6 +5,7 @@
 //! rest with the operator key (like target secrets) and shown only as `***`. The record
 //! lives at `SOURCE#{id}` / `SOURCE`, indexed under `gsi1 = SOURCES` for listing.
 
+use crate::validation::{ValidationError, invalid};
 use serde::{Deserialize, Serialize};
 
 use crate::definitions::{Definition, DefinitionError, Definitions};
@@ -154,13 +155,16 @@ impl SourceConfig {
     }
 
     /// Checks a definition; the error is shown to the operator and never quotes a secret.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ValidationError> {
         check_source_id(&self.id)?;
         if self.accepts_webhooks() && self.secrets.is_empty() {
-            return Err("a push or bidirectional source needs `secret` (or `secrets`)".into());
+            return Err(invalid(
+                "secret",
+                "a push or bidirectional source needs `secret` (or `secrets`)",
+            ));
         }
         if self.secrets.len() > MAX_SECRETS {
-            return Err(format!("at most {MAX_SECRETS} secrets"));
+            return Err(invalid("secrets", format!("at most {MAX_SECRETS} secrets")));
         }
         for (i, s) in self.secrets.iter().enumerate() {
             // GitHub secrets are free text (its documentation's example has spaces);
@@ -170,22 +174,33 @@ impl SourceConfig {
                 || s.len() > 1024
                 || s.chars().any(|c| c.is_control() || (c == ' ' && !space_ok))
             {
-                return Err(format!(
-                    "secrets[{i}] must be 16 to 1024 characters without control characters (or spaces, for the standard scheme)"
+                return Err(invalid(
+                    "secrets",
+                    format!(
+                        "secrets[{i}] must be 16 to 1024 characters without control characters (or spaces, for the standard scheme)"
+                    ),
                 ));
             }
             if self.scheme == Scheme::Standard {
                 crate::webhook_sig::decode_standard_secret(s).map_err(|e| {
-                    format!("secrets[{i}] is not a Standard Webhooks secret (whsec_ + base64): {e}")
+                    invalid(
+                        "secrets",
+                        format!(
+                            "secrets[{i}] is not a Standard Webhooks secret (whsec_ + base64): {e}"
+                        ),
+                    )
                 })?;
             }
         }
         if self.direction == Direction::Pull && self.pull.is_none() {
-            return Err("a pull source needs `pull` (kind, base_url, auth)".into());
+            return Err(invalid(
+                "pull",
+                "a pull source needs `pull` (kind, base_url, auth)",
+            ));
         }
         if let Some(pull) = &self.pull {
-            crate::target::check_target_url(&pull.base_url).map_err(|e| format!("pull.{e}"))?;
-            crate::target::check_auth(&pull.auth).map_err(|e| format!("pull.{e}"))?;
+            crate::target::check_target_url(&pull.base_url).map_err(|e| e.within("pull"))?;
+            crate::target::check_auth(&pull.auth).map_err(|e| e.within("pull"))?;
         }
         let lists = [
             ("entity_types", &self.entity_types),
@@ -201,14 +216,20 @@ impl SourceConfig {
     }
 }
 
-fn check_names(name: &str, list: &[String]) -> Result<(), String> {
+fn check_names(name: &str, list: &[String]) -> Result<(), ValidationError> {
     if list.len() > MAX_LIST_ITEMS {
-        return Err(format!("{name}: at most {MAX_LIST_ITEMS} entries"));
+        return Err(invalid(
+            name,
+            format!("{name}: at most {MAX_LIST_ITEMS} entries"),
+        ));
     }
     for v in list {
         if v.is_empty() || v.len() > 256 || v.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(format!(
-                "{name}: entries are 1 to 256 characters, without spaces or control characters"
+            return Err(invalid(
+                name,
+                format!(
+                    "{name}: entries are 1 to 256 characters, without spaces or control characters"
+                ),
             ));
         }
     }
@@ -216,7 +237,7 @@ fn check_names(name: &str, list: &[String]) -> Result<(), String> {
 }
 
 /// Source ids: 1 to 64 of `A-Z a-z 0-9 - _ .`, starting with a letter or digit.
-pub fn check_source_id(id: &str) -> Result<(), String> {
+pub fn check_source_id(id: &str) -> Result<(), ValidationError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_SOURCE_ID_LEN
         && id
@@ -226,8 +247,11 @@ pub fn check_source_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "source id must be 1 to {MAX_SOURCE_ID_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+        Err(invalid(
+            "id",
+            format!(
+                "source id must be 1 to {MAX_SOURCE_ID_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
         ))
     }
 }
@@ -291,18 +315,35 @@ mod tests {
     #[test]
     fn validation_names_the_problem_without_the_secret() {
         let no_secret = source(json!({"id": "a"}));
-        assert!(no_secret.validate().unwrap_err().contains("secret"));
+        let err = no_secret.validate().unwrap_err();
+        assert!(err.to_string().contains("secret"));
+        assert_eq!(err.field, "secret");
         let bad = source(json!({"id": "a", "secrets": ["whsec_not*base64*at*all"]}));
         let err = bad.validate().unwrap_err();
+        assert_eq!(err.field, "secrets");
+        let err = err.to_string();
         assert!(err.contains("Standard Webhooks"), "{err}");
         assert!(!err.contains("not*base64"), "{err}");
         let github =
             source(json!({"id": "a", "scheme": "github", "secrets": ["a-github-secret-value"]}));
         assert!(github.validate().is_ok());
         let pull_without = source(json!({"id": "a", "direction": "pull"}));
-        assert!(pull_without.validate().unwrap_err().contains("pull"));
+        assert!(
+            pull_without
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("pull")
+        );
         let pull = source(json!({"id": "a", "direction": "pull",
             "pull": {"kind": "scim", "base_url": "http://127.0.0.1:9/scim/v2", "auth": {"bearer": "t0ken"}}}));
+        let mut open = pull.clone();
+        if let Some(p) = open.pull.as_mut() {
+            p.base_url = "http://example.com/scim/v2".into();
+        }
+        let err = open.validate().unwrap_err();
+        assert_eq!(err.field, "pull.base_url");
+        assert!(err.to_string().starts_with("pull.base_url: "), "{err}");
         assert!(pull.validate().is_ok() && pull.is_pulled() && !pull.accepts_webhooks());
         assert!(
             source(json!({"id": "-a", "secrets": [SECRET]}))

@@ -45,6 +45,7 @@ use provisync_core::sync::audit::{
 };
 use provisync_core::sync::ondemand::OnDemandError;
 use provisync_core::target::{TargetConfig, check_target_id};
+use provisync_core::validation::ValidationError;
 use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
@@ -61,6 +62,8 @@ const MAX_DEAD_LETTERS: usize = 1000;
 pub struct AdminError {
     pub status: StatusCode,
     pub message: String,
+    /// The definition's field a refusal is about (see [`ValidationError`]).
+    pub field: Option<String>,
 }
 
 impl AdminError {
@@ -68,6 +71,7 @@ impl AdminError {
         AdminError {
             status,
             message: message.into(),
+            field: None,
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -98,6 +102,7 @@ impl IntoResponse for AdminError {
             self.status,
             axum::Json(wire::ErrorBody {
                 error: self.message,
+                field: self.field,
             }),
         )
             .into_response();
@@ -114,6 +119,17 @@ impl IntoResponse for AdminError {
 }
 
 /// Target and source definitions (one error type for both).
+/// A refused definition: 400, with the field it is about.
+impl From<ValidationError> for AdminError {
+    fn from(e: ValidationError) -> Self {
+        AdminError {
+            status: StatusCode::BAD_REQUEST,
+            field: Some(e.field.clone()).filter(|f| !f.is_empty()),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<DefinitionError> for AdminError {
     fn from(e: DefinitionError) -> Self {
         match e {
@@ -361,12 +377,10 @@ async fn put_target(
     req: Request,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
-    check_target_id(&id).map_err(AdminError::bad_request)?;
+    check_target_id(&id)?;
     let body = json_body(&state, req).await?;
     let target = parse_target(&id, body)?;
-    target
-        .validate(state.hub.directory.schemas())
-        .map_err(AdminError::bad_request)?;
+    target.validate(state.hub.directory.schemas())?;
     let created = adm.targets.put(&target).await?;
     tracing::info!(target = %id, kind = target.kind_name(), created, "target saved");
     let status = if created {
@@ -515,10 +529,10 @@ async fn put_source(
     req: Request,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
-    check_source_id(&id).map_err(AdminError::bad_request)?;
+    check_source_id(&id)?;
     let body = json_body(&state, req).await?;
     let source = parse_source(&id, body)?;
-    source.validate().map_err(AdminError::bad_request)?;
+    source.validate()?;
     let created = adm.sources.put(&source).await?;
     tracing::info!(source = %id, created, "source saved");
     let status = if created {

@@ -28,7 +28,12 @@ fn reg() -> SchemaRegistry {
 }
 
 fn err(t: &TargetConfig) -> String {
-    t.validate(&reg()).unwrap_err()
+    t.validate(&reg()).unwrap_err().to_string()
+}
+
+/// The field a refusal is about (what a form highlights).
+fn field(t: &TargetConfig) -> String {
+    t.validate(&reg()).unwrap_err().field
 }
 
 #[test]
@@ -96,6 +101,7 @@ fn invalid_definitions_say_why() {
     assert!(err(&t).starts_with("scope_filter: "));
     t.scope_filter = Some("nosuchattr eq \"x\"".into());
     assert!(err(&t).starts_with("scope_filter: "), "{}", err(&t));
+    assert_eq!(field(&t), "scope_filter");
 
     let mut t = valid();
     t.operations.clear();
@@ -120,6 +126,7 @@ fn invalid_definitions_say_why() {
         s.auth = HttpAuth::Bearer("two words".into());
     }
     assert!(err(&t).contains("bearer"));
+    assert_eq!(field(&t), "auth.bearer");
     assert!(!err(&t).contains("two words"), "never quote a secret");
     if let TargetKind::Scim(s) = &mut t.kind {
         s.auth = HttpAuth::Basic {
@@ -128,6 +135,7 @@ fn invalid_definitions_say_why() {
         };
     }
     assert!(err(&t).contains("username"));
+    assert_eq!(field(&t), "auth.basic.username");
 }
 
 #[test]
