@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use provisync_connectors::scim::ScimConnector;
-use provisync_core::connector::Connector;
 use provisync_core::connector::http::{HttpClient, HttpPolicy};
+use provisync_core::connector::{Connector, SetupError};
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, q};
@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Connectors with short timeouts, so a hanging target costs the tests little.
-fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
+fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
     match &t.kind {
         TargetKind::Scim(s) => {
             let http = HttpClient::new(HttpPolicy {
@@ -23,10 +23,10 @@ fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
                 request_timeout: Duration::from_millis(700),
                 max_redirects: 3,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(SetupError::from_display)?;
             ScimConnector::with_client(s, http)
                 .map(|c| Arc::new(c) as Arc<dyn Connector>)
-                .map_err(|e| e.to_string())
+                .map_err(SetupError::from_display)
         }
         _ => provisync_connectors::connectors_for(t),
     }

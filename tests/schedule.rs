@@ -1196,10 +1196,14 @@ impl provisync_core::connector::Connector for GroupsUnlisted {
 
 fn groups_unlisted(
     t: &provisync_core::target::TargetConfig,
-) -> Result<std::sync::Arc<dyn provisync_core::connector::Connector>, String> {
+) -> Result<
+    std::sync::Arc<dyn provisync_core::connector::Connector>,
+    provisync_core::connector::SetupError,
+> {
     match &t.kind {
         provisync_core::target::TargetKind::Scim(s) => {
-            let c = provisync_connectors::scim::ScimConnector::new(s).map_err(|e| e.to_string())?;
+            let c = provisync_connectors::scim::ScimConnector::new(s)
+                .map_err(provisync_core::connector::SetupError::from_display)?;
             Ok(std::sync::Arc::new(GroupsUnlisted(c)))
         }
         _ => provisync_connectors::connectors_for(t),

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use provisync_core::connector::Connector;
+use provisync_core::connector::{Connector, SetupError};
 use provisync_core::target::{TargetConfig, TargetKind};
 
 #[cfg(feature = "cognito")]
@@ -30,12 +30,12 @@ pub use provisync_core::connector::ConnectorFactory;
 
 /// The connector for a target (secrets already opened). The error is shown to operators:
 /// it never quotes a secret.
-pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
-    fn boxed<C: Connector + 'static, E: ToString>(
+pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
+    fn boxed<C: Connector + 'static, E: std::fmt::Display>(
         c: Result<C, E>,
-    ) -> Result<Arc<dyn Connector>, String> {
+    ) -> Result<Arc<dyn Connector>, SetupError> {
         c.map(|c| Arc::new(c) as Arc<dyn Connector>)
-            .map_err(|e| e.to_string())
+            .map_err(SetupError::from_display)
     }
     match &target.kind {
         #[cfg(feature = "scim")]
@@ -53,10 +53,10 @@ pub fn connectors_for(target: &TargetConfig) -> Result<Arc<dyn Connector>, Strin
         #[cfg(feature = "webhook")]
         TargetKind::Webhook(t) => boxed(webhook::WebhookSender::new(t)),
         #[allow(unreachable_patterns)]
-        _ => Err(format!(
+        _ => Err(SetupError(format!(
             "target {}: this build has no connector for {} targets",
             target.id,
             target.kind_name()
-        )),
+        ))),
     }
 }

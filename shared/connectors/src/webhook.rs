@@ -13,7 +13,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 use provisync_core::connector::http::{HttpClient, error_for};
-use provisync_core::connector::{Connector, ConnectorError, TargetId};
+use provisync_core::connector::{Connector, ConnectorError, SetupError, TargetId};
 use provisync_core::target::WebhookTarget;
 use provisync_core::webhook_sig::{decode_standard_secret, sign_standard};
 
@@ -36,12 +36,12 @@ impl std::fmt::Debug for WebhookSender {
 pub use provisync_core::sync::envelope::envelope_for;
 
 impl WebhookSender {
-    pub fn new(target: &WebhookTarget) -> Result<Self, String> {
+    pub fn new(target: &WebhookTarget) -> Result<Self, SetupError> {
         let url = provisync_core::connector::http::check_target_url(&target.url)
-            .map_err(|e| format!("url: {e}"))?;
+            .map_err(|e| SetupError(format!("url: {e}")))?;
         let key = decode_standard_secret(&target.secret)
-            .map_err(|e| format!("secret is not a Standard Webhooks secret: {e}"))?;
-        let http = HttpClient::shared().map_err(|e| e.to_string())?;
+            .map_err(|e| SetupError(format!("secret is not a Standard Webhooks secret: {e}")))?;
+        let http = HttpClient::shared().map_err(SetupError::from_display)?;
         Ok(WebhookSender {
             http,
             url,

@@ -18,8 +18,10 @@ use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write}
 pub trait Definition: Serialize + DeserializeOwned + Clone + Send + Sync {
     /// What it is called in errors: `"target"`, `"source"`.
     const NOUN: &'static str;
-    /// The partition key prefix and sort key of its records (`TARGET`, `SOURCE`).
+    /// The sort key of its record (`TARGET`, `SOURCE`).
     const RECORD: &'static str;
+    /// The partition key prefix of its record ([`crate::store::keyspace`]).
+    const PREFIX: &'static str;
     /// The `gsi1` partition that lists them all.
     const INDEX: &'static str;
 
@@ -30,7 +32,7 @@ pub trait Definition: Serialize + DeserializeOwned + Clone + Send + Sync {
     fn map_secrets<E>(&mut self, f: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<(), E>;
 
     fn key(id: &str) -> Key {
-        Key::new(format!("{}#{id}", Self::RECORD), Self::RECORD)
+        Key::new(format!("{}{id}", Self::PREFIX), Self::RECORD)
     }
 }
 

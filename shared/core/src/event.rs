@@ -8,6 +8,7 @@
 //! drops a second message with the same dedup id (the event id) within five minutes, and
 //! delivery is idempotent by event id after that.
 
+use crate::store::keyspace;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -139,10 +140,10 @@ impl ChangeEvent {
     }
 }
 
-const OUTBOX_INDEX: &str = "OUTBOX";
+const OUTBOX_INDEX: &str = keyspace::OUTBOX_BY_AGE;
 
 fn outbox_key(event_id: &str) -> Key {
-    Key::new(format!("OUTBOX#{event_id}"), "OUTBOX")
+    Key::new(format!("{}{event_id}", keyspace::OUTBOX), "OUTBOX")
 }
 
 /// The outbox item of an event, to be written in the same transaction as the change.

@@ -13,15 +13,17 @@
 //! ([`crate::directory::Directory::transact_change`]), in the same transaction as the
 //! outbox item of their [`crate::event::ChangeEvent`].
 
+use crate::store::keyspace;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::store::{Cursor, Index, Item, Key, Query, Store, StoreError};
+use crate::validation::{ValidationError, invalid};
 
-const ENTITIES_INDEX: &str = "ENTITIES";
-const CONFIGS_INDEX: &str = "CONFIGS";
+const ENTITIES_INDEX: &str = keyspace::ENTITIES;
+const CONFIGS_INDEX: &str = keyspace::CONFIGS;
 /// Longest entity type, uuid, langcode and configuration name accepted.
 const MAX_TYPE_LEN: usize = 64;
 const MAX_UUID_LEN: usize = 128;
@@ -59,33 +61,36 @@ fn plain(s: &str, max: usize, extra: &[u8]) -> bool {
 
 impl EntityData {
     /// Checks the identifying parts (they become a store key).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ValidationError> {
         if !plain(&self.entity_type, MAX_TYPE_LEN, b"_") {
-            return Err(format!(
-                "entity_type must be 1 to {MAX_TYPE_LEN} letters, digits or '_'"
+            return Err(invalid(
+                "entity_type",
+                format!("entity_type must be 1 to {MAX_TYPE_LEN} letters, digits or '_'"),
             ));
         }
         if !plain(&self.uuid, MAX_UUID_LEN, b"-_.") {
-            return Err(format!(
-                "uuid must be 1 to {MAX_UUID_LEN} letters, digits, '-', '_' or '.'"
+            return Err(invalid(
+                "uuid",
+                format!("uuid must be 1 to {MAX_UUID_LEN} letters, digits, '-', '_' or '.'"),
             ));
         }
         if let Some(l) = &self.langcode
             && !plain(l, MAX_LANGCODE_LEN, b"-_")
         {
-            return Err(format!(
-                "langcode must be 1 to {MAX_LANGCODE_LEN} letters, digits, '-' or '_'"
+            return Err(invalid(
+                "langcode",
+                format!("langcode must be 1 to {MAX_LANGCODE_LEN} letters, digits, '-' or '_'"),
             ));
         }
         if !(self.fields.is_object() || self.fields.is_null()) {
-            return Err("fields must be an object".into());
+            return Err(invalid("fields", "fields must be an object"));
         }
         Ok(())
     }
 
     /// The record key: `ENTITY#{type}#{uuid}` plus `#{langcode}` for a translation.
     pub fn key(&self) -> Key {
-        let mut pk = format!("ENTITY#{}#{}", self.entity_type, self.uuid);
+        let mut pk = format!("{}{}#{}", keyspace::ENTITY, self.entity_type, self.uuid);
         if let Some(l) = &self.langcode {
             pk.push('#');
             pk.push_str(l);
@@ -104,17 +109,20 @@ impl EntityData {
 }
 
 impl ConfigData {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ValidationError> {
         if !plain(&self.name, MAX_CONFIG_NAME_LEN, b"._-:") {
-            return Err(format!(
-                "name must be 1 to {MAX_CONFIG_NAME_LEN} letters, digits, '.', '_', '-' or ':'"
+            return Err(invalid(
+                "name",
+                format!(
+                    "name must be 1 to {MAX_CONFIG_NAME_LEN} letters, digits, '.', '_', '-' or ':'"
+                ),
             ));
         }
         Ok(())
     }
 
     pub fn key(&self) -> Key {
-        Key::new(format!("CONFIG#{}", self.name), "CONFIG")
+        Key::new(format!("{}{}", keyspace::CONFIG, self.name), "CONFIG")
     }
 }
 
@@ -257,7 +265,7 @@ mod tests {
         assert_eq!(e.key(), Key::new("ENTITY#node#a-1#fr", "ENTITY"));
         let bad: EntityData =
             serde_json::from_value(json!({"entity_type": "node#x", "uuid": "a"})).unwrap();
-        assert!(bad.validate().unwrap_err().contains("entity_type"));
+        assert_eq!(bad.validate().unwrap_err().field, "entity_type");
         let c = ConfigData {
             name: "system.site".into(),
             value: json!({"name": "Example"}),

@@ -17,7 +17,7 @@ pub const MAX_SOURCE_ID_LEN: usize = 64;
 /// At most this many secrets verify at once (key rotation needs two).
 pub const MAX_SECRETS: usize = 8;
 const MAX_LIST_ITEMS: usize = 200;
-const SOURCES_INDEX: &str = "SOURCES";
+const SOURCES_INDEX: &str = crate::store::keyspace::SOURCES;
 
 /// How inbound webhooks are signed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +270,7 @@ pub type Sources = Definitions<SourceConfig>;
 impl Definition for SourceConfig {
     const NOUN: &'static str = "source";
     const RECORD: &'static str = "SOURCE";
+    const PREFIX: &'static str = crate::store::keyspace::SOURCE;
     const INDEX: &'static str = SOURCES_INDEX;
 
     fn id(&self) -> &str {

@@ -447,7 +447,7 @@ async fn test_target(
     let started = Instant::now();
     let result = match (adm.connectors)(&target) {
         Ok(connector) => connector.test().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.0),
     };
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (ok, detail) = match result {

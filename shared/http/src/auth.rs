@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use provisync_core::store::{Item, Key, Store, StoreError, Write};
+use provisync_core::store::{Item, Key, Store, StoreError, Write, keyspace};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 fn token_key(hash: &[u8; 32]) -> Key {
-    Key::new(format!("TOKEN#{}", hex::encode(hash)), "TOKEN")
+    Key::new(format!("{}{}", keyspace::TOKEN, hex::encode(hash)), "TOKEN")
 }
 
 impl std::fmt::Display for Scope {

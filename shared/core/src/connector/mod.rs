@@ -19,15 +19,32 @@ use serde_json::Value;
 /// pointer so each entry point chooses which adapters it links (`provisync-connectors`
 /// has them all) and tests substitute their own. The error is shown to operators: it
 /// never quotes a secret.
-pub type ConnectorFactory = fn(&crate::target::TargetConfig) -> Result<Arc<dyn Connector>, String>;
+pub type ConnectorFactory =
+    fn(&crate::target::TargetConfig) -> Result<Arc<dyn Connector>, SetupError>;
+
+/// Why no connector could be built for a target definition (a URL or secret the
+/// connector cannot use, a kind this build does not link). The sentence is shown to
+/// operators and never quotes a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+impl SetupError {
+    /// From any error a connector's constructor returns.
+    pub fn from_display(e: impl std::fmt::Display) -> SetupError {
+        SetupError(e.to_string())
+    }
+}
 
 /// The factory of a process that delivers nothing (the SCIM and webhook functions): every
 /// target is refused.
-pub fn no_connectors(target: &crate::target::TargetConfig) -> Result<Arc<dyn Connector>, String> {
-    Err(format!(
+pub fn no_connectors(
+    target: &crate::target::TargetConfig,
+) -> Result<Arc<dyn Connector>, SetupError> {
+    Err(SetupError(format!(
         "target {}: this function does not deliver to targets",
         target.id
-    ))
+    )))
 }
 
 /// Why a call to a target failed. The engine decides from the variant alone whether to

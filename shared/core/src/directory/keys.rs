@@ -15,12 +15,13 @@
 //! make right after a create always see it (a GSI would be eventually consistent).
 
 use crate::store::Key;
+use crate::store::keyspace;
 use provisync_scim::ResourceKind;
 
 pub fn resource_pk(kind: ResourceKind, id: &str) -> String {
     match kind {
-        ResourceKind::User => format!("USER#{id}"),
-        ResourceKind::Group => format!("GROUP#{id}"),
+        ResourceKind::User => format!("{}{id}", keyspace::USER),
+        ResourceKind::Group => format!("{}{id}", keyspace::GROUP),
     }
 }
 
@@ -37,10 +38,10 @@ pub fn resource_key(kind: ResourceKind, id: &str) -> Key {
 
 /// Partition of the type index (`gsi1`).
 pub fn type_index_pk(kind: ResourceKind) -> String {
-    format!("RT#{}", kind.as_str())
+    format!("{}{}", keyspace::RESOURCE_TYPE, kind.as_str())
 }
 
-pub const MEMBER_SK_PREFIX: &str = "MEMBER#";
+pub const MEMBER_SK_PREFIX: &str = keyspace::MEMBER_SK;
 
 pub fn member_key(group_id: &str, member_id: &str) -> Key {
     Key::new(
@@ -50,7 +51,7 @@ pub fn member_key(group_id: &str, member_id: &str) -> Key {
 }
 
 pub fn member_of_pk(member_id: &str) -> String {
-    format!("MEMBEROF#{member_id}")
+    format!("{}{member_id}", keyspace::MEMBER_OF)
 }
 
 /// The attributes with a uniqueness key, per resource type.
@@ -90,7 +91,8 @@ impl UniqueAttr {
     pub fn key(self, kind: ResourceKind, value: &str) -> Key {
         Key::new(
             format!(
-                "UNIQ#{}#{}#{}",
+                "{}{}#{}#{}",
+                keyspace::UNIQ,
                 kind.as_str(),
                 self.attr_name(),
                 self.normalise(value)

@@ -19,6 +19,7 @@
 //! same message and a send never races an ack. Each operation is one or two reads and one
 //! transaction.
 
+use crate::store::keyspace;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,13 +131,13 @@ impl StoreQueue {
     }
 
     fn group_pk(&self, group: &str) -> String {
-        format!("Q#{}#G#{group}", self.name)
+        format!("{}{}#G#{group}", keyspace::QUEUE, self.name)
     }
     fn ready_pk(&self) -> String {
-        format!("Q#{}#READY", self.name)
+        format!("{}{}#READY", keyspace::QUEUE_INDEX, self.name)
     }
     fn dlq_pk(&self) -> String {
-        format!("Q#{}#DLQ", self.name)
+        format!("{}{}#DLQ", keyspace::QUEUE_INDEX, self.name)
     }
     fn state_key(&self, group: &str) -> Key {
         Key::new(self.group_pk(group), "STATE")
@@ -197,8 +198,12 @@ impl StoreQueue {
                 receive_count: 0,
             };
             writes.push(Write::put_new(
-                Item::new(format!("Q#{}#D#{}", self.name, m.dedup_id), "D", Vec::new())
-                    .with_expiry(expires),
+                Item::new(
+                    format!("{}{}#D#{}", keyspace::QUEUE, self.name, m.dedup_id),
+                    "D",
+                    Vec::new(),
+                )
+                .with_expiry(expires),
             ));
             writes.push(Write::Put {
                 item: self.state_item(&m.group_id, &state, version + 1)?,
@@ -256,8 +261,12 @@ impl StoreQueue {
             if dedup {
                 let expires = crate::store::now_epoch() + DEDUP_WINDOW.as_secs() as i64;
                 writes.push(Write::put_new(
-                    Item::new(format!("Q#{}#D#{}", self.name, m.dedup_id), "D", Vec::new())
-                        .with_expiry(expires),
+                    Item::new(
+                        format!("{}{}#D#{}", keyspace::QUEUE, self.name, m.dedup_id),
+                        "D",
+                        Vec::new(),
+                    )
+                    .with_expiry(expires),
                 ));
             }
             writes.push(Write::Put {

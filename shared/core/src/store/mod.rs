@@ -18,6 +18,7 @@ use async_trait::async_trait;
 pub mod contract;
 #[cfg(any(test, feature = "embedded"))]
 pub mod embedded;
+pub mod keyspace;
 
 /// DynamoDB's limit on items in one `TransactWriteItems`; the embedded store enforces it
 /// too so code that works locally works in AWS.

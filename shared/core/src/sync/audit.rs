@@ -18,6 +18,7 @@
 //!
 //! `detail` is cut to [`MAX_DETAIL_BYTES`]; keeping secrets out of it is the writer's job.
 
+use crate::store::keyspace;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -233,15 +234,15 @@ pub fn format_at(t: DateTime<Utc>) -> String {
 }
 
 fn bucket_pk(day: NaiveDate) -> String {
-    format!("AUDIT#{}", day.format("%Y-%m-%d"))
+    format!("{}{}", keyspace::AUDIT_DAY, day.format("%Y-%m-%d"))
 }
 
 fn target_pk(target: &str) -> String {
-    format!("AUDIT#T#{target}")
+    format!("{}{target}", keyspace::AUDIT_TARGET)
 }
 
 fn resource_pk(resource: &str) -> String {
-    format!("AUDIT#R#{resource}")
+    format!("{}{resource}", keyspace::AUDIT_RESOURCE)
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
@@ -284,7 +285,7 @@ fn decode_position(s: &str) -> Result<Position, AuditError> {
         && (isk.len() > MAX_KEY_PART
             || pk.len() > MAX_KEY_PART
             || sk.len() > MAX_KEY_PART
-            || !pk.starts_with("AUDIT#")
+            || !pk.starts_with(keyspace::AUDIT_DAY)
             || isk.is_empty()
             || sk.is_empty())
     {
@@ -415,7 +416,7 @@ impl Audit {
         let (mut day, mut after) = match pos {
             Some(p) => {
                 let d =
-                    p.b.strip_prefix("AUDIT#")
+                    p.b.strip_prefix(keyspace::AUDIT_DAY)
                         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
                         .ok_or(AuditError::BadCursor)?;
                 (d, p.k)

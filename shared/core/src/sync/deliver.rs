@@ -27,7 +27,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
 use crate::connector::ConnectorFactory;
-use crate::connector::{Connector, ConnectorError};
+use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::Directory;
 use crate::event::{ChangeEvent, ChangeOp, Origin};
@@ -121,7 +121,7 @@ impl Deliverer {
     }
 
     /// The connector of a target, built once per target definition.
-    fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, String> {
+    fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
         let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cfg, c)) = cache.get(&t.id)
             && cfg == t
@@ -327,7 +327,7 @@ impl Deliverer {
                 default_op(event),
                 ConnectorError::Refused {
                     status: None,
-                    reason: e,
+                    reason: e.0,
                 },
             )
         })?;
@@ -356,7 +356,7 @@ impl Deliverer {
                 op,
                 ConnectorError::Refused {
                     status: None,
-                    reason: e,
+                    reason: e.0,
                 },
             )
         })?;

@@ -9,6 +9,7 @@
 //! The type index lists everything a target holds from the hub (reconcile); the reverse
 //! index finds the hub resource of a target id. Receipts expire after a week (TTL).
 
+use crate::store::keyspace;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -37,11 +38,14 @@ pub struct Link {
 }
 
 fn link_key(target: &str, kind: ResourceKind, hub_id: &str) -> Key {
-    Key::new(format!("LINK#{target}#{}#{hub_id}", kind.as_str()), "LINK")
+    Key::new(
+        format!("{}{target}#{}#{hub_id}", keyspace::LINK, kind.as_str()),
+        "LINK",
+    )
 }
 
 fn receipt_key(event_id: &str, target: &str) -> Key {
-    Key::new(format!("DONE#{event_id}#{target}"), "DONE")
+    Key::new(format!("{}{event_id}#{target}", keyspace::DONE), "DONE")
 }
 
 #[derive(Clone)]
@@ -113,12 +117,18 @@ impl Links {
         let data = serde_json::to_vec(link).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(Item::new(key.pk, key.sk, data)
             .with_gsi1(
-                format!("LINKS#{}#{}", link.target, link.resource_type.as_str()),
+                format!(
+                    "{}{}#{}",
+                    keyspace::LINKS,
+                    link.target,
+                    link.resource_type.as_str()
+                ),
                 link.hub_id.clone(),
             )
             .with_gsi2(
                 format!(
-                    "LINKT#{}#{}#{}",
+                    "{}{}#{}#{}",
+                    keyspace::LINK_BY_TARGET_ID,
                     link.target,
                     link.resource_type.as_str(),
                     link.target_id
@@ -150,7 +160,11 @@ impl Links {
             .query(
                 &Query::new(
                     Index::Gsi2,
-                    format!("LINKT#{target}#{}#{target_id}", kind.as_str()),
+                    format!(
+                        "{}{target}#{}#{target_id}",
+                        keyspace::LINK_BY_TARGET_ID,
+                        kind.as_str()
+                    ),
                 )
                 .limit(1),
             )
@@ -173,9 +187,12 @@ impl Links {
             let page = self
                 .store
                 .query(
-                    &Query::new(Index::Gsi1, format!("LINKS#{target}#{}", kind.as_str()))
-                        .limit(500)
-                        .after(after),
+                    &Query::new(
+                        Index::Gsi1,
+                        format!("{}{target}#{}", keyspace::LINKS, kind.as_str()),
+                    )
+                    .limit(500)
+                    .after(after),
                 )
                 .await?;
             for item in &page.items {

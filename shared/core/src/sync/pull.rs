@@ -32,6 +32,7 @@
 //! what is gone. Users and groups the source no longer has stay in the hub until an
 //! operator (or the source, by webhook: `user.delete` / `group.delete`) removes them.
 
+use crate::store::keyspace;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -42,6 +43,7 @@ use serde_json::{Value, json};
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::inbound::{
     Applied as InboundApplied, DEFAULT_ALLOWED_FIELDS, Envelope, EnvelopeType, Inbound,
+    InboundError,
 };
 use crate::connector::ConnectorError;
 use crate::connector::http::{Credentials, HttpClient, check_target_url};
@@ -63,6 +65,8 @@ pub enum PullError {
     Remote(#[from] ConnectorError),
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
 }
 
 /// How applying one pulled user or group ended.
@@ -88,7 +92,7 @@ pub trait PullSink: Send + Sync {
         source: &SourceConfig,
         user: &Value,
         occurred_at: &str,
-    ) -> Result<Applied, String>;
+    ) -> Result<Applied, InboundError>;
 
     /// Applies `group` (`externalId` = the source's id, `members[].value` = the source's
     /// user ids) as a `group.upsert` from `source`.
@@ -97,7 +101,7 @@ pub trait PullSink: Send + Sync {
         source: &SourceConfig,
         group: &Value,
         occurred_at: &str,
-    ) -> Result<Applied, String>;
+    ) -> Result<Applied, InboundError>;
 
     /// The ids among `site_ids` (the source's user ids) that the hub has no user for from
     /// this source yet.
@@ -105,7 +109,7 @@ pub trait PullSink: Send + Sync {
         &self,
         source: &SourceConfig,
         site_ids: &[String],
-    ) -> Result<Vec<String>, String>;
+    ) -> Result<Vec<String>, InboundError>;
 }
 
 /// Counts of one kind of resource in one source's pull.
@@ -125,7 +129,7 @@ pub struct PullCounts {
 }
 
 impl PullCounts {
-    fn count(&mut self, outcome: &Result<Applied, String>) {
+    fn count(&mut self, outcome: &Result<Applied, InboundError>) {
         match outcome {
             Ok(Applied::Created) => self.created += 1,
             Ok(Applied::Updated) => self.updated += 1,
@@ -208,7 +212,7 @@ pub struct PullCursor {
 }
 
 fn cursor_key(source: &str) -> Key {
-    Key::new(format!("CURSOR#{source}"), "CURSOR")
+    Key::new(format!("{}{source}", keyspace::CURSOR), "CURSOR")
 }
 
 /// Reads and writes pull cursors.
@@ -767,11 +771,7 @@ impl Puller {
         if ids.is_empty() {
             return Ok(());
         }
-        let missing = self
-            .sink
-            .unlinked_users(source, &ids)
-            .await
-            .map_err(PullError::Setup)?;
+        let missing = self.sink.unlinked_users(source, &ids).await?;
         for id in missing {
             let Some((user, modified)) = reader.scim_user_by_id(&id).await? else {
                 continue;
@@ -823,7 +823,7 @@ impl InboundSink {
         kind: EnvelopeType,
         resource: &Value,
         occurred_at: &str,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, InboundError> {
         let data: serde_json::Map<String, Value> = resource
             .as_object()
             .map(|o| {
@@ -844,7 +844,7 @@ impl InboundSink {
             Ok(InboundApplied::Updated) | Ok(InboundApplied::Deleted) => Ok(Applied::Updated),
             Ok(InboundApplied::Unchanged) | Ok(InboundApplied::Replay) => Ok(Applied::Unchanged),
             Ok(InboundApplied::Stale) => Ok(Applied::Stale),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -856,7 +856,7 @@ impl PullSink for InboundSink {
         source: &SourceConfig,
         user: &Value,
         occurred_at: &str,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, InboundError> {
         self.upsert(source, EnvelopeType::UserUpsert, user, occurred_at)
             .await
     }
@@ -866,7 +866,7 @@ impl PullSink for InboundSink {
         source: &SourceConfig,
         group: &Value,
         occurred_at: &str,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, InboundError> {
         self.upsert(source, EnvelopeType::GroupUpsert, group, occurred_at)
             .await
     }
@@ -875,11 +875,8 @@ impl PullSink for InboundSink {
         &self,
         source: &SourceConfig,
         site_ids: &[String],
-    ) -> Result<Vec<String>, String> {
-        self.inbound
-            .unlinked_users(&source.id, site_ids)
-            .await
-            .map_err(|e| e.to_string())
+    ) -> Result<Vec<String>, InboundError> {
+        self.inbound.unlinked_users(&source.id, site_ids).await
     }
 }
 
@@ -962,7 +959,7 @@ mod tests {
             Ok(Applied::Updated),
             Ok(Applied::Unchanged),
             Ok(Applied::Stale),
-            Err("x".to_string()),
+            Err(InboundError::Malformed("x".to_string())),
         ] {
             r.users.count(&o);
         }

@@ -15,7 +15,7 @@ pub type TargetError = DefinitionError;
 
 /// How long [`Targets::list_enabled`] serves from its cache.
 pub const TARGET_CACHE_TTL: Duration = Duration::from_secs(5);
-const TARGETS_INDEX: &str = "TARGETS";
+const TARGETS_INDEX: &str = crate::store::keyspace::TARGETS;
 
 pub fn target_key(id: &str) -> Key {
     <TargetConfig as Definition>::key(id)
@@ -24,6 +24,7 @@ pub fn target_key(id: &str) -> Key {
 impl Definition for TargetConfig {
     const NOUN: &'static str = "target";
     const RECORD: &'static str = "TARGET";
+    const PREFIX: &'static str = crate::store::keyspace::TARGET;
     const INDEX: &'static str = TARGETS_INDEX;
 
     fn id(&self) -> &str {

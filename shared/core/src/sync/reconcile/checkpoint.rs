@@ -1,6 +1,7 @@
 //! Checkpoints of a run in progress: the `RECON#{target}` / `STATE` record and the
 //! `SEEN#…` records of the hub ids each page showed.
 
+use crate::store::keyspace;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub(super) struct Checkpoint {
 }
 
 fn state_key(target: &str) -> Key {
-    Key::new(format!("RECON#{target}"), "STATE")
+    Key::new(format!("{}{target}", keyspace::RECON), "STATE")
 }
 
 /// Whose hub ids a `SEEN` record holds.
@@ -61,7 +62,7 @@ fn seen_prefix(run: &str, of: SeenOf) -> String {
 
 pub(super) fn seen_key(target: &str, run: &str, of: SeenOf, page: u32) -> Key {
     Key::new(
-        format!("RECON#{target}"),
+        format!("{}{target}", keyspace::RECON),
         format!("{}{page:08}", seen_prefix(run, of)),
     )
 }
@@ -105,7 +106,7 @@ impl Reconciler {
             let page = self
                 .store
                 .query(
-                    &Query::new(Index::Primary, format!("RECON#{target}"))
+                    &Query::new(Index::Primary, format!("{}{target}", keyspace::RECON))
                         .prefix(seen_prefix(&cp.run, of))
                         .limit(100)
                         .after(after),
@@ -166,7 +167,7 @@ impl Reconciler {
             let page = self
                 .store
                 .query(
-                    &Query::new(Index::Primary, format!("RECON#{target}"))
+                    &Query::new(Index::Primary, format!("{}{target}", keyspace::RECON))
                         .prefix("SEEN#")
                         .limit(100)
                         .after(after),

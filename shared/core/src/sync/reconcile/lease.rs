@@ -1,5 +1,6 @@
 //! The run lease: one cycle at a time reconciles a target.
 
+use crate::store::keyspace;
 use std::time::Duration;
 
 use crate::store::{Condition, Item, Key, Store, StoreError, Write, now_epoch};
@@ -7,7 +8,7 @@ use crate::store::{Condition, Item, Key, Store, StoreError, Write, now_epoch};
 // ---- leases ---------------------------------------------------------------------------
 
 fn lease_key(target: &str) -> Key {
-    Key::new(format!("LEASE#{target}"), "LEASE")
+    Key::new(format!("{}{target}", keyspace::LEASE), "LEASE")
 }
 
 /// A held lease on one target; released with [`Lease::release`] (or it expires).

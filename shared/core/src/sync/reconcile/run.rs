@@ -124,7 +124,7 @@ impl Reconciler {
         deadline: tokio::time::Instant,
     ) -> Result<RunOutcome, Box<FailedRun>> {
         let connector = (self.factory)(t)
-            .map_err(|e| Box::new(FailedRun::before_start(ReconcileError::Setup(e))))?;
+            .map_err(|e| Box::new(FailedRun::before_start(ReconcileError::Setup(e.0))))?;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
             Ok(Some(cp)) => (cp, true),
             Ok(None) => (

@@ -1,0 +1,313 @@
+//! Creates (POST, `/Bulk` and batched imports): the resource, its uniqueness keys, its
+//! members and the outbox item in one conditional transaction.
+
+use super::keys::UniqueAttr;
+use super::{
+    Directory, DirectoryError, Saved, Stored, WriteContext, WriteRole, as_object_mut,
+    check_key_lengths, etag, member_item, now_rfc3339, reorder, store_error, take_members,
+    take_password, to_item, unique_item,
+};
+use crate::event::{ChangeOp, Origin, outbox_write};
+use crate::store::{Item, Key, MAX_TRANSACT_ITEMS, StoreError, Write};
+use provisync_scim::ResourceKind;
+use provisync_scim::resource::normalize;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+impl Directory {
+    /// Creates a resource from a client body (POST). Returns the stored resource and the
+    /// write-only password, if one was sent (never stored in the directory).
+    pub async fn create(&self, kind: ResourceKind, body: &Value) -> Result<Saved, DirectoryError> {
+        self.create_in(kind, body, &WriteContext::default()).await
+    }
+
+    /// [`Directory::create`] with an origin and extra writes in the same transaction.
+    pub async fn create_in(
+        &self,
+        kind: ResourceKind,
+        body: &Value,
+        ctx: &WriteContext,
+    ) -> Result<Saved, DirectoryError> {
+        let view = self.schemas.view(kind);
+        let mut resource = normalize(&view, body)?;
+        let password = take_password(&mut resource);
+        let members = take_members(kind, &mut resource)?;
+        check_key_lengths(kind, &resource)?;
+        self.check_members_exist(&members).await?;
+
+        let id = ctx
+            .new_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let now = now_rfc3339();
+        let obj = as_object_mut(&mut resource)?;
+        obj.insert("id".into(), json!(id));
+        obj.insert(
+            "meta".into(),
+            json!({"resourceType": kind.as_str(), "created": now, "lastModified": now, "version": etag(1)}),
+        );
+        // Keep a readable key order: schemas, id, externalId, meta first.
+        let resource = reorder(resource);
+
+        let mut writes = vec![Write::put_new(to_item(kind, &id, &resource, 1)?)];
+        let mut roles = vec![WriteRole::Resource];
+        for attr in UniqueAttr::for_kind(kind) {
+            if let Some(v) = attr.value_in(&resource) {
+                writes.push(Write::put_new(unique_item(kind, *attr, v, &id)));
+                roles.push(WriteRole::Unique(*attr, v.to_string()));
+            }
+        }
+        for w in &ctx.extra {
+            writes.push(w.clone());
+            roles.push(WriteRole::Other);
+        }
+        // Room for the outbox item.
+        let first_batch = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
+        let (now_members, later) = members.split_at(members.len().min(first_batch));
+        let member_writes: Vec<Write> = now_members
+            .iter()
+            .map(|m| Write::put(member_item(&id, m)))
+            .collect();
+        let mut events = Vec::new();
+        let event = self.event_for(
+            kind,
+            &id,
+            ChangeOp::Create,
+            (&resource, 1),
+            &member_writes,
+            password.as_deref(),
+            &ctx.origin(),
+        );
+        roles.extend(member_writes.iter().map(|_| WriteRole::Other));
+        writes.extend(member_writes);
+        if let Some(e) = &event {
+            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
+            roles.push(WriteRole::Other);
+        }
+        self.commit(kind, writes, &roles, None).await?;
+        events.extend(event);
+        // Groups created with more members than one transaction holds: the rest follow in
+        // further transactions (idempotent puts; DynamoDB caps a transaction at 100 items),
+        // each with its own change event.
+        for chunk in later.chunks(MAX_TRANSACT_ITEMS - 1) {
+            let writes: Vec<Write> = chunk
+                .iter()
+                .map(|m| Write::put(member_item(&id, m)))
+                .collect();
+            let event = self.event_for(
+                kind,
+                &id,
+                ChangeOp::Update,
+                (&resource, 1),
+                &writes,
+                None,
+                &ctx.origin(),
+            );
+            self.transact_with_event(writes, event.as_ref()).await?;
+            events.extend(event);
+        }
+        self.publish(&events).await;
+        Ok(Saved {
+            stored: Stored {
+                resource,
+                version: 1,
+            },
+            password,
+        })
+    }
+
+    /// Creates many resources without members (an import), packing several into each
+    /// transaction: one durable commit for up to 25 users instead of one each. Results
+    /// are in the order of `bodies`; a body that fails (invalid, or its `userName` /
+    /// `externalId` taken, in the hub or earlier in the same call) fails alone. A batch
+    /// whose transaction loses a race falls back to one create per body.
+    ///
+    /// `publish`: hand the change events to the queue now; `false` leaves them in the
+    /// outbox (committed with the users), for the sweep `serve` runs when it starts and
+    /// the schedule runs after: an import into a store no server is using.
+    pub async fn create_batch(
+        &self,
+        kind: ResourceKind,
+        bodies: &[Value],
+        origin: Origin,
+        publish: bool,
+    ) -> Vec<Result<Stored, DirectoryError>> {
+        struct Prepared {
+            index: usize,
+            id: String,
+            resource: Value,
+            password: Option<String>,
+            uniques: Vec<(UniqueAttr, String, Key)>,
+        }
+        let view = self.schemas.view(kind);
+        let mut results: Vec<Option<Result<Stored, DirectoryError>>> =
+            (0..bodies.len()).map(|_| None).collect();
+        let mut prepared: Vec<Prepared> = Vec::new();
+        let mut in_batch: HashSet<Key> = HashSet::new();
+        let now = now_rfc3339();
+        for (index, body) in bodies.iter().enumerate() {
+            let ready = (|| {
+                let mut resource = normalize(&view, body)?;
+                let password = take_password(&mut resource);
+                if !take_members(kind, &mut resource)?.is_empty() {
+                    return Err(DirectoryError::MembersInBatch);
+                }
+                check_key_lengths(kind, &resource)?;
+                let id = uuid::Uuid::now_v7().to_string();
+                let obj = as_object_mut(&mut resource)?;
+                obj.insert("id".into(), json!(id));
+                obj.insert(
+                    "meta".into(),
+                    json!({"resourceType": kind.as_str(), "created": now, "lastModified": now, "version": etag(1)}),
+                );
+                let resource = reorder(resource);
+                let mut uniques = Vec::new();
+                for attr in UniqueAttr::for_kind(kind) {
+                    if let Some(v) = attr.value_in(&resource) {
+                        let key = attr.key(kind, v);
+                        if !in_batch.insert(key.clone()) {
+                            return Err(DirectoryError::Uniqueness {
+                                kind,
+                                attribute: *attr,
+                                value: v.to_string(),
+                                in_batch: true,
+                            });
+                        }
+                        uniques.push((*attr, v.to_string(), key));
+                    }
+                }
+                Ok(Prepared {
+                    index,
+                    id,
+                    resource,
+                    password,
+                    uniques,
+                })
+            })();
+            match ready {
+                Ok(p) => prepared.push(p),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        // Taken in the hub already: one batched read of every uniqueness key.
+        let keys: Vec<Key> = prepared
+            .iter()
+            .flat_map(|p| p.uniques.iter().map(|(_, _, k)| k.clone()))
+            .collect();
+        let mut taken: HashSet<Key> = HashSet::new();
+        for chunk in keys.chunks(100) {
+            match self.store.get_many(chunk).await {
+                Ok(items) => taken.extend(items.iter().map(Item::key)),
+                Err(e) => {
+                    let e = store_error(e);
+                    return bodies
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| match results[i].take() {
+                            Some(r) => r,
+                            None => Err(e.clone()),
+                        })
+                        .collect();
+                }
+            }
+        }
+        prepared.retain(
+            |p| match p.uniques.iter().find(|(_, _, k)| taken.contains(k)) {
+                Some((attr, v, _)) => {
+                    results[p.index] = Some(Err(DirectoryError::Uniqueness {
+                        kind,
+                        attribute: *attr,
+                        value: v.clone(),
+                        in_batch: false,
+                    }));
+                    false
+                }
+                None => true,
+            },
+        );
+        // Resource + uniqueness keys + outbox item per body.
+        let per = 2 + UniqueAttr::for_kind(kind).len();
+        let mut events = Vec::new();
+        for chunk in prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)) {
+            let mut writes = Vec::new();
+            let mut chunk_events = Vec::new();
+            let mut failed: Option<DirectoryError> = None;
+            for p in chunk {
+                match to_item(kind, &p.id, &p.resource, 1) {
+                    Ok(item) => writes.push(Write::put_new(item)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                for (attr, v, _) in &p.uniques {
+                    writes.push(Write::put_new(unique_item(kind, *attr, v, &p.id)));
+                }
+                if let Some(e) = self.event_for(
+                    kind,
+                    &p.id,
+                    ChangeOp::Create,
+                    (&p.resource, 1),
+                    &[],
+                    p.password.as_deref(),
+                    &origin,
+                ) {
+                    match outbox_write(&e) {
+                        Ok(w) => writes.push(w),
+                        Err(err) => {
+                            failed = Some(DirectoryError::Internal(err.to_string()));
+                            break;
+                        }
+                    }
+                    chunk_events.push(e);
+                }
+            }
+            // `None`: committed; `Some(None)`: a key was taken meanwhile.
+            let outcome: Option<Option<DirectoryError>> = match failed {
+                Some(e) => Some(Some(e)),
+                None => match self.store.transact(writes).await {
+                    Ok(()) => None,
+                    Err(StoreError::ConditionFailed { .. }) => Some(None),
+                    Err(other) => Some(Some(store_error(other))),
+                },
+            };
+            match outcome {
+                None => {
+                    events.extend(chunk_events);
+                    for p in chunk {
+                        results[p.index] = Some(Ok(Stored {
+                            resource: p.resource.clone(),
+                            version: 1,
+                        }));
+                    }
+                }
+                Some(None) => {
+                    // Someone took a key meanwhile: one by one, each with its own answer.
+                    let ctx = WriteContext {
+                        origin: Some(origin.clone()),
+                        ..Default::default()
+                    };
+                    for p in chunk {
+                        results[p.index] = Some(
+                            self.create_in(kind, &bodies[p.index], &ctx)
+                                .await
+                                .map(|saved| saved.stored),
+                        );
+                    }
+                }
+                Some(Some(e)) => {
+                    for p in chunk {
+                        results[p.index] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if publish {
+            self.publish(&events).await;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(DirectoryError::Internal("not attempted".into()))))
+            .collect()
+    }
+}

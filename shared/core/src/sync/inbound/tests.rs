@@ -1,0 +1,389 @@
+use super::*;
+use crate::directory::keys::UniqueAttr;
+use crate::event::EventSink;
+use crate::event::{ChangeEvent, ChangeOp, Origin, RecordChange};
+use crate::queue::Queue;
+use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
+use crate::records::ConfigData;
+use crate::store::embedded::EmbeddedStore;
+use provisync_scim::SchemaRegistry;
+use serde_json::json;
+
+struct T {
+    inbound: Inbound,
+    queue: Arc<dyn Queue>,
+    dir: Directory,
+}
+
+fn setup() -> T {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let queue: Arc<dyn Queue> = Arc::new(StoreQueue::new(
+        store.clone(),
+        "q",
+        StoreQueueSettings::default(),
+    ));
+    let dir = Directory::new(store.clone(), SchemaRegistry::builtin()).with_events(EventSink {
+        queue: queue.clone(),
+        seal: None,
+    });
+    T {
+        inbound: Inbound::new(dir.clone(), Audit::new(store)),
+        queue,
+        dir,
+    }
+}
+
+fn source(v: Value) -> SourceConfig {
+    let mut base = json!({"id": "site-a", "secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]});
+    for (k, x) in v.as_object().unwrap() {
+        base[k] = x.clone();
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn env(kind: &str, at: &str, data: Value) -> Envelope {
+    serde_json::from_value(json!({"type": kind, "occurred_at": at, "data": data})).unwrap()
+}
+
+/// Every queued event (FIFO groups release one message at a time: drain in rounds).
+async fn events(q: &Arc<dyn Queue>) -> Vec<ChangeEvent> {
+    let mut out = Vec::new();
+    loop {
+        let got = q.receive(100, std::time::Duration::ZERO).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        for d in &got {
+            q.ack(&d.receipt).await.unwrap();
+            out.push(ChangeEvent::from_body(&d.body).unwrap());
+        }
+    }
+}
+
+fn alice(given: &str) -> Value {
+    json!({"externalId": "42", "userName": "alice", "name": {"givenName": given},
+            "emails": [{"value": "alice@example.com", "primary": true}]})
+}
+
+#[tokio::test]
+async fn user_upsert_echo_stale_replay_delete() {
+    let t = setup();
+    let src = source(json!({"user_sync": true}));
+    let a = |at, given| env("user.upsert", at, alice(given));
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T10:00:00Z", "Alice"), Some("d1"))
+            .await,
+        Ok(Applied::Created)
+    );
+    let ev = events(&t.queue).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].op, ChangeOp::Create);
+    assert_eq!(
+        ev[0].origin,
+        Origin::Webhook {
+            source: "site-a".into()
+        }
+    );
+    let user = t
+        .dir
+        .find_unique(ResourceKind::User, UniqueAttr::UserName, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.resource["name"]["givenName"], "Alice");
+    // The site's id is a link, not the hub's externalId.
+    assert!(user.resource.get("externalId").is_none());
+    // Replay: acknowledged, not applied again.
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T10:00:00Z", "Alice"), Some("d1"))
+            .await,
+        Ok(Applied::Replay)
+    );
+    // The same content again (an echo): no event.
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T10:00:05Z", "Alice"), Some("d2"))
+            .await,
+        Ok(Applied::Unchanged)
+    );
+    assert!(events(&t.queue).await.is_empty());
+    // Newer change applies; an older one is stale and leaves it alone.
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T11:00:00Z", "Alicia"), Some("d3"))
+            .await,
+        Ok(Applied::Updated)
+    );
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T10:30:00Z", "Old"), Some("d4"))
+            .await,
+        Ok(Applied::Stale)
+    );
+    let now = t.dir.load(ResourceKind::User, user.id()).await.unwrap();
+    assert_eq!(now.resource["name"]["givenName"], "Alicia");
+    assert_eq!(events(&t.queue).await.len(), 1);
+    // Delete through the link.
+    assert_eq!(
+        t.inbound
+            .apply(
+                &src,
+                &env(
+                    "user.delete",
+                    "2025-01-01T12:00:00Z",
+                    json!({"externalId": "42"})
+                ),
+                Some("d5")
+            )
+            .await,
+        Ok(Applied::Deleted)
+    );
+    assert!(t.dir.load(ResourceKind::User, user.id()).await.is_err());
+    // An upsert older than the delete does not bring it back.
+    assert_eq!(
+        t.inbound
+            .apply(&src, &a("2025-01-01T11:30:00Z", "Back"), Some("d6"))
+            .await,
+        Ok(Applied::Stale)
+    );
+}
+
+#[tokio::test]
+async fn policy_refusals_store_nothing() {
+    let t = setup();
+    let off = source(json!({}));
+    let at = "2025-01-01T10:00:00Z";
+    assert!(matches!(
+        t.inbound.apply(&off, &env("user.upsert", at, alice("A")), Some("x1")).await,
+        Err(InboundError::Forbidden(m)) if m.contains("user_sync")
+    ));
+    let on = source(json!({"user_sync": true}));
+    for (field, value) in [
+        ("active", json!(false)),
+        ("roles", json!([{"value": "admin"}])),
+        ("password", json!("pw")),
+    ] {
+        let mut d = alice("A");
+        d[field] = value;
+        let r = t
+            .inbound
+            .apply(&on, &env("user.upsert", at, d), Some("x2"))
+            .await;
+        assert!(
+            matches!(&r, Err(InboundError::Forbidden(m)) if m.contains(field)),
+            "{r:?}"
+        );
+    }
+    // Explicitly allowed: accepted.
+    let allow = source(
+        json!({"user_sync": true, "allowed_fields": ["userName", "name", "emails", "active"]}),
+    );
+    let mut d = alice("A");
+    d["active"] = json!(true);
+    assert_eq!(
+        t.inbound
+            .apply(&allow, &env("user.upsert", at, d), Some("x3"))
+            .await,
+        Ok(Applied::Created)
+    );
+    // Entities and configuration outside the allowlists.
+    let ent = env(
+        "entity.upsert",
+        at,
+        json!({"entity_type": "node", "uuid": "u1", "fields": {"title": "T"}}),
+    );
+    assert!(matches!(
+        t.inbound.apply(&on, &ent, None).await,
+        Err(InboundError::Forbidden(_))
+    ));
+    let cfg = env(
+        "config.set",
+        at,
+        json!({"name": "system.site", "value": {"name": "X"}}),
+    );
+    let some = source(json!({"config_prefixes": ["shared."]}));
+    assert!(matches!(
+        t.inbound.apply(&some, &cfg, None).await,
+        Err(InboundError::Forbidden(_))
+    ));
+    assert!(
+        t.inbound
+            .records()
+            .get::<ConfigData>(&Key::new("CONFIG#system.site", "CONFIG"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Malformed.
+    assert!(matches!(
+        t.inbound
+            .apply(&on, &env("user.upsert", "yesterday", alice("A")), None)
+            .await,
+        Err(InboundError::Malformed(_))
+    ));
+    assert!(matches!(
+        t.inbound
+            .apply(
+                &on,
+                &env("user.upsert", at, json!({"userName": "no-id"})),
+                None
+            )
+            .await,
+        Err(InboundError::Malformed(_))
+    ));
+    // The refusals are audited with their reason.
+    let (entries, _) = t.inbound.audit.query(&Default::default()).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.status == AuditStatus::Refused && e.detail.contains("allowed_fields"))
+    );
+}
+
+#[tokio::test]
+async fn entities_and_config_last_writer_wins() {
+    let t = setup();
+    let src = source(json!({"entity_types": ["node"], "config_prefixes": ["shared."]}));
+    let node = |at, title| {
+        env(
+            "entity.upsert",
+            at,
+            json!({"entity_type": "node", "uuid": "n1", "langcode": "en", "fields": {"title": title}}),
+        )
+    };
+    assert_eq!(
+        t.inbound
+            .apply(&src, &node("2025-01-01T10:00:00Z", "One"), Some("e1"))
+            .await,
+        Ok(Applied::Created)
+    );
+    assert_eq!(
+        t.inbound
+            .apply(&src, &node("2025-01-01T10:01:00Z", "One"), Some("e2"))
+            .await,
+        Ok(Applied::Unchanged)
+    );
+    assert_eq!(
+        t.inbound
+            .apply(&src, &node("2025-01-01T09:00:00Z", "Zero"), Some("e3"))
+            .await,
+        Ok(Applied::Stale)
+    );
+    let ev = events(&t.queue).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].resource_id, "ENTITY#node#n1#en");
+    assert!(matches!(&ev[0].record, Some(RecordChange::Entity(e)) if e.fields["title"] == "One"));
+    let set = |at, v| {
+        env(
+            "config.set",
+            at,
+            json!({"name": "shared.colors", "value": v}),
+        )
+    };
+    assert_eq!(
+        t.inbound
+            .apply(&src, &set("2025-01-01T10:00:00Z", json!({"a": 1})), None)
+            .await,
+        Ok(Applied::Created)
+    );
+    assert_eq!(
+        t.inbound
+            .apply(
+                &src,
+                &env(
+                    "config.delete",
+                    "2025-01-01T10:05:00Z",
+                    json!({"name": "shared.colors"})
+                ),
+                None
+            )
+            .await,
+        Ok(Applied::Deleted)
+    );
+    assert_eq!(
+        t.inbound
+            .apply(&src, &set("2025-01-01T10:03:00Z", json!({"a": 2})), None)
+            .await,
+        Ok(Applied::Stale)
+    );
+    let export = t
+        .inbound
+        .records()
+        .export_entities(None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(export.records.len(), 1);
+    assert!(
+        t.inbound
+            .records()
+            .export_config(None, None, 100)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    let ev = events(&t.queue).await;
+    assert_eq!(
+        ev.iter().map(|e| e.op).collect::<Vec<_>>(),
+        vec![ChangeOp::Create, ChangeOp::Delete]
+    );
+}
+
+#[tokio::test]
+async fn unlinked_users_are_those_without_a_live_link() {
+    let t = setup();
+    let src = source(json!({"user_sync": true}));
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        t.inbound
+            .unlinked_users(&src.id, &ids(&["42", "43"]))
+            .await
+            .unwrap(),
+        ids(&["42", "43"])
+    );
+    t.inbound
+        .apply(
+            &src,
+            &env("user.upsert", "2025-01-01T10:00:00Z", alice("A")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.inbound
+            .unlinked_users(&src.id, &ids(&["42", "43"]))
+            .await
+            .unwrap(),
+        ids(&["43"])
+    );
+    // Another source's link does not count.
+    assert_eq!(
+        t.inbound
+            .unlinked_users("site-b", &ids(&["42"]))
+            .await
+            .unwrap(),
+        ids(&["42"])
+    );
+    // After a delete the link is a tombstone: unlinked again.
+    t.inbound
+        .apply(
+            &src,
+            &env(
+                "user.delete",
+                "2025-01-01T11:00:00Z",
+                json!({"externalId": "42"}),
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t.inbound
+            .unlinked_users(&src.id, &ids(&["42"]))
+            .await
+            .unwrap(),
+        ids(&["42"])
+    );
+}
