@@ -77,6 +77,43 @@ pub enum Backend {
     DynamoDb,
 }
 
+/// Tables of the integration tests: `provisync-it-{pid}-{uuid}`.
+const TEST_TABLE_PREFIX: &str = "provisync-it-";
+
+/// moto keeps every table in memory for as long as it runs (one emulator serves the
+/// whole `make test`), so tables left by the test binaries that ran before this one
+/// (`cargo test` runs the binaries one after another) are dropped once per process.
+/// This keeps the emulator's memory to one binary's tables instead of the whole run's.
+async fn drop_tables_of_earlier_test_binaries(clients: &provisync_aws::AwsClients) {
+    let client = &clients.dynamodb;
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let mine = format!("{TEST_TABLE_PREFIX}{}-", std::process::id());
+            let mut start: Option<String> = None;
+            loop {
+                let Ok(page) = client
+                    .list_tables()
+                    .set_exclusive_start_table_name(start.clone())
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                for name in page.table_names() {
+                    if name.starts_with(TEST_TABLE_PREFIX) && !name.starts_with(&mine) {
+                        let _ = client.delete_table().table_name(name).send().await;
+                    }
+                }
+                start = page.last_evaluated_table_name().map(str::to_string);
+                if start.is_none() {
+                    return;
+                }
+            }
+        })
+        .await;
+}
+
 /// A fresh DynamoDB table on moto, or `None` when no emulator runs (a failure instead
 /// when `PROVISYNC_REQUIRE_PEERS` is set, as under `make test`).
 pub async fn moto_store() -> Option<Arc<dyn Store>> {
@@ -92,7 +129,12 @@ pub async fn moto_store() -> Option<Arc<dyn Store>> {
         return None;
     };
     let clients = provisync_aws::AwsClients::for_endpoint(&endpoint).await;
-    let table = format!("provisync-it-{}", uuid::Uuid::new_v4().simple());
+    drop_tables_of_earlier_test_binaries(&clients).await;
+    let table = format!(
+        "{TEST_TABLE_PREFIX}{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     provisync_aws::aws_init_with(
         &clients,
         &provisync_aws::AwsInitConfig::new(table.clone(), None),
