@@ -269,8 +269,9 @@ on_every_backend!(
         // Stale: an older change to the same user is recorded, not applied.
         let mut older = alice("1");
         older["name"]["givenName"] = json!("Old");
-        let stale =
-            json!({"type": "user.upsert", "occurred_at": "2020-01-01T00:00:00Z", "data": older});
+        // (an hour old: inside the window of accepted `occurred_at`, older than the one applied)
+        let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        let stale = json!({"type": "user.upsert", "occurred_at": an_hour_ago, "data": older});
         let (status, r) = send(&hub, "site-a", SECRET, &stale).await;
         assert_eq!((status, r["status"].as_str()), (202, Some("stale")));
         assert_eq!(
@@ -657,6 +658,65 @@ async fn two_sites(hub: Hub) {
         users_named(&hub, "alice@example.com").await[0]["name"]["givenName"],
         "Alicia"
     );
+    // B's echo linked the user the hub delivered to it (B did not create it)...
+    let linked = audit(&hub, "target=site-b&status=linked").await;
+    assert!(
+        linked.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the hub delivers this user to target site-b")),
+        "{linked:?}"
+    );
+    // ... so B deleting its copy only unlinks it: the hub (and site A) keep Alice.
+    let b_id = b.user_id("alice@example.com").unwrap().to_string();
+    let (status, r) = b
+        .send(
+            &hook(&hub, "site-b"),
+            SECRET,
+            &envelope("user.delete", json!({"externalId": b_id})),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("unlinked")),
+        "{r}"
+    );
+    assert_eq!(users_named(&hub, "alice@example.com").await.len(), 1);
+    // Re-emitted under a new site id with the hub `id` it received: linked again by id.
+    let hub_id = users_named(&hub, "alice@example.com").await[0]["id"].clone();
+    let mut again = alice("b-new");
+    again["id"] = hub_id;
+    again["name"]["givenName"] = json!("Alicia");
+    let (status, r) = b
+        .send(
+            &hook(&hub, "site-b"),
+            SECRET,
+            &envelope("user.upsert", again),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let linked = audit(&hub, "target=site-b&status=linked").await;
+    assert!(
+        linked.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("found by the hub id")),
+        "{linked:?}"
+    );
+    // What A created, A may delete.
+    let (status, r) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &envelope("user.delete", json!({"externalId": "7"})),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("applied")),
+        "{r}"
+    );
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
 }
 
 on_every_backend!(two_bidirectional_sites_settle, two_sites);
@@ -739,4 +799,551 @@ async fn sources_admin_api_validates_and_redacts() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(!r.text.contains("plain"), "{}", r.text);
+}
+
+// ---- what a source may touch (issue 13) ----------------------------------------------
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// A user an identity provider created through SCIM: `(hub id)`.
+async fn idp_user(hub: &Hub, user_name: &str, given: &str) -> String {
+    let r = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": user_name,
+                "name": {"givenName": given},
+                "emails": [{"value": user_name, "primary": true}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.id()
+}
+
+on_every_backend!(
+    a_source_cannot_take_over_or_delete_an_idp_user,
+    |hub: Hub| async move {
+        add_source(&hub, "evil", json!({"secret": SECRET, "user_sync": true})).await;
+        let victim = idp_user(&hub, "victim@example.com", "Victor").await;
+        // The attack of the issue: the attacker's own id, the victim's userName, the
+        // attacker's e-mail.
+        let attack = json!({"externalId": "evil-1", "userName": "victim@example.com",
+            "emails": [{"value": "attacker@evil.example", "primary": true}]});
+        let (status, body) = send(
+            &hub,
+            "evil",
+            SECRET,
+            &envelope("user.upsert", attack.clone()),
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("adopt_existing"), "{msg}");
+        // Naming the hub id does not help a push source.
+        let mut by_id = attack.clone();
+        by_id["id"] = json!(victim);
+        let (status, body) = send(&hub, "evil", SECRET, &envelope("user.upsert", by_id)).await;
+        assert_eq!(status, 409, "{body}");
+        // Deletes for the attacker's id (with the victim's name, too) delete nothing.
+        for data in [
+            json!({"externalId": "evil-1"}),
+            json!({"externalId": "evil-1", "userName": "victim@example.com"}),
+        ] {
+            let (status, body) = send(&hub, "evil", SECRET, &envelope("user.delete", data)).await;
+            assert_eq!(
+                (status, body["status"].as_str()),
+                (202, Some("unchanged")),
+                "{body}"
+            );
+        }
+        let r = hub.get(&format!("/Users/{victim}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["emails"][0]["value"], "victim@example.com");
+        assert_eq!(r.body["name"]["givenName"], "Victor");
+        // The refusal is in the audit log, with its reason.
+        let refused = audit(&hub, "target=evil&status=refused").await;
+        assert!(
+            refused.iter().any(|e| e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("adopt_existing")),
+            "{refused:?}"
+        );
+    }
+);
+
+on_every_backend!(
+    adopt_existing_adopts_and_a_delete_only_unlinks,
+    |hub: Hub| async move {
+        add_source(&hub, "plain", json!({"secret": SECRET, "user_sync": true})).await;
+        let r = hub.admin(Method::GET, "/sources/plain", None).await;
+        assert_eq!(r.body["adopt_existing"], false, "{}", r.text);
+        add_source(
+            &hub,
+            "adopter",
+            json!({"secret": SECRET, "user_sync": true, "adopt_existing": true}),
+        )
+        .await;
+        let r = hub.admin(Method::GET, "/sources/adopter", None).await;
+        assert_eq!(r.body["adopt_existing"], true, "{}", r.text);
+        let id = idp_user(&hub, "shared@example.com", "Old").await;
+        let data = json!({"externalId": "a-1", "userName": "shared@example.com",
+            "name": {"givenName": "New"}});
+        let (status, body) = send(
+            &hub,
+            "adopter",
+            SECRET,
+            &envelope("user.upsert", data.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (202, Some("applied")),
+            "{body}"
+        );
+        let r = hub.get(&format!("/Users/{id}")).await;
+        assert_eq!(r.body["name"]["givenName"], "New");
+        let entries = audit(&hub, "target=adopter").await;
+        assert!(
+            entries.iter().any(|e| e["status"] == "linked"
+                && e["resource_id"] == id.as_str()
+                && e["detail"].as_str().unwrap_or_default().contains("adopted")
+                && e["actor"] == "source:adopter"),
+            "{entries:?}"
+        );
+        // Adopted, the user is still updated only within allowed_fields.
+        let mut escalate = data.clone();
+        escalate["active"] = json!(false);
+        assert_eq!(
+            send(&hub, "adopter", SECRET, &envelope("user.upsert", escalate))
+                .await
+                .0,
+            403
+        );
+        // Another source, without adopt_existing, still may not touch it.
+        let (status, _) = send(
+            &hub,
+            "plain",
+            SECRET,
+            &envelope("user.upsert", data.clone()),
+        )
+        .await;
+        assert_eq!(status, 409);
+        // A delete of an adopted user unlinks it, never deletes it.
+        let (status, body) = send(
+            &hub,
+            "adopter",
+            SECRET,
+            &envelope("user.delete", json!({"externalId": "a-1"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (202, Some("unlinked")),
+            "{body}"
+        );
+        let r = hub.get(&format!("/Users/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let entries = audit(&hub, "target=adopter&op=delete").await;
+        assert!(
+            entries.iter().any(|e| e["resource_id"] == id.as_str()
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("unlinked")),
+            "{entries:?}"
+        );
+        // What a source created, it may delete.
+        let own = json!({"externalId": "a-2", "userName": "own@example.com"});
+        let (status, _) = send(&hub, "adopter", SECRET, &envelope("user.upsert", own)).await;
+        assert_eq!(status, 202);
+        assert_eq!(users_named(&hub, "own@example.com").await.len(), 1);
+        let (status, body) = send(
+            &hub,
+            "adopter",
+            SECRET,
+            &envelope("user.delete", json!({"externalId": "a-2"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (202, Some("applied")),
+            "{body}"
+        );
+        assert!(users_named(&hub, "own@example.com").await.is_empty());
+    }
+);
+
+async fn group_named(hub: &Hub, name: &str) -> Option<Value> {
+    let r = hub
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("displayName eq \"{name}\""))
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.resources().first().cloned()
+}
+
+fn member_names(group: &Value) -> usize {
+    group["members"].as_array().map_or(0, Vec::len)
+}
+
+on_every_backend!(groups_follow_the_same_rules, |hub: Hub| async move {
+    let fields = json!(["userName", "displayName", "members"]);
+    add_source(
+        &hub,
+        "site-g",
+        json!({"secret": SECRET, "user_sync": true, "allowed_fields": fields}),
+    )
+    .await;
+    let ann = idp_user(&hub, "ann@example.com", "Ann").await;
+    let admins = hub.group("admins", &[&ann]).await;
+    // A group the source did not create: neither emptied nor deleted.
+    let g = |data: Value| envelope("group.upsert", data);
+    let (status, body) = send(
+        &hub,
+        "site-g",
+        SECRET,
+        &g(json!({"externalId": "g-1", "displayName": "admins", "members": []})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = send(
+        &hub,
+        "site-g",
+        SECRET,
+        &envelope(
+            "group.delete",
+            json!({"externalId": "g-1", "displayName": "admins"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("unchanged")),
+        "{body}"
+    );
+    let held = group_named(&hub, "admins").await.expect("admins kept");
+    assert_eq!(held["id"], admins.as_str());
+    assert_eq!(member_names(&held), 1);
+    // Its own group lists the users linked to it; an IdP user it has no link to is left
+    // out (a member reference is the source's own id, translated through its links).
+    let (status, _) = send(
+        &hub,
+        "site-g",
+        SECRET,
+        &envelope(
+            "user.upsert",
+            json!({"externalId": "u-1", "userName": "bob@example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, body) = send(
+        &hub,
+        "site-g",
+        SECRET,
+        &g(json!({"externalId": "g-2", "displayName": "site-editors",
+        "members": [{"value": "u-1"}, {"value": "ann-at-g"}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("applied")),
+        "{body}"
+    );
+    let editors = group_named(&hub, "site-editors").await.expect("created");
+    assert_eq!(member_names(&editors), 1, "{editors}");
+    add_source(
+        &hub,
+        "site-h",
+        json!({"secret": SECRET, "user_sync": true, "allowed_fields": fields,
+            "adopt_existing": true}),
+    )
+    .await;
+    // With adopt_existing: an IdP user adopted may be put in the source's own group (that
+    // grants nothing on the user), and an adopted group is unlinked by a delete, not
+    // deleted.
+    let (status, _) = send(
+        &hub,
+        "site-h",
+        SECRET,
+        &envelope(
+            "user.upsert",
+            json!({"externalId": "h-ann", "userName": "ann@example.com"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, _) = send(&hub, "site-h", SECRET, &g(json!({"externalId": "h-staff", "displayName": "h-staff", "members": [{"value": "h-ann"}]}))).await;
+    assert_eq!(status, 202);
+    let staff = group_named(&hub, "h-staff").await.expect("created");
+    assert_eq!(staff["members"][0]["value"], ann.as_str(), "{staff}");
+    let (status, body) = send(&hub, "site-h", SECRET, &g(json!({"externalId": "h-admins", "displayName": "admins", "members": [{"value": "h-ann"}]}))).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("unchanged")),
+        "{body}"
+    );
+    let (status, body) = send(
+        &hub,
+        "site-h",
+        SECRET,
+        &envelope("group.delete", json!({"externalId": "h-admins"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("unlinked")),
+        "{body}"
+    );
+    assert!(group_named(&hub, "admins").await.is_some());
+    let (status, body) = send(
+        &hub,
+        "site-h",
+        SECRET,
+        &envelope("group.delete", json!({"externalId": "h-staff"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("applied")),
+        "{body}"
+    );
+    assert!(group_named(&hub, "h-staff").await.is_none());
+});
+
+/// POSTs `body` signed GitHub-style under `delivery`.
+async fn send_github(
+    hub: &Hub,
+    source: &str,
+    secret: &str,
+    body: &[u8],
+    delivery: &str,
+) -> (u16, Value) {
+    let sig = format!(
+        "sha256={}",
+        provisync_tests::site::hmac_sha256(secret.as_bytes(), body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let h = vec![
+        ("x-hub-signature-256", sig),
+        ("x-github-delivery", delivery.to_string()),
+    ];
+    post(&hub.client, &hook(hub, source), &h, body.to_vec()).await
+}
+
+on_every_backend!(
+    github_replay_with_a_new_delivery_id_is_refused,
+    |hub: Hub| async move {
+        let secret = "It's a Secret to Everybody";
+        add_source(
+            &hub,
+            "gh",
+            json!({"scheme": "github", "secret": secret, "user_sync": true}),
+        )
+        .await;
+        let upsert = envelope("user.upsert", alice("g-7"))
+            .to_string()
+            .into_bytes();
+        let (status, r) = send_github(&hub, "gh", secret, &upsert, "d-1").await;
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (202, Some("applied")),
+            "{r}"
+        );
+        // The operator (or the IdP) deletes the user in the hub.
+        let id = users_named(&hub, "alice@example.com").await[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+        // The same signed body under a new (unsigned) delivery id: a replay, not applied.
+        let (status, r) = send_github(&hub, "gh", secret, &upsert, "d-2").await;
+        assert_eq!((status, r["status"].as_str()), (202, Some("replay")), "{r}");
+        assert!(
+            users_named(&hub, "alice@example.com").await.is_empty(),
+            "re-created by a replay"
+        );
+        // Deleted by the source itself, then replayed: the same.
+        let fresh = envelope("user.upsert", alice("g-9"))
+            .to_string()
+            .into_bytes();
+        assert_eq!(send_github(&hub, "gh", secret, &fresh, "d-3").await.0, 202);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let delete = envelope("user.delete", json!({"externalId": "g-9"}))
+            .to_string()
+            .into_bytes();
+        let (status, r) = send_github(&hub, "gh", secret, &delete, "d-4").await;
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (202, Some("applied")),
+            "{r}"
+        );
+        for (body, delivery) in [(&fresh, "d-5"), (&delete, "d-6")] {
+            let (status, r) = send_github(&hub, "gh", secret, body, delivery).await;
+            assert_eq!((status, r["status"].as_str()), (202, Some("replay")), "{r}");
+        }
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+        // Envelopes outside the window are refused, even correctly signed.
+        for at in [
+            chrono::Utc::now() - chrono::Duration::days(4),
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        ] {
+            let old = json!({"type": "user.upsert", "occurred_at": at.to_rfc3339(), "data": alice("g-8")});
+            let (status, r) =
+                send_github(&hub, "gh", secret, old.to_string().as_bytes(), "d-7").await;
+            assert_eq!(status, 400, "{r}");
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("occurred_at"),
+                "{r}"
+            );
+        }
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    }
+);
+
+on_every_backend!(
+    an_equal_time_change_does_not_resurrect_a_delete,
+    |hub: Hub| async move {
+        add_source(&hub, "site-t", json!({"secret": SECRET, "user_sync": true})).await;
+        let at = chrono::Utc::now().to_rfc3339();
+        let at_env =
+            |kind: &str, data: Value| json!({"type": kind, "occurred_at": at, "data": data});
+        let (status, _) = send(&hub, "site-t", SECRET, &at_env("user.upsert", alice("t-1"))).await;
+        assert_eq!(status, 202);
+        let (status, r) = send(
+            &hub,
+            "site-t",
+            SECRET,
+            &at_env("user.delete", json!({"externalId": "t-1"})),
+        )
+        .await;
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (202, Some("applied")),
+            "{r}"
+        );
+        // Another delivery stamped with the same instant: not newer than the delete.
+        let mut again = alice("t-1");
+        again["name"]["givenName"] = json!("Again");
+        let (status, r) = send(&hub, "site-t", SECRET, &at_env("user.upsert", again)).await;
+        assert_eq!((status, r["status"].as_str()), (202, Some("stale")), "{r}");
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    }
+);
+
+on_every_backend!(
+    an_inbound_uniqueness_conflict_is_409,
+    |hub: Hub| async move {
+        add_source(&hub, "site-u", json!({"secret": SECRET, "user_sync": true})).await;
+        for (ext, name) in [("b-1", "bob@example.com"), ("c-1", "carol@example.com")] {
+            let (status, _) = send(
+                &hub,
+                "site-u",
+                SECRET,
+                &envelope("user.upsert", json!({"externalId": ext, "userName": name})),
+            )
+            .await;
+            assert_eq!(status, 202);
+        }
+        // Carol renamed to Bob's userName at the site.
+        let (status, r) = send(
+            &hub,
+            "site-u",
+            SECRET,
+            &envelope(
+                "user.upsert",
+                json!({"externalId": "c-1", "userName": "bob@example.com"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 409, "{r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already exists"),
+            "{r}"
+        );
+        assert_eq!(users_named(&hub, "carol@example.com").await.len(), 1);
+        let refused = audit(&hub, "target=site-u&status=refused").await;
+        assert!(
+            refused.iter().any(|e| e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("already exists")),
+            "{refused:?}"
+        );
+    }
+);
+
+/// N requests with bad signatures cost a bounded number of store writes: one audit entry
+/// per source and reason per window, not one per request.
+async fn a_flood_of_bad_signatures(backend: Backend) {
+    let Some(store) = provisync_tests::backend_store(backend).await else {
+        return;
+    };
+    let counting = provisync_tests::counting::Counting::new(store);
+    let hub = Hub::start_on(counting.clone()).await;
+    add_source(&hub, "site-f", json!({"secret": SECRET, "user_sync": true})).await;
+    let body = envelope("user.upsert", alice("f-1"))
+        .to_string()
+        .into_bytes();
+    let url = hook(&hub, "site-f");
+    // Four ways to be wrong, each its own reason.
+    let bad = |i: usize| -> Vec<(&'static str, String)> {
+        let id = format!("msg_flood_{i}");
+        match i % 4 {
+            0 => signed_headers(SECRET_C, &id, &body),
+            1 => signed_headers(SECRET, &id, &body)[..2].to_vec(),
+            2 => vec![
+                ("webhook-id", id.clone()),
+                ("webhook-timestamp", "not a number".into()),
+                ("webhook-signature", "v1,AAAA".into()),
+            ],
+            _ => {
+                let old = chrono::Utc::now().timestamp() - 3600;
+                vec![
+                    ("webhook-id", id.clone()),
+                    ("webhook-timestamp", old.to_string()),
+                    ("webhook-signature", sign(SECRET, &id, old, &body)),
+                ]
+            }
+        }
+    };
+    // One refusal: what one audit entry costs.
+    counting.reset();
+    assert_eq!(post(&hub.client, &url, &bad(0), body.clone()).await.0, 401);
+    let one = counting.written();
+    assert!(one >= 1, "the first refusal is audited");
+    counting.reset();
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(post(&hub.client, &url, &bad(i), body.clone()).await.0, 401);
+    }
+    let many = counting.written();
+    // The first reason is already recorded in this window; three more are new.
+    assert!(
+        many <= 3 * one,
+        "{n} bad requests wrote {many} items (one audit entry is {one})"
+    );
+    let refused = audit(&hub, "target=site-f&status=refused&limit=500").await;
+    assert!(refused.len() <= 4, "{refused:?}");
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_costs_bounded_writes_embedded() {
+    a_flood_of_bad_signatures(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_costs_bounded_writes_dynamodb() {
+    a_flood_of_bad_signatures(Backend::DynamoDb).await;
 }

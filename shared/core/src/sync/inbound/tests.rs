@@ -6,6 +6,7 @@ use crate::queue::Queue;
 use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use crate::records::ConfigData;
 use crate::store::embedded::EmbeddedStore;
+use crate::target::Targets;
 use provisync_scim::SchemaRegistry;
 use serde_json::json;
 
@@ -26,8 +27,12 @@ fn setup() -> T {
         queue: queue.clone(),
         seal: None,
     });
+    let targets = Targets::new(
+        store.clone(),
+        Arc::new(crate::crypto::SecretBox::generate().0),
+    );
     T {
-        inbound: Inbound::new(dir.clone(), Audit::new(store)),
+        inbound: Inbound::new(dir.clone(), Audit::new(store), targets),
         queue,
         dir,
     }
@@ -41,8 +46,24 @@ fn source(v: Value) -> SourceConfig {
     serde_json::from_value(base).unwrap()
 }
 
+/// An envelope. Its `occurred_at`, written as a day in 2025 for readability, is moved to
+/// the last few hours (by the same offset for every envelope, so their order holds):
+/// webhooks older than the source's window are refused.
 fn env(kind: &str, at: &str, data: Value) -> Envelope {
+    let at = match parse_time(at) {
+        Some(t) => (t + recent_offset()).to_rfc3339(),
+        None => at.to_string(),
+    };
     serde_json::from_value(json!({"type": kind, "occurred_at": at, "data": data})).unwrap()
+}
+
+/// From 2025-01-01T09:00:00Z to six hours ago.
+fn recent_offset() -> chrono::Duration {
+    static OFFSET: std::sync::OnceLock<chrono::Duration> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let base = parse_time("2025-01-01T09:00:00Z").unwrap();
+        (Utc::now() - chrono::Duration::hours(6)) - base
+    })
 }
 
 /// Every queued event (FIFO groups release one message at a time: drain in rounds).
