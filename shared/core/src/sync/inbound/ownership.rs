@@ -256,8 +256,15 @@ impl Inbound {
         kind: ResourceKind,
         data: &Map<String, Value>,
     ) -> Result<Option<(Stored, Claim)>, InboundError> {
-        let twin = self.delivers_to_twin(source).await?;
-        if twin && let Some(Value::String(hub_id)) = data.get("id") {
+        let by_id = match data.get("id") {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        };
+        // (the twin target is read only when the data names something)
+        let mut twin = None;
+        if let Some(hub_id) = by_id
+            && *twin.insert(self.delivers_to_twin(source).await?)
+        {
             match self.directory.load(kind, hub_id).await {
                 Ok(s) => {
                     return Ok(Some((
@@ -291,6 +298,10 @@ impl Inbound {
             .map_err(directory_error)?
         else {
             return Ok(None);
+        };
+        let twin = match twin {
+            Some(t) => t,
+            None => self.delivers_to_twin(source).await?,
         };
         let ownership = if twin {
             Ownership::Delivered
