@@ -1336,6 +1336,24 @@ async fn a_flood_of_bad_signatures(backend: Backend) {
     let refused = audit(&hub, "target=site-f&status=refused&limit=500").await;
     assert!(refused.len() <= 4, "{refused:?}");
     assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    // A captured good delivery replayed again and again: one entry too.
+    let h = signed_headers(SECRET, "msg_captured", &body);
+    let (status, r) = post(&hub.client, &url, &h, body.clone()).await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("applied")),
+        "{r}"
+    );
+    counting.reset();
+    for _ in 0..n {
+        let (status, r) = post(&hub.client, &url, &h, body.clone()).await;
+        assert_eq!((status, r["status"].as_str()), (202, Some("replay")), "{r}");
+    }
+    let replays = counting.written();
+    assert!(
+        replays <= one,
+        "{n} replays wrote {replays} items (one audit entry is {one})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

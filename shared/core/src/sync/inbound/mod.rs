@@ -417,7 +417,11 @@ impl Inbound {
                 tracing::warn!(source = %source.id, kind = envelope.kind.as_str(), error = %detail, "inbound change not applied (retryable)");
             }
             Err(e) => {
-                self.record_refusal(&source.id, Some(envelope.kind), &e.to_string())
+                let reason = match item_label(envelope) {
+                    Some(item) => format!("{e} [{item}]"),
+                    None => e.to_string(),
+                };
+                self.record_refusal(&source.id, Some(envelope.kind), &reason)
                     .await;
             }
         }
@@ -443,14 +447,24 @@ impl Inbound {
                 .await
                 .map_err(unavailable)?;
             if seen.is_some() {
-                self.audit_outcome(
-                    source,
-                    envelope.kind,
-                    Outcome::new(Applied::Replay, op_for(envelope.kind), "")
-                        .detail("replay of a delivery already applied"),
-                    None,
-                )
-                .await;
+                // A captured delivery may be replayed at will: its entries are gated like
+                // refusals (one per source and kind per window).
+                let reason = format!("replay of {}", envelope.kind.as_str());
+                if let refusals::Admit::Record { suppressed } =
+                    self.refusals.admit(&source.id, &reason)
+                {
+                    let mut detail = "replay of a delivery already applied".to_string();
+                    if suppressed > 0 {
+                        detail.push_str(&format!(" (and {suppressed} more before)"));
+                    }
+                    self.audit_outcome(
+                        source,
+                        envelope.kind,
+                        Outcome::new(Applied::Replay, op_for(envelope.kind), "").detail(detail),
+                        None,
+                    )
+                    .await;
+                }
                 return Ok(Applied::Replay);
             }
         }
@@ -554,6 +568,23 @@ impl Inbound {
     }
 
     // ---- users and groups ------------------------------------------------------------
+}
+
+/// Which item an envelope is about, for the audit entry of its refusal (the source's own
+/// id: `externalId`, the entity's type and uuid, the configuration name), cut short.
+fn item_label(envelope: &Envelope) -> Option<String> {
+    let d = &envelope.data;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let label = match envelope.kind.subject() {
+        "User" | "Group" => format!("externalId {}", text(d.get("externalId")?)?),
+        "Entity" => format!("{} {}", text(d.get("entity_type")?)?, text(d.get("uuid")?)?),
+        _ => format!("name {}", text(d.get("name")?)?),
+    };
+    Some(label.chars().take(100).collect())
 }
 
 /// The audit entries' actor of what a source did.
