@@ -519,20 +519,12 @@ async fn pull_from_scim2_server(backend: Backend) {
 
     // A change at the source arrives with the next cycle; a new user too.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let resp = peer
-        .req(
-            Method::PATCH,
-            &format!("/Users/{}", ann_src["id"].as_str().unwrap()),
-        )
-        .body(
-            json!({"schemas": [provisync_tests::PATCH_OP], "Operations": [
-            {"op": "replace", "path": "name.givenName", "value": "Annie"}]})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    peer_patch_user(
+        &peer,
+        ann_src["id"].as_str().unwrap(),
+        json!([{"op": "replace", "path": "name.givenName", "value": "Annie"}]),
+    )
+    .await;
     let (s, _) = peer.post("/Users", &person("dan", "Dan")).await;
     assert_eq!(s, 201);
     let p = &pull_cycle(&hub).await;
@@ -1276,8 +1268,16 @@ async fn peer_create(peer: &ScimPeer, path: &str, body: &Value) -> String {
 }
 
 async fn peer_patch_group(peer: &ScimPeer, id: &str, ops: Value) {
+    peer_patch(peer, &format!("/Groups/{id}"), ops).await;
+}
+
+async fn peer_patch_user(peer: &ScimPeer, id: &str, ops: Value) {
+    peer_patch(peer, &format!("/Users/{id}"), ops).await;
+}
+
+async fn peer_patch(peer: &ScimPeer, path: &str, ops: Value) {
     let resp = peer
-        .req(Method::PATCH, &format!("/Groups/{id}"))
+        .req(Method::PATCH, path)
         .body(json!({"schemas": [provisync_tests::PATCH_OP], "Operations": ops}).to_string())
         .send()
         .await
@@ -1513,17 +1513,12 @@ async fn pull_does_not_take_over_hub_users(backend: Backend) {
     source["adopt_existing"] = json!(true);
     put_source(&hub, source).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let resp = peer
-        .req(Method::PATCH, &format!("/Users/{ann_src}"))
-        .body(
-            json!({"schemas": [provisync_tests::PATCH_OP], "Operations": [
-            {"op": "replace", "path": "name.familyName", "value": "Adopted"}]})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    peer_patch_user(
+        &peer,
+        &ann_src,
+        json!([{"op": "replace", "path": "name.familyName", "value": "Adopted"}]),
+    )
+    .await;
     let p = &pull_cycle(&hub).await;
     assert_eq!((p.users.updated, p.users.failed), (1, 0), "{p:?}");
     let held = hub.get(&format!("/Users/{ann}")).await;
