@@ -1189,6 +1189,23 @@ on_every_backend!(
         assert!(msg.contains("already exists"), "{msg}");
         assert_eq!(users_named(&hub, "carol@example.com").await.len(), 1);
         assert!(audited(&hub, "target=site-u&status=refused", "already exists").await);
+        // A race of the same site's creates of one user is not a conflict: the losers are
+        // told to retry (503), never refused for good.
+        let dave = json!({"externalId": "d-1", "userName": "dave@example.com"});
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (client, url) = (hub.client.clone(), hook(&hub, "site-u"));
+            let body = envelope("user.upsert", dave.clone())
+                .to_string()
+                .into_bytes();
+            let headers = signed_headers(SECRET, &format!("msg_race_{i}"), &body);
+            racers.spawn(async move { post(&client, &url, &headers, body).await });
+        }
+        while let Some(r) = racers.join_next().await {
+            let (status, body) = r.expect("racer");
+            assert!(status == 202 || status == 503, "{status} {body}");
+        }
+        assert_eq!(users_named(&hub, "dave@example.com").await.len(), 1);
     }
 );
 

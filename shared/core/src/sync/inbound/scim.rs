@@ -21,6 +21,12 @@ use serde_json::{Map, Value, json};
 /// source still linked to the resource, is stale rather than a resurrection.
 pub const STAMP_TOMBSTONE_TTL_SECS: i64 = 30 * 24 * 3600;
 
+/// A concurrent change to the same item won: the sender retries (503), and the retry
+/// sees it.
+fn raced() -> InboundError {
+    InboundError::Unavailable("a concurrent change to the same item won, retry".into())
+}
+
 /// The last `occurred_at` applied to a hub resource from any source.
 struct Stamp {
     occurred_at: String,
@@ -158,6 +164,19 @@ impl Inbound {
         Ok(out)
     }
 
+    /// Did a concurrent delivery link this item since `held` was read?
+    async fn raced(
+        &self,
+        source: &SourceConfig,
+        kind: ResourceKind,
+        site_id: &str,
+        held: Option<&SourceLink>,
+    ) -> Result<bool, InboundError> {
+        let now = self.read_link(source, kind, site_id).await?;
+        let now_live = now.as_ref().and_then(|(l, _)| l.live());
+        Ok(now_live.is_some() && now_live != held.and_then(SourceLink::live))
+    }
+
     /// The answer to a change older than what the hub holds: recorded, not applied.
     async fn stale(
         &self,
@@ -215,9 +234,9 @@ impl Inbound {
                 },
             ),
             Linked::Nothing | Linked::Gone(_) => {
-                match self.claim_existing(source, kind, data).await? {
-                    Some((s, claim)) => (Some(s), claim),
-                    None => (
+                match self.claim_existing(source, kind, data).await {
+                    Ok(Some((s, claim))) => (Some(s), claim),
+                    Ok(None) => (
                         None,
                         Claim {
                             ownership: Ownership::Created,
@@ -225,6 +244,14 @@ impl Inbound {
                             new_link: true,
                         },
                     ),
+                    // The name may have been taken a moment ago by this very item (a
+                    // concurrent delivery of it): then a retry updates it.
+                    Err(InboundError::Conflict(_))
+                        if self.raced(source, kind, &site_id, held_link).await? =>
+                    {
+                        return Err(raced());
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         };
@@ -366,15 +393,16 @@ impl Inbound {
                 self.commit_quiet(source, envelope.kind, extra, outcome(Applied::Unchanged))
                     .await
             }
-            // A create that lost to this source's own concurrent create of the same item
-            // (the name is now linked to it): retry, and the retry updates.
+            // A create that lost a race for the name: if this source holds or may claim
+            // what took it (its own concurrent create of the same item, or a resource it
+            // may adopt), a retry resolves it; otherwise the name is another's (409).
             Err(e @ DirectoryError::Uniqueness { .. }) if current.is_none() => {
-                match self.read_link(source, kind, &site_id).await? {
-                    Some((l, _)) if l.live().is_some() => Err(InboundError::Unavailable(
-                        "a concurrent change to the same item won, retry".into(),
-                    )),
-                    _ => Err(directory_error(e)),
-                }
+                let mine = self.raced(source, kind, &site_id, held_link).await?
+                    || !matches!(
+                        self.claim_existing(source, kind, data).await,
+                        Err(InboundError::Conflict(_))
+                    );
+                Err(if mine { raced() } else { directory_error(e) })
             }
             Err(e) => Err(directory_error(e)),
         }
