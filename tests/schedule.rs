@@ -519,20 +519,12 @@ async fn pull_from_scim2_server(backend: Backend) {
 
     // A change at the source arrives with the next cycle; a new user too.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let resp = peer
-        .req(
-            Method::PATCH,
-            &format!("/Users/{}", ann_src["id"].as_str().unwrap()),
-        )
-        .body(
-            json!({"schemas": [provisync_tests::PATCH_OP], "Operations": [
-            {"op": "replace", "path": "name.givenName", "value": "Annie"}]})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    peer_patch_user(
+        &peer,
+        ann_src["id"].as_str().unwrap(),
+        json!([{"op": "replace", "path": "name.givenName", "value": "Annie"}]),
+    )
+    .await;
     let (s, _) = peer.post("/Users", &person("dan", "Dan")).await;
     assert_eq!(s, 201);
     let p = &pull_cycle(&hub).await;
@@ -1276,8 +1268,16 @@ async fn peer_create(peer: &ScimPeer, path: &str, body: &Value) -> String {
 }
 
 async fn peer_patch_group(peer: &ScimPeer, id: &str, ops: Value) {
+    peer_patch(peer, &format!("/Groups/{id}"), ops).await;
+}
+
+async fn peer_patch_user(peer: &ScimPeer, id: &str, ops: Value) {
+    peer_patch(peer, &format!("/Users/{id}"), ops).await;
+}
+
+async fn peer_patch(peer: &ScimPeer, path: &str, ops: Value) {
     let resp = peer
-        .req(Method::PATCH, &format!("/Groups/{id}"))
+        .req(Method::PATCH, path)
         .body(json!({"schemas": [provisync_tests::PATCH_OP], "Operations": ops}).to_string())
         .send()
         .await
@@ -1470,4 +1470,71 @@ async fn pull_groups_from_scim2_server_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_groups_from_scim2_server_dynamodb() {
     pull_groups_from_scim2_server(Backend::DynamoDb).await;
+}
+
+/// Pulls go through the inbound path: a pulled user whose userName belongs to a hub user
+/// the source did not create is refused (counted as failed), unless the source adopts.
+async fn pull_does_not_take_over_hub_users(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    // The identity provider's user, in the hub first.
+    let r = hub.post("/Users", &person("ann", "Ann-from-the-IdP")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ann = r.id();
+    let ann_src = peer_create(&peer, "/Users", &person("ann", "Ann-at-the-source")).await;
+    peer_create(&peer, "/Users", &person("ben", "Ben")).await;
+    let mut source = json!({"id": "idp2", "direction": "pull", "user_sync": true,
+        "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}});
+    put_source(&hub, source.clone()).await;
+    let p = &pull_cycle(&hub).await;
+    assert_eq!(
+        (
+            p.users.fetched,
+            p.users.created,
+            p.users.updated,
+            p.users.failed
+        ),
+        (2, 1, 0, 1),
+        "{p:?}"
+    );
+    let held = hub.get(&format!("/Users/{ann}")).await;
+    assert_eq!(held.body["name"]["givenName"], "Ann-from-the-IdP");
+    let refused = hub
+        .admin(Method::GET, "/audit?target=idp2&status=refused", None)
+        .await;
+    assert!(refused.text.contains("adopt_existing"), "{}", refused.text);
+
+    // With adopt_existing the next change of ann at the source adopts the hub user.
+    source["adopt_existing"] = json!(true);
+    put_source(&hub, source).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    peer_patch_user(
+        &peer,
+        &ann_src,
+        json!([{"op": "replace", "path": "name.familyName", "value": "Adopted"}]),
+    )
+    .await;
+    let p = &pull_cycle(&hub).await;
+    assert_eq!((p.users.updated, p.users.failed), (1, 0), "{p:?}");
+    let held = hub.get(&format!("/Users/{ann}")).await;
+    assert_eq!(held.body["name"]["familyName"], "Adopted", "{}", held.text);
+    let linked = hub
+        .admin(Method::GET, "/audit?target=idp2&status=linked", None)
+        .await;
+    assert!(linked.text.contains("adopted"), "{}", linked.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_does_not_take_over_hub_users_embedded() {
+    pull_does_not_take_over_hub_users(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_does_not_take_over_hub_users_dynamodb() {
+    pull_does_not_take_over_hub_users(Backend::DynamoDb).await;
 }

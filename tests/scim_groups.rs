@@ -2,11 +2,9 @@
 //! membership write cost on a large group.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
+use provisync_tests::counting::Counting;
 use provisync_tests::{GROUP_SCHEMA, Hub, PATCH_OP, on_every_backend, q};
 use serde_json::{Value, json};
 
@@ -157,45 +155,9 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
         .assert_error(404, None);
 });
 
-/// A store that counts what it is asked to do.
-struct Counting {
-    inner: EmbeddedStore,
-    written: AtomicUsize,
-    read_items: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.read_items.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
-        self.read_items.fetch_add(keys.len(), Ordering::Relaxed);
-        self.inner.get_many(keys).await
-    }
-    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
-        let page = self.inner.query(query).await?;
-        self.read_items
-            .fetch_add(page.items.len(), Ordering::Relaxed);
-        Ok(page)
-    }
-    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.written.fetch_add(writes.len(), Ordering::Relaxed);
-        self.inner.transact(writes).await
-    }
-    fn backend(&self) -> &'static str {
-        "counting"
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_change_is_constant_work_in_a_large_group() {
-    let store = Arc::new(Counting {
-        inner: EmbeddedStore::in_memory(),
-        written: AtomicUsize::new(0),
-        read_items: AtomicUsize::new(0),
-    });
+    let store = Counting::new(Arc::new(EmbeddedStore::in_memory()));
     let hub = Hub::start_on(store.clone()).await;
     // 3,000 members, created through Bulk to keep the test quick.
     let n = 3000;
@@ -238,14 +200,12 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "Add", "path": "members", "value": [{"value": extra}]}]}),
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "Remove", "path": "members", "value": [{"value": extra}]}]}),
     ] {
-        store.written.store(0, Ordering::Relaxed);
-        store.read_items.store(0, Ordering::Relaxed);
+        store.reset();
         let r = hub
             .patch(&format!("/Groups/{g}?excludedAttributes=members"), &body)
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
-        let written = store.written.load(Ordering::Relaxed);
-        let read = store.read_items.load(Ordering::Relaxed);
+        let (written, read) = (store.written(), store.read_items());
         // The membership item, the group (version), the outbox record; then the queue's
         // message items and the outbox record's removal: a constant, whatever the size.
         assert!(written <= 10, "one member change wrote {written} items");

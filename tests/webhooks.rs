@@ -269,8 +269,9 @@ on_every_backend!(
         // Stale: an older change to the same user is recorded, not applied.
         let mut older = alice("1");
         older["name"]["givenName"] = json!("Old");
-        let stale =
-            json!({"type": "user.upsert", "occurred_at": "2020-01-01T00:00:00Z", "data": older});
+        // (an hour old: inside the window of accepted `occurred_at`, older than the one applied)
+        let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        let stale = json!({"type": "user.upsert", "occurred_at": an_hour_ago, "data": older});
         let (status, r) = send(&hub, "site-a", SECRET, &stale).await;
         assert_eq!((status, r["status"].as_str()), (202, Some("stale")));
         assert_eq!(
@@ -657,6 +658,65 @@ async fn two_sites(hub: Hub) {
         users_named(&hub, "alice@example.com").await[0]["name"]["givenName"],
         "Alicia"
     );
+    // B's echo linked the user the hub delivered to it (B did not create it)...
+    let linked = audit(&hub, "target=site-b&status=linked").await;
+    assert!(
+        linked.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the hub delivers this user to target site-b")),
+        "{linked:?}"
+    );
+    // ... so B deleting its copy only unlinks it: the hub (and site A) keep Alice.
+    let b_id = b.user_id("alice@example.com").unwrap().to_string();
+    let (status, r) = b
+        .send(
+            &hook(&hub, "site-b"),
+            SECRET,
+            &envelope("user.delete", json!({"externalId": b_id})),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("unlinked")),
+        "{r}"
+    );
+    assert_eq!(users_named(&hub, "alice@example.com").await.len(), 1);
+    // Re-emitted under a new site id with the hub `id` it received: linked again by id.
+    let hub_id = users_named(&hub, "alice@example.com").await[0]["id"].clone();
+    let mut again = alice("b-new");
+    again["id"] = hub_id;
+    again["name"]["givenName"] = json!("Alicia");
+    let (status, r) = b
+        .send(
+            &hook(&hub, "site-b"),
+            SECRET,
+            &envelope("user.upsert", again),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let linked = audit(&hub, "target=site-b&status=linked").await;
+    assert!(
+        linked.iter().any(|e| e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("found by the hub id")),
+        "{linked:?}"
+    );
+    // What A created, A may delete.
+    let (status, r) = a
+        .send(
+            &hook(&hub, "site-a"),
+            SECRET,
+            &envelope("user.delete", json!({"externalId": "7"})),
+        )
+        .await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("applied")),
+        "{r}"
+    );
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
 }
 
 on_every_backend!(two_bidirectional_sites_settle, two_sites);
@@ -739,4 +799,500 @@ async fn sources_admin_api_validates_and_redacts() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(!r.text.contains("plain"), "{}", r.text);
+}
+
+// ---- what a source may touch (issue 13) ----------------------------------------------
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// A user an identity provider created through SCIM: its hub id.
+async fn idp_user(hub: &Hub, user_name: &str, given: &str) -> String {
+    let r = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": user_name,
+                "name": {"givenName": given},
+                "emails": [{"value": user_name, "primary": true}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.id()
+}
+
+/// Sends `data` as a `kind` envelope from `source` (signed with [`SECRET`], now): the
+/// status and the answer's `status` word, or its `error`.
+async fn answer(hub: &Hub, source: &str, kind: &str, data: Value) -> (u16, String) {
+    answer_to(hub, source, &envelope(kind, data)).await
+}
+
+async fn answer_to(hub: &Hub, source: &str, env: &Value) -> (u16, String) {
+    let (status, body) = send(hub, source, SECRET, env).await;
+    let word = body["status"].as_str().or(body["error"].as_str());
+    (status, word.unwrap_or_default().to_string())
+}
+
+/// Is there an audit entry of `query` whose detail says `says`?
+async fn audited(hub: &Hub, query: &str, says: &str) -> bool {
+    audit(hub, query)
+        .await
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap_or_default().contains(says))
+}
+
+fn ok(word: &str) -> (u16, String) {
+    (202, word.to_string())
+}
+
+on_every_backend!(
+    a_source_cannot_take_over_or_delete_an_idp_user,
+    |hub: Hub| async move {
+        add_source(&hub, "evil", json!({"secret": SECRET, "user_sync": true})).await;
+        let victim = idp_user(&hub, "victim@example.com", "Victor").await;
+        // The attack of the issue: the attacker's own id, the victim's userName, the
+        // attacker's e-mail.
+        let attack = json!({"externalId": "evil-1", "userName": "victim@example.com",
+            "emails": [{"value": "attacker@evil.example", "primary": true}]});
+        let (status, msg) = answer(&hub, "evil", "user.upsert", attack.clone()).await;
+        assert_eq!(status, 409, "{msg}");
+        assert!(msg.contains("adopt_existing"), "{msg}");
+        // Naming the hub id does not help a push source.
+        let mut by_id = attack.clone();
+        by_id["id"] = json!(victim);
+        assert_eq!(answer(&hub, "evil", "user.upsert", by_id).await.0, 409);
+        // Deletes for the attacker's id (with the victim's name, too) delete nothing.
+        for data in [
+            json!({"externalId": "evil-1"}),
+            json!({"externalId": "evil-1", "userName": "victim@example.com"}),
+        ] {
+            assert_eq!(
+                answer(&hub, "evil", "user.delete", data).await,
+                ok("unchanged")
+            );
+        }
+        let r = hub.get(&format!("/Users/{victim}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["emails"][0]["value"], "victim@example.com");
+        assert_eq!(r.body["name"]["givenName"], "Victor");
+        // The refusal is in the audit log, with its reason and the site's id.
+        assert!(audited(&hub, "target=evil&status=refused", "adopt_existing").await);
+        assert!(audited(&hub, "target=evil&status=refused", "externalId evil-1").await);
+    }
+);
+
+on_every_backend!(
+    adopt_existing_adopts_and_a_delete_only_unlinks,
+    |hub: Hub| async move {
+        add_source(&hub, "plain", json!({"secret": SECRET, "user_sync": true})).await;
+        let r = hub.admin(Method::GET, "/sources/plain", None).await;
+        assert_eq!(r.body["adopt_existing"], false, "{}", r.text);
+        add_source(
+            &hub,
+            "adopter",
+            json!({"secret": SECRET, "user_sync": true, "adopt_existing": true}),
+        )
+        .await;
+        let r = hub.admin(Method::GET, "/sources/adopter", None).await;
+        assert_eq!(r.body["adopt_existing"], true, "{}", r.text);
+        let id = idp_user(&hub, "shared@example.com", "Old").await;
+        let data = json!({"externalId": "a-1", "userName": "shared@example.com",
+            "name": {"givenName": "New"}});
+        assert_eq!(
+            answer(&hub, "adopter", "user.upsert", data.clone()).await,
+            ok("applied")
+        );
+        let r = hub.get(&format!("/Users/{id}")).await;
+        assert_eq!(r.body["name"]["givenName"], "New");
+        // Audited as an adoption: who (the source) and what (the user, how it was found).
+        let entries = audit(&hub, "target=adopter&status=linked").await;
+        assert!(
+            entries.iter().any(|e| e["resource_id"] == id.as_str()
+                && e["actor"] == "source:adopter"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("adopted the existing user found by userName")),
+            "{entries:?}"
+        );
+        // Adopted, the user is still updated only within allowed_fields.
+        let mut escalate = data.clone();
+        escalate["active"] = json!(false);
+        assert_eq!(
+            answer(&hub, "adopter", "user.upsert", escalate).await.0,
+            403
+        );
+        // Another source, without adopt_existing, still may not touch it.
+        assert_eq!(
+            answer(&hub, "plain", "user.upsert", data.clone()).await.0,
+            409
+        );
+        // A delete of an adopted user unlinks it, never deletes it.
+        let delete = json!({"externalId": "a-1"});
+        assert_eq!(
+            answer(&hub, "adopter", "user.delete", delete).await,
+            ok("unlinked")
+        );
+        assert_eq!(hub.get(&format!("/Users/{id}")).await.status, 200);
+        assert!(audited(&hub, "target=adopter&status=unlinked", "not deleted").await);
+        // What a source created, it may delete.
+        let own = json!({"externalId": "a-2", "userName": "own@example.com"});
+        assert_eq!(
+            answer(&hub, "adopter", "user.upsert", own).await,
+            ok("applied")
+        );
+        assert_eq!(users_named(&hub, "own@example.com").await.len(), 1);
+        let delete = json!({"externalId": "a-2"});
+        assert_eq!(
+            answer(&hub, "adopter", "user.delete", delete).await,
+            ok("applied")
+        );
+        assert!(users_named(&hub, "own@example.com").await.is_empty());
+    }
+);
+
+async fn group_named(hub: &Hub, name: &str) -> Option<Value> {
+    let r = hub
+        .get(&format!(
+            "/Groups?filter={}",
+            q(&format!("displayName eq \"{name}\""))
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.resources().first().cloned()
+}
+
+fn member_ids(group: &Value) -> Vec<String> {
+    let members = group["members"].as_array().cloned().unwrap_or_default();
+    members
+        .iter()
+        .filter_map(|m| m["value"].as_str().map(str::to_string))
+        .collect()
+}
+
+on_every_backend!(groups_follow_the_same_rules, |hub: Hub| async move {
+    let fields = json!(["userName", "displayName", "members"]);
+    add_source(
+        &hub,
+        "site-g",
+        json!({"secret": SECRET, "user_sync": true, "allowed_fields": fields}),
+    )
+    .await;
+    let ann = idp_user(&hub, "ann@example.com", "Ann").await;
+    let admins = hub.group("admins", &[&ann]).await;
+    // A group the source did not create: neither emptied nor deleted.
+    let empty = json!({"externalId": "g-1", "displayName": "admins", "members": []});
+    let (status, msg) = answer(&hub, "site-g", "group.upsert", empty).await;
+    assert_eq!(status, 409, "{msg}");
+    let delete = json!({"externalId": "g-1", "displayName": "admins"});
+    assert_eq!(
+        answer(&hub, "site-g", "group.delete", delete).await,
+        ok("unchanged")
+    );
+    let held = group_named(&hub, "admins").await.expect("admins kept");
+    assert_eq!(held["id"], admins.as_str());
+    assert_eq!(member_ids(&held), vec![ann.clone()]);
+    // Its own group lists the users linked to it; an IdP user it has no link to is left
+    // out (a member reference is the source's own id, translated through its links).
+    let bob = json!({"externalId": "u-1", "userName": "bob@example.com"});
+    assert_eq!(
+        answer(&hub, "site-g", "user.upsert", bob).await,
+        ok("applied")
+    );
+    let editors = json!({"externalId": "g-2", "displayName": "site-editors",
+        "members": [{"value": "u-1"}, {"value": "ann-at-g"}]});
+    assert_eq!(
+        answer(&hub, "site-g", "group.upsert", editors).await,
+        ok("applied")
+    );
+    let editors = group_named(&hub, "site-editors").await.expect("created");
+    let bob_id = users_named(&hub, "bob@example.com").await[0]["id"].clone();
+    assert_eq!(
+        member_ids(&editors),
+        vec![bob_id.as_str().unwrap().to_string()]
+    );
+    // With adopt_existing: an IdP user it adopted may go in a group of its own (that
+    // grants nothing on the user), and an adopted group is unlinked by a delete, not
+    // deleted.
+    add_source(
+        &hub,
+        "site-h",
+        json!({"secret": SECRET, "user_sync": true, "allowed_fields": fields,
+            "adopt_existing": true}),
+    )
+    .await;
+    let ann_at_h = json!({"externalId": "h-ann", "userName": "ann@example.com"});
+    assert_eq!(
+        answer(&hub, "site-h", "user.upsert", ann_at_h).await,
+        ok("unchanged")
+    );
+    let staff = json!({"externalId": "h-staff", "displayName": "h-staff",
+        "members": [{"value": "h-ann"}]});
+    assert_eq!(
+        answer(&hub, "site-h", "group.upsert", staff).await,
+        ok("applied")
+    );
+    let staff = group_named(&hub, "h-staff").await.expect("created");
+    assert_eq!(member_ids(&staff), vec![ann.clone()]);
+    let adopt = json!({"externalId": "h-admins", "displayName": "admins",
+        "members": [{"value": "h-ann"}]});
+    assert_eq!(
+        answer(&hub, "site-h", "group.upsert", adopt).await,
+        ok("unchanged")
+    );
+    assert!(
+        audited(
+            &hub,
+            "target=site-h&status=linked",
+            "adopted the existing group"
+        )
+        .await
+    );
+    let delete = json!({"externalId": "h-admins"});
+    assert_eq!(
+        answer(&hub, "site-h", "group.delete", delete).await,
+        ok("unlinked")
+    );
+    assert!(group_named(&hub, "admins").await.is_some());
+    let delete = json!({"externalId": "h-staff"});
+    assert_eq!(
+        answer(&hub, "site-h", "group.delete", delete).await,
+        ok("applied")
+    );
+    assert!(group_named(&hub, "h-staff").await.is_none());
+});
+
+/// POSTs `body` signed GitHub-style under `delivery`: the status and the answer's
+/// `status` word, or its `error`.
+async fn send_github(
+    hub: &Hub,
+    source: &str,
+    secret: &str,
+    body: &[u8],
+    delivery: &str,
+) -> (u16, String) {
+    let sig = format!(
+        "sha256={}",
+        provisync_tests::site::hmac_sha256(secret.as_bytes(), body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let h = vec![
+        ("x-hub-signature-256", sig),
+        ("x-github-delivery", delivery.to_string()),
+    ];
+    let (status, r) = post(&hub.client, &hook(hub, source), &h, body.to_vec()).await;
+    let word = r["status"].as_str().or(r["error"].as_str());
+    (status, word.unwrap_or_default().to_string())
+}
+
+on_every_backend!(
+    github_replay_with_a_new_delivery_id_is_refused,
+    |hub: Hub| async move {
+        let secret = "It's a Secret to Everybody";
+        add_source(
+            &hub,
+            "gh",
+            json!({"scheme": "github", "secret": secret, "user_sync": true}),
+        )
+        .await;
+        let bytes = |kind: &str, data: Value| envelope(kind, data).to_string().into_bytes();
+        let upsert = bytes("user.upsert", alice("g-7"));
+        assert_eq!(
+            send_github(&hub, "gh", secret, &upsert, "d-1").await,
+            ok("applied")
+        );
+        // The operator (or the IdP) deletes the user in the hub.
+        let id = users_named(&hub, "alice@example.com").await[0]["id"].clone();
+        let gone = hub
+            .delete(&format!("/Users/{}", id.as_str().unwrap()))
+            .await;
+        assert_eq!(gone.status, 204);
+        // The same signed body under a new (unsigned) delivery id: a replay, not applied.
+        assert_eq!(
+            send_github(&hub, "gh", secret, &upsert, "d-2").await,
+            ok("replay")
+        );
+        assert!(
+            users_named(&hub, "alice@example.com").await.is_empty(),
+            "re-created by a replay"
+        );
+        // Deleted by the source itself, then replayed: the same.
+        let fresh = bytes("user.upsert", alice("g-9"));
+        assert_eq!(
+            send_github(&hub, "gh", secret, &fresh, "d-3").await,
+            ok("applied")
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let delete = bytes("user.delete", json!({"externalId": "g-9"}));
+        assert_eq!(
+            send_github(&hub, "gh", secret, &delete, "d-4").await,
+            ok("applied")
+        );
+        for (body, delivery) in [(&fresh, "d-5"), (&delete, "d-6")] {
+            assert_eq!(
+                send_github(&hub, "gh", secret, body, delivery).await,
+                ok("replay")
+            );
+        }
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+        // Envelopes outside the window are refused, even correctly signed.
+        for at in [
+            chrono::Utc::now() - chrono::Duration::days(4),
+            chrono::Utc::now() + chrono::Duration::hours(1),
+        ] {
+            let env = json!({"type": "user.upsert", "occurred_at": at.to_rfc3339(),
+                "data": alice("g-8")});
+            let (status, msg) =
+                send_github(&hub, "gh", secret, env.to_string().as_bytes(), "d-7").await;
+            assert_eq!(status, 400, "{msg}");
+            assert!(msg.contains("occurred_at"), "{msg}");
+        }
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    }
+);
+
+on_every_backend!(
+    an_equal_time_change_does_not_resurrect_a_delete,
+    |hub: Hub| async move {
+        add_source(&hub, "site-t", json!({"secret": SECRET, "user_sync": true})).await;
+        let at = chrono::Utc::now().to_rfc3339();
+        let at_env =
+            |kind: &str, data: Value| json!({"type": kind, "occurred_at": at, "data": data});
+        let upsert = at_env("user.upsert", alice("t-1"));
+        assert_eq!(answer_to(&hub, "site-t", &upsert).await, ok("applied"));
+        let delete = at_env("user.delete", json!({"externalId": "t-1"}));
+        assert_eq!(answer_to(&hub, "site-t", &delete).await, ok("applied"));
+        // Another delivery stamped with the same instant: not newer than the delete.
+        let mut again = alice("t-1");
+        again["name"]["givenName"] = json!("Again");
+        let again = at_env("user.upsert", again);
+        assert_eq!(answer_to(&hub, "site-t", &again).await, ok("stale"));
+        assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    }
+);
+
+on_every_backend!(
+    an_inbound_uniqueness_conflict_is_409,
+    |hub: Hub| async move {
+        add_source(&hub, "site-u", json!({"secret": SECRET, "user_sync": true})).await;
+        for (ext, name) in [("b-1", "bob@example.com"), ("c-1", "carol@example.com")] {
+            let user = json!({"externalId": ext, "userName": name});
+            assert_eq!(
+                answer(&hub, "site-u", "user.upsert", user).await,
+                ok("applied")
+            );
+        }
+        // Carol renamed to Bob's userName at the site.
+        let rename = json!({"externalId": "c-1", "userName": "bob@example.com"});
+        let (status, msg) = answer(&hub, "site-u", "user.upsert", rename).await;
+        assert_eq!(status, 409, "{msg}");
+        assert!(msg.contains("already exists"), "{msg}");
+        assert_eq!(users_named(&hub, "carol@example.com").await.len(), 1);
+        assert!(audited(&hub, "target=site-u&status=refused", "already exists").await);
+        // A race of the same site's creates of one user is not a conflict: the losers are
+        // told to retry (503), never refused for good.
+        let dave = json!({"externalId": "d-1", "userName": "dave@example.com"});
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (client, url) = (hub.client.clone(), hook(&hub, "site-u"));
+            let body = envelope("user.upsert", dave.clone())
+                .to_string()
+                .into_bytes();
+            let headers = signed_headers(SECRET, &format!("msg_race_{i}"), &body);
+            racers.spawn(async move { post(&client, &url, &headers, body).await });
+        }
+        while let Some(r) = racers.join_next().await {
+            let (status, body) = r.expect("racer");
+            assert!(status == 202 || status == 503, "{status} {body}");
+        }
+        assert_eq!(users_named(&hub, "dave@example.com").await.len(), 1);
+    }
+);
+
+/// N requests with bad signatures cost a bounded number of store writes: one audit entry
+/// per source and reason per window, not one per request.
+async fn a_flood_of_bad_signatures(backend: Backend) {
+    let Some(store) = provisync_tests::backend_store(backend).await else {
+        return;
+    };
+    let counting = provisync_tests::counting::Counting::new(store);
+    let hub = Hub::start_on(counting.clone()).await;
+    add_source(&hub, "site-f", json!({"secret": SECRET, "user_sync": true})).await;
+    let body = envelope("user.upsert", alice("f-1"))
+        .to_string()
+        .into_bytes();
+    let url = hook(&hub, "site-f");
+    // Four ways to be wrong, each its own reason.
+    let bad = |i: usize| -> Vec<(&'static str, String)> {
+        let id = format!("msg_flood_{i}");
+        match i % 4 {
+            0 => signed_headers(SECRET_C, &id, &body),
+            1 => signed_headers(SECRET, &id, &body)[..2].to_vec(),
+            2 => vec![
+                ("webhook-id", id.clone()),
+                ("webhook-timestamp", "not a number".into()),
+                ("webhook-signature", "v1,AAAA".into()),
+            ],
+            _ => {
+                let old = chrono::Utc::now().timestamp() - 3600;
+                vec![
+                    ("webhook-id", id.clone()),
+                    ("webhook-timestamp", old.to_string()),
+                    ("webhook-signature", sign(SECRET, &id, old, &body)),
+                ]
+            }
+        }
+    };
+    // One refusal: what one audit entry costs.
+    counting.reset();
+    assert_eq!(post(&hub.client, &url, &bad(0), body.clone()).await.0, 401);
+    let one = counting.written();
+    assert!(one >= 1, "the first refusal is audited");
+    // At most one entry per reason per minute (a loaded machine may take more than one).
+    let windows = |since: Instant| since.elapsed().as_secs() as usize / 60 + 1;
+    counting.reset();
+    let started = Instant::now();
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(post(&hub.client, &url, &bad(i), body.clone()).await.0, 401);
+    }
+    let many = counting.written();
+    let bound = 4 * windows(started) * one;
+    assert!(
+        many <= bound,
+        "{n} bad requests wrote {many} items (one audit entry is {one}, at most {bound})"
+    );
+    let refused = audit(&hub, "target=site-f&status=refused&limit=500").await;
+    assert!(refused.len() <= 1 + bound, "{refused:?}");
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
+    // A captured good delivery replayed again and again: one entry too.
+    let h = signed_headers(SECRET, "msg_captured", &body);
+    let (status, r) = post(&hub.client, &url, &h, body.clone()).await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (202, Some("applied")),
+        "{r}"
+    );
+    counting.reset();
+    let started = Instant::now();
+    for _ in 0..n {
+        let (status, r) = post(&hub.client, &url, &h, body.clone()).await;
+        assert_eq!((status, r["status"].as_str()), (202, Some("replay")), "{r}");
+    }
+    let replays = counting.written();
+    let bound = windows(started) * one;
+    assert!(
+        replays <= bound,
+        "{n} replays wrote {replays} items (one audit entry is {one}, at most {bound})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_costs_bounded_writes_embedded() {
+    a_flood_of_bad_signatures(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_signatures_costs_bounded_writes_dynamodb() {
+    a_flood_of_bad_signatures(Backend::DynamoDb).await;
 }

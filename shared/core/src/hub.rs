@@ -91,7 +91,11 @@ impl Hub {
         let sources = Sources::new(store.clone(), secrets.clone());
         let audit = Audit::new(store.clone());
         let links = Links::new(store.clone());
-        let inbound = Arc::new(Inbound::new(directory.clone(), audit.clone()));
+        let inbound = Arc::new(Inbound::new(
+            directory.clone(),
+            audit.clone(),
+            targets.clone(),
+        ));
         let on_demand: Arc<dyn OnDemand> = Arc::new(DirectoryOnDemand::new(
             directory.clone(),
             queue.clone(),

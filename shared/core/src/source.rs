@@ -93,9 +93,30 @@ pub struct SourceConfig {
     /// How the schedule reads this source (`pull` / `bidirectional`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<PullConfig>,
+    /// May this source adopt a hub user or group it did not create, found by `userName`
+    /// / `displayName` (off by default: such a collision is refused)? An adopted resource
+    /// is updated within `allowed_fields` and never deleted by this source: its delete
+    /// only unlinks it. See [`crate::sync::inbound`].
+    #[serde(default)]
+    pub adopt_existing: bool,
+    /// How old a webhook's `occurred_at` may be, in seconds (default
+    /// [`DEFAULT_MAX_EVENT_AGE_SECS`], between [`MIN_MAX_EVENT_AGE_SECS`] and
+    /// [`MAX_MAX_EVENT_AGE_SECS`]); older envelopes are refused, and so are those more
+    /// than five minutes ahead of the hub's clock. Pulled changes are not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_age_secs: Option<u64>,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
+
+/// How old a webhook's `occurred_at` may be by default: three days, longer than the
+/// retry schedules of common webhook senders (Stripe retries for up to three days,
+/// Svix-based senders for about 28 hours), so a sender's own retries are not refused.
+pub const DEFAULT_MAX_EVENT_AGE_SECS: u64 = 3 * 24 * 3600;
+/// The shortest window an operator may set: five minutes.
+pub const MIN_MAX_EVENT_AGE_SECS: u64 = 5 * 60;
+/// The longest window an operator may set: seven days (replay markers live as long).
+pub const MAX_MAX_EVENT_AGE_SECS: u64 = 7 * 24 * 3600;
 
 fn yes() -> bool {
     true
@@ -114,6 +135,8 @@ impl std::fmt::Debug for SourceConfig {
             .field("user_sync", &redacted.user_sync)
             .field("allowed_fields", &redacted.allowed_fields)
             .field("pull", &redacted.pull)
+            .field("adopt_existing", &redacted.adopt_existing)
+            .field("max_event_age_secs", &redacted.max_event_age_secs)
             .field("enabled", &redacted.enabled)
             .finish()
     }
@@ -147,6 +170,13 @@ impl SourceConfig {
     /// Does this source send webhooks to the hub?
     pub fn accepts_webhooks(&self) -> bool {
         matches!(self.direction, Direction::Push | Direction::Bidirectional)
+    }
+
+    /// How old a webhook's `occurred_at` may be (the source's `max_event_age_secs`, else
+    /// the default).
+    pub fn max_event_age_secs(&self) -> u64 {
+        self.max_event_age_secs
+            .unwrap_or(DEFAULT_MAX_EVENT_AGE_SECS)
     }
 
     /// Is this source read by the schedule?
@@ -211,6 +241,16 @@ impl SourceConfig {
         }
         if let Some(fields) = &self.allowed_fields {
             check_names("allowed_fields", fields)?;
+        }
+        if let Some(age) = self.max_event_age_secs
+            && !(MIN_MAX_EVENT_AGE_SECS..=MAX_MAX_EVENT_AGE_SECS).contains(&age)
+        {
+            return Err(invalid(
+                "max_event_age_secs",
+                format!(
+                    "max_event_age_secs must be {MIN_MAX_EVENT_AGE_SECS} to {MAX_MAX_EVENT_AGE_SECS} seconds (5 minutes to 7 days)"
+                ),
+            ));
         }
         Ok(())
     }
@@ -309,6 +349,8 @@ mod tests {
         assert!(!s.user_sync);
         assert!(s.entity_types.is_empty() && s.config_prefixes.is_empty());
         assert!(s.allowed_fields.is_none());
+        assert!(!s.adopt_existing, "adopting existing users is opt-in");
+        assert_eq!(s.max_event_age_secs(), DEFAULT_MAX_EVENT_AGE_SECS);
         assert!(s.validate().is_ok());
         assert!(s.accepts_webhooks() && !s.is_pulled());
     }
@@ -352,6 +394,13 @@ mod tests {
                 .is_err()
         );
         assert!(serde_json::from_value::<SourceConfig>(json!({"id": "a", "bogus": 1})).is_err());
+        for (age, ok) in [(299, false), (300, true), (604_800, true), (604_801, false)] {
+            let s = source(json!({"id": "a", "secrets": [SECRET], "max_event_age_secs": age}));
+            assert_eq!(s.validate().is_ok(), ok, "{age}");
+            if !ok {
+                assert_eq!(s.validate().unwrap_err().field, "max_event_age_secs");
+            }
+        }
     }
 
     #[test]

@@ -137,6 +137,15 @@ pub fn sign_github(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
 
+/// The replay id of a GitHub-style delivery: `sha256:` + the hex SHA-256 of the signed
+/// body. `X-GitHub-Delivery` is not covered by the signature (anyone may change it), so
+/// the signed bytes themselves identify the delivery: the same body is the same change,
+/// whatever the header says. (The envelope's `occurred_at` makes two real changes differ.)
+pub fn github_replay_id(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
 /// Verifies `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` under one of
 /// `secrets` (used as given, as GitHub does). Constant-time comparison.
 pub fn verify_github(secrets: &[&[u8]], header: &str, body: &[u8]) -> Result<(), VerifyError> {
@@ -286,6 +295,17 @@ mod tests {
     const GH_SECRET: &str = "It's a Secret to Everybody";
     const GH_BODY: &str = "Hello, World!";
     const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn github_replay_id_is_the_body_hash() {
+        // sha256("Hello, World!") = dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f
+        assert_eq!(
+            github_replay_id(GH_BODY.as_bytes()),
+            "sha256:dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
+        );
+        assert_ne!(github_replay_id(b"a"), github_replay_id(b"b"));
+        assert!(check_webhook_id(&github_replay_id(b"a")).is_ok());
+    }
 
     #[test]
     fn github_vector_signs_and_verifies() {

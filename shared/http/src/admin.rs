@@ -684,7 +684,7 @@ async fn query_audit(
     let status = match nonempty(p.status) {
         Some(s) => Some(AuditStatus::parse(&s).ok_or_else(|| {
             AdminError::bad_request(
-                "unknown status (delivered, skipped, retry, failed, dead, refused, linked, queued)",
+                "unknown status (delivered, skipped, retry, failed, dead, refused, linked, queued, unlinked)",
             )
         })?),
         None => None,

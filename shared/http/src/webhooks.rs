@@ -6,16 +6,20 @@
 //! 1. the body is read under [`MAX_WEBHOOK_BODY_BYTES`] (413 above);
 //! 2. the source is looked up (`SOURCE#{id}`): 404 when there is none;
 //! 3. the signature: Standard Webhooks (`webhook-id`, `webhook-timestamp` within ±5
-//!    minutes, `webhook-signature`) or GitHub's `X-Hub-Signature-256` (with
-//!    `X-GitHub-Delivery` as the id), against any of the source's secrets: 401;
+//!    minutes, `webhook-signature`; the signed `webhook-id` is the replay id) or GitHub's
+//!    `X-Hub-Signature-256` (which signs the body only: the replay id is the body's
+//!    SHA-256, never the unsigned `X-GitHub-Delivery`), against any of the source's
+//!    secrets: 401;
 //! 4. the source's direction (`pull` sources do not send webhooks): 403;
 //! 5. only then the body is parsed as an envelope (400) and applied under the source's
-//!    policy ([`provisync_core::sync::inbound`]): 403 for what the policy forbids, 202 once the
-//!    change (or its no-op, stale or replay outcome) is durably recorded.
+//!    policy ([`provisync_core::sync::inbound`]): 403 for what the policy forbids, 409 for
+//!    a unique name taken (by another resource, or by one the source may not claim), 400
+//!    for an `occurred_at` outside the source's window, 202 once the change (or its
+//!    no-op, stale, replay or unlink outcome) is durably recorded.
 //!
 //! Errors are JSON `{"error": ...}`; a failure of the hub's storage is a 503, never a
-//! 500. Refusals of a known source are audit entries; bodies and secrets are never
-//! logged.
+//! 500. Refusals of a known source are audit entries (one per source and reason per
+//! minute, with a count of the others); bodies and secrets are never logged.
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -28,7 +32,7 @@ use super::AppState;
 use provisync_core::source::{Scheme, SourceConfig, check_source_id};
 use provisync_core::sync::inbound::{Envelope, Inbound, InboundError};
 use provisync_core::webhook_sig::{
-    VerifyError, decode_standard_secret, verify_github, verify_standard,
+    VerifyError, decode_standard_secret, github_replay_id, verify_github, verify_standard,
 };
 
 /// Base path of the webhook surface.
@@ -69,6 +73,7 @@ impl From<InboundError> for WebhookError {
         let status = match e {
             InboundError::Forbidden(_) => StatusCode::FORBIDDEN,
             InboundError::Malformed(_) => StatusCode::BAD_REQUEST,
+            InboundError::Conflict(_) => StatusCode::CONFLICT,
             InboundError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         WebhookError::new(status, e.to_string())
@@ -108,7 +113,8 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str,
         .map_err(|_| VerifyError::InvalidHeader(name))
 }
 
-/// Verifies the signature under the source's scheme; returns the delivery id.
+/// Verifies the signature under the source's scheme; returns the replay id (what the
+/// signature covers: the `webhook-id`, or for the GitHub scheme the body's hash).
 fn verify(source: &SourceConfig, headers: &HeaderMap, body: &[u8]) -> Result<String, VerifyError> {
     match source.scheme {
         Scheme::Standard => {
@@ -134,12 +140,9 @@ fn verify(source: &SourceConfig, headers: &HeaderMap, body: &[u8]) -> Result<Str
         }
         Scheme::Github => {
             let sig = header_str(headers, "x-hub-signature-256")?;
-            let id = header_str(headers, "x-github-delivery")?;
-            provisync_core::webhook_sig::check_webhook_id(id)
-                .map_err(|_| VerifyError::InvalidHeader("X-GitHub-Delivery"))?;
             let secrets: Vec<&[u8]> = source.secrets.iter().map(|s| s.as_bytes()).collect();
             verify_github(&secrets, sig, body)?;
-            Ok(id.to_string())
+            Ok(github_replay_id(body))
         }
     }
 }

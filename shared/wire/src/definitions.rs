@@ -61,6 +61,9 @@ pub struct SourceSummary {
     pub enabled: bool,
     #[serde(default)]
     pub user_sync: bool,
+    /// May the source adopt hub users and groups it did not create?
+    #[serde(default)]
+    pub adopt_existing: bool,
     #[serde(default)]
     pub entity_types: Vec<String>,
     #[serde(default)]

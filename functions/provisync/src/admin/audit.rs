@@ -16,7 +16,7 @@ pub struct AuditArgs {
     /// create, update, password, deactivate, delete, add_members, remove_members, test, sync, ...
     #[arg(long)]
     op: Option<String>,
-    /// delivered, skipped, retry, failed, dead, refused, linked, queued.
+    /// delivered, skipped, retry, failed, dead, refused, linked, queued, unlinked.
     #[arg(long)]
     status: Option<String>,
     /// RFC 3339 timestamp.

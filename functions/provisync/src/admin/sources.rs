@@ -51,6 +51,15 @@ pub struct SourceArgs {
     /// without roles, active or password).
     #[arg(long, value_delimiter = ',')]
     allowed_fields: Option<Vec<String>>,
+    /// Let the source adopt hub users and groups it did not create, found by userName /
+    /// displayName (off: such a collision is refused). Adopted ones are updated within the
+    /// allowed fields and never deleted by this source (its delete only unlinks).
+    #[arg(long)]
+    adopt_existing: bool,
+    /// Refuse webhooks whose occurred_at is older than this many seconds (300 to 604800;
+    /// default 259200, three days).
+    #[arg(long)]
+    max_event_age_secs: Option<u64>,
     /// Save the source disabled.
     #[arg(long)]
     disabled: bool,
@@ -102,6 +111,12 @@ fn source_body(args: &SourceArgs) -> Result<Value> {
     if args.user_sync {
         body.insert("user_sync".into(), json!(true));
     }
+    if args.adopt_existing {
+        body.insert("adopt_existing".into(), json!(true));
+    }
+    if let Some(age) = args.max_event_age_secs {
+        body.insert("max_event_age_secs".into(), json!(age));
+    }
     if args.disabled {
         body.insert("enabled".into(), json!(false));
     }
@@ -137,6 +152,7 @@ pub async fn source(remote: &Remote, cmd: SourceCommand) -> Result<()> {
                         x.direction.clone().unwrap_or_default(),
                         yes_no(x.enabled),
                         yes_no(x.user_sync),
+                        yes_no(x.adopt_existing),
                         short(&x.entity_types.join(","), 40),
                         short(&x.config_prefixes.join(","), 40),
                     ]
@@ -149,6 +165,7 @@ pub async fn source(remote: &Remote, cmd: SourceCommand) -> Result<()> {
                     "DIRECTION",
                     "ENABLED",
                     "USERS",
+                    "ADOPTS",
                     "ENTITY TYPES",
                     "CONFIG PREFIXES",
                 ],
@@ -190,6 +207,9 @@ mod tests {
             "--direction",
             "bidirectional",
             "--user-sync",
+            "--adopt-existing",
+            "--max-event-age-secs",
+            "86400",
             "--entity-types",
             "node,taxonomy_term",
             "--config-prefixes",
@@ -200,8 +220,8 @@ mod tests {
         assert_eq!(
             b,
             json!({"secrets": ["whsec_a", "whsec_b"], "direction": "bidirectional",
-                "user_sync": true, "entity_types": ["node", "taxonomy_term"],
-                "config_prefixes": ["shared."]})
+                "user_sync": true, "adopt_existing": true, "max_event_age_secs": 86400,
+                "entity_types": ["node", "taxonomy_term"], "config_prefixes": ["shared."]})
         );
         let missing = S::try_parse_from(["x", "a", "--secret-env", "PSY_TEST_NOT_SET_X"]).unwrap();
         assert!(source_body(&missing.a).is_err());

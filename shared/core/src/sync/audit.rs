@@ -81,10 +81,14 @@ pub enum AuditStatus {
     Dead,
     /// The target refused it (4xx): retrying will not help.
     Refused,
-    /// An existing account on the target was linked instead of created.
+    /// An existing account on the target was linked instead of created (or, inbound, an
+    /// existing hub resource linked to a source: adopted, or delivered to its site).
     Linked,
     /// Accepted for later processing (on-demand sync, redrive).
     Queued,
+    /// Inbound: a source's link to a hub resource it did not create was removed; the
+    /// resource is kept.
+    Unlinked,
 }
 
 macro_rules! parse_by_serde {

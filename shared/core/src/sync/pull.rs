@@ -842,7 +842,9 @@ impl InboundSink {
             Ok(InboundApplied::Created) => Ok(Applied::Created),
             // A pulled upsert never deletes; `Deleted` cannot come back from one.
             Ok(InboundApplied::Updated) | Ok(InboundApplied::Deleted) => Ok(Applied::Updated),
-            Ok(InboundApplied::Unchanged) | Ok(InboundApplied::Replay) => Ok(Applied::Unchanged),
+            Ok(InboundApplied::Unchanged | InboundApplied::Replay | InboundApplied::Unlinked) => {
+                Ok(Applied::Unchanged)
+            }
             Ok(InboundApplied::Stale) => Ok(Applied::Stale),
             Err(e) => Err(e),
         }

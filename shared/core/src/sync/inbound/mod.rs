@@ -8,23 +8,39 @@
 //!   `roles`, `groups`, `entitlements`, group `members`) are refused unless their value is
 //!   what the hub already holds (a site echoing the hub's own state escalates nothing);
 //!   entity types and configuration names must be allowlisted.
-//! - **Matching**: a site's user is found through the source link (source id + the site's
-//!   id, `externalId` in the data), else by `userName` (group: `displayName`). The site's
+//! - **Ownership** ([`ownership`]): a source changes only what it created or what is
+//!   linked to it. A site's user is found through the source link (source id + the
+//!   site's id, `externalId` in the data); with no link it is created, and a `userName`
+//!   (group: `displayName`) held by a hub resource the source may not claim is refused
+//!   (409), never taken over. A source claims an existing resource only when it adopts it
+//!   (`adopt_existing`) or when the hub delivers it to the source's twin webhook target
+//!   (a bidirectional site); a delete of a claimed resource only unlinks it. The site's
 //!   id is never written into the hub resource's `externalId` (two sites would fight
 //!   over it, and each echo would look like a change).
 //! - **Last writer wins** by `occurred_at`: each item keeps the last applied one (the
 //!   source link and a per-hub-resource stamp for users and groups, the record itself for
 //!   entities and configuration); an older event is recorded as stale and not applied.
+//!   A delete leaves tombstones (the link, the stamp) that win ties: a change stamped no
+//!   later than the delete cannot bring the resource back.
 //! - **No-op**: an upsert that changes nothing produces no change event, which is what
 //!   absorbs a site's echo of what the hub delivered to it.
-//! - **Replays**: the delivery id is remembered for [`REPLAY_TTL_SECS`] in the same
-//!   transaction as the change; a second delivery is answered as a replay, not applied.
+//! - **Replays and the window** (webhooks): the delivery id (Standard Webhooks: the
+//!   signed `webhook-id`; GitHub scheme: the SHA-256 of the signed body, since
+//!   `X-GitHub-Delivery` is not signed) is remembered in the same transaction as the
+//!   change, for longer than the window; a second delivery is answered as a replay, not
+//!   applied. An `occurred_at` older than the source's `max_event_age_secs` or more than
+//!   [`FUTURE_SKEW_SECS`] ahead is refused. Pulled changes have neither.
 //!
-//! Every outcome is an audit entry (target = the source id) with the reason; refusals
-//! never quote secrets or dump the body.
+//! Every outcome is an audit entry (target = the source id, actor `source:{id}`) with the
+//! reason; refusals never quote secrets or dump the body, and a flood of them costs a
+//! bounded number of writes ([`refusals`]).
 
+mod ownership;
 mod records;
+mod refusals;
 mod scim;
+
+pub use ownership::{MatchedBy, Ownership};
 
 use crate::store::keyspace;
 use std::sync::Arc;
@@ -38,11 +54,21 @@ use crate::records::Records;
 use crate::source::{Direction, SourceConfig};
 use crate::store::{Item, Key, Store, StoreError, Write, now_epoch};
 use crate::sync::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use crate::target::Targets;
 use provisync_scim::ResourceKind;
 
-/// How long a delivery id is remembered (far beyond the ±5 minute signature window, so
-/// a replay is always either refused by its timestamp or recognised).
-pub const REPLAY_TTL_SECS: i64 = 24 * 3600;
+/// How far ahead of the hub's clock a webhook's `occurred_at` may be (clock skew). A
+/// change stamped in the future would otherwise win every later one.
+pub const FUTURE_SKEW_SECS: i64 = 5 * 60;
+
+/// How long a delivery id is remembered for `source`: as long as its envelopes are
+/// accepted (`max_event_age_secs` plus the skew), so that a replay is always either
+/// refused by its `occurred_at` or recognised.
+pub fn replay_ttl_secs(source: &SourceConfig) -> i64 {
+    i64::try_from(source.max_event_age_secs())
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(FUTURE_SKEW_SECS)
+}
 
 /// User and group attributes a source may set when it has no `allowed_fields`.
 pub const DEFAULT_ALLOWED_FIELDS: &[&str] = &[
@@ -156,6 +182,9 @@ pub enum Applied {
     Stale,
     /// This delivery id was applied before.
     Replay,
+    /// A delete of a resource the source did not create: its link is removed, the
+    /// resource kept.
+    Unlinked,
 }
 
 impl Applied {
@@ -166,20 +195,26 @@ impl Applied {
             Applied::Unchanged => "unchanged",
             Applied::Stale => "stale",
             Applied::Replay => "replay",
+            Applied::Unlinked => "unlinked",
         }
     }
 }
 
-/// Why an envelope was not applied (the webhook edge answers 403, 400 and 503). Messages
-/// are shown to the sender: no secrets, no body dumps.
+/// Why an envelope was not applied (the webhook edge answers 403, 400, 409 and 503).
+/// Messages are shown to the sender: no secrets, no body dumps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
     /// The source's policy forbids it.
     #[error("{0}")]
     Forbidden(String),
-    /// The envelope or its data is not what the type needs.
+    /// The envelope or its data is not what the type needs (or its `occurred_at` is
+    /// outside the window).
     #[error("{0}")]
     Malformed(String),
+    /// It contradicts what the hub holds: a unique name taken by another resource, or by
+    /// one the source may not claim. Retrying the same change will not help.
+    #[error("{0}")]
+    Conflict(String),
     /// The hub's storage failed or a concurrent change won: retry.
     #[error("the hub's storage is unavailable, retry later")]
     Unavailable(String),
@@ -201,19 +236,10 @@ fn older(incoming: DateTime<Utc>, held: Option<&str>) -> bool {
     held.and_then(parse_time).is_some_and(|h| incoming < h)
 }
 
-/// The source link of a site's user or group: source id + the site's id -> hub id, with
-/// the last `occurred_at` applied from that source (kept after a delete, `hub_id` null).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct SourceLink {
-    hub_id: Option<String>,
-    occurred_at: String,
-}
-
-fn source_link_key(source: &str, kind: ResourceKind, site_id: &str) -> Key {
-    Key::new(
-        format!("{}{source}#{}#{site_id}", keyspace::SRCLINK, kind.as_str()),
-        "SRCLINK",
-    )
+/// Is `incoming` no later than `held`? What a tombstone asks of a change that would
+/// bring its resource back: ties go to the delete.
+fn not_newer(incoming: DateTime<Utc>, held: Option<&str>) -> bool {
+    held.and_then(parse_time).is_some_and(|h| incoming <= h)
 }
 
 /// The last `occurred_at` applied to a hub user or group, from any source.
@@ -234,6 +260,10 @@ pub struct Inbound {
     directory: Directory,
     audit: Audit,
     records: Records,
+    /// The webhook targets (a bidirectional source's twin).
+    targets: Targets,
+    /// Which refusals are audited one by one (the rest are counted).
+    refusals: Arc<refusals::RefusalGate>,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -248,16 +278,43 @@ struct Outcome {
     op: AuditOp,
     resource_id: String,
     detail: String,
+    /// A new link to an existing resource (adopted, delivered), audited as `linked`.
+    linked: Option<String>,
+}
+
+impl Outcome {
+    fn new(applied: Applied, op: AuditOp, resource_id: impl Into<String>) -> Self {
+        Outcome {
+            applied,
+            op,
+            resource_id: resource_id.into(),
+            detail: String::new(),
+            linked: None,
+        }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
 }
 
 impl Inbound {
-    pub fn new(directory: Directory, audit: Audit) -> Self {
+    pub fn new(directory: Directory, audit: Audit, targets: Targets) -> Self {
         let records = Records::new(directory.store().clone());
         Inbound {
             directory,
             audit,
             records,
+            targets,
+            refusals: Arc::new(refusals::RefusalGate::new(refusals::REFUSAL_WINDOW)),
         }
+    }
+
+    /// The same, with another window for aggregating refusals (tests).
+    pub fn with_refusal_window(mut self, window: std::time::Duration) -> Self {
+        self.refusals = Arc::new(refusals::RefusalGate::new(window));
+        self
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -284,15 +341,30 @@ impl Inbound {
     }
 
     /// Records a refusal decided before [`Inbound::apply`] (signature, direction, a body
-    /// that is not an envelope). `what`: the envelope type when known.
+    /// that is not an envelope), or by it. `what`: the envelope type when known.
+    ///
+    /// The first refusal of a source for a reason in each window is an audit entry; the
+    /// ones after it in that window are counted and logged, and the count goes into the
+    /// next entry for that reason ([`refusals`]): a flood of bad requests costs a bounded
+    /// number of writes.
     pub async fn record_refusal(&self, source_id: &str, what: Option<EnvelopeType>, reason: &str) {
+        let what_s = what.map(EnvelopeType::as_str).unwrap_or("webhook");
+        let mut detail = format!("inbound {what_s}: refused: {reason}");
+        match self.refusals.admit(source_id, &detail) {
+            refusals::Admit::Suppress => return,
+            refusals::Admit::Record { suppressed: 0 } => {}
+            refusals::Admit::Record { suppressed } => {
+                detail.push_str(&format!(
+                    " (and {suppressed} more like it in the {} s before, counted, not recorded one by one)",
+                    self.refusals.window().as_secs()
+                ));
+            }
+        }
         let op = what.map(op_for).unwrap_or(AuditOp::Update);
         let entry = AuditEntry::new(source_id, op, AuditStatus::Refused)
             .resource(what.map(EnvelopeType::subject).unwrap_or(""), "")
-            .detail(format!(
-                "inbound {}: refused: {reason}",
-                what.map(EnvelopeType::as_str).unwrap_or("webhook")
-            ));
+            .detail(detail)
+            .actor(actor(source_id));
         if let Err(e) = self.audit.record(entry).await {
             tracing::warn!(error = %e, source = %source_id, "audit entry for a refusal not written");
         }
@@ -308,7 +380,7 @@ impl Inbound {
     ) -> Result<Vec<String>, InboundError> {
         let keys: Vec<Key> = site_ids
             .iter()
-            .map(|s| source_link_key(source_id, ResourceKind::User, s))
+            .map(|s| ownership::source_link_key(source_id, ResourceKind::User, s))
             .collect();
         let linked: std::collections::HashSet<String> = self
             .store()
@@ -317,7 +389,8 @@ impl Inbound {
             .map_err(unavailable)?
             .into_iter()
             .filter(|i| {
-                serde_json::from_slice::<SourceLink>(&i.data).is_ok_and(|l| l.hub_id.is_some())
+                serde_json::from_slice::<ownership::SourceLink>(&i.data)
+                    .is_ok_and(|l| l.live().is_some())
             })
             .map(|i| i.pk)
             .collect();
@@ -344,7 +417,11 @@ impl Inbound {
                 tracing::warn!(source = %source.id, kind = envelope.kind.as_str(), error = %detail, "inbound change not applied (retryable)");
             }
             Err(e) => {
-                self.record_refusal(&source.id, Some(envelope.kind), &e.to_string())
+                let reason = match item_label(envelope) {
+                    Some(item) => format!("{e} [{item}]"),
+                    None => e.to_string(),
+                };
+                self.record_refusal(&source.id, Some(envelope.kind), &reason)
                     .await;
             }
         }
@@ -360,6 +437,9 @@ impl Inbound {
         let at = parse_time(&envelope.occurred_at).ok_or_else(|| {
             InboundError::Malformed("occurred_at must be an RFC 3339 timestamp".into())
         })?;
+        if delivery_id.is_some() {
+            check_window(source, at, Utc::now())?;
+        }
         if let Some(id) = delivery_id {
             let seen = self
                 .store()
@@ -367,18 +447,24 @@ impl Inbound {
                 .await
                 .map_err(unavailable)?;
             if seen.is_some() {
-                self.audit_outcome(
-                    source,
-                    envelope.kind,
-                    Outcome {
-                        applied: Applied::Replay,
-                        op: op_for(envelope.kind),
-                        resource_id: String::new(),
-                        detail: "replay of a delivery already applied".into(),
-                    },
-                    None,
-                )
-                .await;
+                // A captured delivery may be replayed at will: its entries are gated like
+                // refusals (one per source and kind per window).
+                let reason = format!("replay of {}", envelope.kind.as_str());
+                if let refusals::Admit::Record { suppressed } =
+                    self.refusals.admit(&source.id, &reason)
+                {
+                    let mut detail = "replay of a delivery already applied".to_string();
+                    if suppressed > 0 {
+                        detail.push_str(&format!(" (and {suppressed} more before)"));
+                    }
+                    self.audit_outcome(
+                        source,
+                        envelope.kind,
+                        Outcome::new(Applied::Replay, op_for(envelope.kind), "").detail(detail),
+                        None,
+                    )
+                    .await;
+                }
                 return Ok(Applied::Replay);
             }
         }
@@ -386,7 +472,7 @@ impl Inbound {
             let key = replay_key(&source.id, id);
             Write::put_new(
                 Item::new(key.pk, key.sk, b"{}".to_vec())
-                    .with_expiry(now_epoch() + REPLAY_TTL_SECS),
+                    .with_expiry(now_epoch().saturating_add(replay_ttl_secs(source))),
             )
         });
         let result = match envelope.kind {
@@ -403,17 +489,16 @@ impl Inbound {
                 self.config(source, envelope, at, marker.clone()).await
             }
         };
-        match result {
-            Ok(applied) => Ok(applied),
-            // The marker's condition failed: the same delivery was applied concurrently.
-            Err(InboundError::Unavailable(d)) if delivery_id.is_some() => {
-                let key = replay_key(&source.id, delivery_id.unwrap_or_default());
-                match self.store().get(&key).await {
+        match (result, delivery_id) {
+            // A condition failed (the marker's, or a uniqueness key's): the same delivery
+            // may have been applied concurrently.
+            (Err(e @ (InboundError::Unavailable(_) | InboundError::Conflict(_))), Some(id)) => {
+                match self.store().get(&replay_key(&source.id, id)).await {
                     Ok(Some(_)) => Ok(Applied::Replay),
-                    _ => Err(InboundError::Unavailable(d)),
+                    _ => Err(e),
                 }
             }
-            Err(e) => Err(e),
+            (result, _) => result,
         }
     }
 
@@ -426,18 +511,27 @@ impl Inbound {
         o: Outcome,
         into: Option<&mut Vec<Write>>,
     ) {
-        let status = match o.applied {
-            Applied::Created | Applied::Updated | Applied::Deleted => AuditStatus::Delivered,
-            Applied::Unchanged | Applied::Stale | Applied::Replay => AuditStatus::Skipped,
+        let status = match (o.applied, &o.linked) {
+            (Applied::Unlinked, _) => AuditStatus::Unlinked,
+            (_, Some(_)) => AuditStatus::Linked,
+            (Applied::Created | Applied::Updated | Applied::Deleted, None) => {
+                AuditStatus::Delivered
+            }
+            (Applied::Unchanged | Applied::Stale | Applied::Replay, None) => AuditStatus::Skipped,
         };
         let mut detail = format!("inbound {}: {}", kind.as_str(), o.applied.as_str());
-        if !o.detail.is_empty() {
+        for part in [o.linked.as_deref(), Some(o.detail.as_str())]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+        {
             detail.push_str(": ");
-            detail.push_str(&o.detail);
+            detail.push_str(part);
         }
         let entry = AuditEntry::new(&source.id, o.op, status)
             .resource(kind.subject(), &o.resource_id)
-            .detail(detail);
+            .detail(detail)
+            .actor(actor(&source.id));
         match into {
             Some(writes) => match self.audit.write_for(entry) {
                 Ok(w) => writes.push(w),
@@ -476,6 +570,52 @@ impl Inbound {
     // ---- users and groups ------------------------------------------------------------
 }
 
+/// Which item an envelope is about, for the audit entry of its refusal (the source's own
+/// id: `externalId`, the entity's type and uuid, the configuration name), cut short.
+fn item_label(envelope: &Envelope) -> Option<String> {
+    let d = &envelope.data;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let label = match envelope.kind.subject() {
+        "User" | "Group" => format!("externalId {}", text(d.get("externalId")?)?),
+        "Entity" => format!("{} {}", text(d.get("entity_type")?)?, text(d.get("uuid")?)?),
+        _ => format!("name {}", text(d.get("name")?)?),
+    };
+    Some(label.chars().take(100).collect())
+}
+
+/// The audit entries' actor of what a source did.
+fn actor(source_id: &str) -> String {
+    format!("source:{source_id}")
+}
+
+/// A webhook's `occurred_at` must be within the source's window: at most
+/// `max_event_age_secs` old and at most [`FUTURE_SKEW_SECS`] ahead. (Replay markers live as
+/// long as the window, so an envelope is either refused here or recognised as a replay.)
+fn check_window(
+    source: &SourceConfig,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), InboundError> {
+    let age = now.signed_duration_since(at).num_seconds();
+    let max_age = i64::try_from(source.max_event_age_secs()).unwrap_or(i64::MAX);
+    if age > max_age {
+        return Err(InboundError::Malformed(format!(
+            "occurred_at is more than {max_age} seconds old (this source's max_event_age_secs): \
+             send the current state with a new occurred_at"
+        )));
+    }
+    if -age > FUTURE_SKEW_SECS {
+        return Err(InboundError::Malformed(format!(
+            "occurred_at is more than {FUTURE_SKEW_SECS} seconds ahead of the hub's clock"
+        )));
+    }
+    Ok(())
+}
+
 fn op_for(kind: EnvelopeType) -> AuditOp {
     if kind.is_delete() {
         AuditOp::Delete
@@ -491,15 +631,17 @@ fn short_serde(e: &serde_json::Error) -> String {
     m.chars().take(200).collect()
 }
 
-/// A directory error as an inbound error: bad data is 400, the rest is retryable.
+/// A directory error as an inbound error: bad data is 400, a taken unique name 409, the
+/// rest is retryable.
 fn directory_error(e: DirectoryError) -> InboundError {
     match e {
         // Found a moment ago: a concurrent delete won.
         DirectoryError::NotFound { .. } => {
             InboundError::Unavailable("the resource vanished concurrently".into())
         }
-        DirectoryError::Uniqueness { .. }
-        | DirectoryError::Conflict
+        // Retrying the same change cannot succeed: the sender must not retry forever.
+        DirectoryError::Uniqueness { .. } => InboundError::Conflict(e.to_string()),
+        DirectoryError::Conflict
         | DirectoryError::PreconditionFailed { .. }
         | DirectoryError::VersionConflict
         | DirectoryError::Busy

@@ -2,7 +2,8 @@
 //! for deletes.
 
 use super::{
-    Applied, Envelope, Inbound, InboundError, Outcome, older, op_for, short_serde, unavailable,
+    Applied, Envelope, Inbound, InboundError, Outcome, not_newer, older, op_for, short_serde,
+    unavailable,
 };
 use crate::event::{ChangeEvent, ChangeOp, Origin, RecordChange};
 use crate::records::{ConfigData, EntityData, Record};
@@ -110,15 +111,14 @@ impl Inbound {
     ) -> Result<Applied, InboundError> {
         let delete = envelope.kind.is_delete();
         let op = op_for(envelope.kind);
-        let quiet = |applied, detail: &str| Outcome {
-            applied,
-            op,
-            resource_id: key.pk.clone(),
-            detail: detail.to_string(),
-        };
+        let quiet =
+            |applied, detail: &str| Outcome::new(applied, op, key.pk.clone()).detail(detail);
         let writes: Vec<Write> = marker.into_iter().collect();
+        // An older change is stale; so is a change that would bring back a deleted record
+        // and is no newer than its delete (ties go to the tombstone).
         if let Some((r, _)) = &held
-            && older(at, Some(&r.occurred_at))
+            && (older(at, Some(&r.occurred_at))
+                || (r.deleted && !delete && not_newer(at, Some(&r.occurred_at))))
         {
             return self
                 .commit_quiet(
@@ -167,12 +167,7 @@ impl Inbound {
         self.audit_outcome(
             source,
             envelope.kind,
-            Outcome {
-                applied,
-                op,
-                resource_id: key.pk.clone(),
-                detail: String::new(),
-            },
+            Outcome::new(applied, op, key.pk.clone()),
             Some(&mut all),
         )
         .await;

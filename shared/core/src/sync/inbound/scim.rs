@@ -1,20 +1,39 @@
-//! Users and groups from sources: resolving the source's id to a hub resource, the
-//! last-writer-wins stamp, upserts within `allowed_fields`, and deletes.
+//! Users and groups from sources: the source's id resolved to a hub resource under the
+//! ownership rules ([`super::ownership`]), the last-writer-wins stamp, upserts within
+//! `allowed_fields`, deletes of what the source created and unlinks of the rest.
 
+use super::ownership::{Claim, Linked, Ownership, SourceLink, source_link_key, tombstone};
 use super::{
     Applied, DEFAULT_ALLOWED_FIELDS, Envelope, EnvelopeType, Inbound, InboundError, Outcome,
-    STRUCTURAL, SourceLink, directory_error, older, op_for, source_link_key, stamp_key,
-    unavailable,
+    STRUCTURAL, directory_error, not_newer, older, op_for, stamp_key, unavailable,
 };
-use crate::directory::keys::UniqueAttr;
-use crate::directory::{DirectoryError, Stored, WriteContext};
+use crate::directory::{DirectoryError, WriteContext};
 use crate::event::Origin;
 use crate::source::SourceConfig;
-use crate::store::{Condition, Item, Write};
+use crate::store::{Condition, Item, Write, now_epoch};
 use crate::sync::audit::AuditOp;
 use chrono::{DateTime, Utc};
 use provisync_scim::ResourceKind;
 use serde_json::{Map, Value, json};
+
+/// How long a deleted resource's stamp is kept as a tombstone: longer than any webhook
+/// window (at most 7 days), so that a change no newer than the delete, from another
+/// source still linked to the resource, is stale rather than a resurrection.
+pub const STAMP_TOMBSTONE_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// A concurrent change to the same item won: the sender retries (503), and the retry
+/// sees it.
+fn raced() -> InboundError {
+    InboundError::Unavailable("a concurrent change to the same item won, retry".into())
+}
+
+/// The last `occurred_at` applied to a hub resource from any source.
+struct Stamp {
+    occurred_at: String,
+    /// A source deleted the resource at `occurred_at`.
+    deleted: bool,
+    version: u64,
+}
 
 impl Inbound {
     fn scim_kind(kind: EnvelopeType) -> ResourceKind {
@@ -51,54 +70,9 @@ impl Inbound {
         Ok((data, site_id))
     }
 
-    /// The hub resource a site's item stands for: through the source link, else by the
-    /// unique name. Returns the link as stored too.
-    async fn resolve(
-        &self,
-        source: &SourceConfig,
-        kind: ResourceKind,
-        site_id: &str,
-        data: &Map<String, Value>,
-    ) -> Result<(Option<Stored>, Option<(SourceLink, u64)>), InboundError> {
-        let link = match self
-            .store()
-            .get(&source_link_key(&source.id, kind, site_id))
-            .await
-            .map_err(unavailable)?
-        {
-            Some(item) => serde_json::from_slice::<SourceLink>(&item.data)
-                .ok()
-                .map(|l| (l, item.version)),
-            None => None,
-        };
-        if let Some(hub_id) = link.as_ref().and_then(|(l, _)| l.hub_id.as_deref()) {
-            match self.directory.load(kind, hub_id).await {
-                Ok(s) => return Ok((Some(s), link)),
-                Err(DirectoryError::NotFound { .. }) => {}
-                Err(e) => return Err(directory_error(e)),
-            }
-        }
-        let (attr, name) = match kind {
-            ResourceKind::User => (UniqueAttr::UserName, "userName"),
-            ResourceKind::Group => (UniqueAttr::DisplayName, "displayName"),
-        };
-        let found = match data.get(name).and_then(Value::as_str) {
-            Some(v) => self
-                .directory
-                .find_unique(kind, attr, v)
-                .await
-                .map_err(directory_error)?,
-            None => None,
-        };
-        Ok((found, link))
-    }
-
-    /// The stamp of a hub resource, with its version.
-    async fn stamp(
-        &self,
-        kind: ResourceKind,
-        hub_id: &str,
-    ) -> Result<Option<(String, u64)>, InboundError> {
+    /// The stamp of a hub resource (the last `occurred_at` applied to it from any
+    /// source; a tombstone once a source deleted it), with its version.
+    async fn stamp(&self, kind: ResourceKind, hub_id: &str) -> Result<Option<Stamp>, InboundError> {
         Ok(self
             .store()
             .get(&stamp_key(kind, hub_id))
@@ -106,49 +80,53 @@ impl Inbound {
             .map_err(unavailable)?
             .and_then(|i| {
                 let v: Value = serde_json::from_slice(&i.data).ok()?;
-                Some((v.get("occurred_at")?.as_str()?.to_string(), i.version))
+                Some(Stamp {
+                    occurred_at: v.get("occurred_at")?.as_str()?.to_string(),
+                    deleted: v.get("deleted").and_then(Value::as_bool).unwrap_or(false),
+                    version: i.version,
+                })
             }))
     }
 
-    /// The writes that record `at` as the last change of the item: the source link and
-    /// the hub resource's stamp (both conditional on what was read: a concurrent writer
+    /// The write of a source link, conditional on the version read (a concurrent writer
     /// makes this one retry).
-    fn stamp_writes(
+    fn link_write(
         source: &SourceConfig,
         kind: ResourceKind,
         site_id: &str,
-        hub_id: Option<&str>,
-        link: Option<&(SourceLink, u64)>,
-        stamp: Option<&(String, u64)>,
-        at: &str,
-    ) -> Result<Vec<Write>, InboundError> {
+        link: &SourceLink,
+        held: Option<u64>,
+    ) -> Result<Write, InboundError> {
         let lk = source_link_key(&source.id, kind, site_id);
-        let data = serde_json::to_vec(&SourceLink {
-            hub_id: hub_id.map(str::to_string),
-            occurred_at: at.to_string(),
+        let data = serde_json::to_vec(link).map_err(unavailable)?;
+        Ok(Write::Put {
+            item: Item::new(lk.pk, lk.sk, data).with_version(held.map_or(1, |v| v + 1)),
+            condition: held.map_or(Condition::NotExists, Condition::VersionIs),
         })
-        .map_err(unavailable)?;
-        let cond = |v: Option<u64>| match v {
-            Some(v) => Condition::VersionIs(v),
-            None => Condition::NotExists,
-        };
-        let mut writes = vec![Write::Put {
-            item: Item::new(lk.pk, lk.sk, data).with_version(link.map_or(1, |(_, v)| v + 1)),
-            condition: cond(link.map(|(_, v)| *v)),
-        }];
-        if let Some(h) = hub_id {
-            let sk = stamp_key(kind, h);
-            writes.push(Write::Put {
-                item: Item::new(
-                    sk.pk,
-                    sk.sk,
-                    json!({"occurred_at": at}).to_string().into_bytes(),
-                )
-                .with_version(stamp.map_or(1, |(_, v)| v + 1)),
-                condition: cond(stamp.map(|(_, v)| *v)),
-            });
+    }
+
+    /// The write of a hub resource's stamp at `at`, conditional on the version read. A
+    /// deleted resource's stamp stays as a tombstone for [`STAMP_TOMBSTONE_TTL_SECS`].
+    fn stamp_write(
+        kind: ResourceKind,
+        hub_id: &str,
+        held: Option<&Stamp>,
+        at: &str,
+        deleted: bool,
+    ) -> Write {
+        let sk = stamp_key(kind, hub_id);
+        let mut data = json!({"occurred_at": at});
+        let mut item =
+            Item::new(sk.pk, sk.sk, Vec::new()).with_version(held.map_or(1, |s| s.version + 1));
+        if deleted {
+            data["deleted"] = json!(true);
+            item = item.with_expiry(now_epoch().saturating_add(STAMP_TOMBSTONE_TTL_SECS));
         }
-        Ok(writes)
+        item.data = data.to_string().into_bytes();
+        Write::Put {
+            item,
+            condition: held.map_or(Condition::NotExists, |s| Condition::VersionIs(s.version)),
+        }
     }
 
     fn allowed(source: &SourceConfig, field: &str) -> bool {
@@ -156,6 +134,65 @@ impl Inbound {
             Some(list) => list.iter().any(|f| f == field),
             None => DEFAULT_ALLOWED_FIELDS.contains(&field),
         }
+    }
+
+    /// A group's members as the source names them (its own user ids), translated through
+    /// its links: a source can only name users linked to it (created, adopted or
+    /// delivered to it); the others are left out.
+    async fn translate_members(
+        &self,
+        source: &SourceConfig,
+        members: &[Value],
+    ) -> Result<Vec<Value>, InboundError> {
+        let mut out = Vec::new();
+        for m in members {
+            let Some(site_member) = m.get("value").and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }) else {
+                return Err(InboundError::Malformed(
+                    "each member needs a `value` (the site's user id)".into(),
+                ));
+            };
+            let hub_id = self
+                .read_link(source, ResourceKind::User, &site_member)
+                .await?
+                .and_then(|(l, _)| l.hub_id);
+            out.extend(hub_id.map(|h| json!({"value": h, "type": "User"})));
+        }
+        Ok(out)
+    }
+
+    /// Did a concurrent delivery link this item since `held` was read?
+    async fn raced(
+        &self,
+        source: &SourceConfig,
+        kind: ResourceKind,
+        site_id: &str,
+        held: Option<&SourceLink>,
+    ) -> Result<bool, InboundError> {
+        let now = self.read_link(source, kind, site_id).await?;
+        let now_live = now.as_ref().and_then(|(l, _)| l.live());
+        Ok(now_live.is_some() && now_live != held.and_then(SourceLink::live))
+    }
+
+    /// The answer to a change older than what the hub holds: recorded, not applied.
+    async fn stale(
+        &self,
+        source: &SourceConfig,
+        envelope: &Envelope,
+        marker: Option<Write>,
+        hub_id: &str,
+    ) -> Result<Applied, InboundError> {
+        self.commit_quiet(
+            source,
+            envelope.kind,
+            marker.into_iter().collect(),
+            Outcome::new(Applied::Stale, op_for(envelope.kind), hub_id)
+                .detail("older than the change the hub holds"),
+        )
+        .await
     }
 
     pub(super) async fn upsert_scim(
@@ -167,7 +204,57 @@ impl Inbound {
     ) -> Result<Applied, InboundError> {
         let kind = Self::scim_kind(envelope.kind);
         let (data, site_id) = Self::scim_data(source, envelope)?;
-        let (current, link) = self.resolve(source, kind, &site_id, data).await?;
+        let link = self.read_link(source, kind, &site_id).await?;
+        let held_link = link.as_ref().map(|(l, _)| l);
+        let linked = self.follow(kind, held_link).await?;
+        // Last writer wins against this source's own history first: an older change, or
+        // one that would bring back what was deleted (or unlinked) and is no newer than
+        // that.
+        let link_at = held_link.map(|l| l.occurred_at.as_str());
+        let back = !matches!(linked, Linked::Present(..));
+        if older(at, link_at) || (back && not_newer(at, link_at)) {
+            let id = held_link.and_then(SourceLink::live).unwrap_or_default();
+            return self.stale(source, envelope, marker, id).await;
+        }
+        // A resource deleted since, by another source: its stamp is a tombstone.
+        if let Linked::Gone(gone) = &linked
+            && let Some(st) = self.stamp(kind, gone).await?
+            && st.deleted
+            && not_newer(at, Some(&st.occurred_at))
+        {
+            return self.stale(source, envelope, marker, gone).await;
+        }
+        let (current, claim) = match linked {
+            Linked::Present(s, ownership) => (
+                Some(s),
+                Claim {
+                    ownership,
+                    matched_by: None,
+                    new_link: false,
+                },
+            ),
+            Linked::Nothing | Linked::Gone(_) => {
+                match self.claim_existing(source, kind, data).await {
+                    Ok(Some((s, claim))) => (Some(s), claim),
+                    Ok(None) => (
+                        None,
+                        Claim {
+                            ownership: Ownership::Created,
+                            matched_by: None,
+                            new_link: true,
+                        },
+                    ),
+                    // The name may have been taken a moment ago by this very item (a
+                    // concurrent delivery of it): then a retry updates it.
+                    Err(InboundError::Conflict(_))
+                        if self.raced(source, kind, &site_id, held_link).await? =>
+                    {
+                        return Err(raced());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         // Privilege escalation by webhook: a field outside the allowlist may only repeat
         // what the hub holds.
         for (k, v) in data {
@@ -190,53 +277,19 @@ impl Inbound {
             Some(h) => self.stamp(kind, h).await?,
             None => None,
         };
-        let at_s = envelope.occurred_at.clone();
-        let mut quiet: Vec<Write> = marker.iter().cloned().collect();
-        if older(at, link.as_ref().map(|(l, _)| l.occurred_at.as_str()))
-            || older(at, stamp.as_ref().map(|(s, _)| s.as_str()))
-        {
+        if older(at, stamp.as_ref().map(|s| s.occurred_at.as_str())) {
             return self
-                .commit_quiet(
+                .stale(
                     source,
-                    envelope.kind,
-                    quiet,
-                    Outcome {
-                        applied: Applied::Stale,
-                        op: op_for(envelope.kind),
-                        resource_id: hub_id.unwrap_or_default(),
-                        detail: "older than the change the hub holds".into(),
-                    },
+                    envelope,
+                    marker,
+                    hub_id.as_deref().unwrap_or_default(),
                 )
                 .await;
         }
-        // Members: the site's ids, translated through its links; unknown ones are left out.
         let members = match (kind, data.get("members")) {
             (ResourceKind::Group, Some(Value::Array(ms))) => {
-                let mut out = Vec::new();
-                for m in ms {
-                    let Some(site_member) = m.get("value").and_then(|v| match v {
-                        Value::String(s) => Some(s.clone()),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    }) else {
-                        return Err(InboundError::Malformed(
-                            "each member needs a `value` (the site's user id)".into(),
-                        ));
-                    };
-                    let link = self
-                        .store()
-                        .get(&source_link_key(
-                            &source.id,
-                            ResourceKind::User,
-                            &site_member,
-                        ))
-                        .await
-                        .map_err(unavailable)?
-                        .and_then(|i| serde_json::from_slice::<SourceLink>(&i.data).ok())
-                        .and_then(|l| l.hub_id);
-                    out.extend(link.map(|h| json!({"value": h, "type": "User"})));
-                }
-                Some(out)
+                Some(self.translate_members(source, ms).await?)
             }
             _ => None,
         };
@@ -281,19 +334,30 @@ impl Inbound {
         let new_id = hub_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let at_s = envelope.occurred_at.as_str();
         let mut extra: Vec<Write> = marker.into_iter().collect();
-        extra.extend(Self::stamp_writes(
+        extra.push(Self::link_write(
             source,
             kind,
             &site_id,
-            Some(&new_id),
-            link.as_ref(),
-            stamp.as_ref(),
-            &at_s,
+            &claim.link(held_link, Some(&new_id), at_s),
+            link.as_ref().map(|(_, v)| *v),
         )?);
+        extra.push(Self::stamp_write(
+            kind,
+            &new_id,
+            stamp.as_ref(),
+            at_s,
+            false,
+        ));
         let (op, applied) = match current {
             Some(_) => (AuditOp::Update, Applied::Updated),
             None => (AuditOp::Create, Applied::Created),
+        };
+        let linked_now = claim.describe(source, kind);
+        let outcome = |applied| Outcome {
+            linked: linked_now.clone(),
+            ..Outcome::new(applied, op, new_id.clone())
         };
         let mut ctx = WriteContext {
             origin: Some(Origin::Webhook {
@@ -305,12 +369,7 @@ impl Inbound {
         self.audit_outcome(
             source,
             envelope.kind,
-            Outcome {
-                applied,
-                op,
-                resource_id: new_id.clone(),
-                detail: String::new(),
-            },
+            outcome(applied),
             Some(&mut ctx.extra),
         )
         .await;
@@ -328,22 +387,22 @@ impl Inbound {
         };
         match written {
             Ok(true) => Ok(applied),
+            // Nothing changed (the echo of what the hub delivered): no event; the link,
+            // the stamp and the delivery id are still recorded.
             Ok(false) => {
-                // Nothing changed (the echo of what the hub delivered): no event; the
-                // link, the stamp and the delivery id are still recorded.
-                quiet = extra;
-                self.commit_quiet(
-                    source,
-                    envelope.kind,
-                    quiet,
-                    Outcome {
-                        applied: Applied::Unchanged,
-                        op,
-                        resource_id: new_id,
-                        detail: String::new(),
-                    },
-                )
-                .await
+                self.commit_quiet(source, envelope.kind, extra, outcome(Applied::Unchanged))
+                    .await
+            }
+            // A create that lost a race for the name: if this source holds or may claim
+            // what took it (its own concurrent create of the same item, or a resource it
+            // may adopt), a retry resolves it; otherwise the name is another's (409).
+            Err(e @ DirectoryError::Uniqueness { .. }) if current.is_none() => {
+                let mine = self.raced(source, kind, &site_id, held_link).await?
+                    || !matches!(
+                        self.claim_existing(source, kind, data).await,
+                        Err(InboundError::Conflict(_))
+                    );
+                Err(if mine { raced() } else { directory_error(e) })
             }
             Err(e) => Err(directory_error(e)),
         }
@@ -357,60 +416,75 @@ impl Inbound {
         marker: Option<Write>,
     ) -> Result<Applied, InboundError> {
         let kind = Self::scim_kind(envelope.kind);
-        let (data, site_id) = Self::scim_data(source, envelope)?;
-        let (current, link) = self.resolve(source, kind, &site_id, data).await?;
-        let hub_id = current.as_ref().map(|c| c.id().to_string());
-        let stamp = match &hub_id {
-            Some(h) => self.stamp(kind, h).await?,
+        let (_, site_id) = Self::scim_data(source, envelope)?;
+        // Only through the link: a delete never looks a resource up by name.
+        let link = self.read_link(source, kind, &site_id).await?;
+        let held_link = link.as_ref().map(|(l, _)| l);
+        let linked = self.follow(kind, held_link).await?;
+        if older(at, held_link.map(|l| l.occurred_at.as_str())) {
+            let id = held_link.and_then(SourceLink::live).unwrap_or_default();
+            return self.stale(source, envelope, marker, id).await;
+        }
+        let why = match &linked {
+            Linked::Gone(_) => "not in the hub",
+            _ => "nothing of this source's by that id",
+        };
+        let present = match linked {
+            Linked::Present(s, ownership) => Some((s, ownership)),
+            Linked::Nothing | Linked::Gone(_) => None,
+        };
+        let stamp = match &present {
+            Some((s, _)) => self.stamp(kind, s.id()).await?,
             None => None,
         };
-        let mut extra: Vec<Write> = marker.into_iter().collect();
-        if older(at, link.as_ref().map(|(l, _)| l.occurred_at.as_str()))
-            || older(at, stamp.as_ref().map(|(s, _)| s.as_str()))
+        if let Some((s, _)) = &present
+            && older(at, stamp.as_ref().map(|st| st.occurred_at.as_str()))
         {
-            return self
-                .commit_quiet(
-                    source,
-                    envelope.kind,
-                    extra,
-                    Outcome {
-                        applied: Applied::Stale,
-                        op: AuditOp::Delete,
-                        resource_id: hub_id.unwrap_or_default(),
-                        detail: "older than the change the hub holds".into(),
-                    },
-                )
-                .await;
+            return self.stale(source, envelope, marker, s.id()).await;
         }
-        // The link stays as a tombstone with the delete's time; the stamp goes with the
-        // resource.
-        extra.extend(Self::stamp_writes(
+        let mut extra: Vec<Write> = marker.into_iter().collect();
+        // The link stays as a tombstone with the delete's time.
+        extra.push(Self::link_write(
             source,
             kind,
             &site_id,
-            None,
-            link.as_ref(),
-            None,
-            &envelope.occurred_at,
+            &tombstone(held_link, &envelope.occurred_at),
+            link.as_ref().map(|(_, v)| *v),
         )?);
-        let Some(current) = current else {
+        let Some((current, ownership)) = present else {
             return self
                 .commit_quiet(
                     source,
                     envelope.kind,
                     extra,
-                    Outcome {
-                        applied: Applied::Unchanged,
-                        op: AuditOp::Delete,
-                        resource_id: String::new(),
-                        detail: "not in the hub".into(),
-                    },
+                    Outcome::new(Applied::Unchanged, AuditOp::Delete, "").detail(why),
                 )
                 .await;
         };
-        if stamp.is_some() {
-            extra.push(Write::delete(stamp_key(kind, current.id())));
+        if !ownership.may_delete() {
+            // Adopted or delivered: the source lets go of it; the hub keeps it.
+            return self
+                .commit_quiet(
+                    source,
+                    envelope.kind,
+                    extra,
+                    Outcome::new(Applied::Unlinked, AuditOp::Delete, current.id()).detail(format!(
+                        "{} by this source, not created by it: unlinked, not deleted",
+                        match ownership {
+                            Ownership::Delivered => "delivered to",
+                            _ => "adopted",
+                        }
+                    )),
+                )
+                .await;
         }
+        extra.push(Self::stamp_write(
+            kind,
+            current.id(),
+            stamp.as_ref(),
+            &envelope.occurred_at,
+            true,
+        ));
         let mut ctx = WriteContext {
             origin: Some(Origin::Webhook {
                 source: source.id.clone(),
@@ -421,12 +495,7 @@ impl Inbound {
         self.audit_outcome(
             source,
             envelope.kind,
-            Outcome {
-                applied: Applied::Deleted,
-                op: AuditOp::Delete,
-                resource_id: current.id().to_string(),
-                detail: String::new(),
-            },
+            Outcome::new(Applied::Deleted, AuditOp::Delete, current.id()),
             Some(&mut ctx.extra),
         )
         .await;

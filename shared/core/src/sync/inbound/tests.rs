@@ -6,6 +6,7 @@ use crate::queue::Queue;
 use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use crate::records::ConfigData;
 use crate::store::embedded::EmbeddedStore;
+use crate::target::Targets;
 use provisync_scim::SchemaRegistry;
 use serde_json::json;
 
@@ -26,8 +27,12 @@ fn setup() -> T {
         queue: queue.clone(),
         seal: None,
     });
+    let targets = Targets::new(
+        store.clone(),
+        Arc::new(crate::crypto::SecretBox::generate().0),
+    );
     T {
-        inbound: Inbound::new(dir.clone(), Audit::new(store)),
+        inbound: Inbound::new(dir.clone(), Audit::new(store), targets),
         queue,
         dir,
     }
@@ -41,8 +46,24 @@ fn source(v: Value) -> SourceConfig {
     serde_json::from_value(base).unwrap()
 }
 
+/// An envelope. Its `occurred_at`, written as a day in 2025 for readability, is moved to
+/// the last few hours (by the same offset for every envelope, so their order holds):
+/// webhooks older than the source's window are refused.
 fn env(kind: &str, at: &str, data: Value) -> Envelope {
+    let at = match parse_time(at) {
+        Some(t) => (t + recent_offset()).to_rfc3339(),
+        None => at.to_string(),
+    };
     serde_json::from_value(json!({"type": kind, "occurred_at": at, "data": data})).unwrap()
+}
+
+/// From 2025-01-01T09:00:00Z to six hours ago.
+fn recent_offset() -> chrono::Duration {
+    static OFFSET: std::sync::OnceLock<chrono::Duration> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let base = parse_time("2025-01-01T09:00:00Z").unwrap();
+        (Utc::now() - chrono::Duration::hours(6)) - base
+    })
 }
 
 /// Every queued event (FIFO groups release one message at a time: drain in rounds).
@@ -385,5 +406,133 @@ async fn unlinked_users_are_those_without_a_live_link() {
             .await
             .unwrap(),
         ids(&["42"])
+    );
+}
+
+#[tokio::test]
+async fn links_written_before_ownership_was_recorded_only_unlink() {
+    let t = setup();
+    let src = source(json!({"user_sync": true}));
+    let created = t
+        .dir
+        .create(
+            ResourceKind::User,
+            &json!({"schemas": [ResourceKind::User.core_schema()], "userName": "old"}),
+        )
+        .await
+        .unwrap();
+    let id = created.stored.id().to_string();
+    // A link as the hub stored them before: no `ownership`.
+    let key = ownership::source_link_key("site-a", ResourceKind::User, "9");
+    let legacy = json!({"hub_id": id, "occurred_at": "2025-01-01T09:00:00Z"});
+    t.inbound
+        .store()
+        .transact(vec![Write::put_new(Item::new(
+            key.pk,
+            key.sk,
+            legacy.to_string().into_bytes(),
+        ))])
+        .await
+        .unwrap();
+    // Its source still updates the user through it...
+    let upsert = env(
+        "user.upsert",
+        "2025-01-01T10:00:00Z",
+        json!({"externalId": "9", "userName": "old", "nickName": "o"}),
+    );
+    assert_eq!(
+        t.inbound.apply(&src, &upsert, Some("l1")).await,
+        Ok(Applied::Updated)
+    );
+    // ... but its delete only unlinks (who created the user is unknown).
+    let delete = env(
+        "user.delete",
+        "2025-01-01T11:00:00Z",
+        json!({"externalId": "9"}),
+    );
+    assert_eq!(
+        t.inbound.apply(&src, &delete, Some("l2")).await,
+        Ok(Applied::Unlinked)
+    );
+    assert!(t.dir.load(ResourceKind::User, &id).await.is_ok());
+    let (entries, _) = t.inbound.audit.query(&Default::default()).await.unwrap();
+    assert!(
+        entries.iter().any(|e| e.status == AuditStatus::Unlinked
+            && e.resource_id == id
+            && e.actor.as_deref() == Some("source:site-a")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn repeated_refusals_are_counted_into_the_next_entry() {
+    let mut t = setup();
+    t.inbound = t
+        .inbound
+        .with_refusal_window(std::time::Duration::from_millis(200));
+    for _ in 0..5 {
+        t.inbound
+            .record_refusal("site-a", None, "signature: no signature matches")
+            .await;
+    }
+    let refused = |t: &T| {
+        let audit = t.inbound.audit.clone();
+        async move {
+            let (entries, _) = audit.query(&Default::default()).await.unwrap();
+            entries
+                .into_iter()
+                .filter(|e| e.status == AuditStatus::Refused)
+                .map(|e| e.detail)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(refused(&t).await.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    t.inbound
+        .record_refusal("site-a", None, "signature: no signature matches")
+        .await;
+    let details = refused(&t).await;
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details.iter().any(|d| d.contains("and 4 more like it")),
+        "{details:?}"
+    );
+}
+
+#[test]
+fn the_window_of_accepted_occurred_at() {
+    let now = parse_time("2025-06-01T12:00:00Z").unwrap();
+    let src = source(json!({}));
+    let short = source(json!({"max_event_age_secs": 600}));
+    let at = |s: i64| now + chrono::Duration::seconds(s);
+    assert!(check_window(&src, at(-3 * 24 * 3600), now).is_ok());
+    assert!(check_window(&src, at(-3 * 24 * 3600 - 1), now).is_err());
+    assert!(check_window(&short, at(-600), now).is_ok());
+    assert!(check_window(&short, at(-601), now).is_err());
+    assert!(check_window(&src, at(FUTURE_SKEW_SECS), now).is_ok());
+    let ahead = check_window(&src, at(FUTURE_SKEW_SECS + 1), now).unwrap_err();
+    assert!(ahead.to_string().contains("ahead"), "{ahead}");
+    // Replay markers outlive the window.
+    assert!(replay_ttl_secs(&short) > 600);
+}
+
+#[tokio::test]
+async fn a_record_change_no_newer_than_its_delete_is_stale() {
+    let t = setup();
+    let src = source(json!({"config_prefixes": ["shared."]}));
+    let at = "2025-01-01T10:00:00Z";
+    let set = |v| env("config.set", at, json!({"name": "shared.x", "value": v}));
+    assert_eq!(
+        t.inbound.apply(&src, &set(json!(1)), None).await,
+        Ok(Applied::Created)
+    );
+    let del = env("config.delete", at, json!({"name": "shared.x"}));
+    assert_eq!(
+        t.inbound.apply(&src, &del, None).await,
+        Ok(Applied::Deleted)
+    );
+    assert_eq!(
+        t.inbound.apply(&src, &set(json!(2)), None).await,
+        Ok(Applied::Stale)
     );
 }
