@@ -56,7 +56,8 @@ pub struct ChangeEvent {
     /// The resource after the change (groups without members); `None` for deletes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<Value>,
-    /// The resource's version after the change (0 for deletes).
+    /// The resource's version after the change; for a delete, the last version plus one
+    /// (0 in events queued before deletes had versions).
     pub version: u64,
     /// Group membership changes made by this write (member ids in the hub).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
