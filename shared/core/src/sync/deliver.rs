@@ -27,6 +27,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
 use crate::connector::ConnectorFactory;
+use crate::connector::http::scrub_secret;
 use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, DirectoryError};
@@ -159,6 +160,7 @@ impl Deliverer {
                 detail: format!("targets: {e}"),
             })?;
         let gone = self.gone_from_hub(event).await?;
+        let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
         for t in targets.iter() {
             let wanted = if event.only_targets.is_empty() {
@@ -203,11 +205,18 @@ impl Deliverer {
             };
             drop(permit);
             let ms = started.elapsed().as_millis() as u64;
+            // A target may echo the user's password in its error text: it never reaches
+            // the audit log or the logs (the target's own credentials are scrubbed by its
+            // connector).
+            let scrub = |detail: String| match password.as_deref() {
+                Some(p) => scrub_secret(&detail, p),
+                None => detail,
+            };
             let entry = |op: AuditOp, status: AuditStatus, detail: String| {
                 AuditEntry::new(t.id.clone(), op, status)
                     .resource(event.subject(), &event.resource_id)
                     .event(&event.id)
-                    .detail(detail)
+                    .detail(scrub(detail))
                     .latency_ms(ms)
             };
             // (the audit entry, and the receipt with the link change when the event is done
@@ -254,6 +263,7 @@ impl Deliverer {
                     } else {
                         AuditStatus::Retry
                     };
+                    let detail = scrub(detail);
                     let e = entry(op, status, detail.clone());
                     retry = Some(match retry {
                         Some(DeliveryError::Retry { after, detail: d }) => DeliveryError::Retry {
