@@ -24,8 +24,10 @@ fn group_body(members: &[String]) -> Value {
     json!({"schemas": [GROUP_SCHEMA], "displayName": format!("g{}", uuid::Uuid::new_v4()), "members": members})
 }
 
+/// Short member ids (as a client probing the limits would send): 30,000 fit in 1 MiB.
 fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect()
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    (0..n).map(|i| format!("{}{i:06}", &run[..4])).collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -62,7 +64,10 @@ async fn main() {
             })
             .collect();
         let m = median(times);
-        println!("normalise a group of {n:>6} members        {:>10.2} ms", ms(m));
+        println!(
+            "normalise a group of {n:>6} members        {:>10.2} ms",
+            ms(m)
+        );
         normalise.push(m);
     }
     if let [a, b] = normalise[..] {
@@ -122,7 +127,9 @@ async fn main() {
         );
     }
 
-    // 3. /healthz while the largest accepted body is written: `legal` existing members.
+    // 3. /healthz while the largest bodies are processed: two at once (one per core),
+    // first the largest a client can send (1 MiB of unknown members), then the largest the
+    // hub accepts (`legal` existing members).
     let directory = Directory::new(store.clone(), SchemaRegistry::builtin());
     let users: Vec<Value> = (0..legal)
         .map(|i| json!({"schemas": [USER_SCHEMA], "userName": format!("member{i:06}")}))
@@ -136,43 +143,68 @@ async fn main() {
             member_ids.push(r.expect("member created").id().to_string());
         }
     }
-    let body = group_body(&member_ids).to_string();
-    let health = format!("http://{}/healthz", hub.addr);
-    let probe_client = reqwest::Client::new();
-    // Warm the probe's connection.
-    let _ = probe_client.get(&health).send().await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let probe = tokio::spawn(async move {
-        let mut lat = Vec::new();
-        while !*stop_rx.borrow() {
-            let t = Instant::now();
-            let r = probe_client.get(&health).send().await.expect("healthz");
+    let biggest = (0..2)
+        .map(|_| {
+            let mut n = 40_000;
+            loop {
+                let b = group_body(&ids(n)).to_string();
+                if b.len() <= 1024 * 1024 - 256 {
+                    return (n, b);
+                }
+                n -= 2_000;
+            }
+        })
+        .collect::<Vec<_>>();
+    let accepted = (0..2)
+        .map(|_| (legal, group_body(&member_ids).to_string()))
+        .collect::<Vec<_>>();
+    for (what, bodies) in [("unknown", biggest), ("existing", accepted)] {
+        let health = format!("http://{}/healthz", hub.addr);
+        let probe_client = reqwest::Client::new();
+        let _ = probe_client.get(&health).send().await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let probe = tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !*stop_rx.borrow() {
+                let t = Instant::now();
+                let r = probe_client.get(&health).send().await.expect("healthz");
+                let _ = r.bytes().await;
+                lat.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            lat
+        });
+        let t = Instant::now();
+        let n = bodies[0].0;
+        let kib = bodies[0].1.len() / 1024;
+        let send = |b: String| async {
+            let r = post(b).await.expect("request");
+            let status = r.status().as_u16();
             let _ = r.bytes().await;
-            lat.push(t.elapsed());
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        lat
-    });
-    let t = Instant::now();
-    let r = post(body.clone()).await.expect("request");
-    let status = r.status().as_u16();
-    let _ = r.bytes().await;
-    let took = t.elapsed();
-    let _ = stop_tx.send(true);
-    let mut lat = probe.await.expect("probe");
-    lat.sort();
-    let n = lat.len().max(1);
-    println!(
-        "POST /Groups, {legal:>6} existing members    {:>10.2} ms  ({} KiB, answered {status})",
-        ms(took),
-        body.len() / 1024
-    );
-    if !lat.is_empty() {
-        println!(
-            "  GET /healthz meanwhile: {} probes, p50 {:.2} ms, max {:.2} ms",
-            lat.len(),
-            ms(lat[n / 2]),
-            ms(lat[n - 1])
+            status
+        };
+        let mut two = bodies.into_iter().map(|(_, b)| b);
+        let (a, b) = (
+            two.next().unwrap_or_default(),
+            two.next().unwrap_or_default(),
         );
+        let (sa, sb) = tokio::join!(send(a), send(b));
+        let statuses = [sa, sb];
+        let took = t.elapsed();
+        let _ = stop_tx.send(true);
+        let mut lat = probe.await.expect("probe");
+        lat.sort();
+        println!(
+            "2 x POST /Groups, {n:>6} {what:<8} members {:>10.2} ms  ({kib} KiB each, answered {statuses:?})",
+            ms(took),
+        );
+        if let Some(max) = lat.last() {
+            println!(
+                "  GET /healthz meanwhile: {} probes, p50 {:.2} ms, max {:.2} ms",
+                lat.len(),
+                ms(lat[lat.len() / 2]),
+                ms(*max)
+            );
+        }
     }
 }

@@ -409,7 +409,8 @@ mod tests {
 
     #[test]
     fn batches_split_by_count_and_size() {
-        let msg = |i: usize, kib: usize| OutMessage::new("g", format!("m{i}"), "x".repeat(kib * 1024));
+        let msg =
+            |i: usize, kib: usize| OutMessage::new("g", format!("m{i}"), "x".repeat(kib * 1024));
         let sizes = |b: &[Vec<OutMessage>]| b.iter().map(Vec::len).collect::<Vec<_>>();
         let small: Vec<OutMessage> = (0..25).map(|i| msg(i, 1)).collect();
         assert_eq!(sizes(&batches(small).unwrap()), [10, 10, 5]);
@@ -420,7 +421,10 @@ mod tests {
         assert_eq!(sizes(&batches(exact).unwrap()), [1, 1]);
         let too_big = vec![msg(0, 1), msg(1, 257)];
         let e = batches(too_big).unwrap_err();
-        assert!(matches!(&e, QueueError::Invalid(d) if d.contains("m1")), "{e}");
+        assert!(
+            matches!(&e, QueueError::Invalid(d) if d.contains("m1")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -104,7 +104,10 @@ async fn outbox_sweep_with_large_events_on_moto() {
     for i in 0..10 {
         let e = event(&format!("u{i}"), 150);
         ids.push(e.id.clone());
-        store.transact(vec![outbox_write(&e).unwrap()]).await.unwrap();
+        store
+            .transact(vec![outbox_write(&e).unwrap()])
+            .await
+            .unwrap();
     }
     let sweep = sweep_outbox_until(&store, &queue, Duration::ZERO, None)
         .await

@@ -124,8 +124,10 @@ impl Directory {
             .await
             .map_err(store_error)?
             .first()
-            && let Some((WriteRole::Unique(attr, value), _)) =
-                roles.iter().zip(writes).find(|(_, w)| w.key() == item.key())
+            && let Some((WriteRole::Unique(attr, value), _)) = roles
+                .iter()
+                .zip(writes)
+                .find(|(_, w)| w.key() == item.key())
         {
             return Err(DirectoryError::Uniqueness {
                 kind,

@@ -275,8 +275,9 @@ impl Directory {
                         origin,
                     )
                 {
-                    batch
-                        .push(outbox_write(&e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
+                    batch.push(
+                        outbox_write(&e).map_err(|e| DirectoryError::Internal(e.to_string()))?,
+                    );
                     roles.push(WriteRole::Other);
                     events.push(e);
                 }

@@ -208,17 +208,9 @@ impl Directory {
             // failure or a concurrent write at any point leaves the resource as it was
             // plus some memberships (each announced to the targets); the caller's retry
             // computes the difference again from there and finishes the job.
-            let surplus: Vec<Write> = member_writes
-                .drain(..member_writes.len() - room)
-                .collect();
-            self.write_members_guarded(
-                kind,
-                current,
-                surplus,
-                failed_precondition,
-                &ctx.origin(),
-            )
-            .await?;
+            let surplus: Vec<Write> = member_writes.drain(..member_writes.len() - room).collect();
+            self.write_members_guarded(kind, current, surplus, failed_precondition, &ctx.origin())
+                .await?;
         }
         let event = self.event_for(
             kind,

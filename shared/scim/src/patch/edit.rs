@@ -320,7 +320,11 @@ pub(super) fn remove(
                 None => Vec::new(),
             };
             let given_index = ValueIndex::of(&given);
-            let given_values: Vec<Value> = given.iter().filter_map(|g| g.get("value")).cloned().collect();
+            let given_values: Vec<Value> = given
+                .iter()
+                .filter_map(|g| g.get("value"))
+                .cloned()
+                .collect();
             let values_index = ValueIndex::of(&given_values);
             let mut items = take_array(c, &attr.name);
             items.retain(|e| {

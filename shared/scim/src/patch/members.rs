@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::error::ScimError;
-use crate::limits::{MAX_MEMBERS_PER_REQUEST, too_many_members};
 use crate::filter::{CompValue, CompareOp, Filter};
+use crate::limits::{MAX_MEMBERS_PER_REQUEST, too_many_members};
 use crate::resource::{get_ci, is_assigned};
 use crate::schema::Attribute;
 
