@@ -22,7 +22,7 @@ use provisync_scim::schema::{
 };
 use provisync_scim::{ResourceKind, ScimError, ScimType};
 
-pub const BASE_PATH: &str = "/scim/v2";
+pub use super::scim_input::BASE_PATH;
 /// Longest `attributes`/`excludedAttributes`/`sortBy` parameter accepted.
 const MAX_PARAM_LEN: usize = 8 * 1024;
 

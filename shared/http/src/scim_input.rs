@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::ScimState;
 use provisync_scim::{ScimError, ScimType};
 
-use crate::scim::BASE_PATH;
+/// The SCIM base path.
+pub const BASE_PATH: &str = "/scim/v2";
 
 /// Bodies larger than this are parsed on the CPU pool ([`provisync_core::cpu`]).
 const PARSE_OFF_REACTOR_BYTES: usize = 64 * 1024;

@@ -11,7 +11,7 @@ use crate::store::{Condition, Key, MAX_TRANSACT_ITEMS, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::{MemberChange, MemberRef};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The guard of a transaction that changes memberships apart from the resource's own
 /// write: the resource is still at the version read.
@@ -52,7 +52,7 @@ impl Directory {
                     .collect(),
             );
         }
-        let before: BTreeSet<String> = present
+        let before: HashSet<String> = present
             .as_ref()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
@@ -119,22 +119,8 @@ impl Directory {
         let before = if needs_listing {
             before
         } else {
-            let keys: Vec<Key> = added
-                .keys()
-                .chain(removed.iter())
-                .map(|m| member_key(group_id, m))
-                .collect();
-            let mut present = BTreeSet::new();
-            for chunk in keys.chunks(100) {
-                for item in self.store.get_many(chunk).await.map_err(store_error)? {
-                    present.insert(
-                        item.sk
-                            .trim_start_matches(keys::MEMBER_SK_PREFIX)
-                            .to_string(),
-                    );
-                }
-            }
-            present
+            let touched: Vec<String> = added.keys().chain(removed.iter()).cloned().collect();
+            self.members_present(group_id, &touched).await?
         };
         let adds: Vec<MemberRef> = added
             .into_values()
@@ -296,9 +282,9 @@ impl Directory {
         &self,
         group_id: &str,
         ids: &[String],
-    ) -> Result<std::collections::HashSet<String>, DirectoryError> {
+    ) -> Result<HashSet<String>, DirectoryError> {
         let keys: Vec<Key> = ids.iter().map(|m| member_key(group_id, m)).collect();
-        let mut present = std::collections::HashSet::new();
+        let mut present = HashSet::new();
         for chunk in keys.chunks(100) {
             for item in self.store.get_many(chunk).await.map_err(store_error)? {
                 present.insert(
