@@ -233,8 +233,14 @@ impl Hub {
         let auth = Authenticator::new(Some(store.clone()))
             .with_static_token(TOKEN, Scope::Scim)
             .with_static_token(ADMIN_TOKEN, Scope::Admin);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Where the hub listens is its public URL, as `provisync serve` does.
         let cfg = HttpConfig {
             max_body_bytes: 256 * 1024,
+            public_url: Some(format!("http://{addr}")),
             ..HttpConfig::default()
         };
         let mut state = AppState::new(hub, auth, cfg);
@@ -242,10 +248,6 @@ impl Hub {
         let deliverer = state.hub.deliverer.clone();
         let schedule = state.hub.schedule();
         let app = provisync_http::app(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });

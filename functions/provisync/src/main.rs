@@ -189,11 +189,13 @@ async fn serve(port: u16) -> Result<()> {
     let deliverer = hub.deliverer.clone();
     let schedule = hub.schedule();
     let period = provisync_core::sync::schedule::schedule_period_from_env()?;
-    let app = provisync_http::app(provisync_http::AppState::new(
-        hub,
-        auth,
-        provisync_http::HttpConfig::from_env()?,
-    ));
+    let mut http_config = provisync_http::HttpConfig::from_env()?;
+    // Resources are located where this server listens unless the operator says
+    // otherwise; never where a client's Host header claims.
+    http_config
+        .public_url
+        .get_or_insert_with(|| format!("http://127.0.0.1:{port}"));
+    let app = provisync_http::app(provisync_http::AppState::new(hub, auth, http_config));
     // Delivery runs in this process: first whatever a previous run left in the outbox,
     // then the queue consumer, and the outbox sweeper every minute.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

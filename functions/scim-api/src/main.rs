@@ -12,9 +12,21 @@ async fn main() -> Result<(), Error> {
     let (_, hub) =
         provisync_aws::lambda::hub_from_env(provisync_core::connector::no_connectors).await?;
     run(provisync_http::scim_app(
-        provisync_http::AppState::from_env(hub)?,
+        provisync_http::AppState::from_env(hub)?.with_platform_origin(api_gateway_domain),
     ))
     .await
+}
+
+/// The domain API Gateway received the request on (its request context): what
+/// `meta.location` is built on, never a header the client sent.
+fn api_gateway_domain(extensions: &lambda_http::http::Extensions) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    match extensions.get::<RequestContext>()? {
+        // The template's HTTP API (payload 2.0) is the only event source of this function.
+        RequestContext::ApiGatewayV2(c) => c.domain_name.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +77,25 @@ mod tests {
         assert_eq!(
             b["schemas"][0],
             "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+        );
+    }
+
+    /// `meta.location` is built on the domain API Gateway received the request on, not on
+    /// a forwarded host a client may send.
+    #[tokio::test]
+    async fn locations_use_the_api_gateway_domain() {
+        let app = provisync_http::scim_app(
+            provisync_tests::apigw::state().with_platform_origin(super::api_gateway_domain),
+        );
+        let event = event_with("GET", "/scim/v2/ServiceProviderConfig", |v| {
+            v["headers"]["x-forwarded-host"] = "evil.example".into();
+            v["headers"]["host"] = "evil.example".into();
+        });
+        let resp = provisync_tests::apigw::invoke_app(app, event).await;
+        assert_eq!(resp["statusCode"], 200, "{resp}");
+        assert_eq!(
+            body(&resp)["meta"]["location"],
+            "https://aaaaaaaaaa.execute-api.us-west-2.amazonaws.com/scim/v2/ServiceProviderConfig"
         );
     }
 

@@ -209,11 +209,45 @@ fn redrive_dedup_id(original: &str) -> String {
     format!("{keep}{suffix}")
 }
 
+/// SQS's limit on one message and on a whole `SendMessageBatch` (bodies added up): 256 KiB,
+/// the limit every SQS queue has had (larger payloads need a queue configured for them).
+pub const SQS_MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Messages in `SendMessageBatch` calls: at most [`SQS_BATCH_MAX`] and
+/// [`SQS_MAX_BATCH_BYTES`] each, in order. A message larger than the limit on its own
+/// cannot be sent at all: nothing is, and the error names it (the outbox sweep then sends
+/// the others one by one and reports that one).
+fn batches(messages: Vec<OutMessage>) -> Result<Vec<Vec<OutMessage>>, QueueError> {
+    if let Some(m) = messages.iter().find(|m| m.body.len() > SQS_MAX_BATCH_BYTES) {
+        return Err(QueueError::Invalid(format!(
+            "message {} is {} bytes; SQS takes at most {SQS_MAX_BATCH_BYTES}",
+            m.dedup_id,
+            m.body.len()
+        )));
+    }
+    let mut out: Vec<Vec<OutMessage>> = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let fits = out.last().is_some_and(|b| {
+            b.len() < SQS_BATCH_MAX && bytes + m.body.len() <= SQS_MAX_BATCH_BYTES
+        });
+        if !fits {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += m.body.len();
+        if let Some(b) = out.last_mut() {
+            b.push(m);
+        }
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
-        for chunk in messages.chunks(SQS_BATCH_MAX) {
-            self.send_batch(chunk.to_vec()).await?;
+        for batch in batches(messages)? {
+            self.send_batch(batch).await?;
         }
         Ok(())
     }
@@ -371,6 +405,26 @@ mod tests {
         assert_eq!(secs(Duration::ZERO, MAX_WAIT), 0);
         assert_eq!(secs(Duration::from_millis(300), MAX_WAIT), 1);
         assert_eq!(secs(Duration::from_secs(90), MAX_WAIT), 20);
+    }
+
+    #[test]
+    fn batches_split_by_count_and_size() {
+        let msg =
+            |i: usize, kib: usize| OutMessage::new("g", format!("m{i}"), "x".repeat(kib * 1024));
+        let sizes = |b: &[Vec<OutMessage>]| b.iter().map(Vec::len).collect::<Vec<_>>();
+        let small: Vec<OutMessage> = (0..25).map(|i| msg(i, 1)).collect();
+        assert_eq!(sizes(&batches(small).unwrap()), [10, 10, 5]);
+        // 100 KiB each: two per batch (three would be 300 KiB).
+        let large: Vec<OutMessage> = (0..5).map(|i| msg(i, 100)).collect();
+        assert_eq!(sizes(&batches(large).unwrap()), [2, 2, 1]);
+        let exact = vec![msg(0, 256), msg(1, 1)];
+        assert_eq!(sizes(&batches(exact).unwrap()), [1, 1]);
+        let too_big = vec![msg(0, 1), msg(1, 257)];
+        let e = batches(too_big).unwrap_err();
+        assert!(
+            matches!(&e, QueueError::Invalid(d) if d.contains("m1")),
+            "{e}"
+        );
     }
 
     #[test]

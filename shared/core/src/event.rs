@@ -56,7 +56,8 @@ pub struct ChangeEvent {
     /// The resource after the change (groups without members); `None` for deletes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<Value>,
-    /// The resource's version after the change (0 for deletes).
+    /// The resource's version after the change; for a delete, the last version plus one
+    /// (0 in events queued before deletes had versions).
     pub version: u64,
     /// Group membership changes made by this write (member ids in the hub).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -203,12 +204,27 @@ pub async fn sweep_outbox(
 }
 
 /// What one bounded sweep did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sweep {
     /// Events sent again.
     pub sent: usize,
     /// `false` when the deadline came before the last page (the rest is left in place).
     pub complete: bool,
+    /// Events the queue refuses for good (too large for it): skipped, left in the outbox,
+    /// reported on every sweep.
+    pub unsendable: Vec<String>,
+}
+
+impl OutboxError {
+    /// The queue will never take this record (retrying cannot help).
+    pub fn is_unsendable(&self) -> bool {
+        matches!(
+            self,
+            OutboxError::Encoding(_)
+                | OutboxError::Queue(QueueError::Invalid(_))
+                | OutboxError::Queue(QueueError::Store(StoreError::Invalid(_)))
+        )
+    }
 }
 
 /// [`sweep_outbox`], stopping between pages (100 records each) once `deadline` has passed.
@@ -220,6 +236,7 @@ pub async fn sweep_outbox_until(
 ) -> Result<Sweep, OutboxError> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(min_age).unwrap_or_default();
     let mut sent = 0;
+    let mut unsendable = Vec::new();
     let mut after = None;
     loop {
         let page = store
@@ -242,13 +259,30 @@ pub async fn sweep_outbox_until(
                 batch.push(event);
             }
         }
-        publish(store, queue, &batch).await?;
-        sent += batch.len();
+        if publish(store, queue, &batch).await.is_ok() {
+            sent += batch.len();
+        } else {
+            // One by one: a record the queue can never take (too large for it) is
+            // reported and left in place; it must not hold back the records behind it.
+            // Any other failure (the queue is down) stops the sweep as before.
+            for event in batch {
+                match publish(store, queue, std::slice::from_ref(&event)).await {
+                    Ok(()) => sent += 1,
+                    Err(e) if e.is_unsendable() => {
+                        tracing::error!(event_id = %event.id, resource_id = %event.resource_id, error = %e,
+                            "outbox record cannot be sent: skipped, left in the outbox");
+                        unsendable.push(event.id.clone());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         match page.next {
             Some(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
                 return Ok(Sweep {
                     sent,
                     complete: false,
+                    unsendable,
                 });
             }
             Some(c) => after = Some(c),
@@ -256,6 +290,7 @@ pub async fn sweep_outbox_until(
                 return Ok(Sweep {
                     sent,
                     complete: true,
+                    unsendable,
                 });
             }
         }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod cpu;
 pub mod crypto;
 pub mod definitions;
 pub mod directory;

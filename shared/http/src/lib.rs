@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod scim;
 pub mod scim_error;
+pub mod scim_input;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -30,9 +31,19 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Most operations in one Bulk request.
     pub max_bulk_operations: usize,
-    /// Public base URL (`https://host`), when the Host header cannot be trusted to give it.
+    /// Public base URL (`https://host`) resources are located under
+    /// (`PROVISYNC_PUBLIC_URL`).
     pub public_url: Option<String>,
+    /// Where the platform says the request came in, when it does (the API Gateway
+    /// domain of the request context on Lambda): trusted, unlike a client's headers.
+    pub platform_origin: Option<PlatformOrigin>,
+    /// `X-Forwarded-Host` / `-Proto` and `Host` give the public URL: only behind a proxy
+    /// that sets them itself (`PROVISYNC_TRUST_FORWARDED_HEADERS=true`).
+    pub trust_forwarded_headers: bool,
 }
+
+/// Reads the host name the platform vouches for from a request's extensions.
+pub type PlatformOrigin = fn(&axum::http::Extensions) -> Option<String>;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -40,6 +51,8 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             max_bulk_operations: 1000,
             public_url: None,
+            platform_origin: None,
+            trust_forwarded_headers: false,
         }
     }
 }
@@ -49,7 +62,8 @@ impl Default for HttpConfig {
 pub struct HttpConfigError(pub String);
 
 impl HttpConfig {
-    /// `PROVISYNC_MAX_BODY_BYTES` and `PROVISYNC_PUBLIC_URL`.
+    /// `PROVISYNC_MAX_BODY_BYTES`, `PROVISYNC_PUBLIC_URL` and
+    /// `PROVISYNC_TRUST_FORWARDED_HEADERS`.
     pub fn from_env() -> Result<HttpConfig, HttpConfigError> {
         let mut config = HttpConfig::default();
         if let Ok(v) = std::env::var("PROVISYNC_MAX_BODY_BYTES") {
@@ -60,6 +74,20 @@ impl HttpConfig {
         config.public_url = std::env::var("PROVISYNC_PUBLIC_URL")
             .ok()
             .filter(|s| !s.is_empty());
+        config.trust_forwarded_headers = match std::env::var("PROVISYNC_TRUST_FORWARDED_HEADERS")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "false" | "0" | "no" => false,
+            "true" | "1" | "yes" => true,
+            _ => {
+                return Err(HttpConfigError(
+                    "PROVISYNC_TRUST_FORWARDED_HEADERS must be true or false".into(),
+                ));
+            }
+        };
         Ok(config)
     }
 }
@@ -100,6 +128,14 @@ impl AppState {
             auth: Arc::new(auth),
             config: Arc::new(config),
         }
+    }
+
+    /// With the host name the platform vouches for (see [`HttpConfig::platform_origin`]).
+    pub fn with_platform_origin(mut self, origin: PlatformOrigin) -> AppState {
+        let mut config = (*self.config).clone();
+        config.platform_origin = Some(origin);
+        self.config = Arc::new(config);
+        self
     }
 
     /// The hub's state with the authenticator and limits from the environment.

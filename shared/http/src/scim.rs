@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use super::ScimState;
 use super::auth::{RequireToken, Scope, require_token};
 use super::scim_error::scim_error;
+use super::scim_input::{BaseUrl, ScimBody, ScimId};
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
 use provisync_scim::projection::{Projection, parse_attribute_list};
@@ -22,34 +22,11 @@ use provisync_scim::schema::{
 };
 use provisync_scim::{ResourceKind, ScimError, ScimType};
 
-pub const BASE_PATH: &str = "/scim/v2";
+pub use super::scim_input::BASE_PATH;
 /// Longest `attributes`/`excludedAttributes`/`sortBy` parameter accepted.
 const MAX_PARAM_LEN: usize = 8 * 1024;
 
 pub use provisync_scim::error::{SCIM_CONTENT_TYPE, scim_response};
-
-/// A JSON request body, read under the configured size limit. Malformed JSON is 400
-/// `invalidSyntax`, an oversized body 413 — in SCIM format, never axum's plain text.
-pub struct ScimBody(pub Value);
-
-impl FromRequest<ScimState> for ScimBody {
-    type Rejection = ScimError;
-
-    async fn from_request(req: Request, state: &ScimState) -> Result<Self, Self::Rejection> {
-        let bytes = crate::body::read_limited(req, state.config.max_body_bytes)
-            .await
-            .map_err(|e| ScimError::payload_too_large(e.limit))?;
-        parse_json_body(&bytes).map(ScimBody)
-    }
-}
-
-fn parse_json_body(bytes: &Bytes) -> Result<Value, ScimError> {
-    if bytes.is_empty() {
-        return Err(ScimError::invalid_syntax("the request body is empty"));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
-}
 
 /// The SCIM router, paths under `/scim/v2`.
 pub fn router(state: ScimState) -> Router {
@@ -99,28 +76,6 @@ pub fn router(state: ScimState) -> Router {
 }
 
 // ---- helpers -----------------------------------------------------------------------
-
-/// The base URL resources are located under (`https://host/scim/v2`).
-fn base_url(state: &ScimState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.config.public_url {
-        return format!("{}{BASE_PATH}", u.trim_end_matches('/'));
-    }
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        })
-        .unwrap_or("localhost");
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    format!("{proto}://{host}{BASE_PATH}")
-}
 
 fn location(base: &str, kind: ResourceKind, id: &str) -> String {
     format!("{base}/{}/{id}", kind.endpoint())
@@ -374,11 +329,10 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 
 async fn do_list(
     state: ScimState,
-    headers: HeaderMap,
+    base: String,
     kind: ResourceKind,
     req: SearchRequest,
 ) -> Result<Response, ScimError> {
-    let base = base_url(&state, &headers);
     let result = state
         .directory
         .search(kind, &req)
@@ -399,6 +353,7 @@ async fn do_list(
 async fn do_get(
     state: ScimState,
     headers: HeaderMap,
+    base: String,
     kind: ResourceKind,
     id: String,
     query: Option<String>,
@@ -422,7 +377,6 @@ async fn do_get(
         }
         return Ok(resp);
     }
-    let base = base_url(&state, &headers);
     let body = render(&state, &base, kind, &stored, &projection);
     Ok(resource_response(
         StatusCode::OK,
@@ -436,7 +390,7 @@ async fn do_get(
 /// What a write returns: the resource as stored, with computed attributes, projected.
 async fn write_response(
     state: &ScimState,
-    headers: &HeaderMap,
+    base: &str,
     status: StatusCode,
     kind: ResourceKind,
     stored: Stored,
@@ -451,32 +405,31 @@ async fn write_response(
     {
         stored = s;
     }
-    let base = base_url(state, headers);
-    let body = render(state, &base, kind, &stored, &projection);
-    Ok(resource_response(status, &base, kind, &stored, body))
+    let body = render(state, base, kind, &stored, &projection);
+    Ok(resource_response(status, base, kind, &stored, body))
 }
 
 macro_rules! resource_handlers {
     ($kind:expr, $list:ident, $search:ident, $create:ident, $get:ident, $put:ident, $patch:ident, $delete:ident) => {
         async fn $list(
             State(state): State<ScimState>,
-            headers: HeaderMap,
+            BaseUrl(base): BaseUrl,
             RawQuery(q): RawQuery,
         ) -> Result<Response, ScimError> {
             let req = list_query(&Params::parse(q)?)?;
-            do_list(state, headers, $kind, req).await
+            do_list(state, base, $kind, req).await
         }
         async fn $search(
             State(state): State<ScimState>,
-            headers: HeaderMap,
+            BaseUrl(base): BaseUrl,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
             let req = body_search(&body)?;
-            do_list(state, headers, $kind, req).await
+            do_list(state, base, $kind, req).await
         }
         async fn $create(
             State(state): State<ScimState>,
-            headers: HeaderMap,
+            BaseUrl(base): BaseUrl,
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
@@ -486,20 +439,22 @@ macro_rules! resource_handlers {
                 .await
                 .map_err(scim_error)?
                 .stored;
-            write_response(&state, &headers, StatusCode::CREATED, $kind, stored, q).await
+            write_response(&state, &base, StatusCode::CREATED, $kind, stored, q).await
         }
         async fn $get(
             State(state): State<ScimState>,
             headers: HeaderMap,
-            Path(id): Path<String>,
+            BaseUrl(base): BaseUrl,
+            ScimId(id): ScimId,
             RawQuery(q): RawQuery,
         ) -> Result<Response, ScimError> {
-            do_get(state, headers, $kind, id, q).await
+            do_get(state, headers, base, $kind, id, q).await
         }
         async fn $put(
             State(state): State<ScimState>,
             headers: HeaderMap,
-            Path(id): Path<String>,
+            BaseUrl(base): BaseUrl,
+            ScimId(id): ScimId,
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
@@ -509,12 +464,13 @@ macro_rules! resource_handlers {
                 .await
                 .map_err(scim_error)?
                 .stored;
-            write_response(&state, &headers, StatusCode::OK, $kind, stored, q).await
+            write_response(&state, &base, StatusCode::OK, $kind, stored, q).await
         }
         async fn $patch(
             State(state): State<ScimState>,
             headers: HeaderMap,
-            Path(id): Path<String>,
+            BaseUrl(base): BaseUrl,
+            ScimId(id): ScimId,
             RawQuery(q): RawQuery,
             ScimBody(body): ScimBody,
         ) -> Result<Response, ScimError> {
@@ -524,12 +480,12 @@ macro_rules! resource_handlers {
                 .await
                 .map_err(scim_error)?
                 .stored;
-            write_response(&state, &headers, StatusCode::OK, $kind, stored, q).await
+            write_response(&state, &base, StatusCode::OK, $kind, stored, q).await
         }
         async fn $delete(
             State(state): State<ScimState>,
             headers: HeaderMap,
-            Path(id): Path<String>,
+            ScimId(id): ScimId,
         ) -> Result<Response, ScimError> {
             state
                 .directory
@@ -566,11 +522,10 @@ resource_handlers!(
 /// type, users first; paging applies to the combined list.
 async fn search_root(
     State(state): State<ScimState>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let req = body_search(&body)?;
-    let base = base_url(&state, &headers);
     let start = req.start_index.max(1);
     let count = req
         .count
@@ -618,8 +573,10 @@ async fn me() -> ScimError {
 
 // ---- discovery ---------------------------------------------------------------------
 
-async fn service_provider_config(State(state): State<ScimState>, headers: HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+async fn service_provider_config(
+    State(state): State<ScimState>,
+    BaseUrl(base): BaseUrl,
+) -> Response {
     scim_response(
         StatusCode::OK,
         &json!({
@@ -664,8 +621,7 @@ fn schema_json(base: &str, s: &provisync_scim::schema::Schema) -> Value {
     v
 }
 
-async fn resource_types(State(state): State<ScimState>, headers: HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+async fn resource_types(State(state): State<ScimState>, BaseUrl(base): BaseUrl) -> Response {
     let all: Vec<Value> = state
         .directory
         .schemas()
@@ -678,10 +634,9 @@ async fn resource_types(State(state): State<ScimState>, headers: HeaderMap) -> R
 
 async fn resource_type(
     State(state): State<ScimState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BaseUrl(base): BaseUrl,
+    ScimId(id): ScimId,
 ) -> Result<Response, ScimError> {
-    let base = base_url(&state, &headers);
     let rt = state
         .directory
         .schemas()
@@ -695,8 +650,7 @@ async fn resource_type(
     ))
 }
 
-async fn schemas(State(state): State<ScimState>, headers: HeaderMap) -> Response {
-    let base = base_url(&state, &headers);
+async fn schemas(State(state): State<ScimState>, BaseUrl(base): BaseUrl) -> Response {
     let all: Vec<Value> = state
         .directory
         .schemas()
@@ -709,10 +663,9 @@ async fn schemas(State(state): State<ScimState>, headers: HeaderMap) -> Response
 
 async fn schema(
     State(state): State<ScimState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BaseUrl(base): BaseUrl,
+    ScimId(id): ScimId,
 ) -> Result<Response, ScimError> {
-    let base = base_url(&state, &headers);
     let s = state
         .directory
         .schemas()
@@ -725,7 +678,7 @@ async fn schema(
 
 async fn bulk(
     State(state): State<ScimState>,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
     let obj = body
@@ -767,7 +720,6 @@ async fn bulk(
                 ScimError::invalid_value("failOnErrors must be a positive integer")
             })?),
         };
-    let base = base_url(&state, &headers);
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
     let mut bulk_ids: HashMap<String, String> = HashMap::new();
     let mut errors = 0u64;

@@ -30,10 +30,17 @@
 //!   provisioning cycle over a cosmetic flag).
 //! - `canonicalValues` are not enforced (IdPs send custom `type`s).
 //! - `password` (writeOnly) is kept: the caller extracts and hashes it.
+//! - At most [`crate::limits::MAX_VALUES_PER_ATTRIBUTE`] values in one multi-valued
+//!   attribute and [`crate::limits::MAX_MEMBERS_PER_REQUEST`] group members: 400
+//!   `invalidValue` naming the cap. Duplicates are found with a set, so the work is linear
+//!   in the size of the body.
+
+use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
 use super::error::ScimError;
+use super::limits::{ValueIndex, max_values, too_many_values};
 use super::schema::{
     AttrLocation, AttrPath, AttrType, Attribute, Mutability, ResourceKind, ResourceSchema, Schema,
 };
@@ -294,6 +301,7 @@ fn members_storage_shape(value: Value) -> Result<Value, ScimError> {
         return Ok(value);
     };
     let mut out: Vec<Value> = Vec::with_capacity(items.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
     for item in items {
         let id = item.get("value").and_then(Value::as_str);
         let Some(id) = id.filter(|s| !s.is_empty()) else {
@@ -301,15 +309,15 @@ fn members_storage_shape(value: Value) -> Result<Value, ScimError> {
                 "each member must have a \"value\" (the member's id)",
             ));
         };
+        if !seen.insert(id.to_string()) {
+            continue;
+        }
         let mut m = Map::new();
         m.insert("value".into(), Value::String(id.to_string()));
         if let Some(t) = item.get("type").and_then(Value::as_str) {
             m.insert("type".into(), Value::String(t.to_string()));
         }
-        let m = Value::Object(m);
-        if !out.iter().any(|o| o.get("value") == m.get("value")) {
-            out.push(m);
-        }
+        out.push(Value::Object(m));
     }
     Ok(Value::Array(out))
 }
@@ -398,11 +406,17 @@ pub(crate) fn coerce(
         // A single value for a multi-valued attribute: wrapped (IdPs do that).
         other => vec![other],
     };
+    let cap = max_values(&attr.name);
+    if items.len() > cap {
+        return Err(too_many_values(label, items.len(), cap));
+    }
     let mut out: Vec<Value> = Vec::with_capacity(items.len());
+    let mut seen = ValueIndex::new();
     for item in items {
         if let Some(c) = coerce_single(attr, item, label, mode)?
-            && !out.contains(&c)
+            && seen.find(&out, &c).is_none()
         {
+            seen.insert(&c, out.len());
             out.push(c);
         }
     }

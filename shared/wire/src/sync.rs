@@ -95,6 +95,9 @@ pub struct CycleReport {
     pub outbox_resent: usize,
     /// `false` when the sweep ran out of time and left records for the next cycle.
     pub outbox_complete: bool,
+    /// Ids of outbox records the queue refuses for good (too large): skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox_unsendable: Vec<String>,
 }
 
 /// What one source's pull did in a cycle: the user counts at the top, the group counts

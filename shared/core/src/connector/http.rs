@@ -162,14 +162,27 @@ impl Credentials {
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in &self.secrets {
-            // Short secrets would blank out ordinary words; they are not echoed in a
-            // recognisable way anyway.
-            if s.len() >= 4 && out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
+            out = scrub_secret(&out, s);
         }
         out
     }
+}
+
+/// `text` with `secret` replaced by `***`, as it is and as JSON escapes it (a target that
+/// echoes the request body quotes it). Secrets shorter than 4 characters are left: they
+/// would blank out ordinary words, and are not echoed in a recognisable way anyway.
+pub fn scrub_secret(text: &str, secret: &str) -> String {
+    if secret.chars().count() < 4 {
+        return text.to_string();
+    }
+    let mut out = text.replace(secret, "***");
+    if let Ok(quoted) = serde_json::to_string(secret) {
+        let escaped = &quoted[1..quoted.len() - 1];
+        if escaped != secret {
+            out = out.replace(escaped, "***");
+        }
+    }
+    out
 }
 
 /// The shared outbound client. Cheap to clone (the connection pool is shared).

@@ -1,15 +1,16 @@
 //! Creates (POST, `/Bulk` and batched imports): the resource, its uniqueness keys, its
 //! members and the outbox item in one conditional transaction.
 
-use super::keys::UniqueAttr;
+use super::keys::{UniqueAttr, member_key};
 use super::{
     Directory, DirectoryError, Saved, Stored, WriteContext, WriteRole, as_object_mut,
-    check_key_lengths, etag, member_item, now_rfc3339, reorder, store_error, take_members,
-    take_password, to_item, unique_item,
+    check_key_lengths, etag, member_item, now_rfc3339, prepare_body, reorder, store_error,
+    take_members, take_password, to_item, unique_item,
 };
 use crate::event::{ChangeOp, Origin, outbox_write};
 use crate::store::{Item, Key, MAX_TRANSACT_ITEMS, StoreError, Write};
 use provisync_scim::ResourceKind;
+use provisync_scim::patch::MemberRef;
 use provisync_scim::resource::normalize;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -28,11 +29,7 @@ impl Directory {
         body: &Value,
         ctx: &WriteContext,
     ) -> Result<Saved, DirectoryError> {
-        let view = self.schemas.view(kind);
-        let mut resource = normalize(&view, body)?;
-        let password = take_password(&mut resource);
-        let members = take_members(kind, &mut resource)?;
-        check_key_lengths(kind, &resource)?;
+        let (mut resource, password, members) = prepare_body(&self.schemas, kind, body).await?;
         self.check_members_exist(&members).await?;
 
         let id = ctx
@@ -62,13 +59,16 @@ impl Directory {
             roles.push(WriteRole::Other);
         }
         // Room for the outbox item.
-        let first_batch = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
-        let (now_members, later) = members.split_at(members.len().min(first_batch));
+        let room = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
+        let (staged, now_members) = members.split_at(members.len().saturating_sub(room));
+        if !staged.is_empty() {
+            self.stage_members(kind, &id, &writes, &roles, staged)
+                .await?;
+        }
         let member_writes: Vec<Write> = now_members
             .iter()
             .map(|m| Write::put(member_item(&id, m)))
             .collect();
-        let mut events = Vec::new();
         let event = self.event_for(
             kind,
             &id,
@@ -84,29 +84,11 @@ impl Directory {
             writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
             roles.push(WriteRole::Other);
         }
-        self.commit(kind, writes, &roles, None).await?;
-        events.extend(event);
-        // Groups created with more members than one transaction holds: the rest follow in
-        // further transactions (idempotent puts; DynamoDB caps a transaction at 100 items),
-        // each with its own change event.
-        for chunk in later.chunks(MAX_TRANSACT_ITEMS - 1) {
-            let writes: Vec<Write> = chunk
-                .iter()
-                .map(|m| Write::put(member_item(&id, m)))
-                .collect();
-            let event = self.event_for(
-                kind,
-                &id,
-                ChangeOp::Update,
-                (&resource, 1),
-                &writes,
-                None,
-                &ctx.origin(),
-            );
-            self.transact_with_event(writes, event.as_ref()).await?;
-            events.extend(event);
+        if let Err(e) = self.commit(kind, writes, &roles, None).await {
+            self.unstage_members(&id, staged).await;
+            return Err(e);
         }
-        self.publish(&events).await;
+        self.publish(&event.into_iter().collect::<Vec<_>>()).await;
         Ok(Saved {
             stored: Stored {
                 resource,
@@ -114,6 +96,73 @@ impl Directory {
             },
             password,
         })
+    }
+
+    /// A group created with more members than one transaction holds: the surplus
+    /// membership items are written first, before the group exists (invisible: reads of
+    /// a user's groups skip groups that do not exist), and the group's own transaction
+    /// commits last with the rest. A failure before that leaves no group, so the client's
+    /// retry creates it whole (with a new id); the staged items are removed again. The
+    /// uniqueness keys are checked first so a duplicate fails before any of this.
+    async fn stage_members(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        writes: &[Write],
+        roles: &[WriteRole],
+        staged: &[MemberRef],
+    ) -> Result<(), DirectoryError> {
+        let taken: Vec<Key> = roles
+            .iter()
+            .zip(writes)
+            .filter(|(r, _)| matches!(r, WriteRole::Unique(..)))
+            .map(|(_, w)| w.key())
+            .collect();
+        if let Some(item) = self
+            .store
+            .get_many(&taken)
+            .await
+            .map_err(store_error)?
+            .first()
+            && let Some((WriteRole::Unique(attr, value), _)) = roles
+                .iter()
+                .zip(writes)
+                .find(|(_, w)| w.key() == item.key())
+        {
+            return Err(DirectoryError::Uniqueness {
+                kind,
+                attribute: *attr,
+                value: value.clone(),
+                in_batch: false,
+            });
+        }
+        for (n, chunk) in staged.chunks(MAX_TRANSACT_ITEMS).enumerate() {
+            let puts = chunk
+                .iter()
+                .map(|m| Write::put(member_item(id, m)))
+                .collect();
+            if let Err(e) = self.store.transact(puts).await {
+                self.unstage_members(id, &staged[..n * MAX_TRANSACT_ITEMS])
+                    .await;
+                return Err(store_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort: removes membership items staged for a group whose creation failed
+    /// (what is left is invisible and removed with the member).
+    async fn unstage_members(&self, id: &str, staged: &[MemberRef]) {
+        for chunk in staged.chunks(MAX_TRANSACT_ITEMS) {
+            let deletes = chunk
+                .iter()
+                .map(|m| Write::delete(member_key(id, &m.value)))
+                .collect();
+            if let Err(e) = self.store.transact(deletes).await {
+                tracing::warn!(group = %id, error = %e, "staged members of a failed create left in place");
+                return;
+            }
+        }
     }
 
     /// Creates many resources without members (an import), packing several into each

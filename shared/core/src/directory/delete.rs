@@ -1,9 +1,11 @@
 //! Deletes: the resource, its uniqueness keys and everything that points at it.
 
 use super::keys::{UniqueAttr, member_key, resource_key};
-use super::{Directory, DirectoryError, Stored, WriteContext, check_if_match, store_error};
+use super::{
+    Directory, DirectoryError, Stored, WRITE_ATTEMPTS, WriteContext, check_if_match, store_error,
+};
 use crate::event::{ChangeOp, outbox_write};
-use crate::store::{Condition, Key, MAX_TRANSACT_ITEMS, StoreError, Write};
+use crate::store::{Condition, StoreError, Write};
 use provisync_scim::ResourceKind;
 
 impl Directory {
@@ -20,8 +22,33 @@ impl Directory {
     }
 
     /// [`Directory::delete`] with an origin and extra writes in the same transaction as
-    /// the resource's removal.
+    /// the resource's removal. Without `If-Match`, a concurrent write to the resource
+    /// makes the delete start again from the new state.
     pub async fn delete_in(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<&str>,
+        ctx: &WriteContext,
+    ) -> Result<Stored, DirectoryError> {
+        for attempt in 0.. {
+            match self.delete_once(kind, id, if_match, ctx).await {
+                Err(DirectoryError::Conflict)
+                    if if_match.is_none() && attempt + 1 < WRITE_ATTEMPTS =>
+                {
+                    continue;
+                }
+                r => return r,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One attempt. Order: memberships first, each transaction guarded by the version
+    /// read and announcing what it removes (a user's groups hear that it left them);
+    /// the resource last, conditionally. Whatever step fails, the resource still exists
+    /// and a retry finishes the job from there; nothing is removed unannounced.
+    async fn delete_once(
         &self,
         kind: ResourceKind,
         id: &str,
@@ -30,38 +57,27 @@ impl Directory {
     ) -> Result<Stored, DirectoryError> {
         let current = self.load(kind, id).await?;
         check_if_match(if_match, current.version)?;
-        // Memberships first: if we stop half way the resource still exists and a retry
-        // finishes the job; the reverse would leave memberships of a ghost.
-        let membership_keys: Vec<Key> = match kind {
-            ResourceKind::User => self
-                .groups_of_ids(id)
+        let on_mismatch = || {
+            Some(if if_match.is_some() {
+                DirectoryError::VersionConflict
+            } else {
+                DirectoryError::Conflict
+            })
+        };
+        let origin = ctx.origin();
+        if kind == ResourceKind::Group {
+            let own: Vec<Write> = self
+                .members_of(id)
                 .await?
                 .into_iter()
-                .map(|g| member_key(&g, id))
-                .collect(),
-            ResourceKind::Group => {
-                let mut ks: Vec<Key> = self
-                    .members_of(id)
-                    .await?
-                    .into_iter()
-                    .map(|m| member_key(id, &m.value))
-                    .collect();
-                // A group can be a member of other groups too.
-                ks.extend(
-                    self.groups_of_ids(id)
-                        .await?
-                        .into_iter()
-                        .map(|g| member_key(&g, id)),
-                );
-                ks
-            }
-        };
-        for chunk in membership_keys.chunks(MAX_TRANSACT_ITEMS) {
-            self.store
-                .transact(chunk.iter().cloned().map(Write::delete).collect())
-                .await
-                .map_err(store_error)?;
+                .map(|m| Write::delete(member_key(id, &m.value)))
+                .collect();
+            self.write_members_guarded(kind, &current, own, on_mismatch, &origin)
+                .await?;
         }
+        // Users, and groups that are members of other groups.
+        self.leave_all_groups(kind, &current, on_mismatch, &origin)
+            .await?;
         let mut writes = vec![Write::Delete {
             key: resource_key(kind, id),
             condition: Condition::VersionIs(current.version),
@@ -72,14 +88,16 @@ impl Directory {
             }
         }
         // Targets need what identified the resource there: the last state rides along.
+        // The deletion is the resource's last version: an older event that arrives later
+        // is stale.
         let event = self.event_for(
             kind,
             id,
             ChangeOp::Delete,
-            (&current.resource, 0),
+            (&current.resource, current.version + 1),
             &[],
             None,
-            &ctx.origin(),
+            &origin,
         );
         writes.extend(ctx.extra.iter().cloned());
         if let Some(e) = &event {
@@ -90,10 +108,9 @@ impl Directory {
                 self.publish(&event.into_iter().collect::<Vec<_>>()).await;
                 Ok(current)
             }
-            Err(StoreError::ConditionFailed { .. }) if if_match.is_some() => {
-                Err(DirectoryError::VersionConflict)
+            Err(StoreError::ConditionFailed { .. }) => {
+                Err(on_mismatch().unwrap_or(DirectoryError::Conflict))
             }
-            Err(StoreError::ConditionFailed { .. }) => Err(DirectoryError::Conflict),
             Err(e) => Err(store_error(e)),
         }
     }

@@ -1,13 +1,26 @@
-//! Group membership: the member writes a change comes to, and the check that every
-//! member exists.
+//! Group membership: the member writes a change comes to, the check that every member
+//! exists, and the membership writes that do not fit in the resource's own transaction.
 
 use super::keys::{member_key, resource_key};
-use super::{Directory, DirectoryError, MAX_KEY_VALUE_BYTES, MembershipDiff, keys, store_error};
-use crate::store::Key;
+use super::{
+    Directory, DirectoryError, MAX_KEY_VALUE_BYTES, MembershipDiff, Stored, WriteRole, from_item,
+    keys, store_error,
+};
+use crate::event::{ChangeOp, Origin, outbox_write};
+use crate::store::{Condition, Key, MAX_TRANSACT_ITEMS, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::{MemberChange, MemberRef};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The guard of a transaction that changes memberships apart from the resource's own
+/// write: the resource is still at the version read.
+fn guard(kind: ResourceKind, current: &Stored) -> Write {
+    Write::Check {
+        key: resource_key(kind, current.id()),
+        condition: Condition::VersionIs(current.version),
+    }
+}
 
 impl Directory {
     /// Turns membership changes into the member ids to add and to remove, reading the
@@ -39,7 +52,7 @@ impl Directory {
                     .collect(),
             );
         }
-        let before: BTreeSet<String> = present
+        let before: HashSet<String> = present
             .as_ref()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
@@ -106,22 +119,8 @@ impl Directory {
         let before = if needs_listing {
             before
         } else {
-            let keys: Vec<Key> = added
-                .keys()
-                .chain(removed.iter())
-                .map(|m| member_key(group_id, m))
-                .collect();
-            let mut present = BTreeSet::new();
-            for chunk in keys.chunks(100) {
-                for item in self.store.get_many(chunk).await.map_err(store_error)? {
-                    present.insert(
-                        item.sk
-                            .trim_start_matches(keys::MEMBER_SK_PREFIX)
-                            .to_string(),
-                    );
-                }
-            }
-            present
+            let touched: Vec<String> = added.keys().chain(removed.iter()).cloned().collect();
+            self.members_present(group_id, &touched).await?
         };
         let adds: Vec<MemberRef> = added
             .into_values()
@@ -179,5 +178,122 @@ impl Directory {
             });
         }
         Ok(())
+    }
+
+    /// Membership writes of the group `current` that do not fit in its own transaction:
+    /// in transactions of their own, each guarded by the group's version (a concurrent
+    /// write fails it whole) and carrying the change event of what it changes, published
+    /// at once. Every write is idempotent (a put or a delete of one membership item), so
+    /// whatever committed before a failure is simply not part of the retry's difference.
+    pub(super) async fn write_members_guarded(
+        &self,
+        kind: ResourceKind,
+        current: &Stored,
+        writes: Vec<Write>,
+        on_version_mismatch: impl Fn() -> Option<DirectoryError>,
+        origin: &Origin,
+    ) -> Result<(), DirectoryError> {
+        let id = current.id().to_string();
+        // The guard and the outbox item take two places.
+        for chunk in writes.chunks(MAX_TRANSACT_ITEMS - 2) {
+            let mut batch = vec![guard(kind, current)];
+            let mut roles = vec![WriteRole::Resource];
+            batch.extend(chunk.iter().cloned());
+            roles.extend(chunk.iter().map(|_| WriteRole::Other));
+            let event = self.event_for(
+                kind,
+                &id,
+                ChangeOp::Update,
+                (&current.resource, current.version),
+                chunk,
+                None,
+                origin,
+            );
+            if let Some(e) = &event {
+                batch.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
+                roles.push(WriteRole::Other);
+            }
+            self.commit(kind, batch, &roles, on_version_mismatch())
+                .await?;
+            self.publish(&event.into_iter().collect::<Vec<_>>()).await;
+        }
+        Ok(())
+    }
+
+    /// Takes `member` (a user or a group about to be deleted) out of every group it is a
+    /// direct member of, each removal with a change event of that group (its targets
+    /// hear of it), in transactions guarded by the member's version.
+    pub(super) async fn leave_all_groups(
+        &self,
+        kind: ResourceKind,
+        member: &Stored,
+        on_version_mismatch: impl Fn() -> Option<DirectoryError>,
+        origin: &Origin,
+    ) -> Result<(), DirectoryError> {
+        let id = member.id().to_string();
+        let group_ids = self.groups_of_ids(&id).await?;
+        // Per group: the membership delete and its outbox item; plus the guard.
+        for chunk in group_ids.chunks((MAX_TRANSACT_ITEMS - 1) / 2) {
+            let keys: Vec<Key> = chunk
+                .iter()
+                .map(|g| resource_key(ResourceKind::Group, g))
+                .collect();
+            let mut groups: HashMap<String, Stored> = HashMap::new();
+            for item in self.store.get_many(&keys).await.map_err(store_error)? {
+                let g = from_item(&item)?;
+                groups.insert(g.id().to_string(), g);
+            }
+            let mut batch = vec![guard(kind, member)];
+            let mut roles = vec![WriteRole::Resource];
+            let mut events = Vec::new();
+            for gid in chunk {
+                let removal = Write::delete(member_key(gid, &id));
+                // A membership item of a group that does not exist (left by a create
+                // that failed half way) just goes.
+                if let Some(group) = groups.get(gid)
+                    && let Some(e) = self.event_for(
+                        ResourceKind::Group,
+                        gid,
+                        ChangeOp::Update,
+                        (&group.resource, group.version),
+                        std::slice::from_ref(&removal),
+                        None,
+                        origin,
+                    )
+                {
+                    batch.push(
+                        outbox_write(&e).map_err(|e| DirectoryError::Internal(e.to_string()))?,
+                    );
+                    roles.push(WriteRole::Other);
+                    events.push(e);
+                }
+                batch.push(removal);
+                roles.push(WriteRole::Other);
+            }
+            self.commit(kind, batch, &roles, on_version_mismatch())
+                .await?;
+            self.publish(&events).await;
+        }
+        Ok(())
+    }
+
+    /// Which of `ids` are direct members of the group now (batched point reads).
+    pub async fn members_present(
+        &self,
+        group_id: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>, DirectoryError> {
+        let keys: Vec<Key> = ids.iter().map(|m| member_key(group_id, m)).collect();
+        let mut present = HashSet::new();
+        for chunk in keys.chunks(100) {
+            for item in self.store.get_many(chunk).await.map_err(store_error)? {
+                present.insert(
+                    item.sk
+                        .trim_start_matches(keys::MEMBER_SK_PREFIX)
+                        .to_string(),
+                );
+            }
+        }
+        Ok(present)
     }
 }

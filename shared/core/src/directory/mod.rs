@@ -19,6 +19,7 @@ mod tests;
 
 pub use error::DirectoryError;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -238,18 +239,6 @@ impl Directory {
         Some(e)
     }
 
-    /// Runs a transaction with the event's outbox item in it.
-    async fn transact_with_event(
-        &self,
-        mut writes: Vec<Write>,
-        event: Option<&ChangeEvent>,
-    ) -> Result<(), DirectoryError> {
-        if let Some(e) = event {
-            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
-        }
-        self.store.transact(writes).await.map_err(store_error)
-    }
-
     /// Commits `writes` with the outbox item of `event` (when events are on), then hands
     /// the event to the queue: the path entity and configuration records take, the same
     /// as users'.
@@ -368,12 +357,13 @@ fn take_members(
         return Ok(vec![]);
     }
     let mut out: Vec<MemberRef> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for m in members.as_array().into_iter().flatten() {
         let value = m
             .get("value")
             .and_then(Value::as_str)
             .ok_or(DirectoryError::MemberWithoutValue)?;
-        if out.iter().any(|o| o.value == value) {
+        if !seen.insert(value) {
             continue;
         }
         out.push(MemberRef {
@@ -382,6 +372,26 @@ fn take_members(
         });
     }
     Ok(out)
+}
+
+/// A client's resource body, normalised (RFC 7643 schema rules) off the reactor threads:
+/// the resource to store, the write-only password, and the group members it names.
+async fn prepare_body(
+    schemas: &SchemaRegistry,
+    kind: ResourceKind,
+    body: &Value,
+) -> Result<(Value, Option<String>, Vec<MemberRef>), DirectoryError> {
+    let schemas = schemas.clone();
+    let body = body.clone();
+    crate::cpu::run(move || {
+        let mut resource = provisync_scim::resource::normalize(&schemas.view(kind), &body)?;
+        let password = take_password(&mut resource);
+        let members = take_members(kind, &mut resource)?;
+        check_key_lengths(kind, &resource)?;
+        Ok((resource, password, members))
+    })
+    .await
+    .map_err(|e| DirectoryError::Internal(e.to_string()))?
 }
 
 fn strip_meta(v: &Value) -> Value {

@@ -4,13 +4,13 @@ use super::keys::{UniqueAttr, member_key};
 use super::{
     Directory, DirectoryError, MembershipDiff, Saved, Stored, WRITE_ATTEMPTS, WriteContext,
     WriteRole, as_object_mut, check_if_match, check_key_lengths, etag, member_item, now_rfc3339,
-    reorder, strip_meta, take_members, take_password, to_item, unique_item,
+    prepare_body, reorder, strip_meta, take_password, to_item, unique_item,
 };
 use crate::event::{ChangeOp, outbox_write};
 use crate::store::{Condition, MAX_TRANSACT_ITEMS, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::{MemberChange, apply_patch};
-use provisync_scim::resource::{check_immutable, normalize};
+use provisync_scim::resource::check_immutable;
 use serde_json::{Value, json};
 
 impl Directory {
@@ -38,10 +38,7 @@ impl Directory {
         ctx: &WriteContext,
     ) -> Result<Saved, DirectoryError> {
         let view = self.schemas.view(kind);
-        let mut incoming = normalize(&view, body)?;
-        let password = take_password(&mut incoming);
-        let members = take_members(kind, &mut incoming)?;
-        check_key_lengths(kind, &incoming)?;
+        let (incoming, password, members) = prepare_body(&self.schemas, kind, body).await?;
         self.check_members_exist(&members).await?;
         for attempt in 0.. {
             let current = self.load(kind, id).await?;
@@ -80,14 +77,24 @@ impl Directory {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<Saved, DirectoryError> {
-        let view = self.schemas.view(kind);
         for attempt in 0.. {
             let current = self.load(kind, id).await?;
             check_if_match(if_match, current.version)?;
-            let plan = apply_patch(&view, &current.resource, body)?;
-            let mut resource = plan.resource;
-            let password = take_password(&mut resource);
-            check_key_lengths(kind, &resource)?;
+            let (resource, password, plan) = {
+                let schemas = self.schemas.clone();
+                let stored = current.resource.clone();
+                let body = body.clone();
+                // Off the reactor: a PATCH may carry a thousand operations.
+                crate::cpu::run(move || -> Result<_, DirectoryError> {
+                    let mut plan = apply_patch(&schemas.view(kind), &stored, &body)?;
+                    let mut resource = std::mem::take(&mut plan.resource);
+                    let password = take_password(&mut resource);
+                    check_key_lengths(kind, &resource)?;
+                    Ok((resource, password, plan))
+                })
+                .await
+                .map_err(|e| DirectoryError::Internal(e.to_string()))??
+            };
             for change in &plan.member_changes {
                 if let MemberChange::Add(m) | MemberChange::Replace(m) = change {
                     self.check_members_exist(m).await?;
@@ -180,18 +187,31 @@ impl Directory {
             writes.push(w.clone());
             roles.push(WriteRole::Other);
         }
+        let failed_precondition = || {
+            if precondition {
+                Some(DirectoryError::VersionConflict)
+            } else {
+                None
+            }
+        };
+        // Room beside the resource's own writes and the outbox item.
         let room = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
         let mut member_writes: Vec<Write> = adds
             .iter()
             .map(|m| Write::put(member_item(&id, m)))
             .chain(removes.iter().map(|m| Write::delete(member_key(&id, m))))
             .collect();
-        let later = if member_writes.len() > room {
-            member_writes.split_off(room)
-        } else {
-            vec![]
-        };
-        let mut events = Vec::new();
+        if member_writes.len() > room {
+            // More membership changes than one transaction holds: the surplus goes first,
+            // in transactions of its own, each conditioned on the resource still being at
+            // the version read and carrying the change event of what it changes. A
+            // failure or a concurrent write at any point leaves the resource as it was
+            // plus some memberships (each announced to the targets); the caller's retry
+            // computes the difference again from there and finishes the job.
+            let surplus: Vec<Write> = member_writes.drain(..member_writes.len() - room).collect();
+            self.write_members_guarded(kind, current, surplus, failed_precondition, &ctx.origin())
+                .await?;
+        }
         let event = self.event_for(
             kind,
             &id,
@@ -207,29 +227,9 @@ impl Directory {
             writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
             roles.push(WriteRole::Other);
         }
-        let failed_precondition = if precondition {
-            Some(DirectoryError::VersionConflict)
-        } else {
-            None
-        };
-        self.commit(kind, writes, &roles, failed_precondition)
+        self.commit(kind, writes, &roles, failed_precondition())
             .await?;
-        events.extend(event);
-        for chunk in later.chunks(MAX_TRANSACT_ITEMS - 1) {
-            let event = self.event_for(
-                kind,
-                &id,
-                ChangeOp::Update,
-                (&resource, version),
-                chunk,
-                None,
-                &ctx.origin(),
-            );
-            self.transact_with_event(chunk.to_vec(), event.as_ref())
-                .await?;
-            events.extend(event);
-        }
-        self.publish(&events).await;
+        self.publish(&event.into_iter().collect::<Vec<_>>()).await;
         Ok(Stored { resource, version })
     }
 }

@@ -73,6 +73,9 @@ pub enum AuditStatus {
     Delivered,
     /// Nothing to do (out of scope, unchanged, operation disabled, echo).
     Skipped,
+    /// Not applied: older than the version the target holds, or about a resource deleted
+    /// in the hub since (`skipped_stale`).
+    SkippedStale,
     /// Failed for now; will be retried.
     Retry,
     /// Failed (a test that did not pass, an error of the hub).

@@ -27,9 +27,10 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
 use crate::connector::ConnectorFactory;
+use crate::connector::http::scrub_secret;
 use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
-use crate::directory::Directory;
+use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::sync::envelope::envelope_for;
 use crate::target::{
@@ -45,6 +46,9 @@ pub enum DeliveryOutcome {
     Linked,
     /// Nothing to do: unchanged, out of scope and not linked, operation not enabled.
     Skipped(&'static str),
+    /// Older than what the target holds (or the resource is deleted in the hub since):
+    /// not applied.
+    Stale(&'static str),
     /// Refused by the target: final.
     Refused(String),
 }
@@ -66,9 +70,9 @@ type CachedConnector = (TargetConfig, Arc<dyn Connector>);
 
 pub struct Deliverer {
     targets: Targets,
-    links: Links,
+    pub(super) links: Links,
     /// Reads memberships (the groups a user is in), from the links' store.
-    directory: Directory,
+    pub(super) directory: Directory,
     audit: Audit,
     schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
@@ -155,6 +159,8 @@ impl Deliverer {
                 after: None,
                 detail: format!("targets: {e}"),
             })?;
+        let gone = self.gone_from_hub(event).await?;
+        let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
         for t in targets.iter() {
             let wanted = if event.only_targets.is_empty() {
@@ -189,20 +195,38 @@ impl Deliverer {
                     .clone();
                 sem.acquire_owned().await
             };
-            let result = self.deliver_to(event, t).await;
+            let result = if gone {
+                Ok((
+                    DeliveryOutcome::Stale("the resource was deleted in the hub since"),
+                    LinkChange::Keep,
+                ))
+            } else {
+                self.deliver_to(event, t).await
+            };
             drop(permit);
             let ms = started.elapsed().as_millis() as u64;
+            // A target may echo the user's password in its error text: it never reaches
+            // the audit log or the logs (the target's own credentials are scrubbed by its
+            // connector).
+            let scrub = |detail: String| match password.as_deref() {
+                Some(p) => scrub_secret(&detail, p),
+                None => detail,
+            };
             let entry = |op: AuditOp, status: AuditStatus, detail: String| {
                 AuditEntry::new(t.id.clone(), op, status)
                     .resource(event.subject(), &event.resource_id)
                     .event(&event.id)
-                    .detail(detail)
+                    .detail(scrub(detail))
                     .latency_ms(ms)
             };
             // (the audit entry, and the receipt with the link change when the event is done
             // with this target: committed together)
             let (audit, receipt) = match result {
-                Ok((outcome, link)) => {
+                Ok((outcome, mut link)) => {
+                    // The link remembers the newest version the target holds.
+                    if let LinkChange::Put(l) = &mut link {
+                        l.version = l.version.max(event.version);
+                    }
                     let e = match outcome {
                         DeliveryOutcome::Delivered(op) => {
                             entry(op, AuditStatus::Delivered, String::new())
@@ -215,6 +239,11 @@ impl Deliverer {
                         DeliveryOutcome::Skipped(why) => {
                             entry(default_op(event), AuditStatus::Skipped, why.into())
                         }
+                        DeliveryOutcome::Stale(why) => entry(
+                            default_op(event),
+                            AuditStatus::SkippedStale,
+                            format!("version {}: {why}", event.version),
+                        ),
                         DeliveryOutcome::Refused(why) => {
                             entry(default_op(event), AuditStatus::Refused, why)
                         }
@@ -234,6 +263,7 @@ impl Deliverer {
                     } else {
                         AuditStatus::Retry
                     };
+                    let detail = scrub(detail);
                     let e = entry(op, status, detail.clone());
                     retry = Some(match retry {
                         Some(DeliveryError::Retry { after, detail: d }) => DeliveryError::Retry {
@@ -301,6 +331,27 @@ impl Deliverer {
         match retry {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Is this a change (not the delete) of a SCIM resource the hub no longer holds? Then
+    /// it is older than the delete that followed it: applying it would bring the resource
+    /// back on a target after (or before) its deletion there.
+    async fn gone_from_hub(&self, event: &ChangeEvent) -> Result<bool, DeliveryError> {
+        if event.record.is_some() || event.op == ChangeOp::Delete {
+            return Ok(false);
+        }
+        match self
+            .directory
+            .load(event.resource_type, &event.resource_id)
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(DirectoryError::NotFound { .. }) => Ok(true),
+            Err(e) => Err(DeliveryError::Retry {
+                after: None,
+                detail: format!("hub store: {e}"),
+            }),
         }
     }
 
@@ -379,6 +430,12 @@ impl Deliverer {
             .get(&t.id, kind, &event.resource_id)
             .await
             .map_err(|e| (AuditOp::Update, retryable(e)))?;
+        if is_stale(event, link.as_ref()) {
+            return Ok((
+                DeliveryOutcome::Stale("older than the version the target holds"),
+                LinkChange::Keep,
+            ));
+        }
         let resource = event.resource.as_ref();
         let leaving =
             event.op == ChangeOp::Delete || resource.is_none_or(|r| !self.in_scope(t, kind, r));
@@ -692,6 +749,15 @@ impl Deliverer {
                 LinkChange::Remove(kind, event.resource_id.clone()),
             ));
         }
+        if let Some(l) = link.as_ref().filter(|l| is_stale(event, Some(l))) {
+            // The group's attributes are older than the target's; the members it names
+            // are still brought to the hub's current state.
+            let outcome = match self.sync_members(event, t, c, &l.target_id).await? {
+                Some(op) => DeliveryOutcome::Delivered(op),
+                None => DeliveryOutcome::Stale("older than the version the target holds"),
+            };
+            return Ok((outcome, LinkChange::Keep));
+        }
         let Some(resource) = event.resource.as_ref() else {
             return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
         };
@@ -757,43 +823,15 @@ impl Deliverer {
                 )
             }
         };
-        // Memberships: only members that exist on this target (linked users) are sent.
-        let translate = async |ids: &[String]| -> Result<Vec<String>, (AuditOp, ConnectorError)> {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let mut found = None;
-                for k in [ResourceKind::User, ResourceKind::Group] {
-                    if let Some(l) = self
-                        .links
-                        .get(&t.id, k, id)
-                        .await
-                        .map_err(|e| (AuditOp::AddMembers, retryable(e)))?
-                    {
-                        found = Some(l.target_id);
-                        break;
-                    }
-                }
-                out.extend(found);
-            }
-            Ok(out)
-        };
-        let added = translate(&event.members_added).await?;
-        if !added.is_empty() {
-            c.add_members(&target_id, &added)
-                .await
-                .map_err(|e| (AuditOp::AddMembers, e))?;
-            if op == AuditOp::Update {
-                op = AuditOp::AddMembers;
-            }
-        }
-        let removed = translate(&event.members_removed).await?;
-        if !removed.is_empty() {
-            c.remove_members(&target_id, &removed)
-                .await
-                .map_err(|e| (AuditOp::RemoveMembers, e))?;
-            if op == AuditOp::Update {
-                op = AuditOp::RemoveMembers;
-            }
+        // Memberships: only members that exist on this target (linked users) are sent; a
+        // group new there takes all its members.
+        if op == AuditOp::Create {
+            self.send_all_members(&event.resource_id, t, c, &target_id)
+                .await?;
+        } else if let Some(done) = self.sync_members(event, t, c, &target_id).await?
+            && op == AuditOp::Update
+        {
+            op = done;
         }
         new_link.target_id = target_id;
         Ok((
@@ -833,6 +871,7 @@ impl Deliverer {
             hash,
             delivered,
             disabled,
+            version: 0,
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
     }
@@ -875,7 +914,13 @@ fn concerns(event: &ChangeEvent, t: &TargetConfig) -> bool {
     }
 }
 
-fn retryable(e: impl std::fmt::Display) -> ConnectorError {
+/// An update older than the version the target holds (per its link). A delete is never
+/// stale: it is the resource's last version.
+fn is_stale(event: &ChangeEvent, link: Option<&Link>) -> bool {
+    event.op != ChangeOp::Delete && link.is_some_and(|l| l.version > event.version)
+}
+
+pub(super) fn retryable(e: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Retryable {
         status: None,
         retry_after: None,

@@ -35,6 +35,10 @@ pub struct Link {
     #[serde(default)]
     pub disabled: bool,
     pub at: String,
+    /// The hub version of the newest change delivered (`ChangeEvent::version`): an event
+    /// older than it is stale and skipped. 0 in links written before versions were kept.
+    #[serde(default)]
+    pub version: u64,
 }
 
 fn link_key(target: &str, kind: ResourceKind, hub_id: &str) -> Key {

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod consumer;
 pub mod deliver;
+mod deliver_members;
 pub mod envelope;
 pub mod inbound;
 pub mod link;

@@ -38,6 +38,9 @@ pub struct CycleReport {
     pub outbox_resent: usize,
     /// `false` when the sweep ran out of time and left records for the next cycle.
     pub outbox_complete: bool,
+    /// Outbox records the queue refuses for good (too large): skipped and left in place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbox_unsendable: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +189,13 @@ pub async fn run_sync_cycle(
         Ok(Ok(sweep)) => {
             report.outbox_resent = sweep.sent;
             report.outbox_complete = sweep.complete;
+            if !sweep.unsendable.is_empty() {
+                tracing::error!(
+                    events = ?sweep.unsendable,
+                    "outbox records the queue refuses (too large): skipped"
+                );
+            }
+            report.outbox_unsendable = sweep.unsendable;
             if !sweep.complete {
                 tracing::warn!(
                     resent = sweep.sent,

@@ -100,6 +100,7 @@ pub(super) fn cycle_report(r: &CycleReport) -> wire::CycleReport {
         dead_letters: r.dead_letters,
         outbox_resent: r.outbox_resent,
         outbox_complete: r.outbox_complete,
+        outbox_unsendable: r.outbox_unsendable.clone(),
     }
 }
 
@@ -184,6 +185,7 @@ mod tests {
             dead_letters: 2,
             outbox_resent: 3,
             outbox_complete: false,
+            outbox_unsendable: vec!["e1".into()],
         };
         same_bytes(&cycle, &cycle_report(&cycle));
         same_bytes(

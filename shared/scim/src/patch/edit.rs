@@ -1,10 +1,13 @@
 //! add / replace / remove on the values of one attribute (RFC 7644 §3.5.2.1-3), with and
 //! without a value filter.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::error::ScimError;
 use crate::filter::{CompValue, CompareOp, Filter};
+use crate::limits::{ValueIndex, max_values, too_many_values};
 use crate::resource::{Mode, coerce, coerce_single, is_assigned, remove_ci};
 use crate::schema::{AttrPath, Attribute, Mutability};
 
@@ -49,6 +52,7 @@ fn clear_primary_except(items: &mut [Value], winners: &[usize]) {
     {
         return;
     }
+    let winners: HashSet<usize> = winners.iter().copied().collect();
     for (i, item) in items.iter_mut().enumerate() {
         if !winners.contains(&i)
             && is_primary(item)
@@ -89,15 +93,21 @@ pub(super) fn set_plain(
                 }
                 // RFC 7644 §3.5.2.1: add appends; identical values are not duplicated.
                 let mut items = take_array(c, &attr.name);
+                let mut index = ValueIndex::of(&items);
                 let mut winners = Vec::new();
                 for item in new_items {
-                    match items.iter().position(|e| e == &item) {
+                    match index.find(&items, &item) {
                         Some(i) => winners.push(i),
                         None => {
+                            index.insert(&item, items.len());
                             items.push(item);
                             winners.push(items.len() - 1);
                         }
                     }
+                }
+                let cap = max_values(&attr.name);
+                if items.len() > cap {
+                    return Err(too_many_values(label, items.len(), cap));
                 }
                 clear_primary_except(&mut items, &winners);
                 put_array(c, &attr.name, items);
@@ -193,6 +203,7 @@ pub(super) fn set_filtered(
         None => match coerce_single(attr, value, label, Mode::Client)? {
             None => {
                 if kind == OpKind::Replace {
+                    let matched: HashSet<usize> = matched.iter().copied().collect();
                     let mut i = 0;
                     items.retain(|_| {
                         let keep = !matched.contains(&i);
@@ -308,11 +319,20 @@ pub(super) fn remove(
                 Some(other) => vec![other],
                 None => Vec::new(),
             };
+            let given_index = ValueIndex::of(&given);
+            let given_values: Vec<Value> = given
+                .iter()
+                .filter_map(|g| g.get("value"))
+                .cloned()
+                .collect();
+            let values_index = ValueIndex::of(&given_values);
             let mut items = take_array(c, &attr.name);
             items.retain(|e| {
-                !given.iter().any(|g| {
-                    g == e || (g.get("value").is_some() && g.get("value") == e.get("value"))
-                })
+                let same = given_index.find(&given, e).is_some();
+                let same_value = e
+                    .get("value")
+                    .is_some_and(|v| values_index.find(&given_values, v).is_some());
+                !(same || same_value)
             });
             put_array(c, &attr.name, items);
         }

@@ -1,9 +1,12 @@
 //! Operations on a group's `members`, which become [`MemberChange`]s instead of JSON edits.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use crate::error::ScimError;
 use crate::filter::{CompValue, CompareOp, Filter};
+use crate::limits::{MAX_MEMBERS_PER_REQUEST, too_many_members};
 use crate::resource::{get_ci, is_assigned};
 use crate::schema::Attribute;
 
@@ -37,7 +40,11 @@ fn member_refs(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
         Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
+    if items.len() > MAX_MEMBERS_PER_REQUEST {
+        return Err(too_many_members(items.len()));
+    }
     let mut out: Vec<MemberRef> = Vec::with_capacity(items.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
     for item in items {
         let Some(m) = item.as_object() else {
             return Err(ScimError::invalid_value(
@@ -57,7 +64,7 @@ fn member_refs(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(ScimError::invalid_value("members.type must be a string")),
         };
-        if !out.iter().any(|r| r.value == id) {
+        if seen.insert(id.clone()) {
             out.push(MemberRef { value: id, kind });
         }
     }

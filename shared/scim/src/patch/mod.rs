@@ -40,6 +40,9 @@
 //!   a new element with `primary: true` clears `primary` on the others (RFC 7644 §3.5.2).
 //! - Unknown attributes: 400 `invalidPath` in a `path`, ignored inside a path-less value
 //!   (like unknown attributes in a POST body).
+//! - Limits ([`crate::limits`]): at most 1,000 operations, 10,000 members named by all of
+//!   them together, 1,000 values in a multi-valued attribute after any operation: 400
+//!   `invalidValue` naming the cap.
 
 mod apply;
 mod edit;
@@ -53,6 +56,7 @@ use serde_json::Value;
 
 use crate::error::ScimError;
 use crate::filter::Filter;
+use crate::limits::{MAX_MEMBERS_PER_REQUEST, too_many_members};
 use crate::resource::{Mode, check_immutable, finish, ingest, remove_ci};
 use crate::schema::{ResourceKind, ResourceSchema};
 
@@ -80,6 +84,17 @@ pub enum MemberChange {
     RemoveAll,
     /// `replace members`: the new complete list.
     Replace(Vec<MemberRef>),
+}
+
+impl MemberChange {
+    /// How many members the change names.
+    pub fn size(&self) -> usize {
+        match self {
+            MemberChange::Add(m) | MemberChange::Replace(m) => m.len(),
+            MemberChange::Remove(ids) => ids.len(),
+            MemberChange::RemoveWhere(_) | MemberChange::RemoveAll => 0,
+        }
+    }
 }
 
 /// The outcome of a PATCH request.
@@ -110,6 +125,12 @@ pub fn apply_patch(
     };
     for op in &ops {
         ctx.apply(op)?;
+    }
+    // The members all the operations name together (each operation's own list is capped
+    // as it is read).
+    let named: usize = ctx.changes.iter().map(MemberChange::size).sum();
+    if named > MAX_MEMBERS_PER_REQUEST {
+        return Err(too_many_members(named));
     }
     let Ctx {
         mut doc, changes, ..

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use crate::error::ScimError;
 use crate::filter::Filter;
+use crate::limits::MAX_PATCH_OPERATIONS;
 use crate::resource::get_ci;
 use crate::schema::{AttrPath, PATCH_OP};
 
@@ -44,6 +45,12 @@ pub(super) fn parse_body(body: &Value) -> Result<Vec<Op<'_>>, ScimError> {
             ));
         }
     };
+    if ops.len() > MAX_PATCH_OPERATIONS {
+        return Err(ScimError::invalid_value(format!(
+            "{} operations in one PATCH request; at most {MAX_PATCH_OPERATIONS} are accepted",
+            ops.len()
+        )));
+    }
     ops.iter()
         .enumerate()
         .map(|(i, op)| {

@@ -111,6 +111,7 @@ impl Reconciler {
                     delivered: project(group, &shape),
                     disabled: false,
                     at: now,
+                    version: link.as_ref().map_or(0, |l| l.version),
                 });
             } else if link.is_none() {
                 // Matched a group the hub had not linked: link it as is.
@@ -123,6 +124,7 @@ impl Reconciler {
                     delivered: mapped.clone(),
                     disabled: false,
                     at: now,
+                    version: link.as_ref().map_or(0, |l| l.version),
                 });
             }
             let mut changed = attrs_differ;

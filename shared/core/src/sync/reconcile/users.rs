@@ -103,6 +103,7 @@ impl Reconciler {
                             delivered: mapped,
                             disabled: false,
                             at: now,
+                            version: link.as_ref().map_or(0, |l| l.version),
                         });
                     }
                 }
@@ -123,6 +124,7 @@ impl Reconciler {
                         delivered: previous,
                         disabled: false,
                         at: now,
+                        version: link.as_ref().map_or(0, |l| l.version),
                     });
                     match verdict {
                         Verdict::Leave(OutOfScope::Delete) => counts.deleted += 1,

@@ -1,0 +1,127 @@
+//! Group memberships on a target, as the hub holds them now.
+//!
+//! Membership changes travel as deltas in change events, and events of one group can
+//! reach the engine out of order (concurrent requests publish after their own commits;
+//! the outbox sweep and a dead-letter redrive resend old events). Applying a delta as it
+//! is would let an old "add" undo a newer "remove". So an event only says *which* members
+//! to look at: for each, the hub's current membership decides whether the target gets an
+//! add or a remove. Any order of delivery then ends in the hub's state.
+
+use std::collections::HashSet;
+
+use super::audit::AuditOp;
+use super::deliver::{Deliverer, retryable};
+use crate::connector::{Connector, ConnectorError};
+use crate::event::ChangeEvent;
+use crate::target::TargetConfig;
+use provisync_scim::ResourceKind;
+
+/// Members sent to a target per call when a whole group is sent.
+const MEMBERS_PER_CALL: usize = 100;
+
+type Failure = (AuditOp, ConnectorError);
+
+impl Deliverer {
+    /// Brings the members an event names to the hub's current state on the target group
+    /// `target_group`. Returns what was done (`None`: nothing to send).
+    pub(super) async fn sync_members(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        target_group: &str,
+    ) -> Result<Option<AuditOp>, Failure> {
+        let mut seen = HashSet::new();
+        let touched: Vec<String> = event
+            .members_added
+            .iter()
+            .chain(&event.members_removed)
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect();
+        if touched.is_empty() {
+            return Ok(None);
+        }
+        let present = self
+            .directory
+            .members_present(&event.resource_id, &touched)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
+        let (now_in, now_out): (Vec<String>, Vec<String>) =
+            touched.into_iter().partition(|id| present.contains(id));
+        let mut done = None;
+        let added = self.on_target(t, &now_in).await?;
+        if !added.is_empty() {
+            c.add_members(target_group, &added)
+                .await
+                .map_err(|e| (AuditOp::AddMembers, e))?;
+            done = Some(AuditOp::AddMembers);
+        }
+        let removed = self.on_target(t, &now_out).await?;
+        if !removed.is_empty() {
+            c.remove_members(target_group, &removed)
+                .await
+                .map_err(|e| (AuditOp::RemoveMembers, e))?;
+            done = done.or(Some(AuditOp::RemoveMembers));
+        }
+        Ok(done)
+    }
+
+    /// A group just created (or linked) on the target takes every member the hub has
+    /// for it that is on the target: a group created with more members than one change
+    /// event names gets them all.
+    pub(super) async fn send_all_members(
+        &self,
+        group_id: &str,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        target_group: &str,
+    ) -> Result<(), Failure> {
+        let ids: Vec<String> = self
+            .directory
+            .members_of(group_id)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e)))?
+            .into_iter()
+            .map(|m| m.value)
+            .collect();
+        for chunk in ids.chunks(MEMBERS_PER_CALL) {
+            let on_target = self.on_target(t, chunk).await?;
+            if !on_target.is_empty() {
+                c.add_members(target_group, &on_target)
+                    .await
+                    .map_err(|e| (AuditOp::AddMembers, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The target ids of hub members that exist on the target (linked users or groups),
+    /// in the order given; the others are left out. Batched reads.
+    async fn on_target(&self, t: &TargetConfig, ids: &[String]) -> Result<Vec<String>, Failure> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let store_failure = |e| (AuditOp::AddMembers, retryable(e));
+        let users = self
+            .links
+            .get_many(&t.id, ResourceKind::User, ids)
+            .await
+            .map_err(store_failure)?;
+        let rest: Vec<String> = ids
+            .iter()
+            .filter(|id| !users.contains_key(*id))
+            .cloned()
+            .collect();
+        let groups = self
+            .links
+            .get_many(&t.id, ResourceKind::Group, &rest)
+            .await
+            .map_err(store_failure)?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| users.get(id).or_else(|| groups.get(id)))
+            .map(|l| l.target_id.clone())
+            .collect())
+    }
+}
