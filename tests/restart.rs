@@ -97,6 +97,8 @@ impl Serve {
                 .env("PROVISYNC_SCIM_TOKEN", TOKEN)
                 .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
                 .env("PROVISYNC_BACKEND", "embedded")
+                // The peers are on loopback (serve's default too, but said here).
+                .env("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("log file"))

@@ -67,6 +67,15 @@ impl Drop for Delivery {
 /// Dead-letter threshold of the test queue.
 pub const TEST_MAX_RECEIVES: u32 = 4;
 
+/// The tests' peers (`scim2-server`, the vendor fakes, moto, the sites) listen on
+/// loopback: the harness opts in to calling loopback addresses, as an operator does with
+/// `PROVISYNC_ALLOW_PRIVATE_TARGETS=loopback` (the process policy; without it every
+/// loopback target is refused, see `provisync_core::net`).
+pub fn allow_loopback_peers() {
+    use provisync_core::net::{PrivateTargets, UrlPolicy, set_process_policy};
+    set_process_policy(UrlPolicy::new(PrivateTargets::Loopback));
+}
+
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -170,6 +179,7 @@ impl Hub {
         connectors: ConnectorFactory,
         customize: impl FnOnce(&mut AppState),
     ) -> Hub {
+        allow_loopback_peers();
         let queue: Arc<dyn Queue> = Arc::new(StoreQueue::new(
             store.clone(),
             "deliver",

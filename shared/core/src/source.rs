@@ -315,6 +315,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem_without_the_secret() {
+        crate::net::allow_loopback_peers();
         let no_secret = source(json!({"id": "a"}));
         let err = no_secret.validate().unwrap_err();
         assert!(err.to_string().contains("secret"));
