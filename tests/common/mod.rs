@@ -4,6 +4,7 @@
 pub mod apigw;
 pub mod crowd;
 pub mod graph;
+pub mod kinds;
 pub mod load;
 pub mod okta;
 pub mod peers;
