@@ -432,3 +432,6 @@ impl<T: Definition> Definitions<T> {
         Ok(def)
     }
 }
+
+#[cfg(test)]
+mod tests;
