@@ -264,10 +264,14 @@ on_every_backend!(
         // Unknown endpoints and methods answer JSON too.
         assert_admin_error(&hub.admin(Method::GET, "/nope", None).await, 404, "no such");
         assert_admin_error(
-            &hub.admin(Method::PATCH, "/targets/a", None).await,
+            &hub.admin(Method::POST, "/targets/a", None).await,
             405,
             "not allowed",
         );
+        // PATCH takes a JSON merge patch only (RFC 7396), and says so.
+        let r = hub.admin(Method::PATCH, "/targets/a", None).await;
+        assert_admin_error(&r, 415, "merge-patch");
+        assert_eq!(r.header("accept-patch"), Some("application/merge-patch+json"));
     }
 );
 

@@ -41,6 +41,20 @@ fn is_primary(v: &Value) -> bool {
     v.get("primary") == Some(&Value::Bool(true))
 }
 
+/// Two elements of a multi-valued attribute hold the same value: equal but for `primary`.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let others = |m: &Map<String, Value>| m.iter().filter(|(k, _)| *k != "primary").count();
+            others(x) == others(y)
+                && x.iter()
+                    .filter(|(k, _)| *k != "primary")
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
+}
+
 /// RFC 7644 §3.5.2: when an element is made primary, the others stop being primary.
 fn clear_primary_except(items: &mut [Value], winners: &[usize]) {
     if !winners
@@ -87,12 +101,22 @@ pub(super) fn set_plain(
                     put_array(c, &attr.name, new_items);
                     return Ok(());
                 }
-                // RFC 7644 §3.5.2.1: add appends; identical values are not duplicated.
+                // RFC 7644 §3.5.2.1: add appends; a value already there is not duplicated.
+                // `primary` is a flag of an element, not part of its value: re-adding an
+                // element as primary makes the one there primary (so a retried request
+                // changes nothing more).
                 let mut items = take_array(c, &attr.name);
                 let mut winners = Vec::new();
                 for item in new_items {
-                    match items.iter().position(|e| e == &item) {
-                        Some(i) => winners.push(i),
+                    match items.iter().position(|e| same_value(e, &item)) {
+                        Some(i) => {
+                            if is_primary(&item)
+                                && let Value::Object(m) = &mut items[i]
+                            {
+                                m.insert("primary".into(), Value::Bool(true));
+                            }
+                            winners.push(i);
+                        }
                         None => {
                             items.push(item);
                             winners.push(items.len() - 1);
