@@ -22,11 +22,14 @@ fn target(base: &str, token: &str, style: UpdateStyle) -> ScimTarget {
 }
 
 fn connector(base: &str, token: &str, style: UpdateStyle) -> ScimConnector {
+    // Every peer of these tests is on loopback.
+    provisync_tests::allow_loopback_peers();
     ScimConnector::new(&target(base, token, style)).expect("connector")
 }
 
 /// A connector with short timeouts, for the fault tests.
 fn fast_connector(base: &str, token: &str) -> ScimConnector {
+    provisync_tests::allow_loopback_peers();
     let http = HttpClient::new(HttpPolicy {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_millis(500),
