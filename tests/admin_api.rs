@@ -271,7 +271,10 @@ on_every_backend!(
         // PATCH takes a JSON merge patch only (RFC 7396), and says so.
         let r = hub.admin(Method::PATCH, "/targets/a", None).await;
         assert_admin_error(&r, 415, "merge-patch");
-        assert_eq!(r.header("accept-patch"), Some("application/merge-patch+json"));
+        assert_eq!(
+            r.header("accept-patch"),
+            Some("application/merge-patch+json")
+        );
     }
 );
 

@@ -16,34 +16,9 @@ use std::time::{Duration, Instant};
 use provisync_tests::graph::{FakeGraph, TENANT};
 use provisync_tests::kinds::{EveryKind, SITE_SECRET};
 use provisync_tests::okta::FakeOkta;
+use provisync_tests::serve::provisync_bin;
 use provisync_tests::{ADMIN_TOKEN, TOKEN, USER_SCHEMA};
 use serde_json::{Value, json};
-
-fn provisync_bin() -> Option<PathBuf> {
-    let name = format!("provisync{}", std::env::consts::EXE_SUFFIX);
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
-    {
-        candidates.push(profile_dir.join(&name));
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join(&name));
-    }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Some(found.clone());
-    }
-    let msg = format!(
-        "the provisync binary is not built (looked at {candidates:?}): run \
-         `cargo build -p provisync-cli --bin provisync` first"
-    );
-    assert!(
-        std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
-        "{msg}"
-    );
-    eprintln!("skipped: {msg}");
-    None
-}
 
 /// `provisync serve` on a free port with its own data folder; killed on drop.
 struct Serve {
@@ -63,7 +38,12 @@ impl Drop for Serve {
 impl Serve {
     async fn start(bin: &Path, name: &str) -> Serve {
         // The peers are on loopback (serve's default too, but said here).
-        Self::start_with(bin, name, &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")]).await
+        Self::start_with(
+            bin,
+            name,
+            &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")],
+        )
+        .await
     }
 
     /// `provisync serve` with `env` added to the test's own.
@@ -493,7 +473,9 @@ async fn serve_url_rules() {
         &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "none")],
     )
     .await;
-    let (s, body) = strict.put("/targets/t", &def("http://127.0.0.1:9001/")).await;
+    let (s, body) = strict
+        .put("/targets/t", &def("http://127.0.0.1:9001/"))
+        .await;
     assert_eq!(s, 400, "{body}");
     assert!(
         body["error"]
@@ -509,7 +491,9 @@ async fn serve_url_rules() {
     .await;
     let (s, body) = private.put("/targets/t", &def("http://10.0.0.1/")).await;
     assert_eq!(s, 201, "{body}");
-    let (s, body) = private.put("/targets/t", &def("https://169.254.169.254/")).await;
+    let (s, body) = private
+        .put("/targets/t", &def("https://169.254.169.254/"))
+        .await;
     assert_eq!(s, 400, "{body}");
 
     let out = Command::new(&bin)
@@ -521,5 +505,8 @@ async fn serve_url_rules() {
         .expect("run serve");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("PROVISYNC_ALLOW_PRIVATE_TARGETS must be"), "{err}");
+    assert!(
+        err.contains("PROVISYNC_ALLOW_PRIVATE_TARGETS must be"),
+        "{err}"
+    );
 }

@@ -67,7 +67,9 @@ on_every_backend!(every_kind_keeps_its_secret, |hub: Hub| async move {
         authenticates(&hub, id, "as created").await;
 
         // GET -> PUT of the very same document.
-        let shown = hub.admin(Method::GET, &format!("/targets/{id}"), None).await;
+        let shown = hub
+            .admin(Method::GET, &format!("/targets/{id}"), None)
+            .await;
         no_secret_in(&shown, &peers);
         if id != "cognito" {
             assert_eq!(secret_shown(id, &shown.body), "***", "{id}: {}", shown.text);
@@ -99,7 +101,9 @@ on_every_backend!(every_kind_keeps_its_secret, |hub: Hub| async move {
         .await;
         assert_eq!(r.status, 200, "{id}: {}", r.text);
         no_secret_in(&r, &peers);
-        let after = hub.admin(Method::GET, &format!("/targets/{id}"), None).await;
+        let after = hub
+            .admin(Method::GET, &format!("/targets/{id}"), None)
+            .await;
         assert_eq!(after.body["scope_filter"], "active eq true", "{id}");
         let mut expected = shown.body.clone();
         expected["scope_filter"] = json!("active eq true");
@@ -116,7 +120,9 @@ on_every_backend!(every_kind_keeps_its_secret, |hub: Hub| async move {
             assert_eq!(r.status, 400, "{id}: {}", r.text);
             assert!(r.text.contains("a new target has none"), "{id}: {}", r.text);
             assert!(r.body["field"].as_str().is_some(), "{id}: {}", r.text);
-            let r = hub.admin(Method::GET, &format!("/targets/{id}-new"), None).await;
+            let r = hub
+                .admin(Method::GET, &format!("/targets/{id}-new"), None)
+                .await;
             assert_eq!(r.status, 404, "{id}: nothing stored: {}", r.text);
         }
     }
@@ -137,11 +143,16 @@ on_every_backend!(every_kind_keeps_its_secret, |hub: Hub| async move {
     let got = peers.site.received();
     assert_eq!(got.len(), 1, "the site received the user");
     assert_eq!(got[0].envelope["data"]["userName"], "kept@example.org");
-    assert_eq!(peers.site.bad_signatures(), 0, "signed with the kept secret");
+    assert_eq!(
+        peers.site.bad_signatures(),
+        0,
+        "signed with the kept secret"
+    );
 });
 
 on_every_backend!(kept_secrets_never_follow_a_new_url, |hub: Hub| async move {
-    let def = json!({"kind": "okta", "base_url": "https://dev-1.okta.com", "token": "okta-token-1"});
+    let def =
+        json!({"kind": "okta", "base_url": "https://dev-1.okta.com", "token": "okta-token-1"});
     let r = hub.admin(Method::PUT, "/targets/okta", Some(&def)).await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Another origin with the stored token: refused, whether by PUT or by PATCH.
@@ -150,10 +161,20 @@ on_every_backend!(kept_secrets_never_follow_a_new_url, |hub: Hub| async move {
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["field"], "token", "{}", r.text);
     assert!(r.text.contains("give the secret again"), "{}", r.text);
-    let r = merge_patch(&hub, "/targets/okta", &json!({"base_url": "https://evil.example"})).await;
+    let r = merge_patch(
+        &hub,
+        "/targets/okta",
+        &json!({"base_url": "https://evil.example"}),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text);
     // A new path on the same origin keeps it; a new origin with a new token is fine.
-    let r = merge_patch(&hub, "/targets/okta", &json!({"base_url": "https://dev-1.okta.com/"})).await;
+    let r = merge_patch(
+        &hub,
+        "/targets/okta",
+        &json!({"base_url": "https://dev-1.okta.com/"}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = merge_patch(
         &hub,
@@ -167,7 +188,11 @@ on_every_backend!(kept_secrets_never_follow_a_new_url, |hub: Hub| async move {
 
     // PATCH speaks JSON merge patch only, on what exists, without changing the kind.
     let r = hub
-        .admin(Method::PATCH, "/targets/okta", Some(&json!({"enabled": false})))
+        .admin(
+            Method::PATCH,
+            "/targets/okta",
+            Some(&json!({"enabled": false})),
+        )
         .await;
     assert_eq!(r.status, 415, "{}", r.text);
     assert_eq!(r.header("accept-patch"), Some(MERGE_PATCH));
@@ -198,7 +223,12 @@ async fn webhook(hub: &Hub, source: &str, secret: &str, user_name: &str) -> u16 
     for (k, v) in signed_headers(secret, &id, &body) {
         req = req.header(k, v);
     }
-    req.body(body).send().await.expect("webhook").status().as_u16()
+    req.body(body)
+        .send()
+        .await
+        .expect("webhook")
+        .status()
+        .as_u16()
 }
 
 on_every_backend!(sources_keep_their_secrets, |hub: Hub| async move {
@@ -209,24 +239,44 @@ on_every_backend!(sources_keep_their_secrets, |hub: Hub| async move {
         "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}});
     let r = hub.admin(Method::PUT, "/sources/site", Some(&def)).await;
     assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "a@example.org").await, 202);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "a@example.org").await,
+        202
+    );
 
     // GET -> PUT of the same document (today's 400), then without the secret fields.
     let shown = hub.admin(Method::GET, "/sources/site", None).await;
     assert_eq!(shown.body["secrets"], json!(["***"]), "{}", shown.text);
-    assert_eq!(shown.body["pull"]["auth"]["bearer"], "***", "{}", shown.text);
-    let r = hub.admin(Method::PUT, "/sources/site", Some(&shown.body)).await;
+    assert_eq!(
+        shown.body["pull"]["auth"]["bearer"], "***",
+        "{}",
+        shown.text
+    );
+    let r = hub
+        .admin(Method::PUT, "/sources/site", Some(&shown.body))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "b@example.org").await, 202);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "b@example.org").await,
+        202
+    );
     let mut without = shown.body.clone();
     without.as_object_mut().unwrap().remove("secrets");
     without["pull"].as_object_mut().unwrap().remove("auth");
-    let r = hub.admin(Method::PUT, "/sources/site", Some(&without)).await;
+    let r = hub
+        .admin(Method::PUT, "/sources/site", Some(&without))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "c@example.org").await, 202);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "c@example.org").await,
+        202
+    );
     // The pull credentials still open the peer.
     let (s, b) = peer
-        .post("/Users", &json!({"schemas": [USER_SCHEMA], "userName": "pulled"}))
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": "pulled"}),
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     let r = hub
@@ -243,16 +293,25 @@ on_every_backend!(sources_keep_their_secrets, |hub: Hub| async move {
     let r = merge_patch(&hub, "/sources/site", &json!({"secrets": ["***", second]})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["secrets"], json!(["***", "***"]), "{}", r.text);
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "d@example.org").await, 202);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "d@example.org").await,
+        202
+    );
     assert_eq!(webhook(&hub, "site", second, "e@example.org").await, 202);
     // One field, secrets untouched; then the old secret dropped.
     let r = merge_patch(&hub, "/sources/site", &json!({"entity_types": ["node"]})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["entity_types"], json!(["node"]));
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "f@example.org").await, 202);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "f@example.org").await,
+        202
+    );
     let r = merge_patch(&hub, "/sources/site", &json!({"secrets": [second]})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(webhook(&hub, "site", SITE_SECRET, "g@example.org").await, 401);
+    assert_eq!(
+        webhook(&hub, "site", SITE_SECRET, "g@example.org").await,
+        401
+    );
     assert_eq!(webhook(&hub, "site", second, "h@example.org").await, 202);
 
     // The placeholder where there is nothing to keep.
@@ -260,7 +319,11 @@ on_every_backend!(sources_keep_their_secrets, |hub: Hub| async move {
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.body["field"], "secrets[1]", "{}", r.text);
     let r = hub
-        .admin(Method::PUT, "/sources/fresh", Some(&json!({"secret": "***"})))
+        .admin(
+            Method::PUT,
+            "/sources/fresh",
+            Some(&json!({"secret": "***"})),
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("a new source has none"), "{}", r.text);

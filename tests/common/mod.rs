@@ -10,6 +10,7 @@ pub mod okta;
 pub mod peers;
 pub mod proxy;
 pub mod salesforce;
+pub mod serve;
 pub mod site;
 
 use std::net::SocketAddr;

@@ -154,7 +154,8 @@ impl CognitoConnector {
             ));
         }
         if let Some(e) = &target.endpoint_url {
-            provisync_core::connector::http::check_target_url(e).map_err(|e| SetupError::Url(e.to_string()))?;
+            provisync_core::connector::http::check_target_url(e)
+                .map_err(|e| SetupError::Url(e.to_string()))?;
         }
         Ok(CognitoConnector {
             pool: target.user_pool_id.clone(),

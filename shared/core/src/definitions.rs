@@ -301,7 +301,10 @@ impl<T: Definition> Definitions<T> {
     ) -> Result<(T, bool), EditError<E>> {
         for _ in 0..EDIT_ATTEMPTS {
             let current = if T::valid_id(id) {
-                self.store.get(&T::key(id)).await.map_err(DefinitionError::from)?
+                self.store
+                    .get(&T::key(id))
+                    .await
+                    .map_err(DefinitionError::from)?
             } else {
                 None
             };
@@ -310,7 +313,9 @@ impl<T: Definition> Definitions<T> {
                 // still be replaced, as if there were none: its secrets must be given.
                 Some(item) => (
                     self.decode(item)
-                        .inspect_err(|e| tracing::warn!(error = %e, "replacing an unreadable definition"))
+                        .inspect_err(
+                            |e| tracing::warn!(error = %e, "replacing an unreadable definition"),
+                        )
                         .ok(),
                     Condition::VersionIs(item.version),
                     item.version + 1,
@@ -454,9 +459,17 @@ mod tests {
     fn merge_patch_rfc_7396_examples() {
         let cases = [
             (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
-            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
             (json!({"a": "b"}), json!({"a": null}), json!({})),
-            (json!({"a": "b", "b": "c"}), json!({"a": null}), json!({"b": "c"})),
+            (
+                json!({"a": "b", "b": "c"}),
+                json!({"a": null}),
+                json!({"b": "c"}),
+            ),
             (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
             (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
             (
@@ -464,14 +477,30 @@ mod tests {
                 json!({"a": {"b": "d", "c": null}}),
                 json!({"a": {"b": "d"}}),
             ),
-            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
             (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a": "b"}), json!(["c"]), json!(["c"])),
             (json!({"a": "foo"}), json!(null), json!(null)),
             (json!({"a": "foo"}), json!("bar"), json!("bar")),
-            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
-            (json!([1, 2]), json!({"a": "b", "c": null}), json!({"a": "b"})),
-            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
         ];
         for (original, patch, result) in cases {
             let mut doc = original.clone();
@@ -482,15 +511,21 @@ mod tests {
 
     #[test]
     fn the_placeholder_keeps_the_stored_secret_of_the_same_field() {
-        let stored = target(json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v2",
-            "auth": {"basic": {"username": "svc", "password": "pw-1"}}}));
-        let mut new = target(json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v3",
-            "auth": {"basic": {"username": "svc2", "password": "***"}}}));
+        let stored = target(
+            json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v2",
+            "auth": {"basic": {"username": "svc", "password": "pw-1"}}}),
+        );
+        let mut new = target(
+            json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v3",
+            "auth": {"basic": {"username": "svc2", "password": "***"}}}),
+        );
         keep_stored_secrets(&mut new, Some(&stored)).unwrap();
         assert_eq!(new.secrets(), ["pw-1"]);
         // A bearer where a password was stored: nothing to keep for that field.
-        let mut other = target(json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v2",
-            "auth": {"bearer": "***"}}));
+        let mut other = target(
+            json!({"id": "t", "kind": "scim", "base_url": "https://a.example/v2",
+            "auth": {"bearer": "***"}}),
+        );
         let e = keep_stored_secrets(&mut other, Some(&stored)).unwrap_err();
         assert_eq!(e.field, "auth.bearer");
         assert!(e.reason.contains("the stored target has none here"), "{e}");
@@ -507,8 +542,10 @@ mod tests {
 
     #[test]
     fn kept_secrets_stay_with_their_origin() {
-        let stored = target(json!({"id": "e", "kind": "entra", "tenant_id": "contoso.example",
-            "client_id": "c", "client_secret": "s-1"}));
+        let stored = target(
+            json!({"id": "e", "kind": "entra", "tenant_id": "contoso.example",
+            "client_id": "c", "client_secret": "s-1"}),
+        );
         let mut moved = stored.redacted();
         if let crate::target::TargetKind::Entra(e) = &mut moved.kind {
             e.login_url = Some("https://login.evil.example".into());
@@ -538,8 +575,10 @@ mod tests {
 
     #[test]
     fn absent_secret_fields_are_filled_from_the_stored_definition() {
-        let stored = target(json!({"id": "o", "kind": "okta", "base_url": "https://x.example",
-            "token": "tok"}));
+        let stored = target(
+            json!({"id": "o", "kind": "okta", "base_url": "https://x.example",
+            "token": "tok"}),
+        );
         let mut body = json!({"kind": "okta", "base_url": "https://x.example"});
         fill_absent_secrets(&mut body, &stored);
         assert_eq!(body["token"], REDACTED);
@@ -565,11 +604,16 @@ mod tests {
     async fn the_placeholder_is_never_stored_and_edits_do_not_lose_each_other() {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let targets = Targets::new(store.clone(), Arc::new(SecretBox::generate().0));
-        let t = target(json!({"id": "o", "kind": "okta", "base_url": "https://x.example",
-            "token": "tok"}));
+        let t = target(
+            json!({"id": "o", "kind": "okta", "base_url": "https://x.example",
+            "token": "tok"}),
+        );
         assert!(targets.put(&t).await.unwrap());
         let e = targets.put(&t.redacted()).await.unwrap_err();
-        assert!(matches!(e, DefinitionError::Placeholder { ref field, .. } if field == "token"), "{e}");
+        assert!(
+            matches!(e, DefinitionError::Placeholder { ref field, .. } if field == "token"),
+            "{e}"
+        );
         assert_eq!(targets.get("o").await.unwrap().unwrap().secrets(), ["tok"]);
 
         // Twenty concurrent partial edits, each adding one mapping rule: none is lost.

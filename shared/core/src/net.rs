@@ -222,16 +222,10 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
 /// The IPv4 address an IPv6 address carries, by the forms that route to it.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let low = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     let zero = |r: std::ops::Range<usize>| s[r].iter().all(|x| *x == 0);
     // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (SIIT translated), ::a.b.c.d (compatible).
-    if (zero(0..5) && s[5] == 0xffff) || (zero(0..4) && s[4] == 0xffff && s[5] == 0) || zero(0..6)
-    {
+    if (zero(0..5) && s[5] == 0xffff) || (zero(0..4) && s[4] == 0xffff && s[5] == 0) || zero(0..6) {
         return Some(low);
     }
     // NAT64: 64:ff9b::/96 (RFC 6052) and the local-use 64:ff9b:1::/48 (RFC 8215).
@@ -432,7 +426,8 @@ pub fn process_policy() -> UrlPolicy {
                 .ok()
                 .and_then(|v| PrivateTargets::parse(&v))
                 .unwrap_or_default();
-            let _ = PROCESS_POLICY.compare_exchange(0, encode(p), Ordering::AcqRel, Ordering::Acquire);
+            let _ =
+                PROCESS_POLICY.compare_exchange(0, encode(p), Ordering::AcqRel, Ordering::Acquire);
             return process_policy();
         }
     };

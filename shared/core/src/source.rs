@@ -387,9 +387,11 @@ mod tests {
 
     #[test]
     fn every_field_is_listed() {
-        let s = source(json!({"id": "a", "secrets": [SECRET], "entity_types": ["node"],
+        let s = source(
+            json!({"id": "a", "secrets": [SECRET], "entity_types": ["node"],
             "config_prefixes": ["x."], "user_sync": true, "allowed_fields": ["userName"],
-            "pull": {"kind": "scim", "base_url": "https://x.example", "auth": {"bearer": "t"}}}));
+            "pull": {"kind": "scim", "base_url": "https://x.example", "auth": {"bearer": "t"}}}),
+        );
         let v = serde_json::to_value(&s).unwrap();
         for k in v.as_object().unwrap().keys() {
             assert!(SOURCE_FIELDS.contains(&k.as_str()), "{k}");

@@ -345,9 +345,12 @@ mod tests {
                 (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Tamper::BodyByte(i, x)),
                 any::<u8>().prop_map(Tamper::BodyAppended),
                 arb_id().prop_map(Tamper::Id),
-                (-TOLERANCE_SECS..=TOLERANCE_SECS).prop_filter("moved", |d| *d != 0).prop_map(Tamper::Timestamp),
+                (-TOLERANCE_SECS..=TOLERANCE_SECS)
+                    .prop_filter("moved", |d| *d != 0)
+                    .prop_map(Tamper::Timestamp),
                 arb_key().prop_map(Tamper::Key),
-                (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, b)| Tamper::SignatureBit(i, b)),
+                (any::<prop::sample::Index>(), 0u8..8)
+                    .prop_map(|(i, b)| Tamper::SignatureBit(i, b)),
             ]
         }
 

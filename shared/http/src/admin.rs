@@ -151,7 +151,9 @@ impl From<DefinitionError> for AdminError {
                 field: Some(field.clone()),
                 message: e.to_string(),
             },
-            DefinitionError::Contended { .. } => AdminError::new(StatusCode::CONFLICT, e.to_string()),
+            DefinitionError::Contended { .. } => {
+                AdminError::new(StatusCode::CONFLICT, e.to_string())
+            }
             DefinitionError::Store(e) => AdminError::internal("definitions", e),
         }
     }

@@ -375,9 +375,16 @@ mod tests {
         fn arb_body() -> impl Strategy<Value = Vec<u8>> {
             let envelope = (
                 prop_oneof![
-                    Just("user.upsert"), Just("user.delete"), Just("group.upsert"),
-                    Just("group.delete"), Just("entity.upsert"), Just("entity.delete"),
-                    Just("config.set"), Just("config.delete"), Just("user.merge"), Just(""),
+                    Just("user.upsert"),
+                    Just("user.delete"),
+                    Just("group.upsert"),
+                    Just("group.delete"),
+                    Just("entity.upsert"),
+                    Just("entity.delete"),
+                    Just("config.set"),
+                    Just("config.delete"),
+                    Just("user.merge"),
+                    Just(""),
                 ],
                 prop_oneof![
                     Just("2025-01-16T12:00:00Z".to_string()),
@@ -388,7 +395,9 @@ mod tests {
                 arb_json(),
             )
                 .prop_map(|(t, at, data)| {
-                    json!({"type": t, "occurred_at": at, "data": data}).to_string().into_bytes()
+                    json!({"type": t, "occurred_at": at, "data": data})
+                        .to_string()
+                        .into_bytes()
                 });
             prop_oneof![
                 4 => envelope,
@@ -443,7 +452,11 @@ mod tests {
         fn request(source: &str, body: &[u8], signing: &Signing) -> axum::http::Request<Body> {
             let now = provisync_core::store::now_epoch();
             let key = provisync_core::webhook_sig::decode_standard_secret(SECRET).unwrap();
-            let ts = if matches!(signing, Signing::Stale) { now - 3600 } else { now };
+            let ts = if matches!(signing, Signing::Stale) {
+                now - 3600
+            } else {
+                now
+            };
             let mut signed_body = body.to_vec();
             if matches!(signing, Signing::TamperedBody) {
                 signed_body.push(b' ');
@@ -504,12 +517,19 @@ mod tests {
                             .await
                             .unwrap();
                         let status = resp.status().as_u16();
-                        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+                        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                            .await
+                            .unwrap();
                         (status, serde_json::from_slice::<serde_json::Value>(&bytes))
                     });
                     prop_assert!(status < 500, "{} for {:?}", status, signing);
-                    let answer = answer.map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
-                    prop_assert!(answer.get("status").is_some() || answer["error"].is_string(), "{}", answer);
+                    let answer =
+                        answer.map_err(|e| TestCaseError::fail(format!("not JSON: {e}")))?;
+                    prop_assert!(
+                        answer.get("status").is_some() || answer["error"].is_string(),
+                        "{}",
+                        answer
+                    );
                     // GitHub signatures carry no timestamp: a stale one is still right.
                     let right = matches!(signing, Signing::Right)
                         || (source == "gh" && matches!(signing, Signing::Stale));

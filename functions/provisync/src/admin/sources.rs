@@ -244,7 +244,15 @@ mod tests {
         );
         let missing = S::try_parse_from(["x", "a", "--secret-env", "PSY_TEST_NOT_SET_X"]).unwrap();
         assert!(source_body(&missing.a, false).is_err());
-        let upd = S::try_parse_from(["x", "a", "--set", "user_sync=false", "--set", "pull.base_url=https://idp.example/scim/v2"]).unwrap();
+        let upd = S::try_parse_from([
+            "x",
+            "a",
+            "--set",
+            "user_sync=false",
+            "--set",
+            "pull.base_url=https://idp.example/scim/v2",
+        ])
+        .unwrap();
         assert_eq!(
             source_body(&upd.a, true).unwrap(),
             json!({"user_sync": false, "pull": {"base_url": "https://idp.example/scim/v2"}})

@@ -179,7 +179,10 @@ fn build(args: &AddArgs, stored_kind: Option<&str>) -> Result<Value> {
     }
     let kind = match (&args.kind, body.get("kind"), stored_kind) {
         (Some(k), _, Some(s)) | (None, Some(Value::String(k)), Some(s)) if k != s => {
-            bail!("target {} is a {s} target: its kind cannot change with `update` (use `add`)", args.id)
+            bail!(
+                "target {} is a {s} target: its kind cannot change with `update` (use `add`)",
+                args.id
+            )
         }
         (_, _, Some(s)) => s.to_string(),
         (Some(k), Some(Value::String(f)), None) if k != f => {
@@ -533,7 +536,11 @@ mod tests {
     #[test]
     fn merge_patches() {
         assert_eq!(
-            patch(&["crm", "--mode", "scheduled", "--set", "orphans=report"], "scim").unwrap(),
+            patch(
+                &["crm", "--mode", "scheduled", "--set", "orphans=report"],
+                "scim"
+            )
+            .unwrap(),
             json!({"orphans": "report", "mode": "scheduled"})
         );
         assert_eq!(
@@ -543,14 +550,24 @@ mod tests {
         // SAFETY: single-threaded test; the variable is unique to it.
         unsafe { std::env::set_var("PSY_TEST_SECRET_5", "new-token") };
         assert_eq!(
-            patch(&["o", "--token-env", "PSY_TEST_SECRET_5", "--enabled"], "okta").unwrap(),
+            patch(
+                &["o", "--token-env", "PSY_TEST_SECRET_5", "--enabled"],
+                "okta"
+            )
+            .unwrap(),
             json!({"token": "new-token", "enabled": true})
         );
-        let e = patch(&["o", "--kind", "scim"], "okta").unwrap_err().to_string();
+        let e = patch(&["o", "--kind", "scim"], "okta")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kind cannot change"), "{e}");
-        let e = patch(&["o", "--set", "token=x"], "okta").unwrap_err().to_string();
+        let e = patch(&["o", "--set", "token=x"], "okta")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("never taken from arguments"), "{e}");
-        let e = patch(&["o", "--set", "tenant_id=x"], "okta").unwrap_err().to_string();
+        let e = patch(&["o", "--set", "tenant_id=x"], "okta")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no such field"), "{e}");
     }
 

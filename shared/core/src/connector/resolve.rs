@@ -50,9 +50,7 @@ impl Resolve for GuardedResolver {
             let resolved: Vec<SocketAddr> = match inner {
                 Some(r) => r.resolve(name).await?.collect(),
                 // getaddrinfo on the blocking pool, as reqwest's own resolver does.
-                None => tokio::net::lookup_host((host.as_str(), 0))
-                    .await?
-                    .collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
             };
             let mut refused = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
@@ -130,7 +128,8 @@ mod tests {
                         .find(|(p, _)| *p == path)
                         .map(|(_, a)| a.clone())
                         .unwrap_or_else(|| "HTTP/1.1 200 OK".into());
-                    let resp = format!("{answer}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    let resp =
+                        format!("{answer}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
                     let _ = sock.write_all(resp.as_bytes()).await;
                 });
             }
@@ -164,7 +163,10 @@ mod tests {
 
     fn refused_because(r: Result<u16, ConnectorError>, because: &str) {
         match r {
-            Err(ConnectorError::Refused { status: None, reason }) => {
+            Err(ConnectorError::Refused {
+                status: None,
+                reason,
+            }) => {
                 assert!(reason.contains(because), "{reason}")
             }
             other => panic!("expected a refusal ({because}), got {other:?}"),
@@ -199,13 +201,23 @@ mod tests {
             get(&strict, &format!("https://[::ffff:127.0.0.1]:{port}/")).await,
             "loopback",
         );
-        assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing reached the service");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            0,
+            "nothing reached the service"
+        );
 
         // With the opt-in the same name works (plain http to a name needs `private`), and
         // of a mixed answer only the allowed address is used.
         let open = client(PrivateTargets::Private, dns);
-        assert_eq!(get(&open, &format!("http://rebind.example:{port}/")).await, Ok(200));
-        assert_eq!(get(&open, &format!("http://both.example:{port}/")).await, Ok(200));
+        assert_eq!(
+            get(&open, &format!("http://rebind.example:{port}/")).await,
+            Ok(200)
+        );
+        assert_eq!(
+            get(&open, &format!("http://both.example:{port}/")).await,
+            Ok(200)
+        );
         // Plain http never goes to a public address, whatever the name says.
         refused_because(
             get(&open, &format!("http://public.example:{port}/")).await,
@@ -223,7 +235,10 @@ mod tests {
                 "/meta",
                 "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/".into(),
             ),
-            ("/private", "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/".into()),
+            (
+                "/private",
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/".into(),
+            ),
             (
                 "/mapped",
                 "HTTP/1.1 302 Found\r\nlocation: http://[::ffff:a9fe:a9fe]/".into(),
@@ -255,6 +270,9 @@ mod tests {
             );
         }
         assert_eq!(other_accepted.load(Ordering::SeqCst), 0);
-        assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/same")).await, Ok(200));
+        assert_eq!(
+            get(&c, &format!("http://127.0.0.1:{port}/same")).await,
+            Ok(200)
+        );
     }
 }

@@ -32,7 +32,10 @@ fn url_table() {
         ("http://8.8.8.8/", "---"),
         ("http://[2606:4700:4700::1111]/", "---"),
         // Loopback (the Lambda Runtime API listens on 127.0.0.1:9001).
-        ("http://127.0.0.1:9001/2018-06-01/runtime/invocation/next", "-++"),
+        (
+            "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+            "-++",
+        ),
         ("https://127.0.0.1/", "-++"),
         ("http://127.8.0.1/v2", "-++"),
         ("http://localhost:8080/", "-++"),
@@ -108,7 +111,10 @@ fn url_table() {
         ("https://0/", "---"),
         ("https://%31%32%37.0.0.1/", "-++"),
         ("https://%31%36%39.254.169.254/", "---"),
-        ("https://\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}/", "-++"),
+        (
+            "https://\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}/",
+            "-++",
+        ),
         ("https://127.0.0.1./", "-++"),
         // Not URLs the hub takes, whatever the policy.
         ("ftp://x.example/", "---"),
@@ -159,15 +165,23 @@ fn messages_say_why_and_how_to_allow() {
     );
     let e = LOOPBACK.check_url("https://10.1.2.3/").unwrap_err();
     assert!(e.to_string().contains("private-network") && e.to_string().contains("`private`"));
-    let e = PRIVATE.check_url("https://[::ffff:169.254.169.254]/").unwrap_err();
+    let e = PRIVATE
+        .check_url("https://[::ffff:169.254.169.254]/")
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "[::ffff:169.254.169.254] is a cloud metadata service: never allowed"
     );
     let e = PRIVATE.check_url("http://8.8.8.8/").unwrap_err();
-    assert!(e.to_string().starts_with("http:// is refused for 8.8.8.8"), "{e}");
+    assert!(
+        e.to_string().starts_with("http:// is refused for 8.8.8.8"),
+        "{e}"
+    );
     let e = PRIVATE.check_url("https://[fe80::1]/").unwrap_err();
-    assert_eq!(e.to_string(), "[fe80::1] is a link-local address: never allowed");
+    assert_eq!(
+        e.to_string(),
+        "[fe80::1] is a link-local address: never allowed"
+    );
 }
 
 #[test]
@@ -177,9 +191,15 @@ fn classes() {
     assert_eq!(c("127.0.0.1"), AddressClass::Loopback);
     assert_eq!(c("::1"), AddressClass::Loopback);
     assert_eq!(c("100.127.255.255"), AddressClass::Private);
-    assert_eq!(c("fd00:ec2::254"), AddressClass::Forbidden(Forbidden::Metadata));
+    assert_eq!(
+        c("fd00:ec2::254"),
+        AddressClass::Forbidden(Forbidden::Metadata)
+    );
     assert_eq!(c("fd00:ec2::253"), AddressClass::Private);
-    assert_eq!(c("::ffff:224.0.0.1"), AddressClass::Forbidden(Forbidden::Multicast));
+    assert_eq!(
+        c("::ffff:224.0.0.1"),
+        AddressClass::Forbidden(Forbidden::Multicast)
+    );
 }
 
 #[test]

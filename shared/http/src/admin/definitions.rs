@@ -47,7 +47,6 @@ fn is_known_field(kind: &str, field: &str) -> bool {
     COMMON_FIELDS.contains(&field) || kind_fields.contains(&field)
 }
 
-
 /// Every scalar under a secret-bearing key (`auth`, `password`, `bearer`, `token`,
 /// `secret`), to scrub them from parser messages that quote input values.
 fn secret_values(v: &Value, inside: bool, out: &mut Vec<String>) {
@@ -542,5 +541,4 @@ mod tests {
         .unwrap();
         assert_eq!(t.id, "t");
     }
-
 }

@@ -1097,10 +1097,27 @@ fn node_count(f: &Filter) -> usize {
 /// sometimes a different one.
 fn arb_mangled_filter() -> impl Strategy<Value = String> {
     let token = prop_oneof![
-        Just("("), Just(")"), Just("["), Just("]"), Just("\""), Just(" "), Just("not "),
-        Just(" and "), Just(" or "), Just(" pr"), Just(" eq "), Just("."), Just(":"),
-        Just("\\"), Just("1e999"), Just("-0"), Just("\u{0}"), Just("\u{202e}"), Just("é"),
-        Just("\u{1F600}"), Just("urn:ietf:params:scim:schemas:core:2.0:User:"),
+        Just("("),
+        Just(")"),
+        Just("["),
+        Just("]"),
+        Just("\""),
+        Just(" "),
+        Just("not "),
+        Just(" and "),
+        Just(" or "),
+        Just(" pr"),
+        Just(" eq "),
+        Just("."),
+        Just(":"),
+        Just("\\"),
+        Just("1e999"),
+        Just("-0"),
+        Just("\u{0}"),
+        Just("\u{202e}"),
+        Just("é"),
+        Just("\u{1F600}"),
+        Just("urn:ietf:params:scim:schemas:core:2.0:User:"),
     ];
     (
         arb_filter(),

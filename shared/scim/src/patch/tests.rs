@@ -662,7 +662,6 @@ fn group_member_filters() {
     assert_eq!(err_type(r), Some(ScimType::Mutability));
 }
 
-
 /// Found by `adds_and_replaces_are_idempotent`: adding an element again as primary,
 /// after another add made a different one primary, appended a duplicate that differed only
 /// in `primary`. The same request applied twice must give the same emails.
@@ -853,10 +852,16 @@ mod proptests {
                 "name" => (word, word)
                     .prop_map(|(g, f)| json!({"givenName": g, "familyName": f}))
                     .boxed(),
-                "emails" => (email, prop::sample::select(vec!["work", "home"]), any::<bool>())
+                "emails" => (
+                    email,
+                    prop::sample::select(vec!["work", "home"]),
+                    any::<bool>(),
+                )
                     .prop_map(|(v, t, p)| json!([{"value": v, "type": t, "primary": p}]))
                     .boxed(),
-                "phoneNumbers" => word.prop_map(|v| json!([{"value": v, "type": "work"}])).boxed(),
+                "phoneNumbers" => word
+                    .prop_map(|v| json!([{"value": v, "type": "work"}]))
+                    .boxed(),
                 "emails[type eq \"work\"].value" => email.prop_map(Value::String).boxed(),
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager" => {
                     word.prop_map(|v| json!({"value": v})).boxed()
@@ -868,10 +873,20 @@ mod proptests {
             }
         };
         let paths = vec![
-            "userName", "displayName", "active", "title", "nickName", "externalId",
-            "name", "name.givenName", "emails", "emails[type eq \"work\"].value",
-            "phoneNumbers", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "",
+            "userName",
+            "displayName",
+            "active",
+            "title",
+            "nickName",
+            "externalId",
+            "name",
+            "name.givenName",
+            "emails",
+            "emails[type eq \"work\"].value",
+            "phoneNumbers",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+            "",
         ];
         (
             prop::sample::select(vec!["add", "replace", "Replace"]),
