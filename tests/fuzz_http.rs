@@ -1110,7 +1110,7 @@ async fn fuzz_provisync_serve_over_http() {
                     )
                 };
                 t.slowest.push((took, what()));
-                t.slowest.sort_by(|a, b| b.0.cmp(&a.0));
+                t.slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
                 t.slowest.truncate(8);
                 match outcome {
                     // RFC 7644 §3.11: a service provider without `/Me` answers 501.

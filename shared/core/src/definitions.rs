@@ -279,9 +279,7 @@ impl<T: Definition> Definitions<T> {
     pub async fn put(&self, def: &T) -> Result<bool, DefinitionError> {
         let def = def.clone();
         match self
-            .edit(&def.id().to_string(), |_| {
-                Ok::<_, std::convert::Infallible>(def.clone())
-            })
+            .edit(def.id(), |_| Ok::<_, std::convert::Infallible>(def.clone()))
             .await
         {
             Ok((_, created)) => Ok(created),
