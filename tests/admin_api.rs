@@ -174,9 +174,22 @@ on_every_backend!(
         let mut t = scim_target(BEARER);
         t["base_url"] = json!("http://10.1.2.3/v2");
         let r = put("a", t).await;
-        assert_admin_error(&r, 400, "loopback");
+        assert_admin_error(&r, 400, "private-network");
         // The answer names the field (what a form highlights); parse errors name none.
         assert_eq!(r.body["field"], "base_url", "{}", r.text);
+        // Metadata services: never, whatever the opt-in (this harness allows loopback).
+        for url in [
+            "https://169.254.169.254/latest",
+            "https://[fd00:ec2::254]/",
+            "https://[::ffff:a9fe:a9fe]/",
+            "https://2852039166/",
+            "http://0.0.0.0:8787/",
+        ] {
+            let mut t = scim_target(BEARER);
+            t["base_url"] = json!(url);
+            let r = put("a", t).await;
+            assert_admin_error(&r, 400, "never allowed");
+        }
         let mut t = scim_target(BEARER);
         t["kind"] = json!("ldap");
         let r = put("a", t).await;
@@ -251,9 +264,16 @@ on_every_backend!(
         // Unknown endpoints and methods answer JSON too.
         assert_admin_error(&hub.admin(Method::GET, "/nope", None).await, 404, "no such");
         assert_admin_error(
-            &hub.admin(Method::PATCH, "/targets/a", None).await,
+            &hub.admin(Method::POST, "/targets/a", None).await,
             405,
             "not allowed",
+        );
+        // PATCH takes a JSON merge patch only (RFC 7396), and says so.
+        let r = hub.admin(Method::PATCH, "/targets/a", None).await;
+        assert_admin_error(&r, 415, "merge-patch");
+        assert_eq!(
+            r.header("accept-patch"),
+            Some("application/merge-patch+json")
         );
     }
 );

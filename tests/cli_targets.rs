@@ -14,35 +14,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use provisync_tests::graph::{FakeGraph, TENANT};
+use provisync_tests::kinds::{EveryKind, SITE_SECRET};
 use provisync_tests::okta::FakeOkta;
-use provisync_tests::{ADMIN_TOKEN, TOKEN};
-use serde_json::Value;
-
-fn provisync_bin() -> Option<PathBuf> {
-    let name = format!("provisync{}", std::env::consts::EXE_SUFFIX);
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
-    {
-        candidates.push(profile_dir.join(&name));
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join(&name));
-    }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Some(found.clone());
-    }
-    let msg = format!(
-        "the provisync binary is not built (looked at {candidates:?}): run \
-         `cargo build -p provisync-cli --bin provisync` first"
-    );
-    assert!(
-        std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
-        "{msg}"
-    );
-    eprintln!("skipped: {msg}");
-    None
-}
+use provisync_tests::serve::provisync_bin;
+use provisync_tests::{ADMIN_TOKEN, TOKEN, USER_SCHEMA};
+use serde_json::{Value, json};
 
 /// `provisync serve` on a free port with its own data folder; killed on drop.
 struct Serve {
@@ -61,6 +37,17 @@ impl Drop for Serve {
 
 impl Serve {
     async fn start(bin: &Path, name: &str) -> Serve {
+        // The peers are on loopback (serve's default too, but said here).
+        Self::start_with(
+            bin,
+            name,
+            &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")],
+        )
+        .await
+    }
+
+    /// `provisync serve` with `env` added to the test's own.
+    async fn start_with(bin: &Path, name: &str, env: &[(&str, &str)]) -> Serve {
         let data = std::env::temp_dir().join(format!("psy-{name}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data).expect("data dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -74,6 +61,8 @@ impl Serve {
             .env("PROVISYNC_SCIM_TOKEN", TOKEN)
             .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PROVISYNC_BACKEND", "embedded")
+            .env_remove("PROVISYNC_ALLOW_PRIVATE_TARGETS")
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -323,4 +312,201 @@ async fn cli_adds_okta_and_entra_targets() {
     assert!(!run.ok, "{}", run.stdout);
     assert!(run.stderr.contains("400"), "{}", run.stderr);
     no_secret(&run);
+}
+
+impl Serve {
+    /// `PUT /admin/targets/{id}` (or sources) with this JSON, answering the status.
+    async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/admin{path}", self.origin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A file in this hub's data folder (removed with it).
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.data.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path.display().to_string()
+    }
+}
+
+/// `provisync target show` then `target add --file` of what it printed, for every kind:
+/// the stored secrets stay (the peers accept nothing else), and `target update` changes
+/// one field without them. Same for a source: `source show` then `source add --file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_then_add_file_keeps_every_secret() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let Some(peers) = EveryKind::start().await else {
+        return;
+    };
+    let hub = Serve::start(&bin, "cli-secrets").await;
+    let no_secret = |run: &Run| {
+        for s in peers.secrets() {
+            assert!(
+                !run.stdout.contains(&s) && !run.stderr.contains(&s),
+                "a secret was printed:\n{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+    };
+    for (id, def) in peers.definitions() {
+        let (status, body) = hub.put(&format!("/targets/{id}"), &def).await;
+        assert_eq!(status, 201, "{id}: {body}");
+        let run = hub.cli(&bin, &["target", "show", id], &[], None);
+        run.assert_ok("target show");
+        no_secret(&run);
+        let file = hub.file(&format!("{id}.json"), &run.stdout);
+        let run = hub.cli(&bin, &["target", "add", id, "--file", &file], &[], None);
+        run.assert_ok(&format!("target add {id} --file (what show printed)"));
+        no_secret(&run);
+        let run = hub.cli(&bin, &["target", "test", id], &[], None);
+        run.assert_ok(&format!("target test {id} after show -> add --file"));
+        let run = hub.cli(
+            &bin,
+            &["target", "update", id, "--scope", "active eq true"],
+            &[],
+            None,
+        );
+        run.assert_ok(&format!("target update {id}"));
+        no_secret(&run);
+        let shown = hub
+            .cli(&bin, &["target", "show", id], &[], None)
+            .assert_ok("target show")
+            .json();
+        assert_eq!(shown["scope_filter"], "active eq true", "{id}: {shown}");
+        hub.cli(&bin, &["target", "test", id], &[], None)
+            .assert_ok(&format!("target test {id} after update"));
+    }
+    // The site's secret: a delivery still verifies.
+    let r = reqwest::Client::new()
+        .post(format!("{}/scim/v2/Users", hub.origin))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(json!({"schemas": [USER_SCHEMA], "userName": "cli@example.org"}).to_string())
+        .send()
+        .await
+        .expect("create user");
+    assert_eq!(r.status(), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while peers.site.received().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(peers.site.received().len(), 1, "the site received the user");
+    assert_eq!(peers.site.bad_signatures(), 0);
+
+    // A source: its webhook secret survives show -> add --file and an update.
+    let (status, body) = hub
+        .put(
+            "/sources/site",
+            &json!({"secret": SITE_SECRET, "user_sync": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run = hub.cli(&bin, &["source", "show", "site"], &[], None);
+    run.assert_ok("source show");
+    no_secret(&run);
+    let file = hub.file("source.json", &run.stdout);
+    hub.cli(&bin, &["source", "add", "site", "--file", &file], &[], None)
+        .assert_ok("source add --file (what show printed)");
+    hub.cli(
+        &bin,
+        &["source", "update", "site", "--entity-types", "node"],
+        &[],
+        None,
+    )
+    .assert_ok("source update");
+    let shown = hub
+        .cli(&bin, &["source", "show", "site"], &[], None)
+        .assert_ok("source show")
+        .json();
+    assert_eq!(shown["entity_types"], json!(["node"]), "{shown}");
+    assert_eq!(shown["secrets"], json!(["***"]), "{shown}");
+    let body = json!({"type": "user.upsert", "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "data": {"externalId": "7", "userName": "from-site@example.org"}})
+    .to_string()
+    .into_bytes();
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/webhooks/site", hub.origin))
+        .header("content-type", "application/json");
+    for (k, v) in provisync_tests::site::signed_headers(SITE_SECRET, "msg_cli_1", &body) {
+        req = req.header(k, v);
+    }
+    let r = req.body(body).send().await.expect("webhook");
+    assert_eq!(r.status(), 202, "the kept secret verifies");
+}
+
+/// What `provisync serve` lets targets point at: loopback by default, never a private
+/// network or a metadata address without the opt-in; `none` takes loopback away too, and
+/// a value it does not know stops it with a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_url_rules() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let def = |url: &str| json!({"kind": "okta", "base_url": url, "token": "okta-token"});
+    let by_default = Serve::start_with(&bin, "urls-default", &[]).await;
+    for (url, status) in [
+        ("http://127.0.0.1:9001/", 201),
+        ("http://localhost:9/", 201),
+        ("http://10.0.0.1/", 400),
+        ("https://192.168.0.1/", 400),
+        ("https://169.254.169.254/", 400),
+        ("https://[fd00:ec2::254]/", 400),
+        ("http://example.com/", 400),
+        ("https://example.com/", 201),
+    ] {
+        let (s, body) = by_default.put("/targets/t", &def(url)).await;
+        assert_eq!(s / 100, status / 100, "{url}: {body}");
+    }
+    let strict = Serve::start_with(
+        &bin,
+        "urls-none",
+        &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "none")],
+    )
+    .await;
+    let (s, body) = strict
+        .put("/targets/t", &def("http://127.0.0.1:9001/"))
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PROVISYNC_ALLOW_PRIVATE_TARGETS")),
+        "{body}"
+    );
+    let private = Serve::start_with(
+        &bin,
+        "urls-private",
+        &[("PROVISYNC_ALLOW_PRIVATE_TARGETS", "private")],
+    )
+    .await;
+    let (s, body) = private.put("/targets/t", &def("http://10.0.0.1/")).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = private
+        .put("/targets/t", &def("https://169.254.169.254/"))
+        .await;
+    assert_eq!(s, 400, "{body}");
+
+    let out = Command::new(&bin)
+        .arg("serve")
+        .env("PORT", "0")
+        .env("PROVISYNC_DATA_DIR", strict.data.join("bogus"))
+        .env("PROVISYNC_ALLOW_PRIVATE_TARGETS", "metadata")
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PROVISYNC_ALLOW_PRIVATE_TARGETS must be"),
+        "{err}"
+    );
 }

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 /// moto's URL, or `None` (skipped) when no emulator runs (a failure under
 /// `PROVISYNC_REQUIRE_PEERS`).
 fn moto() -> Option<String> {
+    // moto listens on loopback.
+    provisync_tests::allow_loopback_peers();
     match std::env::var("PROVISYNC_TEST_MOTO") {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {

@@ -22,6 +22,7 @@ fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_millis(700),
                 max_redirects: 3,
+                urls: None,
             })
             .map_err(SetupError::from_display)?;
             ScimConnector::with_client(s, http)

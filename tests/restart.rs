@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use provisync_tests::peers::FaultyTarget;
+use provisync_tests::serve::provisync_bin;
 use provisync_tests::{ADMIN_TOKEN, TOKEN, USER_SCHEMA};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -29,32 +30,6 @@ const TARGET_LATENCY: Duration = Duration::from_millis(20);
 
 fn require_peers() -> bool {
     std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_some()
-}
-
-/// The `provisync` binary next to this test's own executable (`<target>/debug/deps/..`),
-/// else under `$CARGO_TARGET_DIR`. `None` (skip) when it was not built, a failure when
-/// peers are required.
-fn provisync_bin() -> Option<PathBuf> {
-    let name = format!("provisync{}", std::env::consts::EXE_SUFFIX);
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
-    {
-        candidates.push(profile_dir.join(&name));
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("debug").join(&name));
-    }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Some(found.clone());
-    }
-    let msg = format!(
-        "the provisync binary is not built (looked at {candidates:?}): run `make test`, or \
-         `cargo build -p provisync-cli --bin provisync` first"
-    );
-    assert!(!require_peers(), "{msg}");
-    eprintln!("skipped: {msg}");
-    None
 }
 
 fn free_port() -> u16 {
@@ -97,6 +72,8 @@ impl Serve {
                 .env("PROVISYNC_SCIM_TOKEN", TOKEN)
                 .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
                 .env("PROVISYNC_BACKEND", "embedded")
+                // The peers are on loopback (serve's default too, but said here).
+                .env("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("log file"))

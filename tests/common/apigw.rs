@@ -35,6 +35,7 @@ pub fn state_on(
         "t",
         StoreQueueSettings::default(),
     ));
+    super::allow_loopback_peers();
     let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
         store,
         queue,

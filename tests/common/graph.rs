@@ -153,6 +153,7 @@ impl Drop for FakeGraph {
 
 impl FakeGraph {
     pub async fn start() -> FakeGraph {
+        super::allow_loopback_peers();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client_id = uuid::Uuid::new_v4().to_string();

@@ -5,11 +5,13 @@ pub mod apigw;
 pub mod counting;
 pub mod crowd;
 pub mod graph;
+pub mod kinds;
 pub mod load;
 pub mod okta;
 pub mod peers;
 pub mod proxy;
 pub mod salesforce;
+pub mod serve;
 pub mod site;
 
 use std::net::SocketAddr;
@@ -67,6 +69,15 @@ impl Drop for Delivery {
 
 /// Dead-letter threshold of the test queue.
 pub const TEST_MAX_RECEIVES: u32 = 4;
+
+/// The tests' peers (`scim2-server`, the vendor fakes, moto, the sites) listen on
+/// loopback: the harness opts in to calling loopback addresses, as an operator does with
+/// `PROVISYNC_ALLOW_PRIVATE_TARGETS=loopback` (the process policy; without it every
+/// loopback target is refused, see `provisync_core::net`).
+pub fn allow_loopback_peers() {
+    use provisync_core::net::{PrivateTargets, UrlPolicy, set_process_policy};
+    set_process_policy(UrlPolicy::new(PrivateTargets::Loopback));
+}
 
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -213,6 +224,7 @@ impl Hub {
         connectors: ConnectorFactory,
         customize: impl FnOnce(&mut AppState),
     ) -> Hub {
+        allow_loopback_peers();
         let queue: Arc<dyn Queue> = Arc::new(StoreQueue::new(
             store.clone(),
             "deliver",

@@ -114,6 +114,7 @@ fn now() -> String {
 
 impl FakeOkta {
     pub async fn start() -> FakeOkta {
+        super::allow_loopback_peers();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = format!("00{}", uuid::Uuid::new_v4().simple());

@@ -63,6 +63,7 @@ impl ScimPeer {
     /// --bearer-token T` and waits until it answers. `None` when no venv is configured
     /// (a panic instead when `PROVISYNC_REQUIRE_PEERS` is set).
     pub async fn start() -> Option<ScimPeer> {
+        super::allow_loopback_peers();
         let Some(venv) = std::env::var_os("PROVISYNC_TEST_VENV").filter(|v| !v.is_empty()) else {
             assert!(
                 !peers_required(),
@@ -313,6 +314,7 @@ impl FaultyTarget {
 
     /// Listens on `ip` (any loopback address, e.g. `127.0.0.2` for a "different host").
     pub async fn start_on(ip: &str) -> FaultyTarget {
+        super::allow_loopback_peers();
         let listener = TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = format!("faulty-{}", uuid::Uuid::new_v4().simple());

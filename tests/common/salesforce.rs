@@ -163,6 +163,7 @@ impl Drop for FakeSalesforce {
 
 impl FakeSalesforce {
     pub async fn start() -> FakeSalesforce {
+        super::allow_loopback_peers();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client_id = format!("3MVG9{}", uuid::Uuid::new_v4().simple());

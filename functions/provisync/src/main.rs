@@ -172,6 +172,9 @@ async fn serve(port: u16) -> Result<()> {
     let store = backend.store.clone();
     let data = provisync_aws::data_dir_from_env();
     let secrets = config::local_secret_box(&data)?;
+    // Locally, targets and sources on this machine (a SCIM server on loopback) work
+    // without opting in; private networks and metadata addresses still need the variable.
+    let urls = config::url_policy_from_env(provisync_core::net::PrivateTargets::Loopback)?;
     let scim_token = local_token("PROVISYNC_SCIM_TOKEN", &data.join("scim-token"))?;
     let admin_token = local_token("PROVISYNC_ADMIN_TOKEN", &data.join("admin-token"))?;
     // Tokens go to the authenticator directly, never through the process environment.
@@ -264,6 +267,16 @@ async fn serve(port: u16) -> Result<()> {
     println!("  Admin token:    {admin_token}");
     println!("  Webhooks:       {base}/webhooks/{{source}}  (CLI: provisync source add)");
     println!("  Health:         {base}/healthz");
+    println!(
+        "  Target URLs:    public https{} ({}={})",
+        match urls.private {
+            provisync_core::net::PrivateTargets::None => "",
+            provisync_core::net::PrivateTargets::Loopback => ", and loopback",
+            provisync_core::net::PrivateTargets::Private => ", and loopback and private networks",
+        },
+        provisync_core::net::ALLOW_PRIVATE_ENV,
+        urls.private.as_str()
+    );
     match period {
         Some(p) => println!(
             "  Schedule:       every {} s (PROVISYNC_SCHEDULE_SECONDS; 0 = off)",

@@ -107,6 +107,8 @@ pub enum StartError {
 /// before any network call.
 pub async fn hub_from_env(connectors: ConnectorFactory) -> Result<(Backend, Hub), StartError> {
     let secrets = config::secret_box_from_env()?;
+    // Functions call public https addresses only, unless the operator opts in.
+    config::url_policy_from_env(provisync_core::net::PrivateTargets::None)?;
     let schemas = config::load_schemas(config::schema_dir().as_deref())?;
     let backend = crate::aws_backend_from_env().await?;
     let hub = Hub::new(HubParts {

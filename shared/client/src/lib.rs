@@ -122,13 +122,27 @@ impl HubClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
+        self.admin_send(method, path, query, body.map(|b| (b, "application/json")))
+            .await
+    }
+
+    /// [`HubClient::admin_json`] with a body of another media type (a merge patch).
+    async fn admin_send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<(&Value, &str)>,
+    ) -> Result<Value, ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.admin_root))
             .bearer_auth(&self.token)
             .query(query);
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some((b, media_type)) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, media_type)
+                .body(b.to_string());
         }
         let resp = req
             .send()
@@ -189,6 +203,18 @@ impl HubClient {
         .await
     }
 
+    /// `PATCH /admin/targets/{id}`: a JSON merge patch (RFC 7396) on the definition;
+    /// the definition saved (redacted).
+    pub async fn patch_target(&self, id: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.admin_send(
+            Method::PATCH,
+            &format!("/targets/{}", seg(id)),
+            &[],
+            Some((patch, provisync_wire::MERGE_PATCH_JSON)),
+        )
+        .await
+    }
+
     /// `DELETE /admin/targets/{id}`.
     pub async fn delete_target(&self, id: &str) -> Result<(), ClientError> {
         self.admin_json(Method::DELETE, &format!("/targets/{}", seg(id)), &[], None)
@@ -225,6 +251,18 @@ impl HubClient {
             &format!("/sources/{}", seg(id)),
             &[],
             Some(definition),
+        )
+        .await
+    }
+
+    /// `PATCH /admin/sources/{id}`: a JSON merge patch (RFC 7396) on the definition;
+    /// the definition saved (redacted).
+    pub async fn patch_source(&self, id: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.admin_send(
+            Method::PATCH,
+            &format!("/sources/{}", seg(id)),
+            &[],
+            Some((patch, provisync_wire::MERGE_PATCH_JSON)),
         )
         .await
     }

@@ -154,7 +154,8 @@ impl CognitoConnector {
             ));
         }
         if let Some(e) = &target.endpoint_url {
-            provisync_core::connector::http::check_target_url(e).map_err(SetupError::Url)?;
+            provisync_core::connector::http::check_target_url(e)
+                .map_err(|e| SetupError::Url(e.to_string()))?;
         }
         Ok(CognitoConnector {
             pool: target.user_pool_id.clone(),
@@ -1086,6 +1087,10 @@ mod tests {
 
     #[test]
     fn setup_and_debug() {
+        // The emulator endpoint below is on loopback: opt in, as `serve` does.
+        provisync_core::net::set_process_policy(provisync_core::net::UrlPolicy::new(
+            provisync_core::net::PrivateTargets::Loopback,
+        ));
         let t = CognitoTarget {
             user_pool_id: "eu-west-1_abc".into(),
             region: None,

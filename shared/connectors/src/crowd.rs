@@ -163,7 +163,8 @@ impl CrowdConnector {
 
     /// A connector on a given client (its own timeouts).
     pub fn with_client(target: &CrowdTarget, http: HttpClient) -> Result<Self, SetupError> {
-        let base = check_target_url(&target.base_url).map_err(SetupError::Url)?;
+        let base =
+            check_target_url(&target.base_url).map_err(|e| SetupError::Url(e.to_string()))?;
         let creds = Credentials::from_auth(&HttpAuth::Basic {
             username: target.application.clone(),
             password: target.password.clone(),

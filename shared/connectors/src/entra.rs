@@ -37,8 +37,9 @@ use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::EntraTarget;
 use provisync_scim::ResourceKind;
 
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
-pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+pub use provisync_core::target::{
+    ENTRA_GRAPH_URL as DEFAULT_GRAPH_URL, ENTRA_LOGIN_URL as DEFAULT_LOGIN_URL,
+};
 /// Graph's answer to a second account with the same UPN (400 `Request_BadRequest`).
 const DUPLICATE_UPN: &str =
     "Another object with the same value for property userPrincipalName already exists";

@@ -115,7 +115,8 @@ impl OktaConnector {
 
     /// A connector on a given client (its own timeouts).
     pub fn with_client(target: &OktaTarget, http: HttpClient) -> Result<Self, SetupError> {
-        let base = check_target_url(&target.base_url).map_err(SetupError::Url)?;
+        let base =
+            check_target_url(&target.base_url).map_err(|e| SetupError::Url(e.to_string()))?;
         let creds = Credentials::token(SCHEME, &target.token)?;
         Ok(OktaConnector { base, creds, http })
     }

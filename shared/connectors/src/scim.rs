@@ -95,7 +95,8 @@ impl ScimConnector {
 
     /// A connector on a given client (its own timeouts).
     pub fn with_client(target: &ScimTarget, http: HttpClient) -> Result<Self, SetupError> {
-        let base = check_target_url(&target.base_url).map_err(SetupError::Url)?;
+        let base =
+            check_target_url(&target.base_url).map_err(|e| SetupError::Url(e.to_string()))?;
         let creds = Credentials::from_auth(&target.auth)?;
         let attr = target.matching_attribute.trim();
         let attr = if attr.is_empty() { "userName" } else { attr };

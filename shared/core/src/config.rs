@@ -13,6 +13,7 @@
 //! | `PROVISYNC_SECRET_KEY`   | base64 of 32 bytes: seals target secrets, passwords in events |
 //! | `PROVISYNC_AUDIT_RETENTION_DAYS` | audit entries kept this many days (default 90) |
 //! | `PROVISYNC_MAX_RECEIVE_COUNT` | `queue-deliver`: the queue's dead-letter threshold (default 5) |
+//! | `PROVISYNC_ALLOW_PRIVATE_TARGETS` | `loopback` or `private`: targets and sources on those addresses (see [`crate::net`]) |
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,26 @@ pub fn load_schemas(dir: Option<&Path>) -> Result<SchemaRegistry, ConfigError> {
         reg = reg.add_extension(kind, &text, false)?;
     }
     Ok(reg)
+}
+
+/// The URL policy from `PROVISYNC_ALLOW_PRIVATE_TARGETS` (`default` when unset), made
+/// the process policy ([`crate::net::set_process_policy`]). An unknown value is an error,
+/// so a typo never silently allows more, or less, than meant.
+pub fn url_policy_from_env(
+    default: crate::net::PrivateTargets,
+) -> Result<crate::net::UrlPolicy, ConfigError> {
+    use crate::net::{ALLOW_PRIVATE_ENV, PrivateTargets, UrlPolicy};
+    let private = match std::env::var(ALLOW_PRIVATE_ENV) {
+        Err(_) => default,
+        Ok(v) => PrivateTargets::parse(&v).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{ALLOW_PRIVATE_ENV} must be `loopback`, `private` (or 1/true) or `none` (or 0/false)"
+            ))
+        })?,
+    };
+    let policy = UrlPolicy::new(private);
+    crate::net::set_process_policy(policy);
+    Ok(policy)
 }
 
 pub fn schema_dir() -> Option<PathBuf> {

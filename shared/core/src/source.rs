@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::definitions::{Definition, DefinitionError, Definitions};
 use crate::store::Key;
-use crate::target::{HttpAuth, REDACTED};
+use crate::target::HttpAuth;
 
 /// Longest source id (it appears in the webhook URL, keys and audit entries).
 pub const MAX_SOURCE_ID_LEN: usize = 64;
@@ -60,6 +60,24 @@ pub struct PullConfig {
     pub base_url: String,
     pub auth: HttpAuth,
 }
+
+/// Every field of a source definition (`secret`: the admin API's one-secret form of
+/// `secrets`). A unit test checks it against [`SourceConfig`].
+pub const SOURCE_FIELDS: &[&str] = &[
+    "id",
+    "secret",
+    "secrets",
+    "scheme",
+    "direction",
+    "entity_types",
+    "config_prefixes",
+    "user_sync",
+    "allowed_fields",
+    "pull",
+    "enabled",
+    "adopt_existing",
+    "max_event_age_secs",
+];
 
 /// A source as the operator defined it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -143,28 +161,24 @@ impl std::fmt::Debug for SourceConfig {
 }
 
 impl SourceConfig {
-    /// Applies `f` to every secret, in place (sealing, opening, redaction).
+    /// Applies `f` to every secret, in place (sealing, opening, redaction, keeping), with
+    /// the name of its field (`secrets[0]`, `pull.auth.bearer`).
     pub fn try_map_secrets<E>(
         &mut self,
-        mut f: impl FnMut(&str) -> Result<String, E>,
+        f: &mut dyn FnMut(&str, &str) -> Result<String, E>,
     ) -> Result<(), E> {
-        for s in &mut self.secrets {
-            *s = f(s)?;
+        for (i, s) in self.secrets.iter_mut().enumerate() {
+            *s = f(&format!("secrets[{i}]"), s)?;
         }
         if let Some(pull) = &mut self.pull {
-            match &mut pull.auth {
-                HttpAuth::Bearer(token) => *token = f(token)?,
-                HttpAuth::Basic { password, .. } => *password = f(password)?,
-            }
+            pull.auth.map_secret("pull.auth", f)?;
         }
         Ok(())
     }
 
     /// A copy with every secret replaced by `"***"`: the only form shown or logged.
     pub fn redacted(&self) -> SourceConfig {
-        let mut copy = self.clone();
-        let _ = copy.try_map_secrets(|_| Ok::<_, std::convert::Infallible>(REDACTED.into()));
-        copy
+        self.redacted_copy()
     }
 
     /// Does this source send webhooks to the hub?
@@ -321,8 +335,26 @@ impl Definition for SourceConfig {
         check_source_id(id).is_ok()
     }
 
-    fn map_secrets<E>(&mut self, f: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<(), E> {
+    fn map_secrets<E>(
+        &mut self,
+        f: &mut dyn FnMut(&str, &str) -> Result<String, E>,
+    ) -> Result<(), E> {
         self.try_map_secrets(f)
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &["secrets", "pull.auth"]
+    }
+
+    /// Webhook secrets only verify what the source sends; the pull credentials go to the
+    /// pull URL.
+    fn secret_origins(&self, field: &str) -> Vec<String> {
+        match &self.pull {
+            Some(p) if field.starts_with("pull.") => {
+                vec![crate::definitions::origin_of(&p.base_url)]
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -357,6 +389,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem_without_the_secret() {
+        crate::net::allow_loopback_peers();
         let no_secret = source(json!({"id": "a"}));
         let err = no_secret.validate().unwrap_err();
         assert!(err.to_string().contains("secret"));
@@ -401,6 +434,21 @@ mod tests {
                 assert_eq!(s.validate().unwrap_err().field, "max_event_age_secs");
             }
         }
+    }
+
+    #[test]
+    fn every_field_is_listed() {
+        let s = source(
+            json!({"id": "a", "secrets": [SECRET], "entity_types": ["node"],
+            "config_prefixes": ["x."], "user_sync": true, "allowed_fields": ["userName"],
+            "pull": {"kind": "scim", "base_url": "https://x.example", "auth": {"bearer": "t"}},
+            "max_event_age_secs": 3600}),
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        for k in v.as_object().unwrap().keys() {
+            assert!(SOURCE_FIELDS.contains(&k.as_str()), "{k}");
+        }
+        assert_eq!(v.as_object().unwrap().len() + 1, SOURCE_FIELDS.len());
     }
 
     #[test]

@@ -334,4 +334,141 @@ mod tests {
             Err(VerifyError::InvalidHeader("X-Hub-Signature-256"))
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NOW: i64 = 1_737_028_800;
+
+        fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(any::<u8>(), 24..=64)
+        }
+
+        fn arb_id() -> impl Strategy<Value = String> {
+            "[!-~]{1,64}"
+        }
+
+        /// One thing changed in a correctly signed delivery.
+        #[derive(Clone, Debug)]
+        enum Tamper {
+            BodyByte(prop::sample::Index, u8),
+            BodyAppended(u8),
+            Id(String),
+            Timestamp(i64),
+            Key(Vec<u8>),
+            SignatureBit(prop::sample::Index, u8),
+        }
+
+        fn arb_tamper() -> impl Strategy<Value = Tamper> {
+            prop_oneof![
+                (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Tamper::BodyByte(i, x)),
+                any::<u8>().prop_map(Tamper::BodyAppended),
+                arb_id().prop_map(Tamper::Id),
+                (-TOLERANCE_SECS..=TOLERANCE_SECS)
+                    .prop_filter("moved", |d| *d != 0)
+                    .prop_map(Tamper::Timestamp),
+                arb_key().prop_map(Tamper::Key),
+                (any::<prop::sample::Index>(), 0u8..8)
+                    .prop_map(|(i, b)| Tamper::SignatureBit(i, b)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// What a sender signs verifies, anywhere in the window, among other
+            /// signatures and keys (rotation).
+            #[test]
+            fn signed_deliveries_verify(
+                key in arb_key(), other in arb_key(), id in arb_id(),
+                body in prop::collection::vec(any::<u8>(), 0..2048),
+                skew in -TOLERANCE_SECS..=TOLERANCE_SECS,
+            ) {
+                let sig = sign_standard(&key, &id, NOW, &body);
+                let noise = sign_standard(&other, &id, NOW, &body);
+                let header = format!("v2,abc {noise} {sig}");
+                let ts = NOW.to_string();
+                prop_assert_eq!(verify_standard(&[other.clone(), key.clone()], &id, &ts, &header, &body, NOW + skew), Ok(()));
+                prop_assert_eq!(verify_github(&[other.as_slice(), key.as_slice()], &sign_github(&key, &body), &body), Ok(()));
+            }
+
+            /// Change any one thing of a signed delivery and it is refused.
+            #[test]
+            fn a_tampered_delivery_is_refused(
+                key in arb_key(), id in arb_id(),
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                tamper in arb_tamper(),
+            ) {
+                let sig = sign_standard(&key, &id, NOW, &body);
+                let (mut k, mut i, mut ts, mut b) = (key.clone(), id.clone(), NOW, body.clone());
+                let mut raw_sig = STANDARD.decode(&sig[3..]).unwrap();
+                let mut gh = hex::decode(&sign_github(&key, &body)[7..]).unwrap();
+                match &tamper {
+                    Tamper::BodyByte(at, x) if !b.is_empty() => {
+                        let at = at.index(b.len());
+                        b[at] ^= x;
+                    }
+                    Tamper::BodyByte(_, x) | Tamper::BodyAppended(x) => b.push(*x),
+                    Tamper::Id(other) => {
+                        prop_assume!(*other != id);
+                        i = other.clone();
+                    }
+                    Tamper::Timestamp(d) => ts += d,
+                    Tamper::Key(other) => {
+                        prop_assume!(*other != key);
+                        k = other.clone();
+                    }
+                    Tamper::SignatureBit(at, bit) => {
+                        let at = at.index(raw_sig.len());
+                        raw_sig[at] ^= 1 << bit;
+                        gh[at] ^= 1 << bit;
+                    }
+                }
+                let header = format!("v1,{}", STANDARD.encode(&raw_sig));
+                let r = verify_standard(std::slice::from_ref(&k), &i, &ts.to_string(), &header, &b, NOW);
+                prop_assert_eq!(r, Err(VerifyError::NoMatch), "{:?}", tamper);
+                let gh_header = format!("sha256={}", hex::encode(&gh));
+                let body_or_key_or_sig = !matches!(tamper, Tamper::Id(_) | Tamper::Timestamp(_));
+                if body_or_key_or_sig {
+                    prop_assert_eq!(verify_github(&[k.as_slice()], &gh_header, &b), Err(VerifyError::NoMatch));
+                }
+            }
+
+            /// Headers that were never a signature: refused, never a panic.
+            #[test]
+            fn arbitrary_headers_never_verify(
+                key in arb_key(), id in any::<String>(), ts in any::<String>(),
+                sigs in prop_oneof![any::<String>(), "(v1,[A-Za-z0-9+/=]{0,60} ?){0,20}"],
+                body in prop::collection::vec(any::<u8>(), 0..256),
+            ) {
+                prop_assert!(verify_standard(std::slice::from_ref(&key), &id, &ts, &sigs, &body, NOW).is_err());
+                prop_assert!(verify_github(&[key.as_slice()], &sigs, &body).is_err());
+            }
+
+            /// A signature of the right shape but not the right value: refused.
+            #[test]
+            fn forged_signatures_are_refused(
+                key in arb_key(), id in arb_id(), forged in prop::array::uniform32(any::<u8>()),
+                body in prop::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let header = format!("v1,{}", STANDARD.encode(forged));
+                prop_assert_eq!(verify_standard(std::slice::from_ref(&key), &id, &NOW.to_string(), &header, &body, NOW), Err(VerifyError::NoMatch));
+                let gh = format!("sha256={}", hex::encode(forged));
+                prop_assert_eq!(verify_github(&[key.as_slice()], &gh, &body), Err(VerifyError::NoMatch));
+            }
+
+            /// Secrets: `whsec_` + base64 of 24 to 64 bytes decodes to those bytes;
+            /// anything else is refused, never a panic.
+            #[test]
+            fn secrets_decode_or_are_refused(key in prop::collection::vec(any::<u8>(), 0..100), junk in any::<String>()) {
+                let secret = format!("whsec_{}", STANDARD.encode(&key));
+                match decode_standard_secret(&secret) {
+                    Ok(k) => prop_assert_eq!(k, key),
+                    Err(e) => prop_assert!(!(24..=64).contains(&key.len()), "{}", e),
+                }
+                let _ = decode_standard_secret(&junk);
+            }
+        }
+    }
 }

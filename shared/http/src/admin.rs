@@ -3,11 +3,13 @@
 //! | method & path                       | what                                           |
 //! |-------------------------------------|------------------------------------------------|
 //! | `PUT /admin/targets/{id}`           | create (201) or replace (200) a target         |
+//! | `PATCH /admin/targets/{id}`         | change some fields (JSON merge patch, RFC 7396) |
 //! | `GET /admin/targets`                | `{"targets": [...]}`                           |
 //! | `GET /admin/targets/{id}`           | one target                                     |
 //! | `DELETE /admin/targets/{id}`        | 204, or 404                                    |
 //! | `POST /admin/targets/{id}/test`     | `{"target","ok","detail","latency_ms"}` (audited) |
 //! | `PUT /admin/sources/{id}`           | create (201) or replace (200) a webhook source |
+//! | `PATCH /admin/sources/{id}`         | change some fields (JSON merge patch, RFC 7396) |
 //! | `GET /admin/sources`                | `{"sources": [...]}` (secrets `"***"`)         |
 //! | `GET /admin/sources/{id}`           | one source                                     |
 //! | `DELETE /admin/sources/{id}`        | 204, or 404                                    |
@@ -20,13 +22,12 @@
 //! | `POST /admin/deadletters/redrive?limit=` | `{"redriven": n}`                         |
 //!
 //! Every error is `{"error": "<message>"}` with its status; bad input is a 4xx with the
-//! reason, never a 500. Targets always leave redacted (secrets `"***"`); messages never
-//! quote a secret.
-
-use std::time::Instant;
+//! reason, never a 500. Targets and sources always leave redacted (secrets `"***"`), and
+//! `"***"` sent back keeps the stored secret (see [`definitions`]); messages never quote
+//! a secret.
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -38,18 +39,19 @@ use super::AppState;
 use super::auth::{Principal, RequireToken, Scope, require_token};
 use provisync_core::definitions::DefinitionError;
 use provisync_core::queue::{DeadLetter, QueueError};
-use provisync_core::source::{SourceConfig, check_source_id};
 use provisync_core::store::StoreError;
 use provisync_core::sync::audit::{
     AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
 use provisync_core::sync::ondemand::OnDemandError;
-use provisync_core::target::{TargetConfig, check_target_id};
 use provisync_core::validation::ValidationError;
 use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
+mod definitions;
 mod wire_of;
+
+use definitions::*;
 
 pub const BASE_PATH: &str = "/admin";
 /// Default and largest number of dead letters listed / redriven in one call.
@@ -144,6 +146,14 @@ impl From<DefinitionError> for AdminError {
                     format!("{e} (was PROVISYNC_SECRET_KEY changed?)"),
                 )
             }
+            DefinitionError::Placeholder { ref field, .. } => AdminError {
+                status: StatusCode::BAD_REQUEST,
+                field: Some(field.clone()),
+                message: e.to_string(),
+            },
+            DefinitionError::Contended { .. } => {
+                AdminError::new(StatusCode::CONFLICT, e.to_string())
+            }
             DefinitionError::Store(e) => AdminError::internal("definitions", e),
         }
     }
@@ -179,13 +189,19 @@ pub fn router(state: AppState) -> Router {
         .route("/targets", get(list_targets))
         .route(
             "/targets/{id}",
-            put(put_target).get(get_target).delete(delete_target),
+            put(put_target)
+                .patch(patch_target)
+                .get(get_target)
+                .delete(delete_target),
         )
         .route("/targets/{id}/test", post(test_target))
         .route("/sources", get(list_sources))
         .route(
             "/sources/{id}",
-            put(put_source).get(get_source).delete(delete_source),
+            put(put_source)
+                .patch(patch_source)
+                .get(get_source)
+                .delete(delete_source),
         )
         .route("/entities", get(export_entities))
         .route("/config", get(export_config))
@@ -250,337 +266,6 @@ fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> AdminResult<usi
             ))),
             Ok(n) => Ok(n.min(max)),
         },
-    }
-}
-
-fn redacted_json(t: &TargetConfig) -> Value {
-    serde_json::to_value(t.redacted()).unwrap_or(Value::Null)
-}
-
-fn known_kinds() -> Vec<&'static str> {
-    KIND_FIELDS.iter().map(|(k, _)| *k).collect()
-}
-
-/// Whether `field` belongs in a definition of this kind.
-fn is_known_field(kind: &str, field: &str) -> bool {
-    let kind_fields: &[&str] = KIND_FIELDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, f)| *f)
-        .unwrap_or(&[]);
-    COMMON_FIELDS.contains(&field) || kind_fields.contains(&field)
-}
-
-use provisync_core::target::{COMMON_FIELDS, KIND_FIELDS};
-
-/// Every scalar under a secret-bearing key (`auth`, `password`, `bearer`, `token`,
-/// `secret`), to scrub them from parser messages that quote input values.
-fn secret_values(v: &Value, inside: bool, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let k = k.to_ascii_lowercase();
-                let secret = inside
-                    || ["auth", "password", "bearer", "token", "secret"]
-                        .iter()
-                        .any(|s| k.contains(s));
-                // Keys inside `auth` can be the secret too (`{"auth": {"tok…": 1}}`).
-                if secret && inside {
-                    out.push(k.clone());
-                }
-                secret_values(x, secret, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| secret_values(x, inside, out)),
-        Value::String(s) if inside => out.push(s.clone()),
-        Value::Number(n) if inside => out.push(n.to_string()),
-        _ => {}
-    }
-}
-
-/// A parser message with every secret value of `body` replaced by `***`.
-fn scrub(message: String, body: &Value) -> String {
-    let mut secrets = Vec::new();
-    secret_values(body, false, &mut secrets);
-    let mut m = message;
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if m.contains(s.as_str()) {
-            if s.len() < 4 {
-                return "invalid auth: expected {\"bearer\": \"<token>\"} or {\"basic\": {\"username\": \"…\", \"password\": \"…\"}}".into();
-            }
-            m = m.replace(s.as_str(), "***");
-        }
-    }
-    m
-}
-
-/// A target definition from a request body (`id` from the path).
-fn parse_target(id: &str, mut body: Value) -> AdminResult<TargetConfig> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| AdminError::bad_request("the request body must be a JSON object"))?;
-    let kind = match obj.get("kind") {
-        Some(Value::String(k)) if known_kinds().contains(&k.as_str()) => k.clone(),
-        Some(Value::String(k)) => {
-            return Err(AdminError::bad_request(format!(
-                "unknown target kind {:?} (known: {})",
-                k.chars().take(64).collect::<String>(),
-                known_kinds().join(", ")
-            )));
-        }
-        Some(_) => return Err(AdminError::bad_request("`kind` must be a string")),
-        None => {
-            return Err(AdminError::bad_request(format!(
-                "`kind` is required (one of: {})",
-                known_kinds().join(", ")
-            )));
-        }
-    };
-    let mut unknown: Vec<&str> = obj
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !is_known_field(&kind, k))
-        .collect();
-    if !unknown.is_empty() {
-        unknown.sort_unstable();
-        let shown: Vec<String> = unknown
-            .iter()
-            .take(10)
-            .map(|k| format!("{:?}", k.chars().take(64).collect::<String>()))
-            .collect();
-        return Err(AdminError::bad_request(format!(
-            "unknown field(s) for a {kind} target: {}",
-            shown.join(", ")
-        )));
-    }
-    match obj.get("id") {
-        Some(Value::String(b)) if b == id => {}
-        None => {}
-        Some(_) => {
-            return Err(AdminError::bad_request(
-                "`id` in the body must match the id in the URL (or be left out)",
-            ));
-        }
-    }
-    obj.insert("id".into(), Value::String(id.to_string()));
-    let snapshot = body.clone();
-    serde_json::from_value::<TargetConfig>(body).map_err(|e| {
-        AdminError::bad_request(scrub(format!("invalid target definition: {e}"), &snapshot))
-    })
-}
-
-// ---- targets -----------------------------------------------------------------------
-
-async fn put_target(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    req: Request,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    check_target_id(&id)?;
-    let body = json_body(&state, req).await?;
-    let target = parse_target(&id, body)?;
-    target.validate(state.hub.directory.schemas())?;
-    let created = adm.targets.put(&target).await?;
-    tracing::info!(target = %id, kind = target.kind_name(), created, "target saved");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(redacted_json(&target))).into_response())
-}
-
-async fn list_targets(State(state): State<AppState>) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let list: Vec<Value> = adm
-        .targets
-        .list()
-        .await?
-        .iter()
-        .map(redacted_json)
-        .collect();
-    Ok(axum::Json(wire::TargetList { targets: list }).into_response())
-}
-
-async fn load_target(adm: &provisync_core::hub::Hub, id: &str) -> AdminResult<TargetConfig> {
-    adm.targets.get(id).await?.ok_or_else(|| {
-        AdminError::not_found(format!(
-            "no target {:?}",
-            id.chars().take(64).collect::<String>()
-        ))
-    })
-}
-
-async fn get_target(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let t = load_target(adm, &id).await?;
-    Ok(axum::Json(redacted_json(&t)).into_response())
-}
-
-async fn delete_target(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    if adm.targets.delete(&id).await? {
-        tracing::info!(target = %id, "target deleted");
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(AdminError::not_found(format!(
-            "no target {:?}",
-            id.chars().take(64).collect::<String>()
-        )))
-    }
-}
-
-async fn test_target(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let target = load_target(adm, &id).await?;
-    let started = Instant::now();
-    let result = match (adm.connectors)(&target) {
-        Ok(connector) => connector.test().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.0),
-    };
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (ok, detail) = match result {
-        Ok(d) => (true, d),
-        Err(e) => (false, e),
-    };
-    // Connector messages never carry secrets by contract; scrub anyway.
-    let mut detail = detail;
-    for s in target.secrets().iter().filter(|s| !s.is_empty()) {
-        detail = detail.replace(s.as_str(), "***");
-    }
-    let entry = AuditEntry::new(
-        &id,
-        AuditOp::Test,
-        if ok {
-            AuditStatus::Delivered
-        } else {
-            AuditStatus::Failed
-        },
-    )
-    .detail(detail.clone())
-    .latency_ms(latency_ms)
-    .actor(principal.to_string());
-    if let Err(e) = adm.audit.record(entry).await {
-        tracing::warn!(error = %e, target = %id, "audit entry for a connection test not written");
-    }
-    tracing::info!(target = %id, ok, latency_ms, "connection test");
-    Ok(axum::Json(wire::TargetTest {
-        target: id,
-        ok,
-        detail,
-        latency_ms,
-    })
-    .into_response())
-}
-
-// ---- sources -----------------------------------------------------------------------
-
-/// A source definition from a request body (`id` from the path). A single `"secret"` is
-/// accepted and becomes `"secrets": [it]`.
-fn parse_source(id: &str, mut body: Value) -> AdminResult<SourceConfig> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| AdminError::bad_request("the request body must be a JSON object"))?;
-    match obj.get("id") {
-        Some(Value::String(b)) if b == id => {}
-        None => {}
-        Some(_) => {
-            return Err(AdminError::bad_request(
-                "`id` in the body must match the id in the URL (or be left out)",
-            ));
-        }
-    }
-    obj.insert("id".into(), Value::String(id.to_string()));
-    if let Some(secret) = obj.remove("secret") {
-        if obj.contains_key("secrets") {
-            return Err(AdminError::bad_request(
-                "give either `secret` or `secrets`, not both",
-            ));
-        }
-        if !secret.is_string() {
-            return Err(AdminError::bad_request("`secret` must be a string"));
-        }
-        obj.insert("secrets".into(), Value::Array(vec![secret]));
-    }
-    let snapshot = body.clone();
-    serde_json::from_value::<SourceConfig>(body).map_err(|e| {
-        AdminError::bad_request(scrub(format!("invalid source definition: {e}"), &snapshot))
-    })
-}
-
-fn redacted_source(s: &SourceConfig) -> Value {
-    serde_json::to_value(s.redacted()).unwrap_or(Value::Null)
-}
-
-async fn put_source(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    req: Request,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    check_source_id(&id)?;
-    let body = json_body(&state, req).await?;
-    let source = parse_source(&id, body)?;
-    source.validate()?;
-    let created = adm.sources.put(&source).await?;
-    tracing::info!(source = %id, created, "source saved");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(redacted_source(&source))).into_response())
-}
-
-async fn list_sources(State(state): State<AppState>) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let list: Vec<Value> = adm
-        .sources
-        .list()
-        .await?
-        .iter()
-        .map(redacted_source)
-        .collect();
-    Ok(axum::Json(wire::SourceList { sources: list }).into_response())
-}
-
-fn no_source(id: &str) -> AdminError {
-    AdminError::not_found(format!(
-        "no source {:?}",
-        id.chars().take(64).collect::<String>()
-    ))
-}
-
-async fn get_source(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let s = adm.sources.get(&id).await?.ok_or_else(|| no_source(&id))?;
-    Ok(axum::Json(redacted_source(&s)).into_response())
-}
-
-async fn delete_source(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    if adm.sources.delete(&id).await? {
-        tracing::info!(source = %id, "source deleted");
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(no_source(&id))
     }
 }
 
@@ -933,48 +618,6 @@ async fn redrive(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn parser_messages_never_quote_secrets() {
-        let body = json!({"kind": "scim", "base_url": "https://x", "auth": {"bearer": 123456}});
-        let e = parse_target("t", body).unwrap_err();
-        assert!(!e.message.contains("123456"), "{}", e.message);
-        let body = json!({"kind": "scim", "base_url": "https://x", "auth": "sekrit-token"});
-        let e = parse_target("t", body).unwrap_err();
-        assert!(!e.message.contains("sekrit-token"), "{}", e.message);
-        let body = json!({"kind": "scim", "base_url": "https://x", "auth": {"tok-abcdef": "x"}});
-        let e = parse_target("t", body).unwrap_err();
-        assert!(!e.message.contains("tok-abcdef"), "{}", e.message);
-        let body = json!({"kind": "scim", "base_url": "https://x", "auth": {"basic": {"username": "u", "password": false}}});
-        let e = parse_target("t", body).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn unknown_kinds_and_fields() {
-        let e = parse_target("t", json!({"kind": "ldap"})).unwrap_err();
-        assert!(e.message.contains("unknown target kind"), "{}", e.message);
-        let e = parse_target("t", json!({"base_url": "https://x"})).unwrap_err();
-        assert!(e.message.contains("`kind` is required"));
-        let e = parse_target(
-            "t",
-            json!({"kind": "scim", "base_url": "https://x", "auth": {"bearer": "a"}, "scopeFilter": "x"}),
-        )
-        .unwrap_err();
-        assert!(e.message.contains("scopeFilter"), "{}", e.message);
-        let e = parse_target(
-            "t",
-            json!({"id": "other", "kind": "scim", "base_url": "https://x", "auth": {"bearer": "a"}}),
-        )
-        .unwrap_err();
-        assert!(e.message.contains("must match"));
-        let t = parse_target(
-            "t",
-            json!({"kind": "scim", "base_url": "https://x", "auth": {"bearer": "a"}}),
-        )
-        .unwrap();
-        assert_eq!(t.id, "t");
-    }
 
     #[test]
     fn dead_letter_bodies_hide_passwords() {

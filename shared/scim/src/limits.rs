@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ScimError;
 
@@ -55,6 +55,22 @@ pub(crate) fn too_many_members(n: usize) -> ScimError {
 pub(crate) struct ValueIndex {
     state: RandomState,
     buckets: HashMap<u64, Vec<usize>>,
+    /// Elements equal but for their `primary` flag count as the same value.
+    ignore_primary: bool,
+}
+
+/// Two elements of a multi-valued attribute hold the same value: equal but for `primary`.
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let others = |m: &Map<String, Value>| m.keys().filter(|k| *k != "primary").count();
+            others(x) == others(y)
+                && x.iter()
+                    .filter(|(k, _)| *k != "primary")
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
 }
 
 impl ValueIndex {
@@ -62,7 +78,19 @@ impl ValueIndex {
         ValueIndex {
             state: RandomState::new(),
             buckets: HashMap::new(),
+            ignore_primary: false,
         }
+    }
+
+    /// An index of `items` in which elements equal but for `primary` are the same value
+    /// (re-adding an email as primary finds the one already there).
+    pub(crate) fn of_values(items: &[Value]) -> Self {
+        let mut ix = ValueIndex::new();
+        ix.ignore_primary = true;
+        for (i, v) in items.iter().enumerate() {
+            ix.insert(v, i);
+        }
+        ix
     }
 
     /// An index of `items` (position of each).
@@ -76,11 +104,15 @@ impl ValueIndex {
 
     /// The position in `items` of a value equal to `v`, if one was inserted.
     pub(crate) fn find(&self, items: &[Value], v: &Value) -> Option<usize> {
-        self.buckets
-            .get(&self.hash(v))?
-            .iter()
-            .copied()
-            .find(|&i| items.get(i) == Some(v))
+        self.buckets.get(&self.hash(v))?.iter().copied().find(|&i| {
+            items.get(i).is_some_and(|e| {
+                if self.ignore_primary {
+                    same_value(e, v)
+                } else {
+                    e == v
+                }
+            })
+        })
     }
 
     pub(crate) fn insert(&mut self, v: &Value, position: usize) {
@@ -90,7 +122,21 @@ impl ValueIndex {
 
     fn hash(&self, v: &Value) -> u64 {
         let mut h = self.state.build_hasher();
-        self.feed(v, &mut h);
+        match v {
+            Value::Object(m) if self.ignore_primary => {
+                let mut sum = 0u64;
+                let mut n = 0usize;
+                for (k, x) in m.iter().filter(|(k, _)| *k != "primary") {
+                    let mut eh = self.state.build_hasher();
+                    k.hash(&mut eh);
+                    self.feed(x, &mut eh);
+                    sum = sum.wrapping_add(eh.finish());
+                    n += 1;
+                }
+                (5u8, n, sum).hash(&mut h);
+            }
+            _ => self.feed(v, &mut h),
+        }
         h.finish()
     }
 

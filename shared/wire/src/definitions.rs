@@ -4,6 +4,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The media type of `PATCH /admin/targets/{id}` and `PATCH /admin/sources/{id}`: a JSON
+/// merge patch (RFC 7396 §4) on the definition as `GET` shows it.
+pub const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
+
+/// What a `GET` shows instead of a secret; sent back in a `PUT` or `PATCH`, it keeps the
+/// stored secret.
+pub const REDACTED: &str = "***";
+
 fn yes() -> bool {
     true
 }

@@ -20,7 +20,8 @@ mod sync;
 
 pub use audit::{AuditEntry, AuditFilter, AuditPage};
 pub use definitions::{
-    ConfigPage, EntitiesPage, SourceList, SourceSummary, TargetList, TargetSummary, TargetTest,
+    ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
+    TargetSummary, TargetTest,
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{

@@ -9,6 +9,7 @@
 
 mod audit;
 mod deadletters;
+mod edit;
 mod schedule;
 mod sources;
 mod sync;

@@ -1,17 +1,21 @@
-//! `provisync source …`: webhook sources on the running hub.
+//! `provisync source …`: webhook and pull sources on the running hub.
 
-use std::io::Read;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use provisync_core::source::SOURCE_FIELDS;
 use serde_json::{Map, Value, json};
 
+use super::edit::{Fields, apply_set, read_json_object, read_secret};
 use super::{Remote, admin_client, s, short, table};
 
 #[derive(Subcommand, Debug)]
 pub enum SourceCommand {
-    /// Create or replace a source (a site that sends signed webhooks).
+    /// Create or replace a source (a site that sends signed webhooks, or that the hub
+    /// reads); secrets left out, or "***" as `show` prints them, keep the stored ones.
     Add(Box<SourceArgs>),
+    /// Change some fields of a source (PATCH with a JSON merge patch): the options given,
+    /// or --file PATCH.json; the rest, secrets included, stays as stored.
+    Update(Box<SourceArgs>),
     /// List sources (secrets are never shown).
     List,
     /// Show one source as JSON (secrets redacted).
@@ -25,8 +29,12 @@ pub struct SourceArgs {
     /// Source id (letters, digits, `-`, `_`, `.`): the webhook URL is /webhooks/{id}.
     /// A bidirectional site uses the same id as its webhook target.
     id: String,
+    /// The whole definition from a JSON file (`-`: stdin), e.g. what `source show`
+    /// printed; with `update`, a JSON merge patch (RFC 7396). Options override its fields.
+    #[arg(long, value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
     /// Read the webhook secret (`whsec_…`; several, space-separated, for rotation) from
-    /// this environment variable.
+    /// this environment variable; it replaces the stored secrets.
     #[arg(long, conflicts_with = "secret_stdin")]
     secret_env: Option<String>,
     /// Read the webhook secret(s) from the first line of stdin.
@@ -60,38 +68,54 @@ pub struct SourceArgs {
     /// default 259200, three days).
     #[arg(long)]
     max_event_age_secs: Option<u64>,
+    /// A field of the source, `FIELD=VALUE` (repeatable; `pull.base_url=…`,
+    /// `user_sync=false`): VALUE as JSON when it parses, else a string. Not for secrets.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
     /// Save the source disabled.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "enabled")]
     disabled: bool,
+    /// Save the source enabled (`update` of a disabled source).
+    #[arg(long)]
+    enabled: bool,
 }
 
-fn read_secret_from(env: Option<&str>, stdin: bool) -> Result<Option<String>> {
-    if let Some(var) = env {
-        let v =
-            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
-        return Ok(Some(v));
+/// The definition (`PUT`) or the merge patch (`PATCH`) the options make.
+fn source_body(args: &SourceArgs, patch: bool) -> Result<Value> {
+    if args.file.as_deref().is_some_and(|f| f.as_os_str() == "-") && args.secret_stdin {
+        bail!("--file - and --secret-stdin both read stdin: use --secret-env");
     }
-    if stdin {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        let line = s
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('\r')
-            .to_string();
-        if line.is_empty() {
-            bail!("--secret-stdin: nothing on stdin");
+    let mut body = match &args.file {
+        Some(f) => read_json_object(
+            f,
+            if patch {
+                "a merge patch"
+            } else {
+                "a source definition"
+            },
+        )?,
+        None => Map::new(),
+    };
+    match body.get("id") {
+        Some(Value::String(id)) if *id != args.id => {
+            bail!(
+                "the definition's id {id:?} is not the source id {:?}",
+                args.id
+            )
         }
-        return Ok(Some(line));
+        _ => {}
     }
-    Ok(None)
-}
-
-fn source_body(args: &SourceArgs) -> Result<Value> {
-    let mut body = Map::new();
-    if let Some(secret) = read_secret_from(args.secret_env.as_deref(), args.secret_stdin)? {
+    let rules = Fields {
+        known: SOURCE_FIELDS.to_vec(),
+        secrets: vec!["secret", "secrets", "pull.auth"],
+        help: format!("sources have: {}", SOURCE_FIELDS.join(", ")),
+    };
+    for item in &args.set {
+        apply_set(&mut body, &rules, item)?;
+    }
+    if let Some(secret) = read_secret(args.secret_env.as_deref(), args.secret_stdin)? {
         let secrets: Vec<&str> = secret.split_whitespace().collect();
+        body.remove("secret");
         body.insert("secrets".into(), json!(secrets));
     }
     for (k, v) in [("scheme", &args.scheme), ("direction", &args.direction)] {
@@ -117,8 +141,17 @@ fn source_body(args: &SourceArgs) -> Result<Value> {
     if let Some(age) = args.max_event_age_secs {
         body.insert("max_event_age_secs".into(), json!(age));
     }
-    if args.disabled {
-        body.insert("enabled".into(), json!(false));
+    if args.disabled || args.enabled {
+        body.insert("enabled".into(), json!(args.enabled));
+    }
+    let mut unknown: Vec<&str> = body
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !rules.known.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort_unstable();
+        bail!("unknown field(s): {}; {}", unknown.join(", "), rules.help);
     }
     Ok(Value::Object(body))
 }
@@ -126,8 +159,14 @@ fn source_body(args: &SourceArgs) -> Result<Value> {
 pub async fn source(remote: &Remote, cmd: SourceCommand) -> Result<()> {
     let admin = admin_client(remote)?;
     match cmd {
+        SourceCommand::Update(args) => {
+            let body = source_body(&args, true)?;
+            let v = admin.patch_source(&args.id, &body).await?;
+            println!("source {} updated", s(&v, "id"));
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         SourceCommand::Add(args) => {
-            let body = source_body(&args)?;
+            let body = source_body(&args, false)?;
             let v = admin.put_source(&args.id, &body).await?;
             println!(
                 "source {} saved: webhooks go to POST /webhooks/{}",
@@ -216,7 +255,7 @@ mod tests {
             "shared.",
         ])
         .unwrap();
-        let b = source_body(&args.a).unwrap();
+        let b = source_body(&args.a, false).unwrap();
         assert_eq!(
             b,
             json!({"secrets": ["whsec_a", "whsec_b"], "direction": "bidirectional",
@@ -224,6 +263,22 @@ mod tests {
                 "entity_types": ["node", "taxonomy_term"], "config_prefixes": ["shared."]})
         );
         let missing = S::try_parse_from(["x", "a", "--secret-env", "PSY_TEST_NOT_SET_X"]).unwrap();
-        assert!(source_body(&missing.a).is_err());
+        assert!(source_body(&missing.a, false).is_err());
+        let upd = S::try_parse_from([
+            "x",
+            "a",
+            "--set",
+            "user_sync=false",
+            "--set",
+            "pull.base_url=https://idp.example/scim/v2",
+        ])
+        .unwrap();
+        assert_eq!(
+            source_body(&upd.a, true).unwrap(),
+            json!({"user_sync": false, "pull": {"base_url": "https://idp.example/scim/v2"}})
+        );
+        let secret = S::try_parse_from(["x", "a", "--set", "pull.auth.bearer=t"]).unwrap();
+        let e = source_body(&secret.a, true).unwrap_err().to_string();
+        assert!(e.contains("never taken from arguments"), "{e}");
     }
 }

@@ -4,13 +4,17 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 pub use super::target_body::AddArgs;
-use super::target_body::target_body;
+use super::target_body::{target_body, target_patch};
 use super::{Remote, admin_client, s, short, table};
 
 #[derive(Subcommand, Debug)]
 pub enum TargetCommand {
-    /// Create or replace a target.
+    /// Create or replace a target (secrets left out, or "***" as `show` prints them, keep
+    /// the stored ones).
     Add(Box<AddArgs>),
+    /// Change some fields of a target (PATCH with a JSON merge patch): the options given,
+    /// or --file PATCH.json; the rest, secrets included, stays as stored.
+    Update(Box<AddArgs>),
     /// List targets (secrets are never shown).
     List,
     /// Show one target as JSON (secrets redacted).
@@ -28,6 +32,14 @@ pub async fn target(remote: &Remote, cmd: TargetCommand) -> Result<()> {
             let body = target_body(&args)?;
             let t = admin.put_target(&args.id, &body).await?;
             println!("target {} saved", s(&t, "id"));
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        TargetCommand::Update(args) => {
+            let stored = admin.target(&args.id).await?;
+            let kind = s(&stored, "kind");
+            let patch = target_patch(&args, &kind)?;
+            let t = admin.patch_target(&args.id, &patch).await?;
+            println!("target {} updated", s(&t, "id"));
             println!("{}", serde_json::to_string_pretty(&t)?);
         }
         TargetCommand::List => {

@@ -1,7 +1,8 @@
-//! The outbound HTTP policy every connector uses: one `reqwest` client (rustls), bounded
-//! timeouts, no redirects to another origin, https except on loopback, bounded response
-//! bodies, credentials that never reach a log, and one mapping of responses and transport
-//! failures to [`ConnectorError`].
+//! The outbound HTTP policy every connector uses: `reqwest` clients (rustls), bounded
+//! timeouts, no redirects to another origin, only the addresses the URL policy allows
+//! ([`crate::net`]: checked on every request and on every address a name resolves to, see
+//! [`super::resolve`]), bounded response bodies, credentials that never reach a log, and
+//! one mapping of responses and transport failures to [`ConnectorError`].
 //!
 //! The mapping follows RFC 7644 §3.12 (SCIM error responses: `status`, `scimType`,
 //! `detail`) and RFC 9110 (§15 status codes, §10.2.3 `Retry-After`).
@@ -16,7 +17,9 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
 use super::ConnectorError;
+use super::resolve::{GuardedResolver, PolicySource};
 pub use crate::net::check_target_url;
+use crate::net::{UrlError, UrlPolicy};
 use crate::target::HttpAuth;
 
 /// Default time to establish a connection (TCP + TLS).
@@ -34,12 +37,15 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Longest accepted target URL.
 pub use crate::net::MAX_URL_LEN;
 
-/// Timeouts and redirect limit of an [`HttpClient`].
+/// Timeouts, redirect limit and URL policy of an [`HttpClient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpPolicy {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_redirects: usize,
+    /// Which addresses may be called; `None`: the process policy at each call
+    /// ([`crate::net::process_policy`], from `PROVISYNC_ALLOW_PRIVATE_TARGETS`).
+    pub urls: Option<UrlPolicy>,
 }
 
 impl Default for HttpPolicy {
@@ -48,6 +54,16 @@ impl Default for HttpPolicy {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            urls: None,
+        }
+    }
+}
+
+impl HttpPolicy {
+    fn url_policy(&self) -> PolicySource {
+        match self.urls {
+            Some(p) => PolicySource::Fixed(p),
+            None => PolicySource::Process,
         }
     }
 }
@@ -185,10 +201,16 @@ pub fn scrub_secret(text: &str, secret: &str) -> String {
     out
 }
 
-/// The shared outbound client. Cheap to clone (the connection pool is shared).
+/// The shared outbound client. Cheap to clone (the connection pools are shared).
+///
+/// Two `reqwest` clients: one for https, one for plain http whose resolver accepts only
+/// the loopback and private addresses the policy allows (plain http never goes to a
+/// public address). [`HttpClient::request`] picks by the URL's scheme; a same-origin
+/// redirect keeps it.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    tls: reqwest::Client,
+    plain: reqwest::Client,
     policy: HttpPolicy,
 }
 
@@ -203,28 +225,58 @@ impl fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client with its own pool and this policy.
     pub fn new(policy: HttpPolicy) -> Result<HttpClient, SetupError> {
-        let max = policy.max_redirects;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-            // Follow only within the origin the request was sent to: a redirect must not
-            // carry the request (and its credentials) to another host, nor downgrade it.
-            let same_origin = attempt
-                .previous()
-                .first()
-                .is_some_and(|first| first.origin() == attempt.url().origin());
-            if same_origin && attempt.previous().len() <= max {
-                attempt.follow()
-            } else {
-                attempt.stop()
-            }
-        });
-        let client = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout)
-            .redirect(redirect)
-            .user_agent(concat!("provisync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SetupError::Client(e.without_url().to_string()))?;
-        Ok(HttpClient { client, policy })
+        Self::build(policy, None)
+    }
+
+    /// A client that resolves names with `inner` before the policy filters the answers
+    /// (tests: a name that resolves to loopback).
+    pub fn with_resolver(
+        policy: HttpPolicy,
+        inner: std::sync::Arc<dyn reqwest::dns::Resolve>,
+    ) -> Result<HttpClient, SetupError> {
+        Self::build(policy, Some(inner))
+    }
+
+    fn build(
+        policy: HttpPolicy,
+        inner: Option<std::sync::Arc<dyn reqwest::dns::Resolve>>,
+    ) -> Result<HttpClient, SetupError> {
+        let client = |plain: bool| {
+            let max = policy.max_redirects;
+            let urls = policy.url_policy();
+            let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+                // Follow only within the origin the request was sent to: a redirect must
+                // not carry the request (and its credentials) to another host, nor
+                // downgrade it; and never to an address the policy refuses.
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                let allowed = urls.get().check_request_url(attempt.url()).is_ok();
+                if same_origin && allowed && attempt.previous().len() <= max {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            });
+            reqwest::Client::builder()
+                .connect_timeout(policy.connect_timeout)
+                .timeout(policy.request_timeout)
+                .redirect(redirect)
+                .dns_resolver(std::sync::Arc::new(GuardedResolver {
+                    policy: urls,
+                    plain,
+                    inner: inner.clone(),
+                }))
+                .user_agent(concat!("provisync/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| SetupError::Client(e.without_url().to_string()))
+        };
+        Ok(HttpClient {
+            tls: client(false)?,
+            plain: client(true)?,
+            policy,
+        })
     }
 
     /// The process-wide client with the default policy, built on first use.
@@ -240,13 +292,27 @@ impl HttpClient {
     }
 
     pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        self.client.request(method, url)
+        let client = if url.scheme() == "http" {
+            &self.plain
+        } else {
+            &self.tls
+        };
+        client.request(method, url)
     }
 
     /// Sends a request and reads the response (bounded). Transport failures and timeouts
-    /// are [`ConnectorError::Retryable`]; any status is returned as is.
+    /// are [`ConnectorError::Retryable`]; an address the URL policy refuses is
+    /// [`ConnectorError::Refused`] (nothing is sent); any status is returned as is.
     pub async fn send(&self, req: RequestBuilder) -> Result<HttpResponse, ConnectorError> {
-        let mut resp = req.send().await.map_err(transport_error)?;
+        let (client, req) = req.build_split();
+        let req = req.map_err(transport_error)?;
+        // Names are checked by the resolver; IP literals never reach it.
+        self.policy
+            .url_policy()
+            .get()
+            .check_request_url(req.url())
+            .map_err(|e| refused_address(&e))?;
+        let mut resp = client.execute(req).await.map_err(transport_error)?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());
         let mut body = Vec::new();
@@ -264,6 +330,14 @@ impl HttpClient {
             headers,
             body: Bytes::from(body),
         })
+    }
+}
+
+/// A request the URL policy refused: not retried (only the operator can change it).
+fn refused_address(e: &UrlError) -> ConnectorError {
+    ConnectorError::Refused {
+        status: None,
+        reason: format!("address not allowed: {e}"),
     }
 }
 
@@ -498,6 +572,14 @@ pub fn parse_retry_after(
 /// A transport failure (connect, TLS, timeout, reset): always retryable. The detail names
 /// the kind of failure, never the URL (it may carry a filter with personal data).
 pub fn transport_error(e: reqwest::Error) -> ConnectorError {
+    // The resolver refused every address of the name: a policy decision, not an outage.
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = src {
+        if let Some(refused) = s.downcast_ref::<UrlError>() {
+            return refused_address(refused);
+        }
+        src = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -530,26 +612,6 @@ pub fn transport_error(e: reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert!(check_target_url("https://scim.example.com/scim/v2").is_ok());
-        assert!(check_target_url("http://127.0.0.1:8080/v2").is_ok());
-        assert!(check_target_url("http://127.8.0.1/v2").is_ok());
-        assert!(check_target_url("http://localhost:1/v2").is_ok());
-        assert!(check_target_url("http://[::1]:1/v2").is_ok());
-        assert!(check_target_url("http://scim.example.com/v2").is_err());
-        assert!(check_target_url("http://10.0.0.1/v2").is_err());
-        assert!(check_target_url("ftp://x/").is_err());
-        assert!(check_target_url("https://u:p@x.example/").is_err());
-        assert!(check_target_url("https://x.example/?a=b").is_err());
-        assert!(check_target_url("https://169.254.169.254/latest").is_err());
-        assert!(check_target_url("https://[fe80::1]/").is_err());
-        assert!(check_target_url("https://0.0.0.0/").is_err());
-        assert!(check_target_url("https://[::ffff:169.254.169.254]/").is_err());
-        assert!(check_target_url("not a url").is_err());
-        assert!(check_target_url("").is_err());
-    }
 
     #[test]
     fn retry_after() {

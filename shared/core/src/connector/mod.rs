@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod oauth;
+pub mod resolve;
 
 use std::sync::Arc;
 use std::time::Duration;

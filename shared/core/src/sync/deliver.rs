@@ -279,9 +279,7 @@ impl Deliverer {
                 }
                 Err((op, ConnectorError::Gone(why))) => {
                     // 410: the target is gone for good; stop sending to it.
-                    let mut disabled = t.clone();
-                    disabled.enabled = false;
-                    if let Err(e) = self.targets.put(&disabled).await {
+                    if let Err(e) = self.targets.disable(&t.id).await {
                         tracing::error!(target_id = %t.id, error = %e, "could not disable a gone target");
                     }
                     (

@@ -253,7 +253,7 @@ struct Reader {
 
 impl Reader {
     fn new(pull: &PullConfig, http: HttpClient) -> Result<Reader, PullError> {
-        let base = check_target_url(&pull.base_url).map_err(PullError::Setup)?;
+        let base = check_target_url(&pull.base_url).map_err(|e| PullError::Setup(e.to_string()))?;
         let creds =
             Credentials::from_auth(&pull.auth).map_err(|e| PullError::Setup(e.to_string()))?;
         Ok(Reader { base, creds, http })

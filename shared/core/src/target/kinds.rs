@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::REDACTED;
+use crate::definitions::REDACTED;
 
 /// Credentials for an outbound HTTP API. Never logged, never returned unredacted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,11 @@ impl std::fmt::Debug for CrowdTarget {
             .finish()
     }
 }
+
+/// Graph's root when an Entra target names none.
+pub const ENTRA_GRAPH_URL: &str = "https://graph.microsoft.com";
+/// The identity platform's root when an Entra target names none.
+pub const ENTRA_LOGIN_URL: &str = "https://login.microsoftonline.com";
 
 /// Microsoft Entra ID through Microsoft Graph v1.0, as an app registration with
 /// application permissions (OAuth 2.0 client credentials).

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::definitions::Definition;
+
 mod kinds;
 mod repo;
 mod validate;
@@ -133,51 +135,74 @@ pub struct TargetConfig {
 }
 
 /// What replaces a secret in every outward form of a target.
-pub const REDACTED: &str = "***";
+pub use crate::definitions::REDACTED;
 /// Longest target id.
 pub const MAX_TARGET_ID_LEN: usize = 64;
 const MAX_SECRET_LEN: usize = 8 * 1024;
 const MAX_MAPPINGS: usize = 200;
 
+impl HttpAuth {
+    /// Applies `f` to the secret of these credentials, with its field under `at`
+    /// (`auth.bearer`, `pull.auth.basic.password`).
+    pub(crate) fn map_secret<E>(
+        &mut self,
+        at: &str,
+        f: &mut dyn FnMut(&str, &str) -> Result<String, E>,
+    ) -> Result<(), E> {
+        match self {
+            HttpAuth::Bearer(token) => *token = f(&format!("{at}.bearer"), token)?,
+            HttpAuth::Basic { password, .. } => {
+                *password = f(&format!("{at}.basic.password"), password)?
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TargetConfig {
-    /// Applies `f` to every secret of the definition, in place (exhaustive over kinds:
-    /// a new kind with secrets cannot be forgotten by sealing or redaction).
+    /// Applies `f` to every secret of the definition, in place, with the name of its
+    /// field (exhaustive over kinds: a new kind with secrets cannot be forgotten by
+    /// sealing, redaction or keeping).
     pub fn try_map_secrets<E>(
         &mut self,
-        mut f: impl FnMut(&str) -> Result<String, E>,
+        f: &mut dyn FnMut(&str, &str) -> Result<String, E>,
     ) -> Result<(), E> {
         match &mut self.kind {
-            TargetKind::Scim(scim) => match &mut scim.auth {
-                HttpAuth::Bearer(token) => *token = f(token)?,
-                HttpAuth::Basic { password, .. } => *password = f(password)?,
-            },
-            TargetKind::Crowd(crowd) => crowd.password = f(&crowd.password)?,
-            TargetKind::Entra(entra) => entra.client_secret = f(&entra.client_secret)?,
-            TargetKind::Salesforce(sf) => sf.client_secret = f(&sf.client_secret)?,
+            TargetKind::Scim(scim) => scim.auth.map_secret("auth", f)?,
+            TargetKind::Crowd(crowd) => crowd.password = f("password", &crowd.password)?,
+            TargetKind::Entra(entra) => {
+                entra.client_secret = f("client_secret", &entra.client_secret)?
+            }
+            TargetKind::Salesforce(sf) => sf.client_secret = f("client_secret", &sf.client_secret)?,
             // The SDK's credential chain: nothing stored.
             TargetKind::Cognito(_) => {}
-            TargetKind::Okta(okta) => okta.token = f(&okta.token)?,
-            TargetKind::Webhook(w) => w.secret = f(&w.secret)?,
+            TargetKind::Okta(okta) => okta.token = f("token", &okta.token)?,
+            TargetKind::Webhook(w) => w.secret = f("secret", &w.secret)?,
         }
         Ok(())
     }
 
+    /// The JSON field holding the secret of targets of kind `kind` (`None`: the kind
+    /// stores none, or is unknown). A test checks it against [`Definition::secret_fields`].
+    pub fn secret_field(kind: &str) -> Option<&'static str> {
+        match kind {
+            "scim" => Some("auth"),
+            "crowd" => Some("password"),
+            "okta" => Some("token"),
+            "entra" | "salesforce" => Some("client_secret"),
+            "webhook" => Some("secret"),
+            _ => None,
+        }
+    }
+
     /// The secrets of the definition (for tests that check they are nowhere).
     pub fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut copy = self.clone();
-        let _ = copy.try_map_secrets(|s| {
-            out.push(s.to_string());
-            Ok::<_, std::convert::Infallible>(s.to_string())
-        });
-        out
+        self.secret_values().into_iter().map(|(_, v)| v).collect()
     }
 
     /// A copy with every secret replaced by `"***"`: the only form shown or logged.
     pub fn redacted(&self) -> TargetConfig {
-        let mut copy = self.clone();
-        let _ = copy.try_map_secrets(|_| Ok::<_, std::convert::Infallible>(REDACTED.into()));
-        copy
+        self.redacted_copy()
     }
 
     /// The kind's name (`scim`, `crowd`, ...).

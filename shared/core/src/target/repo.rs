@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::crypto::SecretBox;
-use crate::definitions::{Definition, DefinitionError, Definitions};
+use crate::definitions::{Definition, DefinitionError, Definitions, EditError};
 use crate::store::{Key, Store};
 
 // ---- repository ---------------------------------------------------------------------
@@ -35,8 +35,45 @@ impl Definition for TargetConfig {
         check_target_id(id).is_ok()
     }
 
-    fn map_secrets<E>(&mut self, f: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<(), E> {
+    fn map_secrets<E>(
+        &mut self,
+        f: &mut dyn FnMut(&str, &str) -> Result<String, E>,
+    ) -> Result<(), E> {
         self.try_map_secrets(f)
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        match &self.kind {
+            TargetKind::Scim(_) => &["auth"],
+            TargetKind::Crowd(_) => &["password"],
+            TargetKind::Entra(_) | TargetKind::Salesforce(_) => &["client_secret"],
+            TargetKind::Okta(_) => &["token"],
+            TargetKind::Webhook(_) => &["secret"],
+            TargetKind::Cognito(_) => &[],
+        }
+    }
+
+    fn same_kind(&self, body: &serde_json::Value) -> bool {
+        body.get("kind").and_then(serde_json::Value::as_str) == Some(self.kind_name())
+    }
+
+    fn secret_origins(&self, _field: &str) -> Vec<String> {
+        use crate::definitions::origin_of;
+        match &self.kind {
+            TargetKind::Scim(t) => vec![origin_of(&t.base_url)],
+            TargetKind::Crowd(t) => vec![origin_of(&t.base_url)],
+            TargetKind::Okta(t) => vec![origin_of(&t.base_url)],
+            TargetKind::Webhook(t) => vec![origin_of(&t.url)],
+            TargetKind::Entra(t) => vec![
+                origin_of(t.login_url.as_deref().unwrap_or(ENTRA_LOGIN_URL)),
+                origin_of(t.graph_url.as_deref().unwrap_or(ENTRA_GRAPH_URL)),
+            ],
+            TargetKind::Salesforce(t) => vec![
+                origin_of(t.login_url.as_deref().unwrap_or(&t.instance_url)),
+                origin_of(&t.instance_url),
+            ],
+            TargetKind::Cognito(_) => Vec::new(),
+        }
     }
 }
 
@@ -77,6 +114,39 @@ impl Targets {
         let created = self.defs.put(target).await;
         self.invalidate();
         created
+    }
+
+    /// Stores what `edit` makes of the stored definition (see [`Definitions::edit`]):
+    /// replacements that keep stored secrets, partial updates.
+    pub async fn edit<E>(
+        &self,
+        id: &str,
+        edit: impl Fn(Option<&TargetConfig>) -> Result<TargetConfig, E>,
+    ) -> Result<(TargetConfig, bool), EditError<E>> {
+        let result = self.defs.edit(id, edit).await;
+        self.invalidate();
+        result
+    }
+
+    /// Disables a target as it is stored now (a target that answered 410 Gone); nothing
+    /// when it was removed meanwhile.
+    pub async fn disable(&self, id: &str) -> Result<(), TargetError> {
+        enum Gone {
+            Absent,
+        }
+        match self
+            .edit(id, |stored| match stored {
+                Some(t) => Ok(TargetConfig {
+                    enabled: false,
+                    ..t.clone()
+                }),
+                None => Err(Gone::Absent),
+            })
+            .await
+        {
+            Ok(_) | Err(EditError::Refused(Gone::Absent)) => Ok(()),
+            Err(EditError::Store(e)) => Err(e),
+        }
     }
 
     /// One definition, secrets opened.

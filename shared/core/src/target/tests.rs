@@ -38,6 +38,7 @@ fn field(t: &TargetConfig) -> String {
 
 #[test]
 fn defaults_and_valid_definitions() {
+    crate::net::allow_loopback_peers();
     let t = valid();
     assert_eq!(t.validate(&reg()), Ok(()));
     assert!(t.enabled);
@@ -72,6 +73,7 @@ fn defaults_and_valid_definitions() {
 
 #[test]
 fn invalid_definitions_say_why() {
+    crate::net::allow_loopback_peers();
     let mut t = valid();
     t.id = "bad id".into();
     assert!(err(&t).contains("target id"));
@@ -88,7 +90,9 @@ fn invalid_definitions_say_why() {
         err(&t)
     };
     assert!(url("http://example.com/scim").contains("https"));
-    assert!(url("http://10.0.0.1/scim").contains("https"));
+    assert!(url("http://10.0.0.1/scim").contains("private-network"));
+    assert!(url("https://169.254.169.254/").contains("metadata"));
+    assert!(url("https://[::ffff:10.0.0.1]/").contains("PROVISYNC_ALLOW_PRIVATE_TARGETS"));
     assert!(url("http://128.0.0.1/scim").contains("https"));
     assert!(url("http://localhost.evil.com/").contains("https"));
     assert!(url("ftp://example.com/").contains("scheme"));
@@ -281,6 +285,7 @@ fn entra_and_salesforce_definitions() {
 
 #[test]
 fn cognito_and_okta_definitions() {
+    crate::net::allow_loopback_peers();
     let fields_listed = |t: &TargetConfig| {
         let name = t.kind_name();
         let (_, fields) = KIND_FIELDS.iter().find(|(k, _)| *k == name).unwrap();

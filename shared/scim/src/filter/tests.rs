@@ -1080,3 +1080,120 @@ proptest! {
         let _ = f.matches(&schema, &v);
     }
 }
+
+// ------------------------------------------ properties: input that was never a filter
+
+/// Nodes of a parsed filter (what parsing allocates).
+fn node_count(f: &Filter) -> usize {
+    match f {
+        Filter::Compare { .. } | Filter::Present(_) => 1,
+        Filter::Not(x) => 1 + node_count(x),
+        Filter::And(l, r) | Filter::Or(l, r) => 1 + node_count(l) + node_count(r),
+        Filter::ValuePath { filter, .. } => 1 + node_count(filter),
+    }
+}
+
+/// A printed filter with tokens inserted and bytes dropped: mostly not a filter any more,
+/// sometimes a different one.
+fn arb_mangled_filter() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("("),
+        Just(")"),
+        Just("["),
+        Just("]"),
+        Just("\""),
+        Just(" "),
+        Just("not "),
+        Just(" and "),
+        Just(" or "),
+        Just(" pr"),
+        Just(" eq "),
+        Just("."),
+        Just(":"),
+        Just("\\"),
+        Just("1e999"),
+        Just("-0"),
+        Just("\u{0}"),
+        Just("\u{202e}"),
+        Just("é"),
+        Just("\u{1F600}"),
+        Just("urn:ietf:params:scim:schemas:core:2.0:User:"),
+    ];
+    (
+        arb_filter(),
+        prop::collection::vec((any::<prop::sample::Index>(), token), 0..6),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+    )
+        .prop_map(|(f, inserts, drops)| {
+            let mut chars: Vec<char> = f.to_string().chars().collect();
+            for (at, t) in inserts {
+                let i = at.index(chars.len() + 1);
+                chars.splice(i..i, t.chars());
+            }
+            for at in drops {
+                if !chars.is_empty() {
+                    let i = at.index(chars.len());
+                    chars.remove(i);
+                }
+            }
+            chars.into_iter().collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever string parses prints back to a string that parses to the same filter.
+    #[test]
+    fn accepted_input_round_trips(s in prop_oneof![arb_mangled_filter(), any::<String>()]) {
+        if let Ok(f) = parse(&s) {
+            let printed = f.to_string();
+            prop_assert_eq!(parse(&printed).ok(), Some(f), "{:?} printed as {:?}", s, printed);
+        }
+        if let Ok(p) = parse_patch_path(&s) {
+            prop_assert_eq!(parse_patch_path(&p.to_string()).ok(), Some(p));
+        }
+    }
+
+    /// What parsing builds is bounded by the input: at most one node per byte, and never
+    /// deeper than the cap.
+    #[test]
+    fn the_tree_is_bounded_by_the_input(s in arb_mangled_filter()) {
+        if let Ok(f) = parse(&s) {
+            prop_assert!(node_count(&f) <= s.len(), "{} nodes from {} bytes", node_count(&f), s.len());
+        }
+    }
+
+    /// Nesting: accepted exactly up to the cap, whatever mix of `(`, `not (` and value
+    /// paths makes it, and refused past it without recursing further (no stack overflow at
+    /// any depth).
+    #[test]
+    fn the_depth_cap_holds(
+        wrappers in prop::collection::vec(prop_oneof![Just("("), Just("not (")], 0..(MAX_FILTER_DEPTH * 3)),
+        in_value_path in any::<bool>(),
+    ) {
+        let inner = if in_value_path { "emails[type eq \"work\"]" } else { "userName pr" };
+        let depth = wrappers.len() + usize::from(in_value_path);
+        let s = format!("{}{inner}{}", wrappers.concat(), ")".repeat(wrappers.len()));
+        let r = parse(&s);
+        prop_assert_eq!(r.is_ok(), depth <= MAX_FILTER_DEPTH, "depth {}: {:?}", depth, r);
+        if let Err(e) = r {
+            prop_assert!(e.detail.contains("nested too deeply"), "{}", e.detail);
+        }
+    }
+
+    /// Past the length cap the input is refused before any parsing (the message is about
+    /// the length, whatever the bytes).
+    #[test]
+    fn the_length_cap_holds(extra in 1usize..4096, fill in any::<char>(), head in arb_mangled_filter()) {
+        let mut s = head;
+        while s.len() <= MAX_FILTER_LEN + extra {
+            s.push(fill);
+        }
+        let e = parse(&s).unwrap_err();
+        prop_assert!(e.detail.contains("the limit is"), "{}", e.detail);
+        let e = parse_patch_path(&s).unwrap_err();
+        prop_assert!(e.detail.contains("the limit is"), "{}", e.detail);
+        prop_assert_eq!(e.status, 400);
+    }
+}

@@ -91,13 +91,23 @@ pub(super) fn set_plain(
                     put_array(c, &attr.name, new_items);
                     return Ok(());
                 }
-                // RFC 7644 §3.5.2.1: add appends; identical values are not duplicated.
+                // RFC 7644 §3.5.2.1: add appends; a value already there is not duplicated.
+                // `primary` is a flag of an element, not part of its value: re-adding an
+                // element as primary makes the one there primary (so a retried request
+                // changes nothing more).
                 let mut items = take_array(c, &attr.name);
-                let mut index = ValueIndex::of(&items);
+                let mut index = ValueIndex::of_values(&items);
                 let mut winners = Vec::new();
                 for item in new_items {
                     match index.find(&items, &item) {
-                        Some(i) => winners.push(i),
+                        Some(i) => {
+                            if is_primary(&item)
+                                && let Value::Object(m) = &mut items[i]
+                            {
+                                m.insert("primary".into(), Value::Bool(true));
+                            }
+                            winners.push(i);
+                        }
                         None => {
                             index.insert(&item, items.len());
                             items.push(item);

@@ -662,6 +662,37 @@ fn group_member_filters() {
     assert_eq!(err_type(r), Some(ScimType::Mutability));
 }
 
+/// Found by `adds_and_replaces_are_idempotent`: adding an element again as primary,
+/// after another add made a different one primary, appended a duplicate that differed only
+/// in `primary`. The same request applied twice must give the same emails.
+#[test]
+fn adding_an_element_again_as_primary_does_not_duplicate_it() {
+    let body = ops(json!([
+        {"op": "add", "path": "emails", "value": [{"value": "a@a.example", "type": "work", "primary": true}]},
+        {"op": "add", "path": "emails", "value": [{"value": "a@b.example", "type": "work", "primary": true}]}
+    ]));
+    let once = patch_user(&stored_user(), &body).unwrap();
+    let twice = patch_user(&once.resource, &body).unwrap();
+    assert_eq!(twice.resource, once.resource);
+    assert_eq!(
+        once.resource["emails"],
+        json!([
+            {"value": "old@testuser.com", "type": "work", "primary": false},
+            {"value": "a@a.example", "type": "work", "primary": false},
+            {"value": "a@b.example", "type": "work", "primary": true}
+        ])
+    );
+    // Re-adding an existing element as primary moves the flag, nothing else.
+    let again = patch_user(
+        &once.resource,
+        &ops(json!([{"op": "add", "path": "emails", "value": [{"value": "a@a.example", "type": "work", "primary": true}]}])),
+    )
+    .unwrap();
+    assert_eq!(again.resource["emails"].as_array().unwrap().len(), 3);
+    assert_eq!(again.resource["emails"][1]["primary"], true);
+    assert_eq!(again.resource["emails"][2]["primary"], false);
+}
+
 mod proptests {
     use super::*;
     use proptest::prelude::*;
@@ -789,6 +820,144 @@ mod proptests {
             let _ = patch_user(&u, &junk);
             let _ = patch_user(&u, &ops(json!([{"op": "replace", "value": junk}])));
             prop_assert_eq!(u, stored_user());
+        }
+    }
+
+    /// `add` and `replace` operations, with the same paths and values as [`arb_op`].
+    fn arb_add_or_replace() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just("add"), Just("Add"), Just("replace"), Just("Replace")],
+            arb_path(),
+            arb_json(),
+        )
+            .prop_map(|(op, path, value)| {
+                let mut m = Map::new();
+                m.insert("op".into(), json!(op));
+                if let Some(p) = path {
+                    m.insert("path".into(), json!(p));
+                }
+                m.insert("value".into(), value);
+                Value::Object(m)
+            })
+    }
+
+    /// `add` / `replace` of a value that fits its path (most are accepted): what makes
+    /// the properties below say something about successful requests too.
+    fn arb_fitting_op() -> impl Strategy<Value = Value> {
+        let word = "[a-zA-Z][a-zA-Z0-9 ]{0,10}";
+        let email = "[a-z]{1,6}@[a-z]{1,6}\\.example";
+        let value_for = move |path: &'static str| -> BoxedStrategy<Value> {
+            match path {
+                "active" => any::<bool>().prop_map(Value::Bool).boxed(),
+                "name" => (word, word)
+                    .prop_map(|(g, f)| json!({"givenName": g, "familyName": f}))
+                    .boxed(),
+                "emails" => (
+                    email,
+                    prop::sample::select(vec!["work", "home"]),
+                    any::<bool>(),
+                )
+                    .prop_map(|(v, t, p)| json!([{"value": v, "type": t, "primary": p}]))
+                    .boxed(),
+                "phoneNumbers" => word
+                    .prop_map(|v| json!([{"value": v, "type": "work"}]))
+                    .boxed(),
+                "emails[type eq \"work\"].value" => email.prop_map(Value::String).boxed(),
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager" => {
+                    word.prop_map(|v| json!({"value": v})).boxed()
+                }
+                "" => (any::<bool>(), word)
+                    .prop_map(|(a, d)| json!({"active": a, "displayName": d}))
+                    .boxed(),
+                _ => word.prop_map(Value::String).boxed(),
+            }
+        };
+        let paths = vec![
+            "userName",
+            "displayName",
+            "active",
+            "title",
+            "nickName",
+            "externalId",
+            "name",
+            "name.givenName",
+            "emails",
+            "emails[type eq \"work\"].value",
+            "phoneNumbers",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+            "",
+        ];
+        (
+            prop::sample::select(vec!["add", "replace", "Replace"]),
+            prop::sample::select(paths),
+        )
+            .prop_flat_map(move |(op, path)| {
+                value_for(path).prop_map(move |value| {
+                    if path.is_empty() {
+                        json!({"op": op, "value": value})
+                    } else {
+                        json!({"op": op, "path": path, "value": value})
+                    }
+                })
+            })
+    }
+
+    fn apply(kind: ResourceKind, resource: &Value, body: &Value) -> Result<PatchPlan, ScimError> {
+        let reg = SchemaRegistry::builtin();
+        apply_patch(&reg.view(kind), resource, body)
+    }
+
+    /// The resource as it would be stored again: validated and normalised like a body.
+    fn renormalised(kind: ResourceKind, resource: &Value) -> Result<Value, ScimError> {
+        let reg = SchemaRegistry::builtin();
+        let schema = reg.view(kind);
+        let obj = resource.as_object().cloned().unwrap_or_default();
+        finish(&schema, ingest(&schema, &obj, Mode::Stored)?)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// RFC 7644 §3.5.2.1 (an `add` of a value already there changes nothing) and
+        /// §3.5.2.3 (`replace` sets): a request of adds and replaces applied again to its
+        /// own result is accepted and changes nothing more.
+        #[test]
+        fn adds_and_replaces_are_idempotent(
+            ops_list in prop::collection::vec(prop_oneof![3 => arb_fitting_op(), 1 => arb_add_or_replace()], 1..4),
+        ) {
+            let body = ops(Value::Array(ops_list));
+            for (kind, stored) in [(ResourceKind::User, stored_user()), (ResourceKind::Group, stored_group())] {
+                if let Ok(once) = apply(kind, &stored, &body) {
+                    let twice = apply(kind, &once.resource, &body);
+                    prop_assert!(twice.is_ok(), "{:?}: {} then {:?}", kind, body, twice);
+                    if let Ok(twice) = twice {
+                        prop_assert_eq!(&twice.resource, &once.resource, "{:?}: {}", kind, body);
+                    }
+                }
+            }
+        }
+
+        /// Whatever the operations: a resource that validates again as it is (the normal
+        /// form is a fixed point), or a client error (4xx with a scimType), never the
+        /// stored resource half changed.
+        #[test]
+        fn every_outcome_is_a_valid_resource_or_a_client_error(
+            ops_list in prop::collection::vec(prop_oneof![arb_op(), arb_add_or_replace(), arb_fitting_op()], 1..5),
+        ) {
+            let body = ops(Value::Array(ops_list));
+            for (kind, stored) in [(ResourceKind::User, stored_user()), (ResourceKind::Group, stored_group())] {
+                match apply(kind, &stored, &body) {
+                    Ok(plan) => {
+                        let again = renormalised(kind, &plan.resource);
+                        prop_assert_eq!(again.as_ref().ok(), Some(&plan.resource), "{:?}: {} -> {:?}", kind, body, again);
+                    }
+                    Err(e) => {
+                        prop_assert!((400..500).contains(&e.status), "{:?}: {} -> {}", kind, body, e);
+                        prop_assert!(e.scim_type.is_some() || e.status != 400, "{:?}: {} -> {}", kind, body, e);
+                    }
+                }
+            }
         }
     }
 }
