@@ -687,8 +687,43 @@ impl Queue for StoreQueue {
     }
 
     async fn redrive(&self, limit: usize) -> Result<usize, QueueError> {
+        let items = self.dead_letter_items(limit).await?;
+        self.redrive_items(items).await
+    }
+
+    async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(Index::Primary, self.dlq_pk())
+                        .limit(1000)
+                        .after(after),
+                )
+                .await?;
+            if let Some(item) = page.items.iter().find(|i| {
+                parse::<StoredDeadLetter>(i).is_ok_and(|l| l.dedup_id == dedup_id)
+            }) {
+                return Ok(self.redrive_items(vec![item.clone()]).await? == 1);
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(false),
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "store"
+    }
+}
+
+impl StoreQueue {
+    /// Moves these dead-letter items back to the queue; returns how many moved.
+    async fn redrive_items(&self, items: Vec<Item>) -> Result<usize, QueueError> {
         let mut moved = 0;
-        for item in self.dead_letter_items(limit).await? {
+        for item in items {
             let letter: DeadLetter = parse::<StoredDeadLetter>(&item)?.into();
             let m = OutMessage::new(letter.group_id, letter.dedup_id, letter.body);
             let remove = Write::Delete {
@@ -707,10 +742,6 @@ impl Queue for StoreQueue {
             self.sent.notify_waiters();
         }
         Ok(moved)
-    }
-
-    fn backend(&self) -> &'static str {
-        "store"
     }
 }
 
