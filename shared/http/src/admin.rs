@@ -35,7 +35,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::auth::{Principal, RequireToken, Scope, require_token};
+use super::auth::Principal;
+use super::console::session::{AdminGuard, require_admin};
+use console_api::{changes, secrets};
 use provisync_core::definitions::DefinitionError;
 use provisync_core::queue::{DeadLetter, QueueError};
 use provisync_core::source::{SourceConfig, check_source_id};
@@ -49,6 +51,7 @@ use provisync_core::validation::ValidationError;
 use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
+mod console_api;
 mod wire_of;
 
 pub const BASE_PATH: &str = "/admin";
@@ -167,13 +170,13 @@ impl From<QueueError> for AdminError {
 
 type AdminResult<T> = Result<T, AdminError>;
 
-/// The admin router, paths already under `/admin`.
-/// The admin router, paths under `/admin`.
+/// The admin router, paths under `/admin`: a bearer token or a console session.
 pub fn router(state: AppState) -> Router {
-    let guard = RequireToken {
+    let guard = AdminGuard {
         auth: state.auth.clone(),
-        scope: Scope::Admin,
+        store: state.hub.store.clone(),
         unauthorized: AdminError::unauthorized,
+        forbidden: |m| AdminError::new(StatusCode::FORBIDDEN, m),
     };
     let admin = Router::new()
         .route("/targets", get(list_targets))
@@ -194,7 +197,9 @@ pub fn router(state: AppState) -> Router {
         .route("/schedule/run", post(run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
-        .route_layer(from_fn_with_state(guard, require_token::<AdminError>))
+        .merge(console_api::routes())
+        .route_layer(from_fn_with_state(state.clone(), changes::audit_changes))
+        .route_layer(from_fn_with_state(guard, require_admin::<AdminError>))
         .fallback(|| async { AdminError::not_found("no such admin endpoint") })
         .method_not_allowed_fallback(|| async {
             AdminError::new(
@@ -379,7 +384,8 @@ async fn put_target(
     let adm = &state.hub;
     check_target_id(&id)?;
     let body = json_body(&state, req).await?;
-    let target = parse_target(&id, body)?;
+    let mut target = parse_target(&id, body)?;
+    secrets::keep_target_secrets(adm, &mut target).await?;
     target.validate(state.hub.directory.schemas())?;
     let created = adm.targets.put(&target).await?;
     tracing::info!(target = %id, kind = target.kind_name(), created, "target saved");
@@ -531,7 +537,8 @@ async fn put_source(
     let adm = &state.hub;
     check_source_id(&id)?;
     let body = json_body(&state, req).await?;
-    let source = parse_source(&id, body)?;
+    let mut source = parse_source(&id, body)?;
+    secrets::keep_source_secrets(adm, &mut source).await?;
     source.validate()?;
     let created = adm.sources.put(&source).await?;
     tracing::info!(source = %id, created, "source saved");
