@@ -361,10 +361,7 @@ pub fn health_of(entries: &[AuditEntry], dead_ids: &HashSet<String>) -> Health {
 mod tests {
     use super::*;
     use crate::store::embedded::EmbeddedStore;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
+    use crate::sync::audit::format_at;
 
     fn entry(t: &str, op: AuditOp, status: AuditStatus, when: &str) -> AuditEntry {
         let mut e = AuditEntry::new(t, op, status);
@@ -376,27 +373,34 @@ mod tests {
     async fn counts_by_outcome_and_keeps_settled_buckets() {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let audit = Audit::new(store.clone());
-        let now = at("2026-03-10T12:30:00Z");
+        // Two days ago (within the audit's retention), 12:30.
+        let noon = (Utc::now() - Duration::days(2))
+            .date_naive()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
+            .and_utc();
+        let now = noon + Duration::minutes(30);
+        let t = |minutes: i64| format_at(noon + Duration::minutes(minutes));
         for (op, status, when) in [
-            (AuditOp::Create, AuditStatus::Delivered, "2026-03-10T12:05:00Z"),
-            (AuditOp::Create, AuditStatus::Linked, "2026-03-10T11:05:00Z"),
-            (AuditOp::Update, AuditStatus::Delivered, "2026-03-10T11:06:00Z"),
-            (AuditOp::Deactivate, AuditStatus::Delivered, "2026-03-10T11:07:00Z"),
-            (AuditOp::Delete, AuditStatus::Refused, "2026-03-10T11:08:00Z"),
-            (AuditOp::Update, AuditStatus::Dead, "2026-03-09T11:08:00Z"),
+            (AuditOp::Create, AuditStatus::Delivered, t(5)),
+            (AuditOp::Create, AuditStatus::Linked, t(-55)),
+            (AuditOp::Update, AuditStatus::Delivered, t(-54)),
+            (AuditOp::Deactivate, AuditStatus::Delivered, t(-53)),
+            (AuditOp::Delete, AuditStatus::Refused, t(-52)),
+            (AuditOp::Update, AuditStatus::Dead, t(-24 * 60 - 52)),
             // Not operations: a test, a skipped change, a retry.
-            (AuditOp::Test, AuditStatus::Failed, "2026-03-10T11:09:00Z"),
-            (AuditOp::Update, AuditStatus::Skipped, "2026-03-10T11:09:00Z"),
-            (AuditOp::Update, AuditStatus::Retry, "2026-03-10T11:09:00Z"),
+            (AuditOp::Test, AuditStatus::Failed, t(-51)),
+            (AuditOp::Update, AuditStatus::Skipped, t(-51)),
+            (AuditOp::Update, AuditStatus::Retry, t(-51)),
         ] {
-            audit.record(entry("t1", op, status, when)).await.unwrap();
+            audit.record(entry("t1", op, status, &when)).await.unwrap();
         }
         let stats = OperationStats::new(store.clone(), 90);
         let day = stats.series(Window::Day, now).await.unwrap();
         assert_eq!(day.buckets.len(), 24);
         assert!(day.buckets.iter().all(|b| b.counted));
         let last = &day.buckets[23];
-        assert_eq!(last.start, at("2026-03-10T12:00:00Z"));
+        assert_eq!(last.start, noon);
         assert_eq!(last.counts.created, 1);
         let prev = &day.buckets[22].counts;
         assert_eq!(
@@ -407,16 +411,14 @@ mod tests {
         assert_eq!(month.buckets.len(), 30);
         assert_eq!(month.buckets[29].counts.created, 2);
         assert_eq!(month.buckets[28].counts.failed, 1);
-        // The settled hour is kept: an entry written late into it is not counted again,
-        // the current (unsettled) hour is.
-        audit
-            .record(entry("t1", AuditOp::Create, AuditStatus::Delivered, "2026-03-10T11:30:00Z"))
-            .await
-            .unwrap();
-        audit
-            .record(entry("t1", AuditOp::Create, AuditStatus::Delivered, "2026-03-10T12:10:00Z"))
-            .await
-            .unwrap();
+        // The settled hour is kept: an entry written late into it is not counted again;
+        // the current (unsettled) hour is counted afresh.
+        for when in [t(-30), t(10)] {
+            audit
+                .record(entry("t1", AuditOp::Create, AuditStatus::Delivered, &when))
+                .await
+                .unwrap();
+        }
         let again = stats.series(Window::Day, now).await.unwrap();
         assert_eq!(again.buckets[22].counts.created, 1);
         assert_eq!(again.buckets[23].counts.created, 2);

@@ -9,7 +9,7 @@
 //! | `GET /console/`            | the console (sign-in first when there is no session)      |
 //! | `GET /console/assets/{f}`  | `app.js`, `app.css`, `icon.svg`                           |
 //! | `POST /console/session`    | `{"token"}` -> 200 `{"name","csrf","ends_at"}` + cookie; 401 for a wrong token |
-//! | `GET /console/session`     | the session (`{"name","csrf","ends_at"}`), or 401         |
+//! | `GET /console/session`     | the session (`{"name","csrf","ends_at"}`), or 204: none   |
 //! | `DELETE /console/session`  | sign-out (CSRF token required): 204, cookie cleared       |
 //!
 //! Every answer carries a strict Content-Security-Policy (scripts, styles, images and
@@ -127,7 +127,8 @@ async fn current(State(state): State<AppState>, req: Request) -> Response {
     };
     match session {
         Some(s) => axum::Json(session_info(&s)).into_response(),
-        None => refuse(StatusCode::UNAUTHORIZED, "not signed in"),
+        // Not an error for the page: it shows the sign-in form.
+        None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
