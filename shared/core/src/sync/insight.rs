@@ -321,6 +321,14 @@ pub fn health_of(entries: &[AuditEntry], dead_ids: &HashSet<String>) -> Health {
     let mut dead_events: HashSet<&str> = HashSet::new();
     let mut failing = true;
     for e in entries {
+        // What operators did (definitions saved, sign-ins, syncs asked for, redrives)
+        // says nothing about how the target is doing.
+        if matches!(
+            e.op,
+            AuditOp::Configure | AuditOp::SignIn | AuditOp::SignOut | AuditOp::Sync | AuditOp::Redrive
+        ) {
+            continue;
+        }
         if e.op == AuditOp::Reconcile && h.last_reconcile.is_none() {
             h.last_reconcile = Some(e.clone());
         }
@@ -427,16 +435,17 @@ mod tests {
     #[test]
     fn health_from_entries() {
         let mut entries = vec![
+            entry("t", AuditOp::Configure, AuditStatus::Delivered, "2026-03-10T12:06:00Z"),
             entry("t", AuditOp::Update, AuditStatus::Retry, "2026-03-10T12:05:00Z"),
             entry("t", AuditOp::Create, AuditStatus::Dead, "2026-03-10T12:04:00Z"),
             entry("t", AuditOp::Reconcile, AuditStatus::Delivered, "2026-03-10T12:03:00Z"),
             entry("t", AuditOp::Update, AuditStatus::Retry, "2026-03-10T12:02:00Z"),
             entry("t", AuditOp::Create, AuditStatus::Delivered, "2026-03-10T12:01:00Z"),
         ];
-        entries[0].event_id = "e1".into();
-        entries[1].event_id = "e2".into();
-        entries[3].event_id = "e1".into();
-        entries[1].detail = "boom".into();
+        entries[1].event_id = "e1".into();
+        entries[2].event_id = "e2".into();
+        entries[4].event_id = "e1".into();
+        entries[2].detail = "boom".into();
         let dead: HashSet<String> = ["e2".to_string()].into();
         let h = health_of(&entries, &dead);
         assert_eq!(h.consecutive_failures, 2);

@@ -320,7 +320,7 @@ impl Provision<'_> {
                 step(
                     StepKind::Send,
                     state,
-                    format!("{what} {}{answer}", o.status.as_str()),
+                    format!("{what}: {}{answer}", o.status.as_str()),
                 )
             }
             (Ok(()), None) => step(

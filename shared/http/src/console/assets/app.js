@@ -98,7 +98,9 @@ function table(headers, rows, opts = {}) {
 function field(labelText, input, hint) {
   const id = input.id || `f-${Math.random().toString(36).slice(2, 9)}`;
   input.id = id;
-  return h('div', { class: 'field' }, h('label', { for: id }, labelText, hint ? h('span', { class: 'hint' }, hint) : null), input);
+  if (!hint) return h('div', { class: 'field' }, h('label', { for: id }, labelText), input);
+  input.setAttribute('aria-describedby', `${id}-hint`);
+  return h('div', { class: 'field' }, h('label', { for: id }, labelText), h('span', { class: 'hint', id: `${id}-hint` }, hint), input);
 }
 function checkbox(labelText, checked, name) {
   const input = h('input', { type: 'checkbox', name, checked });
@@ -231,7 +233,8 @@ const HEALTH_HEADERS = ['Name', 'Kind', 'Mode', 'Health', 'Last success', 'Last 
   { label: 'Backlog', num: true }, { label: 'Dead letters', num: true }, 'Last reconcile'];
 
 function chart(series) {
-  const W = 960, H = 240, L = 40, B = 26, T = 10, R = 8;
+  // Drawn at the width it is shown at, so its labels stay readable on a phone.
+  const W = Math.max(300, Math.min(960, main.clientWidth - 64)), H = W < 600 ? 200 : 240, L = 34, B = 26, T = 10, R = 8;
   const n = series.buckets.length;
   const totals = series.buckets.map((b) => OUTCOMES.reduce((a, k) => a + b[k], 0));
   const max = Math.max(1, ...totals);
@@ -260,7 +263,7 @@ function chart(series) {
     if (!b.counted) g.append(s('rect', { x, y: T, width: bw * 0.7, height: H - T - B, fill: 'none', stroke: '#9ca3af', 'stroke-dasharray': '3 3' }));
     svg.append(g);
     const d = new Date(b.start);
-    const every = daily ? 5 : 4;
+    const every = (daily ? 5 : 4) * (W < 600 ? 2 : 1);
     if (i % every === 0 || i === n - 1) {
       const label = daily ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())}` : `${pad(d.getHours())}:00`;
       svg.append(s('text', { x: x + bw * 0.35, y: H - 8, 'text-anchor': 'middle' }, label));
@@ -364,7 +367,7 @@ async function activityPage() {
       const rows = page.entries.map((e) => h('tr', {},
         h('td', {}, timeEl(e.at)),
         h('td', {}, e.resource_id ? [h('span', {}, e.resource_name || h('span', { class: 'muted' }, '(unknown)')), h('span', { class: 'sub' }, `${e.resource_type} ${e.resource_id}`)] : h('span', { class: 'muted' }, '—')),
-        h('td', {}, e.target || h('span', { class: 'muted' }, '—')),
+        h('td', { class: 'nowrap' }, e.target || h('span', { class: 'muted' }, '—')),
         h('td', {}, opLabel(e.op)),
         h('td', {}, statusBadge(e.status, e.op)),
         h('td', { class: 'reason' }, e.detail || ''),
@@ -493,11 +496,10 @@ function mappingEditor(rules) {
   const addRow = (rule) => {
     const r = rule || {};
     const kind = r.drop ? 'drop' : (r.value !== undefined ? 'constant' : 'source');
-    const target = h('input', { type: 'text', value: r.target || '', placeholder: 'title', 'aria-label': 'Target attribute' });
+    const target = h('input', { type: 'text', value: r.target || '', placeholder: 'title' });
     const type = select('type', [['source', 'From attribute'], ['constant', 'Constant'], ['drop', 'Drop']], kind);
-    type.setAttribute('aria-label', 'Rule');
-    const value = h('input', { type: 'text', value: kind === 'constant' ? (typeof r.value === 'string' ? r.value : JSON.stringify(r.value)) : (r.source || ''), 'aria-label': 'Source attribute or value' });
-    const def = h('input', { type: 'text', value: r.default === undefined ? '' : (typeof r.default === 'string' ? r.default : JSON.stringify(r.default)), placeholder: 'default if missing', 'aria-label': 'Default if missing' });
+    const value = h('input', { type: 'text', value: kind === 'constant' ? (typeof r.value === 'string' ? r.value : JSON.stringify(r.value)) : (r.source || '') });
+    const def = h('input', { type: 'text', value: r.default === undefined ? '' : (typeof r.default === 'string' ? r.default : JSON.stringify(r.default)), placeholder: 'if missing' });
     const row = h('div', { class: 'row-form' });
     const remove = h('button', { type: 'button', class: 'secondary small', 'aria-label': 'Remove this rule' }, 'Remove');
     const sync = () => {
@@ -604,7 +606,7 @@ async function targetForm(id) {
   const renderKind = () => { kf = kindFields(kind.value, def && def.kind === kind.value ? def : null, editing); conn.replaceChildren(...kf.nodes); };
   kind.addEventListener('change', renderKind); renderKind();
 
-  const mode = select('mode', [['realtime', 'Real time: every change as it happens'], ['scheduled', 'Scheduled: by the periodic reconcile'], ['manual', 'Manual: on demand only']], (def && def.mode) || 'realtime');
+  const mode = select('mode', [['realtime', 'Real time'], ['scheduled', 'Scheduled (reconcile)'], ['manual', 'Manual (on demand)']], (def && def.mode) || 'realtime');
   const opsBoxes = ['create', 'update', 'deactivate', 'delete'].map((op) => checkbox(op, !def || (def.operations || []).includes(op), `op-${op}`));
   const oos = select('out_of_scope', [['deactivate', 'Deactivate the account'], ['delete', 'Delete the account'], ['leave', 'Leave it as it is']], (def && def.out_of_scope) || 'deactivate');
   const orphans = select('orphans', [['report', 'Report only'], ['deactivate', 'Deactivate'], ['delete', 'Delete']], (def && def.orphans) || 'report');
@@ -650,7 +652,7 @@ async function targetForm(id) {
       h('div', { class: 'grid' }, field('Id', idInput, 'Letters, digits, . _ -'), field('Kind', kind)),
       conn),
     h('fieldset', {}, h('legend', {}, 'Provisioning'),
-      h('div', { class: 'grid' }, field('Mode', mode), field('A user leaving the scope', oos), field('Accounts the hub does not know', orphans)),
+      h('div', { class: 'grid' }, field('Mode', mode, 'Real time: every change as it happens'), field('A user leaving the scope', oos), field('Accounts the hub does not know', orphans)),
       h('div', { class: 'field', role: 'group', 'aria-label': 'Operations' }, h('span', { class: 'hint' }, 'Operations the hub may perform'), opsBoxes.map(([l]) => l)),
       h('div', { class: 'field' }, enabledLabel)),
     h('fieldset', {}, h('legend', {}, 'Scope'),
@@ -787,7 +789,7 @@ function provisionResult(r) {
     r.outcome ? h('p', {}, 'Answer: ', statusBadge(r.outcome.status), ` ${opLabel(r.outcome.op)}`, r.outcome.detail ? ` — ${r.outcome.detail}` : '', r.target_id ? h('span', { class: 'muted' }, ` (account on the target: ${r.target_id})`) : '') : null,
     h('h3', {}, 'Attributes that changed'),
     table(['Attribute', 'Before', 'After'], changes, { empty: 'None.' }),
-    h('details', {}, h('summary', {}, 'What the target receives'), h('pre', {}, JSON.stringify(r.payload, null, 2))),
+    h('details', { open: true }, h('summary', {}, 'What the target receives'), h('pre', {}, JSON.stringify(r.payload, null, 2))),
     h('p', {}, h('a', { href: `#/activity?account=${encodeURIComponent(r.user.id)}` }, `See ${r.user.user_name} in Activity`)));
 }
 
@@ -817,7 +819,7 @@ async function deadLettersPage() {
   const rows = data.dead_letters.map((d) => {
     const b = d.body && typeof d.body === 'object' ? d.body : {};
     const name = b.resource && b.resource.userName ? b.resource.userName : (b.resource && b.resource.displayName) || '';
-    const detail = h('pre', { hidden: true }, JSON.stringify(d.body, null, 2));
+    const detail = h('tr', { class: 'detail-row', hidden: true }, h('td', { colspan: 5 }, h('pre', {}, JSON.stringify(d.body, null, 2))));
     const inspect = h('button', { type: 'button', class: 'secondary small', 'aria-expanded': 'false' }, 'Inspect');
     inspect.addEventListener('click', () => { detail.hidden = !detail.hidden; inspect.setAttribute('aria-expanded', String(!detail.hidden)); });
     const redrive = h('button', { type: 'button', class: 'small' }, 'Redrive');
@@ -826,6 +828,7 @@ async function deadLettersPage() {
         await api('POST', '/admin/deadletters/redrive-one', { dedup_id: d.dedup_id });
         out.replaceChildren(notice('ok', `Sent ${name || d.dedup_id} back to the queue.`));
         row.remove();
+        detail.remove();
       } catch (e) { errorInto(out, e); }
     }));
     const row = h('tr', {},
@@ -833,8 +836,8 @@ async function deadLettersPage() {
       h('td', {}, b.op || '—'),
       h('td', {}, timeEl(b.occurred_at)),
       h('td', { class: 'num' }, String(d.receive_count)),
-      h('td', {}, h('div', { class: 'actions' }, inspect, redrive), detail));
-    return row;
+      h('td', {}, h('div', { class: 'actions' }, inspect, redrive)));
+    return [row, detail];
   });
   const all = h('button', { type: 'button' }, 'Redrive all');
   all.addEventListener('click', busy(all, async () => {
@@ -844,7 +847,7 @@ async function deadLettersPage() {
   return h('div', {}, h('h1', {}, 'Dead letters'),
     h('p', { class: 'muted' }, `${data.count} change(s) given up on after every retry. Inspect one (passwords and secrets are never shown), fix the cause, then send it back to the queue.`),
     data.count ? h('div', { class: 'actions' }, all) : null, out,
-    table(['Account', 'Change', 'Happened', { label: 'Receives', num: true }, 'Actions'], rows, { empty: 'No dead letters.' }));
+    table(['Account', 'Change', 'Happened', { label: 'Receives', num: true }, 'Actions'], rows.flat(), { empty: 'No dead letters.' }));
 }
 
 // ---- start --------------------------------------------------------------------------
