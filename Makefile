@@ -14,10 +14,12 @@ run:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Every test: unit, integration over HTTP, DynamoDB/SQS on moto, SCIM conformance.
+## Every test: unit, integration over HTTP, DynamoDB/SQS on moto, the console in a
+## headless Chromium (installed from Debian when missing), SCIM conformance.
 test:
 	$(CARGO) build -p provisync-cli --bin provisync   # tests/restart.rs runs the real binary
 	scripts/test-env.sh $(CARGO) test --workspace --all-targets --no-fail-fast
+	scripts/test-env.sh scripts/browser-tests.sh    # the console in Debian's Chromium
 	scripts/test-env.sh scripts/conformance.sh
 
 lint: lint-infra

@@ -201,6 +201,7 @@ def shot(page, name):
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-1280.png"), full_page=True)
     page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)  # the chart redraws at the new width
     page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
 

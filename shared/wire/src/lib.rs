@@ -23,8 +23,8 @@ pub use audit::{AuditEntry, AuditFilter, AuditPage};
 pub use console::{
     ActivityEntry, ActivityPage, AttributeChange, ConsoleSession, Health, LastError,
     OperationBucket, OperationSeries, Overview, OverviewItem, Preview, PreviewRequest,
-    ProvisionRequest, ProvisionStep, Provisioned, RedriveOne, ScopeCount, ScopeRequest,
-    UserList, UserSummary,
+    ProvisionRequest, ProvisionStep, Provisioned, RedriveOne, ScopeCount, ScopeRequest, UserList,
+    UserSummary,
 };
 pub use definitions::{
     ConfigPage, EntitiesPage, SourceList, SourceSummary, TargetList, TargetSummary, TargetTest,

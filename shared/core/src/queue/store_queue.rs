@@ -702,9 +702,11 @@ impl Queue for StoreQueue {
                         .after(after),
                 )
                 .await?;
-            if let Some(item) = page.items.iter().find(|i| {
-                parse::<StoredDeadLetter>(i).is_ok_and(|l| l.dedup_id == dedup_id)
-            }) {
+            if let Some(item) = page
+                .items
+                .iter()
+                .find(|i| parse::<StoredDeadLetter>(i).is_ok_and(|l| l.dedup_id == dedup_id))
+            {
                 return Ok(self.redrive_items(vec![item.clone()]).await? == 1);
             }
             match page.next {

@@ -154,11 +154,7 @@ pub struct OperationStats {
 
 fn stats_key(window: Window, start: DateTime<Utc>) -> Key {
     let pk = match window {
-        Window::Day => format!(
-            "{}H#{}",
-            keyspace::STATS,
-            start.format("%Y-%m-%dT%H")
-        ),
+        Window::Day => format!("{}H#{}", keyspace::STATS, start.format("%Y-%m-%dT%H")),
         Window::Month => format!("{}D#{}", keyspace::STATS, start.format("%Y-%m-%d")),
     };
     Key::new(pk, "STATS")
@@ -325,7 +321,11 @@ pub fn health_of(entries: &[AuditEntry], dead_ids: &HashSet<String>) -> Health {
         // says nothing about how the target is doing.
         if matches!(
             e.op,
-            AuditOp::Configure | AuditOp::SignIn | AuditOp::SignOut | AuditOp::Sync | AuditOp::Redrive
+            AuditOp::Configure
+                | AuditOp::SignIn
+                | AuditOp::SignOut
+                | AuditOp::Sync
+                | AuditOp::Redrive
         ) {
             continue;
         }
@@ -412,7 +412,13 @@ mod tests {
         assert_eq!(last.counts.created, 1);
         let prev = &day.buckets[22].counts;
         assert_eq!(
-            (prev.created, prev.updated, prev.deactivated, prev.refused, prev.failed),
+            (
+                prev.created,
+                prev.updated,
+                prev.deactivated,
+                prev.refused,
+                prev.failed
+            ),
             (1, 1, 1, 1, 0)
         );
         let month = stats.series(Window::Month, now).await.unwrap();
@@ -435,12 +441,42 @@ mod tests {
     #[test]
     fn health_from_entries() {
         let mut entries = vec![
-            entry("t", AuditOp::Configure, AuditStatus::Delivered, "2026-03-10T12:06:00Z"),
-            entry("t", AuditOp::Update, AuditStatus::Retry, "2026-03-10T12:05:00Z"),
-            entry("t", AuditOp::Create, AuditStatus::Dead, "2026-03-10T12:04:00Z"),
-            entry("t", AuditOp::Reconcile, AuditStatus::Delivered, "2026-03-10T12:03:00Z"),
-            entry("t", AuditOp::Update, AuditStatus::Retry, "2026-03-10T12:02:00Z"),
-            entry("t", AuditOp::Create, AuditStatus::Delivered, "2026-03-10T12:01:00Z"),
+            entry(
+                "t",
+                AuditOp::Configure,
+                AuditStatus::Delivered,
+                "2026-03-10T12:06:00Z",
+            ),
+            entry(
+                "t",
+                AuditOp::Update,
+                AuditStatus::Retry,
+                "2026-03-10T12:05:00Z",
+            ),
+            entry(
+                "t",
+                AuditOp::Create,
+                AuditStatus::Dead,
+                "2026-03-10T12:04:00Z",
+            ),
+            entry(
+                "t",
+                AuditOp::Reconcile,
+                AuditStatus::Delivered,
+                "2026-03-10T12:03:00Z",
+            ),
+            entry(
+                "t",
+                AuditOp::Update,
+                AuditStatus::Retry,
+                "2026-03-10T12:02:00Z",
+            ),
+            entry(
+                "t",
+                AuditOp::Create,
+                AuditStatus::Delivered,
+                "2026-03-10T12:01:00Z",
+            ),
         ];
         entries[1].event_id = "e1".into();
         entries[2].event_id = "e2".into();

@@ -270,7 +270,8 @@ impl Provision<'_> {
         });
 
         // 4. Send, and the answer.
-        let mut event = ChangeEvent::new(ResourceKind::User, &id, ChangeOp::Update, Origin::OnDemand);
+        let mut event =
+            ChangeEvent::new(ResourceKind::User, &id, ChangeOp::Update, Origin::OnDemand);
         event.resource = Some(user.resource.clone());
         event.version = user.version;
         event.only_targets = vec![t.id.clone()];

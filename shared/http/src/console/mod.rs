@@ -6,7 +6,7 @@
 //!
 //! | method & path              | what                                                      |
 //! |----------------------------|-----------------------------------------------------------|
-//! | `GET /console/`            | the console (sign-in first when there is no session)      |
+//! | `GET /console/`, `/console` | the console (sign-in first when there is no session)     |
 //! | `GET /console/assets/{f}`  | `app.js`, `app.css`, `icon.svg`                           |
 //! | `POST /console/session`    | `{"token"}` -> 200 `{"name","csrf","ends_at"}` + cookie; 401 for a wrong token |
 //! | `GET /console/session`     | the session (`{"name","csrf","ends_at"}`), or 204: none   |
@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::map_response;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
@@ -45,7 +45,9 @@ const ICON_SVG: &str = include_str!("assets/icon.svg");
 /// The console's router (`/console`, `/console/...`).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(BASE_PATH, get(|| async { Redirect::permanent("/console/") }))
+        // Both: API Gateway routes `/console` and `/console/{proxy+}`; the page names its
+        // assets by absolute paths, so it works at either.
+        .route(BASE_PATH, get(index))
         .route("/console/", get(index))
         .route("/console/assets/{name}", get(asset))
         .route(
@@ -66,7 +68,10 @@ async fn security_headers(mut resp: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -149,7 +154,10 @@ async fn sign_in(State(state): State<AppState>, req: Request) -> Response {
     let secure = is_https(state.config.public_url.as_deref(), req.headers())
         || req.uri().scheme_str() == Some("https");
     let Ok(bytes) = crate::body::read_limited(req, MAX_SIGN_IN_BYTES).await else {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large");
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large",
+        );
     };
     let Ok(body) = serde_json::from_slice::<SignIn>(&bytes) else {
         return refuse(
@@ -175,7 +183,13 @@ async fn sign_in(State(state): State<AppState>, req: Request) -> Response {
             "This is not a valid admin token. Check it and try again.",
         );
     };
-    record(&state, AuditOp::SignIn, &s.principal.to_string(), "signed in to the console").await;
+    record(
+        &state,
+        AuditOp::SignIn,
+        &s.principal.to_string(),
+        "signed in to the console",
+    )
+    .await;
     tracing::info!(principal = %s.principal, "console sign-in");
     let mut resp = axum::Json(session_info(&s)).into_response();
     if let Ok(v) = HeaderValue::from_str(&set_cookie(Some(&cookie), secure)) {
@@ -204,7 +218,13 @@ async fn sign_out(State(state): State<AppState>, req: Request) -> Response {
             "the hub's storage is unavailable, retry later",
         );
     }
-    record(&state, AuditOp::SignOut, &s.principal.to_string(), "signed out of the console").await;
+    record(
+        &state,
+        AuditOp::SignOut,
+        &s.principal.to_string(),
+        "signed out of the console",
+    )
+    .await;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = HeaderValue::from_str(&set_cookie(None, secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);

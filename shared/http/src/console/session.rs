@@ -222,7 +222,9 @@ pub fn set_cookie(value: Option<&str>, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     match value {
         Some(v) => {
-            format!("{COOKIE}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={MAX_LIFETIME}{secure}")
+            format!(
+                "{COOKIE}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={MAX_LIFETIME}{secure}"
+            )
         }
         None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
@@ -348,7 +350,10 @@ mod tests {
     #[test]
     fn cookies_and_origins() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; provisync_session=abc; b=2".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=1; provisync_session=abc; b=2".parse().unwrap(),
+        );
         assert_eq!(session_cookie(&h), Some("abc"));
         let c = set_cookie(Some("v"), true);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("Secure"));

@@ -66,7 +66,8 @@ pub async fn activity(
     };
     let op = match nonempty(p.op) {
         Some(o) => Some(
-            AuditOp::parse(&o).ok_or_else(|| AdminError::bad_request(format!("unknown op {o:?}")))?,
+            AuditOp::parse(&o)
+                .ok_or_else(|| AdminError::bad_request(format!("unknown op {o:?}")))?,
         ),
         None => None,
     };
@@ -81,7 +82,9 @@ pub async fn activity(
     let until = instant("until", p.until)?;
     let target = nonempty(p.target);
     let account = nonempty(p.account.map(|a| a.trim().to_string()));
-    if target.as_ref().is_some_and(|t| t.len() > 512) || account.as_ref().is_some_and(|a| a.len() > 512) {
+    if target.as_ref().is_some_and(|t| t.len() > 512)
+        || account.as_ref().is_some_and(|a| a.len() > 512)
+    {
         return Err(AdminError::bad_request("target or account is too long"));
     }
     // An account given by userName: its entries are under the user's id.

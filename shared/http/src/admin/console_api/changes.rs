@@ -13,7 +13,11 @@ use crate::auth::Principal;
 use provisync_core::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 
 /// What a request does to a definition, if it changes one: (noun, id, verb).
-fn change_of(method: &Method, path: &str, status: StatusCode) -> Option<(&'static str, String, &'static str)> {
+fn change_of(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+) -> Option<(&'static str, String, &'static str)> {
     let path = path.strip_prefix(crate::admin::BASE_PATH).unwrap_or(path);
     let mut parts = path.trim_matches('/').split('/');
     let noun = match parts.next()? {
@@ -67,10 +71,17 @@ mod tests {
             Some(("target", "crm".into(), "created"))
         );
         assert_eq!(
-            change_of(&Method::DELETE, "/admin/sources/site", StatusCode::NO_CONTENT),
+            change_of(
+                &Method::DELETE,
+                "/admin/sources/site",
+                StatusCode::NO_CONTENT
+            ),
             Some(("source", "site".into(), "removed"))
         );
-        assert_eq!(change_of(&Method::PATCH, "/targets/crm", ok).unwrap().2, "changed");
+        assert_eq!(
+            change_of(&Method::PATCH, "/targets/crm", ok).unwrap().2,
+            "changed"
+        );
         assert_eq!(change_of(&Method::POST, "/targets/crm/test", ok), None);
         assert_eq!(change_of(&Method::GET, "/targets/crm", ok), None);
         assert_eq!(change_of(&Method::PUT, "/audit", ok), None);

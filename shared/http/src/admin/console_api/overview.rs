@@ -97,8 +97,8 @@ pub async fn operations(
 ) -> AdminResult<Response> {
     let p: WindowParams = query_params(raw)?;
     let name = p.window.unwrap_or_else(|| "24h".into());
-    let window = Window::parse(&name)
-        .ok_or_else(|| AdminError::bad_request("window must be 24h or 30d"))?;
+    let window =
+        Window::parse(&name).ok_or_else(|| AdminError::bad_request("window must be 24h or 30d"))?;
     let stats = OperationStats::new(state.hub.store.clone(), state.hub.audit.retention_days());
     let series = stats.series(window, chrono::Utc::now()).await?;
     Ok(axum::Json(wire::OperationSeries {
@@ -131,7 +131,9 @@ pub async fn redrive_one(
     let r: wire::RedriveOne = serde_json::from_value(body)
         .map_err(|e| AdminError::bad_request(format!("invalid request: {e}")))?;
     if r.dedup_id.is_empty() || r.dedup_id.len() > 256 {
-        return Err(AdminError::bad_request("dedup_id must be 1 to 256 characters"));
+        return Err(AdminError::bad_request(
+            "dedup_id must be 1 to 256 characters",
+        ));
     }
     if !state.hub.queue.redrive_one(&r.dedup_id).await? {
         return Err(AdminError::new(

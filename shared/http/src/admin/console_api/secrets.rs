@@ -29,7 +29,8 @@ fn nothing_to_keep() -> AdminError {
 fn same_auth(a: &HttpAuth, b: &HttpAuth) -> bool {
     matches!(
         (a, b),
-        (HttpAuth::Bearer(_), HttpAuth::Bearer(_)) | (HttpAuth::Basic { .. }, HttpAuth::Basic { .. })
+        (HttpAuth::Bearer(_), HttpAuth::Bearer(_))
+            | (HttpAuth::Basic { .. }, HttpAuth::Basic { .. })
     )
 }
 

@@ -88,6 +88,12 @@ function statusBadge(status, op) {
 const opLabel = (op) => (op || '').replace(/_/g, ' ');
 
 function table(headers, rows, opts = {}) {
+  // Each cell names its column, for the stacked layout of narrow screens.
+  const labels = headers.map((c) => c.label || c);
+  for (const tr of rows) {
+    if (tr.classList.contains('detail-row')) continue;
+    [...tr.children].forEach((cell, i) => { if (labels[i]) cell.dataset.label = labels[i]; });
+  }
   return h('div', { class: 'table-wrap' },
     h('table', {},
       opts.caption ? h('caption', { class: 'muted small' }, opts.caption) : null,
@@ -286,15 +292,27 @@ async function overviewPage() {
   const chartSlot = h('div', {});
   const tableSlot = h('div', {});
   const buttons = {};
+  let shown = null;
+  const draw = () => {
+    const partial = shown.buckets.some((b) => !b.counted);
+    chartSlot.replaceChildren(chart(shown), partial ? notice('info', 'Some periods are still being counted: reload to see them.') : '');
+  };
   const show = async (win) => {
     for (const [k, b] of Object.entries(buttons)) b.setAttribute('aria-pressed', String(k === win));
     try {
-      const series = win === '24h' ? day : await api('GET', `/admin/stats/operations?window=${win}`);
-      const partial = series.buckets.some((b) => !b.counted);
-      chartSlot.replaceChildren(chart(series), partial ? notice('info', 'Some periods are still being counted: reload to see them.') : '');
-      tableSlot.replaceChildren(chartTable(series));
+      shown = win === '24h' ? day : await api('GET', `/admin/stats/operations?window=${win}`);
+      draw();
+      tableSlot.replaceChildren(chartTable(shown));
     } catch (e) { errorInto(chartSlot, e); }
   };
+  // Redrawn at the new width when the window changes (a phone turned sideways).
+  let resizing = null;
+  const onResize = () => {
+    if (!chartSlot.isConnected) { window.removeEventListener('resize', onResize); return; }
+    clearTimeout(resizing);
+    resizing = setTimeout(() => { if (shown) draw(); }, 100);
+  };
+  window.addEventListener('resize', onResize);
   buttons['24h'] = h('button', { type: 'button', onclick: () => show('24h') }, '24 hours');
   buttons['30d'] = h('button', { type: 'button', onclick: () => show('30d') }, '30 days');
   const page = h('div', {},
