@@ -1,7 +1,8 @@
 # Provisync — every developer and CI command goes through here.
 # `make run` and `make test` need nothing installed by hand beyond the Rust toolchain and
 # python3: the test peers (AWS emulator, reference SCIM server, conformance tester,
-# cfn-lint) are installed from PyPI into .venv by scripts/test-env.sh and run on loopback.
+# cfn-lint, Playwright) are installed from PyPI into .venv by scripts/test-env.sh and run on
+# loopback; the console's browser tests install Debian's chromium when missing (as root).
 
 CARGO ?= cargo
 

@@ -155,6 +155,10 @@ def test_find_the_user_in_activity(hub, watched):
     page.get_by_role("button", name="Apply filters").click()
     expect(page.locator("tbody tr").filter(has_text="configure")).not_to_have_count(0)
     shot(page, "06-activity")
+    # The view the README shows: one user's entries, the first screenful.
+    page.goto(f"{hub.base}/console/#/activity?account=alice%40example.com")
+    expect(page.locator("tbody tr").first).to_contain_text("alice@example.com")
+    page.screenshot(path=str(SCREENSHOTS / "06-activity-alice-1280.png"))
 
 
 def test_sources(hub, watched):

@@ -272,7 +272,8 @@ function chart(series) {
     const every = (daily ? 5 : 4) * (W < 600 ? 2 : 1);
     if (i % every === 0 || i === n - 1) {
       const label = daily ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())}` : `${pad(d.getHours())}:00`;
-      svg.append(s('text', { x: x + bw * 0.35, y: H - 8, 'text-anchor': 'middle' }, label));
+      const last = i === n - 1;
+      svg.append(s('text', { x: last ? W - R : x + bw * 0.35, y: H - 8, 'text-anchor': last ? 'end' : 'middle' }, label));
     }
   });
   return svg;
