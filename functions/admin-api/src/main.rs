@@ -106,11 +106,11 @@ mod tests {
                 .unwrap()
                 .contains("script-src 'self'")
         );
-        let body = serde_json::json!({"token": token}).to_string();
+        let sign_in = serde_json::json!({"token": token}).to_string();
         let signed = provisync_tests::apigw::invoke_app(
             app(),
             console("POST", "/console/session", &|v| {
-                v["body"] = body.clone().into();
+                v["body"] = sign_in.clone().into();
                 v["headers"]["content-type"] = "application/json".into();
             }),
         )
