@@ -186,6 +186,20 @@ impl SqsQueue {
         Ok(())
     }
 
+    /// Makes messages peeked at in the dead-letter queue visible again at once.
+    async fn release(&self, dlq: &str, held: Vec<String>) {
+        for r in held {
+            let _ = self
+                .client
+                .change_message_visibility()
+                .queue_url(dlq)
+                .receipt_handle(r)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+
     fn to_dead_letter(m: &Message) -> DeadLetter {
         DeadLetter {
             body: m.body().unwrap_or_default().to_string(),
@@ -289,16 +303,7 @@ impl Queue for SqsQueue {
             }
         }
         // Release what we peeked at.
-        for r in held {
-            let _ = self
-                .client
-                .change_message_visibility()
-                .queue_url(&dlq)
-                .receipt_handle(r)
-                .visibility_timeout(0)
-                .send()
-                .await;
-        }
+        self.release(&dlq, held).await;
         Ok(out)
     }
 
@@ -402,16 +407,7 @@ impl Queue for SqsQueue {
                 break;
             }
         }
-        for r in held {
-            let _ = self
-                .client
-                .change_message_visibility()
-                .queue_url(&dlq)
-                .receipt_handle(r)
-                .visibility_timeout(0)
-                .send()
-                .await;
-        }
+        self.release(&dlq, held).await;
         Ok(found)
     }
 

@@ -221,6 +221,15 @@ pub fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// A 401 with the `WWW-Authenticate` challenge (RFC 6750 §3).
+pub fn challenge(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"provisync\""),
+    );
+    resp
+}
+
 /// State for the auth middleware of one surface.
 #[derive(Clone)]
 pub struct RequireToken<E> {
@@ -241,12 +250,7 @@ pub async fn require_token<E: IntoResponse>(
         None => None,
     };
     let Some(principal) = principal else {
-        let mut resp = (cfg.unauthorized)().into_response();
-        resp.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"provisync\""),
-        );
-        return resp;
+        return challenge((cfg.unauthorized)().into_response());
     };
     req.extensions_mut().insert(principal);
     next.run(req).await

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use super::{
     DEDUP_WINDOW, DeadLetter, Delivery, MAX_VISIBILITY, MAX_WAIT, OutMessage, Queue, QueueError,
 };
-use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write};
+use crate::store::{Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write};
 
 /// Attempts for one operation that lost a race on a group's state.
 const MAX_RACES: usize = 20;
@@ -670,14 +670,7 @@ impl Queue for StoreQueue {
         let mut count = 0;
         let mut after = None;
         loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(Index::Primary, self.dlq_pk())
-                        .limit(1000)
-                        .after(after),
-                )
-                .await?;
+            let page = self.dead_letter_page(after).await?;
             count += page.items.len();
             match page.next {
                 Some(c) => after = Some(c),
@@ -694,14 +687,7 @@ impl Queue for StoreQueue {
     async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError> {
         let mut after = None;
         loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(Index::Primary, self.dlq_pk())
-                        .limit(1000)
-                        .after(after),
-                )
-                .await?;
+            let page = self.dead_letter_page(after).await?;
             if let Some(item) = page
                 .items
                 .iter()
@@ -722,6 +708,18 @@ impl Queue for StoreQueue {
 }
 
 impl StoreQueue {
+    /// One page (up to 1,000) of the dead-letter list, after `after`.
+    async fn dead_letter_page(&self, after: Option<Cursor>) -> Result<Page, QueueError> {
+        Ok(self
+            .store
+            .query(
+                &Query::new(Index::Primary, self.dlq_pk())
+                    .limit(1000)
+                    .after(after),
+            )
+            .await?)
+    }
+
     /// Moves these dead-letter items back to the queue; returns how many moved.
     async fn redrive_items(&self, items: Vec<Item>) -> Result<usize, QueueError> {
         let mut moved = 0;

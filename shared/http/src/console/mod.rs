@@ -151,8 +151,7 @@ async fn sign_in(State(state): State<AppState>, req: Request) -> Response {
     if cross_site(req.headers()) {
         return refuse(StatusCode::FORBIDDEN, "cross-site sign-in is refused");
     }
-    let secure = is_https(state.config.public_url.as_deref(), req.headers())
-        || req.uri().scheme_str() == Some("https");
+    let secure = secure(&state, &req);
     let Ok(bytes) = crate::body::read_limited(req, MAX_SIGN_IN_BYTES).await else {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -170,10 +169,7 @@ async fn sign_in(State(state): State<AppState>, req: Request) -> Response {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "session not stored");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the hub's storage is unavailable, retry later",
-            );
+            return storage_unavailable();
         }
     };
     let Some((cookie, s)) = opened else {
@@ -191,16 +187,15 @@ async fn sign_in(State(state): State<AppState>, req: Request) -> Response {
     )
     .await;
     tracing::info!(principal = %s.principal, "console sign-in");
-    let mut resp = axum::Json(session_info(&s)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(Some(&cookie), secure)) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    resp
+    with_cookie(
+        axum::Json(session_info(&s)).into_response(),
+        Some(&cookie),
+        secure,
+    )
 }
 
 async fn sign_out(State(state): State<AppState>, req: Request) -> Response {
-    let secure = is_https(state.config.public_url.as_deref(), req.headers())
-        || req.uri().scheme_str() == Some("https");
+    let secure = secure(&state, &req);
     let sessions = Sessions::new(state.hub.store.clone());
     let Some(cookie) = session_cookie(req.headers()) else {
         return refuse(StatusCode::UNAUTHORIZED, "not signed in");
@@ -213,10 +208,7 @@ async fn sign_out(State(state): State<AppState>, req: Request) -> Response {
     }
     if let Err(e) = sessions.close(cookie).await {
         tracing::error!(error = %e, "session not ended");
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the hub's storage is unavailable, retry later",
-        );
+        return storage_unavailable();
     }
     record(
         &state,
@@ -225,11 +217,28 @@ async fn sign_out(State(state): State<AppState>, req: Request) -> Response {
         "signed out of the console",
     )
     .await;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(None, secure)) {
+    with_cookie(StatusCode::NO_CONTENT.into_response(), None, secure)
+}
+
+/// `resp` opening (`Some`) or clearing (`None`) the session cookie.
+fn with_cookie(mut resp: Response, value: Option<&str>, secure: bool) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(value, secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// Is the cookie to be `Secure` (the hub is reached over https)?
+fn secure(state: &AppState, req: &Request) -> bool {
+    is_https(state.config.public_url.as_deref(), req.headers())
+        || req.uri().scheme_str() == Some("https")
+}
+
+fn storage_unavailable() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the hub's storage is unavailable, retry later",
+    )
 }
 
 async fn record(state: &AppState, op: AuditOp, actor: &str, detail: &str) {

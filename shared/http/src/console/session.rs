@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Authenticator, Principal, Scope, bearer, hash_token};
+use crate::auth::{Authenticator, Principal, Scope, bearer, challenge, hash_token};
 use provisync_core::store::{Item, Key, Store, StoreError, Write, keyspace};
 
 /// The session cookie's name.
@@ -303,12 +303,7 @@ pub async fn require_admin<E: IntoResponse>(
 }
 
 fn unauthorized<E: IntoResponse>(g: &AdminGuard<E>) -> Response {
-    let mut resp = (g.unauthorized)().into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Bearer realm=\"provisync\""),
-    );
-    resp
+    challenge((g.unauthorized)().into_response())
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ pub async fn provision(
     let last = report
         .steps
         .last()
-        .map(|s| format!("{}: {}", state_name(s.state), s.detail))
+        .map(|s| s.detail.clone())
         .unwrap_or_default();
     let entry = AuditEntry::new(&target.id, AuditOp::Sync, AuditStatus::Delivered)
         .resource("User", &who.id)
