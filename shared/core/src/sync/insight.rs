@@ -5,14 +5,14 @@
 //!
 //! ## Operations over time
 //!
-//! A bucket (an hour, or a UTC day) is counted by reading its audit entries: the day
-//! partition `AUDIT#{day}`, with the hour's sort-key prefix for an hour. A bucket that
-//! ended more than [`SETTLE`] ago cannot change any more (entries are stamped when the
-//! attempt starts and written within seconds), so its counts are kept at
-//! `STATS#H#{yyyy-mm-ddThh}` / `STATS#D#{yyyy-mm-dd}` and never counted again: a chart
-//! reads at most 30 small items plus the current bucket. One call reads at most
-//! [`READ_BUDGET`] entries; buckets it could not count come back `counted: false` (and
-//! the next call goes on where it stopped, since what it counted is kept).
+//! An hour is counted by reading its audit entries (the day partition `AUDIT#{day}` with
+//! the hour's sort-key prefix); a UTC day is the sum of its hours. A bucket that ended
+//! more than [`SETTLE`] ago cannot change any more (entries are stamped when the attempt
+//! starts and written within seconds), so its counts are kept at `STATS#H#{yyyy-mm-ddThh}`
+//! / `STATS#D#{yyyy-mm-dd}` and never counted again: a chart reads at most 30 small items
+//! plus the current hours. One call reads at most [`READ_BUDGET`] entries; buckets it
+//! could not count come back `counted: false`, and the next call goes on where it stopped,
+//! since every settled hour it counted is kept.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -53,6 +53,15 @@ pub struct OutcomeCounts {
 }
 
 impl OutcomeCounts {
+    fn merge(&mut self, o: &OutcomeCounts) {
+        self.created += o.created;
+        self.updated += o.updated;
+        self.deactivated += o.deactivated;
+        self.deleted += o.deleted;
+        self.failed += o.failed;
+        self.refused += o.refused;
+    }
+
     fn add(&mut self, o: Outcome) {
         let n = match o {
             Outcome::Created => &mut self.created,
@@ -179,58 +188,98 @@ impl OperationStats {
                 .map(|d| d.and_utc())
                 .unwrap_or(now),
         };
-        let starts: Vec<DateTime<Utc>> = (0..window.len())
-            .rev()
-            .map(|i| current - step * i)
-            .collect();
-        let settled = |start: DateTime<Utc>| start + step + SETTLE <= now;
-        let keys: Vec<Key> = starts
-            .iter()
-            .filter(|s| settled(**s))
-            .map(|s| stats_key(window, *s))
-            .collect();
-        let cached: Vec<Item> = self.store.get_many(&keys).await?;
         let mut budget = READ_BUDGET;
-        let mut buckets = Vec::with_capacity(starts.len());
+        let mut buckets = Vec::with_capacity(window.len() as usize);
         // Newest first, so a spent budget leaves the oldest buckets uncounted.
-        for start in starts.iter().rev() {
-            let key = stats_key(window, *start);
-            if let Some(item) = cached.iter().find(|i| i.pk == key.pk)
-                && let Ok(counts) = serde_json::from_slice::<OutcomeCounts>(&item.data)
-            {
-                buckets.push(Bucket {
-                    start: *start,
-                    counts,
-                    counted: true,
-                });
-                continue;
-            }
-            let counted = self.count(window, *start, &mut budget).await?;
-            let Some(counts) = counted else {
-                buckets.push(Bucket {
-                    start: *start,
-                    counts: OutcomeCounts::default(),
-                    counted: false,
-                });
-                continue;
+        for i in 0..window.len() {
+            let start = current - step * i;
+            let counts = match window {
+                Window::Day => self.hours(&[start], now, &mut budget).await?,
+                Window::Month => self.day(start, now, &mut budget).await?,
             };
-            if settled(*start) {
-                self.keep(key, *start, &counts).await;
-            }
             buckets.push(Bucket {
-                start: *start,
-                counts,
-                counted: true,
+                start,
+                counts: counts.unwrap_or_default(),
+                counted: counts.is_some(),
             });
         }
         buckets.reverse();
         Ok(Series { window, buckets })
     }
 
-    /// Counts one bucket's entries; `None` when the budget runs out first.
-    async fn count(
+    /// A day: kept once settled, else the sum of its hours (so a day's count progresses
+    /// hour by hour across calls, whatever the budget).
+    async fn day(
         &self,
-        window: Window,
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+        budget: &mut usize,
+    ) -> Result<Option<OutcomeCounts>, AuditError> {
+        let key = stats_key(Window::Month, start);
+        let settled = start + Duration::days(1) + SETTLE <= now;
+        if settled
+            && let Some(item) = self.store.get(&key).await?
+            && let Ok(counts) = serde_json::from_slice::<OutcomeCounts>(&item.data)
+        {
+            return Ok(Some(counts));
+        }
+        let hours: Vec<DateTime<Utc>> = (0..24)
+            .map(|h| start + Duration::hours(h))
+            .filter(|h| *h <= now)
+            .collect();
+        let counts = self.hours(&hours, now, budget).await?;
+        if let (Some(c), true) = (&counts, settled) {
+            self.keep(key, start, c).await;
+        }
+        Ok(counts)
+    }
+
+    /// The sum of these hours: each from its kept counts, else counted (and kept once
+    /// settled); `None` when the budget ran out before all were counted.
+    async fn hours(
+        &self,
+        starts: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+        budget: &mut usize,
+    ) -> Result<Option<OutcomeCounts>, AuditError> {
+        let settled = |start: &DateTime<Utc>| *start + Duration::hours(1) + SETTLE <= now;
+        let keys: Vec<Key> = starts
+            .iter()
+            .filter(|s| settled(s))
+            .map(|s| stats_key(Window::Day, *s))
+            .collect();
+        let cached: Vec<Item> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.store.get_many(&keys).await?
+        };
+        let mut total = OutcomeCounts::default();
+        let mut complete = true;
+        for start in starts {
+            let key = stats_key(Window::Day, *start);
+            if let Some(item) = cached.iter().find(|i| i.pk == key.pk)
+                && let Ok(counts) = serde_json::from_slice::<OutcomeCounts>(&item.data)
+            {
+                total.merge(&counts);
+                continue;
+            }
+            match self.count_hour(*start, budget).await? {
+                Some(counts) => {
+                    if settled(start) {
+                        self.keep(key, *start, &counts).await;
+                    }
+                    total.merge(&counts);
+                }
+                None => complete = false,
+            }
+        }
+        Ok(complete.then_some(total))
+    }
+
+    /// Counts one hour's entries (the day partition, the hour's sort-key prefix); `None`
+    /// when the budget runs out first.
+    async fn count_hour(
+        &self,
         start: DateTime<Utc>,
         budget: &mut usize,
     ) -> Result<Option<OutcomeCounts>, AuditError> {
@@ -239,10 +288,9 @@ impl OperationStats {
         }
         let day: NaiveDate = start.date_naive();
         let pk = format!("{}{}", keyspace::AUDIT_DAY, day.format("%Y-%m-%d"));
-        let mut query = Query::new(Index::Primary, pk).limit(1000);
-        if window == Window::Day {
-            query = query.prefix(start.format("%Y-%m-%dT%H").to_string());
-        }
+        let query = Query::new(Index::Primary, pk)
+            .limit(1000)
+            .prefix(start.format("%Y-%m-%dT%H").to_string());
         let mut counts = OutcomeCounts::default();
         let mut after = None;
         loop {

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::{Authenticator, Principal, Scope, bearer, challenge, hash_token};
-use provisync_core::store::{Item, Key, Store, StoreError, Write, keyspace};
+use provisync_core::store::{Condition, Item, Key, Store, StoreError, Write, keyspace};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "provisync_session";
@@ -171,8 +171,12 @@ impl Sessions {
         if record.idle_until - t < RENEW_WHEN_LEFT {
             record.idle_until = (t + self.idle).min(record.expires);
             if let Ok(data) = serde_json::to_vec(&record) {
-                let renewed = Item::new(key.pk, key.sk, data).with_expiry(record.expires);
-                if let Err(e) = self.store.transact(vec![Write::put(renewed)]).await {
+                // Only while it exists: a sign-out meanwhile stays a sign-out.
+                let renewed = Write::Put {
+                    item: Item::new(key.pk, key.sk, data).with_expiry(record.expires),
+                    condition: Condition::Exists,
+                };
+                if let Err(e) = self.store.transact(vec![renewed]).await {
                     tracing::warn!(error = %e, "session not renewed");
                 }
             }

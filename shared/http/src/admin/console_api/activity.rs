@@ -21,8 +21,9 @@ use provisync_wire as wire;
 
 /// Audit pages one answer reads at most (each bounded by the audit's own read budget).
 const MAX_ROUNDS: usize = 10;
-/// Entries one CSV export holds at most.
+/// Entries one CSV export holds at most, and the audit pages it reads at most.
 const MAX_CSV_ROWS: usize = 10_000;
+const MAX_CSV_ROUNDS: usize = 40;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,7 +128,10 @@ pub async fn activity(
         }));
         rounds += 1;
         match next {
-            Some(c) if entries.len() < limit && (csv || rounds < MAX_ROUNDS) => {
+            Some(c)
+                if entries.len() < limit
+                    && rounds < if csv { MAX_CSV_ROUNDS } else { MAX_ROUNDS } =>
+            {
                 q.cursor = Some(c);
             }
             other => break other,

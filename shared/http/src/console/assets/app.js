@@ -463,6 +463,23 @@ function secretInput(name, isSet, editing) {
   return { input, hint: state, value: () => (input.value ? input.value : (editing && isSet ? REDACTED : '')) };
 }
 
+// An HTTP API's credentials: a bearer token, or a username and password (write-only).
+function authField(labelText, cur, editing) {
+  const basic = cur && typeof cur === 'object' && cur.basic;
+  const mode = select('auth_mode', [['bearer', 'Bearer token'], ['basic', 'Username and password']], basic ? 'basic' : 'bearer');
+  const bearer = secretInput('bearer', !!cur && cur.bearer === REDACTED, editing && !basic);
+  const user = h('input', { type: 'text', name: 'username', value: basic ? cur.basic.username : '', autocomplete: 'off' });
+  const pw = secretInput('password', !!basic && cur.basic.password === REDACTED, editing && !!basic);
+  const bearerBox = field('Bearer token', bearer.input, bearer.hint);
+  const basicBox = h('div', { class: 'grid' }, field('Username', user), field('Password', pw.input, pw.hint));
+  const sync = () => { bearerBox.hidden = mode.value !== 'bearer'; basicBox.hidden = mode.value !== 'basic'; };
+  mode.addEventListener('change', sync); sync();
+  return {
+    node: h('div', {}, field(labelText, mode), bearerBox, basicBox),
+    value: () => (mode.value === 'bearer' ? { bearer: bearer.value() } : { basic: { username: user.value, password: pw.value() } }),
+  };
+}
+
 function kindFields(kind, def, editing) {
   const getters = {};
   const nodes = [];
@@ -473,17 +490,9 @@ function kindFields(kind, def, editing) {
       nodes.push(field(fd.label, sec.input, sec.hint));
       getters[fd.name] = sec.value;
     } else if (fd.type === 'auth') {
-      const basic = cur && typeof cur === 'object' && cur.basic;
-      const mode = select('auth_mode', [['bearer', 'Bearer token'], ['basic', 'Username and password']], basic ? 'basic' : 'bearer');
-      const bearer = secretInput('bearer', cur && cur.bearer === REDACTED, editing && !basic);
-      const user = h('input', { type: 'text', name: 'username', value: basic ? cur.basic.username : '', autocomplete: 'off' });
-      const pw = secretInput('password', basic && cur.basic.password === REDACTED, editing && !!basic);
-      const bearerBox = field('Bearer token', bearer.input, bearer.hint);
-      const basicBox = h('div', { class: 'grid' }, field('Username', user), field('Password', pw.input, pw.hint));
-      const sync = () => { bearerBox.hidden = mode.value !== 'bearer'; basicBox.hidden = mode.value !== 'basic'; };
-      mode.addEventListener('change', sync); sync();
-      nodes.push(h('div', {}, field(fd.label, mode), bearerBox, basicBox));
-      getters.auth = () => (mode.value === 'bearer' ? { bearer: bearer.value() } : { basic: { username: user.value, password: pw.value() } });
+      const auth = authField(fd.label, cur, editing);
+      nodes.push(auth.node);
+      getters.auth = auth.value;
     } else if (fd.type === 'select') {
       const el = select(fd.name, fd.options, cur || fd.options[0][0]);
       nodes.push(field(fd.label, el, fd.hint));
@@ -749,15 +758,19 @@ async function sourceForm(id) {
   const pull = def && def.pull;
   const pullKind = select('pull_kind', [['scim', 'SCIM 2.0 server'], ['jsonapi', 'Drupal JSON:API']], pull ? pull.kind : 'scim');
   const pullUrl = h('input', { type: 'url', value: pull ? pull.base_url : '' });
-  const pullBearerSet = pull && pull.auth && pull.auth.bearer === REDACTED;
-  const pullToken = secretInput('pull_token', pullBearerSet, editing && !!pull);
+  const pullAuth = authField('Authentication', pull && pull.auth, editing && !!pull);
   const pullBox = h('fieldset', {}, h('legend', {}, 'Reading the source'),
-    h('div', { class: 'grid' }, field('API', pullKind), field('Base URL', pullUrl)), field('Bearer token', pullToken.input, pullToken.hint));
+    h('div', { class: 'grid' }, field('API', pullKind), field('Base URL', pullUrl)), pullAuth.node);
   const syncPull = () => { pullBox.hidden = direction.value === 'push'; };
   direction.addEventListener('change', syncPull); syncPull();
   const list = (el) => el.value.split(',').map((x) => x.trim()).filter(Boolean);
   const out = h('div', { 'aria-live': 'polite' });
   const save = h('button', { type: 'submit' }, editing ? 'Save changes' : 'Add source');
+  const del = editing ? h('button', { type: 'button', class: 'danger' }, 'Delete source') : null;
+  if (del) del.addEventListener('click', busy(del, async () => {
+    if (!window.confirm(`Delete source ${id}? Its webhooks are refused from then on.`)) return;
+    try { await api('DELETE', `/admin/sources/${encodeURIComponent(id)}`); location.hash = '#/sources'; } catch (e) { errorInto(out, e); }
+  }));
   const form = h('form', { novalidate: true },
     h('fieldset', {}, h('legend', {}, 'Source'),
       h('div', { class: 'grid' }, field('Id', idInput, 'Appears in its webhook URL: /webhooks/{id}'), field('Direction', direction), field('Signature scheme', scheme)),
@@ -767,7 +780,7 @@ async function sourceForm(id) {
       h('div', { class: 'field' }, userSyncLabel),
       h('div', { class: 'grid' }, field('Entity types', entity, 'Comma-separated; empty: none'), field('Configuration prefixes', prefixes, 'Comma-separated; empty: none'), field('Allowed user fields', allowed, 'Empty: the default set (never roles, active or password)')),
       h('div', { class: 'field' }, enabledLabel)),
-    pullBox, out, h('div', { class: 'actions' }, save));
+    pullBox, out, h('div', { class: 'actions' }, save, del));
   form.addEventListener('submit', busy(save, async () => {
     const sid = idInput.value.trim();
     if (!sid) { out.replaceChildren(notice('error', 'Give the source an id.')); return; }
@@ -777,7 +790,7 @@ async function sourceForm(id) {
     const kept = stored.map(() => REDACTED);
     if (secret.value) body.secrets = rotate.checked ? [...kept, secret.value] : [secret.value];
     else if (kept.length) body.secrets = kept;
-    if (direction.value !== 'push') body.pull = { kind: pullKind.value, base_url: pullUrl.value.trim(), auth: { bearer: pullToken.value() } };
+    if (direction.value !== 'push') body.pull = { kind: pullKind.value, base_url: pullUrl.value.trim(), auth: pullAuth.value() };
     try {
       await api('PUT', `/admin/sources/${encodeURIComponent(sid)}`, body);
       if (editing) out.replaceChildren(notice('ok', 'Saved.')); else location.hash = `#/sources/edit/${encodeURIComponent(sid)}`;
