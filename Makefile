@@ -1,7 +1,8 @@
 # Provisync — every developer and CI command goes through here.
 # `make run` and `make test` need nothing installed by hand beyond the Rust toolchain and
 # python3: the test peers (AWS emulator, reference SCIM server, conformance tester,
-# cfn-lint) are installed from PyPI into .venv by scripts/test-env.sh and run on loopback.
+# cfn-lint, Playwright) are installed from PyPI into .venv by scripts/test-env.sh and run on
+# loopback; the console's browser tests install Debian's chromium when missing (as root).
 
 CARGO ?= cargo
 
@@ -14,10 +15,12 @@ run:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Every test: unit, integration over HTTP, DynamoDB/SQS on moto, SCIM conformance.
+## Every test: unit, integration over HTTP, DynamoDB/SQS on moto, the console in a
+## headless Chromium (installed from Debian when missing), SCIM conformance.
 test:
 	$(CARGO) build -p provisync-cli --bin provisync   # tests/restart.rs runs the real binary
 	scripts/test-env.sh $(CARGO) test --workspace --all-targets --no-fail-fast
+	scripts/test-env.sh scripts/browser-tests.sh    # the console in Debian's Chromium
 	scripts/test-env.sh scripts/conformance.sh
 
 lint: lint-infra

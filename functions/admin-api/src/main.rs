@@ -68,6 +68,78 @@ mod tests {
         }
     }
 
+    /// The console through API Gateway: the page with its policy, a sign-in whose cookie
+    /// comes back `Secure` (API Gateway says https) in the v2 `cookies` field, and the
+    /// admin API read with that cookie, as the browser sends it (`cookies` in the event).
+    #[tokio::test]
+    async fn the_console_through_api_gateway() {
+        use provisync_core::store::Store;
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(provisync_core::store::embedded::EmbeddedStore::in_memory());
+        let state = provisync_tests::apigw::state_on(
+            store.clone(),
+            provisync_core::crypto::SecretBox::generate().0,
+        );
+        let token = provisync_http::auth::create_token(
+            store.as_ref(),
+            provisync_http::auth::Scope::Admin,
+            "ops",
+        )
+        .await
+        .unwrap();
+        let app = || provisync_http::admin_app(state.clone());
+        let console = |method: &str, path: &str, edit: &dyn Fn(&mut Value)| {
+            provisync_tests::apigw::event(
+                "apigw-v2-request-no-authorizer.json",
+                "ANY /console/{proxy+}",
+                method,
+                path,
+                |v| edit(v),
+            )
+        };
+        let page =
+            provisync_tests::apigw::invoke_app(app(), console("GET", "/console/", &|_| {})).await;
+        assert_eq!(page["statusCode"], 200, "{page}");
+        assert!(
+            page["headers"]["content-security-policy"]
+                .as_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        let sign_in = serde_json::json!({"token": token}).to_string();
+        let signed = provisync_tests::apigw::invoke_app(
+            app(),
+            console("POST", "/console/session", &|v| {
+                v["body"] = sign_in.clone().into();
+                v["headers"]["content-type"] = "application/json".into();
+            }),
+        )
+        .await;
+        assert_eq!(signed["statusCode"], 200, "{signed}");
+        assert_eq!(body(&signed)["name"], "admin:ops");
+        let set = signed["cookies"][0].as_str().expect("a cookie").to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        let read = invoke(event_with("GET", "/admin/targets", |v| {
+            v["cookies"] = serde_json::json!([cookie]);
+        }))
+        .await;
+        // Sessions live in the store (DynamoDB in AWS, shared by every instance of the
+        // function): a hub on another store knows no such session.
+        assert_eq!(read["statusCode"], 401, "{read}");
+        let read = provisync_tests::apigw::invoke_app(
+            provisync_http::admin_app(state.clone()),
+            event_with("GET", "/admin/targets", |v| {
+                v["cookies"] = serde_json::json!([cookie]);
+            }),
+        )
+        .await;
+        assert_eq!(read["statusCode"], 200, "{read}");
+    }
+
     #[tokio::test]
     async fn wrong_token_is_401() {
         let e = event_with("GET", "/admin/targets", |v| {

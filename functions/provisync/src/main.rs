@@ -265,6 +265,7 @@ async fn serve(port: u16) -> Result<()> {
     println!("  SCIM token:     {scim_token}");
     println!("  Admin API:      {base}/admin  (CLI: provisync target list)");
     println!("  Admin token:    {admin_token}");
+    println!("  Console:        {base}/console/  (sign in with the admin token)");
     println!("  Webhooks:       {base}/webhooks/{{source}}  (CLI: provisync source add)");
     println!("  Health:         {base}/healthz");
     println!(

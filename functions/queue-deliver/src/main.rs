@@ -84,6 +84,9 @@ mod tests {
         async fn redrive(&self, limit: usize) -> Result<usize, QueueError> {
             self.inner.redrive(limit).await
         }
+        async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError> {
+            self.inner.redrive_one(dedup_id).await
+        }
         fn backend(&self) -> &'static str {
             "recording"
         }

@@ -186,6 +186,20 @@ impl SqsQueue {
         Ok(())
     }
 
+    /// Makes messages peeked at in the dead-letter queue visible again at once.
+    async fn release(&self, dlq: &str, held: Vec<String>) {
+        for r in held {
+            let _ = self
+                .client
+                .change_message_visibility()
+                .queue_url(dlq)
+                .receipt_handle(r)
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
+    }
+
     fn to_dead_letter(m: &Message) -> DeadLetter {
         DeadLetter {
             body: m.body().unwrap_or_default().to_string(),
@@ -323,16 +337,7 @@ impl Queue for SqsQueue {
             }
         }
         // Release what we peeked at.
-        for r in held {
-            let _ = self
-                .client
-                .change_message_visibility()
-                .queue_url(&dlq)
-                .receipt_handle(r)
-                .visibility_timeout(0)
-                .send()
-                .await;
-        }
+        self.release(&dlq, held).await;
         Ok(out)
     }
 
@@ -389,6 +394,55 @@ impl Queue for SqsQueue {
             }
         }
         Ok(moved)
+    }
+
+    async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError> {
+        let dlq = self.dlq().await?.to_string();
+        let mut held = Vec::new();
+        let mut seen = HashSet::new();
+        let mut found = false;
+        // Peek through the dead-letter queue until the letter turns up or every message
+        // has been seen once.
+        'search: loop {
+            let batch = self
+                .receive_from(&dlq, SQS_BATCH_MAX, 0, Some(PEEK_VISIBILITY_SECS))
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                let Some(r) = m.receipt_handle().map(str::to_string) else {
+                    continue;
+                };
+                let letter = Self::to_dead_letter(&m);
+                if !found && letter.dedup_id == dedup_id {
+                    let resend = OutMessage::new(
+                        letter.group_id,
+                        redrive_dedup_id(&letter.dedup_id),
+                        letter.body,
+                    );
+                    self.send_batch(vec![resend]).await?;
+                    self.client
+                        .delete_message()
+                        .queue_url(&dlq)
+                        .receipt_handle(&r)
+                        .send()
+                        .await
+                        .map_err(|e| sqs_error("DeleteMessage", e))?;
+                    found = true;
+                    continue;
+                }
+                held.push(r);
+                if !seen.insert(m.message_id().unwrap_or_default().to_string()) {
+                    break 'search;
+                }
+            }
+            if found {
+                break;
+            }
+        }
+        self.release(&dlq, held).await;
+        Ok(found)
     }
 
     fn backend(&self) -> &'static str {

@@ -36,7 +36,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::auth::{Principal, RequireToken, Scope, require_token};
+use super::auth::Principal;
+use super::console::session::{AdminGuard, require_admin};
+use console_api::changes;
 use provisync_core::definitions::DefinitionError;
 use provisync_core::queue::{DeadLetter, QueueError};
 use provisync_core::store::StoreError;
@@ -48,6 +50,7 @@ use provisync_core::validation::ValidationError;
 use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
+mod console_api;
 mod definitions;
 mod wire_of;
 
@@ -177,13 +180,13 @@ impl From<QueueError> for AdminError {
 
 type AdminResult<T> = Result<T, AdminError>;
 
-/// The admin router, paths already under `/admin`.
-/// The admin router, paths under `/admin`.
+/// The admin router, paths under `/admin`: a bearer token or a console session.
 pub fn router(state: AppState) -> Router {
-    let guard = RequireToken {
+    let guard = AdminGuard {
         auth: state.auth.clone(),
-        scope: Scope::Admin,
+        store: state.hub.store.clone(),
         unauthorized: AdminError::unauthorized,
+        forbidden: |m| AdminError::new(StatusCode::FORBIDDEN, m),
     };
     let admin = Router::new()
         .route("/targets", get(list_targets))
@@ -210,7 +213,9 @@ pub fn router(state: AppState) -> Router {
         .route("/schedule/run", post(run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
-        .route_layer(from_fn_with_state(guard, require_token::<AdminError>))
+        .merge(console_api::routes())
+        .route_layer(from_fn_with_state(state.clone(), changes::audit_changes))
+        .route_layer(from_fn_with_state(guard, require_admin::<AdminError>))
         .fallback(|| async { AdminError::not_found("no such admin endpoint") })
         .method_not_allowed_fallback(|| async {
             AdminError::new(

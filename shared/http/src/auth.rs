@@ -140,7 +140,14 @@ impl Authenticator {
         if token.is_empty() || token.len() > 4096 {
             return None;
         }
-        let hash = hash_token(token);
+        self.authenticate_hash(&hash_token(token), scope).await
+    }
+
+    /// The principal of the token with this SHA-256, when it is (still) valid for
+    /// `scope`: a console session keeps only the hash of the token it was opened with, and
+    /// ends when that token is revoked.
+    pub async fn authenticate_hash(&self, hash: &[u8; 32], scope: Scope) -> Option<Principal> {
+        let hash = *hash;
         // Compare against every static token, without stopping at the first match.
         let mut ok = subtle::Choice::from(0u8);
         for (h, s) in &self.static_tokens {
@@ -214,6 +221,15 @@ pub fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// A 401 with the `WWW-Authenticate` challenge (RFC 6750 §3).
+pub fn challenge(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"provisync\""),
+    );
+    resp
+}
+
 /// State for the auth middleware of one surface.
 #[derive(Clone)]
 pub struct RequireToken<E> {
@@ -234,12 +250,7 @@ pub async fn require_token<E: IntoResponse>(
         None => None,
     };
     let Some(principal) = principal else {
-        let mut resp = (cfg.unauthorized)().into_response();
-        resp.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"provisync\""),
-        );
-        return resp;
+        return challenge((cfg.unauthorized)().into_response());
     };
     req.extensions_mut().insert(principal);
     next.run(req).await

@@ -1,11 +1,12 @@
 //! The HTTP surfaces, as axum routers: SCIM 2.0 ([`scim`]), webhooks in ([`webhooks`]),
-//! the operators' API ([`admin`]). Each Lambda function serves its own surface
-//! ([`scim_app`], [`webhook_app`], [`admin_app`]); `provisync serve` serves them all in one
-//! server ([`app`]). One code path.
+//! the operators' API ([`admin`]) and its console ([`console`]). Each Lambda function
+//! serves its own surface ([`scim_app`], [`webhook_app`], [`admin_app`] with the console);
+//! `provisync serve` serves them all in one server ([`app`]). One code path.
 
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod scim;
 pub mod scim_error;
 pub mod scim_input;
@@ -196,10 +197,14 @@ pub fn webhook_app(state: AppState) -> Router {
     traced(webhooks::router(state).merge(healthz(store)))
 }
 
-/// `admin-api`: `/admin/*` and `/healthz`.
+/// `admin-api`: `/admin/*`, the console (`/console/`) and `/healthz`.
 pub fn admin_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    traced(admin::router(state).merge(healthz(store)))
+    traced(
+        admin::router(state.clone())
+            .merge(console::router(state))
+            .merge(healthz(store)),
+    )
 }
 
 /// `provisync serve`: every surface and `/healthz`.
@@ -207,6 +212,7 @@ pub fn app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
             .merge(admin::router(state.clone()))
+            .merge(console::router(state.clone()))
             .merge(webhooks::router(state.clone()))
             .merge(healthz(state.hub.store.clone())),
     )

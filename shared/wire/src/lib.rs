@@ -14,11 +14,18 @@
 //! [`SourceSummary`].
 
 mod audit;
+mod console;
 mod definitions;
 mod queue;
 mod sync;
 
 pub use audit::{AuditEntry, AuditFilter, AuditPage};
+pub use console::{
+    ActivityEntry, ActivityPage, AttributeChange, ConsoleSession, Health, LastError,
+    OperationBucket, OperationSeries, Overview, OverviewItem, Preview, PreviewRequest,
+    ProvisionRequest, ProvisionStep, Provisioned, RedriveOne, ScopeCount, ScopeRequest, UserList,
+    UserSummary,
+};
 pub use definitions::{
     ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
     TargetSummary, TargetTest,

@@ -264,7 +264,33 @@ async fn dead_letter_and_redrive(queue: &dyn Queue, setup: Setup) {
             .iter()
             .any(|l| l.body == body)
     );
-    let moved = queue.redrive(10).await.unwrap();
+    // One letter by its dedup id (a letter not there: false).
+    assert!(!queue.redrive_one(&format!("{p}-none")).await.unwrap());
+    assert!(queue.redrive_one(&letter.dedup_id).await.unwrap());
+    let d = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].body, body);
+    // Dead again (a new message to the queue: its receive count starts over), then
+    // every letter at once.
+    let mut receipt = d[0].receipt.clone();
+    for n in 1..=setup.max_receive_count {
+        if n > 1 {
+            let d = collect(queue, 1, Duration::from_secs(10)).await;
+            assert_eq!(d.len(), 1, "receive {n} after redrive");
+            receipt = d[0].receipt.clone();
+        }
+        queue.retry_later(&receipt, Duration::ZERO).await.unwrap();
+    }
+    let d = queue.receive(10, Duration::from_millis(500)).await.unwrap();
+    assert!(d.is_empty(), "delivered beyond the receive count: {d:?}");
+    let start = Instant::now();
+    let moved = loop {
+        let moved = queue.redrive(10).await.unwrap();
+        if moved >= 1 || start.elapsed() > Duration::from_secs(10) {
+            break moved;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(moved >= 1);
     let d = collect(queue, 1, Duration::from_secs(10)).await;
     assert_eq!(d.len(), 1);

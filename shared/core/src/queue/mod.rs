@@ -124,6 +124,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Moves up to `limit` dead letters back to the queue; returns how many moved.
     async fn redrive(&self, limit: usize) -> Result<usize, QueueError>;
 
+    /// Moves the dead letter with this dedup id (as [`Queue::dead_letters`] lists it) back
+    /// to the queue; `false` when no dead letter has it (redriven already).
+    async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError>;
+
     /// A short name for logs (`sqs`, `store`).
     fn backend(&self) -> &'static str;
 }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use super::{
     DEDUP_WINDOW, DeadLetter, Delivery, MAX_VISIBILITY, MAX_WAIT, OutMessage, Queue, QueueError,
 };
-use crate::store::{Condition, Index, Item, Key, Query, Store, StoreError, Write};
+use crate::store::{Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write};
 
 /// Attempts for one operation that lost a race on a group's state.
 const MAX_RACES: usize = 20;
@@ -670,14 +670,7 @@ impl Queue for StoreQueue {
         let mut count = 0;
         let mut after = None;
         loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(Index::Primary, self.dlq_pk())
-                        .limit(1000)
-                        .after(after),
-                )
-                .await?;
+            let page = self.dead_letter_page(after).await?;
             count += page.items.len();
             match page.next {
                 Some(c) => after = Some(c),
@@ -687,8 +680,50 @@ impl Queue for StoreQueue {
     }
 
     async fn redrive(&self, limit: usize) -> Result<usize, QueueError> {
+        let items = self.dead_letter_items(limit).await?;
+        self.redrive_items(items).await
+    }
+
+    async fn redrive_one(&self, dedup_id: &str) -> Result<bool, QueueError> {
+        let mut after = None;
+        loop {
+            let page = self.dead_letter_page(after).await?;
+            if let Some(item) = page
+                .items
+                .iter()
+                .find(|i| parse::<StoredDeadLetter>(i).is_ok_and(|l| l.dedup_id == dedup_id))
+            {
+                return Ok(self.redrive_items(vec![item.clone()]).await? == 1);
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => return Ok(false),
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "store"
+    }
+}
+
+impl StoreQueue {
+    /// One page (up to 1,000) of the dead-letter list, after `after`.
+    async fn dead_letter_page(&self, after: Option<Cursor>) -> Result<Page, QueueError> {
+        Ok(self
+            .store
+            .query(
+                &Query::new(Index::Primary, self.dlq_pk())
+                    .limit(1000)
+                    .after(after),
+            )
+            .await?)
+    }
+
+    /// Moves these dead-letter items back to the queue; returns how many moved.
+    async fn redrive_items(&self, items: Vec<Item>) -> Result<usize, QueueError> {
         let mut moved = 0;
-        for item in self.dead_letter_items(limit).await? {
+        for item in items {
             let letter: DeadLetter = parse::<StoredDeadLetter>(&item)?.into();
             let m = OutMessage::new(letter.group_id, letter.dedup_id, letter.body);
             let remove = Write::Delete {
@@ -707,10 +742,6 @@ impl Queue for StoreQueue {
             self.sent.notify_waiters();
         }
         Ok(moved)
-    }
-
-    fn backend(&self) -> &'static str {
-        "store"
     }
 }
 

@@ -70,6 +70,12 @@ pub const RECON: &str = "RECON#";
 pub const LEASE: &str = "LEASE#";
 /// The store-backed queue: `Q#{queue}#G#{group}` and `Q#{queue}#D#{dedup}` (queue).
 pub const QUEUE: &str = "Q#";
+/// A signed-in console session, by the SHA-256 of its cookie: `SESSION#{hex}` (http
+/// console).
+pub const SESSION: &str = "SESSION#";
+/// Settled operation counts of an hour or a day: `STATS#H#{hour}`, `STATS#D#{day}`
+/// (insight).
+pub const STATS: &str = "STATS#";
 
 // ---- index gsi1 ----------------------------------------------------------------------
 
@@ -128,6 +134,8 @@ pub const ALL: &[Prefix] = &[
     p(Space::Pk, RECON, "reconcile runs"),
     p(Space::Pk, LEASE, "reconcile leases"),
     p(Space::Pk, QUEUE, "the embedded queue"),
+    p(Space::Pk, SESSION, "console sessions (hashed)"),
+    p(Space::Pk, STATS, "settled operation counts"),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),

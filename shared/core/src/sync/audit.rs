@@ -63,6 +63,12 @@ pub enum AuditOp {
     Sync,
     /// Dead letters sent back to the queue.
     Redrive,
+    /// A target or source defined, changed or removed through the admin API.
+    Configure,
+    /// An operator signed in to the console.
+    SignIn,
+    /// An operator signed out of the console.
+    SignOut,
 }
 
 /// How it ended.

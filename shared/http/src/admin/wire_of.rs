@@ -9,7 +9,7 @@ use provisync_core::sync::schedule::CycleReport;
 use provisync_wire as wire;
 
 /// The snake_case name a domain enum serializes to (`complete`, `add_members`).
-fn name_of(v: &impl serde::Serialize) -> String {
+pub(super) fn name_of(v: &impl serde::Serialize) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
