@@ -538,3 +538,73 @@ async fn on_demand_sync_embedded() {
 async fn on_demand_sync_dynamodb() {
     on_demand_sync(Backend::DynamoDb).await;
 }
+
+/// `/` leads somewhere (a small page naming the surfaces and the docs), and every path
+/// nobody serves answers an error body in its surface's format: SCIM under `/scim/v2`,
+/// JSON under `/admin` and elsewhere. These answered an empty 404 before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_page_and_unknown_paths_answer_in_their_surfaces_format() {
+    let hub = Hub::start(Backend::Embedded).await.unwrap();
+    let origin = format!("http://{}", hub.addr);
+    let get = |path: &str, accept: &str| {
+        let url = format!("{origin}{path}");
+        let client = hub.client.clone();
+        let accept = accept.to_string();
+        async move {
+            Resp::from(
+                client
+                    .get(url)
+                    .header("Accept", accept)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let page = get("/", "text/html,*/*").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    for link in ["/healthz", "/scim/v2", "/admin", "/console/", "README.md"] {
+        assert!(
+            page.text.contains(link),
+            "{link} missing from {}",
+            page.text
+        );
+    }
+    // A client that asks for JSON gets the same as JSON.
+    let json = get("/", "application/json").await;
+    assert_eq!(json.status, 200, "{}", json.text);
+    assert_eq!(json.body["scim"], "/scim/v2", "{}", json.text);
+    assert_eq!(json.body["console"], "/console/", "{}", json.text);
+
+    for path in ["/admin", "/admin/", "/admin/nope", "/admin/targets/x/nope"] {
+        let r = get(path, "*/*").await;
+        assert_admin_error(&r, 404, "admin");
+    }
+    for path in ["/scim/v2", "/scim/v2/", "/scim/v2/Nope"] {
+        let r = get(path, "*/*").await;
+        r.assert_error(404, None);
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/scim/v2/")),
+            "{}",
+            r.text
+        );
+    }
+    for path in ["/nope", "/favicon.ico"] {
+        let r = get(path, "*/*").await;
+        assert_admin_error(&r, 404, "no such endpoint");
+    }
+    assert_admin_error(
+        &get("/webhooks", "*/*").await,
+        404,
+        "no such webhook endpoint",
+    );
+    let r = Resp::from(hub.client.post(format!("{origin}/")).send().await.unwrap()).await;
+    assert_admin_error(&r, 405, "method");
+}

@@ -30,7 +30,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -195,14 +195,25 @@ pub fn router(state: AppState) -> Router {
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
         .route_layer(from_fn_with_state(guard, require_token::<AdminError>))
-        .fallback(|| async { AdminError::not_found("no such admin endpoint") })
+        .fallback(|| async { no_admin_endpoint() })
         .method_not_allowed_fallback(|| async {
             AdminError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
         });
-    Router::new().nest(BASE_PATH, admin).with_state(state)
+    Router::new()
+        .nest(BASE_PATH, admin)
+        .route(BASE_PATH, any(|| async { no_admin_endpoint() }))
+        .route(
+            &format!("{BASE_PATH}/"),
+            any(|| async { no_admin_endpoint() }),
+        )
+        .with_state(state)
+}
+
+fn no_admin_endpoint() -> AdminError {
+    AdminError::not_found("no such admin endpoint (e.g. GET /admin/targets, GET /admin/audit)")
 }
 
 // ---- helpers -----------------------------------------------------------------------

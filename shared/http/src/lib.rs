@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod front;
 pub mod scim;
 pub mod scim_error;
 pub mod webhooks;
@@ -151,27 +152,44 @@ fn traced(router: Router) -> Router {
 
 /// `scim-api`: `/scim/v2/*` and `/healthz`.
 pub fn scim_app(state: AppState) -> Router {
-    traced(scim::router(ScimState::from_ref(&state)).merge(healthz(state.hub.store.clone())))
+    traced(
+        scim::router(ScimState::from_ref(&state))
+            .merge(scim_error::base_paths())
+            .merge(healthz(state.hub.store.clone()))
+            .fallback(front::not_found),
+    )
 }
 
 /// `webhook-ingest`: `POST /webhooks/{source}` and `/healthz`.
 pub fn webhook_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    traced(webhooks::router(state).merge(healthz(store)))
+    traced(
+        webhooks::router(state)
+            .merge(healthz(store))
+            .fallback(front::not_found),
+    )
 }
 
-/// `admin-api`: `/admin/*` and `/healthz`.
+/// `admin-api`: `/admin/*`, the front page and `/healthz`.
 pub fn admin_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    traced(admin::router(state).merge(healthz(store)))
+    traced(
+        admin::router(state)
+            .merge(front::router())
+            .merge(healthz(store))
+            .fallback(front::not_found),
+    )
 }
 
-/// `provisync serve`: every surface and `/healthz`.
+/// `provisync serve`: every surface, the front page and `/healthz`.
 pub fn app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
+            .merge(scim_error::base_paths())
             .merge(admin::router(state.clone()))
             .merge(webhooks::router(state.clone()))
-            .merge(healthz(state.hub.store.clone())),
+            .merge(front::router())
+            .merge(healthz(state.hub.store.clone()))
+            .fallback(front::not_found),
     )
 }

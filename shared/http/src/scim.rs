@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::ScimState;
 use super::auth::{RequireToken, Scope, require_token};
-use super::scim_error::scim_error;
+use super::scim_error::{method_not_allowed, no_such_endpoint, scim_error};
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
 use provisync_scim::projection::{Projection, parse_attribute_list};
@@ -91,10 +91,8 @@ pub fn router(state: ScimState) -> Router {
         .route("/Schemas/{id}", get(schema));
     let scim = protected
         .merge(discovery)
-        .fallback(|| async { ScimError::not_found("no such SCIM endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ScimError::new(405, None, "method not allowed on this endpoint")
-        });
+        .fallback(|| async { no_such_endpoint() })
+        .method_not_allowed_fallback(|| async { method_not_allowed() });
     Router::new().nest(BASE_PATH, scim).with_state(state)
 }
 
