@@ -608,3 +608,143 @@ async fn root_page_and_unknown_paths_answer_in_their_surfaces_format() {
     let r = Resp::from(hub.client.post(format!("{origin}/")).send().await.unwrap()).await;
     assert_admin_error(&r, 405, "method");
 }
+
+// API tokens through the admin API, on both stores: created with a scope and a name
+// (the secret answered once), listed without secrets, revoked by id or by secret,
+// audited with who did it; a revoked token is refused.
+on_every_backend!(tokens_over_http, |hub: Hub| async move {
+    let origin = format!("http://{}", hub.addr);
+    let status = |path: &str, token: &str| {
+        let req = hub
+            .client
+            .get(format!("{origin}{path}"))
+            .bearer_auth(token)
+            .send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens",
+            Some(&json!({"scope": "scim", "name": "okta"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let scim = r.body["token"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert!(
+        scim.starts_with("psy_") && id.starts_with("tok_"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        (&r.body["scope"], &r.body["name"], &r.body["created_by"]),
+        (&json!("scim"), &json!("okta"), &json!("admin:static")),
+        "{}",
+        r.text
+    );
+    assert_eq!(status("/scim/v2/Users", &scim).await, 200);
+    assert_eq!(
+        status("/admin/targets", &scim).await,
+        401,
+        "scim scope only"
+    );
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens",
+            Some(&json!({"scope": "admin", "name": "ops"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let admin = r.body["token"].as_str().unwrap().to_string();
+    assert_eq!(status("/admin/tokens", &admin).await, 200);
+
+    // Listed without the secrets (nor their hashes).
+    let list = hub.admin(Method::GET, "/tokens", None).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let names: Vec<&str> = list.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["okta", "ops"], "{}", list.text);
+    for secret in [&scim, &admin] {
+        assert!(!list.text.contains(secret.as_str()), "{}", list.text);
+        let hash = hex_of(&provisync_http::auth::hash_token(secret));
+        assert!(!list.text.contains(&hash), "{}", list.text);
+    }
+
+    // Revoked by id: refused from then on.
+    let r = hub
+        .admin(Method::DELETE, &format!("/tokens/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(status("/scim/v2/Users", &scim).await, 401);
+    let r = hub
+        .admin(Method::DELETE, &format!("/tokens/{id}"), None)
+        .await;
+    assert_admin_error(&r, 404, "no stored token");
+    // Revoked by its secret.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens/revoke",
+            Some(&json!({"token": admin})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(status("/admin/tokens", &admin).await, 401);
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens/revoke",
+            Some(&json!({"token": ADMIN_TOKEN})),
+        )
+        .await;
+    assert_admin_error(&r, 404, "environment");
+    assert!(!r.text.contains(ADMIN_TOKEN), "{}", r.text);
+
+    // Bad requests.
+    for (body, says) in [
+        (json!({"scope": "root", "name": "x"}), "scope"),
+        (json!({"scope": "scim", "name": ""}), "name"),
+        (json!({"scope": "scim", "name": "a\nb"}), "name"),
+        (json!({"scope": "scim"}), "name"),
+        (json!({"scope": "scim", "name": "x", "extra": 1}), "extra"),
+    ] {
+        let r = hub.admin(Method::POST, "/tokens", Some(&body)).await;
+        assert_admin_error(&r, 400, says);
+    }
+    let r = hub
+        .client
+        .get(hub.admin_url("/tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Audited, with who did it; never the secret.
+    let a = hub.admin(Method::GET, "/audit?op=create_token", None).await;
+    let entries = a.body["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{}", a.text);
+    assert!(
+        entries.iter().all(|e| e["actor"] == "admin:static"),
+        "{}",
+        a.text
+    );
+    assert_eq!(entries[1]["resource_id"], id.as_str(), "{}", a.text);
+    let a = hub.admin(Method::GET, "/audit?op=revoke_token", None).await;
+    assert_eq!(
+        a.body["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        a.text
+    );
+    assert!(!a.text.contains(&scim) && !a.text.contains(&admin));
+});
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,4 +1,5 @@
-//! `provisync target add` for the kinds beyond SCIM, as an operator runs it: the real
+//! `provisync token` while the hub runs (through its admin API), and offline on a named
+//! store only; `provisync target add` for the kinds beyond SCIM, as an operator runs it: the real
 //! `provisync` binary, against a running `provisync serve`, with the secrets from an
 //! environment variable and from stdin (never in the arguments). The targets are read back
 //! redacted and tested against the Okta and Graph fakes, which accept only the right
@@ -104,9 +105,30 @@ impl Serve {
         panic!("provisync serve did not come up");
     }
 
+    /// Stops the hub (SIGKILL) and keeps its data folder: its store is free to open.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Runs `provisync ARGS` against this hub with `env`, `stdin` on its standard input.
     fn cli(&self, bin: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        self.cli_in(bin, None, args, env, stdin)
+    }
+
+    /// [`Serve::cli`] in the working directory `dir`.
+    fn cli_in(
+        &self,
+        bin: &Path,
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Run {
         let mut cmd = Command::new(bin);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
         cmd.args(args)
             .env("PROVISYNC_URL", &self.origin)
             .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -323,4 +345,134 @@ async fn cli_adds_okta_and_entra_targets() {
     assert!(!run.ok, "{}", run.stdout);
     assert!(run.stderr.contains("400"), "{}", run.stderr);
     no_secret(&run);
+}
+
+/// `provisync token create`, the command the Entra and Okta guides give, while `provisync
+/// serve` runs: through the admin API (it failed with "Database already open" before),
+/// listed without secrets, revoked by id or by the secret on stdin, the revoked token
+/// refused. With no hub and no store it fails and creates no `./.provisync`; offline it
+/// names the store it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_tokens_while_the_hub_runs() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let mut hub = Serve::start(&bin, "cli-tokens").await;
+    let client = reqwest::Client::new();
+    let status = |path: &str, token: &str| {
+        let req = client
+            .get(format!("{}{path}", hub.origin))
+            .bearer_auth(token)
+            .send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "scim", "--name", "okta"],
+        &[],
+        None,
+    );
+    run.assert_ok("token create");
+    let scim = run.stdout.trim().to_string();
+    assert!(scim.starts_with("psy_"), "{}", run.stdout);
+    assert!(run.stderr.contains("tok_"), "{}", run.stderr);
+    assert_eq!(status("/scim/v2/Users", &scim).await, 200);
+
+    let run = hub.cli(&bin, &["token", "list"], &[], None);
+    run.assert_ok("token list");
+    assert!(!run.stdout.contains(&scim), "{}", run.stdout);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("okta"))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        line.contains("scim") && line.contains("admin:static"),
+        "{line}"
+    );
+    let id = line.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("tok_"), "{line}");
+
+    let run = hub.cli(&bin, &["token", "revoke", &id], &[], None);
+    run.assert_ok("token revoke");
+    assert_eq!(status("/scim/v2/Users", &scim).await, 401);
+    let run = hub.cli(&bin, &["token", "revoke", &id], &[], None);
+    assert!(!run.ok && run.stderr.contains("404"), "{}", run.stderr);
+
+    // An admin token, revoked by its secret on stdin.
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "admin", "--name", "ops"],
+        &[],
+        None,
+    );
+    let admin = run
+        .assert_ok("token create admin")
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(status("/admin/targets", &admin).await, 200);
+    hub.cli(&bin, &["token", "revoke"], &[], Some(&format!("{admin}\n")))
+        .assert_ok("token revoke (stdin)");
+    assert_eq!(status("/admin/targets", &admin).await, 401);
+
+    // The store of a running hub cannot be opened offline: the message says what to do.
+    let data = hub.data.to_string_lossy().into_owned();
+    let run = hub.cli(
+        &bin,
+        &["token", "list", "--offline"],
+        &[("PROVISYNC_DATA_DIR", &data)],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("PROVISYNC_URL"), "{}", run.stderr);
+
+    // No hub and no store: a clear failure, and no `.provisync` appears here.
+    let here = tempfile::tempdir().expect("tempdir");
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    );
+    let run = hub.cli_in(
+        &bin,
+        Some(here.path()),
+        &["token", "create", "--scope", "scim"],
+        &[("PROVISYNC_URL", &dead), ("PROVISYNC_DATA_DIR", "")],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("no store in"), "{}", run.stderr);
+    assert!(!here.path().join(".provisync").exists());
+
+    // The hub stopped: offline on its folder, naming the store.
+    hub.stop();
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "scim", "--name", "late"],
+        &[("PROVISYNC_DATA_DIR", &data), ("PROVISYNC_URL", &dead)],
+        None,
+    );
+    run.assert_ok("token create (no hub answers)");
+    assert!(
+        run.stderr.contains("no hub answers") && run.stderr.contains("store: embedded store in"),
+        "{}",
+        run.stderr
+    );
+    let run = hub.cli(
+        &bin,
+        &["token", "list", "--offline"],
+        &[("PROVISYNC_DATA_DIR", &data)],
+        None,
+    );
+    run.assert_ok("token list --offline");
+    assert!(
+        run.stdout.contains("late") && run.stdout.contains("offline"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("okta"), "revoked: {}", run.stdout);
 }

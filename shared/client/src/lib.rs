@@ -10,7 +10,7 @@ use std::time::Duration;
 use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, ReconcileReport, Redriven,
     SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList, TargetSummary,
-    TargetTest,
+    TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -281,6 +281,39 @@ impl HubClient {
             None,
         )
         .await
+    }
+
+    /// `POST /admin/tokens`: a new token (its secret is in the answer, this once).
+    pub async fn create_token(&self, scope: &str, name: &str) -> Result<TokenCreated, ClientError> {
+        let body = serde_json::to_value(TokenRequest {
+            scope: scope.to_string(),
+            name: name.to_string(),
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin(Method::POST, "/tokens", &[], Some(&body)).await
+    }
+
+    /// `GET /admin/tokens`: the stored tokens, without their secrets.
+    pub async fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.admin(Method::GET, "/tokens", &[], None).await
+    }
+
+    /// `DELETE /admin/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.admin_json(Method::DELETE, &format!("/tokens/{}", seg(id)), &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /admin/tokens/revoke`: a token revoked by its secret.
+    pub async fn revoke_token_secret(&self, token: &str) -> Result<(), ClientError> {
+        let body = serde_json::to_value(TokenRevoke {
+            token: token.to_string(),
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin_json(Method::POST, "/tokens/revoke", &[], Some(&body))
+            .await
+            .map(drop)
     }
 
     // ---- the SCIM API --------------------------------------------------------------

@@ -18,6 +18,7 @@
 //! | `POST /admin/schedule/run?budget=`  | one scheduled cycle now -> its report (pull, reconcile, outbox, dead letters) |
 //! | `GET /admin/deadletters?limit=`     | `{"count": n, "dead_letters": [...]}`          |
 //! | `POST /admin/deadletters/redrive?limit=` | `{"redriven": n}`                         |
+//! | `GET/POST /admin/tokens`, `DELETE /admin/tokens/{id}` | API tokens ([`tokens`])      |
 //!
 //! Every error is `{"error": "<message>"}` with its status; bad input is a 4xx with the
 //! reason, never a 500. Targets always leave redacted (secrets `"***"`); messages never
@@ -43,12 +44,12 @@ use provisync_core::store::StoreError;
 use provisync_core::sync::audit::{
     AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
-use provisync_core::sync::ondemand::OnDemandError;
 use provisync_core::target::{TargetConfig, check_target_id};
 use provisync_core::validation::ValidationError;
-use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
+mod sync;
+mod tokens;
 mod wire_of;
 
 pub const BASE_PATH: &str = "/admin";
@@ -87,7 +88,7 @@ impl AdminError {
         )
     }
     /// A failure of the hub itself: logged, and answered without internals.
-    fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -190,10 +191,11 @@ pub fn router(state: AppState) -> Router {
         .route("/entities", get(export_entities))
         .route("/config", get(export_config))
         .route("/audit", get(query_audit))
-        .route("/sync", post(sync))
-        .route("/schedule/run", post(run_schedule))
+        .route("/sync", post(sync::sync))
+        .route("/schedule/run", post(sync::run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
+        .merge(tokens::routes())
         .route_layer(from_fn_with_state(guard, require_token::<AdminError>))
         .fallback(|| async { no_admin_endpoint() })
         .method_not_allowed_fallback(|| async {
@@ -732,127 +734,6 @@ async fn query_audit(
         next_cursor: next,
     })
     .into_response())
-}
-
-// ---- on-demand sync ----------------------------------------------------------------
-
-/// Time a reconcile asked for through the API runs at most (API Gateway answers within
-/// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
-const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
-
-async fn sync(
-    State(state): State<AppState>,
-    principal: Principal,
-    req: Request,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let body = json_body(&state, req).await?;
-    let r: wire::SyncRequest = serde_json::from_value(body)
-        .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
-    let filter_text = nonempty(r.filter);
-    let user = nonempty(r.user);
-    if filter_text.is_some() && user.is_some() {
-        return Err(AdminError::bad_request("give `filter` or `user`, not both"));
-    }
-    if r.reconcile {
-        if filter_text.is_some() || user.is_some() {
-            return Err(AdminError::bad_request(
-                "`reconcile` covers the whole target: give no `filter` or `user`",
-            ));
-        }
-        let target = load_target(adm, &r.target).await?;
-        if !target.enabled {
-            return Err(AdminError::new(
-                StatusCode::CONFLICT,
-                format!("target {:?} is disabled", target.id),
-            ));
-        }
-        let reconciler = &adm.reconciler;
-        let deadline = tokio::time::Instant::now() + ON_DEMAND_RECONCILE_BUDGET;
-        // The report says how it went (complete, suspended, busy: another cycle holds
-        // the target, failed: why).
-        let report = reconciler.reconcile_target(&target, deadline).await;
-        return Ok(axum::Json(wire::SyncReconciled {
-            reconcile: wire_of::reconcile_report(&report),
-        })
-        .into_response());
-    }
-    let filter = match &filter_text {
-        Some(f) => {
-            let parsed = provisync_scim::filter::parse(f)
-                .map_err(|e| AdminError::bad_request(format!("invalidFilter: {}", e.detail)))?;
-            parsed
-                .validate(&state.hub.directory.schemas().view(ResourceKind::User))
-                .map_err(|e| AdminError::bad_request(format!("invalidFilter: {}", e.detail)))?;
-            Some(parsed)
-        }
-        None => None,
-    };
-    let target = load_target(adm, &r.target).await?;
-    if !target.enabled {
-        return Err(AdminError::new(
-            StatusCode::CONFLICT,
-            format!("target {:?} is disabled", target.id),
-        ));
-    }
-    let queued = adm
-        .on_demand
-        .enqueue_sync(&target.id, filter, user.clone())
-        .await
-        .map_err(|e| match e {
-            OnDemandError::NotFound(m) => AdminError::not_found(m),
-            OnDemandError::Failed(m) => AdminError::internal("on-demand sync", m),
-        })?;
-    let detail = match (&filter_text, &user) {
-        (Some(f), _) => format!("{queued} queued, filter: {f}"),
-        (None, Some(u)) => format!("{queued} queued, user {u}"),
-        (None, None) => format!("{queued} queued, all users"),
-    };
-    let mut entry = AuditEntry::new(&target.id, AuditOp::Sync, AuditStatus::Queued)
-        .detail(detail)
-        .actor(principal.to_string());
-    if let Some(u) = &user {
-        entry = entry.resource("User", u);
-    }
-    if let Err(e) = adm.audit.record(entry).await {
-        tracing::warn!(error = %e, "audit entry for an on-demand sync not written");
-    }
-    tracing::info!(target = %target.id, queued, "on-demand sync queued");
-    Ok(axum::Json(wire::SyncQueued { queued }).into_response())
-}
-
-// ---- schedule --------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleParams {
-    budget: Option<String>,
-}
-
-/// One scheduled cycle now (`provisync run-schedule`): the same code as the timer and
-/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240.
-async fn run_schedule(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> AdminResult<Response> {
-    let params: ScheduleParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?;
-    let budget = match params.budget.as_deref() {
-        None => 25,
-        Some(b) => b
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=240).contains(n))
-            .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
-    };
-    let schedule = state.hub.schedule();
-    let report = provisync_core::sync::schedule::run_schedule(
-        &schedule,
-        std::time::Duration::from_secs(budget),
-    )
-    .await
-    .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
-    Ok(axum::Json(wire_of::cycle_report(&report)).into_response())
 }
 
 // ---- dead letters ------------------------------------------------------------------

@@ -17,6 +17,7 @@ mod audit;
 mod definitions;
 mod queue;
 mod sync;
+mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditPage};
 pub use definitions::{
@@ -27,6 +28,7 @@ pub use sync::{
     CycleReport, GroupCounts, PullCounts, PullReport, ReconcileCounts, ReconcileReport, SyncQueued,
     SyncReconciled, SyncRequest,
 };
+pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 
 use serde::{Deserialize, Serialize};
 

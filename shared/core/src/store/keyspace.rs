@@ -85,6 +85,8 @@ pub const CONFIGS: &str = "CONFIGS";
 pub const TARGETS: &str = "TARGETS";
 /// Every source definition (source).
 pub const SOURCES: &str = "SOURCES";
+/// Every stored API token, by token id (http auth).
+pub const TOKENS: &str = "TOKENS";
 /// Outbox records by age, for the sweeper (event).
 pub const OUTBOX_BY_AGE: &str = "OUTBOX";
 /// Audit entries of one target: `AUDIT#T#{target}` (audit).
@@ -134,6 +136,7 @@ pub const ALL: &[Prefix] = &[
     exact(Space::Gsi1, CONFIGS, "all configuration"),
     exact(Space::Gsi1, TARGETS, "all targets"),
     exact(Space::Gsi1, SOURCES, "all sources"),
+    exact(Space::Gsi1, TOKENS, "all API tokens"),
     exact(Space::Gsi1, OUTBOX_BY_AGE, "outbox by age"),
     p(Space::Gsi1, AUDIT_TARGET, "audit entries by target"),
     p(Space::Gsi1, AUDIT_RESOURCE, "audit entries by resource"),

@@ -63,6 +63,10 @@ pub enum AuditOp {
     Sync,
     /// Dead letters sent back to the queue.
     Redrive,
+    /// An API token created (resource `Token` / its id; never the secret).
+    CreateToken,
+    /// An API token revoked.
+    RevokeToken,
 }
 
 /// How it ended.
