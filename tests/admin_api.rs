@@ -465,11 +465,11 @@ async fn on_demand_sync(backend: Backend) {
         state.hub.on_demand = Arc::new(DirectoryOnDemand::new(
             state.hub.directory.clone(),
             state.hub.queue.clone(),
-            Arc::new(|target: &str, u: &Stored| {
+            Arc::new(|target: &str, run: &str, u: &Stored| {
                 Some(OutMessage::new(
                     u.id(),
                     format!("sync-{target}-{}", u.id()),
-                    json!({"sync": target, "user": u.id()}).to_string(),
+                    json!({"sync": target, "user": u.id(), "run": run}).to_string(),
                 ))
             }),
         ));
@@ -483,17 +483,41 @@ async fn on_demand_sync(backend: Backend) {
     off["enabled"] = json!(false);
     hub.admin(Method::PUT, "/targets/off", Some(&off)).await;
 
-    let sync = |body: Value| {
+    // Nothing delivers these messages: no outcome comes, and the answer says so
+    // (`wait: 0`: answer at once).
+    let sync = |mut body: Value| {
         let hub = &hub;
+        body["wait"] = json!(0);
         async move { hub.admin(Method::POST, "/sync", Some(&body)).await }
     };
     let r = sync(json!({"target": "crm", "filter": "userName eq \"alice\""})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({"queued": 1}));
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    assert_eq!(r.body["outcome"]["state"], "pending", "{}", r.text);
+    assert_eq!(r.body["outcome"]["users"]["queued"], 1, "{}", r.text);
     let r = sync(json!({"target": "crm"})).await;
-    assert_eq!(r.body, json!({"queued": 2}));
+    assert_eq!(r.body["queued"], 2, "{}", r.text);
     let r = sync(json!({"target": "crm", "user": a})).await;
-    assert_eq!(r.body, json!({"queued": 1}));
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    // The run can be asked for later.
+    let run = r.body["outcome"]["run"].as_str().unwrap();
+    let later = hub.admin(Method::GET, &format!("/runs/{run}"), None).await;
+    assert_eq!(later.status, 200, "{}", later.text);
+    assert_eq!(later.body["state"], "pending", "{}", later.text);
+    assert_eq!(later.body["kind"], "sync", "{}", later.text);
+    assert_admin_error(
+        &hub.admin(Method::GET, "/runs/nope", None).await,
+        404,
+        "no run",
+    );
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "crm", "wait": 99})),
+        )
+        .await;
+    assert_admin_error(&r, 400, "wait");
     assert_admin_error(
         &sync(json!({"target": "crm", "user": "nobody"})).await,
         404,

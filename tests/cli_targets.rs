@@ -476,3 +476,126 @@ async fn cli_manages_tokens_while_the_hub_runs() {
     );
     assert!(!run.stdout.contains("okta"), "revoked: {}", run.stdout);
 }
+
+/// `provisync sync` says what the target answered, and exits non-zero when anything
+/// failed: against `scim2-server` refusing every user (an attribute it does not know),
+/// the reconcile and the on-demand sync print the refusals by name and exit 1 (before,
+/// the reconcile printed `created 3  failed 0` and exited 0); once the target takes the
+/// users, 0. `provisync import` exits non-zero when rows were rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sync_and_import_exit_non_zero_on_failures() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let Some(peer) = provisync_tests::peers::ScimPeer::start().await else {
+        return;
+    };
+    let hub = Serve::start(&bin, "cli-sync").await;
+    let client = reqwest::Client::new();
+    let put_target = |mapping: Value| {
+        let body = serde_json::json!({"kind": "scim", "base_url": peer.base,
+            "auth": {"bearer": peer.token}, "mode": "manual", "mapping": mapping});
+        let req = client
+            .put(format!("{}/admin/targets/peer", hub.origin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send();
+        async move { assert!(req.await.unwrap().status().is_success()) }
+    };
+    put_target(serde_json::json!([{"target": "favoriteColor", "value": "blue"}])).await;
+    for n in ["alice", "bob", "carol"] {
+        let r = client
+            .post(format!("{}/scim/v2/Users", hub.origin))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/scim+json")
+            .body(
+                serde_json::json!({"schemas": [provisync_tests::USER_SCHEMA], "userName": n})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+
+    let run = hub.cli(
+        &bin,
+        &["sync", "--target", "peer", "--reconcile"],
+        &[],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("reconcile peer: complete_with_failures")
+            && run.stdout.contains("created 0")
+            && run.stdout.contains("refused 3"),
+        "{}",
+        run.stdout
+    );
+    for n in ["alice", "bob", "carol"] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.contains("refused create") && l.contains(&format!("{n:?}"))),
+            "{n}: {}",
+            run.stdout
+        );
+    }
+    let run = hub.cli(
+        &bin,
+        &[
+            "sync",
+            "--target",
+            "peer",
+            "--filter",
+            "userName eq \"alice\"",
+        ],
+        &[],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stdout.contains("refused 1"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("complete_with_failures"),
+        "{}",
+        run.stderr
+    );
+
+    // The target takes them now.
+    put_target(serde_json::json!([])).await;
+    let run = hub.cli(
+        &bin,
+        &["sync", "--target", "peer", "--reconcile"],
+        &[],
+        None,
+    );
+    run.assert_ok("sync --reconcile");
+    assert!(
+        run.stdout.contains("reconcile peer: complete") && run.stdout.contains("created 3"),
+        "{}",
+        run.stdout
+    );
+
+    // Import: a rejected row fails the command; a clean file does not.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "userName,name.givenName\ndora,Dora\n,Nobody\n").unwrap();
+    let scim = [("PROVISYNC_SCIM_TOKEN", TOKEN)];
+    let run = hub.cli(&bin, &["import", bad.to_str().unwrap()], &scim, None);
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 created") && run.stdout.contains("1 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("1 of 2 rows rejected"),
+        "{}",
+        run.stderr
+    );
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "userName,name.givenName\neve,Eve\n").unwrap();
+    hub.cli(&bin, &["import", good.to_str().unwrap()], &scim, None)
+        .assert_ok("import good.csv");
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, ReconcileReport, Redriven,
-    SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList, TargetSummary,
-    TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke,
+    RunStatus, SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList,
+    TargetSummary, TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -246,6 +246,12 @@ impl HubClient {
     pub async fn sync(&self, request: &SyncRequest) -> Result<SyncQueued, ClientError> {
         let body = serde_json::to_value(request).map_err(ClientError::Decode)?;
         self.admin(Method::POST, "/sync", &[], Some(&body)).await
+    }
+
+    /// `GET /admin/runs/{run}`: where a sync or reconcile and its changes stand.
+    pub async fn run(&self, id: &str) -> Result<RunStatus, ClientError> {
+        self.admin(Method::GET, &format!("/runs/{}", seg(id)), &[], None)
+            .await
     }
 
     /// `POST /admin/sync` with `reconcile`: the target reconciled now.

@@ -14,7 +14,8 @@
 //! | `GET /admin/entities?entity_type=&cursor=` | `{"entities": [...], "next_cursor"}`: the full export of entities |
 //! | `GET /admin/config?prefix=&cursor=` | `{"config": [...], "next_cursor"}`: the full export of configuration |
 //! | `GET /admin/audit?target=&resource=&op=&status=&since=&limit=&cursor=` | `{"entries": [...], "next_cursor": ...}` |
-//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?}` -> `{"queued": n}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
+//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?,"wait"?}` -> `{"queued": n, "outcome": run}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
+//! | `GET /admin/runs/{run}`             | a sync's or reconcile's outcomes so far        |
 //! | `POST /admin/schedule/run?budget=`  | one scheduled cycle now -> its report (pull, reconcile, outbox, dead letters) |
 //! | `GET /admin/deadletters?limit=`     | `{"count": n, "dead_letters": [...]}`          |
 //! | `POST /admin/deadletters/redrive?limit=` | `{"redriven": n}`                         |
@@ -192,6 +193,7 @@ pub fn router(state: AppState) -> Router {
         .route("/config", get(export_config))
         .route("/audit", get(query_audit))
         .route("/sync", post(sync::sync))
+        .route("/runs/{id}", get(sync::get_run))
         .route("/schedule/run", post(sync::run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))

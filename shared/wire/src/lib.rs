@@ -25,8 +25,8 @@ pub use definitions::{
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, GroupCounts, PullCounts, PullReport, ReconcileCounts, ReconcileReport, SyncQueued,
-    SyncReconciled, SyncRequest,
+    CycleReport, GroupCounts, OutcomeCounts, Problem, PullCounts, PullReport, ReconcileCounts,
+    ReconcileReport, RunStatus, SyncQueued, SyncReconciled, SyncRequest,
 };
 pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 

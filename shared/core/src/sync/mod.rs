@@ -10,4 +10,5 @@ pub mod mapping;
 pub mod ondemand;
 pub mod pull;
 pub mod reconcile;
+pub mod runs;
 pub mod schedule;
