@@ -112,7 +112,7 @@ pub async fn issue_token(
     let record = TokenRecord {
         scope,
         name: name.to_string(),
-        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         id: format!("tok_{}", hex::encode(id_raw)),
         created_by: created_by.map(str::to_string),
     };
