@@ -108,3 +108,17 @@ pub async fn not_found() -> Response {
         "no such endpoint: GET / lists what this hub serves",
     )
 }
+
+/// `/scim/v2` and `/scim/v2/` themselves: a SCIM error too, not the default empty 404
+/// (the SCIM router is nested there and serves only what is under them).
+pub fn scim_base_paths<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    use crate::scim::BASE_PATH;
+    use crate::scim_error::no_such_endpoint;
+    use axum::routing::any;
+    Router::new()
+        .route(BASE_PATH, any(|| async { no_such_endpoint(BASE_PATH) }))
+        .route(
+            &format!("{BASE_PATH}/"),
+            any(|| async { no_such_endpoint(BASE_PATH) }),
+        )
+}

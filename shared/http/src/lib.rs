@@ -154,7 +154,7 @@ fn traced(router: Router) -> Router {
 pub fn scim_app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
-            .merge(scim_error::base_paths())
+            .merge(front::scim_base_paths())
             .merge(healthz(state.hub.store.clone()))
             .fallback(front::not_found),
     )
@@ -185,7 +185,7 @@ pub fn admin_app(state: AppState) -> Router {
 pub fn app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
-            .merge(scim_error::base_paths())
+            .merge(front::scim_base_paths())
             .merge(admin::router(state.clone()))
             .merge(webhooks::router(state.clone()))
             .merge(front::router())

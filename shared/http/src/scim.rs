@@ -91,7 +91,7 @@ pub fn router(state: ScimState) -> Router {
         .route("/Schemas/{id}", get(schema));
     let scim = protected
         .merge(discovery)
-        .fallback(|| async { no_such_endpoint() })
+        .fallback(|| async { no_such_endpoint(BASE_PATH) })
         .method_not_allowed_fallback(|| async { method_not_allowed() });
     Router::new().nest(BASE_PATH, scim).with_state(state)
 }

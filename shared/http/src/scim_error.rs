@@ -28,9 +28,9 @@ pub fn scim_error(e: DirectoryError) -> ScimError {
     }
 }
 
-/// A path under `/scim/v2` that is no endpoint (the base itself included).
-pub fn no_such_endpoint() -> ScimError {
-    let base = crate::scim::BASE_PATH;
+/// A path under the SCIM base (`base`, `/scim/v2`) that is no endpoint (the base itself
+/// included).
+pub fn no_such_endpoint(base: &str) -> ScimError {
     ScimError::not_found(format!(
         "no such SCIM endpoint: the resources are {base}/Users and {base}/Groups, discovery {base}/ServiceProviderConfig"
     ))
@@ -38,14 +38,4 @@ pub fn no_such_endpoint() -> ScimError {
 
 pub fn method_not_allowed() -> ScimError {
     ScimError::new(405, None, "method not allowed on this endpoint")
-}
-
-/// `/scim/v2` and `/scim/v2/` themselves: a SCIM error too, not the default empty 404
-/// (the SCIM router is nested there and serves only what is under them).
-pub fn base_paths<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
-    use axum::routing::any;
-    let base = crate::scim::BASE_PATH;
-    axum::Router::new()
-        .route(base, any(|| async { no_such_endpoint() }))
-        .route(&format!("{base}/"), any(|| async { no_such_endpoint() }))
 }
