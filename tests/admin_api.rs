@@ -485,11 +485,11 @@ async fn on_demand_sync(backend: Backend) {
         state.hub.on_demand = Arc::new(DirectoryOnDemand::new(
             state.hub.directory.clone(),
             state.hub.queue.clone(),
-            Arc::new(|target: &str, u: &Stored| {
+            Arc::new(|target: &str, run: &str, u: &Stored| {
                 Some(OutMessage::new(
                     u.id(),
                     format!("sync-{target}-{}", u.id()),
-                    json!({"sync": target, "user": u.id()}).to_string(),
+                    json!({"sync": target, "user": u.id(), "run": run}).to_string(),
                 ))
             }),
         ));
@@ -503,17 +503,41 @@ async fn on_demand_sync(backend: Backend) {
     off["enabled"] = json!(false);
     hub.admin(Method::PUT, "/targets/off", Some(&off)).await;
 
-    let sync = |body: Value| {
+    // Nothing delivers these messages: no outcome comes, and the answer says so
+    // (`wait: 0`: answer at once).
+    let sync = |mut body: Value| {
         let hub = &hub;
+        body["wait"] = json!(0);
         async move { hub.admin(Method::POST, "/sync", Some(&body)).await }
     };
     let r = sync(json!({"target": "crm", "filter": "userName eq \"alice\""})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({"queued": 1}));
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    assert_eq!(r.body["outcome"]["state"], "pending", "{}", r.text);
+    assert_eq!(r.body["outcome"]["users"]["queued"], 1, "{}", r.text);
     let r = sync(json!({"target": "crm"})).await;
-    assert_eq!(r.body, json!({"queued": 2}));
+    assert_eq!(r.body["queued"], 2, "{}", r.text);
     let r = sync(json!({"target": "crm", "user": a})).await;
-    assert_eq!(r.body, json!({"queued": 1}));
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    // The run can be asked for later.
+    let run = r.body["outcome"]["run"].as_str().unwrap();
+    let later = hub.admin(Method::GET, &format!("/runs/{run}"), None).await;
+    assert_eq!(later.status, 200, "{}", later.text);
+    assert_eq!(later.body["state"], "pending", "{}", later.text);
+    assert_eq!(later.body["kind"], "sync", "{}", later.text);
+    assert_admin_error(
+        &hub.admin(Method::GET, "/runs/nope", None).await,
+        404,
+        "no run",
+    );
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "crm", "wait": 99})),
+        )
+        .await;
+    assert_admin_error(&r, 400, "wait");
     assert_admin_error(
         &sync(json!({"target": "crm", "user": "nobody"})).await,
         404,
@@ -557,4 +581,214 @@ async fn on_demand_sync_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_sync_dynamodb() {
     on_demand_sync(Backend::DynamoDb).await;
+}
+
+/// `/` leads somewhere (a small page naming the surfaces and the docs), and every path
+/// nobody serves answers an error body in its surface's format: SCIM under `/scim/v2`,
+/// JSON under `/admin` and elsewhere. These answered an empty 404 before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_page_and_unknown_paths_answer_in_their_surfaces_format() {
+    let hub = Hub::start(Backend::Embedded).await.unwrap();
+    let origin = format!("http://{}", hub.addr);
+    let get = |path: &str, accept: &str| {
+        let url = format!("{origin}{path}");
+        let client = hub.client.clone();
+        let accept = accept.to_string();
+        async move {
+            Resp::from(
+                client
+                    .get(url)
+                    .header("Accept", accept)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let page = get("/", "text/html,*/*").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    for link in ["/healthz", "/scim/v2", "/admin", "/console/", "README.md"] {
+        assert!(
+            page.text.contains(link),
+            "{link} missing from {}",
+            page.text
+        );
+    }
+    // A client that asks for JSON gets the same as JSON.
+    let json = get("/", "application/json").await;
+    assert_eq!(json.status, 200, "{}", json.text);
+    assert_eq!(json.body["scim"], "/scim/v2", "{}", json.text);
+    assert_eq!(json.body["console"], "/console/", "{}", json.text);
+
+    for path in ["/admin", "/admin/", "/admin/nope", "/admin/targets/x/nope"] {
+        let r = get(path, "*/*").await;
+        assert_admin_error(&r, 404, "admin");
+    }
+    for path in ["/scim/v2", "/scim/v2/", "/scim/v2/Nope"] {
+        let r = get(path, "*/*").await;
+        r.assert_error(404, None);
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/scim/v2/")),
+            "{}",
+            r.text
+        );
+    }
+    for path in ["/nope", "/favicon.ico"] {
+        let r = get(path, "*/*").await;
+        assert_admin_error(&r, 404, "no such endpoint");
+    }
+    assert_admin_error(
+        &get("/webhooks", "*/*").await,
+        404,
+        "no such webhook endpoint",
+    );
+    let r = Resp::from(hub.client.post(format!("{origin}/")).send().await.unwrap()).await;
+    assert_admin_error(&r, 405, "method");
+}
+
+// API tokens through the admin API, on both stores: created with a scope and a name
+// (the secret answered once), listed without secrets, revoked by id or by secret,
+// audited with who did it; a revoked token is refused.
+on_every_backend!(tokens_over_http, |hub: Hub| async move {
+    let origin = format!("http://{}", hub.addr);
+    let status = |path: &str, token: &str| {
+        let req = hub
+            .client
+            .get(format!("{origin}{path}"))
+            .bearer_auth(token)
+            .send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens",
+            Some(&json!({"scope": "scim", "name": "okta"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let scim = r.body["token"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert!(
+        scim.starts_with("psy_") && id.starts_with("tok_"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        (&r.body["scope"], &r.body["name"], &r.body["created_by"]),
+        (&json!("scim"), &json!("okta"), &json!("admin:static")),
+        "{}",
+        r.text
+    );
+    assert_eq!(status("/scim/v2/Users", &scim).await, 200);
+    assert_eq!(
+        status("/admin/targets", &scim).await,
+        401,
+        "scim scope only"
+    );
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens",
+            Some(&json!({"scope": "admin", "name": "ops"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let admin = r.body["token"].as_str().unwrap().to_string();
+    assert_eq!(status("/admin/tokens", &admin).await, 200);
+
+    // Listed without the secrets (nor their hashes).
+    let list = hub.admin(Method::GET, "/tokens", None).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let names: Vec<&str> = list.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["okta", "ops"], "{}", list.text);
+    for secret in [&scim, &admin] {
+        assert!(!list.text.contains(secret.as_str()), "{}", list.text);
+        let hash = hex_of(&provisync_http::auth::hash_token(secret));
+        assert!(!list.text.contains(&hash), "{}", list.text);
+    }
+
+    // Revoked by id: refused from then on.
+    let r = hub
+        .admin(Method::DELETE, &format!("/tokens/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(status("/scim/v2/Users", &scim).await, 401);
+    let r = hub
+        .admin(Method::DELETE, &format!("/tokens/{id}"), None)
+        .await;
+    assert_admin_error(&r, 404, "no stored token");
+    // Revoked by its secret.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens/revoke",
+            Some(&json!({"token": admin})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(status("/admin/tokens", &admin).await, 401);
+    let r = hub
+        .admin(
+            Method::POST,
+            "/tokens/revoke",
+            Some(&json!({"token": ADMIN_TOKEN})),
+        )
+        .await;
+    assert_admin_error(&r, 404, "environment");
+    assert!(!r.text.contains(ADMIN_TOKEN), "{}", r.text);
+
+    // Bad requests.
+    for (body, says) in [
+        (json!({"scope": "root", "name": "x"}), "scope"),
+        (json!({"scope": "scim", "name": ""}), "name"),
+        (json!({"scope": "scim", "name": "a\nb"}), "name"),
+        (json!({"scope": "scim"}), "name"),
+        (json!({"scope": "scim", "name": "x", "extra": 1}), "extra"),
+    ] {
+        let r = hub.admin(Method::POST, "/tokens", Some(&body)).await;
+        assert_admin_error(&r, 400, says);
+    }
+    let r = hub
+        .client
+        .get(hub.admin_url("/tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Audited, with who did it; never the secret.
+    let a = hub.admin(Method::GET, "/audit?op=create_token", None).await;
+    let entries = a.body["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{}", a.text);
+    assert!(
+        entries.iter().all(|e| e["actor"] == "admin:static"),
+        "{}",
+        a.text
+    );
+    assert_eq!(entries[1]["resource_id"], id.as_str(), "{}", a.text);
+    let a = hub.admin(Method::GET, "/audit?op=revoke_token", None).await;
+    assert_eq!(
+        a.body["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        a.text
+    );
+    assert!(!a.text.contains(&scim) && !a.text.contains(&admin));
+});
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

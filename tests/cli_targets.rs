@@ -1,4 +1,5 @@
-//! `provisync target add` for the kinds beyond SCIM, as an operator runs it: the real
+//! `provisync token` while the hub runs (through its admin API), and offline on a named
+//! store only; `provisync target add` for the kinds beyond SCIM, as an operator runs it: the real
 //! `provisync` binary, against a running `provisync serve`, with the secrets from an
 //! environment variable and from stdin (never in the arguments). The targets are read back
 //! redacted and tested against the Okta and Graph fakes, which accept only the right
@@ -93,9 +94,30 @@ impl Serve {
         panic!("provisync serve did not come up");
     }
 
+    /// Stops the hub (SIGKILL) and keeps its data folder: its store is free to open.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Runs `provisync ARGS` against this hub with `env`, `stdin` on its standard input.
     fn cli(&self, bin: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        self.cli_in(bin, None, args, env, stdin)
+    }
+
+    /// [`Serve::cli`] in the working directory `dir`.
+    fn cli_in(
+        &self,
+        bin: &Path,
+        dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Run {
         let mut cmd = Command::new(bin);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
         cmd.args(args)
             .env("PROVISYNC_URL", &self.origin)
             .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -509,4 +531,257 @@ async fn serve_url_rules() {
         err.contains("PROVISYNC_ALLOW_PRIVATE_TARGETS must be"),
         "{err}"
     );
+}
+
+/// `provisync token create`, the command the Entra and Okta guides give, while `provisync
+/// serve` runs: through the admin API (it failed with "Database already open" before),
+/// listed without secrets, revoked by id or by the secret on stdin, the revoked token
+/// refused. With no hub and no store it fails and creates no `./.provisync`; offline it
+/// names the store it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_manages_tokens_while_the_hub_runs() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let mut hub = Serve::start(&bin, "cli-tokens").await;
+    let client = reqwest::Client::new();
+    let status = |path: &str, token: &str| {
+        let req = client
+            .get(format!("{}{path}", hub.origin))
+            .bearer_auth(token)
+            .send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "scim", "--name", "okta"],
+        &[],
+        None,
+    );
+    run.assert_ok("token create");
+    let scim = run.stdout.trim().to_string();
+    assert!(scim.starts_with("psy_"), "{}", run.stdout);
+    assert!(run.stderr.contains("tok_"), "{}", run.stderr);
+    assert_eq!(status("/scim/v2/Users", &scim).await, 200);
+
+    let run = hub.cli(&bin, &["token", "list"], &[], None);
+    run.assert_ok("token list");
+    assert!(!run.stdout.contains(&scim), "{}", run.stdout);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("okta"))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        line.contains("scim") && line.contains("admin:static"),
+        "{line}"
+    );
+    let id = line.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("tok_"), "{line}");
+
+    let run = hub.cli(&bin, &["token", "revoke", &id], &[], None);
+    run.assert_ok("token revoke");
+    assert_eq!(status("/scim/v2/Users", &scim).await, 401);
+    let run = hub.cli(&bin, &["token", "revoke", &id], &[], None);
+    assert!(!run.ok && run.stderr.contains("404"), "{}", run.stderr);
+
+    // An admin token, revoked by its secret on stdin.
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "admin", "--name", "ops"],
+        &[],
+        None,
+    );
+    let admin = run
+        .assert_ok("token create admin")
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(status("/admin/targets", &admin).await, 200);
+    hub.cli(&bin, &["token", "revoke"], &[], Some(&format!("{admin}\n")))
+        .assert_ok("token revoke (stdin)");
+    assert_eq!(status("/admin/targets", &admin).await, 401);
+
+    // The store of a running hub cannot be opened offline: the message says what to do.
+    let data = hub.data.to_string_lossy().into_owned();
+    let run = hub.cli(
+        &bin,
+        &["token", "list", "--offline"],
+        &[("PROVISYNC_DATA_DIR", &data)],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("PROVISYNC_URL"), "{}", run.stderr);
+
+    // No hub and no store: a clear failure, and no `.provisync` appears here.
+    let here = tempfile::tempdir().expect("tempdir");
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    );
+    let run = hub.cli_in(
+        &bin,
+        Some(here.path()),
+        &["token", "create", "--scope", "scim"],
+        &[("PROVISYNC_URL", &dead), ("PROVISYNC_DATA_DIR", "")],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("no store in"), "{}", run.stderr);
+    assert!(!here.path().join(".provisync").exists());
+
+    // The hub stopped: offline on its folder, naming the store.
+    hub.stop();
+    let run = hub.cli(
+        &bin,
+        &["token", "create", "--scope", "scim", "--name", "late"],
+        &[("PROVISYNC_DATA_DIR", &data), ("PROVISYNC_URL", &dead)],
+        None,
+    );
+    run.assert_ok("token create (no hub answers)");
+    assert!(
+        run.stderr.contains("no hub answers") && run.stderr.contains("store: embedded store in"),
+        "{}",
+        run.stderr
+    );
+    let run = hub.cli(
+        &bin,
+        &["token", "list", "--offline"],
+        &[("PROVISYNC_DATA_DIR", &data)],
+        None,
+    );
+    run.assert_ok("token list --offline");
+    assert!(
+        run.stdout.contains("late") && run.stdout.contains("offline"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("okta"), "revoked: {}", run.stdout);
+}
+
+/// `provisync sync` says what the target answered, and exits non-zero when anything
+/// failed: against `scim2-server` refusing every user (an attribute it does not know),
+/// the reconcile and the on-demand sync print the refusals by name and exit 1 (before,
+/// the reconcile printed `created 3  failed 0` and exited 0); once the target takes the
+/// users, 0. `provisync import` exits non-zero when rows were rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sync_and_import_exit_non_zero_on_failures() {
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let Some(peer) = provisync_tests::peers::ScimPeer::start().await else {
+        return;
+    };
+    let hub = Serve::start(&bin, "cli-sync").await;
+    let client = reqwest::Client::new();
+    let put_target = |mapping: Value| {
+        let body = serde_json::json!({"kind": "scim", "base_url": peer.base,
+            "auth": {"bearer": peer.token}, "mode": "manual", "mapping": mapping});
+        let req = client
+            .put(format!("{}/admin/targets/peer", hub.origin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send();
+        async move { assert!(req.await.unwrap().status().is_success()) }
+    };
+    put_target(serde_json::json!([{"target": "favoriteColor", "value": "blue"}])).await;
+    for n in ["alice", "bob", "carol"] {
+        let r = client
+            .post(format!("{}/scim/v2/Users", hub.origin))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/scim+json")
+            .body(
+                serde_json::json!({"schemas": [provisync_tests::USER_SCHEMA], "userName": n})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+
+    let run = hub.cli(
+        &bin,
+        &["sync", "--target", "peer", "--reconcile"],
+        &[],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("reconcile peer: complete_with_failures")
+            && run.stdout.contains("created 0")
+            && run.stdout.contains("refused 3"),
+        "{}",
+        run.stdout
+    );
+    for n in ["alice", "bob", "carol"] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.contains("refused create") && l.contains(&format!("{n:?}"))),
+            "{n}: {}",
+            run.stdout
+        );
+    }
+    let run = hub.cli(
+        &bin,
+        &[
+            "sync",
+            "--target",
+            "peer",
+            "--filter",
+            "userName eq \"alice\"",
+        ],
+        &[],
+        None,
+    );
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stdout.contains("refused 1"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("complete_with_failures"),
+        "{}",
+        run.stderr
+    );
+
+    // The target takes them now.
+    put_target(serde_json::json!([])).await;
+    let run = hub.cli(
+        &bin,
+        &["sync", "--target", "peer", "--reconcile"],
+        &[],
+        None,
+    );
+    run.assert_ok("sync --reconcile");
+    assert!(
+        run.stdout.contains("reconcile peer: complete") && run.stdout.contains("created 3"),
+        "{}",
+        run.stdout
+    );
+
+    // Import: a rejected row fails the command; a clean file does not.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "userName,name.givenName\ndora,Dora\n,Nobody\n").unwrap();
+    let scim = [("PROVISYNC_SCIM_TOKEN", TOKEN)];
+    let run = hub.cli(&bin, &["import", bad.to_str().unwrap()], &scim, None);
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 created") && run.stdout.contains("1 rejected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("1 of 2 rows rejected"),
+        "{}",
+        run.stderr
+    );
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "userName,name.givenName\neve,Eve\n").unwrap();
+    hub.cli(&bin, &["import", good.to_str().unwrap()], &scim, None)
+        .assert_ok("import good.csv");
 }

@@ -210,6 +210,103 @@ async fn lifecycle_to_scim2_server_dynamodb() {
     lifecycle_to_scim2_server(Backend::DynamoDb).await;
 }
 
+/// The README's own target example ("Deliver to targets": a scope filter, a mapping with
+/// a constant `userType`, a group mapping) against `scim2-server`: users and groups both
+/// arrive. A user rule once reached groups too, and the server refused every group
+/// (`invalidSyntax: Extra inputs are not permitted: userType`).
+async fn readme_target_delivers_users_and_groups(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    let dept = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department";
+    add_target(
+        &hub,
+        "crm",
+        &peer.base,
+        &peer.token,
+        json!({
+            "operations": ["create", "update", "deactivate", "delete"],
+            "scope_filter": format!("{dept} eq \"Sales\""),
+            "mapping": [{"target": "title", "source": dept},
+                        {"target": "userType", "value": "Employee"}],
+            "group_mapping": {"Sales Team": "crm-sales"},
+            "mode": "realtime",
+            "out_of_scope": "deactivate"
+        }),
+    )
+    .await;
+    // What the hub shows of the mapping says what each rule applies to.
+    let shown = hub.admin(Method::GET, "/targets/crm", None).await;
+    assert_eq!(
+        shown.body["mapping"][0]["applies_to"], "users",
+        "{}",
+        shown.text
+    );
+    assert_eq!(
+        shown.body["mapping"][1]["applies_to"], "users",
+        "{}",
+        shown.text
+    );
+
+    let ada = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA, provisync_tests::ENTERPRISE], "userName": "ada@example.org",
+                "name": {"givenName": "Ada"}, provisync_tests::ENTERPRISE: {"department": "Sales"}}),
+        )
+        .await
+        .id();
+    let group = hub.group("Sales Team", &[&ada]).await;
+    eventually(
+        "ada and crm-sales on scim2-server",
+        Duration::from_secs(30),
+        || async {
+            let Some(user) = find_user(&peer, "ada@example.org").await else {
+                return false;
+            };
+            let (_, groups) = peer
+                .get(&format!(
+                    "/Groups?filter={}",
+                    q("displayName eq \"crm-sales\"")
+                ))
+                .await;
+            groups["Resources"][0]["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["value"] == user["id"]))
+        },
+    )
+    .await;
+    let user = find_user(&peer, "ada@example.org").await.unwrap();
+    assert_eq!(user["userType"], "Employee", "{user}");
+    assert_eq!(user["title"], "Sales", "{user}");
+    let (_, groups) = peer
+        .get(&format!(
+            "/Groups?filter={}",
+            q("displayName eq \"crm-sales\"")
+        ))
+        .await;
+    let on_peer = &groups["Resources"][0];
+    assert!(on_peer.get("userType").is_none(), "{on_peer}");
+    assert_eq!(on_peer["externalId"], group, "{on_peer}");
+    let refused = audit(&hub, "target=crm&status=refused").await;
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_target_delivers_users_and_groups_embedded() {
+    readme_target_delivers_users_and_groups(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_target_delivers_users_and_groups_dynamodb() {
+    readme_target_delivers_users_and_groups(Backend::DynamoDb).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_exactly_once_in_order() {
     let Some(store) = backend_store(Backend::Embedded).await else {

@@ -340,7 +340,8 @@ async fn lease_and_resume(backend: Backend) {
     // Two runs at once: exactly one does the work.
     lease.release(store.as_ref()).await.unwrap();
 
-    // No time at all: each run reads one page, then stops and keeps its place.
+    // No time at all: each run reads one page, then stops and keeps its place. Nothing
+    // delivers yet: what the runs queue stays queued (no outcome is claimed).
     let now = tokio::time::Instant::now;
     let first = reconciler.reconcile_target(&target, now()).await;
     assert_eq!(first.state, RunState::Suspended, "{first:?}");
@@ -348,29 +349,35 @@ async fn lease_and_resume(backend: Backend) {
         (first.pages, first.counts.checked, first.resumed),
         (1, 100, false)
     );
-    // Matched by userName, but the target lacks the externalId the hub sends: updates.
-    assert_eq!(first.counts.updated, 100);
+    // Matched by userName, but the target lacks the externalId the hub sends: updates,
+    // queued (not "updated": the target has not answered).
+    assert_eq!((first.counts.queued, first.counts.updated), (100, 0));
     let second = reconciler.reconcile_target(&target, now()).await;
-    assert_eq!(second.state, RunState::Complete, "{second:?}");
+    assert_eq!(second.state, RunState::Pending, "{second:?}");
     assert_eq!((second.pages, second.resumed), (1, true));
+    assert_eq!(second.run, first.run, "one run across the cycles");
     assert_eq!(second.counts.checked, 150);
-    assert_eq!(second.counts.updated, 150);
+    assert_eq!((second.counts.queued, second.counts.updated), (150, 0));
     assert_eq!(second.counts.created, 0, "seen ids kept across the runs");
-    // Done: the next run starts over.
+    // Done: the next run starts over (waiting for no outcome: `settle_by` now). The
+    // outcomes of these runs reaching the audit log later is tested with fewer changes
+    // in `refusals_are_reported_not_counted`.
+    let later = || now() + Duration::from_secs(200);
     let third = reconciler
-        .reconcile_target(&target, now() + Duration::from_secs(200))
+        .reconcile_target_until(&target, later(), now())
         .await;
     assert!(!third.resumed);
     assert_eq!(third.pages, 2);
+    assert_ne!(third.run, second.run);
 
     // Concurrent runs: one holds the lease, the other is told so.
     let (a, b) = tokio::join!(
-        reconciler.reconcile_target(&target, now() + Duration::from_secs(200)),
-        reconciler.reconcile_target(&target, now() + Duration::from_secs(200))
+        reconciler.reconcile_target_until(&target, later(), now()),
+        reconciler.reconcile_target_until(&target, later(), now())
     );
     let states = [a.state, b.state];
     assert!(states.contains(&RunState::Busy), "{states:?}");
-    assert!(states.contains(&RunState::Complete), "{states:?}");
+    assert!(states.contains(&RunState::Pending), "{states:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,6 +388,188 @@ async fn lease_and_resume_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_and_resume_dynamodb() {
     lease_and_resume(Backend::DynamoDb).await;
+}
+
+/// A target that refuses every change (`scim2-server` refuses attributes it does not
+/// know): the reconcile and the on-demand sync report the refusals by name, count
+/// nothing as created, end in a state that says so, and audit `failed`. Before, the run
+/// said `created=3 failed=0`, `complete`, and its audit entry `delivered`. Once the target
+/// takes the changes, the same calls report them created. A change whose target was
+/// disabled before it was delivered is reported skipped, not left waiting.
+async fn refusals_are_reported_not_counted(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let delivery = hub.run_delivery();
+    let refused_rules = json!({"mode": "manual", "mapping": [
+        {"target": "favoriteColor", "value": "blue"},
+        {"applies_to": "groups", "target": "favoriteColor", "value": "blue"}]});
+    add_target(&hub, "peer", &peer.base, &peer.token, refused_rules).await;
+    let mut ids = Vec::new();
+    for (n, g) in [("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")] {
+        ids.push(hub.post("/Users", &person(n, g)).await.id());
+    }
+    hub.group("Team", &[&ids[0]]).await;
+
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let report = &r.body["reconcile"];
+    assert_eq!(report["state"], "complete_with_failures", "{}", r.text);
+    let c = &report["counts"];
+    assert_eq!(
+        provisync_tests::counts_of(c, ["created", "refused", "failed", "queued"]),
+        [0, 3, 0, 0],
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        provisync_tests::counts_of(&c["groups"], ["created", "refused", "queued"]),
+        [0, 1, 0],
+        "{}",
+        r.text
+    );
+    let mut named: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["status"], "refused", "{p}");
+            assert!(
+                p["detail"].as_str().unwrap().contains("favoriteColor"),
+                "{p}"
+            );
+            p["name"].as_str().unwrap()
+        })
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, ["Team", "alice", "bob", "carol"], "{}", r.text);
+    assert!(find_user(&peer, "alice").await.is_none());
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    let entry = &a.body["entries"][0];
+    assert_eq!(entry["status"], "failed", "{}", a.text);
+    assert!(
+        entry["detail"].as_str().unwrap().contains("refused=3"),
+        "{}",
+        a.text
+    );
+
+    // On demand: the same.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "filter": "userName eq \"alice\""})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["queued"], 1, "{}", r.text);
+    let o = &r.body["outcome"];
+    assert_eq!(o["state"], "complete_with_failures", "{}", r.text);
+    assert_eq!(
+        provisync_tests::counts_of(&o["users"], ["sent", "created", "refused", "queued"]),
+        [1, 0, 1, 0],
+        "{}",
+        r.text
+    );
+    assert_eq!(o["problems"][0]["name"], "alice", "{}", r.text);
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=sync", None)
+        .await;
+    assert_eq!(a.body["entries"][0]["status"], "failed", "{}", a.text);
+
+    // The target takes the changes now: created, counted as such.
+    add_target(
+        &hub,
+        "peer",
+        &peer.base,
+        &peer.token,
+        json!({"mode": "manual"}),
+    )
+    .await;
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "reconcile": true})),
+        )
+        .await;
+    let report = &r.body["reconcile"];
+    assert_eq!(report["state"], "complete", "{}", r.text);
+    assert_eq!(
+        provisync_tests::counts_of(&report["counts"], ["created", "refused", "queued"]),
+        [3, 0, 0],
+        "{}",
+        r.text
+    );
+    assert_eq!(report["counts"]["groups"]["created"], 1, "{}", r.text);
+    assert!(find_user(&peer, "carol").await.is_some());
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=reconcile", None)
+        .await;
+    assert_eq!(a.body["entries"][0]["status"], "delivered", "{}", a.text);
+
+    // Queued, then the target disabled before delivery: skipped, not pending forever.
+    drop(delivery);
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "user": ids[1], "wait": 0})),
+        )
+        .await;
+    assert_eq!(r.body["outcome"]["state"], "pending", "{}", r.text);
+    let run = r.body["outcome"]["run"].as_str().unwrap().to_string();
+    add_target(
+        &hub,
+        "peer",
+        &peer.base,
+        &peer.token,
+        json!({"mode": "manual", "enabled": false}),
+    )
+    .await;
+    let _delivery = hub.run_delivery();
+    eventually("the run settled", Duration::from_secs(30), || async {
+        let r = hub.admin(Method::GET, &format!("/runs/{run}"), None).await;
+        r.body["state"] == "complete" && r.body["users"]["skipped"] == 1
+    })
+    .await;
+    // The answer said pending: the next cycle writes the outcome to the audit log, once.
+    assert_eq!(cycle(&hub).await.runs_settled, 1);
+    assert_eq!(cycle(&hub).await.runs_settled, 0);
+    let a = hub
+        .admin(Method::GET, "/audit?target=peer&op=sync", None)
+        .await;
+    let entry = &a.body["entries"][0];
+    assert_eq!(entry["status"], "delivered", "{}", a.text);
+    assert_eq!(entry["actor"], "admin:static", "{}", a.text);
+    let detail = entry["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("outcome of run {run}: created=0 updated=0"))
+            && detail.contains("skipped=1 refused=0 failed=0 queued=0"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_reported_not_counted_embedded() {
+    refusals_are_reported_not_counted(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_reported_not_counted_dynamodb() {
+    refusals_are_reported_not_counted(Backend::DynamoDb).await;
 }
 
 /// On-demand: `POST /admin/sync` with `reconcile: true`, and one user pushed at once.

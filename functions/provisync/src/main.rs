@@ -1,20 +1,18 @@
 //! `provisync`: the local all-in-one server and the operator commands.
 //!
-//! `serve`, `token` and `aws-init` work on the store directly; the operator commands
-//! (`target`, `audit`, `sync`, `deadletters`) talk to a running hub's admin API
-//! ([`admin`]).
+//! `serve` and `aws-init` work on the store directly; the operator commands (`target`,
+//! `token`, `audit`, `sync`, `deadletters`) talk to a running hub's admin API
+//! ([`admin`]; `token --offline` writes the store).
 
 mod admin;
 mod transfer_cli;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use provisync_core::config;
-use provisync_core::store::Store;
 use provisync_http::auth::{self, Scope};
 
 #[derive(Parser)]
@@ -42,11 +40,9 @@ enum Command {
     /// (`PROVISYNC_TABLE`, `PROVISYNC_QUEUE`; `AWS_ENDPOINT_URL` for an emulator).
     /// Idempotent.
     AwsInit,
-    /// Manage API tokens (stored hashed; shown once).
-    Token {
-        #[command(subcommand)]
-        command: TokenCommand,
-    },
+    /// Manage API tokens (stored hashed; shown once): through the running hub, or
+    /// --offline on its store.
+    Token(admin::TokenArgs),
     /// Manage targets (the systems changes are delivered to).
     Target {
         #[command(subcommand)]
@@ -70,24 +66,6 @@ enum Command {
     Export(transfer_cli::ExportArgs),
     /// List dead letters (changes that could not be delivered), or send them back.
     Deadletters(admin::DeadLetterArgs),
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a token and print it.
-    Create {
-        /// `scim` (identity providers) or `admin` (operators).
-        #[arg(long, default_value = "scim")]
-        scope: String,
-        /// A label for the token (e.g. the IdP it is for).
-        #[arg(long, default_value = "default")]
-        name: String,
-    },
-    /// Revoke a token.
-    Revoke {
-        /// The token to revoke (read from stdin if omitted, to keep it out of shell history).
-        token: Option<String>,
-    },
 }
 
 #[tokio::main]
@@ -121,17 +99,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
         Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
         Command::Deadletters(args) => admin::dead_letters(&cli.remote, args).await,
-        Command::Token { command } => token(command).await,
+        Command::Token(args) => admin::token(&cli.remote, args).await,
         Command::AwsInit => {
             let report = provisync_aws::aws_init_command().await?;
             println!("{report}");
             Ok(())
         }
     }
-}
-
-async fn open_store() -> Result<Arc<dyn Store>> {
-    Ok(provisync_aws::store_from_env().await?)
 }
 
 /// The local development token for a scope: from the environment, else one generated
@@ -312,29 +286,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-async fn token(cmd: TokenCommand) -> Result<()> {
-    let store = open_store().await?;
-    match cmd {
-        TokenCommand::Create { scope, name } => {
-            let scope = Scope::parse(&scope).context("--scope must be 'scim' or 'admin'")?;
-            let t = auth::create_token(store.as_ref(), scope, &name).await?;
-            println!("{t}");
-            eprintln!("Store this token now: only its hash is kept.");
-        }
-        TokenCommand::Revoke { token } => {
-            let t = match token {
-                Some(t) => t,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin().read_line(&mut s)?;
-                    s.trim().to_string()
-                }
-            };
-            auth::revoke_token(store.as_ref(), &t).await?;
-            eprintln!("revoked");
-        }
-    }
-    Ok(())
 }

@@ -198,6 +198,14 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
             .with_context(|| format!("writing {}", report.display()))?;
         provisync_transfer::write_report(std::io::BufWriter::new(f), &rejected)?;
         println!("rejected rows and reasons: {}", report.display());
+        // Rows that were not written are a failure of the command, dry run or not: a
+        // script must not take a partial import for a whole one.
+        bail!(
+            "{} of {total} rows {}rejected (see {})",
+            rejected.len(),
+            if args.dry_run { "would be " } else { "" },
+            report.display()
+        );
     }
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, ReconcileReport, Redriven,
-    SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList, TargetSummary,
-    TargetTest,
+    RunStatus, SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList,
+    TargetSummary, TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -286,6 +286,12 @@ impl HubClient {
         self.admin(Method::POST, "/sync", &[], Some(&body)).await
     }
 
+    /// `GET /admin/runs/{run}`: where a sync or reconcile and its changes stand.
+    pub async fn run(&self, id: &str) -> Result<RunStatus, ClientError> {
+        self.admin(Method::GET, &format!("/runs/{}", seg(id)), &[], None)
+            .await
+    }
+
     /// `POST /admin/sync` with `reconcile`: the target reconciled now.
     pub async fn reconcile(&self, target: &str) -> Result<ReconcileReport, ClientError> {
         let request = SyncRequest {
@@ -319,6 +325,39 @@ impl HubClient {
             None,
         )
         .await
+    }
+
+    /// `POST /admin/tokens`: a new token (its secret is in the answer, this once).
+    pub async fn create_token(&self, scope: &str, name: &str) -> Result<TokenCreated, ClientError> {
+        let body = serde_json::to_value(TokenRequest {
+            scope: scope.to_string(),
+            name: name.to_string(),
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin(Method::POST, "/tokens", &[], Some(&body)).await
+    }
+
+    /// `GET /admin/tokens`: the stored tokens, without their secrets.
+    pub async fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.admin(Method::GET, "/tokens", &[], None).await
+    }
+
+    /// `DELETE /admin/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.admin_json(Method::DELETE, &format!("/tokens/{}", seg(id)), &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /admin/tokens/revoke`: a token revoked by its secret.
+    pub async fn revoke_token_secret(&self, token: &str) -> Result<(), ClientError> {
+        let body = serde_json::to_value(TokenRevoke {
+            token: token.to_string(),
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin_json(Method::POST, "/tokens/revoke", &[], Some(&body))
+            .await
+            .map(drop)
     }
 
     // ---- the SCIM API --------------------------------------------------------------

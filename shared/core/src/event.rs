@@ -72,6 +72,10 @@ pub struct ChangeEvent {
     /// Deliver only to these targets (on-demand sync); empty: every realtime target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only_targets: Vec<String>,
+    /// The run (reconcile, on-demand sync) this event belongs to: the engine records its
+    /// outcome there ([`crate::sync::runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// Set when the change is to an entity or configuration record rather than a SCIM
     /// resource: `resource_type` is then meaningless (`User`) and `resource_id` is the
     /// record's key (`ENTITY#node#{uuid}`, `CONFIG#{name}`), so changes to one record stay
@@ -122,6 +126,7 @@ impl ChangeEvent {
             origin,
             occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             only_targets: vec![],
+            run: None,
             record: None,
         }
     }

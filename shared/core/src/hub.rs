@@ -23,6 +23,7 @@ use crate::sync::link::Links;
 use crate::sync::ondemand::{DirectoryOnDemand, MakeSyncMessage, OnDemand};
 use crate::sync::pull::{InboundSink, Puller};
 use crate::sync::reconcile::Reconciler;
+use crate::sync::runs::Runs;
 use crate::sync::schedule::Schedule;
 use crate::target::Targets;
 
@@ -61,6 +62,8 @@ pub struct Hub {
     pub puller: Puller,
     /// `POST /admin/sync`: one user to one target now.
     pub on_demand: Arc<dyn OnDemand>,
+    /// Reconciles and on-demand syncs, and the outcomes of what they queued.
+    pub runs: Runs,
 }
 
 impl std::fmt::Debug for Hub {
@@ -82,6 +85,7 @@ impl Hub {
             connectors,
         } = parts;
         let secrets = Arc::new(secrets);
+        let store_for_runs = store.clone();
         let sealer = secrets.clone();
         let directory = Directory::new(store.clone(), schemas.clone()).with_events(EventSink {
             queue: queue.clone(),
@@ -137,6 +141,7 @@ impl Hub {
             reconciler,
             puller,
             on_demand,
+            runs: Runs::new(store_for_runs),
         }
     }
 
@@ -151,9 +156,10 @@ impl Hub {
     }
 }
 
-/// On-demand sync: a change event for one target, carrying the user as it is now.
+/// On-demand sync: a change event for one target, carrying the user as it is now, in the
+/// sync's run.
 fn on_demand_message() -> MakeSyncMessage {
-    Arc::new(|target: &str, user: &Stored| {
+    Arc::new(|target: &str, run: &str, user: &Stored| {
         let mut e = ChangeEvent::new(
             ResourceKind::User,
             user.id(),
@@ -163,6 +169,7 @@ fn on_demand_message() -> MakeSyncMessage {
         e.resource = Some(user.resource.clone());
         e.version = user.version;
         e.only_targets = vec![target.to_string()];
+        e.run = Some(run.to_string());
         e.to_message().ok()
     })
 }

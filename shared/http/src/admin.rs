@@ -16,10 +16,12 @@
 //! | `GET /admin/entities?entity_type=&cursor=` | `{"entities": [...], "next_cursor"}`: the full export of entities |
 //! | `GET /admin/config?prefix=&cursor=` | `{"config": [...], "next_cursor"}`: the full export of configuration |
 //! | `GET /admin/audit?target=&resource=&op=&status=&since=&limit=&cursor=` | `{"entries": [...], "next_cursor": ...}` |
-//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?}` -> `{"queued": n}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
+//! | `POST /admin/sync`                  | `{"target","filter"?,"user"?,"wait"?}` -> `{"queued": n, "outcome": run}`; `{"target","reconcile":true}` -> `{"reconcile": report}` |
+//! | `GET /admin/runs/{run}`             | a sync's or reconcile's outcomes so far        |
 //! | `POST /admin/schedule/run?budget=`  | one scheduled cycle now -> its report (pull, reconcile, outbox, dead letters) |
 //! | `GET /admin/deadletters?limit=`     | `{"count": n, "dead_letters": [...]}`          |
 //! | `POST /admin/deadletters/redrive?limit=` | `{"redriven": n}`                         |
+//! | `GET/POST /admin/tokens`, `DELETE /admin/tokens/{id}` | API tokens ([`tokens`])      |
 //!
 //! Every error is `{"error": "<message>"}` with its status; bad input is a 4xx with the
 //! reason, never a 500. Targets and sources always leave redacted (secrets `"***"`), and
@@ -31,7 +33,7 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -45,13 +47,13 @@ use provisync_core::store::StoreError;
 use provisync_core::sync::audit::{
     AuditEntry, AuditError, AuditOp, AuditQuery, AuditStatus, MAX_LIMIT,
 };
-use provisync_core::sync::ondemand::OnDemandError;
 use provisync_core::validation::ValidationError;
-use provisync_scim::ResourceKind;
 use provisync_wire as wire;
 
 mod console_api;
 mod definitions;
+mod sync;
+mod tokens;
 mod wire_of;
 
 use definitions::*;
@@ -92,7 +94,7 @@ impl AdminError {
         )
     }
     /// A failure of the hub itself: logged, and answered without internals.
-    fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -209,21 +211,34 @@ pub fn router(state: AppState) -> Router {
         .route("/entities", get(export_entities))
         .route("/config", get(export_config))
         .route("/audit", get(query_audit))
-        .route("/sync", post(sync))
-        .route("/schedule/run", post(run_schedule))
+        .route("/sync", post(sync::sync))
+        .route("/runs/{id}", get(sync::get_run))
+        .route("/schedule/run", post(sync::run_schedule))
         .route("/deadletters", get(dead_letters))
         .route("/deadletters/redrive", post(redrive))
         .merge(console_api::routes())
+        .merge(tokens::routes())
         .route_layer(from_fn_with_state(state.clone(), changes::audit_changes))
         .route_layer(from_fn_with_state(guard, require_admin::<AdminError>))
-        .fallback(|| async { AdminError::not_found("no such admin endpoint") })
+        .fallback(|| async { no_admin_endpoint() })
         .method_not_allowed_fallback(|| async {
             AdminError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
         });
-    Router::new().nest(BASE_PATH, admin).with_state(state)
+    Router::new()
+        .nest(BASE_PATH, admin)
+        .route(BASE_PATH, any(|| async { no_admin_endpoint() }))
+        .route(
+            &format!("{BASE_PATH}/"),
+            any(|| async { no_admin_endpoint() }),
+        )
+        .with_state(state)
+}
+
+fn no_admin_endpoint() -> AdminError {
+    AdminError::not_found("no such admin endpoint (e.g. GET /admin/targets, GET /admin/audit)")
 }
 
 // ---- helpers -----------------------------------------------------------------------
@@ -411,127 +426,6 @@ async fn query_audit(
         next_cursor: next,
     })
     .into_response())
-}
-
-// ---- on-demand sync ----------------------------------------------------------------
-
-/// Time a reconcile asked for through the API runs at most (API Gateway answers within
-/// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
-const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
-
-async fn sync(
-    State(state): State<AppState>,
-    principal: Principal,
-    req: Request,
-) -> AdminResult<Response> {
-    let adm = &state.hub;
-    let body = json_body(&state, req).await?;
-    let r: wire::SyncRequest = serde_json::from_value(body)
-        .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
-    let filter_text = nonempty(r.filter);
-    let user = nonempty(r.user);
-    if filter_text.is_some() && user.is_some() {
-        return Err(AdminError::bad_request("give `filter` or `user`, not both"));
-    }
-    if r.reconcile {
-        if filter_text.is_some() || user.is_some() {
-            return Err(AdminError::bad_request(
-                "`reconcile` covers the whole target: give no `filter` or `user`",
-            ));
-        }
-        let target = load_target(adm, &r.target).await?;
-        if !target.enabled {
-            return Err(AdminError::new(
-                StatusCode::CONFLICT,
-                format!("target {:?} is disabled", target.id),
-            ));
-        }
-        let reconciler = &adm.reconciler;
-        let deadline = tokio::time::Instant::now() + ON_DEMAND_RECONCILE_BUDGET;
-        // The report says how it went (complete, suspended, busy: another cycle holds
-        // the target, failed: why).
-        let report = reconciler.reconcile_target(&target, deadline).await;
-        return Ok(axum::Json(wire::SyncReconciled {
-            reconcile: wire_of::reconcile_report(&report),
-        })
-        .into_response());
-    }
-    let filter = match &filter_text {
-        Some(f) => {
-            let parsed = provisync_scim::filter::parse(f)
-                .map_err(|e| AdminError::bad_request(format!("invalidFilter: {}", e.detail)))?;
-            parsed
-                .validate(&state.hub.directory.schemas().view(ResourceKind::User))
-                .map_err(|e| AdminError::bad_request(format!("invalidFilter: {}", e.detail)))?;
-            Some(parsed)
-        }
-        None => None,
-    };
-    let target = load_target(adm, &r.target).await?;
-    if !target.enabled {
-        return Err(AdminError::new(
-            StatusCode::CONFLICT,
-            format!("target {:?} is disabled", target.id),
-        ));
-    }
-    let queued = adm
-        .on_demand
-        .enqueue_sync(&target.id, filter, user.clone())
-        .await
-        .map_err(|e| match e {
-            OnDemandError::NotFound(m) => AdminError::not_found(m),
-            OnDemandError::Failed(m) => AdminError::internal("on-demand sync", m),
-        })?;
-    let detail = match (&filter_text, &user) {
-        (Some(f), _) => format!("{queued} queued, filter: {f}"),
-        (None, Some(u)) => format!("{queued} queued, user {u}"),
-        (None, None) => format!("{queued} queued, all users"),
-    };
-    let mut entry = AuditEntry::new(&target.id, AuditOp::Sync, AuditStatus::Queued)
-        .detail(detail)
-        .actor(principal.to_string());
-    if let Some(u) = &user {
-        entry = entry.resource("User", u);
-    }
-    if let Err(e) = adm.audit.record(entry).await {
-        tracing::warn!(error = %e, "audit entry for an on-demand sync not written");
-    }
-    tracing::info!(target = %target.id, queued, "on-demand sync queued");
-    Ok(axum::Json(wire::SyncQueued { queued }).into_response())
-}
-
-// ---- schedule --------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleParams {
-    budget: Option<String>,
-}
-
-/// One scheduled cycle now (`provisync run-schedule`): the same code as the timer and
-/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240.
-async fn run_schedule(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> AdminResult<Response> {
-    let params: ScheduleParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?;
-    let budget = match params.budget.as_deref() {
-        None => 25,
-        Some(b) => b
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=240).contains(n))
-            .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
-    };
-    let schedule = state.hub.schedule();
-    let report = provisync_core::sync::schedule::run_schedule(
-        &schedule,
-        std::time::Duration::from_secs(budget),
-    )
-    .await
-    .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
-    Ok(axum::Json(wire_of::cycle_report(&report)).into_response())
 }
 
 // ---- dead letters ------------------------------------------------------------------

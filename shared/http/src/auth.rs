@@ -1,8 +1,8 @@
 //! Bearer-token authentication for the SCIM and admin surfaces.
 //!
 //! Tokens are never kept in clear: static tokens from the environment are hashed at
-//! start-up, tokens created with `provisync token create` are stored as their SHA-256
-//! (`TOKEN#{hex}` items). A presented token is hashed and compared in constant time to
+//! start-up, tokens created through `POST /admin/tokens` (or `provisync token create`)
+//! are stored as their SHA-256 (`TOKEN#{hex}` items, [`tokens`]). A presented token is hashed and compared in constant time to
 //! every static hash; the store lookup is keyed by the hash, so its timing says nothing
 //! about the secret.
 
@@ -12,13 +12,17 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use provisync_core::store::{Item, Key, Store, StoreError, Write, keyspace};
+use provisync_core::store::Store;
+
+mod tokens;
+pub use tokens::{
+    MAX_TOKEN_NAME, NewToken, TokenError, TokenInfo, create_token, hash_token, issue_token,
+    list_tokens, revoke_token, revoke_token_by_id,
+};
+use tokens::{TokenRecord, token_key};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,21 +42,6 @@ impl Scope {
             _ => None,
         }
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct TokenRecord {
-    scope: Scope,
-    name: String,
-    created: String,
-}
-
-pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn token_key(hash: &[u8; 32]) -> Key {
-    Key::new(format!("{}{}", keyspace::TOKEN, hex::encode(hash)), "TOKEN")
 }
 
 impl std::fmt::Display for Scope {
@@ -163,7 +152,7 @@ impl Authenticator {
         match store.get(&token_key(&hash)).await {
             Ok(Some(item)) => serde_json::from_slice::<TokenRecord>(&item.data)
                 .ok()
-                .filter(|r| r.scope == scope)
+                .filter(|r: &TokenRecord| r.scope == scope)
                 .map(|r| Principal {
                     scope,
                     name: r.name,
@@ -175,39 +164,6 @@ impl Authenticator {
             }
         }
     }
-}
-
-/// Creates a new random token for `scope`, stores only its hash, returns the token (shown
-/// to the operator once).
-pub async fn create_token(
-    store: &dyn Store,
-    scope: Scope,
-    name: &str,
-) -> Result<String, StoreError> {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let token = format!(
-        "psy_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
-    let record = TokenRecord {
-        scope,
-        name: name.to_string(),
-        created: chrono::Utc::now().to_rfc3339(),
-    };
-    let key = token_key(&hash_token(&token));
-    let data = serde_json::to_vec(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    store
-        .transact(vec![Write::put_new(Item::new(key.pk, key.sk, data))])
-        .await?;
-    Ok(token)
-}
-
-/// Revokes a token (given in clear by the operator who holds it).
-pub async fn revoke_token(store: &dyn Store, token: &str) -> Result<(), StoreError> {
-    store
-        .transact(vec![Write::delete(token_key(&hash_token(token)))])
-        .await
 }
 
 /// The `Bearer` credentials of a request, if any (scheme is case-insensitive, RFC 6750).
@@ -296,7 +252,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!String::from_utf8_lossy(&item.data).contains(&t));
-        revoke_token(store.as_ref(), &t).await.unwrap();
+        assert_eq!(
+            revoke_token(store.as_ref(), &t)
+                .await
+                .unwrap()
+                .map(|i| i.name),
+            Some("ops".into())
+        );
         assert!(!auth.verify(&t, Scope::Admin).await);
+        assert_eq!(revoke_token(store.as_ref(), &t).await.unwrap(), None);
     }
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod console;
+pub mod front;
 pub mod scim;
 pub mod scim_error;
 pub mod scim_input;
@@ -188,32 +189,46 @@ fn traced(router: Router) -> Router {
 
 /// `scim-api`: `/scim/v2/*` and `/healthz`.
 pub fn scim_app(state: AppState) -> Router {
-    traced(scim::router(ScimState::from_ref(&state)).merge(healthz(state.hub.store.clone())))
+    traced(
+        scim::router(ScimState::from_ref(&state))
+            .merge(front::scim_base_paths())
+            .merge(healthz(state.hub.store.clone()))
+            .fallback(front::not_found),
+    )
 }
 
 /// `webhook-ingest`: `POST /webhooks/{source}` and `/healthz`.
 pub fn webhook_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
-    traced(webhooks::router(state).merge(healthz(store)))
+    traced(
+        webhooks::router(state)
+            .merge(healthz(store))
+            .fallback(front::not_found),
+    )
 }
 
-/// `admin-api`: `/admin/*`, the console (`/console/`) and `/healthz`.
+/// `admin-api`: `/admin/*`, the console (`/console/`), the front page and `/healthz`.
 pub fn admin_app(state: AppState) -> Router {
     let store = state.hub.store.clone();
     traced(
         admin::router(state.clone())
             .merge(console::router(state))
-            .merge(healthz(store)),
+            .merge(front::router())
+            .merge(healthz(store))
+            .fallback(front::not_found),
     )
 }
 
-/// `provisync serve`: every surface and `/healthz`.
+/// `provisync serve`: every surface, the front page and `/healthz`.
 pub fn app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
+            .merge(front::scim_base_paths())
             .merge(admin::router(state.clone()))
             .merge(console::router(state.clone()))
             .merge(webhooks::router(state.clone()))
-            .merge(healthz(state.hub.store.clone())),
+            .merge(front::router())
+            .merge(healthz(state.hub.store.clone()))
+            .fallback(front::not_found),
     )
 }

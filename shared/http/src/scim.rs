@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ScimState;
 use super::auth::{RequireToken, Scope, require_token};
-use super::scim_error::scim_error;
+use super::scim_error::{method_not_allowed, no_such_endpoint, scim_error};
 use super::scim_input::{BaseUrl, ScimBody, ScimId};
 use provisync_core::directory::{SearchRequest, Stored, etag};
 use provisync_scim::filter;
@@ -68,10 +68,8 @@ pub fn router(state: ScimState) -> Router {
         .route("/Schemas/{id}", get(schema));
     let scim = protected
         .merge(discovery)
-        .fallback(|| async { ScimError::not_found("no such SCIM endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ScimError::new(405, None, "method not allowed on this endpoint")
-        });
+        .fallback(|| async { no_such_endpoint(BASE_PATH) })
+        .method_not_allowed_fallback(|| async { method_not_allowed() });
     Router::new().nest(BASE_PATH, scim).with_state(state)
 }
 

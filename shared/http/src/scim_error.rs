@@ -27,3 +27,15 @@ pub fn scim_error(e: DirectoryError) -> ScimError {
         DirectoryError::Internal(_) => ScimError::internal(detail),
     }
 }
+
+/// A path under the SCIM base (`base`, `/scim/v2`) that is no endpoint (the base itself
+/// included).
+pub fn no_such_endpoint(base: &str) -> ScimError {
+    ScimError::not_found(format!(
+        "no such SCIM endpoint: the resources are {base}/Users and {base}/Groups, discovery {base}/ServiceProviderConfig"
+    ))
+}
+
+pub fn method_not_allowed() -> ScimError {
+    ScimError::new(405, None, "method not allowed on this endpoint")
+}

@@ -18,6 +18,7 @@ mod console;
 mod definitions;
 mod queue;
 mod sync;
+mod tokens;
 
 pub use audit::{AuditEntry, AuditFilter, AuditPage};
 pub use console::{
@@ -32,9 +33,10 @@ pub use definitions::{
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, GroupCounts, PullCounts, PullReport, ReconcileCounts, ReconcileReport, SyncQueued,
-    SyncReconciled, SyncRequest,
+    CycleReport, GroupCounts, OutcomeCounts, Problem, PullCounts, PullReport, ReconcileCounts,
+    ReconcileReport, RunStatus, SyncQueued, SyncReconciled, SyncRequest,
 };
+pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 
 use serde::{Deserialize, Serialize};
 

@@ -16,12 +16,78 @@ pub struct SyncRequest {
     /// Reconcile the target now instead of queuing users.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconcile: bool,
+    /// Seconds to wait for the outcomes of the queued changes before answering (0 to
+    /// 25, default 20); what is not known by then is answered `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
 }
 
-/// The answer to a sync that queued users: `{"queued": n}`.
+/// The answer to a sync that queued users: `{"queued": n, "outcome": {...}}`: how many
+/// changes were queued, and what the target answered to them so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncQueued {
     pub queued: usize,
+    /// `None` from a hub from before syncs reported outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunStatus>,
+}
+
+/// `GET /admin/runs/{run}`, and the outcome in a sync's answer: where a run (a reconcile,
+/// an on-demand sync) and the changes it queued stand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub run: String,
+    /// `reconcile` or `sync`.
+    pub kind: String,
+    pub target: String,
+    pub started_at: String,
+    /// `running` (still comparing or queuing), `pending` (some outcomes not known yet),
+    /// `complete` (the target took every change), `complete_with_failures`.
+    pub state: String,
+    pub users: OutcomeCounts,
+    pub groups: OutcomeCounts,
+    /// Changes the target refused or that failed (or are being retried), named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// The outcomes of the changes a run queued, of one resource type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutcomeCounts {
+    /// Changes queued.
+    pub sent: u64,
+    /// The target answered success.
+    pub created: u64,
+    pub updated: u64,
+    pub deactivated: u64,
+    pub deleted: u64,
+    /// Nothing to do there (operation not enabled, out of scope, …).
+    pub skipped: u64,
+    /// The target refused (final).
+    pub refused: u64,
+    /// Dead-lettered after the retries, or failed in the hub.
+    pub failed: u64,
+    /// No outcome yet (being delivered or retried).
+    pub queued: u64,
+    pub members_added: u64,
+    pub members_removed: u64,
+}
+
+/// A change the target refused or that failed, named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `User` or `Group`.
+    pub resource_type: String,
+    pub resource_id: String,
+    /// `userName` / `displayName`, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `create`, `update`, …
+    pub op: String,
+    /// `refused`, `dead`, `failed`, `retry`.
+    pub status: String,
+    pub detail: String,
 }
 
 /// The answer to a sync with `reconcile`: `{"reconcile": report}`.
@@ -34,7 +100,8 @@ pub struct SyncReconciled {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileReport {
     pub target: String,
-    /// `complete`, `suspended`, `busy`, `failed` or `unsupported`.
+    /// `complete`, `complete_with_failures`, `pending` (outcomes not all known yet),
+    /// `suspended`, `busy`, `failed` or `unsupported`.
     pub state: String,
     /// Counts of the whole run so far (a resumed run includes the earlier cycles).
     pub counts: ReconcileCounts,
@@ -45,9 +112,17 @@ pub struct ReconcileReport {
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run's id, when it queued changes (`GET /admin/runs/{run}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Changes the target refused or that failed, named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
 }
 
-/// Counts of one reconcile run: user accounts, and the groups under `groups`.
+/// Counts of one reconcile run: user accounts, and the groups under `groups`. A change
+/// counts as created, updated, … once the target answered success; until its outcome is
+/// known it is `queued`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileCounts {
     pub checked: u64,
@@ -57,7 +132,13 @@ pub struct ReconcileCounts {
     pub deleted: u64,
     pub orphaned: u64,
     pub unchanged: u64,
+    #[serde(default)]
+    pub refused: u64,
     pub failed: u64,
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub queued: u64,
     /// The groups' part of the run; `None` from a hub from before groups were reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<GroupCounts>,
@@ -73,7 +154,10 @@ pub struct GroupCounts {
     pub deleted: u64,
     pub orphaned: u64,
     pub unchanged: u64,
+    pub refused: u64,
     pub failed: u64,
+    pub skipped: u64,
+    pub queued: u64,
     pub members_added: u64,
     pub members_removed: u64,
     /// The target cannot list its groups: they were not reconciled.
@@ -98,6 +182,9 @@ pub struct CycleReport {
     /// Ids of outbox records the queue refuses for good (too large): skipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox_unsendable: Vec<String>,
+    /// Earlier runs whose outcome this cycle found settled and wrote to the audit log.
+    #[serde(default)]
+    pub runs_settled: usize,
 }
 
 /// What one source's pull did in a cycle: the user counts at the top, the group counts

@@ -15,6 +15,7 @@ mod sources;
 mod sync;
 mod target_body;
 mod targets;
+mod tokens;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -27,6 +28,7 @@ pub use schedule::{ScheduleArgs, run_schedule};
 pub use sources::{SourceCommand, source};
 pub use sync::{SyncArgs, sync};
 pub use targets::{TargetCommand, target};
+pub use tokens::{TokenArgs, token};
 
 #[derive(Args, Debug)]
 pub struct Remote {
@@ -48,24 +50,29 @@ pub struct Remote {
     token: Option<String>,
 }
 
+/// The admin token: `--token` / `PROVISYNC_ADMIN_TOKEN`, else the file `serve` wrote.
+fn admin_token(remote: &Remote) -> Option<String> {
+    match remote.token.as_ref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(t.clone()),
+        None => std::fs::read_to_string(admin_token_file())
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    }
+}
+
+fn admin_token_file() -> std::path::PathBuf {
+    provisync_aws::data_dir_from_env().join("admin-token")
+}
+
 /// A client of the hub's admin API with the admin token.
 fn admin_client(remote: &Remote) -> Result<HubClient> {
-    let token = match remote.token.as_ref().filter(|t| !t.is_empty()) {
-        Some(t) => t.clone(),
-        None => {
-            let file = provisync_aws::data_dir_from_env().join("admin-token");
-            std::fs::read_to_string(&file)
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "no admin token: pass --token, set PROVISYNC_ADMIN_TOKEN, or run `provisync serve` here first (it writes {})",
-                        file.display()
-                    )
-                })?
-        }
-    };
+    let token = admin_token(remote).ok_or_else(|| {
+        anyhow!(
+            "no admin token: pass --token, set PROVISYNC_ADMIN_TOKEN, or run `provisync serve` here first (it writes {})",
+            admin_token_file().display()
+        )
+    })?;
     Ok(HubClient::new(&remote.url, &token)?)
 }
 

@@ -54,6 +54,12 @@ pub async fn run_schedule(remote: &Remote, args: ScheduleArgs) -> Result<()> {
     for r in &v.reconciled {
         print_reconcile(r);
     }
+    if v.runs_settled > 0 {
+        println!(
+            "{} earlier run(s) settled: their outcome is in the audit log",
+            v.runs_settled
+        );
+    }
     if v.pulled.is_empty() && v.reconciled.is_empty() {
         println!("no pull sources and no scheduled targets");
     }
@@ -67,5 +73,21 @@ pub async fn run_schedule(remote: &Remote, args: ScheduleArgs) -> Result<()> {
         },
         v.dead_letters
     );
+    // A cycle in which something failed says so in its exit status.
+    let failed: Vec<&str> = v
+        .reconciled
+        .iter()
+        .filter(|r| r.state == "failed" || r.state == "complete_with_failures")
+        .map(|r| r.target.as_str())
+        .chain(
+            v.pulled
+                .iter()
+                .filter(|p| p.error.is_some())
+                .map(|p| p.source.as_str()),
+        )
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("failures in this cycle: {}", failed.join(", "));
+    }
     Ok(())
 }

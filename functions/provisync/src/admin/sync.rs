@@ -1,8 +1,14 @@
-//! `provisync sync`: an on-demand sync of users to a target, or a reconcile now.
+//! `provisync sync`: an on-demand sync of users to a target, or a reconcile now — and
+//! what the target answered. The hub answers within 20 s with the outcomes known then;
+//! the command then follows the run (`GET /admin/runs/{run}`) until every change has its
+//! outcome or `--wait` runs out. It exits 0 only when the target took every change.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
 use clap::Args;
-use provisync_client::wire::{ReconcileReport, SyncRequest};
+use provisync_client::HubClient;
+use provisync_client::wire::{OutcomeCounts, Problem, ReconcileReport, RunStatus, SyncRequest};
 
 use super::{Remote, admin_client};
 
@@ -19,37 +25,130 @@ pub struct SyncArgs {
     /// Reconcile the target now: compare what it holds with the hub, fix only what differs.
     #[arg(long, conflicts_with = "filter")]
     reconcile: bool,
+    /// Seconds to wait in all for the outcome of every change (0: report what is known
+    /// when the hub answers).
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
 }
 
 pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
     let admin = admin_client(remote)?;
-    if args.reconcile {
+    let started = tokio::time::Instant::now();
+    let until = started + Duration::from_secs(args.wait);
+    let status = if args.reconcile {
         let report = admin.reconcile(&args.target).await?;
         print_reconcile(&report);
-        return Ok(());
-    }
-    let request = SyncRequest {
-        target: args.target.clone(),
-        filter: args.filter,
-        user: args.user,
-        reconcile: false,
+        let pending = report.state == "pending";
+        match report.run.as_deref() {
+            Some(run) if pending => Some(follow(&admin, run, until).await?),
+            _ => {
+                if report.state == "failed" || report.state == "complete_with_failures" {
+                    bail!("reconcile of {}: {}", report.target, report.state);
+                }
+                return Ok(());
+            }
+        }
+    } else {
+        let request = SyncRequest {
+            target: args.target.clone(),
+            filter: args.filter,
+            user: args.user,
+            reconcile: false,
+            wait: Some(args.wait.min(20)),
+        };
+        let answer = admin.sync(&request).await?;
+        println!("{} change(s) queued for {}", answer.queued, args.target);
+        match answer.outcome {
+            Some(o) if o.state == "pending" => Some(follow(&admin, &o.run, until).await?),
+            Some(o) => Some(o),
+            // A hub from before syncs reported outcomes.
+            None => return Ok(()),
+        }
     };
-    let answer = admin.sync(&request).await?;
-    println!("{} change(s) queued for {}", answer.queued, args.target);
-    Ok(())
+    let Some(s) = status else {
+        return Ok(());
+    };
+    print_status(&s);
+    match s.state.as_str() {
+        "complete" => Ok(()),
+        "pending" | "running" => bail!(
+            "the outcome of {} change(s) is not known yet (run {}): `provisync audit --target {}` shows it when it is",
+            s.users.queued + s.groups.queued,
+            s.run,
+            s.target
+        ),
+        other => bail!("{} to {}: {other}", s.kind, s.target),
+    }
+}
+
+/// Polls a run until it is settled or `until`.
+async fn follow(admin: &HubClient, run: &str, until: tokio::time::Instant) -> Result<RunStatus> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let s = admin.run(run).await?;
+        let now = tokio::time::Instant::now();
+        if (s.state != "pending" && s.state != "running") || now >= until {
+            return Ok(s);
+        }
+        tokio::time::sleep(pause.min(until - now)).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn outcome_line(what: &str, c: &OutcomeCounts) -> String {
+    format!(
+        "{what}: queued {}  created {}  updated {}  deactivated {}  deleted {}  skipped {}  refused {}  failed {}  no outcome yet {}",
+        c.sent,
+        c.created,
+        c.updated,
+        c.deactivated,
+        c.deleted,
+        c.skipped,
+        c.refused,
+        c.failed,
+        c.queued
+    )
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        let name = if p.name.is_empty() {
+            &p.resource_id
+        } else {
+            &p.name
+        };
+        println!(
+            "  {} {} {name:?} {}: {}",
+            p.status, p.op, p.resource_type, p.detail
+        );
+    }
+}
+
+/// A run's outcomes as lines.
+fn print_status(s: &RunStatus) {
+    println!("{} {} (run {}): {}", s.kind, s.target, s.run, s.state);
+    println!("  {}", outcome_line("users", &s.users));
+    if s.groups.sent > 0 {
+        println!("  {}", outcome_line("groups", &s.groups));
+    }
+    print_problems(&s.problems);
 }
 
 /// A reconcile report as lines (also for each target of a scheduled cycle).
 pub(super) fn print_reconcile(r: &ReconcileReport) {
     let c = &r.counts;
     println!(
-        "reconcile {}: {}{}",
+        "reconcile {}: {}{}{}",
         r.target,
         r.state,
-        if r.resumed { " (resumed)" } else { "" }
+        if r.resumed { " (resumed)" } else { "" },
+        r.run
+            .as_deref()
+            .map(|id| format!(" (run {id})"))
+            .unwrap_or_default()
     );
     println!(
-        "  checked {}  created {}  updated {}  deactivated {}  deleted {}  orphaned {}  unchanged {}  failed {}",
+        "  checked {}  created {}  updated {}  deactivated {}  deleted {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}",
         c.checked,
         c.created,
         c.updated,
@@ -57,7 +156,10 @@ pub(super) fn print_reconcile(r: &ReconcileReport) {
         c.deleted,
         c.orphaned,
         c.unchanged,
-        c.failed
+        c.refused,
+        c.failed,
+        c.skipped,
+        c.queued
     );
     // A hub from before groups were reconciled answers without `groups`.
     match &c.groups {
@@ -65,19 +167,23 @@ pub(super) fn print_reconcile(r: &ReconcileReport) {
             println!("  groups: not supported (this kind of target cannot list groups)")
         }
         Some(g) => println!(
-            "  groups: checked {}  created {}  updated {}  deleted {}  orphaned {}  unchanged {}  failed {}  members +{} -{}",
+            "  groups: checked {}  created {}  updated {}  deleted {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}  members +{} -{}",
             g.checked,
             g.created,
             g.updated,
             g.deleted,
             g.orphaned,
             g.unchanged,
+            g.refused,
             g.failed,
+            g.skipped,
+            g.queued,
             g.members_added,
             g.members_removed
         ),
         None => {}
     }
+    print_problems(&r.problems);
     if let Some(e) = &r.error {
         println!("  error: {e}");
     }

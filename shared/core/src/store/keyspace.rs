@@ -68,6 +68,8 @@ pub const DONE: &str = "DONE#";
 pub const RECON: &str = "RECON#";
 /// A reconcile lease: `LEASE#{target}` (reconcile).
 pub const LEASE: &str = "LEASE#";
+/// A run (reconcile, on-demand sync) and its events' outcomes: `RUN#{run id}` (runs).
+pub const RUN: &str = "RUN#";
 /// The store-backed queue: `Q#{queue}#G#{group}` and `Q#{queue}#D#{dedup}` (queue).
 pub const QUEUE: &str = "Q#";
 /// A signed-in console session, by the SHA-256 of its cookie: `SESSION#{hex}` (http
@@ -91,6 +93,10 @@ pub const CONFIGS: &str = "CONFIGS";
 pub const TARGETS: &str = "TARGETS";
 /// Every source definition (source).
 pub const SOURCES: &str = "SOURCES";
+/// Every stored API token, by token id (http auth).
+pub const TOKENS: &str = "TOKENS";
+/// Runs whose outcome is not settled yet, oldest first (runs).
+pub const RUNS_OPEN: &str = "RUNS#OPEN";
 /// Outbox records by age, for the sweeper (event).
 pub const OUTBOX_BY_AGE: &str = "OUTBOX";
 /// Audit entries of one target: `AUDIT#T#{target}` (audit).
@@ -133,6 +139,7 @@ pub const ALL: &[Prefix] = &[
     p(Space::Pk, DONE, "delivery idempotency keys"),
     p(Space::Pk, RECON, "reconcile runs"),
     p(Space::Pk, LEASE, "reconcile leases"),
+    p(Space::Pk, RUN, "runs and their outcomes"),
     p(Space::Pk, QUEUE, "the embedded queue"),
     p(Space::Pk, SESSION, "console sessions (hashed)"),
     p(Space::Pk, STATS, "settled operation counts"),
@@ -142,6 +149,8 @@ pub const ALL: &[Prefix] = &[
     exact(Space::Gsi1, CONFIGS, "all configuration"),
     exact(Space::Gsi1, TARGETS, "all targets"),
     exact(Space::Gsi1, SOURCES, "all sources"),
+    exact(Space::Gsi1, TOKENS, "all API tokens"),
+    exact(Space::Gsi1, RUNS_OPEN, "runs not settled yet"),
     exact(Space::Gsi1, OUTBOX_BY_AGE, "outbox by age"),
     p(Space::Gsi1, AUDIT_TARGET, "audit entries by target"),
     p(Space::Gsi1, AUDIT_RESOURCE, "audit entries by resource"),

@@ -69,6 +69,10 @@ pub enum AuditOp {
     SignIn,
     /// An operator signed out of the console.
     SignOut,
+    /// An API token created (resource `Token` / its id; never the secret).
+    CreateToken,
+    /// An API token revoked.
+    RevokeToken,
 }
 
 /// How it ended.

@@ -26,12 +26,14 @@ use serde_json::Value;
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
+use super::runs::outcome_write;
 use crate::connector::ConnectorFactory;
 use crate::connector::http::scrub_secret;
 use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
+use crate::store::Write;
 use crate::sync::envelope::envelope_for;
 use crate::target::{
     DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
@@ -162,6 +164,9 @@ impl Deliverer {
         let gone = self.gone_from_hub(event).await?;
         let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
+        // Targets this event has an outcome on (or will have: a retry); a run's event
+        // names its target, and the run waits for an outcome there.
+        let mut answered: Vec<&str> = Vec::new();
         for t in targets.iter() {
             let wanted = if event.only_targets.is_empty() {
                 t.mode == DeliveryMode::Realtime
@@ -171,6 +176,7 @@ impl Deliverer {
             if !wanted || self.is_echo(event, t) || !concerns(event, t) {
                 continue;
             }
+            answered.push(&t.id);
             match self.links.delivered(&event.id, &t.id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -299,33 +305,35 @@ impl Deliverer {
                     )
                 }
             };
-            match receipt {
+            // The audit entry and the run's outcome, committed with the receipt (or
+            // together, for a retry).
+            let mut writes: Vec<Write> = Vec::new();
+            match outcome_write(event, &t.id, &audit) {
+                Ok(w) => writes.extend(w),
+                Err(e) => tracing::error!(error = %e, "run outcome not written"),
+            }
+            match self.audit.write_for(audit) {
+                Ok(w) => writes.push(w),
+                Err(e) => tracing::error!(error = %e, "audit entry not written"),
+            }
+            let written = match receipt {
                 Some(link) => {
-                    let audit_write = match self.audit.write_for(audit) {
-                        Ok(w) => Some(w),
-                        Err(e) => {
-                            tracing::error!(error = %e, "audit entry not written");
-                            None
-                        }
-                    };
-                    if let Err(e) = self
-                        .links
-                        .mark_delivered(&event.id, &t.id, link, audit_write)
+                    self.links
+                        .mark_delivered(&event.id, &t.id, link, writes)
                         .await
-                    {
-                        retry.get_or_insert(DeliveryError::Retry {
-                            after: None,
-                            detail: e.to_string(),
-                        });
-                    }
                 }
-                None => {
-                    if let Err(e) = self.audit.record(audit).await {
-                        tracing::error!(error = %e, "audit entry not written");
-                    }
-                }
+                None if writes.is_empty() => Ok(()),
+                None => self.links.store().transact(writes).await,
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, "delivery outcome not written");
+                retry.get_or_insert(DeliveryError::Retry {
+                    after: None,
+                    detail: e.to_string(),
+                });
             }
         }
+        self.unanswered_run_targets(event, &answered).await;
         match retry {
             Some(e) => Err(e),
             None => Ok(()),
@@ -350,6 +358,33 @@ impl Deliverer {
                 after: None,
                 detail: format!("hub store: {e}"),
             }),
+        }
+    }
+
+    /// The targets a run's event names that had no part in it (disabled or removed since
+    /// the run queued it, or not concerned): the run is told it was skipped there, so it
+    /// does not wait for an outcome that never comes.
+    async fn unanswered_run_targets(&self, event: &ChangeEvent, answered: &[&str]) {
+        if event.run.is_none() {
+            return;
+        }
+        for id in event
+            .only_targets
+            .iter()
+            .filter(|id| !answered.contains(&id.as_str()))
+        {
+            let entry = AuditEntry::new(id.clone(), default_op(event), AuditStatus::Skipped)
+                .resource(event.subject(), &event.resource_id)
+                .event(&event.id)
+                .detail("the target is disabled, removed, or takes no such change");
+            let written = match outcome_write(event, id, &entry) {
+                Ok(Some(w)) => self.links.store().transact(vec![w]).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                tracing::warn!(error = %e, target_id = %id, "run outcome not written");
+            }
         }
     }
 

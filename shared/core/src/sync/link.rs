@@ -221,13 +221,13 @@ impl Links {
     }
 
     /// Records that this event reached this target (and, atomically, the link as it is now,
-    /// or its removal).
+    /// or its removal, and `also`: the audit entry, the run's outcome).
     pub async fn mark_delivered(
         &self,
         event_id: &str,
         target: &str,
         link: LinkChange,
-        also: Option<Write>,
+        also: Vec<Write>,
     ) -> Result<(), StoreError> {
         let key = receipt_key(event_id, target);
         let receipt =

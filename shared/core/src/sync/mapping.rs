@@ -2,7 +2,8 @@
 //!
 //! The identity mapping first (every attribute the client may write, without the hub's
 //! `id`, `meta`, computed `groups`/`members` and any password), with `externalId` set to
-//! the hub id so the target can always name us; then the target's rules in order; then,
+//! the hub id so the target can always name us; then the target's rules for that kind of
+//! resource (users or groups: [`crate::target::AppliesTo`]) in order; then,
 //! for groups, the group-to-group mapping of `displayName`.
 
 use std::collections::BTreeMap;
@@ -117,7 +118,9 @@ fn existing_key(m: &Map<String, Value>, key: &str) -> Option<String> {
     m.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
 }
 
-/// The resource as this target should receive it.
+/// The resource as this target should receive it: the target's rules for this kind of
+/// resource only (a user rule never reaches a group: a server that knows no `userType` on
+/// groups refuses the group).
 pub fn map_resource(
     kind: ResourceKind,
     hub_id: &str,
@@ -132,7 +135,7 @@ pub fn map_resource(
         }
         m.insert("externalId".into(), Value::String(hub_id.to_string()));
     }
-    for rule in rules {
+    for rule in rules.iter().filter(|r| r.applies_to.kind() == kind) {
         let value = if rule.drop {
             None
         } else if let Some(v) = &rule.value {
@@ -202,6 +205,7 @@ pub fn content_hash(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::AppliesTo;
     use serde_json::json;
 
     const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -217,6 +221,7 @@ mod tests {
         });
         let rules = vec![
             AttributeMapping {
+                applies_to: AppliesTo::Users,
                 target: "title".into(),
                 source: Some(format!("{ENT}:department")),
                 value: None,
@@ -224,6 +229,7 @@ mod tests {
                 drop: false,
             },
             AttributeMapping {
+                applies_to: AppliesTo::Users,
                 target: "userType".into(),
                 source: None,
                 value: Some(json!("Employee")),
@@ -231,6 +237,7 @@ mod tests {
                 drop: false,
             },
             AttributeMapping {
+                applies_to: AppliesTo::Users,
                 target: "nickName".into(),
                 source: Some("nickName".into()),
                 value: None,
@@ -238,6 +245,7 @@ mod tests {
                 drop: false,
             },
             AttributeMapping {
+                applies_to: AppliesTo::Users,
                 target: "name.formatted".into(),
                 source: Some("emails.value".into()),
                 value: None,
@@ -245,6 +253,7 @@ mod tests {
                 drop: false,
             },
             AttributeMapping {
+                applies_to: AppliesTo::Users,
                 target: format!("{ENT}:department"),
                 source: None,
                 value: None,
@@ -263,6 +272,29 @@ mod tests {
         assert_eq!(out["name"]["formatted"], "x@y");
         assert!(out.get(ENT).is_none(), "emptied extension dropped: {out}");
         assert_eq!(out["schemas"], json!([provisync_scim::schema::USER_SCHEMA]));
+    }
+
+    /// The README's example: a constant `userType` for users reaches users only; a
+    /// group rule reaches groups only.
+    #[test]
+    fn rules_apply_to_their_kind_only() {
+        let rules: Vec<AttributeMapping> = serde_json::from_value(json!([
+            {"target": "userType", "value": "Employee"},
+            {"applies_to": "groups", "target": "externalId", "source": "displayName"}
+        ]))
+        .unwrap();
+        assert_eq!(rules[0].applies_to, AppliesTo::Users, "users unless stated");
+        let g = json!({"displayName": "Sales", "id": "g1"});
+        let out = map_resource(ResourceKind::Group, "g1", &g, &rules, &BTreeMap::new());
+        assert!(out.get("userType").is_none(), "{out}");
+        assert_eq!(out["externalId"], "Sales");
+        let u = json!({"userName": "a", "id": "u1", "displayName": "A"});
+        let out = map_resource(ResourceKind::User, "u1", &u, &rules, &BTreeMap::new());
+        assert_eq!(out["userType"], "Employee");
+        assert_eq!(
+            out["externalId"], "u1",
+            "the group rule is not applied: {out}"
+        );
     }
 
     #[test]

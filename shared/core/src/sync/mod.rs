@@ -13,4 +13,5 @@ pub mod ondemand;
 pub mod provision;
 pub mod pull;
 pub mod reconcile;
+pub mod runs;
 pub mod schedule;

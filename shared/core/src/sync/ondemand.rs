@@ -1,4 +1,7 @@
-//! On-demand sync (`POST /admin/sync`): queue one change per matching user for one target.
+//! On-demand sync (`POST /admin/sync`): queue one change per matching user for one target,
+//! as a run ([`super::runs`]): each change carries the run's id, the delivery engine
+//! records its outcome, and [`sync_as_run`] waits for them within the request's time so
+//! the answer (and the audit entry) says what the target answered, not what was queued.
 //!
 //! The admin API only knows the [`OnDemand`] trait. The delivery engine implements it (it
 //! owns the change-event format). [`DirectoryOnDemand`] is a ready implementation for the
@@ -12,6 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use super::runs::{RunKind, RunRecord, Runs, Settlement, Tally, append_problems};
 use crate::directory::{Directory, DirectoryError, Stored};
 use crate::queue::{OutMessage, Queue};
 use provisync_scim::ResourceKind;
@@ -30,19 +35,103 @@ pub enum OnDemandError {
 #[async_trait]
 pub trait OnDemand: Send + Sync {
     /// Queues a sync to `target` of the users matching `filter` (all users when `None`),
-    /// or of the one user `user`. Returns how many changes were queued. `target` exists
-    /// and is enabled (the caller checked).
+    /// or of the one user `user`, each change in run `run`. Returns how many changes were
+    /// queued. `target` exists and is enabled (the caller checked).
     async fn enqueue_sync(
         &self,
         target: &str,
         filter: Option<Filter>,
         user: Option<String>,
+        run: &str,
     ) -> Result<usize, OnDemandError>;
 }
 
-/// Builds the queue message for one user sync to one target (the engine's event format);
-/// `None` skips the user.
-pub type MakeSyncMessage = Arc<dyn Fn(&str, &Stored) -> Option<OutMessage> + Send + Sync>;
+/// Builds the queue message for one user sync to one target (`target`, `run`, the user;
+/// the engine's event format); `None` skips the user.
+pub type MakeSyncMessage = Arc<dyn Fn(&str, &str, &Stored) -> Option<OutMessage> + Send + Sync>;
+
+/// What an on-demand sync asked for, for its audit entry.
+#[derive(Clone, Debug, Default)]
+pub struct SyncRequest {
+    pub target: String,
+    /// The filter's text, when there is one.
+    pub filter_text: Option<String>,
+    pub filter: Option<Filter>,
+    pub user: Option<String>,
+    /// Who asked (`admin:<token name>`).
+    pub actor: Option<String>,
+}
+
+/// An on-demand sync as a run: the changes queued, their outcomes waited for until
+/// `settle_by`, the run kept open for the schedule when some are still unknown, and the
+/// audit entry saying how it ended (delivered: the target took every change; failed:
+/// some were refused or failed, named; queued: not all known yet).
+pub async fn sync_as_run(
+    on_demand: &dyn OnDemand,
+    runs: &Runs,
+    audit: &Audit,
+    request: SyncRequest,
+    settle_by: tokio::time::Instant,
+) -> Result<(RunRecord, Tally), OnDemandError> {
+    let mut run = RunRecord::new(&RunRecord::new_id(), RunKind::Sync, &request.target);
+    run.actor = request.actor.clone();
+    let queued = on_demand
+        .enqueue_sync(
+            &request.target,
+            request.filter,
+            request.user.clone(),
+            &run.id,
+        )
+        .await?;
+    run.sent.users = queued as u64;
+    run.finished = true;
+    let tally = match runs.wait(&run, settle_by).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, run = %run.id, "sync outcomes not read: reported queued");
+            Tally::default()
+        }
+    };
+    let settlement = tally.settlement(run.sent);
+    if let Err(e) = runs.save(&run, settlement == Settlement::Pending).await {
+        tracing::warn!(error = %e, run = %run.id, "run record not written");
+    }
+    let asked = match (&request.filter_text, &request.user) {
+        (Some(f), _) => format!("filter: {f}"),
+        (None, Some(u)) => format!("user {u}"),
+        (None, None) => "all users".into(),
+    };
+    let (status, mut detail) = match settlement {
+        Settlement::Confirmed => (
+            AuditStatus::Delivered,
+            format!("{queued} queued, {asked}; {}", tally.summary(run.sent)),
+        ),
+        Settlement::WithFailures => (
+            AuditStatus::Failed,
+            format!("{queued} queued, {asked}; {}", tally.summary(run.sent)),
+        ),
+        Settlement::Pending => (
+            AuditStatus::Queued,
+            format!(
+                "{queued} queued, {asked}; outcome recorded when known (run {}): {}",
+                run.id,
+                tally.summary(run.sent)
+            ),
+        ),
+    };
+    append_problems(&mut detail, &tally.problems);
+    let mut entry = AuditEntry::new(&request.target, AuditOp::Sync, status).detail(detail);
+    if let Some(a) = &request.actor {
+        entry = entry.actor(a.clone());
+    }
+    if let Some(u) = &request.user {
+        entry = entry.resource("User", u);
+    }
+    if let Err(e) = audit.record(entry).await {
+        tracing::warn!(error = %e, "audit entry for an on-demand sync not written");
+    }
+    Ok((run, tally))
+}
 
 /// [`OnDemand`] over the directory and the queue.
 pub struct DirectoryOnDemand {
@@ -71,6 +160,7 @@ impl OnDemand for DirectoryOnDemand {
         target: &str,
         filter: Option<Filter>,
         user: Option<String>,
+        run: &str,
     ) -> Result<usize, OnDemandError> {
         let mut messages = Vec::new();
         if let Some(id) = user {
@@ -84,7 +174,7 @@ impl OnDemand for DirectoryOnDemand {
                         }
                         e => OnDemandError::Failed(e.to_string()),
                     })?;
-            messages.extend((self.make_message)(target, &stored));
+            messages.extend((self.make_message)(target, run, &stored));
         } else {
             let schemas = self.directory.schemas().clone();
             let view = schemas.view(ResourceKind::User);
@@ -95,7 +185,7 @@ impl OnDemand for DirectoryOnDemand {
                         .as_ref()
                         .is_none_or(|f| f.matches(&view, &s.resource))
                     {
-                        messages.extend(make(target, &s));
+                        messages.extend(make(target, run, &s));
                     }
                 })
                 .await
@@ -146,28 +236,32 @@ mod tests {
         let od = DirectoryOnDemand::new(
             dir,
             queue.clone(),
-            Arc::new(|target: &str, u: &Stored| {
+            Arc::new(|target: &str, run: &str, u: &Stored| {
                 Some(OutMessage::new(
                     u.id(),
                     format!("sync-{target}-{}", u.id()),
-                    json!({"target": target, "id": u.id()}).to_string(),
+                    json!({"target": target, "id": u.id(), "run": run}).to_string(),
                 ))
             }),
         );
         let f = provisync_scim::filter::parse("active eq true").unwrap();
-        assert_eq!(od.enqueue_sync("crm", Some(f), None).await.unwrap(), 2);
+        assert_eq!(
+            od.enqueue_sync("crm", Some(f), None, "r1").await.unwrap(),
+            2
+        );
         let got = queue.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(
-            od.enqueue_sync("crm", None, Some(ids[1].clone()))
+            od.enqueue_sync("crm", None, Some(ids[1].clone()), "r1")
                 .await
                 .unwrap(),
             1
         );
         assert!(matches!(
-            od.enqueue_sync("crm", None, Some("nope".into())).await,
+            od.enqueue_sync("crm", None, Some("nope".into()), "r1")
+                .await,
             Err(OnDemandError::NotFound(_))
         ));
-        assert_eq!(od.enqueue_sync("crm", None, None).await.unwrap(), 3);
+        assert_eq!(od.enqueue_sync("crm", None, None, "r1").await.unwrap(), 3);
     }
 }

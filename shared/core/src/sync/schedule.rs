@@ -1,6 +1,7 @@
 //! The schedule: one cycle pulls every pull-mode source, reconciles every `scheduled`
-//! target, resends outbox records whose first send did not happen and reports dead
-//! letters. `scheduled-sync` runs one cycle per EventBridge event, `provisync serve` one
+//! target, writes the outcome of runs that became settled (earlier reconciles and
+//! on-demand syncs whose changes were still queued), resends outbox records whose first
+//! send did not happen and reports dead letters. `scheduled-sync` runs one cycle per EventBridge event, `provisync serve` one
 //! every `PROVISYNC_SCHEDULE_SECONDS`, `POST /admin/schedule/run` one on demand.
 
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct CycleReport {
     /// Outbox records the queue refuses for good (too large): skipped and left in place.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbox_unsendable: Vec<String>,
+    /// Runs of earlier cycles (or on-demand syncs) whose outcomes became all known, and
+    /// whose outcome this cycle wrote to the audit log.
+    #[serde(default)]
+    pub runs_settled: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +125,15 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
             first_error.get_or_insert(e.into());
         }
     }
+    // Runs left pending by earlier cycles and on-demand syncs: their outcome, once known.
+    let runs_settled = match s.reconciler.settle_open_runs().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "settling open runs failed");
+            first_error.get_or_insert(e.into());
+            0
+        }
+    };
     let left = budget.saturating_sub(start.elapsed());
     let mut report = match run_sync_cycle(s.store.as_ref(), s.queue.as_ref(), left).await {
         Ok(r) => r,
@@ -130,6 +144,7 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
     };
     report.pulled = pulled;
     report.reconciled = reconciled;
+    report.runs_settled = runs_settled;
     tracing::info!(
         sources = report.pulled.len(),
         targets = report.reconciled.len(),

@@ -74,13 +74,48 @@ pub enum OrphanPolicy {
     Delete,
 }
 
+/// What an attribute mapping rule applies to: users (the default) or groups. A rule saved
+/// before rules said so is a user rule, which is what every rule meant then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppliesTo {
+    #[default]
+    #[serde(alias = "user")]
+    Users,
+    #[serde(alias = "group")]
+    Groups,
+}
+
+impl AppliesTo {
+    /// `users` or `groups`, as in a definition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppliesTo::Users => "users",
+            AppliesTo::Groups => "groups",
+        }
+    }
+
+    /// The resource kind the rule's `source` is read from and its `target` written to.
+    pub fn kind(self) -> provisync_scim::ResourceKind {
+        match self {
+            AppliesTo::Users => provisync_scim::ResourceKind::User,
+            AppliesTo::Groups => provisync_scim::ResourceKind::Group,
+        }
+    }
+}
+
 /// One attribute mapping rule, applied on top of the identity mapping:
 /// `{"target": "title", "source": "urn:...:enterprise:2.0:User:department"}`,
 /// `{"target": "userType", "value": "Employee"}` (constant),
 /// `{"target": "nickName", "source": "displayName", "default": "n/a"}`,
-/// `{"target": "phoneNumbers", "drop": true}`.
+/// `{"target": "phoneNumbers", "drop": true}`,
+/// `{"applies_to": "groups", "target": "externalId", "source": "displayName"}`.
+/// A rule applies to users unless it says `"applies_to": "groups"`; every answer that
+/// shows a mapping names it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttributeMapping {
+    #[serde(default)]
+    pub applies_to: AppliesTo,
     pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -125,6 +125,13 @@ fn invalid_definitions_say_why() {
         mapping(json!({"target": "title", "source": "title", "value": 1})).contains("exactly one")
     );
 
+    // A group attribute in a user rule: the message says how to write a group rule.
+    let m = mapping(json!({"target": "title", "source": "members.display"}));
+    assert!(m.contains("not a User attribute"), "{m}");
+    assert!(m.contains("\"applies_to\": \"groups\""), "{m}");
+    let m = mapping(json!({"applies_to": "groups", "target": "x", "source": "userName"}));
+    assert!(m.contains("not a Group attribute"), "{m}");
+
     let mut t = valid();
     if let TargetKind::Scim(s) = &mut t.kind {
         s.auth = HttpAuth::Bearer("two words".into());
@@ -426,4 +433,34 @@ async fn list_enabled_is_cached_for_the_ttl() {
     assert_eq!(targets.list_enabled().await.unwrap().len(), 1);
     let uncached = targets.clone().with_cache_ttl(Duration::ZERO);
     assert_eq!(uncached.list_enabled().await.unwrap().len(), 0);
+}
+
+/// Rules say what they apply to: users unless stated (a definition saved before rules
+/// said so keeps meaning users), groups apart; every form that shows a rule names it.
+#[test]
+fn mapping_rules_say_what_they_apply_to() {
+    // Stored before `applies_to` existed.
+    let old = scim(json!({
+        "kind": "scim", "base_url": "https://scim.example.com/v2", "auth": {"bearer": "t"},
+        "mapping": [{"target": "userType", "value": "Employee"}]
+    }));
+    assert_eq!(old.mapping[0].applies_to, AppliesTo::Users);
+    assert_eq!(old.validate(&reg()), Ok(()));
+    let shown = serde_json::to_value(old.redacted()).unwrap();
+    assert_eq!(shown["mapping"][0]["applies_to"], "users", "{shown}");
+    let t = scim(json!({
+        "kind": "scim", "base_url": "https://scim.example.com/v2", "auth": {"bearer": "t"},
+        "mapping": [{"applies_to": "groups", "target": "externalId", "source": "displayName"},
+                    {"applies_to": "group", "target": "x", "drop": true}]
+    }));
+    assert_eq!(t.validate(&reg()), Ok(()));
+    assert_eq!(t.mapping[0].applies_to, AppliesTo::Groups);
+    assert_eq!(t.mapping[1].applies_to, AppliesTo::Groups);
+    assert!(
+        serde_json::from_value::<TargetConfig>(json!({
+            "kind": "scim", "base_url": "https://scim.example.com/v2", "auth": {"bearer": "t"},
+            "mapping": [{"applies_to": "entities", "target": "x", "drop": true}]
+        }))
+        .is_err()
+    );
 }

@@ -175,6 +175,7 @@ impl TargetConfig {
             ));
         }
         for (i, m) in self.mapping.iter().enumerate() {
+            let kind = m.applies_to.kind();
             if AttrPath::parse(&m.target).is_none() {
                 return Err(invalid(
                     "mapping",
@@ -191,10 +192,27 @@ impl TargetConfig {
                         format!("mapping[{i}].source {src:?} is not an attribute path"),
                     )
                 })?;
-                if users.resolve(&path).is_none() {
+                if registry.view(kind).resolve(&path).is_none() {
+                    // A group attribute named by a user rule (or the reverse): say how.
+                    let other = match m.applies_to {
+                        AppliesTo::Users => AppliesTo::Groups,
+                        AppliesTo::Groups => AppliesTo::Users,
+                    };
+                    let hint = if registry.view(other.kind()).resolve(&path).is_some() {
+                        format!(
+                            " (it is a {} attribute: give the rule \"applies_to\": \"{}\")",
+                            other.kind().as_str(),
+                            other.as_str()
+                        )
+                    } else {
+                        String::new()
+                    };
                     return Err(invalid(
                         "mapping",
-                        format!("mapping[{i}].source {src:?} is not a User attribute of this hub"),
+                        format!(
+                            "mapping[{i}].source {src:?} is not a {} attribute of this hub{hint}",
+                            kind.as_str()
+                        ),
                     ));
                 }
             }

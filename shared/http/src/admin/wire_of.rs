@@ -5,6 +5,7 @@
 use provisync_core::sync::audit::AuditEntry;
 use provisync_core::sync::pull::{PullCounts, PullReport};
 use provisync_core::sync::reconcile::{GroupCounts, ReconcileCounts, ReconcileReport};
+use provisync_core::sync::runs::{KindTally, Problem, RunRecord, Settlement, Tally};
 use provisync_core::sync::schedule::CycleReport;
 use provisync_wire as wire;
 
@@ -39,7 +40,10 @@ fn group_counts(g: &GroupCounts) -> wire::GroupCounts {
         deleted: g.deleted,
         orphaned: g.orphaned,
         unchanged: g.unchanged,
+        refused: g.refused,
         failed: g.failed,
+        skipped: g.skipped,
+        queued: g.queued,
         members_added: g.members_added,
         members_removed: g.members_removed,
         unsupported: g.unsupported,
@@ -55,7 +59,10 @@ fn reconcile_counts(c: &ReconcileCounts) -> wire::ReconcileCounts {
         deleted: c.deleted,
         orphaned: c.orphaned,
         unchanged: c.unchanged,
+        refused: c.refused,
         failed: c.failed,
+        skipped: c.skipped,
+        queued: c.queued,
         groups: Some(group_counts(&c.groups)),
     }
 }
@@ -68,6 +75,61 @@ pub(super) fn reconcile_report(r: &ReconcileReport) -> wire::ReconcileReport {
         resumed: r.resumed,
         pages: r.pages,
         error: r.error.clone(),
+        run: r.run.clone(),
+        problems: r.problems.iter().map(problem).collect(),
+    }
+}
+
+pub(super) fn problem(p: &Problem) -> wire::Problem {
+    wire::Problem {
+        resource_type: p.resource_type.clone(),
+        resource_id: p.resource_id.clone(),
+        name: p.name.clone(),
+        op: p.op.as_str(),
+        status: p.status.as_str(),
+        detail: p.detail.clone(),
+    }
+}
+
+fn outcome_counts(sent: u64, k: &KindTally, queued: u64) -> wire::OutcomeCounts {
+    wire::OutcomeCounts {
+        sent,
+        created: k.created,
+        updated: k.updated,
+        deactivated: k.deactivated,
+        deleted: k.deleted,
+        skipped: k.skipped,
+        refused: k.refused,
+        failed: k.failed,
+        queued,
+        members_added: k.members_added,
+        members_removed: k.members_removed,
+    }
+}
+
+/// Where a run stands: `running` until it has queued everything, then what its
+/// outcomes say.
+pub(super) fn run_status(run: &RunRecord, tally: &Tally) -> wire::RunStatus {
+    let state = if !run.finished {
+        "running".to_string()
+    } else {
+        match tally.settlement(run.sent) {
+            Settlement::Confirmed => "complete",
+            Settlement::WithFailures => "complete_with_failures",
+            Settlement::Pending => "pending",
+        }
+        .to_string()
+    };
+    let queued = tally.queued(run.sent);
+    wire::RunStatus {
+        run: run.id.clone(),
+        kind: name_of(&run.kind),
+        target: run.target.clone(),
+        started_at: run.started_at.clone(),
+        state,
+        users: outcome_counts(run.sent.users, &tally.users, queued.users),
+        groups: outcome_counts(run.sent.groups, &tally.groups, queued.groups),
+        problems: tally.problems.iter().map(problem).collect(),
     }
 }
 
@@ -101,6 +163,7 @@ pub(super) fn cycle_report(r: &CycleReport) -> wire::CycleReport {
         outbox_resent: r.outbox_resent,
         outbox_complete: r.outbox_complete,
         outbox_unsendable: r.outbox_unsendable.clone(),
+        runs_settled: r.runs_settled,
     }
 }
 
@@ -129,7 +192,10 @@ mod tests {
                 deleted: 5,
                 orphaned: 6,
                 unchanged: 7,
+                refused: 18,
                 failed: 8,
+                skipped: 19,
+                queued: 20,
                 groups: GroupCounts {
                     checked: 9,
                     created: 10,
@@ -137,7 +203,10 @@ mod tests {
                     deleted: 12,
                     orphaned: 13,
                     unchanged: 14,
+                    refused: 21,
                     failed: 15,
+                    skipped: 22,
+                    queued: 23,
                     members_added: 16,
                     members_removed: 17,
                     unsupported,
@@ -146,6 +215,19 @@ mod tests {
             resumed: true,
             pages: 3,
             error: error.map(str::to_string),
+            run: error.is_none().then(|| "0190f0a1".to_string()),
+            problems: if unsupported {
+                vec![]
+            } else {
+                vec![Problem {
+                    resource_type: "User".into(),
+                    resource_id: "h1".into(),
+                    name: if error.is_some() { "" } else { "ada" }.into(),
+                    op: AuditOp::Create,
+                    status: AuditStatus::Refused,
+                    detail: "invalidSyntax".into(),
+                }]
+            },
         }
     }
 
@@ -153,6 +235,8 @@ mod tests {
     fn reports_serialize_as_the_domain_does() {
         for r in [
             report(RunState::Complete, None, false),
+            report(RunState::CompleteWithFailures, None, false),
+            report(RunState::Pending, Some("x"), false),
             report(RunState::Failed, Some("boom"), true),
             report(RunState::Unsupported, None, true),
         ] {
@@ -186,6 +270,7 @@ mod tests {
             outbox_resent: 3,
             outbox_complete: false,
             outbox_unsendable: vec!["e1".into()],
+            runs_settled: 4,
         };
         same_bytes(&cycle, &cycle_report(&cycle));
         same_bytes(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ReconcileCounts, ReconcileError, Reconciler};
 use crate::store::{Index, Item, Key, Query, StoreError, Write, now_epoch};
+use crate::sync::runs::Sent;
 
 // ---- checkpoints ----------------------------------------------------------------------
 
@@ -38,7 +39,12 @@ pub(super) struct Checkpoint {
     pub(super) group_pages: u32,
     /// Last hub id handled (phases `missing`, `group_missing`).
     pub(super) missing_after: Option<String>,
+    /// What the run found and did itself; the changes it queued count when the target
+    /// has answered (`sent`, and the run's outcomes).
     pub(super) counts: ReconcileCounts,
+    /// Change events the run queued so far.
+    #[serde(default)]
+    pub(super) sent: Sent,
 }
 
 fn state_key(target: &str) -> Key {

@@ -40,17 +40,19 @@ impl Reconciler {
     }
 
     /// One page of target groups: classify, compare attributes and members, queue what
-    /// differs, remove members the hub does not know, apply the orphan policy. Returns
-    /// the hub ids seen on the target.
+    /// differs (in run `run`), remove members the hub does not know, apply the orphan
+    /// policy. Returns the hub ids seen on the target and how many changes were queued.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn reconcile_group_page(
         &self,
         t: &TargetConfig,
+        run: &str,
         c: &dyn Connector,
         index: &HubIndex,
         members: &MemberLinks,
         groups: &[Value],
         counts: &mut GroupCounts,
-    ) -> Result<Vec<String>, ReconcileError> {
+    ) -> Result<(Vec<String>, u64), ReconcileError> {
         let kind = ResourceKind::Group;
         let ClassifiedPage {
             matched: classified,
@@ -127,37 +129,36 @@ impl Reconciler {
                     version: link.as_ref().map_or(0, |l| l.version),
                 });
             }
-            let mut changed = attrs_differ;
+            // Removing members unknown to the hub is done here; the rest is queued and
+            // counted (updated, members) when the target has answered.
+            let queued = attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty();
             if !diff.strangers.is_empty() {
-                changed = true;
                 if self
                     .remove_strangers(t, c, &tid, group, &diff.strangers)
                     .await
                 {
                     counts.members_removed += diff.strangers.len() as u64;
+                    if !queued {
+                        counts.updated += 1;
+                    }
                 } else {
                     counts.failed += 1;
                 }
             }
-            if attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty() {
-                changed = true;
-                counts.members_added += diff.added.len() as u64;
-                counts.members_removed += diff.removed.len() as u64;
-                let mut e = change_event(t, kind, stored, ChangeOp::Update);
+            if queued {
+                let mut e = change_event(t, run, kind, stored, ChangeOp::Update);
                 e.members_added = diff.added;
                 e.members_removed = diff.removed;
                 events.push(to_message(&e)?);
-            }
-            if changed {
-                counts.updated += 1;
-            } else {
+            } else if diff.strangers.is_empty() {
                 counts.unchanged += 1;
             }
         }
         // Links first: the events must find them.
         self.links.put_many(&link_writes).await?;
+        let sent = events.len() as u64;
         self.send(events).await?;
-        Ok(seen)
+        Ok((seen, sent))
     }
 
     /// Removes from a target group the members the hub does not know (no hub resource
@@ -232,15 +233,16 @@ impl Reconciler {
         }
     }
 
-    /// Create events for hub groups missing on the target, each with every member in
-    /// `members_added` (as the SCIM server's create of a group with members says it);
-    /// stale links dropped first so the engine creates.
+    /// Create events (in run `run`) for hub groups missing on the target, each with every
+    /// member in `members_added` (as the SCIM server's create of a group with members
+    /// says it); stale links dropped first so the engine creates. Returns how many were
+    /// queued.
     pub(super) async fn queue_group_creates(
         &self,
         t: &TargetConfig,
+        run: &str,
         hub_ids: &[String],
-        counts: &mut GroupCounts,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<u64, ReconcileError> {
         let kind = ResourceKind::Group;
         let groups = self
             .directory
@@ -254,7 +256,7 @@ impl Reconciler {
             if stale.contains_key(g.id()) {
                 self.links.delete(&t.id, kind, g.id()).await?;
             }
-            let mut e = change_event(t, kind, g, ChangeOp::Create);
+            let mut e = change_event(t, run, kind, g, ChangeOp::Create);
             e.members_added = self
                 .directory
                 .members_of(g.id())
@@ -263,11 +265,11 @@ impl Reconciler {
                 .into_iter()
                 .map(|m| m.value)
                 .collect();
-            counts.members_added += e.members_added.len() as u64;
             events.push(to_message(&e)?);
-            counts.created += 1;
         }
-        self.send(events).await
+        let sent = events.len() as u64;
+        self.send(events).await?;
+        Ok(sent)
     }
 }
 

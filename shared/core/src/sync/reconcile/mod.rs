@@ -16,8 +16,14 @@
 //!   reported, deactivated or deleted (done here: there is no hub resource to send);
 //! - everything else is unchanged: a target in sync receives no write at all.
 //!
-//! Events carry `Origin::Reconcile` and `only_targets = [target]` and go through the
-//! normal delivery engine (retries, audit, links).
+//! Events carry `Origin::Reconcile`, `only_targets = [target]` and the run's id, and go
+//! through the normal delivery engine (retries, audit, links), which records each one's
+//! outcome for the run ([`super::runs`]). The report counts a change as created, updated,
+//! … only once the target answered; when the comparison is done, the run waits for its
+//! outcomes within its time. What is still unknown then is reported `queued` (state
+//! [`RunState::Pending`]) and its outcome goes to the audit log when the schedule finds
+//! it settled. A run whose changes were refused or failed ends
+//! [`RunState::CompleteWithFailures`], naming them.
 //!
 //! A run is bounded in time: between pages it checks its deadline and, when it has
 //! passed, stores a checkpoint (`RECON#{target}` / `STATE`: listing cursor, counts, and
@@ -55,6 +61,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::deliver::in_scope;
 use super::link::{Link, Links};
 use super::mapping::map_resource;
+use super::runs::{Problem, Runs, Sent, Tally};
 use crate::connector::{ConnectorError, ConnectorFactory};
 use crate::directory::{Directory, Stored};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
@@ -77,40 +84,53 @@ pub use diff::{
 pub use lease::Lease;
 
 /// Counts of one reconcile run (or of the part done in this cycle plus the parts before
-/// it, for a resumed run).
+/// it, for a resumed run). What the run changed counts only once the target answered:
+/// a change handed to the delivery engine is `queued` until its outcome is known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileCounts {
     /// Accounts read from the target.
     pub checked: u64,
-    /// Hub users missing on the target: create events queued.
+    /// Hub users missing on the target, created there (the target answered success).
     pub created: u64,
-    /// Accounts that differ: update events queued.
+    /// Accounts that differed, updated on the target (an account found by its matching
+    /// attribute and brought up to date counts here too).
     pub updated: u64,
-    /// Out-of-scope accounts or orphans deactivated (or queued for it).
+    /// Out-of-scope accounts or orphans deactivated.
     pub deactivated: u64,
-    /// Out-of-scope accounts or orphans deleted (or queued for it).
+    /// Out-of-scope accounts or orphans deleted.
     pub deleted: u64,
     /// Accounts the hub does not know (whatever the policy did with them).
     pub orphaned: u64,
     /// Accounts in sync.
     pub unchanged: u64,
-    /// Accounts that could not be handled (see the logs and audit).
+    /// Changes the target refused (final; named in the report's `problems` and the audit).
+    #[serde(default)]
+    pub refused: u64,
+    /// Changes that failed: dead-lettered after their retries, or an orphan policy the
+    /// target did not carry out (see the audit log).
     pub failed: u64,
+    /// Changes the delivery engine found nothing to do for (operation not enabled, …).
+    #[serde(default)]
+    pub skipped: u64,
+    /// Changes queued whose outcome is not known yet (being delivered or retried).
+    #[serde(default)]
+    pub queued: u64,
     /// The groups' part of the run (the fields above count user accounts).
     #[serde(default)]
     pub groups: GroupCounts,
 }
 
-/// Counts of the group phases of a run.
+/// Counts of the group phases of a run (changes count once the target answered, as
+/// for users).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GroupCounts {
     /// Groups read from the target.
     pub checked: u64,
-    /// Hub groups missing on the target: create events queued.
+    /// Hub groups missing on the target, created there.
     pub created: u64,
-    /// Groups whose attributes or members differ: update events queued (or members the
-    /// hub does not know removed).
+    /// Groups whose attributes or members differed, updated (or members the hub does not
+    /// know removed).
     pub updated: u64,
     /// Orphan groups deleted (policy `delete`).
     pub deleted: u64,
@@ -118,11 +138,18 @@ pub struct GroupCounts {
     pub orphaned: u64,
     /// Groups in sync.
     pub unchanged: u64,
-    /// Groups that could not be handled.
+    /// Group changes the target refused.
+    pub refused: u64,
+    /// Group changes that failed.
     pub failed: u64,
-    /// Members queued for adding (creates included).
+    /// Group changes the engine found nothing to do for.
+    pub skipped: u64,
+    /// Group changes queued whose outcome is not known yet.
+    pub queued: u64,
+    /// Members added on the target (creates included), once the change was delivered.
     pub members_added: u64,
-    /// Members queued for removal, and members unknown to the hub removed at once.
+    /// Members removed: by delivered changes, and members unknown to the hub removed at
+    /// once.
     pub members_removed: u64,
     /// The target cannot list its groups: they were not reconciled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -137,7 +164,10 @@ impl GroupCounts {
         self.deleted += o.deleted;
         self.orphaned += o.orphaned;
         self.unchanged += o.unchanged;
+        self.refused += o.refused;
         self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.queued += o.queued;
         self.members_added += o.members_added;
         self.members_removed += o.members_removed;
         self.unsupported |= o.unsupported;
@@ -149,14 +179,17 @@ impl GroupCounts {
             return "not supported (this kind of target cannot list groups)".into();
         }
         format!(
-            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} failed={} members_added={} members_removed={}",
+            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} members_added={} members_removed={}",
             self.checked,
             self.created,
             self.updated,
             self.deleted,
             self.orphaned,
             self.unchanged,
+            self.refused,
             self.failed,
+            self.skipped,
+            self.queued,
             self.members_added,
             self.members_removed
         )
@@ -172,15 +205,46 @@ impl ReconcileCounts {
         self.deleted += o.deleted;
         self.orphaned += o.orphaned;
         self.unchanged += o.unchanged;
+        self.refused += o.refused;
         self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.queued += o.queued;
         self.groups.add(&o.groups);
+    }
+
+    /// These counts (what the run found, and did itself) with the outcomes of the
+    /// changes it queued: confirmed ones counted by what the target did, the rest queued.
+    pub fn with_outcomes(&self, sent: Sent, tally: &Tally) -> ReconcileCounts {
+        let mut c = self.clone();
+        let queued = tally.queued(sent);
+        let u = &tally.users;
+        c.created += u.created;
+        c.updated += u.updated;
+        c.deactivated += u.deactivated;
+        c.deleted += u.deleted;
+        c.refused += u.refused;
+        c.failed += u.failed;
+        c.skipped += u.skipped;
+        c.queued += queued.users;
+        let g = &tally.groups;
+        c.groups.created += g.created;
+        // A group "deactivated" is no such thing: counted as updated.
+        c.groups.updated += g.updated + g.deactivated;
+        c.groups.deleted += g.deleted;
+        c.groups.refused += g.refused;
+        c.groups.failed += g.failed;
+        c.groups.skipped += g.skipped;
+        c.groups.queued += queued.groups;
+        c.groups.members_added += g.members_added;
+        c.groups.members_removed += g.members_removed;
+        c
     }
 
     /// `checked=… created=… … groups: checked=… …`: the audit detail and the log line
     /// (users first, as before groups were reconciled).
     pub fn summary(&self) -> String {
         format!(
-            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} failed={} groups: {}",
+            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} groups: {}",
             self.checked,
             self.created,
             self.updated,
@@ -188,7 +252,10 @@ impl ReconcileCounts {
             self.deleted,
             self.orphaned,
             self.unchanged,
+            self.refused,
             self.failed,
+            self.skipped,
+            self.queued,
             self.groups.summary()
         )
     }
@@ -198,8 +265,15 @@ impl ReconcileCounts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
-    /// Done: the next run starts over.
+    /// Done, and the target took every change the run made: the next run starts over.
     Complete,
+    /// Done, and every change has its outcome, but the target refused some or some
+    /// failed (`refused`, `failed`, named in `problems`).
+    CompleteWithFailures,
+    /// Done comparing; some changes are still queued (or being retried) and their
+    /// outcome was not known within the run's time. It is written to the audit log when
+    /// known (`GET /admin/runs/{run}` shows it meanwhile).
+    Pending,
     /// Out of time: a checkpoint holds the position; the next cycle continues.
     Suspended,
     /// Another cycle holds the target's lease: nothing done.
@@ -225,6 +299,21 @@ pub struct ReconcileReport {
     /// Why the run failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run's id, when it queued changes (`GET /admin/runs/{run}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Changes the target refused or that failed (or are being retried), named; at most
+    /// [`MAX_PROBLEMS`](super::runs::MAX_PROBLEMS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl RunState {
+    /// Whether a run that ended so reports a failure (what `provisync sync` exits
+    /// non-zero for).
+    pub fn is_failure(self) -> bool {
+        matches!(self, RunState::Failed | RunState::CompleteWithFailures)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +342,7 @@ pub struct Reconciler {
     audit: Audit,
     queue: Arc<dyn Queue>,
     factory: ConnectorFactory,
+    runs: Runs,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -275,6 +365,7 @@ impl Reconciler {
         let store = directory.store().clone();
         Reconciler {
             links: Links::new(store.clone()),
+            runs: Runs::new(store.clone()),
             store,
             directory,
             targets,
@@ -418,17 +509,30 @@ struct ClassifiedPage<'a> {
     links: HashMap<String, Link>,
 }
 
-/// The change event for one user to one target (the engine's format).
-fn event_for(t: &TargetConfig, u: &Stored, op: ChangeOp) -> Result<OutMessage, ReconcileError> {
-    to_message(&change_event(t, ResourceKind::User, u, op))
+/// The change event for one user to one target (the engine's format), in run `run`.
+fn event_for(
+    t: &TargetConfig,
+    run: &str,
+    u: &Stored,
+    op: ChangeOp,
+) -> Result<OutMessage, ReconcileError> {
+    to_message(&change_event(t, run, ResourceKind::User, u, op))
 }
 
-/// The change event for one resource to one target, from reconcile.
-fn change_event(t: &TargetConfig, kind: ResourceKind, s: &Stored, op: ChangeOp) -> ChangeEvent {
+/// The change event for one resource to one target, from reconcile run `run` (the
+/// engine records its outcome there).
+fn change_event(
+    t: &TargetConfig,
+    run: &str,
+    kind: ResourceKind,
+    s: &Stored,
+    op: ChangeOp,
+) -> ChangeEvent {
     let mut e = ChangeEvent::new(kind, s.id(), op, Origin::Reconcile);
     e.resource = Some(s.resource.clone());
     e.version = s.version;
     e.only_targets = vec![t.id.clone()];
+    e.run = Some(run.to_string());
     e
 }
 

@@ -1,5 +1,6 @@
 //! Driving one run: the lease, the phases in order (user listing, missing users, group
-//! listing, missing groups), suspending at the deadline, and the report.
+//! listing, missing groups), suspending at the deadline, waiting for the outcomes of what
+//! it queued, and the report.
 
 use std::time::Duration;
 
@@ -10,51 +11,73 @@ use super::{
 };
 use crate::connector::listing_unsupported;
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use crate::sync::runs::{RunKind, RunRecord, Sent, Settlement, Tally, append_problems};
 use crate::target::TargetConfig;
 
 impl Reconciler {
-    /// Reconciles one target until done or until `deadline`, under its lease.
+    /// Reconciles one target until done or until `deadline`, under its lease, and waits
+    /// for the outcomes of what it queued until `deadline` too.
     pub async fn reconcile_target(
         &self,
         t: &TargetConfig,
         deadline: tokio::time::Instant,
     ) -> ReconcileReport {
+        self.reconcile_target_until(t, deadline, deadline).await
+    }
+
+    /// Compares until `deadline`; then, if the comparison is done, waits for the
+    /// outcomes of the changes the run queued until `settle_by` (a run that is not done
+    /// reports the outcomes known so far). Logs and audits how it ended.
+    pub async fn reconcile_target_until(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+        settle_by: tokio::time::Instant,
+    ) -> ReconcileReport {
+        let compared = self.compare_target(t, deadline).await;
+        self.settle(t, compared, settle_by).await
+    }
+
+    /// The comparison of one target, under its lease: how it stopped.
+    async fn compare_target(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<RunOutcome, Box<FailedRun>> {
         let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         let lease_ttl = budget + Duration::from_secs(120);
         let lease = match Lease::acquire(self.store.as_ref(), &t.id, lease_ttl).await {
             Ok(Some(l)) => l,
             Ok(None) => {
                 tracing::info!(target_id = %t.id, "reconcile skipped: another cycle holds the target");
-                return ReconcileReport {
-                    target: t.id.clone(),
+                return Ok(RunOutcome {
                     state: RunState::Busy,
                     counts: ReconcileCounts::default(),
                     resumed: false,
                     pages: 0,
-                    error: None,
-                };
+                    run: None,
+                });
             }
-            Err(e) => {
-                return self
-                    .finish(t, Err(Box::new(FailedRun::before_start(e.into()))))
-                    .await;
-            }
+            Err(e) => return Err(Box::new(FailedRun::before_start(e.into()))),
         };
         let result = self.run(t, deadline).await;
         if let Err(e) = lease.release(self.store.as_ref()).await {
             tracing::warn!(target_id = %t.id, error = %e, "lease not released (it expires)");
         }
-        self.finish(t, result).await
+        result
     }
 
-    /// Logs and audits the end of a run.
-    async fn finish(
+    /// The outcomes of what the run queued (waited for until `settle_by` when the
+    /// comparison is done), the run's record kept for the schedule while they are not
+    /// all known, and the report, logged and audited.
+    async fn settle(
         &self,
         t: &TargetConfig,
         result: Result<RunOutcome, Box<FailedRun>>,
+        settle_by: tokio::time::Instant,
     ) -> ReconcileReport {
-        let (state, counts, resumed, pages, error) = match result {
-            Ok(o) => (o.state, o.counts, o.resumed, o.pages, None),
+        let (state, counts, resumed, pages, error, run) = match result {
+            Ok(o) => (o.state, o.counts, o.resumed, o.pages, None, o.run),
             Err(failed) => {
                 let f = *failed;
                 (
@@ -63,12 +86,55 @@ impl Reconciler {
                     f.resumed,
                     f.pages,
                     Some(f.error.to_string()),
+                    f.run,
                 )
             }
         };
+        let (state, counts, problems, run) = match run.filter(|r| r.sent != Sent::default()) {
+            None => (state, counts, Vec::new(), None),
+            Some(run) => {
+                let tally = if run.finished {
+                    self.runs.wait(&run, settle_by).await
+                } else {
+                    self.runs.tally(&run.id).await
+                };
+                let tally = tally.unwrap_or_else(|e| {
+                    tracing::warn!(target_id = %t.id, error = %e, "run outcomes not read: reported queued");
+                    Tally::default()
+                });
+                let settlement = tally.settlement(run.sent);
+                let state = match (state, settlement) {
+                    (RunState::Complete, Settlement::Confirmed) => RunState::Complete,
+                    (RunState::Complete, Settlement::WithFailures) => {
+                        RunState::CompleteWithFailures
+                    }
+                    (RunState::Complete, Settlement::Pending) => RunState::Pending,
+                    (other, _) => other,
+                };
+                // Open (for the schedule to settle) until finished and every outcome known.
+                let open = !run.finished || settlement == Settlement::Pending;
+                if let Err(e) = self.runs.save(&run, open).await {
+                    tracing::warn!(target_id = %t.id, error = %e, "run record not written");
+                }
+                let counts = counts.with_outcomes(run.sent, &tally);
+                (state, counts, tally.problems, Some(run.id))
+            }
+        };
         let summary = counts.summary();
-        let (status, detail) = match state {
+        let (status, mut detail) = match state {
             RunState::Complete => (AuditStatus::Delivered, format!("complete: {summary}")),
+            RunState::CompleteWithFailures => (
+                AuditStatus::Failed,
+                format!("complete with failures: {summary}"),
+            ),
+            RunState::Pending => (
+                AuditStatus::Queued,
+                format!(
+                    "compared; {} change(s) still queued, their outcome is recorded when known (run {}): {summary}",
+                    counts.queued + counts.groups.queued,
+                    run.as_deref().unwrap_or_default()
+                ),
+            ),
             RunState::Suspended => (
                 AuditStatus::Queued,
                 format!("out of time, continues next cycle: {summary}"),
@@ -83,6 +149,7 @@ impl Reconciler {
                 format!("{}: {summary}", error.clone().unwrap_or_default()),
             ),
         };
+        append_problems(&mut detail, &problems);
         match state {
             RunState::Failed => {
                 tracing::warn!(target_id = %t.id, error = error.as_deref().unwrap_or(""), checked = counts.checked, "reconcile failed")
@@ -99,7 +166,9 @@ impl Reconciler {
                 deleted = counts.deleted,
                 orphaned = counts.orphaned,
                 unchanged = counts.unchanged,
+                refused = counts.refused,
                 failed = counts.failed,
+                queued = counts.queued,
                 groups = %counts.groups.summary(),
                 "reconcile"
             ),
@@ -115,6 +184,8 @@ impl Reconciler {
             resumed,
             pages,
             error,
+            run,
+            problems,
         }
     }
 
@@ -137,6 +208,7 @@ impl Reconciler {
                     group_pages: 0,
                     missing_after: None,
                     counts: ReconcileCounts::default(),
+                    sent: Sent::default(),
                 },
                 false,
             ),
@@ -144,20 +216,28 @@ impl Reconciler {
         };
         let mut pages_now = 0;
         let mut group_pages_now = 0;
+        let record = |cp: &Checkpoint, finished: bool| RunRecord {
+            finished,
+            sent: cp.sent,
+            started_at: cp.started_at.clone(),
+            ..RunRecord::new(&cp.run, RunKind::Reconcile, &t.id)
+        };
         let fail = |error: ReconcileError, cp: &Checkpoint, pages: u32| {
             Err(Box::new(FailedRun {
                 error,
                 counts: cp.counts.clone(),
                 resumed,
                 pages,
+                run: Some(record(cp, false)),
             }))
         };
-        let stop = |state: RunState, counts: ReconcileCounts, pages: u32| {
+        let stop = |state: RunState, cp: &Checkpoint, pages: u32| {
             Ok(RunOutcome {
                 state,
-                counts,
+                counts: cp.counts.clone(),
                 resumed,
                 pages,
+                run: Some(record(cp, state == RunState::Complete)),
             })
         };
         let index = match self.hub_index(t).await {
@@ -174,13 +254,13 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return stop(RunState::Suspended, cp.counts, pages_now);
+                    return stop(RunState::Suspended, &cp, pages_now);
                 }
                 let page = match connector.list_users(cp.cursor.as_deref()).await {
                     Ok(p) => p,
                     Err(e) if cp.pages == 0 && e == listing_unsupported() => {
                         // Nothing to compare with: not a failure, and nothing to resume.
-                        return stop(RunState::Unsupported, cp.counts, 0);
+                        return stop(RunState::Unsupported, &cp, 0);
                     }
                     Err(e) => {
                         // Keep what was done: the next cycle retries this page.
@@ -190,8 +270,15 @@ impl Reconciler {
                 };
                 pages_now += 1;
                 let mut counts = ReconcileCounts::default();
-                let seen_now = match self
-                    .reconcile_page(t, connector.as_ref(), &index, &page.resources, &mut counts)
+                let (seen_now, sent) = match self
+                    .reconcile_page(
+                        t,
+                        &cp.run,
+                        connector.as_ref(),
+                        &index,
+                        &page.resources,
+                        &mut counts,
+                    )
                     .await
                 {
                     Ok(s) => s,
@@ -201,6 +288,7 @@ impl Reconciler {
                     }
                 };
                 cp.counts.add(&counts);
+                cp.sent.users += sent;
                 cp.pages += 1;
                 cp.cursor = page.next.clone();
                 if cp.cursor.is_none() {
@@ -225,14 +313,15 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return stop(RunState::Suspended, cp.counts, pages_now);
+                    return stop(RunState::Suspended, &cp, pages_now);
                 }
-                let mut counts = ReconcileCounts::default();
-                if let Err(e) = self.queue_creates(t, chunk, &mut counts).await {
-                    let _ = self.save_checkpoint(&t.id, &cp).await;
-                    return fail(e, &cp, pages_now);
+                match self.queue_creates(t, &cp.run, chunk).await {
+                    Ok(sent) => cp.sent.users += sent,
+                    Err(e) => {
+                        let _ = self.save_checkpoint(&t.id, &cp).await;
+                        return fail(e, &cp, pages_now);
+                    }
                 }
-                cp.counts.add(&counts);
                 cp.missing_after = chunk.last().cloned();
             }
             cp.phase = Phase::GroupListing;
@@ -269,7 +358,7 @@ impl Reconciler {
                     if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                         return fail(e, &cp, pages_now);
                     }
-                    return stop(RunState::Suspended, cp.counts, pages_now);
+                    return stop(RunState::Suspended, &cp, pages_now);
                 }
                 let page = match connector.list_groups(cp.cursor.as_deref()).await {
                     Ok(p) => p,
@@ -279,7 +368,7 @@ impl Reconciler {
                         if let Err(e) = self.clear_checkpoint(&t.id).await {
                             tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
                         }
-                        return stop(RunState::Complete, cp.counts, pages_now);
+                        return stop(RunState::Complete, &cp, pages_now);
                     }
                     Err(e) => {
                         let _ = self.save_checkpoint(&t.id, &cp).await;
@@ -288,9 +377,10 @@ impl Reconciler {
                 };
                 group_pages_now += 1;
                 let mut counts = GroupCounts::default();
-                let seen_now = match self
+                let (seen_now, sent) = match self
                     .reconcile_group_page(
                         t,
+                        &cp.run,
                         connector.as_ref(),
                         &groups,
                         &members,
@@ -306,6 +396,7 @@ impl Reconciler {
                     }
                 };
                 cp.counts.groups.add(&counts);
+                cp.sent.groups += sent;
                 cp.group_pages += 1;
                 cp.cursor = page.next.clone();
                 if cp.cursor.is_none() {
@@ -328,24 +419,26 @@ impl Reconciler {
                 if let Err(e) = self.save_checkpoint(&t.id, &cp).await {
                     return fail(e, &cp, pages_now);
                 }
-                return stop(RunState::Suspended, cp.counts, pages_now);
+                return stop(RunState::Suspended, &cp, pages_now);
             }
-            let mut counts = GroupCounts::default();
-            if let Err(e) = self.queue_group_creates(t, chunk, &mut counts).await {
-                let _ = self.save_checkpoint(&t.id, &cp).await;
-                return fail(e, &cp, pages_now);
+            match self.queue_group_creates(t, &cp.run, chunk).await {
+                Ok(sent) => cp.sent.groups += sent,
+                Err(e) => {
+                    let _ = self.save_checkpoint(&t.id, &cp).await;
+                    return fail(e, &cp, pages_now);
+                }
             }
-            cp.counts.groups.add(&counts);
             cp.missing_after = chunk.last().cloned();
         }
         if let Err(e) = self.clear_checkpoint(&t.id).await {
             tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
         }
-        stop(RunState::Complete, cp.counts, pages_now)
+        stop(RunState::Complete, &cp, pages_now)
     }
 
     /// Reconciles every enabled target in `scheduled` mode, each with what is left of
-    /// the time.
+    /// the time: every comparison first, then the waits for their outcomes (delivery
+    /// runs meanwhile), all until `deadline`.
     pub async fn reconcile_scheduled(
         &self,
         deadline: tokio::time::Instant,
@@ -355,14 +448,25 @@ impl Reconciler {
             .list()
             .await
             .map_err(|e| ReconcileError::Setup(format!("targets: {e}")))?;
-        let mut out = Vec::new();
-        for t in targets
+        let scheduled: Vec<&TargetConfig> = targets
             .iter()
             .filter(|t| t.enabled && t.mode == crate::target::DeliveryMode::Scheduled)
-        {
-            out.push(self.reconcile_target(t, deadline).await);
+            .collect();
+        let mut compared = Vec::new();
+        for t in &scheduled {
+            compared.push(self.compare_target(t, deadline).await);
+        }
+        let mut out = Vec::new();
+        for (t, c) in scheduled.into_iter().zip(compared) {
+            out.push(self.settle(t, c, deadline).await);
         }
         Ok(out)
+    }
+
+    /// Settles the runs the schedule left open whose outcomes are now all known: each
+    /// one's outcome goes to the audit log. Returns how many.
+    pub async fn settle_open_runs(&self) -> Result<usize, ReconcileError> {
+        Ok(self.runs.settle_open(&self.audit).await?)
     }
 }
 
@@ -375,6 +479,8 @@ struct RunOutcome {
     resumed: bool,
     /// User pages this cycle read.
     pages: u32,
+    /// The run, as its record says (`None` when nothing ran: busy).
+    run: Option<RunRecord>,
 }
 
 /// A failed run: the error, the counts so far, resumed, the user pages this cycle read
@@ -384,6 +490,7 @@ struct FailedRun {
     counts: ReconcileCounts,
     resumed: bool,
     pages: u32,
+    run: Option<RunRecord>,
 }
 
 impl FailedRun {
@@ -395,6 +502,7 @@ impl FailedRun {
             counts: ReconcileCounts::default(),
             resumed: false,
             pages: 0,
+            run: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::event::ChangeOp;
 use crate::sync::audit::AuditOp;
 use crate::sync::link::Link;
 use crate::sync::mapping::{content_hash, map_resource};
-use crate::target::{OrphanPolicy, OutOfScope, TargetConfig, TargetKind};
+use crate::target::{OrphanPolicy, TargetConfig, TargetKind};
 use provisync_scim::ResourceKind;
 
 impl Reconciler {
@@ -23,16 +23,18 @@ impl Reconciler {
         self.index_of(t, ResourceKind::User, matching).await
     }
 
-    /// One page of target accounts: classify, compare, queue what differs, apply the
-    /// orphan policy. Returns the hub ids seen on the target.
+    /// One page of target accounts: classify, compare, queue what differs (in run
+    /// `run`), apply the orphan policy. Returns the hub ids seen on the target and how
+    /// many changes were queued.
     pub(super) async fn reconcile_page(
         &self,
         t: &TargetConfig,
+        run: &str,
         c: &dyn Connector,
         index: &HubIndex,
         accounts: &[Value],
         counts: &mut ReconcileCounts,
-    ) -> Result<Vec<String>, ReconcileError> {
+    ) -> Result<(Vec<String>, u64), ReconcileError> {
         let ClassifiedPage {
             matched: classified,
             hub,
@@ -126,19 +128,17 @@ impl Reconciler {
                         at: now,
                         version: link.as_ref().map_or(0, |l| l.version),
                     });
-                    match verdict {
-                        Verdict::Leave(OutOfScope::Delete) => counts.deleted += 1,
-                        Verdict::Leave(_) => counts.deactivated += 1,
-                        _ => counts.updated += 1,
-                    }
-                    events.push(event_for(t, user, ChangeOp::Update)?);
+                    // Counted as updated, deactivated or deleted when the target has
+                    // answered (the engine applies the out-of-scope policy).
+                    events.push(event_for(t, run, user, ChangeOp::Update)?);
                 }
             }
         }
         // Links first: the events must find them.
         self.links.put_many(&link_writes).await?;
+        let sent = events.len() as u64;
         self.send(events).await?;
-        Ok(seen)
+        Ok((seen, sent))
     }
 
     async fn orphan(
@@ -172,14 +172,15 @@ impl Reconciler {
         }
     }
 
-    /// Create events for hub users missing on the target (stale links dropped first, so
-    /// the engine creates instead of updating an account that is gone).
+    /// Create events (in run `run`) for hub users missing on the target (stale links
+    /// dropped first, so the engine creates instead of updating an account that is
+    /// gone). Returns how many were queued.
     pub(super) async fn queue_creates(
         &self,
         t: &TargetConfig,
+        run: &str,
         hub_ids: &[String],
-        counts: &mut ReconcileCounts,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<u64, ReconcileError> {
         let users = self
             .directory
             .load_existing(ResourceKind::User, hub_ids)
@@ -192,9 +193,10 @@ impl Reconciler {
             if stale.contains_key(u.id()) {
                 self.links.delete(&t.id, ResourceKind::User, u.id()).await?;
             }
-            events.push(event_for(t, u, ChangeOp::Create)?);
-            counts.created += 1;
+            events.push(event_for(t, run, u, ChangeOp::Create)?);
         }
-        self.send(events).await
+        let sent = events.len() as u64;
+        self.send(events).await?;
+        Ok(sent)
     }
 }
