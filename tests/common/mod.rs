@@ -2,6 +2,7 @@
 //! a small SCIM client around reqwest.
 
 pub mod apigw;
+pub mod counting;
 pub mod crowd;
 pub mod graph;
 pub mod load;

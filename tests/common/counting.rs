@@ -1,0 +1,86 @@
+//! A [`Store`] wrapper that counts what the hub reads: items returned by `get`,
+//! `get_many` and `query`, and the calls made. Benchmarks report "store items read per
+//! page" from it; tests bound the reads of one page with it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
+
+/// Reads seen since the last [`CountingStore::reset`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Items handed back by the store.
+    pub items: u64,
+    /// Calls to `get`, `get_many` and `query`.
+    pub calls: u64,
+}
+
+/// Counts the reads of the store it wraps; writes pass through uncounted.
+#[derive(Clone)]
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    items: Arc<AtomicU64>,
+    calls: Arc<AtomicU64>,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn Store>) -> CountingStore {
+        CountingStore {
+            inner,
+            items: Arc::new(AtomicU64::new(0)),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The reads since the last reset, and starts counting again from zero.
+    pub fn reset(&self) -> Reads {
+        Reads {
+            items: self.items.swap(0, Ordering::SeqCst),
+            calls: self.calls.swap(0, Ordering::SeqCst),
+        }
+    }
+
+    /// The reads since the last reset.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            items: self.items.load(Ordering::SeqCst),
+            calls: self.calls.load(Ordering::SeqCst),
+        }
+    }
+
+    fn saw(&self, items: usize) {
+        self.items.fetch_add(items as u64, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let r = self.inner.get(key).await?;
+        self.saw(usize::from(r.is_some()));
+        Ok(r)
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        let r = self.inner.get_many(keys).await?;
+        self.saw(r.len());
+        Ok(r)
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        let r = self.inner.query(query).await?;
+        self.saw(r.items.len());
+        Ok(r)
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.inner.transact(writes).await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
