@@ -230,7 +230,11 @@ async fn run_size(backend: &str, n: usize, reps: usize, pass_budget: Duration) {
         let (t, r) = b
             .median(&format!("cursor={}&count={PAGE}", cursors[at]), reps)
             .await;
-        row(&format!("cursor page {at} ({name})"), &ms(t), &r.to_string());
+        row(
+            &format!("cursor page {at} ({name})"),
+            &ms(t),
+            &r.to_string(),
+        );
     }
 }
 

@@ -83,10 +83,12 @@ impl Hub {
         } = parts;
         let secrets = Arc::new(secrets);
         let sealer = secrets.clone();
-        let directory = Directory::new(store.clone(), schemas.clone()).with_events(EventSink {
-            queue: queue.clone(),
-            seal: Some(Arc::new(move |p: &str| Some(sealer.seal(p)))),
-        });
+        let directory = Directory::new(store.clone(), schemas.clone())
+            .with_events(EventSink {
+                queue: queue.clone(),
+                seal: Some(Arc::new(move |p: &str| Some(sealer.seal(p)))),
+            })
+            .with_cursor_key(&secrets);
         let targets = Targets::new(store.clone(), secrets.clone());
         let sources = Sources::new(store.clone(), secrets.clone());
         let audit = Audit::new(store.clone());
@@ -139,6 +141,7 @@ impl Hub {
     /// The scheduled cycle of this hub (pull, reconcile, outbox, dead letters).
     pub fn schedule(&self) -> Schedule {
         Schedule {
+            directory: self.directory.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
             reconciler: self.reconciler.clone(),

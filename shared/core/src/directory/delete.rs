@@ -1,5 +1,6 @@
 //! Deletes: the resource, its uniqueness keys and everything that points at it.
 
+use super::counts::count_write;
 use super::keys::{UniqueAttr, member_key, resource_key};
 use super::{Directory, DirectoryError, Stored, WriteContext, check_if_match, store_error};
 use crate::event::{ChangeOp, outbox_write};
@@ -62,10 +63,14 @@ impl Directory {
                 .await
                 .map_err(store_error)?;
         }
-        let mut writes = vec![Write::Delete {
-            key: resource_key(kind, id),
-            condition: Condition::VersionIs(current.version),
-        }];
+        // The resource and its count, in one transaction (`counts.rs`).
+        let mut writes = vec![
+            Write::Delete {
+                key: resource_key(kind, id),
+                condition: Condition::VersionIs(current.version),
+            },
+            count_write(kind, -1),
+        ];
         for attr in UniqueAttr::for_kind(kind) {
             if let Some(v) = attr.value_in(&current.resource) {
                 writes.push(Write::delete(attr.key(kind, v)));
