@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod filter;
+pub mod paging;
 pub mod patch;
 pub mod path;
 pub mod projection;

@@ -163,6 +163,8 @@ pub struct Directory {
     /// deployment opens the cursors of the others).
     cursor_key: Arc<SecretBox>,
     cursor_timeout_secs: i64,
+    /// Resources one cursor page of a filtered walk examines at most.
+    page_read_budget: usize,
     /// The store is known to be in the current key layout.
     layout_ready: Arc<AtomicBool>,
     positions: Arc<positions::Positions>,
@@ -235,6 +237,7 @@ impl Directory {
             // Until the operator key is given: cursors of this process only.
             cursor_key: Arc::new(SecretBox::generate().0),
             cursor_timeout_secs: CURSOR_TIMEOUT_SECS as i64,
+            page_read_budget: PAGE_READ_BUDGET,
             layout_ready: Arc::new(AtomicBool::new(false)),
             positions: Arc::new(positions::Positions::default()),
         }
@@ -250,6 +253,13 @@ impl Directory {
     /// How long a cursor stays valid after the page that issued it.
     pub fn with_cursor_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.cursor_timeout_secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How many resources one cursor page of a filtered walk examines at most (by
+    /// default [`PAGE_READ_BUDGET`]).
+    pub fn with_page_read_budget(mut self, budget: usize) -> Self {
+        self.page_read_budget = budget.max(1);
         self
     }
 

@@ -4,7 +4,7 @@
 //!
 //! - by cursor, the position is in the cursor. An unfiltered page reads `count` resources
 //!   (plus each shard's spare); a filtered one examines at most [`PAGE_READ_BUDGET`]
-//!   resources (or `count`, if larger) and may return fewer than `count`, with a
+//!   resources (or `count`, if larger; [`Directory::with_page_read_budget`]) and may return fewer than `count`, with a
 //!   `nextCursor` that continues after the last one examined (RFC 9865 §2 lets a page hold
 //!   fewer). `totalResults` comes from the maintained counts when there is no filter, and
 //!   is left out otherwise (RFC 9865 §2), except for `count=0`, which asks for it alone.
@@ -24,7 +24,8 @@ use super::{
 use crate::store::now_epoch;
 use provisync_scim::ResourceKind;
 
-/// Resources one cursor page of a filtered query examines at most.
+/// Resources one cursor page of a filtered query examines at most, by default
+/// ([`Directory::with_page_read_budget`]).
 pub const PAGE_READ_BUDGET: usize = 1000;
 
 /// One ordered walk: the index, where the query starts, its direction.
@@ -73,7 +74,7 @@ impl<'a> Reader<'a> {
         let batch = Merge::batch_for(walk.count.max(1), sharded.partitions());
         let filtered = req.filter.is_some();
         let max_batch = if filtered {
-            budget.min(PAGE_READ_BUDGET) / sharded.partitions()
+            budget.min(dir.page_read_budget) / sharded.partitions()
         } else {
             batch
         };
@@ -216,7 +217,7 @@ impl Directory {
             }
         };
         let budget = if filtered {
-            PAGE_READ_BUDGET.max(walk.count)
+            self.page_read_budget.max(walk.count)
         } else {
             usize::MAX
         };
