@@ -1727,3 +1727,176 @@ async fn pull_does_not_take_over_hub_users_embedded() {
 async fn pull_does_not_take_over_hub_users_dynamodb() {
     pull_does_not_take_over_hub_users(Backend::DynamoDb).await;
 }
+
+/// Seeds `n` users named `{prefix}{i:04}` into a hub's store (the import path).
+async fn seed_peer(peer: &Hub, prefix: &str, n: usize) {
+    let dir = provisync_core::directory::Directory::new(
+        peer.store.clone(),
+        provisync_scim::SchemaRegistry::builtin(),
+    );
+    let bodies: Vec<Value> = (0..n)
+        .map(|i| person(&format!("{prefix}{i:04}"), "Seeded"))
+        .collect();
+    for r in dir
+        .create_batch(
+            provisync_scim::ResourceKind::User,
+            &bodies,
+            provisync_core::event::Origin::Import,
+            false,
+        )
+        .await
+    {
+        r.expect("seed");
+    }
+}
+
+/// The `GET /Users` listings a proxy saw, and how they paged.
+fn listings(proxy: &RecordingProxy) -> (usize, usize) {
+    let urls: Vec<String> = proxy
+        .urls()
+        .into_iter()
+        .filter(|u| u.starts_with("GET ") && u.contains("/Users?"))
+        .collect();
+    let by_cursor = urls.iter().filter(|u| u.contains("cursor=")).count();
+    let by_index = urls.iter().filter(|u| u.contains("startIndex=")).count();
+    (by_cursor, by_index)
+}
+
+/// The hub pulls from a peer that pages by cursor (another Provisync hub: the routers
+/// `provisync serve` runs, over loopback HTTP) with cursors, and from `scim2-server`,
+/// which announces none, by `startIndex`.
+async fn pull_pages_by_cursor_where_offered(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let peer = Hub::start(Backend::Embedded).await.expect("peer");
+    seed_peer(&peer, "far", 250).await;
+    let proxy = RecordingProxy::start(&peer.base).await;
+    put_source(
+        &hub,
+        json!({"id": "hub2", "direction": "pull", "user_sync": true,
+            "pull": {"kind": "scim", "base_url": format!("{}/scim/v2", proxy.origin),
+                     "auth": {"bearer": provisync_tests::TOKEN}}}),
+    )
+    .await;
+    let p = pull_cycle(&hub).await;
+    assert_eq!((p.users.fetched, p.users.created), (250, 250), "{p:?}");
+    assert!(p.incremental);
+    let (by_cursor, by_index) = listings(&proxy);
+    assert_eq!((by_cursor, by_index), (3, 0), "{:?}", proxy.urls());
+    assert!(
+        proxy.urls().iter().any(|u| u.contains("cursor=v1.")),
+        "continued with nextCursor: {:?}",
+        proxy.urls()
+    );
+
+    // Incremental: `meta.lastModified gt` by cursor, answered from the peer's index.
+    proxy.clear();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = peer.post("/Users", &person("far-new", "New")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let p = pull_cycle(&hub).await;
+    assert_eq!((p.users.fetched, p.users.created), (1, 1), "{p:?}");
+    assert!(
+        proxy
+            .urls()
+            .iter()
+            .any(|u| u.contains("cursor=") && u.contains("meta.lastModified")),
+        "{:?}",
+        proxy.urls()
+    );
+    assert_eq!(listings(&proxy).1, 0, "{:?}", proxy.urls());
+
+    // scim2-server announces no cursors: pages by startIndex.
+    let Some(scim2) = ScimPeer::start().await else {
+        return;
+    };
+    for n in ["ann", "ben", "cat"] {
+        let (s, b) = scim2.post("/Users", &person(n, "Peer")).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let proxy2 = RecordingProxy::start(&scim2.base).await;
+    let hub2 = Hub::start(Backend::Embedded).await.expect("hub");
+    put_source(
+        &hub2,
+        json!({"id": "idp", "direction": "pull", "user_sync": true,
+            "pull": {"kind": "scim", "base_url": format!("{}/v2", proxy2.origin),
+                     "auth": {"bearer": scim2.token}}}),
+    )
+    .await;
+    let p = pull_cycle(&hub2).await;
+    assert_eq!(p.users.created, 3, "{p:?}");
+    let (by_cursor, by_index) = listings(&proxy2);
+    assert_eq!(by_cursor, 0, "{:?}", proxy2.urls());
+    assert!(by_index >= 1, "{:?}", proxy2.urls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_pages_by_cursor_where_offered_embedded() {
+    pull_pages_by_cursor_where_offered(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_pages_by_cursor_where_offered_dynamodb() {
+    pull_pages_by_cursor_where_offered(Backend::DynamoDb).await;
+}
+
+/// Reconcile lists a target that pages by cursor (another Provisync hub) with cursors,
+/// and `scim2-server` by `startIndex`.
+async fn reconcile_lists_by_cursor_where_offered(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let peer = Hub::start(Backend::Embedded).await.expect("peer");
+    // 230 accounts on the target the hub does not know: three listing pages of 100.
+    seed_peer(&peer, "stranger", 230).await;
+    let proxy = RecordingProxy::start(&peer.base).await;
+    add_target(
+        &hub,
+        "hub2",
+        &format!("{}/scim/v2", proxy.origin),
+        provisync_tests::TOKEN,
+        json!({}),
+    )
+    .await;
+    let r = hub.post("/Users", &person("local", "Local")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let c = hub.reconcile("hub2").await;
+    assert_eq!(c["checked"], 230, "{c}");
+    let (by_cursor, by_index) = listings(&proxy);
+    assert_eq!((by_cursor, by_index), (3, 0), "{:?}", proxy.urls());
+
+    let Some(scim2) = ScimPeer::start().await else {
+        return;
+    };
+    let proxy2 = RecordingProxy::start(&scim2.base).await;
+    for n in ["ann", "ben"] {
+        let (s, b) = scim2.post("/Users", &person(n, "Peer")).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    add_target(
+        &hub,
+        "scim2",
+        &format!("{}/v2", proxy2.origin),
+        &scim2.token,
+        json!({}),
+    )
+    .await;
+    let c = hub.reconcile("scim2").await;
+    assert_eq!(c["checked"], 2, "{c}");
+    let (by_cursor, by_index) = listings(&proxy2);
+    assert_eq!(by_cursor, 0, "{:?}", proxy2.urls());
+    assert!(by_index >= 1, "{:?}", proxy2.urls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_lists_by_cursor_where_offered_embedded() {
+    reconcile_lists_by_cursor_where_offered(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_lists_by_cursor_where_offered_dynamodb() {
+    reconcile_lists_by_cursor_where_offered(Backend::DynamoDb).await;
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_tests::counting::Counting;
+use provisync_tests::counting::CountingStore;
 use provisync_tests::{GROUP_SCHEMA, Hub, PATCH_OP, on_every_backend, q};
 use serde_json::{Value, json};
 
@@ -157,8 +157,8 @@ on_every_backend!(group_lifecycle, |hub: Hub| async move {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_change_is_constant_work_in_a_large_group() {
-    let store = Counting::new(Arc::new(EmbeddedStore::in_memory()));
-    let hub = Hub::start_on(store.clone()).await;
+    let store = CountingStore::new(Arc::new(EmbeddedStore::in_memory()));
+    let hub = Hub::start_on(Arc::new(store.clone())).await;
     // 3,000 members, created through Bulk to keep the test quick.
     let n = 3000;
     let mut ids = Vec::with_capacity(n);

@@ -366,3 +366,61 @@ async fn remote_import_batches_lookups_embedded() {
 async fn remote_import_batches_lookups_dynamodb() {
     remote_import_batches_lookups(Backend::DynamoDb).await;
 }
+
+/// `provisync export` from a running hub pages by cursor (the hub announces cursors): each
+/// page reads one page of the directory, and every user comes once, filtered or not.
+async fn export_pages_by_cursor(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_on(store.clone()).await;
+    let dir = Directory::new(store, SchemaRegistry::builtin());
+    let bodies: Vec<_> = (0..1100)
+        .map(|i| {
+            json!({"schemas": [USER_SCHEMA], "userName": format!("exp{i:04}"),
+                   "title": if i % 3 == 0 { "Engineer" } else { "Clerk" }})
+        })
+        .collect();
+    for r in dir
+        .create_batch(
+            provisync_scim::ResourceKind::User,
+            &bodies,
+            provisync_core::event::Origin::Import,
+            false,
+        )
+        .await
+    {
+        r.unwrap();
+    }
+    let proxy = provisync_tests::proxy::RecordingProxy::start(&hub.base).await;
+    let sink = ScimSink::new(&format!("{}/scim/v2", proxy.origin), TOKEN);
+    let csv = export_csv(&sink, None).await;
+    let names: std::collections::HashSet<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(names.len(), 1100);
+    assert_eq!(csv.lines().count(), 1101, "each user once");
+    let lists: Vec<String> = proxy
+        .urls()
+        .into_iter()
+        .filter(|u| u.contains("/Users?"))
+        .collect();
+    assert_eq!(lists.len(), 3, "pages of 500: {lists:?}");
+    assert!(lists.iter().all(|u| u.contains("cursor=")), "{lists:?}");
+    assert!(!lists.iter().any(|u| u.contains("startIndex")), "{lists:?}");
+
+    let engineers = export_csv(&sink, Some(r#"title eq "Engineer""#)).await;
+    assert_eq!(engineers.lines().count(), 1 + 367);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_pages_by_cursor_embedded() {
+    export_pages_by_cursor(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_pages_by_cursor_dynamodb() {
+    export_pages_by_cursor(Backend::DynamoDb).await;
+}

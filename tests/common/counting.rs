@@ -1,74 +1,110 @@
-//! A store that counts what it is asked to do, around any real store (embedded or
-//! DynamoDB on moto): tests that bound the work of an operation read its counters.
+//! A [`Store`] wrapper around any real store (embedded or DynamoDB on moto) that counts
+//! what the hub asks of it: items returned by `get`, `get_many` and `query` and the calls
+//! made; items written and transactions. Benchmarks report "store items read per page"
+//! from it; tests bound the work of one operation with it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
 
-/// Counts items read and written, and transactions.
-pub struct Counting {
-    inner: Arc<dyn Store>,
-    /// Items in transactions (each `Write`).
-    pub written: AtomicUsize,
-    /// Transactions (calls to `transact`).
-    pub transactions: AtomicUsize,
-    /// Items asked for or returned by reads.
-    pub read_items: AtomicUsize,
+/// Reads seen since the last [`CountingStore::reset`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Items handed back by the store.
+    pub items: u64,
+    /// Calls to `get`, `get_many` and `query`.
+    pub calls: u64,
 }
 
-impl Counting {
-    pub fn new(inner: Arc<dyn Store>) -> Arc<Counting> {
-        Arc::new(Counting {
+/// Counts the reads and writes of the store it wraps. Clones share the counters.
+#[derive(Clone)]
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    items: Arc<AtomicU64>,
+    calls: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    transactions: Arc<AtomicU64>,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn Store>) -> CountingStore {
+        CountingStore {
             inner,
-            written: AtomicUsize::new(0),
-            transactions: AtomicUsize::new(0),
-            read_items: AtomicUsize::new(0),
-        })
+            items: Arc::default(),
+            calls: Arc::default(),
+            written: Arc::default(),
+            transactions: Arc::default(),
+        }
     }
 
-    /// Sets every counter back to zero.
-    pub fn reset(&self) {
-        self.written.store(0, Ordering::Relaxed);
-        self.transactions.store(0, Ordering::Relaxed);
-        self.read_items.store(0, Ordering::Relaxed);
+    /// The reads since the last reset; every counter starts again from zero.
+    pub fn reset(&self) -> Reads {
+        self.written.store(0, Ordering::SeqCst);
+        self.transactions.store(0, Ordering::SeqCst);
+        Reads {
+            items: self.items.swap(0, Ordering::SeqCst),
+            calls: self.calls.swap(0, Ordering::SeqCst),
+        }
     }
 
-    pub fn written(&self) -> usize {
-        self.written.load(Ordering::Relaxed)
+    /// The reads since the last reset.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            items: self.items.load(Ordering::SeqCst),
+            calls: self.calls.load(Ordering::SeqCst),
+        }
     }
 
-    pub fn transactions(&self) -> usize {
-        self.transactions.load(Ordering::Relaxed)
+    /// Items read since the last reset.
+    pub fn read_items(&self) -> u64 {
+        self.items.load(Ordering::SeqCst)
     }
 
-    pub fn read_items(&self) -> usize {
-        self.read_items.load(Ordering::Relaxed)
+    /// Items written (each `Write` of a transaction) since the last reset.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Transactions (calls to `transact`) since the last reset.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::SeqCst)
+    }
+
+    fn saw(&self, items: usize) {
+        self.items.fetch_add(items as u64, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 #[async_trait]
-impl Store for Counting {
+impl Store for CountingStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.read_items.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(key).await
+        let r = self.inner.get(key).await?;
+        self.saw(usize::from(r.is_some()));
+        Ok(r)
     }
+
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
-        self.read_items.fetch_add(keys.len(), Ordering::Relaxed);
-        self.inner.get_many(keys).await
+        let r = self.inner.get_many(keys).await?;
+        self.saw(r.len());
+        Ok(r)
     }
+
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
-        let page = self.inner.query(query).await?;
-        self.read_items
-            .fetch_add(page.items.len(), Ordering::Relaxed);
-        Ok(page)
+        let r = self.inner.query(query).await?;
+        self.saw(r.items.len());
+        Ok(r)
     }
+
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        self.transactions.fetch_add(1, Ordering::Relaxed);
-        self.written.fetch_add(writes.len(), Ordering::Relaxed);
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        self.written
+            .fetch_add(writes.len() as u64, Ordering::SeqCst);
         self.inner.transact(writes).await
     }
+
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }

@@ -15,6 +15,8 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     requests: Arc<Mutex<Vec<(String, String)>>>,
+    /// `METHOD path?query` of every request.
+    urls: Arc<Mutex<Vec<String>>>,
     operations: Arc<Mutex<Vec<String>>>,
 }
 
@@ -47,6 +49,7 @@ async fn forward(
         .lock()
         .unwrap()
         .push((method.to_string(), uri.path().to_string()));
+    s.urls.lock().unwrap().push(format!("{method} {path}"));
     if let Some(op) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         s.operations.lock().unwrap().push(op.to_string());
     }
@@ -92,6 +95,7 @@ impl RecordingProxy {
             upstream: origin,
             client: reqwest::Client::new(),
             requests: Arc::default(),
+            urls: Arc::default(),
             operations: Arc::default(),
         };
         let app = axum::Router::new()
@@ -116,6 +120,11 @@ impl RecordingProxy {
         self.shared.requests.lock().unwrap().clone()
     }
 
+    /// Every request so far, with its query: `METHOD path?query`.
+    pub fn urls(&self) -> Vec<String> {
+        self.shared.urls.lock().unwrap().clone()
+    }
+
     /// Requests that change something (anything but GET/HEAD).
     pub fn writes(&self) -> Vec<(String, String)> {
         self.requests()
@@ -131,6 +140,7 @@ impl RecordingProxy {
 
     pub fn clear(&self) {
         self.shared.requests.lock().unwrap().clear();
+        self.shared.urls.lock().unwrap().clear();
         self.shared.operations.lock().unwrap().clear();
     }
 }

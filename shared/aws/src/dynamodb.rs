@@ -11,6 +11,7 @@
 //! | `v` | N | optimistic-concurrency version |
 //! | `ttl` | N | expiry, epoch seconds (DynamoDB TTL attribute); absent = never |
 //! | `data` | B | payload bytes (JSON for every record the hub writes). Binary, so any bytes round-trip; an `S` value is accepted on read as its UTF-8 bytes. |
+//! | `n` | N | a counter's value (`Write::Add` is `ADD n :delta, v :1`); read back as the item's data, in decimal |
 //!
 //! DynamoDB deletes expired items late (moto never): reads filter them out and write
 //! conditions treat an item whose `ttl` has passed as absent, exactly as the embedded store.
@@ -18,8 +19,12 @@
 //! Throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`,
 //! `RequestLimitExceeded`, and the same reasons inside a cancelled transaction) is retried
 //! with exponential backoff and full jitter on top of the SDK's own retries, then reported
-//! as [`StoreError::Throttled`]; every other failure is [`StoreError::Unavailable`] (or
-//! [`StoreError::Invalid`] for a `ValidationException`). Nothing here panics on a response.
+//! as [`StoreError::Throttled`]. A transaction cancelled for a `TransactionConflict`
+//! (another transaction held one of its items: a shared counter makes this common under
+//! concurrent writes) applied nothing, so it is retried the same way before it is
+//! reported as [`StoreError::Conflict`]. Every other failure is
+//! [`StoreError::Unavailable`] (or [`StoreError::Invalid`] for a `ValidationException`).
+//! Nothing here panics on a response.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -30,12 +35,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem,
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
 };
 
 use crate::table::{
-    ATTR_DATA, ATTR_TTL, ATTR_VERSION, GSI1_NAME, GSI1_PK, GSI1_SK, GSI2_NAME, GSI2_PK, GSI2_SK,
-    PK, SK,
+    ATTR_COUNTER, ATTR_DATA, ATTR_TTL, ATTR_VERSION, GSI1_NAME, GSI1_PK, GSI1_SK, GSI2_NAME,
+    GSI2_PK, GSI2_SK, PK, SK,
 };
 use provisync_core::store::{
     Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write, check_transaction,
@@ -132,6 +137,33 @@ impl DynamoStore {
         .await
     }
 
+    async fn add_single(
+        &self,
+        key: &Key,
+        delta: i64,
+        condition: &Condition,
+    ) -> Result<(), StoreError> {
+        let add = CounterAdd::new(delta, condition, now_epoch());
+        retrying(|| {
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key_attrs(key)))
+                .update_expression(CounterAdd::EXPR)
+                .set_condition_expression(add.condition.clone())
+                .set_expression_attribute_names(Some(add.names.clone()))
+                .set_expression_attribute_values(Some(add.values.clone()));
+            async move {
+                req.send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify("UpdateItem", e, true))
+            }
+        })
+        .await
+    }
+
     fn transact_item(&self, w: &Write, now: i64) -> Result<TransactWriteItem, StoreError> {
         let built = match w {
             Write::Put { item, condition } => {
@@ -167,6 +199,22 @@ impl DynamoStore {
                     .set_expression_attribute_values(c.values())
                     .build()
                     .map(|c| TransactWriteItem::builder().condition_check(c).build())
+            }
+            Write::Add {
+                key,
+                delta,
+                condition,
+            } => {
+                let add = CounterAdd::new(*delta, condition, now);
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_attrs(key)))
+                    .update_expression(CounterAdd::EXPR)
+                    .set_condition_expression(add.condition)
+                    .set_expression_attribute_names(Some(add.names))
+                    .set_expression_attribute_values(Some(add.values))
+                    .build()
+                    .map(|u| TransactWriteItem::builder().update(u).build())
             }
         };
         built.map_err(|e| StoreError::Invalid(format!("transaction item: {e}")))
@@ -314,6 +362,11 @@ impl Store for DynamoStore {
                 Write::Delete { key, condition } => {
                     return self.delete_single(key, condition).await;
                 }
+                Write::Add {
+                    key,
+                    delta,
+                    condition,
+                } => return self.add_single(key, *delta, condition).await,
                 Write::Check { .. } => {}
             }
         }
@@ -397,6 +450,33 @@ impl ConditionExpr {
     }
 }
 
+/// `ADD n :delta, v :one` with the write's condition: the counter and its version in one
+/// atomic update (an absent item counts from 0).
+struct CounterAdd {
+    condition: Option<String>,
+    names: HashMap<String, String>,
+    values: Attrs,
+}
+
+impl CounterAdd {
+    const EXPR: &'static str = "ADD #n :delta, #v :one";
+
+    fn new(delta: i64, condition: &Condition, now: i64) -> Self {
+        let c = ConditionExpr::new(condition, now, false);
+        let mut names = c.names().unwrap_or_default();
+        names.insert("#n".into(), ATTR_COUNTER.into());
+        names.insert("#v".into(), ATTR_VERSION.into());
+        let mut values = c.values().unwrap_or_default();
+        values.insert(":delta".into(), AttributeValue::N(delta.to_string()));
+        values.insert(":one".into(), AttributeValue::N("1".into()));
+        CounterAdd {
+            condition: c.expr,
+            names,
+            values,
+        }
+    }
+}
+
 fn key_attrs(key: &Key) -> Attrs {
     HashMap::from([
         (PK.to_string(), AttributeValue::S(key.pk.clone())),
@@ -458,11 +538,14 @@ fn take_pair(m: &mut Attrs, a: &str, b: &str) -> Result<Option<(String, String)>
 fn from_attrs(mut m: Attrs) -> Result<Item, StoreError> {
     let pk = take_s(&mut m, PK)?.ok_or_else(|| corrupt(PK))?;
     let sk = take_s(&mut m, SK)?.ok_or_else(|| corrupt(SK))?;
-    let data = match m.remove(ATTR_DATA) {
-        Some(AttributeValue::B(b)) => b.into_inner(),
-        Some(AttributeValue::S(s)) => s.into_bytes(),
-        None => Vec::new(),
-        Some(_) => return Err(corrupt(ATTR_DATA)),
+    let data = match (m.remove(ATTR_DATA), m.remove(ATTR_COUNTER)) {
+        (Some(AttributeValue::B(b)), _) => b.into_inner(),
+        (Some(AttributeValue::S(s)), _) => s.into_bytes(),
+        // A counter (`Write::Add`): its value, as the embedded store keeps it.
+        (None, Some(AttributeValue::N(n))) => n.into_bytes(),
+        (None, None) => Vec::new(),
+        (Some(_), _) => return Err(corrupt(ATTR_DATA)),
+        (None, Some(_)) => return Err(corrupt(ATTR_COUNTER)),
     };
     Ok(Item {
         gsi1: take_pair(&mut m, GSI1_PK, GSI1_SK)?,
@@ -548,7 +631,7 @@ where
         Some("ConditionalCheckFailedException") if conditional => {
             Failure::Fatal(StoreError::ConditionFailed { index: 0 })
         }
-        Some("TransactionConflictException") => Failure::Fatal(StoreError::Conflict),
+        Some("TransactionConflictException") => Failure::Retry(StoreError::Conflict),
         Some("ValidationException") => Failure::Fatal(StoreError::Invalid(format!(
             "{op}: {}",
             e.message().unwrap_or("validation error")
@@ -573,7 +656,7 @@ fn classify_transaction<R: std::fmt::Debug>(
         return cancellation_failure(&codes);
     }
     if let Some(E::TransactionInProgressException(_)) = e.as_service_error() {
-        return Failure::Fatal(StoreError::Conflict);
+        return Failure::Retry(StoreError::Conflict);
     }
     classify("TransactWriteItems", e, false)
 }
@@ -583,8 +666,9 @@ fn cancellation_failure(codes: &[&str]) -> Failure {
     if let Some(index) = codes.iter().position(|c| *c == "ConditionalCheckFailed") {
         return Failure::Fatal(StoreError::ConditionFailed { index });
     }
+    // Nothing of a cancelled transaction was applied: another try is safe.
     if codes.contains(&"TransactionConflict") {
-        return Failure::Fatal(StoreError::Conflict);
+        return Failure::Retry(StoreError::Conflict);
     }
     if codes.iter().any(|c| THROTTLE_REASONS.contains(c)) {
         return Failure::Retry(StoreError::Throttled);
@@ -657,7 +741,7 @@ mod tests {
         ));
         assert!(matches!(
             cancellation_failure(&["None", "TransactionConflict"]),
-            Failure::Fatal(StoreError::Conflict)
+            Failure::Retry(StoreError::Conflict)
         ));
         assert!(matches!(
             cancellation_failure(&["ThrottlingError", "None"]),

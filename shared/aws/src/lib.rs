@@ -45,6 +45,8 @@ pub mod table {
     pub const ATTR_DATA: &str = "data";
     /// The TTL attribute (epoch seconds).
     pub const ATTR_TTL: &str = "ttl";
+    /// A counter's value (`Write::Add`: `ADD n :delta`), read back as the item's data.
+    pub const ATTR_COUNTER: &str = "n";
     pub const BILLING_MODE: &str = "PAY_PER_REQUEST";
     /// Every secondary index projects all attributes.
     pub const PROJECTION: &str = "ALL";

@@ -44,6 +44,14 @@ async fn contract_on_moto() {
     contract::run_all(&store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_contract_on_moto() {
+    let Some(store) = moto_store().await else {
+        return;
+    };
+    contract::run_concurrent(std::sync::Arc::new(store)).await;
+}
+
 #[tokio::test]
 async fn transaction_size_limit() {
     let Some(store) = moto_store().await else {

@@ -19,10 +19,13 @@ use serde_json::{Map, Value, json};
 use provisync_core::connector::http::{
     Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url,
 };
-use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
+use provisync_core::connector::{
+    Connector, ConnectorError, ListPage, TargetId, listing_position_lost,
+};
 use provisync_core::target::{ScimTarget, UpdateStyle};
 use provisync_scim::schema::AttrPath;
 
+use provisync_scim::paging::{PagePosition, cursor_refused, offers_cursors};
 use provisync_scim::path::get_ci;
 pub use provisync_scim::path::read_path;
 pub use provisync_scim::schema::{GROUP_SCHEMA, USER_SCHEMA};
@@ -128,6 +131,19 @@ impl ScimConnector {
         body: Option<&Value>,
         if_match: Option<&HeaderValue>,
     ) -> Result<HttpResponse, ConnectorError> {
+        self.send(method, url, body, if_match)
+            .await?
+            .ok(Some(&self.creds))
+    }
+
+    /// Sends one request; the response as it came, whatever its status.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        if_match: Option<&HeaderValue>,
+    ) -> Result<HttpResponse, ConnectorError> {
         let path = url.path().to_string();
         let mut req = self
             .creds
@@ -146,7 +162,7 @@ impl ScimConnector {
             Ok(r) => tracing::debug!(%method, %path, status = r.status.as_u16(), "scim target"),
             Err(e) => tracing::debug!(%method, %path, error = %e, "scim target"),
         }
-        result?.ok(Some(&self.creds))
+        result
     }
 
     async fn get_json(&self, url: Url) -> Result<(Value, Option<HeaderValue>), ConnectorError> {
@@ -297,26 +313,29 @@ impl ScimConnector {
         }
     }
 
-    /// One page of a listing (RFC 7644 §3.4.2.4: `startIndex` is 1-based, `count` the
-    /// page size; the server may return fewer). The cursor is the next `startIndex`.
+    /// One page of a listing: by cursor (RFC 9865) when the target's
+    /// `/ServiceProviderConfig` announces cursors, by `startIndex` (RFC 7644 §3.4.2.4)
+    /// otherwise; the server may return fewer than asked. The listing position is a
+    /// [`PagePosition`] token (a bare number: a start index). A cursor the target refuses
+    /// (expired between two runs) is [`listing_position_lost`]: the run starts over.
     async fn list(&self, kind: Kind, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        let start: u64 = match cursor {
-            None => 1,
-            Some(c) => {
-                c.parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| ConnectorError::Refused {
-                        status: None,
-                        reason: format!("listing cursor {c:?} is not a start index"),
-                    })?
-            }
+        let position = match cursor {
+            None => PagePosition::first(self.offers_cursors().await),
+            Some(c) => PagePosition::from_token(c).map_err(|e| ConnectorError::Refused {
+                status: None,
+                reason: format!("listing cursor: {e}"),
+            })?,
         };
         let mut url = self.url(&[kind.endpoint()])?;
         url.query_pairs_mut()
-            .append_pair("startIndex", &start.to_string())
-            .append_pair("count", &LIST_PAGE.to_string());
-        let (list, _) = self.get_json(url).await?;
+            .extend_pairs(position.query(LIST_PAGE));
+        let resp = self.send(Method::GET, url, None, None).await?;
+        if position.by_cursor()
+            && cursor_refused(resp.status.as_u16(), &resp.json().unwrap_or_default())
+        {
+            return Err(listing_position_lost());
+        }
+        let list = resp.ok(Some(&self.creds))?.json()?;
         let resources = match list.get("Resources") {
             Some(Value::Array(a)) => a.clone(),
             // §3.4.2: "Resources" may be omitted when there are no results.
@@ -328,19 +347,22 @@ impl ScimConnector {
                 });
             }
         };
-        let total = list.get("totalResults").and_then(Value::as_u64);
-        let got = resources.len() as u64;
-        let next_start = start + got;
-        let more = got > 0
-            && match total {
-                Some(t) => next_start <= t,
-                // No total: keep going while pages are full.
-                None => got >= LIST_PAGE as u64,
-            };
         Ok(ListPage {
             resources,
-            next: more.then(|| next_start.to_string()),
+            next: position.next(&list, LIST_PAGE).map(|p| p.to_token()),
         })
+    }
+
+    /// Whether the target pages by cursor (RFC 9865 §4); `false` when its configuration
+    /// cannot be read (index paging works everywhere).
+    async fn offers_cursors(&self) -> bool {
+        match self.url(&["ServiceProviderConfig"]) {
+            Ok(url) => match self.get_json(url).await {
+                Ok((spc, _)) => offers_cursors(&spc),
+                Err(_) => false,
+            },
+            Err(_) => false,
+        }
     }
 
     fn required_value(&self, v: &Value, path: &AttrPath) -> Result<String, ConnectorError> {

@@ -40,6 +40,8 @@ pub enum CryptoError {
 /// Seals and opens secrets with the operator key (share it in an `Arc`).
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// Kept to derive the keys of other uses ([`SecretBox::derive`]); never shown.
+    key: [u8; KEY_LEN],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -53,7 +55,21 @@ impl SecretBox {
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
         SecretBox {
             cipher: XChaCha20Poly1305::new(key.into()),
+            key: *key,
         }
+    }
+
+    /// A box with a key of its own for one `purpose`, derived from this one
+    /// (HMAC-SHA256 of the purpose under this key): what it seals, this box cannot open,
+    /// and the other way round. Every process with the same operator key derives the same.
+    pub fn derive(&self, purpose: &str) -> SecretBox {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(b"provisync/derive/v1/");
+        mac.update(purpose.as_bytes());
+        let derived: [u8; KEY_LEN] = mac.finalize().into_bytes().into();
+        SecretBox::from_key(&derived)
     }
 
     /// From the base64 form (standard or URL-safe alphabet, padding optional).
@@ -206,6 +222,18 @@ mod tests {
             SecretBox::from_encoded("not base64 at all!"),
             Err(CryptoError::BadKey(_))
         ));
+    }
+
+    #[test]
+    fn derived_boxes_are_separate_and_stable() {
+        let (sb, encoded) = SecretBox::generate();
+        let a = sb.derive("cursors");
+        let again = SecretBox::from_encoded(&encoded).unwrap().derive("cursors");
+        let sealed = a.seal("position");
+        assert_eq!(again.open(&sealed).unwrap(), "position");
+        assert_eq!(sb.open(&sealed), Err(CryptoError::Rejected));
+        assert_eq!(sb.derive("other").open(&sealed), Err(CryptoError::Rejected));
+        assert_eq!(a.open(&sb.seal("x")), Err(CryptoError::Rejected));
     }
 
     #[test]

@@ -87,10 +87,12 @@ impl Hub {
         let secrets = Arc::new(secrets);
         let store_for_runs = store.clone();
         let sealer = secrets.clone();
-        let directory = Directory::new(store.clone(), schemas.clone()).with_events(EventSink {
-            queue: queue.clone(),
-            seal: Some(Arc::new(move |p: &str| Some(sealer.seal(p)))),
-        });
+        let directory = Directory::new(store.clone(), schemas.clone())
+            .with_events(EventSink {
+                queue: queue.clone(),
+                seal: Some(Arc::new(move |p: &str| Some(sealer.seal(p)))),
+            })
+            .with_cursor_key(&secrets);
         let targets = Targets::new(store.clone(), secrets.clone());
         let sources = Sources::new(store.clone(), secrets.clone());
         let audit = Audit::new(store.clone());
@@ -148,6 +150,7 @@ impl Hub {
     /// The scheduled cycle of this hub (pull, reconcile, outbox, dead letters).
     pub fn schedule(&self) -> Schedule {
         Schedule {
+            directory: self.directory.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
             reconciler: self.reconciler.clone(),

@@ -1,7 +1,7 @@
 //! The directory's errors as SCIM errors (RFC 7644 §3.12): the one place a reason becomes
 //! a status and a `scimType`. The detail is the error's own text.
 
-use provisync_core::directory::DirectoryError;
+use provisync_core::directory::{CursorError, DirectoryError};
 use provisync_scim::{ScimError, ScimType};
 
 /// The SCIM answer to a directory error.
@@ -9,6 +9,11 @@ pub fn scim_error(e: DirectoryError) -> ScimError {
     let detail = e.to_string();
     match e {
         DirectoryError::Scim(e) => e,
+        DirectoryError::Cursor(c) => match c {
+            CursorError::Invalid(_) => ScimError::bad_request(ScimType::InvalidCursor, detail),
+            CursorError::Expired => ScimError::bad_request(ScimType::ExpiredCursor, detail),
+            CursorError::Count { .. } => ScimError::bad_request(ScimType::InvalidCount, detail),
+        },
         DirectoryError::NotFound { .. } => ScimError::not_found(detail),
         DirectoryError::PreconditionFailed { .. } | DirectoryError::VersionConflict => {
             ScimError::precondition_failed(detail)

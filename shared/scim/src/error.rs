@@ -18,6 +18,12 @@ pub enum ScimType {
     InvalidValue,
     InvalidVers,
     Sensitive,
+    /// RFC 9865 §2.1: a cursor that is not one the service issued (or for another query).
+    InvalidCursor,
+    /// RFC 9865 §2.1: a cursor older than the service provider's `cursorTimeout`.
+    ExpiredCursor,
+    /// RFC 9865 §2.1: a `count` other than the one of the query a cursor belongs to.
+    InvalidCount,
 }
 
 impl ScimType {
@@ -33,6 +39,9 @@ impl ScimType {
             ScimType::InvalidValue => "invalidValue",
             ScimType::InvalidVers => "invalidVers",
             ScimType::Sensitive => "sensitive",
+            ScimType::InvalidCursor => "invalidCursor",
+            ScimType::ExpiredCursor => "expiredCursor",
+            ScimType::InvalidCount => "invalidCount",
         }
     }
 }

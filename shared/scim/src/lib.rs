@@ -4,6 +4,7 @@
 pub mod error;
 pub mod filter;
 pub mod limits;
+pub mod paging;
 pub mod patch;
 pub mod path;
 pub mod projection;

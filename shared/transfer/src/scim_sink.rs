@@ -5,6 +5,7 @@ use crate::import::{ImportSink, SinkError, Written};
 use async_trait::async_trait;
 use provisync_client::{HubClient, Method};
 use provisync_core::directory::keys::UniqueAttr;
+use provisync_scim::paging::{PagePosition, offers_cursors};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -30,6 +31,8 @@ pub const BULK_OPERATIONS: usize = 100;
 /// `userName`s.
 pub const LOOKUP_FILTER_BYTES: usize = 6 * 1024;
 const BULK_REQUEST: &str = provisync_scim::urn::BULK_REQUEST;
+/// Users per page of an export.
+pub const EXPORT_PAGE: usize = 500;
 
 impl ScimSink {
     /// `base`: the SCIM root (`http://127.0.0.1:8787/scim/v2`).
@@ -146,19 +149,23 @@ impl ScimSink {
         Ok(out)
     }
 
-    /// Every user matching `filter` (all when `None`), a page of 500 at a time.
+    /// Every user matching `filter` (all when `None`), a page of [`EXPORT_PAGE`] at a time:
+    /// by cursor (RFC 9865) when the hub's `/ServiceProviderConfig` announces cursors (each
+    /// page then reads one page of the directory), by `startIndex` otherwise.
     pub async fn each_user(
         &self,
         filter: Option<&str>,
         mut f: impl FnMut(&Value) -> Result<(), TransferError>,
     ) -> Result<usize, SinkError> {
-        let mut start = 1usize;
+        let (status, spc) = self
+            .send(Method::GET, "/ServiceProviderConfig", None)
+            .await?;
+        let mut position = PagePosition::first(status == 200 && offers_cursors(&spc));
         let mut n = 0;
         loop {
-            let mut params = vec![
-                ("startIndex", start.to_string()),
-                ("count", "500".to_string()),
-            ];
+            // `groups` is computed per user by the hub and not exported.
+            let mut params = vec![("excludedAttributes", "groups".to_string())];
+            params.extend(position.query(EXPORT_PAGE));
             if let Some(fl) = filter {
                 params.push(("filter", fl.to_string()));
             }
@@ -168,15 +175,13 @@ impl ScimSink {
             if status != 200 {
                 return Err(Self::detail(&v, status));
             }
-            let page = v["Resources"].as_array().cloned().unwrap_or_default();
-            for u in &page {
+            for u in v["Resources"].as_array().into_iter().flatten() {
                 f(u).map_err(|e| SinkError::Refused(e.to_string()))?;
+                n += 1;
             }
-            n += page.len();
-            start += page.len();
-            let total = v["totalResults"].as_u64().unwrap_or(0) as usize;
-            if page.is_empty() || start > total {
-                return Ok(n);
+            match position.next(&v, EXPORT_PAGE) {
+                Some(p) => position = p,
+                None => return Ok(n),
             }
         }
     }

@@ -107,6 +107,14 @@ pub fn listing_unsupported() -> ConnectorError {
     refused("this kind of target cannot be listed: reconcile is not supported")
 }
 
+/// The target refused where a listing was (a cursor that expired between two runs): the
+/// reconcile run starts over.
+pub fn listing_position_lost() -> ConnectorError {
+    refused(
+        "the target no longer accepts the listing's position (an expired cursor): the run starts over",
+    )
+}
+
 /// The trimmed, non-empty text at `path` (object keys, matched case-insensitively as SCIM
 /// attribute names are) of a mapped payload.
 pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {

@@ -1,6 +1,7 @@
 //! Creates (POST, `/Bulk` and batched imports): the resource, its uniqueness keys, its
 //! members and the outbox item in one conditional transaction.
 
+use super::counts::count_write;
 use super::keys::{UniqueAttr, member_key};
 use super::{
     Directory, DirectoryError, Saved, Stored, WriteContext, WriteRole, as_object_mut,
@@ -46,8 +47,12 @@ impl Directory {
         // Keep a readable key order: schemas, id, externalId, meta first.
         let resource = reorder(resource);
 
-        let mut writes = vec![Write::put_new(to_item(kind, &id, &resource, 1)?)];
-        let mut roles = vec![WriteRole::Resource];
+        // The resource and its count, in one transaction (`counts.rs`).
+        let mut writes = vec![
+            Write::put_new(to_item(kind, &id, &resource, 1)?),
+            count_write(kind, 1),
+        ];
+        let mut roles = vec![WriteRole::Resource, WriteRole::Other];
         for attr in UniqueAttr::for_kind(kind) {
             if let Some(v) = attr.value_in(&resource) {
                 writes.push(Write::put_new(unique_item(kind, *attr, v, &id)));
@@ -274,8 +279,8 @@ impl Directory {
                 None => true,
             },
         );
-        // Resource + uniqueness keys + outbox item per body.
-        let per = 2 + UniqueAttr::for_kind(kind).len();
+        // Resource + uniqueness keys + outbox item per body, and one count per chunk.
+        let per = 3 + UniqueAttr::for_kind(kind).len();
         let mut events = Vec::new();
         for chunk in prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)) {
             let mut writes = Vec::new();
@@ -310,6 +315,9 @@ impl Directory {
                     }
                     chunk_events.push(e);
                 }
+            }
+            if failed.is_none() {
+                writes.push(count_write(kind, chunk.len() as i64));
             }
             // `None`: committed; `Some(None)`: a key was taken meanwhile.
             let outcome: Option<Option<DirectoryError>> = match failed {

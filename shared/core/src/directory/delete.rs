@@ -1,5 +1,6 @@
 //! Deletes: the resource, its uniqueness keys and everything that points at it.
 
+use super::counts::count_write;
 use super::keys::{UniqueAttr, member_key, resource_key};
 use super::{
     Directory, DirectoryError, Stored, WRITE_ATTEMPTS, WriteContext, check_if_match, store_error,
@@ -78,10 +79,14 @@ impl Directory {
         // Users, and groups that are members of other groups.
         self.leave_all_groups(kind, &current, on_mismatch, &origin)
             .await?;
-        let mut writes = vec![Write::Delete {
-            key: resource_key(kind, id),
-            condition: Condition::VersionIs(current.version),
-        }];
+        // The resource and its count, in one transaction (`counts.rs`).
+        let mut writes = vec![
+            Write::Delete {
+                key: resource_key(kind, id),
+                condition: Condition::VersionIs(current.version),
+            },
+            count_write(kind, -1),
+        ];
         for attr in UniqueAttr::for_kind(kind) {
             if let Some(v) = attr.value_in(&current.resource) {
                 writes.push(Write::delete(attr.key(kind, v)));

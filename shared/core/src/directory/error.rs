@@ -5,6 +5,7 @@
 
 use provisync_scim::{ResourceKind, ScimError};
 
+use super::cursor::CursorError;
 use super::keys::UniqueAttr;
 use super::{MAX_KEY_VALUE_BYTES, etag};
 use crate::store::StoreError;
@@ -62,6 +63,9 @@ pub enum DirectoryError {
     /// What the SCIM layer refused (schema validation, filter, PATCH, mutability).
     #[error("{}", .0.detail)]
     Scim(ScimError),
+    /// A cursor that cannot be used (RFC 9865 §2.1).
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
     /// The store refused the write as invalid (too large, a malformed key).
     #[error("{0}")]
     StoreRejected(String),

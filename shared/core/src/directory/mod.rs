@@ -5,11 +5,18 @@
 //! half done. Reads compute `groups` (users) and `members` (groups) from the membership
 //! items only when the client will see them.
 
+mod counts;
 mod create;
+mod cursor;
 mod delete;
 mod error;
+mod index;
 pub mod keys;
+mod layout;
+mod lookup;
 mod members;
+mod paged;
+mod positions;
 mod read;
 mod search;
 mod update;
@@ -17,16 +24,26 @@ mod update;
 #[cfg(test)]
 mod tests;
 
+pub use cursor::CursorError;
 pub use error::DirectoryError;
+pub use index::Ordering;
+pub use layout::{LAYOUT_VERSION, MigrationReport};
+pub use paged::PAGE_READ_BUDGET;
+pub use positions::POSITION_TTL_SECS;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde_json::{Map, Value, json};
 
+use crate::crypto::SecretBox;
 use crate::event::{ChangeEvent, ChangeOp, EventSink, Origin, outbox_write, publish};
 use crate::store::{Item, Key, Store, StoreError, Write};
-use keys::{UniqueAttr, member_key, member_of_pk, resource_key, type_index_pk};
+use keys::{
+    UniqueAttr, member_key, member_of_pk, modified_index_pk, modified_index_sk, resource_key,
+    shard_of, type_index_pk,
+};
 use provisync_scim::filter::Filter;
 use provisync_scim::patch::MemberRef;
 use provisync_scim::projection::Projection;
@@ -38,8 +55,9 @@ use provisync_scim::{ResourceKind, SchemaRegistry};
 pub const MAX_KEY_VALUE_BYTES: usize = 1024;
 /// How many times a write retries after losing an optimistic-concurrency race.
 const WRITE_ATTEMPTS: usize = 5;
-/// Items read per store page while scanning a resource type.
-const SCAN_PAGE: usize = 500;
+/// How long a cursor stays valid after the page that issued it (RFC 9865
+/// `cursorTimeout`), by default.
+pub const CURSOR_TIMEOUT_SECS: u64 = 3600;
 
 /// Where a write came from and what else commits with it: the change event's origin
 /// (a webhook's source is never sent the change back) and extra writes (a replay marker,
@@ -115,14 +133,23 @@ pub struct SearchRequest {
     /// `None`: the server's page size.
     pub count: Option<usize>,
     pub projection: Projection,
+    /// RFC 9865 cursor paging: `Some("")` asks for the first page, `Some(c)` the page a
+    /// `nextCursor` / `previousCursor` names; `None`: paging by `start_index`.
+    pub cursor: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct SearchResult {
-    pub total_results: usize,
+    /// `None` on a cursor page of a filtered walk, where counting would read everything
+    /// (RFC 9865 §2 lets it be left out).
+    pub total_results: Option<usize>,
     pub start_index: usize,
     /// Full resources (with `groups` / `members` filled when the projection shows them).
     pub resources: Vec<Stored>,
+    /// Cursor paging: the next page, unless this is the last.
+    pub next_cursor: Option<String>,
+    /// Cursor paging: the page before, unless this is the first.
+    pub previous_cursor: Option<String>,
 }
 
 #[derive(Clone)]
@@ -133,6 +160,15 @@ pub struct Directory {
     events: Option<EventSink>,
     /// Page size when a client gives no `count`, and the most one page may hold.
     pub max_results: usize,
+    /// Seals cursors (a key derived from the operator key, so that every process of a
+    /// deployment opens the cursors of the others).
+    cursor_key: Arc<SecretBox>,
+    cursor_timeout_secs: i64,
+    /// Resources one cursor page of a filtered walk examines at most.
+    page_read_budget: usize,
+    /// The store is known to be in the current key layout.
+    layout_ready: Arc<AtomicBool>,
+    positions: Arc<positions::Positions>,
 }
 
 fn store_error(e: StoreError) -> DirectoryError {
@@ -151,8 +187,13 @@ fn to_item(
 ) -> Result<Item, DirectoryError> {
     let data = serde_json::to_vec(resource).map_err(|e| DirectoryError::Internal(e.to_string()))?;
     let key = resource_key(kind, id);
+    let shard = shard_of(id);
     Ok(Item::new(key.pk, key.sk, data)
-        .with_gsi1(type_index_pk(kind), id)
+        .with_gsi1(type_index_pk(kind, shard), id)
+        .with_gsi2(
+            modified_index_pk(kind, shard),
+            modified_index_sk(resource, id),
+        )
         .with_version(version))
 }
 
@@ -194,7 +235,38 @@ impl Directory {
             schemas,
             events: None,
             max_results: 1000,
+            // Until the operator key is given: cursors of this process only.
+            cursor_key: Arc::new(SecretBox::generate().0),
+            cursor_timeout_secs: CURSOR_TIMEOUT_SECS as i64,
+            page_read_budget: PAGE_READ_BUDGET,
+            layout_ready: Arc::new(AtomicBool::new(false)),
+            positions: Arc::new(positions::Positions::default()),
         }
+    }
+
+    /// Seal cursors with a key derived from the operator key (every process of a
+    /// deployment then opens the cursors of the others).
+    pub fn with_cursor_key(mut self, operator_key: &SecretBox) -> Self {
+        self.cursor_key = Arc::new(operator_key.derive("scim cursors"));
+        self
+    }
+
+    /// How long a cursor stays valid after the page that issued it.
+    pub fn with_cursor_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.cursor_timeout_secs = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How many resources one cursor page of a filtered walk examines at most (by
+    /// default [`PAGE_READ_BUDGET`]).
+    pub fn with_page_read_budget(mut self, budget: usize) -> Self {
+        self.page_read_budget = budget.max(1);
+        self
+    }
+
+    /// How long a cursor stays valid (`cursorTimeout` of `/ServiceProviderConfig`).
+    pub fn cursor_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.cursor_timeout_secs).unwrap_or(0))
     }
 
     /// Produce a change event for every write, through the outbox, into `sink`.
@@ -232,7 +304,7 @@ impl Directory {
             match w {
                 Write::Put { item, .. } => e.members_added.extend(member(&item.key())),
                 Write::Delete { key, .. } => e.members_removed.extend(member(key)),
-                Write::Check { .. } => {}
+                Write::Check { .. } | Write::Add { .. } => {}
             }
         }
         e.password = password.and_then(|p| sink.seal.as_ref().and_then(|seal| seal(p)));

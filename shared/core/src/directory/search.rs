@@ -1,20 +1,158 @@
-//! Lists and searches (RFC 7644 §3.4.2): the query planner answers equalities on keyed
-//! attributes with point reads and everything else from the type index.
+//! Lists and searches (RFC 7644 §3.4.2, with RFC 9865 cursors): the query planner.
+//!
+//! - An equality on a keyed attribute (`id`, `userName`, `externalId`, group
+//!   `displayName`, a membership) reads its few candidates by key ([`super::lookup`]).
+//! - Everything else walks an ordered index ([`super::paged`]): the type index (creation
+//!   order), or the last-modified index from the bound of a `meta.lastModified gt|ge`
+//!   filter, or when sorting by `meta.lastModified`; the filter is checked on each
+//!   resource read. Pages continue from positions, never by counting from the start.
+//! - A sort on any other attribute reads everything and sorts it in memory.
+//!
+//! Resources come with `groups` / `members` filled in when the projection shows them, and
+//! before the filter is checked when it names them.
 
-use super::keys::{UniqueAttr, resource_key, type_index_pk};
-use super::{
-    Directory, DirectoryError, MAX_KEY_VALUE_BYTES, SCAN_PAGE, SearchRequest, SearchResult, Stored,
-    from_item, store_error,
-};
-use crate::store::{Index, Key, Query};
-use provisync_scim::filter::{CompValue, CompareOp, Filter};
+use super::cursor::{PageCursor, Position, query_hash};
+use super::index::Ordering;
+use super::lookup::{Lookup, filter_mentions, indexed_lookup, modified_since};
+use super::{Directory, DirectoryError, SearchRequest, SearchResult, Stored};
+use crate::store::now_epoch;
+use provisync_scim::filter::Filter;
 use provisync_scim::projection::Projection;
 use provisync_scim::schema::AttrPath;
-use provisync_scim::{ResourceKind, sort};
+use provisync_scim::{ResourceKind, ResourceSchema, sort};
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// How a search reads the directory.
+pub(super) enum Plan {
+    /// A few candidates found by key.
+    Keyed(Lookup),
+    /// An ordered index, from a position (`from`: a `meta.lastModified` bound).
+    Ordered {
+        ordering: Ordering,
+        from: Option<String>,
+        descending: bool,
+    },
+    /// Everything, sorted in memory.
+    Sorted,
+}
+
+impl Plan {
+    /// A letter for the query hash: a cursor of one plan is no position in another.
+    fn tag(&self) -> &'static str {
+        match self {
+            Plan::Keyed(_) => "k",
+            Plan::Ordered {
+                ordering: Ordering::Created,
+                ..
+            } => "c",
+            Plan::Ordered {
+                ordering: Ordering::Modified,
+                ..
+            } => "m",
+            Plan::Sorted => "s",
+        }
+    }
+}
+
+fn is_attr(path: &AttrPath, attr: &str, sub: Option<&str>) -> bool {
+    path.attr.eq_ignore_ascii_case(attr)
+        && match (path.sub_attr.as_deref(), sub) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        }
+}
+
+/// `ready`: the store is in the current key layout (the last-modified index is whole).
+pub(super) fn plan(kind: ResourceKind, req: &SearchRequest, ready: bool) -> Plan {
+    if let Some(lookup) = req.filter.as_ref().and_then(|f| indexed_lookup(kind, f)) {
+        return Plan::Keyed(lookup);
+    }
+    let since = req
+        .filter
+        .as_ref()
+        .filter(|_| ready)
+        .and_then(|f| modified_since(kind, f));
+    let urn_ok = |p: &AttrPath| {
+        p.urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()))
+    };
+    match &req.sort_by {
+        None => match since {
+            Some(from) => Plan::Ordered {
+                ordering: Ordering::Modified,
+                from: Some(from),
+                descending: false,
+            },
+            None => Plan::Ordered {
+                ordering: Ordering::Created,
+                from: None,
+                descending: false,
+            },
+        },
+        // Ids are UUIDv7: their order is the type index's.
+        Some(p) if urn_ok(p) && is_attr(p, "id", None) => Plan::Ordered {
+            ordering: Ordering::Created,
+            from: None,
+            descending: req.descending,
+        },
+        Some(p) if ready && urn_ok(p) && is_attr(p, "meta", Some("lastModified")) => {
+            Plan::Ordered {
+                ordering: Ordering::Modified,
+                from: if req.descending { None } else { since },
+                descending: req.descending,
+            }
+        }
+        Some(_) => Plan::Sorted,
+    }
+}
+
+/// What a search checks on each resource: the filter, with the computed attribute filled
+/// in first when the filter names it.
+pub(super) struct Matcher<'a> {
+    pub(super) view: ResourceSchema<'a>,
+    pub(super) filter: Option<&'a Filter>,
+    pub(super) computed: Option<Projection>,
+}
+
 impl Directory {
+    pub(super) fn matcher<'a>(&'a self, kind: ResourceKind, req: &'a SearchRequest) -> Matcher<'a> {
+        let computed = match kind {
+            ResourceKind::User => "groups",
+            ResourceKind::Group => "members",
+        };
+        Matcher {
+            view: self.schemas.view(kind),
+            filter: req.filter.as_ref(),
+            computed: req
+                .filter
+                .as_ref()
+                .is_some_and(|f| filter_mentions(f, computed))
+                .then(|| Projection {
+                    attributes: vec![AttrPath::new(computed)],
+                    excluded: vec![],
+                }),
+        }
+    }
+
+    /// Whether a resource matches, filling in the computed attribute if the filter needs it.
+    pub(super) async fn matches(
+        &self,
+        kind: ResourceKind,
+        m: &Matcher<'_>,
+        s: &mut Stored,
+    ) -> Result<bool, DirectoryError> {
+        let Some(f) = m.filter else {
+            return Ok(true);
+        };
+        if let Some(p) = &m.computed {
+            self.expand(kind, s, p).await?;
+        }
+        Ok(f.matches(&m.view, &s.resource))
+    }
+
     /// List or search one resource type.
     pub async fn search(
         &self,
@@ -25,248 +163,144 @@ impl Directory {
         if let Some(f) = &req.filter {
             f.validate(&view)?;
         }
-        let start_index = req.start_index.max(1);
         let count = req.count.unwrap_or(self.max_results).min(self.max_results);
-        let matches = |s: &Stored| {
-            req.filter
-                .as_ref()
-                .is_none_or(|f| f.matches(&view, &s.resource))
+        let ready = self.layout_ready().await?;
+        let plan = plan(kind, req, ready);
+        let query = format!("{}{}", query_hash(kind, req), plan.tag());
+        let cursor = match req.cursor.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(token) => Some(Some(self.cursors().open(
+                token,
+                &query,
+                count,
+                now_epoch(),
+            )?)),
         };
-
-        // Equality on a uniquely keyed attribute (what IdPs send before every create) is a
-        // point read, never a scan; membership equalities read the membership index.
-        let mut candidates: Option<Vec<Stored>> =
-            match req.filter.as_ref().and_then(|f| indexed_lookup(kind, f)) {
-                Some(Lookup::Id(id)) => Some(self.load_existing(kind, &[id]).await?),
-                Some(Lookup::Unique(attr, value)) => Some(
-                    self.lookup_unique(kind, attr, &value)
-                        .await?
-                        .into_iter()
-                        .collect(),
-                ),
-                Some(Lookup::AnyOf(keys)) => Some(self.load_any_of(kind, &keys).await?),
-                Some(Lookup::GroupsWithMember(member)) => {
-                    let gids = self.groups_of_ids(&member).await?;
-                    Some(self.load_existing(kind, &gids).await?)
-                }
-                Some(Lookup::MembersOfGroup(gid)) => {
-                    let ids: Vec<String> = self
-                        .members_of(&gid)
-                        .await?
-                        .into_iter()
-                        .map(|m| m.value)
-                        .collect();
-                    Some(self.load_existing(kind, &ids).await?)
-                }
-                None => None,
-            };
-        // A filter on a computed attribute (`members`, `groups`) is evaluated on resources
-        // with that attribute filled in.
-        let computed = match kind {
-            ResourceKind::User => "groups",
-            ResourceKind::Group => "members",
-        };
-        if req
-            .filter
-            .as_ref()
-            .is_some_and(|f| filter_mentions(f, computed))
-        {
-            let mut all = match candidates.take() {
-                Some(c) => c,
-                None => {
-                    let mut all = Vec::new();
-                    self.scan(kind, |s| all.push(s)).await?;
-                    all
-                }
-            };
-            let with_computed = Projection {
-                attributes: vec![AttrPath::new(computed)],
-                excluded: vec![],
-            };
-            for s in all.iter_mut() {
-                self.expand(kind, s, &with_computed).await?;
-            }
-            candidates = Some(all);
-        }
-
-        let (total, mut page) = if let Some(c) = candidates {
-            let mut all: Vec<Stored> = c.into_iter().filter(|s| matches(s)).collect();
-            if let Some(sort_by) = &req.sort_by {
-                sort_stored(&view, &mut all, sort_by, req.descending);
-            }
-            let total = all.len();
-            (
-                total,
-                all.into_iter()
-                    .skip(start_index - 1)
-                    .take(count)
-                    .collect::<Vec<_>>(),
-            )
-        } else if let Some(sort_by) = &req.sort_by {
-            let mut all = Vec::new();
-            self.scan(kind, |s| {
-                if matches(&s) {
-                    all.push(s);
-                }
-            })
-            .await?;
-            sort_stored(&view, &mut all, sort_by, req.descending);
-            let total = all.len();
-            (
-                total,
-                all.into_iter().skip(start_index - 1).take(count).collect(),
-            )
-        } else {
-            // Unsorted: keep only the requested window in memory, count the rest.
-            let mut total = 0usize;
-            let mut window = Vec::new();
-            self.scan(kind, |s| {
-                if matches(&s) {
-                    total += 1;
-                    if total >= start_index && window.len() < count {
-                        window.push(s);
+        let mut result = match plan {
+            Plan::Keyed(lookup) => {
+                let mut all = self.candidates(kind, lookup).await?;
+                let m = self.matcher(kind, req);
+                let mut kept = Vec::with_capacity(all.len());
+                for mut s in all.drain(..) {
+                    if self.matches(kind, &m, &mut s).await? {
+                        kept.push(s);
                     }
                 }
-            })
-            .await?;
-            (total, window)
+                if let Some(sort_by) = &req.sort_by {
+                    sort_stored(&view, &mut kept, sort_by, req.descending);
+                }
+                self.listed_page(kept, req, &query, count, cursor.as_ref())?
+            }
+            Plan::Sorted => {
+                let m = self.matcher(kind, req);
+                let mut all = Vec::new();
+                let mut scanned = Vec::new();
+                self.scan(kind, |s| scanned.push(s)).await?;
+                for mut s in scanned {
+                    if self.matches(kind, &m, &mut s).await? {
+                        all.push(s);
+                    }
+                }
+                if let Some(sort_by) = &req.sort_by {
+                    sort_stored(&view, &mut all, sort_by, req.descending);
+                }
+                self.listed_page(all, req, &query, count, cursor.as_ref())?
+            }
+            Plan::Ordered {
+                ordering,
+                from,
+                descending,
+            } => {
+                let walk = super::paged::Walk {
+                    kind,
+                    ordering,
+                    from,
+                    descending,
+                    legacy: !ready,
+                    query: &query,
+                    count,
+                };
+                match cursor {
+                    Some(c) => self.cursor_page(&walk, req, c).await?,
+                    None => self.index_page(&walk, req).await?,
+                }
+            }
         };
-        for s in page.iter_mut() {
+        for s in result.resources.iter_mut() {
             self.expand(kind, s, &req.projection).await?;
         }
-        Ok(SearchResult {
-            total_results: total,
-            start_index,
-            resources: page,
-        })
+        Ok(result)
     }
 
-    /// Every resource of a type, in creation order, a page of the store at a time.
-    pub async fn scan(
+    pub(super) fn cursors(&self) -> super::cursor::Cursors<'_> {
+        super::cursor::Cursors {
+            key: &self.cursor_key,
+            timeout_secs: self.cursor_timeout_secs,
+        }
+    }
+
+    /// A page of a list the directory holds whole (keyed candidates, or sorted in memory),
+    /// by index or by cursor (an offset in the list).
+    fn listed_page(
         &self,
-        kind: ResourceKind,
-        mut f: impl FnMut(Stored),
-    ) -> Result<(), DirectoryError> {
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(Index::Gsi1, type_index_pk(kind))
-                        .limit(SCAN_PAGE)
-                        .after(after),
+        all: Vec<Stored>,
+        req: &SearchRequest,
+        query: &str,
+        count: usize,
+        cursor: Option<&Option<PageCursor>>,
+    ) -> Result<SearchResult, DirectoryError> {
+        let total = all.len();
+        let start = match cursor {
+            None => req.start_index.max(1) - 1,
+            Some(None) => 0,
+            // A previous page ends where the page it was issued on started.
+            Some(Some(PageCursor {
+                position: Position::Offset(o),
+                back: true,
+            })) => o.saturating_sub(count),
+            Some(Some(PageCursor {
+                position: Position::Offset(o),
+                back: false,
+            })) => *o,
+            Some(Some(_)) => {
+                return Err(super::cursor::CursorError::Invalid(
+                    "it belongs to a query with another filter or sort order",
                 )
-                .await
-                .map_err(store_error)?;
-            for item in &page.items {
-                f(from_item(item)?);
+                .into());
             }
-            match page.next {
-                Some(c) => after = Some(c),
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// The resource holding this value of a uniquely keyed attribute (`userName`,
-    /// `externalId`, group `displayName`): a strongly consistent point read.
-    pub async fn find_unique(
-        &self,
-        kind: ResourceKind,
-        attr: UniqueAttr,
-        value: &str,
-    ) -> Result<Option<Stored>, DirectoryError> {
-        self.lookup_unique(kind, attr, value).await
-    }
-
-    async fn lookup_unique(
-        &self,
-        kind: ResourceKind,
-        attr: UniqueAttr,
-        value: &str,
-    ) -> Result<Option<Stored>, DirectoryError> {
-        if value.len() > MAX_KEY_VALUE_BYTES {
-            return Ok(None);
-        }
-        let Some(item) = self
-            .store
-            .get(&attr.key(kind, value))
-            .await
-            .map_err(store_error)?
-        else {
-            return Ok(None);
         };
-        let id: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
-        let Some(id) = id.get("id").and_then(Value::as_str) else {
-            return Ok(None);
-        };
-        match self.load(kind, id).await {
-            Ok(s) => Ok(Some(s)),
-            Err(DirectoryError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The resources holding any of these ids (`None`) or values of uniquely keyed
-    /// attributes: one batched read of the uniqueness keys, one of the resources.
-    async fn load_any_of(
-        &self,
-        kind: ResourceKind,
-        keys: &[(Option<UniqueAttr>, String)],
-    ) -> Result<Vec<Stored>, DirectoryError> {
-        let mut ids: Vec<String> = Vec::new();
-        let mut unique_keys: Vec<Key> = Vec::new();
-        for (attr, value) in keys {
-            match attr {
-                None => ids.push(value.clone()),
-                Some(a) if value.len() <= MAX_KEY_VALUE_BYTES => {
-                    unique_keys.push(a.key(kind, value))
-                }
-                Some(_) => {}
-            }
-        }
-        if !unique_keys.is_empty() {
-            for item in self
-                .store
-                .get_many(&unique_keys)
-                .await
-                .map_err(store_error)?
-            {
-                let id: Value = serde_json::from_slice(&item.data).unwrap_or(Value::Null);
-                if let Some(id) = id.get("id").and_then(Value::as_str) {
-                    ids.push(id.to_string());
-                }
-            }
-        }
-        ids.sort();
-        ids.dedup();
-        self.load_existing(kind, &ids).await
-    }
-
-    /// The resources with these ids that exist (batched point reads).
-    pub async fn load_existing(
-        &self,
-        kind: ResourceKind,
-        ids: &[String],
-    ) -> Result<Vec<Stored>, DirectoryError> {
-        let keys: Vec<Key> = ids
-            .iter()
-            .filter(|id| !id.is_empty() && id.len() <= MAX_KEY_VALUE_BYTES)
-            .map(|id| resource_key(kind, id))
+        let end = (start + count).min(total);
+        let resources: Vec<Stored> = all
+            .into_iter()
+            .skip(start)
+            .take(end.saturating_sub(start))
             .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            for item in self.store.get_many(chunk).await.map_err(store_error)? {
-                out.push(from_item(&item)?);
+        let mut result = SearchResult {
+            total_results: Some(total),
+            start_index: start + 1,
+            resources,
+            next_cursor: None,
+            previous_cursor: None,
+        };
+        if cursor.is_some() && count > 0 {
+            let now = now_epoch();
+            let seal = |position, back| {
+                self.cursors()
+                    .seal(query, count, &PageCursor { position, back }, now)
+            };
+            if end < total {
+                result.next_cursor = Some(seal(Position::Offset(end), false));
+            }
+            if start > 0 {
+                result.previous_cursor = Some(seal(Position::Offset(start), true));
             }
         }
-        // Keep creation order (ids are UUIDv7), as a scan would.
-        out.sort_by(|a, b| a.id().cmp(b.id()));
-        Ok(out)
+        Ok(result)
     }
 }
 
-fn sort_stored(
+pub(super) fn sort_stored(
     view: &provisync_scim::ResourceSchema<'_>,
     all: &mut Vec<Stored>,
     sort_by: &AttrPath,
@@ -298,135 +332,4 @@ fn sort_stored(
             version,
         }
     }));
-}
-
-pub(super) enum Lookup {
-    Id(String),
-    Unique(UniqueAttr, String),
-    /// Groups having this member (`members[value eq "id"]`, `members.value eq "id"`).
-    GroupsWithMember(String),
-    /// Members of this group (`groups[value eq "id"]`, `groups.value eq "id"`).
-    MembersOfGroup(String),
-    /// `id` (`None`) or uniquely keyed equalities joined by `or` (`userName eq "a" or
-    /// userName eq "b" or externalId eq "c"`: what a batched import looks users up with).
-    AnyOf(Vec<(Option<UniqueAttr>, String)>),
-}
-
-/// The equality of `f` on `id` (`None`) or on a uniquely keyed attribute, if it is one.
-fn keyed_equality(kind: ResourceKind, f: &Filter) -> Option<(Option<UniqueAttr>, String)> {
-    let Filter::Compare {
-        path,
-        op: CompareOp::Eq,
-        value: CompValue::Str(v),
-    } = f
-    else {
-        return None;
-    };
-    let urn_ok = path
-        .urn
-        .as_deref()
-        .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()));
-    if path.sub_attr.is_some() || !urn_ok {
-        return None;
-    }
-    if path.attr.eq_ignore_ascii_case("id") {
-        return Some((None, v.clone()));
-    }
-    UniqueAttr::for_kind(kind)
-        .iter()
-        .find(|a| a.attr_name().eq_ignore_ascii_case(&path.attr))
-        .map(|a| (Some(*a), v.clone()))
-}
-
-/// Every branch of an `or` chain, if each is a keyed equality. The chain is walked with a
-/// stack, not recursion (its length is bounded by the filter's length only).
-fn keyed_disjunction(kind: ResourceKind, f: &Filter) -> Option<Vec<(Option<UniqueAttr>, String)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![f];
-    while let Some(f) = stack.pop() {
-        match f {
-            Filter::Or(a, b) => {
-                stack.push(b);
-                stack.push(a);
-            }
-            leaf => out.push(keyed_equality(kind, leaf)?),
-        }
-    }
-    Some(out)
-}
-
-/// Does the filter name this top-level attribute anywhere?
-fn filter_mentions(f: &Filter, attr: &str) -> bool {
-    match f {
-        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
-            path.urn.is_none() && path.attr.eq_ignore_ascii_case(attr)
-        }
-        Filter::And(a, b) | Filter::Or(a, b) => {
-            filter_mentions(a, attr) || filter_mentions(b, attr)
-        }
-        Filter::Not(a) => filter_mentions(a, attr),
-    }
-}
-
-/// Finds an equality on a keyed attribute that every match must satisfy: the filter
-/// itself or one side of a top-level `and`.
-pub(super) fn indexed_lookup(kind: ResourceKind, f: &Filter) -> Option<Lookup> {
-    let membership = |attr: &str, id: String| -> Option<Lookup> {
-        match kind {
-            ResourceKind::Group if attr.eq_ignore_ascii_case("members") => {
-                Some(Lookup::GroupsWithMember(id))
-            }
-            ResourceKind::User if attr.eq_ignore_ascii_case("groups") => {
-                Some(Lookup::MembersOfGroup(id))
-            }
-            _ => None,
-        }
-    };
-    match f {
-        Filter::ValuePath { path, filter } if path.urn.is_none() => match filter.as_ref() {
-            Filter::Compare {
-                path: inner,
-                op: CompareOp::Eq,
-                value: CompValue::Str(v),
-            } if inner.attr.eq_ignore_ascii_case("value") && inner.sub_attr.is_none() => {
-                membership(&path.attr, v.clone())
-            }
-            _ => None,
-        },
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            value: CompValue::Str(v),
-        } if path.urn.is_none()
-            && path
-                .sub_attr
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("value")) =>
-        {
-            membership(&path.attr, v.clone())
-        }
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            value: CompValue::Str(v),
-        } if path.sub_attr.is_none() => {
-            let urn_ok = path
-                .urn
-                .as_deref()
-                .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()));
-            if !urn_ok {
-                return None;
-            }
-            if path.attr.eq_ignore_ascii_case("id") {
-                return Some(Lookup::Id(v.clone()));
-            }
-            UniqueAttr::for_kind(kind)
-                .iter()
-                .find(|a| a.attr_name().eq_ignore_ascii_case(&path.attr))
-                .map(|a| Lookup::Unique(*a, v.clone()))
-        }
-        Filter::And(a, b) => indexed_lookup(kind, a).or_else(|| indexed_lookup(kind, b)),
-        Filter::Or(..) => keyed_disjunction(kind, f).map(Lookup::AnyOf),
-        _ => None,
-    }
 }

@@ -3,7 +3,11 @@
 //!
 //! Keys are prefixed with a fresh id so the suite can share a table with other tests.
 
-use super::{Condition, Index, Item, Key, Query, Store, StoreError, Write, now_epoch};
+use std::sync::Arc;
+
+use super::{
+    Condition, Cursor, Index, Item, Key, Query, Store, StoreError, Write, counter_value, now_epoch,
+};
 
 fn ns() -> String {
     format!("T{}", uuid::Uuid::new_v4().simple())
@@ -19,6 +23,13 @@ pub async fn run_all(store: &dyn Store) {
     expired_items_are_absent(store).await;
     invalid_transactions(store).await;
     get_many(store).await;
+    counters(store).await;
+    positions_need_not_be_items(store).await;
+}
+
+/// The checks that need the store shared between concurrent tasks.
+pub async fn run_concurrent(store: Arc<dyn Store>) {
+    concurrent_adds_all_count(store).await;
 }
 
 async fn put_get_delete(store: &dyn Store) {
@@ -348,4 +359,161 @@ async fn get_many(store: &dyn Store) {
             .enumerate()
             .all(|(i, it)| it.data == vec![i as u8])
     );
+}
+
+async fn counters(store: &dyn Store) {
+    let p = ns();
+    let key = Key::new(format!("{p}#N"), "N");
+    // An absent counter counts from 0; every add bumps the version.
+    store
+        .transact(vec![Write::add(key.clone(), 5)])
+        .await
+        .unwrap();
+    store
+        .transact(vec![Write::add(key.clone(), -2)])
+        .await
+        .unwrap();
+    let c = store.get(&key).await.unwrap().expect("counter");
+    assert_eq!(counter_value(&c), 3);
+    assert_eq!(c.version, 2);
+    // In a transaction, the add is all or nothing with the rest.
+    let err = store
+        .transact(vec![
+            Write::add(key.clone(), 10),
+            Write::Check {
+                key: Key::new(format!("{p}#missing"), "S"),
+                condition: Condition::Exists,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { index: 1 }));
+    let item = Item::new(format!("{p}#R"), "S", b"r".to_vec());
+    store
+        .transact(vec![
+            Write::put_new(item.clone()),
+            Write::add(key.clone(), 10),
+        ])
+        .await
+        .unwrap();
+    let c = store.get(&key).await.unwrap().unwrap();
+    assert_eq!((counter_value(&c), c.version), (13, 3));
+    // A conditional add: on the version read, as a recount does.
+    let err = store
+        .transact(vec![Write::Add {
+            key: key.clone(),
+            delta: 1,
+            condition: Condition::VersionIs(2),
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { index: 0 }));
+    store
+        .transact(vec![Write::Add {
+            key: key.clone(),
+            delta: -13,
+            condition: Condition::VersionIs(3),
+        }])
+        .await
+        .unwrap();
+    let c = store.get(&key).await.unwrap().unwrap();
+    assert_eq!((counter_value(&c), c.version), (0, 4));
+    // Counters are read like any item.
+    let many = store.get_many(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(many.len(), 1);
+    assert_eq!(counter_value(&many[0]), 0);
+}
+
+async fn positions_need_not_be_items(store: &dyn Store) {
+    let p = ns();
+    let pk = format!("{p}#P");
+    let idx = format!("{p}#PI");
+    let writes = (0..10)
+        .map(|i| {
+            Write::put(
+                Item::new(pk.clone(), format!("S#{:02}", i * 10), vec![])
+                    .with_gsi1(idx.clone(), format!("{:02}#x", i * 10)),
+            )
+        })
+        .collect();
+    store.transact(writes).await.unwrap();
+    let sks = |page: &super::Page| page.items.iter().map(|i| i.sk.clone()).collect::<Vec<_>>();
+    // Between two index sort keys, ascending and descending.
+    let at = Some(Cursor::at("35", "Z", "Z"));
+    let page = store
+        .query(
+            &Query::new(Index::Gsi1, idx.clone())
+                .limit(2)
+                .after(at.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sks(&page), ["S#40", "S#50"]);
+    let page = store
+        .query(
+            &Query::new(Index::Gsi1, idx.clone())
+                .limit(2)
+                .descending()
+                .after(at),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sks(&page), ["S#30", "S#20"]);
+    // A bare prefix of an index sort key comes before every key it starts.
+    let page = store
+        .query(
+            &Query::new(Index::Gsi1, idx.clone())
+                .limit(3)
+                .after(Some(Cursor::at("50", "A", "A"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sks(&page), ["S#50", "S#60", "S#70"]);
+    // In the table's own sort key.
+    let page = store
+        .query(
+            &Query::new(Index::Primary, pk.clone())
+                .limit(2)
+                .after(Some(Cursor::at("S#55", pk.clone(), "S#55"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sks(&page), ["S#60", "S#70"]);
+    // Past the end: nothing, and no next.
+    let page = store
+        .query(
+            &Query::new(Index::Gsi1, idx)
+                .limit(2)
+                .after(Some(Cursor::at("99", "Z", "Z"))),
+        )
+        .await
+        .unwrap();
+    assert!(page.items.is_empty() && page.next.is_none());
+}
+
+async fn concurrent_adds_all_count(store: Arc<dyn Store>) {
+    let p = ns();
+    let key = Key::new(format!("{p}#C"), "C");
+    // Each task adds once alone and once inside a two-item transaction, as a create does.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let key = key.clone();
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            store.transact(vec![Write::add(key.clone(), 1)]).await?;
+            store
+                .transact(vec![
+                    Write::put_new(Item::new(format!("{p}#I{i}"), "S", vec![])),
+                    Write::add(key, 1),
+                ])
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("add");
+    }
+    let c = store.get(&key).await.unwrap().expect("counter");
+    assert_eq!(counter_value(&c), 32);
+    assert_eq!(c.version, 32);
 }

@@ -16,7 +16,7 @@ use redb::{
 
 use super::{
     Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write, check_transaction,
-    now_epoch,
+    counter_value, now_epoch,
 };
 
 const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
@@ -188,12 +188,7 @@ impl EmbeddedStore {
             // Check every condition first: all or nothing.
             let mut current = Vec::with_capacity(writes.len());
             for (index, w) in writes.iter().enumerate() {
-                let (key, cond) = match w {
-                    Write::Put { item, condition } => (item.key(), condition),
-                    Write::Delete { key, condition } | Write::Check { key, condition } => {
-                        (key.clone(), condition)
-                    }
-                };
+                let (key, cond) = (w.key(), w.condition());
                 let existing = Self::read_item(&items, &key.pk, &key.sk, now)?;
                 let ok = match cond {
                     Condition::None => true,
@@ -256,6 +251,25 @@ impl EmbeddedStore {
                             .map_err(unavailable)?;
                     }
                     Write::Check { .. } => {}
+                    Write::Add { key, delta, .. } => {
+                        // A counter counts from 0 when absent (or expired).
+                        let (value, version) = match old.filter(|o| !o.is_expired(now)) {
+                            Some(o) => (counter_value(&o), o.version),
+                            None => (0, 0),
+                        };
+                        let item = Item::new(
+                            key.pk,
+                            key.sk,
+                            value.saturating_add(delta).to_string().into_bytes(),
+                        )
+                        .with_version(version + 1);
+                        items
+                            .insert(
+                                (item.pk.as_str(), item.sk.as_str()),
+                                encode(&item).as_slice(),
+                            )
+                            .map_err(unavailable)?;
+                    }
                 }
             }
         }
@@ -371,6 +385,12 @@ mod tests {
     #[tokio::test]
     async fn contract_in_memory() {
         super::super::contract::run_all(&EmbeddedStore::in_memory()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_contract_in_memory() {
+        super::super::contract::run_concurrent(std::sync::Arc::new(EmbeddedStore::in_memory()))
+            .await;
     }
 
     #[tokio::test]

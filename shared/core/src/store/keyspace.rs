@@ -78,10 +78,18 @@ pub const SESSION: &str = "SESSION#";
 /// Settled operation counts of an hour or a day: `STATS#H#{hour}`, `STATS#D#{day}`
 /// (insight).
 pub const STATS: &str = "STATS#";
+/// One shard of a resource type's count: `COUNT#{type}#{nn}` (directory).
+pub const COUNT: &str = "COUNT#";
+/// Store-wide facts, such as the key layout version: `META#LAYOUT` (directory).
+pub const META: &str = "META#";
+/// Where a page of an index-paged listing starts, kept a while:
+/// `PAGEAT#{query hash}` / `{startIndex}` (directory).
+pub const PAGE_AT: &str = "PAGEAT#";
 
 // ---- index gsi1 ----------------------------------------------------------------------
 
-/// Resources of one type, in creation order: `RT#{type}` (directory).
+/// Resources of one type, in creation order, one partition per shard:
+/// `RT#{type}#{shard}`; `RT#{type}` in stores not yet migrated (directory).
 pub const RESOURCE_TYPE: &str = "RT#";
 /// The groups a member is in: `MEMBEROF#{member id}` (directory).
 pub const MEMBER_OF: &str = "MEMBEROF#";
@@ -113,6 +121,9 @@ pub const QUEUE_INDEX: &str = "Q#";
 
 /// A hub id by its target id: `LINKT#{target}#{type}#{target id}` (link).
 pub const LINK_BY_TARGET_ID: &str = "LINKT#";
+/// Resources of one type by last modification, one partition per shard:
+/// `LM#{type}#{shard}` / `{lastModified}#{id}` (directory).
+pub const MODIFIED: &str = "LM#";
 
 // ---- sort keys within one partition --------------------------------------------------
 
@@ -143,6 +154,13 @@ pub const ALL: &[Prefix] = &[
     p(Space::Pk, QUEUE, "the embedded queue"),
     p(Space::Pk, SESSION, "console sessions (hashed)"),
     p(Space::Pk, STATS, "settled operation counts"),
+    p(Space::Pk, COUNT, "resource counts (sharded counters)"),
+    p(Space::Pk, META, "store-wide facts (key layout version)"),
+    p(
+        Space::Pk,
+        PAGE_AT,
+        "remembered start positions of index pages",
+    ),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),
@@ -161,6 +179,7 @@ pub const ALL: &[Prefix] = &[
         "the embedded queue's ready and dead lists",
     ),
     p(Space::Gsi2, LINK_BY_TARGET_ID, "hub id by target id"),
+    p(Space::Gsi2, MODIFIED, "resources by last modification"),
 ];
 
 const fn p(space: Space, prefix: &'static str, what: &'static str) -> Prefix {

@@ -130,6 +130,16 @@ pub enum Write {
         key: Key,
         condition: Condition,
     },
+    /// Adds `delta` to the counter at `key` (DynamoDB `UpdateItem` with `ADD`): an absent
+    /// counter counts from 0, and every add bumps the item's version by one. A counter
+    /// reads back as an [`Item`] whose `data` is its value in decimal ASCII
+    /// ([`counter_value`]). A key holds a counter or a record, never both: a counter is
+    /// only ever written by `Add` (and may be deleted).
+    Add {
+        key: Key,
+        delta: i64,
+        condition: Condition,
+    },
 }
 
 impl Write {
@@ -151,12 +161,38 @@ impl Write {
             condition: Condition::None,
         }
     }
+    /// Adds `delta` to the counter at `key`, unconditionally.
+    pub fn add(key: Key, delta: i64) -> Self {
+        Write::Add {
+            key,
+            delta,
+            condition: Condition::None,
+        }
+    }
     pub fn key(&self) -> Key {
         match self {
             Write::Put { item, .. } => item.key(),
-            Write::Delete { key, .. } | Write::Check { key, .. } => key.clone(),
+            Write::Delete { key, .. } | Write::Check { key, .. } | Write::Add { key, .. } => {
+                key.clone()
+            }
         }
     }
+    pub fn condition(&self) -> &Condition {
+        match self {
+            Write::Put { condition, .. }
+            | Write::Delete { condition, .. }
+            | Write::Check { condition, .. }
+            | Write::Add { condition, .. } => condition,
+        }
+    }
+}
+
+/// The value of a counter item (written by [`Write::Add`]); 0 for anything unreadable.
+pub fn counter_value(item: &Item) -> i64 {
+    std::str::from_utf8(&item.data)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Which key a query reads.
@@ -212,6 +248,11 @@ impl Query {
 
 /// Where a query stopped: the last item's keys (index sort key plus primary key, the
 /// shape of DynamoDB's `LastEvaluatedKey`).
+///
+/// A cursor is a position, not a reference: it need not name an item that exists. A query
+/// after it returns the items whose `(index sort key, pk, sk)` come after it (before it,
+/// descending), so a caller may start from a position it built itself (an index sort key
+/// with any non-empty `pk` and `sk`), as DynamoDB's `ExclusiveStartKey` allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
     pub index_sk: String,
@@ -220,6 +261,18 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A position in an index at sort key `index_sk`: ahead of every item whose index sort
+    /// key is `index_sk` with a longer tail, after every item whose key sorts before it.
+    /// (`pk`/`sk` only break ties with an item whose index sort key is exactly `index_sk`;
+    /// they are non-empty because DynamoDB refuses empty key attributes.)
+    pub fn at(index_sk: impl Into<String>, pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Cursor {
+            index_sk: index_sk.into(),
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+
     /// An opaque string form for APIs (base64url of the three keys).
     pub fn encode(&self) -> String {
         use base64::Engine;

@@ -32,6 +32,8 @@
 //! what is gone. Users and groups the source no longer has stay in the hub until an
 //! operator (or the source, by webhook: `user.delete` / `group.delete`) removes them.
 
+mod scim_list;
+
 use crate::store::keyspace;
 use std::sync::Arc;
 
@@ -46,7 +48,7 @@ use super::inbound::{
     InboundError,
 };
 use crate::connector::ConnectorError;
-use crate::connector::http::{Credentials, HttpClient, check_target_url};
+use crate::connector::http::{Credentials, HttpClient, HttpResponse, check_target_url};
 use crate::source::{PullConfig, PullKind, SourceConfig, Sources};
 use crate::store::{Item, Key, Store, StoreError, Write};
 
@@ -249,6 +251,8 @@ struct Reader {
     base: Url,
     creds: Credentials,
     http: HttpClient,
+    /// The source pages by cursor (RFC 9865), as its `/ServiceProviderConfig` says.
+    cursors: bool,
 }
 
 impl Reader {
@@ -256,7 +260,12 @@ impl Reader {
         let base = check_target_url(&pull.base_url).map_err(|e| PullError::Setup(e.to_string()))?;
         let creds =
             Credentials::from_auth(&pull.auth).map_err(|e| PullError::Setup(e.to_string()))?;
-        Ok(Reader { base, creds, http })
+        Ok(Reader {
+            base,
+            creds,
+            http,
+            cursors: false,
+        })
     }
 
     fn url(&self, segments: &[&str]) -> Result<Url, PullError> {
@@ -268,68 +277,18 @@ impl Reader {
         Ok(url)
     }
 
-    async fn get(&self, url: Url, accept: &str) -> Result<Value, PullError> {
+    /// A GET, answered as it came (any status).
+    async fn get_raw(&self, url: Url, accept: &str) -> Result<HttpResponse, PullError> {
         let req = self
             .creds
             .apply(self.http.request(Method::GET, url))
             .header(header::ACCEPT, accept);
-        let resp = self.http.send(req).await?.ok(Some(&self.creds))?;
+        Ok(self.http.send(req).await?)
+    }
+
+    async fn get(&self, url: Url, accept: &str) -> Result<Value, PullError> {
+        let resp = self.get_raw(url, accept).await?.ok(Some(&self.creds))?;
         Ok(resp.json()?)
-    }
-
-    /// RFC 7644 §5: does the source filter?
-    async fn scim_filters(&self) -> Result<bool, PullError> {
-        let spc = self
-            .get(
-                self.url(&["ServiceProviderConfig"])?,
-                "application/scim+json",
-            )
-            .await?;
-        Ok(spc["filter"]["supported"].as_bool().unwrap_or(false))
-    }
-
-    /// One page of `/Users` or `/Groups` (`phase`), each resource as the hub takes it.
-    async fn scim_page(
-        &self,
-        phase: PullPhase,
-        since: Option<&str>,
-        next: Option<&str>,
-    ) -> Result<PulledPage, PullError> {
-        let start: u64 = next.and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
-        let (segment, take): (&str, fn(&Value) -> Option<Value>) = match phase {
-            PullPhase::Users => ("Users", scim_user),
-            PullPhase::Groups => ("Groups", scim_group),
-        };
-        let mut url = self.url(&[segment])?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = since {
-                let lit = serde_json::to_string(s).unwrap_or_default();
-                q.append_pair("filter", &format!("meta.lastModified gt {lit}"));
-            }
-            q.append_pair("startIndex", &start.to_string())
-                .append_pair("count", &SCIM_PAGE.to_string());
-        }
-        let list = self.get(url, "application/scim+json").await?;
-        let resources = list["Resources"].as_array().cloned().unwrap_or_default();
-        let got = resources.len() as u64;
-        let total = list["totalResults"].as_u64();
-        let more = got > 0
-            && match total {
-                Some(t) => start + got <= t,
-                None => got >= SCIM_PAGE as u64,
-            };
-        let items = resources
-            .into_iter()
-            .filter_map(|r| {
-                let modified = r["meta"]["lastModified"].as_str().unwrap_or("").to_string();
-                take(&r).map(|u| (u, modified))
-            })
-            .collect();
-        Ok(PulledPage {
-            items,
-            next: more.then(|| (start + got).to_string()),
-        })
     }
 
     /// One user by the source's id (`GET /Users/{id}`); `None` when the source has no such
@@ -639,10 +598,10 @@ impl Puller {
             Some(h) => h.clone(),
             None => HttpClient::shared().map_err(|e| PullError::Setup(e.to_string()))?,
         };
-        let reader = Reader::new(pull, http)?;
+        let mut reader = Reader::new(pull, http)?;
         let mut cursor = load_cursor(self.store.as_ref(), &source.id).await?;
         let incremental = match pull.kind {
-            PullKind::Scim => reader.scim_filters().await?,
+            PullKind::Scim => reader.scim_config().await?,
             PullKind::Jsonapi => true,
         };
         report.incremental = incremental;

@@ -64,6 +64,8 @@ pub enum CycleError {
 /// the composition root ([`crate::hub::Hub::schedule`]).
 #[derive(Clone)]
 pub struct Schedule {
+    /// Moved to the current key layout before each cycle (a no-op once done).
+    pub directory: crate::directory::Directory,
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub reconciler: Reconciler,
@@ -105,6 +107,16 @@ fn parse_schedule_period(v: Option<&str>) -> Result<Option<Duration>, ConfigErro
 pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport, CycleError> {
     let start = tokio::time::Instant::now();
     let mut first_error: Option<CycleError> = None;
+    // A store written by an earlier version moves to the current key layout here (once;
+    // afterwards two small reads), within a tenth of the budget, resumed next cycle.
+    let migrate_until = crate::store::now_epoch() + (budget / 10).as_secs().max(1) as i64;
+    match s.directory.migrate_layout(Some(migrate_until)).await {
+        Ok(r) if r.users_moved + r.groups_moved > 0 || !r.complete => {
+            tracing::info!(report = %r, "directory key layout")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "directory key layout migration failed"),
+    }
     let mut pulled = Vec::new();
     match s.puller.pull_all(start + budget / 4).await {
         Ok(r) => pulled = r,

@@ -657,6 +657,7 @@ fn directory_error(e: DirectoryError) -> InboundError {
         | DirectoryError::MemberWithoutValue
         | DirectoryError::MembersInBatch
         | DirectoryError::NotAnObject
+        | DirectoryError::Cursor(_)
         | DirectoryError::StoreRejected(_) => InboundError::Malformed(e.to_string()),
     }
 }

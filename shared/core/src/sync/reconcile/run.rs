@@ -9,7 +9,7 @@ use super::lease::Lease;
 use super::{
     GroupCounts, ReconcileCounts, ReconcileError, ReconcileReport, Reconciler, RunState, SEND_CHUNK,
 };
-use crate::connector::listing_unsupported;
+use crate::connector::{listing_position_lost, listing_unsupported};
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use crate::sync::runs::{RunKind, RunRecord, Sent, Settlement, Tally, append_problems};
 use crate::target::TargetConfig;
@@ -262,6 +262,11 @@ impl Reconciler {
                         // Nothing to compare with: not a failure, and nothing to resume.
                         return stop(RunState::Unsupported, &cp, 0);
                     }
+                    Err(e) if e == listing_position_lost() => {
+                        // Nowhere to resume: the next run starts over.
+                        let _ = self.clear_checkpoint(&t.id).await;
+                        return fail(e.into(), &cp, pages_now);
+                    }
                     Err(e) => {
                         // Keep what was done: the next cycle retries this page.
                         let _ = self.save_checkpoint(&t.id, &cp).await;
@@ -369,6 +374,10 @@ impl Reconciler {
                             tracing::warn!(target_id = %t.id, error = %e, "reconcile checkpoint not cleared");
                         }
                         return stop(RunState::Complete, &cp, pages_now);
+                    }
+                    Err(e) if e == listing_position_lost() => {
+                        let _ = self.clear_checkpoint(&t.id).await;
+                        return fail(e.into(), &cp, pages_now);
                     }
                     Err(e) => {
                         let _ = self.save_checkpoint(&t.id, &cp).await;

@@ -129,7 +129,8 @@ pub async fn search(
         .map_err(directory_error)?;
     Ok(axum::Json(wire::UserList {
         users: found.resources.iter().map(summary).collect(),
-        total: found.total_results,
+        // Index paging (no cursor) always counts.
+        total: found.total_results.unwrap_or(found.resources.len()),
     })
     .into_response())
 }
@@ -176,7 +177,9 @@ async fn count(directory: &Directory, filter: Option<Filter>) -> AdminResult<usi
         )
         .await
         .map_err(directory_error)?
-        .total_results)
+        .total_results
+        // Index paging (no cursor) always counts.
+        .unwrap_or_default())
 }
 
 /// `POST /admin/preview/scope`.
