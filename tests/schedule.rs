@@ -1402,6 +1402,8 @@ async fn targets_that_cannot_list_are_reported_not_failed() {
         return;
     };
     let hub = Hub::start_full(store, groups_unlisted, |_| {}).await;
+    // The run waits for what the target answered: deliver as `serve` does.
+    let _delivery = hub.run_delivery();
     add_target(&hub, "peer", &peer.base, &peer.token, json!({})).await;
     let r = hub
         .admin(
@@ -1849,6 +1851,7 @@ async fn reconcile_lists_by_cursor_where_offered(backend: Backend) {
         return;
     };
     let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
     let peer = Hub::start(Backend::Embedded).await.expect("peer");
     // 230 accounts on the target the hub does not know: three listing pages of 100.
     seed_peer(&peer, "stranger", 230).await;

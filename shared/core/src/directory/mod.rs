@@ -14,6 +14,7 @@ mod index;
 pub mod keys;
 mod layout;
 mod lookup;
+mod matcher;
 mod members;
 mod paged;
 mod positions;

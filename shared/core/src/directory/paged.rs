@@ -16,8 +16,8 @@
 
 use super::cursor::{CursorError, PageCursor, Position};
 use super::index::{Merge, Ordering, Sharded};
+use super::matcher::Matcher;
 use super::positions::Remembered;
-use super::search::Matcher;
 use super::{
     Directory, DirectoryError, SearchRequest, SearchResult, Stored, from_item, store_error,
 };

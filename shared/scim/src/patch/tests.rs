@@ -903,6 +903,24 @@ mod proptests {
             })
     }
 
+    /// Does this operation's value set an attribute its path's value filter compares?
+    fn rewrites_its_filter(op: &Value) -> bool {
+        let (Some(path), Some(Value::Object(value))) =
+            (op.get("path").and_then(Value::as_str), op.get("value"))
+        else {
+            return false;
+        };
+        let Some(filter) = path.split_once('[').and_then(|(_, f)| f.split_once(']')) else {
+            return false;
+        };
+        value.keys().any(|k| {
+            filter
+                .0
+                .split_whitespace()
+                .any(|word| word.eq_ignore_ascii_case(k))
+        })
+    }
+
     fn apply(kind: ResourceKind, resource: &Value, body: &Value) -> Result<PatchPlan, ScimError> {
         let reg = SchemaRegistry::builtin();
         apply_patch(&reg.view(kind), resource, body)
@@ -926,6 +944,11 @@ mod proptests {
         fn adds_and_replaces_are_idempotent(
             ops_list in prop::collection::vec(prop_oneof![3 => arb_fitting_op(), 1 => arb_add_or_replace()], 1..4),
         ) {
+            // An operation whose value rewrites the attribute its own filter selects on
+            // (`add emails[type eq "work"]` with `{"type": "home"}`) moves the element out
+            // of its filter: applied again it selects nothing and describes a new element.
+            // Not idempotent by its nature, so not part of this property.
+            prop_assume!(!ops_list.iter().any(rewrites_its_filter));
             let body = ops(Value::Array(ops_list));
             for (kind, stored) in [(ResourceKind::User, stored_user()), (ResourceKind::Group, stored_group())] {
                 if let Ok(once) = apply(kind, &stored, &body) {
