@@ -441,12 +441,18 @@ async fn test_target(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    extensions: http::Extensions,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
     let target = load_target(adm, &id).await?;
     let started = Instant::now();
+    // A target that hangs gets an answer (not ok) before the invocation ends.
+    let limit = call_time_for(&extensions, CONNECTION_TEST_TIMEOUT);
     let result = match (adm.connectors)(&target) {
-        Ok(connector) => connector.test().await.map_err(|e| e.to_string()),
+        Ok(connector) => match tokio::time::timeout(limit, connector.test()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        },
         Err(e) => Err(e.0),
     };
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -728,6 +734,37 @@ async fn query_audit(
 /// Time a reconcile asked for through the API runs at most (API Gateway answers within
 /// 29 s); a larger target continues in the next scheduled cycle from its checkpoint.
 const ON_DEMAND_RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+/// Time kept in hand, beyond a cycle's or reconcile's budget and its grace, to write the
+/// answer before the invocation's deadline ([`crate::AnswerBy`]).
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Longest connection test (`POST /admin/targets/{id}/test`).
+const CONNECTION_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `requested` for one call, cut to the request's [`crate::AnswerBy`] less the margin.
+fn call_time_for(
+    req_extensions: &http::Extensions,
+    requested: std::time::Duration,
+) -> std::time::Duration {
+    match req_extensions.get::<crate::AnswerBy>() {
+        Some(a) => a
+            .0
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(ANSWER_MARGIN)
+            .min(requested),
+        None => requested,
+    }
+}
+
+/// A cycle's or reconcile's `requested` budget, fitted inside the request's
+/// [`crate::AnswerBy`] (with the phases' grace) if it has one.
+fn budget_for(req_extensions: &http::Extensions, requested: std::time::Duration) -> std::time::Duration {
+    provisync_core::sync::schedule::budget_within(
+        requested,
+        req_extensions.get::<crate::AnswerBy>().map(|a| a.0),
+        ANSWER_MARGIN,
+    )
+}
 
 async fn sync(
     State(state): State<AppState>,
@@ -735,6 +772,7 @@ async fn sync(
     req: Request,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
+    let budget = budget_for(req.extensions(), ON_DEMAND_RECONCILE_BUDGET);
     let body = json_body(&state, req).await?;
     let r: wire::SyncRequest = serde_json::from_value(body)
         .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
@@ -757,7 +795,7 @@ async fn sync(
             ));
         }
         let reconciler = &adm.reconciler;
-        let deadline = tokio::time::Instant::now() + ON_DEMAND_RECONCILE_BUDGET;
+        let deadline = tokio::time::Instant::now() + budget;
         // The report says how it went (complete, suspended, busy: another cycle holds
         // the target, failed: why).
         let report = reconciler.reconcile_target(&target, deadline).await;
@@ -819,10 +857,13 @@ struct ScheduleParams {
 }
 
 /// One scheduled cycle now (`provisync run-schedule`): the same code as the timer and
-/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240.
+/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240; in Lambda
+/// cut to what the invocation has left ([`crate::AnswerBy`]), so the cycle ends (and its
+/// reconcile leases are released) before the function's timeout.
 async fn run_schedule(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
+    extensions: http::Extensions,
 ) -> AdminResult<Response> {
     let params: ScheduleParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?;
@@ -835,10 +876,8 @@ async fn run_schedule(
             .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
     };
     let schedule = state.hub.schedule();
-    let report = provisync_core::sync::schedule::run_schedule(
-        &schedule,
-        std::time::Duration::from_secs(budget),
-    )
+    let budget = budget_for(&extensions, std::time::Duration::from_secs(budget));
+    let report = provisync_core::sync::schedule::run_schedule(&schedule, budget)
     .await
     .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
     Ok(axum::Json(wire_of::cycle_report(&report)).into_response())

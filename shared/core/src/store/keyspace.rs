@@ -89,8 +89,6 @@ pub const SOURCES: &str = "SOURCES";
 pub const OUTBOX_BY_AGE: &str = "OUTBOX";
 /// Audit entries of one target: `AUDIT#T#{target}` (audit).
 pub const AUDIT_TARGET: &str = "AUDIT#T#";
-/// Audit entries of one resource: `AUDIT#R#{resource}` (audit).
-pub const AUDIT_RESOURCE: &str = "AUDIT#R#";
 /// A target's links of one type: `LINKS#{target}#{type}` (link).
 pub const LINKS: &str = "LINKS#";
 /// The store-backed queue's ready and dead-letter lists: `Q#{queue}#READY`,
@@ -101,6 +99,9 @@ pub const QUEUE_INDEX: &str = "Q#";
 
 /// A hub id by its target id: `LINKT#{target}#{type}#{target id}` (link).
 pub const LINK_BY_TARGET_ID: &str = "LINKT#";
+/// Audit entries of one resource: `AUDIT#R#{resource}` (audit; index gsi2, where
+/// `sync/audit.rs` puts them).
+pub const AUDIT_RESOURCE: &str = "AUDIT#R#";
 
 // ---- sort keys within one partition --------------------------------------------------
 
@@ -136,7 +137,6 @@ pub const ALL: &[Prefix] = &[
     exact(Space::Gsi1, SOURCES, "all sources"),
     exact(Space::Gsi1, OUTBOX_BY_AGE, "outbox by age"),
     p(Space::Gsi1, AUDIT_TARGET, "audit entries by target"),
-    p(Space::Gsi1, AUDIT_RESOURCE, "audit entries by resource"),
     p(Space::Gsi1, LINKS, "links of a target"),
     p(
         Space::Gsi1,
@@ -144,6 +144,7 @@ pub const ALL: &[Prefix] = &[
         "the embedded queue's ready and dead lists",
     ),
     p(Space::Gsi2, LINK_BY_TARGET_ID, "hub id by target id"),
+    p(Space::Gsi2, AUDIT_RESOURCE, "audit entries by resource"),
 ];
 
 const fn p(space: Space, prefix: &'static str, what: &'static str) -> Prefix {

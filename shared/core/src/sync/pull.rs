@@ -167,6 +167,18 @@ pub struct PullReport {
 }
 
 impl PullReport {
+    /// The report of a pull stopped at the deadline (what it did is in its cursor).
+    fn stopped(source: &str) -> Self {
+        PullReport {
+            source: source.to_string(),
+            users: PullCounts::default(),
+            groups: PullCounts::default(),
+            complete: false,
+            incremental: false,
+            error: Some("stopped at the deadline: the source did not answer in time".into()),
+        }
+    }
+
     /// `users: fetched=… …; groups: fetched=… …`: the audit detail.
     pub fn summary(&self) -> String {
         format!(
@@ -563,8 +575,18 @@ impl Puller {
             .await
             .map_err(|e| PullError::Sources(e.to_string()))?;
         let mut out = Vec::new();
+        // The deadline is checked between pages; a source whose call is still in flight
+        // [`PHASE_GRACE`] later is stopped (its cursor keeps the position).
+        let stop = deadline + crate::sync::PHASE_GRACE;
         for s in list.iter().filter(|s| s.enabled && s.is_pulled()) {
-            out.push(self.pull_source(s, deadline).await);
+            let report = match tokio::time::timeout_at(stop, self.pull_source(s, deadline)).await {
+                Ok(report) => report,
+                Err(_) => {
+                    tracing::warn!(source = %s.id, "pull stopped at the deadline: the source did not answer in time");
+                    PullReport::stopped(&s.id)
+                }
+            };
+            out.push(report);
         }
         Ok(out)
     }

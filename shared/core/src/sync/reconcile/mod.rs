@@ -239,6 +239,9 @@ pub enum ReconcileError {
     Queue(String),
     #[error("{0}")]
     Setup(String),
+    /// A call to the target was still unanswered at the deadline's grace.
+    #[error("stopped at the deadline: a call to the target did not answer in time")]
+    Stopped,
 }
 
 // ---- the reconciler (I/O) -------------------------------------------------------------
