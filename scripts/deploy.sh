@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Usage: scripts/deploy.sh build | deploy [SAM DEPLOY ARGS...] | check
+# Usage: scripts/deploy.sh tools | build | deploy [SAM DEPLOY ARGS...] | check
 #
 # The one path from sources to AWS (`make package`, `make deploy`, `make deploy-check`):
 #
+#   tools   install the deploy tools only (what every other command does first).
 #   build   `sam build` of infra/template.yaml: SAM's rust-cargolambda builder runs
 #           `cargo lambda build --release --arm64 --bin <function>` for each of the five
 #           functions (provided.al2023, aarch64) and puts each `bootstrap` in a folder of
@@ -55,13 +56,14 @@ ensure_tools() {
 
 build() {
     ensure_tools
-    # As small as the binaries can be. cargo-lambda's release builds already strip symbols
-    # and abort on panic (the functions never panic on input: a panic is a bug, and the
-    # runtime restarts the environment); one codegen unit and whole-program LTO on top.
-    # Set here rather than in Cargo.toml so `make run` keeps its faster release build.
+    # As small as the binaries can be: symbols stripped, abort on panic (the functions never
+    # panic on input: a panic is a bug, and the runtime restarts the environment), one
+    # codegen unit and whole-program LTO. Set here rather than in Cargo.toml so `make run`
+    # keeps its faster release build; scripts/cold-start.sh builds with the same settings.
     export CARGO_PROFILE_RELEASE_STRIP=symbols
     export CARGO_PROFILE_RELEASE_LTO=fat
     export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+    export CARGO_PROFILE_RELEASE_PANIC=abort
     rm -rf "$BUILT"
     (cd "$ROOT/infra" && sam validate --lint --template-file template.yaml --region "${AWS_REGION:-us-east-1}" &&
         sam build --template-file template.yaml --build-dir "$BUILT")
@@ -69,6 +71,9 @@ build() {
 }
 
 case "${1:-}" in
+tools)
+    ensure_tools
+    ;;
 build)
     build
     ;;
@@ -88,7 +93,7 @@ check)
     exec "$ROOT/scripts/test-env.sh" "$VENV/bin/python" "$ROOT/scripts/deploy_check.py" "$BUILT/template.yaml"
     ;;
 *)
-    echo "usage: $0 build | deploy [SAM DEPLOY ARGS...] | check" >&2
+    echo "usage: $0 tools | build | deploy [SAM DEPLOY ARGS...] | check" >&2
     exit 2
     ;;
 esac

@@ -30,7 +30,7 @@ use provisync_http::auth::{Scope, create_token};
 use provisync_tests::peers::FaultyTarget;
 use provisync_tests::site::{Site, post, signed_headers};
 use provisync_tests::template::{self, Resource};
-use provisync_tests::{Hub, USER_SCHEMA, GROUP_SCHEMA, PATCH_OP, q};
+use provisync_tests::{GROUP_SCHEMA, Hub, PATCH_OP, USER_SCHEMA, q};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -75,7 +75,10 @@ impl Recorder {
             Part::Index(_) => Space::Gsi2,
         };
         let pattern = pattern_of(space, pk);
-        log.dynamo.entry(f).or_default().insert((action, part, pattern));
+        log.dynamo
+            .entry(f)
+            .or_default()
+            .insert((action, part, pattern));
     }
 
     fn sqs(&self, method: &'static str) {
@@ -93,9 +96,21 @@ fn pattern_of(space: Space, pk: &str) -> String {
     keyspace::ALL
         .iter()
         .filter(|p| p.space == space)
-        .filter(|p| if p.exact { pk == p.prefix } else { pk.starts_with(p.prefix) })
+        .filter(|p| {
+            if p.exact {
+                pk == p.prefix
+            } else {
+                pk.starts_with(p.prefix)
+            }
+        })
         .max_by_key(|p| p.prefix.len())
-        .map(|p| if p.exact { p.prefix.to_string() } else { format!("{}*", p.prefix) })
+        .map(|p| {
+            if p.exact {
+                p.prefix.to_string()
+            } else {
+                format!("{}*", p.prefix)
+            }
+        })
         .unwrap_or_else(|| panic!("key {pk:?} ({space:?}) has no prefix in store::keyspace"))
 }
 
@@ -240,10 +255,19 @@ async fn setup() -> Setup {
         inner: raw_queue.clone(),
         rec: rec.clone(),
     });
-    let hub = Hub::start_parts(store.clone(), queue, provisync_connectors::connectors_for, |_| {})
-        .await;
-    let scim_token = create_token(store.as_ref(), Scope::Scim, "idp").await.unwrap();
-    let admin_token = create_token(store.as_ref(), Scope::Admin, "ops").await.unwrap();
+    let hub = Hub::start_parts(
+        store.clone(),
+        queue,
+        provisync_connectors::connectors_for,
+        |_| {},
+    )
+    .await;
+    let scim_token = create_token(store.as_ref(), Scope::Scim, "idp")
+        .await
+        .unwrap();
+    let admin_token = create_token(store.as_ref(), Scope::Admin, "ops")
+        .await
+        .unwrap();
     Setup {
         hub,
         rec,
@@ -254,7 +278,13 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    async fn call(&self, token: &str, method: Method, url: String, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        url: String,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self.hub.client.request(method, url).bearer_auth(token);
         if let Some(b) = body {
             r = r
@@ -268,11 +298,13 @@ impl Setup {
     }
 
     async fn scim(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(&self.scim_token, method, self.hub.url(path), body).await
+        self.call(&self.scim_token, method, self.hub.url(path), body)
+            .await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(&self.admin_token, method, self.hub.admin_url(path), body).await
+        self.call(&self.admin_token, method, self.hub.admin_url(path), body)
+            .await
     }
 
     /// The queued change events as SQS records, in order, as the event source mapping hands
@@ -292,9 +324,14 @@ impl Setup {
                 m.message_id = Some(uuid::Uuid::new_v4().to_string());
                 m.receipt_handle = Some(d.receipt.clone());
                 m.body = Some(d.body.clone());
-                m.attributes.insert("MessageGroupId".into(), d.group_id.clone());
-                m.attributes.insert("MessageDeduplicationId".into(), d.dedup_id.clone());
-                m.attributes.insert("ApproximateReceiveCount".into(), d.receive_count.to_string());
+                m.attributes
+                    .insert("MessageGroupId".into(), d.group_id.clone());
+                m.attributes
+                    .insert("MessageDeduplicationId".into(), d.dedup_id.clone());
+                m.attributes.insert(
+                    "ApproximateReceiveCount".into(),
+                    d.receive_count.to_string(),
+                );
                 out.push(m);
             }
         }
@@ -308,37 +345,156 @@ fn ok(what: &str, (status, body): (u16, Value)) -> Value {
 
 /// `scim-api`: users and groups through the SCIM router, as an identity provider does.
 async fn scim_work(s: &Setup) {
-    let user = |name: &str| json!({"schemas": [USER_SCHEMA], "userName": name, "password": "S3cret!pass",
-        "emails": [{"value": format!("{name}@example.org"), "primary": true}], "externalId": format!("ext-{name}")});
-    let ann = ok("create", s.scim(Method::POST, "/Users", Some(user("ann"))).await)["id"].as_str().unwrap().to_string();
-    let bob = ok("create", s.scim(Method::POST, "/Users", Some(user("bob"))).await)["id"].as_str().unwrap().to_string();
+    let user = |name: &str| {
+        json!({"schemas": [USER_SCHEMA], "userName": name, "password": "S3cret!pass",
+        "emails": [{"value": format!("{name}@example.org"), "primary": true}], "externalId": format!("ext-{name}")})
+    };
+    let ann = ok(
+        "create",
+        s.scim(Method::POST, "/Users", Some(user("ann"))).await,
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = ok(
+        "create",
+        s.scim(Method::POST, "/Users", Some(user("bob"))).await,
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A taken userName: refused by its uniqueness key.
-    assert_eq!(s.scim(Method::POST, "/Users", Some(user("ann"))).await.0, 409);
-    ok("get", s.scim(Method::GET, &format!("/Users/{ann}"), None).await);
-    ok("by userName", s.scim(Method::GET, &format!("/Users?filter={}", q("userName eq \"ann\"")), None).await);
-    ok("by externalId", s.scim(Method::GET, &format!("/Users?filter={}", q("externalId eq \"ext-bob\"")), None).await);
-    ok("scan", s.scim(Method::GET, &format!("/Users?filter={}&count=5", q("emails.value co \"example\"")), None).await);
-    ok("list", s.scim(Method::GET, "/Users?startIndex=1&count=1", None).await);
-    ok("patch", s.scim(Method::PATCH, &format!("/Users/{ann}"), Some(json!({"schemas": [PATCH_OP],
-        "Operations": [{"op": "replace", "path": "active", "value": false}]}))).await);
-    ok("put", s.scim(Method::PUT, &format!("/Users/{bob}"), Some(user("bobby"))).await);
-    let group = ok("group", s.scim(Method::POST, "/Groups", Some(json!({"schemas": [GROUP_SCHEMA],
-        "displayName": "Ops", "members": [{"value": ann}]}))).await)["id"].as_str().unwrap().to_string();
-    ok("members", s.scim(Method::PATCH, &format!("/Groups/{group}"), Some(json!({"schemas": [PATCH_OP],
+    assert_eq!(
+        s.scim(Method::POST, "/Users", Some(user("ann"))).await.0,
+        409
+    );
+    ok(
+        "get",
+        s.scim(Method::GET, &format!("/Users/{ann}"), None).await,
+    );
+    ok(
+        "by userName",
+        s.scim(
+            Method::GET,
+            &format!("/Users?filter={}", q("userName eq \"ann\"")),
+            None,
+        )
+        .await,
+    );
+    ok(
+        "by externalId",
+        s.scim(
+            Method::GET,
+            &format!("/Users?filter={}", q("externalId eq \"ext-bob\"")),
+            None,
+        )
+        .await,
+    );
+    ok(
+        "scan",
+        s.scim(
+            Method::GET,
+            &format!("/Users?filter={}&count=5", q("emails.value co \"example\"")),
+            None,
+        )
+        .await,
+    );
+    ok(
+        "list",
+        s.scim(Method::GET, "/Users?startIndex=1&count=1", None)
+            .await,
+    );
+    ok(
+        "patch",
+        s.scim(
+            Method::PATCH,
+            &format!("/Users/{ann}"),
+            Some(json!({"schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]})),
+        )
+        .await,
+    );
+    ok(
+        "put",
+        s.scim(Method::PUT, &format!("/Users/{bob}"), Some(user("bobby")))
+            .await,
+    );
+    let group = ok(
+        "group",
+        s.scim(
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA],
+        "displayName": "Ops", "members": [{"value": ann}]})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        "members",
+        s.scim(
+            Method::PATCH,
+            &format!("/Groups/{group}"),
+            Some(json!({"schemas": [PATCH_OP],
         "Operations": [{"op": "add", "path": "members", "value": [{"value": bob}]},
-                       {"op": "remove", "path": format!("members[value eq \"{ann}\"]")}]}))).await);
-    ok("group get", s.scim(Method::GET, &format!("/Groups/{group}"), None).await);
-    ok("groups of a user", s.scim(Method::GET, &format!("/Users/{bob}"), None).await);
-    ok("group by name", s.scim(Method::GET, &format!("/Groups?filter={}", q("displayName eq \"Ops\"")), None).await);
-    ok("bulk", s.scim(Method::POST, "/Bulk", Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-        "Operations": [{"method": "POST", "path": "/Users", "bulkId": "c", "data": user("cat")}]}))).await);
-    ok("discovery", s.scim(Method::GET, "/ServiceProviderConfig", None).await);
-    assert_eq!(s.scim(Method::DELETE, &format!("/Groups/{group}"), None).await.0, 204);
-    assert_eq!(s.scim(Method::DELETE, &format!("/Users/{ann}"), None).await.0, 204);
+                       {"op": "remove", "path": format!("members[value eq \"{ann}\"]")}]})),
+        )
+        .await,
+    );
+    ok(
+        "group get",
+        s.scim(Method::GET, &format!("/Groups/{group}"), None).await,
+    );
+    ok(
+        "groups of a user",
+        s.scim(Method::GET, &format!("/Users/{bob}"), None).await,
+    );
+    ok(
+        "group by name",
+        s.scim(
+            Method::GET,
+            &format!("/Groups?filter={}", q("displayName eq \"Ops\"")),
+            None,
+        )
+        .await,
+    );
+    ok(
+        "bulk",
+        s.scim(
+            Method::POST,
+            "/Bulk",
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [{"method": "POST", "path": "/Users", "bulkId": "c", "data": user("cat")}]}),
+            ),
+        )
+        .await,
+    );
+    ok(
+        "discovery",
+        s.scim(Method::GET, "/ServiceProviderConfig", None).await,
+    );
+    assert_eq!(
+        s.scim(Method::DELETE, &format!("/Groups/{group}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        s.scim(Method::DELETE, &format!("/Users/{ann}"), None)
+            .await
+            .0,
+        204
+    );
 }
 
 fn accepted((status, body): &(u16, Value)) {
-    assert!((200..300).contains(status), "webhook answered {status}: {body}");
+    assert!(
+        (200..300).contains(status),
+        "webhook answered {status}: {body}"
+    );
 }
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -351,21 +507,78 @@ async fn webhook_work(s: &Setup) {
         let url = url.clone();
         async move {
             let body = env.to_string().into_bytes();
-            post(&s.hub.client, &url, &signed_headers(WHSEC, &id, &body), body).await
+            post(
+                &s.hub.client,
+                &url,
+                &signed_headers(WHSEC, &id, &body),
+                body,
+            )
+            .await
         }
     };
     let env = |kind: &str, data: Value| json!({"type": kind, "occurred_at": chrono::Utc::now().to_rfc3339(), "data": data});
-    let user = env("user.upsert", json!({"externalId": "s1", "userName": "site-user", "emails": [{"value": "su@example.org"}]}));
+    let user = env(
+        "user.upsert",
+        json!({"externalId": "s1", "userName": "site-user", "emails": [{"value": "su@example.org"}]}),
+    );
     accepted(&send(user.clone(), "m1".into()).await);
     // A replay of the same delivery: acknowledged, not applied.
     accepted(&send(user, "m1".into()).await);
-    accepted(&send(env("user.upsert", json!({"externalId": "s2", "userName": "site-user-2"})), "m2".into()).await);
+    accepted(
+        &send(
+            env(
+                "user.upsert",
+                json!({"externalId": "s2", "userName": "site-user-2"}),
+            ),
+            "m2".into(),
+        )
+        .await,
+    );
     accepted(&send(env("group.upsert", json!({"externalId": "g1", "displayName": "Site group", "members": [{"value": "s1"}]})), "m3".into()).await);
-    accepted(&send(env("entity.upsert", json!({"entity_type": "node", "uuid": "n1", "fields": {"title": "T"}})), "m4".into()).await);
-    accepted(&send(env("config.set", json!({"name": "shared.colors", "value": {"primary": "teal"}})), "m5".into()).await);
-    accepted(&send(env("entity.delete", json!({"entity_type": "node", "uuid": "n1"})), "m6".into()).await);
-    accepted(&send(env("config.delete", json!({"name": "shared.colors"})), "m7".into()).await);
-    accepted(&send(env("group.delete", json!({"externalId": "g1"})), "m8".into()).await);
+    accepted(
+        &send(
+            env(
+                "entity.upsert",
+                json!({"entity_type": "node", "uuid": "n1", "fields": {"title": "T"}}),
+            ),
+            "m4".into(),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            env(
+                "config.set",
+                json!({"name": "shared.colors", "value": {"primary": "teal"}}),
+            ),
+            "m5".into(),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            env(
+                "entity.delete",
+                json!({"entity_type": "node", "uuid": "n1"}),
+            ),
+            "m6".into(),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            env("config.delete", json!({"name": "shared.colors"})),
+            "m7".into(),
+        )
+        .await,
+    );
+    accepted(
+        &send(
+            env("group.delete", json!({"externalId": "g1"})),
+            "m8".into(),
+        )
+        .await,
+    );
     accepted(&send(env("user.delete", json!({"externalId": "s2"})), "m9".into()).await);
     // A wrong signature: refused (and audited).
     let body = b"{}".to_vec();
@@ -387,12 +600,32 @@ async fn deliver_work(s: &Setup) {
     let messages = records;
     s.rec.working(Some("queue-deliver"));
     let resp = deliver.handle(messages, deadline()).await;
-    assert!(resp.batch_item_failures.is_empty(), "{:?}", resp.batch_item_failures);
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "{:?}",
+        resp.batch_item_failures
+    );
     s.rec.working(None);
     // A target that is down: the delivery is retried later.
-    ok("down", s.admin(Method::PUT, "/targets/down", Some(json!({"kind": "scim",
-        "base_url": "http://127.0.0.1:9/scim/v2", "auth": {"bearer": "t"}}))).await);
-    ok("one more", s.scim(Method::POST, "/Users", Some(json!({"schemas": [USER_SCHEMA], "userName": "dan"}))).await);
+    ok(
+        "down",
+        s.admin(
+            Method::PUT,
+            "/targets/down",
+            Some(json!({"kind": "scim",
+        "base_url": "http://127.0.0.1:9/scim/v2", "auth": {"bearer": "t"}})),
+        )
+        .await,
+    );
+    ok(
+        "one more",
+        s.scim(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "dan"})),
+        )
+        .await,
+    );
     let messages = s.records().await;
     s.rec.working(Some("queue-deliver"));
     let resp = deliver.handle(messages, deadline()).await;
@@ -400,23 +633,67 @@ async fn deliver_work(s: &Setup) {
     // An invocation with no time left, for a record at the dead-letter threshold: not
     // tried, sent again.
     s.rec.working(None);
-    ok("one more", s.scim(Method::POST, "/Users", Some(json!({"schemas": [USER_SCHEMA], "userName": "eve"}))).await);
+    ok(
+        "one more",
+        s.scim(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "eve"})),
+        )
+        .await,
+    );
     let mut messages = s.records().await;
-    messages[0].attributes.insert("ApproximateReceiveCount".into(), "3".into());
+    messages[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "3".into());
     s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, Some(tokio::time::Instant::now())).await;
+    let resp = deliver
+        .handle(messages, Some(tokio::time::Instant::now()))
+        .await;
     assert!(resp.batch_item_failures.is_empty());
     s.rec.working(None);
 }
 
 async fn add_targets(s: &Setup, peer: &FaultyTarget, gone: &FaultyTarget, site: &Site) {
-    let scim = |base: &str, token: &str, mode: &str| json!({"kind": "scim", "base_url": base,
-        "auth": {"bearer": token}, "mode": mode, "operations": ["create", "update", "deactivate", "delete"]});
-    ok("peer", s.admin(Method::PUT, "/targets/peer", Some(scim(&peer.base, &peer.token, "realtime"))).await);
-    ok("gone", s.admin(Method::PUT, "/targets/gone", Some(scim(&gone.base, &gone.token, "realtime"))).await);
-    ok("mirror", s.admin(Method::PUT, "/targets/mirror", Some(json!({"kind": "webhook", "url": site.url(), "secret": WHSEC,
-        "user_sync": true, "entity_types": ["node"], "config_prefixes": ["shared."]}))).await);
-    gone.fail(provisync_tests::peers::Route::any(), provisync_tests::peers::Fault::Status(410, Value::Null), 1000);
+    let scim = |base: &str, token: &str, mode: &str| {
+        json!({"kind": "scim", "base_url": base,
+        "auth": {"bearer": token}, "mode": mode, "operations": ["create", "update", "deactivate", "delete"]})
+    };
+    ok(
+        "peer",
+        s.admin(
+            Method::PUT,
+            "/targets/peer",
+            Some(scim(&peer.base, &peer.token, "realtime")),
+        )
+        .await,
+    );
+    ok(
+        "gone",
+        s.admin(
+            Method::PUT,
+            "/targets/gone",
+            Some(scim(&gone.base, &gone.token, "realtime")),
+        )
+        .await,
+    );
+    ok(
+        "mirror",
+        s.admin(
+            Method::PUT,
+            "/targets/mirror",
+            Some(
+                json!({"kind": "webhook", "url": site.url(), "secret": WHSEC,
+        "user_sync": true, "entity_types": ["node"], "config_prefixes": ["shared."]}),
+            ),
+        )
+        .await,
+    );
+    gone.fail(
+        provisync_tests::peers::Route::any(),
+        provisync_tests::peers::Fault::Status(410, Value::Null),
+        1000,
+    );
 }
 
 /// Per part of the table and kind of call (`read`, `write`), the key patterns.
@@ -458,7 +735,10 @@ fn upper_bounds(log: &Log) -> BTreeMap<&'static str, Patterns> {
     for f in ["scim-api", "webhook-ingest", "queue-deliver"] {
         out.insert(f, observed(log, f));
     }
-    let schedule = union(&observed(log, "scheduled-sync"), &observed(log, "webhook-ingest"));
+    let schedule = union(
+        &observed(log, "scheduled-sync"),
+        &observed(log, "webhook-ingest"),
+    );
     out.insert("admin-api", union(&observed(log, "admin-api"), &schedule));
     out.insert("scheduled-sync", schedule);
     out
@@ -467,17 +747,33 @@ fn upper_bounds(log: &Log) -> BTreeMap<&'static str, Patterns> {
 /// The DynamoDB rights of a role: per part and kind, the `LeadingKeys` patterns.
 fn granted(function: &str, statements: &[template::Statement]) -> Patterns {
     let mut out = Patterns::new();
-    for st in statements.iter().filter(|st| st.actions.iter().any(|a| a.starts_with("dynamodb:"))) {
+    for st in statements
+        .iter()
+        .filter(|st| st.actions.iter().any(|a| a.starts_with("dynamodb:")))
+    {
         let part = match &st.resource {
             Resource::Table => Part::Table,
             Resource::Index(i) if i == "gsi1" => Part::Index("gsi1"),
             Resource::Index(i) if i == "gsi2" => Part::Index("gsi2"),
             other => panic!("{function}: DynamoDB rights on {other:?}"),
         };
-        assert!(!st.leading_keys.is_empty(), "{function}: {} has no LeadingKeys condition", st.sid);
-        let actions: BTreeSet<&str> = st.actions.iter().map(|a| a.trim_start_matches("dynamodb:")).collect();
+        assert!(
+            !st.leading_keys.is_empty(),
+            "{function}: {} has no LeadingKeys condition",
+            st.sid
+        );
+        let actions: BTreeSet<&str> = st
+            .actions
+            .iter()
+            .map(|a| a.trim_start_matches("dynamodb:"))
+            .collect();
         let kinds: BTreeSet<&str> = actions.iter().map(|a| kind(a)).collect();
-        assert_eq!(kinds.len(), 1, "{function}: {} mixes reads and writes", st.sid);
+        assert_eq!(
+            kinds.len(),
+            1,
+            "{function}: {} mixes reads and writes",
+            st.sid
+        );
         let k = *kinds.iter().next().unwrap();
         let expected: BTreeSet<&str> = match (&part, k) {
             (Part::Table, "read") => ["GetItem", "BatchGetItem", "Query"].into(),
@@ -485,7 +781,9 @@ fn granted(function: &str, statements: &[template::Statement]) -> Patterns {
             (Part::Index(_), _) => ["Query"].into(),
         };
         assert_eq!(actions, expected, "{function}: {}", st.sid);
-        out.entry((part, k)).or_default().extend(st.leading_keys.iter().cloned());
+        out.entry((part, k))
+            .or_default()
+            .extend(st.leading_keys.iter().cloned());
     }
     out
 }
@@ -514,7 +812,9 @@ fn check(s: &Setup) {
             let allowed = bound.get(key).cloned().unwrap_or_default();
             let excess: Vec<&String> = patterns.iter().filter(|p| !allowed.contains(*p)).collect();
             if !excess.is_empty() {
-                problems.push(format!("{function}: grants {key:?} on {excess:?}, which its code does not use"));
+                problems.push(format!(
+                    "{function}: grants {key:?} on {excess:?}, which its code does not use"
+                ));
             }
         }
         // SQS.
@@ -524,30 +824,53 @@ fn check(s: &Setup) {
         }
         let granted_sqs: BTreeSet<(String, String)> = statements
             .iter()
-            .flat_map(|st| st.actions.iter().filter_map(move |a| {
-                let q = match &st.resource { Resource::Named(q) => q.clone(), _ => return None };
-                a.strip_prefix("sqs:").map(|a| (a.to_string(), q))
-            }))
+            .flat_map(|st| {
+                st.actions.iter().filter_map(move |a| {
+                    let q = match &st.resource {
+                        Resource::Named(q) => q.clone(),
+                        _ => return None,
+                    };
+                    a.strip_prefix("sqs:").map(|a| (a.to_string(), q))
+                })
+            })
             .collect();
-        let want_sqs: BTreeSet<(String, String)> = want_sqs.iter().map(|(a, q)| (a.to_string(), q.to_string())).collect();
+        let want_sqs: BTreeSet<(String, String)> = want_sqs
+            .iter()
+            .map(|(a, q)| (a.to_string(), q.to_string()))
+            .collect();
         if granted_sqs != want_sqs {
-            problems.push(format!("{function}: SQS rights {granted_sqs:?}, the code calls {want_sqs:?}"));
+            problems.push(format!(
+                "{function}: SQS rights {granted_sqs:?}, the code calls {want_sqs:?}"
+            ));
         }
         // Anything else a role grants is one of: its own logs, X-Ray, the operator key.
         for st in &statements {
             for a in &st.actions {
                 let fine = a.starts_with("dynamodb:")
                     || a.starts_with("sqs:")
-                    || (a.starts_with("logs:") && st.resource == Resource::Named(format!("{}Logs", function.trim_end_matches("Function"))))
+                    || (a.starts_with("logs:")
+                        && st.resource
+                            == Resource::Named(format!(
+                                "{}Logs",
+                                function.trim_end_matches("Function")
+                            )))
                     || (a.starts_with("xray:Put") && st.resource == Resource::Any)
-                    || (a == "secretsmanager:GetSecretValue" && st.resource == Resource::Named("OperatorKeySecretArn".into()));
+                    || (a == "secretsmanager:GetSecretValue"
+                        && st.resource == Resource::Named("OperatorKeySecretArn".into()));
                 if !fine {
-                    problems.push(format!("{function}: unexpected right {a} on {:?}", st.resource));
+                    problems.push(format!(
+                        "{function}: unexpected right {a} on {:?}",
+                        st.resource
+                    ));
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "rights differ from what the code calls:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "rights differ from what the code calls:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,9 +885,17 @@ async fn each_function_has_exactly_the_rights_its_code_uses() {
     // Setup that an operator does with the admin API (recorded as admin-api's).
     s.rec.working(Some("admin-api"));
     add_targets(&s, &peer, &gone, &site).await;
-    ok("source", s.admin(Method::PUT, "/sources/site", Some(json!({"secret": WHSEC, "user_sync": true,
+    ok(
+        "source",
+        s.admin(
+            Method::PUT,
+            "/sources/site",
+            Some(json!({"secret": WHSEC, "user_sync": true,
         "allowed_fields": ["userName", "emails", "displayName", "members"],
-        "entity_types": ["node"], "config_prefixes": ["shared."]}))).await);
+        "entity_types": ["node"], "config_prefixes": ["shared."]})),
+        )
+        .await,
+    );
 
     s.rec.working(Some("scim-api"));
     scim_work(&s).await;
@@ -577,32 +908,70 @@ async fn each_function_has_exactly_the_rights_its_code_uses() {
     s.rec.working(Some("admin-api"));
     s.rec.working(None);
     for name in ["pulled-1", "pulled-2"] {
-        let r = s.hub.client.post(format!("{}/Users", source_peer.base)).bearer_auth(&source_peer.token)
+        let r = s
+            .hub
+            .client
+            .post(format!("{}/Users", source_peer.base))
+            .bearer_auth(&source_peer.token)
             .header("Content-Type", "application/scim+json")
-            .body(json!({"schemas": [USER_SCHEMA], "userName": name}).to_string()).send().await.unwrap();
+            .body(json!({"schemas": [USER_SCHEMA], "userName": name}).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
     }
-    let r = s.hub.client.post(format!("{}/Groups", source_peer.base)).bearer_auth(&source_peer.token)
+    let r = s
+        .hub
+        .client
+        .post(format!("{}/Groups", source_peer.base))
+        .bearer_auth(&source_peer.token)
         .header("Content-Type", "application/scim+json")
-        .body(json!({"schemas": [GROUP_SCHEMA], "displayName": "Pulled"}).to_string()).send().await.unwrap();
+        .body(json!({"schemas": [GROUP_SCHEMA], "displayName": "Pulled"}).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     for name in ["bobby", "ghost"] {
-        let r = s.hub.client.post(format!("{}/Users", scheduled_peer.base)).bearer_auth(&scheduled_peer.token)
+        let r = s
+            .hub
+            .client
+            .post(format!("{}/Users", scheduled_peer.base))
+            .bearer_auth(&scheduled_peer.token)
             .header("Content-Type", "application/scim+json")
-            .body(json!({"schemas": [USER_SCHEMA], "userName": name}).to_string()).send().await.unwrap();
+            .body(json!({"schemas": [USER_SCHEMA], "userName": name}).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201);
     }
     s.rec.working(Some("admin-api"));
     ok("pull source", s.admin(Method::PUT, "/sources/idp", Some(json!({"direction": "pull", "user_sync": true,
         "pull": {"kind": "scim", "base_url": source_peer.base, "auth": {"bearer": source_peer.token}}}))).await);
-    ok("scheduled target", s.admin(Method::PUT, "/targets/nightly", Some(json!({"kind": "scim", "base_url": scheduled_peer.base,
-        "auth": {"bearer": scheduled_peer.token}, "mode": "scheduled"}))).await);
+    ok(
+        "scheduled target",
+        s.admin(
+            Method::PUT,
+            "/targets/nightly",
+            Some(json!({"kind": "scim", "base_url": scheduled_peer.base,
+        "auth": {"bearer": scheduled_peer.token}, "mode": "scheduled"})),
+        )
+        .await,
+    );
     s.rec.working(None);
     {
         use provisync_core::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
-        let mut e = ChangeEvent::new(provisync_scim::ResourceKind::User, "u-old", ChangeOp::Create, Origin::Scim);
+        let mut e = ChangeEvent::new(
+            provisync_scim::ResourceKind::User,
+            "u-old",
+            ChangeOp::Create,
+            Origin::Scim,
+        );
         e.occurred_at = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
-        s.hub.store.transact(vec![outbox_write(&e).unwrap()]).await.unwrap();
+        s.hub
+            .store
+            .transact(vec![outbox_write(&e).unwrap()])
+            .await
+            .unwrap();
     }
     s.rec.working(Some("scheduled-sync"));
     provisync_core::sync::schedule::run_schedule(&s.hub.schedule, Duration::from_secs(60))
@@ -618,21 +987,69 @@ async fn each_function_has_exactly_the_rights_its_code_uses() {
 
 /// `admin-api`: every endpoint an operator uses.
 async fn admin_work(s: &Setup) {
-    for path in ["/targets", "/targets/peer", "/sources", "/sources/site", "/entities", "/config",
-        "/audit", "/audit?target=peer", "/audit?resource=u-old", "/audit?status=refused", "/deadletters"] {
+    for path in [
+        "/targets",
+        "/targets/peer",
+        "/sources",
+        "/sources/site",
+        "/entities",
+        "/config",
+        "/audit",
+        "/audit?target=peer",
+        "/audit?resource=u-old",
+        "/audit?status=refused",
+        "/deadletters",
+    ] {
         ok(path, s.admin(Method::GET, path, None).await);
     }
-    ok("test", s.admin(Method::POST, "/targets/peer/test", None).await);
-    ok("sync", s.admin(Method::POST, "/sync", Some(json!({"target": "peer"}))).await);
+    ok(
+        "test",
+        s.admin(Method::POST, "/targets/peer/test", None).await,
+    );
+    ok(
+        "sync",
+        s.admin(Method::POST, "/sync", Some(json!({"target": "peer"})))
+            .await,
+    );
     s.rec.working(None);
     let (_, users) = s.scim(Method::GET, "/Users?count=1", None).await;
     let user = users["Resources"][0]["id"].as_str().unwrap().to_string();
     s.rec.working(Some("admin-api"));
-    ok("sync one", s.admin(Method::POST, "/sync", Some(json!({"target": "peer", "user": user}))).await);
-    ok("sync some", s.admin(Method::POST, "/sync", Some(json!({"target": "peer", "filter": "userName sw \"b\""}))).await);
-    ok("reconcile", s.admin(Method::POST, "/sync", Some(json!({"target": "peer", "reconcile": true}))).await);
-    ok("schedule", s.admin(Method::POST, "/schedule/run?budget=20", None).await);
-    ok("redrive", s.admin(Method::POST, "/deadletters/redrive", None).await);
+    ok(
+        "sync one",
+        s.admin(
+            Method::POST,
+            "/sync",
+            Some(json!({"target": "peer", "user": user})),
+        )
+        .await,
+    );
+    ok(
+        "sync some",
+        s.admin(
+            Method::POST,
+            "/sync",
+            Some(json!({"target": "peer", "filter": "userName sw \"b\""})),
+        )
+        .await,
+    );
+    ok(
+        "reconcile",
+        s.admin(
+            Method::POST,
+            "/sync",
+            Some(json!({"target": "peer", "reconcile": true})),
+        )
+        .await,
+    );
+    ok(
+        "schedule",
+        s.admin(Method::POST, "/schedule/run?budget=20", None).await,
+    );
+    ok(
+        "redrive",
+        s.admin(Method::POST, "/deadletters/redrive", None).await,
+    );
     assert_eq!(s.admin(Method::DELETE, "/targets/down", None).await.0, 204);
     assert_eq!(s.admin(Method::DELETE, "/sources/idp", None).await.0, 204);
 }

@@ -41,7 +41,10 @@ fn the_operator_key_is_never_in_the_configuration() {
     );
     let param = &t["Parameters"]["OperatorKeySecretArn"];
     assert_eq!(s(&param["Type"]), "String");
-    assert!(param["Default"].is_null(), "no default: the operator names the secret");
+    assert!(
+        param["Default"].is_null(),
+        "no default: the operator names the secret"
+    );
     for (function, _) in functions(&t) {
         let own = &t["Resources"][&function]["Properties"]["Environment"]["Variables"];
         for vars in [global, own] {
@@ -49,7 +52,9 @@ fn the_operator_key_is_never_in_the_configuration() {
                 let name = s(name);
                 assert!(
                     name == "PROVISYNC_SECRET_KEY_ARN"
-                        || !(name.contains("SECRET") || name.contains("TOKEN") || name.contains("PASSWORD")),
+                        || !(name.contains("SECRET")
+                            || name.contains("TOKEN")
+                            || name.contains("PASSWORD")),
                     "{function}: {name} in the environment"
                 );
             }
@@ -61,7 +66,11 @@ fn the_operator_key_is_never_in_the_configuration() {
             .filter(|st| st.actions.iter().any(|a| a.starts_with("secretsmanager:")))
             .collect();
         assert_eq!(secret.len(), 1, "{function}");
-        assert_eq!(secret[0].actions, ["secretsmanager:GetSecretValue"], "{function}");
+        assert_eq!(
+            secret[0].actions,
+            ["secretsmanager:GetSecretValue"],
+            "{function}"
+        );
         assert_eq!(
             secret[0].resource,
             Resource::Named("OperatorKeySecretArn".into()),
@@ -84,7 +93,10 @@ fn every_function_has_its_own_role_and_logs() {
     let mut roles = BTreeSet::new();
     for (function, _) in functions(&t) {
         let p = &t["Resources"][&function]["Properties"];
-        assert!(p["Policies"].is_null(), "{function}: rights belong in its role");
+        assert!(
+            p["Policies"].is_null(),
+            "{function}: rights belong in its role"
+        );
         let role = role_of(&t, &function);
         assert!(roles.insert(role.clone()), "{function} shares {role}");
         let logs = tagged(&p["LoggingConfig"]["LogGroup"]).map(|(_, v)| s(v).to_string());
@@ -93,8 +105,8 @@ fn every_function_has_its_own_role_and_logs() {
             Some(format!("{}Logs", function.trim_end_matches("Function")).as_str())
         );
         assert!(
-            !t["Resources"][format!("{}Logs", function.trim_end_matches("Function"))]
-                ["Properties"]["RetentionInDays"]
+            !t["Resources"][format!("{}Logs", function.trim_end_matches("Function"))]["Properties"]
+                ["RetentionInDays"]
                 .is_null()
         );
     }
@@ -121,8 +133,15 @@ fn alarms_watch_dead_letters_errors_and_throttles() {
             continue;
         }
         let p = &r["Properties"];
-        assert!(topic(&p["AlarmActions"]), "{id:?} does not notify the topic");
-        assert_eq!(s(&p["ComparisonOperator"]), "GreaterThanThreshold", "{id:?}");
+        assert!(
+            topic(&p["AlarmActions"]),
+            "{id:?} does not notify the topic"
+        );
+        assert_eq!(
+            s(&p["ComparisonOperator"]),
+            "GreaterThanThreshold",
+            "{id:?}"
+        );
         assert_eq!(p["Threshold"].as_u64(), Some(0), "{id:?}");
         let dim = &p["Dimensions"][0];
         let on = tagged(&dim["Value"])
@@ -184,8 +203,18 @@ fn the_dashboard_shows_what_the_code_emits() {
         .map(|m| m.to_string())
         .collect();
     let unknown: Vec<&String> = used.difference(&emitted).collect();
-    assert!(unknown.is_empty(), "the dashboard shows metrics nobody emits: {unknown:?}");
-    for m in ["Delivered", "Retried", "Failed", "Dead", "DeliveryLatency", "ReconcileCreated"] {
+    assert!(
+        unknown.is_empty(),
+        "the dashboard shows metrics nobody emits: {unknown:?}"
+    );
+    for m in [
+        "Delivered",
+        "Retried",
+        "Failed",
+        "Dead",
+        "DeliveryLatency",
+        "ReconcileCreated",
+    ] {
         assert!(used.contains(m), "{m} is not on the dashboard");
     }
 }
@@ -221,7 +250,11 @@ fn budgets_fit_in_the_timeouts() {
         );
     }
     // The HTTP API answers within 30 s: the API functions stop before.
-    for f in ["ScimApiFunction", "WebhookIngestFunction", "AdminApiFunction"] {
+    for f in [
+        "ScimApiFunction",
+        "WebhookIngestFunction",
+        "AdminApiFunction",
+    ] {
         assert!(timeout_of(&t, f) < Duration::from_secs(30), "{f}");
     }
 }

@@ -66,7 +66,10 @@ async fn next(State(api): State<Api>) -> (HeaderMap, String) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         + Duration::from_secs(29);
-    h.insert("lambda-runtime-aws-request-id", HeaderValue::from_static("cold-start-1"));
+    h.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_static("cold-start-1"),
+    );
     h.insert(
         "lambda-runtime-deadline-ms",
         HeaderValue::from_str(&deadline.as_millis().to_string()).unwrap(),
@@ -75,7 +78,10 @@ async fn next(State(api): State<Api>) -> (HeaderMap, String) {
         "lambda-runtime-invoked-function-arn",
         HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:cold-start"),
     );
-    h.insert("lambda-runtime-trace-id", HeaderValue::from_static("Root=1-00000000-000000000000000000000000"));
+    h.insert(
+        "lambda-runtime-trace-id",
+        HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
+    );
     h.insert("content-type", HeaderValue::from_static("application/json"));
     api.run.lock().unwrap().served_at = Some(Instant::now());
     (h, api.event.as_str().to_string())
@@ -118,7 +124,11 @@ struct Sample {
     rss_kb: u64,
 }
 
-async fn cold_start(binary: &std::path::Path, env: &HashMap<String, String>, event: &str) -> Sample {
+async fn cold_start(
+    binary: &std::path::Path,
+    env: &HashMap<String, String>,
+    event: &str,
+) -> Sample {
     let api = Api {
         run: Arc::default(),
         event: Arc::new(event.to_string()),
@@ -126,7 +136,10 @@ async fn cold_start(binary: &std::path::Path, env: &HashMap<String, String>, eve
     };
     let app = axum::Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(error))
         .with_state(api.clone());
@@ -246,7 +259,12 @@ async fn main() {
         "{:<18} {:>10} {:>10} {:>14} {:>12} {:>10}",
         "binary", "size", "init", "first request", "peak RSS", "runs"
     );
-    for name in ["bare_lambda_http", "scim-api", "webhook-ingest", "admin-api"] {
+    for name in [
+        "bare_lambda_http",
+        "scim-api",
+        "webhook-ingest",
+        "admin-api",
+    ] {
         let path = if name == "bare_lambda_http" {
             dir.join("examples").join(name)
         } else {

@@ -118,7 +118,10 @@ pub fn statements(t: &Value, role: &str) -> Vec<Statement> {
                 Vec::new()
             } else {
                 let keys = &condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
-                assert!(!keys.is_null(), "{role}: unexpected condition {condition:?}");
+                assert!(
+                    !keys.is_null(),
+                    "{role}: unexpected condition {condition:?}"
+                );
                 strings(keys)
             };
             out.push(Statement {

@@ -125,7 +125,12 @@ mod tests {
             store.clone(),
             provisync_core::crypto::SecretBox::generate().0,
         );
-        state.hub.targets.put(&hanging_scim_target("hangs").await).await.unwrap();
+        state
+            .hub
+            .targets
+            .put(&hanging_scim_target("hangs").await)
+            .await
+            .unwrap();
         let app = provisync_http::answer_by(
             provisync_http::admin_app(state.clone()),
             super::invocation_deadline,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync_aws::lambda::{QueueDeliver, deliverer_from_env, init_tracing, invocation_deadline};
 #[cfg(test)]
 use provisync_aws::lambda::DeadlinePolicy;
+use provisync_aws::lambda::{QueueDeliver, deliverer_from_env, init_tracing, invocation_deadline};
 
 async fn handler(
     deliver: &QueueDeliver,
@@ -321,12 +321,18 @@ mod tests {
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
         let started = std::time::Instant::now();
-        let resp = handler(&deliver, event_ending_in(hanging_batch(1), Duration::from_secs(3)))
-            .await
-            .unwrap();
+        let resp = handler(
+            &deliver,
+            event_ending_in(hanging_batch(1), Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_secs(3), "answered after {took:?}");
-        assert!(took >= Duration::from_millis(2400), "stopped early: {took:?}");
+        assert!(
+            took >= Duration::from_millis(2400),
+            "stopped early: {took:?}"
+        );
         assert_eq!(failed(&resp), ["msg-1", "msg-2", "msg-3"]);
         let retries = s.queue.retries.lock().unwrap().clone();
         assert_eq!(retries.len(), 3, "{retries:?}");
@@ -347,16 +353,22 @@ mod tests {
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
         let batch = hanging_batch(5);
-        let resp = handler(&deliver, event_ending_in(batch.clone(), Duration::from_secs(3)))
-            .await
-            .unwrap();
+        let resp = handler(
+            &deliver,
+            event_ending_in(batch.clone(), Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
         // The one attempted (its last receive) fails as usual; the two others are resent.
         assert_eq!(failed(&resp), ["msg-1"]);
         let sent = s.queue.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 2, "{sent:?}");
         for (m, r) in sent.iter().zip(&batch["Records"].as_array().unwrap()[1..]) {
             assert_eq!(m.body, r["body"].as_str().unwrap());
-            assert_eq!(m.group_id, r["attributes"]["MessageGroupId"].as_str().unwrap());
+            assert_eq!(
+                m.group_id,
+                r["attributes"]["MessageGroupId"].as_str().unwrap()
+            );
             let original = r["attributes"]["MessageDeduplicationId"].as_str().unwrap();
             assert!(m.dedup_id.starts_with(original) && m.dedup_id != original);
         }

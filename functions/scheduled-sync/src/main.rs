@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(last["Function"], "scheduled-sync");
         assert_eq!(last["OutboxResent"], 1);
         assert_eq!(last["DeadLetters"], 0);
-        assert_eq!(last["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Provisync");
+        assert_eq!(
+            last["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Provisync"
+        );
     }
 
     /// An invocation that ends in 22 s, a scheduled target that hangs: the cycle's budget
@@ -129,7 +132,11 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_target_does_not_outlive_the_invocation() {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-        let queue = Arc::new(StoreQueue::new(store.clone(), "t", StoreQueueSettings::default()));
+        let queue = Arc::new(StoreQueue::new(
+            store.clone(),
+            "t",
+            StoreQueueSettings::default(),
+        ));
         let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
             store: store.clone(),
             queue,
@@ -145,11 +152,12 @@ mod tests {
                 held.push(conn);
             }
         });
-        let target: provisync_core::target::TargetConfig = serde_json::from_value(serde_json::json!({
-            "id": "hangs", "kind": "scim", "mode": "scheduled",
-            "base_url": format!("http://127.0.0.1:{port}/scim/v2"), "auth": {"bearer": "t"},
-        }))
-        .unwrap();
+        let target: provisync_core::target::TargetConfig =
+            serde_json::from_value(serde_json::json!({
+                "id": "hangs", "kind": "scim", "mode": "scheduled",
+                "base_url": format!("http://127.0.0.1:{port}/scim/v2"), "auth": {"bearer": "t"},
+            }))
+            .unwrap();
         hub.targets.put(&target).await.unwrap();
         let path = format!(
             "{}/../../tests/fixtures/aws/eventbridge-scheduled-event.json",
@@ -165,9 +173,13 @@ mod tests {
         context.deadline = (now + left).as_millis() as u64;
         let (metrics, lines) = Metrics::collecting();
         let started = std::time::Instant::now();
-        let report = handler(&hub.schedule(), &metrics, LambdaEvent::new(payload, context))
-            .await
-            .unwrap();
+        let report = handler(
+            &hub.schedule(),
+            &metrics,
+            LambdaEvent::new(payload, context),
+        )
+        .await
+        .unwrap();
         let took = started.elapsed();
         assert!(took < left, "answered after the invocation's end: {took:?}");
         assert_eq!(report.reconciled.len(), 1);

@@ -297,7 +297,11 @@ mod tests {
     /// and the metric values at the top level (values numbers, dimensions strings).
     fn assert_emf(doc: &Value) {
         let aws = &doc["_aws"];
-        assert!(aws["Timestamp"].as_u64().is_some_and(|t| t > 1_600_000_000_000));
+        assert!(
+            aws["Timestamp"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000)
+        );
         let directives = aws["CloudWatchMetrics"].as_array().unwrap();
         assert_eq!(directives.len(), 1);
         let d = &directives[0];
@@ -355,7 +359,14 @@ mod tests {
         assert!(doc.get("DeliveryLatency").is_none());
         // Not delivery outcomes.
         assert!(delivery_line(&entry(AuditStatus::Queued, 0)).is_none());
-        assert!(delivery_line(&AuditEntry::new("", AuditOp::Create, AuditStatus::Delivered)).is_none());
+        assert!(
+            delivery_line(&AuditEntry::new(
+                "",
+                AuditOp::Create,
+                AuditStatus::Delivered
+            ))
+            .is_none()
+        );
     }
 
     #[test]
@@ -371,7 +382,13 @@ mod tests {
         assert_emf(&doc);
         assert_eq!(doc["Function"], "queue-deliver");
         assert_eq!(
-            (doc["Records"].as_u64(), doc["NotAttempted"].as_u64(), doc["CutAtDeadline"].as_u64(), doc["Resent"].as_u64(), doc["BatchFailures"].as_u64()),
+            (
+                doc["Records"].as_u64(),
+                doc["NotAttempted"].as_u64(),
+                doc["CutAtDeadline"].as_u64(),
+                doc["Resent"].as_u64(),
+                doc["BatchFailures"].as_u64()
+            ),
             (Some(10), Some(6), Some(1), Some(2), Some(5))
         );
     }
@@ -408,7 +425,10 @@ mod tests {
             outbox_resent: 1,
             outbox_complete: false,
         };
-        let docs: Vec<Value> = schedule_lines("scheduled-sync", &cycle).iter().map(parse).collect();
+        let docs: Vec<Value> = schedule_lines("scheduled-sync", &cycle)
+            .iter()
+            .map(parse)
+            .collect();
         docs.iter().for_each(assert_emf);
         assert_eq!(docs.len(), 5, "{docs:?}");
         assert_eq!(docs[0]["Target"], "crm");

@@ -158,9 +158,13 @@ where
         }
         let (group, receive_count) = (d.group_id.clone(), d.receive_count);
         let outcome = match deadline {
-            None => attempt(d).await.map_or(RecordOutcome::Done, RecordOutcome::Retry),
+            None => attempt(d)
+                .await
+                .map_or(RecordOutcome::Done, RecordOutcome::Retry),
             Some(deadline) => {
-                let stop = deadline.checked_sub(policy.finish_margin).unwrap_or(deadline);
+                let stop = deadline
+                    .checked_sub(policy.finish_margin)
+                    .unwrap_or(deadline);
                 match tokio::time::timeout_at(stop, attempt(d)).await {
                     Ok(r) => r.map_or(RecordOutcome::Done, RecordOutcome::Retry),
                     Err(_) => {
@@ -282,7 +286,11 @@ impl QueueDeliver {
     /// Sends again, as fresh messages, the untried records whose next receive would
     /// dead-letter them, each with the untried records after it in its group (in order).
     /// Returns the indexes of the records resent (not to be reported failed).
-    async fn resend_untried(&self, records: &[SqsMessage], outcomes: &[RecordOutcome]) -> HashSet<usize> {
+    async fn resend_untried(
+        &self,
+        records: &[SqsMessage],
+        outcomes: &[RecordOutcome],
+    ) -> HashSet<usize> {
         let mut resent = HashSet::new();
         let deliveries: Vec<Delivery> = records.iter().map(delivery_from_record).collect();
         let at_threshold: HashSet<&str> = deliveries
@@ -363,7 +371,11 @@ mod tests {
         serde_json::from_str::<SqsEvent>(&text).unwrap().records
     }
 
-    fn ids(records: &[SqsMessage], pick: impl Fn(&RecordOutcome) -> bool, outcomes: &[RecordOutcome]) -> Vec<String> {
+    fn ids(
+        records: &[SqsMessage],
+        pick: impl Fn(&RecordOutcome) -> bool,
+        outcomes: &[RecordOutcome],
+    ) -> Vec<String> {
         records
             .iter()
             .zip(outcomes)
@@ -395,7 +407,10 @@ mod tests {
         // msg-3 (user-a) failed, so msg-5 (user-a) is not attempted; user-b is unaffected.
         assert_eq!(handled, ["e1", "e2", "e3", "e4"]);
         assert_eq!(outcomes[2], RecordOutcome::Retry(Duration::from_secs(3)));
-        assert_eq!(outcomes[4], RecordOutcome::BehindFailure(Duration::from_secs(3)));
+        assert_eq!(
+            outcomes[4],
+            RecordOutcome::BehindFailure(Duration::from_secs(3))
+        );
         assert_eq!(
             ids(&records, |o| *o != RecordOutcome::Done, &outcomes),
             ["msg-3", "msg-5"]
@@ -453,7 +468,11 @@ mod tests {
         })
         .await;
         let answered = Instant::now();
-        assert_eq!(answered - start, Duration::from_secs(55), "stopped 5 s before");
+        assert_eq!(
+            answered - start,
+            Duration::from_secs(55),
+            "stopped 5 s before"
+        );
         assert_eq!(attempted, ["e1"]);
         // msg-1 (user-a) stopped; user-a's later records wait behind it with its delay;
         // user-b's records were not tried: back at once.
@@ -477,10 +496,15 @@ mod tests {
     async fn records_start_while_a_calls_time_is_left() {
         let records = fixture("sqs-fifo-batch.json");
         let deadline = Instant::now() + Duration::from_secs(60);
-        let outcomes = run_batch(&records, Some(deadline), DeadlinePolicy::DEFAULT, |_| async {
-            tokio::time::sleep(Duration::from_secs(12)).await;
-            None
-        })
+        let outcomes = run_batch(
+            &records,
+            Some(deadline),
+            DeadlinePolicy::DEFAULT,
+            |_| async {
+                tokio::time::sleep(Duration::from_secs(12)).await;
+                None
+            },
+        )
         .await;
         // Starts at 0, 12, 24 s (36 s left, then 24 s < 30 s): three done, two untried.
         assert_eq!(

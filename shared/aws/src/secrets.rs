@@ -27,7 +27,9 @@ pub enum SecretError {
     Unavailable { arn: String, detail: String },
     #[error("secret {arn} has no SecretString (store the key as text: `openssl rand -base64 32`)")]
     NotText { arn: String },
-    #[error("secret {arn} does not hold a key: base64 of 32 bytes expected (`openssl rand -base64 32`)")]
+    #[error(
+        "secret {arn} does not hold a key: base64 of 32 bytes expected (`openssl rand -base64 32`)"
+    )]
     NotAKey { arn: String },
 }
 

@@ -147,16 +147,18 @@ impl SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .customize()
             // A long poll legitimately takes its wait: the attempt timeout is on top of it.
-            .config_override(aws_sdk_sqs::config::Builder::new().timeout_config(
-                aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(
-                        crate::SDK_ATTEMPT_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
-                    )
-                    .operation_timeout(
-                        crate::SDK_OPERATION_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
-                    )
-                    .build(),
-            ))
+            .config_override(
+                aws_sdk_sqs::config::Builder::new().timeout_config(
+                    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(
+                            crate::SDK_ATTEMPT_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
+                        )
+                        .operation_timeout(
+                            crate::SDK_OPERATION_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
+                        )
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| sqs_error("ReceiveMessage", e))?;

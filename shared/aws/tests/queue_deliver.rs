@@ -84,10 +84,18 @@ fn group(r: &SqsMessage) -> &str {
 
 /// One invocation of 3 s: handle, then delete what was not reported failed. Returns the
 /// ids reported failed.
-async fn invoke(deliver: &QueueDeliver, sqs: &aws_sdk_sqs::Client, url: &str, batch: Vec<SqsMessage>) -> Vec<String> {
+async fn invoke(
+    deliver: &QueueDeliver,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    batch: Vec<SqsMessage>,
+) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let resp = deliver.handle(batch.clone(), Some(deadline)).await;
-    assert!(tokio::time::Instant::now() < deadline, "answered after the deadline");
+    assert!(
+        tokio::time::Instant::now() < deadline,
+        "answered after the deadline"
+    );
     let failed: Vec<String> = resp
         .batch_item_failures
         .iter()

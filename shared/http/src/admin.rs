@@ -747,18 +747,21 @@ fn call_time_for(
     requested: std::time::Duration,
 ) -> std::time::Duration {
     match req_extensions.get::<crate::AnswerBy>() {
-        Some(a) => a
-            .0
-            .saturating_duration_since(tokio::time::Instant::now())
-            .saturating_sub(ANSWER_MARGIN)
-            .min(requested),
+        Some(a) => {
+            a.0.saturating_duration_since(tokio::time::Instant::now())
+                .saturating_sub(ANSWER_MARGIN)
+                .min(requested)
+        }
         None => requested,
     }
 }
 
 /// A cycle's or reconcile's `requested` budget, fitted inside the request's
 /// [`crate::AnswerBy`] (with the phases' grace) if it has one.
-fn budget_for(req_extensions: &http::Extensions, requested: std::time::Duration) -> std::time::Duration {
+fn budget_for(
+    req_extensions: &http::Extensions,
+    requested: std::time::Duration,
+) -> std::time::Duration {
     provisync_core::sync::schedule::budget_within(
         requested,
         req_extensions.get::<crate::AnswerBy>().map(|a| a.0),
@@ -878,8 +881,8 @@ async fn run_schedule(
     let schedule = state.hub.schedule();
     let budget = budget_for(&extensions, std::time::Duration::from_secs(budget));
     let report = provisync_core::sync::schedule::run_schedule(&schedule, budget)
-    .await
-    .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
+        .await
+        .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
     Ok(axum::Json(wire_of::cycle_report(&report)).into_response())
 }
 

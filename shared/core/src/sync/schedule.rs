@@ -138,15 +138,14 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
             first_error.get_or_insert(e.into());
         }
     }
-    let mut report = match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            first_error.get_or_insert(e);
-            CycleReport::default()
-        }
-    };
+    let mut report =
+        match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget).await {
+            Ok(r) => r,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                CycleReport::default()
+            }
+        };
     report.pulled = pulled;
     report.reconciled = reconciled;
     tracing::info!(
@@ -259,7 +258,10 @@ mod tests {
         assert_eq!(budget_within(CYCLE_BUDGET, None, margin), CYCLE_BUDGET);
         // Plenty of time: what was asked.
         let late = now + Duration::from_secs(900);
-        assert_eq!(budget_within(CYCLE_BUDGET, Some(late), margin), CYCLE_BUDGET);
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(late), margin),
+            CYCLE_BUDGET
+        );
         // A 29 s API function asked for 240 s: what is left, less the grace and margin.
         let api = now + Duration::from_secs(29);
         assert_eq!(
@@ -272,7 +274,10 @@ mod tests {
             Duration::ZERO
         );
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(budget_within(CYCLE_BUDGET, Some(api), margin), Duration::ZERO);
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(api), margin),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ impl Reconciler {
         let stop = deadline + PHASE_GRACE;
         // Only a process killed mid-run leaves the lease behind: it expires shortly after
         // the run would have been stopped.
-        let lease_ttl = stop.saturating_duration_since(tokio::time::Instant::now())
-            + Duration::from_secs(30);
+        let lease_ttl =
+            stop.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(30);
         let lease = match Lease::acquire(self.store.as_ref(), &t.id, lease_ttl).await {
             Ok(Some(l)) => l,
             Ok(None) => {
