@@ -1,8 +1,8 @@
 //! Cold start of the HTTP functions, locally, under a stand-in for the Lambda Runtime API.
 //!
 //! `make cold-start` (scripts/cold-start.sh) builds `scim-api`, `webhook-ingest`,
-//! `admin-api` and a bare `lambda_http` binary (functions/scim-api/examples/bare_lambda_http.rs) with
-//! the deploy profile, then runs this under scripts/test-env.sh (the AWS emulator, moto, on
+//! `admin-api` and a bare `lambda_http` binary (functions/scim-api/examples/bare_lambda_http.rs)
+//! the same way (release profile, stripped), then runs this under scripts/test-env.sh (the AWS emulator, moto, on
 //! loopback): `cargo bench -p provisync-tests --bench cold_start -- <dir of the binaries>`.
 //!
 //! For each binary, `COLD_START_RUNS` times (default 15): start it as Lambda would (the

@@ -100,8 +100,8 @@ pub const SCHEDULE_ANSWER_MARGIN: Duration = Duration::from_secs(10);
 
 /// One scheduled cycle inside the invocation's time (`deadline`: see
 /// [`invocation_deadline`]): the budget is [`CYCLE_BUDGET`] cut to what is left of the
-/// invocation, so the cycle ends, and releases its reconcile leases, before the
-/// function's timeout. Its counts go out as metric lines ([`schedule_lines`]).
+/// invocation, and the cycle is [`Schedule::bounded`], so it ends, and releases its
+/// reconcile leases, before the function's timeout. Its counts go out as metric lines ([`schedule_lines`]).
 pub async fn scheduled_cycle(
     schedule: &Schedule,
     deadline: Option<tokio::time::Instant>,
@@ -109,7 +109,10 @@ pub async fn scheduled_cycle(
 ) -> Result<CycleReport, CycleError> {
     let budget = budget_within(CYCLE_BUDGET, deadline, SCHEDULE_ANSWER_MARGIN);
     tracing::info!(budget_ms = budget.as_millis() as u64, "sync cycle starts");
-    let report = run_schedule(schedule, budget).await?;
+    let report = match deadline {
+        Some(_) => run_schedule(&schedule.bounded(), budget).await?,
+        None => run_schedule(schedule, budget).await?,
+    };
     for line in schedule_lines("scheduled-sync", &report) {
         metrics.emit(&line);
     }

@@ -125,11 +125,18 @@ impl AwsClients {
     }
 
     /// Clients pointed at an emulator (tests): `endpoint`, the environment's region or
-    /// `us-east-1`, credentials from the environment.
+    /// `us-east-1`, credentials from the environment. Only the connect timeout of
+    /// [`Self::from_env`]: an emulator on a loaded machine can take many seconds over a
+    /// large transaction, which the service does not, and the tests are about what the
+    /// code does, not how fast the emulator is.
     pub async fn for_endpoint(endpoint: &str) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(endpoint)
-            .timeout_config(sdk_timeouts());
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(SDK_CONNECT_TIMEOUT)
+                    .build(),
+            );
         if std::env::var_os("AWS_REGION").is_none()
             && std::env::var_os("AWS_DEFAULT_REGION").is_none()
         {

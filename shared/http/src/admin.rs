@@ -776,6 +776,7 @@ async fn sync(
 ) -> AdminResult<Response> {
     let adm = &state.hub;
     let budget = budget_for(req.extensions(), ON_DEMAND_RECONCILE_BUDGET);
+    let bounded = req.extensions().get::<crate::AnswerBy>().is_some();
     let body = json_body(&state, req).await?;
     let r: wire::SyncRequest = serde_json::from_value(body)
         .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
@@ -797,7 +798,11 @@ async fn sync(
                 format!("target {:?} is disabled", target.id),
             ));
         }
-        let reconciler = &adm.reconciler;
+        // Inside an invocation, a target that hangs is given up in time (lease released).
+        let reconciler = match bounded {
+            true => adm.reconciler.bounded(),
+            false => adm.reconciler.clone(),
+        };
         let deadline = tokio::time::Instant::now() + budget;
         // The report says how it went (complete, suspended, busy: another cycle holds
         // the target, failed: why).
@@ -878,7 +883,11 @@ async fn run_schedule(
             .filter(|n| (1..=240).contains(n))
             .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
     };
-    let schedule = state.hub.schedule();
+    // Inside an invocation, every phase is stopped in time (leases released).
+    let schedule = match extensions.get::<crate::AnswerBy>() {
+        Some(_) => state.hub.schedule().bounded(),
+        None => state.hub.schedule(),
+    };
     let budget = budget_for(&extensions, std::time::Duration::from_secs(budget));
     let report = provisync_core::sync::schedule::run_schedule(&schedule, budget)
         .await

@@ -79,6 +79,24 @@ pub struct Schedule {
     pub queue: Arc<dyn Queue>,
     pub reconciler: Reconciler,
     pub puller: Puller,
+    /// With a value, every phase is stopped this long after its deadline ([`Self::bounded`]).
+    pub grace: Option<Duration>,
+}
+
+impl Schedule {
+    /// This schedule for an invocation that ends at a fixed time (Lambda): every phase (a
+    /// source's pull, a target's reconcile, the dead-letter count and outbox sweep) is
+    /// stopped [`PHASE_GRACE`] after its deadline if a call is still in flight, so a cycle
+    /// given a budget ends within the budget plus the grace, its leases released.
+    pub fn bounded(&self) -> Schedule {
+        Schedule {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            reconciler: self.reconciler.bounded(),
+            puller: self.puller.bounded(),
+            grace: Some(PHASE_GRACE),
+        }
+    }
 }
 
 impl std::fmt::Debug for Schedule {
@@ -112,7 +130,7 @@ fn parse_schedule_period(v: Option<&str>) -> Result<Option<Duration>, ConfigErro
 /// One full scheduled cycle: pull every pull source, reconcile every `scheduled` target,
 /// then sweep the outbox and report dead letters ([`run_sync_cycle`]), all within
 /// `budget` (each phase may finish its call in flight for [`PHASE_GRACE`] past its share;
-/// the cycle ends by `budget + PHASE_GRACE`). A source or target that fails is reported
+/// the cycle ends by `budget + PHASE_GRACE` when [`Schedule::bounded`]). A source or target that fails is reported
 /// in its own entry and does not stop the others; an error is returned only when a step
 /// could not run at all.
 pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport, CycleError> {
@@ -139,7 +157,7 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
         }
     }
     let mut report =
-        match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget).await {
+        match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget, s.grace).await {
             Ok(r) => r,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -172,21 +190,23 @@ pub async fn run_sync_cycle(
     queue: &dyn Queue,
     budget: Duration,
 ) -> Result<CycleReport, CycleError> {
-    sync_cycle_until(store, queue, tokio::time::Instant::now() + budget).await
+    sync_cycle_until(store, queue, tokio::time::Instant::now() + budget, None).await
 }
 
-/// [`run_sync_cycle`] until an instant (a cycle's end, whatever the earlier phases took).
+/// [`run_sync_cycle`] until an instant (a cycle's end, whatever the earlier phases took),
+/// each step stopped `grace` after it if given.
 async fn sync_cycle_until(
     store: &dyn Store,
     queue: &dyn Queue,
     deadline: tokio::time::Instant,
+    grace: Option<Duration>,
 ) -> Result<CycleReport, CycleError> {
     let mut report = CycleReport::default();
     let mut first_error: Option<CycleError> = None;
-    let stop = deadline + PHASE_GRACE;
-    let count = tokio::time::timeout_at(stop, queue.dead_letter_count())
+    let stop = grace.map(|grace| deadline + grace);
+    let count = crate::sync::until(stop, queue.dead_letter_count())
         .await
-        .unwrap_or_else(|_| {
+        .unwrap_or_else(|| {
             Err(QueueError::Unavailable(
                 "the dead-letter count did not answer in time".into(),
             ))
@@ -214,13 +234,13 @@ async fn sync_cycle_until(
         }
     }
     // The deadline is checked between pages; the stop covers a call that hangs.
-    match tokio::time::timeout_at(
+    match crate::sync::until(
         stop,
         sweep_outbox_until(store, queue, OUTBOX_MIN_AGE, Some(deadline)),
     )
     .await
     {
-        Ok(Ok(sweep)) => {
+        Some(Ok(sweep)) => {
             report.outbox_resent = sweep.sent;
             report.outbox_complete = sweep.complete;
             if !sweep.complete {
@@ -232,11 +252,11 @@ async fn sync_cycle_until(
                 tracing::info!(resent = sweep.sent, "outbox: resent change events");
             }
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             tracing::error!(error = %e, "outbox sweep failed");
             first_error.get_or_insert(e.into());
         }
-        Err(_) => {
+        None => {
             tracing::warn!("outbox sweep stopped: a call did not answer in time");
         }
     }

@@ -256,6 +256,8 @@ pub struct Reconciler {
     audit: Audit,
     queue: Arc<dyn Queue>,
     factory: ConnectorFactory,
+    /// With a value, a run is stopped this long after its deadline ([`Self::bounded`]).
+    grace: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -284,6 +286,17 @@ impl Reconciler {
             audit,
             queue,
             factory,
+            grace: None,
+        }
+    }
+
+    /// This reconciler, stopping a run whose call is still in flight
+    /// [`crate::sync::PHASE_GRACE`] after its deadline (inside an invocation that ends at a
+    /// fixed time), so a target that hangs never leaves its lease held past it.
+    pub fn bounded(&self) -> Self {
+        Reconciler {
+            grace: Some(crate::sync::PHASE_GRACE),
+            ..self.clone()
         }
     }
 
