@@ -82,7 +82,8 @@ def main():
 
     packaged = os.path.join(tempfile.mkdtemp(), "packaged.json")
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, SAM_CLI_TELEMETRY="0")
-    subprocess.run(
+    # Its upload progress is noise here: shown only if it fails.
+    done = subprocess.run(
         [
             "sam", "package",
             "--template-file", built_template,
@@ -91,9 +92,13 @@ def main():
             "--use-json",
             "--region", region,
         ],
-        check=True,
         env=env,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
+        sys.exit(f"sam package failed (exit status {done.returncode})")
     with open(packaged) as f:
         template = json.load(f)
 

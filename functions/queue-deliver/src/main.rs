@@ -152,18 +152,11 @@ mod tests {
     /// A target that accepts connections and never answers (a loopback listener that holds
     /// every connection open).
     async fn hanging_target() -> TargetConfig {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = listener.accept().await {
-                held.push(conn);
-            }
-        });
+        let peer = provisync_tests::peers::hanging_peer().await;
         serde_json::from_value(json!({
             "id": "hangs",
             "kind": "scim",
-            "base_url": format!("http://127.0.0.1:{port}/scim/v2"),
+            "base_url": format!("{peer}/scim/v2"),
             "auth": {"bearer": "t0ken"},
         }))
         .unwrap()

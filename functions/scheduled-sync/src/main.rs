@@ -144,18 +144,11 @@ mod tests {
             secrets: provisync_core::crypto::SecretBox::generate().0,
             connectors: provisync_connectors::connectors_for,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((conn, _)) = listener.accept().await {
-                held.push(conn);
-            }
-        });
+        let peer = provisync_tests::peers::hanging_peer().await;
         let target: provisync_core::target::TargetConfig =
             serde_json::from_value(serde_json::json!({
                 "id": "hangs", "kind": "scim", "mode": "scheduled",
-                "base_url": format!("http://127.0.0.1:{port}/scim/v2"), "auth": {"bearer": "t"},
+                "base_url": format!("{peer}/scim/v2"), "auth": {"bearer": "t"},
             }))
             .unwrap();
         hub.targets.put(&target).await.unwrap();
