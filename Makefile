@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test lint lint-infra fmt bench package deploy clean
+.PHONY: run build test lint lint-infra fmt bench package deploy deploy-check cold-start clean
 
 ## Run the whole hub locally on 127.0.0.1:8787 (env PORT) with the embedded store.
 run:
@@ -38,14 +38,27 @@ fmt:
 bench:
 	$(CARGO) bench -p provisync-tests --bench scim_http
 
-## Lambda artifacts (arm64, cargo-lambda) in target/lambda/.
+## The Lambda artefacts, as `make deploy` builds them: `sam build` (cargo-lambda, arm64,
+## stripped) into infra/.aws-sam/build. Tools from PyPI into .venv-deploy.
 package:
-	scripts/package.sh
+	scripts/deploy.sh build
 
-## Deploy with SAM (asks for stack name, region, parameters the first time).
-deploy: package
-	cd infra && sam deploy --guided --template-file template.yaml
+## Build and deploy the built template with SAM (asks for the stack's parameters the first
+## time and saves them to infra/samconfig.local.toml). See README, "Deploy to AWS".
+deploy:
+	scripts/deploy.sh deploy
+
+## What `make deploy` would upload, uploaded to the AWS emulator's S3 (moto, loopback) and
+## checked: five stripped aarch64 bootstraps and nothing else. Slow (release builds): not
+## part of `make test`.
+deploy-check:
+	scripts/deploy.sh check
+
+## Init time and peak memory of the HTTP functions under a Lambda Runtime API stand-in,
+## next to a bare lambda_http binary built the same way (on the AWS emulator).
+cold-start:
+	scripts/cold-start.sh
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv .test-env
+	rm -rf .venv .venv-deploy .test-env infra/.aws-sam

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod salesforce;
 pub mod serve;
 pub mod site;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -234,6 +235,16 @@ impl Hub {
                 max_receive_count: TEST_MAX_RECEIVES,
             },
         ));
+        Self::start_parts(store, queue, connectors, customize).await
+    }
+
+    /// A hub on a given store and delivery queue.
+    pub async fn start_parts(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        connectors: ConnectorFactory,
+        customize: impl FnOnce(&mut AppState),
+    ) -> Hub {
         let (secrets, secret_key) = SecretBox::generate();
         let hub = provisync_core::hub::Hub::new(HubParts {
             store: store.clone(),

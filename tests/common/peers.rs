@@ -867,3 +867,20 @@ pub fn user_body(user_name: &str) -> Value {
 pub fn group_body(name: &str) -> Value {
     json!({"schemas": [GROUP_SCHEMA], "displayName": name})
 }
+
+/// A loopback port that accepts connections and never answers (each connection is held
+/// open for the life of the test's runtime): a target or source that hangs. Returns its
+/// base URL, `http://127.0.0.1:{port}`.
+pub async fn hanging_peer() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}

@@ -1,8 +1,16 @@
 //! Lambda entry point for the admin API (API Gateway HTTP API -> `/admin/*`).
 //! Only wiring: the state is built once per cold start, the router is the library's.
-//! Needs `PROVISYNC_SECRET_KEY` (targets' credentials are sealed with it).
+//! The operator key comes from Secrets Manager (`PROVISYNC_SECRET_KEY_ARN`).
 
 use lambda_http::{Error, run};
+
+/// The invocation's deadline, from the context `lambda_http` puts in each request: a
+/// scheduled cycle or reconcile asked for through the API fits inside it.
+fn invocation_deadline(extensions: &lambda_http::http::Extensions) -> Option<tokio::time::Instant> {
+    extensions
+        .get::<lambda_http::Context>()
+        .and_then(|c| provisync_aws::lambda::invocation_deadline(c.deadline))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,8 +18,9 @@ async fn main() -> Result<(), Error> {
     // Tests a target's connection and reconciles on demand: every connector is linked.
     let (_, hub) =
         provisync_aws::lambda::hub_from_env(provisync_connectors::connectors_for).await?;
-    run(provisync_http::admin_app(
-        provisync_http::AppState::from_env(hub)?,
+    run(provisync_http::answer_by(
+        provisync_http::admin_app(provisync_http::AppState::from_env(hub)?),
+        invocation_deadline,
     ))
     .await
 }
@@ -147,5 +156,77 @@ mod tests {
         });
         let resp = invoke(e).await;
         assert_eq!(resp["statusCode"], 401, "{resp}");
+    }
+
+    /// A target that accepts connections and never answers.
+    async fn hanging_scim_target(id: &str) -> provisync_core::target::TargetConfig {
+        let peer = provisync_tests::peers::hanging_peer().await;
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "kind": "scim",
+            "base_url": format!("{peer}/scim/v2"),
+            "auth": {"bearer": "t0ken"},
+            "mode": "scheduled",
+        }))
+        .unwrap()
+    }
+
+    /// `POST /admin/schedule/run?budget=240` in a function whose invocation ends in 14 s,
+    /// with a scheduled target that hangs: the cycle is cut to the invocation, answers
+    /// before its deadline, and leaves the target's reconcile lease released.
+    #[tokio::test]
+    async fn a_scheduled_cycle_asked_for_fits_the_invocation() {
+        use provisync_core::store::Store;
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(provisync_core::store::embedded::EmbeddedStore::in_memory());
+        let token = provisync_http::auth::create_token(
+            store.as_ref(),
+            provisync_http::auth::Scope::Admin,
+            "ops",
+        )
+        .await
+        .unwrap();
+        let state = provisync_tests::apigw::state_on(
+            store.clone(),
+            provisync_core::crypto::SecretBox::generate().0,
+        );
+        state
+            .hub
+            .targets
+            .put(&hanging_scim_target("hangs").await)
+            .await
+            .unwrap();
+        let app = provisync_http::answer_by(
+            provisync_http::admin_app(state.clone()),
+            super::invocation_deadline,
+        );
+        let mut e = event_with("POST", "/admin/schedule/run", |v| {
+            v["rawQueryString"] = "budget=240".into();
+            v["queryStringParameters"] = serde_json::json!({"budget": "240"});
+            v["headers"]["authorization"] = format!("Bearer {token}").into();
+        });
+        let left = std::time::Duration::from_secs(14);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        e.context.deadline = (now + left).as_millis() as u64;
+        let started = std::time::Instant::now();
+        let resp = provisync_tests::apigw::invoke_app(app, e).await;
+        let took = started.elapsed();
+        assert!(took < left, "answered after the invocation's end: {took:?}");
+        assert_eq!(resp["statusCode"], 200, "{resp}");
+        let report = body(&resp);
+        assert_eq!(report["reconciled"][0]["target"], "hangs", "{report}");
+        assert_eq!(report["reconciled"][0]["state"], "failed", "{report}");
+        // The lease is free: the next cycle may reconcile the target at once.
+        let target = state.hub.targets.get("hangs").await.unwrap().unwrap();
+        let lease = provisync_core::sync::reconcile::Lease::acquire(
+            store.as_ref(),
+            &target.id,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(lease.is_some(), "the reconcile lease was left held");
     }
 }

@@ -1,14 +1,17 @@
-//! `queue-deliver`: SQS FIFO batch -> change events delivered to the targets, partial batch
-//! failures reported (`ReportBatchItemFailures`), retries scheduled with
-//! `ChangeMessageVisibility`. Logic lives in `provisync_aws::lambda::QueueDeliver`.
-//! Needs `PROVISYNC_SECRET_KEY`; `PROVISYNC_MAX_RECEIVE_COUNT` (default 5) is the queue's
+//! `queue-deliver`: SQS FIFO batch -> change events delivered to the targets within the
+//! invocation's time, partial batch failures reported (`ReportBatchItemFailures`), retries
+//! scheduled with `ChangeMessageVisibility`, metrics as CloudWatch EMF lines. Logic lives
+//! in `provisync_aws::queue_deliver`. The operator key comes from Secrets Manager
+//! (`PROVISYNC_SECRET_KEY_ARN`); `PROVISYNC_MAX_RECEIVE_COUNT` (default 5) is the queue's
 //! dead-letter threshold.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync_aws::lambda::{QueueDeliver, deliverer_from_env, init_tracing};
+#[cfg(test)]
+use provisync_aws::lambda::DeadlinePolicy;
+use provisync_aws::lambda::{QueueDeliver, deliverer_from_env, init_tracing, invocation_deadline};
 
 async fn handler(
     deliver: &QueueDeliver,
@@ -16,7 +19,8 @@ async fn handler(
 ) -> Result<SqsBatchResponse, Error> {
     let records = event.payload.records;
     tracing::info!(records = records.len(), "batch received");
-    let response = deliver.handle(records).await;
+    let deadline = invocation_deadline(event.context.deadline);
+    let response = deliver.handle(records, deadline).await;
     tracing::info!(failed = response.batch_item_failures.len(), "batch done");
     Ok(response)
 }
@@ -51,15 +55,18 @@ mod tests {
     use provisync_scim::ResourceKind;
     use serde_json::{Value, json};
 
-    /// The store-backed queue, recording `retry_later` calls (SQS `ChangeMessageVisibility`).
+    /// The store-backed queue, recording `retry_later` calls (SQS `ChangeMessageVisibility`)
+    /// and sends.
     struct Recording {
         inner: StoreQueue,
         retries: Mutex<Vec<(String, Duration)>>,
+        sent: Mutex<Vec<OutMessage>>,
     }
 
     #[async_trait]
     impl Queue for Recording {
         async fn send(&self, m: Vec<OutMessage>) -> Result<(), QueueError> {
+            self.sent.lock().unwrap().extend(m.iter().cloned());
             self.inner.send(m).await
         }
         async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -104,6 +111,7 @@ mod tests {
         let queue = Arc::new(Recording {
             inner: StoreQueue::new(store.clone(), "t", StoreQueueSettings::default()),
             retries: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
         });
         let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
             store,
@@ -133,6 +141,49 @@ mod tests {
             lambda_runtime::Context::default(),
         )
     }
+
+    /// An event whose invocation ends `left` from now (the context's deadline).
+    fn event_ending_in(v: Value, left: Duration) -> LambdaEvent<SqsEvent> {
+        let mut context = lambda_runtime::Context::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        context.deadline = (now + left).as_millis() as u64;
+        LambdaEvent::new(serde_json::from_value(v).unwrap(), context)
+    }
+
+    /// A target that accepts connections and never answers (a loopback listener that holds
+    /// every connection open).
+    async fn hanging_target() -> TargetConfig {
+        let peer = provisync_tests::peers::hanging_peer().await;
+        serde_json::from_value(json!({
+            "id": "hangs",
+            "kind": "scim",
+            "base_url": format!("{peer}/scim/v2"),
+            "auth": {"bearer": "t0ken"},
+        }))
+        .unwrap()
+    }
+
+    /// Three users' events for a target that hangs, with `receive_count` receives so far.
+    fn hanging_batch(receive_count: u32) -> Value {
+        let mut v = fixture("sqs-fifo-batch.json");
+        let records = v["Records"].as_array_mut().unwrap();
+        records.truncate(3);
+        for (i, r) in records.iter_mut().enumerate() {
+            let user = format!("user-{i}");
+            r["body"] = change_event(&user, &[]).into();
+            r["attributes"]["MessageGroupId"] = user.into();
+            r["attributes"]["ApproximateReceiveCount"] = receive_count.to_string().into();
+        }
+        v
+    }
+
+    /// Short margins, so the test's invocation can last 3 s.
+    const TEST_POLICY: DeadlinePolicy = DeadlinePolicy {
+        start_margin: Duration::from_secs(1),
+        finish_margin: Duration::from_millis(500),
+    };
 
     fn failed(resp: &SqsBatchResponse) -> Vec<String> {
         resp.batch_item_failures
@@ -254,5 +305,68 @@ mod tests {
         let (entries, _) = s.admin.audit.query(&Default::default()).await.unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].status, AuditStatus::Dead);
+    }
+
+    /// A target that never answers: the first record is stopped before the invocation's
+    /// deadline and retried with backoff; the records not attempted are made visible again
+    /// at once (no backoff); the function answers in time with every record failed.
+    #[tokio::test]
+    async fn a_hanging_target_does_not_time_the_invocation_out() {
+        let s = setup();
+        s.admin.targets.put(&hanging_target().await).await.unwrap();
+        let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
+            .with_policy(TEST_POLICY);
+        let started = std::time::Instant::now();
+        let resp = handler(
+            &deliver,
+            event_ending_in(hanging_batch(1), Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "answered after {took:?}");
+        assert!(
+            took >= Duration::from_millis(2400),
+            "stopped early: {took:?}"
+        );
+        assert_eq!(failed(&resp), ["msg-1", "msg-2", "msg-3"]);
+        let retries = s.queue.retries.lock().unwrap().clone();
+        assert_eq!(retries.len(), 3, "{retries:?}");
+        // The attempted one: backoff; the two never tried: visible again at once.
+        assert!(retries[0].1 >= Duration::from_millis(500), "{retries:?}");
+        assert_eq!(retries[1].1, Duration::ZERO);
+        assert_eq!(retries[2].1, Duration::ZERO);
+        assert!(s.queue.sent.lock().unwrap().is_empty());
+    }
+
+    /// Records never tried whose receive count is at the dead-letter threshold are sent
+    /// again as fresh messages (same group and body, new deduplication id) and not
+    /// reported failed, so SQS does not dead-letter changes nobody tried to deliver.
+    #[tokio::test]
+    async fn untried_records_at_the_threshold_are_resent_not_dead_lettered() {
+        let s = setup();
+        s.admin.targets.put(&hanging_target().await).await.unwrap();
+        let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
+            .with_policy(TEST_POLICY);
+        let batch = hanging_batch(5);
+        let resp = handler(
+            &deliver,
+            event_ending_in(batch.clone(), Duration::from_secs(3)),
+        )
+        .await
+        .unwrap();
+        // The one attempted (its last receive) fails as usual; the two others are resent.
+        assert_eq!(failed(&resp), ["msg-1"]);
+        let sent = s.queue.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        for (m, r) in sent.iter().zip(&batch["Records"].as_array().unwrap()[1..]) {
+            assert_eq!(m.body, r["body"].as_str().unwrap());
+            assert_eq!(
+                m.group_id,
+                r["attributes"]["MessageGroupId"].as_str().unwrap()
+            );
+            let original = r["attributes"]["MessageDeduplicationId"].as_str().unwrap();
+            assert!(m.dedup_id.starts_with(original) && m.dedup_id != original);
+        }
     }
 }

@@ -1,43 +1,30 @@
 //! `scheduled-sync`: EventBridge schedule -> one sync cycle (`provisync_core::sync::schedule::run_schedule`):
 //! pull every pull source, reconcile every `scheduled` target, resend change events whose
 //! first send did not happen (outbox), report dead letters; bounded in time
-//! ([`CYCLE_BUDGET`], under the function's 300 s timeout). The same code runs in
-//! `provisync serve` (timer) and `provisync run-schedule`.
+//! (`CYCLE_BUDGET`, cut to what the invocation has left: `provisync_aws::lambda::scheduled_cycle`),
+//! its counts out as CloudWatch metric lines. The same cycle runs in `provisync serve`
+//! (timer) and `provisync run-schedule`.
 
 use std::sync::Arc;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use provisync_aws::lambda::{hub_from_env, init_tracing};
-use provisync_core::sync::schedule::{CYCLE_BUDGET, CycleReport, Schedule, run_schedule};
+use provisync_aws::lambda::{hub_from_env, init_tracing, invocation_deadline, scheduled_cycle};
+use provisync_aws::metrics::Metrics;
+use provisync_core::sync::schedule::{CycleReport, Schedule};
 
 async fn handler(
     schedule: &Schedule,
+    metrics: &Metrics,
     event: LambdaEvent<EventBridgeEvent>,
 ) -> Result<CycleReport, Error> {
     tracing::info!(
         detail_type = %event.payload.detail_type,
         scheduled_at = ?event.payload.time,
-        "sync cycle starts"
+        "scheduled event"
     );
-    let budget = cycle_budget(event.context.deadline, std::time::SystemTime::now());
-    Ok(run_schedule(schedule, budget).await?)
-}
-
-/// What is left of the invocation (its deadline, epoch milliseconds), less a margin for
-/// the report, and never more than [`CYCLE_BUDGET`]: a function deployed with a shorter
-/// timeout still ends its cycle cleanly. An unknown deadline (0) gives the full budget.
-fn cycle_budget(deadline_ms: u64, now: std::time::SystemTime) -> std::time::Duration {
-    const MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
-    if deadline_ms == 0 {
-        return CYCLE_BUDGET;
-    }
-    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
-    deadline
-        .duration_since(now)
-        .unwrap_or_default()
-        .saturating_sub(MARGIN)
-        .min(CYCLE_BUDGET)
+    let deadline = invocation_deadline(event.context.deadline);
+    Ok(scheduled_cycle(schedule, deadline, metrics).await?)
 }
 
 #[tokio::main]
@@ -46,9 +33,10 @@ async fn main() -> Result<(), Error> {
     // SDK clients, the store and the hub wiring are built once, at cold start.
     let (_, hub) = hub_from_env(provisync_connectors::connectors_for).await?;
     let schedule = Arc::new(hub.schedule());
+    let metrics = Metrics::stdout();
     lambda_runtime::run(service_fn(move |event| {
-        let schedule = schedule.clone();
-        async move { handler(&schedule, event).await }
+        let (schedule, metrics) = (schedule.clone(), metrics.clone());
+        async move { handler(&schedule, &metrics, event).await }
     }))
     .await
 }
@@ -63,35 +51,6 @@ mod tests {
     use provisync_core::store::embedded::EmbeddedStore;
     use provisync_scim::ResourceKind;
     use std::time::Duration;
-
-    #[test]
-    fn budget_follows_the_invocation_deadline() {
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let ms = |d: Duration| {
-            (now + d)
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-        };
-        assert_eq!(cycle_budget(0, now), CYCLE_BUDGET);
-        assert_eq!(
-            cycle_budget(ms(Duration::from_secs(900)), now),
-            CYCLE_BUDGET
-        );
-        assert_eq!(
-            cycle_budget(ms(Duration::from_secs(60)), now),
-            Duration::from_secs(40)
-        );
-        assert_eq!(
-            cycle_budget(ms(Duration::from_secs(5)), now),
-            Duration::ZERO
-        );
-        assert_eq!(
-            cycle_budget(1, now),
-            Duration::ZERO,
-            "deadline already passed"
-        );
-    }
 
     #[tokio::test]
     async fn aws_sample_scheduled_event() {
@@ -117,9 +76,11 @@ mod tests {
         let payload: EventBridgeEvent =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(payload.detail_type, "Scheduled Event");
+        let (metrics, lines) = Metrics::collecting();
         let invoke = |payload: &EventBridgeEvent| {
             handler(
                 &schedule,
+                &metrics,
                 LambdaEvent::new(payload.clone(), lambda_runtime::Context::default()),
             )
         };
@@ -152,5 +113,85 @@ mod tests {
             json,
             serde_json::json!({"pulled": [], "reconciled": [], "dead_letters": 0, "outbox_resent": 1, "outbox_complete": true})
         );
+        // One metric line per cycle, in the Embedded Metric Format.
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let last: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(last["Function"], "scheduled-sync");
+        assert_eq!(last["OutboxResent"], 1);
+        assert_eq!(last["DeadLetters"], 0);
+        assert_eq!(
+            last["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "Provisync"
+        );
+    }
+
+    /// An invocation that ends in 22 s, a scheduled target that hangs: the cycle's budget
+    /// is cut to what is left, the reconcile stopped at its grace, the function answers in
+    /// time and the target's lease is free for the next cycle.
+    #[tokio::test]
+    async fn a_hanging_target_does_not_outlive_the_invocation() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let queue = Arc::new(StoreQueue::new(
+            store.clone(),
+            "t",
+            StoreQueueSettings::default(),
+        ));
+        let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+            store: store.clone(),
+            queue,
+            schemas: provisync_scim::SchemaRegistry::builtin(),
+            secrets: provisync_core::crypto::SecretBox::generate().0,
+            connectors: provisync_connectors::connectors_for,
+        });
+        let peer = provisync_tests::peers::hanging_peer().await;
+        let target: provisync_core::target::TargetConfig =
+            serde_json::from_value(serde_json::json!({
+                "id": "hangs", "kind": "scim", "mode": "scheduled",
+                "base_url": format!("{peer}/scim/v2"), "auth": {"bearer": "t"},
+            }))
+            .unwrap();
+        hub.targets.put(&target).await.unwrap();
+        let path = format!(
+            "{}/../../tests/fixtures/aws/eventbridge-scheduled-event.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let payload: EventBridgeEvent =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let left = Duration::from_secs(22);
+        let mut context = lambda_runtime::Context::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        context.deadline = (now + left).as_millis() as u64;
+        let (metrics, lines) = Metrics::collecting();
+        let started = std::time::Instant::now();
+        let report = handler(
+            &hub.schedule(),
+            &metrics,
+            LambdaEvent::new(payload, context),
+        )
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert!(took < left, "answered after the invocation's end: {took:?}");
+        assert_eq!(report.reconciled.len(), 1);
+        assert_eq!(
+            report.reconciled[0].state,
+            provisync_core::sync::reconcile::RunState::Failed
+        );
+        let lease = provisync_core::sync::reconcile::Lease::acquire(
+            store.as_ref(),
+            "hangs",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(lease.is_some(), "the reconcile lease was left held");
+        // Its metrics: the failed run of the target.
+        let lines = lines.lock().unwrap().clone();
+        let target: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(target["Target"], "hangs");
+        assert_eq!(target["ReconcileError"], 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Lambda entry point for the SCIM API (API Gateway HTTP API -> `/scim/v2/*`, `/healthz`).
 //! Only wiring: the state is built once per cold start (with change events: every SCIM
 //! write sends its event to the delivery queue), the router is the library's.
-//! Needs `PROVISYNC_SECRET_KEY` (passwords in change events are sealed with it).
+//! The operator key (passwords in change events are sealed with it) comes from Secrets
+//! Manager (`PROVISYNC_SECRET_KEY_ARN`).
 
 use lambda_http::{Error, run};
 

@@ -1,7 +1,8 @@
 //! Lambda entry point for signed webhooks from source sites (API Gateway HTTP API ->
 //! `POST /webhooks/{source_id}`). Only wiring: the state is built once per cold start
 //! (with change events, as for SCIM writes), the router is the library's
-//! (`provisync_http::webhooks`). Needs `PROVISYNC_SECRET_KEY`.
+//! (`provisync_http::webhooks`). The operator key comes from Secrets Manager
+//! (`PROVISYNC_SECRET_KEY_ARN`).
 
 use lambda_http::{Error, run};
 

@@ -145,6 +145,20 @@ impl SqsQueue {
             .wait_time_seconds(wait)
             .set_visibility_timeout(visibility)
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .customize()
+            // A long poll legitimately takes its wait: the attempt timeout is on top of it.
+            .config_override(
+                aws_sdk_sqs::config::Builder::new().timeout_config(
+                    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(
+                            crate::SDK_ATTEMPT_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
+                        )
+                        .operation_timeout(
+                            crate::SDK_OPERATION_TIMEOUT + Duration::from_secs(wait.max(0) as u64),
+                        )
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| sqs_error("ReceiveMessage", e))?;
@@ -216,8 +230,10 @@ impl SqsQueue {
     }
 }
 
-/// The dedup id of a redriven message (at most 128 characters, as SQS requires).
-fn redrive_dedup_id(original: &str) -> String {
+/// The dedup id of a message sent again (a dead-letter redrive, an untried message
+/// resent by `queue-deliver`): the original may still be inside the deduplication window,
+/// where SQS would silently drop the copy. At most 128 characters, as SQS requires.
+pub fn resend_dedup_id(original: &str) -> String {
     let suffix = format!("~r{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let keep: String = original.chars().take(128 - suffix.len()).collect();
     format!("{keep}{suffix}")
@@ -377,7 +393,7 @@ impl Queue for SqsQueue {
                 let letter = Self::to_dead_letter(&m);
                 let resend = OutMessage::new(
                     letter.group_id,
-                    redrive_dedup_id(&letter.dedup_id),
+                    resend_dedup_id(&letter.dedup_id),
                     letter.body,
                 );
                 self.send_batch(vec![resend]).await?;
@@ -418,7 +434,7 @@ impl Queue for SqsQueue {
                 if !found && letter.dedup_id == dedup_id {
                     let resend = OutMessage::new(
                         letter.group_id,
-                        redrive_dedup_id(&letter.dedup_id),
+                        resend_dedup_id(&letter.dedup_id),
                         letter.body,
                     );
                     self.send_batch(vec![resend]).await?;
@@ -482,9 +498,9 @@ mod tests {
     }
 
     #[test]
-    fn redrive_dedup_ids_fit() {
+    fn resend_dedup_ids_fit() {
         let long = "x".repeat(200);
-        assert_eq!(redrive_dedup_id(&long).chars().count(), 128);
-        assert!(redrive_dedup_id("evt-1").starts_with("evt-1~r"));
+        assert_eq!(resend_dedup_id(&long).chars().count(), 128);
+        assert!(resend_dedup_id("evt-1").starts_with("evt-1~r"));
     }
 }

@@ -155,6 +155,7 @@ impl Hub {
             queue: self.queue.clone(),
             reconciler: self.reconciler.clone(),
             puller: self.puller.clone(),
+            grace: None,
         }
     }
 }

@@ -182,6 +182,41 @@ impl From<QueueError> for AdminError {
 
 type AdminResult<T> = Result<T, AdminError>;
 
+/// Time kept in hand, beyond a cycle's or reconcile's budget and its grace, to write the
+/// answer before the invocation's deadline ([`crate::AnswerBy`]).
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Longest connection test (`POST /admin/targets/{id}/test`).
+const CONNECTION_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `requested` for one call, cut to the request's [`crate::AnswerBy`] less the margin.
+fn call_time_for(
+    req_extensions: &axum::http::Extensions,
+    requested: std::time::Duration,
+) -> std::time::Duration {
+    match req_extensions.get::<crate::AnswerBy>() {
+        Some(a) => {
+            a.0.saturating_duration_since(tokio::time::Instant::now())
+                .saturating_sub(ANSWER_MARGIN)
+                .min(requested)
+        }
+        None => requested,
+    }
+}
+
+/// A cycle's or reconcile's `requested` budget, fitted inside the request's
+/// [`crate::AnswerBy`] (with the phases' grace) if it has one.
+fn budget_for(
+    req_extensions: &axum::http::Extensions,
+    requested: std::time::Duration,
+) -> std::time::Duration {
+    provisync_core::sync::schedule::budget_within(
+        requested,
+        req_extensions.get::<crate::AnswerBy>().map(|a| a.0),
+        ANSWER_MARGIN,
+    )
+}
+
 /// The admin router, paths under `/admin`: a bearer token or a console session.
 pub fn router(state: AppState) -> Router {
     let guard = AdminGuard {

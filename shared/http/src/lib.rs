@@ -176,6 +176,28 @@ async fn health(State(store): State<Arc<dyn Store>>) -> impl IntoResponse {
     axum::Json(json!({"status": "ok", "store": store.backend()}))
 }
 
+/// When a request must be answered by: the invocation's deadline, which the Lambda entry
+/// points put in each request's extensions ([`answer_by`]); absent in `provisync serve`.
+/// Handlers that run long (a scheduled cycle, a reconcile) fit their budget inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerBy(pub tokio::time::Instant);
+
+/// `router` with an [`AnswerBy`] in each request's extensions, from what `deadline_of`
+/// finds there (the Lambda functions read the invocation context `lambda_http` puts in).
+pub fn answer_by(
+    router: Router,
+    deadline_of: fn(&http::Extensions) -> Option<tokio::time::Instant>,
+) -> Router {
+    router.layer(tower::util::MapRequestLayer::new(
+        move |mut req: axum::extract::Request| {
+            if let Some(at) = deadline_of(req.extensions()) {
+                req.extensions_mut().insert(AnswerBy(at));
+            }
+            req
+        },
+    ))
+}
+
 /// Every request in a span of its own (method, path; never headers, so never a token),
 /// with one line when it is answered.
 fn traced(router: Router) -> Router {

@@ -109,8 +109,6 @@ pub const RUNS_OPEN: &str = "RUNS#OPEN";
 pub const OUTBOX_BY_AGE: &str = "OUTBOX";
 /// Audit entries of one target: `AUDIT#T#{target}` (audit).
 pub const AUDIT_TARGET: &str = "AUDIT#T#";
-/// Audit entries of one resource: `AUDIT#R#{resource}` (audit).
-pub const AUDIT_RESOURCE: &str = "AUDIT#R#";
 /// A target's links of one type: `LINKS#{target}#{type}` (link).
 pub const LINKS: &str = "LINKS#";
 /// The store-backed queue's ready and dead-letter lists: `Q#{queue}#READY`,
@@ -124,6 +122,9 @@ pub const LINK_BY_TARGET_ID: &str = "LINKT#";
 /// Resources of one type by last modification, one partition per shard:
 /// `LM#{type}#{shard}` / `{lastModified}#{id}` (directory).
 pub const MODIFIED: &str = "LM#";
+/// Audit entries of one resource: `AUDIT#R#{resource}` (audit; index gsi2, where
+/// `sync/audit.rs` puts them).
+pub const AUDIT_RESOURCE: &str = "AUDIT#R#";
 
 // ---- sort keys within one partition --------------------------------------------------
 
@@ -171,7 +172,6 @@ pub const ALL: &[Prefix] = &[
     exact(Space::Gsi1, RUNS_OPEN, "runs not settled yet"),
     exact(Space::Gsi1, OUTBOX_BY_AGE, "outbox by age"),
     p(Space::Gsi1, AUDIT_TARGET, "audit entries by target"),
-    p(Space::Gsi1, AUDIT_RESOURCE, "audit entries by resource"),
     p(Space::Gsi1, LINKS, "links of a target"),
     p(
         Space::Gsi1,
@@ -180,6 +180,7 @@ pub const ALL: &[Prefix] = &[
     ),
     p(Space::Gsi2, LINK_BY_TARGET_ID, "hub id by target id"),
     p(Space::Gsi2, MODIFIED, "resources by last modification"),
+    p(Space::Gsi2, AUDIT_RESOURCE, "audit entries by resource"),
 ];
 
 const fn p(space: Space, prefix: &'static str, what: &'static str) -> Prefix {

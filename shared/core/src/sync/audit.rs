@@ -19,7 +19,7 @@
 //! `detail` is cut to [`MAX_DETAIL_BYTES`]; keeping secrets out of it is the writer's job.
 
 use crate::store::keyspace;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -230,11 +230,17 @@ pub enum AuditError {
     Invalid(String),
 }
 
+/// Told of every entry the audit log is given, as it is written (see [`Audit::observe`]).
+pub type AuditObserver = Arc<dyn Fn(&AuditEntry) + Send + Sync>;
+
 /// The audit log on a store. Cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
     store: Arc<dyn Store>,
     retention_days: u32,
+    /// Shared by every clone, so an observer set on the hub's audit log also sees the
+    /// entries the delivery engine (which holds a clone) writes.
+    observer: Arc<OnceLock<AuditObserver>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -332,7 +338,17 @@ impl Audit {
         Audit {
             store,
             retention_days,
+            observer: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Sets the observer of this log and of every clone of it (once per log; `false` if
+    /// one was set already). The edge uses it to turn delivery outcomes into metrics
+    /// (`provisync_aws::metrics`) without the engine knowing about them. It is called as
+    /// an entry is prepared for its write: an entry written with a delivery receipt whose
+    /// transaction then fails is observed too (that event is retried, and observed again).
+    pub fn observe(&self, observer: AuditObserver) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     pub fn with_retention_days(mut self, days: u32) -> Self {
@@ -369,6 +385,9 @@ impl Audit {
         }
         let sk = format!("{}#{}", entry.at, uuid::Uuid::new_v4().simple());
         let data = serde_json::to_vec(&entry).map_err(|e| AuditError::Invalid(e.to_string()))?;
+        if let Some(observe) = self.observer.get() {
+            observe(&entry);
+        }
         let expires = at.timestamp() + i64::from(self.retention_days) * 86_400;
         let mut item = Item::new(bucket_pk(at.date_naive()), sk.clone(), data).with_expiry(expires);
         if !entry.target.is_empty() {

@@ -169,6 +169,18 @@ pub struct PullReport {
 }
 
 impl PullReport {
+    /// The report of a pull stopped at the deadline (what it did is in its cursor).
+    fn stopped(source: &str) -> Self {
+        PullReport {
+            source: source.to_string(),
+            users: PullCounts::default(),
+            groups: PullCounts::default(),
+            complete: false,
+            incremental: false,
+            error: Some("stopped at the deadline: the source did not answer in time".into()),
+        }
+    }
+
     /// `users: fetched=… …; groups: fetched=… …`: the audit detail.
     pub fn summary(&self) -> String {
         format!(
@@ -479,6 +491,9 @@ pub struct Puller {
     sink: Arc<dyn PullSink>,
     http: Option<HttpClient>,
     audit: Option<Audit>,
+    /// With a value, a source's pull is stopped this long after the deadline
+    /// ([`Self::bounded`]).
+    grace: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Puller {
@@ -495,6 +510,17 @@ impl Puller {
             sink,
             http: None,
             audit: None,
+            grace: None,
+        }
+    }
+
+    /// This puller, stopping a source whose call is still in flight
+    /// [`crate::sync::PHASE_GRACE`] after the deadline (inside an invocation that ends at a
+    /// fixed time); its cursor keeps the position.
+    pub fn bounded(&self) -> Self {
+        Puller {
+            grace: Some(crate::sync::PHASE_GRACE),
+            ..self.clone()
         }
     }
 
@@ -522,8 +548,18 @@ impl Puller {
             .await
             .map_err(|e| PullError::Sources(e.to_string()))?;
         let mut out = Vec::new();
+        // The deadline is checked between pages; bounded, a source whose call is still in
+        // flight the grace later is stopped (its cursor keeps the position).
+        let stop = self.grace.map(|grace| deadline + grace);
         for s in list.iter().filter(|s| s.enabled && s.is_pulled()) {
-            out.push(self.pull_source(s, deadline).await);
+            let report = match crate::sync::until(stop, self.pull_source(s, deadline)).await {
+                Some(report) => report,
+                None => {
+                    tracing::warn!(source = %s.id, "pull stopped at the deadline: the source did not answer in time");
+                    PullReport::stopped(&s.id)
+                }
+            };
+            out.push(report);
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@ use crate::config::ConfigError;
 use crate::event::{OutboxError, sweep_outbox_until};
 use crate::queue::{Queue, QueueError};
 use crate::store::Store;
+use crate::sync::PHASE_GRACE;
 use crate::sync::pull::Puller;
 use crate::sync::reconcile::Reconciler;
 
@@ -23,8 +24,26 @@ pub const OUTBOX_SWEEP_BUDGET: Duration = Duration::from_secs(120);
 
 /// Time one scheduled cycle takes at most (the `scheduled-sync` function's timeout is
 /// 300 s): pull gets the first quarter, reconcile up to three quarters, the outbox sweep
-/// what is left.
+/// what is left. A cycle ends within its budget plus [`PHASE_GRACE`].
 pub const CYCLE_BUDGET: Duration = Duration::from_secs(240);
+
+/// The budget to give a cycle (or a reconcile) that must end `margin` before `deadline`
+/// (an invocation's; `None`: no deadline): `requested`, cut to what is left of the time
+/// once [`PHASE_GRACE`] and the margin are kept in hand. Zero when nothing is left (the
+/// cycle then still makes one page of progress per phase, within the grace).
+pub fn budget_within(
+    requested: Duration,
+    deadline: Option<tokio::time::Instant>,
+    margin: Duration,
+) -> Duration {
+    match deadline {
+        None => requested,
+        Some(d) => d
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(PHASE_GRACE + margin)
+            .min(requested),
+    }
+}
 
 /// What one scheduled cycle did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -70,6 +89,25 @@ pub struct Schedule {
     pub queue: Arc<dyn Queue>,
     pub reconciler: Reconciler,
     pub puller: Puller,
+    /// With a value, every phase is stopped this long after its deadline ([`Self::bounded`]).
+    pub grace: Option<Duration>,
+}
+
+impl Schedule {
+    /// This schedule for an invocation that ends at a fixed time (Lambda): every phase (a
+    /// source's pull, a target's reconcile, the dead-letter count and outbox sweep) is
+    /// stopped [`PHASE_GRACE`] after its deadline if a call is still in flight, so a cycle
+    /// given a budget ends within the budget plus the grace, its leases released.
+    pub fn bounded(&self) -> Schedule {
+        Schedule {
+            directory: self.directory.clone(),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            reconciler: self.reconciler.bounded(),
+            puller: self.puller.bounded(),
+            grace: Some(PHASE_GRACE),
+        }
+    }
 }
 
 impl std::fmt::Debug for Schedule {
@@ -102,8 +140,10 @@ fn parse_schedule_period(v: Option<&str>) -> Result<Option<Duration>, ConfigErro
 
 /// One full scheduled cycle: pull every pull source, reconcile every `scheduled` target,
 /// then sweep the outbox and report dead letters ([`run_sync_cycle`]), all within
-/// `budget`. A source or target that fails is reported in its own entry and does not stop
-/// the others; an error is returned only when a step could not run at all.
+/// `budget` (each phase may finish its call in flight for [`PHASE_GRACE`] past its share;
+/// the cycle ends by `budget + PHASE_GRACE` when [`Schedule::bounded`]). A source or target that fails is reported
+/// in its own entry and does not stop the others; an error is returned only when a step
+/// could not run at all.
 pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport, CycleError> {
     let start = tokio::time::Instant::now();
     let mut first_error: Option<CycleError> = None;
@@ -146,14 +186,14 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
             0
         }
     };
-    let left = budget.saturating_sub(start.elapsed());
-    let mut report = match run_sync_cycle(s.store.as_ref(), s.queue.as_ref(), left).await {
-        Ok(r) => r,
-        Err(e) => {
-            first_error.get_or_insert(e);
-            CycleReport::default()
-        }
-    };
+    let mut report =
+        match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget, s.grace).await {
+            Ok(r) => r,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                CycleReport::default()
+            }
+        };
     report.pulled = pulled;
     report.reconciled = reconciled;
     report.runs_settled = runs_settled;
@@ -172,17 +212,37 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
 }
 
 /// The outbox and dead-letter part of a cycle: reports the dead letters, then resends
-/// outbox records older than [`OUTBOX_MIN_AGE`] for at most `budget`. Both steps run even
-/// if one fails; the first failure is returned (after logging), so the invocation shows
-/// as failed.
+/// outbox records older than [`OUTBOX_MIN_AGE`] for at most `budget` (checked between
+/// pages; both steps are stopped [`PHASE_GRACE`] after it). Both steps run even if one
+/// fails; the first failure is returned (after logging), so the invocation shows as
+/// failed.
 pub async fn run_sync_cycle(
     store: &dyn Store,
     queue: &dyn Queue,
     budget: Duration,
 ) -> Result<CycleReport, CycleError> {
+    sync_cycle_until(store, queue, tokio::time::Instant::now() + budget, None).await
+}
+
+/// [`run_sync_cycle`] until an instant (a cycle's end, whatever the earlier phases took),
+/// each step stopped `grace` after it if given.
+async fn sync_cycle_until(
+    store: &dyn Store,
+    queue: &dyn Queue,
+    deadline: tokio::time::Instant,
+    grace: Option<Duration>,
+) -> Result<CycleReport, CycleError> {
     let mut report = CycleReport::default();
     let mut first_error: Option<CycleError> = None;
-    match queue.dead_letter_count().await {
+    let stop = grace.map(|grace| deadline + grace);
+    let count = crate::sync::until(stop, queue.dead_letter_count())
+        .await
+        .unwrap_or_else(|| {
+            Err(QueueError::Unavailable(
+                "the dead-letter count did not answer in time".into(),
+            ))
+        });
+    match count {
         Ok(n) => {
             report.dead_letters = n;
             if n > 0 {
@@ -204,16 +264,14 @@ pub async fn run_sync_cycle(
             first_error = Some(e.into());
         }
     }
-    let deadline = tokio::time::Instant::now() + budget;
-    // The deadline is checked between pages; the hard limit covers a call that hangs.
-    let hard_limit = budget + Duration::from_secs(30);
-    match tokio::time::timeout(
-        hard_limit,
+    // The deadline is checked between pages; the stop covers a call that hangs.
+    match crate::sync::until(
+        stop,
         sweep_outbox_until(store, queue, OUTBOX_MIN_AGE, Some(deadline)),
     )
     .await
     {
-        Ok(Ok(sweep)) => {
+        Some(Ok(sweep)) => {
             report.outbox_resent = sweep.sent;
             report.outbox_complete = sweep.complete;
             if !sweep.unsendable.is_empty() {
@@ -232,15 +290,12 @@ pub async fn run_sync_cycle(
                 tracing::info!(resent = sweep.sent, "outbox: resent change events");
             }
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             tracing::error!(error = %e, "outbox sweep failed");
             first_error.get_or_insert(e.into());
         }
-        Err(_) => {
-            tracing::warn!(
-                limit_s = hard_limit.as_secs(),
-                "outbox sweep stopped: a call did not answer in time"
-            );
+        None => {
+            tracing::warn!("outbox sweep stopped: a call did not answer in time");
         }
     }
     match first_error {
@@ -252,6 +307,36 @@ pub async fn run_sync_cycle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn budgets_fit_inside_the_deadline() {
+        let now = tokio::time::Instant::now();
+        let margin = Duration::from_secs(3);
+        // No deadline: what was asked.
+        assert_eq!(budget_within(CYCLE_BUDGET, None, margin), CYCLE_BUDGET);
+        // Plenty of time: what was asked.
+        let late = now + Duration::from_secs(900);
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(late), margin),
+            CYCLE_BUDGET
+        );
+        // A 29 s API function asked for 240 s: what is left, less the grace and margin.
+        let api = now + Duration::from_secs(29);
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(api), margin),
+            Duration::from_secs(29) - PHASE_GRACE - margin
+        );
+        // Nothing left, or the deadline already passed: zero, never a panic.
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(now + Duration::from_secs(5)), margin),
+            Duration::ZERO
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            budget_within(CYCLE_BUDGET, Some(api), margin),
+            Duration::ZERO
+        );
+    }
 
     #[test]
     fn schedule_period_parses() {

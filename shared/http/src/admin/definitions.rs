@@ -303,12 +303,18 @@ pub(super) async fn test_target(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
+    extensions: axum::http::Extensions,
 ) -> AdminResult<Response> {
     let adm = &state.hub;
     let target = load_target(adm, &id).await?;
     let started = Instant::now();
+    // A target that hangs gets an answer (not ok) before the invocation ends.
+    let limit = super::call_time_for(&extensions, super::CONNECTION_TEST_TIMEOUT);
     let result = match (adm.connectors)(&target) {
-        Ok(connector) => connector.test().await.map_err(|e| e.to_string()),
+        Ok(connector) => match tokio::time::timeout(limit, connector.test()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        },
         Err(e) => Err(e.0),
     };
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

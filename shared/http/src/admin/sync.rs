@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{AdminError, AdminResult, json_body, load_target, nonempty, wire_of};
+use super::{
+    ANSWER_MARGIN, AdminError, AdminResult, budget_for, json_body, load_target, nonempty, wire_of,
+};
 use crate::AppState;
 use crate::auth::Principal;
 use provisync_core::sync::ondemand::{OnDemandError, SyncRequest, sync_as_run};
@@ -36,6 +38,9 @@ pub(super) async fn sync(
 ) -> AdminResult<Response> {
     let started = tokio::time::Instant::now();
     let adm = &state.hub;
+    // In Lambda, the invocation's deadline bounds the comparison and the wait.
+    let budget = budget_for(req.extensions(), ON_DEMAND_RECONCILE_BUDGET);
+    let answer_by = req.extensions().get::<crate::AnswerBy>().map(|a| a.0);
     let body = json_body(&state, req).await?;
     let r: wire::SyncRequest = serde_json::from_value(body)
         .map_err(|e| AdminError::bad_request(format!("invalid sync request: {e}")))?;
@@ -53,7 +58,10 @@ pub(super) async fn sync(
             )));
         }
     };
-    let settle_by = started + Duration::from_secs(wait);
+    let mut settle_by = started + Duration::from_secs(wait);
+    if let Some(by) = answer_by.and_then(|a| a.checked_sub(ANSWER_MARGIN)) {
+        settle_by = settle_by.min(by);
+    }
     if r.reconcile {
         if filter_text.is_some() || user.is_some() {
             return Err(AdminError::bad_request(
@@ -64,9 +72,13 @@ pub(super) async fn sync(
         // The report says how it went: complete (the target took every change),
         // complete_with_failures (named), pending (outcomes not all known yet),
         // suspended, busy (another cycle holds the target), failed (why).
-        let report = adm
-            .reconciler
-            .reconcile_target_until(&target, started + ON_DEMAND_RECONCILE_BUDGET, settle_by)
+        // Inside an invocation, a target that hangs is given up in time (lease released).
+        let reconciler = match answer_by {
+            Some(_) => adm.reconciler.bounded(),
+            None => adm.reconciler.clone(),
+        };
+        let report = reconciler
+            .reconcile_target_until(&target, started + budget, settle_by)
             .await;
         return Ok(axum::Json(wire::SyncReconciled {
             reconcile: wire_of::reconcile_report(&report),
@@ -151,10 +163,13 @@ struct ScheduleParams {
 }
 
 /// One scheduled cycle now (`provisync run-schedule`): the same code as the timer and
-/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240.
+/// the `scheduled-sync` function. `budget`: seconds, default 25, at most 240; in Lambda
+/// cut to what the invocation has left ([`crate::AnswerBy`]), so the cycle ends (and its
+/// reconcile leases are released) before the function's timeout.
 pub(super) async fn run_schedule(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
+    extensions: axum::http::Extensions,
 ) -> AdminResult<Response> {
     let params: ScheduleParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?;
@@ -166,12 +181,14 @@ pub(super) async fn run_schedule(
             .filter(|n| (1..=240).contains(n))
             .ok_or_else(|| AdminError::bad_request("budget must be 1 to 240 seconds"))?,
     };
-    let schedule = state.hub.schedule();
-    let report = provisync_core::sync::schedule::run_schedule(
-        &schedule,
-        std::time::Duration::from_secs(budget),
-    )
-    .await
-    .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
+    // Inside an invocation, every phase is stopped in time (leases released).
+    let schedule = match extensions.get::<crate::AnswerBy>() {
+        Some(_) => state.hub.schedule().bounded(),
+        None => state.hub.schedule(),
+    };
+    let budget = budget_for(&extensions, Duration::from_secs(budget));
+    let report = provisync_core::sync::schedule::run_schedule(&schedule, budget)
+        .await
+        .map_err(|e| AdminError::internal("sync cycle", e.to_string()))?;
     Ok(axum::Json(wire_of::cycle_report(&report)).into_response())
 }

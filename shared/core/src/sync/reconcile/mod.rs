@@ -328,6 +328,9 @@ pub enum ReconcileError {
     Queue(String),
     #[error("{0}")]
     Setup(String),
+    /// A call to the target was still unanswered at the deadline's grace.
+    #[error("stopped at the deadline: a call to the target did not answer in time")]
+    Stopped,
 }
 
 // ---- the reconciler (I/O) -------------------------------------------------------------
@@ -343,6 +346,8 @@ pub struct Reconciler {
     queue: Arc<dyn Queue>,
     factory: ConnectorFactory,
     runs: Runs,
+    /// With a value, a run is stopped this long after its deadline ([`Self::bounded`]).
+    grace: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -372,6 +377,17 @@ impl Reconciler {
             audit,
             queue,
             factory,
+            grace: None,
+        }
+    }
+
+    /// This reconciler, stopping a run whose call is still in flight
+    /// [`crate::sync::PHASE_GRACE`] after its deadline (inside an invocation that ends at a
+    /// fixed time), so a target that hangs never leaves its lease held past it.
+    pub fn bounded(&self) -> Self {
+        Reconciler {
+            grace: Some(crate::sync::PHASE_GRACE),
+            ..self.clone()
         }
     }
 

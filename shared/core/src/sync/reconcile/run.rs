@@ -16,7 +16,12 @@ use crate::target::TargetConfig;
 
 impl Reconciler {
     /// Reconciles one target until done or until `deadline`, under its lease, and waits
-    /// for the outcomes of what it queued until `deadline` too.
+    /// for the outcomes of what it queued until `deadline` too. The deadline is checked
+    /// between pages (a run always reads at least one page). Bounded
+    /// ([`Reconciler::bounded`]), a call still in flight [`crate::sync::PHASE_GRACE`] after
+    /// it is abandoned, the run reported failed (its checkpoint kept for the next cycle)
+    /// and the lease released, so a target that hangs never leaves the lease held past the
+    /// invocation.
     pub async fn reconcile_target(
         &self,
         t: &TargetConfig,
@@ -44,8 +49,19 @@ impl Reconciler {
         t: &TargetConfig,
         deadline: tokio::time::Instant,
     ) -> Result<RunOutcome, Box<FailedRun>> {
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let lease_ttl = budget + Duration::from_secs(120);
+        let stop = self.grace.map(|grace| deadline + grace);
+        // Only a process killed mid-run leaves the lease behind: it expires shortly after
+        // the run would have been stopped (or, unbounded, two minutes after its deadline).
+        let lease_ttl = match stop {
+            Some(stop) => {
+                stop.saturating_duration_since(tokio::time::Instant::now())
+                    + Duration::from_secs(30)
+            }
+            None => {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+                    + Duration::from_secs(120)
+            }
+        };
         let lease = match Lease::acquire(self.store.as_ref(), &t.id, lease_ttl).await {
             Ok(Some(l)) => l,
             Ok(None) => {
@@ -60,7 +76,10 @@ impl Reconciler {
             }
             Err(e) => return Err(Box::new(FailedRun::before_start(e.into()))),
         };
-        let result = self.run(t, deadline).await;
+        let result = match crate::sync::until(stop, self.run(t, deadline)).await {
+            Some(result) => result,
+            None => Err(Box::new(FailedRun::before_start(ReconcileError::Stopped))),
+        };
         if let Err(e) = lease.release(self.store.as_ref()).await {
             tracing::warn!(target_id = %t.id, error = %e, "lease not released (it expires)");
         }
