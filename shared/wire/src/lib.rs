@@ -16,6 +16,7 @@
 mod audit;
 mod console;
 mod definitions;
+mod held;
 mod queue;
 mod sync;
 mod tokens;
@@ -30,6 +31,9 @@ pub use console::{
 pub use definitions::{
     ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
     TargetSummary, TargetTest,
+};
+pub use held::{
+    HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased,
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{

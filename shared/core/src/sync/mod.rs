@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod consumer;
 pub mod deliver;
+pub mod deliver_guard;
 mod deliver_members;
 pub mod envelope;
+pub mod held;
 pub mod inbound;
 pub mod insight;
 pub mod link;

@@ -1,0 +1,125 @@
+//! `/admin/targets/{id}/held`: deprovisions a target's guard held, listed, released or
+//! discarded (`provisync_core::sync::held`).
+//!
+//! | method & path | what |
+//! |---------------|------|
+//! | `GET /admin/targets/{id}/held` | `{"held": [{"id","change","resource_type","account":{"id","userName"},"cause","at","count"}]}` |
+//! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed"}` |
+//! | `POST /admin/targets/{id}/held/discard` (`{"ids": [...]}` or no body: all) | `{"discarded"}` |
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::{AdminError, AdminResult, optional_json_body};
+use crate::AppState;
+use crate::auth::Principal;
+use provisync_core::sync::deliver_guard::HeldError;
+use provisync_core::sync::held::HeldChange;
+use provisync_wire as wire;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/targets/{id}/held", get(list))
+        .route("/targets/{id}/held/release", post(release))
+        .route("/targets/{id}/held/discard", post(discard))
+}
+
+impl From<HeldError> for AdminError {
+    fn from(e: HeldError) -> Self {
+        match e {
+            HeldError::NoTarget(_) => AdminError::not_found(e.to_string()),
+            HeldError::Disabled(_) => AdminError::new(StatusCode::CONFLICT, e.to_string()),
+            HeldError::Store(e) => AdminError::internal("held changes", e),
+        }
+    }
+}
+
+fn item(h: &HeldChange) -> wire::HeldItem {
+    wire::HeldItem {
+        id: h.id.clone(),
+        change: h.change.as_str(),
+        resource_type: h.resource_type.clone(),
+        account: wire::HeldAccount {
+            id: h.resource_id.clone(),
+            user_name: h.name.clone(),
+        },
+        cause: h.cause.clone(),
+        at: h.at.clone(),
+        count: h.count,
+    }
+}
+
+async fn list(State(state): State<AppState>, Path(id): Path<String>) -> AdminResult<Response> {
+    if state.hub.targets.get(&id).await?.is_none() {
+        return Err(AdminError::not_found(format!("no such target: {id}")));
+    }
+    let held = state
+        .hub
+        .deliverer
+        .held()
+        .list(&id)
+        .await
+        .map_err(|e| AdminError::internal("held changes", e))?;
+    Ok(axum::Json(wire::HeldList {
+        held: held.iter().map(item).collect(),
+    })
+    .into_response())
+}
+
+/// The ids a release or discard names (`None`: all).
+async fn ids(state: &AppState, req: Request) -> AdminResult<Option<Vec<String>>> {
+    let Some(body) = optional_json_body(state, req).await? else {
+        return Ok(None);
+    };
+    let r: wire::HeldIds = serde_json::from_value(body).map_err(|e| {
+        AdminError::bad_request(format!(
+            "invalid request: {e} (expected {{\"ids\": [\"…\"]}}, or no body for all)"
+        ))
+    })?;
+    Ok(r.ids)
+}
+
+async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Principal,
+    req: Request,
+) -> AdminResult<Response> {
+    let ids = ids(&state, req).await?;
+    let r = state
+        .hub
+        .deliverer
+        .release_held(&id, ids.as_deref(), &principal.to_string())
+        .await?;
+    Ok(axum::Json(wire::HeldReleased {
+        released: r.released,
+        superseded: r.superseded,
+        failed: r
+            .failed
+            .into_iter()
+            .map(|(id, reason)| wire::HeldFailure { id, reason })
+            .collect(),
+    })
+    .into_response())
+}
+
+async fn discard(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Principal,
+    req: Request,
+) -> AdminResult<Response> {
+    let ids = ids(&state, req).await?;
+    let dropped = state
+        .hub
+        .deliverer
+        .discard_held(&id, ids.as_deref(), &principal.to_string())
+        .await?;
+    Ok(axum::Json(wire::HeldDiscarded {
+        discarded: dropped.into_iter().map(|h| h.id).collect(),
+    })
+    .into_response())
+}

@@ -1,0 +1,291 @@
+//! Blast-radius safety (#18): the deprovision guard holds deactivations, deletions and
+//! membership removals beyond a target's allowance, whatever caused them, until an
+//! operator releases or discards them — against `scim2-server`, on both stores.
+
+use std::time::{Duration, Instant};
+
+use provisync_tests::peers::ScimPeer;
+use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+async fn add_target(hub: &Hub, id: &str, peer: &ScimPeer, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+}
+
+/// Every user on the peer.
+async fn peer_users(peer: &ScimPeer) -> Vec<Value> {
+    let (status, body) = peer.get("/Users?count=500").await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"].as_array().cloned().unwrap_or_default()
+}
+
+async fn held(hub: &Hub, target: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/targets/{target}/held"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["held"].as_array().cloned().expect("held list")
+}
+
+async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/audit?{query}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Creates `n` users `{prefix}{i:02}` (with `title` from `title(i)`) and waits until the
+/// peer has them all. Returns their hub ids.
+async fn deliver_users(
+    hub: &Hub,
+    peer: &ScimPeer,
+    prefix: &str,
+    n: usize,
+    title: impl Fn(usize) -> &'static str,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("{prefix}{i:02}"), "title": title(i), "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    eventually(
+        "every user on scim2-server",
+        Duration::from_secs(60),
+        || async { peer_users(peer).await.len() == n },
+    )
+    .await;
+    ids
+}
+
+/// 20 users delivered, 15 deleted in the hub: the target's guard (`max: 5`) lets 5
+/// deletions through, holds the other 10 (listed with their userNames, audited `held`,
+/// shown in the target's health); releasing them applies them all.
+async fn mass_delete_is_held_then_released(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "peer",
+        &peer,
+        json!({"deprovision_guard": {"max": 5, "window_minutes": 60}}),
+    )
+    .await;
+    let ids = deliver_users(&hub, &peer, "leaver", 20, |_| "staff").await;
+
+    for id in &ids[..15] {
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+    eventually(
+        "15 deletions delivered or held",
+        Duration::from_secs(60),
+        || async {
+            held(&hub, "peer").await.len() == 10
+                && audit(&hub, "target=peer&op=delete&status=delivered")
+                    .await
+                    .len()
+                    == 5
+        },
+    )
+    .await;
+    // Nothing else arrives: at most `max` deletions reached the target.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        peer_users(&peer).await.len(),
+        15,
+        "5 deleted downstream, no more"
+    );
+    let list = held(&hub, "peer").await;
+    assert_eq!(list.len(), 10);
+    for h in &list {
+        assert_eq!(h["change"], "delete", "{h}");
+        assert_eq!(h["resource_type"], "User");
+        let name = h["account"]["userName"].as_str().unwrap();
+        assert!(name.starts_with("leaver"), "{h}");
+        assert!(ids[..15].contains(&h["account"]["id"].as_str().unwrap().to_string()));
+        assert!(
+            h["cause"].as_str().unwrap().contains("deleted in the hub"),
+            "{h}"
+        );
+        assert!(!h["at"].as_str().unwrap().is_empty());
+        // Still on the target.
+        assert!(
+            peer_users(&peer)
+                .await
+                .iter()
+                .any(|u| u["userName"] == name),
+            "{name} is held, so still downstream"
+        );
+    }
+    assert_eq!(
+        audit(&hub, "target=peer&status=held").await.len(),
+        10,
+        "each held change audited `held`"
+    );
+    // The target's health says it waits for approval.
+    let r = hub.admin(Method::GET, "/overview", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["targets"][0]["health"]["held"], 10, "{}", r.text);
+
+    // Released: all applied.
+    let r = hub
+        .admin(Method::POST, "/targets/peer/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["released"].as_array().unwrap().len(),
+        10,
+        "{}",
+        r.text
+    );
+    assert!(held(&hub, "peer").await.is_empty());
+    let left: Vec<String> = peer_users(&peer)
+        .await
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 5, "{left:?}");
+    assert!(left.iter().all(|n| n.as_str() >= "leaver15"), "{left:?}");
+    assert_eq!(
+        audit(&hub, "target=peer&op=release_held").await.len(),
+        10,
+        "each release audited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_delete_is_held_then_released_embedded() {
+    mass_delete_is_held_then_released(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_delete_is_held_then_released_dynamodb() {
+    mass_delete_is_held_then_released(Backend::DynamoDb).await;
+}
+
+/// A scope change that drops 80% of the target's users: the reconcile that applies it
+/// deactivates `max` of them and holds the rest. A discarded one is audited and stays
+/// active; the next reconcile finds its cause still there and sends it again — through
+/// the guard, which holds it again (never silently).
+async fn scope_change_dropping_most_is_held(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    let guard = json!({"deprovision_guard": {"max": 5}});
+    add_target(&hub, "peer", &peer, guard.clone()).await;
+    // Every fifth user keeps the title the new scope wants.
+    deliver_users(&hub, &peer, "member", 20, |i| {
+        if i % 5 == 0 { "keep" } else { "other" }
+    })
+    .await;
+
+    let mut scoped = guard.clone();
+    scoped["scope_filter"] = json!("title eq \"keep\"");
+    add_target(&hub, "peer", &peer, scoped).await;
+    let counts = hub.reconcile("peer").await;
+    assert_eq!(counts["deactivated"], 5, "{counts}");
+    let inactive = |users: &[Value]| users.iter().filter(|u| u["active"] == false).count();
+    assert_eq!(inactive(&peer_users(&peer).await), 5);
+    let list = held(&hub, "peer").await;
+    assert_eq!(list.len(), 11, "{list:?}");
+    for h in &list {
+        assert_eq!(h["change"], "deactivate", "{h}");
+        let cause = h["cause"].as_str().unwrap();
+        assert!(cause.contains("left the target's scope"), "{cause}");
+        assert!(cause.contains("reconcile"), "{cause}");
+    }
+
+    // Discard one: audited, still active downstream.
+    let one = list[0]["id"].as_str().unwrap().to_string();
+    let name = list[0]["account"]["userName"].as_str().unwrap().to_string();
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/held/discard",
+            Some(&json!({"ids": [one]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["discarded"], json!([one]));
+    let discarded = audit(&hub, "target=peer&op=discard_held").await;
+    assert_eq!(discarded.len(), 1);
+    assert!(
+        discarded[0]["detail"].as_str().unwrap().contains(&name),
+        "{discarded:?}"
+    );
+    // Release the rest.
+    let r = hub
+        .admin(Method::POST, "/targets/peer/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["released"].as_array().unwrap().len(),
+        10,
+        "{}",
+        r.text
+    );
+    let users = peer_users(&peer).await;
+    assert_eq!(inactive(&users), 15);
+    assert!(
+        users
+            .iter()
+            .any(|u| u["userName"] == name.as_str() && u["active"] == true),
+        "the discarded deactivation was not sent"
+    );
+    // The cause is still there: the next reconcile sends it again, and the guard (its
+    // window spent) holds it again, visibly.
+    hub.reconcile("peer").await;
+    let again = held(&hub, "peer").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["account"]["userName"], name.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_change_dropping_most_is_held_embedded() {
+    scope_change_dropping_most_is_held(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_change_dropping_most_is_held_dynamodb() {
+    scope_change_dropping_most_is_held(Backend::DynamoDb).await;
+}
