@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use provisync_tests::peers::ScimPeer;
-use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store};
+use provisync_tests::proxy::RecordingProxy;
+use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -25,7 +26,12 @@ where
 }
 
 async fn add_target(hub: &Hub, id: &str, peer: &ScimPeer, extra: Value) {
-    let mut body = json!({"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}});
+    add_target_at(hub, id, &peer.base, peer, extra).await;
+}
+
+/// A target reaching `peer` at `base` (through a proxy).
+async fn add_target_at(hub: &Hub, id: &str, base: &str, peer: &ScimPeer, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": peer.token}});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
@@ -288,4 +294,186 @@ async fn scope_change_dropping_most_is_held_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_change_dropping_most_is_held_dynamodb() {
     scope_change_dropping_most_is_held(Backend::DynamoDb).await;
+}
+
+/// The peer's copy of a user.
+async fn on_peer(peer: &ScimPeer, user_name: &str) -> Value {
+    peer_users(peer)
+        .await
+        .into_iter()
+        .find(|u| u["userName"] == user_name)
+        .unwrap_or_else(|| panic!("{user_name} not on the peer"))
+}
+
+fn planned<'a>(plan: &'a Value, change: &str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["change"] == change)
+        .map(|c| c["userName"].as_str().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Plans send nothing and write nothing. A reconcile plan against a drifted target (an
+/// account changed there, one deleted there, one out of the new scope) names the three
+/// changes by userName, and the target receives no write (a recording proxy in front of
+/// `scim2-server` counts them); the reconcile that follows does exactly what the plan
+/// said. A definition change with `?plan=true` reports what it would do and is not
+/// saved; an on-demand sync plan of one user names its change.
+async fn plans_write_nothing(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let proxy = RecordingProxy::start(&peer.base).await;
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    let base = format!("{}/v2", proxy.origin);
+    add_target_at(&hub, "peer", &base, &peer, json!({})).await;
+    let ids = deliver_users(&hub, &peer, "user", 5, |_| "staff").await;
+
+    // Drift: user00 changed on the target, user01 deleted there; user02 leaves the scope.
+    let changed = on_peer(&peer, "user00").await;
+    let r = peer
+        .req(Method::PATCH, &format!("/Users/{}", changed["id"].as_str().unwrap()))
+        .body(json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "title", "value": "drifted"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let gone = on_peer(&peer, "user01").await;
+    let r = peer
+        .req(
+            Method::DELETE,
+            &format!("/Users/{}", gone["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    add_target_at(
+        &hub,
+        "peer",
+        &base,
+        &peer,
+        json!({"scope_filter": "userName ne \"user02\""}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.clear();
+
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "reconcile": true, "plan": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let plan = &r.body["plan"];
+    assert_eq!(plan["state"], "complete", "{plan}");
+    assert_eq!(plan["checked"], 4, "{plan}");
+    assert_eq!(
+        (
+            &plan["counts"]["create"],
+            &plan["counts"]["update"],
+            &plan["counts"]["deactivate"],
+            &plan["counts"]["delete"]
+        ),
+        (&json!(1), &json!(1), &json!(1), &json!(0)),
+        "{plan}"
+    );
+    assert_eq!(planned(plan, "create"), ["user01"]);
+    assert_eq!(planned(plan, "update"), ["user00"]);
+    assert_eq!(planned(plan, "deactivate"), ["user02"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        proxy.writes().is_empty(),
+        "a plan wrote to the target: {:?}",
+        proxy.writes()
+    );
+    assert!(
+        audit(&hub, "target=peer&op=reconcile").await.is_empty(),
+        "a plan leaves no reconcile behind"
+    );
+    assert_eq!(on_peer(&peer, "user00").await["title"], "drifted");
+
+    // A definition change, planned: nothing saved.
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/peer?plan=true",
+            Some(
+                &json!({"kind": "scim", "base_url": base, "auth": {"bearer": peer.token},
+                "scope_filter": "userName eq \"user04\"",
+                "mapping": [{"target": "nickName", "value": "n"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let plan = &r.body["plan"];
+    // user04 stays, with the new mapping; the other four (all still linked and active
+    // as far as the hub knows) leave the scope.
+    assert_eq!(planned(plan, "update"), ["user04"], "{plan}");
+    assert_eq!(
+        planned(plan, "deactivate"),
+        ["user00", "user01", "user02", "user03"],
+        "{plan}"
+    );
+    let r = hub.admin(Method::GET, "/targets/peer", None).await;
+    assert_eq!(
+        r.body["scope_filter"], "userName ne \"user02\"",
+        "not saved"
+    );
+    assert!(
+        r.body
+            .get("mapping")
+            .is_none_or(|m| m.as_array().is_none_or(Vec::is_empty))
+    );
+
+    // An on-demand sync plan of one user (out of scope now, still linked).
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "peer", "user": ids[2], "plan": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        planned(&r.body["plan"], "deactivate"),
+        ["user02"],
+        "{}",
+        r.text
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(proxy.writes().is_empty(), "{:?}", proxy.writes());
+
+    // The reconcile does what the plan said.
+    let counts = hub.reconcile("peer").await;
+    assert_eq!(
+        (
+            &counts["created"],
+            &counts["updated"],
+            &counts["deactivated"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{counts}"
+    );
+    assert!(!proxy.writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_write_nothing_embedded() {
+    plans_write_nothing(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_write_nothing_dynamodb() {
+    plans_write_nothing(Backend::DynamoDb).await;
 }

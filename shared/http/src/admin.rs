@@ -53,6 +53,7 @@ use provisync_wire as wire;
 mod console_api;
 mod definitions;
 mod held;
+mod plan;
 mod sync;
 mod tokens;
 mod wire_of;

@@ -37,8 +37,9 @@ pub use held::{
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, GroupCounts, OutcomeCounts, Problem, PullCounts, PullReport, ReconcileCounts,
-    ReconcileReport, RunStatus, SyncQueued, SyncReconciled, SyncRequest,
+    CycleReport, GroupCounts, OutcomeCounts, PlanReport, PlannedChange, Problem, PullCounts,
+    PullReport, ReconcileCounts, ReconcileReport, RunStatus, SyncPlanned, SyncQueued,
+    SyncReconciled, SyncRequest,
 };
 pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 

@@ -12,6 +12,7 @@ pub mod insight;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod plan;
 pub mod provision;
 pub mod pull;
 pub mod reconcile;
