@@ -477,3 +477,160 @@ async fn plans_write_nothing_embedded() {
 async fn plans_write_nothing_dynamodb() {
     plans_write_nothing(Backend::DynamoDb).await;
 }
+
+/// The team group on the peer: its member ids.
+async fn peer_group_members(peer: &ScimPeer, name: &str) -> Vec<String> {
+    let (status, body) = peer.get("/Groups?count=100").await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|g| g["displayName"] == name)
+        .map(|g| {
+            g["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A way back: every deactivation and membership removal sent to a target is journaled
+/// first; `undo` since a time plans the inverse changes (nothing changes on the target),
+/// then applies them: the accounts are active again and back in their group.
+async fn undo_restores_accounts_and_memberships(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(&hub, "peer", &peer, json!({})).await;
+    let ids = deliver_users(&hub, &peer, "crew", 4, |_| "staff").await;
+    let members: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let team = hub.group("team", &members).await;
+    eventually("the team on the peer", Duration::from_secs(60), || async {
+        peer_group_members(&peer, "team").await.len() == 4
+    })
+    .await;
+
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for id in &ids[..2] {
+        let r = hub
+            .patch(
+                &format!("/Users/{id}"),
+                &json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let r = hub
+        .patch(
+            &format!("/Groups/{team}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", ids[2])}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let inactive = |users: Vec<Value>| users.iter().filter(|u| u["active"] == false).count();
+    eventually(
+        "the deprovisions on the peer",
+        Duration::from_secs(60),
+        || async {
+            inactive(peer_users(&peer).await) == 2
+                && peer_group_members(&peer, "team").await.len() == 3
+        },
+    )
+    .await;
+
+    // The plan: three inverse changes, nothing done.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["applied"], false);
+    let mut steps: Vec<(String, String)> = r.body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["change"].as_str().unwrap().to_string(),
+                s["userName"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        [
+            ("add_members".to_string(), "team".to_string()),
+            ("reactivate".to_string(), "crew00".to_string()),
+            ("reactivate".to_string(), "crew01".to_string()),
+        ],
+        "{}",
+        r.text
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        inactive(peer_users(&peer).await),
+        2,
+        "a plan changes nothing"
+    );
+    // Bad input: a clear 400.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": "yesterday"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Applied.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since, "apply": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["applied"], true);
+    assert!(r.body.get("failed").is_none(), "{}", r.text);
+    assert_eq!(inactive(peer_users(&peer).await), 0, "reactivated");
+    assert_eq!(
+        peer_group_members(&peer, "team").await.len(),
+        4,
+        "back in the team"
+    );
+    // Undone steps leave the journal: a second undo has nothing to do.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since})),
+        )
+        .await;
+    assert_eq!(r.body["steps"], json!([]), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_restores_accounts_and_memberships_embedded() {
+    undo_restores_accounts_and_memberships(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undo_restores_accounts_and_memberships_dynamodb() {
+    undo_restores_accounts_and_memberships(Backend::DynamoDb).await;
+}

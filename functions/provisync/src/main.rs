@@ -68,6 +68,8 @@ enum Command {
     Deadletters(admin::DeadLetterArgs),
     /// List, release or discard the deprovisions a target's guard held.
     Held(admin::HeldArgs),
+    /// Plan (or --apply) the inverse of the deprovisions sent to a target since a time.
+    Undo(admin::UndoArgs),
 }
 
 #[tokio::main]
@@ -102,6 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
         Command::Deadletters(args) => admin::dead_letters(&cli.remote, args).await,
         Command::Held(args) => admin::held(&cli.remote, args).await,
+        Command::Undo(args) => admin::undo(&cli.remote, args).await,
         Command::Token(args) => admin::token(&cli.remote, args).await,
         Command::AwsInit => {
             let report = provisync_aws::aws_init_command().await?;

@@ -11,7 +11,7 @@ use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, HeldDiscarded, HeldIds, HeldList,
     HeldReleased, ReconcileReport, Redriven, RunStatus, SourceList, SourceSummary, SyncQueued,
     SyncReconciled, SyncRequest, TargetList, TargetSummary, TargetTest, TokenCreated, TokenList,
-    TokenRequest, TokenRevoke,
+    TokenRequest, TokenRevoke, UndoReport, UndoRequest,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -365,6 +365,28 @@ impl HubClient {
         self.admin(
             Method::POST,
             &format!("/targets/{}/held/discard", seg(target)),
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /admin/targets/{id}/undo`: the inverse of the deprovisions journaled since
+    /// `since`, planned or applied.
+    pub async fn undo(
+        &self,
+        target: &str,
+        since: &str,
+        apply: bool,
+    ) -> Result<UndoReport, ClientError> {
+        let body = serde_json::to_value(UndoRequest {
+            since: since.to_string(),
+            apply,
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin(
+            Method::POST,
+            &format!("/targets/{}/undo", seg(target)),
             &[],
             Some(&body),
         )

@@ -65,3 +65,39 @@ pub struct HeldFailure {
 pub struct HeldDiscarded {
     pub discarded: Vec<String>,
 }
+
+/// `POST /admin/targets/{id}/undo`: `{"since": "2025-01-31T12:00:00Z", "apply": false}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoRequest {
+    pub since: String,
+    /// Apply the inverse changes (default: only plan them).
+    #[serde(default)]
+    pub apply: bool,
+}
+
+/// One inverse change of an undo.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoStep {
+    /// The journal entry it undoes.
+    pub journal: String,
+    /// `reactivate`, `recreate`, `add_members`, `not_restorable`.
+    pub change: String,
+    pub resource_type: String,
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    /// When the deprovision was journaled.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The answer of an undo: its steps, and those that failed when applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoReport {
+    pub target: String,
+    pub applied: bool,
+    pub steps: Vec<UndoStep>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<HeldFailure>,
+}

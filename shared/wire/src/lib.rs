@@ -33,7 +33,8 @@ pub use definitions::{
     TargetSummary, TargetTest,
 };
 pub use held::{
-    HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased,
+    HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased, UndoReport,
+    UndoRequest, UndoStep,
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{

@@ -88,3 +88,63 @@ pub async fn held(remote: &Remote, args: HeldArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct UndoArgs {
+    /// The target.
+    #[arg(long)]
+    target: String,
+    /// Undo the deprovisions journaled at or after this time (RFC 3339).
+    #[arg(long)]
+    since: String,
+    /// Apply the inverse changes (default: show the plan).
+    #[arg(long)]
+    apply: bool,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `provisync undo --target T --since TIME [--apply]`.
+pub async fn undo(remote: &Remote, args: UndoArgs) -> Result<()> {
+    let admin = admin_client(remote)?;
+    let v = admin.undo(&args.target, &args.since, args.apply).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.at.clone(),
+                s.change.clone(),
+                s.resource_type.clone(),
+                s.user_name.clone(),
+                s.detail.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(&["JOURNALED", "CHANGE", "TYPE", "NAME", "DETAIL"], &rows);
+    }
+    if v.applied {
+        println!(
+            "{} step(s) applied, {} failed",
+            v.steps.len() - v.failed.len(),
+            v.failed.len()
+        );
+        for f in &v.failed {
+            println!("failed: {} ({})", f.id, f.reason);
+        }
+    } else {
+        println!(
+            "{} step(s) planned; apply with: provisync undo --target {} --since {} --apply",
+            v.steps.len(),
+            args.target,
+            args.since
+        );
+    }
+    Ok(())
+}

@@ -90,6 +90,9 @@ pub const PAGE_AT: &str = "PAGEAT#";
 pub const GUARD: &str = "GUARD#";
 /// Deprovisions held for approval on a target: `HELD#{target}` / `{held id}` (held).
 pub const HELD: &str = "HELD#";
+/// A target's journal of deprovisions, for undo: `JOURNAL#{target}` / `{at}#{id}`
+/// (journal).
+pub const JOURNAL: &str = "JOURNAL#";
 
 // ---- index gsi1 ----------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ pub const ALL: &[Prefix] = &[
     ),
     p(Space::Pk, GUARD, "deprovision guard windows"),
     p(Space::Pk, HELD, "deprovisions held for approval"),
+    p(Space::Pk, JOURNAL, "journal of deprovisions (undo)"),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),

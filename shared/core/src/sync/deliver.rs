@@ -86,6 +86,7 @@ pub struct Deliverer {
     pub(super) directory: Directory,
     pub(super) audit: Audit,
     pub(super) held: Held,
+    pub(super) journal: super::journal::Journal,
     pub(super) schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
     factory: ConnectorFactory,
@@ -121,7 +122,8 @@ impl Deliverer {
             links,
             directory,
             audit,
-            held: Held::new(links_store),
+            held: Held::new(links_store.clone()),
+            journal: super::journal::Journal::new(links_store),
             schemas,
             secrets,
             factory,
@@ -139,7 +141,7 @@ impl Deliverer {
     }
 
     /// The connector of a target, built once per target definition.
-    fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
+    pub(super) fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
         let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cfg, c)) = cache.get(&t.id)
             && cfg == t

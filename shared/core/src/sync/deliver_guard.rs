@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::audit::{AuditEntry, AuditOp, AuditStatus};
 use super::deliver::{Deliverer, DeliveryOutcome, in_scope, retryable};
 use super::held::{Held, HeldChange};
+use super::journal::JournalEntry;
 use super::link::Link;
 use crate::connector::ConnectorError;
 use crate::directory::DirectoryError;
@@ -36,6 +37,8 @@ pub enum HeldError {
     NoTarget(String),
     #[error("target {0} is disabled: enable it before releasing its held changes")]
     Disabled(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,9 +77,6 @@ impl Deliverer {
         n: u64,
         link: &Link,
     ) -> Result<Option<DeliveryOutcome>, Failure> {
-        if event.approved {
-            return Ok(None);
-        }
         let cause = if event.op == ChangeOp::Delete {
             "deleted in the hub"
         } else if event
@@ -91,27 +91,69 @@ impl Deliverer {
         let label = label_of(&link.delivered)
             .or_else(|| event.resource.as_ref().and_then(label_of))
             .unwrap_or_default();
-        self.admit(event, t, op, n, label, cause).await
+        if !event.approved
+            && let Some(held) = self.admit(event, t, op, n, label.clone(), cause).await?
+        {
+            return Ok(Some(held));
+        }
+        // Going: journal what the target holds first (the way back).
+        let mut entry =
+            JournalEntry::new(&t.id, op, event.resource_type.as_str(), &event.resource_id);
+        entry.name = label;
+        entry.target_id = link.target_id.clone();
+        entry.state = link.delivered.clone();
+        if event.resource_type == ResourceKind::User {
+            let groups = self
+                .directory
+                .groups_of_ids(&event.resource_id)
+                .await
+                .map_err(|e| (op, retryable(e)))?;
+            let linked = self
+                .links
+                .get_many(&t.id, ResourceKind::Group, &groups)
+                .await
+                .map_err(|e| (op, retryable(e)))?;
+            entry.groups = linked.into_values().map(|l| l.target_id).collect();
+        }
+        self.journal
+            .record(&entry)
+            .await
+            .map_err(|e| (op, retryable(e)))?;
+        Ok(None)
     }
 
-    /// [`Deliverer::guard`] for `n` members removed from the event's group.
+    /// [`Deliverer::guard`] for the members `removed` (their ids on the target) from the
+    /// event's group, `target_group` there.
     pub(super) async fn guard_members(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
-        n: usize,
+        target_group: &str,
+        removed: &[String],
     ) -> Result<Option<DeliveryOutcome>, Failure> {
-        if event.approved {
-            return Ok(None);
-        }
+        let op = AuditOp::RemoveMembers;
         let label = event
             .resource
             .as_ref()
             .and_then(label_of)
             .unwrap_or_default();
         let cause = "members removed from the group in the hub";
-        self.admit(event, t, AuditOp::RemoveMembers, n as u64, label, cause)
+        if !event.approved
+            && let Some(held) = self
+                .admit(event, t, op, removed.len() as u64, label.clone(), cause)
+                .await?
+        {
+            return Ok(Some(held));
+        }
+        let mut entry = JournalEntry::new(&t.id, op, "Group", &event.resource_id);
+        entry.name = label;
+        entry.target_id = target_group.to_string();
+        entry.members = removed.to_vec();
+        self.journal
+            .record(&entry)
             .await
+            .map_err(|e| (op, retryable(e)))?;
+        Ok(None)
     }
 
     async fn admit(

@@ -60,7 +60,7 @@ impl Deliverer {
         }
         let removed = self.on_target(t, &now_out).await?;
         if !removed.is_empty()
-            && let Some(held) = self.guard_members(event, t, removed.len()).await?
+            && let Some(held) = self.guard_members(event, t, target_group, &removed).await?
         {
             return Ok(Some(held));
         }

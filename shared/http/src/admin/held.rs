@@ -6,6 +6,7 @@
 //! | `GET /admin/targets/{id}/held` | `{"held": [{"id","change","resource_type","account":{"id","userName"},"cause","at","count"}]}` |
 //! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed"}` |
 //! | `POST /admin/targets/{id}/held/discard` (`{"ids": [...]}` or no body: all) | `{"discarded"}` |
+//! | `POST /admin/targets/{id}/undo` `{"since", "apply"}` | the inverse of the deprovisions journaled since then: planned, or applied |
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -25,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/targets/{id}/held", get(list))
         .route("/targets/{id}/held/release", post(release))
         .route("/targets/{id}/held/discard", post(discard))
+        .route("/targets/{id}/undo", post(undo))
 }
 
 impl From<HeldError> for AdminError {
@@ -32,6 +34,7 @@ impl From<HeldError> for AdminError {
         match e {
             HeldError::NoTarget(_) => AdminError::not_found(e.to_string()),
             HeldError::Disabled(_) => AdminError::new(StatusCode::CONFLICT, e.to_string()),
+            HeldError::Invalid(m) => AdminError::bad_request(m),
             HeldError::Store(e) => AdminError::internal("held changes", e),
         }
     }
@@ -120,6 +123,48 @@ async fn discard(
         .await?;
     Ok(axum::Json(wire::HeldDiscarded {
         discarded: dropped.into_iter().map(|h| h.id).collect(),
+    })
+    .into_response())
+}
+
+async fn undo(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Principal,
+    req: Request,
+) -> AdminResult<Response> {
+    let body = super::json_body(&state, req).await?;
+    let r: wire::UndoRequest = serde_json::from_value(body).map_err(|e| {
+        AdminError::bad_request(format!(
+            "invalid undo request: {e} (expected {{\"since\": \"2025-01-31T12:00:00Z\", \"apply\": false}})"
+        ))
+    })?;
+    let report = state
+        .hub
+        .deliverer
+        .undo(&id, &r.since, r.apply, &principal.to_string())
+        .await?;
+    Ok(axum::Json(wire::UndoReport {
+        target: report.target,
+        applied: report.applied,
+        steps: report
+            .steps
+            .into_iter()
+            .map(|s| wire::UndoStep {
+                journal: s.journal,
+                change: s.change,
+                resource_type: s.resource_type,
+                id: s.id,
+                user_name: s.user_name,
+                at: s.at,
+                detail: s.detail,
+            })
+            .collect(),
+        failed: report
+            .failed
+            .into_iter()
+            .map(|(id, reason)| wire::HeldFailure { id, reason })
+            .collect(),
     })
     .into_response())
 }
