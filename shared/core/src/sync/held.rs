@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use super::audit::AuditOp;
 use super::link::Links;
 use crate::event::ChangeEvent;
-use crate::store::{Condition, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch};
+use crate::store::{
+    Condition, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch, query_all,
+};
 use crate::target::TargetConfig;
 use provisync_scim::ResourceKind;
 
@@ -189,27 +191,12 @@ impl Held {
 
     /// The changes held on a target, oldest first (at most [`MAX_LISTED`]).
     pub async fn list(&self, target: &str) -> Result<Vec<HeldChange>, StoreError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(crate::store::Index::Primary, held_pk(target))
-                        .limit(500)
-                        .after(after),
-                )
-                .await?;
-            out.extend(
-                page.items
-                    .iter()
-                    .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok()),
-            );
-            match page.next {
-                Some(c) if out.len() < MAX_LISTED => after = Some(c),
-                _ => return Ok(out),
-            }
-        }
+        let query = Query::new(crate::store::Index::Primary, held_pk(target)).limit(500);
+        Ok(query_all(self.store.as_ref(), query, MAX_LISTED)
+            .await?
+            .iter()
+            .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok())
+            .collect())
     }
 
     /// Whether a target has held changes waiting.

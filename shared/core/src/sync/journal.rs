@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::audit::AuditOp;
-use crate::store::{Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch};
+use crate::store::{Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch, query_all};
 
 /// Default retention of journal entries, days.
 pub const DEFAULT_JOURNAL_DAYS: i64 = 30;
@@ -101,28 +101,13 @@ impl Journal {
 
     /// A target's entries at or after `since` (RFC 3339), oldest first.
     pub async fn since(&self, target: &str, since: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .query(
-                    &Query::new(crate::store::Index::Primary, pk(target))
-                        .limit(500)
-                        .after(after),
-                )
-                .await?;
-            out.extend(
-                page.items
-                    .iter()
-                    .filter(|i| i.sk.as_str() >= since)
-                    .filter_map(|i| serde_json::from_slice::<JournalEntry>(&i.data).ok()),
-            );
-            match page.next {
-                Some(c) => after = Some(c),
-                None => return Ok(out),
-            }
-        }
+        let query = Query::new(crate::store::Index::Primary, pk(target)).limit(500);
+        Ok(query_all(self.store.as_ref(), query, usize::MAX)
+            .await?
+            .iter()
+            .filter(|i| i.sk.as_str() >= since)
+            .filter_map(|i| serde_json::from_slice::<JournalEntry>(&i.data).ok())
+            .collect())
     }
 
     /// Forgets an entry (undone).
