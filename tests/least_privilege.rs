@@ -783,13 +783,9 @@ fn granted(function: &str, statements: &[template::Statement]) -> Patterns {
         let k = *kinds.iter().next().unwrap();
         let expected: BTreeSet<&str> = match (&part, k) {
             (Part::Table, "read") => ["GetItem", "BatchGetItem", "Query"].into(),
-            (Part::Table, _) => [
-                "PutItem",
-                "DeleteItem",
-                "ConditionCheckItem",
-                "UpdateItem",
-            ]
-            .into(),
+            (Part::Table, _) => {
+                ["PutItem", "DeleteItem", "ConditionCheckItem", "UpdateItem"].into()
+            }
             (Part::Index(_), _) => ["Query"].into(),
         };
         assert_eq!(actions, expected, "{function}: {}", st.sid);

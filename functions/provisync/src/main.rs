@@ -66,6 +66,10 @@ enum Command {
     Export(transfer_cli::ExportArgs),
     /// List dead letters (changes that could not be delivered), or send them back.
     Deadletters(admin::DeadLetterArgs),
+    /// List, release or discard the deprovisions a target's guard held.
+    Held(admin::HeldArgs),
+    /// Plan (or --apply) the inverse of the deprovisions sent to a target since a time.
+    Undo(admin::UndoArgs),
 }
 
 #[tokio::main]
@@ -99,6 +103,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
         Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
         Command::Deadletters(args) => admin::dead_letters(&cli.remote, args).await,
+        Command::Held(args) => admin::held(&cli.remote, args).await,
+        Command::Undo(args) => admin::undo(&cli.remote, args).await,
         Command::Token(args) => admin::token(&cli.remote, args).await,
         Command::AwsInit => {
             let report = provisync_aws::aws_init_command().await?;

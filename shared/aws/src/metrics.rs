@@ -187,6 +187,8 @@ pub fn delivery_line(entry: &AuditEntry) -> Option<MetricLine> {
         AuditStatus::Refused | AuditStatus::Failed => "Failed",
         AuditStatus::Dead => "Dead",
         AuditStatus::Skipped | AuditStatus::SkippedStale | AuditStatus::Unlinked => "Skipped",
+        // Held by the deprovision guard, waiting for an operator.
+        AuditStatus::Held => "Held",
         AuditStatus::Queued => return None,
     };
     if entry.target.is_empty() {
@@ -196,7 +198,10 @@ pub fn delivery_line(entry: &AuditEntry) -> Option<MetricLine> {
     // A skip never called the target: its latency would drag the percentiles down.
     if !matches!(
         entry.status,
-        AuditStatus::Skipped | AuditStatus::SkippedStale | AuditStatus::Unlinked
+        AuditStatus::Skipped
+            | AuditStatus::SkippedStale
+            | AuditStatus::Unlinked
+            | AuditStatus::Held
     ) {
         line = line.millis("DeliveryLatency", entry.latency_ms);
     }

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use provisync_wire::{
-    AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, ReconcileReport, Redriven,
-    RunStatus, SourceList, SourceSummary, SyncQueued, SyncReconciled, SyncRequest, TargetList,
-    TargetSummary, TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke,
+    AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, HeldDiscarded, HeldIds, HeldList,
+    HeldReleased, ReconcileReport, Redriven, RunStatus, SourceList, SourceSummary, SyncQueued,
+    SyncReconciled, SyncRequest, TargetList, TargetSummary, TargetTest, TokenCreated, TokenList,
+    TokenRequest, TokenRevoke, UndoReport, UndoRequest,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -323,6 +324,71 @@ impl HubClient {
             "/deadletters/redrive",
             &limit_query(limit),
             None,
+        )
+        .await
+    }
+
+    /// `GET /admin/targets/{id}/held`: deprovisions the target's guard held.
+    pub async fn held(&self, target: &str) -> Result<HeldList, ClientError> {
+        self.admin(
+            Method::GET,
+            &format!("/targets/{}/held", seg(target)),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// `POST /admin/targets/{id}/held/release`: sends them (`ids`: those; `None`: all).
+    pub async fn release_held(
+        &self,
+        target: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<HeldReleased, ClientError> {
+        let body = serde_json::to_value(HeldIds { ids }).map_err(ClientError::Decode)?;
+        self.admin(
+            Method::POST,
+            &format!("/targets/{}/held/release", seg(target)),
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /admin/targets/{id}/held/discard`: drops them (`ids`: those; `None`: all).
+    pub async fn discard_held(
+        &self,
+        target: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<HeldDiscarded, ClientError> {
+        let body = serde_json::to_value(HeldIds { ids }).map_err(ClientError::Decode)?;
+        self.admin(
+            Method::POST,
+            &format!("/targets/{}/held/discard", seg(target)),
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /admin/targets/{id}/undo`: the inverse of the deprovisions journaled since
+    /// `since`, planned or applied.
+    pub async fn undo(
+        &self,
+        target: &str,
+        since: &str,
+        apply: bool,
+    ) -> Result<UndoReport, ClientError> {
+        let body = serde_json::to_value(UndoRequest {
+            since: since.to_string(),
+            apply,
+        })
+        .map_err(ClientError::Decode)?;
+        self.admin(
+            Method::POST,
+            &format!("/targets/{}/undo", seg(target)),
+            &[],
+            Some(&body),
         )
         .await
     }

@@ -82,6 +82,10 @@ pub struct ChangeEvent {
     /// in order in the queue. Absent in messages queued before records existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordChange>,
+    /// An operator released this change after the deprovision guard held it: the guard
+    /// lets it through ([`crate::sync::held`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
 }
 
 /// The record an entity or configuration change is about, with its state after the
@@ -128,6 +132,7 @@ impl ChangeEvent {
             only_targets: vec![],
             run: None,
             record: None,
+            approved: false,
         }
     }
 

@@ -52,6 +52,8 @@ use provisync_wire as wire;
 
 mod console_api;
 mod definitions;
+mod held;
+mod plan;
 mod sync;
 mod tokens;
 mod wire_of;
@@ -253,6 +255,7 @@ pub fn router(state: AppState) -> Router {
         .route("/deadletters/redrive", post(redrive))
         .merge(console_api::routes())
         .merge(tokens::routes())
+        .merge(held::routes())
         .route_layer(from_fn_with_state(state.clone(), changes::audit_changes))
         .route_layer(from_fn_with_state(guard, require_admin::<AdminError>))
         .fallback(|| async { no_admin_endpoint() })
@@ -279,6 +282,13 @@ fn no_admin_endpoint() -> AdminError {
 // ---- helpers -----------------------------------------------------------------------
 
 async fn json_body(state: &AppState, req: Request) -> AdminResult<Value> {
+    optional_json_body(state, req)
+        .await?
+        .ok_or_else(|| AdminError::bad_request("the request body is empty"))
+}
+
+/// A JSON object body, or `None` when the body is empty.
+async fn optional_json_body(state: &AppState, req: Request) -> AdminResult<Option<Value>> {
     let bytes = crate::body::read_limited(req, state.config.max_body_bytes)
         .await
         .map_err(|e| {
@@ -288,7 +298,7 @@ async fn json_body(state: &AppState, req: Request) -> AdminResult<Value> {
             )
         })?;
     if bytes.is_empty() {
-        return Err(AdminError::bad_request("the request body is empty"));
+        return Ok(None);
     }
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
         AdminError::bad_request(format!(
@@ -302,7 +312,7 @@ async fn json_body(state: &AppState, req: Request) -> AdminResult<Value> {
             "the request body must be a JSON object",
         ));
     }
-    Ok(v)
+    Ok(Some(v))
 }
 
 /// Query parameters into `T` (unknown parameters are an error, so typos do not pass

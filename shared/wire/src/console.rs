@@ -38,6 +38,9 @@ pub struct Health {
     pub dead_letters: usize,
     /// The newest reconcile run (its `detail` has the counts).
     pub last_reconcile: Option<AuditEntry>,
+    /// Deprovisions held by the target's guard, waiting for approval.
+    #[serde(default)]
+    pub held: usize,
 }
 
 /// One target or source in the overview.

@@ -16,6 +16,7 @@
 mod audit;
 mod console;
 mod definitions;
+mod held;
 mod queue;
 mod sync;
 mod tokens;
@@ -31,10 +32,15 @@ pub use definitions::{
     ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
     TargetSummary, TargetTest,
 };
+pub use held::{
+    HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased, UndoReport,
+    UndoRequest, UndoStep,
+};
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, GroupCounts, OutcomeCounts, Problem, PullCounts, PullReport, ReconcileCounts,
-    ReconcileReport, RunStatus, SyncQueued, SyncReconciled, SyncRequest,
+    CycleReport, GroupCounts, OutcomeCounts, PlanReport, PlannedChange, Problem, PullCounts,
+    PullReport, ReconcileCounts, ReconcileReport, RunStatus, SyncPlanned, SyncQueued,
+    SyncReconciled, SyncRequest,
 };
 pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 

@@ -16,6 +16,9 @@ pub struct SyncRequest {
     /// Reconcile the target now instead of queuing users.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconcile: bool,
+    /// Compute what would be sent, and send nothing (answers [`SyncPlanned`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan: bool,
     /// Seconds to wait for the outcomes of the queued changes before answering (0 to
     /// 25, default 20); what is not known by then is answered `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,4 +216,43 @@ pub struct PullCounts {
     pub unchanged: u64,
     pub stale: u64,
     pub failed: u64,
+}
+
+/// One change a plan names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    /// `create`, `update`, `deactivate` or `delete`.
+    pub change: String,
+    /// `User` or `Group`.
+    pub resource_type: String,
+    /// The hub id (the target's id for an account the hub does not know).
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What a sync, a reconcile or a definition change would send, sent nowhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub target: String,
+    /// A reconcile plan's state (`complete`, `suspended`: out of time, what was found so
+    /// far; `busy`, `failed`, `unsupported`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Target accounts a reconcile plan compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Changes by kind (`create`, `update`, `deactivate`, `delete`).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub changes: Vec<PlannedChange>,
+}
+
+/// `POST /admin/sync` with `"plan": true`, and `PUT /admin/targets/{id}?plan=true`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPlanned {
+    pub plan: PlanReport,
 }

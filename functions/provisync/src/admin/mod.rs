@@ -10,6 +10,7 @@
 mod audit;
 mod deadletters;
 mod edit;
+mod held;
 mod schedule;
 mod sources;
 mod sync;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 pub use audit::{AuditArgs, audit};
 pub use deadletters::{DeadLetterArgs, dead_letters};
+pub use held::{HeldArgs, UndoArgs, held, undo};
 pub use schedule::{ScheduleArgs, run_schedule};
 pub use sources::{SourceCommand, source};
 pub use sync::{SyncArgs, sync};

@@ -54,6 +54,7 @@ pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
             filter: args.filter,
             user: args.user,
             reconcile: false,
+            plan: false,
             wait: Some(args.wait.min(20)),
         };
         let answer = admin.sync(&request).await?;

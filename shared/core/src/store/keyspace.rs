@@ -86,6 +86,14 @@ pub const META: &str = "META#";
 /// `PAGEAT#{query hash}` / `{startIndex}` (directory).
 pub const PAGE_AT: &str = "PAGEAT#";
 
+/// A target's deprovision guard window: `GUARD#{target}` (held).
+pub const GUARD: &str = "GUARD#";
+/// Deprovisions held for approval on a target: `HELD#{target}` / `{held id}` (held).
+pub const HELD: &str = "HELD#";
+/// A target's journal of deprovisions, for undo: `JOURNAL#{target}` / `{at}#{id}`
+/// (journal).
+pub const JOURNAL: &str = "JOURNAL#";
+
 // ---- index gsi1 ----------------------------------------------------------------------
 
 /// Resources of one type, in creation order, one partition per shard:
@@ -162,6 +170,9 @@ pub const ALL: &[Prefix] = &[
         PAGE_AT,
         "remembered start positions of index pages",
     ),
+    p(Space::Pk, GUARD, "deprovision guard windows"),
+    p(Space::Pk, HELD, "deprovisions held for approval"),
+    p(Space::Pk, JOURNAL, "journal of deprovisions (undo)"),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),

@@ -379,3 +379,21 @@ pub fn check_transaction(writes: &[Write]) -> Result<(), StoreError> {
 pub fn now_epoch() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+/// Every item a query reads, page after page, up to `max` items (the query's `limit` is
+/// the page size).
+pub async fn query_all(
+    store: &dyn Store,
+    mut query: Query,
+    max: usize,
+) -> Result<Vec<Item>, StoreError> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.query(&query).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(c) if out.len() < max => query.after = Some(c),
+            _ => return Ok(out),
+        }
+    }
+}

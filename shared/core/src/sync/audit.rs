@@ -73,6 +73,10 @@ pub enum AuditOp {
     CreateToken,
     /// An API token revoked.
     RevokeToken,
+    /// An operator released a change the deprovision guard held.
+    ReleaseHeld,
+    /// An operator discarded a change the deprovision guard held.
+    DiscardHeld,
 }
 
 /// How it ended.
@@ -102,6 +106,9 @@ pub enum AuditStatus {
     /// Inbound: a source's link to a hub resource it did not create was removed; the
     /// resource is kept.
     Unlinked,
+    /// Beyond the target's deprovision guard: not sent, waiting for an operator's
+    /// approval (`GET /admin/targets/{id}/held`).
+    Held,
 }
 
 macro_rules! parse_by_serde {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
+use super::held::{Held, HeldChange};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
 use super::runs::outcome_write;
@@ -53,6 +54,14 @@ pub enum DeliveryOutcome {
     Stale(&'static str),
     /// Refused by the target: final.
     Refused(String),
+    /// Beyond the target's deprovision guard: not sent, kept for an operator
+    /// ([`super::held`]). `label`: the account's userName; `cause`: why it was to be sent.
+    Held {
+        op: AuditOp,
+        label: String,
+        cause: String,
+        count: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +80,14 @@ pub enum DeliveryError {
 type CachedConnector = (TargetConfig, Arc<dyn Connector>);
 
 pub struct Deliverer {
-    targets: Targets,
+    pub(super) targets: Targets,
     pub(super) links: Links,
     /// Reads memberships (the groups a user is in), from the links' store.
     pub(super) directory: Directory,
-    audit: Audit,
-    schemas: SchemaRegistry,
+    pub(super) audit: Audit,
+    pub(super) held: Held,
+    pub(super) journal: super::journal::Journal,
+    pub(super) schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
     factory: ConnectorFactory,
     /// Connectors by target id, with the definition they were built from.
@@ -105,11 +116,14 @@ impl Deliverer {
         factory: ConnectorFactory,
     ) -> Self {
         let directory = Directory::new(links.store().clone(), schemas.clone());
+        let links_store = links.store().clone();
         Deliverer {
             targets,
             links,
             directory,
             audit,
+            held: Held::new(links_store.clone()),
+            journal: super::journal::Journal::new(links_store),
             schemas,
             secrets,
             factory,
@@ -127,7 +141,7 @@ impl Deliverer {
     }
 
     /// The connector of a target, built once per target definition.
-    fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
+    pub(super) fn connector(&self, t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
         let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cfg, c)) = cache.get(&t.id)
             && cfg == t
@@ -226,8 +240,9 @@ impl Deliverer {
                     .latency_ms(ms)
             };
             // (the audit entry, and the receipt with the link change when the event is done
-            // with this target: committed together)
-            let (audit, receipt) = match result {
+            // with this target: committed together, with a held change)
+            let mut held = None;
+            let (audit, mut receipt) = match result {
                 Ok((outcome, mut link)) => {
                     // The link remembers the newest version the target holds.
                     if let LinkChange::Put(l) = &mut link {
@@ -252,6 +267,16 @@ impl Deliverer {
                         ),
                         DeliveryOutcome::Refused(why) => {
                             entry(default_op(event), AuditStatus::Refused, why)
+                        }
+                        DeliveryOutcome::Held {
+                            op,
+                            label,
+                            cause,
+                            count,
+                        } => {
+                            let e = entry(op, AuditStatus::Held, format!("held: {cause}"));
+                            held = Some(HeldChange::new(event, &t.id, op, label, cause, count));
+                            e
                         }
                     };
                     (e, Some(link))
@@ -308,6 +333,18 @@ impl Deliverer {
             // The audit entry and the run's outcome, committed with the receipt (or
             // together, for a retry).
             let mut writes: Vec<Write> = Vec::new();
+            match held.map(|h| Held::hold_write(&h)) {
+                Some(Ok(w)) => writes.push(w),
+                Some(Err(e)) => {
+                    // Not kept: not done either (the event comes back).
+                    receipt = None;
+                    retry.get_or_insert(DeliveryError::Retry {
+                        after: None,
+                        detail: e.to_string(),
+                    });
+                }
+                None => {}
+            }
             match outcome_write(event, &t.id, &audit) {
                 Ok(w) => writes.extend(w),
                 Err(e) => tracing::error!(error = %e, "run outcome not written"),
@@ -526,6 +563,11 @@ impl Deliverer {
                         LinkChange::Keep,
                     ));
                 }
+                if op == AuditOp::Deactivate
+                    && let Some(held) = self.guard(event, t, op, 1, &link).await?
+                {
+                    return Ok((held, LinkChange::Keep));
+                }
                 match c
                     .update_user(
                         &link.target_id,
@@ -631,56 +673,6 @@ impl Deliverer {
         Ok((outcome, LinkChange::Put(Box::new(link))))
     }
 
-    /// A user now on the target (created or linked) joins the groups the hub has it in
-    /// that are on the target already (linked); groups not there yet take their members
-    /// when they are created. Adding a member a group has already is harmless on every
-    /// connector (SCIM: RFC 7644 §3.5.2.1 add merges values), so a group event that adds
-    /// the same member too does no harm. A failure a retry can fix fails the event (the
-    /// retry matches the account and joins again); a refusal is audited and the user's
-    /// delivery stands.
-    async fn join_groups(
-        &self,
-        t: &TargetConfig,
-        c: &dyn Connector,
-        hub_id: &str,
-        target_id: &str,
-    ) -> Result<(), (AuditOp, ConnectorError)> {
-        let group_ids = self
-            .directory
-            .groups_of_ids(hub_id)
-            .await
-            .map_err(|e| (AuditOp::AddMembers, retryable(e.to_string())))?;
-        if group_ids.is_empty() {
-            return Ok(());
-        }
-        let linked = self
-            .links
-            .get_many(&t.id, ResourceKind::Group, &group_ids)
-            .await
-            .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
-        let member = [target_id.to_string()];
-        for gid in &group_ids {
-            let Some(group) = linked.get(gid) else {
-                continue;
-            };
-            match c.add_members(&group.target_id, &member).await {
-                Ok(()) => {}
-                Err(e) if e.is_retryable() => return Err((AuditOp::AddMembers, e)),
-                Err(e) => {
-                    tracing::warn!(target_id = %t.id, group = %gid, error = %e, "a new account could not join its group");
-                    let entry =
-                        AuditEntry::new(t.id.clone(), AuditOp::AddMembers, AuditStatus::Refused)
-                            .resource("Group", gid)
-                            .detail(format!("user {hub_id} not added: {e}"));
-                    if let Err(e) = self.audit.record(entry).await {
-                        tracing::error!(error = %e, "audit entry not written");
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     async fn user_leaves(
         &self,
         event: &ChangeEvent,
@@ -700,6 +692,9 @@ impl Deliverer {
                 LinkChange::Keep,
             )),
             OutOfScope::Delete if op_allowed(t, Operation::Delete) => {
+                if let Some(held) = self.guard(event, t, AuditOp::Delete, 1, &link).await? {
+                    return Ok((held, LinkChange::Keep));
+                }
                 match c.delete_user(&link.target_id).await {
                     Ok(()) | Err(ConnectorError::NotFound) => {}
                     Err(e) => return Err((AuditOp::Delete, e)),
@@ -721,6 +716,9 @@ impl Deliverer {
                         DeliveryOutcome::Skipped("already deactivated"),
                         LinkChange::Keep,
                     ));
+                }
+                if let Some(held) = self.guard(event, t, AuditOp::Deactivate, 1, &link).await? {
+                    return Ok((held, LinkChange::Keep));
                 }
                 match c.disable_user(&link.target_id).await {
                     Ok(()) => {}
@@ -773,6 +771,9 @@ impl Deliverer {
                     LinkChange::Keep,
                 ));
             }
+            if let Some(held) = self.guard(event, t, AuditOp::Delete, 1, &link).await? {
+                return Ok((held, LinkChange::Keep));
+            }
             match c.delete_group(&link.target_id).await {
                 Ok(()) | Err(ConnectorError::NotFound) => {}
                 Err(e) => return Err((AuditOp::Delete, e)),
@@ -785,10 +786,12 @@ impl Deliverer {
         if let Some(l) = link.as_ref().filter(|l| is_stale(event, Some(l))) {
             // The group's attributes are older than the target's; the members it names
             // are still brought to the hub's current state.
-            let outcome = match self.sync_members(event, t, c, &l.target_id).await? {
-                Some(op) => DeliveryOutcome::Delivered(op),
-                None => DeliveryOutcome::Stale("older than the version the target holds"),
-            };
+            let outcome = self
+                .sync_members(event, t, c, &l.target_id)
+                .await?
+                .unwrap_or(DeliveryOutcome::Stale(
+                    "older than the version the target holds",
+                ));
             return Ok((outcome, LinkChange::Keep));
         }
         let Some(resource) = event.resource.as_ref() else {
@@ -861,10 +864,16 @@ impl Deliverer {
         if op == AuditOp::Create {
             self.send_all_members(&event.resource_id, t, c, &target_id)
                 .await?;
-        } else if let Some(done) = self.sync_members(event, t, c, &target_id).await?
-            && op == AuditOp::Update
-        {
-            op = done;
+        } else {
+            match self.sync_members(event, t, c, &target_id).await? {
+                // The attributes went; the removals wait (the release sends them).
+                Some(held @ DeliveryOutcome::Held { .. }) => {
+                    new_link.target_id = target_id;
+                    return Ok((held, LinkChange::Put(Box::new(new_link))));
+                }
+                Some(DeliveryOutcome::Delivered(done)) if op == AuditOp::Update => op = done,
+                _ => {}
+            }
         }
         new_link.target_id = target_id;
         Ok((

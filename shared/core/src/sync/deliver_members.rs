@@ -9,8 +9,8 @@
 
 use std::collections::HashSet;
 
-use super::audit::AuditOp;
-use super::deliver::{Deliverer, retryable};
+use super::audit::{AuditEntry, AuditOp, AuditStatus};
+use super::deliver::{Deliverer, DeliveryOutcome, retryable};
 use crate::connector::{Connector, ConnectorError};
 use crate::event::ChangeEvent;
 use crate::target::TargetConfig;
@@ -23,14 +23,15 @@ type Failure = (AuditOp, ConnectorError);
 
 impl Deliverer {
     /// Brings the members an event names to the hub's current state on the target group
-    /// `target_group`. Returns what was done (`None`: nothing to send).
+    /// `target_group`. Returns what was done (`None`: nothing to send), or that the
+    /// removals are held by the target's deprovision guard (the additions are made).
     pub(super) async fn sync_members(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
         c: &dyn Connector,
         target_group: &str,
-    ) -> Result<Option<AuditOp>, Failure> {
+    ) -> Result<Option<DeliveryOutcome>, Failure> {
         let mut seen = HashSet::new();
         let touched: Vec<String> = event
             .members_added
@@ -58,13 +59,68 @@ impl Deliverer {
             done = Some(AuditOp::AddMembers);
         }
         let removed = self.on_target(t, &now_out).await?;
+        if !removed.is_empty()
+            && let Some(held) = self.guard_members(event, t, target_group, &removed).await?
+        {
+            return Ok(Some(held));
+        }
         if !removed.is_empty() {
             c.remove_members(target_group, &removed)
                 .await
                 .map_err(|e| (AuditOp::RemoveMembers, e))?;
             done = done.or(Some(AuditOp::RemoveMembers));
         }
-        Ok(done)
+        Ok(done.map(DeliveryOutcome::Delivered))
+    }
+
+    /// A user now on the target (created or linked) joins the groups the hub has it in
+    /// that are on the target already (linked); groups not there yet take their members
+    /// when they are created. Adding a member a group has already is harmless on every
+    /// connector (SCIM: RFC 7644 §3.5.2.1 add merges values), so a group event that adds
+    /// the same member too does no harm. A failure a retry can fix fails the event (the
+    /// retry matches the account and joins again); a refusal is audited and the user's
+    /// delivery stands.
+    pub(super) async fn join_groups(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        hub_id: &str,
+        target_id: &str,
+    ) -> Result<(), (AuditOp, ConnectorError)> {
+        let group_ids = self
+            .directory
+            .groups_of_ids(hub_id)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e.to_string())))?;
+        if group_ids.is_empty() {
+            return Ok(());
+        }
+        let linked = self
+            .links
+            .get_many(&t.id, ResourceKind::Group, &group_ids)
+            .await
+            .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
+        let member = [target_id.to_string()];
+        for gid in &group_ids {
+            let Some(group) = linked.get(gid) else {
+                continue;
+            };
+            match c.add_members(&group.target_id, &member).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err((AuditOp::AddMembers, e)),
+                Err(e) => {
+                    tracing::warn!(target_id = %t.id, group = %gid, error = %e, "a new account could not join its group");
+                    let entry =
+                        AuditEntry::new(t.id.clone(), AuditOp::AddMembers, AuditStatus::Refused)
+                            .resource("Group", gid)
+                            .detail(format!("user {hub_id} not added: {e}"));
+                    if let Err(e) = self.audit.record(entry).await {
+                        tracing::error!(error = %e, "audit entry not written");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A group just created (or linked) on the target takes every member the hub has

@@ -374,6 +374,8 @@ pub fn health_of(entries: &[AuditEntry], dead_ids: &HashSet<String>) -> Health {
                 | AuditOp::SignOut
                 | AuditOp::Sync
                 | AuditOp::Redrive
+                | AuditOp::ReleaseHeld
+                | AuditOp::DiscardHeld
         ) {
             continue;
         }

@@ -3,18 +3,23 @@
 pub mod audit;
 pub mod consumer;
 pub mod deliver;
+pub mod deliver_guard;
 mod deliver_members;
 pub mod envelope;
+pub mod held;
 pub mod inbound;
 pub mod insight;
+pub mod journal;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod plan;
 pub mod provision;
 pub mod pull;
 pub mod reconcile;
 pub mod runs;
 pub mod schedule;
+pub mod undo;
 
 /// How long a scheduled phase (a source's pull, a target's reconcile, the outbox sweep)
 /// may run past its deadline to finish the call in flight, when it runs inside an

@@ -152,6 +152,9 @@ pub struct KindTally {
     pub failed: u64,
     /// Failed for now; the engine retries (not final).
     pub retrying: u64,
+    /// Held by the target's deprovision guard for an operator (final for the run).
+    #[serde(default)]
+    pub held: u64,
     /// Members of delivered group changes.
     pub members_added: u64,
     pub members_removed: u64,
@@ -167,6 +170,7 @@ impl KindTally {
             + self.skipped
             + self.refused
             + self.failed
+            + self.held
     }
 
     fn add(&mut self, o: &Outcome) {
@@ -185,6 +189,7 @@ impl KindTally {
             AuditStatus::Refused => self.refused += 1,
             AuditStatus::Dead | AuditStatus::Failed => self.failed += 1,
             AuditStatus::Retry | AuditStatus::Queued => self.retrying += 1,
+            AuditStatus::Held => self.held += 1,
         }
         if matches!(o.status, AuditStatus::Delivered | AuditStatus::Linked) {
             self.members_added += o.members_added;
@@ -251,7 +256,11 @@ impl Tally {
                 k.refused,
                 k.failed,
                 queued
-            )
+            ) + &if k.held > 0 {
+                format!(" held={}", k.held)
+            } else {
+                String::new()
+            }
         };
         let mut s = one(&self.users, q.users);
         if sent.groups > 0 {

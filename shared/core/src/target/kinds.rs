@@ -288,5 +288,6 @@ pub const COMMON_FIELDS: &[&str] = &[
     "mode",
     "out_of_scope",
     "orphans",
+    "deprovision_guard",
     "enabled",
 ];

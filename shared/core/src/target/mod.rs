@@ -19,10 +19,12 @@ use serde_json::Value;
 
 use crate::definitions::Definition;
 
+mod guard;
 mod kinds;
 mod repo;
 mod validate;
 
+pub use guard::*;
 pub use kinds::*;
 pub use repo::{TARGET_CACHE_TTL, TargetError, Targets, target_key};
 pub use validate::check_target_id;
@@ -165,6 +167,10 @@ pub struct TargetConfig {
     /// Accounts on the target the hub does not know, as found by a reconcile.
     #[serde(default)]
     pub orphans: OrphanPolicy,
+    /// Deprovisions beyond this within its window are held for approval; absent: the
+    /// default guard; `null`: none.
+    #[serde(default = "guard::default_guard")]
+    pub deprovision_guard: Option<DeprovisionGuard>,
     #[serde(default = "yes")]
     pub enabled: bool,
 }

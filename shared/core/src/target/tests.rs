@@ -199,6 +199,7 @@ fn crowd_definitions() {
                 "mode",
                 "out_of_scope",
                 "orphans",
+                "deprovision_guard",
                 "enabled",
             ];
             assert!(

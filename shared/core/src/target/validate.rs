@@ -161,6 +161,9 @@ impl TargetConfig {
             ));
         }
         let users = registry.view(ResourceKind::User);
+        if let Some(g) = &self.deprovision_guard {
+            g.validate()?;
+        }
         if let Some(f) = &self.scope_filter {
             let filter = provisync_scim::filter::parse(f)
                 .map_err(|e| invalid("scope_filter", format!("scope_filter: {}", e.detail)))?;

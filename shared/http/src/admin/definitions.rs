@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -149,24 +149,43 @@ fn parse_target(id: &str, mut body: Value) -> AdminResult<TargetConfig> {
 pub(super) async fn put_target(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     req: Request,
 ) -> AdminResult<Response> {
     check_target_id(&id)?;
+    let plan = match query.as_deref() {
+        None | Some("") | Some("plan=false") => false,
+        Some("plan=true") => true,
+        Some(_) => {
+            return Err(AdminError::bad_request(
+                "the only query parameter is plan=true (report what the definition would change, without saving it)",
+            ));
+        }
+    };
     let body = json_body(&state, req).await?;
     let schemas = state.hub.directory.schemas();
+    let build = |stored: Option<&TargetConfig>| -> AdminResult<TargetConfig> {
+        let mut body = body.clone();
+        if let Some(stored) = stored {
+            fill_absent_secrets(&mut body, stored);
+        }
+        let mut target = parse_target(&id, body)?;
+        keep_stored_secrets(&mut target, stored)?;
+        target.validate(schemas)?;
+        Ok(target)
+    };
+    if plan {
+        // What the new scope and mapping would create, update and deprovision, by the
+        // links the stored definition left; nothing saved.
+        let stored = state.hub.targets.get(&id).await?;
+        let target = build(stored.as_ref())?;
+        let p = super::plan::users_plan(&state, &target, None, None).await?;
+        return Ok(axum::Json(p).into_response());
+    }
     let (target, created) = state
         .hub
         .targets
-        .edit(&id, |stored| {
-            let mut body = body.clone();
-            if let Some(stored) = stored {
-                fill_absent_secrets(&mut body, stored);
-            }
-            let mut target = parse_target(&id, body)?;
-            keep_stored_secrets(&mut target, stored)?;
-            target.validate(schemas)?;
-            Ok(target)
-        })
+        .edit(&id, build)
         .await
         .map_err(edit_error)?;
     tracing::info!(target = %id, kind = target.kind_name(), created, "target saved");

@@ -69,6 +69,13 @@ pub(super) async fn sync(
             ));
         }
         let target = enabled_target(&state, &r.target).await?;
+        if r.plan {
+            let p = adm
+                .reconciler
+                .plan_target(&target, started + super::plan::PLAN_BUDGET)
+                .await;
+            return Ok(axum::Json(super::plan::reconcile_plan(p)).into_response());
+        }
         // The report says how it went: complete (the target took every change),
         // complete_with_failures (named), pending (outcomes not all known yet),
         // suspended, busy (another cycle holds the target), failed (why).
@@ -97,6 +104,10 @@ pub(super) async fn sync(
         None => None,
     };
     let target = enabled_target(&state, &r.target).await?;
+    if r.plan {
+        let p = super::plan::users_plan(&state, &target, filter.as_ref(), user.as_deref()).await?;
+        return Ok(axum::Json(p).into_response());
+    }
     let request = SyncRequest {
         target: target.id.clone(),
         filter_text,

@@ -81,6 +81,9 @@ impl Reconciler {
         &self,
         target: &str,
     ) -> Result<Option<Checkpoint>, ReconcileError> {
+        if self.planning() {
+            return Ok(None);
+        }
         let Some(item) = self.store.get(&state_key(target)).await? else {
             return Ok(None);
         };
@@ -141,6 +144,9 @@ impl Reconciler {
         target: &str,
         cp: &Checkpoint,
     ) -> Result<(), ReconcileError> {
+        if self.planning() {
+            return Ok(());
+        }
         self.store
             .transact(vec![Write::put(Self::checkpoint_item(target, cp)?)])
             .await?;
@@ -154,6 +160,9 @@ impl Reconciler {
         key: Key,
         seen: &[String],
     ) -> Result<(), ReconcileError> {
+        if self.planning() {
+            return Ok(());
+        }
         let data = serde_json::to_vec(seen).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let seen_item =
             Item::new(key.pk, key.sk, data).with_expiry(now_epoch() + CHECKPOINT_TTL_SECS);
@@ -167,6 +176,9 @@ impl Reconciler {
     }
 
     pub(super) async fn clear_checkpoint(&self, target: &str) -> Result<(), ReconcileError> {
+        if self.planning() {
+            return Ok(());
+        }
         let mut keys = vec![state_key(target)];
         let mut after = None;
         loop {

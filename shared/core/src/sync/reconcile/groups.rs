@@ -10,6 +10,7 @@ use crate::event::ChangeOp;
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use crate::sync::link::Link;
 use crate::sync::mapping::{content_hash, map_resource};
+use crate::sync::plan::PlannedChange;
 use crate::target::{OrphanPolicy, TargetConfig};
 use provisync_scim::ResourceKind;
 
@@ -155,7 +156,9 @@ impl Reconciler {
             }
         }
         // Links first: the events must find them.
-        self.links.put_many(&link_writes).await?;
+        if !self.planning() {
+            self.links.put_many(&link_writes).await?;
+        }
         let sent = events.len() as u64;
         self.send(events).await?;
         Ok((seen, sent))
@@ -172,6 +175,14 @@ impl Reconciler {
         strangers: &[String],
     ) -> bool {
         let label = group_label(group, tid);
+        if self.planned(
+            PlannedChange::new("update", "Group", tid, label).detail(format!(
+                "remove {} member(s) unknown to the hub",
+                strangers.len()
+            )),
+        ) {
+            return true;
+        }
         let result = c.remove_members(tid, strangers).await;
         let entry = AuditEntry::new(&t.id, AuditOp::RemoveMembers, AuditStatus::Delivered)
             .resource("Group", tid);
@@ -222,6 +233,9 @@ impl Reconciler {
         }
         let label = group_label(group, tid);
         let what = format!("orphan group {label:?}");
+        if self.planned(PlannedChange::new("delete", "Group", tid, label).detail("orphan")) {
+            return;
+        }
         let result = c.delete_group(tid).await;
         if self
             .orphan_done(t, AuditOp::Delete, "Group", tid, &what, result)
@@ -253,7 +267,7 @@ impl Reconciler {
         let stale = self.links.get_many(&t.id, kind, &ids).await?;
         let mut events = Vec::new();
         for g in &groups {
-            if stale.contains_key(g.id()) {
+            if stale.contains_key(g.id()) && !self.planning() {
                 self.links.delete(&t.id, kind, g.id()).await?;
             }
             let mut e = change_event(t, run, kind, g, ChangeOp::Create);

@@ -61,6 +61,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::deliver::in_scope;
 use super::link::{Link, Links};
 use super::mapping::map_resource;
+use super::plan::{PlannedChange, planned_for_event};
 use super::runs::{Problem, Runs, Sent, Tally};
 use crate::connector::{ConnectorError, ConnectorFactory};
 use crate::directory::{Directory, Stored};
@@ -308,6 +309,21 @@ pub struct ReconcileReport {
     pub problems: Vec<Problem>,
 }
 
+/// What a reconcile would send (`POST /admin/sync` with `"reconcile": true, "plan": true`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcilePlan {
+    pub target: String,
+    /// `complete`, `suspended` (out of time: what was found so far), `busy`, `failed`,
+    /// `unsupported`.
+    pub state: RunState,
+    /// Target accounts compared.
+    pub checked: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub plan: super::plan::Plan,
+}
+
 impl RunState {
     /// Whether a run that ended so reports a failure (what `provisync sync` exits
     /// non-zero for).
@@ -348,6 +364,15 @@ pub struct Reconciler {
     runs: Runs,
     /// With a value, a run is stopped this long after its deadline ([`Self::bounded`]).
     grace: Option<std::time::Duration>,
+    /// Set in a plan ([`Reconciler::plan_target`]): the changes are collected here, and
+    /// nothing is sent to the target or written to the store.
+    plan: Option<Arc<PlanSink>>,
+}
+
+/// Where a plan collects its changes.
+struct PlanSink {
+    target: TargetConfig,
+    changes: std::sync::Mutex<Vec<PlannedChange>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -378,6 +403,7 @@ impl Reconciler {
             queue,
             factory,
             grace: None,
+            plan: None,
         }
     }
 
@@ -388,6 +414,25 @@ impl Reconciler {
         Reconciler {
             grace: Some(crate::sync::PHASE_GRACE),
             ..self.clone()
+        }
+    }
+
+    /// Whether this is a plan: nothing is sent or written.
+    fn planning(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// In a plan: notes a change the run would make (`false` when not planning: do it).
+    fn planned(&self, change: PlannedChange) -> bool {
+        match &self.plan {
+            Some(p) => {
+                p.changes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(change);
+                true
+            }
+            None => false,
         }
     }
 
@@ -505,6 +550,16 @@ impl Reconciler {
     }
 
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), ReconcileError> {
+        if let Some(p) = &self.plan {
+            for m in &messages {
+                let event = ChangeEvent::from_body(&m.body)
+                    .map_err(|e| ReconcileError::Queue(format!("event encoding: {e}")))?;
+                if let Some(c) = planned_for_event(self.schemas(), &p.target, &event) {
+                    self.planned(c);
+                }
+            }
+            return Ok(());
+        }
         for chunk in messages.chunks(SEND_CHUNK) {
             self.queue
                 .send(chunk.to_vec())

@@ -2,15 +2,18 @@
 //! listing, missing groups), suspending at the deadline, waiting for the outcomes of what
 //! it queued, and the report.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::checkpoint::{Checkpoint, Phase, SeenOf, seen_key};
 use super::lease::Lease;
 use super::{
-    GroupCounts, ReconcileCounts, ReconcileError, ReconcileReport, Reconciler, RunState, SEND_CHUNK,
+    GroupCounts, PlanSink, ReconcileCounts, ReconcileError, ReconcilePlan, ReconcileReport,
+    Reconciler, RunState, SEND_CHUNK,
 };
 use crate::connector::{listing_position_lost, listing_unsupported};
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use crate::sync::plan::Plan;
 use crate::sync::runs::{RunKind, RunRecord, Sent, Settlement, Tally, append_problems};
 use crate::target::TargetConfig;
 
@@ -49,6 +52,10 @@ impl Reconciler {
         t: &TargetConfig,
         deadline: tokio::time::Instant,
     ) -> Result<RunOutcome, Box<FailedRun>> {
+        if self.planning() {
+            // A plan writes nothing, not even a lease.
+            return self.run(t, deadline).await;
+        }
         let stop = self.grace.map(|grace| deadline + grace);
         // Only a process killed mid-run leaves the lease behind: it expires shortly after
         // the run would have been stopped (or, unbounded, two minutes after its deadline).
@@ -84,6 +91,42 @@ impl Reconciler {
             tracing::warn!(target_id = %t.id, error = %e, "lease not released (it expires)");
         }
         result
+    }
+
+    /// What a reconcile of `t` would send now, compared until `deadline`: the changes
+    /// named and counted, nothing sent to the target, nothing written in the hub (no
+    /// lease, no checkpoint, no links, no audit entry). A plan that runs out of time is
+    /// `suspended` and names what it found so far.
+    pub async fn plan_target(
+        &self,
+        t: &TargetConfig,
+        deadline: tokio::time::Instant,
+    ) -> ReconcilePlan {
+        let sink = Arc::new(PlanSink {
+            target: t.clone(),
+            changes: std::sync::Mutex::new(Vec::new()),
+        });
+        let planner = Reconciler {
+            plan: Some(sink.clone()),
+            ..self.clone()
+        };
+        let (state, checked, error) = match planner.run(t, deadline).await {
+            Ok(o) => (o.state, o.counts.checked, None),
+            Err(f) => (
+                RunState::Failed,
+                f.counts.checked,
+                Some(f.error.to_string()),
+            ),
+        };
+        drop(planner);
+        let changes = std::mem::take(&mut *sink.changes.lock().unwrap_or_else(|e| e.into_inner()));
+        ReconcilePlan {
+            target: t.id.clone(),
+            state,
+            checked,
+            error,
+            plan: Plan::from_changes(changes),
+        }
     }
 
     /// The outcomes of what the run queued (waited for until `settle_by` when the

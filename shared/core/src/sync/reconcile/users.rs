@@ -10,6 +10,7 @@ use crate::event::ChangeOp;
 use crate::sync::audit::AuditOp;
 use crate::sync::link::Link;
 use crate::sync::mapping::{content_hash, map_resource};
+use crate::sync::plan::PlannedChange;
 use crate::target::{OrphanPolicy, TargetConfig, TargetKind};
 use provisync_scim::ResourceKind;
 
@@ -135,7 +136,9 @@ impl Reconciler {
             }
         }
         // Links first: the events must find them.
-        self.links.put_many(&link_writes).await?;
+        if !self.planning() {
+            self.links.put_many(&link_writes).await?;
+        }
         let sent = events.len() as u64;
         self.send(events).await?;
         Ok((seen, sent))
@@ -158,6 +161,14 @@ impl Reconciler {
         let (op, result) = match t.orphans {
             OrphanPolicy::Report => return,
             OrphanPolicy::Deactivate if !active => return,
+            OrphanPolicy::Deactivate if self.planning() => {
+                self.planned(PlannedChange::new("deactivate", "User", tid, label).detail("orphan"));
+                return;
+            }
+            OrphanPolicy::Delete if self.planning() => {
+                self.planned(PlannedChange::new("delete", "User", tid, label).detail("orphan"));
+                return;
+            }
             OrphanPolicy::Deactivate => (AuditOp::Deactivate, c.disable_user(tid).await),
             OrphanPolicy::Delete => (AuditOp::Delete, c.delete_user(tid).await),
         };
@@ -190,7 +201,7 @@ impl Reconciler {
         let stale = self.links.get_many(&t.id, ResourceKind::User, &ids).await?;
         let mut events = Vec::new();
         for u in &users {
-            if stale.contains_key(u.id()) {
+            if stale.contains_key(u.id()) && !self.planning() {
                 self.links.delete(&t.id, ResourceKind::User, u.id()).await?;
             }
             events.push(event_for(t, run, u, ChangeOp::Create)?);

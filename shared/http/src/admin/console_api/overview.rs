@@ -20,7 +20,7 @@ use provisync_wire as wire;
 /// Dead letters read to tell which targets they belong to.
 const DEAD_LETTERS_READ: usize = 1000;
 
-fn health_wire(h: insight::Health) -> wire::Health {
+fn health_wire(h: insight::Health, held: usize) -> wire::Health {
     wire::Health {
         last_success: h.last_success,
         last_error: h
@@ -30,6 +30,7 @@ fn health_wire(h: insight::Health) -> wire::Health {
         backlog: h.retrying,
         dead_letters: h.dead_letters,
         last_reconcile: h.last_reconcile.as_ref().map(wire_of::audit_entry),
+        held,
     }
 }
 
@@ -53,12 +54,19 @@ pub async fn overview(State(state): State<AppState>) -> AdminResult<Response> {
     let mut targets = Vec::new();
     for t in hub.targets.list().await? {
         let h = insight::health(&hub.audit, &t.id, &dead_ids).await?;
+        let held = hub
+            .deliverer
+            .held()
+            .list(&t.id)
+            .await
+            .map_err(|e| AdminError::internal("held changes", e))?
+            .len();
         targets.push(wire::OverviewItem {
             id: t.id.clone(),
             kind: t.kind_name().to_string(),
             mode: name_of(&t.mode),
             enabled: t.enabled,
-            health: health_wire(h),
+            health: health_wire(h, held),
         });
     }
     let mut sources = Vec::new();
@@ -73,7 +81,7 @@ pub async fn overview(State(state): State<AppState>) -> AdminResult<Response> {
             kind: name_of(&s.direction),
             mode,
             enabled: s.enabled,
-            health: health_wire(h),
+            health: health_wire(h, 0),
         });
     }
     Ok(axum::Json(wire::Overview {

@@ -1,0 +1,222 @@
+//! The deprovision guard at work: a window of deprovisions per target, and the changes
+//! it holds for an operator.
+//!
+//! Every deactivation, deletion and membership removal the delivery engine is about to
+//! send asks [`Held::admit`] first, whatever caused it (an IdP delete, a scope or mapping
+//! change, a reconcile, a webhook): the window counts what was sent since it opened, and
+//! a change that would take it beyond the target's allowance
+//! ([`DeprovisionGuard::allowance`]) is **held**: not sent, audited `held`, and kept as a
+//! [`HeldChange`] until an operator releases or discards it.
+//!
+//! | record | pk                | sk          | data                                        |
+//! |--------|-------------------|-------------|---------------------------------------------|
+//! | window | `GUARD#{target}`  | `WINDOW`    | `{start, count, linked}`, versioned          |
+//! | held   | `HELD#{target}`   | `{held id}` | the [`HeldChange`] (its change event inside) |
+//!
+//! The window opens with the first deprovision after the previous one closed and lasts
+//! `window_minutes`; `linked` (the target's linked users when it opened) is counted only
+//! when a `max_percent` allowance is needed. Reservations are optimistic writes of the
+//! window's version, so concurrent deliveries never take more than the allowance.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::audit::AuditOp;
+use super::link::Links;
+use crate::event::ChangeEvent;
+use crate::store::{
+    Condition, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch, query_all,
+};
+use crate::target::TargetConfig;
+use provisync_scim::ResourceKind;
+
+/// Optimistic attempts to reserve a window's count before giving up (retry later).
+const ADMIT_ATTEMPTS: usize = 20;
+/// Held changes one listing returns at most.
+pub const MAX_LISTED: usize = 10_000;
+
+/// A change the guard held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldChange {
+    /// The held change's id (UUIDv7, hex: ordered by time).
+    pub id: String,
+    pub target: String,
+    /// When it was held, RFC 3339.
+    pub at: String,
+    /// `deactivate`, `delete` or `remove_members`.
+    pub change: AuditOp,
+    /// `User` or `Group`.
+    pub resource_type: String,
+    /// The hub id.
+    pub resource_id: String,
+    /// `userName` (a group's `displayName`), when known.
+    #[serde(default)]
+    pub name: String,
+    /// Why it was to be sent (`deleted in the hub (SCIM)`, `left the target's scope`, …).
+    pub cause: String,
+    /// How many deprovisions it counts for (members removed, else 1).
+    #[serde(default = "one")]
+    pub count: u64,
+    /// The change event that would have sent it.
+    pub event: ChangeEvent,
+}
+
+impl HeldChange {
+    /// The held change an outcome of `event` describes.
+    pub(super) fn new(
+        event: &ChangeEvent,
+        target: &str,
+        change: AuditOp,
+        name: String,
+        cause: String,
+        count: u64,
+    ) -> Self {
+        HeldChange {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            target: target.to_string(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            change,
+            resource_type: event.resource_type.as_str().to_string(),
+            resource_id: event.resource_id.clone(),
+            name,
+            cause,
+            count,
+            event: event.clone(),
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Window {
+    start: i64,
+    count: u64,
+    #[serde(default)]
+    linked: Option<u64>,
+}
+
+/// The guard's windows and the held changes, on the store.
+#[derive(Clone)]
+pub struct Held {
+    store: Arc<dyn Store>,
+    links: Links,
+}
+
+fn window_key(target: &str) -> Key {
+    Key::new(format!("{}{target}", keyspace::GUARD), "WINDOW")
+}
+
+fn held_pk(target: &str) -> String {
+    format!("{}{target}", keyspace::HELD)
+}
+
+impl Held {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Held {
+            links: Links::new(store.clone()),
+            store,
+        }
+    }
+
+    /// Reserves `n` deprovisions on target `t`: `true` when its guard lets them through
+    /// now (counted in the window), `false` when they are beyond it (nothing counted).
+    pub async fn admit(&self, t: &TargetConfig, n: u64) -> Result<bool, StoreError> {
+        let Some(guard) = &t.deprovision_guard else {
+            return Ok(true);
+        };
+        let key = window_key(&t.id);
+        for _ in 0..ADMIT_ATTEMPTS {
+            let now = now_epoch();
+            let current = self.store.get(&key).await?;
+            let (mut w, condition, version) = match &current {
+                Some(item) => {
+                    let w: Window = serde_json::from_slice(&item.data).unwrap_or_default();
+                    (w, Condition::VersionIs(item.version), item.version + 1)
+                }
+                None => (Window::default(), Condition::NotExists, 0),
+            };
+            if current.is_none() || now - w.start >= guard.window_secs() {
+                w = Window {
+                    start: now,
+                    count: 0,
+                    linked: None,
+                };
+            }
+            let wanted = w.count.saturating_add(n);
+            if wanted > guard.max.unwrap_or(0) && guard.needs_linked() && w.linked.is_none() {
+                w.linked = Some(self.linked_users(&t.id).await?);
+            }
+            if wanted > guard.allowance(w.linked.unwrap_or(0)) {
+                return Ok(false);
+            }
+            w.count = wanted;
+            let data = serde_json::to_vec(&w).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let item = Item::new(key.pk.clone(), key.sk.clone(), data)
+                .with_version(version)
+                .with_expiry(w.start + guard.window_secs() + 86_400);
+            match self
+                .store
+                .transact(vec![Write::Put { item, condition }])
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn linked_users(&self, target: &str) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        self.links
+            .list(target, ResourceKind::User, |_| n += 1)
+            .await?;
+        Ok(n)
+    }
+
+    /// The write that keeps a held change (committed with its audit entry and receipt).
+    pub fn hold_write(change: &HeldChange) -> Result<Write, StoreError> {
+        let data = serde_json::to_vec(change).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(Write::put(Item::new(
+            held_pk(&change.target),
+            change.id.clone(),
+            data,
+        )))
+    }
+
+    /// The changes held on a target, oldest first (at most [`MAX_LISTED`]).
+    pub async fn list(&self, target: &str) -> Result<Vec<HeldChange>, StoreError> {
+        let query = Query::new(crate::store::Index::Primary, held_pk(target)).limit(500);
+        Ok(query_all(self.store.as_ref(), query, MAX_LISTED)
+            .await?
+            .iter()
+            .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok())
+            .collect())
+    }
+
+    /// Whether a target has held changes waiting.
+    pub async fn any(&self, target: &str) -> Result<bool, StoreError> {
+        let page = self
+            .store
+            .query(&Query::new(crate::store::Index::Primary, held_pk(target)).limit(1))
+            .await?;
+        Ok(!page.items.is_empty())
+    }
+
+    /// Forgets held changes (released or discarded).
+    pub async fn remove(&self, target: &str, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(crate::store::MAX_TRANSACT_ITEMS) {
+            let writes = chunk
+                .iter()
+                .map(|id| Write::delete(Key::new(held_pk(target), id.clone())))
+                .collect();
+            self.store.transact(writes).await?;
+        }
+        Ok(())
+    }
+}
