@@ -342,6 +342,26 @@ pub struct Health {
     pub last_reconcile: Option<AuditEntry>,
 }
 
+/// When the newest signed webhook from `source` was accepted (the audit entry of what it
+/// did: `inbound …`; refusals, bad signatures included, do not count), among its newest
+/// [`HEALTH_WINDOW`] audit entries.
+pub async fn last_signed_delivery(
+    audit: &Audit,
+    source: &str,
+) -> Result<Option<String>, AuditError> {
+    let (entries, _) = audit
+        .query(&AuditQuery {
+            target: Some(source.to_string()),
+            limit: HEALTH_WINDOW,
+            ..AuditQuery::default()
+        })
+        .await?;
+    Ok(entries
+        .into_iter()
+        .find(|e| e.status != AuditStatus::Refused && e.detail.starts_with("inbound "))
+        .map(|e| e.at))
+}
+
 /// Reads one target's health. `dead_ids`: the event ids now in the dead-letter queue.
 pub async fn health(
     audit: &Audit,

@@ -466,7 +466,7 @@ pub(super) async fn list_sources(State(state): State<AppState>) -> AdminResult<R
     Ok(axum::Json(wire::SourceList { sources: list }).into_response())
 }
 
-fn no_source(id: &str) -> AdminError {
+pub(super) fn no_source(id: &str) -> AdminError {
     AdminError::not_found(format!(
         "no source {:?}",
         id.chars().take(64).collect::<String>()
