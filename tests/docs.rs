@@ -757,3 +757,55 @@ async fn the_docs_run_as_written() {
         s.ran.join("\n")
     );
 }
+
+/// #20 item 6: the banner of `serve` names the store it runs on: on the AWS backend the
+/// DynamoDB table (as `/healthz` says `dynamodb`), never the embedded store's folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_banner_names_its_store() {
+    let Some(bin) = provisync_bin() else { return };
+    let Some(moto) = std::env::var("PROVISYNC_TEST_MOTO")
+        .ok()
+        .filter(|m| !m.is_empty())
+    else {
+        eprintln!("skipped: PROVISYNC_TEST_MOTO not set (run through scripts/test-env.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("banner-{}", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("PROVISYNC_BACKEND", "aws"),
+        ("PROVISYNC_TABLE", table.as_str()),
+        ("PROVISYNC_QUEUE", table.as_str()),
+        ("AWS_ENDPOINT_URL", moto.as_str()),
+        ("PROVISYNC_SCHEDULE_SECONDS", "0"),
+    ];
+    let init = Command::new(&bin)
+        .arg("aws-init")
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let serve = provisync_tests::serve::ServeProcess::start(&bin, &data, &env, &log).await;
+    let health: serde_json::Value = reqwest::get(format!("{}/healthz", serve.origin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["store"], "dynamodb");
+    let banner = serve.log_text();
+    let first = banner
+        .lines()
+        .find(|l| l.starts_with("Provisync is running"))
+        .unwrap_or_else(|| panic!("no banner: {banner}"));
+    assert!(
+        first.contains(&format!("store: dynamodb table {table}")),
+        "{first}"
+    );
+}

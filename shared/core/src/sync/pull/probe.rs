@@ -33,11 +33,13 @@ async fn reach(pull: &PullConfig, http: HttpClient) -> Result<String, PullError>
             let mut url = reader.url(&["Users"])?;
             url.query_pairs_mut().append_pair("count", "1");
             let page = reader.get(url, SCIM_JSON).await?;
-            let total = page["totalResults"]
-                .as_u64()
-                .map_or_else(|| "some".to_string(), |n| n.to_string());
+            let total = match page["totalResults"].as_u64() {
+                Some(1) => "1 user".to_string(),
+                Some(n) => format!("{n} users"),
+                None => "its users".to_string(),
+            };
             Ok(format!(
-                "reached {}: /Users lists {total} users; {}",
+                "reached {}: /Users lists {total}; {}",
                 shown(&reader.base),
                 if filtering {
                     "incremental pulls (filtering on meta.lastModified)"
