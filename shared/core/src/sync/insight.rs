@@ -349,14 +349,8 @@ pub async fn last_signed_delivery(
     audit: &Audit,
     source: &str,
 ) -> Result<Option<String>, AuditError> {
-    let (entries, _) = audit
-        .query(&AuditQuery {
-            target: Some(source.to_string()),
-            limit: HEALTH_WINDOW,
-            ..AuditQuery::default()
-        })
-        .await?;
-    Ok(entries
+    Ok(newest_entries(audit, source)
+        .await?
         .into_iter()
         .find(|e| e.status != AuditStatus::Refused && e.detail.starts_with("inbound "))
         .map(|e| e.at))
@@ -368,6 +362,11 @@ pub async fn health(
     target: &str,
     dead_ids: &HashSet<String>,
 ) -> Result<Health, AuditError> {
+    Ok(health_of(&newest_entries(audit, target).await?, dead_ids))
+}
+
+/// The newest [`HEALTH_WINDOW`] audit entries of a target or source, newest first.
+async fn newest_entries(audit: &Audit, target: &str) -> Result<Vec<AuditEntry>, AuditError> {
     let (entries, _) = audit
         .query(&AuditQuery {
             target: Some(target.to_string()),
@@ -375,7 +374,7 @@ pub async fn health(
             ..AuditQuery::default()
         })
         .await?;
-    Ok(health_of(&entries, dead_ids))
+    Ok(entries)
 }
 
 /// [`health`] over entries already read, newest first.

@@ -6,11 +6,10 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::AdminResult;
-use super::definitions::no_source;
+use super::definitions::{no_source, record_test};
 use crate::AppState;
 use crate::auth::Principal;
 use provisync_core::connector::http::HttpClient;
-use provisync_core::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use provisync_core::sync::insight;
 use provisync_core::sync::pull::test_pull;
 use provisync_wire as wire;
@@ -35,7 +34,7 @@ pub(super) async fn test_source(
         None => "no signed delivery accepted yet".to_string(),
     };
     let push_only = source.pull.is_none();
-    let (ok, mut detail) = match &source.pull {
+    let (ok, detail) = match &source.pull {
         Some(pull) => {
             let reached = match HttpClient::shared() {
                 Ok(http) => test_pull(pull, http).await,
@@ -54,29 +53,13 @@ pub(super) async fn test_source(
             ),
         ),
     };
-    // Error texts never carry credentials by contract; scrub anyway.
     let mut secrets = Vec::new();
     let _ = source.try_map_secrets::<()>(&mut |_, s| {
         secrets.push(s.to_string());
         Ok(s.to_string())
     });
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        detail = detail.replace(s.as_str(), "***");
-    }
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let status = if ok {
-        AuditStatus::Delivered
-    } else {
-        AuditStatus::Failed
-    };
-    let entry = AuditEntry::new(&id, AuditOp::Test, status)
-        .detail(detail.clone())
-        .latency_ms(latency_ms)
-        .actor(principal.to_string());
-    if let Err(e) = adm.audit.record(entry).await {
-        tracing::warn!(error = %e, source = %id, "audit entry for a connection test not written");
-    }
-    tracing::info!(source = %id, ok, latency_ms, "source connection test");
+    let detail = record_test(adm, &id, ok, detail, &secrets, latency_ms, &principal).await;
     Ok(axum::Json(wire::SourceTest {
         source: id,
         ok,
