@@ -1296,3 +1296,102 @@ async fn a_flood_of_bad_signatures_costs_bounded_writes_embedded() {
 async fn a_flood_of_bad_signatures_costs_bounded_writes_dynamodb() {
     a_flood_of_bad_signatures(Backend::DynamoDb).await;
 }
+
+// #20 item 6: an envelope of a type the hub does not know is refused naming that type (and
+// the known ones), not as "not an envelope"; the refusal is audited with the same reason.
+on_every_backend!(an_unknown_type_is_named, |hub: Hub| async move {
+    add_source(&hub, "typo", json!({"secret": SECRET, "user_sync": true})).await;
+    let (status, msg) = answer(&hub, "typo", "user.upsret", alice("1")).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(
+        msg.contains("unknown envelope type \"user.upsret\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("user.upsert") && !msg.contains("not an envelope"),
+        "{msg}"
+    );
+    assert!(audited(&hub, "target=typo&status=refused", "user.upsret").await);
+    // A body that is no envelope at all is still answered as such.
+    let (status, msg) = answer_to(&hub, "typo", &json!({"type": "user.upsert"})).await;
+    assert_eq!(status, 400, "{msg}");
+    assert!(msg.contains("not an envelope"), "{msg}");
+    assert!(users_named(&hub, "alice@example.com").await.is_empty());
+});
+
+// #17: the source form's Test connection. A pull source is reached with its auth (the
+// real `scim2-server`; a wrong token is a failure naming the status, never the token); a
+// webhook source is push-only and says when its last signed delivery was accepted (a
+// badly signed one does not count); every test is audited; an unknown source is a 404.
+on_every_backend!(sources_test_their_connection, |hub: Hub| async move {
+    let Some(peer) = provisync_tests::peers::ScimPeer::start().await else {
+        return;
+    };
+    let test = |id: &'static str| {
+        let hub = &hub;
+        async move {
+            hub.admin(Method::POST, &format!("/sources/{id}/test"), None)
+                .await
+        }
+    };
+    add_source(
+        &hub,
+        "idp",
+        json!({"direction": "pull", "user_sync": true,
+            "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}}}),
+    )
+    .await;
+    let r = test("idp").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert_eq!(r.body["push_only"], false, "{}", r.text);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("reached"),
+        "{}",
+        r.text
+    );
+    add_source(
+        &hub,
+        "idp-bad",
+        json!({"direction": "pull", "user_sync": true,
+            "pull": {"kind": "scim", "base_url": peer.base, "auth": {"bearer": "wrong-token-abcdef"}}}),
+    )
+    .await;
+    let r = test("idp-bad").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], false, "{}", r.text);
+    assert!(r.text.contains("401"), "{}", r.text);
+    assert!(!r.text.contains("wrong-token-abcdef"), "{}", r.text);
+
+    add_source(&hub, "site", json!({"secret": SECRET, "user_sync": true})).await;
+    let r = test("site").await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert_eq!(r.body["push_only"], true, "{}", r.text);
+    assert!(r.body.get("last_delivery").is_none(), "{}", r.text);
+    assert!(
+        r.text.contains("no signed delivery accepted yet"),
+        "{}",
+        r.text
+    );
+    // A badly signed delivery is not one.
+    let (status, _) = send(&hub, "site", SECRET_B, &envelope("user.upsert", alice("1"))).await;
+    assert_eq!(status, 401);
+    assert!(test("site").await.body.get("last_delivery").is_none());
+    assert_eq!(
+        answer(&hub, "site", "user.upsert", alice("1")).await,
+        ok("applied")
+    );
+    let r = test("site").await;
+    let at = r.body["last_delivery"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!at.is_empty() && r.text.contains(&at), "{}", r.text);
+    assert!(!r.text.contains(SECRET), "{}", r.text);
+
+    let tests = audit(&hub, "target=idp-bad&op=test").await;
+    assert_eq!(tests.len(), 1, "{tests:?}");
+    assert_eq!(tests[0]["status"], "failed");
+    let r = test("nope").await;
+    assert_eq!(r.status, 404, "{}", r.text);
+});

@@ -176,8 +176,31 @@ def test_sources(hub, watched):
     expect(page.get_by_text("1 set. Leave empty to keep.")).to_be_visible()
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_text("Saved.")).to_be_visible()
+    # Test connection on a webhook source: push-only, and no signed delivery yet.
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_role("status").filter(has_text="Push-only")).to_contain_text("no signed delivery accepted yet", timeout=15000)
+    # A pull source (the SCIM peer) is reached with its token.
+    page.get_by_role("link", name="← Sources").click()
+    page.get_by_role("link", name="Add a source").click()
+    page.get_by_label("Id", exact=True).fill("peer-idp")
+    page.get_by_label("Direction").select_option("pull")
+    page.get_by_label("Accept users and groups").check()
+    page.get_by_label("API").select_option("scim")
+    page.get_by_label("Base URL").fill(hub.peer)
+    page.get_by_label("Bearer token").fill(PEER_TOKEN)
+    # Saved disabled: the schedule must not pull the peer's users while the other tests run.
+    page.get_by_label("Enabled").uncheck()
+    page.get_by_role("button", name="Add source").click()
+    expect(page.get_by_role("heading", name="Source peer-idp")).to_be_visible()
+    assert PEER_TOKEN not in page.content()
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_text(re.compile("Connection works .*reached"))).to_be_visible(timeout=15000)
+    shot(page, "07-source-test")
     page.get_by_role("link", name="← Sources").click()
     expect(page.locator("tr", has_text="intranet")).to_be_visible()
+    # The list tests a source too.
+    page.locator("tr", has_text="peer-idp").get_by_role("button", name="Test connection").click()
+    expect(page.locator("tr", has_text="peer-idp").get_by_text(re.compile("Connection works"))).to_be_visible(timeout=15000)
     shot(page, "07-sources")
 
 

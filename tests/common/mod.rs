@@ -4,6 +4,7 @@
 pub mod apigw;
 pub mod counting;
 pub mod crowd;
+pub mod doctest;
 pub mod graph;
 pub mod kinds;
 pub mod load;

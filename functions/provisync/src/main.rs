@@ -22,8 +22,6 @@ use provisync_http::auth::{self, Scope};
     about = "Identity provisioning and sync hub"
 )]
 struct Cli {
-    #[command(flatten)]
-    remote: admin::Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,34 +40,83 @@ enum Command {
     AwsInit,
     /// Manage API tokens (stored hashed; shown once): through the running hub, or
     /// --offline on its store.
-    Token(admin::TokenArgs),
+    Token {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::TokenArgs,
+    },
     /// Manage targets (the systems changes are delivered to).
     Target {
+        #[command(flatten)]
+        remote: admin::Remote,
         #[command(subcommand)]
         command: admin::TargetCommand,
     },
     /// Manage sources (sites that send the hub signed webhooks, or that it reads).
     Source {
+        #[command(flatten)]
+        remote: admin::Remote,
         #[command(subcommand)]
         command: admin::SourceCommand,
     },
     /// Show the audit log, newest first.
-    Audit(admin::AuditArgs),
+    Audit {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::AuditArgs,
+    },
     /// Queue an on-demand sync of users to a target, or reconcile it now (--reconcile).
-    Sync(admin::SyncArgs),
+    Sync {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::SyncArgs,
+    },
     /// Run one scheduled cycle now on the running hub (pull sources, reconcile
     /// `scheduled` targets, resend the outbox, count dead letters) and print the counts.
-    RunSchedule(admin::ScheduleArgs),
+    RunSchedule {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::ScheduleArgs,
+    },
     /// Import users from a CSV or JSON file (into a running hub, or --data-dir).
-    Import(transfer_cli::ImportArgs),
+    Import {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: transfer_cli::ImportArgs,
+    },
     /// Export users as CSV or JSON (no passwords), optionally filtered.
-    Export(transfer_cli::ExportArgs),
+    Export {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: transfer_cli::ExportArgs,
+    },
     /// List dead letters (changes that could not be delivered), or send them back.
-    Deadletters(admin::DeadLetterArgs),
+    Deadletters {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::DeadLetterArgs,
+    },
     /// List, release or discard the deprovisions a target's guard held.
-    Held(admin::HeldArgs),
+    Held {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::HeldArgs,
+    },
     /// Plan (or --apply) the inverse of the deprovisions sent to a target since a time.
-    Undo(admin::UndoArgs),
+    Undo {
+        #[command(flatten)]
+        remote: admin::Remote,
+        #[command(flatten)]
+        args: admin::UndoArgs,
+    },
 }
 
 #[tokio::main]
@@ -95,17 +142,17 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { port } => serve(port).await,
-        Command::Target { command } => admin::target(&cli.remote, command).await,
-        Command::Source { command } => admin::source(&cli.remote, command).await,
-        Command::Audit(args) => admin::audit(&cli.remote, args).await,
-        Command::Sync(args) => admin::sync(&cli.remote, args).await,
-        Command::RunSchedule(args) => admin::run_schedule(&cli.remote, args).await,
-        Command::Import(args) => transfer_cli::import(&cli.remote, args).await,
-        Command::Export(args) => transfer_cli::export(&cli.remote, args).await,
-        Command::Deadletters(args) => admin::dead_letters(&cli.remote, args).await,
-        Command::Held(args) => admin::held(&cli.remote, args).await,
-        Command::Undo(args) => admin::undo(&cli.remote, args).await,
-        Command::Token(args) => admin::token(&cli.remote, args).await,
+        Command::Target { remote, command } => admin::target(&remote, command).await,
+        Command::Source { remote, command } => admin::source(&remote, command).await,
+        Command::Audit { remote, args } => admin::audit(&remote, args).await,
+        Command::Sync { remote, args } => admin::sync(&remote, args).await,
+        Command::RunSchedule { remote, args } => admin::run_schedule(&remote, args).await,
+        Command::Import { remote, args } => transfer_cli::import(&remote, args).await,
+        Command::Export { remote, args } => transfer_cli::export(&remote, args).await,
+        Command::Deadletters { remote, args } => admin::dead_letters(&remote, args).await,
+        Command::Held { remote, args } => admin::held(&remote, args).await,
+        Command::Undo { remote, args } => admin::undo(&remote, args).await,
+        Command::Token { remote, args } => admin::token(&remote, args).await,
         Command::AwsInit => {
             let report = provisync_aws::aws_init_command().await?;
             println!("{report}");
@@ -240,7 +287,16 @@ async fn serve(port: u16) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let base = format!("http://{addr}");
-    println!("Provisync is running (store: {}).", data.display());
+    match backend.kind {
+        provisync_aws::BackendKind::Embedded => {
+            println!("Provisync is running (store: {}).", backend.describe())
+        }
+        provisync_aws::BackendKind::Aws => println!(
+            "Provisync is running (store: {}; local tokens and key in {}).",
+            backend.describe(),
+            data.display()
+        ),
+    }
     println!("  SCIM base URL:  {base}/scim/v2");
     println!("  SCIM token:     {scim_token}");
     println!("  Admin API:      {base}/admin  (CLI: provisync target list)");

@@ -590,6 +590,21 @@ pub struct Backend {
     pub aws: Option<AwsClients>,
 }
 
+impl Backend {
+    /// Where this backend keeps the directory, as banners say it: the embedded store's
+    /// folder, or the DynamoDB table (what `/healthz` calls `store`).
+    pub fn describe(&self) -> String {
+        match self.kind {
+            BackendKind::Embedded => data_dir_from_env().display().to_string(),
+            BackendKind::Aws => format!(
+                "{} table {}",
+                self.store.backend(),
+                env_nonempty("PROVISYNC_TABLE").unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// `PROVISYNC_BACKEND=aws`: DynamoDB + SQS; otherwise the embedded store in
 /// `PROVISYNC_DATA_DIR` and the store-backed queue on it (durable across restarts).
 pub async fn backend_from_env() -> Result<Backend, AwsError> {

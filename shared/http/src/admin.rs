@@ -54,6 +54,7 @@ mod console_api;
 mod definitions;
 mod held;
 mod plan;
+mod source_test;
 mod sync;
 mod tokens;
 mod wire_of;
@@ -245,6 +246,7 @@ pub fn router(state: AppState) -> Router {
                 .get(get_source)
                 .delete(delete_source),
         )
+        .route("/sources/{id}/test", post(source_test::test_source))
         .route("/entities", get(export_entities))
         .route("/config", get(export_config))
         .route("/audit", get(query_audit))

@@ -30,7 +30,7 @@ use serde_json::json;
 
 use super::AppState;
 use provisync_core::source::{Scheme, SourceConfig, check_source_id};
-use provisync_core::sync::inbound::{Envelope, Inbound, InboundError};
+use provisync_core::sync::inbound::{Envelope, EnvelopeType, Inbound, InboundError};
 use provisync_core::webhook_sig::{
     VerifyError, decode_standard_secret, github_replay_id, verify_github, verify_standard,
 };
@@ -193,13 +193,21 @@ async fn receive(
     let envelope: Envelope = match serde_json::from_slice(&body) {
         Ok(e) => e,
         Err(e) => {
-            // The parser's message without the input it may quote.
-            let reason = format!(
-                "the body is not an envelope {{\"type\",\"occurred_at\",\"data\"}} ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            );
+            // A well-formed envelope of a type the hub does not know is named as such
+            // (the type is the sender's own short string, cut to 64 characters).
+            let reason = match unknown_type(&body) {
+                Some(t) => format!(
+                    "unknown envelope type {t:?} (known: {})",
+                    EnvelopeType::ALL.map(EnvelopeType::as_str).join(", ")
+                ),
+                // The parser's message without the input it may quote.
+                None => format!(
+                    "the body is not an envelope {{\"type\",\"occurred_at\",\"data\"}} ({:?} error at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            };
             inbound.record_refusal(&source_id, None, &reason).await;
             return Err(WebhookError::new(StatusCode::BAD_REQUEST, reason));
         }
@@ -213,6 +221,20 @@ async fn receive(
         axum::Json(json!({"status": applied.as_str()})),
     )
         .into_response())
+}
+
+/// The `type` of a JSON object body when it is a string that names no envelope type.
+fn unknown_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let typed: Typed = serde_json::from_slice(body).ok()?;
+    if EnvelopeType::from_name(&typed.kind).is_some() {
+        return None;
+    }
+    Some(typed.kind.chars().take(64).collect())
 }
 
 /// The body, at most [`MAX_WEBHOOK_BODY_BYTES`] (413 above, decided from `Content-Length`

@@ -103,11 +103,40 @@ pub fn merged(current: &Value, incoming: &Value) -> Value {
             if k == "schemas" {
                 continue;
             }
+            // The CSV `email` column names the primary address: the same address (any
+            // `type`, or none) is no change, so an export imports back as a no-op.
+            if k == "emails" && same_primary_email(o.get("emails"), v) {
+                continue;
+            }
             o.insert(k.clone(), v.clone());
         }
         add_extension_schemas(&mut out);
     }
     out
+}
+
+/// Is `incoming` the one address of a CSV `email` cell, and the primary (else the first)
+/// address of `current`, compared case-insensitively?
+fn same_primary_email(current: Option<&Value>, incoming: &Value) -> bool {
+    let (Some(current), Some([one])) = (
+        current.and_then(Value::as_array),
+        incoming.as_array().map(Vec::as_slice),
+    ) else {
+        return false;
+    };
+    let primary = current
+        .iter()
+        .find(|e| e["primary"] == Value::Bool(true))
+        .or(current.first());
+    match (
+        primary.and_then(|e| e["value"].as_str()),
+        one["value"].as_str(),
+    ) {
+        (Some(a), Some(b)) => {
+            a.eq_ignore_ascii_case(b) && one.get("type").is_none_or(|t| t == "work")
+        }
+        _ => false,
+    }
 }
 
 /// Writes checked rows through `sink` in batches; `progress(done)` after each batch.

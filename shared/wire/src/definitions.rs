@@ -50,6 +50,22 @@ pub struct TargetTest {
     pub latency_ms: u64,
 }
 
+/// `POST /admin/sources/{id}/test`: a pull source reached with its auth, or, for a
+/// source that only sends webhooks (`push_only`), when its last signed delivery was
+/// accepted (also audited).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceTest {
+    pub source: String,
+    pub ok: bool,
+    /// The hub never calls this source: it only receives its webhooks.
+    pub push_only: bool,
+    pub detail: String,
+    /// When the newest signed webhook from it was accepted (RFC 3339), if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<String>,
+    pub latency_ms: u64,
+}
+
 /// `GET /admin/sources`: `{"sources": [...]}`, each a redacted definition (secrets `"***"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceList<T = Value> {

@@ -29,8 +29,8 @@ pub use console::{
     UserSummary,
 };
 pub use definitions::{
-    ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
-    TargetSummary, TargetTest,
+    ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, SourceTest,
+    TargetList, TargetSummary, TargetTest,
 };
 pub use held::{
     HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased, UndoReport,

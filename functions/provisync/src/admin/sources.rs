@@ -72,6 +72,10 @@ pub struct SourceArgs {
     /// `user_sync=false`): VALUE as JSON when it parses, else a string. Not for secrets.
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
+    /// Pull sources: read the bearer token of the pull URL (`pull.auth`) from this
+    /// environment variable (with `--set pull.kind=scim|jsonapi --set pull.base_url=…`).
+    #[arg(long, value_name = "VAR")]
+    pull_bearer_env: Option<String>,
     /// Save the source disabled.
     #[arg(long, conflicts_with = "enabled")]
     disabled: bool,
@@ -117,6 +121,17 @@ fn source_body(args: &SourceArgs, patch: bool) -> Result<Value> {
         let secrets: Vec<&str> = secret.split_whitespace().collect();
         body.remove("secret");
         body.insert("secrets".into(), json!(secrets));
+    }
+    if let Some(token) = read_secret(args.pull_bearer_env.as_deref(), false)? {
+        let pull = body
+            .entry("pull")
+            .or_insert_with(|| Value::Object(Map::new()));
+        match pull.as_object_mut() {
+            Some(pull) => {
+                pull.insert("auth".into(), json!({ "bearer": token }));
+            }
+            None => bail!("`pull` must be an object to take --pull-bearer-env"),
+        }
     }
     for (k, v) in [("scheme", &args.scheme), ("direction", &args.direction)] {
         if let Some(v) = v {
@@ -276,6 +291,28 @@ mod tests {
         assert_eq!(
             source_body(&upd.a, true).unwrap(),
             json!({"user_sync": false, "pull": {"base_url": "https://idp.example/scim/v2"}})
+        );
+        // #20 item 6: a pull source with its auth, from the CLI alone.
+        // SAFETY: a variable of this test alone.
+        unsafe { std::env::set_var("PSY_TEST_PULL_TOKEN_Q", "tok") };
+        let pull = S::try_parse_from([
+            "x",
+            "idp",
+            "--direction",
+            "pull",
+            "--user-sync",
+            "--set",
+            "pull.kind=scim",
+            "--set",
+            "pull.base_url=https://idp.example/scim/v2",
+            "--pull-bearer-env",
+            "PSY_TEST_PULL_TOKEN_Q",
+        ])
+        .unwrap();
+        assert_eq!(
+            source_body(&pull.a, false).unwrap(),
+            json!({"pull": {"kind": "scim", "base_url": "https://idp.example/scim/v2",
+                "auth": {"bearer": "tok"}}, "direction": "pull", "user_sync": true})
         );
         let secret = S::try_parse_from(["x", "a", "--set", "pull.auth.bearer=t"]).unwrap();
         let e = source_body(&secret.a, true).unwrap_err().to_string();

@@ -342,12 +342,31 @@ pub struct Health {
     pub last_reconcile: Option<AuditEntry>,
 }
 
+/// When the newest signed webhook from `source` was accepted (the audit entry of what it
+/// did: `inbound …`; refusals, bad signatures included, do not count), among its newest
+/// [`HEALTH_WINDOW`] audit entries.
+pub async fn last_signed_delivery(
+    audit: &Audit,
+    source: &str,
+) -> Result<Option<String>, AuditError> {
+    Ok(newest_entries(audit, source)
+        .await?
+        .into_iter()
+        .find(|e| e.status != AuditStatus::Refused && e.detail.starts_with("inbound "))
+        .map(|e| e.at))
+}
+
 /// Reads one target's health. `dead_ids`: the event ids now in the dead-letter queue.
 pub async fn health(
     audit: &Audit,
     target: &str,
     dead_ids: &HashSet<String>,
 ) -> Result<Health, AuditError> {
+    Ok(health_of(&newest_entries(audit, target).await?, dead_ids))
+}
+
+/// The newest [`HEALTH_WINDOW`] audit entries of a target or source, newest first.
+async fn newest_entries(audit: &Audit, target: &str) -> Result<Vec<AuditEntry>, AuditError> {
     let (entries, _) = audit
         .query(&AuditQuery {
             target: Some(target.to_string()),
@@ -355,7 +374,7 @@ pub async fn health(
             ..AuditQuery::default()
         })
         .await?;
-    Ok(health_of(&entries, dead_ids))
+    Ok(entries)
 }
 
 /// [`health`] over entries already read, newest first.

@@ -32,7 +32,10 @@
 //! what is gone. Users and groups the source no longer has stay in the hub until an
 //! operator (or the source, by webhook: `user.delete` / `group.delete`) removes them.
 
+mod probe;
 mod scim_list;
+
+pub use probe::test_pull;
 
 use crate::store::keyspace;
 use std::sync::Arc;

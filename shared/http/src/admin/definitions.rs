@@ -341,27 +341,16 @@ pub(super) async fn test_target(
         Ok(d) => (true, d),
         Err(e) => (false, e),
     };
-    // Connector messages never carry secrets by contract; scrub anyway.
-    let mut detail = detail;
-    for s in target.secrets().iter().filter(|s| !s.is_empty()) {
-        detail = detail.replace(s.as_str(), "***");
-    }
-    let entry = AuditEntry::new(
+    let detail = record_test(
+        adm,
         &id,
-        AuditOp::Test,
-        if ok {
-            AuditStatus::Delivered
-        } else {
-            AuditStatus::Failed
-        },
+        ok,
+        detail,
+        &target.secrets(),
+        latency_ms,
+        &principal,
     )
-    .detail(detail.clone())
-    .latency_ms(latency_ms)
-    .actor(principal.to_string());
-    if let Err(e) = adm.audit.record(entry).await {
-        tracing::warn!(error = %e, target = %id, "audit entry for a connection test not written");
-    }
-    tracing::info!(target = %id, ok, latency_ms, "connection test");
+    .await;
     Ok(axum::Json(wire::TargetTest {
         target: id,
         ok,
@@ -369,6 +358,36 @@ pub(super) async fn test_target(
         latency_ms,
     })
     .into_response())
+}
+
+/// A connection test's detail scrubbed of `secrets` (their texts never carry them by
+/// contract; scrubbed anyway) and audited (target = the target or source id, op `test`).
+pub(super) async fn record_test(
+    adm: &provisync_core::hub::Hub,
+    id: &str,
+    ok: bool,
+    mut detail: String,
+    secrets: &[String],
+    latency_ms: u64,
+    principal: &Principal,
+) -> String {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        detail = detail.replace(s.as_str(), "***");
+    }
+    let status = if ok {
+        AuditStatus::Delivered
+    } else {
+        AuditStatus::Failed
+    };
+    let entry = AuditEntry::new(id, AuditOp::Test, status)
+        .detail(detail.clone())
+        .latency_ms(latency_ms)
+        .actor(principal.to_string());
+    if let Err(e) = adm.audit.record(entry).await {
+        tracing::warn!(error = %e, id = %id, "audit entry for a connection test not written");
+    }
+    tracing::info!(id = %id, ok, latency_ms, "connection test");
+    detail
 }
 
 // ---- sources -----------------------------------------------------------------------
@@ -491,7 +510,7 @@ pub(super) async fn list_sources(State(state): State<AppState>) -> AdminResult<R
     Ok(axum::Json(wire::SourceList { sources: list }).into_response())
 }
 
-fn no_source(id: &str) -> AdminError {
+pub(super) fn no_source(id: &str) -> AdminError {
     AdminError::not_found(format!(
         "no source {:?}",
         id.chars().take(64).collect::<String>()

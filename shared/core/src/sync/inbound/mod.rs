@@ -122,6 +122,23 @@ pub enum EnvelopeType {
 }
 
 impl EnvelopeType {
+    /// Every type, in the order the docs list them.
+    pub const ALL: [EnvelopeType; 8] = [
+        EnvelopeType::UserUpsert,
+        EnvelopeType::UserDelete,
+        EnvelopeType::GroupUpsert,
+        EnvelopeType::GroupDelete,
+        EnvelopeType::EntityUpsert,
+        EnvelopeType::EntityDelete,
+        EnvelopeType::ConfigSet,
+        EnvelopeType::ConfigDelete,
+    ];
+
+    /// The type named `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<EnvelopeType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EnvelopeType::UserUpsert => "user.upsert",

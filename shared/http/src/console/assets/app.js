@@ -617,11 +617,14 @@ async function targetsPage(path) {
     table(['Target', 'Kind', 'Mode', 'State', 'Actions'], rows, { empty: 'No targets yet.' }));
 }
 
-async function testConnection(id, out) {
+// `what`: 'targets' or 'sources' (a webhook source is push-only: the hub never calls it,
+// and the answer says when its last signed delivery was accepted).
+async function testConnection(id, out, what = 'targets') {
   out.replaceChildren(h('span', { class: 'muted' }, 'Testing…'));
   try {
-    const r = await api('POST', `/admin/targets/${encodeURIComponent(id)}/test`);
-    out.replaceChildren(notice(r.ok ? 'ok' : 'error', `${r.ok ? 'Connection works' : 'Connection failed'} (${r.latency_ms} ms): ${r.detail}`));
+    const r = await api('POST', `/admin/${what}/${encodeURIComponent(id)}/test`);
+    const head = r.push_only ? 'Push-only' : (r.ok ? 'Connection works' : 'Connection failed');
+    out.replaceChildren(notice(r.push_only ? 'info' : (r.ok ? 'ok' : 'error'), `${head} (${r.latency_ms} ms): ${r.detail}`));
   } catch (e) { errorInto(out, e); }
 }
 
@@ -730,12 +733,17 @@ async function sourcesPage(path) {
   if (path[0] === 'new') return sourceForm(null);
   if (path[0] === 'edit' && path[1]) return sourceForm(decodeURIComponent(path[1]));
   const { sources } = await api('GET', '/admin/sources');
-  const rows = sources.map((x) => h('tr', {},
-    h('th', { scope: 'row' }, h('a', { href: `#/sources/edit/${encodeURIComponent(x.id)}` }, x.id)),
-    h('td', {}, x.direction || 'push'),
-    h('td', {}, x.pull ? `pull: ${x.pull.kind}` : `webhooks (${x.scheme || 'standard'})`),
-    h('td', {}, x.enabled === false ? h('span', { class: 'badge off' }, 'disabled') : h('span', { class: 'badge ok' }, 'enabled')),
-    h('td', {}, h('a', { class: 'button secondary small', href: `#/sources/edit/${encodeURIComponent(x.id)}` }, 'Edit'))));
+  const rows = sources.map((x) => {
+    const result = h('div', { 'aria-live': 'polite' });
+    const test = h('button', { type: 'button', class: 'secondary small' }, 'Test connection');
+    test.addEventListener('click', busy(test, () => testConnection(x.id, result, 'sources')));
+    return h('tr', {},
+      h('th', { scope: 'row' }, h('a', { href: `#/sources/edit/${encodeURIComponent(x.id)}` }, x.id)),
+      h('td', {}, x.direction || 'push'),
+      h('td', {}, x.pull ? `pull: ${x.pull.kind}` : `webhooks (${x.scheme || 'standard'})`),
+      h('td', {}, x.enabled === false ? h('span', { class: 'badge off' }, 'disabled') : h('span', { class: 'badge ok' }, 'enabled')),
+      h('td', {}, h('div', { class: 'actions' }, h('a', { class: 'button secondary small', href: `#/sources/edit/${encodeURIComponent(x.id)}` }, 'Edit'), test), result));
+  });
   return h('div', {},
     h('h1', {}, 'Sources'),
     h('p', { class: 'muted' }, 'Sites and systems that send the hub signed webhooks, or that the schedule reads.'),
@@ -768,6 +776,9 @@ async function sourceForm(id) {
   const list = (el) => el.value.split(',').map((x) => x.trim()).filter(Boolean);
   const out = h('div', { 'aria-live': 'polite' });
   const save = h('button', { type: 'submit' }, editing ? 'Save changes' : 'Add source');
+  const testOut = h('div', { 'aria-live': 'polite' });
+  const testBtn = editing ? h('button', { type: 'button', class: 'secondary' }, 'Test connection') : null;
+  if (testBtn) testBtn.addEventListener('click', busy(testBtn, () => testConnection(id, testOut, 'sources')));
   const del = editing ? h('button', { type: 'button', class: 'danger' }, 'Delete source') : null;
   if (del) del.addEventListener('click', busy(del, async () => {
     if (!window.confirm(`Delete source ${id}? Its webhooks are refused from then on.`)) return;
@@ -782,7 +793,7 @@ async function sourceForm(id) {
       h('div', { class: 'field' }, userSyncLabel),
       h('div', { class: 'grid' }, field('Entity types', entity, 'Comma-separated; empty: none'), field('Configuration prefixes', prefixes, 'Comma-separated; empty: none'), field('Allowed user fields', allowed, 'Empty: the default set (never roles, active or password)')),
       h('div', { class: 'field' }, enabledLabel)),
-    pullBox, out, h('div', { class: 'actions' }, save, del));
+    pullBox, out, h('div', { class: 'actions' }, save, testBtn, del), testOut);
   form.addEventListener('submit', busy(save, async () => {
     const sid = idInput.value.trim();
     if (!sid) { out.replaceChildren(notice('error', 'Give the source an id.')); return; }
