@@ -522,18 +522,22 @@ async fn embedded_kill_during_creates_keeps_every_answered_create() {
                 if r.status().as_u16() != 201 {
                     return;
                 }
-                let Ok(v) = r.json::<Value>().await else { return };
+                let Ok(v) = r.json::<Value>().await else {
+                    return;
+                };
                 let id = v["id"].as_str().expect("id").to_string();
                 answered.lock().unwrap().push((id, name));
             }
         }));
     }
-    wait_for("500 answered creates", Duration::from_secs(120), || {
-        match answered.lock().unwrap().len() {
+    wait_for(
+        "500 answered creates",
+        Duration::from_secs(120),
+        || match answered.lock().unwrap().len() {
             n if n >= 500 => Ok(()),
             n => Err(format!("{n} answered")),
-        }
-    })
+        },
+    )
     .await;
     // Killed while the clients keep writing: groups are forming and flushing.
     serve.kill();

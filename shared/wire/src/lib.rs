@@ -29,7 +29,7 @@ pub use console::{
 };
 pub use definitions::{
     ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, TargetList,
-    TargetSummary, TargetTest,
+    TargetPace, TargetSummary, TargetTest,
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{

@@ -39,9 +39,10 @@ const GSI2: TableDefinition<(&str, &str, &str, &str), ()> = TableDefinition::new
 /// Above every character a key can hold: the exclusive upper bound of a prefix range.
 const KEY_MAX: &str = "\u{10FFFF}";
 
-/// At most this many transactions in one group: bounds the latency of the first one in
-/// it (a group of 512 transactions of up to 100 writes each is still one short flush).
-const MAX_GROUP: usize = 512;
+/// At most this many transactions in one group by default: bounds the latency of the
+/// first one in it (a group of 512 transactions of up to 100 writes each is still one
+/// short flush).
+pub const MAX_GROUP: usize = 512;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -56,8 +57,9 @@ struct Pending {
 }
 
 /// The group-commit queue (see the module documentation).
-#[derive(Default)]
 struct Commits {
+    /// Transactions per group at most ([`MAX_GROUP`]; 1 commits each alone).
+    max_group: usize,
     queue: Mutex<CommitQueue>,
     /// Groups committed (flushes) and transactions committed in them, since open.
     groups: AtomicU64,
@@ -71,17 +73,41 @@ struct CommitQueue {
     committing: bool,
 }
 
+impl Default for Commits {
+    fn default() -> Self {
+        Commits {
+            max_group: MAX_GROUP,
+            queue: Mutex::default(),
+            groups: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Commits {
     fn lock(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+/// A caller's channel and what to tell it.
+type Answer = (
+    oneshot::Sender<Result<(), StoreError>>,
+    Result<(), StoreError>,
+);
+
+fn send_answers(answers: Vec<Answer>) {
+    for (to, result) in answers {
+        // A caller that went away (cancelled) needs no answer.
+        let _ = to.send(result);
+    }
+}
+
 /// Hands the committer role back if the committer unwinds: the callers still queued are
 /// answered (their senders dropped: "commit abandoned") and the next caller commits.
-struct CommitterGuard<'a>(&'a Commits);
+struct CommitterGuard(Arc<Commits>);
 
-impl Drop for CommitterGuard<'_> {
+impl Drop for CommitterGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let mut q = self.0.lock();
@@ -135,6 +161,18 @@ impl EmbeddedStore {
             db: Arc::new(db),
             commits: Arc::default(),
         })
+    }
+
+    /// The same store committing at most `n` transactions per flush (`1`: one flush per
+    /// transaction, as before group commit; the bench compares the two).
+    pub fn with_max_group(self, n: usize) -> Self {
+        EmbeddedStore {
+            db: self.db,
+            commits: Arc::new(Commits {
+                max_group: n.max(1),
+                ..Commits::default()
+            }),
+        }
     }
 
     /// Flushes and transactions committed since open (the bench reports transactions per
@@ -263,26 +301,35 @@ impl EmbeddedStore {
         Ok(Page { items: out, next })
     }
 
-    /// The committer: takes every queued transaction (up to [`MAX_GROUP`]) and commits
+    /// The committer: takes every queued transaction (up to `max_group`) and commits
     /// them as one group, until the queue is empty. Runs on a blocking thread.
-    fn commit_queued(&self) {
-        let _guard = CommitterGuard(&self.commits);
+    ///
+    /// It holds a handle on the database while it runs, so the last group is answered
+    /// only after that handle is dropped: a caller that closes the store once answered
+    /// (and opens the file again) never finds it still open.
+    fn commit_queued(self) {
+        let _guard = CommitterGuard(self.commits.clone());
+        let mut answered: Vec<Answer> = Vec::new();
         loop {
             let group: Vec<Pending> = {
                 let mut q = self.commits.lock();
                 if q.pending.is_empty() {
                     q.committing = false;
-                    return;
+                    break;
                 }
-                let n = q.pending.len().min(MAX_GROUP);
+                let n = q.pending.len().min(self.commits.max_group);
                 q.pending.drain(..n).collect()
             };
-            self.commit_group(group);
+            send_answers(std::mem::take(&mut answered));
+            answered = self.commit_group(group);
         }
+        drop(self);
+        send_answers(answered);
     }
 
-    /// One redb write transaction and one flush for `group`; answers each caller after it.
-    fn commit_group(&self, group: Vec<Pending>) {
+    /// One redb write transaction and one flush for `group`; returns each caller's
+    /// answer, to be sent after it.
+    fn commit_group(&self, group: Vec<Pending>) -> Vec<Answer> {
         let now = now_epoch();
         let (answers, writes): (Vec<_>, Vec<_>) =
             group.into_iter().map(|p| (p.answer, p.writes)).unzip();
@@ -316,15 +363,14 @@ impl EmbeddedStore {
                 self.commits
                     .transactions
                     .fetch_add(results.len() as u64, Ordering::Relaxed);
-                for (answer, r) in answers.into_iter().zip(results) {
-                    let _ = answer.send(r);
-                }
+                answers.into_iter().zip(results).collect()
             }
             Err(e) => {
                 let detail = e.to_string();
-                for answer in answers {
-                    let _ = answer.send(Err(StoreError::Unavailable(detail.clone())));
-                }
+                answers
+                    .into_iter()
+                    .map(|a| (a, Err(StoreError::Unavailable(detail.clone()))))
+                    .collect()
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod insight;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod pace;
 pub mod provision;
 pub mod pull;
 pub mod reconcile;

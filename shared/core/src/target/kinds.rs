@@ -289,4 +289,6 @@ pub const COMMON_FIELDS: &[&str] = &[
     "out_of_scope",
     "orphans",
     "enabled",
+    "max_rate",
+    "max_in_flight",
 ];

@@ -167,6 +167,13 @@ pub struct TargetConfig {
     pub orphans: OrphanPolicy,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// At most this many calls to the target per second (its documented rate limit);
+    /// delivery otherwise finds the target's pace itself ([`crate::sync::pace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<f64>,
+    /// At most this many calls to the target at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// What replaces a secret in every outward form of a target.
@@ -195,6 +202,14 @@ impl HttpAuth {
 }
 
 impl TargetConfig {
+    /// The operator's caps on delivery pace.
+    pub fn pace_limits(&self) -> crate::sync::pace::PaceLimits {
+        crate::sync::pace::PaceLimits {
+            max_in_flight: self.max_in_flight,
+            max_rate: self.max_rate,
+        }
+    }
+
     /// Applies `f` to every secret of the definition, in place, with the name of its
     /// field (exhaustive over kinds: a new kind with secrets cannot be forgotten by
     /// sealing, redaction or keeping).
