@@ -92,6 +92,9 @@ pub struct PaceReport {
     /// Held by a `Retry-After` until this time (epoch milliseconds), if in the future.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_until_ms: Option<i64>,
+    /// The last time a slow-down shrank the window (epoch milliseconds), if ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decreased_at_ms: Option<i64>,
 }
 
 /// The shared part, as stored at `PACE#{target}`.
@@ -211,6 +214,7 @@ impl State {
                 .hold_until
                 .filter(|h| *h > now)
                 .map(|h| epoch_ms() + h.duration_since(now).as_millis() as i64),
+            decreased_at_ms: (self.decreased_ms > 0).then_some(self.decreased_ms),
         }
     }
 }
@@ -391,6 +395,7 @@ impl Pacer {
         Ok(Some(PaceReport {
             window: shared.window,
             hold_until_ms: (shared.hold_until_ms > epoch_ms()).then_some(shared.hold_until_ms),
+            decreased_at_ms: (shared.decreased_ms > 0).then_some(shared.decreased_ms),
             ..PaceReport::default()
         }))
     }
@@ -517,6 +522,39 @@ mod tests {
         let slow = CallOutcome::Answered(Duration::from_millis(400));
         let s = state_after(&[fast, fast, fast, fast, slow], MAX_WINDOW);
         assert!(s.window < 5.0 * 0.81, "{}", s.window);
+    }
+
+    /// A decrease one process learned reaches another through the store (as the next
+    /// Lambda invocation, or `serve` after a restart).
+    #[tokio::test]
+    async fn a_decrease_is_shared_through_the_store() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        let limits = PaceLimits::default();
+        let first = Pacer::new(store.clone());
+        for _ in 0..8 {
+            first
+                .acquire("t", limits)
+                .await
+                .done(CallOutcome::Answered(Duration::from_millis(5)));
+        }
+        first
+            .acquire("t", limits)
+            .await
+            .done(CallOutcome::SlowDown(Some(Duration::from_secs(30))));
+        let learned = first.report("t", limits);
+        // The next call stores what was learned.
+        drop(tokio::time::timeout(Duration::from_millis(50), first.acquire("t", limits)).await);
+        let second = Pacer::new(store);
+        let stored = second.stored("t").await.unwrap().unwrap();
+        assert!(stored.decreased_at_ms.is_some());
+        assert!(
+            (stored.window - learned.window).abs() < 0.01,
+            "{stored:?} {learned:?}"
+        );
+        // It waits out the stored Retry-After and starts from the smaller window.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), second.acquire("t", limits));
+        assert!(waiting.await.is_err(), "held by Retry-After");
+        assert_eq!(second.report("t", limits).window, learned.window);
     }
 
     #[tokio::test(start_paused = true)]
