@@ -29,20 +29,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_tests::load::env_usize;
+use provisync_tests::load::{bench_user, env_usize};
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
-use provisync_tests::{Hub, TOKEN, USER_SCHEMA};
+use provisync_tests::{Hub, TOKEN};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 fn user(prefix: &str, i: usize) -> Value {
-    json!({
-        "schemas": [USER_SCHEMA],
-        "userName": format!("{prefix}{i:06}@example.org"),
-        "name": {"givenName": "User", "familyName": format!("N{i}")},
-        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
-        "active": true
-    })
+    bench_user(prefix, i)
 }
 
 /// `total` POSTs of `body(i)` to `url` from `concurrency` workers; every answer must be 201.

@@ -15,21 +15,9 @@
 use std::sync::Arc;
 
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_tests::load::{Summary, drive, env_usize};
+use provisync_tests::load::{Summary, bench_user, drive, env_usize};
 use provisync_tests::peers::ScimPeer;
-use provisync_tests::{Hub, TOKEN, USER_SCHEMA, q};
-use serde_json::json;
-
-fn user_body(prefix: &str, i: usize) -> String {
-    json!({
-        "schemas": [USER_SCHEMA],
-        "userName": format!("{prefix}{i:06}@example.org"),
-        "name": {"givenName": "User", "familyName": format!("N{i}")},
-        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
-        "active": true
-    })
-    .to_string()
-}
+use provisync_tests::{Hub, TOKEN, q};
 
 /// `users` creates from `concurrency` clients against `{base}/Users`.
 async fn creates(
@@ -50,7 +38,7 @@ async fn creates(
             .post(format!("{base}/Users"))
             .bearer_auth(&token)
             .header("Content-Type", "application/scim+json")
-            .body(user_body(prefix, i))
+            .body(bench_user(prefix, i).to_string())
     })
     .await
     .report(what)

@@ -4,6 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The user the benchmarks create: `{prefix}{i:06}@example.org` with a name and an email.
+pub fn bench_user(prefix: &str, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": [crate::USER_SCHEMA],
+        "userName": format!("{prefix}{i:06}@example.org"),
+        "name": {"givenName": "User", "familyName": format!("N{i}")},
+        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
 /// A `BENCH_*` setting from the environment, else `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
