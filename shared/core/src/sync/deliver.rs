@@ -26,7 +26,7 @@ use serde_json::Value;
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
-use super::pace::{CallOutcome, Pacer};
+use super::pace::{CallOutcome, PaceLimits, Pacer};
 use super::runs::outcome_write;
 use crate::connector::ConnectorFactory;
 use crate::connector::http::scrub_secret;
@@ -197,7 +197,7 @@ impl Deliverer {
                     LinkChange::Keep,
                 ))
             } else {
-                let permit = self.pacer.acquire(&t.id, t.pace_limits()).await;
+                let permit = self.pacer.acquire(&t.id, PaceLimits::of(t)).await;
                 let result = self.deliver_to(event, t).await;
                 let latency = permit.started().elapsed();
                 permit.done(CallOutcome::of(&result, latency));

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::connector::ConnectorError;
 use crate::store::keyspace::PACE;
 use crate::store::{Item, Key, Store, StoreError, Write};
+use crate::target::TargetConfig;
 
 /// The window a target starts with (the fixed bound before pacing: small servers drop
 /// connection attempts beyond a listen backlog of 5).
@@ -240,6 +241,14 @@ pub struct PaceLimits {
 }
 
 impl PaceLimits {
+    /// The operator's caps on delivery to `t`.
+    pub fn of(t: &TargetConfig) -> Self {
+        PaceLimits {
+            max_in_flight: t.max_in_flight,
+            max_rate: t.max_rate,
+        }
+    }
+
     fn cap(&self) -> f64 {
         self.max_in_flight
             .map_or(MAX_WINDOW, |m| f64::from(m.max(1)))

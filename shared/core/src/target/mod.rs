@@ -168,7 +168,7 @@ pub struct TargetConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// At most this many calls to the target per second (its documented rate limit);
-    /// delivery otherwise finds the target's pace itself ([`crate::sync::pace`]).
+    /// delivery otherwise finds the target's pace itself (`sync::pace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<f64>,
     /// At most this many calls to the target at once.
@@ -202,14 +202,6 @@ impl HttpAuth {
 }
 
 impl TargetConfig {
-    /// The operator's caps on delivery pace.
-    pub fn pace_limits(&self) -> crate::sync::pace::PaceLimits {
-        crate::sync::pace::PaceLimits {
-            max_in_flight: self.max_in_flight,
-            max_rate: self.max_rate,
-        }
-    }
-
     /// Applies `f` to every secret of the definition, in place, with the name of its
     /// field (exhaustive over kinds: a new kind with secrets cannot be forgotten by
     /// sealing, redaction or keeping).

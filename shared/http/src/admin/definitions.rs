@@ -306,7 +306,7 @@ pub(super) async fn target_pace(
 ) -> AdminResult<axum::Json<wire::TargetPace>> {
     let adm = &state.hub;
     let target = load_target(adm, &id).await?;
-    let limits = target.pace_limits();
+    let limits = provisync_core::sync::pace::PaceLimits::of(&target);
     let pacer = adm.deliverer.pacer();
     let mut seen = pacer.report(&id, limits);
     let mut seen_by = "process";
