@@ -556,3 +556,87 @@ async fn target_post(t: &FaultyTarget, path: &str, body: &Value) -> (u16, Value)
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
+
+/// Delivery pace: a target that answers 429 with `Retry-After` halves the window of calls
+/// in flight, within the operator's `max_in_flight`; every change still arrives; the pace
+/// is shown by `GET /admin/targets/{id}/pace` and kept in the store, where another process
+/// (a fresh `Pacer` on the same store, as a next Lambda invocation) finds the decrease.
+async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_on(store.clone()).await;
+    // Validation: a cap must make sense.
+    let bad = hub
+        .admin(
+            Method::PUT,
+            "/targets/paced",
+            Some(&json!({"kind": "scim", "base_url": target.base,
+                         "auth": {"bearer": target.token}, "max_rate": -1})),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("max_rate"), "{}", bad.text);
+    add_target(
+        &hub,
+        "paced",
+        &target.base,
+        &target.token,
+        json!({"max_in_flight": 3}),
+    )
+    .await;
+    target.fail(
+        Route::new("POST", "/Users"),
+        Fault::RateLimited("1".into()),
+        3,
+    );
+    let _delivery = hub.run_delivery();
+    for i in 0..6 {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("paced{i}@example.org")}),
+        )
+        .await
+        .id();
+    }
+    eventually("6 users on the target", Duration::from_secs(60), || async {
+        target.user_count() == 6
+    })
+    .await;
+
+    let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
+    assert_eq!(pace.status, 200, "{}", pace.text);
+    assert_eq!(pace.body["target"], "paced", "{}", pace.text);
+    assert_eq!(pace.body["max_in_flight"], 3, "{}", pace.text);
+    assert_eq!(pace.body["seen_by"], "process", "{}", pace.text);
+    assert!(
+        pace.body["slow_downs"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        pace.text
+    );
+    let window = pace.body["window"].as_f64().unwrap_or(f64::MAX);
+    assert!((1.0..=3.0).contains(&window), "{}", pace.text);
+    let missing = hub.admin(Method::GET, "/targets/nope/pace", None).await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
+
+    // Another process on the same store starts from the shared pace: the decrease.
+    let other = provisync_core::sync::pace::Pacer::new(store);
+    let stored = other
+        .stored("paced")
+        .await
+        .expect("store")
+        .expect("the pace is stored");
+    assert!(stored.decreased_at_ms.is_some(), "{stored:?}");
+    assert!(stored.window <= 3.0, "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pace_slows_down_on_429_and_is_shared_embedded() {
+    pace_slows_down_on_429_and_is_shared(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pace_slows_down_on_429_and_is_shared_dynamodb() {
+    pace_slows_down_on_429_and_is_shared(Backend::DynamoDb).await;
+}

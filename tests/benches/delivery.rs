@@ -13,6 +13,13 @@
 //!     for the same users (created in the hub first, then the consumer is started and
 //!     timed until the last user is on the peer), and the ratio of the two.
 //!
+//! (c) To a target that rate-limits ([`FaultyTarget::set_rate_limit`]: 429 with
+//!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
+//!     `BENCH_RATE_USERS` (500) users created in the hub first, then the consumer is
+//!     started and timed until the last one is on the target; once with the target's
+//!     `max_rate` set to its limit, once without (the pace found from 429s alone). The
+//!     share of the limit reached, the 429s, and the most 429s any one user got.
+//!
 //! `cargo bench -p provisync-tests --bench delivery` under `scripts/test-env.sh` (for
 //! scim2-server). Without `--bench` (as `cargo test --all-targets` runs it) the sizes
 //! are small: a smoke run.
@@ -22,20 +29,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_tests::load::env_usize;
+use provisync_tests::load::{bench_user, env_usize};
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
-use provisync_tests::{Hub, TOKEN, USER_SCHEMA};
+use provisync_tests::{Hub, TOKEN};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 fn user(prefix: &str, i: usize) -> Value {
-    json!({
-        "schemas": [USER_SCHEMA],
-        "userName": format!("{prefix}{i:06}@example.org"),
-        "name": {"givenName": "User", "familyName": format!("N{i}")},
-        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
-        "active": true
-    })
+    bench_user(prefix, i)
 }
 
 /// `total` POSTs of `body(i)` to `url` from `concurrency` workers; every answer must be 201.
@@ -99,7 +100,14 @@ where
 }
 
 async fn add_target(hub: &Hub, id: &str, base: &str, token: &str) {
-    let body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token}});
+    add_target_with(hub, id, base, token, json!({})).await
+}
+
+async fn add_target_with(hub: &Hub, id: &str, base: &str, token: &str, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
     let r = hub
         .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
         .await;
@@ -254,6 +262,49 @@ async fn against_scim2_server(
     ))
 }
 
+/// (c): one run to a target limited to `limit` calls a second; `max_rate`: the target's
+/// `max_rate` (or none). Returns the row and (429s, most 429s for one user).
+async fn to_rate_limited(
+    n: usize,
+    limit: f64,
+    max_rate: Option<f64>,
+    timeout: Duration,
+) -> (Row, usize, u32) {
+    let target = FaultyTarget::start().await;
+    target.set_recording(false);
+    let (hub, _dir) = on_disk_hub().await;
+    let extra = match max_rate {
+        Some(r) => json!({"max_rate": r}),
+        None => json!({}),
+    };
+    add_target_with(&hub, "limited", &target.base, &target.token, extra).await;
+    let client = reqwest::Client::new();
+    post_all(&client, &hub.url("/Users"), TOKEN, 32, n, |i| {
+        user("limited", i)
+    })
+    .await;
+    target.set_rate_limit(limit);
+    let start = Instant::now();
+    let _delivery = hub.run_delivery();
+    wait_count(
+        "users on the rate-limited target",
+        n,
+        timeout,
+        Duration::from_millis(20),
+        || async { target.user_count() },
+    )
+    .await;
+    let elapsed = start.elapsed();
+    let limited = target.rate_limited();
+    let refusals = limited.values().map(|c| *c as usize).sum();
+    let worst = limited.values().copied().max().unwrap_or(0);
+    let what = match max_rate {
+        Some(r) => format!("  max_rate {r}/s"),
+        None => "  no max_rate (pace from 429s)".to_string(),
+    };
+    (Row::new(what, n, elapsed), refusals, worst)
+}
+
 fn print_rows(rows: &[&Row]) {
     for r in rows {
         println!(
@@ -293,10 +344,24 @@ async fn main() {
         Some((direct, hub)) => {
             print_rows(&[&direct, &hub]);
             println!(
-                "  hub delivery rate / scim2-server direct rate: {:.0}% (goal >= 80%)",
+                "  hub delivery rate / scim2-server direct rate: {:.0}% (goal >= 95%)",
                 100.0 * hub.rate() / direct.rate()
             );
         }
         None => println!("  skipped: scim2-server not available (run under scripts/test-env.sh)"),
+    }
+
+    let rate_users = env_usize("BENCH_RATE_USERS", if full { 500 } else { 60 });
+    let limit = env_usize("BENCH_RATE_LIMIT", 50) as f64;
+    println!(
+        "(c) user creations to a target that allows {limit} calls/s (429 Retry-After: 1 beyond)"
+    );
+    for max_rate in [Some(limit), None] {
+        let (row, refusals, worst) = to_rate_limited(rate_users, limit, max_rate, timeout).await;
+        print_rows(&[&row]);
+        println!(
+            "    {:.0}% of the limit; {refusals} answered 429, at most {worst} for one user",
+            100.0 * row.rate() / limit
+        );
     }
 }

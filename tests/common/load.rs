@@ -4,6 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The user the benchmarks create: `{prefix}{i:06}@example.org` with a name and an email.
+pub fn bench_user(prefix: &str, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": [crate::USER_SCHEMA],
+        "userName": format!("{prefix}{i:06}@example.org"),
+        "name": {"givenName": "User", "familyName": format!("N{i}")},
+        "emails": [{"value": format!("{prefix}{i:06}@example.org"), "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
 /// A `BENCH_*` setting from the environment, else `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -18,19 +29,34 @@ pub struct Stats {
     pub elapsed: Duration,
 }
 
+/// What [`Stats::report`] printed: the rate and the latency percentiles, in ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    pub rate: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 impl Stats {
-    /// Prints one line: requests, req/s, p50, p99, max.
-    pub fn report(mut self, what: &str) {
+    /// Prints one line: requests, req/s, p50, p90, p99, max; returns them.
+    pub fn report(mut self, what: &str) -> Summary {
         self.latencies.sort();
         let n = self.latencies.len();
-        let pct = |p: f64| self.latencies[((n as f64 * p) as usize).min(n - 1)];
+        let pct = |p: f64| self.latencies[((n as f64 * p) as usize).min(n - 1)].as_secs_f64() * 1e3;
+        let s = Summary {
+            rate: n as f64 / self.elapsed.as_secs_f64(),
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            max: pct(1.0),
+        };
         println!(
-            "{what:<28} {n:>7} requests  {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
-            n as f64 / self.elapsed.as_secs_f64(),
-            pct(0.50).as_secs_f64() * 1e3,
-            pct(0.99).as_secs_f64() * 1e3,
-            self.latencies[n - 1].as_secs_f64() * 1e3,
+            "{what:<36} {n:>7} requests  {:>9.0} req/s   p50 {:>7.2} ms   p90 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            s.rate, s.p50, s.p90, s.p99, s.max,
         );
+        s
     }
 }
 

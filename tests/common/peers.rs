@@ -271,6 +271,17 @@ struct Inner {
     groups: HashMap<String, Value>,
     scripts: Vec<Script>,
     log: Vec<Recorded>,
+    rate_limit: Option<RateLimit>,
+    /// 429s of the rate limit per userName (creates) or path (other requests).
+    limited: HashMap<String, u32>,
+}
+
+/// A token bucket: `per_second` requests a second, bursts of at most `burst`.
+struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
 }
 
 struct Shared {
@@ -355,6 +366,23 @@ impl FaultyTarget {
             fault,
             remaining: times,
         });
+    }
+
+    /// Answers 429 (`Retry-After: 1`) to requests beyond `per_second` a second (a token
+    /// bucket holding a fifth of a second's requests), as a vendor's rate limit does.
+    pub fn set_rate_limit(&self, per_second: f64) {
+        let burst = (per_second / 5.0).max(1.0);
+        self.shared.lock().rate_limit = Some(RateLimit {
+            per_second,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        });
+    }
+
+    /// 429s of the rate limit, per userName (creates) or path.
+    pub fn rate_limited(&self) -> HashMap<String, u32> {
+        self.shared.lock().limited.clone()
     }
 
     /// Drops every remaining script.
@@ -481,14 +509,34 @@ async fn handle(
                 body: json_body.clone(),
             });
         }
-        inner
-            .scripts
-            .iter_mut()
-            .find(|sc| sc.remaining > 0 && sc.route.matches(&method, &path))
-            .map(|sc| {
-                sc.remaining -= 1;
-                sc.fault.clone()
-            })
+        let over_limit = inner.rate_limit.as_mut().is_some_and(|rl| {
+            let now = Instant::now();
+            let refill = now.duration_since(rl.at).as_secs_f64() * rl.per_second;
+            rl.tokens = (rl.tokens + refill).min(rl.burst);
+            rl.at = now;
+            if rl.tokens >= 1.0 {
+                rl.tokens -= 1.0;
+                false
+            } else {
+                true
+            }
+        });
+        if over_limit {
+            let who = json_body["userName"]
+                .as_str()
+                .map_or_else(|| path.clone(), str::to_string);
+            *inner.limited.entry(who).or_default() += 1;
+            Some(Fault::RateLimited("1".into()))
+        } else {
+            inner
+                .scripts
+                .iter_mut()
+                .find(|sc| sc.remaining > 0 && sc.route.matches(&method, &path))
+                .map(|sc| {
+                    sc.remaining -= 1;
+                    sc.fault.clone()
+                })
+        }
     };
     if let Some(f) = fault {
         return match f {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, HeldDiscarded, HeldIds, HeldList,
     HeldReleased, ReconcileReport, Redriven, RunStatus, SourceList, SourceSummary, SyncQueued,
-    SyncReconciled, SyncRequest, TargetList, TargetSummary, TargetTest, TokenCreated, TokenList,
-    TokenRequest, TokenRevoke, UndoReport, UndoRequest,
+    SyncReconciled, SyncRequest, TargetList, TargetPace, TargetSummary, TargetTest, TokenCreated,
+    TokenList, TokenRequest, TokenRevoke, UndoReport, UndoRequest,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -221,6 +221,17 @@ impl HubClient {
         self.admin_json(Method::DELETE, &format!("/targets/{}", seg(id)), &[], None)
             .await
             .map(drop)
+    }
+
+    /// `GET /admin/targets/{id}/pace`.
+    pub async fn target_pace(&self, id: &str) -> Result<TargetPace, ClientError> {
+        self.admin(
+            Method::GET,
+            &format!("/targets/{}/pace", seg(id)),
+            &[],
+            None,
+        )
+        .await
     }
 
     /// `POST /admin/targets/{id}/test`.

@@ -238,6 +238,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_target),
         )
         .route("/targets/{id}/test", post(test_target))
+        .route("/targets/{id}/pace", get(target_pace))
         .route("/sources", get(list_sources))
         .route(
             "/sources/{id}",

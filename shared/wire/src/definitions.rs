@@ -66,6 +66,37 @@ pub struct SourceTest {
     pub latency_ms: u64,
 }
 
+/// `GET /admin/targets/{id}/pace`: how fast delivery to a target goes, and how long what
+/// waits for it will take.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetPace {
+    pub target: String,
+    /// Calls allowed in flight now (found by additive increase, multiplicative decrease).
+    pub window: f64,
+    /// Calls in flight now.
+    pub in_flight: u32,
+    /// Calls answered per second over the last 10 seconds.
+    pub rate: f64,
+    /// Deliveries to this target waiting for a slot (the backlog).
+    pub backlog: u32,
+    /// `backlog / rate`, seconds; absent when nothing is moving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<f64>,
+    /// 429/503/timeouts the target answered since the hub process started.
+    pub slow_downs: u64,
+    /// Calls held by the target's `Retry-After` until this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// `process`: measured by the process that answers (`provisync serve`, where the
+    /// deliverer runs); `stored`: the window and hold every delivering process shares
+    /// (an admin function that delivers nothing itself).
+    pub seen_by: String,
+}
+
 /// `GET /admin/sources`: `{"sources": [...]}`, each a redacted definition (secrets `"***"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceList<T = Value> {

@@ -30,7 +30,7 @@ pub use console::{
 };
 pub use definitions::{
     ConfigPage, EntitiesPage, MERGE_PATCH_JSON, REDACTED, SourceList, SourceSummary, SourceTest,
-    TargetList, TargetSummary, TargetTest,
+    TargetList, TargetPace, TargetSummary, TargetTest,
 };
 pub use held::{
     HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased, UndoReport,

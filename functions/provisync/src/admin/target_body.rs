@@ -67,6 +67,12 @@ pub struct AddArgs {
     /// Attribute that finds existing accounts on the target (default userName).
     #[arg(long)]
     matching_attribute: Option<String>,
+    /// At most this many calls to the target per second (its documented rate limit).
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// At most this many calls to the target at once.
+    #[arg(long)]
+    max_in_flight: Option<u32>,
     /// A JSON file with the attribute mapping rules (an array).
     #[arg(long)]
     mapping_file: Option<std::path::PathBuf>,
@@ -255,6 +261,12 @@ fn build(args: &AddArgs, stored_kind: Option<&str>) -> Result<Value> {
     }
     if let Some(ops) = &args.operations {
         body.insert("operations".into(), json!(ops));
+    }
+    if let Some(r) = args.max_rate {
+        body.insert("max_rate".into(), json!(r));
+    }
+    if let Some(m) = args.max_in_flight {
+        body.insert("max_in_flight".into(), json!(m));
     }
     if let Some(f) = &args.mapping_file {
         let text =

@@ -21,6 +21,9 @@ pub enum TargetCommand {
     Show { id: String },
     /// Check a target's credentials and reachability (recorded in the audit log).
     Test { id: String },
+    /// How fast delivery to a target goes: calls in flight (found by AIMD), answers per
+    /// second, the backlog and the estimated time to drain it.
+    Pace { id: String },
     /// Remove a target.
     Remove { id: String },
 }
@@ -82,6 +85,36 @@ pub async fn target(remote: &Remote, cmd: TargetCommand) -> Result<()> {
             if !r.ok {
                 bail!("connection test of {id} failed");
             }
+        }
+        TargetCommand::Pace { id } => {
+            let p = admin.target_pace(&id).await?;
+            let limit = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            table(
+                &[
+                    "ID",
+                    "WINDOW",
+                    "IN FLIGHT",
+                    "RATE/S",
+                    "BACKLOG",
+                    "DRAIN",
+                    "SLOW-DOWNS",
+                    "HOLD UNTIL",
+                    "MAX RATE",
+                    "MAX IN FLIGHT",
+                ],
+                &[vec![
+                    p.target.clone(),
+                    format!("{:.2}", p.window),
+                    p.in_flight.to_string(),
+                    format!("{:.2}", p.rate),
+                    p.backlog.to_string(),
+                    limit(p.drain_seconds.map(|d| format!("{d:.1} s"))),
+                    p.slow_downs.to_string(),
+                    limit(p.hold_until.clone()),
+                    limit(p.max_rate.map(|r| r.to_string())),
+                    limit(p.max_in_flight.map(|m| m.to_string())),
+                ]],
+            );
         }
         TargetCommand::Remove { id } => {
             admin.delete_target(&id).await?;

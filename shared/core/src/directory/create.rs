@@ -8,7 +8,7 @@ use super::{
     check_key_lengths, etag, member_item, now_rfc3339, prepare_body, reorder, store_error,
     take_members, take_password, to_item, unique_item,
 };
-use crate::event::{ChangeOp, Origin, outbox_write};
+use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
 use crate::store::{Item, Key, MAX_TRANSACT_ITEMS, StoreError, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::MemberRef;
@@ -282,11 +282,18 @@ impl Directory {
         // Resource + uniqueness keys + outbox item per body, and one count per chunk.
         let per = 3 + UniqueAttr::for_kind(kind).len();
         let mut events = Vec::new();
-        for chunk in prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)) {
+        // Every chunk's transaction is built first, then all are handed to the store at
+        // once: the embedded store commits transactions that arrive together in one
+        // flush (group commit), so an import costs one flush per call, not one per chunk.
+        let chunks: Vec<&[Prepared]> = prepared.chunks((MAX_TRANSACT_ITEMS / per).max(1)).collect();
+        // Per chunk: its writes (or why it cannot be written) and its change events.
+        type Built = (Result<Vec<Write>, DirectoryError>, Vec<ChangeEvent>);
+        let mut built: Vec<Built> = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
             let mut writes = Vec::new();
             let mut chunk_events = Vec::new();
             let mut failed: Option<DirectoryError> = None;
-            for p in chunk {
+            for p in chunk.iter() {
                 match to_item(kind, &p.id, &p.resource, 1) {
                     Ok(item) => writes.push(Write::put_new(item)),
                     Err(e) => {
@@ -316,17 +323,43 @@ impl Directory {
                     chunk_events.push(e);
                 }
             }
-            if failed.is_none() {
-                writes.push(count_write(kind, chunk.len() as i64));
+            let writes = match failed {
+                Some(e) => Err(e),
+                None => {
+                    writes.push(count_write(kind, chunk.len() as i64));
+                    Ok(writes)
+                }
+            };
+            built.push((writes, chunk_events));
+        }
+        let mut commits = tokio::task::JoinSet::new();
+        for (i, (writes, _)) in built.iter_mut().enumerate() {
+            if let Ok(w) = writes {
+                let (store, w) = (self.store.clone(), std::mem::take(w));
+                commits.spawn(async move { (i, store.transact(w).await) });
             }
+        }
+        let mut committed: Vec<Option<Result<(), StoreError>>> =
+            (0..chunks.len()).map(|_| None).collect();
+        while let Some(joined) = commits.join_next().await {
+            // A commit task that panicked leaves its chunk `None`: answered as not
+            // finished below.
+            if let Ok((i, r)) = joined {
+                committed[i] = Some(r);
+            }
+        }
+        for ((chunk, (writes, chunk_events)), commit) in
+            chunks.into_iter().zip(built).zip(committed)
+        {
             // `None`: committed; `Some(None)`: a key was taken meanwhile.
-            let outcome: Option<Option<DirectoryError>> = match failed {
-                Some(e) => Some(Some(e)),
-                None => match self.store.transact(writes).await {
-                    Ok(()) => None,
-                    Err(StoreError::ConditionFailed { .. }) => Some(None),
-                    Err(other) => Some(Some(store_error(other))),
-                },
+            let outcome: Option<Option<DirectoryError>> = match (writes, commit) {
+                (Err(e), _) => Some(Some(e)),
+                (Ok(_), Some(Ok(()))) => None,
+                (Ok(_), Some(Err(StoreError::ConditionFailed { .. }))) => Some(None),
+                (Ok(_), Some(Err(other))) => Some(Some(store_error(other))),
+                (Ok(_), None) => Some(Some(DirectoryError::Internal(
+                    "the commit of this chunk did not finish".into(),
+                ))),
             };
             match outcome {
                 None => {

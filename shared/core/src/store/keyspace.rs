@@ -78,6 +78,9 @@ pub const SESSION: &str = "SESSION#";
 /// Settled operation counts of an hour or a day: `STATS#H#{hour}`, `STATS#D#{day}`
 /// (insight).
 pub const STATS: &str = "STATS#";
+/// A target's delivery pace (window, Retry-After, rate), shared by every process that
+/// delivers: `PACE#{target}` (pace).
+pub const PACE: &str = "PACE#";
 /// One shard of a resource type's count: `COUNT#{type}#{nn}` (directory).
 pub const COUNT: &str = "COUNT#";
 /// Store-wide facts, such as the key layout version: `META#LAYOUT` (directory).
@@ -163,6 +166,7 @@ pub const ALL: &[Prefix] = &[
     p(Space::Pk, QUEUE, "the embedded queue"),
     p(Space::Pk, SESSION, "console sessions (hashed)"),
     p(Space::Pk, STATS, "settled operation counts"),
+    p(Space::Pk, PACE, "a target's delivery pace"),
     p(Space::Pk, COUNT, "resource counts (sharded counters)"),
     p(Space::Pk, META, "store-wide facts (key layout version)"),
     p(

@@ -27,6 +27,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::held::{Held, HeldChange};
 use super::link::{Link, LinkChange, Links};
 use super::mapping::{content_hash, map_resource};
+use super::pace::{CallOutcome, PaceLimits, Pacer};
 use super::runs::outcome_write;
 use crate::connector::ConnectorFactory;
 use crate::connector::http::scrub_secret;
@@ -92,15 +93,10 @@ pub struct Deliverer {
     factory: ConnectorFactory,
     /// Connectors by target id, with the definition they were built from.
     connectors: Mutex<HashMap<String, CachedConnector>>,
-    /// Calls in flight per target, bounded: small servers (a single-threaded WSGI server
-    /// has a listen backlog of 5) drop connection attempts beyond their backlog, and each
-    /// dropped SYN costs a one-second retransmission. Measured against scim2-server: 10
-    /// concurrent deliveries overflowed its backlog and throughput fell to 9 changes/s.
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// The pace of each target: calls in flight found by AIMD, `Retry-After`, the
+    /// operator's `max_rate` / `max_in_flight` ([`super::pace`]).
+    pacer: Pacer,
 }
-
-/// Deliveries in flight to one target at a time.
-pub const MAX_IN_FLIGHT_PER_TARGET: usize = 4;
 
 fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
     t.operations.contains(&op)
@@ -117,6 +113,7 @@ impl Deliverer {
     ) -> Self {
         let directory = Directory::new(links.store().clone(), schemas.clone());
         let links_store = links.store().clone();
+        let pacer = Pacer::new(links.store().clone());
         Deliverer {
             targets,
             links,
@@ -128,8 +125,13 @@ impl Deliverer {
             secrets,
             factory,
             connectors: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            pacer,
         }
+    }
+
+    /// Every target's delivery pace.
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     pub fn links(&self) -> &Links {
@@ -203,27 +205,18 @@ impl Deliverer {
                 }
             }
             let started = Instant::now();
-            let permit = {
-                let sem = self
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(t.id.clone())
-                    .or_insert_with(|| {
-                        Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_TARGET))
-                    })
-                    .clone();
-                sem.acquire_owned().await
-            };
             let result = if gone {
                 Ok((
                     DeliveryOutcome::Stale("the resource was deleted in the hub since"),
                     LinkChange::Keep,
                 ))
             } else {
-                self.deliver_to(event, t).await
+                let permit = self.pacer.acquire(&t.id, PaceLimits::of(t)).await;
+                let result = self.deliver_to(event, t).await;
+                let latency = permit.started().elapsed();
+                permit.done(CallOutcome::of(&result, latency));
+                result
             };
-            drop(permit);
             let ms = started.elapsed().as_millis() as u64;
             // A target may echo the user's password in its error text: it never reaches
             // the audit log or the logs (the target's own credentials are scrubbed by its

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod link;
 pub mod mapping;
 pub mod ondemand;
+pub mod pace;
 pub mod plan;
 pub mod provision;
 pub mod pull;

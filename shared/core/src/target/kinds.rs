@@ -290,4 +290,6 @@ pub const COMMON_FIELDS: &[&str] = &[
     "orphans",
     "deprovision_guard",
     "enabled",
+    "max_rate",
+    "max_in_flight",
 ];

@@ -173,6 +173,13 @@ pub struct TargetConfig {
     pub deprovision_guard: Option<DeprovisionGuard>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// At most this many calls to the target per second (its documented rate limit);
+    /// delivery otherwise finds the target's pace itself (`sync::pace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<f64>,
+    /// At most this many calls to the target at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// What replaces a secret in every outward form of a target.

@@ -11,6 +11,22 @@ impl TargetConfig {
     /// never quotes a secret).
     pub fn validate(&self, registry: &SchemaRegistry) -> Result<(), ValidationError> {
         check_target_id(&self.id)?;
+        if let Some(r) = self.max_rate
+            && !(r.is_finite() && (0.001..=10_000.0).contains(&r))
+        {
+            return Err(invalid(
+                "max_rate",
+                "max_rate must be a number of calls per second from 0.001 to 10000",
+            ));
+        }
+        if let Some(m) = self.max_in_flight
+            && !(1..=1024).contains(&m)
+        {
+            return Err(invalid(
+                "max_in_flight",
+                "max_in_flight must be from 1 to 1024",
+            ));
+        }
         match &self.kind {
             TargetKind::Scim(scim) => {
                 check_target_url(&scim.base_url)?;

@@ -318,6 +318,48 @@ pub(super) async fn delete_target(
     }
 }
 
+/// `GET /admin/targets/{id}/pace`: the target's delivery pace, backlog and time to drain.
+pub(super) async fn target_pace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> AdminResult<axum::Json<wire::TargetPace>> {
+    let adm = &state.hub;
+    let target = load_target(adm, &id).await?;
+    let limits = provisync_core::sync::pace::PaceLimits::of(&target);
+    let pacer = adm.deliverer.pacer();
+    let mut seen = pacer.report(&id, limits);
+    let mut seen_by = "process";
+    if seen.rate == 0.0 && seen.in_flight == 0 && seen.waiting == 0 {
+        // Nothing delivered here (an admin function): what the delivering ones stored.
+        if let Some(stored) = pacer
+            .stored(&id)
+            .await
+            .map_err(|e| AdminError::internal("target pace", e))?
+        {
+            seen = stored;
+            seen_by = "stored";
+        }
+    }
+    let drain_seconds = (seen.waiting > 0 && seen.rate > 0.0)
+        .then(|| (f64::from(seen.waiting) / seen.rate * 10.0).round() / 10.0);
+    Ok(axum::Json(wire::TargetPace {
+        target: id,
+        window: seen.window,
+        in_flight: seen.in_flight,
+        rate: (seen.rate * 100.0).round() / 100.0,
+        backlog: seen.waiting,
+        drain_seconds,
+        slow_downs: seen.slow_downs,
+        hold_until: seen
+            .hold_until_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        max_rate: limits.max_rate,
+        max_in_flight: limits.max_in_flight,
+        seen_by: seen_by.into(),
+    }))
+}
+
 pub(super) async fn test_target(
     State(state): State<AppState>,
     principal: Principal,

@@ -1,0 +1,599 @@
+//! The pace of delivery to each target: how many calls may be in flight at once, found
+//! by additive increase / multiplicative decrease (AIMD, as TCP finds a path's window).
+//!
+//! Target limits differ by orders of magnitude (a SCIM server on a small VM, Slack's 180
+//! user writes a minute, WorkOS's 4 requests a second, Okta's per-org concurrency, Entra
+//! with no limiter for custom apps), so no fixed number fits. Each answered call adds
+//! `1/window` to the window (one more call in flight per window of successes); a 429, a
+//! 503, a timeout or a latency well above the target's best halves it (at most once per
+//! round trip, so one burst of refusals counts once), and a `Retry-After` holds every
+//! call to that target until it has passed. The operator may cap both: `max_in_flight`
+//! (calls at once) and `max_rate` (calls per second, spaced evenly).
+//!
+//! The state lives in this process and, cheaply, in the store (`PACE#{target}`, read and
+//! written at most every [`SYNC_EVERY`] per target and process, and at once after a
+//! decrease): a Lambda invocation starts from the window and the `Retry-After` the
+//! previous ones learned, and `provisync serve` finds it again after a restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::connector::ConnectorError;
+use crate::store::keyspace::PACE;
+use crate::store::{Item, Key, Store, StoreError, Write};
+use crate::target::TargetConfig;
+
+/// The window a target starts with (the fixed bound before pacing: small servers drop
+/// connection attempts beyond a listen backlog of 5).
+pub const INITIAL_WINDOW: f64 = 4.0;
+/// The largest window when the target sets no `max_in_flight`: the initial one. Growing
+/// past it by default was measured to hurt: against `scim2-server` (single-threaded, a
+/// listen backlog of 5) the window grew to 5 and more, dropped connection attempts cost
+/// one-second retransmits, and delivery fell from 98% to 6% of its direct create rate.
+/// A target that takes more says so with `max_in_flight`, and the window grows up to it.
+pub const DEFAULT_MAX_WINDOW: f64 = INITIAL_WINDOW;
+/// The largest window at all.
+pub const MAX_WINDOW: f64 = 1024.0;
+/// How often one process reads and writes a target's shared pace.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Completions counted for the pace (calls per second) over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// A latency this many times the target's best (and 50 ms over it) means a queue is
+/// building on the target: the window shrinks before it starts refusing.
+const LATENCY_FACTOR: u32 = 4;
+
+/// How one call to a target ended, as far as its pace is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Answered (whatever the answer) after this long.
+    Answered(Duration),
+    /// Told to slow down: 429 or 503, with the `Retry-After` if one came.
+    SlowDown(Option<Duration>),
+    /// No answer in time (or the connection failed).
+    TimedOut,
+}
+
+impl CallOutcome {
+    /// What a delivery's result says about the target's pace: 429/503 (with its
+    /// `Retry-After`), no answer in time (or no connection: no status), or an answer
+    /// after `latency` (whatever it said).
+    pub fn of<T, Op>(result: &Result<T, (Op, ConnectorError)>, latency: Duration) -> Self {
+        match result {
+            Err((
+                _,
+                ConnectorError::Retryable {
+                    status: Some(429 | 503),
+                    retry_after,
+                    ..
+                },
+            )) => CallOutcome::SlowDown(*retry_after),
+            Err((
+                _,
+                ConnectorError::Retryable {
+                    status: None | Some(504),
+                    ..
+                },
+            )) => CallOutcome::TimedOut,
+            _ => CallOutcome::Answered(latency),
+        }
+    }
+}
+
+/// What the admin API and the CLI show of a target's pace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaceReport {
+    /// Calls allowed in flight now (the AIMD window, within `max_in_flight`).
+    pub window: f64,
+    /// Calls in flight in this process.
+    pub in_flight: u32,
+    /// Deliveries waiting for a slot in this process.
+    pub waiting: u32,
+    /// Calls answered per second over the last 10 seconds (this process).
+    pub rate: f64,
+    /// 429/503/timeouts seen since this process started.
+    pub slow_downs: u64,
+    /// Held by a `Retry-After` until this time (epoch milliseconds), if in the future.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_until_ms: Option<i64>,
+    /// The last time a slow-down shrank the window (epoch milliseconds), if ever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decreased_at_ms: Option<i64>,
+}
+
+/// The shared part, as stored at `PACE#{target}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SharedPace {
+    window: f64,
+    /// The last multiplicative decrease (epoch ms): a process adopts a smaller window
+    /// learned by another only when it is newer than its own last decrease.
+    decreased_ms: i64,
+    hold_until_ms: i64,
+}
+
+struct State {
+    window: f64,
+    in_flight: u32,
+    waiting: u32,
+    /// Earliest start of the next call under `max_rate`.
+    next_start: Instant,
+    hold_until: Option<Instant>,
+    best_latency: Option<Duration>,
+    last_decrease: Option<Instant>,
+    decreased_ms: i64,
+    answered: VecDeque<Instant>,
+    slow_downs: u64,
+    synced: Option<Instant>,
+    /// Decreased (or held) since the last write: written at the next call.
+    dirty: bool,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            window: INITIAL_WINDOW,
+            in_flight: 0,
+            waiting: 0,
+            next_start: Instant::now(),
+            hold_until: None,
+            best_latency: None,
+            last_decrease: None,
+            decreased_ms: 0,
+            answered: VecDeque::new(),
+            slow_downs: 0,
+            synced: None,
+            dirty: false,
+        }
+    }
+
+    /// Halves the window (`factor` 0.5) or shrinks it, unless it shrank within the last
+    /// round trip (the refusals of one burst count once).
+    fn decrease(&mut self, factor: f64, now: Instant) {
+        let rtt = self.best_latency.unwrap_or(Duration::from_millis(100));
+        if self
+            .last_decrease
+            .is_some_and(|t| now.duration_since(t) < rtt.max(Duration::from_millis(50)))
+        {
+            return;
+        }
+        self.window = (self.window * factor).max(1.0);
+        self.last_decrease = Some(now);
+        self.decreased_ms = epoch_ms();
+        self.dirty = true;
+    }
+
+    fn record(&mut self, outcome: CallOutcome, cap: f64, now: Instant) {
+        match outcome {
+            CallOutcome::Answered(latency) => {
+                self.answered.push_back(now);
+                let best = self.best_latency.map_or(latency, |b| b.min(latency));
+                self.best_latency = Some(best);
+                if latency > best * LATENCY_FACTOR && latency > best + Duration::from_millis(50) {
+                    self.decrease(0.8, now);
+                } else {
+                    self.window = (self.window + 1.0 / self.window).min(cap);
+                }
+            }
+            CallOutcome::SlowDown(retry_after) => {
+                self.slow_downs += 1;
+                self.decrease(0.5, now);
+                if let Some(after) = retry_after {
+                    let until = now + after;
+                    self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+                    self.dirty = true;
+                }
+            }
+            CallOutcome::TimedOut => {
+                self.slow_downs += 1;
+                self.decrease(0.5, now);
+            }
+        }
+        while self
+            .answered
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.answered.pop_front();
+        }
+    }
+
+    fn report(&self, now: Instant) -> PaceReport {
+        let recent = self
+            .answered
+            .iter()
+            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
+            .count();
+        let span = self
+            .answered
+            .front()
+            .map_or(RATE_WINDOW, |t| now.duration_since(*t))
+            .clamp(Duration::from_secs(1), RATE_WINDOW);
+        PaceReport {
+            window: (self.window * 100.0).round() / 100.0,
+            in_flight: self.in_flight,
+            waiting: self.waiting,
+            rate: recent as f64 / span.as_secs_f64(),
+            slow_downs: self.slow_downs,
+            hold_until_ms: self
+                .hold_until
+                .filter(|h| *h > now)
+                .map(|h| epoch_ms() + h.duration_since(now).as_millis() as i64),
+            decreased_at_ms: (self.decreased_ms > 0).then_some(self.decreased_ms),
+        }
+    }
+}
+
+/// One target's pace in this process.
+struct TargetPace {
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+impl TargetPace {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The operator's caps on a target (`max_in_flight`, `max_rate`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PaceLimits {
+    pub max_in_flight: Option<u32>,
+    /// Calls per second.
+    pub max_rate: Option<f64>,
+}
+
+impl PaceLimits {
+    /// The operator's caps on delivery to `t`.
+    pub fn of(t: &TargetConfig) -> Self {
+        PaceLimits {
+            max_in_flight: t.max_in_flight,
+            max_rate: t.max_rate,
+        }
+    }
+
+    fn cap(&self) -> f64 {
+        self.max_in_flight
+            .map_or(DEFAULT_MAX_WINDOW, |m| f64::from(m.max(1)).min(MAX_WINDOW))
+    }
+}
+
+/// Every target's pace (held by the [`super::deliver::Deliverer`]).
+pub struct Pacer {
+    store: Arc<dyn Store>,
+    targets: Mutex<HashMap<String, Arc<TargetPace>>>,
+}
+
+/// A call slot; give it back with [`Permit::done`] (dropping it frees the slot without
+/// teaching the pace anything).
+pub struct Permit {
+    pace: Arc<TargetPace>,
+    cap: f64,
+    started: Instant,
+    outcome: Option<CallOutcome>,
+}
+
+impl Permit {
+    /// When the call started (its latency is measured from here).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn done(mut self, outcome: CallOutcome) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        {
+            let mut s = self.pace.lock();
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if let Some(o) = self.outcome {
+                s.record(o, self.cap, Instant::now());
+            }
+        }
+        self.pace.freed.notify_waiters();
+    }
+}
+
+struct Waiting<'a>(&'a TargetPace);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.waiting = s.waiting.saturating_sub(1);
+    }
+}
+
+fn epoch_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn pace_key(target: &str) -> Key {
+    Key::new(format!("{PACE}{target}"), "PACE")
+}
+
+impl Pacer {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Pacer {
+            store,
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pace(&self, target: &str) -> Arc<TargetPace> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.to_string())
+            .or_insert_with(|| {
+                Arc::new(TargetPace {
+                    state: Mutex::new(State::new()),
+                    freed: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits for a slot to call `target`: within the window, after any `Retry-After`, and
+    /// spaced by `max_rate`.
+    pub async fn acquire(&self, target: &str, limits: PaceLimits) -> Permit {
+        let pace = self.pace(target);
+        self.sync(target, &pace).await;
+        let cap = limits.cap();
+        pace.lock().waiting += 1;
+        // Counted as waiting until this returns or is cancelled.
+        let _waiting = Waiting(&pace);
+        let start_at = loop {
+            let freed = pace.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let wait_until = {
+                let mut s = pace.lock();
+                let now = Instant::now();
+                s.window = s.window.min(cap);
+                match s.hold_until.filter(|h| *h > now) {
+                    Some(h) => Some(h),
+                    None if f64::from(s.in_flight) < s.window.floor().max(1.0) => {
+                        s.in_flight += 1;
+                        let start = s.next_start.max(now);
+                        if let Some(rate) = limits.max_rate.filter(|r| *r > 0.0) {
+                            s.next_start = start + Duration::from_secs_f64(1.0 / rate);
+                        }
+                        break start;
+                    }
+                    None => None,
+                }
+            };
+            match wait_until {
+                Some(h) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(h.into()) => {}
+                        _ = &mut freed => {}
+                    }
+                }
+                None => freed.await,
+            }
+        };
+        // The slot is ours (given back if this is cancelled while it waits); under
+        // `max_rate`, its start time is too.
+        let mut permit = Permit {
+            pace: pace.clone(),
+            cap,
+            started: start_at,
+            outcome: None,
+        };
+        tokio::time::sleep_until(start_at.into()).await;
+        permit.started = Instant::now();
+        permit
+    }
+
+    /// What this process knows of `target`'s pace.
+    pub fn report(&self, target: &str, limits: PaceLimits) -> PaceReport {
+        let pace = self.pace(target);
+        let mut s = pace.lock();
+        s.window = s.window.min(limits.cap());
+        s.report(Instant::now())
+    }
+
+    /// The pace every process shares, as stored (a fresh process, or an admin API
+    /// process that delivers nothing, reads it from here).
+    pub async fn stored(&self, target: &str) -> Result<Option<PaceReport>, StoreError> {
+        let Some(item) = self.store.get(&pace_key(target)).await? else {
+            return Ok(None);
+        };
+        let shared: SharedPace = serde_json::from_slice(&item.data).unwrap_or_default();
+        Ok(Some(PaceReport {
+            window: shared.window,
+            hold_until_ms: (shared.hold_until_ms > epoch_ms()).then_some(shared.hold_until_ms),
+            decreased_at_ms: (shared.decreased_ms > 0).then_some(shared.decreased_ms),
+            ..PaceReport::default()
+        }))
+    }
+
+    /// Every [`SYNC_EVERY`], or when this process has something to tell: adopts a newer
+    /// decrease or hold another process stored, and stores its own. A store error leaves
+    /// the local pace as it is (pacing goes on without sharing).
+    async fn sync(&self, target: &str, pace: &TargetPace) {
+        let due = {
+            let s = pace.lock();
+            s.dirty || s.synced.is_none_or(|t| t.elapsed() >= SYNC_EVERY)
+        };
+        if !due {
+            return;
+        }
+        pace.lock().synced = Some(Instant::now());
+        let key = pace_key(target);
+        let stored: Option<SharedPace> = match self.store.get(&key).await {
+            Ok(item) => item.and_then(|i| serde_json::from_slice(&i.data).ok()),
+            Err(e) => {
+                tracing::debug!(target_id = %target, error = %e, "pace not read");
+                return;
+            }
+        };
+        let mine = {
+            let mut s = pace.lock();
+            let now = Instant::now();
+            let now_ms = epoch_ms();
+            if let Some(o) = &stored {
+                if o.decreased_ms > s.decreased_ms {
+                    s.window = s.window.min(o.window.max(1.0));
+                    s.decreased_ms = o.decreased_ms;
+                }
+                if o.hold_until_ms > now_ms {
+                    let until = now + Duration::from_millis((o.hold_until_ms - now_ms) as u64);
+                    s.hold_until = Some(s.hold_until.map_or(until, |h| h.max(until)));
+                }
+            }
+            s.dirty = false;
+            SharedPace {
+                window: (s.window * 100.0).round() / 100.0,
+                decreased_ms: s.decreased_ms,
+                hold_until_ms: s
+                    .hold_until
+                    .filter(|h| *h > now)
+                    .map_or(0, |h| now_ms + h.duration_since(now).as_millis() as i64),
+            }
+        };
+        let unchanged = stored.as_ref().is_some_and(|o| {
+            (o.window - mine.window).abs() < 0.5
+                && o.decreased_ms == mine.decreased_ms
+                && o.hold_until_ms >= mine.hold_until_ms
+        });
+        if unchanged {
+            return;
+        }
+        let Ok(data) = serde_json::to_vec(&mine) else {
+            return;
+        };
+        let item = Item::new(key.pk, key.sk, data);
+        if let Err(e) = self.store.transact(vec![Write::put(item)]).await {
+            tracing::debug!(target_id = %target, error = %e, "pace not stored");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_after(outcomes: &[CallOutcome], cap: f64) -> State {
+        let mut s = State::new();
+        let mut now = Instant::now();
+        for o in outcomes {
+            // A round trip between calls: each decrease counts.
+            now += Duration::from_millis(200);
+            s.record(*o, cap, now);
+        }
+        s
+    }
+
+    #[test]
+    fn successes_grow_the_window_by_about_one_per_window() {
+        let ok = CallOutcome::Answered(Duration::from_millis(10));
+        // From 4: 4 successes -> ~5, 5 more -> ~6.
+        let s = state_after(&[ok; 9], MAX_WINDOW);
+        assert!((5.5..6.5).contains(&s.window), "{}", s.window);
+        let capped = state_after(&[ok; 200], 8.0);
+        assert_eq!(capped.window, 8.0);
+    }
+
+    #[test]
+    fn a_slow_down_halves_the_window_and_holds_for_retry_after() {
+        let ok = CallOutcome::Answered(Duration::from_millis(10));
+        let mut outcomes = vec![ok; 60];
+        outcomes.push(CallOutcome::SlowDown(Some(Duration::from_secs(3))));
+        let s = state_after(&outcomes, MAX_WINDOW);
+        let grown = state_after(&[ok; 60], MAX_WINDOW).window;
+        assert!(
+            (s.window - grown / 2.0).abs() < 0.01,
+            "{} vs {grown}",
+            s.window
+        );
+        assert!(s.hold_until.is_some_and(|h| h > Instant::now()));
+        assert_eq!(s.slow_downs, 1);
+        // Never below one call.
+        let floor = state_after(&[CallOutcome::TimedOut; 20], MAX_WINDOW);
+        assert_eq!(floor.window, 1.0);
+    }
+
+    #[test]
+    fn one_burst_of_refusals_counts_once() {
+        let mut s = State::new();
+        let now = Instant::now();
+        for _ in 0..4 {
+            s.record(CallOutcome::SlowDown(None), MAX_WINDOW, now);
+        }
+        assert_eq!(s.window, INITIAL_WINDOW / 2.0);
+    }
+
+    #[test]
+    fn rising_latency_shrinks_the_window() {
+        let fast = CallOutcome::Answered(Duration::from_millis(10));
+        let slow = CallOutcome::Answered(Duration::from_millis(400));
+        let s = state_after(&[fast, fast, fast, fast, slow], MAX_WINDOW);
+        assert!(s.window < 5.0 * 0.81, "{}", s.window);
+    }
+
+    /// A decrease one process learned reaches another through the store (as the next
+    /// Lambda invocation, or `serve` after a restart).
+    #[tokio::test]
+    async fn a_decrease_is_shared_through_the_store() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        let limits = PaceLimits::default();
+        let first = Pacer::new(store.clone());
+        for _ in 0..8 {
+            first
+                .acquire("t", limits)
+                .await
+                .done(CallOutcome::Answered(Duration::from_millis(5)));
+        }
+        first
+            .acquire("t", limits)
+            .await
+            .done(CallOutcome::SlowDown(Some(Duration::from_secs(30))));
+        let learned = first.report("t", limits);
+        // The next call stores what was learned.
+        drop(tokio::time::timeout(Duration::from_millis(50), first.acquire("t", limits)).await);
+        let second = Pacer::new(store);
+        let stored = second.stored("t").await.unwrap().unwrap();
+        assert!(stored.decreased_at_ms.is_some());
+        assert!(
+            (stored.window - learned.window).abs() < 0.01,
+            "{stored:?} {learned:?}"
+        );
+        // It waits out the stored Retry-After and starts from the smaller window.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), second.acquire("t", limits));
+        assert!(waiting.await.is_err(), "held by Retry-After");
+        assert_eq!(second.report("t", limits).window, learned.window);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_rate_spaces_calls_and_max_in_flight_bounds_them() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        let pacer = Pacer::new(store);
+        let limits = PaceLimits {
+            max_in_flight: Some(2),
+            max_rate: Some(10.0),
+        };
+        let t0 = tokio::time::Instant::now();
+        let a = pacer.acquire("t", limits).await;
+        let b = pacer.acquire("t", limits).await;
+        assert_eq!(pacer.report("t", limits).in_flight, 2);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "spaced by 1/rate"
+        );
+        // A third waits for a slot.
+        let third = tokio::time::timeout(Duration::from_secs(1), pacer.acquire("t", limits));
+        assert!(third.await.is_err(), "max_in_flight 2");
+        a.done(CallOutcome::Answered(Duration::from_millis(5)));
+        b.done(CallOutcome::Answered(Duration::from_millis(5)));
+        let _c = pacer.acquire("t", limits).await;
+        assert_eq!(pacer.report("t", limits).in_flight, 1);
+    }
+}
