@@ -611,6 +611,30 @@ async fn deliver_work(s: &Setup) {
         resp.batch_item_failures
     );
     s.rec.working(None);
+    // A deprovision: the target's guard and the journal of what the account was there.
+    let (status, eve) = s
+        .scim(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "eve"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{eve}");
+    let messages = s.records().await;
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver.handle(messages, deadline()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    s.rec.working(None);
+    let eve = eve["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        s.scim(Method::DELETE, &format!("/Users/{eve}"), None).await.0,
+        204
+    );
+    let messages = s.records().await;
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver.handle(messages, deadline()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    s.rec.working(None);
     // A target that is down: the delivery is retried later.
     ok(
         "down",
@@ -1057,6 +1081,34 @@ async fn admin_work(s: &Setup) {
     ok(
         "redrive",
         s.admin(Method::POST, "/deadletters/redrive", None).await,
+    );
+    // The console: a session (its cookie), the overview and the operations chart; a
+    // target's held deprovisions, its delivery pace and an undo plan.
+    let (status, body) = s
+        .call(
+            &s.admin_token,
+            Method::POST,
+            format!("http://{}/console/session", s.hub.addr),
+            Some(json!({"token": s.admin_token})),
+        )
+        .await;
+    assert!(status < 300, "sign in: {status} {body}");
+    for path in [
+        "/overview",
+        "/stats/operations",
+        "/targets/peer/held",
+        "/targets/peer/pace",
+    ] {
+        ok(path, s.admin(Method::GET, path, None).await);
+    }
+    ok(
+        "undo plan",
+        s.admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        )
+        .await,
     );
     assert_eq!(s.admin(Method::DELETE, "/targets/down", None).await.0, 204);
     assert_eq!(s.admin(Method::DELETE, "/sources/idp", None).await.0, 204);
