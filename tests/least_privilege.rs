@@ -627,7 +627,9 @@ async fn deliver_work(s: &Setup) {
     s.rec.working(None);
     let eve = eve["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(
-        s.scim(Method::DELETE, &format!("/Users/{eve}"), None).await.0,
+        s.scim(Method::DELETE, &format!("/Users/{eve}"), None)
+            .await
+            .0,
         204
     );
     let messages = s.records().await;
