@@ -137,6 +137,23 @@ async fn records_never_tried_do_not_march_to_the_dead_letter_queue() {
     let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), url.clone()).with_dlq_url(dlq));
 
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    // The users are in the hub (a change to a resource the hub no longer holds is stale
+    // and never reaches a target); written without change events of their own.
+    let directory = provisync_core::directory::Directory::new(
+        store.clone(),
+        provisync_scim::SchemaRegistry::builtin(),
+    );
+    let mut users = Vec::new();
+    for u in ["u1", "u2", "u3"] {
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("{u}@example.org")});
+        let stored = directory
+            .create(ResourceKind::User, &body)
+            .await
+            .unwrap()
+            .stored;
+        users.push(stored);
+    }
     let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
         store,
         queue: queue.clone(),
@@ -149,10 +166,10 @@ async fn records_never_tried_do_not_march_to_the_dead_letter_queue() {
         QueueDeliver::new(hub.deliverer.clone(), queue.clone(), MAX_RECEIVES).with_policy(POLICY);
     // Three users, three message groups.
     let mut messages = Vec::new();
-    for u in ["u1", "u2", "u3"] {
-        let mut e = ChangeEvent::new(ResourceKind::User, u, ChangeOp::Create, Origin::Scim);
-        e.resource = Some(json!({"id": u, "userName": format!("{u}@example.org")}));
-        e.version = 1;
+    for u in &users {
+        let mut e = ChangeEvent::new(ResourceKind::User, u.id(), ChangeOp::Create, Origin::Scim);
+        e.resource = Some(u.resource.clone());
+        e.version = u.version;
         messages.push(e.to_message().unwrap());
     }
     queue.send(messages).await.unwrap();
