@@ -116,6 +116,10 @@ async fn invoke(
 
 #[tokio::test]
 async fn records_never_tried_do_not_march_to_the_dead_letter_queue() {
+    // The hanging target listens on loopback: allowed, as `provisync serve` allows it.
+    provisync_core::net::set_process_policy(provisync_core::net::UrlPolicy::new(
+        provisync_core::net::PrivateTargets::Loopback,
+    ));
     let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO")
         .ok()
         .filter(|v| !v.is_empty())
