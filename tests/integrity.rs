@@ -356,7 +356,6 @@ async fn replace_members_fails_at_each_step_embedded() {
     replace_members_fails_at_each_step(Backend::Embedded).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "after the cursors + throughput merges: the batch create of the setup answers Unavailable on moto, and the delete variant grows moto past 20 GB; the embedded variant runs (open work, see the stop note)"]
 async fn replace_members_fails_at_each_step_dynamodb() {
     replace_members_fails_at_each_step(Backend::DynamoDb).await;
 }
@@ -365,7 +364,7 @@ async fn delete_member_fails_at_each_step_embedded() {
     delete_member_fails_at_each_step(Backend::Embedded).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "after the cursors + throughput merges: the batch create of the setup answers Unavailable on moto, and the delete variant grows moto past 20 GB; the embedded variant runs (open work, see the stop note)"]
+#[ignore = "grows the shared moto past 20 GB and then finds a group not told of its member's removal (failure at 1); the embedded variant runs (open work, see the stop note of 2026-12-06)"]
 async fn delete_member_fails_at_each_step_dynamodb() {
     delete_member_fails_at_each_step(Backend::DynamoDb).await;
 }
@@ -374,7 +373,6 @@ async fn create_with_members_fails_at_each_step_embedded() {
     create_with_members_fails_at_each_step(Backend::Embedded).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "after the cursors + throughput merges: the batch create of the setup answers Unavailable on moto, and the delete variant grows moto past 20 GB; the embedded variant runs (open work, see the stop note)"]
 async fn create_with_members_fails_at_each_step_dynamodb() {
     create_with_members_fails_at_each_step(Backend::DynamoDb).await;
 }
