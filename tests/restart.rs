@@ -9,12 +9,12 @@
 //! `PROVISYNC_REQUIRE_PEERS` (set by `scripts/test-env.sh`).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use provisync_tests::peers::FaultyTarget;
-use provisync_tests::serve::provisync_bin;
+use provisync_tests::serve::{ServeProcess, provisync_bin};
 use provisync_tests::{ADMIN_TOKEN, TOKEN, USER_SCHEMA};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -32,95 +32,42 @@ fn require_peers() -> bool {
     std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_some()
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// One run of `provisync serve`; killed (SIGKILL) on drop.
+/// One run of `provisync serve` ([`ServeProcess`], killed with SIGKILL on drop), with a
+/// client for it.
 struct Serve {
-    child: Child,
+    process: ServeProcess,
     origin: String,
-    log: PathBuf,
     client: reqwest::Client,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Serve {
     /// Starts `provisync serve` on a free port with `data` as its data folder, the test
-    /// tokens and `env`, and waits until `/healthz` answers. Output goes to `log`
-    /// (appended, so both runs of a test end up in one file).
+    /// tokens, loopback peers allowed and `env`, and waits until `/healthz` answers.
+    /// Output goes to `log` (appended, so both runs of a test end up in one file).
     async fn start(bin: &Path, data: &Path, env: &[(String, String)], log: &Path) -> Serve {
-        let client = reqwest::Client::new();
-        for _attempt in 0..3 {
-            let port = free_port();
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .expect("log file");
-            let mut cmd = Command::new(bin);
-            cmd.arg("serve")
-                .env("PORT", port.to_string())
-                .env("PROVISYNC_DATA_DIR", data)
-                .env("PROVISYNC_SCIM_TOKEN", TOKEN)
-                .env("PROVISYNC_ADMIN_TOKEN", ADMIN_TOKEN)
-                .env("PROVISYNC_BACKEND", "embedded")
-                // The peers are on loopback (serve's default too, but said here).
-                .env("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback")
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("log file"))
-                .stderr(out);
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let mut serve = Serve {
-                child,
-                origin: format!("http://127.0.0.1:{port}"),
-                log: log.to_path_buf(),
-                client: client.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = serve.child.try_wait() {
-                    eprintln!("provisync serve exited early ({status}); retrying");
-                    break;
-                }
-                let probe = client
-                    .get(format!("{}/healthz", serve.origin))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await;
-                if probe.is_ok_and(|r| r.status().is_success()) {
-                    return serve;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        // The peers are on loopback (serve's default too, but said here).
+        let mut all: Vec<(&str, &str)> = vec![
+            ("PROVISYNC_ALLOW_PRIVATE_TARGETS", "loopback"),
+            ("RUST_LOG", "warn"),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let process = ServeProcess::start(bin, data, &all, log).await;
+        Serve {
+            origin: process.origin.clone(),
+            process,
+            client: reqwest::Client::new(),
         }
-        panic!(
-            "provisync serve did not come up; log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
     }
 
     /// SIGKILL: no graceful shutdown, no chance to ack or flush anything.
     fn kill(mut self) {
-        self.child.kill().expect("kill provisync serve");
-        self.child.wait().expect("reap provisync serve");
+        let child = &mut self.process.child;
+        child.kill().expect("kill provisync serve");
+        child.wait().expect("reap provisync serve");
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
     }
 
     async fn call(&self, method: Method, url: String, token: &str, body: Option<&Value>) -> Value {

@@ -189,12 +189,18 @@ pub(super) async fn put_target(
         .await
         .map_err(edit_error)?;
     tracing::info!(target = %id, kind = target.kind_name(), created, "target saved");
+    Ok(saved(created, redacted_json(&target)))
+}
+
+/// The answer to a definition written with `PUT`: 201 when it is new, else 200, with the
+/// definition as `GET` shows it.
+fn saved(created: bool, shown: Value) -> Response {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(redacted_json(&target))).into_response())
+    (status, axum::Json(shown)).into_response()
 }
 
 /// `PATCH /admin/targets/{id}`: a JSON merge patch (RFC 7396) on the definition as `GET`
@@ -501,12 +507,7 @@ pub(super) async fn put_source(
         .await
         .map_err(edit_error)?;
     tracing::info!(source = %id, created, "source saved");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(redacted_source(&source))).into_response())
+    Ok(saved(created, redacted_source(&source)))
 }
 
 /// `PATCH /admin/sources/{id}`: a JSON merge patch (RFC 7396) on the definition as `GET`
