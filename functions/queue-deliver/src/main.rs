@@ -107,6 +107,9 @@ mod tests {
 
     /// The real engine (the same composition root the functions use) on an in-memory store.
     fn setup() -> Setup {
+        // The test targets listen on loopback, which the process policy refuses unless
+        // the operator opts in (`PROVISYNC_ALLOW_PRIVATE_TARGETS=loopback`).
+        provisync_tests::allow_loopback_peers();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let queue = Arc::new(Recording {
             inner: StoreQueue::new(store.clone(), "t", StoreQueueSettings::default()),
@@ -166,13 +169,13 @@ mod tests {
     }
 
     /// Three users' events for a target that hangs, with `receive_count` receives so far.
-    fn hanging_batch(receive_count: u32) -> Value {
+    async fn hanging_batch(hub: &provisync_core::hub::Hub, receive_count: u32) -> Value {
         let mut v = fixture("sqs-fifo-batch.json");
         let records = v["Records"].as_array_mut().unwrap();
         records.truncate(3);
         for (i, r) in records.iter_mut().enumerate() {
             let user = format!("user-{i}");
-            r["body"] = change_event(&user, &[]).into();
+            r["body"] = change_event(&hub_user(hub, &user).await, &[]).into();
             r["attributes"]["MessageGroupId"] = user.into();
             r["attributes"]["ApproximateReceiveCount"] = receive_count.to_string().into();
         }
@@ -207,17 +210,34 @@ mod tests {
         .unwrap()
     }
 
-    fn change_event(resource_id: &str, only_targets: &[&str]) -> String {
+    /// A user the hub holds (a change to a resource the hub no longer holds is stale and
+    /// never reaches a target), created without a change event of its own; its id.
+    async fn hub_user(
+        hub: &provisync_core::hub::Hub,
+        name: &str,
+    ) -> provisync_core::directory::Stored {
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("{name}@example.org")});
+        provisync_core::directory::Directory::new(
+            hub.store.clone(),
+            provisync_scim::SchemaRegistry::builtin(),
+        )
+        .create(ResourceKind::User, &body)
+        .await
+        .unwrap()
+        .stored
+    }
+
+    /// The change event of `user`'s creation, as a queue message body.
+    fn change_event(user: &provisync_core::directory::Stored, only_targets: &[&str]) -> String {
         let mut e = ChangeEvent::new(
             ResourceKind::User,
-            resource_id,
+            user.id(),
             ChangeOp::Create,
             Origin::Scim,
         );
-        e.resource = Some(
-            json!({"id": resource_id, "userName": format!("{resource_id}@example.org"), "active": true}),
-        );
-        e.version = 1;
+        e.resource = Some(user.resource.clone());
+        e.version = user.version;
         e.only_targets = only_targets.iter().map(|s| s.to_string()).collect();
         e.to_message().unwrap().body
     }
@@ -269,11 +289,15 @@ mod tests {
         let mut v = fixture("sqs-fifo-batch.json");
         let records = v["Records"].as_array_mut().unwrap();
         // user-a: two events for the dead target; user-b: events only for another target.
-        records[0]["body"] = change_event("user-a", &[]).into();
-        records[2]["body"] = change_event("user-a", &[]).into();
-        records[4]["body"] = change_event("user-a", &[]).into();
-        records[1]["body"] = change_event("user-b", &["elsewhere"]).into();
-        records[3]["body"] = change_event("user-b", &["elsewhere"]).into();
+        let (a, b) = (
+            hub_user(&s.admin, "user-a").await,
+            hub_user(&s.admin, "user-b").await,
+        );
+        records[0]["body"] = change_event(&a, &[]).into();
+        records[2]["body"] = change_event(&a, &[]).into();
+        records[4]["body"] = change_event(&a, &[]).into();
+        records[1]["body"] = change_event(&b, &["elsewhere"]).into();
+        records[3]["body"] = change_event(&b, &["elsewhere"]).into();
         let resp = handler(&s.deliver, event(v)).await.unwrap();
         assert_eq!(failed(&resp), ["msg-1", "msg-3", "msg-5"]);
         // Every record of the failed group gets the same backoff (1 s with jitter on the
@@ -290,7 +314,7 @@ mod tests {
             .iter()
             .map(|e| (e.target.as_str(), e.resource_id.as_str(), e.status))
             .collect();
-        assert_eq!(statuses, [("down", "user-a", AuditStatus::Retry)]);
+        assert_eq!(statuses, [("down", a.id(), AuditStatus::Retry)]);
     }
 
     #[tokio::test]
@@ -298,7 +322,7 @@ mod tests {
         let s = setup();
         s.admin.targets.put(&down_target()).await.unwrap();
         let mut v = fixture("sqs-fifo-event.json");
-        v["Records"][0]["body"] = change_event("user-z", &[]).into();
+        v["Records"][0]["body"] = change_event(&hub_user(&s.admin, "user-z").await, &[]).into();
         v["Records"][0]["attributes"]["ApproximateReceiveCount"] = "5".into();
         let resp = handler(&s.deliver, event(v)).await.unwrap();
         assert_eq!(failed(&resp), ["11d6ee51-4cc7-4302-9e22-7cd8afdaadf5"]);
@@ -319,7 +343,7 @@ mod tests {
         let started = std::time::Instant::now();
         let resp = handler(
             &deliver,
-            event_ending_in(hanging_batch(1), Duration::from_secs(3)),
+            event_ending_in(hanging_batch(&s.admin, 1).await, Duration::from_secs(3)),
         )
         .await
         .unwrap();
@@ -348,7 +372,7 @@ mod tests {
         s.admin.targets.put(&hanging_target().await).await.unwrap();
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
-        let batch = hanging_batch(5);
+        let batch = hanging_batch(&s.admin, 5).await;
         let resp = handler(
             &deliver,
             event_ending_in(batch.clone(), Duration::from_secs(3)),

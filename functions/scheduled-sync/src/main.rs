@@ -111,7 +111,7 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"pulled": [], "reconciled": [], "dead_letters": 0, "outbox_resent": 1, "outbox_complete": true})
+            serde_json::json!({"pulled": [], "reconciled": [], "dead_letters": 0, "outbox_resent": 1, "outbox_complete": true, "runs_settled": 0})
         );
         // One metric line per cycle, in the Embedded Metric Format.
         let lines = lines.lock().unwrap().clone();
@@ -131,6 +131,7 @@ mod tests {
     /// time and the target's lease is free for the next cycle.
     #[tokio::test]
     async fn a_hanging_target_does_not_outlive_the_invocation() {
+        provisync_tests::allow_loopback_peers();
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         let queue = Arc::new(StoreQueue::new(
             store.clone(),
