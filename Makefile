@@ -36,10 +36,12 @@ fmt:
 
 ## Requests/s and latency of SCIM creates (group commit, one flush per transaction, and
 ## scim2-server side by side) and userName lookups over loopback HTTP; delivery to a fast
-## sink, to scim2-server and to a rate-limited target. scim2-server comes from the test venv.
+## sink, to scim2-server and to a rate-limited target; one page of /Users at 1k, 20k and 100k
+## users (time and store reads). scim2-server comes from the test venv.
 bench:
 	scripts/test-env.sh $(CARGO) bench -p provisync-tests --bench scim_http
 	scripts/test-env.sh $(CARGO) bench -p provisync-tests --bench delivery
+	scripts/test-env.sh $(CARGO) bench -p provisync-tests --bench directory_pages
 
 ## The Lambda artefacts, as `make deploy` builds them: `sam build` (cargo-lambda, arm64,
 ## stripped) into infra/.aws-sam/build. Tools from PyPI into .venv-deploy.

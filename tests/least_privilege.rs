@@ -637,6 +637,37 @@ async fn deliver_work(s: &Setup) {
     let resp = deliver.handle(messages, deadline()).await;
     assert!(resp.batch_item_failures.is_empty());
     s.rec.working(None);
+    // Two more deprovisions within the hour: past the guard's `max` of 1, so held.
+    let mut more = Vec::new();
+    for name in ["fay", "gus"] {
+        let (status, u) = s
+            .scim(
+                Method::POST,
+                "/Users",
+                Some(json!({"schemas": [USER_SCHEMA], "userName": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{u}");
+        more.push(u["id"].as_str().unwrap_or_default().to_string());
+    }
+    let messages = s.records().await;
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver.handle(messages, deadline()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    s.rec.working(None);
+    for id in &more {
+        assert_eq!(
+            s.scim(Method::DELETE, &format!("/Users/{id}"), None)
+                .await
+                .0,
+            204
+        );
+    }
+    let messages = s.records().await;
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver.handle(messages, deadline()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    s.rec.working(None);
     // A target that is down: the delivery is retried later.
     ok(
         "down",
@@ -688,7 +719,8 @@ async fn deliver_work(s: &Setup) {
 async fn add_targets(s: &Setup, peer: &FaultyTarget, gone: &FaultyTarget, site: &Site) {
     let scim = |base: &str, token: &str, mode: &str| {
         json!({"kind": "scim", "base_url": base,
-        "auth": {"bearer": token}, "mode": mode, "operations": ["create", "update", "deactivate", "delete"]})
+        "auth": {"bearer": token}, "mode": mode, "operations": ["create", "update", "deactivate", "delete"],
+        "deprovision_guard": {"max": 1, "window_minutes": 60}})
     };
     ok(
         "peer",
@@ -1084,23 +1116,94 @@ async fn admin_work(s: &Setup) {
         "redrive",
         s.admin(Method::POST, "/deadletters/redrive", None).await,
     );
-    // The console: a session (its cookie), the overview and the operations chart; a
-    // target's held deprovisions, its delivery pace and an undo plan.
-    let (status, body) = s
-        .call(
-            &s.admin_token,
+    // Plans: what a reconcile and a definition change would send, nothing sent.
+    ok(
+        "reconcile plan",
+        s.admin(
             Method::POST,
-            format!("http://{}/console/session", s.hub.addr),
-            Some(json!({"token": s.admin_token})),
+            "/sync",
+            Some(json!({"target": "peer", "reconcile": true, "plan": true})),
         )
-        .await;
-    assert!(status < 300, "sign in: {status} {body}");
-    for path in [
-        "/overview",
-        "/stats/operations",
-        "/targets/peer/held",
-        "/targets/peer/pace",
-    ] {
+        .await,
+    );
+    ok(
+        "sync plan",
+        s.admin(
+            Method::POST,
+            "/sync",
+            Some(json!({"target": "peer", "filter": "userName sw \"b\"", "plan": true})),
+        )
+        .await,
+    );
+    let (_, peer_def) = s.admin(Method::GET, "/targets/peer", None).await;
+    let mut scoped = peer_def.clone();
+    scoped["scope_filter"] = json!("userName eq \"nobody\"");
+    ok(
+        "definition plan",
+        s.admin(Method::PUT, "/targets/peer?plan=true", Some(scoped))
+            .await,
+    );
+    // A source's connection test (the pull source's peer).
+    let (status, body) = s.admin(Method::POST, "/sources/idp/test", None).await;
+    assert!(status < 500, "source test: {status} {body}");
+    // The deprovisions the guard held on `peer` (deliver_work): listed, then released.
+    let (_, held) = s.admin(Method::GET, "/targets/peer/held", None).await;
+    assert!(
+        held["held"].as_array().is_some_and(|h| !h.is_empty()),
+        "nothing held: {held}"
+    );
+    ok(
+        "release",
+        s.admin(Method::POST, "/targets/peer/held/release", Some(json!({})))
+            .await,
+    );
+    // The console: a session opened with the token, then used by its cookie (a read and
+    // a change with its CSRF token), the overview and the operations chart; a target's
+    // pace and an undo plan.
+    let resp = s
+        .hub
+        .client
+        .post(format!("http://{}/console/session", s.hub.addr))
+        .header("Content-Type", "application/json")
+        .body(json!({"token": s.admin_token}).to_string())
+        .send()
+        .await
+        .expect("sign in");
+    assert!(resp.status().is_success(), "sign in: {}", resp.status());
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()
+                .filter(|c| c.starts_with("provisync_session="))
+        })
+        .expect("session cookie")
+        .to_string();
+    let session: Value = resp.json().await.expect("session");
+    let csrf = session["csrf"].as_str().expect("csrf").to_string();
+    let r = s
+        .hub
+        .client
+        .get(s.hub.admin_url("/overview"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .expect("overview by cookie");
+    assert_eq!(r.status(), 200, "overview by cookie");
+    let r = s
+        .hub
+        .client
+        .delete(format!("http://{}/console/session", s.hub.addr))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(r.status(), 204, "sign out");
+    for path in ["/overview", "/stats/operations", "/targets/peer/pace"] {
         ok(path, s.admin(Method::GET, path, None).await);
     }
     ok(
