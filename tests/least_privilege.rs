@@ -595,79 +595,75 @@ async fn webhook_work(s: &Setup) {
 
 /// `queue-deliver`: the change events so far delivered to a SCIM target, a webhook
 /// target and one that is gone (disabled); then one to a target that is down (retried).
+/// Hands what is queued to `queue-deliver` (recorded as its calls) and returns its answer.
+async fn deliver_queued(
+    s: &Setup,
+    deliver: &provisync_aws::lambda::QueueDeliver,
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+    s.rec.working(None);
+    let messages = s.records().await;
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver
+        .handle(
+            messages,
+            Some(tokio::time::Instant::now() + Duration::from_secs(120)),
+        )
+        .await;
+    s.rec.working(None);
+    resp
+}
+
+/// Creates a user over SCIM (recorded as nobody's); its id.
+async fn scim_user(s: &Setup, name: &str) -> String {
+    s.rec.working(None);
+    let (status, u) = s
+        .scim(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": name})),
+        )
+        .await;
+    assert_eq!(status, 201, "{u}");
+    u["id"].as_str().unwrap_or_default().to_string()
+}
+
 async fn deliver_work(s: &Setup) {
     use provisync_aws::lambda::QueueDeliver;
     let deliver = QueueDeliver::new(s.hub.deliverer.clone(), s.hub.queue.clone(), 3);
-    let deadline = || Some(tokio::time::Instant::now() + Duration::from_secs(120));
-    s.rec.working(None);
-    let records = s.records().await;
-    assert!(records.len() >= 10, "{} events", records.len());
-    let messages = records;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
+    let resp = deliver_queued(s, &deliver).await;
     assert!(
         resp.batch_item_failures.is_empty(),
         "{:?}",
         resp.batch_item_failures
     );
-    s.rec.working(None);
-    // A deprovision: the target's guard and the journal of what the account was there.
-    let (status, eve) = s
-        .scim(
-            Method::POST,
-            "/Users",
-            Some(json!({"schemas": [USER_SCHEMA], "userName": "eve"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{eve}");
-    let messages = s.records().await;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
-    assert!(resp.batch_item_failures.is_empty());
-    s.rec.working(None);
-    let eve = eve["id"].as_str().unwrap_or_default().to_string();
-    assert_eq!(
-        s.scim(Method::DELETE, &format!("/Users/{eve}"), None)
-            .await
-            .0,
-        204
-    );
-    let messages = s.records().await;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
-    assert!(resp.batch_item_failures.is_empty());
-    s.rec.working(None);
-    // Two more deprovisions within the hour: past the guard's `max` of 1, so held.
-    let mut more = Vec::new();
-    for name in ["fay", "gus"] {
-        let (status, u) = s
-            .scim(
-                Method::POST,
-                "/Users",
-                Some(json!({"schemas": [USER_SCHEMA], "userName": name})),
-            )
-            .await;
-        assert_eq!(status, 201, "{u}");
-        more.push(u["id"].as_str().unwrap_or_default().to_string());
-    }
-    let messages = s.records().await;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
-    assert!(resp.batch_item_failures.is_empty());
-    s.rec.working(None);
-    for id in &more {
-        assert_eq!(
-            s.scim(Method::DELETE, &format!("/Users/{id}"), None)
+    // A deprovision: the target's guard and the journal of what the account was there;
+    // then two more within the hour, past the guard's `max` of 1 on `peer`: held.
+    for batch in [vec!["eve"], vec!["fay", "gus"]] {
+        let mut ids = Vec::new();
+        for name in batch {
+            ids.push(scim_user(s, name).await);
+        }
+        assert!(
+            deliver_queued(s, &deliver)
                 .await
-                .0,
-            204
+                .batch_item_failures
+                .is_empty()
+        );
+        for id in &ids {
+            assert_eq!(
+                s.scim(Method::DELETE, &format!("/Users/{id}"), None)
+                    .await
+                    .0,
+                204
+            );
+        }
+        assert!(
+            deliver_queued(s, &deliver)
+                .await
+                .batch_item_failures
+                .is_empty()
         );
     }
-    let messages = s.records().await;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
-    assert!(resp.batch_item_failures.is_empty());
-    s.rec.working(None);
     // A target that is down: the delivery is retried later.
     ok(
         "down",
@@ -679,31 +675,12 @@ async fn deliver_work(s: &Setup) {
         )
         .await,
     );
-    ok(
-        "one more",
-        s.scim(
-            Method::POST,
-            "/Users",
-            Some(json!({"schemas": [USER_SCHEMA], "userName": "dan"})),
-        )
-        .await,
-    );
-    let messages = s.records().await;
-    s.rec.working(Some("queue-deliver"));
-    let resp = deliver.handle(messages, deadline()).await;
+    scim_user(s, "dan").await;
+    let resp = deliver_queued(s, &deliver).await;
     assert_eq!(resp.batch_item_failures.len(), 1);
     // An invocation with no time left, for a record at the dead-letter threshold: not
     // tried, sent again.
-    s.rec.working(None);
-    ok(
-        "one more",
-        s.scim(
-            Method::POST,
-            "/Users",
-            Some(json!({"schemas": [USER_SCHEMA], "userName": "eve"})),
-        )
-        .await,
-    );
+    scim_user(s, "eve").await;
     let mut messages = s.records().await;
     messages[0]
         .attributes
