@@ -4,7 +4,9 @@
 # Runs CMD with the integration-test peers up, on loopback only:
 #   - a Python venv at .venv with the pinned packages of tests/requirements.txt
 #     (created on first use, reinstalled only when that file changes);
-#   - moto_server (AWS emulator: DynamoDB, SQS) on 127.0.0.1:<free port>.
+#   - moto_server (AWS emulator: DynamoDB, SQS) on 127.0.0.1:<free port>, through
+#     scripts/moto_server.py (moto without its per-object tracking and whole-table
+#     copies, whose memory and time grew with the run: see that file).
 # CMD sees PROVISYNC_TEST_MOTO, PROVISYNC_TEST_VENV, PROVISYNC_REQUIRE_PEERS=1 and dummy
 # AWS credentials. moto is stopped when CMD ends (also on failure or Ctrl-C); the script
 # exits with CMD's status. Needs only python3 (with venv/pip) on the machine.
@@ -84,7 +86,7 @@ start_moto() {
     local attempt port
     for attempt in 1 2 3; do
         port="$(free_port)"
-        "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$STATE/moto.log" 2>&1 &
+        "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$STATE/moto.log" 2>&1 &
         MOTO_PID=$!
         # Wait until it answers (up to ~30 s).
         for _ in $(seq 1 300); do
