@@ -1273,7 +1273,9 @@ async fn keep_alive_survives_unread_bodies() {
             "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         );
-        conn.write_all(head.as_bytes()).await.expect("head");
+        conn.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: the connection is gone: {e}"));
         tokio::time::sleep(Duration::from_millis(150)).await;
         conn.write_all(body.as_bytes())
             .await
