@@ -1069,13 +1069,10 @@ async fn fuzz_provisync_serve_over_http() {
         &log,
     )
     .await;
-    // A new connection per request: a server that answers without reading a request's
-    // body (a 404 for an unknown webhook source, a 405) closes that keep-alive connection,
-    // and a pooled client that already put the next request on it sees it dropped: a race
-    // of connection reuse, not an answer of the server's (noted in the README).
+    // Keep-alive connections, reused: the server drains a body it answered without
+    // reading, or closes with `Connection: close` (see `keep_alive_survives_unread_bodies`).
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     let ctx = Arc::new(setup(&client, &serve.origin).await);
@@ -1208,4 +1205,101 @@ async fn fuzz_provisync_serve_over_http() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// One answer read off a raw connection: the head (lower case) and the body; `None` when
+/// the connection ends first (or nothing comes within 10 s).
+async fn raw_response(conn: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// On ONE keep-alive connection to `provisync serve`: requests with bodies that are
+/// answered before (or without) their body being read (a webhook for an unknown source,
+/// a path nothing serves, a method `/` does not take, SCIM without a token), each sent
+/// as its head first and its body a moment later, then a valid request: every one is
+/// answered on the same connection, none with `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_survives_unread_bodies() {
+    use tokio::io::AsyncWriteExt;
+    let Some(bin) = provisync_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("serve.log");
+    let serve = ServeProcess::start(
+        &bin,
+        &dir.path().join("data"),
+        &[("PROVISYNC_SCHEDULE_SECONDS", "0"), ("RUST_LOG", "warn")],
+        &log,
+    )
+    .await;
+    let addr = serve.origin.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let envelope = json!({"type": "user.upsert", "occurred_at": "2026-01-01T00:00:00Z",
+        "data": {"externalId": "e-1", "userName": "x".repeat(20_000)}})
+    .to_string();
+    let user = json!({"schemas": [USER_SCHEMA], "userName": "k@example.org"}).to_string();
+    let with_body: [(&str, &str, &str, u16); 4] = [
+        ("POST", "/webhooks/no-such-source", envelope.as_str(), 404),
+        ("POST", "/no/such/path", envelope.as_str(), 404),
+        ("PUT", "/", user.as_str(), 405),
+        ("POST", "/scim/v2/Users", user.as_str(), 401),
+    ];
+    for (method, path, body, want) in with_body {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: the connection is gone: {e}"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.write_all(body.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: the server left before the body: {e}"));
+        let (head, _) = raw_response(&mut conn)
+            .await
+            .unwrap_or_else(|| panic!("{method} {path}: no answer on the connection"));
+        assert!(
+            head.starts_with(&format!("http/1.1 {want}")),
+            "{method} {path}: {head}"
+        );
+        assert!(
+            !head.contains("connection: close"),
+            "{method} {path}: {head}"
+        );
+    }
+    let get = format!(
+        "GET /scim/v2/Users?count=1 HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    conn.write_all(get.as_bytes()).await.expect("valid request");
+    let (head, body) = raw_response(&mut conn)
+        .await
+        .expect("the valid request answered on the same connection");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let list: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(list["totalResults"], 0, "{list}");
 }

@@ -11,6 +11,7 @@ use provisync_core::directory::Directory;
 use provisync_core::event::{ChangeEvent, ChangeOp, EventSink, Origin, sweep_outbox};
 use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use provisync_core::queue::{OutMessage, Queue};
+use provisync_core::store::embedded::EmbeddedStore;
 use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
 use provisync_http::HttpConfig;
 use provisync_scim::patch::MemberRef;
@@ -147,12 +148,14 @@ impl Store for FailingStore {
     }
 }
 
-/// A directory on a failing store, with change events into a queue on the real store.
-fn directory_on(failing: &Arc<FailingStore>, inner: &Arc<dyn Store>) -> (Directory, StoreQueue) {
-    let queue = StoreQueue::new(inner.clone(), "events", StoreQueueSettings::default());
+/// A directory on a failing store, with change events into a queue of its own (as SQS
+/// is in AWS: not the directory's table). The outbox stays in the store under test.
+fn directory_on(failing: &Arc<FailingStore>, _inner: &Arc<dyn Store>) -> (Directory, StoreQueue) {
+    let queue_store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let queue = StoreQueue::new(queue_store.clone(), "events", StoreQueueSettings::default());
     let sink = EventSink {
         queue: Arc::new(StoreQueue::new(
-            inner.clone(),
+            queue_store,
             "events",
             StoreQueueSettings::default(),
         )),
@@ -254,24 +257,31 @@ async fn replace_members_fails_at_each_step(backend: Backend) {
 
 /// DELETE of a user in 60 groups, failed at each transaction in turn, then retried:
 /// the user is gone from every group, and every group's targets heard of it.
+///
+/// Each step runs on a store of its own, its user and groups written without change
+/// events: moto (5.2.5) deep-copies the whole table for every item of a
+/// TransactWriteItems and keeps every copy (each model instance it creates is tracked
+/// for good), so on one table that grew step after step (60 groups, their memberships,
+/// their events and queue items each time) it grew past 20 GB.
 async fn delete_member_fails_at_each_step(backend: Backend) {
-    let Some(inner) = backend_store(backend).await else {
-        return;
-    };
-    let failing = FailingStore::new(inner.clone());
-    let (dir, queue) = directory_on(&failing, &inner);
     for k in 1.. {
-        let user = users(&dir, &format!("d{k}-"), 1).await.remove(0);
+        let Some(inner) = backend_store(backend).await else {
+            return;
+        };
+        let failing = FailingStore::new(inner.clone());
+        let (dir, queue) = directory_on(&failing, &inner);
+        let quiet = Directory::new(inner.clone(), SchemaRegistry::builtin());
+        let user = users(&quiet, "d-", 1).await.remove(0);
         let names: Vec<Value> = (0..60)
-            .map(|i| json!({"schemas": [GROUP_SCHEMA], "displayName": format!("dg{k}-{i}")}))
+            .map(|i| json!({"schemas": [GROUP_SCHEMA], "displayName": format!("dg-{i}")}))
             .collect();
         let mut groups = Vec::new();
-        for g in dir
+        for g in quiet
             .create_batch(ResourceKind::Group, &names, Origin::Import, true)
             .await
         {
             let gid = g.expect("group").id().to_string();
-            dir.patch(
+            quiet.patch(
                 ResourceKind::Group,
                 &gid,
                 &json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": user}]}]}),
@@ -281,7 +291,7 @@ async fn delete_member_fails_at_each_step(backend: Backend) {
             .expect("member");
             groups.push(gid);
         }
-        all_events(&inner, &queue).await;
+        assert_eq!(dir.groups_of_ids(&user).await.expect("groups").len(), 60);
         failing.arm(k);
         let first = dir.delete(ResourceKind::User, &user, None).await;
         let used = failing.transactions();
@@ -364,7 +374,6 @@ async fn delete_member_fails_at_each_step_embedded() {
     delete_member_fails_at_each_step(Backend::Embedded).await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "grows the shared moto past 20 GB and then finds a group not told of its member's removal (failure at 1); the embedded variant runs (open work, see the stop note of 2026-12-06)"]
 async fn delete_member_fails_at_each_step_dynamodb() {
     delete_member_fails_at_each_step(Backend::DynamoDb).await;
 }

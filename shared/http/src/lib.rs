@@ -241,7 +241,9 @@ pub fn admin_app(state: AppState) -> Router {
     )
 }
 
-/// `provisync serve`: every surface, the front page and `/healthz`.
+/// `provisync serve`: every surface, the front page and `/healthz`, as a keep-alive
+/// HTTP/1.1 server: a body a handler answered without reading is drained (or the answer
+/// closes the connection), see [`body::drain_unread`].
 pub fn app(state: AppState) -> Router {
     traced(
         scim::router(ScimState::from_ref(&state))
@@ -251,6 +253,7 @@ pub fn app(state: AppState) -> Router {
             .merge(webhooks::router(state.clone()))
             .merge(front::router())
             .merge(healthz(state.hub.store.clone()))
-            .fallback(front::not_found),
+            .fallback(front::not_found)
+            .layer(axum::middleware::from_fn(body::drain_unread)),
     )
 }
