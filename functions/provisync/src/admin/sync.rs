@@ -106,7 +106,12 @@ pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
 
 /// A plan as lines: the counts, then one line per change.
 fn print_plan(p: &PlanReport) {
-    let counts: Vec<String> = p.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let counts: Vec<String> = p
+        .counts
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     println!(
         "plan for {}{}: {} (nothing sent)",
         p.target,

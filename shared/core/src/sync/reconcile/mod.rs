@@ -142,10 +142,10 @@ pub struct GroupCounts {
     pub updated: u64,
     /// Orphan groups deleted (policy `delete`).
     pub deleted: u64,
-    /// Groups the hub does not know.
-    pub orphaned: u64,
     /// Group changes (membership removals, deletions) the deprovision guard held.
     pub held: u64,
+    /// Groups the hub does not know.
+    pub orphaned: u64,
     /// Groups in sync.
     pub unchanged: u64,
     /// Group changes the target refused.
@@ -190,20 +190,20 @@ impl GroupCounts {
             return "not supported (this kind of target cannot list groups)".into();
         }
         format!(
-            "checked={} created={} updated={} deleted={} orphaned={} held={} unchanged={} refused={} failed={} skipped={} queued={} members_added={} members_removed={}",
+            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} members_added={} members_removed={} held={}",
             self.checked,
             self.created,
             self.updated,
             self.deleted,
             self.orphaned,
-            self.held,
             self.unchanged,
             self.refused,
             self.failed,
             self.skipped,
             self.queued,
             self.members_added,
-            self.members_removed
+            self.members_removed,
+            self.held
         )
     }
 }
@@ -259,19 +259,19 @@ impl ReconcileCounts {
     /// (users first, as before groups were reconciled).
     pub fn summary(&self) -> String {
         format!(
-            "checked={} created={} updated={} deactivated={} deleted={} held={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} groups: {}",
+            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} held={} groups: {}",
             self.checked,
             self.created,
             self.updated,
             self.deactivated,
             self.deleted,
-            self.held,
             self.orphaned,
             self.unchanged,
             self.refused,
             self.failed,
             self.skipped,
             self.queued,
+            self.held,
             self.groups.summary()
         )
     }
