@@ -750,6 +750,59 @@ async fn cli_sync_and_import_exit_non_zero_on_failures() {
 
     // The target takes them now.
     put_target(serde_json::json!([])).await;
+    // `--plan`: what a reconcile (or a sync) would send, printed; nothing sent.
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let run = hub.cli(
+        &bin,
+        &["sync", "--target", "peer", "--reconcile", "--plan"],
+        &[],
+        None,
+    );
+    run.assert_ok("sync --reconcile --plan");
+    assert!(
+        run.stdout
+            .contains("plan for peer (complete): create 3 (nothing sent)"),
+        "{}",
+        run.stdout
+    );
+    for n in ["alice", "bob", "carol"] {
+        assert!(
+            run.stdout.contains(&format!("create User {n:?}")),
+            "{n}: {}",
+            run.stdout
+        );
+    }
+    let run = hub.cli(
+        &bin,
+        &[
+            "sync",
+            "--target",
+            "peer",
+            "--filter",
+            "userName eq \"alice\"",
+            "--plan",
+        ],
+        &[],
+        None,
+    );
+    run.assert_ok("sync --filter --plan");
+    assert!(
+        run.stdout.contains("create 1 (nothing sent)")
+            && run.stdout.contains("create User \"alice\""),
+        "{}",
+        run.stdout
+    );
+    let (status, body) = peer.get("/Users").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["totalResults"], 0, "a plan sends nothing: {body}");
+    let run = hub.cli(
+        &bin,
+        &["undo", "--target", "peer", "--since", &since, "--plan"],
+        &[],
+        None,
+    );
+    run.assert_ok("undo --plan");
+    assert!(run.stdout.contains("0 step(s) planned"), "{}", run.stdout);
     let run = hub.cli(
         &bin,
         &["sync", "--target", "peer", "--reconcile"],

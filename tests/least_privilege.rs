@@ -699,14 +699,12 @@ async fn add_targets(s: &Setup, peer: &FaultyTarget, gone: &FaultyTarget, site: 
         "auth": {"bearer": token}, "mode": mode, "operations": ["create", "update", "deactivate", "delete"],
         "deprovision_guard": {"max": 1, "window_minutes": 60}})
     };
+    // Deletions there are deferred: deactivated, a pending deletion kept (`DEFER#`).
+    let mut deferring = scim(&peer.base, &peer.token, "realtime");
+    deferring["delete_mode"] = json!({"deactivate_then_delete_after_days": 30});
     ok(
         "peer",
-        s.admin(
-            Method::PUT,
-            "/targets/peer",
-            Some(scim(&peer.base, &peer.token, "realtime")),
-        )
-        .await,
+        s.admin(Method::PUT, "/targets/peer", Some(deferring)).await,
     );
     ok(
         "gone",
@@ -996,11 +994,26 @@ async fn each_function_has_exactly_the_rights_its_code_uses() {
             Method::PUT,
             "/targets/nightly",
             Some(json!({"kind": "scim", "base_url": scheduled_peer.base,
-        "auth": {"bearer": scheduled_peer.token}, "mode": "scheduled"})),
+        "auth": {"bearer": scheduled_peer.token}, "mode": "scheduled", "orphans": "deactivate",
+        "deprovision_guard": {"max": 0}})),
         )
         .await,
     );
     s.rec.working(None);
+    {
+        // A deferred deletion that is due: the cycle deletes it (through the guard,
+        // journaled).
+        use provisync_core::sync::deferred::{Deferred, PendingDelete};
+        let mut p = PendingDelete::new(
+            "peer",
+            "u-deleted",
+            "no-such-account",
+            1,
+            chrono::Utc::now().timestamp() - 2 * 86_400,
+        );
+        p.name = "old".into();
+        Deferred::new(s.hub.store.clone()).put(&p).await.unwrap();
+    }
     {
         use provisync_core::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
         let mut e = ChangeEvent::new(

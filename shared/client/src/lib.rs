@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use provisync_wire::{
     AuditFilter, AuditPage, CycleReport, DeadLetters, ErrorBody, HeldDiscarded, HeldIds, HeldList,
-    HeldReleased, ReconcileReport, Redriven, RunStatus, SourceList, SourceSummary, SyncQueued,
-    SyncReconciled, SyncRequest, TargetList, TargetPace, TargetSummary, TargetTest, TokenCreated,
-    TokenList, TokenRequest, TokenRevoke, UndoReport, UndoRequest,
+    HeldReleased, PlanReport, ReconcileReport, Redriven, RunStatus, SourceList, SourceSummary,
+    SyncPlanned, SyncQueued, SyncReconciled, SyncRequest, TargetList, TargetPace, TargetSummary,
+    TargetTest, TokenCreated, TokenList, TokenRequest, TokenRevoke, UndoReport, UndoRequest,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -302,6 +302,17 @@ impl HubClient {
     pub async fn run(&self, id: &str) -> Result<RunStatus, ClientError> {
         self.admin(Method::GET, &format!("/runs/{}", seg(id)), &[], None)
             .await
+    }
+
+    /// `POST /admin/sync` with `"plan": true`: what the sync (or reconcile) would send,
+    /// sent nowhere.
+    pub async fn plan_sync(&self, request: &SyncRequest) -> Result<PlanReport, ClientError> {
+        let mut request = request.clone();
+        request.plan = true;
+        request.wait = None;
+        let body = serde_json::to_value(&request).map_err(ClientError::Decode)?;
+        let answer: SyncPlanned = self.admin(Method::POST, "/sync", &[], Some(&body)).await?;
+        Ok(answer.plan)
     }
 
     /// `POST /admin/sync` with `reconcile`: the target reconciled now.

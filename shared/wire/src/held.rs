@@ -101,3 +101,27 @@ pub struct UndoReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<HeldFailure>,
 }
+
+/// `GET /admin/targets/{id}/deferred`: deletions deferred by the target's `delete_mode`
+/// (deactivated there, deleted when due unless the user is restored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredList {
+    pub deferred: Vec<DeferredItem>,
+}
+
+/// One deferred deletion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredItem {
+    /// The hub id of the user.
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    /// The account's id on the target.
+    pub target_id: String,
+    /// `deleted in the hub` or `left the target's scope`.
+    pub cause: String,
+    /// RFC 3339.
+    pub deactivated_at: String,
+    /// When the scheduled cycle deletes it (unless restored), RFC 3339.
+    pub delete_after: String,
+}

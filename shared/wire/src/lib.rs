@@ -33,13 +33,13 @@ pub use definitions::{
     TargetList, TargetPace, TargetSummary, TargetTest,
 };
 pub use held::{
-    HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem, HeldList, HeldReleased, UndoReport,
-    UndoRequest, UndoStep,
+    DeferredItem, DeferredList, HeldAccount, HeldDiscarded, HeldFailure, HeldIds, HeldItem,
+    HeldList, HeldReleased, UndoReport, UndoRequest, UndoStep,
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, GroupCounts, OutcomeCounts, PlanReport, PlannedChange, Problem, PullCounts,
-    PullReport, ReconcileCounts, ReconcileReport, RunStatus, SyncPlanned, SyncQueued,
+    CycleReport, DeferredCounts, GroupCounts, OutcomeCounts, PlanReport, PlannedChange, Problem,
+    PullCounts, PullReport, ReconcileCounts, ReconcileReport, RunStatus, SyncPlanned, SyncQueued,
     SyncReconciled, SyncRequest,
 };
 pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};

@@ -133,6 +133,9 @@ pub struct ReconcileCounts {
     pub updated: u64,
     pub deactivated: u64,
     pub deleted: u64,
+    /// Deprovisions the target's guard held (`GET /admin/targets/{id}/held`).
+    #[serde(default)]
+    pub held: u64,
     pub orphaned: u64,
     pub unchanged: u64,
     #[serde(default)]
@@ -155,6 +158,8 @@ pub struct GroupCounts {
     pub created: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Group deprovisions (membership removals, deletions) the guard held.
+    pub held: u64,
     pub orphaned: u64,
     pub unchanged: u64,
     pub refused: u64,
@@ -188,6 +193,21 @@ pub struct CycleReport {
     /// Earlier runs whose outcome this cycle found settled and wrote to the audit log.
     #[serde(default)]
     pub runs_settled: usize,
+    /// Deferred deletions (`delete_mode`) per target that has some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_deletes: Vec<DeferredCounts>,
+}
+
+/// What one target's deferred deletions came to in a cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeferredCounts {
+    pub target: String,
+    pub deleted: u64,
+    pub held: u64,
+    pub restored: u64,
+    pub failed: u64,
+    pub waiting: u64,
 }
 
 /// What one source's pull did in a cycle: the user counts at the top, the group counts

@@ -98,8 +98,11 @@ pub struct UndoArgs {
     #[arg(long)]
     since: String,
     /// Apply the inverse changes (default: show the plan).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     apply: bool,
+    /// Show the plan and change nothing (the default; says so explicitly).
+    #[arg(long)]
+    plan: bool,
     /// Print the raw JSON answer.
     #[arg(long)]
     json: bool,

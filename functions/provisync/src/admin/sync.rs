@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use provisync_client::HubClient;
-use provisync_client::wire::{OutcomeCounts, Problem, ReconcileReport, RunStatus, SyncRequest};
+use provisync_client::wire::{
+    OutcomeCounts, PlanReport, Problem, ReconcileReport, RunStatus, SyncRequest,
+};
 
 use super::{Remote, admin_client};
 
@@ -25,6 +27,10 @@ pub struct SyncArgs {
     /// Reconcile the target now: compare what it holds with the hub, fix only what differs.
     #[arg(long, conflicts_with = "filter")]
     reconcile: bool,
+    /// Print what would be sent (the changes, with the accounts' userNames) and send
+    /// nothing.
+    #[arg(long)]
+    plan: bool,
     /// Seconds to wait in all for the outcome of every change (0: report what is known
     /// when the hub answers).
     #[arg(long, default_value_t = 60)]
@@ -33,6 +39,22 @@ pub struct SyncArgs {
 
 pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
     let admin = admin_client(remote)?;
+    if args.plan {
+        let request = SyncRequest {
+            target: args.target.clone(),
+            filter: args.filter,
+            user: args.user,
+            reconcile: args.reconcile,
+            plan: true,
+            wait: None,
+        };
+        let plan = admin.plan_sync(&request).await?;
+        print_plan(&plan);
+        if plan.state.as_deref() == Some("failed") {
+            bail!("plan of {}: failed", plan.target);
+        }
+        return Ok(());
+    }
     let started = tokio::time::Instant::now();
     let until = started + Duration::from_secs(args.wait);
     let status = if args.reconcile {
@@ -79,6 +101,48 @@ pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
             s.target
         ),
         other => bail!("{} to {}: {other}", s.kind, s.target),
+    }
+}
+
+/// A plan as lines: the counts, then one line per change.
+fn print_plan(p: &PlanReport) {
+    let counts: Vec<String> = p
+        .counts
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "plan for {}{}: {} (nothing sent)",
+        p.target,
+        p.state
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default(),
+        if counts.is_empty() {
+            "no changes".to_string()
+        } else {
+            counts.join("  ")
+        }
+    );
+    if let Some(checked) = p.checked {
+        println!("  checked {checked}");
+    }
+    for c in &p.changes {
+        println!(
+            "  {} {} {:?}{}",
+            c.change,
+            c.resource_type,
+            c.user_name,
+            if c.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.detail)
+            }
+        );
+    }
+    if let Some(e) = &p.error {
+        println!("  error: {e}");
     }
 }
 
@@ -149,12 +213,13 @@ pub(super) fn print_reconcile(r: &ReconcileReport) {
             .unwrap_or_default()
     );
     println!(
-        "  checked {}  created {}  updated {}  deactivated {}  deleted {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}",
+        "  checked {}  created {}  updated {}  deactivated {}  deleted {}  held {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}",
         c.checked,
         c.created,
         c.updated,
         c.deactivated,
         c.deleted,
+        c.held,
         c.orphaned,
         c.unchanged,
         c.refused,
@@ -168,11 +233,12 @@ pub(super) fn print_reconcile(r: &ReconcileReport) {
             println!("  groups: not supported (this kind of target cannot list groups)")
         }
         Some(g) => println!(
-            "  groups: checked {}  created {}  updated {}  deleted {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}  members +{} -{}",
+            "  groups: checked {}  created {}  updated {}  deleted {}  held {}  orphaned {}  unchanged {}  refused {}  failed {}  skipped {}  queued {}  members +{} -{}",
             g.checked,
             g.created,
             g.updated,
             g.deleted,
+            g.held,
             g.orphaned,
             g.unchanged,
             g.refused,

@@ -96,6 +96,9 @@ pub const HELD: &str = "HELD#";
 /// A target's journal of deprovisions, for undo: `JOURNAL#{target}` / `{at}#{id}`
 /// (journal).
 pub const JOURNAL: &str = "JOURNAL#";
+/// Deletions deferred on a target (deactivated, deleted when due unless restored):
+/// `DEFER#{target}` / `{hub id}` (held).
+pub const DEFER: &str = "DEFER#";
 
 // ---- index gsi1 ----------------------------------------------------------------------
 
@@ -177,6 +180,11 @@ pub const ALL: &[Prefix] = &[
     p(Space::Pk, GUARD, "deprovision guard windows"),
     p(Space::Pk, HELD, "deprovisions held for approval"),
     p(Space::Pk, JOURNAL, "journal of deprovisions (undo)"),
+    p(
+        Space::Pk,
+        DEFER,
+        "deferred deletions (deactivated, deleted when due)",
+    ),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),

@@ -88,6 +88,7 @@ pub struct Deliverer {
     pub(super) audit: Audit,
     pub(super) held: Held,
     pub(super) journal: super::journal::Journal,
+    pub(super) direct: super::direct::Direct,
     pub(super) schemas: SchemaRegistry,
     secrets: Option<Arc<SecretBox>>,
     factory: ConnectorFactory,
@@ -114,12 +115,14 @@ impl Deliverer {
         let directory = Directory::new(links.store().clone(), schemas.clone());
         let links_store = links.store().clone();
         let pacer = Pacer::new(links.store().clone());
+        let direct = super::direct::Direct::new(links_store.clone(), audit.clone());
         Deliverer {
             targets,
             links,
             directory,
             audit,
             held: Held::new(links_store.clone()),
+            direct,
             journal: super::journal::Journal::new(links_store),
             schemas,
             secrets,
@@ -685,6 +688,9 @@ impl Deliverer {
                 LinkChange::Keep,
             )),
             OutOfScope::Delete if op_allowed(t, Operation::Delete) => {
+                if let Some(days) = t.deferred_delete_days() {
+                    return self.defer_delete(event, t, c, link, days).await;
+                }
                 if let Some(held) = self.guard(event, t, AuditOp::Delete, 1, &link).await? {
                     return Ok((held, LinkChange::Keep));
                 }

@@ -5,11 +5,13 @@
 use serde_json::Value;
 
 use super::audit::{AuditEntry, AuditOp, AuditStatus};
+use super::deferred::{Deferred, PendingDelete};
 use super::deliver::{Deliverer, DeliveryOutcome, in_scope, retryable};
+use super::direct::{self, Deprovision};
 use super::held::{Held, HeldChange};
 use super::journal::JournalEntry;
-use super::link::Link;
-use crate::connector::ConnectorError;
+use super::link::{Link, LinkChange};
+use crate::connector::{Connector, ConnectorError};
 use crate::directory::DirectoryError;
 use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::store::StoreError;
@@ -213,6 +215,31 @@ impl Deliverer {
         }
         let mut out = Released::default();
         for h in chosen {
+            if let Some(d) = Deprovision::from_held(&h) {
+                // By target id (a reconcile's orphan, a deferred deletion): journaled, sent.
+                let sent = match enabled.iter().find(|t| t.id == target) {
+                    Some(t) => self.release_direct(t, &d).await,
+                    None => Err(HeldError::Disabled(target.to_string())),
+                };
+                match sent {
+                    Ok(()) => {
+                        self.audit_held(
+                            &h,
+                            AuditOp::ReleaseHeld,
+                            AuditStatus::Delivered,
+                            actor,
+                            "released",
+                        )
+                        .await;
+                        self.held
+                            .remove(target, std::slice::from_ref(&h.id))
+                            .await?;
+                        out.released.push(h.id);
+                    }
+                    Err(e) => out.failed.push((h.id, e.to_string())),
+                }
+                continue;
+            }
             if self.superseded(&h).await? {
                 self.audit_held(
                     &h,
@@ -252,6 +279,96 @@ impl Deliverer {
             }
         }
         Ok(out)
+    }
+
+    /// A deletion under `delete_mode: {"deactivate_then_delete_after_days": N}`: the
+    /// account is deactivated now (through the guard, journaled) and its deletion kept
+    /// pending for the scheduled cycle ([`super::deferred`]).
+    pub(super) async fn defer_delete(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        mut link: Link,
+        days: u32,
+    ) -> Result<(DeliveryOutcome, LinkChange), Failure> {
+        let op = AuditOp::Deactivate;
+        let state = link.delivered.clone();
+        if !link.disabled {
+            if let Some(held) = self.guard(event, t, op, 1, &link).await? {
+                return Ok((held, LinkChange::Keep));
+            }
+            match c.disable_user(&link.target_id).await {
+                Ok(()) => {}
+                Err(ConnectorError::NotFound) => {
+                    return Ok((
+                        DeliveryOutcome::Skipped("not on the target any more"),
+                        LinkChange::Remove(ResourceKind::User, event.resource_id.clone()),
+                    ));
+                }
+                Err(e) => return Err((op, e)),
+            }
+        }
+        let deleted = event.op == ChangeOp::Delete;
+        let mut p = PendingDelete::new(
+            &t.id,
+            &event.resource_id,
+            &link.target_id,
+            days,
+            crate::store::now_epoch(),
+        );
+        p.name = label_of(&state)
+            .or_else(|| event.resource.as_ref().and_then(label_of))
+            .unwrap_or_default();
+        p.cause = if deleted {
+            "deleted in the hub".into()
+        } else {
+            "left the target's scope".into()
+        };
+        p.state = state;
+        Deferred::new(self.links.store().clone())
+            .put(&p)
+            .await
+            .map_err(|e| (op, retryable(e)))?;
+        let change = if deleted {
+            // The hub user is gone: a re-created one links to the account again.
+            LinkChange::Remove(ResourceKind::User, event.resource_id.clone())
+        } else {
+            link.disabled = true;
+            link.hash = String::new();
+            if let Some(obj) = link.delivered.as_object_mut() {
+                obj.insert("active".into(), Value::Bool(false));
+            }
+            LinkChange::Put(Box::new(link))
+        };
+        Ok((DeliveryOutcome::Delivered(op), change))
+    }
+
+    /// A held deprovision by target id, sent now past the guard (journaled first).
+    async fn release_direct(&self, t: &TargetConfig, d: &Deprovision) -> Result<(), HeldError> {
+        let c = self
+            .connector(t)
+            .map_err(|e| HeldError::Invalid(format!("target {}: {}", t.id, e.0)))?;
+        self.direct.journal(t, d).await?;
+        let result = direct::send(c.as_ref(), d.op, d.kind, &d.change).await;
+        let entry = AuditEntry::new(&t.id, d.op, AuditStatus::Delivered)
+            .resource(d.kind.as_str(), &d.resource_id)
+            .detail(format!("{:?}: {} (released)", d.name, d.cause));
+        let (entry, out) = match result {
+            Ok(()) => (entry, Ok(())),
+            Err(e) => (
+                AuditEntry {
+                    status: AuditStatus::Refused,
+                    ..entry
+                }
+                .detail(format!("{:?} not changed: {e}", d.name)),
+                Err(HeldError::Invalid(e.to_string())),
+            ),
+        };
+        if let Err(e) = self.audit.record(entry).await {
+            tracing::error!(error = %e, "audit entry not written");
+        }
+        out
     }
 
     /// Drops held changes of `target` (all when `ids` is `None`), audited. What caused

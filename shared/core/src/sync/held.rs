@@ -58,8 +58,33 @@ pub struct HeldChange {
     /// How many deprovisions it counts for (members removed, else 1).
     #[serde(default = "one")]
     pub count: u64,
-    /// The change event that would have sent it.
+    /// The change event that would have sent it (for a [`DirectChange`], one naming the
+    /// account only: there is no hub resource to send).
     pub event: ChangeEvent,
+    /// Set when the change is made on the target by its id there, not by delivering a
+    /// hub resource: a reconcile's orphan or members unknown to the hub, a deferred
+    /// deletion coming due ([`super::direct`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectChange>,
+}
+
+/// A deprovision sent by the account's (group's) id on the target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DirectChange {
+    /// The account's (group's) id on the target.
+    pub target_id: String,
+    /// Members to remove (their ids on the target), for `remove_members`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// What the target held (journaled before the change is sent, for undo).
+    #[serde(default)]
+    pub state: serde_json::Value,
+    /// The account's groups on the target (their ids there), journaled with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The hub has no resource linked to it (an orphan): undo does not link it again.
+    #[serde(default)]
+    pub unlinked: bool,
 }
 
 impl HeldChange {
@@ -83,6 +108,7 @@ impl HeldChange {
             cause,
             count,
             event: event.clone(),
+            direct: None,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct JournalEntry {
     /// Members removed from a group (their ids on the target).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// No hub resource is linked to the account (a reconcile's orphan, a user deleted in
+    /// the hub): undo restores it on the target without linking it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlinked: bool,
 }
 
 impl JournalEntry {
@@ -64,6 +68,7 @@ impl JournalEntry {
             state: Value::Null,
             groups: Vec::new(),
             members: Vec::new(),
+            unlinked: false,
         }
     }
 }

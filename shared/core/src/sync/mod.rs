@@ -2,9 +2,11 @@
 
 pub mod audit;
 pub mod consumer;
+pub mod deferred;
 pub mod deliver;
 pub mod deliver_guard;
 mod deliver_members;
+pub mod direct;
 pub mod envelope;
 pub mod held;
 pub mod inbound;

@@ -65,6 +65,10 @@ pub struct CycleReport {
     /// whose outcome this cycle wrote to the audit log.
     #[serde(default)]
     pub runs_settled: usize,
+    /// Deferred deletions (`delete_mode`) of each target that has some: deleted, held,
+    /// restored, waiting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_deletes: Vec<crate::sync::reconcile::DeferredCounts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +190,15 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
             0
         }
     };
+    // Deferred deletions that came due (`delete_mode`), unless their users came back.
+    let deferred_deletes = match s.reconciler.delete_due(crate::store::now_epoch()).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "deferred deletions failed");
+            first_error.get_or_insert(e.into());
+            Vec::new()
+        }
+    };
     let mut report =
         match sync_cycle_until(s.store.as_ref(), s.queue.as_ref(), start + budget, s.grace).await {
             Ok(r) => r,
@@ -197,6 +210,7 @@ pub async fn run_schedule(s: &Schedule, budget: Duration) -> Result<CycleReport,
     report.pulled = pulled;
     report.reconciled = reconciled;
     report.runs_settled = runs_settled;
+    report.deferred_deletes = deferred_deletes;
     tracing::info!(
         sources = report.pulled.len(),
         targets = report.reconciled.len(),

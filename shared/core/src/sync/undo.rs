@@ -173,7 +173,9 @@ impl Deliverer {
         let payload = active(&e.state);
         let new_id = c.update_user(&e.target_id, &payload, None, None).await?;
         let id = new_id.unwrap_or_else(|| e.target_id.clone());
-        self.relink(e, &id, payload).await?;
+        if !e.unlinked {
+            self.relink(e, &id, payload).await?;
+        }
         self.rejoin(c, e, &id).await
     }
 
@@ -191,7 +193,9 @@ impl Deliverer {
             }
             Err(err) => return Err(err),
         };
-        self.relink(e, &id, payload).await?;
+        if !e.unlinked {
+            self.relink(e, &id, payload).await?;
+        }
         self.rejoin(c, e, &id).await
     }
 

@@ -289,6 +289,7 @@ pub const COMMON_FIELDS: &[&str] = &[
     "out_of_scope",
     "orphans",
     "deprovision_guard",
+    "delete_mode",
     "enabled",
     "max_rate",
     "max_in_flight",

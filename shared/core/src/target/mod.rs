@@ -171,6 +171,12 @@ pub struct TargetConfig {
     /// default guard; `null`: none.
     #[serde(default = "guard::default_guard")]
     pub deprovision_guard: Option<DeprovisionGuard>,
+    /// How a user deleted in the hub (or leaving the scope under `out_of_scope:
+    /// delete`) is deleted here: absent, at once; `{"deactivate_then_delete_after_days":
+    /// N}`, deactivated at once and deleted N days later unless restored in between
+    /// (`sync::deferred`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_mode: Option<DeleteMode>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// At most this many calls to the target per second (its documented rate limit);
@@ -180,6 +186,24 @@ pub struct TargetConfig {
     /// At most this many calls to the target at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+}
+
+/// `delete_mode`: `{"deactivate_then_delete_after_days": N}` (1 to 365).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteMode {
+    pub deactivate_then_delete_after_days: u32,
+}
+
+/// Longest wait of a deferred deletion, days.
+pub const MAX_DEFERRED_DELETE_DAYS: u32 = 365;
+
+impl TargetConfig {
+    /// Days a deletion waits as a deactivation (`None`: deleted at once).
+    pub fn deferred_delete_days(&self) -> Option<u32> {
+        self.delete_mode
+            .map(|m| m.deactivate_then_delete_after_days)
+    }
 }
 
 /// What replaces a secret in every outward form of a target.

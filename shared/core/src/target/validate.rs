@@ -180,6 +180,17 @@ impl TargetConfig {
         if let Some(g) = &self.deprovision_guard {
             g.validate()?;
         }
+        if let Some(days) = self.deferred_delete_days()
+            && !(1..=super::MAX_DEFERRED_DELETE_DAYS).contains(&days)
+        {
+            return Err(invalid(
+                "delete_mode.deactivate_then_delete_after_days",
+                format!(
+                    "delete_mode.deactivate_then_delete_after_days must be 1 to {}",
+                    super::MAX_DEFERRED_DELETE_DAYS
+                ),
+            ));
+        }
         if let Some(f) = &self.scope_filter {
             let filter = provisync_scim::filter::parse(f)
                 .map_err(|e| invalid("scope_filter", format!("scope_filter: {}", e.detail)))?;

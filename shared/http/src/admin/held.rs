@@ -7,6 +7,7 @@
 //! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed"}` |
 //! | `POST /admin/targets/{id}/held/discard` (`{"ids": [...]}` or no body: all) | `{"discarded"}` |
 //! | `POST /admin/targets/{id}/undo` `{"since", "apply"}` | the inverse of the deprovisions journaled since then: planned, or applied |
+//! | `GET /admin/targets/{id}/deferred` | deletions deferred by `delete_mode`: `{"deferred": [{"id","userName","target_id","cause","deactivated_at","delete_after"}]}` |
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use super::{AdminError, AdminResult, optional_json_body};
 use crate::AppState;
 use crate::auth::Principal;
+use provisync_core::sync::deferred::Deferred;
 use provisync_core::sync::deliver_guard::HeldError;
 use provisync_core::sync::held::HeldChange;
 use provisync_wire as wire;
@@ -27,6 +29,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/targets/{id}/held/release", post(release))
         .route("/targets/{id}/held/discard", post(discard))
         .route("/targets/{id}/undo", post(undo))
+        .route("/targets/{id}/deferred", get(deferred))
 }
 
 impl From<HeldError> for AdminError {
@@ -68,6 +71,30 @@ async fn list(State(state): State<AppState>, Path(id): Path<String>) -> AdminRes
         .map_err(|e| AdminError::internal("held changes", e))?;
     Ok(axum::Json(wire::HeldList {
         held: held.iter().map(item).collect(),
+    })
+    .into_response())
+}
+
+async fn deferred(State(state): State<AppState>, Path(id): Path<String>) -> AdminResult<Response> {
+    if state.hub.targets.get(&id).await?.is_none() {
+        return Err(AdminError::not_found(format!("no such target: {id}")));
+    }
+    let pending = Deferred::new(state.hub.store.clone())
+        .list(&id)
+        .await
+        .map_err(|e| AdminError::internal("deferred deletions", e))?;
+    Ok(axum::Json(wire::DeferredList {
+        deferred: pending
+            .into_iter()
+            .map(|p| wire::DeferredItem {
+                id: p.hub_id,
+                user_name: p.name,
+                target_id: p.target_id,
+                cause: p.cause,
+                deactivated_at: p.deactivated_at,
+                delete_after: p.delete_after,
+            })
+            .collect(),
     })
     .into_response())
 }

@@ -38,6 +38,7 @@ fn group_counts(g: &GroupCounts) -> wire::GroupCounts {
         created: g.created,
         updated: g.updated,
         deleted: g.deleted,
+        held: g.held,
         orphaned: g.orphaned,
         unchanged: g.unchanged,
         refused: g.refused,
@@ -57,6 +58,7 @@ fn reconcile_counts(c: &ReconcileCounts) -> wire::ReconcileCounts {
         updated: c.updated,
         deactivated: c.deactivated,
         deleted: c.deleted,
+        held: c.held,
         orphaned: c.orphaned,
         unchanged: c.unchanged,
         refused: c.refused,
@@ -164,6 +166,18 @@ pub(super) fn cycle_report(r: &CycleReport) -> wire::CycleReport {
         outbox_complete: r.outbox_complete,
         outbox_unsendable: r.outbox_unsendable.clone(),
         runs_settled: r.runs_settled,
+        deferred_deletes: r
+            .deferred_deletes
+            .iter()
+            .map(|d| wire::DeferredCounts {
+                target: d.target.clone(),
+                deleted: d.deleted,
+                held: d.held,
+                restored: d.restored,
+                failed: d.failed,
+                waiting: d.waiting,
+            })
+            .collect(),
     }
 }
 
@@ -171,7 +185,7 @@ pub(super) fn cycle_report(r: &CycleReport) -> wire::CycleReport {
 mod tests {
     use super::*;
     use provisync_core::sync::audit::{AuditOp, AuditStatus};
-    use provisync_core::sync::reconcile::RunState;
+    use provisync_core::sync::reconcile::{DeferredCounts, RunState};
 
     fn same_bytes(domain: &impl serde::Serialize, wire: &impl serde::Serialize) {
         assert_eq!(
@@ -190,6 +204,7 @@ mod tests {
                 updated: 3,
                 deactivated: 4,
                 deleted: 5,
+                held: 24,
                 orphaned: 6,
                 unchanged: 7,
                 refused: 18,
@@ -201,6 +216,7 @@ mod tests {
                     created: 10,
                     updated: 11,
                     deleted: 12,
+                    held: 25,
                     orphaned: 13,
                     unchanged: 14,
                     refused: 21,
@@ -271,6 +287,14 @@ mod tests {
             outbox_complete: false,
             outbox_unsendable: vec!["e1".into()],
             runs_settled: 4,
+            deferred_deletes: vec![DeferredCounts {
+                target: "crm".into(),
+                deleted: 1,
+                held: 2,
+                restored: 3,
+                failed: 4,
+                waiting: 5,
+            }],
         };
         same_bytes(&cycle, &cycle_report(&cycle));
         same_bytes(

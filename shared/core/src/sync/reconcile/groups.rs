@@ -4,10 +4,15 @@
 use serde_json::Value;
 
 use super::diff::{HubIndex, Matched, MemberLinks, differs, project, target_members};
-use super::{ClassifiedPage, GroupCounts, ReconcileError, Reconciler, change_event, to_message};
-use crate::connector::{Connector, ConnectorError};
+use super::{
+    ClassifiedPage, Deprovisioned, GroupCounts, ReconcileError, Reconciler, change_event,
+    to_message,
+};
+use crate::connector::Connector;
 use crate::event::ChangeOp;
-use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use crate::sync::audit::AuditOp;
+use crate::sync::direct::{self, Deprovision};
+use crate::sync::held::DirectChange;
 use crate::sync::link::Link;
 use crate::sync::mapping::{content_hash, map_resource};
 use crate::sync::plan::PlannedChange;
@@ -134,16 +139,18 @@ impl Reconciler {
             // counted (updated, members) when the target has answered.
             let queued = attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty();
             if !diff.strangers.is_empty() {
-                if self
-                    .remove_strangers(t, c, &tid, group, &diff.strangers)
+                match self
+                    .remove_strangers(t, c, hub_id, &tid, group, &diff.strangers)
                     .await
                 {
-                    counts.members_removed += diff.strangers.len() as u64;
-                    if !queued {
-                        counts.updated += 1;
+                    Deprovisioned::Done => {
+                        counts.members_removed += diff.strangers.len() as u64;
+                        if !queued {
+                            counts.updated += 1;
+                        }
                     }
-                } else {
-                    counts.failed += 1;
+                    Deprovisioned::Held => counts.held += 1,
+                    Deprovisioned::Failed => counts.failed += 1,
                 }
             }
             if queued {
@@ -165,15 +172,17 @@ impl Reconciler {
     }
 
     /// Removes from a target group the members the hub does not know (no hub resource
-    /// to send: done here, audited). `false` when the target refused.
+    /// to send: done here by target id, through the target's guard and journal,
+    /// audited).
     async fn remove_strangers(
         &self,
         t: &TargetConfig,
         c: &dyn Connector,
+        hub_id: &str,
         tid: &str,
         group: &Value,
         strangers: &[String],
-    ) -> bool {
+    ) -> Deprovisioned {
         let label = group_label(group, tid);
         if self.planned(
             PlannedChange::new("update", "Group", tid, label).detail(format!(
@@ -181,39 +190,30 @@ impl Reconciler {
                 strangers.len()
             )),
         ) {
-            return true;
+            return Deprovisioned::Done;
         }
-        let result = c.remove_members(tid, strangers).await;
-        let entry = AuditEntry::new(&t.id, AuditOp::RemoveMembers, AuditStatus::Delivered)
-            .resource("Group", tid);
-        let (entry, ok) = match result {
-            Ok(()) | Err(ConnectorError::NotFound) => (
-                entry.detail(format!(
-                    "{} member(s) unknown to the hub removed from {label:?} (reconcile)",
-                    strangers.len()
-                )),
-                true,
+        let d = Deprovision {
+            op: AuditOp::RemoveMembers,
+            kind: ResourceKind::Group,
+            resource_id: hub_id.to_string(),
+            name: label.to_string(),
+            cause: format!(
+                "{} member(s) unknown to the hub (found by a reconcile)",
+                strangers.len()
             ),
-            Err(e) => {
-                tracing::warn!(target_id = %t.id, group = tid, error = %e, "unknown members not removed");
-                let status = if e.is_retryable() {
-                    AuditStatus::Retry
-                } else {
-                    AuditStatus::Refused
-                };
-                (
-                    AuditEntry { status, ..entry }.detail(format!(
-                        "{} member(s) unknown to the hub in {label:?} not removed: {e}",
-                        strangers.len()
-                    )),
-                    false,
-                )
-            }
+            change: DirectChange {
+                target_id: tid.to_string(),
+                members: strangers.to_vec(),
+                state: Value::Null,
+                groups: Vec::new(),
+                unlinked: false,
+            },
         };
-        if let Err(e) = self.audit.record(entry).await {
-            tracing::warn!(error = %e, "audit entry not written");
-        }
-        ok
+        let what = format!(
+            "{} member(s) unknown to the hub removed from {label:?}",
+            strangers.len()
+        );
+        self.deprovision(t, c, d, &what).await
     }
 
     /// A target group the hub does not know: the target's [`OrphanPolicy`]. A group
@@ -236,14 +236,24 @@ impl Reconciler {
         if self.planned(PlannedChange::new("delete", "Group", tid, label).detail("orphan")) {
             return;
         }
-        let result = c.delete_group(tid).await;
-        if self
-            .orphan_done(t, AuditOp::Delete, "Group", tid, &what, result)
-            .await
-        {
-            counts.deleted += 1;
-        } else {
-            counts.failed += 1;
+        let d = Deprovision {
+            op: AuditOp::Delete,
+            kind: ResourceKind::Group,
+            resource_id: tid.to_string(),
+            name: label.to_string(),
+            cause: "unknown to the hub (orphan group found by a reconcile)".into(),
+            change: DirectChange {
+                target_id: tid.to_string(),
+                members: Vec::new(),
+                state: direct::restorable(group),
+                groups: Vec::new(),
+                unlinked: true,
+            },
+        };
+        match self.deprovision(t, c, d, &what).await {
+            Deprovisioned::Done => counts.deleted += 1,
+            Deprovisioned::Held => counts.held += 1,
+            Deprovisioned::Failed => counts.failed += 1,
         }
     }
 

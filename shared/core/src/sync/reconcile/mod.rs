@@ -59,6 +59,7 @@ use serde_json::Value;
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::deliver::in_scope;
+use super::direct::{Deprovision, Direct, Gate};
 use super::link::{Link, Links};
 use super::mapping::map_resource;
 use super::plan::{PlannedChange, planned_for_event};
@@ -72,12 +73,14 @@ use crate::target::{TargetConfig, Targets};
 use provisync_scim::{ResourceKind, SchemaRegistry};
 
 mod checkpoint;
+mod deferred;
 mod diff;
 mod groups;
 mod lease;
 mod run;
 mod users;
 
+pub use deferred::DeferredCounts;
 pub use diff::{
     HubIndex, Matched, MemberDiff, MemberLinks, Verdict, covers, differs, judge, project,
     target_members,
@@ -100,6 +103,10 @@ pub struct ReconcileCounts {
     pub deactivated: u64,
     /// Out-of-scope accounts or orphans deleted.
     pub deleted: u64,
+    /// Deactivations and deletions the target's deprovision guard held for an operator
+    /// (not sent: `GET /admin/targets/{id}/held`).
+    #[serde(default)]
+    pub held: u64,
     /// Accounts the hub does not know (whatever the policy did with them).
     pub orphaned: u64,
     /// Accounts in sync.
@@ -135,6 +142,8 @@ pub struct GroupCounts {
     pub updated: u64,
     /// Orphan groups deleted (policy `delete`).
     pub deleted: u64,
+    /// Group changes (membership removals, deletions) the deprovision guard held.
+    pub held: u64,
     /// Groups the hub does not know.
     pub orphaned: u64,
     /// Groups in sync.
@@ -164,6 +173,7 @@ impl GroupCounts {
         self.updated += o.updated;
         self.deleted += o.deleted;
         self.orphaned += o.orphaned;
+        self.held += o.held;
         self.unchanged += o.unchanged;
         self.refused += o.refused;
         self.failed += o.failed;
@@ -180,7 +190,7 @@ impl GroupCounts {
             return "not supported (this kind of target cannot list groups)".into();
         }
         format!(
-            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} members_added={} members_removed={}",
+            "checked={} created={} updated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} members_added={} members_removed={} held={}",
             self.checked,
             self.created,
             self.updated,
@@ -192,7 +202,8 @@ impl GroupCounts {
             self.skipped,
             self.queued,
             self.members_added,
-            self.members_removed
+            self.members_removed,
+            self.held
         )
     }
 }
@@ -204,6 +215,7 @@ impl ReconcileCounts {
         self.updated += o.updated;
         self.deactivated += o.deactivated;
         self.deleted += o.deleted;
+        self.held += o.held;
         self.orphaned += o.orphaned;
         self.unchanged += o.unchanged;
         self.refused += o.refused;
@@ -223,6 +235,7 @@ impl ReconcileCounts {
         c.updated += u.updated;
         c.deactivated += u.deactivated;
         c.deleted += u.deleted;
+        c.held += u.held;
         c.refused += u.refused;
         c.failed += u.failed;
         c.skipped += u.skipped;
@@ -232,6 +245,7 @@ impl ReconcileCounts {
         // A group "deactivated" is no such thing: counted as updated.
         c.groups.updated += g.updated + g.deactivated;
         c.groups.deleted += g.deleted;
+        c.groups.held += g.held;
         c.groups.refused += g.refused;
         c.groups.failed += g.failed;
         c.groups.skipped += g.skipped;
@@ -245,7 +259,7 @@ impl ReconcileCounts {
     /// (users first, as before groups were reconciled).
     pub fn summary(&self) -> String {
         format!(
-            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} groups: {}",
+            "checked={} created={} updated={} deactivated={} deleted={} orphaned={} unchanged={} refused={} failed={} skipped={} queued={} held={} groups: {}",
             self.checked,
             self.created,
             self.updated,
@@ -257,6 +271,7 @@ impl ReconcileCounts {
             self.failed,
             self.skipped,
             self.queued,
+            self.held,
             self.groups.summary()
         )
     }
@@ -362,6 +377,9 @@ pub struct Reconciler {
     queue: Arc<dyn Queue>,
     factory: ConnectorFactory,
     runs: Runs,
+    /// The deprovision guard and journal for what a run changes by target id (orphans,
+    /// members unknown to the hub).
+    direct: Direct,
     /// With a value, a run is stopped this long after its deadline ([`Self::bounded`]).
     grace: Option<std::time::Duration>,
     /// Set in a plan ([`Reconciler::plan_target`]): the changes are collected here, and
@@ -396,6 +414,7 @@ impl Reconciler {
         Reconciler {
             links: Links::new(store.clone()),
             runs: Runs::new(store.clone()),
+            direct: Direct::new(store.clone(), audit.clone()),
             store,
             directory,
             targets,
@@ -549,6 +568,42 @@ impl Reconciler {
         done
     }
 
+    /// Sends a deprovision by target id through the target's guard and journal
+    /// ([`super::direct`]), audited (`what` names it).
+    async fn deprovision(
+        &self,
+        t: &TargetConfig,
+        c: &dyn crate::connector::Connector,
+        d: Deprovision,
+        what: &str,
+    ) -> Deprovisioned {
+        match self.direct.gate(t, &d).await {
+            Ok(Gate::Go) => {}
+            Ok(Gate::Held(_) | Gate::AlreadyHeld) => return Deprovisioned::Held,
+            Err(e) => {
+                tracing::warn!(target_id = %t.id, error = %e, "deprovision guard not asked: not sent");
+                let entry = AuditEntry::new(&t.id, d.op, AuditStatus::Retry)
+                    .resource(d.kind.as_str(), &d.change.target_id)
+                    .detail(format!(
+                        "{what}: not sent, the guard could not be asked: {e}"
+                    ));
+                if let Err(e) = self.audit.record(entry).await {
+                    tracing::warn!(error = %e, "audit entry not written");
+                }
+                return Deprovisioned::Failed;
+            }
+        }
+        let result = super::direct::send(c, d.op, d.kind, &d.change).await;
+        if self
+            .orphan_done(t, d.op, d.kind.as_str(), &d.change.target_id, what, result)
+            .await
+        {
+            Deprovisioned::Done
+        } else {
+            Deprovisioned::Failed
+        }
+    }
+
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), ReconcileError> {
         if let Some(p) = &self.plan {
             for m in &messages {
@@ -568,6 +623,15 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// What a deprovision by target id came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deprovisioned {
+    Done,
+    /// Held by the target's guard (now, or by an earlier run).
+    Held,
+    Failed,
 }
 
 /// One page of target objects matched to the hub.

@@ -4,10 +4,13 @@
 use serde_json::Value;
 
 use super::diff::{HubIndex, Matched, Verdict, judge, project};
-use super::{ClassifiedPage, ReconcileCounts, ReconcileError, Reconciler, event_for};
+use super::{
+    ClassifiedPage, Deprovisioned, ReconcileCounts, ReconcileError, Reconciler, event_for,
+};
 use crate::connector::Connector;
 use crate::event::ChangeOp;
 use crate::sync::audit::AuditOp;
+use crate::sync::direct::Deprovision;
 use crate::sync::link::Link;
 use crate::sync::mapping::{content_hash, map_resource};
 use crate::sync::plan::PlannedChange;
@@ -158,7 +161,7 @@ impl Reconciler {
             .and_then(Value::as_str)
             .unwrap_or(tid);
         let active = account.get("active").and_then(Value::as_bool) != Some(false);
-        let (op, result) = match t.orphans {
+        let op = match t.orphans {
             OrphanPolicy::Report => return,
             OrphanPolicy::Deactivate if !active => return,
             OrphanPolicy::Deactivate if self.planning() => {
@@ -169,17 +172,16 @@ impl Reconciler {
                 self.planned(PlannedChange::new("delete", "User", tid, label).detail("orphan"));
                 return;
             }
-            OrphanPolicy::Deactivate => (AuditOp::Deactivate, c.disable_user(tid).await),
-            OrphanPolicy::Delete => (AuditOp::Delete, c.delete_user(tid).await),
+            OrphanPolicy::Deactivate => AuditOp::Deactivate,
+            OrphanPolicy::Delete => AuditOp::Delete,
         };
         let what = format!("orphan {label:?}");
-        if self.orphan_done(t, op, "User", tid, &what, result).await {
-            match op {
-                AuditOp::Delete => counts.deleted += 1,
-                _ => counts.deactivated += 1,
-            }
-        } else {
-            counts.failed += 1;
+        let d = Deprovision::orphan_user(op, tid, label, account);
+        match self.deprovision(t, c, d, &what).await {
+            Deprovisioned::Done if op == AuditOp::Delete => counts.deleted += 1,
+            Deprovisioned::Done => counts.deactivated += 1,
+            Deprovisioned::Held => counts.held += 1,
+            Deprovisioned::Failed => counts.failed += 1,
         }
     }
 

@@ -1,0 +1,400 @@
+//! Blast-radius safety (#18), the rest: a reconcile's own deprovisions (orphans deleted or
+//! deactivated by target id) pass the deprovision guard and the journal like every other
+//! deprovision; and `delete_mode: {"deactivate_then_delete_after_days": N}` deactivates
+//! at once and deletes when due unless the user was restored — against `scim2-server`,
+//! on both stores.
+
+use std::time::{Duration, Instant};
+
+use provisync_tests::peers::ScimPeer;
+use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+async fn add_target(hub: &Hub, id: &str, peer: &ScimPeer, extra: Value) {
+    let mut body = json!({"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token}});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let r = hub
+        .admin(Method::PUT, &format!("/targets/{id}"), Some(&body))
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+}
+
+async fn peer_users(peer: &ScimPeer) -> Vec<Value> {
+    let (status, body) = peer.get("/Users?count=500").await;
+    assert_eq!(status, 200, "{body}");
+    body["Resources"].as_array().cloned().unwrap_or_default()
+}
+
+async fn peer_names(peer: &ScimPeer) -> Vec<String> {
+    let mut names: Vec<String> = peer_users(peer)
+        .await
+        .iter()
+        .filter_map(|u| u["userName"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn held(hub: &Hub, target: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/targets/{target}/held"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["held"].as_array().cloned().expect("held list")
+}
+
+async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/audit?{query}"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+async fn create_user(hub: &Hub, name: &str) -> String {
+    let r = hub
+        .post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.id()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A drifted target: 7 accounts the hub does not know, orphan policy `delete`, guard
+/// `max: 3`. The reconcile deletes 3 and holds 4 (reported `held`, not `deleted`;
+/// listed, audited `held`); the next reconcile does not hold them twice; a discarded
+/// one is held again by the reconcile after (its cause, an account unknown to the hub,
+/// is still there); released, all are deleted; every deletion was journaled, so undo
+/// recreates all 7.
+async fn reconcile_orphans_pass_the_guard(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "peer",
+        &peer,
+        json!({"orphans": "delete", "deprovision_guard": {"max": 3}}),
+    )
+    .await;
+    for n in ["known0", "known1"] {
+        create_user(&hub, n).await;
+    }
+    eventually(
+        "the hub's users on the peer",
+        Duration::from_secs(60),
+        || async { peer_users(&peer).await.len() == 2 },
+    )
+    .await;
+    for i in 0..7 {
+        let (status, body) = peer
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("stray{i}"), "active": true}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let since = now();
+
+    let counts = hub.reconcile("peer").await;
+    assert_eq!(counts["orphaned"], 7, "{counts}");
+    assert_eq!(counts["deleted"], 3, "at most max: {counts}");
+    assert_eq!(
+        counts["held"], 4,
+        "the rest held, not counted deleted: {counts}"
+    );
+    assert_eq!(peer_users(&peer).await.len(), 2 + 4);
+    let list = held(&hub, "peer").await;
+    assert_eq!(list.len(), 4, "{list:?}");
+    for h in &list {
+        assert_eq!(h["change"], "delete", "{h}");
+        assert_eq!(h["resource_type"], "User", "{h}");
+        let name = h["account"]["userName"].as_str().unwrap();
+        assert!(name.starts_with("stray"), "{h}");
+        assert!(
+            h["cause"].as_str().unwrap().contains("unknown to the hub"),
+            "{h}"
+        );
+    }
+    assert_eq!(audit(&hub, "target=peer&status=held").await.len(), 4);
+
+    // The next reconcile finds them again: still held, not held twice, nothing sent.
+    let counts = hub.reconcile("peer").await;
+    assert_eq!(
+        (counts["deleted"].clone(), counts["held"].clone()),
+        (json!(0), json!(4)),
+        "{counts}"
+    );
+    assert_eq!(held(&hub, "peer").await.len(), 4);
+    assert_eq!(peer_users(&peer).await.len(), 6);
+
+    // Discarded: audited, not sent; the next reconcile finds the cause still there and
+    // holds it again (the guard's window is spent), visibly.
+    let one = list[0]["id"].as_str().unwrap().to_string();
+    let name = list[0]["account"]["userName"].as_str().unwrap().to_string();
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/held/discard",
+            Some(&json!({"ids": [one]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(held(&hub, "peer").await.len(), 3);
+    assert!(peer_names(&peer).await.contains(&name));
+    let counts = hub.reconcile("peer").await;
+    assert_eq!(counts["held"], 4, "{counts}");
+    let again = held(&hub, "peer").await;
+    assert_eq!(again.len(), 4, "{again:?}");
+    assert!(
+        again
+            .iter()
+            .any(|h| h["account"]["userName"] == name.as_str())
+    );
+
+    // Released: all deleted.
+    let r = hub
+        .admin(Method::POST, "/targets/peer/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["released"].as_array().unwrap().len(),
+        4,
+        "{}",
+        r.text
+    );
+    assert!(held(&hub, "peer").await.is_empty());
+    assert_eq!(peer_names(&peer).await, ["known0", "known1"]);
+
+    // Journaled before each was sent: undo recreates the 7.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let steps = r.body["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 7, "{}", r.text);
+    assert!(
+        steps.iter().all(|s| s["change"] == "recreate"),
+        "{}",
+        r.text
+    );
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since, "apply": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.body.get("failed").is_none(), "{}", r.text);
+    let names = peer_names(&peer).await;
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.starts_with("stray")).count(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_orphans_pass_the_guard_embedded() {
+    reconcile_orphans_pass_the_guard(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_orphans_pass_the_guard_dynamodb() {
+    reconcile_orphans_pass_the_guard(Backend::DynamoDb).await;
+}
+
+/// `delete_mode: {"deactivate_then_delete_after_days": 7}`: users deleted in the hub are
+/// deactivated on the target at once and listed as deferred deletions; one is restored
+/// (re-created in the hub: linked to its account again). Another hub on the same store
+/// (the next Lambda invocation) runs the due deletions with a clock moved on: after 6
+/// days nothing is due; after 8 the deleted one is deleted (journaled: undo would
+/// recreate it) and the restored one is kept.
+async fn deletion_deferred_until_due(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    let hub = Hub::start_on(store.clone()).await;
+    let delivery = hub.run_delivery();
+    let r = hub
+        .admin(
+            Method::PUT,
+            "/targets/bad",
+            Some(
+                &json!({"kind": "scim", "base_url": peer.base, "auth": {"bearer": peer.token},
+                "delete_mode": {"deactivate_then_delete_after_days": 0}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    add_target(
+        &hub,
+        "peer",
+        &peer,
+        json!({"delete_mode": {"deactivate_then_delete_after_days": 7}}),
+    )
+    .await;
+    let r = hub.admin(Method::GET, "/targets/peer", None).await;
+    assert_eq!(
+        r.body["delete_mode"],
+        json!({"deactivate_then_delete_after_days": 7}),
+        "{}",
+        r.text
+    );
+    let mut ids = Vec::new();
+    for n in ["temp0", "temp1", "temp2"] {
+        ids.push(create_user(&hub, n).await);
+    }
+    eventually("the users on the peer", Duration::from_secs(60), || async {
+        peer_users(&peer).await.len() == 3
+    })
+    .await;
+    let since = now();
+    let start = chrono::Utc::now().timestamp();
+    for id in &ids[..2] {
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+    let inactive = |users: Vec<Value>| {
+        let mut n: Vec<String> = users
+            .iter()
+            .filter(|u| u["active"] == false)
+            .map(|u| u["userName"].as_str().unwrap_or_default().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    eventually(
+        "deactivated, not deleted",
+        Duration::from_secs(60),
+        || async { inactive(peer_users(&peer).await) == ["temp0", "temp1"] },
+    )
+    .await;
+    assert_eq!(peer_users(&peer).await.len(), 3, "nothing deleted yet");
+    let r = hub.admin(Method::GET, "/targets/peer/deferred", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut listed: Vec<Value> = r.body["deferred"].as_array().unwrap().clone();
+    listed.sort_by_key(|d| d["userName"].as_str().unwrap_or_default().to_string());
+    assert_eq!(listed.len(), 2, "{}", r.text);
+    assert_eq!(listed[0]["userName"], "temp0");
+    assert_eq!(listed[0]["cause"], "deleted in the hub");
+    let after = chrono::DateTime::parse_from_rfc3339(listed[0]["delete_after"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!((after - start - 7 * 86_400).abs() < 120, "{}", r.text);
+
+    // Restored: re-created in the hub, linked to its account again, active there.
+    create_user(&hub, "temp1").await;
+    eventually("temp1 active again", Duration::from_secs(60), || async {
+        inactive(peer_users(&peer).await) == ["temp0"]
+    })
+    .await;
+    drop(delivery);
+
+    // The scheduled cycle now: nothing due.
+    let report =
+        provisync_core::sync::schedule::run_schedule(&hub.schedule, Duration::from_secs(20))
+            .await
+            .expect("cycle");
+    assert_eq!(report.deferred_deletes.len(), 1, "{report:?}");
+    assert_eq!(report.deferred_deletes[0].waiting, 2, "{report:?}");
+
+    // Another invocation (a hub built afresh on the same store, with the same operator
+    // key), the clock moved on: 6 days, nothing due; 8 days, due.
+    let next = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store,
+        queue: hub.queue.clone(),
+        schemas: provisync_scim::SchemaRegistry::builtin(),
+        secrets: provisync_core::crypto::SecretBox::from_encoded(&hub.secret_key).unwrap(),
+        connectors: provisync_connectors::connectors_for,
+    })
+    .schedule();
+    let due = next
+        .reconciler
+        .delete_due(start + 6 * 86_400)
+        .await
+        .expect("due deletions");
+    assert_eq!((due[0].waiting, due[0].deleted), (2, 0), "{due:?}");
+    assert_eq!(peer_users(&peer).await.len(), 3);
+    let due = next
+        .reconciler
+        .delete_due(start + 8 * 86_400)
+        .await
+        .expect("due deletions");
+    assert_eq!(
+        (due[0].deleted, due[0].restored, due[0].held, due[0].waiting),
+        (1, 1, 0, 0),
+        "{due:?}"
+    );
+    assert_eq!(peer_names(&peer).await, ["temp1", "temp2"]);
+    let r = hub.admin(Method::GET, "/targets/peer/deferred", None).await;
+    assert_eq!(r.body["deferred"], json!([]), "{}", r.text);
+    assert_eq!(
+        audit(&hub, "target=peer&op=delete&status=delivered")
+            .await
+            .len(),
+        1
+    );
+    // Journaled: undo would bring temp0 back.
+    let r = hub
+        .admin(
+            Method::POST,
+            "/targets/peer/undo",
+            Some(&json!({"since": since})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.body["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["change"] == "recreate" && s["userName"] == "temp0"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_deferred_until_due_embedded() {
+    deletion_deferred_until_due(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_deferred_until_due_dynamodb() {
+    deletion_deferred_until_due(Backend::DynamoDb).await;
+}
