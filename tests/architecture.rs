@@ -381,6 +381,9 @@ fn crates_keep_to_their_layers() {
         "provisync-http",
         "provisync-aws",
         "provisync-connectors",
+        // The outbound HTTP client: the core has the port (`connector::http::HttpPort`),
+        // provisync-connectors the client, so `scim-api` and `webhook-ingest` link none.
+        "reqwest",
     ] {
         assert!(
             !core.contains_key(banned),
@@ -388,7 +391,13 @@ fn crates_keep_to_their_layers() {
         );
     }
     let http = dependencies(&shared.join("http/Cargo.toml"));
-    for banned in ["provisync-connectors", "provisync-aws", "aws-config", "csv"] {
+    for banned in [
+        "provisync-connectors",
+        "provisync-aws",
+        "aws-config",
+        "csv",
+        "reqwest",
+    ] {
         assert!(
             !http.contains_key(banned),
             "provisync-http must not depend on {banned}"
@@ -402,6 +411,7 @@ fn crates_keep_to_their_layers() {
             "redb",
             "csv",
             "aws-sdk-cognitoidentityprovider",
+            "reqwest",
         ] {
             assert!(
                 !deps.contains_key(banned),

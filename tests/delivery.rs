@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use provisync_connectors::http::{HttpClient, HttpPolicy};
 use provisync_connectors::scim::ScimConnector;
-use provisync_core::connector::http::{HttpClient, HttpPolicy};
 use provisync_core::connector::{Connector, SetupError};
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use provisync_connectors::http::{HttpClient, HttpPolicy, check_target_url};
 use provisync_connectors::scim::ScimConnector;
-use provisync_core::connector::http::{HttpClient, HttpPolicy, check_target_url};
 use provisync_core::connector::{Connector, ConnectorError};
 use provisync_core::target::{HttpAuth, ScimTarget, UpdateStyle};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};

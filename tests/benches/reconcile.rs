@@ -219,6 +219,7 @@ async fn import(rows: usize) {
         schemas: provisync_scim::SchemaRegistry::builtin(),
         secrets,
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     });
     let mut csv = String::from("userName,name.givenName,name.familyName,email,active,title\n");
     for i in 0..rows {

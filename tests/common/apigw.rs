@@ -42,6 +42,7 @@ pub fn state_on(
         schemas: provisync_scim::SchemaRegistry::builtin(),
         secrets,
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     });
     provisync_http::AppState::from_env(hub).expect("state")
 }

@@ -253,6 +253,7 @@ impl Hub {
             schemas: SchemaRegistry::builtin(),
             secrets,
             connectors,
+            http: provisync_connectors::http::http_port,
         });
         let auth = Authenticator::new(Some(store.clone()))
             .with_static_token(TOKEN, Scope::Scim)

@@ -16,8 +16,11 @@ fn invocation_deadline(extensions: &lambda_http::http::Extensions) -> Option<tok
 async fn main() -> Result<(), Error> {
     provisync_aws::lambda::init_tracing();
     // Tests a target's connection and reconciles on demand: every connector is linked.
-    let (_, hub) =
-        provisync_aws::lambda::hub_from_env(provisync_connectors::connectors_for).await?;
+    let (_, hub) = provisync_aws::lambda::hub_from_env(
+        provisync_connectors::connectors_for,
+        provisync_connectors::http::http_port,
+    )
+    .await?;
     run(provisync_http::answer_by(
         provisync_http::admin_app(provisync_http::AppState::from_env(hub)?),
         invocation_deadline,

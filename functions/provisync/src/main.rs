@@ -212,6 +212,7 @@ async fn serve(port: u16) -> Result<()> {
         schemas,
         secrets,
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     });
     let auth = auth::Authenticator::new(Some(store))
         .with_static_token(&scim_token, Scope::Scim)

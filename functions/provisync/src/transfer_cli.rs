@@ -114,6 +114,7 @@ fn local_directory(dir: &Path) -> Result<provisync_core::directory::Directory> {
         schemas,
         secrets,
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     });
     Ok(hub.directory)
 }

@@ -29,7 +29,14 @@ async fn handler(
 async fn main() -> Result<(), Error> {
     init_tracing();
     // SDK clients, the store and the delivery engine are built once, at cold start.
-    let deliver = Arc::new(deliverer_from_env(provisync_connectors::connectors_for).await?);
+    let deliver = Arc::new(
+        deliverer_from_env(
+            provisync_connectors::connectors_for,
+            // Delivers only: no source is pulled here (the connectors have their own client).
+            provisync_core::connector::http::no_http,
+        )
+        .await?,
+    );
     lambda_runtime::run(service_fn(move |event| {
         let deliver = deliver.clone();
         async move { handler(&deliver, event).await }
@@ -122,6 +129,7 @@ mod tests {
             schemas: provisync_scim::SchemaRegistry::builtin(),
             secrets: SecretBox::generate().0,
             connectors: provisync_connectors::connectors_for,
+            http: provisync_connectors::http::http_port,
         });
         Setup {
             deliver: QueueDeliver::new(hub.deliverer.clone(), queue.clone(), 5),

@@ -31,7 +31,11 @@ async fn handler(
 async fn main() -> Result<(), Error> {
     init_tracing();
     // SDK clients, the store and the hub wiring are built once, at cold start.
-    let (_, hub) = hub_from_env(provisync_connectors::connectors_for).await?;
+    let (_, hub) = hub_from_env(
+        provisync_connectors::connectors_for,
+        provisync_connectors::http::http_port,
+    )
+    .await?;
     let schedule = Arc::new(hub.schedule());
     let metrics = Metrics::stdout();
     lambda_runtime::run(service_fn(move |event| {
@@ -67,6 +71,7 @@ mod tests {
             schemas: provisync_scim::SchemaRegistry::builtin(),
             secrets,
             connectors: provisync_connectors::connectors_for,
+            http: provisync_connectors::http::http_port,
         });
         let schedule = hub.schedule();
         let path = format!(
@@ -144,6 +149,7 @@ mod tests {
             schemas: provisync_scim::SchemaRegistry::builtin(),
             secrets: provisync_core::crypto::SecretBox::generate().0,
             connectors: provisync_connectors::connectors_for,
+            http: provisync_connectors::http::http_port,
         });
         let peer = provisync_tests::peers::hanging_peer().await;
         let target: provisync_core::target::TargetConfig =

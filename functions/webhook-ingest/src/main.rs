@@ -9,9 +9,12 @@ use lambda_http::{Error, run};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     provisync_aws::lambda::init_tracing();
-    // Delivers nothing itself: no connector is linked.
-    let (_, hub) =
-        provisync_aws::lambda::hub_from_env(provisync_core::connector::no_connectors).await?;
+    // Delivers nothing and calls nothing out: no connector and no HTTP client is linked.
+    let (_, hub) = provisync_aws::lambda::hub_from_env(
+        provisync_core::connector::no_connectors,
+        provisync_core::connector::http::no_http,
+    )
+    .await?;
     run(provisync_http::webhook_app(
         provisync_http::AppState::from_env(hub)?,
     ))

@@ -11,6 +11,7 @@ use crate::secrets::{self, SecretError};
 use crate::{AwsClients, AwsError, Backend};
 use provisync_core::config::{self, ConfigError};
 use provisync_core::connector::ConnectorFactory;
+use provisync_core::connector::http::HttpFactory;
 use provisync_core::hub::{Hub, HubParts};
 use provisync_core::sync::schedule::{
     CYCLE_BUDGET, CycleError, CycleReport, Schedule, budget_within, run_schedule,
@@ -70,12 +71,16 @@ pub enum StartError {
 }
 
 /// The hub of a Lambda function, built once per cold start on DynamoDB and SQS, with the
-/// connectors `connectors` links. The operator key (targets' credentials and passwords in
+/// connectors `connectors` links and the outbound HTTP client `http` builds (sources'
+/// pulls and connection tests). The operator key (targets' credentials and passwords in
 /// change events are sealed with it) is read from the Secrets Manager secret named by
 /// `PROVISYNC_SECRET_KEY_ARN` ([`crate::secrets`]), at the same time as the queue is
 /// resolved, and kept for the life of the execution environment; it is never taken from
 /// the environment.
-pub async fn hub_from_env(connectors: ConnectorFactory) -> Result<(Backend, Hub), StartError> {
+pub async fn hub_from_env(
+    connectors: ConnectorFactory,
+    http: HttpFactory,
+) -> Result<(Backend, Hub), StartError> {
     // Functions call public https addresses only, unless the operator opts in.
     config::url_policy_from_env(provisync_core::net::PrivateTargets::None)?;
     let schemas = config::load_schemas(config::schema_dir().as_deref())?;
@@ -92,6 +97,7 @@ pub async fn hub_from_env(connectors: ConnectorFactory) -> Result<(Backend, Hub)
         schemas,
         secrets,
         connectors,
+        http,
     });
     Ok((backend, hub))
 }
@@ -139,9 +145,12 @@ fn parse_max_receive_count(v: Option<&str>) -> Result<u32, ConfigError> {
 /// `queue-deliver`'s state, built once per cold start: the hub's delivery engine on SQS,
 /// `PROVISYNC_MAX_RECEIVE_COUNT`, metrics on stdout (one line per delivery outcome and
 /// per batch, [`crate::metrics`]).
-pub async fn deliverer_from_env(connectors: ConnectorFactory) -> Result<QueueDeliver, StartError> {
+pub async fn deliverer_from_env(
+    connectors: ConnectorFactory,
+    http: HttpFactory,
+) -> Result<QueueDeliver, StartError> {
     let max_receives = max_receive_count_from_env()?;
-    let (backend, hub) = hub_from_env(connectors).await?;
+    let (backend, hub) = hub_from_env(connectors, http).await?;
     let metrics = Metrics::stdout();
     observe_deliveries(&hub.audit, metrics.clone());
     Ok(QueueDeliver::new(hub.deliverer, backend.queue, max_receives).with_metrics(metrics))

@@ -164,6 +164,7 @@ async fn records_never_tried_do_not_march_to_the_dead_letter_queue() {
         schemas: provisync_scim::SchemaRegistry::builtin(),
         secrets: provisync_core::crypto::SecretBox::generate().0,
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     });
     hub.targets.put(&hanging_target().await).await.unwrap();
     let deliver =

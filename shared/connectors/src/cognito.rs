@@ -51,9 +51,7 @@ use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType, U
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use provisync_core::connector::http::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, truncate,
-};
+use crate::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, truncate};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::CognitoTarget;
 use provisync_scim::ResourceKind;
@@ -154,8 +152,7 @@ impl CognitoConnector {
             ));
         }
         if let Some(e) = &target.endpoint_url {
-            provisync_core::connector::http::check_target_url(e)
-                .map_err(|e| SetupError::Url(e.to_string()))?;
+            crate::http::check_target_url(e).map_err(|e| SetupError::Url(e.to_string()))?;
         }
         Ok(CognitoConnector {
             pool: target.user_pool_id.clone(),
@@ -208,7 +205,7 @@ impl CognitoConnector {
                     } else {
                         format!("{code}: {message}")
                     },
-                    provisync_core::connector::http::MAX_REASON_CHARS,
+                    crate::http::MAX_REASON_CHARS,
                 );
                 match code.as_str() {
                     "UsernameExistsException" | "GroupExistsException" => {

@@ -32,9 +32,9 @@ use reqwest::header;
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use provisync_core::connector::http::{
-    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url,
-    vendor_error,
+use crate::http::{
+    ApplyCredentials, Credentials, HttpClient, HttpResponse, SetupError, check_target_url,
+    error_for, join_url, vendor_error,
 };
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::{CrowdTarget, HttpAuth};

@@ -27,12 +27,10 @@ use reqwest::header;
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use provisync_core::connector::http::{
+use crate::http::{
     HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url, vendor_error,
 };
-use provisync_core::connector::oauth::{
-    ClientCredentials, ClientCredentialsConfig, unguessable_password,
-};
+use crate::oauth::{ClientCredentials, ClientCredentialsConfig, unguessable_password};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::EntraTarget;
 use provisync_scim::ResourceKind;

@@ -3,13 +3,20 @@
 //! adapter serves which kind of target; a build without a vendor's feature refuses that
 //! kind of target with a clear message instead of linking its code.
 //!
-//! The port they implement, [`provisync_core::connector::Connector`], and the HTTP client
-//! they share ([`provisync_core::connector::http`]) are in the core crate.
+//! The port they implement, [`provisync_core::connector::Connector`], and the outbound
+//! HTTP policy ([`provisync_core::connector::http`]) are in the core crate; the client
+//! that keeps that policy ([`http::HttpClient`], reqwest and rustls) and OAuth client
+//! credentials ([`oauth`]) are here, so only the processes that call out link them. The
+//! core's outbound port ([`provisync_core::connector::http::HttpPort`]) is served by
+//! [`http::http_port`].
 
 use std::sync::Arc;
 
 use provisync_core::connector::{Connector, SetupError};
 use provisync_core::target::{TargetConfig, TargetKind};
+
+pub mod http;
+pub mod oauth;
 
 #[cfg(feature = "cognito")]
 pub mod cognito;

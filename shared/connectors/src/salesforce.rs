@@ -26,10 +26,10 @@ use reqwest::header;
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use provisync_core::connector::http::{
+use crate::http::{
     HttpClient, HttpResponse, SetupError, check_target_url, error_for, join_url, truncate,
 };
-use provisync_core::connector::oauth::{ClientCredentials, ClientCredentialsConfig};
+use crate::oauth::{ClientCredentials, ClientCredentialsConfig};
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::SalesforceTarget;
 use provisync_scim::ResourceKind;

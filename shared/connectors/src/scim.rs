@@ -16,8 +16,8 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use provisync_core::connector::http::{
-    Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url,
+use crate::http::{
+    ApplyCredentials, Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url,
 };
 use provisync_core::connector::{
     Connector, ConnectorError, ListPage, TargetId, listing_position_lost,

@@ -12,7 +12,7 @@ use reqwest::Method;
 use reqwest::Url;
 use serde_json::{Value, json};
 
-use provisync_core::connector::http::{HttpClient, error_for};
+use crate::http::{HttpClient, error_for};
 use provisync_core::connector::{Connector, ConnectorError, SetupError, TargetId};
 use provisync_core::target::WebhookTarget;
 use provisync_core::webhook_sig::{decode_standard_secret, sign_standard};
@@ -37,7 +37,7 @@ pub use provisync_core::sync::envelope::envelope_for;
 
 impl WebhookSender {
     pub fn new(target: &WebhookTarget) -> Result<Self, SetupError> {
-        let url = provisync_core::connector::http::check_target_url(&target.url)
+        let url = crate::http::check_target_url(&target.url)
             .map_err(|e| SetupError(format!("url: {e}")))?;
         let key = decode_standard_secret(&target.secret)
             .map_err(|e| SetupError(format!("secret is not a Standard Webhooks secret: {e}")))?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use provisync_scim::{ResourceKind, SchemaRegistry};
 
 use crate::connector::ConnectorFactory;
+use crate::connector::http::HttpFactory;
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, Stored};
 use crate::event::{ChangeEvent, ChangeOp, EventSink, Origin};
@@ -38,6 +39,10 @@ pub struct HubParts {
     /// Which connectors this process links ([`crate::connector::no_connectors`] for the
     /// functions that deliver nothing).
     pub connectors: ConnectorFactory,
+    /// The outbound HTTP client this process links, for the pull of sources and their
+    /// connection tests (`provisync_connectors::http::http_port`;
+    /// [`crate::connector::http::no_http`] for the functions that call nothing out).
+    pub http: HttpFactory,
 }
 
 /// The hub, wired. Cheap to clone.
@@ -54,6 +59,7 @@ pub struct Hub {
     pub audit: Audit,
     pub links: Links,
     pub connectors: ConnectorFactory,
+    pub http: HttpFactory,
     /// Changes from sources (webhooks and pulls) into the directory.
     pub inbound: Arc<Inbound>,
     /// Consumes the queue: change events to the targets.
@@ -83,6 +89,7 @@ impl Hub {
             schemas,
             secrets,
             connectors,
+            http,
         } = parts;
         let secrets = Arc::new(secrets);
         let store_for_runs = store.clone();
@@ -118,6 +125,7 @@ impl Hub {
             store.clone(),
             sources.clone(),
             Arc::new(InboundSink::new(inbound.clone())),
+            http,
         )
         .with_audit(audit.clone());
         let deliverer = Arc::new(Deliverer::new(
@@ -138,6 +146,7 @@ impl Hub {
             audit,
             links,
             connectors,
+            http,
             inbound,
             deliverer,
             reconciler,

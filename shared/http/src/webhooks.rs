@@ -273,6 +273,7 @@ mod tests {
             schemas: provisync_scim::SchemaRegistry::builtin(),
             secrets: provisync_core::crypto::SecretBox::generate().0,
             connectors: provisync_core::connector::no_connectors,
+            http: provisync_core::connector::http::no_http,
         });
         crate::webhook_app(crate::AppState::new(
             hub,
@@ -457,6 +458,7 @@ mod tests {
                 schemas: provisync_scim::SchemaRegistry::builtin(),
                 secrets: provisync_core::crypto::SecretBox::generate().0,
                 connectors: provisync_core::connector::no_connectors,
+                http: provisync_core::connector::http::no_http,
             });
             for source in [
                 json!({"id": "site", "secrets": [SECRET], "user_sync": true,

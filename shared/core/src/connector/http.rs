@@ -1,25 +1,31 @@
-//! The outbound HTTP policy every connector uses: `reqwest` clients (rustls), bounded
-//! timeouts, no redirects to another origin, only the addresses the URL policy allows
-//! ([`crate::net`]: checked on every request and on every address a name resolves to, see
-//! [`super::resolve`]), bounded response bodies, credentials that never reach a log, and
-//! one mapping of responses and transport failures to [`ConnectorError`].
+//! The outbound HTTP policy and port: bounded timeouts, no redirects to another origin,
+//! only the addresses the URL policy allows ([`crate::net`]: checked on every request and
+//! on every address a name resolves to), bounded response bodies, credentials that never
+//! reach a log, and one mapping of responses to [`ConnectorError`].
+//!
+//! The core makes no call itself: what needs the network (the pull of sources, a source's
+//! connection test) sends an [`HttpRequest`] through an [`HttpPort`], built by the
+//! process's [`HttpFactory`] (the composition root, [`crate::hub::HubParts::http`]). The
+//! client that keeps this policy (reqwest, rustls) is `provisync_connectors::http`, so
+//! the functions that call nothing out (`scim-api`, `webhook-ingest`) do not link it.
 //!
 //! The mapping follows RFC 7644 §3.12 (SCIM error responses: `status`, `scimType`,
 //! `detail`) and RFC 9110 (§15 status codes, §10.2.3 `Retry-After`).
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{self, HeaderMap, HeaderValue};
-use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
 use serde_json::Value;
+use url::Url;
 
 use super::ConnectorError;
-use super::resolve::{GuardedResolver, PolicySource};
 pub use crate::net::check_target_url;
-use crate::net::{UrlError, UrlPolicy};
+use crate::net::{UrlError, UrlPolicy, process_policy};
 use crate::target::HttpAuth;
 
 /// Default time to establish a connection (TCP + TLS).
@@ -37,7 +43,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Longest accepted target URL.
 pub use crate::net::MAX_URL_LEN;
 
-/// Timeouts, redirect limit and URL policy of an [`HttpClient`].
+/// Timeouts, redirect limit and URL policy of an outbound client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpPolicy {
     pub connect_timeout: Duration,
@@ -60,10 +66,28 @@ impl Default for HttpPolicy {
 }
 
 impl HttpPolicy {
-    fn url_policy(&self) -> PolicySource {
+    /// Where the client takes its URL policy from.
+    pub fn url_policy(&self) -> PolicySource {
         match self.urls {
             Some(p) => PolicySource::Fixed(p),
             None => PolicySource::Process,
+        }
+    }
+}
+
+/// Where a client's URL policy comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The process policy at the time of each call ([`crate::net::process_policy`]).
+    Process,
+    Fixed(UrlPolicy),
+}
+
+impl PolicySource {
+    pub fn get(self) -> UrlPolicy {
+        match self {
+            PolicySource::Process => process_policy(),
+            PolicySource::Fixed(p) => p,
         }
     }
 }
@@ -169,9 +193,9 @@ impl Credentials {
         })
     }
 
-    /// Applies the header to a request.
-    pub fn apply(&self, req: RequestBuilder) -> RequestBuilder {
-        req.header(header::AUTHORIZATION, self.header.clone())
+    /// The `Authorization` header value (marked sensitive: never shown by `Debug`).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.header
     }
 
     /// `text` with every secret of these credentials replaced by `***`.
@@ -201,140 +225,70 @@ pub fn scrub_secret(text: &str, secret: &str) -> String {
     out
 }
 
-/// The shared outbound client. Cheap to clone (the connection pools are shared).
-///
-/// Two `reqwest` clients: one for https, one for plain http whose resolver accepts only
-/// the loopback and private addresses the policy allows (plain http never goes to a
-/// public address). [`HttpClient::request`] picks by the URL's scheme; a same-origin
-/// redirect keeps it.
-#[derive(Clone)]
-pub struct HttpClient {
-    tls: reqwest::Client,
-    plain: reqwest::Client,
-    policy: HttpPolicy,
+/// An outbound request, as an [`HttpPort`] sends it.
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
 }
 
-impl fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpClient {
-    /// A client with its own pool and this policy.
-    pub fn new(policy: HttpPolicy) -> Result<HttpClient, SetupError> {
-        Self::build(policy, None)
-    }
-
-    /// A client that resolves names with `inner` before the policy filters the answers
-    /// (tests: a name that resolves to loopback).
-    pub fn with_resolver(
-        policy: HttpPolicy,
-        inner: std::sync::Arc<dyn reqwest::dns::Resolve>,
-    ) -> Result<HttpClient, SetupError> {
-        Self::build(policy, Some(inner))
-    }
-
-    fn build(
-        policy: HttpPolicy,
-        inner: Option<std::sync::Arc<dyn reqwest::dns::Resolve>>,
-    ) -> Result<HttpClient, SetupError> {
-        let client = |plain: bool| {
-            let max = policy.max_redirects;
-            let urls = policy.url_policy();
-            let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-                // Follow only within the origin the request was sent to: a redirect must
-                // not carry the request (and its credentials) to another host, nor
-                // downgrade it; and never to an address the policy refuses.
-                let same_origin = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.origin() == attempt.url().origin());
-                let allowed = urls.get().check_request_url(attempt.url()).is_ok();
-                if same_origin && allowed && attempt.previous().len() <= max {
-                    attempt.follow()
-                } else {
-                    attempt.stop()
-                }
-            });
-            reqwest::Client::builder()
-                .connect_timeout(policy.connect_timeout)
-                .timeout(policy.request_timeout)
-                .redirect(redirect)
-                .dns_resolver(std::sync::Arc::new(GuardedResolver {
-                    policy: urls,
-                    plain,
-                    inner: inner.clone(),
-                }))
-                .user_agent(concat!("provisync/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| SetupError::Client(e.without_url().to_string()))
-        };
-        Ok(HttpClient {
-            tls: client(false)?,
-            plain: client(true)?,
-            policy,
-        })
-    }
-
-    /// The process-wide client with the default policy, built on first use.
-    pub fn shared() -> Result<HttpClient, SetupError> {
-        static SHARED: OnceLock<Result<HttpClient, SetupError>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| HttpClient::new(HttpPolicy::default()))
-            .clone()
-    }
-
-    pub fn policy(&self) -> &HttpPolicy {
-        &self.policy
-    }
-
-    pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
-        let client = if url.scheme() == "http" {
-            &self.plain
-        } else {
-            &self.tls
-        };
-        client.request(method, url)
-    }
-
-    /// Sends a request and reads the response (bounded). Transport failures and timeouts
-    /// are [`ConnectorError::Retryable`]; an address the URL policy refuses is
-    /// [`ConnectorError::Refused`] (nothing is sent); any status is returned as is.
-    pub async fn send(&self, req: RequestBuilder) -> Result<HttpResponse, ConnectorError> {
-        let (client, req) = req.build_split();
-        let req = req.map_err(transport_error)?;
-        // Names are checked by the resolver; IP literals never reach it.
-        self.policy
-            .url_policy()
-            .get()
-            .check_request_url(req.url())
-            .map_err(|e| refused_address(&e))?;
-        let mut resp = client.execute(req).await.map_err(transport_error)?;
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(ConnectorError::Refused {
-                    status: Some(status.as_u16()),
-                    reason: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
+impl HttpRequest {
+    pub fn new(method: Method, url: Url) -> HttpRequest {
+        HttpRequest {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
         }
-        Ok(HttpResponse {
-            status,
-            headers,
-            body: Bytes::from(body),
-        })
     }
+
+    /// A `GET` of `url`.
+    pub fn get(url: Url) -> HttpRequest {
+        HttpRequest::new(Method::GET, url)
+    }
+
+    /// With this header (replacing one of the same name).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> HttpRequest {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// With the `Authorization` header of `creds`.
+    pub fn authorized(self, creds: &Credentials) -> HttpRequest {
+        self.header(header::AUTHORIZATION, creds.header_value().clone())
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> HttpRequest {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+/// The outbound HTTP port: sends a request under the client's [`HttpPolicy`] and reads
+/// the response (bounded, [`MAX_RESPONSE_BYTES`]). Transport failures and timeouts are
+/// [`ConnectorError::Retryable`]; an address the URL policy refuses is
+/// [`ConnectorError::Refused`] (nothing is sent); any status is returned as is.
+#[async_trait]
+pub trait HttpPort: Send + Sync {
+    async fn send(&self, req: HttpRequest) -> Result<HttpResponse, ConnectorError>;
+}
+
+/// The process's outbound client, built on first use (`provisync_connectors::http::
+/// http_port`, or [`no_http`]). A function pointer, as [`super::ConnectorFactory`] is:
+/// each entry point chooses whether it links an HTTP client at all.
+pub type HttpFactory = fn() -> Result<Arc<dyn HttpPort>, SetupError>;
+
+/// The factory of a process that calls nothing out (the SCIM and webhook functions).
+pub fn no_http() -> Result<Arc<dyn HttpPort>, SetupError> {
+    Err(SetupError::Client(
+        "this function makes no outbound calls".into(),
+    ))
 }
 
 /// A request the URL policy refused: not retried (only the operator can change it).
-fn refused_address(e: &UrlError) -> ConnectorError {
+pub fn refused_address(e: &UrlError) -> ConnectorError {
     ConnectorError::Refused {
         status: None,
         reason: format!("address not allowed: {e}"),
@@ -384,7 +338,8 @@ impl HttpResponse {
 /// - 408, 425, 429, 500, 502, 503, 504 and other 5xx except 501/505: `Retryable`, with
 ///   `Retry-After` (delta-seconds or HTTP-date, RFC 9110 §10.2.3) when given;
 /// - 404: `NotFound`; 409: `Conflict` (RFC 7644 §3.3 `uniqueness`); 410: `Gone`;
-/// - 3xx (a redirect that was not followed, see [`HttpClient::new`]): `Refused`;
+/// - 3xx (a redirect that was not followed: the client follows same-origin ones only):
+///   `Refused`;
 /// - other 4xx, 501, 505: `Refused`, with the target's own reason (the SCIM error's
 ///   `scimType` and `detail`, RFC 7644 §3.12), truncated and scrubbed of our secrets.
 pub fn error_for(resp: &HttpResponse, creds: Option<&Credentials>) -> ConnectorError {
@@ -567,46 +522,6 @@ pub fn parse_retry_after(
             .unwrap_or(Duration::ZERO)
     };
     Some(d.min(MAX_RETRY_AFTER))
-}
-
-/// A transport failure (connect, TLS, timeout, reset): always retryable. The detail names
-/// the kind of failure, never the URL (it may carry a filter with personal data).
-pub fn transport_error(e: reqwest::Error) -> ConnectorError {
-    // The resolver refused every address of the name: a policy decision, not an outage.
-    let mut src: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(s) = src {
-        if let Some(refused) = s.downcast_ref::<UrlError>() {
-            return refused_address(refused);
-        }
-        src = s.source();
-    }
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "connection lost while reading the response"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "transport error"
-    };
-    let mut root = String::new();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(s) = src {
-        root = s.to_string();
-        src = s.source();
-    }
-    let detail = if root.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {}", truncate(&root, 200))
-    };
-    ConnectorError::Retryable {
-        status: None,
-        retry_after: None,
-        detail,
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,6 @@
 //! translates them to its system's API.
 
 pub mod http;
-pub mod oauth;
-pub mod resolve;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -27,7 +27,7 @@ fn url_table() {
         ("https://[64:ff9b::8.8.8.8]/", "+++"),
         // Plain http to a public address: never. A name is taken with the private opt-in
         // and must then resolve to an allowed non-public address (see
-        // `connector::resolve`).
+        // `provisync_connectors::http::resolve`).
         ("http://scim.example.com/scim/v2", "--+"),
         ("http://8.8.8.8/", "---"),
         ("http://[2606:4700:4700::1111]/", "---"),

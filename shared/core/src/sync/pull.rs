@@ -41,9 +41,10 @@ use crate::store::keyspace;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use reqwest::{Method, Url, header};
+use http::header::{self, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use url::Url;
 
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::inbound::{
@@ -51,7 +52,9 @@ use super::inbound::{
     InboundError,
 };
 use crate::connector::ConnectorError;
-use crate::connector::http::{Credentials, HttpClient, HttpResponse, check_target_url};
+use crate::connector::http::{
+    Credentials, HttpFactory, HttpPort, HttpRequest, HttpResponse, check_target_url,
+};
 use crate::source::{PullConfig, PullKind, SourceConfig, Sources};
 use crate::store::{Item, Key, Store, StoreError, Write};
 
@@ -265,13 +268,13 @@ pub struct PulledPage {
 struct Reader {
     base: Url,
     creds: Credentials,
-    http: HttpClient,
+    http: Arc<dyn HttpPort>,
     /// The source pages by cursor (RFC 9865), as its `/ServiceProviderConfig` says.
     cursors: bool,
 }
 
 impl Reader {
-    fn new(pull: &PullConfig, http: HttpClient) -> Result<Reader, PullError> {
+    fn new(pull: &PullConfig, http: Arc<dyn HttpPort>) -> Result<Reader, PullError> {
         let base = check_target_url(&pull.base_url).map_err(|e| PullError::Setup(e.to_string()))?;
         let creds =
             Credentials::from_auth(&pull.auth).map_err(|e| PullError::Setup(e.to_string()))?;
@@ -293,15 +296,14 @@ impl Reader {
     }
 
     /// A GET, answered as it came (any status).
-    async fn get_raw(&self, url: Url, accept: &str) -> Result<HttpResponse, PullError> {
-        let req = self
-            .creds
-            .apply(self.http.request(Method::GET, url))
-            .header(header::ACCEPT, accept);
+    async fn get_raw(&self, url: Url, accept: &'static str) -> Result<HttpResponse, PullError> {
+        let req = HttpRequest::get(url)
+            .authorized(&self.creds)
+            .header(header::ACCEPT, HeaderValue::from_static(accept));
         Ok(self.http.send(req).await?)
     }
 
-    async fn get(&self, url: Url, accept: &str) -> Result<Value, PullError> {
+    async fn get(&self, url: Url, accept: &'static str) -> Result<Value, PullError> {
         let resp = self.get_raw(url, accept).await?.ok(Some(&self.creds))?;
         Ok(resp.json()?)
     }
@@ -492,7 +494,10 @@ pub struct Puller {
     store: Arc<dyn Store>,
     sources: Sources,
     sink: Arc<dyn PullSink>,
-    http: Option<HttpClient>,
+    /// The process's outbound client, built on the first pull.
+    http: HttpFactory,
+    /// A client given instead ([`Self::with_client`]).
+    client: Option<Arc<dyn HttpPort>>,
     audit: Option<Audit>,
     /// With a value, a source's pull is stopped this long after the deadline
     /// ([`Self::bounded`]).
@@ -506,12 +511,19 @@ impl std::fmt::Debug for Puller {
 }
 
 impl Puller {
-    pub fn new(store: Arc<dyn Store>, sources: Sources, sink: Arc<dyn PullSink>) -> Self {
+    /// Reads sources through the client `http` builds (on the first pull).
+    pub fn new(
+        store: Arc<dyn Store>,
+        sources: Sources,
+        sink: Arc<dyn PullSink>,
+        http: HttpFactory,
+    ) -> Self {
         Puller {
             store,
             sources,
             sink,
-            http: None,
+            http,
+            client: None,
             audit: None,
             grace: None,
         }
@@ -528,8 +540,8 @@ impl Puller {
     }
 
     /// Reads sources with this client (tests use short timeouts).
-    pub fn with_client(mut self, http: HttpClient) -> Self {
-        self.http = Some(http);
+    pub fn with_client(mut self, http: Arc<dyn HttpPort>) -> Self {
+        self.client = Some(http);
         self
     }
 
@@ -633,9 +645,9 @@ impl Puller {
                 "user_sync is off for this source: nothing to pull".into(),
             ));
         }
-        let http = match &self.http {
+        let http = match &self.client {
             Some(h) => h.clone(),
-            None => HttpClient::shared().map_err(|e| PullError::Setup(e.to_string()))?,
+            None => (self.http)().map_err(|e| PullError::Setup(e.to_string()))?,
         };
         let mut reader = Reader::new(pull, http)?;
         let mut cursor = load_cursor(self.store.as_ref(), &source.id).await?;

@@ -9,7 +9,6 @@ use super::AdminResult;
 use super::definitions::{no_source, record_test};
 use crate::AppState;
 use crate::auth::Principal;
-use provisync_core::connector::http::HttpClient;
 use provisync_core::sync::insight;
 use provisync_core::sync::pull::test_pull;
 use provisync_wire as wire;
@@ -36,7 +35,7 @@ pub(super) async fn test_source(
     let push_only = source.pull.is_none();
     let (ok, detail) = match &source.pull {
         Some(pull) => {
-            let reached = match HttpClient::shared() {
+            let reached = match (adm.http)() {
                 Ok(http) => test_pull(pull, http).await,
                 Err(e) => Err(e.to_string()),
             };

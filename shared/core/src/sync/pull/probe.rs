@@ -1,18 +1,20 @@
 //! A pull source's connection test: the pull URL reached with the source's auth, as a
 //! pull would start, and nothing applied.
 
+use std::sync::Arc;
+
 use super::{PullError, Reader};
 use crate::connector::ConnectorError;
-use crate::connector::http::HttpClient;
+use crate::connector::http::HttpPort;
 use crate::source::{PullConfig, PullKind};
-use reqwest::Url;
+use url::Url;
 
 const SCIM_JSON: &str = "application/scim+json";
 
 /// Reaches the source: SCIM, its `/ServiceProviderConfig` and one user of `/Users`;
 /// Drupal JSON:API, one user of `/jsonapi/user/user`. What it found, or why it failed
 /// (the status, or the network error; never the credentials).
-pub async fn test_pull(pull: &PullConfig, http: HttpClient) -> Result<String, String> {
+pub async fn test_pull(pull: &PullConfig, http: Arc<dyn HttpPort>) -> Result<String, String> {
     reach(pull, http).await.map_err(|e| match e {
         PullError::Remote(ConnectorError::Refused { status, reason }) => match status {
             Some(s) => format!("the source answered {s}: {reason}"),
@@ -25,7 +27,7 @@ pub async fn test_pull(pull: &PullConfig, http: HttpClient) -> Result<String, St
     })
 }
 
-async fn reach(pull: &PullConfig, http: HttpClient) -> Result<String, PullError> {
+async fn reach(pull: &PullConfig, http: Arc<dyn HttpPort>) -> Result<String, PullError> {
     let mut reader = Reader::new(pull, http)?;
     match pull.kind {
         PullKind::Scim => {

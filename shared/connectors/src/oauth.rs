@@ -15,8 +15,8 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, RequestBuilder, Url};
 use serde_json::Value;
 
-use super::http::{HttpClient, HttpResponse, MAX_REASON_CHARS, error_for, truncate, vendor_error};
-use super::{ConnectorError, refused};
+use crate::http::{HttpClient, HttpResponse, MAX_REASON_CHARS, error_for, truncate, vendor_error};
+use provisync_core::connector::{ConnectorError, refused};
 
 /// How long a token without `expires_in` is used (Salesforce does not say: its sessions
 /// last at least 15 minutes; an earlier end shows as a 401 and a new token is fetched).

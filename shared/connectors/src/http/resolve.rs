@@ -1,34 +1,18 @@
-//! Name resolution under the URL policy ([`crate::net`]): a host name is resolved once,
+//! Name resolution under the URL policy ([`provisync_core::net`]): a host name is resolved once,
 //! every address it gives is checked, and the connection goes to a checked address only.
 //! A name that answers a public address when a target is defined and 127.0.0.1 when the
 //! hub connects (DNS rebinding) is refused at connect time.
 //!
 //! reqwest calls the resolver for host names only; IP literals are checked before the
-//! request is sent ([`super::http::HttpClient::send`]).
+//! request is sent ([`super::HttpClient::send`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::net::{UrlError, UrlPolicy, process_policy};
-
-/// Where a client's policy comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PolicySource {
-    /// The process policy at the time of each call ([`crate::net::process_policy`]).
-    Process,
-    Fixed(UrlPolicy),
-}
-
-impl PolicySource {
-    pub fn get(self) -> UrlPolicy {
-        match self {
-            PolicySource::Process => process_policy(),
-            PolicySource::Fixed(p) => p,
-        }
-    }
-}
+use provisync_core::connector::http::PolicySource;
+use provisync_core::net::UrlError;
 
 /// Resolves with the system resolver (or `inner`, for tests), then keeps only the
 /// addresses the policy allows; `plain`: for plain-http requests, which never go to a
@@ -86,9 +70,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::connector::ConnectorError;
-    use crate::connector::http::{HttpClient, HttpPolicy, error_for};
-    use crate::net::PrivateTargets;
+    use crate::http::{HttpClient, HttpPolicy, error_for};
+    use provisync_core::connector::ConnectorError;
+    use provisync_core::net::{PrivateTargets, UrlPolicy};
 
     /// A DNS answer per name (what an attacker's name server would say).
     struct FixedDns(HashMap<&'static str, Vec<std::net::IpAddr>>);
