@@ -341,6 +341,7 @@ async fn deletion_deferred_until_due(backend: Backend) {
         schemas: provisync_scim::SchemaRegistry::builtin(),
         secrets: provisync_core::crypto::SecretBox::from_encoded(&hub.secret_key).unwrap(),
         connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
     })
     .schedule();
     let due = next
