@@ -558,7 +558,8 @@ async fn target_post(t: &FaultyTarget, path: &str, body: &Value) -> (u16, Value)
 }
 
 /// Delivery pace: a target that answers 429 with `Retry-After` halves the window of calls
-/// in flight, within the operator's `max_in_flight`; every change still arrives; the pace
+/// in flight, within the operator's `max_in_flight`, and teaches a rate the calls are
+/// spaced at; every change still arrives; the pace
 /// is shown by `GET /admin/targets/{id}/pace` and kept in the store, where another process
 /// (a fresh `Pacer` on the same store, as a next Lambda invocation) finds the decrease.
 async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
@@ -617,6 +618,9 @@ async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
     );
     let window = pace.body["window"].as_f64().unwrap_or(f64::MAX);
     assert!((1.0..=3.0).contains(&window), "{}", pace.text);
+    // The 429s taught a rate the calls are spaced at.
+    let learned = pace.body["learned_rate"].as_f64().unwrap_or(0.0);
+    assert!(learned > 0.0, "{}", pace.text);
     let missing = hub.admin(Method::GET, "/targets/nope/pace", None).await;
     assert_eq!(missing.status, 404, "{}", missing.text);
 
@@ -629,6 +633,7 @@ async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
         .expect("the pace is stored");
     assert!(stored.decreased_at_ms.is_some(), "{stored:?}");
     assert!(stored.window <= 3.0, "{stored:?}");
+    assert!(stored.learned_rate.is_some_and(|r| r > 0.0), "{stored:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,6 +247,11 @@ async fn against_scim2_server(
     )
     .await;
     let through_hub = start.elapsed();
+    let pace = hub.admin(Method::GET, "/targets/peer/pace", None).await;
+    println!(
+        "  hub's pace to scim2-server at the end: window {}, slow-downs {}",
+        pace.body["window"], pace.body["slow_downs"]
+    );
     assert_eq!(
         peer_count(&peer).await,
         n,
@@ -295,6 +300,13 @@ async fn to_rate_limited(
     )
     .await;
     let elapsed = start.elapsed();
+    let pace = hub.admin(Method::GET, "/targets/limited/pace", None).await;
+    if max_rate.is_none() {
+        println!(
+            "    learned rate at the end: {}/s (window {})",
+            pace.body["learned_rate"], pace.body["window"]
+        );
+    }
     let limited = target.rate_limited();
     let refusals = limited.values().map(|c| *c as usize).sum();
     let worst = limited.values().copied().max().unwrap_or(0);

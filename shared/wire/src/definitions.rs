@@ -84,6 +84,10 @@ pub struct TargetPace {
     pub drain_seconds: Option<f64>,
     /// 429/503/timeouts the target answered since the hub process started.
     pub slow_downs: u64,
+    /// Calls per second the hub paces this target at, learned from its 429/503s (probed
+    /// upward while none come); absent until the target refuses a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_rate: Option<f64>,
     /// Calls held by the target's `Retry-After` until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<String>,

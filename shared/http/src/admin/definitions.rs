@@ -356,6 +356,7 @@ pub(super) async fn target_pace(
         backlog: seen.waiting,
         drain_seconds,
         slow_downs: seen.slow_downs,
+        learned_rate: seen.learned_rate,
         hold_until: seen
             .hold_until_ms
             .and_then(chrono::DateTime::from_timestamp_millis)
