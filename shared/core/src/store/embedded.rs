@@ -218,8 +218,15 @@ impl EmbeddedStore {
                             .rev(),
                     )
                 } else {
+                    // A continuation starts the range at the last item returned (skipped
+                    // below), not at the partition's start: a page costs the same
+                    // wherever it is in the partition.
+                    let lo = match after_sk {
+                        Some(a) if a > prefix => a,
+                        _ => prefix,
+                    };
                     let r = items
-                        .range((q.pk.as_str(), prefix)..(q.pk.as_str(), prefix_end.as_str()))
+                        .range((q.pk.as_str(), lo)..(q.pk.as_str(), prefix_end.as_str()))
                         .map_err(unavailable)?;
                     Box::new(r)
                 };
@@ -265,7 +272,22 @@ impl EmbeddedStore {
                     };
                     Box::new(table.range(lo..hi).map_err(unavailable)?.rev())
                 } else {
-                    Box::new(table.range(lo..hi_default).map_err(unavailable)?)
+                    // As above: from the continuation's entry, not the partition's start.
+                    let from = match after {
+                        Some(c)
+                            if (c.index_sk.as_str(), c.pk.as_str(), c.sk.as_str())
+                                > (prefix, "", "") =>
+                        {
+                            (
+                                q.pk.as_str(),
+                                c.index_sk.as_str(),
+                                c.pk.as_str(),
+                                c.sk.as_str(),
+                            )
+                        }
+                        _ => lo,
+                    };
+                    Box::new(table.range(from..hi_default).map_err(unavailable)?)
                 };
                 for entry in iter {
                     let (k, _) = entry.map_err(unavailable)?;
