@@ -3,14 +3,14 @@
 //! `scim2-server`, and against a target that fails in every way a network can.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use provisync_connectors::http::{HttpClient, HttpPolicy};
 use provisync_connectors::scim::ScimConnector;
 use provisync_core::connector::{Connector, SetupError};
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
-use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, q};
+use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, eventually, q};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -31,21 +31,6 @@ fn fast_connectors(t: &TargetConfig) -> Result<Arc<dyn Connector>, SetupError> {
         }
         _ => provisync_connectors::connectors_for(t),
     }
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
 async fn add_target(hub: &Hub, id: &str, base: &str, token: &str, extra: Value) {

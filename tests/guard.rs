@@ -2,28 +2,13 @@
 //! membership removals beyond a target's allowance, whatever caused them, until an
 //! operator releases or discards them — against `scim2-server`, on both stores.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::proxy::RecordingProxy;
-use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store};
+use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
 
 async fn add_target(hub: &Hub, id: &str, peer: &ScimPeer, extra: Value) {
     add_target_at(hub, id, &peer.base, peer, extra).await;

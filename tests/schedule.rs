@@ -4,7 +4,7 @@
 //! SCIM server and from a Drupal JSON:API site (a local server answering the documented
 //! shapes, `tests/fixtures/drupal/`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use provisync_core::connector::{ConnectorError, ListPage};
 use provisync_core::source::{SourceConfig, Sources};
@@ -13,24 +13,9 @@ use provisync_core::sync::reconcile::{Lease, ReconcileReport, RunState};
 use provisync_core::sync::schedule::{CycleReport, run_schedule};
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::proxy::RecordingProxy;
-use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, q, settle};
+use provisync_tests::{Backend, Hub, USER_SCHEMA, backend_store, eventually, q, settle};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
 
 async fn add_target(hub: &Hub, id: &str, base: &str, token: &str, extra: Value) {
     let mut body = json!({"kind": "scim", "base_url": base, "auth": {"bearer": token},

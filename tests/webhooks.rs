@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use provisync_tests::site::{Site, post, sign, signed_headers};
-use provisync_tests::{Backend, Hub, on_every_backend, q};
+use provisync_tests::{Backend, Hub, eventually, on_every_backend, q};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -16,21 +16,6 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Another one (32 bytes) for the sites' own target secrets.
 const SECRET_B: &str = "whsec_dGhpcyBpcyBhbm90aGVyIGtleSBvZiAyNCsgYnl0ZXM=";
 const SECRET_C: &str = "whsec_c2l0ZSBiJ3Mgc2VjcmV0LCAzMiBieXRlcyBsb25nISE=";
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for: {what}");
-}
 
 fn hook(hub: &Hub, source: &str) -> String {
     format!("http://{}/webhooks/{source}", hub.addr)

@@ -169,6 +169,22 @@ pub async fn backend_store(backend: Backend) -> Option<Arc<dyn Store>> {
     }
 }
 
+/// Polls `check` every 200 ms until it holds; panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
 /// Waits until `count()` (the requests a fake or a proxy has seen) stays the same for
 /// 1.2 s: deliveries are done and nothing else arrives.
 pub async fn settle(count: impl Fn() -> usize) {

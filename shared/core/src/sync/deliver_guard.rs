@@ -222,20 +222,7 @@ impl Deliverer {
                     None => Err(HeldError::Disabled(target.to_string())),
                 };
                 match sent {
-                    Ok(()) => {
-                        self.audit_held(
-                            &h,
-                            AuditOp::ReleaseHeld,
-                            AuditStatus::Delivered,
-                            actor,
-                            "released",
-                        )
-                        .await;
-                        self.held
-                            .remove(target, std::slice::from_ref(&h.id))
-                            .await?;
-                        out.released.push(h.id);
-                    }
+                    Ok(()) => self.mark_released(h, actor, &mut out).await?,
                     Err(e) => out.failed.push((h.id, e.to_string())),
                 }
                 continue;
@@ -261,20 +248,7 @@ impl Deliverer {
             event.run = None;
             event.only_targets = vec![target.to_string()];
             match self.deliver(&event, false).await {
-                Ok(()) => {
-                    self.audit_held(
-                        &h,
-                        AuditOp::ReleaseHeld,
-                        AuditStatus::Delivered,
-                        actor,
-                        "released",
-                    )
-                    .await;
-                    self.held
-                        .remove(target, std::slice::from_ref(&h.id))
-                        .await?;
-                    out.released.push(h.id);
-                }
+                Ok(()) => self.mark_released(h, actor, &mut out).await?,
                 Err(e) => out.failed.push((h.id, e.to_string())),
             }
         }
@@ -412,6 +386,28 @@ impl Deliverer {
             Err(DirectoryError::NotFound { .. }) => Ok(true),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
+    }
+
+    /// A held change sent on release: audited, forgotten, counted.
+    async fn mark_released(
+        &self,
+        h: HeldChange,
+        actor: &str,
+        out: &mut Released,
+    ) -> Result<(), HeldError> {
+        self.audit_held(
+            &h,
+            AuditOp::ReleaseHeld,
+            AuditStatus::Delivered,
+            actor,
+            "released",
+        )
+        .await;
+        self.held
+            .remove(&h.target, std::slice::from_ref(&h.id))
+            .await?;
+        out.released.push(h.id);
+        Ok(())
     }
 
     async fn audit_held(
