@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::held::{Held, HeldChange};
 use super::link::{Link, LinkChange, Links};
+pub use super::mapping::in_scope;
 use super::mapping::{content_hash, map_resource};
 use super::pace::{CallOutcome, PaceLimits, Pacer};
 use super::runs::outcome_write;
@@ -40,7 +41,7 @@ use crate::sync::envelope::envelope_for;
 use crate::target::{
     DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
 };
-use provisync_scim::{ResourceKind, SchemaRegistry, filter};
+use provisync_scim::{ResourceKind, SchemaRegistry};
 
 /// What happened on one target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -655,8 +656,29 @@ impl Deliverer {
                 Err(e) => return Err((AuditOp::Create, e)),
             },
         };
-        self.join_groups(t, c, &event.resource_id, &target_id)
-            .await?;
+        // The link is stored before the account joins its groups (again with the
+        // receipt, below): a reconcile reading those groups meanwhile must know this
+        // account, not remove it as a member the hub does not know. Its empty hash
+        // marks it as not yet confirmed; if joining fails it goes, so the retry creates
+        // (or matches) the account and joins again, as before.
+        let early = self.link(
+            t,
+            kind,
+            &event.resource_id,
+            &target_id,
+            String::new(),
+            payload.clone(),
+            false,
+        );
+        if let Err(e) = self.links.put(&early).await {
+            tracing::warn!(target_id = %t.id, error = %e, "link not stored before joining groups");
+        }
+        if let Err(e) = self.join_groups(t, c, &event.resource_id, &target_id).await {
+            if let Err(e) = self.links.delete(&t.id, kind, &event.resource_id).await {
+                tracing::warn!(target_id = %t.id, error = %e, "early link not removed");
+            }
+            return Err(e);
+        }
         let link = self.link(
             t,
             kind,
@@ -921,28 +943,6 @@ impl Deliverer {
 impl Link {
     fn disabled_or_inactive(&self) -> bool {
         self.disabled || self.delivered.get("active") == Some(&Value::Bool(false))
-    }
-}
-
-/// Is this resource in the target's scope (its `scope_filter`; groups always are)? The
-/// one rule delivery and reconcile share.
-pub fn in_scope(
-    schemas: &SchemaRegistry,
-    t: &TargetConfig,
-    kind: ResourceKind,
-    resource: &Value,
-) -> bool {
-    let Some(f) = &t.scope_filter else {
-        return true;
-    };
-    if kind != ResourceKind::User {
-        return true;
-    }
-    match filter::parse(f) {
-        Ok(f) => f.matches(&schemas.view(ResourceKind::User), resource),
-        // Validated when the target was saved; a filter that no longer parses
-        // matches nothing rather than everything.
-        Err(_) => false,
     }
 }
 

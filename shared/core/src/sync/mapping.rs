@@ -202,6 +202,28 @@ pub fn content_hash(v: &Value) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// Is this resource in the target's scope (its `scope_filter`; groups always are)? The
+/// one rule delivery and reconcile share.
+pub fn in_scope(
+    schemas: &provisync_scim::SchemaRegistry,
+    t: &crate::target::TargetConfig,
+    kind: ResourceKind,
+    resource: &Value,
+) -> bool {
+    let Some(f) = &t.scope_filter else {
+        return true;
+    };
+    if kind != ResourceKind::User {
+        return true;
+    }
+    match provisync_scim::filter::parse(f) {
+        Ok(f) => f.matches(&schemas.view(ResourceKind::User), resource),
+        // Validated when the target was saved; a filter that no longer parses
+        // matches nothing rather than everything.
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

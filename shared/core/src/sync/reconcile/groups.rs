@@ -138,13 +138,14 @@ impl Reconciler {
             // Removing members unknown to the hub is done here; the rest is queued and
             // counted (updated, members) when the target has answered.
             let queued = attrs_differ || !diff.added.is_empty() || !diff.removed.is_empty();
-            if !diff.strangers.is_empty() {
+            let strangers = self.still_unknown(&t.id, &diff.strangers).await;
+            if !strangers.is_empty() {
                 match self
-                    .remove_strangers(t, c, hub_id, &tid, group, &diff.strangers)
+                    .remove_strangers(t, c, hub_id, &tid, group, &strangers)
                     .await
                 {
                     Deprovisioned::Done => {
-                        counts.members_removed += diff.strangers.len() as u64;
+                        counts.members_removed += strangers.len() as u64;
                         if !queued {
                             counts.updated += 1;
                         }
@@ -158,7 +159,7 @@ impl Reconciler {
                 e.members_added = diff.added;
                 e.members_removed = diff.removed;
                 events.push(to_message(&e)?);
-            } else if diff.strangers.is_empty() {
+            } else if strangers.is_empty() {
                 counts.unchanged += 1;
             }
         }
@@ -169,6 +170,29 @@ impl Reconciler {
         let sent = events.len() as u64;
         self.send(events).await?;
         Ok((seen, sent))
+    }
+
+    /// The members of `strangers` (target ids no link named when this run read the
+    /// target's links) that are still unknown now: this run's own deliveries may have
+    /// created an account since (a user deleted on the target is re-created, and its
+    /// memberships go with it), and removing that one would undo the repair. A member
+    /// whose link cannot be read is kept (not removed on uncertain knowledge).
+    async fn still_unknown(&self, target: &str, strangers: &[String]) -> Vec<String> {
+        let mut out = Vec::with_capacity(strangers.len());
+        'members: for s in strangers {
+            for kind in [ResourceKind::User, ResourceKind::Group] {
+                match self.links.hub_id_of(target, kind, s).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue 'members,
+                    Err(e) => {
+                        tracing::warn!(target_id = %target, member = %s, error = %e, "member's link not read; not removed");
+                        continue 'members;
+                    }
+                }
+            }
+            out.push(s.clone());
+        }
+        out
     }
 
     /// Removes from a target group the members the hub does not know (no hub resource
