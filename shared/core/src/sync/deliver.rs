@@ -539,6 +539,11 @@ impl Deliverer {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         match link {
+            // Stored before its account joined its groups, never confirmed (the process
+            // stopped in between): create again, which finds the account and links it.
+            Some(link) if link.hash == UNCONFIRMED => {
+                self.create_user(event, t, c, payload, hash, password).await
+            }
             Some(link) => {
                 if link.hash == hash && password.is_none() {
                     return Ok((DeliveryOutcome::Skipped("unchanged"), LinkChange::Keep));
@@ -658,15 +663,15 @@ impl Deliverer {
         };
         // The link is stored before the account joins its groups (again with the
         // receipt, below): a reconcile reading those groups meanwhile must know this
-        // account, not remove it as a member the hub does not know. Its empty hash
-        // marks it as not yet confirmed; if joining fails it goes, so the retry creates
-        // (or matches) the account and joins again, as before.
+        // account, not remove it as a member the hub does not know. Marked unconfirmed
+        // until then; if joining fails it goes, so the retry creates (or matches) the
+        // account and joins again, as before.
         let early = self.link(
             t,
             kind,
             &event.resource_id,
             &target_id,
-            String::new(),
+            UNCONFIRMED.to_string(),
             payload.clone(),
             false,
         );
@@ -945,6 +950,9 @@ impl Link {
         self.disabled || self.delivered.get("active") == Some(&Value::Bool(false))
     }
 }
+
+/// The hash of a link stored before its delivery was confirmed (see `create_user`).
+const UNCONFIRMED: &str = "unconfirmed";
 
 /// Is this event for this kind of target at all? Entity and configuration changes go to
 /// sites only; a site takes only what its filters name.
