@@ -661,11 +661,8 @@ impl Deliverer {
                 Err(e) => return Err((AuditOp::Create, e)),
             },
         };
-        // The link is stored before the account joins its groups (again with the
-        // receipt, below): a reconcile reading those groups meanwhile must know this
-        // account, not remove it as a member the hub does not know. Marked unconfirmed
-        // until then; if joining fails it goes, so the retry creates (or matches) the
-        // account and joins again, as before.
+        // Marked unconfirmed: stored before the account joins any group (see
+        // `join_groups`), confirmed with the receipt below.
         let early = self.link(
             t,
             kind,
@@ -675,15 +672,7 @@ impl Deliverer {
             payload.clone(),
             false,
         );
-        if let Err(e) = self.links.put(&early).await {
-            tracing::warn!(target_id = %t.id, error = %e, "link not stored before joining groups");
-        }
-        if let Err(e) = self.join_groups(t, c, &event.resource_id, &target_id).await {
-            if let Err(e) = self.links.delete(&t.id, kind, &event.resource_id).await {
-                tracing::warn!(target_id = %t.id, error = %e, "early link not removed");
-            }
-            return Err(e);
-        }
+        self.join_groups(t, c, &early).await?;
         let link = self.link(
             t,
             kind,

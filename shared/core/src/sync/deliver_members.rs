@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use super::audit::{AuditEntry, AuditOp, AuditStatus};
 use super::deliver::{Deliverer, DeliveryOutcome, retryable};
+use super::link::Link;
 use crate::connector::{Connector, ConnectorError};
 use crate::event::ChangeEvent;
 use crate::target::TargetConfig;
@@ -80,13 +81,18 @@ impl Deliverer {
     /// the same member too does no harm. A failure a retry can fix fails the event (the
     /// retry matches the account and joins again); a refusal is audited and the user's
     /// delivery stands.
+    /// A new account joins the target groups of its hub groups. `early`: its link,
+    /// marked unconfirmed, stored first (only when there is a group to join): a
+    /// reconcile reading those groups meanwhile must know this account, not remove it
+    /// as a member the hub does not know. If joining fails the link goes, so the retry
+    /// creates (or matches) the account and joins again.
     pub(super) async fn join_groups(
         &self,
         t: &TargetConfig,
         c: &dyn Connector,
-        hub_id: &str,
-        target_id: &str,
+        early: &Link,
     ) -> Result<(), (AuditOp, ConnectorError)> {
+        let (hub_id, target_id) = (early.hub_id.as_str(), early.target_id.as_str());
         let group_ids = self
             .directory
             .groups_of_ids(hub_id)
@@ -100,8 +106,34 @@ impl Deliverer {
             .get_many(&t.id, ResourceKind::Group, &group_ids)
             .await
             .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
+        if linked.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.links.put(early).await {
+            tracing::warn!(target_id = %t.id, error = %e, "link not stored before joining groups");
+        }
+        let joined = self
+            .add_to_groups(t, c, hub_id, target_id, &group_ids, &linked)
+            .await;
+        if joined.is_err()
+            && let Err(e) = self.links.delete(&t.id, ResourceKind::User, hub_id).await
+        {
+            tracing::warn!(target_id = %t.id, error = %e, "unconfirmed link not removed");
+        }
+        joined
+    }
+
+    async fn add_to_groups(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        hub_id: &str,
+        target_id: &str,
+        group_ids: &[String],
+        linked: &std::collections::HashMap<String, Link>,
+    ) -> Result<(), (AuditOp, ConnectorError)> {
         let member = [target_id.to_string()];
-        for gid in &group_ids {
+        for gid in group_ids {
             let Some(group) = linked.get(gid) else {
                 continue;
             };
