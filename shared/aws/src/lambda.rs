@@ -6,6 +6,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
 use crate::metrics::{Metrics, schedule_lines};
 use crate::secrets::{self, SecretError};
 use crate::{AwsClients, AwsError, Backend};
@@ -26,16 +29,35 @@ pub use crate::queue_deliver::{
 /// (the handlers open a span with the Lambda request id). Level from `RUST_LOG`
 /// (default `info`). Safe to call twice.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt()
         .json()
         .with_ansi(false)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
+        .finish()
+        .with(filter)
         .try_init();
+}
+
+/// `RUST_LOG` as level directives (`info`, `debug`, `provisync_core=debug,warn`): the
+/// template's `LogLevel` is one level. `tracing_subscriber`'s `Targets` rather than its
+/// `EnvFilter`, whose span and field matching (and the regex engine behind it) a function
+/// never uses. Unreadable or empty: `info`; without a bare level, what no directive names
+/// logs at `info` (a typo never silences a function).
+fn log_filter(v: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let t = v
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_default();
+    match t.default_level() {
+        Some(_) => t,
+        None => t.with_default(LevelFilter::INFO),
+    }
 }
 
 /// The invocation's deadline (the Lambda context's `deadline`, epoch milliseconds) on
@@ -85,7 +107,7 @@ pub async fn hub_from_env(
     config::url_policy_from_env(provisync_core::net::PrivateTargets::None)?;
     let schemas = config::load_schemas(config::schema_dir().as_deref())?;
     let arn = secrets::secret_key_arn_from_env().ok_or(SecretError::NotConfigured)?;
-    let clients = AwsClients::from_env().await;
+    let clients = AwsClients::from_lambda_env()?;
     let (key, backend) = tokio::join!(
         secrets::operator_key(&clients.secrets, &arn),
         crate::aws_backend_with(clients.clone()),
@@ -172,6 +194,41 @@ mod tests {
         );
         // Already past: now, not a panic.
         assert_eq!(deadline_at(1, now, instant), Some(instant));
+    }
+
+    #[test]
+    fn log_levels_from_rust_log() {
+        use tracing::Level;
+        use tracing_subscriber::filter::LevelFilter;
+        let at = |v: Option<&str>, target: &str, level: Level| {
+            log_filter(v).would_enable(target, &level)
+        };
+        // The template's LogLevel values, one level for everything.
+        assert!(at(Some("debug"), "provisync_core::sync", Level::DEBUG));
+        assert!(!at(Some("warn"), "provisync_core::sync", Level::INFO));
+        assert!(at(Some("trace"), "aws_smithy_runtime", Level::TRACE));
+        // Per-crate directives, as RUST_LOG writes them.
+        let v = Some("provisync_core=debug,warn");
+        assert!(at(v, "provisync_core::deliver", Level::DEBUG));
+        assert!(!at(v, "aws_smithy_runtime", Level::INFO));
+        // Unset, empty, unreadable or without a bare level: info for the rest.
+        assert!(at(
+            Some("provisync_core=debug"),
+            "aws_smithy_runtime",
+            Level::INFO
+        ));
+        assert!(!at(
+            Some("provisync_core=debug"),
+            "aws_smithy_runtime",
+            Level::DEBUG
+        ));
+        for v in [None, Some(""), Some("  "), Some("loud=")] {
+            assert_eq!(
+                log_filter(v).default_level(),
+                Some(LevelFilter::INFO),
+                "{v:?}"
+            );
+        }
     }
 
     #[test]

@@ -81,3 +81,65 @@ async fn a_missing_or_wrong_secret_is_a_clear_error_without_its_value() {
     let e = operator_key(&c.secrets, &arn).await.unwrap_err();
     assert!(matches!(e, SecretError::NotText { .. }), "{e:?}");
 }
+
+/// The clients the functions build from the Lambda environment alone
+/// (`AwsClients::from_lambda_vars`, no profile or metadata providers) sign and reach every
+/// service the functions call: the key from Secrets Manager, DynamoDB and SQS.
+#[tokio::test]
+async fn lambda_environment_clients_reach_every_service() {
+    let Some(c) = clients().await else { return };
+    let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO").ok() else {
+        return;
+    };
+    let (sealer, encoded) = SecretBox::generate();
+    let arn = c
+        .secrets
+        .create_secret()
+        .name(name("lambda"))
+        .secret_string(encoded)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let vars = |k: &str| {
+        match k {
+            "AWS_REGION" => Some("us-east-1"),
+            "AWS_ACCESS_KEY_ID" => Some("testing"),
+            "AWS_SECRET_ACCESS_KEY" => Some("testing"),
+            "AWS_SESSION_TOKEN" => Some("session"),
+            "AWS_ENDPOINT_URL" => Some(endpoint.as_str()),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    let l = AwsClients::from_lambda_vars(vars).expect("clients");
+    let key = operator_key(&l.secrets, &arn).await.expect("the key");
+    assert_eq!(key.open(&sealer.seal("hunter2")).unwrap(), "hunter2");
+    l.dynamodb
+        .list_tables()
+        .limit(1)
+        .send()
+        .await
+        .expect("DynamoDB");
+    l.sqs.list_queues().send().await.expect("SQS");
+
+    // What a function cannot start without is named, and nothing secret is shown.
+    let e = AwsClients::from_lambda_vars(|k| if k == "AWS_REGION" { None } else { vars(k) })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("AWS_REGION"), "{e}");
+    let e = AwsClients::from_lambda_vars(|k| {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            None
+        } else {
+            vars(k)
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("AWS_SECRET_ACCESS_KEY") && !e.contains("testing"),
+        "{e}"
+    );
+}
