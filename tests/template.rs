@@ -112,6 +112,38 @@ fn every_function_has_its_own_role_and_logs() {
     }
 }
 
+/// `sam build` builds each function from its own crate's folder: its `CodeUri` is the
+/// package whose binary it names, so cargo builds that package alone, with its own
+/// features. (From the workspace root `cargo lambda build --bin` looks only in the
+/// default member, the CLI, and `make deploy` failed that way.)
+#[test]
+fn every_function_builds_from_its_own_crate() {
+    let t = template();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut built = BTreeSet::new();
+    for (function, _) in functions(&t) {
+        let r = &t["Resources"][&function];
+        assert_eq!(
+            s(&r["Metadata"]["BuildMethod"]),
+            "rust-cargolambda",
+            "{function}"
+        );
+        let binary = s(&r["Metadata"]["BuildProperties"]["Binary"]).to_string();
+        let uri = s(&r["Properties"]["CodeUri"]).to_string();
+        assert_eq!(uri, format!("../functions/{binary}"), "{function}");
+        let manifest = std::fs::read_to_string(root.join("infra").join(&uri).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("{function}: {uri}/Cargo.toml: {e}"));
+        let manifest: toml::Table = manifest.parse().expect("Cargo.toml");
+        assert_eq!(
+            manifest["package"]["name"].as_str(),
+            Some(binary.as_str()),
+            "{function}: {uri} is not the package {binary}"
+        );
+        assert!(built.insert(binary), "{function}: built twice");
+    }
+    assert_eq!(built.len(), 5, "{built:?}");
+}
+
 /// Alarms: dead letters, and errors and throttles of every function, all to the alarm
 /// topic (the stack's own unless one is given), with an optional e-mail subscription.
 #[test]
