@@ -11,7 +11,9 @@
 //!     directly (`BENCH_PEER_USERS`, 2,000 POSTs from `BENCH_PEER_CONCURRENCY`, 10 = the
 //!     consumer's batch size, clients), then the hub's delivery rate to a fresh instance
 //!     for the same users (created in the hub first, then the consumer is started and
-//!     timed until the last user is on the peer), and the ratio of the two.
+//!     timed until the last user is on the peer), and the ratio of the two. The peer
+//!     listens with a backlog of `BENCH_PEER_BACKLOG` (128; 0: scim2-server's own 5, which
+//!     drops connection attempts of more than 5 clients: `scripts/scim2_peer.py`).
 //!
 //! (c) To a target that rate-limits ([`FaultyTarget::set_rate_limit`]: 429 with
 //!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
@@ -29,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisync_core::store::embedded::EmbeddedStore;
+use provisync_tests::counting::CountingStore;
 use provisync_tests::load::{bench_user, env_usize};
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
 use provisync_tests::{Hub, TOKEN};
@@ -206,11 +209,12 @@ async fn peer_count(peer: &ScimPeer) -> usize {
 async fn against_scim2_server(
     n: usize,
     concurrency: usize,
+    backlog: Option<u32>,
     timeout: Duration,
 ) -> Option<(Row, Row)> {
     // Direct: the peer's own create rate.
     let direct = {
-        let peer = ScimPeer::start().await?;
+        let peer = ScimPeer::start_with_backlog(backlog).await?;
         let start = Instant::now();
         post_all(
             &peer.client,
@@ -228,14 +232,19 @@ async fn against_scim2_server(
 
     // Through the hub, to a fresh peer (same size of data): users in the hub first, then
     // the consumer is started and timed until the last one is on the peer.
-    let peer = ScimPeer::start().await?;
-    let (hub, _dir) = on_disk_hub().await;
+    let peer = ScimPeer::start_with_backlog(backlog).await?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = EmbeddedStore::open(dir.path()).expect("store");
+    let counting = CountingStore::new(Arc::new(embedded.clone()));
+    let hub = Hub::start_on(Arc::new(counting.clone())).await;
     add_target(&hub, "peer", &peer.base, &peer.token).await;
     let client = reqwest::Client::new();
     post_all(&client, &hub.url("/Users"), TOKEN, 32, n, |i| {
         user("hub", i)
     })
     .await;
+    counting.reset();
+    let flushes = embedded.commit_stats().groups;
     let start = Instant::now();
     let _delivery = hub.run_delivery();
     wait_count(
@@ -247,6 +256,15 @@ async fn against_scim2_server(
     )
     .await;
     let through_hub = start.elapsed();
+    let (reads, tx) = (counting.reads(), counting.transactions());
+    println!(
+        "  hub store work per delivered change (the bench's audit polling included): \
+         {:.1} reads ({:.1} items), {:.1} transactions, {:.2} flushes",
+        reads.calls as f64 / n as f64,
+        reads.items as f64 / n as f64,
+        tx as f64 / n as f64,
+        (embedded.commit_stats().groups - flushes) as f64 / n as f64,
+    );
     let pace = hub.admin(Method::GET, "/targets/peer/pace", None).await;
     println!(
         "  hub's pace to scim2-server at the end: window {}, slow-downs {}",
@@ -351,8 +369,13 @@ async fn main() {
     let (ingest, e2e) = to_fast_sink(sink_users, concurrency, timeout).await;
     print_rows(&[&ingest, &e2e]);
 
-    println!("(b) user creations to scim2-server");
-    match against_scim2_server(peer_users, peer_concurrency, timeout).await {
+    let backlog = env_usize("BENCH_PEER_BACKLOG", 128);
+    let backlog = (backlog > 0).then_some(backlog as u32);
+    println!(
+        "(b) user creations to scim2-server (listen backlog {})",
+        backlog.map_or("5, as shipped".to_string(), |b| b.to_string())
+    );
+    match against_scim2_server(peer_users, peer_concurrency, backlog, timeout).await {
         Some((direct, hub)) => {
             print_rows(&[&direct, &hub]);
             println!(

@@ -63,6 +63,13 @@ impl ScimPeer {
     /// --bearer-token T` and waits until it answers. `None` when no venv is configured
     /// (a panic instead when `PROVISYNC_REQUIRE_PEERS` is set).
     pub async fn start() -> Option<ScimPeer> {
+        Self::start_with_backlog(None).await
+    }
+
+    /// [`ScimPeer::start`], with the server's listen backlog set to `backlog` (through
+    /// `scripts/scim2_peer.py`; `None`: as shipped, 5). The benchmarks raise it so that
+    /// many concurrent clients measure the server, not dropped connection attempts.
+    pub async fn start_with_backlog(backlog: Option<u32>) -> Option<ScimPeer> {
         super::allow_loopback_peers();
         let Some(venv) = std::env::var_os("PROVISYNC_TEST_VENV").filter(|v| !v.is_empty()) else {
             assert!(
@@ -72,7 +79,8 @@ impl ScimPeer {
             eprintln!("skipped: PROVISYNC_TEST_VENV not set (run `make test`)");
             return None;
         };
-        let exe = PathBuf::from(venv).join("bin").join("scim2-server");
+        let venv = PathBuf::from(venv);
+        let exe = venv.join("bin").join("scim2-server");
         assert!(
             exe.exists(),
             "{} missing: is scim2-server in tests/requirements.txt installed?",
@@ -86,7 +94,19 @@ impl ScimPeer {
         for _attempt in 0..3 {
             let port = free_port();
             let log_file = std::fs::File::create(&log).expect("log file");
-            let mut child = Command::new(&exe)
+            let mut command = match backlog {
+                None => Command::new(&exe),
+                Some(b) => {
+                    let mut c = Command::new(venv.join("bin").join("python"));
+                    c.arg(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../scripts/scim2_peer.py"
+                    ))
+                    .arg(b.to_string());
+                    c
+                }
+            };
+            let mut child = command
                 .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--bearer-token", &token])
                 .stdin(Stdio::null())

@@ -428,6 +428,47 @@ impl StoreQueue {
         }))
     }
 
+    /// Claims up to `max` of the `visible` groups' head messages, in their order. The
+    /// claims run concurrently (on the embedded store they share one flush instead of
+    /// one each, the consumer's target idle meanwhile); groups lost to a race are made
+    /// up from the rest. An error fails the receive only when nothing was claimed:
+    /// what was claimed is handed out (else it would stay hidden for the visibility
+    /// timeout).
+    async fn claim_many(
+        &self,
+        visible: Vec<Item>,
+        max: usize,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let mut out = Vec::new();
+        let mut failed = None;
+        let mut rest = visible.into_iter();
+        while out.len() < max && failed.is_none() {
+            let claims: Vec<_> = rest
+                .by_ref()
+                .take(max - out.len())
+                .map(|state_item| {
+                    let queue = self.clone();
+                    tokio::spawn(async move { queue.claim(&state_item).await })
+                })
+                .collect();
+            if claims.is_empty() {
+                break;
+            }
+            for claim in claims {
+                match claim.await {
+                    Ok(Ok(Some(d))) => out.push(d),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => failed = Some(e),
+                    Err(e) => failed = Some(QueueError::Unavailable(format!("claim: {e}"))),
+                }
+            }
+        }
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
     /// Makes every received but unacknowledged message visible again now; returns how
     /// many groups it released. Only for a queue no other process consumes, when its
     /// consumer starts: whatever is in flight then was received by a process that died
@@ -589,16 +630,14 @@ impl Queue for StoreQueue {
                 .store
                 .query(&Query::new(Index::Gsi1, self.ready_pk()).limit(max * 4))
                 .await?;
-            let mut out = Vec::new();
-            for state_item in &ready.items {
-                let visible_at = parse::<GroupState>(state_item)?.visible_at_ms;
-                if visible_at > now || out.len() >= max {
+            let mut visible = Vec::new();
+            for state_item in ready.items {
+                if parse::<GroupState>(&state_item)?.visible_at_ms > now {
                     break;
                 }
-                if let Some(d) = self.claim(state_item).await? {
-                    out.push(d);
-                }
+                visible.push(state_item);
             }
+            let out = self.claim_many(visible, max).await?;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !out.is_empty() || remaining.is_zero() {
                 return Ok(out);

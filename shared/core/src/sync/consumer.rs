@@ -40,32 +40,63 @@ pub async fn handle_delivery(
     }
 }
 
-/// Consumes the queue until `shutdown` turns true. Messages of different groups are
-/// delivered concurrently; one group's messages stay in order (the queue hands out a
+/// Deliveries one consumer runs at once (SQS's batch size; each waits for its target's
+/// pace, [`super::pace`]).
+pub const MAX_DELIVERIES: usize = 10;
+/// With deliveries running and nothing received, how long the consumer waits for one to
+/// end (its ack may free its group's next message) before it looks at the queue again
+/// for new messages (on SQS each look is a request: at most 5 a second).
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
+/// Consumes the queue until `shutdown` turns true, then lets the deliveries it started
+/// end. Messages of different groups are delivered concurrently, up to
+/// [`MAX_DELIVERIES`] at once; one group's messages stay in order (the queue hands out a
 /// group's next message only after the previous one is acked).
+///
+/// The consumer takes more messages as deliveries end, not a batch at a time: waiting
+/// for a whole batch left a target's window half empty at the end of each batch and
+/// idle while the next was received.
 pub async fn run_consumer(
     queue: Arc<dyn Queue>,
     deliverer: Arc<Deliverer>,
     max_receives: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         if *shutdown.borrow() {
-            return;
+            break;
         }
+        let free = MAX_DELIVERIES.saturating_sub(tasks.len());
+        if free == 0 {
+            tokio::select! {
+                _ = tasks.join_next() => continue,
+                _ = shutdown.changed() => break,
+            }
+        }
+        // Long-poll only when nothing is running (a running delivery's end is awaited
+        // below instead).
+        let wait = if tasks.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
         let batch = tokio::select! {
-            r = queue.receive(10, Duration::from_secs(1)) => r,
-            _ = shutdown.changed() => return,
+            r = queue.receive(free, wait) => r,
+            _ = shutdown.changed() => break,
         };
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "queue receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => break,
+                }
                 continue;
             }
         };
-        let mut tasks = tokio::task::JoinSet::new();
+        let received = batch.len();
         for d in batch {
             let queue = queue.clone();
             let deliverer = deliverer.clone();
@@ -80,6 +111,13 @@ pub async fn run_consumer(
                 }
             });
         }
-        while tasks.join_next().await.is_some() {}
+        if received == 0 && !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = tokio::time::sleep(LOOK_AGAIN) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
     }
+    while tasks.join_next().await.is_some() {}
 }
