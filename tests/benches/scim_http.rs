@@ -29,6 +29,10 @@ async fn creates(
     concurrency: usize,
     users: usize,
 ) -> Summary {
+    if lookups == 0 {
+        // `BENCH_LOOKUPS=0`: the creates alone.
+        return;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
