@@ -5,8 +5,8 @@
 #
 #   tools   install the deploy tools only (what every other command does first).
 #   build   `sam build` of infra/template.yaml: SAM's rust-cargolambda builder runs
-#           `cargo lambda build --release --arm64 --bin <function>` for each of the five
-#           functions (provided.al2023, aarch64) and puts each `bootstrap` in a folder of
+#           `cargo lambda build --release --arm64 --bin <function>` in each of the five
+#           functions' own crate folder (their CodeUri; provided.al2023, aarch64) and puts each `bootstrap` in a folder of
 #           infra/.aws-sam/build, with the built template that points at those folders.
 #   deploy  build, then `sam deploy` of that built template (guided the first time; the
 #           answers are saved to infra/samconfig.local.toml and used from then on).
