@@ -29,10 +29,6 @@ async fn creates(
     concurrency: usize,
     users: usize,
 ) -> Summary {
-    if lookups == 0 {
-        // `BENCH_LOOKUPS=0`: the creates alone.
-        return;
-    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -134,6 +130,10 @@ async fn main() {
         None => println!("  scim2-server: skipped (run under scripts/test-env.sh)"),
     }
 
+    if lookups == 0 {
+        // `BENCH_LOOKUPS=0`: the creates alone.
+        return;
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
