@@ -668,24 +668,37 @@ mod tests {
             .unwrap();
         // Hold the committer role so the next transactions queue up into one group.
         s.commits.lock().committing = true;
-        let spawn = |writes: Vec<Write>| {
-            let s = s.clone();
-            tokio::spawn(async move { s.transact(writes).await })
+        // Each queued before the next starts: the order decides which of `first` and
+        // `same_key` takes "a". (It hands back the running task, awaited later.)
+        #[allow(clippy::async_yields_async)]
+        let spawn = async |writes: Vec<Write>| {
+            let queued = s.commits.lock().pending.len();
+            let task = {
+                let s = s.clone();
+                tokio::spawn(async move { s.transact(writes).await })
+            };
+            while s.commits.lock().pending.len() == queued {
+                tokio::task::yield_now().await;
+            }
+            task
         };
         let first = spawn(vec![
             Write::put_new(Item::new("K", "a", b"1".to_vec())),
             Write::add(Key::new("K", "count"), 1),
-        ]);
+        ])
+        .await;
         let failing = spawn(vec![
             Write::put_new(Item::new("K", "b", b"2".to_vec())),
             Write::add(Key::new("K", "count"), 1),
             Write::put_new(Item::new("K", "taken", b"3".to_vec())),
-        ]);
-        let same_key = spawn(vec![Write::put_new(Item::new("K", "a", b"4".to_vec()))]);
+        ])
+        .await;
+        let same_key = spawn(vec![Write::put_new(Item::new("K", "a", b"4".to_vec()))]).await;
         let last = spawn(vec![
             Write::put_new(Item::new("K", "c", b"5".to_vec())),
             Write::add(Key::new("K", "count"), 1),
-        ]);
+        ])
+        .await;
         while s.commits.lock().pending.len() < 4 {
             tokio::task::yield_now().await;
         }
