@@ -36,6 +36,7 @@ use crate::http::{
     ApplyCredentials, Credentials, HttpClient, HttpResponse, SetupError, check_target_url,
     error_for, join_url, vendor_error,
 };
+use crate::oauth::unguessable_password;
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::{CrowdTarget, HttpAuth};
 use provisync_scim::ResourceKind;
@@ -421,20 +422,6 @@ fn scalar(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// A password for an account created without one: Crowd's internal directories require
-/// a credential. Nobody knows it; the user signs in through SSO or resets it.
-fn unguessable_password() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%+-=?@";
-    let mut rng = rand::rng();
-    let mut p: String = (0..40)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect();
-    // Satisfy the usual complexity policies whatever was drawn.
-    p.push_str("Aa1!");
-    p
 }
 
 #[async_trait::async_trait]

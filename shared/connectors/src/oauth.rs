@@ -297,7 +297,8 @@ impl ClientCredentials {
     }
 }
 
-/// A password for an account created without one, where the system requires one (Entra):
+/// A password for an account created without one, where the system requires one (Entra;
+/// Crowd's internal directories):
 /// nobody knows it; the user signs in through SSO or has it reset.
 pub fn unguessable_password() -> String {
     use rand::Rng;

@@ -904,6 +904,18 @@ mod tests {
         learned: Option<f64>,
     }
 
+    impl Simulated {
+        fn print(&self, what: &str) {
+            eprintln!(
+                "{what}: {:.1}% of the limit, {} refusals, at most {} for one, learned {:?}",
+                self.share * 100.0,
+                self.refusals,
+                self.most_for_one,
+                self.learned
+            );
+        }
+    }
+
     /// Delivers `users` creates to `limiter` as the queue consumer does (batches of 10
     /// delivered concurrently; a refused one comes back after its `Retry-After`), with
     /// 5 ms calls, in tokio's paused time.
@@ -971,13 +983,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_token_bucket_limit_is_found_from_its_429s() {
         let sim = simulate(3000, Bucket::new(50.0, 10.0)).await;
-        eprintln!(
-            "bucket: {:.1}% of the limit, {} refusals, at most {} for one, learned {:?}",
-            sim.share * 100.0,
-            sim.refusals,
-            sim.most_for_one,
-            sim.learned
-        );
+        sim.print("bucket");
         assert!(sim.share >= 0.85, "{:.3}", sim.share);
         assert_eq!(sim.most_for_one, 1, "each refused at most once");
         let learned = sim.learned.unwrap();
@@ -995,13 +1001,7 @@ mod tests {
             window_start: Instant::now(),
         };
         let sim = simulate(1200, limiter).await;
-        eprintln!(
-            "per minute: {:.1}% of the limit, {} refusals, at most {} for one, learned {:?}",
-            sim.share * 100.0,
-            sim.refusals,
-            sim.most_for_one,
-            sim.learned
-        );
+        sim.print("per minute");
         assert!(sim.share >= 0.9, "{:.3}", sim.share);
         assert_eq!(sim.most_for_one, 1, "each refused at most once");
     }
