@@ -81,8 +81,8 @@ impl Deliverer {
     /// the same member too does no harm. A failure a retry can fix fails the event (the
     /// retry matches the account and joins again); a refusal is audited and the user's
     /// delivery stands.
-    /// A new account joins the target groups of its hub groups. `early`: its link,
-    /// marked unconfirmed, stored first (only when there is a group to join): a
+    ///
+    /// `early`: the account's link, marked unconfirmed, stored first (only when there is a group to join): a
     /// reconcile reading those groups meanwhile must know this account, not remove it
     /// as a member the hub does not know. If joining fails the link goes, so the retry
     /// creates (or matches) the account and joins again.
