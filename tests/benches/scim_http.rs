@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use provisync_core::store::embedded::EmbeddedStore;
-use provisync_tests::load::{Summary, bench_user, drive, env_usize};
+use provisync_tests::load::{Summary, bench_user, cpu_seconds, drive, env_usize};
 use provisync_tests::peers::ScimPeer;
 use provisync_tests::{Hub, TOKEN, q};
 
@@ -76,6 +76,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("store");
     let hub = Hub::start_on(Arc::new(store.clone())).await;
+    let cpu_before = cpu_seconds(None);
     let after = creates(
         "hub, group commit",
         &hub.base,
@@ -85,6 +86,8 @@ async fn main() {
         users,
     )
     .await;
+    // This process: the hub and the load generator.
+    let hub_cpu = cpu_seconds(None).zip(cpu_before).map(|(b, a)| b - a);
     let stats = store.commit_stats();
     println!(
         "  group commit: {} transactions in {} flushes ({:.1} per flush; one flush per transaction: {:.1})",
@@ -106,6 +109,7 @@ async fn main() {
     let backlog = (backlog > 0).then_some(backlog as u32);
     match ScimPeer::start_with_backlog(backlog).await {
         Some(peer) => {
+            let peer_before = cpu_seconds(Some(peer.pid()));
             let direct = creates(
                 &format!(
                     "scim2-server (reference, in memory; listen backlog {})",
@@ -126,6 +130,20 @@ async fn main() {
                 after.p99 / direct.p99,
                 before.rate / direct.rate,
             );
+            // CPU per create, which the machine's other load moves less than rates: this
+            // process (the hub and its load generator) against the server alone.
+            let server = cpu_seconds(Some(peer.pid()))
+                .zip(peer_before)
+                .map(|(b, a)| b - a);
+            if let (Some(hub_cpu), Some(server)) = (hub_cpu, server) {
+                let per = |s: f64| s / users as f64 * 1e6;
+                println!(
+                    "  CPU per create: hub with its load generator {:.0} us, scim2-server alone {:.0} us ({:.1}x)",
+                    per(hub_cpu),
+                    per(server),
+                    server / hub_cpu.max(f64::EPSILON),
+                );
+            }
         }
         None => println!("  scim2-server: skipped (run under scripts/test-env.sh)"),
     }

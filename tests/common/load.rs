@@ -97,3 +97,22 @@ where
         elapsed: start.elapsed(),
     }
 }
+
+/// CPU time (user + system, all threads) a process has used so far: this process when
+/// `pid` is `None`. From `/proc/<pid>/stat` (Linux; 10 ms ticks), `None` where it cannot
+/// be read. Benches divide it by requests: a cost that does not move with the machine's
+/// load the way a rate does.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // After `pid (comm) `: state is the first field, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}

@@ -59,6 +59,11 @@ impl std::fmt::Debug for ScimPeer {
 }
 
 impl ScimPeer {
+    /// The server's process id (benches read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `$PROVISYNC_TEST_VENV/bin/scim2-server --hostname 127.0.0.1 --port P
     /// --bearer-token T` and waits until it answers. `None` when no venv is configured
     /// (a panic instead when `PROVISYNC_REQUIRE_PEERS` is set).

@@ -145,8 +145,8 @@ pub async fn import(remote: &Remote, args: ImportArgs) -> Result<()> {
     let total = rows.len();
     let (good, mut rejected) = provisync_transfer::check_rows(rows);
     let sink: Box<dyn ImportSink> = match &args.target.data_dir {
-        // No server runs on this store: the change events wait in the outbox, which
-        // `serve` sends when it starts.
+        // No server runs on this store: the change events wait in its queue (committed
+        // with the users), which `serve` delivers when it starts.
         Some(dir) => Box::new(DirectorySink::new(local_directory(dir)?).leaving_events_in_outbox()),
         None => Box::new(scim_sink(remote, &args.target)?),
     };

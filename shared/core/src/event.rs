@@ -1,8 +1,10 @@
 //! Change events and the transactional outbox.
 //!
 //! Every write to the directory produces a [`ChangeEvent`] and writes it, in the same
-//! store transaction as the resource, as an outbox item. After the commit the event is
-//! sent to the queue and the outbox item removed. If the send fails or the process dies
+//! store transaction as the resource, as an outbox item, or as its message when the
+//! queue keeps its messages in that same store ([`crate::queue::InlineSend`]; nothing is
+//! left to do after the commit). After the commit an outbox item's event is sent to the
+//! queue and the outbox item removed. If the send fails or the process dies
 //! in between, [`sweep_outbox`] (run by the schedule and when `serve` starts) sends it
 //! again: nothing acknowledged to a client is lost. Sending twice is harmless: the queue
 //! drops a second message with the same dedup id (the event id) within five minutes, and

@@ -25,8 +25,10 @@ impl DirectorySink {
         }
     }
 
-    /// Leaves the change events in the outbox instead of queuing them now: for a store
-    /// no server is running on (`serve` sends them when it starts).
+    /// Does not hand the change events to the queue after the commit: for a store no
+    /// server is running on. With the store's own queue (as `import --data-dir` opens
+    /// it) they are already in it, committed with the users; otherwise they wait in the
+    /// outbox. `serve` delivers or sends them when it starts.
     pub fn leaving_events_in_outbox(mut self) -> Self {
         self.publish = false;
         self

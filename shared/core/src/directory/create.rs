@@ -9,6 +9,7 @@ use super::{
     take_members, take_password, to_item, unique_item,
 };
 use crate::event::{ChangeEvent, ChangeOp, Origin, outbox_write};
+use crate::queue::InlineSend;
 use crate::store::{Item, Key, MAX_TRANSACT_ITEMS, StoreError, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::MemberRef;
@@ -63,8 +64,12 @@ impl Directory {
             writes.push(w.clone());
             roles.push(WriteRole::Other);
         }
-        // Room for the outbox item.
-        let room = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
+        // A new resource's event goes straight into the queue when the queue lives in
+        // this store (a caller-chosen id may have had messages in an earlier life: those
+        // go through the outbox, which appends behind them).
+        let new_group = ctx.new_id.is_none();
+        // Room for the event's writes.
+        let room = MAX_TRANSACT_ITEMS.saturating_sub(self.event_room() + writes.len());
         let (staged, now_members) = members.split_at(members.len().saturating_sub(room));
         if !staged.is_empty() {
             self.stage_members(kind, &id, &writes, &roles, staged)
@@ -85,15 +90,13 @@ impl Directory {
         );
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
-        if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
-            roles.push(WriteRole::Other);
-        }
-        if let Err(e) = self.commit(kind, writes, &roles, None).await {
+        if let Err(e) = self
+            .commit_change(kind, writes, &roles, None, event, new_group)
+            .await
+        {
             self.unstage_members(&id, staged).await;
             return Err(e);
         }
-        self.publish(&event.into_iter().collect::<Vec<_>>()).await;
         Ok(Saved {
             stored: Stored {
                 resource,
@@ -176,9 +179,11 @@ impl Directory {
     /// `externalId` taken, in the hub or earlier in the same call) fails alone. A batch
     /// whose transaction loses a race falls back to one create per body.
     ///
-    /// `publish`: hand the change events to the queue now; `false` leaves them in the
-    /// outbox (committed with the users), for the sweep `serve` runs when it starts and
-    /// the schedule runs after: an import into a store no server is using.
+    /// The change events go into the queue in the users' own transactions when the queue
+    /// keeps its messages in this store (as with `serve`). Otherwise they are committed as
+    /// outbox items, and `publish` hands them to the queue now; `false` leaves them in
+    /// the outbox, for the sweep `serve` runs when it starts and the schedule runs after:
+    /// an import into a store no server is using.
     pub async fn create_batch(
         &self,
         kind: ResourceKind,
@@ -279,8 +284,12 @@ impl Directory {
                 None => true,
             },
         );
-        // Resource + uniqueness keys + outbox item per body, and one count per chunk.
-        let per = 3 + UniqueAttr::for_kind(kind).len();
+        // Each event straight into the queue when it lives in this store (see `create_in`),
+        // committed with its resource whether or not `publish` asks to hand it on now.
+        let inline = self.inline_send();
+        // Resource + uniqueness keys + the event's writes per body, and one count per chunk.
+        let per =
+            2 + inline.map_or(1, |q| q.writes_per_message()) + UniqueAttr::for_kind(kind).len();
         let mut events = Vec::new();
         // Every chunk's transaction is built first, then all are handed to the store at
         // once: the embedded store commits transactions that arrive together in one
@@ -313,10 +322,10 @@ impl Directory {
                     p.password.as_deref(),
                     &origin,
                 ) {
-                    match outbox_write(&e) {
-                        Ok(w) => writes.push(w),
+                    match event_writes(inline, &e).await {
+                        Ok(w) => writes.extend(w),
                         Err(err) => {
-                            failed = Some(DirectoryError::Internal(err.to_string()));
+                            failed = Some(err);
                             break;
                         }
                     }
@@ -403,12 +412,35 @@ impl Directory {
                 }
             }
         }
-        if publish {
-            self.publish(&events).await;
+        match inline {
+            Some(q) if !events.is_empty() => q.committed(),
+            Some(_) => {}
+            None if publish => self.publish(&events).await,
+            None => {}
         }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(DirectoryError::Internal("not attempted".into()))))
             .collect()
+    }
+}
+
+/// The writes that carry a new resource's change event in its own transaction: its first
+/// message in the queue when the queue lives in this store (`inline`), else its outbox item.
+async fn event_writes(
+    inline: Option<&dyn InlineSend>,
+    event: &ChangeEvent,
+) -> Result<Vec<Write>, DirectoryError> {
+    let internal = |e: String| DirectoryError::Internal(e);
+    match inline {
+        Some(q) => {
+            let message = event.to_message().map_err(|e| internal(e.to_string()))?;
+            q.append_writes(&message, true)
+                .await
+                .map_err(|e| internal(e.to_string()))
+        }
+        None => Ok(vec![
+            outbox_write(event).map_err(|e| internal(e.to_string()))?,
+        ]),
     }
 }

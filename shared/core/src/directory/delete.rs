@@ -3,10 +3,10 @@
 use super::counts::count_write;
 use super::keys::{UniqueAttr, member_key, resource_key};
 use super::{
-    Directory, DirectoryError, Stored, WRITE_ATTEMPTS, WriteContext, check_if_match, store_error,
+    Directory, DirectoryError, Stored, WRITE_ATTEMPTS, WriteContext, WriteRole, check_if_match,
 };
-use crate::event::{ChangeOp, outbox_write};
-use crate::store::{Condition, StoreError, Write};
+use crate::event::ChangeOp;
+use crate::store::{Condition, Write};
 use provisync_scim::ResourceKind;
 
 impl Directory {
@@ -105,18 +105,10 @@ impl Directory {
             &origin,
         );
         writes.extend(ctx.extra.iter().cloned());
-        if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
-        }
-        match self.store.transact(writes).await {
-            Ok(()) => {
-                self.publish(&event.into_iter().collect::<Vec<_>>()).await;
-                Ok(current)
-            }
-            Err(StoreError::ConditionFailed { .. }) => {
-                Err(on_mismatch().unwrap_or(DirectoryError::Conflict))
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        // Any failed condition: the resource changed meanwhile.
+        let roles = vec![WriteRole::Resource; writes.len()];
+        self.commit_change(kind, writes, &roles, on_mismatch(), event, false)
+            .await?;
+        Ok(current)
     }
 }

@@ -223,6 +223,7 @@ struct MembershipDiff {
 }
 
 /// Why a transaction's condition failed, by write index.
+#[derive(Clone)]
 enum WriteRole {
     Resource,
     Unique(UniqueAttr, String),
@@ -331,6 +332,68 @@ impl Directory {
         Ok(())
     }
 
+    /// The queue's way to send inside this directory's own transactions, when change
+    /// events are on and the queue keeps its messages in this store.
+    fn inline_send(&self) -> Option<&dyn crate::queue::InlineSend> {
+        self.events.as_ref()?.queue.inline(&self.store)
+    }
+
+    /// Places a change event takes in its resource's transaction: its message in the
+    /// queue, or its outbox item.
+    fn event_room(&self) -> usize {
+        self.inline_send().map_or(1, |q| q.writes_per_message())
+    }
+
+    /// Commits a change (`writes`, their `roles` for the errors, as [`Directory::commit`])
+    /// with its change event, and hands the event on:
+    /// - when the queue keeps its messages in this store, the event's message is written
+    ///   in the same transaction (`new_group`: the resource is created by it, so its
+    ///   queue group cannot exist). If the queue's state of the resource moved meanwhile
+    ///   (a consumer took or finished one of its messages), the change is committed again
+    ///   with an outbox item instead;
+    /// - otherwise with its outbox item, sent to the queue after the commit (the outbox
+    ///   keeps it for the sweep if that send fails).
+    async fn commit_change(
+        &self,
+        kind: ResourceKind,
+        writes: Vec<Write>,
+        roles: &[WriteRole],
+        on_version_mismatch: Option<DirectoryError>,
+        event: Option<ChangeEvent>,
+        new_group: bool,
+    ) -> Result<(), DirectoryError> {
+        let internal = |e: String| DirectoryError::Internal(e);
+        let Some(event) = event else {
+            return self.commit(kind, writes, roles, on_version_mismatch).await;
+        };
+        if let Some(q) = self.inline_send() {
+            let message = event.to_message().map_err(|e| internal(e.to_string()))?;
+            let queued = q
+                .append_writes(&message, new_group)
+                .await
+                .map_err(|e| internal(e.to_string()))?;
+            let mut all = writes.clone();
+            all.extend(queued);
+            match self.store.transact(all).await {
+                Ok(()) => {
+                    q.committed();
+                    return Ok(());
+                }
+                // Lost the race on the queue's group: through the outbox below.
+                Err(StoreError::ConditionFailed { index }) if index >= writes.len() => {}
+                Err(e) => return Err(self.commit_error(kind, e, roles, on_version_mismatch)),
+            }
+        }
+        let mut writes = writes;
+        writes.push(outbox_write(&event).map_err(|e| internal(e.to_string()))?);
+        let mut roles = roles.to_vec();
+        roles.push(WriteRole::Other);
+        self.commit(kind, writes, &roles, on_version_mismatch)
+            .await?;
+        self.publish(&[event]).await;
+        Ok(())
+    }
+
     /// After the commit: hand the events to the queue. A failure here loses nothing (the
     /// outbox keeps them for the sweeper), so it is logged, not returned.
     async fn publish(&self, events: &[ChangeEvent]) {
@@ -360,21 +423,34 @@ impl Directory {
         roles: &[WriteRole],
         on_version_mismatch: Option<DirectoryError>,
     ) -> Result<(), DirectoryError> {
-        match self.store.transact(writes).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::ConditionFailed { index }) => match roles.get(index) {
-                Some(WriteRole::Unique(attr, value)) => Err(DirectoryError::Uniqueness {
+        self.store
+            .transact(writes)
+            .await
+            .map_err(|e| self.commit_error(kind, e, roles, on_version_mismatch))
+    }
+
+    /// The SCIM error of a failed transaction: a failed condition by the role of its write.
+    fn commit_error(
+        &self,
+        kind: ResourceKind,
+        e: StoreError,
+        roles: &[WriteRole],
+        on_version_mismatch: Option<DirectoryError>,
+    ) -> DirectoryError {
+        match e {
+            StoreError::ConditionFailed { index } => match roles.get(index) {
+                Some(WriteRole::Unique(attr, value)) => DirectoryError::Uniqueness {
                     kind,
                     attribute: *attr,
                     value: value.clone(),
                     in_batch: false,
-                }),
+                },
                 Some(WriteRole::Resource) => {
-                    Err(on_version_mismatch.unwrap_or(DirectoryError::Conflict))
+                    on_version_mismatch.unwrap_or(DirectoryError::Conflict)
                 }
-                _ => Err(DirectoryError::Conflict),
+                _ => DirectoryError::Conflict,
             },
-            Err(e) => Err(store_error(e)),
+            e => store_error(e),
         }
     }
 }
@@ -454,17 +530,59 @@ async fn prepare_body(
     kind: ResourceKind,
     body: &Value,
 ) -> Result<(Value, Option<String>, Vec<MemberRef>), DirectoryError> {
-    let schemas = schemas.clone();
-    let body = body.clone();
-    crate::cpu::run(move || {
-        let mut resource = provisync_scim::resource::normalize(&schemas.view(kind), &body)?;
+    fn prepare(
+        schemas: &SchemaRegistry,
+        kind: ResourceKind,
+        body: &Value,
+    ) -> Result<(Value, Option<String>, Vec<MemberRef>), DirectoryError> {
+        let mut resource = provisync_scim::resource::normalize(&schemas.view(kind), body)?;
         let password = take_password(&mut resource);
         let members = take_members(kind, &mut resource)?;
         check_key_lengths(kind, &resource)?;
         Ok((resource, password, members))
-    })
-    .await
-    .map_err(|e| DirectoryError::Internal(e.to_string()))?
+    }
+    // A body of a few dozen values (a user as identity providers send them) costs
+    // microseconds: normalised here. Handing it to the blocking pool would cost more in
+    // copies and thread switches than the work itself.
+    if json_nodes_within(body, SMALL_BODY_NODES) {
+        return prepare(schemas, kind, body);
+    }
+    let schemas = schemas.clone();
+    let body = body.clone();
+    crate::cpu::run(move || prepare(&schemas, kind, &body))
+        .await
+        .map_err(|e| DirectoryError::Internal(e.to_string()))?
+}
+
+/// JSON values (objects, arrays, scalars) of a body normalised on the calling task;
+/// larger bodies go to the blocking pool (`cpu::run`).
+const SMALL_BODY_NODES: usize = 256;
+
+/// Whether `v` has at most `budget` JSON values (a string or key counting one per 64
+/// bytes), counted until the budget runs out: the cost of asking is bounded by the
+/// budget, not by the body.
+fn json_nodes_within(v: &Value, budget: usize) -> bool {
+    fn count(v: &Value, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        match v {
+            Value::Array(a) => a.iter().all(|x| count(x, left)),
+            Value::Object(o) => o.iter().all(|(k, x)| {
+                *left = left.saturating_sub(k.len() / 64);
+                count(x, left)
+            }),
+            // Long strings count by their length (64 bytes a value).
+            Value::String(s) => {
+                *left = left.saturating_sub(s.len() / 64);
+                *left > 0
+            }
+            _ => true,
+        }
+    }
+    let mut left = budget;
+    count(v, &mut left)
 }
 
 fn strip_meta(v: &Value) -> Value {

@@ -6,7 +6,7 @@ use super::{
     WriteRole, as_object_mut, check_if_match, check_key_lengths, etag, member_item, now_rfc3339,
     prepare_body, reorder, strip_meta, take_password, to_item, unique_item,
 };
-use crate::event::{ChangeOp, outbox_write};
+use crate::event::ChangeOp;
 use crate::store::{Condition, MAX_TRANSACT_ITEMS, Write};
 use provisync_scim::ResourceKind;
 use provisync_scim::patch::{MemberChange, apply_patch};
@@ -194,8 +194,8 @@ impl Directory {
                 None
             }
         };
-        // Room beside the resource's own writes and the outbox item.
-        let room = MAX_TRANSACT_ITEMS.saturating_sub(1 + writes.len());
+        // Room beside the resource's own writes and the change event's.
+        let room = MAX_TRANSACT_ITEMS.saturating_sub(self.event_room() + writes.len());
         let mut member_writes: Vec<Write> = adds
             .iter()
             .map(|m| Write::put(member_item(&id, m)))
@@ -223,13 +223,8 @@ impl Directory {
         );
         roles.extend(member_writes.iter().map(|_| WriteRole::Other));
         writes.extend(member_writes);
-        if let Some(e) = &event {
-            writes.push(outbox_write(e).map_err(|e| DirectoryError::Internal(e.to_string()))?);
-            roles.push(WriteRole::Other);
-        }
-        self.commit(kind, writes, &roles, failed_precondition())
+        self.commit_change(kind, writes, &roles, failed_precondition(), event, false)
             .await?;
-        self.publish(&event.into_iter().collect::<Vec<_>>()).await;
         Ok(Stored { resource, version })
     }
 }

@@ -11,9 +11,12 @@
 //! Adapters: [`sqs::SqsQueue`] (AWS) and [`store_queue::StoreQueue`] (any [`crate::store::Store`];
 //! on the embedded store it is durable across restarts). Both pass [`contract`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::store::{Store, Write};
 
 pub mod contract;
 pub mod store_queue;
@@ -97,9 +100,41 @@ pub enum QueueError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Sending inside the caller's own store transaction, for a queue that keeps its messages
+/// in the same store as the caller's data (see [`Queue::inline`]): the change and its
+/// message commit together, with no outbox item to write before and remove after.
+#[async_trait]
+pub trait InlineSend: Send + Sync {
+    /// The writes that append `message` to its group, for the caller's transaction. They
+    /// are conditioned on the group's state as read now: if a consumer or another send
+    /// changes it first, the transaction fails on one of them (the caller sends another
+    /// way). `new_group`: the group cannot exist yet (its resource is created by the same
+    /// transaction), so nothing is read. The dedup id is claimed as by `send`.
+    async fn append_writes(
+        &self,
+        message: &OutMessage,
+        new_group: bool,
+    ) -> Result<Vec<Write>, QueueError>;
+
+    /// How many writes [`InlineSend::append_writes`] returns at most (room to keep in a
+    /// transaction).
+    fn writes_per_message(&self) -> usize;
+
+    /// After the transaction committed: wakes consumers waiting for a message.
+    fn committed(&self);
+}
+
 /// The port. Adapters: [`sqs::SqsQueue`], [`store_queue::StoreQueue`].
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
+    /// `Some` when this queue keeps its messages in `store` itself (the same store, not
+    /// another one of the same kind): messages can then be sent in the caller's own
+    /// transaction. `None` (SQS; a store queue on another store): send after the commit.
+    fn inline(&self, store: &Arc<dyn Store>) -> Option<&dyn InlineSend> {
+        let _ = store;
+        None
+    }
+
     /// Sends messages (in batches of [`SQS_BATCH_MAX`]); order within a group is the order
     /// in `messages`. Duplicates (same dedup id within [`DEDUP_WINDOW`]) are accepted and
     /// dropped.

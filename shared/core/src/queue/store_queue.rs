@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{
-    DEDUP_WINDOW, DeadLetter, Delivery, MAX_VISIBILITY, MAX_WAIT, OutMessage, Queue, QueueError,
+    DEDUP_WINDOW, DeadLetter, Delivery, InlineSend, MAX_VISIBILITY, MAX_WAIT, OutMessage, Queue,
+    QueueError,
 };
 use crate::store::{Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write};
 
@@ -157,8 +158,70 @@ impl StoreQueue {
             .with_version(version))
     }
 
-    /// Appends one message to its group (creating the group state if needed), together
-    /// with `extra` writes. `dedup`: also claim the dedup key (a duplicate returns Ok(false)).
+    /// The writes that append `m` to its group: its dedup key (when `dedup`), the group
+    /// state (`state` already advanced past it, at `version`, written under `cond`) and
+    /// the message itself as sequence number `seq`.
+    fn message_writes(
+        &self,
+        m: &OutMessage,
+        dedup: bool,
+        (state, version, cond): (&GroupState, u64, Condition),
+        seq: u64,
+    ) -> Result<Vec<Write>, QueueError> {
+        let msg = StoredMessage {
+            body: m.body.clone(),
+            group_id: m.group_id.clone(),
+            dedup_id: m.dedup_id.clone(),
+            receive_count: 0,
+        };
+        let mut writes = Vec::with_capacity(3);
+        if dedup {
+            let expires = crate::store::now_epoch() + DEDUP_WINDOW.as_secs() as i64;
+            writes.push(Write::put_new(
+                Item::new(
+                    format!("{}{}#D#{}", keyspace::QUEUE, self.name, m.dedup_id),
+                    "D",
+                    Vec::new(),
+                )
+                .with_expiry(expires),
+            ));
+        }
+        writes.push(Write::Put {
+            item: self.state_item(&m.group_id, state, version + 1)?,
+            condition: cond,
+        });
+        writes.push(Write::put_new(
+            Item::new(
+                self.group_pk(&m.group_id),
+                format!("M#{seq:020}"),
+                json(&msg)?,
+            )
+            .with_version(1),
+        ));
+        Ok(writes)
+    }
+
+    /// The group's state to append to: the stored one, or a fresh one when the group has
+    /// no message (`current` is `None`); with its version and the condition that keeps it.
+    fn group_state(current: Option<&Item>) -> Result<(GroupState, u64, Condition), QueueError> {
+        Ok(match current {
+            Some(item) => (
+                parse::<GroupState>(item)?,
+                item.version,
+                Condition::VersionIs(item.version),
+            ),
+            None => (
+                GroupState {
+                    next_seq: 0,
+                    in_flight: None,
+                    visible_at_ms: now_ms(),
+                },
+                0,
+                Condition::NotExists,
+            ),
+        })
+    }
+
     /// Appends messages of distinct groups in one transaction. `false`: nothing was
     /// written (a condition failed: the caller sends them one by one).
     async fn append_new_groups(&self, chunk: &[&OutMessage]) -> Result<bool, QueueError> {
@@ -170,53 +233,12 @@ impl StoreQueue {
             .into_iter()
             .map(|i| (i.key(), i))
             .collect();
-        let expires = crate::store::now_epoch() + DEDUP_WINDOW.as_secs() as i64;
         let mut writes = Vec::with_capacity(chunk.len() * 3);
         for (m, key) in chunk.iter().zip(&keys) {
-            let (mut state, version, cond) = match current.get(key) {
-                Some(item) => (
-                    parse::<GroupState>(item)?,
-                    item.version,
-                    Condition::VersionIs(item.version),
-                ),
-                None => (
-                    GroupState {
-                        next_seq: 0,
-                        in_flight: None,
-                        visible_at_ms: now_ms(),
-                    },
-                    0,
-                    Condition::NotExists,
-                ),
-            };
+            let (mut state, version, cond) = Self::group_state(current.get(key))?;
             let seq = state.next_seq;
             state.next_seq += 1;
-            let msg = StoredMessage {
-                body: m.body.clone(),
-                group_id: m.group_id.clone(),
-                dedup_id: m.dedup_id.clone(),
-                receive_count: 0,
-            };
-            writes.push(Write::put_new(
-                Item::new(
-                    format!("{}{}#D#{}", keyspace::QUEUE, self.name, m.dedup_id),
-                    "D",
-                    Vec::new(),
-                )
-                .with_expiry(expires),
-            ));
-            writes.push(Write::Put {
-                item: self.state_item(&m.group_id, &state, version + 1)?,
-                condition: cond,
-            });
-            writes.push(Write::put_new(
-                Item::new(
-                    self.group_pk(&m.group_id),
-                    format!("M#{seq:020}"),
-                    json(&msg)?,
-                )
-                .with_version(1),
-            ));
+            writes.extend(self.message_writes(m, true, (&state, version, cond), seq)?);
         }
         match self.store.transact(writes).await {
             Ok(()) => Ok(true),
@@ -225,6 +247,8 @@ impl StoreQueue {
         }
     }
 
+    /// Appends one message to its group (creating the group state if needed), together
+    /// with `extra` writes. `dedup`: also claim the dedup key (a duplicate returns Ok(false)).
     async fn append(
         &self,
         m: &OutMessage,
@@ -233,54 +257,10 @@ impl StoreQueue {
     ) -> Result<bool, QueueError> {
         for _ in 0..MAX_RACES {
             let current = self.store.get(&self.state_key(&m.group_id)).await?;
-            let (mut state, version, cond) = match &current {
-                Some(item) => (
-                    parse::<GroupState>(item)?,
-                    item.version,
-                    Condition::VersionIs(item.version),
-                ),
-                None => (
-                    GroupState {
-                        next_seq: 0,
-                        in_flight: None,
-                        visible_at_ms: now_ms(),
-                    },
-                    0,
-                    Condition::NotExists,
-                ),
-            };
+            let (mut state, version, cond) = Self::group_state(current.as_ref())?;
             let seq = state.next_seq;
             state.next_seq += 1;
-            let msg = StoredMessage {
-                body: m.body.clone(),
-                group_id: m.group_id.clone(),
-                dedup_id: m.dedup_id.clone(),
-                receive_count: 0,
-            };
-            let mut writes = Vec::with_capacity(3 + extra.len());
-            if dedup {
-                let expires = crate::store::now_epoch() + DEDUP_WINDOW.as_secs() as i64;
-                writes.push(Write::put_new(
-                    Item::new(
-                        format!("{}{}#D#{}", keyspace::QUEUE, self.name, m.dedup_id),
-                        "D",
-                        Vec::new(),
-                    )
-                    .with_expiry(expires),
-                ));
-            }
-            writes.push(Write::Put {
-                item: self.state_item(&m.group_id, &state, version + 1)?,
-                condition: cond,
-            });
-            writes.push(Write::put_new(
-                Item::new(
-                    self.group_pk(&m.group_id),
-                    format!("M#{seq:020}"),
-                    json(&msg)?,
-                )
-                .with_version(1),
-            ));
+            let mut writes = self.message_writes(m, dedup, (&state, version, cond), seq)?;
             writes.extend(extra.iter().cloned());
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(true),
@@ -587,7 +567,46 @@ impl From<StoredDeadLetter> for DeadLetter {
 }
 
 #[async_trait]
+impl InlineSend for StoreQueue {
+    async fn append_writes(
+        &self,
+        message: &OutMessage,
+        new_group: bool,
+    ) -> Result<Vec<Write>, QueueError> {
+        if message.group_id.is_empty() || message.dedup_id.is_empty() {
+            return Err(QueueError::Invalid("empty group or dedup id".into()));
+        }
+        let current = if new_group {
+            None
+        } else {
+            self.store.get(&self.state_key(&message.group_id)).await?
+        };
+        let (mut state, version, cond) = Self::group_state(current.as_ref())?;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        self.message_writes(message, true, (&state, version, cond), seq)
+    }
+
+    fn writes_per_message(&self) -> usize {
+        3
+    }
+
+    fn committed(&self) {
+        self.sent.notify_waiters();
+    }
+}
+
+#[async_trait]
 impl Queue for StoreQueue {
+    fn inline(&self, store: &Arc<dyn Store>) -> Option<&dyn InlineSend> {
+        // The same store object: one transaction holds the caller's writes and these.
+        let same = std::ptr::eq(
+            Arc::as_ptr(&self.store).cast::<()>(),
+            Arc::as_ptr(store).cast::<()>(),
+        );
+        same.then_some(self as &dyn InlineSend)
+    }
+
     async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
         for m in &messages {
             if m.group_id.is_empty() || m.dedup_id.is_empty() {
