@@ -47,9 +47,11 @@ on_every_backend!(user_lifecycle, |hub: Hub| async move {
     assert_eq!(r.body["name"]["givenName"], "Alice");
     assert_eq!(r.body[ENTERPRISE]["department"], "Looking Glass");
 
-    // Read.
+    // Read: the same representation the create answered (which is not read back).
+    let created = r.body.clone();
     let r = hub.get(&format!("/Users/{id}")).await;
     assert_eq!(r.status, 200);
+    assert_eq!(r.body, created);
     assert_eq!(r.body["userName"], "Alice@Example.org");
     assert_eq!(r.body["id"], id);
     assert!(r.body.get("password").is_none());

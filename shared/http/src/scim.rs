@@ -196,8 +196,12 @@ async fn write_response(
     let params = Params::parse(query)?;
     let projection = projection_from(params.get("attributes"), params.get("excludedAttributes"))?;
     let mut stored = stored;
-    let full = state.directory.get(kind, stored.id(), &projection).await;
-    if let Ok(s) = full
+    // The stored resource lacks what is computed from membership items: a user's
+    // `groups`, a group's `members`. A user just created is in no group (its id was
+    // unknown until now): nothing to read.
+    let computed = !(status == StatusCode::CREATED && kind == ResourceKind::User);
+    if computed
+        && let Ok(s) = state.directory.get(kind, stored.id(), &projection).await
         && s.version == stored.version
     {
         stored = s;
