@@ -543,10 +543,11 @@ async fn target_post(t: &FaultyTarget, path: &str, body: &Value) -> (u16, Value)
 }
 
 /// Delivery pace: a target that answers 429 with `Retry-After` halves the window of calls
-/// in flight, within the operator's `max_in_flight`, and teaches a rate the calls are
-/// spaced at; every change still arrives; the pace
-/// is shown by `GET /admin/targets/{id}/pace` and kept in the store, where another process
-/// (a fresh `Pacer` on the same store, as a next Lambda invocation) finds the decrease.
+/// in flight, within the operator's `max_in_flight`; 429s after calls it accepted (a rate
+/// limit) teach a rate the calls are spaced at, 429s before any (its first answers) only
+/// hold delivery; every change still arrives; the pace is shown by
+/// `GET /admin/targets/{id}/pace` and kept in the store, where another process (a fresh
+/// `Pacer` on the same store, as a next Lambda invocation) finds the decrease and the rate.
 async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
     let Some(store) = backend_store(backend).await else {
         return;
@@ -577,7 +578,8 @@ async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
         Fault::RateLimited("1".into()),
         3,
     );
-    let _delivery = hub.run_delivery();
+    let delivery = hub.run_delivery();
+    let started = std::time::Instant::now();
     for i in 0..6 {
         hub.post(
             "/Users",
@@ -590,6 +592,38 @@ async fn pace_slows_down_on_429_and_is_shared(backend: Backend) {
         target.user_count() == 6
     })
     .await;
+    eprintln!("6 users after 3 429s: {:?}", started.elapsed());
+    // Its first answers were 429s: nothing accepted to learn a rate from, only holds.
+    let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
+    assert_eq!(pace.status, 200, "{}", pace.text);
+    assert!(pace.body.get("learned_rate").is_none(), "{}", pace.text);
+
+    // Then a rate limit (20 calls a second, bursts of 4), and 30 users queued before the
+    // consumer starts again (all at once, however fast the store): its 429s come after
+    // accepted calls and teach a rate.
+    drop(delivery);
+    target.set_rate_limit(20.0);
+    for i in 6..36 {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("paced{i}@example.org")}),
+        )
+        .await
+        .id();
+    }
+    let started = std::time::Instant::now();
+    let _delivery = hub.run_delivery();
+    eventually(
+        "36 users on the target",
+        Duration::from_secs(60),
+        || async { target.user_count() == 36 },
+    )
+    .await;
+    eprintln!(
+        "30 more at 20/s: {:?}, 429s per user {:?}",
+        started.elapsed(),
+        target.rate_limited()
+    );
 
     let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
     assert_eq!(pace.status, 200, "{}", pace.text);

@@ -16,26 +16,47 @@
 //!   over the cycle, counting the `Retry-After` it imposes: `answered / (elapsed +
 //!   Retry-After)`. For a per-minute limiter (N calls, then `Retry-After` until the
 //!   minute ends) that is its rate; for a token bucket (a burst, then a steady rate) it
-//!   under-counts: the burst came at once and the hold outlasts the refill.
-//! - So the rate is probed upward, once per period (the longest `Retry-After` seen, at
-//!   least 1 s) in which calls went at half the rate or more and none was refused: by half
-//!   until a paced call is refused; after that (the limit lies below that ceiling) by a
-//!   tenth while under 90% of the ceiling, by 1% of it per period to 95%, and per five
-//!   periods from there.
-//! - A refusal while paced cuts the rate: after a step by half, to the rate before it (it
-//!   held a whole period); after a slow step, to 90% of the rate refused; to what the cycle
-//!   delivered when that is more; between 50% and 95% of the rate refused. Refusals of
-//!   calls started before a cut count once.
+//!   under-counts: the burst came at once and the hold outlasts the refill. The calls
+//!   that cycle answered are kept as the bucket's burst.
+//! - A refusal with nothing answered since the last hold (the target's first answer, or
+//!   the first call after a hold) teaches no rate, burst or period: it shows no rate the
+//!   target accepts (a limiter found spent, a hold too short for it, or a refusal that
+//!   is no limiter's). It holds, and counts its burst once; before any rate the next
+//!   cycle goes unpaced and is the first. (Learning from it pinned a target that
+//!   refused its first calls at one call a minute.)
+//! - **Slow start**: from there the rate doubles every eighth of a period (the longest
+//!   `Retry-After` seen, at least 1 s; below a call per eighth, every answered call) in
+//!   which calls went at half the rate or more, until a paced call is refused. The
+//!   answered calls of that cycle (their start times) are then replayed against a token
+//!   bucket of the first cycle's burst (less what it refilled over that cycle), refilled
+//!   over the hold before: the bucket's rate lies between the least that gives every
+//!   answered call a token and the least that would have given the refused one a token.
+//!   The rate settles at the lower of that least and 95% of the middle, at least what the
+//!   cycle delivered (a per-minute limiter's rate), with the upper bound as the ceiling.
+//! - Then the rate is probed upward, once per period in which calls went at half the
+//!   rate or more and none was refused: by a tenth while under 90% of the ceiling, by
+//!   1% of it per period to 95%, and per five periods from there (past 120% of it
+//!   without a refusal, the limit was raised: slow start again).
+//! - A refusal while settled cuts the rate to 90% of the rate refused, or what the cycle
+//!   delivered when that is more (a long cycle near the limit delivered about the
+//!   limit), at most 95% of it. Refusals of calls started before a cut count once.
 //!
-//! A refused call is retried by the queue after the `Retry-After`, which holds every call to
-//! the target (and the limiter refills meanwhile); it then goes at the lower rate and is not
-//! refused again. The unit tests below run a token bucket and a per-minute limiter in
-//! paused time: each call refused at most once; 88.7% and 96.5% of the limit.
+//! A refused call is retried by the queue after the `Retry-After`, which holds every call
+//! to the target (and the limiter refills meanwhile); it then goes at the lower rate and
+//! is not refused again. Calls whose start came during a hold go spaced at the rate after
+//! it, not at once. A gap longer than a slow-start step shrinks when the rate rises (a
+//! call at a low rate does not hold the next one back at that rate). The unit tests below
+//! run token buckets and a per-minute limiter in paused time: each call refused at most
+//! once; 93.4% of the bench's bucket over 3,000 calls, 81.8% over 500 (two refusals, one
+//! to find the burst and one the rate, each holding a second, bound a 10-second run to
+//! 88%), 96.4% of the per-minute limit; a handful of calls to a target whose first
+//! answers are 429s, 503s or timeouts all accepted within 3 s of what those cost.
 //!
 //! The state lives in this process and, cheaply, in the store (`PACE#{target}`, read and
 //! written at most every [`SYNC_EVERY`] per target and process, and at once after a
-//! decrease): a Lambda invocation starts from the window and the `Retry-After` the
-//! previous ones learned, and `provisync serve` finds it again after a restart.
+//! decrease): a Lambda invocation starts from the window, the rate and the `Retry-After`
+//! the previous ones learned, and `provisync serve` finds it again after a restart. The
+//! slow-start replay is per process (the calls it sent; not shared).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -71,6 +92,12 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 const LATENCY_FACTOR: u32 = 4;
 /// A refusal while paced cuts the rate at least to this share of the rate refused.
 const RATE_CUT: f64 = 0.95;
+/// Slow start: the rate doubles this many times per period until a refusal.
+const SLOW_START_STEPS: u32 = 8;
+/// After a refusal in slow start, the rate settles this far below the limit estimated.
+const SETTLE: f64 = 0.95;
+/// The most calls of one slow-start cycle kept to estimate the limit from.
+const MAX_REPLAY: usize = 4096;
 /// The slowest rate learned: one call a minute.
 const MIN_RATE: f64 = 1.0 / 60.0;
 /// The shortest and longest period a limiter is assumed to count over.
@@ -162,16 +189,28 @@ struct SharedPace {
 struct Rate {
     /// Calls per second (none until the target refuses a call).
     rate: Option<f64>,
-    /// The paced rate a refusal last came at: the limit is below it.
+    /// The limit is below it, as a refusal last showed (the rate refused, or the upper
+    /// bound the slow-start replay found); none in slow start.
     ceiling: Option<f64>,
-    /// The rate before the last increase (it held a whole period without refusal).
+    /// The rate before the last increase (it held a step without refusal), or what the
+    /// last cycle delivered.
     good: f64,
     /// The limiter's period: the longest `Retry-After` seen, within 1 s to 60 s.
     period: Duration,
-    /// When the rate last changed, and the calls started since (the rate was tried only
-    /// if calls went at about that rate: the consumer may send fewer).
+    /// When the rate last changed (or the hold after it ended), and the calls started
+    /// since (the rate was tried only if calls went at about that rate: the consumer may
+    /// send fewer).
     changed: Instant,
     sent: u32,
+    /// The first cycle, sent unpaced until the first refusal: the calls it answered and
+    /// the seconds from its first call to the refused one (a token bucket's burst and
+    /// what it refilled meanwhile).
+    burst: Option<(f64, f64)>,
+    /// In slow start, when the calls of this cycle that were answered started, and how
+    /// long the limiter refilled before the cycle began (the hold; none after an idle
+    /// spell): replayed against a token bucket at the next refusal.
+    starts: Vec<Instant>,
+    refilled: Option<Duration>,
     /// When a refusal last cut the rate (calls started before count once).
     cut_at: Option<Instant>,
     cut_ms: i64,
@@ -190,6 +229,9 @@ impl Rate {
             period: MIN_PERIOD,
             changed: now,
             sent: 0,
+            burst: None,
+            starts: Vec::new(),
+            refilled: None,
             cut_at: None,
             cut_ms: 0,
             cycle_start: now,
@@ -201,24 +243,47 @@ impl Rate {
         if started >= self.cycle_start {
             self.cycle_answered += 1;
         }
+        let slow_start = self.rate.is_some() && self.ceiling.is_none();
+        if slow_start && started >= self.cycle_start && self.starts.len() < MAX_REPLAY {
+            self.starts.push(started);
+        }
         self.probe(now);
     }
 
-    /// Raises the rate after a period in which calls went at half of it or more (it was
+    /// The rate is now `rate`, from `at` (the end of a hold, or now).
+    fn set(&mut self, rate: f64, at: Instant) {
+        self.rate = Some(rate);
+        self.changed = at;
+        self.sent = 0;
+    }
+
+    /// Raises the rate after a step in which calls went at half of it or more (it was
     /// tried: the consumer may send fewer) and none was refused.
     fn probe(&mut self, now: Instant) {
         let Some(rate) = self.rate else { return };
         if self.ceiling.is_some_and(|c| rate > 1.2 * c) {
-            // Well past the old ceiling without a refusal: the limit was raised.
+            // Well past the old ceiling without a refusal: the limit was raised. Slow
+            // start again, replaying from here (calls went below the limit: a bucket is
+            // full).
             self.ceiling = None;
+            self.cycle_start = now;
+            self.cycle_answered = 0;
+            self.starts.clear();
+            self.refilled = None;
         }
-        // Near the ceiling the rate holds five periods per step.
-        let periods = match self.ceiling {
-            Some(c) if rate >= 0.95 * c => 5,
-            _ => 1,
+        let every = match self.ceiling {
+            // Slow start: doubling every eighth of a period until a refusal.
+            None => self.period / SLOW_START_STEPS,
+            // Near the ceiling: five periods per step.
+            Some(c) if rate >= SETTLE * c - 1e-9 => self.period * 5,
+            Some(_) => self.period,
         };
-        let every = self.period * periods;
-        let elapsed = now.duration_since(self.changed);
+        let mut elapsed = now.saturating_duration_since(self.changed);
+        if self.ceiling.is_none() && self.sent > 0 {
+            // In slow start a step lasts at least one call (below one call a step, each
+            // answered call is one).
+            elapsed = elapsed.max(Duration::from_secs_f64(1.0 / rate));
+        }
         if elapsed < every {
             return;
         }
@@ -227,52 +292,150 @@ impl Rate {
             return;
         }
         let next = match self.ceiling {
-            None => rate * 1.5,
+            None => rate * 2.0,
             // Far below the ceiling (after a deep cut): back up by a tenth per period.
             Some(c) if rate < 0.9 * c => (rate * 1.1).min(0.9 * c).max(rate + 0.01 * c),
             Some(c) => rate + 0.01 * c,
         };
         self.good = rate;
-        self.rate = Some(next);
-        self.changed = now;
-        self.sent = 0;
+        self.set(next, now);
     }
 
     /// A 429/503 for a call started at `started`: learns (or cuts) the rate, unless a
     /// cut since that call started already counted this burst. True when it changed.
-    fn refused(&mut self, started: Instant, retry_after: Option<Duration>, now: Instant) -> bool {
+    fn refused(
+        &mut self,
+        started: Instant,
+        retry_after: Option<Duration>,
+        now: Instant,
+        now_ms: i64,
+    ) -> bool {
         if self.cut_at.is_some_and(|c| started < c) {
             return false;
         }
         let hold = retry_after.unwrap_or(MIN_PERIOD);
+        if self.cycle_answered == 0 {
+            // Nothing answered since the last hold (or ever): the target's first answer,
+            // or the first call after a hold, was refused. That shows no rate it accepts
+            // (a hold too short for its limiter, a limiter found spent, or a refusal that
+            // is no limiter's): it holds, and its burst counts once, but teaches no rate,
+            // no burst and no period. Before any rate, the cycle after the hold goes
+            // unpaced as the first did (its count is the burst).
+            self.cut_at = Some(now);
+            self.cycle_start = now + hold;
+            self.starts.clear();
+            self.refilled = Some(hold);
+            if let Some(rate) = self.rate {
+                self.set(rate, now + hold);
+            }
+            return false;
+        }
         self.period = self.period.max(hold.clamp(MIN_PERIOD, MAX_PERIOD));
         // What the target accepted over this cycle, counting the hold it imposes.
         let span = now.saturating_duration_since(self.cycle_start) + hold.max(MIN_PERIOD);
         let accepted = f64::from(self.cycle_answered) / span.as_secs_f64();
         let next = match self.rate {
             // At least one call per hold.
-            None => accepted.max(1.0 / hold.max(MIN_PERIOD).as_secs_f64()),
-            Some(rate) => {
-                // Probing by half, the rate before the last step held a whole period;
-                // probing slowly, 90% of the rate refused.
-                let estimate = match self.ceiling.replace(rate) {
-                    None => accepted.max(self.good),
-                    Some(_) => accepted.max(rate * 0.9),
+            None => {
+                let secs = started.saturating_duration_since(self.cycle_start);
+                self.burst = Some((f64::from(self.cycle_answered), secs.as_secs_f64()));
+                accepted.max(1.0 / hold.max(MIN_PERIOD).as_secs_f64())
+            }
+            Some(rate) if self.ceiling.is_none() => {
+                // Slow start: the limit is at least what this cycle delivered. A token
+                // bucket (the first cycle's count for its burst) accepted this cycle's
+                // answered calls and refused this one: its rate lies between the least
+                // that gives every answered call a token and the least that would have
+                // given this one a token.
+                let replayed = match self.burst {
+                    Some(burst) if burst.0 >= 1.0 && self.starts.len() < MAX_REPLAY => {
+                        self.starts.sort_unstable();
+                        Some(bucket_rate(
+                            burst,
+                            self.cycle_start,
+                            self.refilled,
+                            &self.starts,
+                            started,
+                        ))
+                    }
+                    _ => None,
                 };
-                estimate.max(rate * 0.5).min(rate * RATE_CUT)
+                let (least, most) = replayed.unwrap_or((accepted, self.good.min(rate)));
+                let (least, most) = (least.max(accepted), most.max(accepted));
+                // A little below the middle, and not above the least (the limit is at
+                // least that); the upper bound is the ceiling probed toward.
+                let next = (SETTLE * (least + most) / 2.0).min(least);
+                self.ceiling = Some(most.max(next));
+                next
+            }
+            Some(rate) => {
+                // Settled: 90% of the rate refused, or what the cycle delivered.
+                self.ceiling = Some(rate);
+                accepted.max(rate * 0.9).min(rate * RATE_CUT)
             }
         }
         .max(MIN_RATE);
         self.good = accepted.min(next);
-        self.rate = Some(next);
-        self.changed = now;
-        self.sent = 0;
+        self.set(next, now + hold);
         self.cut_at = Some(now);
-        self.cut_ms = epoch_ms();
+        self.cut_ms = now_ms;
         self.cycle_start = now + hold;
         self.cycle_answered = 0;
+        self.starts.clear();
+        self.refilled = Some(hold);
         true
     }
+}
+
+/// Bounds on the rate of a token bucket that accepted calls started at `starts` (sorted)
+/// and refused one started at `refused`: its burst is the first cycle's `(calls,
+/// seconds)` less what it refilled over them, and it refilled for `refilled` before
+/// `from` (or was full). Returns the least rate that gives every accepted call a token
+/// and the least that would have given the refused one a token (by bisection: the
+/// tokens grow with the rate).
+fn bucket_rate(
+    burst: (f64, f64),
+    from: Instant,
+    refilled: Option<Duration>,
+    starts: &[Instant],
+    refused: Instant,
+) -> (f64, f64) {
+    // The fewest tokens an accepted call found, and the tokens the refused one found.
+    let replay = |rate: f64| {
+        // It answered `calls` over `seconds`: its burst was at most that, and less
+        // what it refilled meanwhile beyond the last token (the larger: the slower).
+        let burst = (burst.0 + 1.0 - rate * burst.1).min(burst.0).max(1.0);
+        let mut tokens = refilled.map_or(burst, |r| (rate * r.as_secs_f64()).min(burst));
+        let (mut at, mut least) = (from, f64::INFINITY);
+        for &t in starts.iter().filter(|t| **t < refused) {
+            tokens = (tokens + rate * t.saturating_duration_since(at).as_secs_f64()).min(burst);
+            at = at.max(t);
+            least = least.min(tokens);
+            tokens -= 1.0;
+        }
+        let left = tokens + rate * refused.saturating_duration_since(at).as_secs_f64();
+        (least, left.min(burst))
+    };
+    let bisect = |enough: &dyn Fn(f64) -> bool| {
+        let (mut lo, mut hi) = (0.0, 1.0);
+        while !enough(hi) && hi < 1e6 {
+            (lo, hi) = (hi, hi * 2.0);
+        }
+        for _ in 0..40 {
+            let mid = (lo + hi) / 2.0;
+            if enough(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    };
+    // The least rate at which every accepted call found a token; the least at which the
+    // refused one would have.
+    let accepted_all = bisect(&|r| replay(r).0 >= 1.0);
+    let refused_one = bisect(&|r| replay(r).1 >= 1.0);
+    (accepted_all, refused_one.max(accepted_all))
 }
 
 struct State {
@@ -293,6 +456,10 @@ struct State {
     rate: Rate,
     /// The last call's start (an idle spell starts a new cycle).
     last_start: Option<Instant>,
+    /// The wall clock (epoch ms) at an instant of tokio's clock: the times shared through
+    /// the store are this plus tokio's time since (the same outside tests; in paused
+    /// time, a `Retry-After` stored in epoch ms then passes with the simulated time).
+    clock: (i64, Instant),
 }
 
 impl State {
@@ -312,6 +479,26 @@ impl State {
             dirty: false,
             rate: Rate::new(Instant::now()),
             last_start: None,
+            clock: (epoch_ms(), Instant::now()),
+        }
+    }
+
+    /// The rate calls are spaced at, if any: `max_rate`, or the learned rate below it.
+    fn paced(&self, limits: PaceLimits) -> Option<f64> {
+        let max_rate = limits.max_rate.filter(|r| *r > 0.0);
+        match (max_rate, self.rate.rate) {
+            (Some(m), Some(l)) => Some(m.min(l)),
+            (m, l) => m.or(l),
+        }
+    }
+
+    /// Epoch milliseconds at `at`.
+    fn ms(&self, at: Instant) -> i64 {
+        let (ms, then) = self.clock;
+        if at >= then {
+            ms + at.duration_since(then).as_millis() as i64
+        } else {
+            ms - then.duration_since(at).as_millis() as i64
         }
     }
 
@@ -327,7 +514,7 @@ impl State {
         }
         self.window = (self.window * factor).max(1.0);
         self.last_decrease = Some(now);
-        self.decreased_ms = epoch_ms();
+        self.decreased_ms = self.ms(now);
         self.dirty = true;
     }
 
@@ -352,7 +539,8 @@ impl State {
                     self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
                     self.dirty = true;
                 }
-                if self.rate.refused(started, retry_after, now) {
+                let now_ms = self.ms(now);
+                if self.rate.refused(started, retry_after, now, now_ms) {
                     self.dirty = true;
                 }
             }
@@ -388,10 +576,7 @@ impl State {
             rate: recent as f64 / span.as_secs_f64(),
             slow_downs: self.slow_downs,
             learned_rate: self.rate.rate.map(round2),
-            hold_until_ms: self
-                .hold_until
-                .filter(|h| *h > now)
-                .map(|h| epoch_ms() + h.duration_since(now).as_millis() as i64),
+            hold_until_ms: self.hold_until.filter(|h| *h > now).map(|h| self.ms(h)),
             decreased_at_ms: (self.decreased_ms > 0).then_some(self.decreased_ms),
         }
     }
@@ -541,6 +726,23 @@ impl Pacer {
                         if idle {
                             s.rate.cycle_start = s.rate.cycle_start.max(now);
                             s.rate.cycle_answered = 0;
+                            // The limiter refilled meanwhile: a step starts afresh.
+                            s.rate.starts.clear();
+                            s.rate.refilled = None;
+                            if let Some(r) = s.rate.rate {
+                                let at = s.rate.cycle_start;
+                                s.rate.set(r, at);
+                            }
+                        }
+                        let step = s.rate.period / SLOW_START_STEPS;
+                        if let (Some(rate), Some(last)) = (s.paced(limits), s.last_start) {
+                            // A gap longer than a slow-start step is the rate's now (it
+                            // may have risen since the last call was spaced: a call at a
+                            // low rate must not hold the next one back at that rate).
+                            if s.next_start.saturating_duration_since(last) > step {
+                                let at = last + Duration::from_secs_f64(1.0 / rate);
+                                s.next_start = s.next_start.min(at);
+                            }
                         }
                         let start = s.next_start.max(now);
                         let max_rate = limits.max_rate.filter(|r| *r > 0.0);
@@ -549,11 +751,7 @@ impl Pacer {
                             // A call at the learned rate: it is being tried.
                             s.rate.sent += 1;
                         }
-                        let rate = match (max_rate, learned) {
-                            (Some(m), Some(l)) => Some(m.min(l)),
-                            (m, l) => m.or(l),
-                        };
-                        if let Some(rate) = rate {
+                        if let Some(rate) = s.paced(limits) {
                             s.next_start = start + Duration::from_secs_f64(1.0 / rate);
                         }
                         s.last_start = Some(start);
@@ -581,9 +779,23 @@ impl Pacer {
             outcome: None,
         };
         tokio::time::sleep_until(start_at).await;
-        // A `Retry-After` that came while this call waited for its start holds it too.
+        // A `Retry-After` that came while this call waited for its start holds it too,
+        // and the calls it held go spaced again after it (not all at once).
         loop {
-            let hold = pace.lock().hold_until.filter(|h| *h > Instant::now());
+            let hold = {
+                let mut s = pace.lock();
+                let now = Instant::now();
+                let hold = s.hold_until.filter(|h| *h > now);
+                hold.map(|h| match s.paced(limits) {
+                    Some(rate) => {
+                        let start = s.next_start.max(h);
+                        s.next_start = start + Duration::from_secs_f64(1.0 / rate);
+                        s.last_start = Some(start);
+                        start
+                    }
+                    None => h,
+                })
+            };
             match hold {
                 Some(h) => tokio::time::sleep_until(h).await,
                 None => break,
@@ -640,7 +852,7 @@ impl Pacer {
         let mine = {
             let mut s = pace.lock();
             let now = Instant::now();
-            let now_ms = epoch_ms();
+            let now_ms = s.ms(now);
             if let Some(o) = &stored {
                 if o.decreased_ms > s.decreased_ms {
                     s.window = s.window.min(o.window.max(1.0));
@@ -649,13 +861,11 @@ impl Pacer {
                 let newer_cut = o.rate_cut_ms > s.rate.cut_ms;
                 if o.rate.is_some() && (newer_cut || s.rate.rate.is_none()) {
                     let r = &mut s.rate;
-                    r.rate = o.rate;
                     r.ceiling = o.ceiling;
                     r.good = o.rate.unwrap_or(0.0);
                     r.period = Duration::from_millis(o.period_ms).clamp(MIN_PERIOD, MAX_PERIOD);
                     r.cut_ms = r.cut_ms.max(o.rate_cut_ms);
-                    r.changed = now;
-                    r.sent = 0;
+                    r.set(o.rate.unwrap_or(MIN_RATE), now);
                 }
                 if o.hold_until_ms > now_ms {
                     let until = now + Duration::from_millis((o.hold_until_ms - now_ms) as u64);
@@ -824,9 +1034,19 @@ mod tests {
         assert_eq!(pacer.report("t", limits).in_flight, 1);
     }
 
-    /// A simulated rate limiter: `Err(Retry-After)` when it refuses a call at `now`.
+    /// How a simulated target answers one call.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Answer {
+        Accepted,
+        /// 429 or 503, with its `Retry-After` if any.
+        Refused(Option<Duration>),
+        /// No answer within the client's timeout.
+        TimedOut,
+    }
+
+    /// A simulated rate limiter: how it answers a call at `now`.
     trait Limiter: Send {
-        fn call(&mut self, now: Instant) -> Result<(), Duration>;
+        fn call(&mut self, now: Instant) -> Answer;
         /// Calls per second it sustains.
         fn limit(&self) -> f64;
     }
@@ -852,15 +1072,15 @@ mod tests {
     }
 
     impl Limiter for Bucket {
-        fn call(&mut self, now: Instant) -> Result<(), Duration> {
+        fn call(&mut self, now: Instant) -> Answer {
             let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
             self.tokens = (self.tokens + refill).min(self.burst);
             self.at = now;
             if self.tokens >= 1.0 {
                 self.tokens -= 1.0;
-                Ok(())
+                Answer::Accepted
             } else {
-                Err(Duration::from_secs(1))
+                Answer::Refused(Some(Duration::from_secs(1)))
             }
         }
         fn limit(&self) -> f64 {
@@ -877,7 +1097,7 @@ mod tests {
     }
 
     impl Limiter for PerMinute {
-        fn call(&mut self, now: Instant) -> Result<(), Duration> {
+        fn call(&mut self, now: Instant) -> Answer {
             let minute = Duration::from_secs(60);
             while now.duration_since(self.window_start) >= minute {
                 self.window_start += minute;
@@ -885,15 +1105,56 @@ mod tests {
             }
             if self.used < self.n {
                 self.used += 1;
-                Ok(())
+                Answer::Accepted
             } else {
                 let left = minute - now.duration_since(self.window_start);
-                Err(Duration::from_secs(left.as_secs() + 1))
+                Answer::Refused(Some(Duration::from_secs(left.as_secs() + 1)))
             }
         }
         fn limit(&self) -> f64 {
             f64::from(self.n) / 60.0
         }
+    }
+
+    /// Answers `first` to the first `n` calls, then as `then` does (a target whose first
+    /// answers are refusals or timeouts, then a limiter or none).
+    struct FirstAnswers<L> {
+        first: Answer,
+        n: u32,
+        then: L,
+    }
+
+    impl<L: Limiter> Limiter for FirstAnswers<L> {
+        fn call(&mut self, now: Instant) -> Answer {
+            if self.n > 0 {
+                self.n -= 1;
+                return self.first;
+            }
+            self.then.call(now)
+        }
+        fn limit(&self) -> f64 {
+            self.then.limit()
+        }
+    }
+
+    /// No limit (every call accepted).
+    struct Unlimited;
+
+    impl Limiter for Unlimited {
+        fn call(&mut self, _: Instant) -> Answer {
+            Answer::Accepted
+        }
+        fn limit(&self) -> f64 {
+            f64::INFINITY
+        }
+    }
+
+    /// How the simulated hub meets the target: users visible one after another
+    /// `arrive_every` apart (posted one by one at the hub), within the operator's caps.
+    #[derive(Clone, Copy, Default)]
+    struct Setup {
+        arrive_every: Duration,
+        limits: PaceLimits,
     }
 
     struct Simulated {
@@ -902,6 +1163,8 @@ mod tests {
         refusals: u32,
         most_for_one: u32,
         learned: Option<f64>,
+        /// From the first call to the last acceptance.
+        elapsed: Duration,
     }
 
     impl Simulated {
@@ -917,17 +1180,28 @@ mod tests {
     }
 
     /// Delivers `users` creates to `limiter` as the queue consumer does (batches of 10
-    /// delivered concurrently; a refused one comes back after its `Retry-After`), with
-    /// 5 ms calls, in tokio's paused time.
+    /// delivered concurrently; a refused one comes back after its `Retry-After`, or a
+    /// second without one), with 5 ms calls (a timeout after 5 s), in tokio's paused time.
     async fn simulate(users: usize, limiter: impl Limiter + 'static) -> Simulated {
+        simulate_with(users, limiter, Setup::default()).await
+    }
+
+    async fn simulate_with(
+        users: usize,
+        limiter: impl Limiter + 'static,
+        setup: Setup,
+    ) -> Simulated {
         let limit = limiter.limit();
         let limiter = Arc::new(Mutex::new(limiter));
         let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
         let pacer = Arc::new(Pacer::new(store));
-        let limits = PaceLimits::default();
+        let limits = setup.limits;
         let start = Instant::now();
+        let mut last = start;
         // (visible at, user): the queue.
-        let mut queue: Vec<(Instant, usize)> = (0..users).map(|u| (start, u)).collect();
+        let mut queue: Vec<(Instant, usize)> = (0..users)
+            .map(|u| (start + setup.arrive_every * u as u32, u))
+            .collect();
         let mut refused = vec![0u32; users];
         while !queue.is_empty() {
             queue.sort();
@@ -950,21 +1224,31 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     let answer = limiter.lock().unwrap().call(Instant::now());
                     match answer {
-                        Ok(()) => {
+                        Answer::Accepted => {
                             permit.done(CallOutcome::Answered(Duration::from_millis(5)));
-                            (u, None)
+                            (u, Instant::now(), None)
                         }
-                        Err(after) => {
-                            permit.done(CallOutcome::SlowDown(Some(after)));
-                            (u, Some(Instant::now() + after))
+                        Answer::Refused(after) => {
+                            permit.done(CallOutcome::SlowDown(after));
+                            let again = after.unwrap_or(Duration::from_secs(1));
+                            (u, Instant::now(), Some(Instant::now() + again))
+                        }
+                        Answer::TimedOut => {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            permit.done(CallOutcome::TimedOut);
+                            let again = Instant::now() + Duration::from_secs(1);
+                            (u, Instant::now(), Some(again))
                         }
                     }
                 });
             }
             while let Some(done) = tasks.join_next().await {
-                if let (u, Some(again)) = done.unwrap() {
-                    refused[u] += 1;
-                    queue.push((again, u));
+                match done.unwrap() {
+                    (u, _, Some(again)) => {
+                        refused[u] += 1;
+                        queue.push((again, u));
+                    }
+                    (_, at, None) => last = last.max(at),
                 }
             }
         }
@@ -974,35 +1258,204 @@ mod tests {
             refusals: refused.iter().sum(),
             most_for_one: refused.iter().copied().max().unwrap_or(0),
             learned: pacer.report("t", limits).learned_rate,
+            elapsed: last.duration_since(start),
         }
     }
 
-    /// A token bucket of 50 calls a second (bursts of 10, `Retry-After: 1`, as the bench's
-    /// target): the first burst's count under-counts it five times; probing finds it
-    /// (88.7% of the limit over 3,000 calls, the start-up included; 9 refusals).
+    /// Runs `users` creates against `limiter` and prints the figures.
+    async fn run(what: &str, users: usize, limiter: impl Limiter + 'static) -> Simulated {
+        let sim = simulate(users, limiter).await;
+        sim.print(&format!("{what}, {users} calls"));
+        sim
+    }
+
+    /// A token bucket of 50 calls a second, bursts of 10, `Retry-After: 1` (the bench's
+    /// target), over 3,000 calls (a minute at its limit), the start-up included: 93.4%
+    /// of the limit, 7 refusals (88.7% and 9 before slow start and the replay).
     #[tokio::test(start_paused = true)]
     async fn a_token_bucket_limit_is_found_from_its_429s() {
-        let sim = simulate(3000, Bucket::new(50.0, 10.0)).await;
-        sim.print("bucket");
-        assert!(sim.share >= 0.85, "{:.3}", sim.share);
+        let sim = run("bucket 50/s", 3000, Bucket::new(50.0, 10.0)).await;
+        assert!(sim.share >= 0.9, "{:.3}", sim.share);
         assert_eq!(sim.most_for_one, 1, "each refused at most once");
         let learned = sim.learned.unwrap();
-        assert!((40.0..=55.0).contains(&learned), "{learned}");
+        assert!((45.0..=52.0).contains(&learned), "{learned}");
+    }
+
+    /// The same bucket over 500 calls (10 s at its limit): the start-up is most of it.
+    /// 81.8% (64.2% before): the first hold and the second (the refusal that shows the
+    /// limit) cost 0.8 s each, and two refusals bound 500 calls to 88% of the limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_bucket_limit_is_found_from_its_429s_in_a_short_run() {
+        let sim = run("bucket 50/s", 500, Bucket::new(50.0, 10.0)).await;
+        assert!(sim.share >= 0.8, "{:.3}", sim.share);
+        assert_eq!(sim.most_for_one, 1, "each refused at most once");
+        let learned = sim.learned.unwrap();
+        assert!((45.0..=52.0).contains(&learned), "{learned}");
+    }
+
+    /// Buckets of other sizes: small and large, a burst of a second's worth, one call at
+    /// a time: 87.3%, 84.2%, 100.5% and 86.0% of their limits (84.2%, 74.0%, 95.1% and
+    /// 80.1% before slow start and the replay; 85.3% and 81.4% for the first and last
+    /// before slow start doubled per answered call below a call per step).
+    #[tokio::test(start_paused = true)]
+    async fn other_token_buckets_are_found_from_their_429s() {
+        for (per_second, burst, users) in [
+            (10.0, 2.0, 300),
+            (200.0, 40.0, 3000),
+            (50.0, 50.0, 1000),
+            (5.0, 1.0, 200),
+        ] {
+            let what = format!("bucket {per_second}/s, bursts of {burst}");
+            let sim = run(&what, users, Bucket::new(per_second, burst)).await;
+            assert!(sim.share >= 0.8, "{what}: {:.3}", sim.share);
+            assert_eq!(sim.most_for_one, 1, "{what}: each refused at most once");
+        }
+    }
+
+    fn per_minute(n: u32) -> PerMinute {
+        PerMinute {
+            n,
+            used: 0,
+            window_start: Instant::now(),
+        }
     }
 
     /// 120 calls a minute, `Retry-After` to the end of the minute (a per-minute tier): the
-    /// first cycle's count, over the cycle and its hold, is the rate (96.5% of it over
-    /// 1,200 calls).
+    /// first cycle's count, over the cycle and its hold, is the rate (96.4% of it over
+    /// 1,200 calls; 96.5% before).
     #[tokio::test(start_paused = true)]
     async fn a_per_minute_limit_is_found_from_its_429s() {
-        let limiter = PerMinute {
-            n: 120,
-            used: 0,
-            window_start: Instant::now(),
-        };
-        let sim = simulate(1200, limiter).await;
-        sim.print("per minute");
+        let sim = run("120 a minute", 1200, per_minute(120)).await;
         assert!(sim.share >= 0.9, "{:.3}", sim.share);
+        assert_eq!(sim.most_for_one, 1, "each refused at most once");
+    }
+
+    /// The same over 500 calls (about four minutes): 97.5% (98.6% before).
+    #[tokio::test(start_paused = true)]
+    async fn a_per_minute_limit_is_found_from_its_429s_in_a_short_run() {
+        let sim = run("120 a minute", 500, per_minute(120)).await;
+        assert!(sim.share >= 0.9, "{:.3}", sim.share);
+        assert_eq!(sim.most_for_one, 1, "each refused at most once");
+    }
+
+    /// A handful of users to a target whose first answers are refusals or timeouts and
+    /// that then accepts every call (as `tests/delivery.rs`'s faulty target): posted one
+    /// by one or at once, with `max_in_flight` 3 or none, every user arrives within 3 s
+    /// of the holds and timeouts the first answers cost. A refusal that found nothing
+    /// answered since the last hold teaches no rate to pin delivery at.
+    #[tokio::test(start_paused = true)]
+    async fn a_target_that_refuses_its_first_calls_gets_the_rest_soon() {
+        let secs = Duration::from_secs;
+        for (what, first, n, cost) in [
+            (
+                "429 Retry-After: 1",
+                Answer::Refused(Some(secs(1))),
+                3,
+                secs(3),
+            ),
+            (
+                "429 Retry-After: 30",
+                Answer::Refused(Some(secs(30))),
+                1,
+                secs(30),
+            ),
+            (
+                "429 Retry-After: 30",
+                Answer::Refused(Some(secs(30))),
+                3,
+                secs(90),
+            ),
+            ("503 without Retry-After", Answer::Refused(None), 3, secs(3)),
+            ("timeout", Answer::TimedOut, 3, secs(18)),
+        ] {
+            for arrive_ms in [0, 20, 300] {
+                for max_in_flight in [Some(3), None] {
+                    let setup = Setup {
+                        arrive_every: Duration::from_millis(arrive_ms),
+                        limits: PaceLimits {
+                            max_in_flight,
+                            max_rate: None,
+                        },
+                    };
+                    let target = FirstAnswers {
+                        first,
+                        n,
+                        then: Unlimited,
+                    };
+                    let sim = simulate_with(6, target, setup).await;
+                    let case = format!(
+                        "{n} x {what}, arriving {arrive_ms} ms apart, \
+                         max_in_flight {max_in_flight:?}"
+                    );
+                    eprintln!(
+                        "{case}: all in {:?}, learned {:?}",
+                        sim.elapsed, sim.learned
+                    );
+                    assert!(sim.elapsed <= cost + secs(3), "{case}: {:?}", sim.elapsed);
+                }
+            }
+        }
+    }
+
+    /// The same first answers before a token bucket (the bench's), then one found
+    /// empty, and a per-minute limiter found spent: the limit is still found (at least
+    /// 85% of it over 3,000 and 1,200 calls; 80% after timeouts, whose 5 s stop a batch
+    /// and are a tenth of the run; users posted at the limit's pace cannot catch up on
+    /// that, so timeouts are run with all posted at once), each call refused at most once
+    /// (twice counting the first answers).
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_is_found_after_refusals_at_start() {
+        let secs = Duration::from_secs;
+        for (what, first, n, least, arrivals) in [
+            (
+                "429 Retry-After: 1",
+                Answer::Refused(Some(secs(1))),
+                3,
+                0.85,
+                &[0, 20][..],
+            ),
+            (
+                "503 without Retry-After",
+                Answer::Refused(None),
+                3,
+                0.85,
+                &[0, 20],
+            ),
+            ("timeout", Answer::TimedOut, 3, 0.8, &[0]),
+        ] {
+            for &arrive_ms in arrivals {
+                let setup = Setup {
+                    arrive_every: Duration::from_millis(arrive_ms),
+                    limits: PaceLimits::default(),
+                };
+                let target = FirstAnswers {
+                    first,
+                    n,
+                    then: Bucket::new(50.0, 10.0),
+                };
+                let sim = simulate_with(3000, target, setup).await;
+                let case = format!("{n} x {what}, arriving {arrive_ms} ms apart, bucket 50/s");
+                sim.print(&case);
+                // 20 ms apart, 3,000 users take 60 s to arrive (the bucket's own pace).
+                assert!(sim.share >= least, "{case}: {:.3}", sim.share);
+                assert!(sim.most_for_one <= 2, "{case}: {}", sim.most_for_one);
+            }
+        }
+        // A bucket found empty, and a per-minute limiter found spent with 30 s to go:
+        // the first answer is a 429 with nothing answered before.
+        let mut empty = Bucket::new(50.0, 10.0);
+        empty.tokens = 0.0;
+        let sim = run("bucket 50/s found empty", 3000, empty).await;
+        assert!(sim.share >= 0.85, "{:.3}", sim.share);
+        assert_eq!(sim.most_for_one, 1, "each refused at most once");
+        let spent = PerMinute {
+            n: 120,
+            used: 120,
+            window_start: Instant::now() - Duration::from_secs(30),
+        };
+        let sim = run("120 a minute found spent", 1200, spent).await;
+        // The first 30 s deliver nothing: at most 600 / 630 of the limit.
+        assert!(sim.share >= 0.85, "{:.3}", sim.share);
         assert_eq!(sim.most_for_one, 1, "each refused at most once");
     }
 }
