@@ -798,6 +798,9 @@ impl Deliverer {
                 LinkChange::Remove(kind, event.resource_id.clone()),
             ));
         }
+        // Stored before the group took its members, never confirmed (the process stopped
+        // in between): create again, which finds the group, links it and sends them all.
+        let link = link.filter(|l| l.hash != UNCONFIRMED);
         if let Some(l) = link.as_ref().filter(|l| is_stale(event, Some(l))) {
             // The group's attributes are older than the target's; the members it names
             // are still brought to the hub's current state.
@@ -877,8 +880,25 @@ impl Deliverer {
         // Memberships: only members that exist on this target (linked users) are sent; a
         // group new there takes all its members.
         if op == AuditOp::Create {
-            self.send_all_members(&event.resource_id, t, c, &target_id)
-                .await?;
+            // The group's link first, marked unconfirmed, then its members' links are read:
+            // a member's delivery running beside this one stores its own link before it
+            // reads the links of its groups (`join_groups`), so at least one of the two
+            // sees the other and the membership is sent.
+            let mut early = new_link.clone();
+            early.target_id = target_id.clone();
+            early.hash = UNCONFIRMED.to_string();
+            if let Err(e) = self.links.put(&early).await {
+                return Err((AuditOp::AddMembers, retryable(e)));
+            }
+            if let Err(e) = self
+                .send_all_members(&event.resource_id, t, c, &target_id)
+                .await
+            {
+                if let Err(e) = self.links.delete(&t.id, kind, &event.resource_id).await {
+                    tracing::warn!(target_id = %t.id, error = %e, "unconfirmed link not removed");
+                }
+                return Err(e);
+            }
         } else {
             match self.sync_members(event, t, c, &target_id).await? {
                 // The attributes went; the removals wait (the release sends them).

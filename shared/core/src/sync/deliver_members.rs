@@ -82,10 +82,13 @@ impl Deliverer {
     /// retry matches the account and joins again); a refusal is audited and the user's
     /// delivery stands.
     ///
-    /// `early`: the account's link, marked unconfirmed, stored first (only when there is a group to join): a
-    /// reconcile reading those groups meanwhile must know this account, not remove it
-    /// as a member the hub does not know. If joining fails the link goes, so the retry
-    /// creates (or matches) the account and joins again.
+    /// `early`: the account's link, marked unconfirmed, stored first, before its groups
+    /// and their links are read: a group's delivery running beside this one stores its
+    /// link before it reads its members' links (`deliver_group`), so at least one of the
+    /// two sees the other and the membership is sent (read first on both sides, both
+    /// could miss it). A reconcile reading those groups meanwhile also knows this account,
+    /// and does not remove it as a member the hub does not know. If joining fails the
+    /// link goes, so the retry creates (or matches) the account and joins again.
     pub(super) async fn join_groups(
         &self,
         t: &TargetConfig,
@@ -93,28 +96,28 @@ impl Deliverer {
         early: &Link,
     ) -> Result<(), (AuditOp, ConnectorError)> {
         let (hub_id, target_id) = (early.hub_id.as_str(), early.target_id.as_str());
-        let group_ids = self
-            .directory
-            .groups_of_ids(hub_id)
-            .await
-            .map_err(|e| (AuditOp::AddMembers, retryable(e.to_string())))?;
-        if group_ids.is_empty() {
-            return Ok(());
-        }
-        let linked = self
-            .links
-            .get_many(&t.id, ResourceKind::Group, &group_ids)
+        self.links
+            .put(early)
             .await
             .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
-        if linked.is_empty() {
-            return Ok(());
+        let joined = async {
+            let group_ids = self
+                .directory
+                .groups_of_ids(hub_id)
+                .await
+                .map_err(|e| (AuditOp::AddMembers, retryable(e.to_string())))?;
+            if group_ids.is_empty() {
+                return Ok(());
+            }
+            let linked = self
+                .links
+                .get_many(&t.id, ResourceKind::Group, &group_ids)
+                .await
+                .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
+            self.add_to_groups(t, c, hub_id, target_id, &group_ids, &linked)
+                .await
         }
-        if let Err(e) = self.links.put(early).await {
-            tracing::warn!(target_id = %t.id, error = %e, "link not stored before joining groups");
-        }
-        let joined = self
-            .add_to_groups(t, c, hub_id, target_id, &group_ids, &linked)
-            .await;
+        .await;
         if joined.is_err()
             && let Err(e) = self.links.delete(&t.id, ResourceKind::User, hub_id).await
         {
