@@ -36,7 +36,7 @@ use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
-use crate::store::Write;
+use crate::queue::AckWith;
 use crate::sync::envelope::envelope_for;
 use crate::target::{
     DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
@@ -162,9 +162,23 @@ impl Deliverer {
     /// Delivers one queue message body. `final_attempt`: the queue will dead-letter the
     /// event if this attempt fails too (audited as `dead`).
     pub async fn deliver_body(&self, body: &str, final_attempt: bool) -> Result<(), DeliveryError> {
+        self.deliver_body_acking(body, final_attempt, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Deliverer::deliver_body`], acking the message it came in with the event's last
+    /// receipt when the queue lives in this store ([`AckWith`]). `Ok(true)`:
+    /// delivered and acked; `Ok(false)`: delivered, the message still to be acked.
+    pub async fn deliver_body_acking(
+        &self,
+        body: &str,
+        final_attempt: bool,
+        ack: Option<AckWith<'_>>,
+    ) -> Result<bool, DeliveryError> {
         let event =
             ChangeEvent::from_body(body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-        self.deliver(&event, final_attempt).await
+        self.deliver_acking(&event, final_attempt, ack).await
     }
 
     /// Delivers one change event to every target it concerns.
@@ -173,6 +187,19 @@ impl Deliverer {
         event: &ChangeEvent,
         final_attempt: bool,
     ) -> Result<(), DeliveryError> {
+        self.deliver_acking(event, final_attempt, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Deliverer::deliver`]; `ack`: the message the event came in, acked with the receipt
+    /// of the last target when it can be (`Ok(true)`).
+    async fn deliver_acking(
+        &self,
+        event: &ChangeEvent,
+        final_attempt: bool,
+        ack: Option<AckWith<'_>>,
+    ) -> Result<bool, DeliveryError> {
         let targets = self
             .targets
             .list_enabled()
@@ -184,19 +211,26 @@ impl Deliverer {
         let gone = self.gone_from_hub(event).await?;
         let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
+        let concerned: Vec<&TargetConfig> = targets
+            .iter()
+            .filter(|t| {
+                let wanted = if event.only_targets.is_empty() {
+                    t.mode == DeliveryMode::Realtime
+                } else {
+                    event.only_targets.iter().any(|id| id == &t.id)
+                };
+                wanted && !self.is_echo(event, t) && concerns(event, t)
+            })
+            .collect();
         // Targets this event has an outcome on (or will have: a retry); a run's event
-        // names its target, and the run waits for an outcome there.
-        let mut answered: Vec<&str> = Vec::new();
-        for t in targets.iter() {
-            let wanted = if event.only_targets.is_empty() {
-                t.mode == DeliveryMode::Realtime
-            } else {
-                event.only_targets.iter().any(|id| id == &t.id)
-            };
-            if !wanted || self.is_echo(event, t) || !concerns(event, t) {
-                continue;
-            }
-            answered.push(&t.id);
+        // names its target, and the run waits for an outcome there. The others are told
+        // first: the last receipt may ack the message, and nothing of the event is
+        // written after it.
+        let answered: Vec<&str> = concerned.iter().map(|t| t.id.as_str()).collect();
+        self.unanswered_run_targets(event, &answered).await;
+        let last = concerned.len().saturating_sub(1);
+        let mut acked = false;
+        for (i, t) in concerned.into_iter().enumerate() {
             match self.links.delivered(&event.id, &t.id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -239,7 +273,7 @@ impl Deliverer {
             // (the audit entry, and the receipt with the link change when the event is done
             // with this target: committed together, with a held change)
             let mut held = None;
-            let (audit, mut receipt) = match result {
+            let (audit, receipt) = match result {
                 Ok((outcome, mut link)) => {
                     // The link remembers the newest version the target holds.
                     if let LinkChange::Put(l) = &mut link {
@@ -327,50 +361,15 @@ impl Deliverer {
                     )
                 }
             };
-            // The audit entry and the run's outcome, committed with the receipt (or
-            // together, for a retry).
-            let mut writes: Vec<Write> = Vec::new();
-            match held.map(|h| Held::hold_write(&h)) {
-                Some(Ok(w)) => writes.push(w),
-                Some(Err(e)) => {
-                    // Not kept: not done either (the event comes back).
-                    receipt = None;
-                    retry.get_or_insert(DeliveryError::Retry {
-                        after: None,
-                        detail: e.to_string(),
-                    });
-                }
-                None => {}
-            }
-            match outcome_write(event, &t.id, &audit) {
-                Ok(w) => writes.extend(w),
-                Err(e) => tracing::error!(error = %e, "run outcome not written"),
-            }
-            match self.audit.write_for(audit) {
-                Ok(w) => writes.push(w),
-                Err(e) => tracing::error!(error = %e, "audit entry not written"),
-            }
-            let written = match receipt {
-                Some(link) => {
-                    self.links
-                        .mark_delivered(&event.id, &t.id, link, writes)
-                        .await
-                }
-                None if writes.is_empty() => Ok(()),
-                None => self.links.store().transact(writes).await,
-            };
-            if let Err(e) = written {
-                tracing::error!(error = %e, "delivery outcome not written");
-                retry.get_or_insert(DeliveryError::Retry {
-                    after: None,
-                    detail: e.to_string(),
-                });
-            }
+            // Only the last target's receipt may carry the message's ack.
+            let ack = ack.filter(|_| i == last);
+            acked = self
+                .write_outcome(event, &t.id, audit, held, receipt, ack, &mut retry)
+                .await;
         }
-        self.unanswered_run_targets(event, &answered).await;
         match retry {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(acked),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod deferred;
 pub mod deliver;
 pub mod deliver_guard;
 mod deliver_members;
+mod deliver_outcome;
 pub mod direct;
 pub mod envelope;
 pub mod held;
