@@ -3,11 +3,13 @@
 //! `scim2-server`, and against a target that fails in every way a network can.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use provisync_connectors::http::{HttpClient, HttpPolicy};
 use provisync_connectors::scim::ScimConnector;
 use provisync_core::connector::{Connector, SetupError};
+use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
 use provisync_tests::{Backend, Hub, PATCH_OP, USER_SCHEMA, backend_store, eventually, q};
@@ -663,4 +665,123 @@ async fn pace_slows_down_on_429_and_is_shared_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pace_slows_down_on_429_and_is_shared_dynamodb() {
     pace_slows_down_on_429_and_is_shared(Backend::DynamoDb).await;
+}
+
+/// Watches the transactions of the store it wraps: the acks written with a delivery
+/// receipt, those written alone, and fails the first receipt-and-ack transaction.
+struct AckWatch {
+    inner: Arc<dyn Store>,
+    fail_next_joined: AtomicBool,
+    joined: AtomicUsize,
+    alone: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for AckWatch {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        self.inner.get_many(keys).await
+    }
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        self.inner.query(query).await
+    }
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let receipt = writes.iter().any(|w| w.key().pk.starts_with("DONE#"));
+        // An ack deletes the queue message.
+        let ack = writes.iter().any(|w| {
+            matches!(w, Write::Delete { key, .. } if key.pk.starts_with("Q#") && key.sk.starts_with("M#"))
+        });
+        if receipt && ack && self.fail_next_joined.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        self.inner.transact(writes).await?;
+        if receipt && ack {
+            self.joined.fetch_add(1, Ordering::SeqCst);
+        } else if ack {
+            self.alone.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+/// With the queue in the hub's store, a delivered event's message is acked in the
+/// transaction of its receipt (audit entry and link), never alone; when that transaction
+/// fails, neither is written: the event comes back, and its redelivery links the account
+/// the first attempt created instead of creating it twice.
+async fn ack_rides_with_the_receipt(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let watch = Arc::new(AckWatch {
+        inner: store,
+        fail_next_joined: AtomicBool::new(true),
+        joined: AtomicUsize::new(0),
+        alone: AtomicUsize::new(0),
+    });
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_full(watch.clone(), fast_connectors, |_| {}).await;
+    add_target(&hub, "t", &target.base, &target.token, json!({})).await;
+    let _delivery = hub.run_delivery();
+    let n = 5;
+    for i in 0..n {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("acked{i}")}),
+        )
+        .await
+        .id();
+    }
+    eventually("every user delivered", Duration::from_secs(60), || async {
+        audit(&hub, "target=t&limit=100")
+            .await
+            .iter()
+            .filter(|e| {
+                e["op"] == "create" && (e["status"] == "delivered" || e["status"] == "linked")
+            })
+            .count()
+            == n
+    })
+    .await;
+    assert_eq!(target.user_count(), n, "each user once on the target");
+    // The failed transaction left no receipt (nor audit entry): the redelivery went to
+    // the target again, found the account the first attempt created and linked it.
+    let linked = audit(&hub, "target=t&status=linked").await;
+    assert_eq!(
+        linked.len(),
+        1,
+        "{:#?} {:#?}",
+        audit(&hub, "target=t&limit=100").await,
+        target.requests()
+    );
+    assert_eq!(watch.joined.load(Ordering::SeqCst), n);
+    assert_eq!(
+        watch.alone.load(Ordering::SeqCst),
+        0,
+        "no ack written alone"
+    );
+    assert!(!watch.fail_next_joined.load(Ordering::SeqCst));
+    assert!(
+        hub.queue
+            .receive(10, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the queue is empty"
+    );
+    assert_eq!(hub.queue.dead_letter_count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_rides_with_the_receipt_embedded() {
+    ack_rides_with_the_receipt(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_rides_with_the_receipt_dynamodb() {
+    ack_rides_with_the_receipt(Backend::DynamoDb).await;
 }

@@ -11,9 +11,13 @@
 //!     directly (`BENCH_PEER_USERS`, 2,000 POSTs from `BENCH_PEER_CONCURRENCY`, 10 = the
 //!     consumer's batch size, clients), then the hub's delivery rate to a fresh instance
 //!     for the same users (created in the hub first, then the consumer is started and
-//!     timed until the last user is on the peer), and the ratio of the two. The peer
+//!     timed until the last user is on the peer: counted by an observer of the hub's
+//!     audit log, then confirmed by its audit API; `BENCH_POLL_AUDIT=1` polls the audit
+//!     API every 100 ms instead, as before), and the ratio of the two. The peer
 //!     listens with a backlog of `BENCH_PEER_BACKLOG` (128; 0: scim2-server's own 5, which
-//!     drops connection attempts of more than 5 clients: `scripts/scim2_peer.py`).
+//!     drops connection attempts of more than 5 clients: `scripts/scim2_peer.py`). Both
+//!     runs print the CPU time per create of this process (the direct run's clients; the
+//!     hub) and of scim2-server, from `/proc`.
 //!
 //! (c) To a target that rate-limits ([`FaultyTarget::set_rate_limit`]: 429 with
 //!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
@@ -31,8 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use provisync_core::store::embedded::EmbeddedStore;
+use provisync_core::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use provisync_tests::counting::CountingStore;
-use provisync_tests::load::{bench_user, env_usize};
+use provisync_tests::load::{bench_user, cpu_seconds, env_usize};
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
 use provisync_tests::{Hub, TOKEN};
 use reqwest::Method;
@@ -205,6 +210,41 @@ async fn peer_count(peer: &ScimPeer) -> usize {
     body["totalResults"].as_u64().unwrap_or(0) as usize
 }
 
+/// CPU time (user + system) process `pid` has used so far (`None`: this process).
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    cpu_seconds(pid).map(Duration::from_secs_f64)
+}
+
+/// CPU time this process (the hub, or the direct run's clients) and the peer used while
+/// `n` changes went through, per change, in ms: (this process, peer).
+struct CpuPer {
+    me: Option<Duration>,
+    peer: Option<Duration>,
+    peer_pid: u32,
+}
+
+impl CpuPer {
+    fn start(peer: &ScimPeer) -> CpuPer {
+        let peer_pid = peer.pid();
+        CpuPer {
+            me: cpu_time(None),
+            peer: cpu_time(Some(peer_pid)),
+            peer_pid,
+        }
+    }
+    fn per_change(&self, n: usize) -> String {
+        let per = |before: Option<Duration>, pid: Option<u32>| match (before, cpu_time(pid)) {
+            (Some(b), Some(a)) => format!("{:.2}", (a - b).as_secs_f64() * 1000.0 / n as f64),
+            _ => "?".to_string(),
+        };
+        format!(
+            "{} ms in this process, {} ms in scim2-server",
+            per(self.me, None),
+            per(self.peer, Some(self.peer_pid))
+        )
+    }
+}
+
 /// (b): `None` when scim2-server is not available in this run.
 async fn against_scim2_server(
     n: usize,
@@ -215,6 +255,7 @@ async fn against_scim2_server(
     // Direct: the peer's own create rate.
     let direct = {
         let peer = ScimPeer::start_with_backlog(backlog).await?;
+        let cpu = CpuPer::start(&peer);
         let start = Instant::now();
         post_all(
             &peer.client,
@@ -226,6 +267,10 @@ async fn against_scim2_server(
         )
         .await;
         let elapsed = start.elapsed();
+        println!(
+            "  CPU per create, direct ({concurrency} clients): {}",
+            cpu.per_change(n)
+        );
         assert_eq!(peer_count(&peer).await, n, "{}", peer.log());
         elapsed
     };
@@ -237,29 +282,65 @@ async fn against_scim2_server(
     let embedded = EmbeddedStore::open(dir.path()).expect("store");
     let counting = CountingStore::new(Arc::new(embedded.clone()));
     let hub = Hub::start_on(Arc::new(counting.clone())).await;
-    add_target(&hub, "peer", &peer.base, &peer.token).await;
+    // `BENCH_PEER_MAX_IN_FLIGHT`: the target's `max_in_flight` (unset: the default window).
+    let extra = match env_usize("BENCH_PEER_MAX_IN_FLIGHT", 0) {
+        0 => json!({}),
+        k => json!({"max_in_flight": k}),
+    };
+    add_target_with(&hub, "peer", &peer.base, &peer.token, extra).await;
     let client = reqwest::Client::new();
     post_all(&client, &hub.url("/Users"), TOKEN, 32, n, |i| {
         user("hub", i)
     })
     .await;
+    // The delivered creates as the engine records them: an observer of its audit log
+    // (free), then the audit API once to confirm. `BENCH_POLL_AUDIT=1`: ask the audit
+    // API every 100 ms instead, as this bench did before; each ask reads and sends up to
+    // 1,000 entries, CPU taken from the hub and scim2-server while they are timed.
+    let recorded = Arc::new(AtomicUsize::new(0));
+    let poll_audit = env_usize("BENCH_POLL_AUDIT", 0) > 0;
+    {
+        let recorded = recorded.clone();
+        hub.deliverer
+            .audit()
+            .observe(Arc::new(move |e: &AuditEntry| {
+                if e.target == "peer"
+                    && e.op == AuditOp::Create
+                    && e.status == AuditStatus::Delivered
+                {
+                    recorded.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+    }
     counting.reset();
     let flushes = embedded.commit_stats().groups;
+    let cpu = CpuPer::start(&peer);
     let start = Instant::now();
     let _delivery = hub.run_delivery();
+    if !poll_audit {
+        wait_count(
+            "users delivered to scim2-server (audit observer)",
+            n,
+            timeout,
+            Duration::from_millis(5),
+            || async { recorded.load(Ordering::Relaxed) },
+        )
+        .await;
+    }
     wait_count(
         "users delivered to scim2-server (hub audit)",
         n,
         timeout,
-        Duration::from_millis(100),
+        Duration::from_millis(if poll_audit { 100 } else { 5 }),
         || delivered_count(&hub, "peer"),
     )
     .await;
     let through_hub = start.elapsed();
+    println!("  CPU per create, through the hub: {}", cpu.per_change(n));
     let (reads, tx) = (counting.reads(), counting.transactions());
     println!(
-        "  hub store work per delivered change (the bench's audit polling included): \
-         {:.1} reads ({:.1} items), {:.1} transactions, {:.2} flushes",
+        "  hub store work per delivered change (the bench's audit reads included): \
+         {:.1} reads ({:.1} items), {:.2} transactions, {:.2} flushes",
         reads.calls as f64 / n as f64,
         reads.items as f64 / n as f64,
         tx as f64 / n as f64,

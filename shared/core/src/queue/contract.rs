@@ -5,9 +5,11 @@
 //! receive count (short ones: the suite waits for timeouts to pass).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Delivery, OutMessage, Queue, QueueError};
+use crate::store::{Condition, Item, Key, Store, StoreError, Write};
 
 /// How the queue under test is configured.
 #[derive(Clone, Copy, Debug)]
@@ -326,4 +328,115 @@ async fn invalid_receipts(queue: &dyn Queue) {
     );
     // Too many messages in one receive is capped, not an error.
     assert!(queue.receive(50, Duration::ZERO).await.unwrap().is_empty());
+}
+
+/// [`Queue::ack_writes`] for a queue that keeps its messages in `store`: the ack committed
+/// in one transaction with the caller's own writes is an ack; a transaction that fails
+/// (on the caller's writes, or on the queue's after a send moved the group on) acks
+/// nothing and writes nothing, and the message comes back after its visibility timeout;
+/// a used receipt gives no writes.
+pub async fn ack_in_store(queue: &dyn Queue, store: &Arc<dyn Store>, setup: Setup) {
+    let p = ns();
+    let mine = |n: &str| Item::new(format!("ACKTEST#{p}"), n.to_string(), b"{}".to_vec());
+    let g = format!("{p}-g");
+    queue
+        .send(vec![
+            OutMessage::new(&g, format!("{p}-1"), "first"),
+            OutMessage::new(&g, format!("{p}-2"), "second"),
+        ])
+        .await
+        .unwrap();
+    let d = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(d[0].body, "first");
+    let ack = queue
+        .ack_writes(&d[0].receipt, store)
+        .await
+        .unwrap()
+        .expect("the queue lives in this store");
+    let mut writes = vec![Write::put_new(mine("a"))];
+    writes.extend(ack.writes.iter().cloned());
+    store.transact(writes).await.unwrap();
+    ack.committed();
+    assert!(store.get(&mine("a").key()).await.unwrap().is_some());
+    // Acked: the group moved on, and the receipt is used.
+    let next = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (next[0].body.as_str(), next[0].receive_count),
+        ("second", 1)
+    );
+    assert!(matches!(
+        queue.ack_writes(&d[0].receipt, store).await,
+        Err(QueueError::InvalidReceipt)
+    ));
+    assert!(matches!(
+        queue.ack(&d[0].receipt).await,
+        Err(QueueError::InvalidReceipt)
+    ));
+
+    // The caller's part fails: nothing of either is written, the message comes back.
+    let ack = queue
+        .ack_writes(&next[0].receipt, store)
+        .await
+        .unwrap()
+        .expect("ack writes");
+    let mut writes = vec![
+        Write::put_new(mine("b")),
+        Write::Check {
+            key: Key::new(format!("ACKTEST#{p}"), "absent"),
+            condition: Condition::Exists,
+        },
+    ];
+    writes.extend(ack.writes.iter().cloned());
+    assert!(matches!(
+        store.transact(writes).await,
+        Err(StoreError::ConditionFailed { index: 1 })
+    ));
+    assert!(store.get(&mine("b").key()).await.unwrap().is_none());
+    tokio::time::sleep(setup.visibility_timeout + Duration::from_millis(300)).await;
+    let again = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(again.len(), 1, "not acked: delivered again");
+    assert_eq!(
+        (again[0].body.as_str(), again[0].receive_count),
+        ("second", 2)
+    );
+
+    // A send to the group after the writes were made: they no longer hold, and fail
+    // alone; asked for again, they ack.
+    let stale = queue
+        .ack_writes(&again[0].receipt, store)
+        .await
+        .unwrap()
+        .expect("ack writes");
+    queue
+        .send(vec![OutMessage::new(&g, format!("{p}-3"), "third")])
+        .await
+        .unwrap();
+    let mut writes = vec![Write::put_new(mine("c"))];
+    writes.extend(stale.writes.iter().cloned());
+    assert!(matches!(
+        store.transact(writes).await,
+        Err(StoreError::ConditionFailed { index }) if index >= 1
+    ));
+    assert!(store.get(&mine("c").key()).await.unwrap().is_none());
+    let fresh = queue
+        .ack_writes(&again[0].receipt, store)
+        .await
+        .unwrap()
+        .expect("ack writes");
+    let mut writes = vec![Write::put_new(mine("c"))];
+    writes.extend(fresh.writes.iter().cloned());
+    store.transact(writes).await.unwrap();
+    fresh.committed();
+    let last = drain_acking(queue, Duration::from_secs(10)).await;
+    let bodies: Vec<&str> = last.iter().map(|d| d.body.as_str()).collect();
+    assert_eq!(bodies, ["third"], "each message once, in order");
+    assert!(
+        queue
+            .receive(10, setup.visibility_timeout + Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing comes back"
+    );
 }

@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use crate::store::{Store, Write};
 
 pub mod contract;
+pub mod store_ack;
 pub mod store_queue;
+
+pub use store_ack::{AckWith, StoreAck};
 
 /// Receives before a message moves to the dead-letter queue.
 pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
@@ -165,4 +168,18 @@ pub trait Queue: Send + Sync + 'static {
 
     /// A short name for logs (`sqs`, `store`).
     fn backend(&self) -> &'static str;
+
+    /// When this queue keeps its messages in `store` (the very same instance): the writes
+    /// that ack `receipt` as [`Queue::ack`] would, for the caller to commit atomically with
+    /// its own writes to `store` (a delivery's receipt: one transaction instead of two),
+    /// then [`StoreAck::committed`]. `Ok(None)` (the default; SQS; a store queue on
+    /// another store): ack with [`Queue::ack`]. Errors as [`Queue::ack`]'s.
+    async fn ack_writes(
+        &self,
+        receipt: &str,
+        store: &Arc<dyn Store>,
+    ) -> Result<Option<StoreAck>, QueueError> {
+        let _ = (receipt, store);
+        Ok(None)
+    }
 }

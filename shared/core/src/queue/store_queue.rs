@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 
 use super::{
     DEDUP_WINDOW, DeadLetter, Delivery, InlineSend, MAX_VISIBILITY, MAX_WAIT, OutMessage, Queue,
-    QueueError,
+    QueueError, StoreAck,
 };
 use crate::store::{Condition, Cursor, Index, Item, Key, Page, Query, Store, StoreError, Write};
 
@@ -501,6 +501,23 @@ impl StoreQueue {
         Ok(released)
     }
 
+    /// The writes that ack a receipt now: its message goes, its group moves on to the
+    /// next message (`true`: there is one) or goes away. Conditioned on the group's state
+    /// as read here, so a send or receive in between fails them (a race: read again).
+    async fn ack_writes_now(&self, receipt: &str) -> Result<(Vec<Write>, bool), QueueError> {
+        let (group, state_item, state, head) = self.current(receipt).await?;
+        let more = head.len() > 1;
+        let message = head.first().ok_or(QueueError::InvalidReceipt)?.key();
+        let writes = vec![
+            self.advance(&group, &state_item, &state, more)?,
+            Write::Delete {
+                key: message,
+                condition: Condition::Exists,
+            },
+        ];
+        Ok((writes, more))
+    }
+
     /// The group state item and head message a receipt names, if it is still current.
     async fn current(
         &self,
@@ -670,17 +687,10 @@ impl Queue for StoreQueue {
 
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         for _ in 0..MAX_RACES {
-            let (group, state_item, state, head) = self.current(receipt).await?;
-            let writes = vec![
-                self.advance(&group, &state_item, &state, head.len() > 1)?,
-                Write::Delete {
-                    key: head[0].key(),
-                    condition: Condition::Exists,
-                },
-            ];
+            let (writes, more) = self.ack_writes_now(receipt).await?;
             match self.store.transact(writes).await {
                 Ok(()) => {
-                    if head.len() > 1 {
+                    if more {
                         self.sent.notify_waiters();
                     }
                     return Ok(());
@@ -763,6 +773,25 @@ impl Queue for StoreQueue {
     fn backend(&self) -> &'static str {
         "store"
     }
+
+    async fn ack_writes(
+        &self,
+        receipt: &str,
+        store: &Arc<dyn Store>,
+    ) -> Result<Option<StoreAck>, QueueError> {
+        // The same instance only: another handle on the same data would do as well, but
+        // cannot be told apart from another store.
+        if !std::ptr::addr_eq(Arc::as_ptr(&self.store), Arc::as_ptr(store)) {
+            return Ok(None);
+        }
+        let (writes, more) = self.ack_writes_now(receipt).await?;
+        let sent = self.sent.clone();
+        Ok(Some(StoreAck::new(writes, move || {
+            if more {
+                sent.notify_waiters();
+            }
+        })))
+    }
 }
 
 impl StoreQueue {
@@ -828,6 +857,57 @@ mod tests {
             },
         )
         .await;
+    }
+
+    #[tokio::test]
+    async fn ack_in_the_callers_transaction() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let q = StoreQueue::new(store.clone(), "test", settings());
+        super::super::contract::ack_in_store(
+            &q,
+            &store,
+            super::super::contract::Setup {
+                visibility_timeout: Duration::from_secs(1),
+                max_receive_count: 3,
+                dedup_after_ack: true,
+            },
+        )
+        .await;
+        // Another store (even a handle on the same data): no writes, ack as usual.
+        q.send(vec![OutMessage::new("g", "e", "x")]).await.unwrap();
+        let d = q.receive(1, Duration::ZERO).await.unwrap();
+        let other: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        assert!(q.ack_writes(&d[0].receipt, &other).await.unwrap().is_none());
+        let same_data: Arc<dyn Store> = Arc::new(ByRef(store.clone()));
+        assert!(
+            q.ack_writes(&d[0].receipt, &same_data)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        q.ack(&d[0].receipt).await.unwrap();
+    }
+
+    /// Another instance over the same store.
+    struct ByRef(Arc<dyn Store>);
+
+    #[async_trait]
+    impl Store for ByRef {
+        async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+            self.0.get_many(keys).await
+        }
+        async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+            self.0.query(query).await
+        }
+        async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+            self.0.transact(writes).await
+        }
+        fn backend(&self) -> &'static str {
+            "by-ref"
+        }
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::deliver::{Deliverer, DeliveryError, backoff};
-use crate::queue::{Delivery, Queue};
+use crate::queue::{AckWith, Delivery, Queue, QueueError};
 
 /// What to do with one received message.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,9 +24,42 @@ pub async fn handle_delivery(
     d: &Delivery,
     max_receives: u32,
 ) -> Disposition {
+    dispose(deliverer, d, max_receives, None).await.0
+}
+
+/// Delivers one received message and acks it on `queue` (or schedules its retry there).
+/// When the queue lives in the deliverer's store, the ack is written in the same
+/// transaction as the event's last receipt ([`AckWith`]).
+pub async fn deliver_and_ack(
+    queue: &dyn Queue,
+    deliverer: &Deliverer,
+    d: &Delivery,
+    max_receives: u32,
+) -> Result<(), QueueError> {
+    let ack = AckWith {
+        queue,
+        receipt: &d.receipt,
+    };
+    match dispose(deliverer, d, max_receives, Some(ack)).await {
+        (Disposition::Ack, true) => Ok(()),
+        (Disposition::Ack, false) => queue.ack(&d.receipt).await,
+        (Disposition::RetryAfter(delay), _) => queue.retry_later(&d.receipt, delay).await,
+    }
+}
+
+/// [`handle_delivery`], and whether the message was acked with the event's last receipt.
+async fn dispose(
+    deliverer: &Deliverer,
+    d: &Delivery,
+    max_receives: u32,
+    ack: Option<AckWith<'_>>,
+) -> (Disposition, bool) {
     let final_attempt = d.receive_count >= max_receives;
-    match deliverer.deliver_body(&d.body, final_attempt).await {
-        Ok(()) => Disposition::Ack,
+    let disposition = match deliverer
+        .deliver_body_acking(&d.body, final_attempt, ack)
+        .await
+    {
+        Ok(acked) => return (Disposition::Ack, acked),
         Err(DeliveryError::Retry { after, detail }) => {
             let delay = backoff(d.receive_count, after);
             tracing::info!(group = %d.group_id, receive_count = d.receive_count, delay_ms = delay.as_millis() as u64, %detail, "delivery will be retried");
@@ -37,7 +70,8 @@ pub async fn handle_delivery(
             tracing::error!(group = %d.group_id, error = %e, "malformed change event");
             Disposition::RetryAfter(Duration::ZERO)
         }
-    }
+    };
+    (disposition, false)
 }
 
 /// Deliveries one consumer runs at once (SQS's batch size; each waits for its target's
@@ -101,10 +135,7 @@ pub async fn run_consumer(
             let queue = queue.clone();
             let deliverer = deliverer.clone();
             tasks.spawn(async move {
-                let result = match handle_delivery(&deliverer, &d, max_receives).await {
-                    Disposition::Ack => queue.ack(&d.receipt).await,
-                    Disposition::RetryAfter(delay) => queue.retry_later(&d.receipt, delay).await,
-                };
+                let result = deliver_and_ack(queue.as_ref(), &deliverer, &d, max_receives).await;
                 if let Err(e) = result {
                     // The visibility timeout brings it back: at-least-once.
                     tracing::warn!(error = %e, group = %d.group_id, "ack/retry failed");

@@ -36,7 +36,7 @@ use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
-use crate::store::Write;
+use crate::queue::AckWith;
 use crate::sync::envelope::envelope_for;
 use crate::target::{
     DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
@@ -100,7 +100,7 @@ pub struct Deliverer {
     pacer: Pacer,
 }
 
-fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
+pub(super) fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
     t.operations.contains(&op)
 }
 
@@ -162,9 +162,23 @@ impl Deliverer {
     /// Delivers one queue message body. `final_attempt`: the queue will dead-letter the
     /// event if this attempt fails too (audited as `dead`).
     pub async fn deliver_body(&self, body: &str, final_attempt: bool) -> Result<(), DeliveryError> {
+        self.deliver_body_acking(body, final_attempt, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Deliverer::deliver_body`], acking the message it came in with the event's last
+    /// receipt when the queue lives in this store ([`AckWith`]). `Ok(true)`:
+    /// delivered and acked; `Ok(false)`: delivered, the message still to be acked.
+    pub async fn deliver_body_acking(
+        &self,
+        body: &str,
+        final_attempt: bool,
+        ack: Option<AckWith<'_>>,
+    ) -> Result<bool, DeliveryError> {
         let event =
             ChangeEvent::from_body(body).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-        self.deliver(&event, final_attempt).await
+        self.deliver_acking(&event, final_attempt, ack).await
     }
 
     /// Delivers one change event to every target it concerns.
@@ -173,6 +187,19 @@ impl Deliverer {
         event: &ChangeEvent,
         final_attempt: bool,
     ) -> Result<(), DeliveryError> {
+        self.deliver_acking(event, final_attempt, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Deliverer::deliver`]; `ack`: the message the event came in, acked with the receipt
+    /// of the last target when it can be (`Ok(true)`).
+    async fn deliver_acking(
+        &self,
+        event: &ChangeEvent,
+        final_attempt: bool,
+        ack: Option<AckWith<'_>>,
+    ) -> Result<bool, DeliveryError> {
         let targets = self
             .targets
             .list_enabled()
@@ -184,19 +211,26 @@ impl Deliverer {
         let gone = self.gone_from_hub(event).await?;
         let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
+        let concerned: Vec<&TargetConfig> = targets
+            .iter()
+            .filter(|t| {
+                let wanted = if event.only_targets.is_empty() {
+                    t.mode == DeliveryMode::Realtime
+                } else {
+                    event.only_targets.iter().any(|id| id == &t.id)
+                };
+                wanted && !self.is_echo(event, t) && concerns(event, t)
+            })
+            .collect();
         // Targets this event has an outcome on (or will have: a retry); a run's event
-        // names its target, and the run waits for an outcome there.
-        let mut answered: Vec<&str> = Vec::new();
-        for t in targets.iter() {
-            let wanted = if event.only_targets.is_empty() {
-                t.mode == DeliveryMode::Realtime
-            } else {
-                event.only_targets.iter().any(|id| id == &t.id)
-            };
-            if !wanted || self.is_echo(event, t) || !concerns(event, t) {
-                continue;
-            }
-            answered.push(&t.id);
+        // names its target, and the run waits for an outcome there. The others are told
+        // first: the last receipt may ack the message, and nothing of the event is
+        // written after it.
+        let answered: Vec<&str> = concerned.iter().map(|t| t.id.as_str()).collect();
+        self.unanswered_run_targets(event, &answered).await;
+        let last = concerned.len().saturating_sub(1);
+        let mut acked = false;
+        for (i, t) in concerned.into_iter().enumerate() {
             match self.links.delivered(&event.id, &t.id).await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -239,7 +273,7 @@ impl Deliverer {
             // (the audit entry, and the receipt with the link change when the event is done
             // with this target: committed together, with a held change)
             let mut held = None;
-            let (audit, mut receipt) = match result {
+            let (audit, receipt) = match result {
                 Ok((outcome, mut link)) => {
                     // The link remembers the newest version the target holds.
                     if let LinkChange::Put(l) = &mut link {
@@ -327,50 +361,15 @@ impl Deliverer {
                     )
                 }
             };
-            // The audit entry and the run's outcome, committed with the receipt (or
-            // together, for a retry).
-            let mut writes: Vec<Write> = Vec::new();
-            match held.map(|h| Held::hold_write(&h)) {
-                Some(Ok(w)) => writes.push(w),
-                Some(Err(e)) => {
-                    // Not kept: not done either (the event comes back).
-                    receipt = None;
-                    retry.get_or_insert(DeliveryError::Retry {
-                        after: None,
-                        detail: e.to_string(),
-                    });
-                }
-                None => {}
-            }
-            match outcome_write(event, &t.id, &audit) {
-                Ok(w) => writes.extend(w),
-                Err(e) => tracing::error!(error = %e, "run outcome not written"),
-            }
-            match self.audit.write_for(audit) {
-                Ok(w) => writes.push(w),
-                Err(e) => tracing::error!(error = %e, "audit entry not written"),
-            }
-            let written = match receipt {
-                Some(link) => {
-                    self.links
-                        .mark_delivered(&event.id, &t.id, link, writes)
-                        .await
-                }
-                None if writes.is_empty() => Ok(()),
-                None => self.links.store().transact(writes).await,
-            };
-            if let Err(e) = written {
-                tracing::error!(error = %e, "delivery outcome not written");
-                retry.get_or_insert(DeliveryError::Retry {
-                    after: None,
-                    detail: e.to_string(),
-                });
-            }
+            // Only the last target's receipt may carry the message's ack.
+            let ack = ack.filter(|_| i == last);
+            acked = self
+                .write_outcome(event, &t.id, audit, held, receipt, ack, &mut retry)
+                .await;
         }
-        self.unanswered_run_targets(event, &answered).await;
         match retry {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(acked),
         }
     }
 
@@ -761,162 +760,6 @@ impl Deliverer {
         }
     }
 
-    async fn deliver_group(
-        &self,
-        event: &ChangeEvent,
-        t: &TargetConfig,
-        c: &dyn Connector,
-    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
-        let kind = ResourceKind::Group;
-        let link = self
-            .links
-            .get(&t.id, kind, &event.resource_id)
-            .await
-            .map_err(|e| (AuditOp::Update, retryable(e)))?;
-        if event.op == ChangeOp::Delete {
-            let Some(link) = link else {
-                return Ok((
-                    DeliveryOutcome::Skipped("not on the target"),
-                    LinkChange::Keep,
-                ));
-            };
-            if !op_allowed(t, Operation::Delete) {
-                return Ok((
-                    DeliveryOutcome::Skipped("delete not enabled for this target"),
-                    LinkChange::Keep,
-                ));
-            }
-            if let Some(held) = self.guard(event, t, AuditOp::Delete, 1, &link).await? {
-                return Ok((held, LinkChange::Keep));
-            }
-            match c.delete_group(&link.target_id).await {
-                Ok(()) | Err(ConnectorError::NotFound) => {}
-                Err(e) => return Err((AuditOp::Delete, e)),
-            }
-            return Ok((
-                DeliveryOutcome::Delivered(AuditOp::Delete),
-                LinkChange::Remove(kind, event.resource_id.clone()),
-            ));
-        }
-        // Stored before the group took its members, never confirmed (the process stopped
-        // in between): create again, which finds the group, links it and sends them all.
-        let link = link.filter(|l| l.hash != UNCONFIRMED);
-        if let Some(l) = link.as_ref().filter(|l| is_stale(event, Some(l))) {
-            // The group's attributes are older than the target's; the members it names
-            // are still brought to the hub's current state.
-            let outcome = self
-                .sync_members(event, t, c, &l.target_id)
-                .await?
-                .unwrap_or(DeliveryOutcome::Stale(
-                    "older than the version the target holds",
-                ));
-            return Ok((outcome, LinkChange::Keep));
-        }
-        let Some(resource) = event.resource.as_ref() else {
-            return Ok((DeliveryOutcome::Skipped("no state"), LinkChange::Keep));
-        };
-        let payload = map_resource(
-            kind,
-            &event.resource_id,
-            resource,
-            &t.mapping,
-            &t.group_mapping,
-        );
-        let hash = content_hash(&payload);
-        let mut op = AuditOp::Update;
-        let (target_id, mut new_link) = match link {
-            Some(link) => {
-                if link.hash != hash {
-                    match c
-                        .update_group(&link.target_id, &payload, Some(&link.delivered))
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(e) => return Err((AuditOp::Update, e)),
-                    }
-                }
-                let id = link.target_id.clone();
-                (
-                    id.clone(),
-                    self.link(t, kind, &event.resource_id, &id, hash, payload, false),
-                )
-            }
-            None => {
-                if !op_allowed(t, Operation::Create) {
-                    return Ok((
-                        DeliveryOutcome::Skipped("create not enabled for this target"),
-                        LinkChange::Keep,
-                    ));
-                }
-                op = AuditOp::Create;
-                let id = match c
-                    .find_group(&payload)
-                    .await
-                    .map_err(|e| (AuditOp::Create, e))?
-                {
-                    Some(id) => id,
-                    None => match c.create_group(&payload).await {
-                        Ok(id) => id,
-                        Err(ConnectorError::Conflict(_)) => c
-                            .find_group(&payload)
-                            .await
-                            .map_err(|e| (AuditOp::Create, e))?
-                            .ok_or((
-                                AuditOp::Create,
-                                ConnectorError::Refused {
-                                    status: Some(409),
-                                    reason: "conflict, and no matching group found".into(),
-                                },
-                            ))?,
-                        Err(e) => return Err((AuditOp::Create, e)),
-                    },
-                };
-                (
-                    id.clone(),
-                    self.link(t, kind, &event.resource_id, &id, hash, payload, false),
-                )
-            }
-        };
-        // Memberships: only members that exist on this target (linked users) are sent; a
-        // group new there takes all its members.
-        if op == AuditOp::Create {
-            // The group's link first, marked unconfirmed, then its members' links are read:
-            // a member's delivery running beside this one stores its own link before it
-            // reads the links of its groups (`join_groups`), so at least one of the two
-            // sees the other and the membership is sent.
-            let mut early = new_link.clone();
-            early.target_id = target_id.clone();
-            early.hash = UNCONFIRMED.to_string();
-            if let Err(e) = self.links.put(&early).await {
-                return Err((AuditOp::AddMembers, retryable(e)));
-            }
-            if let Err(e) = self
-                .send_all_members(&event.resource_id, t, c, &target_id)
-                .await
-            {
-                if let Err(e) = self.links.delete(&t.id, kind, &event.resource_id).await {
-                    tracing::warn!(target_id = %t.id, error = %e, "unconfirmed link not removed");
-                }
-                return Err(e);
-            }
-        } else {
-            match self.sync_members(event, t, c, &target_id).await? {
-                // The attributes went; the removals wait (the release sends them).
-                Some(held @ DeliveryOutcome::Held { .. }) => {
-                    new_link.target_id = target_id;
-                    return Ok((held, LinkChange::Put(Box::new(new_link))));
-                }
-                Some(DeliveryOutcome::Delivered(done)) if op == AuditOp::Update => op = done,
-                _ => {}
-            }
-        }
-        new_link.target_id = target_id;
-        Ok((
-            DeliveryOutcome::Delivered(op),
-            LinkChange::Put(Box::new(new_link)),
-        ))
-    }
-
     fn open_password(&self, event: &ChangeEvent) -> Option<String> {
         let sealed = event.password.as_deref()?;
         let secrets = self.secrets.as_ref()?;
@@ -930,7 +773,7 @@ impl Deliverer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn link(
+    pub(super) fn link(
         &self,
         t: &TargetConfig,
         kind: ResourceKind,
@@ -961,7 +804,7 @@ impl Link {
 }
 
 /// The hash of a link stored before its delivery was confirmed (see `create_user`).
-const UNCONFIRMED: &str = "unconfirmed";
+pub(super) const UNCONFIRMED: &str = "unconfirmed";
 
 /// Is this event for this kind of target at all? Entity and configuration changes go to
 /// sites only; a site takes only what its filters name.
@@ -974,7 +817,7 @@ fn concerns(event: &ChangeEvent, t: &TargetConfig) -> bool {
 
 /// An update older than the version the target holds (per its link). A delete is never
 /// stale: it is the resource's last version.
-fn is_stale(event: &ChangeEvent, link: Option<&Link>) -> bool {
+pub(super) fn is_stale(event: &ChangeEvent, link: Option<&Link>) -> bool {
     event.op != ChangeOp::Delete && link.is_some_and(|l| l.version > event.version)
 }
 

@@ -229,6 +229,17 @@ impl Links {
         link: LinkChange,
         also: Vec<Write>,
     ) -> Result<(), StoreError> {
+        let writes = Self::receipt_writes(event_id, target, link, also)?;
+        self.store.transact(writes).await
+    }
+
+    /// The writes of [`Links::mark_delivered`], for a caller that commits more with them.
+    pub fn receipt_writes(
+        event_id: &str,
+        target: &str,
+        link: LinkChange,
+        also: Vec<Write>,
+    ) -> Result<Vec<Write>, StoreError> {
         let key = receipt_key(event_id, target);
         let receipt =
             Item::new(key.pk, key.sk, b"{}".to_vec()).with_expiry(now_epoch() + RECEIPT_TTL_SECS);
@@ -241,7 +252,7 @@ impl Links {
             }
         }
         writes.extend(also);
-        self.store.transact(writes).await
+        Ok(writes)
     }
 }
 
