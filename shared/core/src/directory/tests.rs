@@ -1,5 +1,6 @@
 use super::lookup::{Lookup, indexed_lookup};
 use super::*;
+use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use crate::store::embedded::EmbeddedStore;
 use provisync_scim::filter::parse;
 
@@ -82,29 +83,38 @@ fn small_bodies_are_counted_within_a_budget() {
     ));
 }
 
+/// A directory with change events into a store queue on its own store.
+fn with_store_queue(store: &Arc<dyn Store>) -> (Directory, Arc<StoreQueue>) {
+    let queue = Arc::new(StoreQueue::new(
+        store.clone(),
+        "deliver",
+        StoreQueueSettings::default(),
+    ));
+    let dir = Directory::new(store.clone(), SchemaRegistry::builtin()).with_events(
+        crate::event::EventSink {
+            queue: queue.clone(),
+            seal: None,
+        },
+    );
+    (dir, queue)
+}
+
+fn user(name: &str) -> Value {
+    json!({"schemas": [provisync_scim::schema::USER_SCHEMA], "userName": name})
+}
+
 /// With the queue in the directory's own store, a create's change event is its first
 /// message in the queue, committed in the create's one transaction: no outbox item to
 /// write and remove. A create that fails leaves no message; with the queue in another
 /// store the outbox carries the event as before.
 #[tokio::test]
 async fn a_create_sends_its_event_in_its_own_transaction_when_the_queue_shares_the_store() {
-    use crate::event::{ChangeEvent, ChangeOp, EventSink};
+    use crate::event::{ChangeEvent, ChangeOp};
     use crate::queue::Queue;
-    use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
     use crate::store::{Index, Query};
     let embedded = EmbeddedStore::in_memory();
     let store: Arc<dyn Store> = Arc::new(embedded.clone());
-    let queue = Arc::new(StoreQueue::new(
-        store.clone(),
-        "deliver",
-        StoreQueueSettings::default(),
-    ));
-    let dir = Directory::new(store.clone(), SchemaRegistry::builtin()).with_events(EventSink {
-        queue: queue.clone(),
-        seal: None,
-    });
-    let user =
-        |name: &str| json!({"schemas": [provisync_scim::schema::USER_SCHEMA], "userName": name});
+    let (dir, queue) = with_store_queue(&store);
     let outbox = || async {
         store
             .query(&Query::new(
@@ -238,26 +248,15 @@ impl Store for RacingStore {
 /// and it arrives behind the other message.
 #[tokio::test]
 async fn a_change_that_loses_the_race_on_its_queue_group_goes_through_the_outbox() {
-    use crate::event::{ChangeEvent, ChangeOp, EventSink};
+    use crate::event::{ChangeEvent, ChangeOp};
     use crate::queue::Queue;
-    use crate::queue::store_queue::{StoreQueue, StoreQueueSettings};
     let inner: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
     let racing = Arc::new(RacingStore {
         inner: inner.clone(),
         race: std::sync::Mutex::new(None),
     });
     let store: Arc<dyn Store> = racing.clone();
-    let queue = Arc::new(StoreQueue::new(
-        store.clone(),
-        "deliver",
-        StoreQueueSettings::default(),
-    ));
-    let dir = Directory::new(store.clone(), SchemaRegistry::builtin()).with_events(EventSink {
-        queue: queue.clone(),
-        seal: None,
-    });
-    let user =
-        |name: &str| json!({"schemas": [provisync_scim::schema::USER_SCHEMA], "userName": name});
+    let (dir, queue) = with_store_queue(&store);
     let ann = dir.create(ResourceKind::User, &user("ann")).await.unwrap();
     let id = ann.stored.id().to_string();
     let ds = queue.receive(10, std::time::Duration::ZERO).await.unwrap();
