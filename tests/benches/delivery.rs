@@ -373,7 +373,7 @@ async fn to_rate_limited(
     limit: f64,
     max_rate: Option<f64>,
     timeout: Duration,
-) -> (Row, usize, u32) {
+) -> (Row, usize, u32, Option<(Row, usize, u32)>) {
     let target = FaultyTarget::start().await;
     target.set_recording(false);
     let (hub, _dir) = on_disk_hub().await;
@@ -409,11 +409,43 @@ async fn to_rate_limited(
     let limited = target.rate_limited();
     let refusals = limited.values().map(|c| *c as usize).sum();
     let worst = limited.values().copied().max().unwrap_or(0);
+    let mut next = None;
+    if max_rate.is_none() {
+        // A second batch to the same target, as a running hub sends its next changes:
+        // from the rate learned by the first, not from nothing.
+        let start = Instant::now();
+        post_all(&client, &hub.url("/Users"), TOKEN, 32, n, |i| {
+            user("second", i)
+        })
+        .await;
+        wait_count(
+            "the second batch on the rate-limited target",
+            2 * n,
+            timeout,
+            Duration::from_millis(20),
+            || async { target.user_count() },
+        )
+        .await;
+        let row = Row::new(
+            "  no max_rate, the next batch (rate learned)".to_string(),
+            n,
+            start.elapsed(),
+        );
+        let second: Vec<u32> = target
+            .rate_limited()
+            .into_iter()
+            .filter(|(who, _)| who.starts_with("second"))
+            .map(|(_, c)| c)
+            .collect();
+        let refusals = second.iter().map(|c| *c as usize).sum();
+        let worst = second.iter().copied().max().unwrap_or(0);
+        next = Some((row, refusals, worst));
+    }
     let what = match max_rate {
         Some(r) => format!("  max_rate {r}/s"),
         None => "  no max_rate (pace from 429s)".to_string(),
     };
-    (Row::new(what, n, elapsed), refusals, worst)
+    (Row::new(what, n, elapsed), refusals, worst, next)
 }
 
 fn print_rows(rows: &[&Row]) {
@@ -473,11 +505,14 @@ async fn main() {
         "(c) user creations to a target that allows {limit} calls/s (429 Retry-After: 1 beyond)"
     );
     for max_rate in [Some(limit), None] {
-        let (row, refusals, worst) = to_rate_limited(rate_users, limit, max_rate, timeout).await;
-        print_rows(&[&row]);
-        println!(
-            "    {:.0}% of the limit; {refusals} answered 429, at most {worst} for one user",
-            100.0 * row.rate() / limit
-        );
+        let (row, refusals, worst, next) =
+            to_rate_limited(rate_users, limit, max_rate, timeout).await;
+        for (row, refusals, worst) in std::iter::once((row, refusals, worst)).chain(next) {
+            print_rows(&[&row]);
+            println!(
+                "    {:.0}% of the limit; {refusals} answered 429, at most {worst} for one user",
+                100.0 * row.rate() / limit
+            );
+        }
     }
 }
