@@ -28,7 +28,8 @@ use super::held::{Held, HeldChange};
 use super::link::{Link, LinkChange, Links};
 pub use super::mapping::in_scope;
 use super::mapping::{content_hash, map_resource};
-use super::pace::{CallOutcome, PaceLimits, Pacer};
+use super::pace::{PaceLimits, Pacer};
+use super::paced::Paced;
 use super::runs::outcome_write;
 use crate::connector::ConnectorFactory;
 use crate::connector::http::scrub_secret;
@@ -159,6 +160,16 @@ impl Deliverer {
         Ok(c)
     }
 
+    /// `c`, each of its calls paced as `t`'s ([`super::paced`]).
+    pub(super) fn paced<'a>(&'a self, t: &'a TargetConfig, c: &'a dyn Connector) -> Paced<'a> {
+        Paced {
+            inner: c,
+            pacer: &self.pacer,
+            target: &t.id,
+            limits: PaceLimits::of(t),
+        }
+    }
+
     /// Delivers one queue message body. `final_attempt`: the queue will dead-letter the
     /// event if this attempt fails too (audited as `dead`).
     pub async fn deliver_body(&self, body: &str, final_attempt: bool) -> Result<(), DeliveryError> {
@@ -249,11 +260,7 @@ impl Deliverer {
                     LinkChange::Keep,
                 ))
             } else {
-                let permit = self.pacer.acquire(&t.id, PaceLimits::of(t)).await;
-                let result = self.deliver_to(event, t).await;
-                let latency = permit.started().elapsed();
-                permit.done(CallOutcome::of(&result, latency));
-                result
+                self.deliver_to(event, t).await
             };
             let ms = started.elapsed().as_millis() as u64;
             // A target may echo the user's password in its error text: it never reaches
@@ -448,9 +455,10 @@ impl Deliverer {
                 },
             )
         })?;
+        let c = self.paced(t, connector.as_ref());
         match event.resource_type {
-            ResourceKind::User => self.deliver_user(event, t, connector.as_ref()).await,
-            ResourceKind::Group => self.deliver_group(event, t, connector.as_ref()).await,
+            ResourceKind::User => self.deliver_user(event, t, &c).await,
+            ResourceKind::Group => self.deliver_group(event, t, &c).await,
         }
     }
 
@@ -477,7 +485,7 @@ impl Deliverer {
                 },
             )
         })?;
-        sender
+        self.paced(t, sender.as_ref())
             .relay(&event.id, &envelope)
             .await
             .map_err(|e| (op, e))?;

@@ -324,7 +324,7 @@ impl Deliverer {
             .connector(t)
             .map_err(|e| HeldError::Invalid(format!("target {}: {}", t.id, e.0)))?;
         self.direct.journal(t, d).await?;
-        let result = direct::send(c.as_ref(), d.op, d.kind, &d.change).await;
+        let result = direct::send(&self.paced(t, c.as_ref()), d.op, d.kind, &d.change).await;
         let entry = AuditEntry::new(&t.id, d.op, AuditStatus::Delivered)
             .resource(d.kind.as_str(), &d.resource_id)
             .detail(format!("{:?}: {} (released)", d.name, d.cause));

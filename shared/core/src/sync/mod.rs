@@ -18,6 +18,7 @@ pub mod link;
 pub mod mapping;
 pub mod ondemand;
 pub mod pace;
+mod paced;
 pub mod plan;
 pub mod provision;
 pub mod pull;
