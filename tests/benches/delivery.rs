@@ -17,7 +17,9 @@
 //!     listens with a backlog of `BENCH_PEER_BACKLOG` (128; 0: scim2-server's own 5, which
 //!     drops connection attempts of more than 5 clients: `scripts/scim2_peer.py`). Both
 //!     runs print the CPU time per create of this process (the direct run's clients; the
-//!     hub) and of scim2-server, from `/proc`.
+//!     hub) and of scim2-server, from `/proc`. `BENCH_PIN=1`: in both, scim2-server runs
+//!     on a CPU of its own and this process on the others (`taskset`), as a target on
+//!     its own machine (default: all share the machine's CPUs, as before).
 //!
 //! (c) To a target that rate-limits ([`FaultyTarget::set_rate_limit`]: 429 with
 //!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
@@ -245,6 +247,52 @@ impl CpuPer {
     }
 }
 
+/// The CPUs of this machine, as `taskset` lists them (`0-1`), or `None` with fewer than 2.
+fn cpu_list() -> Option<(String, String, String)> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n >= 2).then(|| {
+        let last = n - 1;
+        let rest = if last == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", last - 1)
+        };
+        (format!("0-{last}"), rest, last.to_string())
+    })
+}
+
+/// `taskset -a -p -c cpus pid` (every thread of `pid`); false when it failed.
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// With `BENCH_PIN=1`, (b) gives scim2-server a CPU of its own, and this process (the
+/// direct clients, or the hub) the others, as when the target runs on its own machine:
+/// on 2 shared cores the hub's own CPU per change (about 1 ms against the direct
+/// clients' 0.2 ms) is taken from the server, which runs its requests under one
+/// interpreter lock. Returns whether both pins took.
+fn pin_apart(peer: &ScimPeer) -> bool {
+    if env_usize("BENCH_PIN", 0) == 0 {
+        return false;
+    }
+    let Some((_, mine, theirs)) = cpu_list() else {
+        return false;
+    };
+    pin(peer.pid(), &theirs) && pin(std::process::id(), &mine)
+}
+
+/// Gives this process every CPU again (after (b)).
+fn unpin() {
+    if let Some((all, _, _)) = cpu_list() {
+        pin(std::process::id(), &all);
+    }
+}
+
 /// (b): `None` when scim2-server is not available in this run.
 async fn against_scim2_server(
     n: usize,
@@ -255,6 +303,11 @@ async fn against_scim2_server(
     // Direct: the peer's own create rate.
     let direct = {
         let peer = ScimPeer::start_with_backlog(backlog).await?;
+        let pinned = pin_apart(&peer);
+        println!(
+            "  scim2-server on a CPU of its own: {}",
+            if pinned { "yes (taskset)" } else { "no" }
+        );
         let cpu = CpuPer::start(&peer);
         let start = Instant::now();
         post_all(
@@ -263,7 +316,13 @@ async fn against_scim2_server(
             &peer.token,
             concurrency,
             n,
-            |i| user("direct", i),
+            // As the hub sends it: with an `externalId` (the hub's id), which the
+            // server also stores and indexes.
+            |i| {
+                let mut u = user("direct", i);
+                u["externalId"] = json!(uuid::Uuid::new_v4().to_string());
+                u
+            },
         )
         .await;
         let elapsed = start.elapsed();
@@ -278,6 +337,7 @@ async fn against_scim2_server(
     // Through the hub, to a fresh peer (same size of data): users in the hub first, then
     // the consumer is started and timed until the last one is on the peer.
     let peer = ScimPeer::start_with_backlog(backlog).await?;
+    pin_apart(&peer);
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = EmbeddedStore::open(dir.path()).expect("store");
     let counting = CountingStore::new(Arc::new(embedded.clone()));
@@ -498,6 +558,7 @@ async fn main() {
         }
         None => println!("  skipped: scim2-server not available (run under scripts/test-env.sh)"),
     }
+    unpin();
 
     let rate_users = env_usize("BENCH_RATE_USERS", if full { 500 } else { 60 });
     let limit = env_usize("BENCH_RATE_LIMIT", 50) as f64;
