@@ -816,7 +816,13 @@ impl Pacer {
             started: start_at,
             outcome: None,
         };
-        tokio::time::sleep_until(start_at).await;
+        // Only when the start is ahead: tokio's timer counts whole milliseconds from its
+        // last tick, so a sleep until now waited for the next tick (0.7 ms median and
+        // 2.7 ms at the 90th percentile between one call's end and the next call's
+        // start to `scim2-server`, against 0.08 ms for a plain client).
+        if start_at > Instant::now() {
+            tokio::time::sleep_until(start_at).await;
+        }
         // A `Retry-After` that came while this call waited for its start holds it too,
         // and the calls it held go spaced again after it (not all at once).
         loop {
