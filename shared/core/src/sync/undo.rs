@@ -120,16 +120,18 @@ impl Deliverer {
         if !apply {
             return Ok(report);
         }
-        let c = self
+        let connector = self
             .connector(&t)
             .map_err(|e| HeldError::Invalid(format!("target {target}: {}", e.0)))?;
+        // Each call takes a slot of the target's pace, as a delivery's do.
+        let c = self.paced(&t, connector.as_ref());
         for (e, step) in entries.iter().zip(&report.steps) {
             if step.change == "not_restorable" {
                 continue;
             }
             let (op, result) = match step.change.as_str() {
-                "reactivate" => (AuditOp::Update, self.reactivate(c.as_ref(), e).await),
-                "recreate" => (AuditOp::Create, self.recreate(c.as_ref(), e).await),
+                "reactivate" => (AuditOp::Update, self.reactivate(&c, e).await),
+                "recreate" => (AuditOp::Create, self.recreate(&c, e).await),
                 _ => (
                     AuditOp::AddMembers,
                     c.add_members(&e.target_id, &e.members).await,
