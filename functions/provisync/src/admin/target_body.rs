@@ -70,7 +70,8 @@ pub struct AddArgs {
     /// At most this many calls to the target per second (its documented rate limit).
     #[arg(long)]
     max_rate: Option<f64>,
-    /// At most this many calls to the target at once.
+    /// At most this many calls to the target at once (default 32; past 4 the hub adds
+    /// calls only while the target's latency shows no queue).
     #[arg(long)]
     max_in_flight: Option<u32>,
     /// A JSON file with the attribute mapping rules (an array).
