@@ -195,6 +195,15 @@ pub(super) fn set_filtered(
             attr.name
         )));
     }
+    // A bare value for a filtered element (`replace emails[type eq "work"]` with
+    // `"a@example.org"`) is its `value` sub-attribute, as `emails[type eq "work"].value`:
+    // read as a whole element `{"value": ...}`, it dropped the attributes the filter
+    // selects on, and the same request applied again matched nothing and added another.
+    let bare = matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_));
+    let sub = match sub {
+        None if bare => attr.sub("value").or(sub),
+        _ => sub,
+    };
     let mut items = take_array(c, &attr.name);
     let matched: Vec<usize> = items
         .iter()

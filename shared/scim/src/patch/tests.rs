@@ -527,6 +527,25 @@ fn entra_aadopt_flat_replace() {
     );
 }
 
+/// A bare value for a filtered element sets its `value`, keeping what the filter selects
+/// on, and the same request applied again changes nothing (found by the idempotency
+/// property: `{"value": "0"}` replaced the work email whole, and the second time the
+/// filter matched nothing and a second email was added).
+#[test]
+fn a_bare_value_for_a_filtered_element_is_its_value() {
+    let body = ops(json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": 0}]));
+    let once = patch_user(&stored_user(), &body).unwrap().resource;
+    assert_eq!(
+        once["emails"],
+        json!([{"value": "0", "type": "work", "primary": true}])
+    );
+    let twice = patch_user(&once, &body).unwrap().resource;
+    assert_eq!(twice, once);
+    let body = ops(json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": "h@x"}]));
+    let added = patch_user(&stored_user(), &body).unwrap().resource;
+    assert_eq!(added["emails"][1], json!({"value": "h@x", "type": "home"}));
+}
+
 #[test]
 fn value_filters() {
     let u = patch_user(
