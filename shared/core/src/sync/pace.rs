@@ -1036,12 +1036,11 @@ mod tests {
         for _ in 0..2_000 {
             now += service;
             let latency = service * serial.window.floor() as u32;
-            let full = true;
             serial.record(
                 CallOutcome::Answered(latency),
                 now,
                 DEFAULT_MAX_WINDOW,
-                full,
+                true,
                 now,
             );
             most = most.max(serial.window);
