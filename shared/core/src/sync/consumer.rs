@@ -94,9 +94,10 @@ const LOOK_AGAIN: Duration = Duration::from_millis(200);
 /// [`MAX_DELIVERIES`] at once; one group's messages stay in order (the queue hands out a
 /// group's next message only after the previous one is acked).
 ///
-/// The consumer takes more messages as deliveries end, not a batch at a time: waiting
-/// for a whole batch left a target's window half empty at the end of each batch and
-/// idle while the next was received.
+/// The consumer takes more messages once 10 deliveries (`REFILL`) have ended, not after a
+/// whole batch: waiting for a whole batch left a target's window half empty at the end
+/// of each batch and idle while the next was received; taking one as each ended made a
+/// receive (a flush, on the store queue) per message.
 pub async fn run_consumer(
     queue: Arc<dyn Queue>,
     deliverer: Arc<Deliverer>,
