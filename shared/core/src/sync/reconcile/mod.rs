@@ -47,6 +47,12 @@
 //! left out of the member comparison: the engine adds a new account to its linked groups
 //! itself (see [`super::deliver`]).
 //!
+//! Every call a run makes to the target (its pages, the deprovisions it sends by target
+//! id) takes a slot of the target's pace, the one delivery uses ([`super::pace`]): the
+//! operator's `max_rate` / `max_in_flight`, a `Retry-After` hold and a learned rate bind
+//! it, and its 429s teach the pace. A call refused with 429 or 503 is tried again after
+//! the hold while the run's deadline allows ([`patient`]).
+//!
 //! A target that cannot list its users (a webhook site) ends as
 //! [`RunState::Unsupported`], audited as skipped; one that lists users but not groups
 //! reconciles the users and reports groups as not supported.
