@@ -668,6 +668,224 @@ async fn pace_slows_down_on_429_and_is_shared_dynamodb() {
     pace_slows_down_on_429_and_is_shared(Backend::DynamoDb).await;
 }
 
+async fn target_delete(t: &FaultyTarget, path: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(format!("{}{path}", t.base))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The calls `t` received since `since` (its request log), with when each arrived. The
+/// SCIM connector's discovery (`GET /ServiceProviderConfig`, once per connector) is left
+/// out: it goes within the pace slot of the call that needed it, just before that call.
+fn calls_since(
+    t: &FaultyTarget,
+    since: std::time::Instant,
+) -> Vec<provisync_tests::peers::Recorded> {
+    t.requests()
+        .into_iter()
+        .filter(|r| r.at >= since && r.path != "/ServiceProviderConfig")
+        .collect()
+}
+
+/// Asserts no `max_rate + 1` of `calls` arrived within a second (less 20 ms for the
+/// loopback's jitter: the pace spaces their starts `1 / max_rate` apart); returns the
+/// calls per second over the whole of them.
+fn assert_within_rate(calls: &[provisync_tests::peers::Recorded], max_rate: usize) -> f64 {
+    let times: Vec<std::time::Instant> = calls.iter().map(|r| r.at).collect();
+    for (i, w) in times.windows(max_rate + 1).enumerate() {
+        let span = w[max_rate] - w[0];
+        assert!(
+            span >= Duration::from_millis(980),
+            "{} calls within {span:?} (calls {i}..={}): {:?}",
+            max_rate + 1,
+            i + max_rate,
+            calls
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
+        );
+    }
+    match (times.first(), times.last()) {
+        (Some(a), Some(b)) if times.len() > 1 => (times.len() - 1) as f64 / (*b - *a).as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+/// Reconcile is paced as delivery is, by the same pace (#16): against a target with
+/// `max_rate: 5`, a reconcile that deletes 12 orphans by target id and queues 2 creates
+/// (delivered meanwhile) never sends it more than 5 calls a second, its own calls and the
+/// deliveries together; a 429 with `Retry-After: 2` on its listing holds every call to
+/// the target for those 2 seconds (shown by `GET /admin/targets/{id}/pace` while it
+/// lasts), the page is read again after it, and the run completes with the right counts.
+async fn reconcile_is_paced(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "paced",
+        &target.base,
+        &target.token,
+        json!({"max_rate": 5, "orphans": "delete", "deprovision_guard": null}),
+    )
+    .await;
+    for i in 0..5 {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("known{i}@example.org")}),
+        )
+        .await
+        .id();
+    }
+    eventually("5 users on the target", Duration::from_secs(30), || async {
+        target.user_count() == 5
+    })
+    .await;
+    // Drift: two of them gone from the target, 12 accounts the hub does not know.
+    for i in 0..2 {
+        let u = target
+            .user_named(&format!("known{i}@example.org"))
+            .expect("delivered");
+        let id = u["id"].as_str().unwrap();
+        assert_eq!(target_delete(&target, &format!("/Users/{id}")).await, 204);
+    }
+    for i in 0..12 {
+        let (status, body) = target_post(
+            &target,
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("stray{i}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    provisync_tests::settle(|| target.requests().len()).await;
+
+    // (a) max_rate holds over the reconcile's calls and the deliveries it queued.
+    let since = std::time::Instant::now();
+    let counts = hub.reconcile("paced").await;
+    let took = since.elapsed();
+    assert_eq!(
+        provisync_tests::counts_of(
+            &counts,
+            [
+                "checked",
+                "unchanged",
+                "created",
+                "orphaned",
+                "deleted",
+                "failed"
+            ]
+        ),
+        [15, 3, 2, 12, 12, 0],
+        "{counts}"
+    );
+    assert_eq!(target.user_count(), 5);
+    let calls = calls_since(&target, since);
+    let deletes = calls.iter().filter(|r| r.method == "DELETE").count();
+    let posts = calls.iter().filter(|r| r.method == "POST").count();
+    assert_eq!((deletes, posts), (12, 2), "{calls:?}");
+    let rate = assert_within_rate(&calls, 5);
+    eprintln!(
+        "reconcile at max_rate 5: {} calls in {took:?}, {rate:.2} calls/s",
+        calls.len()
+    );
+    assert!(rate < 5.1, "{rate}");
+
+    // (b) A 429 with Retry-After on the reconcile's listing: held, shown, read again.
+    let u = target.user_named("known2@example.org").expect("delivered");
+    let id = u["id"].as_str().unwrap();
+    assert_eq!(target_delete(&target, &format!("/Users/{id}")).await, 204);
+    for i in 12..15 {
+        let (status, body) = target_post(
+            &target,
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("stray{i}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    provisync_tests::settle(|| target.requests().len()).await;
+    target.fail(
+        Route::new("GET", "/Users"),
+        Fault::RateLimited("2".into()),
+        1,
+    );
+    let since = std::time::Instant::now();
+    let watch = async {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
+            assert_eq!(pace.status, 200, "{}", pace.text);
+            if pace.body.get("hold_until").is_some() {
+                return Some(pace.body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    };
+    let (counts, held) = tokio::join!(hub.reconcile("paced"), watch);
+    let held = held.expect("the pace report showed the Retry-After's hold");
+    assert!(held["slow_downs"].as_u64().unwrap_or(0) >= 1, "{held}");
+    assert_eq!(held["max_rate"], 5.0, "{held}");
+    assert_eq!(
+        provisync_tests::counts_of(
+            &counts,
+            [
+                "checked",
+                "unchanged",
+                "created",
+                "orphaned",
+                "deleted",
+                "failed"
+            ]
+        ),
+        [7, 4, 1, 3, 3, 0],
+        "{counts}"
+    );
+    assert_eq!(target.user_count(), 5);
+    let calls = calls_since(&target, since);
+    let refused = calls
+        .iter()
+        .position(|r| r.method == "GET" && r.path == "/Users")
+        .expect("the listing was refused");
+    let next = calls.get(refused + 1).expect("a call after the 429");
+    let held_for = next.at - calls[refused].at;
+    assert!(
+        held_for >= Duration::from_secs(2),
+        "the next call came {held_for:?} after the 429: {calls:?}"
+    );
+    assert_eq!(
+        (next.method.as_str(), next.path.as_str()),
+        ("GET", "/Users"),
+        "the page is read again first: {calls:?}"
+    );
+    assert_within_rate(&calls, 5);
+    let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
+    assert!(
+        pace.body["slow_downs"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        pace.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_is_paced_embedded() {
+    reconcile_is_paced(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_is_paced_dynamodb() {
+    reconcile_is_paced(Backend::DynamoDb).await;
+}
+
 /// Watches the transactions of the store it wraps: the acks written with a delivery
 /// receipt, those written alone, and fails the first receipt-and-ack transaction.
 struct AckWatch {

@@ -279,6 +279,8 @@ pub struct Recorded {
     pub query: Option<String>,
     /// The JSON body, `Null` when none (or not JSON).
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 struct Script {
@@ -532,6 +534,7 @@ async fn handle(
                 path: path.clone(),
                 query: uri.query().map(str::to_string),
                 body: json_body.clone(),
+                at: Instant::now(),
             });
         }
         let over_limit = inner.rate_limit.as_mut().is_some_and(|rl| {

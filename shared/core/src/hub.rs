@@ -22,6 +22,7 @@ use crate::sync::deliver::Deliverer;
 use crate::sync::inbound::Inbound;
 use crate::sync::link::Links;
 use crate::sync::ondemand::{DirectoryOnDemand, MakeSyncMessage, OnDemand};
+use crate::sync::pace::Pacer;
 use crate::sync::pull::{InboundSink, Puller};
 use crate::sync::reconcile::Reconciler;
 use crate::sync::runs::Runs;
@@ -114,12 +115,16 @@ impl Hub {
             queue.clone(),
             on_demand_message(),
         ));
+        // One pace per target in this process: delivery and reconcile take their calls'
+        // slots from it, so together they keep the target's caps, holds and learned rate.
+        let pacer = Arc::new(Pacer::new(store.clone()));
         let reconciler = Reconciler::new(
             directory.clone(),
             targets.clone(),
             audit.clone(),
             queue.clone(),
             connectors,
+            pacer.clone(),
         );
         let puller = Puller::new(
             store.clone(),
@@ -135,6 +140,7 @@ impl Hub {
             schemas,
             Some(secrets.clone()),
             connectors,
+            pacer,
         ));
         Hub {
             store,

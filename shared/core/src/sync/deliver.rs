@@ -97,8 +97,9 @@ pub struct Deliverer {
     /// Connectors by target id, with the definition they were built from.
     connectors: Mutex<HashMap<String, CachedConnector>>,
     /// The pace of each target: calls in flight found by AIMD, `Retry-After`, the
-    /// operator's `max_rate` / `max_in_flight` ([`super::pace`]).
-    pacer: Pacer,
+    /// operator's `max_rate` / `max_in_flight` ([`super::pace`]). One per process, shared
+    /// with the reconciler ([`crate::hub::Hub::new`]).
+    pacer: Arc<Pacer>,
 }
 
 pub(super) fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
@@ -113,10 +114,10 @@ impl Deliverer {
         schemas: SchemaRegistry,
         secrets: Option<Arc<SecretBox>>,
         factory: ConnectorFactory,
+        pacer: Arc<Pacer>,
     ) -> Self {
         let directory = Directory::new(links.store().clone(), schemas.clone());
         let links_store = links.store().clone();
-        let pacer = Pacer::new(links.store().clone());
         let direct = super::direct::Direct::new(links_store.clone(), audit.clone());
         Deliverer {
             targets,

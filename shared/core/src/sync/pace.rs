@@ -18,6 +18,10 @@
 //! whose latency is its network grows to `max_in_flight` (32 when unset). A target paced
 //! at a learned rate does not grow it: its spaced calls never queue. A slot is held for
 //! one call to the target (`sync/paced.rs`), not for the hub's store work around it.
+//! One [`Pacer`] per process ([`crate::hub::Hub::new`]) paces every call to a target:
+//! delivery's, undo's, released held changes', and a reconcile's (its listings and the
+//! deprovisions it sends by target id), deferred deletions' and a provision on demand's
+//! lookup, so the caps and holds bind them together and their refusals all teach it.
 //!
 //! A window cannot hold a rate: one call at a time to a fast target is hundreds a second.
 //! So a 429 or 503 also teaches a **rate** (calls per second, spaced like `max_rate`):
@@ -651,7 +655,8 @@ impl PaceLimits {
     }
 }
 
-/// Every target's pace (held by the [`super::deliver::Deliverer`]).
+/// Every target's pace (one per process, shared by the [`super::deliver::Deliverer`] and
+/// the [`super::reconcile::Reconciler`]).
 pub struct Pacer {
     store: Arc<dyn Store>,
     targets: Mutex<HashMap<String, Arc<TargetPace>>>,

@@ -21,7 +21,7 @@ use super::audit::{Audit, AuditEntry, AuditQuery, AuditStatus};
 use super::deliver::{DeliveryError, in_scope};
 use super::link::Links;
 use super::mapping::{content_hash, map_resource};
-use crate::connector::ConnectorFactory;
+use crate::connector::{Connector, ConnectorFactory};
 use crate::directory::{Directory, Stored};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::queue::Queue;
@@ -208,7 +208,13 @@ impl Provision<'_> {
                          {matching}, so the account is created, or linked on that conflict."
                     ),
                 ),
-                Ok(c) => match c.find_user(&report.payload).await {
+                // Paced as the delivery that follows is (a Retry-After holds it too).
+                Ok(c) => match self
+                    .deliverer
+                    .paced(t, c.as_ref())
+                    .find_user(&report.payload)
+                    .await
+                {
                     Ok(Some(found)) => step(
                         StepKind::Match,
                         StepState::Passed,

@@ -179,8 +179,9 @@ pub struct TargetConfig {
     pub delete_mode: Option<DeleteMode>,
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// At most this many calls to the target per second (its documented rate limit);
-    /// delivery otherwise finds the target's pace itself (`sync::pace`).
+    /// At most this many calls to the target per second (its documented rate limit),
+    /// delivery's and reconcile's together; otherwise the hub finds the target's pace
+    /// itself (`sync::pace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rate: Option<f64>,
     /// At most this many calls to the target at once.

@@ -50,7 +50,9 @@ impl Reconciler {
                 target: t.id.clone(),
                 ..Default::default()
             };
-            let c = (self.factory)(t).map_err(|e| ReconcileError::Setup(e.0))?;
+            let built = (self.factory)(t).map_err(|e| ReconcileError::Setup(e.0))?;
+            // Paced as delivery is; a deletion not done is tried again next cycle.
+            let c = self.paced(t, built.as_ref());
             for p in pending {
                 if p.due > now {
                     counts.waiting += 1;
@@ -86,7 +88,7 @@ impl Reconciler {
                     },
                 };
                 let what = format!("deferred deletion of {:?}", p.name);
-                match self.deprovision(t, c.as_ref(), d, &what).await {
+                match self.deprovision(t, &c, d, &what).await {
                     Deprovisioned::Done => {
                         // An out-of-scope user kept its (disabled) link: the account is gone.
                         self.links

@@ -47,6 +47,12 @@
 //! left out of the member comparison: the engine adds a new account to its linked groups
 //! itself (see [`super::deliver`]).
 //!
+//! Every call a run makes to the target (its pages, the deprovisions it sends by target
+//! id) takes a slot of the target's pace, the one delivery uses ([`super::pace`]): the
+//! operator's `max_rate` / `max_in_flight`, a `Retry-After` hold and a learned rate bind
+//! it, and its 429s teach the pace. A call refused with 429 or 503 is tried again after
+//! the hold while the run's deadline allows ([`patient`]).
+//!
 //! A target that cannot list its users (a webhook site) ends as
 //! [`RunState::Unsupported`], audited as skipped; one that lists users but not groups
 //! reconciles the users and reports groups as not supported.
@@ -62,9 +68,11 @@ use super::deliver::in_scope;
 use super::direct::{Deprovision, Direct, Gate};
 use super::link::{Link, Links};
 use super::mapping::map_resource;
+use super::pace::{PaceLimits, Pacer};
+use super::paced::Paced;
 use super::plan::{PlannedChange, planned_for_event};
 use super::runs::{Problem, Runs, Sent, Tally};
-use crate::connector::{ConnectorError, ConnectorFactory};
+use crate::connector::{Connector, ConnectorError, ConnectorFactory};
 use crate::directory::{Directory, Stored};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::queue::{OutMessage, Queue};
@@ -77,6 +85,7 @@ mod deferred;
 mod diff;
 mod groups;
 mod lease;
+mod patient;
 mod run;
 mod users;
 
@@ -376,6 +385,9 @@ pub struct Reconciler {
     audit: Audit,
     queue: Arc<dyn Queue>,
     factory: ConnectorFactory,
+    /// The pace of each target, the deliverer's: every call a run makes to the target
+    /// takes a slot of it ([`super::paced`]).
+    pacer: Arc<Pacer>,
     runs: Runs,
     /// The deprovision guard and journal for what a run changes by target id (orphans,
     /// members unknown to the hub).
@@ -409,6 +421,7 @@ impl Reconciler {
         audit: Audit,
         queue: Arc<dyn Queue>,
         factory: ConnectorFactory,
+        pacer: Arc<Pacer>,
     ) -> Self {
         let store = directory.store().clone();
         Reconciler {
@@ -421,6 +434,7 @@ impl Reconciler {
             audit,
             queue,
             factory,
+            pacer,
             grace: None,
             plan: None,
         }
@@ -457,6 +471,18 @@ impl Reconciler {
 
     pub fn targets(&self) -> &Targets {
         &self.targets
+    }
+
+    /// `c`, each of its calls paced as `t`'s ([`super::paced`]): within the target's
+    /// `max_rate` / `max_in_flight`, after a `Retry-After`, at the rate its 429s taught,
+    /// and teaching the pace in turn.
+    fn paced<'a>(&'a self, t: &'a TargetConfig, c: &'a dyn Connector) -> Paced<'a> {
+        Paced {
+            inner: c,
+            pacer: &self.pacer,
+            target: &t.id,
+            limits: PaceLimits::of(t),
+        }
     }
 
     fn schemas(&self) -> &SchemaRegistry {
@@ -573,7 +599,7 @@ impl Reconciler {
     async fn deprovision(
         &self,
         t: &TargetConfig,
-        c: &dyn crate::connector::Connector,
+        c: &dyn Connector,
         d: Deprovision,
         what: &str,
     ) -> Deprovisioned {

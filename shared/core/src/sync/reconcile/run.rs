@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use super::checkpoint::{Checkpoint, Phase, SeenOf, seen_key};
 use super::lease::Lease;
+use super::patient::Patient;
 use super::{
     GroupCounts, PlanSink, ReconcileCounts, ReconcileError, ReconcilePlan, ReconcileReport,
     Reconciler, RunState, SEND_CHUNK,
 };
-use crate::connector::{listing_position_lost, listing_unsupported};
+use crate::connector::{Connector, listing_position_lost, listing_unsupported};
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use crate::sync::plan::Plan;
 use crate::sync::runs::{RunKind, RunRecord, Sent, Settlement, Tally, append_problems};
@@ -256,8 +257,16 @@ impl Reconciler {
         t: &TargetConfig,
         deadline: tokio::time::Instant,
     ) -> Result<RunOutcome, Box<FailedRun>> {
-        let connector = (self.factory)(t)
+        let built = (self.factory)(t)
             .map_err(|e| Box::new(FailedRun::before_start(ReconcileError::Setup(e.0))))?;
+        // Every call to the target paced as delivery's are (one pace per target), and
+        // tried again after a 429 or 503 while the deadline allows.
+        let paced = self.paced(t, built.as_ref());
+        let patient = Patient {
+            inner: &paced,
+            deadline: Some(deadline),
+        };
+        let connector: &dyn Connector = &patient;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
             Ok(Some(cp)) => (cp, true),
             Ok(None) => (
@@ -338,14 +347,7 @@ impl Reconciler {
                 pages_now += 1;
                 let mut counts = ReconcileCounts::default();
                 let (seen_now, sent) = match self
-                    .reconcile_page(
-                        t,
-                        &cp.run,
-                        connector.as_ref(),
-                        &index,
-                        &page.resources,
-                        &mut counts,
-                    )
+                    .reconcile_page(t, &cp.run, connector, &index, &page.resources, &mut counts)
                     .await
                 {
                     Ok(s) => s,
@@ -452,7 +454,7 @@ impl Reconciler {
                     .reconcile_group_page(
                         t,
                         &cp.run,
-                        connector.as_ref(),
+                        connector,
                         &groups,
                         &members,
                         &page.resources,
