@@ -136,6 +136,9 @@ pub enum CallOutcome {
     SlowDown(Option<Duration>),
     /// No answer in time (or the connection failed).
     TimedOut,
+    /// Answered with a page of a listing: counted as an answered call, its latency not
+    /// compared with single calls' (`sync/paced.rs`).
+    Paged,
 }
 
 impl CallOutcome {
@@ -586,6 +589,10 @@ impl State {
                 self.slow_downs += 1;
                 self.decrease(0.5, now);
             }
+            CallOutcome::Paged => {
+                self.answered.push_back(now);
+                self.rate.answered(started, now);
+            }
         }
         while self
             .answered
@@ -1018,6 +1025,22 @@ mod tests {
         let slow = CallOutcome::Answered(Duration::from_millis(400));
         let s = state_after(&[fast, fast, fast, fast, slow], MAX_WINDOW);
         assert!(s.window < 5.0 * 0.81, "{}", s.window);
+    }
+
+    /// Pages of a reconcile's listing take far longer than single writes: they count as
+    /// answers but do not shrink the window deliveries share.
+    #[test]
+    fn slow_pages_of_a_listing_do_not_shrink_the_window() {
+        let fast = CallOutcome::Answered(Duration::from_millis(10));
+        let mut outcomes = vec![fast; 8];
+        outcomes.extend([CallOutcome::Paged; 20]);
+        let s = state_after(&outcomes, MAX_WINDOW);
+        let writes_only = state_after(&[fast; 8], MAX_WINDOW);
+        assert_eq!(s.window, writes_only.window);
+        assert_eq!(s.answered.len(), 28);
+        // A write as slow as a page would have.
+        outcomes.push(CallOutcome::Answered(Duration::from_millis(400)));
+        assert!(state_after(&outcomes, MAX_WINDOW).window < s.window);
     }
 
     /// A target that serves one call at a time (each waits for those before it: its

@@ -37,6 +37,24 @@ impl Paced<'_> {
         permit.done(CallOutcome::of_call(result.as_ref().err(), latency));
         result
     }
+
+    /// A page of a listing (a reconcile's read): it takes a slot and counts toward the
+    /// rate like any call, but its latency (a page of 100 resources) is not compared with
+    /// the target's best (a single write), which would read as a queue and shrink the
+    /// window deliveries share.
+    async fn page(
+        &self,
+        call: impl std::future::Future<Output = Result<ListPage, ConnectorError>>,
+    ) -> Result<ListPage, ConnectorError> {
+        let permit = self.pacer.acquire(self.target, self.limits).await;
+        let result = call.await;
+        let outcome = match CallOutcome::of_call(result.as_ref().err(), Default::default()) {
+            CallOutcome::Answered(_) => CallOutcome::Paged,
+            other => other,
+        };
+        permit.done(outcome);
+        result
+    }
 }
 
 #[async_trait]
@@ -54,11 +72,11 @@ impl Connector for Paced<'_> {
     }
 
     async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        self.call(self.inner.list_users(cursor)).await
+        self.page(self.inner.list_users(cursor)).await
     }
 
     async fn list_groups(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
-        self.call(self.inner.list_groups(cursor)).await
+        self.page(self.inner.list_groups(cursor)).await
     }
 
     fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
