@@ -493,11 +493,15 @@ impl State {
 
     /// One answer's quota: the advertised rate, and a hold while it is spent.
     fn advertise(&mut self, quota: &Quota, now: Instant) {
+        let before = self.advertised.rate;
         if let Some(hold) = self.advertised.observe(quota, self.rate.good) {
             let until = now + hold;
             self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
             self.dirty = true;
         }
+        // The first advertised rate is stored at the next call (a next process starts
+        // from it); its changes with the periodic sync.
+        self.dirty |= before.is_none() && self.advertised.rate.is_some();
     }
 
     /// Epoch milliseconds at `at`.
