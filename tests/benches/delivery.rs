@@ -485,11 +485,11 @@ async fn to_rate_limited(
     )
     .await;
     let elapsed = start.elapsed();
-    let pace = hub.admin(Method::GET, "/targets/limited/pace", None).await;
+    let report = hub.admin(Method::GET, "/targets/limited/pace", None).await;
     if max_rate.is_none() {
         println!(
             "    learned rate at the end: {}/s, advertised {}/s (window {})",
-            pace.body["learned_rate"], pace.body["advertised_rate"], pace.body["window"]
+            report.body["learned_rate"], report.body["advertised_rate"], report.body["window"]
         );
     }
     let limited = target.rate_limited();

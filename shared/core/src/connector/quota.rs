@@ -279,17 +279,15 @@ fn ietf(headers: &HeaderMap) -> Quota {
         }
     }
     // Drafts up to -06: one header each; the limit may list its policies after it.
-    if q.limit.is_none() {
-        if let Some(s) = text(headers, "ratelimit-limit") {
-            let ms: Vec<Member> = members(s).into_iter().map(Member::parse).collect();
-            if let Some(first) = ms.first() {
-                q.limit = limit(first.item);
-                q.window = q.window.or_else(|| {
-                    ms.iter()
-                        .find(|m| m.item == first.item && m.param("w").is_some())
-                        .and_then(|m| m.param("w").and_then(window))
-                });
-            }
+    if let (None, Some(s)) = (q.limit, text(headers, "ratelimit-limit")) {
+        let ms: Vec<Member> = members(s).into_iter().map(Member::parse).collect();
+        if let Some(first) = ms.first() {
+            q.limit = limit(first.item);
+            q.window = q.window.or_else(|| {
+                ms.iter()
+                    .find(|m| m.item == first.item && m.param("w").is_some())
+                    .and_then(|m| m.param("w").and_then(window))
+            });
         }
     }
     if q.remaining.is_none() {

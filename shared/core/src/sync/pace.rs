@@ -1690,7 +1690,7 @@ mod tests {
             Some(match self.headers {
                 Headers::Honest => honest,
                 Headers::Claims(n) => per_second(n),
-                Headers::OddOneIn(n) if self.answers % n == 0 => Quota {
+                Headers::OddOneIn(n) if self.answers.is_multiple_of(n) => Quota {
                     limit: Some(1),
                     remaining: Some(0),
                     reset: Some(Duration::from_secs(60)),
