@@ -1004,3 +1004,63 @@ async fn ack_rides_with_the_receipt_embedded() {
 async fn ack_rides_with_the_receipt_dynamodb() {
     ack_rides_with_the_receipt(Backend::DynamoDb).await;
 }
+
+/// Delivery pace from the quota a target advertises: a target that rate-limits at 20
+/// calls a second and says so in every answer (IETF `RateLimit-Policy: "default";q=20;w=1`
+/// and `RateLimit`) is paced at that rate from its first answers; the pace report shows
+/// the advertised rate, no call is refused more than once, and the rate is kept in the
+/// store for the next process.
+async fn pace_from_the_quota_a_target_advertises(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    target.set_advertised_rate_limit(20.0);
+    let hub = Hub::start_on(store.clone()).await;
+    add_target(&hub, "advertised", &target.base, &target.token, json!({})).await;
+    for i in 0..40 {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("quota{i}@example.org")}),
+        )
+        .await
+        .id();
+    }
+    let started = std::time::Instant::now();
+    let _delivery = hub.run_delivery();
+    eventually(
+        "40 users on the target",
+        Duration::from_secs(60),
+        || async { target.user_count() == 40 },
+    )
+    .await;
+    let limited = target.rate_limited();
+    eprintln!(
+        "40 users at an advertised 20/s: {:?}, 429s per user {limited:?}",
+        started.elapsed()
+    );
+    assert!(limited.values().all(|c| *c <= 1), "{limited:?}");
+
+    let pace = hub
+        .admin(Method::GET, "/targets/advertised/pace", None)
+        .await;
+    assert_eq!(pace.status, 200, "{}", pace.text);
+    assert_eq!(pace.body["advertised_rate"], 20.0, "{}", pace.text);
+    let other = provisync_core::sync::pace::Pacer::new(store);
+    let stored = other
+        .stored("advertised")
+        .await
+        .expect("store")
+        .expect("the pace is stored");
+    assert_eq!(stored.advertised_rate, Some(20.0), "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pace_from_the_quota_a_target_advertises_embedded() {
+    pace_from_the_quota_a_target_advertises(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pace_from_the_quota_a_target_advertises_dynamodb() {
+    pace_from_the_quota_a_target_advertises(Backend::DynamoDb).await;
+}

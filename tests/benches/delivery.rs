@@ -25,8 +25,14 @@
 //!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
 //!     `BENCH_RATE_USERS` (500) users created in the hub first, then the consumer is
 //!     started and timed until the last one is on the target; once with the target's
-//!     `max_rate` set to its limit, once without (the pace found from 429s alone). The
-//!     share of the limit reached, the 429s, and the most 429s any one user got.
+//!     `max_rate` set to its limit, once without (the pace found from 429s alone), once
+//!     without where the target advertises its quota in every answer (IETF
+//!     `RateLimit-Policy: "default";q=50;w=1` and `RateLimit`,
+//!     [`FaultyTarget::set_advertised_rate_limit`]). The share of the limit reached, the
+//!     429s, and the most 429s any one user got; the runs without `max_rate` then deliver
+//!     a second batch to the same target (the pace already found).
+//!
+//! `BENCH_ONLY=c` (or `a`, `b`, or several: `BENCH_ONLY=ac`) runs only those sections.
 //!
 //! `cargo bench -p provisync-tests --bench delivery` under `scripts/test-env.sh` (for
 //! scim2-server). Without `--bench` (as `cargo test --all-targets` runs it) the sizes
@@ -426,14 +432,30 @@ async fn against_scim2_server(
     ))
 }
 
-/// (c): one run to a target limited to `limit` calls a second; `max_rate`: the target's
-/// `max_rate` (or none). Returns the row and (429s, most 429s for one user).
+/// How (c) meets the rate-limited target.
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// The target's `max_rate` set to this.
+    MaxRate(f64),
+    /// No `max_rate`: the pace found from 429s alone.
+    From429s,
+    /// No `max_rate`; the target advertises its quota in every answer.
+    Advertised,
+}
+
+/// (c): one run to a target limited to `limit` calls a second, met as `pace` says.
+/// Returns the row and (429s, most 429s for one user), and the same for a second batch
+/// when there is no `max_rate`.
 async fn to_rate_limited(
     n: usize,
     limit: f64,
-    max_rate: Option<f64>,
+    pace: Pace,
     timeout: Duration,
 ) -> (Row, usize, u32, Option<(Row, usize, u32)>) {
+    let max_rate = match pace {
+        Pace::MaxRate(r) => Some(r),
+        _ => None,
+    };
     let target = FaultyTarget::start().await;
     target.set_recording(false);
     let (hub, _dir) = on_disk_hub().await;
@@ -447,7 +469,11 @@ async fn to_rate_limited(
         user("limited", i)
     })
     .await;
-    target.set_rate_limit(limit);
+    if pace == Pace::Advertised {
+        target.set_advertised_rate_limit(limit);
+    } else {
+        target.set_rate_limit(limit);
+    }
     let start = Instant::now();
     let _delivery = hub.run_delivery();
     wait_count(
@@ -459,11 +485,11 @@ async fn to_rate_limited(
     )
     .await;
     let elapsed = start.elapsed();
-    let pace = hub.admin(Method::GET, "/targets/limited/pace", None).await;
+    let report = hub.admin(Method::GET, "/targets/limited/pace", None).await;
     if max_rate.is_none() {
         println!(
-            "    learned rate at the end: {}/s (window {})",
-            pace.body["learned_rate"], pace.body["window"]
+            "    learned rate at the end: {}/s, advertised {}/s (window {})",
+            report.body["learned_rate"], report.body["advertised_rate"], report.body["window"]
         );
     }
     let limited = target.rate_limited();
@@ -487,7 +513,10 @@ async fn to_rate_limited(
         )
         .await;
         let row = Row::new(
-            "  no max_rate, the next batch (rate learned)".to_string(),
+            match pace {
+                Pace::Advertised => "  advertised quota, the next batch".to_string(),
+                _ => "  no max_rate, the next batch (rate learned)".to_string(),
+            },
             n,
             start.elapsed(),
         );
@@ -501,9 +530,10 @@ async fn to_rate_limited(
         let worst = second.iter().copied().max().unwrap_or(0);
         next = Some((row, refusals, worst));
     }
-    let what = match max_rate {
-        Some(r) => format!("  max_rate {r}/s"),
-        None => "  no max_rate (pace from 429s)".to_string(),
+    let what = match pace {
+        Pace::MaxRate(r) => format!("  max_rate {r}/s"),
+        Pace::From429s => "  no max_rate (pace from 429s)".to_string(),
+        Pace::Advertised => "  no max_rate, quota advertised in headers".to_string(),
     };
     (Row::new(what, n, elapsed), refusals, worst, next)
 }
@@ -538,42 +568,60 @@ async fn main() {
         "{:<52} {:>7} {:>11} {:>13}",
         "scenario", "changes", "time", "throughput"
     );
-    println!("(a) user creations to an in-memory SCIM sink, {concurrency} SCIM clients");
-    let (ingest, e2e) = to_fast_sink(sink_users, concurrency, timeout).await;
-    print_rows(&[&ingest, &e2e]);
-
-    let backlog = env_usize("BENCH_PEER_BACKLOG", 128);
-    let backlog = (backlog > 0).then_some(backlog as u32);
-    println!(
-        "(b) user creations to scim2-server (listen backlog {})",
-        backlog.map_or("5, as shipped".to_string(), |b| b.to_string())
-    );
-    match against_scim2_server(peer_users, peer_concurrency, backlog, timeout).await {
-        Some((direct, hub)) => {
-            print_rows(&[&direct, &hub]);
-            println!(
-                "  hub delivery rate / scim2-server direct rate: {:.0}% (goal >= 95%)",
-                100.0 * hub.rate() / direct.rate()
-            );
-        }
-        None => println!("  skipped: scim2-server not available (run under scripts/test-env.sh)"),
+    if only('a') {
+        println!("(a) user creations to an in-memory SCIM sink, {concurrency} SCIM clients");
+        let (ingest, e2e) = to_fast_sink(sink_users, concurrency, timeout).await;
+        print_rows(&[&ingest, &e2e]);
     }
-    unpin();
 
-    let rate_users = env_usize("BENCH_RATE_USERS", if full { 500 } else { 60 });
-    let limit = env_usize("BENCH_RATE_LIMIT", 50) as f64;
-    println!(
-        "(c) user creations to a target that allows {limit} calls/s (429 Retry-After: 1 beyond)"
-    );
-    for max_rate in [Some(limit), None] {
-        let (row, refusals, worst, next) =
-            to_rate_limited(rate_users, limit, max_rate, timeout).await;
-        for (row, refusals, worst) in std::iter::once((row, refusals, worst)).chain(next) {
-            print_rows(&[&row]);
-            println!(
-                "    {:.0}% of the limit; {refusals} answered 429, at most {worst} for one user",
-                100.0 * row.rate() / limit
-            );
+    if only('b') {
+        let backlog = env_usize("BENCH_PEER_BACKLOG", 128);
+        let backlog = (backlog > 0).then_some(backlog as u32);
+        println!(
+            "(b) user creations to scim2-server (listen backlog {})",
+            backlog.map_or("5, as shipped".to_string(), |b| b.to_string())
+        );
+        match against_scim2_server(peer_users, peer_concurrency, backlog, timeout).await {
+            Some((direct, hub)) => {
+                print_rows(&[&direct, &hub]);
+                println!(
+                    "  hub delivery rate / scim2-server direct rate: {:.0}% (goal >= 95%)",
+                    100.0 * hub.rate() / direct.rate()
+                );
+            }
+            None => {
+                println!("  skipped: scim2-server not available (run under scripts/test-env.sh)")
+            }
         }
+        unpin();
+    }
+
+    if only('c') {
+        let rate_users = env_usize("BENCH_RATE_USERS", if full { 500 } else { 60 });
+        let limit = env_usize("BENCH_RATE_LIMIT", 50) as f64;
+        println!(
+            "(c) user creations to a target that allows {limit} calls/s (429 Retry-After: 1 \
+             beyond)"
+        );
+        for pace in [Pace::MaxRate(limit), Pace::From429s, Pace::Advertised] {
+            let (row, refusals, worst, next) =
+                to_rate_limited(rate_users, limit, pace, timeout).await;
+            for (row, refusals, worst) in std::iter::once((row, refusals, worst)).chain(next) {
+                print_rows(&[&row]);
+                println!(
+                    "    {:.0}% of the limit; {refusals} answered 429, at most {worst} for one \
+                     user",
+                    100.0 * row.rate() / limit
+                );
+            }
+        }
+    }
+}
+
+/// `BENCH_ONLY` (the letters of the sections to run, e.g. `c`; unset: all) has `section`.
+fn only(section: char) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(s) if !s.is_empty() => s.contains(section),
+        _ => true,
     }
 }

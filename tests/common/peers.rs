@@ -309,6 +309,28 @@ struct RateLimit {
     burst: f64,
     tokens: f64,
     at: Instant,
+    /// Every answer advertises the quota (IETF `RateLimit-Policy` and `RateLimit`).
+    advertised: bool,
+}
+
+impl RateLimit {
+    /// The IETF draft's (-08 on) headers for the bucket now: the policy (`q` calls per
+    /// `w=1` second), the tokens left and the whole seconds until it is full again.
+    fn headers(&self) -> [(&'static str, String); 2] {
+        let refill = self.at.elapsed().as_secs_f64() * self.per_second;
+        let tokens = (self.tokens + refill).min(self.burst);
+        let full_in = ((self.burst - tokens) / self.per_second).ceil();
+        [
+            (
+                "ratelimit-policy",
+                format!("\"default\";q={};w=1", self.per_second.round()),
+            ),
+            (
+                "ratelimit",
+                format!("\"default\";r={};t={full_in}", tokens.floor()),
+            ),
+        ]
+    }
 }
 
 struct Shared {
@@ -398,12 +420,24 @@ impl FaultyTarget {
     /// Answers 429 (`Retry-After: 1`) to requests beyond `per_second` a second (a token
     /// bucket holding a fifth of a second's requests), as a vendor's rate limit does.
     pub fn set_rate_limit(&self, per_second: f64) {
+        self.rate_limit(per_second, false);
+    }
+
+    /// [`Self::set_rate_limit`], and every answer advertises the quota as the IETF draft
+    /// has it (-08 on): `RateLimit-Policy: "default";q=50;w=1` and `RateLimit:
+    /// "default";r=<tokens left>;t=<seconds until full>`.
+    pub fn set_advertised_rate_limit(&self, per_second: f64) {
+        self.rate_limit(per_second, true);
+    }
+
+    fn rate_limit(&self, per_second: f64, advertised: bool) {
         let burst = (per_second / 5.0).max(1.0);
         self.shared.lock().rate_limit = Some(RateLimit {
             per_second,
             burst,
             tokens: burst,
             at: Instant::now(),
+            advertised,
         });
     }
 
@@ -503,7 +537,33 @@ fn scim_error(status: u16, scim_type: Option<&str>, detail: &str) -> Response {
     )
 }
 
+/// [`answer`], with the rate limit's quota headers when it advertises them.
 async fn handle(
+    state: State<Arc<Shared>>,
+    conn: ConnectInfo<KillHandle>,
+    method: Method,
+    uri: Uri,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let s = state.0.clone();
+    let mut response = answer(state, conn, method, uri, query, headers, body).await;
+    let quota = s
+        .lock()
+        .rate_limit
+        .as_ref()
+        .filter(|rl| rl.advertised)
+        .map(RateLimit::headers);
+    for (name, value) in quota.into_iter().flatten() {
+        if let Ok(v) = value.parse() {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
+}
+
+async fn answer(
     State(s): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<KillHandle>,
     method: Method,

@@ -137,6 +137,9 @@ impl HttpClient {
         let mut resp = client.execute(req).await.map_err(transport_error)?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());
+        // The quota it advertises, for the pace of the call this answers (a no-op outside
+        // a paced call).
+        provisync_core::connector::quota::note(&headers);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {

@@ -88,6 +88,11 @@ pub struct TargetPace {
     /// upward while none come); absent until the target refuses a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned_rate: Option<f64>,
+    /// Calls per second the target's quota headers advertise (IETF `RateLimit`, Okta's
+    /// `X-Rate-Limit-*`): the hub paces at it from the first answers (or at the learned
+    /// rate when lower); absent when the target advertises none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_rate: Option<f64>,
     /// Calls held by the target's `Retry-After` until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<String>,

@@ -7,6 +7,7 @@
 //! translates them to its system's API.
 
 pub mod http;
+pub mod quota;
 
 use std::sync::Arc;
 use std::time::Duration;

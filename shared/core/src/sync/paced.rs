@@ -9,13 +9,17 @@
 //! allowed 10). Held over each call, the target always has its window's calls, the pace's
 //! latency is the target's own, and `max_rate` counts what the target's limiter counts: a
 //! user joining three groups is four calls, not one.
+//!
+//! Each call runs in [`quota::scoped`]: the quota its last answer advertised (read by the
+//! HTTP client) goes to the pace with the call's outcome, without a change to the
+//! [`Connector`] port.
 
 use async_trait::async_trait;
 use provisync_scim::ResourceKind;
 use serde_json::Value;
 
 use super::pace::{CallOutcome, PaceLimits, Pacer};
-use crate::connector::{Connector, ConnectorError, ListPage, TargetId};
+use crate::connector::{Connector, ConnectorError, ListPage, TargetId, quota};
 
 /// `inner`, paced: each call waits for a slot of `target`'s pace and tells it how the call
 /// ended.
@@ -32,9 +36,13 @@ impl Paced<'_> {
         F: std::future::Future<Output = Result<T, ConnectorError>>,
     {
         let permit = self.pacer.acquire(self.target, self.limits).await;
-        let result = call.await;
+        // The HTTP client notes each answer's quota headers in this call's task-local
+        // slot (`connector::quota`): the pace reads the last, the port stays as it is.
+        let (result, quota) = quota::scoped(call).await;
         let latency = permit.started().elapsed();
-        permit.done(CallOutcome::of_call(result.as_ref().err(), latency));
+        permit
+            .with_quota(quota)
+            .done(CallOutcome::of_call(result.as_ref().err(), latency));
         result
     }
 

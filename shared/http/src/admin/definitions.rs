@@ -357,6 +357,7 @@ pub(super) async fn target_pace(
         drain_seconds,
         slow_downs: seen.slow_downs,
         learned_rate: seen.learned_rate,
+        advertised_rate: seen.advertised_rate,
         hold_until: seen
             .hold_until_ms
             .and_then(chrono::DateTime::from_timestamp_millis)
