@@ -35,15 +35,7 @@ impl Paced<'_> {
     where
         F: std::future::Future<Output = Result<T, ConnectorError>>,
     {
-        let permit = self.pacer.acquire(self.target, self.limits).await;
-        // The HTTP client notes each answer's quota headers in this call's task-local
-        // slot (`connector::quota`): the pace reads the last, the port stays as it is.
-        let (result, quota) = quota::scoped(call).await;
-        let latency = permit.started().elapsed();
-        permit
-            .with_quota(quota)
-            .done(CallOutcome::of_call(result.as_ref().err(), latency));
-        result
+        self.paced(call, false).await
     }
 
     /// A page of a listing (a reconcile's read): it takes a slot and counts toward the
@@ -54,13 +46,23 @@ impl Paced<'_> {
         &self,
         call: impl std::future::Future<Output = Result<ListPage, ConnectorError>>,
     ) -> Result<ListPage, ConnectorError> {
+        self.paced(call, true).await
+    }
+
+    async fn paced<T, F>(&self, call: F, page: bool) -> Result<T, ConnectorError>
+    where
+        F: std::future::Future<Output = Result<T, ConnectorError>>,
+    {
         let permit = self.pacer.acquire(self.target, self.limits).await;
-        let result = call.await;
-        let outcome = match CallOutcome::of_call(result.as_ref().err(), Default::default()) {
-            CallOutcome::Answered(_) => CallOutcome::Paged,
+        // The HTTP client notes each answer's quota headers in this call's task-local
+        // slot (`connector::quota`): the pace reads the last, the port stays as it is.
+        let (result, quota) = quota::scoped(call).await;
+        let latency = permit.started().elapsed();
+        let outcome = match CallOutcome::of_call(result.as_ref().err(), latency) {
+            CallOutcome::Answered(_) if page => CallOutcome::Paged,
             other => other,
         };
-        permit.done(outcome);
+        permit.with_quota(quota).done(outcome);
         result
     }
 }
