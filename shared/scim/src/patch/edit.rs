@@ -241,6 +241,15 @@ pub(super) fn set_filtered(
                     items.push(Value::Object(seed));
                     winners = vec![items.len() - 1];
                 } else {
+                    // A replacement is the element the filter describes with this value
+                    // (`replace emails[type eq "work"]` with `{"value": ...}` stays the
+                    // work email), as a new one is when nothing matches: replaced whole,
+                    // it left the filter, and the same request applied again added one.
+                    let mut replacement = eq_seed(attr, filter).unwrap_or_default();
+                    for (k, v) in &new {
+                        remove_ci(&mut replacement, k);
+                        replacement.insert(k.clone(), v.clone());
+                    }
                     for &i in &matched {
                         if let Some(item) = items.get_mut(i) {
                             match (kind, item) {
@@ -249,7 +258,7 @@ pub(super) fn set_filtered(
                                         m.insert(k.clone(), v.clone());
                                     }
                                 }
-                                (_, item) => *item = Value::Object(new.clone()),
+                                (_, item) => *item = Value::Object(replacement.clone()),
                             }
                         }
                     }

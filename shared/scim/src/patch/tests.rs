@@ -546,6 +546,25 @@ fn a_bare_value_for_a_filtered_element_is_its_value() {
     assert_eq!(added["emails"][1], json!({"value": "h@x", "type": "home"}));
 }
 
+/// A whole element replacing a filtered one is the element the filter describes with that
+/// value: the work email stays a work email (it was replaced whole, lost its `type`, and
+/// the request applied again added a second one), as a new one is when nothing matches.
+#[test]
+fn a_replaced_filtered_element_keeps_what_the_filter_selects_on() {
+    let body = ops(
+        json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "w@x"}}]),
+    );
+    let once = patch_user(&stored_user(), &body).unwrap().resource;
+    assert_eq!(once["emails"], json!([{"type": "work", "value": "w@x"}]));
+    assert_eq!(patch_user(&once, &body).unwrap().resource, once);
+    // The value's own attributes win over the filter's.
+    let body = ops(
+        json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "o@x", "type": "other"}}]),
+    );
+    let moved = patch_user(&stored_user(), &body).unwrap().resource;
+    assert_eq!(moved["emails"], json!([{"type": "other", "value": "o@x"}]));
+}
+
 #[test]
 fn value_filters() {
     let u = patch_user(
@@ -923,20 +942,54 @@ mod proptests {
     }
 
     /// Does this operation's value set an attribute its path's value filter compares?
+    /// (Its value's keys, or the sub-attribute its path names after the filter:
+    /// `emails[primary eq true].primary`.)
     fn rewrites_its_filter(op: &Value) -> bool {
-        let (Some(path), Some(Value::Object(value))) =
-            (op.get("path").and_then(Value::as_str), op.get("value"))
-        else {
+        let Some(path) = op.get("path").and_then(Value::as_str) else {
             return false;
         };
-        let Some(filter) = path.split_once('[').and_then(|(_, f)| f.split_once(']')) else {
+        let Some((filter, rest)) = path.split_once('[').and_then(|(_, f)| f.split_once(']')) else {
             return false;
         };
-        value.keys().any(|k| {
+        let compares = |k: &str| {
             filter
-                .0
                 .split_whitespace()
                 .any(|word| word.eq_ignore_ascii_case(k))
+        };
+        let sub = rest.strip_prefix('.').filter(|s| !s.is_empty());
+        sub.is_some_and(compares)
+            || op
+                .get("value")
+                .and_then(Value::as_object)
+                .is_some_and(|v| v.keys().any(|k| compares(k)))
+    }
+
+    /// Does another operation add elements to an attribute one selects by a value filter
+    /// (`add emails[type eq "work"].value` and `add emails` with a work email, in either
+    /// order)? Applied again, the filter selects (or has changed) the other's element.
+    fn feeds_a_filter(ops: &[Value]) -> bool {
+        // The paths an operation names: its own, or (a root operation) its value's keys,
+        // which may be paths too (`{"emails[type eq \"work\"].value": ...}`).
+        let paths = |op: &Value| -> Vec<String> {
+            match op.get("path").and_then(Value::as_str) {
+                Some(p) => vec![p.to_ascii_lowercase()],
+                None => op
+                    .get("value")
+                    .and_then(Value::as_object)
+                    .map(|v| v.keys().map(|k| k.to_ascii_lowercase()).collect())
+                    .unwrap_or_default(),
+            }
+        };
+        ops.iter().enumerate().any(|(i, one)| {
+            paths(one).iter().any(|p| {
+                let Some((filtered, _)) = p.split_once('[') else {
+                    return false;
+                };
+                ops.iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .any(|(_, other)| paths(other).iter().any(|q| q == filtered))
+            })
         })
     }
 
@@ -968,6 +1021,10 @@ mod proptests {
             // of its filter: applied again it selects nothing and describes a new element.
             // Not idempotent by its nature, so not part of this property.
             prop_assume!(!ops_list.iter().any(rewrites_its_filter));
+            // Likewise an operation that adds an element another one's filter selects:
+            // applied again, the filter selects it too (RFC 7644 §3.5.2: a filter selects
+            // every matching element).
+            prop_assume!(!feeds_a_filter(&ops_list));
             let body = ops(Value::Array(ops_list));
             for (kind, stored) in [(ResourceKind::User, stored_user()), (ResourceKind::Group, stored_group())] {
                 if let Ok(once) = apply(kind, &stored, &body) {
