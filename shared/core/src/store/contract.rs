@@ -29,7 +29,8 @@ pub async fn run_all(store: &dyn Store) {
 
 /// The checks that need the store shared between concurrent tasks.
 pub async fn run_concurrent(store: Arc<dyn Store>) {
-    concurrent_adds_all_count(store).await;
+    concurrent_adds_all_count(store.clone()).await;
+    concurrent_versioned_puts_one_wins(store).await;
 }
 
 async fn put_get_delete(store: &dyn Store) {
@@ -489,6 +490,47 @@ async fn positions_need_not_be_items(store: &dyn Store) {
         .await
         .unwrap();
     assert!(page.items.is_empty() && page.next.is_none());
+}
+
+/// Many writers that read the same version and put with `VersionIs` it (optimistic
+/// concurrency, as the deprovision guard's window counts): exactly one wins each round.
+async fn concurrent_versioned_puts_one_wins(store: Arc<dyn Store>) {
+    let p = ns();
+    let key = Key::new(format!("{p}#V"), "V");
+    store
+        .transact(vec![Write::put(
+            Item::new(key.pk.clone(), key.sk.clone(), vec![]).with_version(0),
+        )])
+        .await
+        .unwrap();
+    for round in 0..8u64 {
+        let current = store.get(&key).await.unwrap().expect("item").version;
+        assert_eq!(current, round);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let item =
+                    Item::new(key.pk.clone(), key.sk.clone(), vec![]).with_version(current + 1);
+                store
+                    .transact(vec![Write::Put {
+                        item,
+                        condition: Condition::VersionIs(current),
+                    }])
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.expect("task"));
+        }
+        assert_eq!(
+            won, 1,
+            "round {round}: {won} writers passed the same version check"
+        );
+    }
 }
 
 async fn concurrent_adds_all_count(store: Arc<dyn Store>) {
