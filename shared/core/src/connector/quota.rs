@@ -67,10 +67,10 @@ pub async fn scoped<F: Future>(call: F) -> (F::Output, Option<Quota>) {
 }
 
 /// Records the quota `headers` advertise (or none) as the current call's last answer's;
-/// nothing outside [`scoped`].
+/// nothing outside [`scoped`] (the headers are not even read: a pull from a source or a
+/// connection test pays nothing).
 pub fn note(headers: &HeaderMap) {
-    let quota = Quota::from_headers(headers, chrono::Utc::now());
-    let _ = ANSWERED.try_with(|c| c.set(quota));
+    let _ = ANSWERED.try_with(|c| c.set(Quota::from_headers(headers, chrono::Utc::now())));
 }
 
 impl Quota {
