@@ -264,7 +264,7 @@ impl Reconciler {
         let paced = self.paced(t, built.as_ref());
         let patient = Patient {
             inner: &paced,
-            deadline: Some(deadline),
+            deadline,
         };
         let connector: &dyn Connector = &patient;
         let (mut cp, resumed) = match self.load_checkpoint(&t.id).await {
