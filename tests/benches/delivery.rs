@@ -35,6 +35,7 @@
 //! `BENCH_PEER_PAIRS` (3; 1 in the smoke run): (b) runs that many pairs and prints the
 //! median of their ratios.
 //! `BENCH_ONLY=c` (or `a`, `b`, or several: `BENCH_ONLY=ac`) runs only those sections.
+//! `BENCH_WORKERS` (2): the runtime's worker threads.
 //!
 //! `cargo bench -p provisync-tests --bench delivery` under `scripts/test-env.sh` (for
 //! scim2-server). Without `--bench` (as `cargo test --all-targets` runs it) the sizes
@@ -558,8 +559,19 @@ fn print_rows(rows: &[&Row]) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// `BENCH_WORKERS` (2): the runtime's worker threads (the hub, its clients and the
+/// direct run's clients share them).
+fn main() {
+    let workers = env_usize("BENCH_WORKERS", 2).max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(workers));
+}
+
+async fn run(workers: usize) {
     // `cargo test --all-targets` runs this too, without `--bench`: then a small smoke run.
     let full = std::env::args().any(|a| a == "--bench");
     let sink_users = env_usize("BENCH_DELIVERY_USERS", if full { 10_000 } else { 300 });
@@ -570,7 +582,7 @@ async fn main() {
 
     println!(
         "Provisync delivery, in-process hub (SCIM API over loopback HTTP, embedded on-disk \
-         store, store-backed queue, queue consumer), 2 worker threads"
+         store, store-backed queue, queue consumer), {workers} worker threads"
     );
     println!(
         "{:<52} {:>7} {:>11} {:>13}",
