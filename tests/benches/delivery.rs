@@ -20,6 +20,10 @@
 //!     hub) and of scim2-server, from `/proc`. `BENCH_PIN=1`: in both, scim2-server runs
 //!     on a CPU of its own and this process on the others (`taskset`), as a target on
 //!     its own machine (default: all share the machine's CPUs, as before).
+//!     Then the same pairs again with scim2-server limited to `BENCH_PEER_CPU` CPUs (0.6
+//!     in the full run, 0 skips it; a cgroup's CFS quota, [`CpuBudget`]), as a server on
+//!     a small VM of its own: the hub's CPU is then not taken from the server's. Skipped
+//!     where the machine has no writable cgroup CPU controller.
 //!
 //! (c) To a target that rate-limits ([`FaultyTarget::set_rate_limit`]: 429 with
 //!     `Retry-After: 1` beyond `BENCH_RATE_LIMIT`, 50, calls a second):
@@ -47,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use provisync_core::store::embedded::EmbeddedStore;
 use provisync_core::sync::audit::{AuditEntry, AuditOp, AuditStatus};
+use provisync_tests::budget::CpuBudget;
 use provisync_tests::counting::CountingStore;
 use provisync_tests::load::{bench_user, cpu_seconds, env_usize};
 use provisync_tests::peers::{FaultyTarget, ScimPeer};
@@ -295,6 +300,56 @@ fn pin_apart(peer: &ScimPeer) -> bool {
     pin(peer.pid(), &theirs) && pin(std::process::id(), &mine)
 }
 
+/// Puts scim2-server into `budget` (when there is one), before anything is timed.
+fn budget_peer(budget: Option<&CpuBudget>, peer: &ScimPeer) {
+    if let Some(b) = budget {
+        assert!(
+            b.add(peer.pid()),
+            "scim2-server not moved into its CPU budget"
+        );
+    }
+}
+
+/// (b) `pairs` times (direct, then through the hub, each to fresh servers), scim2-server
+/// limited to `cpus` CPUs when set; prints each pair and the median of their ratios.
+async fn peer_pairs(
+    pairs: usize,
+    n: usize,
+    concurrency: usize,
+    backlog: Option<u32>,
+    cpus: Option<f64>,
+    timeout: Duration,
+) {
+    let mut ratios = Vec::new();
+    for pair in 1..=pairs {
+        match against_scim2_server(n, concurrency, backlog, cpus, timeout).await {
+            Some((direct, hub)) => {
+                print_rows(&[&direct, &hub]);
+                let ratio = 100.0 * hub.rate() / direct.rate();
+                println!(
+                    "  pair {pair}: hub delivery rate / scim2-server direct rate: {ratio:.0}%"
+                );
+                ratios.push(ratio);
+            }
+            None => {
+                println!("  skipped: scim2-server not available (run under scripts/test-env.sh)");
+                break;
+            }
+        }
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "  hub delivery rate / scim2-server direct rate, median of {} pairs: {:.0}% \
+             (range {:.0}-{:.0}%; goal >= 95%)",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
 /// Gives this process every CPU again (after (b)).
 fn unpin() {
     if let Some((all, _, _)) = cpu_list() {
@@ -307,11 +362,15 @@ async fn against_scim2_server(
     n: usize,
     concurrency: usize,
     backlog: Option<u32>,
+    cpus: Option<f64>,
     timeout: Duration,
 ) -> Option<(Row, Row)> {
     // Direct: the peer's own create rate.
     let direct = {
+        // Declared before the peer: dropped after it has exited.
+        let budget = cpus.and_then(|c| CpuBudget::new("provisync-bench-peer", c));
         let peer = ScimPeer::start_with_backlog(backlog).await?;
+        budget_peer(budget.as_ref(), &peer);
         let pinned = pin_apart(&peer);
         println!(
             "  scim2-server on a CPU of its own: {}",
@@ -345,7 +404,9 @@ async fn against_scim2_server(
 
     // Through the hub, to a fresh peer (same size of data): users in the hub first, then
     // the consumer is started and timed until the last one is on the peer.
+    let budget = cpus.and_then(|c| CpuBudget::new("provisync-bench-peer", c));
     let peer = ScimPeer::start_with_backlog(backlog).await?;
+    budget_peer(budget.as_ref(), &peer);
     pin_apart(&peer);
     let dir = tempfile::tempdir().expect("tempdir");
     let embedded = EmbeddedStore::open(dir.path()).expect("store");
@@ -605,35 +666,33 @@ async fn run(workers: usize) {
         // one run of each moves by 10 points on a shared machine, the median of the
         // pairs' ratios much less (the pairing cancels the machine's drift).
         let pairs = env_usize("BENCH_PEER_PAIRS", if full { 3 } else { 1 }).max(1);
-        let mut ratios = Vec::new();
-        for pair in 1..=pairs {
-            match against_scim2_server(peer_users, peer_concurrency, backlog, timeout).await {
-                Some((direct, hub)) => {
-                    print_rows(&[&direct, &hub]);
-                    let ratio = 100.0 * hub.rate() / direct.rate();
-                    println!(
-                        "  pair {pair}: hub delivery rate / scim2-server direct rate: {ratio:.0}%"
-                    );
-                    ratios.push(ratio);
-                }
-                None => {
-                    println!(
-                        "  skipped: scim2-server not available (run under scripts/test-env.sh)"
-                    );
-                    break;
-                }
+        peer_pairs(pairs, peer_users, peer_concurrency, backlog, None, timeout).await;
+        // Then scim2-server on a CPU budget of its own (`BENCH_PEER_CPU` CPUs, 0.6 in
+        // the full run; 0: not run), as on a small VM: the hub's own CPU is no longer
+        // taken from the server's.
+        let cpus = std::env::var("BENCH_PEER_CPU")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .or(full.then_some(0.6))
+            .filter(|c| *c > 0.0);
+        if let Some(cpus) = cpus {
+            if CpuBudget::new("provisync-bench-peer", cpus).is_some() {
+                println!("(b) the same, scim2-server limited to {cpus} CPU (a cgroup's quota)");
+                peer_pairs(
+                    pairs,
+                    peer_users,
+                    peer_concurrency,
+                    backlog,
+                    Some(cpus),
+                    timeout,
+                )
+                .await;
+            } else {
+                println!(
+                    "(b) scim2-server limited to {cpus} CPU: skipped, this machine has no \
+                     writable cgroup CPU controller"
+                );
             }
-        }
-        if !ratios.is_empty() {
-            ratios.sort_by(f64::total_cmp);
-            println!(
-                "  hub delivery rate / scim2-server direct rate, median of {} pairs: {:.0}% \
-                 (range {:.0}-{:.0}%; goal >= 95%)",
-                ratios.len(),
-                ratios[ratios.len() / 2],
-                ratios[0],
-                ratios[ratios.len() - 1]
-            );
         }
         unpin();
     }

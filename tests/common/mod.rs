@@ -2,6 +2,7 @@
 //! a small SCIM client around reqwest.
 
 pub mod apigw;
+pub mod budget;
 pub mod counting;
 pub mod crowd;
 pub mod doctest;
