@@ -679,17 +679,22 @@ async fn target_delete(t: &FaultyTarget, path: &str) -> u16 {
         .as_u16()
 }
 
-/// The calls `t` received since `since` (its request log), with when each arrived. The
-/// SCIM connector's discovery (`GET /ServiceProviderConfig`, once per connector) is left
-/// out: it goes within the pace slot of the call that needed it, just before that call.
+/// The calls `t` received since `since` (its request log), with when each arrived: all
+/// of them, the SCIM connector's discovery (`GET /ServiceProviderConfig`) included, which
+/// takes a slot of its own like any call.
 fn calls_since(
     t: &FaultyTarget,
     since: std::time::Instant,
 ) -> Vec<provisync_tests::peers::Recorded> {
-    t.requests()
-        .into_iter()
-        .filter(|r| r.at >= since && r.path != "/ServiceProviderConfig")
-        .collect()
+    t.requests().into_iter().filter(|r| r.at >= since).collect()
+}
+
+/// How many of `calls` read the target's `/ServiceProviderConfig`.
+fn discoveries(calls: &[provisync_tests::peers::Recorded]) -> usize {
+    calls
+        .iter()
+        .filter(|r| r.path == "/ServiceProviderConfig")
+        .count()
 }
 
 /// Asserts no `max_rate + 1` of `calls` arrived within a second (less 20 ms for the
@@ -718,8 +723,8 @@ fn assert_within_rate(calls: &[provisync_tests::peers::Recorded], max_rate: usiz
 
 /// Reconcile is paced as delivery is, by the same pace (#16): against a target with
 /// `max_rate: 5`, a reconcile that deletes 12 orphans by target id and queues 2 creates
-/// (delivered meanwhile) never sends it more than 5 calls a second, its own calls and the
-/// deliveries together; a 429 with `Retry-After: 2` on its listing holds every call to
+/// (delivered meanwhile) never sends it more than 5 calls a second, its own calls (the
+/// SCIM connector's one discovery a run included) and the deliveries together; a 429 with `Retry-After: 2` on its listing holds every call to
 /// the target for those 2 seconds (shown by `GET /admin/targets/{id}/pace` while it
 /// lasts), the page is read again after it, and the run completes with the right counts.
 async fn reconcile_is_paced(backend: Backend) {
@@ -792,6 +797,9 @@ async fn reconcile_is_paced(backend: Backend) {
     let deletes = calls.iter().filter(|r| r.method == "DELETE").count();
     let posts = calls.iter().filter(|r| r.method == "POST").count();
     assert_eq!((deletes, posts), (12, 2), "{calls:?}");
+    // One discovery for the run (users and groups listed by one connector), in its own
+    // slot: counted by the rate like any call.
+    assert_eq!(discoveries(&calls), 1, "{calls:?}");
     let rate = assert_within_rate(&calls, 5);
     eprintln!(
         "reconcile at max_rate 5: {} calls in {took:?}, {rate:.2} calls/s",
@@ -867,6 +875,7 @@ async fn reconcile_is_paced(backend: Backend) {
         ("GET", "/Users"),
         "the page is read again first: {calls:?}"
     );
+    assert_eq!(discoveries(&calls), 1, "{calls:?}");
     assert_within_rate(&calls, 5);
     let pace = hub.admin(Method::GET, "/targets/paced/pace", None).await;
     assert!(

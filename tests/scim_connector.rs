@@ -472,6 +472,66 @@ async fn redirects_only_within_the_origin() {
     assert!(elsewhere.requests().is_empty());
 }
 
+/// The method and path of each request `t` received, in order.
+fn requested(t: &FaultyTarget) -> Vec<String> {
+    t.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// The target's configuration (`GET /ServiceProviderConfig`: does it page by cursor?) is
+/// read once per connector, as a request of its own when the listing is prepared (the
+/// pace gives it a slot), by the first page otherwise; a failed read is the preparation's
+/// error (for the pace), and the listings page by index without reading it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_once_per_connector() {
+    use provisync_scim::ResourceKind::{Group, User};
+    let t = FaultyTarget::start().await;
+    let c = fast_connector(&t.base, &t.token);
+    assert!(!c.listing_prepared(User));
+    c.prepare_listing(User).await.expect("read");
+    assert!(c.listing_prepared(User) && c.listing_prepared(Group));
+    c.list_users(None).await.expect("listed");
+    c.prepare_listing(Group).await.expect("known");
+    c.list_groups(None).await.expect("listed");
+    assert_eq!(
+        requested(&t),
+        ["GET /ServiceProviderConfig", "GET /Users", "GET /Groups"]
+    );
+
+    // Not prepared: the first page reads it, once.
+    t.clear_requests();
+    let c = fast_connector(&t.base, &t.token);
+    c.list_users(None).await.expect("listed");
+    c.list_groups(None).await.expect("listed");
+    assert_eq!(
+        requested(&t),
+        ["GET /ServiceProviderConfig", "GET /Users", "GET /Groups"]
+    );
+
+    // Refused: the 429 for the pace, then index paging and no second read.
+    t.clear_requests();
+    t.fail(
+        Route::new("GET", "/ServiceProviderConfig"),
+        Fault::RateLimited("1".into()),
+        1,
+    );
+    let c = fast_connector(&t.base, &t.token);
+    let e = c.prepare_listing(User).await.expect_err("refused");
+    assert_eq!(status_of(&e), Some(429), "{e:?}");
+    assert!(c.listing_prepared(User));
+    c.prepare_listing(Group).await.expect("not read again");
+    c.list_users(None).await.expect("listed");
+    c.list_groups(None).await.expect("listed");
+    assert_eq!(
+        requested(&t),
+        ["GET /ServiceProviderConfig", "GET /Users", "GET /Groups"]
+    );
+    let first_page = t.requests()[1].query.clone().unwrap_or_default();
+    assert!(first_page.contains("startIndex=1"), "{first_page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_shapes() {
     let t = FaultyTarget::start().await;

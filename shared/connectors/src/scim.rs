@@ -15,6 +15,7 @@ use std::fmt;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
+use tokio::sync::OnceCell;
 
 use crate::http::{
     ApplyCredentials, Credentials, HttpClient, HttpResponse, SetupError, check_target_url, join_url,
@@ -23,6 +24,7 @@ use provisync_core::connector::{
     Connector, ConnectorError, ListPage, TargetId, listing_position_lost,
 };
 use provisync_core::target::{ScimTarget, UpdateStyle};
+use provisync_scim::ResourceKind;
 use provisync_scim::schema::AttrPath;
 
 use provisync_scim::paging::{PagePosition, cursor_refused, offers_cursors};
@@ -77,6 +79,10 @@ pub struct ScimConnector {
     http: HttpClient,
     update_style: UpdateStyle,
     matching: AttrPath,
+    /// Whether the target pages by cursor, as its `/ServiceProviderConfig` said (`false`
+    /// when it could not be read): read once per connector, so once per reconcile run
+    /// (which builds its connector and lists users, then groups).
+    cursors: OnceCell<bool>,
 }
 
 impl fmt::Debug for ScimConnector {
@@ -114,6 +120,7 @@ impl ScimConnector {
             http,
             update_style: target.update_style,
             matching,
+            cursors: OnceCell::new(),
         })
     }
 
@@ -320,7 +327,7 @@ impl ScimConnector {
     /// (expired between two runs) is [`listing_position_lost`]: the run starts over.
     async fn list(&self, kind: Kind, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
         let position = match cursor {
-            None => PagePosition::first(self.offers_cursors().await),
+            None => PagePosition::first(self.discover().await.unwrap_or(false)),
             Some(c) => PagePosition::from_token(c).map_err(|e| ConnectorError::Refused {
                 status: None,
                 reason: format!("listing cursor: {e}"),
@@ -353,16 +360,29 @@ impl ScimConnector {
         })
     }
 
-    /// Whether the target pages by cursor (RFC 9865 §4); `false` when its configuration
-    /// cannot be read (index paging works everywhere).
-    async fn offers_cursors(&self) -> bool {
-        match self.url(&["ServiceProviderConfig"]) {
-            Ok(url) => match self.get_json(url).await {
-                Ok((spc, _)) => offers_cursors(&spc),
-                Err(_) => false,
-            },
-            Err(_) => false,
-        }
+    /// Whether the target pages by cursor (RFC 9865 §4), from its configuration, read
+    /// on the first call only: `false` when it cannot be read (index paging works
+    /// everywhere), and this call's error then, for the pace
+    /// ([`Connector::prepare_listing`]).
+    async fn discover(&self) -> Result<bool, ConnectorError> {
+        let mut failed = None;
+        let cursors = *self
+            .cursors
+            .get_or_init(|| async {
+                let read = match self.url(&["ServiceProviderConfig"]) {
+                    Ok(url) => self.get_json(url).await,
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok((spc, _)) => offers_cursors(&spc),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })
+            .await;
+        failed.map_or(Ok(cursors), Err)
     }
 
     fn required_value(&self, v: &Value, path: &AttrPath) -> Result<String, ConnectorError> {
@@ -429,6 +449,17 @@ impl Connector for ScimConnector {
 
     async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
         self.list(Kind::User, cursor).await
+    }
+
+    /// Listings by users and groups share the target's paging: one read for both.
+    fn listing_prepared(&self, _: ResourceKind) -> bool {
+        self.cursors.initialized()
+    }
+
+    /// `GET /ServiceProviderConfig`, the first time only: the first page's position
+    /// (cursor or index) depends on it.
+    async fn prepare_listing(&self, _: ResourceKind) -> Result<(), ConnectorError> {
+        self.discover().await.map(|_| ())
     }
 
     /// `/Groups` pages, each group with its `members`. Servers may leave `members` out

@@ -207,6 +207,28 @@ pub trait Connector: Send + Sync {
         Err(listing_unsupported())
     }
 
+    /// Whether a listing of `kind` can start without [`Connector::prepare_listing`]
+    /// (what it reads is known, or there is nothing to read). Default: yes.
+    fn listing_prepared(&self, kind: provisync_scim::ResourceKind) -> bool {
+        let _ = kind;
+        true
+    }
+
+    /// Reads what the first page of a listing of `kind` depends on (a SCIM target's
+    /// `/ServiceProviderConfig`: whether it pages by cursor), as one request of its own,
+    /// so that the pace (`crate::sync::paced`) gives it a slot rather than letting it ride
+    /// in the first page's: a `max_rate` counts it, and a 429 on it teaches the pace. Done
+    /// at most once per connector; the listing does it itself when nobody did. An error is
+    /// the request's, for the pace: the listing goes on without what it would have read
+    /// (the connector falls back, never reads it again). Default: nothing to read.
+    async fn prepare_listing(
+        &self,
+        kind: provisync_scim::ResourceKind,
+    ) -> Result<(), ConnectorError> {
+        let _ = kind;
+        Ok(())
+    }
+
     /// The part of a mapped user or group (the payload the engine would send) that this
     /// target keeps, in the SCIM shape its listing returns: reconcile compares only this
     /// with the listed account, so attributes the target has no place for are never seen

@@ -98,6 +98,15 @@ impl Connector for Patient<'_> {
         self.again(|| self.inner.list_groups(cursor)).await
     }
 
+    fn listing_prepared(&self, kind: ResourceKind) -> bool {
+        self.inner.listing_prepared(kind)
+    }
+
+    /// Once: a listing goes without its preparation when that fails.
+    async fn prepare_listing(&self, kind: ResourceKind) -> Result<(), ConnectorError> {
+        self.inner.prepare_listing(kind).await
+    }
+
     fn kept(&self, kind: ResourceKind, mapped: &Value) -> Value {
         self.inner.kept(kind, mapped)
     }
