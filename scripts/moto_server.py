@@ -12,10 +12,18 @@ moto's own; two of its internals are replaced:
    roll back a cancelled one: a 10-item transaction on a 1,000-item table took 1.5 s. Here
    the items the transaction names are copied before it runs, and put back if it is
    cancelled (the only state a transaction changes).
+
+And one thing is added: DynamoDB requests are answered one at a time. moto's server
+runs each request on its own thread and takes no lock, so a conditional write reads the
+item, evaluates its condition, then stores the new item, and another thread can store
+in between: two `PutItem`s conditioned on the same version both succeeded (a lost
+update, which DynamoDB never allows). The deprovision guard's window, counted with such
+writes, then let a sixth deactivation through with `max: 5` (tests/guard.rs, rarely).
 """
 
 import copy
 import sys
+import threading
 
 from moto.core import common_models
 from moto.dynamodb import models as dynamodb
@@ -99,6 +107,21 @@ def _transact_write_items_saving_items(self, transact_items):
 
 
 dynamodb.DynamoDBBackend.transact_write_items = _transact_write_items_saving_items
+
+from moto.dynamodb.responses import DynamoHandler  # noqa: E402
+
+_dynamodb_call_action = DynamoHandler.call_action
+_DYNAMODB_LOCK = threading.Lock()
+
+
+def _call_action_alone(self):
+    """One DynamoDB request at a time: each condition is checked and its write applied
+    atomically, as DynamoDB does."""
+    with _DYNAMODB_LOCK:
+        return _dynamodb_call_action(self)
+
+
+DynamoHandler.call_action = _call_action_alone
 
 from moto.server import main  # noqa: E402
 

@@ -52,6 +52,98 @@ async fn concurrent_contract_on_moto() {
     contract::run_concurrent(std::sync::Arc::new(store)).await;
 }
 
+/// moto's server answers each request on its own thread: a conditional write reads the
+/// item, checks its condition, then stores, and without `scripts/moto_server.py`'s lock
+/// another request could store in between, so two writers conditioned on the same
+/// version both won (a lost update, which DynamoDB never allows; the deprovision guard
+/// then let one deactivation more through than its `max`). Here a moto started through
+/// that script, with a pause the test slips in between the read and the condition check
+/// of each versioned `PutItem`, must still let exactly one versioned writer win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_stay_atomic_on_a_slow_moto() {
+    let Some(venv) = std::env::var_os("PROVISYNC_TEST_VENV").filter(|v| !v.is_empty()) else {
+        if std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_some() {
+            panic!(
+                "PROVISYNC_TEST_VENV is not set but PROVISYNC_REQUIRE_PEERS is: run through scripts/test-env.sh"
+            );
+        }
+        eprintln!("skipped: PROVISYNC_TEST_VENV not set (run through scripts/test-env.sh)");
+        return;
+    };
+    let Some((_moto, clients)) = SlowMoto::start(std::path::Path::new(&venv)).await else {
+        panic!("moto_server.py with a pause did not start");
+    };
+    let table = format!("provisync-test-{}", uuid::Uuid::new_v4().simple());
+    aws_init_with(&clients, &AwsInitConfig::new(table.clone(), None))
+        .await
+        .expect("aws-init on the slow moto");
+    let store = DynamoStore::new(clients.dynamodb, table);
+    contract::run_concurrent(std::sync::Arc::new(store)).await;
+}
+
+/// `scripts/moto_server.py` on a free loopback port, with a 50 ms pause inside the
+/// condition check of every `PutItem` conditioned on a version (`#v`). Killed on drop.
+struct SlowMoto {
+    child: std::process::Child,
+}
+
+/// Imports the script (its patches apply on import), then widens the window between
+/// moto reading the current item and storing the new one.
+const SLOW_MOTO: &str = r##"
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import moto_server
+from moto.dynamodb.models import table
+check = table.get_filter_expression
+def paused(expr, *a, **kw):
+    if expr and "#v" in expr:
+        time.sleep(0.05)
+    return check(expr, *a, **kw)
+table.get_filter_expression = paused
+sys.argv = ["moto_server", "-H", "127.0.0.1", "-p", sys.argv[2]]
+sys.exit(moto_server.main())
+"##;
+
+impl SlowMoto {
+    /// Started and answering DynamoDB requests, or `None` after three tries.
+    async fn start(venv: &std::path::Path) -> Option<(SlowMoto, AwsClients)> {
+        let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts");
+        for _attempt in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let child = std::process::Command::new(venv.join("bin").join("python"))
+                .args(["-c", SLOW_MOTO, scripts, &port.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn python");
+            let mut moto = SlowMoto { child };
+            let clients = AwsClients::for_endpoint(&format!("http://127.0.0.1:{port}")).await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if moto.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if clients.dynamodb.list_tables().send().await.is_ok() {
+                    return Some((moto, clients));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        None
+    }
+}
+
+impl Drop for SlowMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test]
 async fn transaction_size_limit() {
     let Some(store) = moto_store().await else {
