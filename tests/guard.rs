@@ -189,6 +189,96 @@ async fn mass_delete_is_held_then_released_dynamodb() {
     mass_delete_is_held_then_released(Backend::DynamoDb).await;
 }
 
+/// Every message waiting in the hub's queue (none running a consumer: delivered by hand).
+async fn queued(hub: &Hub) -> Vec<provisync_core::queue::Delivery> {
+    let mut out = Vec::new();
+    loop {
+        let got = hub
+            .queue
+            .receive(10, Duration::from_millis(50))
+            .await
+            .expect("receive");
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
+/// The queue hands a message out again while its first delivery still runs (a delivery
+/// that outlives the visibility timeout): the two deliveries of one change the guard
+/// holds leave one held change, not two (an operator would see it twice, and release it
+/// twice).
+async fn a_change_delivered_twice_at_once_is_held_once(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let Some(peer) = ScimPeer::start().await else {
+        return;
+    };
+    // No consumer: this test delivers each message itself.
+    let hub = Hub::start_on(store).await;
+    add_target(
+        &hub,
+        "peer",
+        &peer,
+        json!({"deprovision_guard": {"max": 1}}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("twice{i}"), "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    for d in queued(&hub).await {
+        hub.deliverer
+            .deliver_body(&d.body, false)
+            .await
+            .expect("created");
+        hub.queue.ack(&d.receipt).await.expect("ack");
+    }
+    assert_eq!(peer_users(&peer).await.len(), 2);
+
+    for id in &ids {
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+    let deletions = queued(&hub).await;
+    assert_eq!(deletions.len(), 2);
+    // The first deletion spends the guard's window (max 1) ...
+    hub.deliverer
+        .deliver_body(&deletions[0].body, false)
+        .await
+        .expect("deleted");
+    // ... and the second, delivered twice at once, is held: once.
+    let body = &deletions[1].body;
+    let (a, b) = tokio::join!(
+        hub.deliverer.deliver_body(body, false),
+        hub.deliverer.deliver_body(body, false)
+    );
+    a.expect("held");
+    b.expect("held");
+    let list = held(&hub, "peer").await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["change"], "delete", "{list:?}");
+    assert_eq!(peer_users(&peer).await.len(), 1, "one deleted, one held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_delivered_twice_at_once_is_held_once_embedded() {
+    a_change_delivered_twice_at_once_is_held_once(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_delivered_twice_at_once_is_held_once_dynamodb() {
+    a_change_delivered_twice_at_once_is_held_once(Backend::DynamoDb).await;
+}
+
 /// A scope change that drops 80% of the target's users: the reconcile that applies it
 /// deactivates `max` of them and holds the rest. A discarded one is audited and stays
 /// active; the next reconcile finds its cause still there and sends it again — through

@@ -97,8 +97,16 @@ impl HeldChange {
         cause: String,
         count: u64,
     ) -> Self {
+        // The event's own id: the same event held twice (the queue handing its message
+        // out again while the first delivery still ran) is one held change, written
+        // twice, not two. (A reconcile's direct change comes with a new event each time
+        // and is matched by what it changes: `direct.rs`.)
+        let id = uuid::Uuid::parse_str(&event.id)
+            .unwrap_or_else(|_| uuid::Uuid::now_v7())
+            .simple()
+            .to_string();
         HeldChange {
-            id: uuid::Uuid::now_v7().simple().to_string(),
+            id,
             target: target.to_string(),
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             change,
