@@ -724,9 +724,10 @@ fn assert_within_rate(calls: &[provisync_tests::peers::Recorded], max_rate: usiz
 /// Reconcile is paced as delivery is, by the same pace (#16): against a target with
 /// `max_rate: 5`, a reconcile that deletes 12 orphans by target id and queues 2 creates
 /// (delivered meanwhile) never sends it more than 5 calls a second, its own calls (the
-/// SCIM connector's one discovery a run included) and the deliveries together; a 429 with `Retry-After: 2` on its listing holds every call to
-/// the target for those 2 seconds (shown by `GET /admin/targets/{id}/pace` while it
-/// lasts), the page is read again after it, and the run completes with the right counts.
+/// SCIM connector's one discovery a run included) and the deliveries together; a 429
+/// with `Retry-After: 2` on its listing holds every call to the target for those 2
+/// seconds (shown by `GET /admin/targets/{id}/pace` while it lasts), the page is read
+/// again after it, and the run completes with the right counts.
 async fn reconcile_is_paced(backend: Backend) {
     let Some(store) = backend_store(backend).await else {
         return;

@@ -62,7 +62,7 @@ impl Paced<'_> {
         if cursor.is_some() || self.inner.listing_prepared(kind) {
             return;
         }
-        if let Err(e) = self.call(self.inner.prepare_listing(kind)).await {
+        if let Err(e) = self.prepare_listing(kind).await {
             tracing::debug!(target = self.target, kind = kind.as_str(), error = %e, "listing preparation failed: the listing goes without it");
         }
     }
