@@ -896,6 +896,74 @@ async fn reconcile_is_paced_dynamodb() {
     reconcile_is_paced(Backend::DynamoDb).await;
 }
 
+/// Every request is paced, not only a call's first (#16): a target updated by PUT
+/// deactivates an account (deleted in the hub, deletes not enabled) by reading it and
+/// writing it back, two requests in one connector call. At `max_rate: 4` the read and the write go spaced like calls: never
+/// 5 requests within a second (before, the write followed its read by a millisecond,
+/// 8 requests in 0.75 s).
+async fn every_request_is_paced(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_on(store).await;
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "put",
+        &target.base,
+        &target.token,
+        json!({
+            "update_style": "put",
+            "max_rate": 4,
+            "operations": ["create", "update", "deactivate"],
+            "deprovision_guard": null
+        }),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(hub.user(&format!("put{i}@example.org")).await);
+    }
+    eventually("4 users on the target", Duration::from_secs(30), || async {
+        target.user_count() == 4
+    })
+    .await;
+    provisync_tests::settle(|| target.requests().len()).await;
+    let since = std::time::Instant::now();
+    for id in &ids {
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+    eventually(
+        "4 accounts deactivated",
+        Duration::from_secs(30),
+        || async {
+            let users = target.users();
+            users.len() == 4 && users.iter().all(|u| u["active"] == json!(false))
+        },
+    )
+    .await;
+    let calls = calls_since(&target, since);
+    let reads = calls.iter().filter(|r| r.method == "GET").count();
+    let writes = calls.iter().filter(|r| r.method == "PUT").count();
+    assert_eq!((reads, writes), (4, 4), "{calls:?}");
+    let rate = assert_within_rate(&calls, 4);
+    eprintln!(
+        "deactivations by PUT at max_rate 4: {} requests, {rate:.2}/s",
+        calls.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_paced_embedded() {
+    every_request_is_paced(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_paced_dynamodb() {
+    every_request_is_paced(Backend::DynamoDb).await;
+}
+
 /// Watches the transactions of the store it wraps: the acks written with a delivery
 /// receipt, those written alone, and fails the first receipt-and-ack transaction.
 struct AckWatch {

@@ -38,16 +38,22 @@
 //! (`ResourceNotFoundException` naming the pool) → Gone (the target is disabled: its
 //! configuration cannot work), anything else → Refused with Cognito's code and message.
 
-use provisync_core::connector::{refused, str_at, typed_value};
+mod attributes;
+
+use provisync_core::connector::{refused, str_at};
+
+use attributes::{attribute_list, attribute_of, scim_of_user, user_name};
+pub use attributes::{cognito_attributes, e164, scim_of_attributes};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
 use aws_sdk_cognitoidentityprovider::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType, UserType};
+use aws_sdk_cognitoidentityprovider::types::{MessageActionType, UserType};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
@@ -55,6 +61,22 @@ use crate::http::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SetupError, 
 use provisync_core::connector::{Connector, ConnectorError, ListPage, TargetId};
 use provisync_core::target::CognitoTarget;
 use provisync_scim::ResourceKind;
+
+/// An API call that takes its turn at the pool's pace first: the delivery's slot covers
+/// a call's first request, and each later one (a lookup of the account by `sub`, then
+/// the write; one member after another) is spaced like it
+/// ([`provisync_core::connector::quota::before_request`]). Retries inside the SDK are
+/// its own (they back off on throttling).
+trait TakeTurn: Future + Sized + Send {
+    fn paced(self) -> impl Future<Output = Self::Output> + Send {
+        async move {
+            provisync_core::connector::quota::before_request().await;
+            self.await
+        }
+    }
+}
+
+impl<F: Future + Send> TakeTurn for F {}
 
 /// Users and groups per listing page (the most `ListUsers` and `ListGroups` return).
 pub const PAGE_SIZE: i32 = 60;
@@ -274,6 +296,7 @@ impl CognitoConnector {
             .filter(format!("sub = \"{sub}\""))
             .limit(1)
             .send()
+            .paced()
             .await
             .map_err(|e| self.error(failure(e)))?;
         Ok(out.users().first().cloned())
@@ -299,6 +322,7 @@ impl CognitoConnector {
             .password(password)
             .permanent(true)
             .send()
+            .paced()
             .await
             .map(|_| ())
             .map_err(|e| self.error(failure(e)))
@@ -311,6 +335,7 @@ impl CognitoConnector {
                 .user_pool_id(&self.pool)
                 .username(username)
                 .send()
+                .paced()
                 .await
                 .map(|_| ())
                 .map_err(failure)
@@ -319,6 +344,7 @@ impl CognitoConnector {
                 .user_pool_id(&self.pool)
                 .username(username)
                 .send()
+                .paced()
                 .await
                 .map(|_| ())
                 .map_err(failure)
@@ -336,205 +362,6 @@ impl CognitoConnector {
     }
 }
 
-fn attribute_list(attrs: &BTreeMap<String, String>) -> Result<Vec<AttributeType>, ConnectorError> {
-    attrs
-        .iter()
-        .map(|(k, v)| {
-            AttributeType::builder()
-                .name(k)
-                .value(v)
-                .build()
-                .map_err(|e| refused(format!("attribute {k}: {e}")))
-        })
-        .collect()
-}
-
-fn attribute_of<'a>(attrs: &'a [AttributeType], name: &str) -> Option<&'a str> {
-    attrs
-        .iter()
-        .find(|a| a.name() == name)
-        .and_then(AttributeType::value)
-}
-
-/// The user name a payload maps to (`userName`).
-fn user_name(user: &Value) -> Result<&str, ConnectorError> {
-    str_at(user, &["userName"]).ok_or_else(|| refused("the user has no userName for Cognito"))
-}
-
-/// A phone number in E.164 (`+` and 4 to 15 digits) once spaces, dots, dashes and
-/// parentheses are removed; `None` for anything else (Cognito accepts only E.164).
-pub fn e164(phone: &str) -> Option<String> {
-    let cleaned: String = phone
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
-    let digits = cleaned.strip_prefix('+')?;
-    (digits.len() >= 4 && digits.len() <= 15 && digits.chars().all(|c| c.is_ascii_digit()))
-        .then_some(cleaned)
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// The Cognito attributes of a mapped SCIM payload (without `email_verified`, which the
-/// target's setting decides).
-pub fn cognito_attributes(user: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut put = |k: &str, v: Option<&str>| {
-        if let Some(v) = v {
-            out.insert(k.to_string(), v.to_string());
-        }
-    };
-    put("email", typed_value(user, "emails", None));
-    put("given_name", str_at(user, &["name", "givenName"]));
-    put("family_name", str_at(user, &["name", "familyName"]));
-    put("middle_name", str_at(user, &["name", "middleName"]));
-    let given = str_at(user, &["name", "givenName"]);
-    let family = str_at(user, &["name", "familyName"]);
-    let joined = match (given, family) {
-        (Some(g), Some(f)) => Some(format!("{g} {f}")),
-        (Some(x), None) | (None, Some(x)) => Some(x.to_string()),
-        (None, None) => None,
-    };
-    let name = str_at(user, &["displayName"])
-        .or_else(|| str_at(user, &["name", "formatted"]))
-        .map(str::to_string)
-        .or(joined);
-    put("name", name.as_deref());
-    put("nickname", str_at(user, &["nickName"]));
-    put("locale", str_at(user, &["locale"]));
-    put("zoneinfo", str_at(user, &["timezone"]));
-    put("profile", str_at(user, &["profileUrl"]));
-    let phone = typed_value(user, "phoneNumbers", None).and_then(e164);
-    put("phone_number", phone.as_deref());
-    if let Some(extra) = user.get("attributes").and_then(Value::as_object) {
-        for (k, v) in extra {
-            let Some(v) = scalar(v) else { continue };
-            let key = k.trim();
-            if key.is_empty() {
-                continue;
-            }
-            let name = if STANDARD_ATTRIBUTES.contains(&key) || key.starts_with("custom:") {
-                key.to_string()
-            } else {
-                format!("custom:{key}")
-            };
-            out.insert(name, v);
-        }
-    }
-    out
-}
-
-/// Cognito attributes read back as the SCIM attributes [`cognito_attributes`] takes them
-/// from (the inverse of that function on what it writes): `custom:x` and standard
-/// attributes it does not fill from SCIM go to `attributes`. `sub` and `email_verified`
-/// are left out (the id, and a setting of the target).
-pub fn scim_of_attributes(attrs: &BTreeMap<String, String>) -> Value {
-    let mut u = serde_json::Map::new();
-    let text = |k: &str| {
-        attrs
-            .get(k)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-            .map(|v| Value::String(v.to_string()))
-    };
-    let mut name = serde_json::Map::new();
-    for (c, s) in [
-        ("given_name", "givenName"),
-        ("family_name", "familyName"),
-        ("middle_name", "middleName"),
-    ] {
-        if let Some(v) = text(c) {
-            name.insert(s.into(), v);
-        }
-    }
-    if !name.is_empty() {
-        u.insert("name".into(), Value::Object(name));
-    }
-    for (c, s) in [
-        ("name", "displayName"),
-        ("nickname", "nickName"),
-        ("locale", "locale"),
-        ("zoneinfo", "timezone"),
-        ("profile", "profileUrl"),
-    ] {
-        if let Some(v) = text(c) {
-            u.insert(s.into(), v);
-        }
-    }
-    if let Some(v) = text("email") {
-        u.insert(
-            "emails".into(),
-            serde_json::json!([{"value": v, "primary": true}]),
-        );
-    }
-    if let Some(v) = text("phone_number") {
-        u.insert(
-            "phoneNumbers".into(),
-            serde_json::json!([{"value": v, "primary": true}]),
-        );
-    }
-    const FROM_SCIM: [&str; 11] = [
-        "sub",
-        "email",
-        "email_verified",
-        "given_name",
-        "family_name",
-        "middle_name",
-        "name",
-        "nickname",
-        "locale",
-        "zoneinfo",
-        "profile",
-    ];
-    let mut extra = serde_json::Map::new();
-    for (k, v) in attrs {
-        if FROM_SCIM.contains(&k.as_str()) || k == "phone_number" {
-            continue;
-        }
-        let key = k.strip_prefix("custom:").unwrap_or(k);
-        extra.insert(key.to_string(), Value::String(v.clone()));
-    }
-    if !extra.is_empty() {
-        u.insert("attributes".into(), Value::Object(extra));
-    }
-    Value::Object(u)
-}
-
-/// A Cognito user as the SCIM user reconcile compares; `None` without a `sub`.
-fn scim_of_user(user: &UserType) -> Option<Value> {
-    let attrs: BTreeMap<String, String> = user
-        .attributes()
-        .iter()
-        .filter_map(|a| a.value().map(|v| (a.name().to_string(), v.to_string())))
-        .collect();
-    let sub = attrs.get("sub")?.clone();
-    let mut u = scim_of_attributes(&attrs);
-    // Pools that sign in with an address name their users by `sub`: the address is what
-    // the hub sent as `userName`.
-    let user_name = match user.username() {
-        Some(n) if n != sub => Some(n.to_string()),
-        _ => attrs
-            .get("email")
-            .or_else(|| attrs.get("phone_number"))
-            .cloned(),
-    };
-    if let Some(o) = u.as_object_mut() {
-        o.insert("id".into(), Value::String(sub));
-        if let Some(n) = user_name {
-            o.insert("userName".into(), Value::String(n));
-        }
-        o.insert("active".into(), Value::Bool(user.enabled()));
-    }
-    Some(u)
-}
-
 #[async_trait::async_trait]
 impl Connector for CognitoConnector {
     async fn list_users(&self, cursor: Option<&str>) -> Result<ListPage, ConnectorError> {
@@ -546,6 +373,7 @@ impl Connector for CognitoConnector {
             .limit(PAGE_SIZE)
             .set_pagination_token(cursor.map(str::to_string))
             .send()
+            .paced()
             .await
             .map_err(|e| self.error(failure(e)))?;
         Ok(ListPage {
@@ -565,6 +393,7 @@ impl Connector for CognitoConnector {
             .limit(PAGE_SIZE)
             .set_next_token(cursor.map(str::to_string))
             .send()
+            .paced()
             .await
             .map_err(|e| self.error(failure(e)))?;
         let mut resources = Vec::with_capacity(out.groups().len());
@@ -580,6 +409,7 @@ impl Connector for CognitoConnector {
                     .limit(PAGE_SIZE)
                     .set_next_token(token.take())
                     .send()
+                    .paced()
                     .await
                     .map_err(|e| self.error(failure(e)))?;
                 members.extend(
@@ -644,6 +474,7 @@ impl Connector for CognitoConnector {
             .describe_user_pool()
             .user_pool_id(&self.pool)
             .send()
+            .paced()
             .await
             .map_err(|e| match self.error(failure(e)) {
                 // A test says what is wrong; it disables nothing.
@@ -677,6 +508,7 @@ impl Connector for CognitoConnector {
             .user_pool_id(&self.pool)
             .username(name)
             .send()
+            .paced()
             .await
         {
             Ok(out) => attribute_of(out.user_attributes(), "sub")
@@ -708,7 +540,11 @@ impl Connector for CognitoConnector {
             // Checked against the pool's password policy before the account exists.
             req = req.temporary_password(p);
         }
-        let out = req.send().await.map_err(|e| self.error(failure(e)))?;
+        let out = req
+            .send()
+            .paced()
+            .await
+            .map_err(|e| self.error(failure(e)))?;
         let created = out.user();
         let sub = match created.and_then(|u| attribute_of(u.attributes(), "sub")) {
             Some(s) => s.to_string(),
@@ -769,6 +605,7 @@ impl Connector for CognitoConnector {
                 .username(&username)
                 .set_user_attributes(Some(attribute_list(&changed)?))
                 .send()
+                .paced()
                 .await
                 .map_err(|e| self.error(failure(e)))?;
         }
@@ -789,6 +626,7 @@ impl Connector for CognitoConnector {
                     .username(&username)
                     .set_user_attribute_names(Some(cleared))
                     .send()
+                    .paced()
                     .await
                     .map_err(|e| self.error(failure(e)))?;
             }
@@ -821,6 +659,7 @@ impl Connector for CognitoConnector {
             .user_pool_id(&self.pool)
             .username(username)
             .send()
+            .paced()
             .await
         {
             Ok(_) => Ok(()),
@@ -840,6 +679,7 @@ impl Connector for CognitoConnector {
             .user_pool_id(&self.pool)
             .group_name(name)
             .send()
+            .paced()
             .await
         {
             Ok(out) => Ok(Some(
@@ -864,6 +704,7 @@ impl Connector for CognitoConnector {
             .group_name(name)
             .description("Provisioned by provisync")
             .send()
+            .paced()
             .await
             .map_err(|e| self.error(failure(e)))?;
         Ok(name.to_string())
@@ -895,6 +736,7 @@ impl Connector for CognitoConnector {
             .user_pool_id(&self.pool)
             .group_name(id)
             .send()
+            .paced()
             .await
         {
             Ok(_) => Ok(()),
@@ -929,6 +771,7 @@ impl Connector for CognitoConnector {
                 .group_name(group_id)
                 .username(username)
                 .send()
+                .paced()
                 .await
                 .map_err(|e| match failure(e) {
                     f if f.is("ResourceNotFoundException") => match self.error(f) {
@@ -964,6 +807,7 @@ impl Connector for CognitoConnector {
                 .group_name(group_id)
                 .username(username)
                 .send()
+                .paced()
                 .await
             {
                 Ok(_) => {}

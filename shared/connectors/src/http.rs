@@ -134,6 +134,9 @@ impl HttpClient {
             .get()
             .check_request_url(req.url())
             .map_err(|e| refused_address(&e))?;
+        // In a paced call, a request after the call's first waits for its turn at the
+        // target's pace (a no-op outside one, and for the first).
+        provisync_core::connector::quota::before_request().await;
         let mut resp = client.execute(req).await.map_err(transport_error)?;
         let status = resp.status();
         let headers = std::mem::take(resp.headers_mut());

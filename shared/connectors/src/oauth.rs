@@ -185,7 +185,9 @@ impl ClientCredentials {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .body(form);
-        let resp = self.http.send(req).await?;
+        // The identity provider's endpoint, not the target's: not paced as the target,
+        // and its headers are not the target's quota.
+        let resp = provisync_core::connector::quota::outside(self.http.send(req)).await?;
         tracing::debug!(
             path = c.token_url.path(),
             status = resp.status.as_u16(),

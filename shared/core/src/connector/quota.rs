@@ -26,16 +26,33 @@
 //! answers alike; the last answer wins). Outside a scope (a pull, a connection test),
 //! [`note`] does nothing. Threading the quota through every connector method's return
 //! type would have changed the port and every adapter for a hint only pacing reads.
+//!
+//! **Every request paced, not only the first.** The same slot paces the requests after
+//! a call's first ([`before_request`], also from `HttpClient::send`): a call's slot
+//! covers its first request, and each later one (a group read before its members, a
+//! read before a PUT, the next 100 members, a second try with a fresh token) waits for
+//! the scope's [`RequestGate`], which spaces it at the target's rate and holds it through
+//! a `Retry-After`. Without it, a `max_rate: N` target saw more than N requests in a
+//! second. Requests that are not the target's (an OAuth token fetch from an identity
+//! provider) run [`outside`] the scope: neither paced nor read for a quota.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderMap;
+// Tokio's clock: the pace runs on it (paused time in its tests).
+use tokio::time::Instant;
 
 /// Longest window or reset taken from a header: a day (daily quotas exist; more is
 /// taken for garbage).
 pub const MAX_RESET: Duration = Duration::from_secs(86_400);
+
+/// Request starts a scope keeps (a call that sends more is paced all the same; only the
+/// first this many starts reach the pace's records).
+const MAX_STARTS: usize = 256;
 
 /// What one answer said of the target's quota.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -51,26 +68,108 @@ pub struct Quota {
     pub window: Option<Duration>,
 }
 
-tokio::task_local! {
-    static ANSWERED: Cell<Option<Quota>>;
+/// What a request after a call's first waits for: its turn at the target's pace.
+pub trait RequestGate: Send + Sync {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-/// Runs `call` with a slot [`note`] fills with the quota of its last answer; returns the
-/// call's output and that quota (none when no answer carried one).
-pub async fn scoped<F: Future>(call: F) -> (F::Output, Option<Quota>) {
-    ANSWERED
-        .scope(Cell::new(None), async {
+/// One paced call's task-local slot.
+struct CallScope {
+    /// The last answer's quota.
+    quota: Cell<Option<Quota>>,
+    /// When each of the call's requests (to the target) started.
+    starts: RefCell<Vec<Instant>>,
+    gate: Option<Arc<dyn RequestGate>>,
+    /// Requests run here are not the target's ([`outside`]).
+    outside: bool,
+}
+
+tokio::task_local! {
+    static SCOPE: CallScope;
+}
+
+/// What a scoped call's requests left.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scoped {
+    /// The quota its last answer advertised (none when no answer carried one).
+    pub quota: Option<Quota>,
+    /// When each request to the target started (at most [`MAX_STARTS`]; none when the
+    /// call sent nothing through the HTTP client).
+    pub starts: Vec<Instant>,
+}
+
+/// Runs `call` with a slot [`note`] fills with the quota of its last answer, and in which
+/// every request after the first waits for `gate` ([`before_request`]); returns the
+/// call's output and what its requests left.
+pub async fn scoped<F: Future>(gate: Option<Arc<dyn RequestGate>>, call: F) -> (F::Output, Scoped) {
+    let scope = CallScope {
+        quota: Cell::new(None),
+        starts: RefCell::new(Vec::new()),
+        gate,
+        outside: false,
+    };
+    SCOPE
+        .scope(scope, async {
             let out = call.await;
-            (out, ANSWERED.try_with(Cell::get).ok().flatten())
+            let left = SCOPE
+                .try_with(|s| Scoped {
+                    quota: s.quota.get(),
+                    starts: s.starts.take(),
+                })
+                .unwrap_or_default();
+            (out, left)
         })
         .await
+}
+
+/// Runs `request` outside the current call's scope, if any: a request that is not the
+/// target's (an OAuth token from an identity provider) is not paced as one, and its
+/// answer's headers are not the target's quota.
+pub async fn outside<F: Future>(request: F) -> F::Output {
+    let scope = CallScope {
+        quota: Cell::new(None),
+        starts: RefCell::new(Vec::new()),
+        gate: None,
+        outside: true,
+    };
+    SCOPE.scope(scope, request).await
+}
+
+/// Before each request to the target: in a paced call, every request after the first
+/// waits for the call's gate (the first went in the call's own slot). Nothing outside a
+/// scope.
+pub async fn before_request() {
+    let gate = SCOPE
+        .try_with(|s| {
+            if s.outside {
+                return None;
+            }
+            let earlier = s.starts.borrow().len();
+            if earlier == 0 { None } else { s.gate.clone() }
+        })
+        .ok()
+        .flatten();
+    if let Some(gate) = gate {
+        gate.wait().await;
+    }
+    let _ = SCOPE.try_with(|s| {
+        let mut starts = s.starts.borrow_mut();
+        if !s.outside && starts.len() < MAX_STARTS {
+            starts.push(Instant::now());
+        }
+    });
 }
 
 /// Records the quota `headers` advertise (or none) as the current call's last answer's;
 /// nothing outside [`scoped`] (the headers are not even read: a pull from a source or a
 /// connection test pays nothing).
 pub fn note(headers: &HeaderMap) {
-    let _ = ANSWERED.try_with(|c| c.set(Quota::from_headers(headers, chrono::Utc::now())));
+    let _ = SCOPE.try_with(|s| {
+        if !s.outside {
+            s.quota
+                .set(Quota::from_headers(headers, chrono::Utc::now()));
+        }
+    });
 }
 
 impl Quota {
@@ -562,20 +661,61 @@ mod tests {
             ("x-rate-limit-limit", "600"),
             ("x-rate-limit-remaining", "5"),
         ]);
-        let ((), q) = scoped(async {
+        let ((), q) = scoped(None, async {
             note(&headers(&[("ratelimit-limit", "9")]));
             note(&okta);
         })
         .await;
-        assert_eq!(q.and_then(|q| q.remaining), Some(5));
+        assert_eq!(q.quota.and_then(|q| q.remaining), Some(5));
         // An answer without a quota leaves none.
-        let ((), q) = scoped(async {
+        let ((), q) = scoped(None, async {
             note(&okta);
             note(&HeaderMap::new());
         })
         .await;
-        assert_eq!(q, None);
+        assert_eq!(q.quota, None);
+        // An answer outside the call's scope (a token endpoint's) is not the target's.
+        let ((), q) = scoped(None, async {
+            note(&okta);
+            outside(async { note(&HeaderMap::new()) }).await;
+        })
+        .await;
+        assert_eq!(q.quota.and_then(|q| q.remaining), Some(5));
         // Outside a scope: nothing, no panic.
         note(&okta);
+    }
+
+    /// Counts its waits.
+    struct Counting(std::sync::atomic::AtomicU32);
+
+    impl RequestGate for Counting {
+        fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_after_the_first_wait_for_the_gate() {
+        use std::sync::atomic::Ordering;
+        let gate = Arc::new(Counting(Default::default()));
+        let ((), left) = scoped(Some(gate.clone()), async {
+            before_request().await;
+            assert_eq!(
+                gate.0.load(Ordering::SeqCst),
+                0,
+                "the first goes in the call's slot"
+            );
+            // A token fetch is not the target's: no wait, not counted.
+            outside(before_request()).await;
+            assert_eq!(gate.0.load(Ordering::SeqCst), 0);
+            before_request().await;
+            before_request().await;
+        })
+        .await;
+        assert_eq!(gate.0.load(Ordering::SeqCst), 2);
+        assert_eq!(left.starts.len(), 3);
+        // Outside a scope: nothing, no panic.
+        before_request().await;
     }
 }

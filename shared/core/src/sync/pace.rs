@@ -22,6 +22,8 @@
 //! delivery's, undo's, released held changes', and a reconcile's (its listings and the
 //! deprovisions it sends by target id), deferred deletions' and a provision on demand's
 //! lookup, so the caps and holds bind them together and their refusals all teach it.
+//! A call of several requests holds one slot; its requests after the first are spaced
+//! at the rate and held by a `Retry-After` as calls are ([`Permit::gate`]).
 //!
 //! A window cannot hold a rate: one call at a time to a fast target is hundreds a second.
 //! So a 429 or 503 also teaches a **rate** (calls per second, spaced like `max_rate`):
@@ -84,6 +86,8 @@
 //! slow-start replay is per process (the calls it sent; not shared).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,16 +97,17 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::connector::ConnectorError;
-use crate::connector::quota::Quota;
+use crate::connector::quota::{Quota, RequestGate, Scoped};
 use crate::store::keyspace::PACE;
 use crate::store::{Item, Key, Store, StoreError, Write};
 use crate::target::TargetConfig;
 
 mod advertised;
 mod bucket;
+mod rate;
 
 use advertised::Advertised;
-use bucket::bucket_rate;
+use rate::{MAX_PERIOD, MIN_PERIOD, MIN_RATE, Rate, SLOW_START_STEPS};
 
 /// The window a target starts with (the fixed bound before pacing: small servers drop
 /// connection attempts beyond a listen backlog of 5), and its floor while the target
@@ -132,19 +137,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// A latency this many times the target's best (and 50 ms over it) means a queue is
 /// building on the target: the window shrinks before it starts refusing.
 const LATENCY_FACTOR: u32 = 4;
-/// A refusal while paced cuts the rate at least to this share of the rate refused.
-const RATE_CUT: f64 = 0.95;
-/// Slow start: the rate doubles this many times per period until a refusal.
-const SLOW_START_STEPS: u32 = 8;
-/// After a refusal in slow start, the rate settles this far below the limit estimated.
-const SETTLE: f64 = 0.95;
-/// The most calls of one slow-start cycle kept to estimate the limit from.
-const MAX_REPLAY: usize = 4096;
-/// The slowest rate learned: one call a minute.
-const MIN_RATE: f64 = 1.0 / 60.0;
-/// The shortest and longest period a limiter is assumed to count over.
-const MIN_PERIOD: Duration = Duration::from_secs(1);
-const MAX_PERIOD: Duration = Duration::from_secs(60);
 
 /// How one call to a target ended, as far as its pace is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,208 +221,6 @@ struct SharedPace {
     /// The rate the target's quota headers advertise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     advertised: Option<f64>,
-}
-
-/// The rate learned from a target's refusals.
-struct Rate {
-    /// Calls per second (none until the target refuses a call).
-    rate: Option<f64>,
-    /// The limit is below it, as a refusal last showed (the rate refused, or the upper
-    /// bound the slow-start replay found); none in slow start.
-    ceiling: Option<f64>,
-    /// The rate before the last increase (it held a step without refusal), or what the
-    /// last cycle delivered.
-    good: f64,
-    /// The limiter's period: the longest `Retry-After` seen, within 1 s to 60 s.
-    period: Duration,
-    /// When the rate last changed (or the hold after it ended), and the calls started
-    /// since (the rate was tried only if calls went at about that rate: the consumer may
-    /// send fewer).
-    changed: Instant,
-    sent: u32,
-    /// The first cycle, sent unpaced until the first refusal: the calls it answered and
-    /// the seconds from its first call to the refused one (a token bucket's burst and
-    /// what it refilled meanwhile).
-    burst: Option<(f64, f64)>,
-    /// In slow start, when the calls of this cycle that were answered started, and how
-    /// long the limiter refilled before the cycle began (the hold; none after an idle
-    /// spell): replayed against a token bucket at the next refusal.
-    starts: Vec<Instant>,
-    refilled: Option<Duration>,
-    /// When a refusal last cut the rate (calls started before count once).
-    cut_at: Option<Instant>,
-    cut_ms: i64,
-    /// The current cycle (since the last hold ended, or the first call after an idle
-    /// spell) and the calls answered in it.
-    cycle_start: Instant,
-    cycle_answered: u32,
-}
-
-impl Rate {
-    fn new(now: Instant) -> Self {
-        Rate {
-            rate: None,
-            ceiling: None,
-            good: 0.0,
-            period: MIN_PERIOD,
-            changed: now,
-            sent: 0,
-            burst: None,
-            starts: Vec::new(),
-            refilled: None,
-            cut_at: None,
-            cut_ms: 0,
-            cycle_start: now,
-            cycle_answered: 0,
-        }
-    }
-
-    fn answered(&mut self, started: Instant, now: Instant) {
-        if started >= self.cycle_start {
-            self.cycle_answered += 1;
-        }
-        let slow_start = self.rate.is_some() && self.ceiling.is_none();
-        if slow_start && started >= self.cycle_start && self.starts.len() < MAX_REPLAY {
-            self.starts.push(started);
-        }
-        self.probe(now);
-    }
-
-    /// The rate is now `rate`, from `at` (the end of a hold, or now).
-    fn set(&mut self, rate: f64, at: Instant) {
-        self.rate = Some(rate);
-        self.changed = at;
-        self.sent = 0;
-    }
-
-    /// Raises the rate after a step in which calls went at half of it or more (it was
-    /// tried: the consumer may send fewer) and none was refused.
-    fn probe(&mut self, now: Instant) {
-        let Some(rate) = self.rate else { return };
-        if self.ceiling.is_some_and(|c| rate > 1.2 * c) {
-            // Well past the old ceiling without a refusal: the limit was raised. Slow
-            // start again, replaying from here (calls went below the limit: a bucket is
-            // full).
-            self.ceiling = None;
-            self.cycle_start = now;
-            self.cycle_answered = 0;
-            self.starts.clear();
-            self.refilled = None;
-        }
-        let every = match self.ceiling {
-            // Slow start: doubling every eighth of a period until a refusal.
-            None => self.period / SLOW_START_STEPS,
-            // Near the ceiling: five periods per step.
-            Some(c) if rate >= SETTLE * c - 1e-9 => self.period * 5,
-            Some(_) => self.period,
-        };
-        let mut elapsed = now.saturating_duration_since(self.changed);
-        if self.ceiling.is_none() && self.sent > 0 {
-            // In slow start a step lasts at least one call (below one call a step, each
-            // answered call is one).
-            elapsed = elapsed.max(Duration::from_secs_f64(1.0 / rate));
-        }
-        if elapsed < every {
-            return;
-        }
-        let sent = f64::from(self.sent) / elapsed.as_secs_f64();
-        if sent < 0.5 * rate {
-            return;
-        }
-        let next = match self.ceiling {
-            None => rate * 2.0,
-            // Far below the ceiling (after a deep cut): back up by a tenth per period.
-            Some(c) if rate < 0.9 * c => (rate * 1.1).min(0.9 * c).max(rate + 0.01 * c),
-            Some(c) => rate + 0.01 * c,
-        };
-        self.good = rate;
-        self.set(next, now);
-    }
-
-    /// A 429/503 for a call started at `started`: learns (or cuts) the rate, unless a
-    /// cut since that call started already counted this burst. True when it changed.
-    fn refused(
-        &mut self,
-        started: Instant,
-        retry_after: Option<Duration>,
-        now: Instant,
-        now_ms: i64,
-    ) -> bool {
-        if self.cut_at.is_some_and(|c| started < c) {
-            return false;
-        }
-        let hold = retry_after.unwrap_or(MIN_PERIOD);
-        if self.cycle_answered == 0 {
-            // Nothing answered since the last hold (or ever): the target's first answer,
-            // or the first call after a hold, was refused. That shows no rate it accepts
-            // (a hold too short for its limiter, a limiter found spent, or a refusal that
-            // is no limiter's): it holds, and its burst counts once, but teaches no rate,
-            // no burst and no period. Before any rate, the cycle after the hold goes
-            // unpaced as the first did (its count is the burst).
-            self.cut_at = Some(now);
-            self.cycle_start = now + hold;
-            self.starts.clear();
-            self.refilled = Some(hold);
-            if let Some(rate) = self.rate {
-                self.set(rate, now + hold);
-            }
-            return false;
-        }
-        self.period = self.period.max(hold.clamp(MIN_PERIOD, MAX_PERIOD));
-        // What the target accepted over this cycle, counting the hold it imposes.
-        let span = now.saturating_duration_since(self.cycle_start) + hold.max(MIN_PERIOD);
-        let accepted = f64::from(self.cycle_answered) / span.as_secs_f64();
-        let next = match self.rate {
-            // At least one call per hold.
-            None => {
-                let secs = started.saturating_duration_since(self.cycle_start);
-                self.burst = Some((f64::from(self.cycle_answered), secs.as_secs_f64()));
-                accepted.max(1.0 / hold.max(MIN_PERIOD).as_secs_f64())
-            }
-            Some(rate) if self.ceiling.is_none() => {
-                // Slow start: the limit is at least what this cycle delivered. A token
-                // bucket (the first cycle's count for its burst) accepted this cycle's
-                // answered calls and refused this one: its rate lies between the least
-                // that gives every answered call a token and the least that would have
-                // given this one a token.
-                let replayed = match self.burst {
-                    Some(burst) if burst.0 >= 1.0 && self.starts.len() < MAX_REPLAY => {
-                        self.starts.sort_unstable();
-                        Some(bucket_rate(
-                            burst,
-                            self.cycle_start,
-                            self.refilled,
-                            &self.starts,
-                            started,
-                        ))
-                    }
-                    _ => None,
-                };
-                let (least, most) = replayed.unwrap_or((accepted, self.good.min(rate)));
-                let (least, most) = (least.max(accepted), most.max(accepted));
-                // A little below the middle, and not above the least (the limit is at
-                // least that); the upper bound is the ceiling probed toward.
-                let next = (SETTLE * (least + most) / 2.0).min(least);
-                self.ceiling = Some(most.max(next));
-                next
-            }
-            Some(rate) => {
-                // Settled: 90% of the rate refused, or what the cycle delivered.
-                self.ceiling = Some(rate);
-                accepted.max(rate * 0.9).min(rate * RATE_CUT)
-            }
-        }
-        .max(MIN_RATE);
-        self.good = accepted.min(next);
-        self.set(next, now + hold);
-        self.cut_at = Some(now);
-        self.cut_ms = now_ms;
-        self.cycle_start = now + hold;
-        self.cycle_answered = 0;
-        self.starts.clear();
-        self.refilled = Some(hold);
-        true
-    }
 }
 
 struct State {
@@ -535,6 +325,13 @@ impl State {
         self.last_decrease = Some(now);
         self.decreased_ms = self.ms(now);
         self.dirty = true;
+    }
+
+    /// A request of a call answered before the call's last (counted toward the rate the
+    /// target accepts; the window learns from the call's outcome).
+    fn request_answered(&mut self, started: Instant, now: Instant) {
+        self.answered.push_back(now);
+        self.rate.answered(started, now);
     }
 
     /// `full`: the call took the window's last slot (only then does an answer say the
@@ -642,6 +439,57 @@ impl TargetPace {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A `Retry-After` that came while a call waited for its start holds it too, and
+    /// the calls it held go spaced again after it (not all at once).
+    async fn wait_out_holds(&self, limits: PaceLimits) {
+        loop {
+            let hold = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                let hold = s.hold_until.filter(|h| *h > now);
+                hold.map(|h| match s.paced(limits) {
+                    Some(rate) => {
+                        let start = s.next_start.max(h);
+                        s.next_start = start + Duration::from_secs_f64(1.0 / rate);
+                        s.last_start = Some(start);
+                        start
+                    }
+                    None => h,
+                })
+            };
+            match hold {
+                Some(h) => tokio::time::sleep_until(h).await,
+                None => break,
+            }
+        }
+    }
+
+    /// A request after a call's first (the call holds its window slot already): after
+    /// any `Retry-After`, spaced at the rate the target is paced at, if any, as a call's
+    /// start is. Unpaced, it goes at once.
+    async fn next_request(&self, limits: PaceLimits) {
+        let start = {
+            let mut s = self.lock();
+            let now = Instant::now();
+            let after = s.hold_until.filter(|h| *h > now).unwrap_or(now);
+            s.paced(limits).map(|rate| {
+                let start = s.next_start.max(after);
+                s.next_start = start + Duration::from_secs_f64(1.0 / rate);
+                s.last_start = Some(start);
+                let caps = s.caps(limits);
+                if s.rate.rate.is_some_and(|l| caps.is_none_or(|m| l <= m)) {
+                    // A request at the learned rate: it is being tried.
+                    s.rate.sent += 1;
+                }
+                start
+            })
+        };
+        if let Some(start) = start.filter(|s| *s > Instant::now()) {
+            tokio::time::sleep_until(start).await;
+        }
+        self.wait_out_holds(limits).await;
+    }
 }
 
 /// The operator's caps on a target (`max_in_flight`, `max_rate`).
@@ -678,12 +526,16 @@ pub struct Pacer {
 /// teaching the pace anything).
 pub struct Permit {
     pace: Arc<TargetPace>,
+    limits: PaceLimits,
     cap: f64,
     /// It took the window's last slot.
     full: bool,
     started: Instant,
     outcome: Option<CallOutcome>,
     quota: Option<Quota>,
+    /// When each of the call's requests to the target started (a call may send
+    /// several: [`Permit::gate`]).
+    starts: Vec<Instant>,
 }
 
 impl Permit {
@@ -701,6 +553,35 @@ impl Permit {
         self.quota = quota;
         self
     }
+
+    /// With what the call's requests left: the last answer's quota, and when each
+    /// request started (the ones before the last were answered: a refusal ends a call).
+    pub fn with_requests(mut self, left: Scoped) -> Self {
+        self.quota = left.quota;
+        self.starts = left.starts;
+        self
+    }
+
+    /// What the call's requests after its first wait for (`connector::quota`): their
+    /// turn at the target's rate, after any `Retry-After`. This slot covers the first.
+    pub fn gate(&self) -> Arc<dyn RequestGate> {
+        Arc::new(FollowOn {
+            pace: self.pace.clone(),
+            limits: self.limits,
+        })
+    }
+}
+
+/// A request after a call's first ([`Permit::gate`]).
+struct FollowOn {
+    pace: Arc<TargetPace>,
+    limits: PaceLimits,
+}
+
+impl RequestGate for FollowOn {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.pace.next_request(self.limits))
+    }
 }
 
 impl Drop for Permit {
@@ -709,7 +590,19 @@ impl Drop for Permit {
             let mut s = self.pace.lock();
             s.in_flight = s.in_flight.saturating_sub(1);
             if let Some(o) = self.outcome {
-                s.record(o, self.started, self.cap, self.full, Instant::now());
+                let now = Instant::now();
+                // Each request before the call's last was answered; the call's outcome
+                // is its last request's.
+                let last = match self.starts.split_last() {
+                    Some((last, earlier)) if !earlier.is_empty() => {
+                        for started in earlier {
+                            s.request_answered(*started, now);
+                        }
+                        *last
+                    }
+                    _ => self.started,
+                };
+                s.record(o, last, self.cap, self.full, now);
                 if let Some(q) = &self.quota {
                     s.advertise(q, Instant::now());
                 }
@@ -845,11 +738,13 @@ impl Pacer {
         // `max_rate`, its start time is too.
         let mut permit = Permit {
             pace: pace.clone(),
+            limits,
             cap,
             full,
             started: start_at,
             outcome: None,
             quota: None,
+            starts: Vec::new(),
         };
         // Only when the start is ahead: tokio's timer counts whole milliseconds from its
         // last tick, so a sleep until now waited for the next tick (0.7 ms median and
@@ -858,28 +753,7 @@ impl Pacer {
         if start_at > Instant::now() {
             tokio::time::sleep_until(start_at).await;
         }
-        // A `Retry-After` that came while this call waited for its start holds it too,
-        // and the calls it held go spaced again after it (not all at once).
-        loop {
-            let hold = {
-                let mut s = pace.lock();
-                let now = Instant::now();
-                let hold = s.hold_until.filter(|h| *h > now);
-                hold.map(|h| match s.paced(limits) {
-                    Some(rate) => {
-                        let start = s.next_start.max(h);
-                        s.next_start = start + Duration::from_secs_f64(1.0 / rate);
-                        s.last_start = Some(start);
-                        start
-                    }
-                    None => h,
-                })
-            };
-            match hold {
-                Some(h) => tokio::time::sleep_until(h).await,
-                None => break,
-            }
-        }
+        pace.wait_out_holds(limits).await;
         permit.started = Instant::now();
         permit
     }
@@ -1190,6 +1064,52 @@ mod tests {
         b.done(CallOutcome::Answered(Duration::from_millis(5)));
         let _c = pacer.acquire("t", limits).await;
         assert_eq!(pacer.report("t", limits).in_flight, 1);
+    }
+
+    /// A call's requests after its first take turns at the rate as calls do, wait out a
+    /// `Retry-After`, and go at once when nothing paces the target; the pace counts each.
+    #[tokio::test(start_paused = true)]
+    async fn requests_after_a_calls_first_are_spaced_and_held() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::embedded::EmbeddedStore::in_memory());
+        let pacer = Pacer::new(store);
+        let limits = PaceLimits {
+            max_in_flight: None,
+            max_rate: Some(4.0),
+        };
+        let t0 = Instant::now();
+        let call = pacer.acquire("t", limits).await;
+        let gate = call.gate();
+        gate.wait().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(250), "a second request");
+        gate.wait().await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(500), "a third");
+        // The next call takes its turn after them.
+        let after = Instant::now();
+        call.with_requests(Scoped {
+            quota: None,
+            starts: vec![t0, t0 + Duration::from_millis(250), after],
+        })
+        .done(CallOutcome::Answered(Duration::from_millis(1)));
+        let next = pacer.acquire("t", limits).await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(750));
+        // Three requests answered, counted as such.
+        assert_eq!(pacer.pace("t").lock().answered.len(), 3);
+        // A Retry-After holds the next request, which goes spaced after it.
+        let gate = next.gate();
+        next.done(CallOutcome::SlowDown(Some(Duration::from_secs(2))));
+        let held = Instant::now();
+        gate.wait().await;
+        assert!(
+            held.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            held.elapsed()
+        );
+        // Unpaced: at once.
+        let free = PaceLimits::default();
+        let call = pacer.acquire("u", free).await;
+        let at = Instant::now();
+        call.gate().wait().await;
+        assert_eq!(at.elapsed(), Duration::ZERO);
     }
 
     /// How a simulated target answers one call.

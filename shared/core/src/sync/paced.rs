@@ -17,7 +17,13 @@
 //!
 //! Each call runs in [`quota::scoped`]: the quota its last answer advertised (read by the
 //! HTTP client) goes to the pace with the call's outcome, without a change to the
-//! [`Connector`] port.
+//! [`Connector`] port. The same scope paces a call's requests after its first (a read
+//! before a PUT, the next 100 members, a second try with a fresh token): each waits for
+//! the call's [`Permit::gate`](super::pace::Permit::gate), its turn at the target's rate
+//! and after any `Retry-After`. Before, such a call sent them in its one slot, and a
+//! `max_rate: 4` target got 5 requests within half a second. The call's latency is its
+//! last request's, and each earlier answered request counts toward the rate the target
+//! was seen to accept.
 
 use async_trait::async_trait;
 use provisync_scim::ResourceKind;
@@ -73,14 +79,21 @@ impl Paced<'_> {
     {
         let permit = self.pacer.acquire(self.target, self.limits).await;
         // The HTTP client notes each answer's quota headers in this call's task-local
-        // slot (`connector::quota`): the pace reads the last, the port stays as it is.
-        let (result, quota) = quota::scoped(call).await;
-        let latency = permit.started().elapsed();
+        // slot (`connector::quota`), and holds each request after the first until the
+        // pace allows it: the pace reads what they left, the port stays as it is.
+        let (result, left) = quota::scoped(Some(permit.gate()), call).await;
+        // The last request's latency: a call of several requests (a read, then a
+        // write) is not one slow answer.
+        let last = match left.starts.as_slice() {
+            [_, .., last] => *last,
+            _ => permit.started(),
+        };
+        let latency = last.elapsed();
         let outcome = match CallOutcome::of_call(result.as_ref().err(), latency) {
             CallOutcome::Answered(_) if page => CallOutcome::Paged,
             other => other,
         };
-        permit.with_quota(quota).done(outcome);
+        permit.with_requests(left).done(outcome);
         result
     }
 }
