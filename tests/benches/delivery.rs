@@ -443,7 +443,7 @@ async fn against_scim2_server(
             }));
     }
     counting.reset();
-    let flushes = embedded.commit_stats().groups;
+    let flushes = embedded.commit_stats().flushes;
     let cpu = CpuPer::start(&peer);
     let start = Instant::now();
     let _delivery = hub.run_delivery();
@@ -474,7 +474,7 @@ async fn against_scim2_server(
         reads.calls as f64 / n as f64,
         reads.items as f64 / n as f64,
         tx as f64 / n as f64,
-        (embedded.commit_stats().groups - flushes) as f64 / n as f64,
+        (embedded.commit_stats().flushes - flushes) as f64 / n as f64,
     );
     let pace = hub.admin(Method::GET, "/targets/peer/pace", None).await;
     println!(

@@ -105,6 +105,13 @@ impl Store for CountingStore {
         self.inner.transact(writes).await
     }
 
+    async fn transact_unflushed(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        self.written
+            .fetch_add(writes.len() as u64, Ordering::SeqCst);
+        self.inner.transact_unflushed(writes).await
+    }
+
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }

@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn Store) {
     get_many(store).await;
     counters(store).await;
     positions_need_not_be_items(store).await;
+    unflushed_transactions_are_transactions(store).await;
 }
 
 /// The checks that need the store shared between concurrent tasks.
@@ -56,6 +57,51 @@ async fn put_get_delete(store: &dyn Store) {
         .transact(vec![Write::delete(item.key())])
         .await
         .unwrap();
+}
+
+/// A transaction a retry redoes ([`Store::transact_unflushed`]) is a transaction all the
+/// same: all or nothing, its conditions checked, visible at once, indexed.
+async fn unflushed_transactions_are_transactions(store: &dyn Store) {
+    let p = ns();
+    let a = Item::new(format!("{p}#A"), "S", b"a".to_vec()).with_gsi1(format!("{p}#I"), "1");
+    let b = Item::new(format!("{p}#B"), "S", b"b".to_vec());
+    store
+        .transact_unflushed(vec![Write::put_new(a.clone())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&a.key()).await.unwrap().map(|i| i.data),
+        Some(b"a".to_vec())
+    );
+    let page = store
+        .query(&Query::new(Index::Gsi1, format!("{p}#I")))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "indexed");
+    let err = store
+        .transact_unflushed(vec![Write::put(b.clone()), Write::put_new(a.clone())])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ConditionFailed { index: 1 }),
+        "got {err:?}"
+    );
+    assert!(
+        store.get(&b.key()).await.unwrap().is_none(),
+        "partial write applied"
+    );
+    // A durable transaction after it sees it (and, on a store that flushes, keeps it).
+    store
+        .transact(vec![
+            Write::put(b.clone()),
+            Write::Check {
+                key: a.key(),
+                condition: Condition::Exists,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(store.get(&b.key()).await.unwrap().is_some());
 }
 
 async fn conditions_are_all_or_nothing(store: &dyn Store) {

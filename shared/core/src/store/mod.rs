@@ -335,6 +335,16 @@ pub trait Store: Send + Sync + 'static {
     /// [`MAX_TRANSACT_ITEMS`] writes, each key at most once.
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
+    /// [`Store::transact`] for writes a crash may lose without harm, because whatever
+    /// wrote them writes them again when it is retried (a delivery's unconfirmed link,
+    /// stored before the account joins its groups): the store may answer before they
+    /// reach the disk. They are as atomic, isolated and at once visible to every reader
+    /// as any transaction's, and the next durable transaction makes them durable with
+    /// it. A store whose every write is durable anyway (DynamoDB) just transacts.
+    async fn transact_unflushed(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.transact(writes).await
+    }
+
     /// A short name for logs and health checks (`embedded`, `dynamodb`).
     fn backend(&self) -> &'static str;
 }

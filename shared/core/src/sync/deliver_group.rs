@@ -137,7 +137,7 @@ impl Deliverer {
             let mut early = new_link.clone();
             early.target_id = target_id.clone();
             early.hash = UNCONFIRMED.to_string();
-            if let Err(e) = self.links.put(&early).await {
+            if let Err(e) = self.links.put_unconfirmed(&early).await {
                 return Err((AuditOp::AddMembers, retryable(e)));
             }
             if let Err(e) = self

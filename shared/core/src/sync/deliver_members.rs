@@ -97,7 +97,7 @@ impl Deliverer {
     ) -> Result<(), (AuditOp, ConnectorError)> {
         let (hub_id, target_id) = (early.hub_id.as_str(), early.target_id.as_str());
         self.links
-            .put(early)
+            .put_unconfirmed(early)
             .await
             .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
         let joined = async {

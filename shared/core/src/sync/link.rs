@@ -116,6 +116,16 @@ impl Links {
             .await
     }
 
+    /// Stores a link a retry of its delivery writes again (an unconfirmed one, written
+    /// before the account joins its groups): it need not reach the disk before the
+    /// delivery goes on ([`Store::transact_unflushed`]); the receipt that confirms it
+    /// makes it durable.
+    pub async fn put_unconfirmed(&self, link: &Link) -> Result<(), StoreError> {
+        self.store
+            .transact_unflushed(vec![Write::put(Self::item(link)?)])
+            .await
+    }
+
     fn item(link: &Link) -> Result<Item, StoreError> {
         let key = link_key(&link.target, link.resource_type, &link.hub_id);
         let data = serde_json::to_vec(link).map_err(|e| StoreError::Invalid(e.to_string()))?;
