@@ -164,16 +164,26 @@ impl Row {
 }
 
 /// (a): returns (ingest, end to end).
+///
+/// Also prints the store work and the CPU time of this process (clients, hub and sink)
+/// per change, ingest and delivery together: run at `BENCH_DELIVERY_USERS=100000` to see
+/// whether they grow with the data.
 async fn to_fast_sink(n: usize, concurrency: usize, timeout: Duration) -> (Row, Row) {
     let sink = FaultyTarget::start().await;
     sink.set_recording(false);
-    let (hub, _dir) = on_disk_hub().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = EmbeddedStore::open(dir.path()).expect("store");
+    let counting = CountingStore::new(Arc::new(embedded.clone()));
+    let hub = Hub::start_on(Arc::new(counting.clone())).await;
     add_target(&hub, "sink", &sink.base, &sink.token).await;
     let _delivery = hub.run_delivery();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
+    counting.reset();
+    let flushes = embedded.commit_stats().flushes;
+    let cpu = cpu_time(None);
     let start = Instant::now();
     post_all(&client, &hub.url("/Users"), TOKEN, concurrency, n, |i| {
         user("sink", i)
@@ -190,6 +200,20 @@ async fn to_fast_sink(n: usize, concurrency: usize, timeout: Duration) -> (Row, 
     .await;
     let total = start.elapsed();
     assert_eq!(sink.user_count(), n, "each user exactly once on the sink");
+    let (reads, tx) = (counting.reads(), counting.transactions());
+    let per = |v: u64| v as f64 / n as f64;
+    let cpu_ms = match (cpu, cpu_time(None)) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a).as_secs_f64() * 1000.0 / n as f64),
+        _ => "?".into(),
+    };
+    println!(
+        "  per change, ingest and delivery together: {:.1} store reads ({:.1} items), \
+         {:.2} transactions, {:.2} flushes; {cpu_ms} ms CPU in this process (clients, hub, sink)",
+        per(reads.calls),
+        per(reads.items),
+        per(tx),
+        per(embedded.commit_stats().flushes - flushes),
+    );
     (
         Row::new("  SCIM POST /Users into the hub", n, ingest),
         Row::new("  first POST -> last user on the sink", n, total),
