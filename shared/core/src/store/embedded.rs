@@ -430,17 +430,8 @@ impl EmbeddedStore {
             let mut current = Vec::with_capacity(writes.len());
             for (index, w) in writes.iter().enumerate() {
                 let (key, cond) = (w.key(), w.condition());
-                let existing = Self::read_item(&*items, &key.pk, &key.sk, now)?;
-                let ok = match cond {
-                    Condition::None => true,
-                    Condition::NotExists => existing.is_none(),
-                    Condition::Exists => existing.is_some(),
-                    Condition::VersionIs(v) => existing.as_ref().is_some_and(|i| i.version == *v),
-                };
-                if !ok {
-                    return Err(StoreError::ConditionFailed { index });
-                }
-                // An expired item still has index entries to clean up.
+                // Read once: an expired item fails `Exists` as an absent one does, and
+                // still has index entries to clean up.
                 let raw = match items
                     .get((key.pk.as_str(), key.sk.as_str()))
                     .map_err(unavailable)?
@@ -448,6 +439,16 @@ impl EmbeddedStore {
                     Some(v) => Some(decode(&key.pk, &key.sk, v.value())?),
                     None => None,
                 };
+                let existing = raw.as_ref().filter(|i| !i.is_expired(now));
+                let ok = match cond {
+                    Condition::None => true,
+                    Condition::NotExists => existing.is_none(),
+                    Condition::Exists => existing.is_some(),
+                    Condition::VersionIs(v) => existing.is_some_and(|i| i.version == *v),
+                };
+                if !ok {
+                    return Err(StoreError::ConditionFailed { index });
+                }
                 current.push(raw);
             }
             for (w, old) in writes.into_iter().zip(current) {
