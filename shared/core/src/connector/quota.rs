@@ -84,6 +84,17 @@ struct CallScope {
     outside: bool,
 }
 
+impl CallScope {
+    fn new(gate: Option<Arc<dyn RequestGate>>, outside: bool) -> Self {
+        CallScope {
+            quota: Cell::new(None),
+            starts: RefCell::new(Vec::new()),
+            gate,
+            outside,
+        }
+    }
+}
+
 tokio::task_local! {
     static SCOPE: CallScope;
 }
@@ -102,14 +113,8 @@ pub struct Scoped {
 /// every request after the first waits for `gate` ([`before_request`]); returns the
 /// call's output and what its requests left.
 pub async fn scoped<F: Future>(gate: Option<Arc<dyn RequestGate>>, call: F) -> (F::Output, Scoped) {
-    let scope = CallScope {
-        quota: Cell::new(None),
-        starts: RefCell::new(Vec::new()),
-        gate,
-        outside: false,
-    };
     SCOPE
-        .scope(scope, async {
+        .scope(CallScope::new(gate, false), async {
             let out = call.await;
             let left = SCOPE
                 .try_with(|s| Scoped {
@@ -126,13 +131,7 @@ pub async fn scoped<F: Future>(gate: Option<Arc<dyn RequestGate>>, call: F) -> (
 /// target's (an OAuth token from an identity provider) is not paced as one, and its
 /// answer's headers are not the target's quota.
 pub async fn outside<F: Future>(request: F) -> F::Output {
-    let scope = CallScope {
-        quota: Cell::new(None),
-        starts: RefCell::new(Vec::new()),
-        gate: None,
-        outside: true,
-    };
-    SCOPE.scope(scope, request).await
+    SCOPE.scope(CallScope::new(None, true), request).await
 }
 
 /// Before each request to the target: in a paced call, every request after the first

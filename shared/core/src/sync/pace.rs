@@ -327,6 +327,23 @@ impl State {
         self.dirty = true;
     }
 
+    /// The start of the next call, or of a call's next request, not before `not_before`:
+    /// spaced at the rate the target is paced at (unpaced: at once), and counted as
+    /// tried at a learned rate.
+    fn take_start(&mut self, not_before: Instant, limits: PaceLimits) -> Instant {
+        let start = self.next_start.max(not_before);
+        let caps = self.caps(limits);
+        if self.rate.rate.is_some_and(|l| caps.is_none_or(|m| l <= m)) {
+            // A call at the learned rate: it is being tried.
+            self.rate.sent += 1;
+        }
+        if let Some(rate) = self.paced(limits) {
+            self.next_start = start + Duration::from_secs_f64(1.0 / rate);
+        }
+        self.last_start = Some(start);
+        start
+    }
+
     /// A request of a call answered before the call's last (counted toward the rate the
     /// target accepts; the window learns from the call's outcome).
     fn request_answered(&mut self, started: Instant, now: Instant) {
@@ -473,19 +490,9 @@ impl TargetPace {
             let mut s = self.lock();
             let now = Instant::now();
             let after = s.hold_until.filter(|h| *h > now).unwrap_or(now);
-            s.paced(limits).map(|rate| {
-                let start = s.next_start.max(after);
-                s.next_start = start + Duration::from_secs_f64(1.0 / rate);
-                s.last_start = Some(start);
-                let caps = s.caps(limits);
-                if s.rate.rate.is_some_and(|l| caps.is_none_or(|m| l <= m)) {
-                    // A request at the learned rate: it is being tried.
-                    s.rate.sent += 1;
-                }
-                start
-            })
+            s.take_start(after, limits)
         };
-        if let Some(start) = start.filter(|s| *s > Instant::now()) {
+        if start > Instant::now() {
             tokio::time::sleep_until(start).await;
         }
         self.wait_out_holds(limits).await;
@@ -546,12 +553,6 @@ impl Permit {
 
     pub fn done(mut self, outcome: CallOutcome) {
         self.outcome = Some(outcome);
-    }
-
-    /// With the quota the call's last answer advertised (read when it is done).
-    pub fn with_quota(mut self, quota: Option<Quota>) -> Self {
-        self.quota = quota;
-        self
     }
 
     /// With what the call's requests left: the last answer's quota, and when each
@@ -709,16 +710,7 @@ impl Pacer {
                                 s.next_start = s.next_start.min(at);
                             }
                         }
-                        let start = s.next_start.max(now);
-                        let caps = s.caps(limits);
-                        if s.rate.rate.is_some_and(|l| caps.is_none_or(|m| l <= m)) {
-                            // A call at the learned rate: it is being tried.
-                            s.rate.sent += 1;
-                        }
-                        if let Some(rate) = s.paced(limits) {
-                            s.next_start = start + Duration::from_secs_f64(1.0 / rate);
-                        }
-                        s.last_start = Some(start);
+                        let start = s.take_start(now, limits);
                         break (start, full);
                     }
                     None => None,
@@ -1314,7 +1306,10 @@ mod tests {
                     };
                     let permit = match answer {
                         Answer::TimedOut => permit,
-                        _ => permit.with_quota(quota),
+                        _ => permit.with_requests(Scoped {
+                            quota,
+                            starts: Vec::new(),
+                        }),
                     };
                     match answer {
                         Answer::Accepted => {
