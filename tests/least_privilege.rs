@@ -636,6 +636,66 @@ async fn deliver_work(s: &Setup) {
         "{:?}",
         resp.batch_item_failures
     );
+    // A new user in two groups on the targets, with no time for member calls: it joins
+    // one, and leaves the other to a follow-up event (the outbox, then the queue), which
+    // the next invocation delivers.
+    let mut groups = Vec::new();
+    for name in ["crew-a", "crew-b"] {
+        let (status, g) = s
+            .scim(
+                Method::POST,
+                "/Groups",
+                Some(json!({"schemas": [GROUP_SCHEMA], "displayName": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{g}");
+        groups.push(g["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(
+        deliver_queued(s, &deliver)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let joy = scim_user(s, "joy").await;
+    for g in &groups {
+        let (status, body) = s
+            .scim(
+                Method::PATCH,
+                &format!("/Groups/{g}"),
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "add", "path": "members", "value": [{"value": joy}]}]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    s.hub.deliverer.set_member_work(Duration::ZERO);
+    assert!(
+        deliver_queued(s, &deliver)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    s.hub
+        .deliverer
+        .set_member_work(provisync_core::sync::deliver::MEMBER_WORK);
+    let follow_ups = s.records().await;
+    assert!(
+        follow_ups.iter().any(|r| r
+            .body
+            .as_deref()
+            .is_some_and(|b| b.contains("\"only_targets\""))),
+        "no follow-up event queued"
+    );
+    s.rec.working(Some("queue-deliver"));
+    let resp = deliver
+        .handle(
+            follow_ups,
+            Some(tokio::time::Instant::now() + Duration::from_secs(120)),
+        )
+        .await;
+    s.rec.working(None);
+    assert!(resp.batch_item_failures.is_empty());
     // A deprovision: the target's guard and the journal of what the account was there;
     // then two more within the hour, past the guard's `max` of 1 on `peer`: held.
     for batch in [vec!["eve"], vec!["fay", "gus"]] {

@@ -669,6 +669,112 @@ on_every_backend!(delivery_through_the_hub, |hub: Hub| async move {
     assert!(!audit.text.contains("Cobol1959x"));
 });
 
+// Okta takes one member per request, so a delivery with no time for members
+// (`Deliverer::set_member_work`) makes one member call and leaves the rest to follow-up
+// events. All 6 members removed in one change: admitted by the deprovision guard once
+// (`max: 8`; counted again by each follow-up, 6 + 5 would be over it and held) and
+// journaled once, then one DELETE per member, each member once.
+on_every_backend!(removals_go_on_in_follow_ups, |hub: Hub| async move {
+    let okta = FakeOkta::start().await;
+    let _delivery = hub.run_delivery();
+    let def = json!({"kind": "okta", "base_url": okta.base, "token": okta.token,
+                     "deprovision_guard": {"max": 8, "window_minutes": 60}});
+    let r = hub.admin(Method::PUT, "/targets/okta", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let mut members = Vec::new();
+    for i in 0..6 {
+        let login = format!("m{i}@example.test");
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": login,
+                "name": {"givenName": "M", "familyName": format!("{i}")},
+                "emails": [{"value": login, "primary": true}], "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        members.push(json!({"value": r.id()}));
+    }
+    eventually("6 users on Okta", || async {
+        okta.state().users.len() == 6
+    })
+    .await;
+    hub.deliverer.set_member_work(Duration::ZERO);
+    let r = hub
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "crew", "members": members}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let group = r.id();
+    eventually("6 members on Okta", || async {
+        okta.state().members.len() == 6
+    })
+    .await;
+    let r = hub
+        .patch(
+            &format!("/Groups/{group}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [
+            {"op": "replace", "path": "members", "value": []}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("no member left on Okta", || async {
+        okta.state().members.is_empty()
+    })
+    .await;
+    quiet(&okta).await;
+    let removals = okta
+        .state()
+        .log
+        .iter()
+        .filter(|l| l.starts_with("DELETE /groups/"))
+        .count();
+    assert_eq!(removals, 6, "{:?}", okta.state().log);
+    let held = hub.admin(Method::GET, "/targets/okta/held", None).await;
+    assert_eq!(held.body["held"], json!([]), "{}", held.text);
+    let audit = hub
+        .admin(
+            Method::GET,
+            &format!("/audit?target=okta&resource={group}&op=remove_members&limit=100"),
+            None,
+        )
+        .await;
+    let details: Vec<&str> = audit.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(details.len(), 6, "{}", audit.text);
+    for left in 1..=5 {
+        let note = format!(
+            "{left} memberships not reached in this delivery's time: sent in follow-up event "
+        );
+        assert!(details.iter().any(|d| d.starts_with(&note)), "{details:?}");
+    }
+    // Journaled once, with all 6: the way back re-adds each member once.
+    let undo = hub
+        .admin(
+            Method::POST,
+            "/targets/okta/undo",
+            Some(&json!({"since": "2000-01-01T00:00:00Z", "apply": false})),
+        )
+        .await;
+    assert_eq!(undo.status, 200, "{}", undo.text);
+    let steps: Vec<&Value> = undo.body["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["resource_type"] == "Group")
+        .collect();
+    assert_eq!(steps.len(), 1, "{}", undo.text);
+    assert_eq!(steps[0]["change"], "add_members", "{}", undo.text);
+    assert_eq!(steps[0]["detail"], "6 member(s)", "{}", undo.text);
+});
+
 /// Okta's requests settle (deliveries done) and nothing else arrives for a moment.
 async fn quiet(okta: &FakeOkta) {
     settle(|| okta.state().log.len()).await;

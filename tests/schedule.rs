@@ -1311,6 +1311,9 @@ impl provisync_core::connector::Connector for GroupsUnlisted {
     fn create_detects_existing(&self) -> bool {
         self.0.create_detects_existing()
     }
+    fn members_per_call(&self) -> usize {
+        self.0.members_per_call()
+    }
     async fn find_user(&self, user: &Value) -> Result<Option<String>, ConnectorError> {
         self.0.find_user(user).await
     }

@@ -594,6 +594,14 @@ impl Connector for ScimConnector {
         self.delete(Kind::Group, id).await
     }
 
+    /// A PATCH takes [`MEMBER_BATCH`]; a read-modify-write PUT any number.
+    fn members_per_call(&self) -> usize {
+        match self.update_style {
+            UpdateStyle::Patch => MEMBER_BATCH,
+            UpdateStyle::Put => usize::MAX,
+        }
+    }
+
     async fn add_members(
         &self,
         group_id: &str,

@@ -88,6 +88,11 @@ pub struct ChangeEvent {
     /// lets it through ([`crate::sync::held`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approved: bool,
+    /// A follow-up of a delivery that ran out of time for members
+    /// (`crate::sync::deliver_members`): the removals it names were admitted by the
+    /// deprovision guard and journaled with the event that left them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removals_admitted: bool,
 }
 
 /// The record an entity or configuration change is about, with its state after the
@@ -135,6 +140,7 @@ impl ChangeEvent {
             run: None,
             record: None,
             approved: false,
+            removals_admitted: false,
         }
     }
 

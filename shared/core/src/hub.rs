@@ -133,15 +133,18 @@ impl Hub {
             http,
         )
         .with_audit(audit.clone());
-        let deliverer = Arc::new(Deliverer::new(
-            targets.clone(),
-            links.clone(),
-            audit.clone(),
-            schemas,
-            Some(secrets.clone()),
-            connectors,
-            pacer,
-        ));
+        let deliverer = Arc::new(
+            Deliverer::new(
+                targets.clone(),
+                links.clone(),
+                audit.clone(),
+                schemas,
+                Some(secrets.clone()),
+                connectors,
+                pacer,
+            )
+            .with_queue(queue.clone()),
+        );
         Hub {
             store,
             queue,

@@ -275,6 +275,13 @@ pub trait Connector: Send + Sync {
         previous: Option<&Value>,
     ) -> Result<(), ConnectorError>;
     async fn delete_group(&self, id: &str) -> Result<(), ConnectorError>;
+    /// How many members one [`Connector::add_members`] or [`Connector::remove_members`]
+    /// call sends in one request (most targets take one member per request). The engine
+    /// calls with at most this many, so that it can stop between requests when a
+    /// delivery's time for members is spent (`sync/deliver_members.rs`). Default: 1.
+    fn members_per_call(&self) -> usize {
+        1
+    }
     /// Member ids are the members' ids on the target (translated through the links).
     async fn add_members(
         &self,

@@ -18,6 +18,7 @@
 //! already are protected by their receipts. Refusals (4xx) are final and audited.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ use super::held::{Held, HeldChange};
 use super::link::{Link, LinkChange, Links};
 pub use super::mapping::in_scope;
 use super::mapping::{content_hash, map_resource};
+pub use super::member_work::MEMBER_WORK;
+use super::member_work::MemberWork;
 use super::pace::{PaceLimits, Pacer};
 use super::paced::Paced;
 use super::runs::outcome_write;
@@ -37,7 +40,7 @@ use crate::connector::{Connector, ConnectorError, SetupError};
 use crate::crypto::SecretBox;
 use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
-use crate::queue::AckWith;
+use crate::queue::{AckWith, Queue};
 use crate::sync::envelope::envelope_for;
 use crate::target::{
     DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
@@ -100,6 +103,12 @@ pub struct Deliverer {
     /// operator's `max_rate` / `max_in_flight` ([`super::pace`]). One per process, shared
     /// with the reconciler ([`crate::hub::Hub::new`]).
     pacer: Arc<Pacer>,
+    /// Where follow-up events go at once ([`Deliverer::with_queue`]); without it, the
+    /// outbox sweep sends them.
+    pub(super) queue: Option<Arc<dyn Queue>>,
+    /// A delivery's time for member calls on one target, in milliseconds
+    /// ([`MEMBER_WORK`]; [`Deliverer::set_member_work`]).
+    member_work_ms: AtomicU64,
 }
 
 pub(super) fn op_allowed(t: &TargetConfig, op: Operation) -> bool {
@@ -132,7 +141,24 @@ impl Deliverer {
             factory,
             connectors: Mutex::new(HashMap::new()),
             pacer,
+            queue: None,
+            member_work_ms: AtomicU64::new(MEMBER_WORK.as_millis() as u64),
         }
+    }
+
+    /// Sends the follow-up events of deliveries that ran out of time for members to
+    /// `queue` as soon as they are written (they are in the outbox first, with the
+    /// delivery's receipt, so the sweep sends what this could not).
+    pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// A delivery's time for member calls on one target from now on (default
+    /// [`MEMBER_WORK`]); tests shorten it to see follow-up events without big groups.
+    pub fn set_member_work(&self, budget: Duration) {
+        self.member_work_ms
+            .store(budget.as_millis() as u64, AtomicOrdering::Relaxed);
     }
 
     /// Every target's delivery pace.
@@ -255,13 +281,20 @@ impl Deliverer {
                 }
             }
             let started = Instant::now();
+            let mut work = MemberWork::new(Duration::from_millis(
+                self.member_work_ms.load(AtomicOrdering::Relaxed),
+            ));
             let result = if gone {
                 Ok((
                     DeliveryOutcome::Stale("the resource was deleted in the hub since"),
                     LinkChange::Keep,
                 ))
             } else {
-                self.deliver_to(event, t).await
+                self.deliver_to(event, t, &mut work).await
+            };
+            let follow_ups = match &result {
+                Ok(_) => work.follow_ups(event, &t.id),
+                Err(_) => Vec::new(),
             };
             let ms = started.elapsed().as_millis() as u64;
             // A target may echo the user's password in its error text: it never reaches
@@ -288,9 +321,11 @@ impl Deliverer {
                         l.version = l.version.max(event.version);
                     }
                     let e = match outcome {
-                        DeliveryOutcome::Delivered(op) => {
-                            entry(op, AuditStatus::Delivered, String::new())
-                        }
+                        DeliveryOutcome::Delivered(op) => entry(
+                            op,
+                            AuditStatus::Delivered,
+                            follow_up_note(&work, &follow_ups),
+                        ),
                         DeliveryOutcome::Linked => entry(
                             AuditOp::Create,
                             AuditStatus::Linked,
@@ -372,7 +407,16 @@ impl Deliverer {
             // Only the last target's receipt may carry the message's ack.
             let ack = ack.filter(|_| i == last);
             acked = self
-                .write_outcome(event, &t.id, audit, held, receipt, ack, &mut retry)
+                .write_outcome(
+                    event,
+                    &t.id,
+                    audit,
+                    held,
+                    receipt,
+                    &follow_ups,
+                    ack,
+                    &mut retry,
+                )
                 .await;
         }
         match retry {
@@ -443,6 +487,7 @@ impl Deliverer {
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
+        work: &mut MemberWork,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         if let TargetKind::Webhook(w) = &t.kind {
             return self.deliver_webhook(event, t, w).await;
@@ -458,8 +503,8 @@ impl Deliverer {
         })?;
         let c = self.paced(t, connector.as_ref());
         match event.resource_type {
-            ResourceKind::User => self.deliver_user(event, t, &c).await,
-            ResourceKind::Group => self.deliver_group(event, t, &c).await,
+            ResourceKind::User => self.deliver_user(event, t, &c, work).await,
+            ResourceKind::Group => self.deliver_group(event, t, &c, work).await,
         }
     }
 
@@ -498,6 +543,7 @@ impl Deliverer {
         event: &ChangeEvent,
         t: &TargetConfig,
         c: &dyn Connector,
+        work: &mut MemberWork,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         let kind = ResourceKind::User;
         let link = self
@@ -550,7 +596,8 @@ impl Deliverer {
             // Stored before its account joined its groups, never confirmed (the process
             // stopped in between): create again, which finds the account and links it.
             Some(link) if link.hash == UNCONFIRMED => {
-                self.create_user(event, t, c, payload, hash, password).await
+                self.create_user(event, t, c, payload, hash, password, work)
+                    .await
             }
             Some(link) => {
                 if link.hash == hash && password.is_none() {
@@ -603,15 +650,20 @@ impl Deliverer {
                     )),
                     // Gone from the target behind our back: create it again.
                     Err(ConnectorError::NotFound) => {
-                        self.create_user(event, t, c, payload, hash, password).await
+                        self.create_user(event, t, c, payload, hash, password, work)
+                            .await
                     }
                     Err(e) => Err((op, e)),
                 }
             }
-            None => self.create_user(event, t, c, payload, hash, password).await,
+            None => {
+                self.create_user(event, t, c, payload, hash, password, work)
+                    .await
+            }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_user(
         &self,
         event: &ChangeEvent,
@@ -620,6 +672,7 @@ impl Deliverer {
         payload: Value,
         hash: String,
         password: Option<String>,
+        work: &mut MemberWork,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         let kind = ResourceKind::User;
         if !op_allowed(t, Operation::Create) {
@@ -680,7 +733,7 @@ impl Deliverer {
             payload.clone(),
             false,
         );
-        self.join_groups(t, c, &early).await?;
+        self.join_groups(t, c, &early, work).await?;
         let link = self.link(
             t,
             kind,
@@ -835,6 +888,23 @@ pub(super) fn retryable(e: impl std::fmt::Display) -> ConnectorError {
         status: None,
         retry_after: None,
         detail: format!("hub store: {e}"),
+    }
+}
+
+/// A delivered change's audit detail when it left members to follow-up events.
+fn follow_up_note(work: &MemberWork, follow_ups: &[ChangeEvent]) -> String {
+    match follow_ups {
+        [] => String::new(),
+        [one] => format!(
+            "{} memberships not reached in this delivery's time: sent in follow-up event {}",
+            work.members_left(),
+            one.id
+        ),
+        more => format!(
+            "{} memberships not reached in this delivery's time: sent in {} follow-up events",
+            work.members_left(),
+            more.len()
+        ),
     }
 }
 

@@ -1,10 +1,13 @@
 //! Delivering a group's change to one target: create (matching an existing group first)
-//! with all its members, update with the members the event names, delete.
+//! with all its members, update with the members the event names, delete. An event
+//! without the group's state (a follow-up of a delivery that ran out of time for members,
+//! `member_work`) changes only the members it names.
 
 use super::audit::AuditOp;
 use super::deliver::{Deliverer, DeliveryOutcome, UNCONFIRMED, is_stale, op_allowed, retryable};
 use super::link::LinkChange;
 use super::mapping::{content_hash, map_resource};
+use super::member_work::MemberWork;
 use crate::connector::{Connector, ConnectorError};
 use crate::event::{ChangeEvent, ChangeOp};
 use crate::target::{Operation, TargetConfig};
@@ -16,6 +19,7 @@ impl Deliverer {
         event: &ChangeEvent,
         t: &TargetConfig,
         c: &dyn Connector,
+        work: &mut MemberWork,
     ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
         let kind = ResourceKind::Group;
         let link = self
@@ -51,15 +55,21 @@ impl Deliverer {
         // Stored before the group took its members, never confirmed (the process stopped
         // in between): create again, which finds the group, links it and sends them all.
         let link = link.filter(|l| l.hash != UNCONFIRMED);
-        if let Some(l) = link.as_ref().filter(|l| is_stale(event, Some(l))) {
-            // The group's attributes are older than the target's; the members it names
-            // are still brought to the hub's current state.
+        if let Some(l) = link
+            .as_ref()
+            .filter(|l| is_stale(event, Some(l)) || event.resource.is_none())
+        {
+            // The group's attributes are older than the target's (or not in the event);
+            // the members it names are still brought to the hub's current state.
+            let nothing = if event.resource.is_none() {
+                DeliveryOutcome::Skipped("no member to change")
+            } else {
+                DeliveryOutcome::Stale("older than the version the target holds")
+            };
             let outcome = self
-                .sync_members(event, t, c, &l.target_id)
+                .sync_members(event, t, c, &l.target_id, work)
                 .await?
-                .unwrap_or(DeliveryOutcome::Stale(
-                    "older than the version the target holds",
-                ));
+                .unwrap_or(nothing);
             return Ok((outcome, LinkChange::Keep));
         }
         let Some(resource) = event.resource.as_ref() else {
@@ -141,7 +151,7 @@ impl Deliverer {
                 return Err((AuditOp::AddMembers, retryable(e)));
             }
             if let Err(e) = self
-                .send_all_members(&event.resource_id, t, c, &target_id)
+                .send_all_members(&event.resource_id, t, c, &target_id, work)
                 .await
             {
                 if let Err(e) = self.links.delete(&t.id, kind, &event.resource_id).await {
@@ -150,7 +160,7 @@ impl Deliverer {
                 return Err(e);
             }
         } else {
-            match self.sync_members(event, t, c, &target_id).await? {
+            match self.sync_members(event, t, c, &target_id, work).await? {
                 // The attributes went; the removals wait (the release sends them).
                 Some(held @ DeliveryOutcome::Held { .. }) => {
                     new_link.target_id = target_id;

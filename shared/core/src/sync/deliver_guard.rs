@@ -133,6 +133,10 @@ impl Deliverer {
         target_group: &str,
         removed: &[String],
     ) -> Result<Option<DeliveryOutcome>, Failure> {
+        if event.removals_admitted {
+            // The rest of a removal admitted and journaled whole by an earlier delivery.
+            return Ok(None);
+        }
         let op = AuditOp::RemoveMembers;
         let label = event
             .resource

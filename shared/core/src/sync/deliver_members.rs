@@ -6,32 +6,80 @@
 //! is would let an old "add" undo a newer "remove". So an event only says *which* members
 //! to look at: for each, the hub's current membership decides whether the target gets an
 //! add or a remove. Any order of delivery then ends in the hub's state.
+//!
+//! That also lets a delivery stop part way. Member calls are paced like any other
+//! (`sync/paced.rs`): 10,000 members to a target that takes one member per call at 10
+//! calls a second is 1,000 s, and the `queue-deliver` function has at most 55 s for a
+//! record (a record cut off at its deadline is retried from the start, and never ends).
+//! So a delivery works at members for a bounded time; the members it did not reach go
+//! into follow-up events for the same target (`member_work.rs`), written to the outbox
+//! before the delivery's receipt, so none is lost (`deliver_outcome.rs`).
 
 use std::collections::HashSet;
 
 use super::audit::{AuditEntry, AuditOp, AuditStatus};
 use super::deliver::{Deliverer, DeliveryOutcome, retryable};
 use super::link::Link;
+use super::member_work::{MemberWork, OnTarget};
 use crate::connector::{Connector, ConnectorError};
 use crate::event::ChangeEvent;
 use crate::target::TargetConfig;
 use provisync_scim::ResourceKind;
 
-/// Members sent to a target per call when a whole group is sent.
-const MEMBERS_PER_CALL: usize = 100;
+/// Members looked up (their links read) at a time when a whole group is sent.
+const MEMBERS_PER_LOOKUP: usize = 100;
 
 type Failure = (AuditOp, ConnectorError);
+
+/// Sends `members` (on-target pairs) to `group` in calls of the connector's size
+/// (`add`: additions, else removals), while `work` has time. Returns how many were sent:
+/// all of them, or fewer when the time ran out first (at least one call's worth).
+async fn send_members(
+    c: &dyn Connector,
+    group: &str,
+    members: &[OnTarget],
+    add: bool,
+    work: &MemberWork,
+) -> Result<usize, Failure> {
+    let per_call = c.members_per_call().max(1);
+    let mut sent = 0;
+    for call in members.chunks(per_call) {
+        if sent > 0 && work.spent() {
+            break;
+        }
+        let ids: Vec<String> = call.iter().map(|(_, t)| t.clone()).collect();
+        let result = if add {
+            c.add_members(group, &ids).await
+        } else {
+            c.remove_members(group, &ids).await
+        };
+        let op = if add {
+            AuditOp::AddMembers
+        } else {
+            AuditOp::RemoveMembers
+        };
+        result.map_err(|e| (op, e))?;
+        sent += call.len();
+    }
+    Ok(sent)
+}
+
+fn hub_ids(members: &[OnTarget]) -> Vec<String> {
+    members.iter().map(|(h, _)| h.clone()).collect()
+}
 
 impl Deliverer {
     /// Brings the members an event names to the hub's current state on the target group
     /// `target_group`. Returns what was done (`None`: nothing to send), or that the
     /// removals are held by the target's deprovision guard (the additions are made).
+    /// Members not reached in `work`'s time are left to it for a follow-up event.
     pub(super) async fn sync_members(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
         c: &dyn Connector,
         target_group: &str,
+        work: &mut MemberWork,
     ) -> Result<Option<DeliveryOutcome>, Failure> {
         let mut seen = HashSet::new();
         let touched: Vec<String> = event
@@ -51,27 +99,37 @@ impl Deliverer {
             .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
         let (now_in, now_out): (Vec<String>, Vec<String>) =
             touched.into_iter().partition(|id| present.contains(id));
+        let group = event.resource_id.as_str();
         let mut done = None;
         let added = self.on_target(t, &now_in).await?;
         if !added.is_empty() {
-            c.add_members(target_group, &added)
-                .await
-                .map_err(|e| (AuditOp::AddMembers, e))?;
+            let sent = send_members(c, target_group, &added, true, work).await?;
             done = Some(AuditOp::AddMembers);
+            if sent < added.len() {
+                work.leave(group, hub_ids(&added[sent..]), now_out, false);
+                return Ok(done.map(DeliveryOutcome::Delivered));
+            }
         }
         let removed = self.on_target(t, &now_out).await?;
-        if !removed.is_empty()
-            && let Some(held) = self.guard_members(event, t, target_group, &removed).await?
+        if removed.is_empty() {
+            return Ok(done.map(DeliveryOutcome::Delivered));
+        }
+        if done.is_some() && work.spent() {
+            work.leave(group, vec![], hub_ids(&removed), false);
+            return Ok(done.map(DeliveryOutcome::Delivered));
+        }
+        let target_ids: Vec<String> = removed.iter().map(|(_, id)| id.clone()).collect();
+        if let Some(held) = self
+            .guard_members(event, t, target_group, &target_ids)
+            .await?
         {
             return Ok(Some(held));
         }
-        if !removed.is_empty() {
-            c.remove_members(target_group, &removed)
-                .await
-                .map_err(|e| (AuditOp::RemoveMembers, e))?;
-            done = done.or(Some(AuditOp::RemoveMembers));
-        }
-        Ok(done.map(DeliveryOutcome::Delivered))
+        let sent = send_members(c, target_group, &removed, false, work).await?;
+        work.leave(group, vec![], hub_ids(&removed[sent..]), true);
+        Ok(Some(DeliveryOutcome::Delivered(
+            done.unwrap_or(AuditOp::RemoveMembers),
+        )))
     }
 
     /// A user now on the target (created or linked) joins the groups the hub has it in
@@ -80,7 +138,8 @@ impl Deliverer {
     /// connector (SCIM: RFC 7644 §3.5.2.1 add merges values), so a group event that adds
     /// the same member too does no harm. A failure a retry can fix fails the event (the
     /// retry matches the account and joins again); a refusal is audited and the user's
-    /// delivery stands.
+    /// delivery stands. Groups not reached in `work`'s time are left to it (a follow-up
+    /// event per group, naming the user).
     ///
     /// `early`: the account's link, marked unconfirmed, stored first, before its groups
     /// and their links are read: a group's delivery running beside this one stores its
@@ -94,6 +153,7 @@ impl Deliverer {
         t: &TargetConfig,
         c: &dyn Connector,
         early: &Link,
+        work: &mut MemberWork,
     ) -> Result<(), (AuditOp, ConnectorError)> {
         let (hub_id, target_id) = (early.hub_id.as_str(), early.target_id.as_str());
         self.links
@@ -114,7 +174,11 @@ impl Deliverer {
                 .get_many(&t.id, ResourceKind::Group, &group_ids)
                 .await
                 .map_err(|e| (AuditOp::AddMembers, retryable(e)))?;
-            self.add_to_groups(t, c, hub_id, target_id, &group_ids, &linked)
+            let groups: Vec<OnTarget> = group_ids
+                .iter()
+                .filter_map(|g| linked.get(g).map(|l| (g.clone(), l.target_id.clone())))
+                .collect();
+            self.add_to_groups(t, c, hub_id, target_id, &groups, work)
                 .await
         }
         .await;
@@ -132,15 +196,18 @@ impl Deliverer {
         c: &dyn Connector,
         hub_id: &str,
         target_id: &str,
-        group_ids: &[String],
-        linked: &std::collections::HashMap<String, Link>,
+        groups: &[OnTarget],
+        work: &mut MemberWork,
     ) -> Result<(), (AuditOp, ConnectorError)> {
         let member = [target_id.to_string()];
-        for gid in group_ids {
-            let Some(group) = linked.get(gid) else {
-                continue;
-            };
-            match c.add_members(&group.target_id, &member).await {
+        for (i, (gid, group)) in groups.iter().enumerate() {
+            if i > 0 && work.spent() {
+                for (gid, _) in &groups[i..] {
+                    work.leave(gid, vec![hub_id.to_string()], vec![], false);
+                }
+                break;
+            }
+            match c.add_members(group, &member).await {
                 Ok(()) => {}
                 Err(e) if e.is_retryable() => return Err((AuditOp::AddMembers, e)),
                 Err(e) => {
@@ -160,13 +227,14 @@ impl Deliverer {
 
     /// A group just created (or linked) on the target takes every member the hub has
     /// for it that is on the target: a group created with more members than one change
-    /// event names gets them all.
+    /// event names gets them all. Members not reached in `work`'s time are left to it.
     pub(super) async fn send_all_members(
         &self,
         group_id: &str,
         t: &TargetConfig,
         c: &dyn Connector,
         target_group: &str,
+        work: &mut MemberWork,
     ) -> Result<(), Failure> {
         let ids: Vec<String> = self
             .directory
@@ -176,20 +244,31 @@ impl Deliverer {
             .into_iter()
             .map(|m| m.value)
             .collect();
-        for chunk in ids.chunks(MEMBERS_PER_CALL) {
-            let on_target = self.on_target(t, chunk).await?;
-            if !on_target.is_empty() {
-                c.add_members(target_group, &on_target)
-                    .await
-                    .map_err(|e| (AuditOp::AddMembers, e))?;
+        let mut from = 0;
+        while from < ids.len() {
+            let lookup = &ids[from..(from + MEMBERS_PER_LOOKUP).min(ids.len())];
+            let on_target = self.on_target(t, lookup).await?;
+            let sent = send_members(c, target_group, &on_target, true, work).await?;
+            if sent < on_target.len() {
+                // The rest of this lookup's members (those on the target), then the
+                // members not looked up yet.
+                let mut rest = hub_ids(&on_target[sent..]);
+                rest.extend_from_slice(&ids[from + lookup.len()..]);
+                work.leave(group_id, rest, vec![], false);
+                return Ok(());
+            }
+            from += lookup.len();
+            if from < ids.len() && sent > 0 && work.spent() {
+                work.leave(group_id, ids[from..].to_vec(), vec![], false);
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    /// The target ids of hub members that exist on the target (linked users or groups),
-    /// in the order given; the others are left out. Batched reads.
-    async fn on_target(&self, t: &TargetConfig, ids: &[String]) -> Result<Vec<String>, Failure> {
+    /// The hub members `ids` that exist on the target (linked users or groups), with
+    /// their target ids, in the order given; the others are left out. Batched reads.
+    async fn on_target(&self, t: &TargetConfig, ids: &[String]) -> Result<Vec<OnTarget>, Failure> {
         if ids.is_empty() {
             return Ok(vec![]);
         }
@@ -211,8 +290,12 @@ impl Deliverer {
             .map_err(store_failure)?;
         Ok(ids
             .iter()
-            .filter_map(|id| users.get(id).or_else(|| groups.get(id)))
-            .map(|l| l.target_id.clone())
+            .filter_map(|id| {
+                users
+                    .get(id)
+                    .or_else(|| groups.get(id))
+                    .map(|l| (id.clone(), l.target_id.clone()))
+            })
             .collect())
     }
 }

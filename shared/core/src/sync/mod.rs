@@ -16,6 +16,7 @@ pub mod insight;
 pub mod journal;
 pub mod link;
 pub mod mapping;
+mod member_work;
 pub mod ondemand;
 pub mod pace;
 mod paced;

@@ -134,6 +134,10 @@ impl Connector for Paced<'_> {
         self.inner.kept(kind, mapped)
     }
 
+    fn members_per_call(&self) -> usize {
+        self.inner.members_per_call()
+    }
+
     async fn relay(&self, event_id: &str, envelope: &Value) -> Result<(), ConnectorError> {
         self.call(self.inner.relay(event_id, envelope)).await
     }

@@ -111,6 +111,10 @@ impl Connector for Patient<'_> {
         self.inner.kept(kind, mapped)
     }
 
+    fn members_per_call(&self) -> usize {
+        self.inner.members_per_call()
+    }
+
     // Writes that are not idempotent (or not the reconcile's) go once.
 
     async fn relay(&self, event_id: &str, envelope: &Value) -> Result<(), ConnectorError> {
