@@ -1296,3 +1296,181 @@ async fn members_go_on_in_follow_ups_embedded() {
 async fn members_go_on_in_follow_ups_dynamodb() {
     members_go_on_in_follow_ups(Backend::DynamoDb).await;
 }
+
+/// One receive of up to 10 SQS messages, as Lambda's event source mapping hands them over.
+async fn sqs_batch(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive");
+    out.messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let mut r = aws_lambda_events::event::sqs::SqsMessage::default();
+            r.message_id = m.message_id.clone();
+            r.receipt_handle = m.receipt_handle.clone();
+            r.body = m.body.clone();
+            for (k, v) in m.attributes.unwrap_or_default() {
+                r.attributes.insert(k.as_str().to_string(), v);
+            }
+            r
+        })
+        .collect()
+}
+
+/// The real path on Lambda: `QueueDeliver` on an SQS FIFO queue (moto), invocations of
+/// 3 s (a record started with at least 1 s left, stopped 0.5 s before the end), a group
+/// created with 1,000 members (linked users) on a target paced at `max_rate: 4`: its
+/// find, create and 10 member PATCHes take 3 s at that pace, more than an invocation has.
+/// With 1 s for member calls (the 10 s of `queue-deliver`'s 60, scaled), the first
+/// delivery sends what it can and leaves the rest to follow-up events in the queue, and
+/// later invocations deliver them: every member sent once, nothing dead-lettered. (With
+/// no bound, the same delivery is stopped at each deadline and sent from the start
+/// again, until the dead-letter queue takes it: seen with the bound set to 600 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_group_ends_across_lambda_invocations() {
+    use provisync_aws::lambda::{DeadlinePolicy, QueueDeliver};
+    use provisync_core::queue::Queue;
+    use provisync_core::sync::link::Link;
+    use provisync_scim::ResourceKind;
+    let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        assert!(
+            std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
+            "PROVISYNC_TEST_MOTO is not set but PROVISYNC_REQUIRE_PEERS is"
+        );
+        return;
+    };
+    provisync_tests::allow_loopback_peers();
+    let clients = provisync_aws::AwsClients::for_endpoint(&endpoint).await;
+    let name = format!("big-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut cfg = provisync_aws::AwsInitConfig::new(format!("t-{name}"), Some(name));
+    cfg.max_receive_count = 3;
+    cfg.visibility_timeout_secs = 30;
+    let report = provisync_aws::aws_init_with(&clients, &cfg)
+        .await
+        .expect("queue");
+    let (url, dlq) = (report.queue_url.unwrap(), report.dlq_url.unwrap());
+    let queue = Arc::new(
+        provisync_aws::sqs::SqsQueue::new(clients.sqs.clone(), url.clone()).with_dlq_url(dlq),
+    );
+    let store: Arc<dyn Store> =
+        Arc::new(provisync_core::store::embedded::EmbeddedStore::in_memory());
+    let hub = provisync_core::hub::Hub::new(provisync_core::hub::HubParts {
+        store: store.clone(),
+        queue: queue.clone(),
+        schemas: provisync_scim::SchemaRegistry::builtin(),
+        secrets: provisync_core::crypto::SecretBox::generate().0,
+        connectors: provisync_connectors::connectors_for,
+        http: provisync_connectors::http::http_port,
+    });
+    let target = FaultyTarget::start().await;
+    let t: TargetConfig = serde_json::from_value(json!({
+        "id": "t", "kind": "scim", "base_url": target.base,
+        "auth": {"bearer": target.token}, "max_rate": 4
+    }))
+    .expect("target");
+    hub.targets.put(&t).await.expect("target stored");
+    // 1,000 users already on the target (linked; written without change events of their
+    // own), then a group with all of them.
+    let quiet = provisync_core::directory::Directory::new(
+        store.clone(),
+        provisync_scim::SchemaRegistry::builtin(),
+    );
+    let mut members = Vec::new();
+    let mut links = Vec::new();
+    for i in 0..1000 {
+        let u = quiet
+            .create(
+                ResourceKind::User,
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("u{i}@example.org")}),
+            )
+            .await
+            .expect("user")
+            .stored;
+        members.push(json!({"value": u.id()}));
+        links.push(Link {
+            target: "t".into(),
+            resource_type: ResourceKind::User,
+            hub_id: u.id().to_string(),
+            target_id: format!("t-{i}"),
+            hash: "h".into(),
+            delivered: json!({}),
+            disabled: false,
+            at: String::new(),
+            version: u.version,
+        });
+    }
+    hub.links.put_many(&links).await.expect("links");
+    target.clear_requests();
+    hub.directory
+        .create(
+            ResourceKind::Group,
+            &json!({"schemas": [provisync_tests::GROUP_SCHEMA], "displayName": "everyone", "members": members}),
+        )
+        .await
+        .expect("group");
+    hub.deliverer.set_member_work(Duration::from_secs(1));
+    let deliver =
+        QueueDeliver::new(hub.deliverer.clone(), queue.clone(), 3).with_policy(DeadlinePolicy {
+            start_margin: Duration::from_secs(1),
+            finish_margin: Duration::from_millis(500),
+        });
+    let on_target = || {
+        target
+            .groups()
+            .first()
+            .map_or(0, |g| g["members"].as_array().map_or(0, Vec::len))
+    };
+    let mut invocations = 0;
+    let started = std::time::Instant::now();
+    while on_target() < 1000 && started.elapsed() < Duration::from_secs(90) {
+        let batch = sqs_batch(&clients.sqs, &url).await;
+        if batch.is_empty() {
+            continue;
+        }
+        invocations += 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let resp = deliver.handle(batch.clone(), Some(deadline)).await;
+        assert!(tokio::time::Instant::now() < deadline, "answered late");
+        let failed: Vec<String> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        for r in batch {
+            if !failed.contains(r.message_id.as_ref().unwrap()) {
+                clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(r.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+    }
+    let gid = target.groups()[0]["id"].as_str().unwrap().to_string();
+    let patches = member_patches(&target, &gid);
+    eprintln!(
+        "1,000 members in {invocations} invocations, {} PATCHes {patches:?}, {:.1} s",
+        patches.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(on_target(), 1000, "every member on the target");
+    assert_eq!(patches.iter().sum::<usize>(), 1000, "each member sent once");
+    assert_eq!(queue.dead_letter_count().await.unwrap(), 0);
+    assert!(invocations > 1, "the rest went on in follow-up events");
+}
