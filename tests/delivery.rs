@@ -1342,14 +1342,7 @@ async fn a_big_group_ends_across_lambda_invocations() {
     use provisync_core::queue::Queue;
     use provisync_core::sync::link::Link;
     use provisync_scim::ResourceKind;
-    let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
-        assert!(
-            std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
-            "PROVISYNC_TEST_MOTO is not set but PROVISYNC_REQUIRE_PEERS is"
-        );
+    let Some(endpoint) = provisync_tests::moto_endpoint() else {
         return;
     };
     provisync_tests::allow_loopback_peers();

@@ -129,20 +129,25 @@ async fn drop_tables_of_earlier_test_binaries(clients: &provisync_aws::AwsClient
         .await;
 }
 
-/// A fresh DynamoDB table on moto, or `None` when no emulator runs (a failure instead
-/// when `PROVISYNC_REQUIRE_PEERS` is set, as under `make test`).
-pub async fn moto_store() -> Option<Arc<dyn Store>> {
-    let Some(endpoint) = std::env::var("PROVISYNC_TEST_MOTO")
+/// The moto emulator's endpoint, or `None` when no emulator runs (a failure instead when
+/// `PROVISYNC_REQUIRE_PEERS` is set, as under `make test`).
+pub fn moto_endpoint() -> Option<String> {
+    let endpoint = std::env::var("PROVISYNC_TEST_MOTO")
         .ok()
-        .filter(|v| !v.is_empty())
-    else {
+        .filter(|v| !v.is_empty());
+    if endpoint.is_none() {
         assert!(
             std::env::var_os("PROVISYNC_REQUIRE_PEERS").is_none(),
             "PROVISYNC_TEST_MOTO is not set but PROVISYNC_REQUIRE_PEERS is: run through scripts/test-env.sh"
         );
         eprintln!("skipped: PROVISYNC_TEST_MOTO not set (run `make test`)");
-        return None;
-    };
+    }
+    endpoint
+}
+
+/// A fresh DynamoDB table on moto, or `None` when no emulator runs ([`moto_endpoint`]).
+pub async fn moto_store() -> Option<Arc<dyn Store>> {
+    let endpoint = moto_endpoint()?;
     let clients = provisync_aws::AwsClients::for_endpoint(&endpoint).await;
     drop_tables_of_earlier_test_binaries(&clients).await;
     let table = format!(
