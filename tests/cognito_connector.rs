@@ -12,6 +12,7 @@ use aws_sdk_cognitoidentityprovider::types::{
 };
 use provisync_connectors::cognito::CognitoConnector;
 use provisync_core::connector::{Connector, ConnectorError};
+use provisync_core::sync::pace::CallOutcome;
 use provisync_core::target::CognitoTarget;
 use provisync_scim::ResourceKind;
 use provisync_tests::proxy::RecordingProxy;
@@ -520,6 +521,57 @@ async fn reconcile(hub: &Hub, target: &str) -> [u64; 7] {
         ],
     )
 }
+
+// A call Cognito throttles (400 `TooManyRequestsException`) is one request: the SDK
+// does not retry it behind the hub's pace (before, it retried at once, unpaced, and the
+// call succeeded with the pace none the wiser). The connector says 429 to the pace,
+// which slows down; the queue retries the delivery after it.
+on_every_backend!(a_throttled_call_slows_the_pace, |hub: Hub| async move {
+    let Some(endpoint) = moto() else { return };
+    let (client, pool_id) = pool(&endpoint).await;
+    let proxy = RecordingProxy::start(&endpoint).await;
+    let c = connector(&proxy.origin, &pool_id, false);
+    proxy.throttle(1);
+    let err = c.create_user(&alice("t1"), None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectorError::Retryable {
+                status: Some(429),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(proxy.operations().len(), 1, "{:?}", proxy.operations());
+    assert_eq!(
+        CallOutcome::of_call(Some(&err), Duration::ZERO),
+        CallOutcome::SlowDown(None)
+    );
+    c.create_user(&alice("t1"), None).await.unwrap();
+
+    // Through the hub: the throttled create slows the target's pace, and is delivered
+    // on its retry.
+    let def = json!({"kind": "cognito", "user_pool_id": pool_id, "region": "us-east-1",
+                     "endpoint_url": proxy.origin});
+    let r = hub.admin(Method::PUT, "/targets/cognito", Some(&def)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    proxy.throttle(1);
+    let _delivery = hub.run_delivery();
+    let r = hub.post("/Users", &alice("t2")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    eventually("t2 in the pool after its retry", || async {
+        get(&client, &pool_id, "t2").await.is_some()
+    })
+    .await;
+    let pace = hub.admin(Method::GET, "/targets/cognito/pace", None).await;
+    assert_eq!(pace.status, 200, "{}", pace.text);
+    assert!(
+        pace.body["slow_downs"].as_u64().is_some_and(|n| n >= 1),
+        "{}",
+        pace.text
+    );
+});
 
 // Reconcile through the hub, every call to Cognito recorded by a proxy in front of moto:
 // what the hub delivered (names, address, phone, a mapped standard attribute, verified

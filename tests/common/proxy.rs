@@ -18,6 +18,8 @@ struct Shared {
     /// `METHOD path?query` of every request.
     urls: Arc<Mutex<Vec<String>>>,
     operations: Arc<Mutex<Vec<String>>>,
+    /// The next this many AWS JSON-protocol calls answer as AWS throttles them.
+    throttled: Arc<Mutex<usize>>,
 }
 
 /// Forwards everything to `upstream` (scheme://host:port), recording method and path.
@@ -52,6 +54,19 @@ async fn forward(
     s.urls.lock().unwrap().push(format!("{method} {path}"));
     if let Some(op) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         s.operations.lock().unwrap().push(op.to_string());
+        let mut throttled = s.throttled.lock().unwrap();
+        if *throttled > 0 {
+            *throttled -= 1;
+            // As Cognito answers a call over its quota (AWS JSON 1.1: 400 and a code).
+            return axum::http::Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .header("content-type", "application/x-amz-json-1.1")
+                .header("x-amzn-errortype", "TooManyRequestsException")
+                .body(axum::body::Body::from(
+                    r#"{"__type":"TooManyRequestsException","message":"Rate exceeded"}"#,
+                ))
+                .unwrap();
+        }
     }
     let m = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
     let mut req = s.client.request(m, format!("{}{}", s.upstream, path));
@@ -97,6 +112,7 @@ impl RecordingProxy {
             requests: Arc::default(),
             urls: Arc::default(),
             operations: Arc::default(),
+            throttled: Arc::default(),
         };
         let app = axum::Router::new()
             .fallback(forward)
@@ -113,6 +129,12 @@ impl RecordingProxy {
             shared,
             task,
         }
+    }
+
+    /// The next `n` AWS JSON-protocol calls are not forwarded: each answers 400
+    /// `TooManyRequestsException`, as Cognito does past its quota.
+    pub fn throttle(&self, n: usize) {
+        *self.shared.throttled.lock().unwrap() = n;
     }
 
     /// Every request so far: (method, path).

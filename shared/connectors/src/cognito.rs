@@ -65,8 +65,8 @@ use provisync_scim::ResourceKind;
 /// An API call that takes its turn at the pool's pace first: the delivery's slot covers
 /// a call's first request, and each later one (a lookup of the account by `sub`, then
 /// the write; one member after another) is spaced like it
-/// ([`provisync_core::connector::quota::before_request`]). Retries inside the SDK are
-/// its own (they back off on throttling).
+/// ([`provisync_core::connector::quota::before_request`]). The SDK retries nothing
+/// itself (`CognitoConnector::client`): a throttled call is the pace's to learn from.
 trait TakeTurn: Future + Sized + Send {
     fn paced(self) -> impl Future<Output = Self::Output> + Send {
         async move {
@@ -193,9 +193,13 @@ impl CognitoConnector {
                     .operation_attempt_timeout(DEFAULT_REQUEST_TIMEOUT)
                     .operation_timeout(DEFAULT_REQUEST_TIMEOUT + Duration::from_secs(15))
                     .build();
+                // No retries inside the SDK: each of its attempts would be a request the
+                // hub's pace never saw (a throttled call retried unpaced, its 429 never
+                // taught). A failed call is retried by the queue, after the pace's hold.
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .region(Region::new(self.region.clone()))
-                    .timeout_config(timeouts);
+                    .timeout_config(timeouts)
+                    .retry_config(aws_config::retry::RetryConfig::disabled());
                 if let Some(e) = &self.endpoint {
                     loader = loader.endpoint_url(e.trim());
                 }
@@ -242,13 +246,24 @@ impl CognitoConnector {
                         ))
                     }
                     "ResourceNotFoundException" => ConnectorError::NotFound,
+                    // AWS says "too many requests" with 400 and a code: the pace
+                    // (`sync/pace.rs`) reads it as the 429 it means and slows down.
                     "TooManyRequestsException"
                     | "ThrottlingException"
                     | "Throttling"
-                    | "RequestLimitExceeded"
-                    | "InternalErrorException"
-                    | "ServiceUnavailable"
-                    | "ServiceUnavailableException" => ConnectorError::Retryable {
+                    | "RequestLimitExceeded" => ConnectorError::Retryable {
+                        status: Some(429),
+                        retry_after: None,
+                        detail: said,
+                    },
+                    "ServiceUnavailable" | "ServiceUnavailableException" => {
+                        ConnectorError::Retryable {
+                            status: Some(503),
+                            retry_after: None,
+                            detail: said,
+                        }
+                    }
+                    "InternalErrorException" => ConnectorError::Retryable {
                         status,
                         retry_after: None,
                         detail: said,
@@ -985,16 +1000,17 @@ mod tests {
             c.error(svc("ResourceNotFoundException", "Group not found.", 400)),
             ConnectorError::NotFound
         );
-        for (code, status) in [
-            ("TooManyRequestsException", 400),
-            ("ThrottlingException", 400),
-            ("InternalErrorException", 500),
-            ("Whatever", 503),
+        for (code, status, paced_as) in [
+            ("TooManyRequestsException", 400, Some(429)),
+            ("ThrottlingException", 400, Some(429)),
+            ("ServiceUnavailableException", 503, Some(503)),
+            ("InternalErrorException", 500, Some(500)),
+            ("Whatever", 503, Some(503)),
         ] {
-            assert!(
-                c.error(svc(code, "slow down", status)).is_retryable(),
-                "{code}"
-            );
+            match c.error(svc(code, "slow down", status)) {
+                ConnectorError::Retryable { status, .. } => assert_eq!(status, paced_as, "{code}"),
+                other => panic!("{code}: {other:?}"),
+            }
         }
         assert_eq!(
             c.error(svc(
