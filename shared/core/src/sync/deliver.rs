@@ -147,8 +147,8 @@ impl Deliverer {
     }
 
     /// Sends the follow-up events of deliveries that ran out of time for members to
-    /// `queue` as soon as they are written (they are in the outbox first, with the
-    /// delivery's receipt, so the sweep sends what this could not).
+    /// `queue` once the delivery's receipt is written (they are in the outbox before it,
+    /// so the sweep sends what this could not).
     pub fn with_queue(mut self, queue: Arc<dyn Queue>) -> Self {
         self.queue = Some(queue);
         self
@@ -329,7 +329,10 @@ impl Deliverer {
                         DeliveryOutcome::Linked => entry(
                             AuditOp::Create,
                             AuditStatus::Linked,
-                            "matched an existing account".into(),
+                            match follow_up_note(&work, &follow_ups) {
+                                note if note.is_empty() => "matched an existing account".into(),
+                                note => format!("matched an existing account; {note}"),
+                            },
                         ),
                         DeliveryOutcome::Skipped(why) => {
                             entry(default_op(event), AuditStatus::Skipped, why.into())
