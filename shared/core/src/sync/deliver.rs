@@ -321,15 +321,13 @@ impl Deliverer {
                         l.version = l.version.max(event.version);
                     }
                     let e = match outcome {
-                        DeliveryOutcome::Delivered(op) => entry(
-                            op,
-                            AuditStatus::Delivered,
-                            follow_up_note(&work, &follow_ups),
-                        ),
+                        DeliveryOutcome::Delivered(op) => {
+                            entry(op, AuditStatus::Delivered, follow_up_note(&follow_ups))
+                        }
                         DeliveryOutcome::Linked => entry(
                             AuditOp::Create,
                             AuditStatus::Linked,
-                            match follow_up_note(&work, &follow_ups) {
+                            match follow_up_note(&follow_ups) {
                                 note if note.is_empty() => "matched an existing account".into(),
                                 note => format!("matched an existing account; {note}"),
                             },
@@ -895,17 +893,19 @@ pub(super) fn retryable(e: impl std::fmt::Display) -> ConnectorError {
 }
 
 /// A delivered change's audit detail when it left members to follow-up events.
-fn follow_up_note(work: &MemberWork, follow_ups: &[ChangeEvent]) -> String {
+fn follow_up_note(follow_ups: &[ChangeEvent]) -> String {
+    let left: usize = follow_ups
+        .iter()
+        .map(|e| e.members_added.len() + e.members_removed.len())
+        .sum();
     match follow_ups {
         [] => String::new(),
         [one] => format!(
-            "{} memberships not reached in this delivery's time: sent in follow-up event {}",
-            work.members_left(),
+            "{left} memberships not reached in this delivery's time: sent in follow-up event {}",
             one.id
         ),
         more => format!(
-            "{} memberships not reached in this delivery's time: sent in {} follow-up events",
-            work.members_left(),
+            "{left} memberships not reached in this delivery's time: sent in {} follow-up events",
             more.len()
         ),
     }

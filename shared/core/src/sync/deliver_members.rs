@@ -48,17 +48,19 @@ async fn send_members(
             break;
         }
         let ids: Vec<String> = call.iter().map(|(_, t)| t.clone()).collect();
-        let result = if add {
+        if add {
             c.add_members(group, &ids).await
         } else {
             c.remove_members(group, &ids).await
-        };
-        let op = if add {
-            AuditOp::AddMembers
-        } else {
-            AuditOp::RemoveMembers
-        };
-        result.map_err(|e| (op, e))?;
+        }
+        .map_err(|e| {
+            let op = if add {
+                AuditOp::AddMembers
+            } else {
+                AuditOp::RemoveMembers
+            };
+            (op, e)
+        })?;
         sent += call.len();
     }
     Ok(sent)
