@@ -1216,6 +1216,20 @@ async fn members_go_on_in_follow_ups(backend: Backend) {
     .await;
     let gid = target.groups()[0]["id"].as_str().unwrap().to_string();
     assert_eq!(member_patches(&target, &gid), vec![100, 100, 50]);
+    // A delivery's audit entry is written with its receipt, just after its last call.
+    let delivered_of_group = || async {
+        audit(&hub, "target=t&status=delivered&limit=1000")
+            .await
+            .into_iter()
+            .filter(|e| e["resource_id"] == json!(group))
+            .count()
+    };
+    eventually(
+        "the group's 3 deliveries audited",
+        Duration::from_secs(30),
+        || async { delivered_of_group().await == 3 },
+    )
+    .await;
     let entries = audit(&hub, "target=t&limit=1000").await;
     let of_group: Vec<&Value> = entries
         .iter()
@@ -1274,11 +1288,7 @@ async fn members_go_on_in_follow_ups(backend: Backend) {
         },
     )
     .await;
-    let created = audit(&hub, "target=t&limit=1000")
-        .await
-        .into_iter()
-        .find(|e| e["resource_id"] == json!(joiner) && e["op"] == "create")
-        .expect("the user's create audited");
+    let created = create_audited(&hub, &joiner).await;
     assert!(
         created["detail"].as_str().unwrap_or("").starts_with(
             "2 memberships not reached in this delivery's time: sent in 2 follow-up events"
@@ -1466,4 +1476,88 @@ async fn a_big_group_ends_across_lambda_invocations() {
     assert_eq!(patches.iter().sum::<usize>(), 1000, "each member sent once");
     assert_eq!(queue.dead_letter_count().await.unwrap(), 0);
     assert!(invocations > 1, "the rest went on in follow-up events");
+}
+
+/// The audit entry of `user`'s create on target `t`, once written: the memberships can
+/// reach the target (by the groups' own events) before the create's receipt.
+async fn create_audited(hub: &Hub, user: &str) -> Value {
+    let find = || async {
+        audit(hub, "target=t&op=create&limit=1000")
+            .await
+            .into_iter()
+            .find(|e| e["resource_id"] == json!(user))
+    };
+    eventually(
+        "the user's create audited",
+        Duration::from_secs(30),
+        || async { find().await.is_some() },
+    )
+    .await;
+    find().await.expect("the user's create audited")
+}
+
+/// The most follow-ups one delivery leaves at once: a new user in 105 groups on the
+/// target, with no time for member calls, joins one and leaves 104 follow-up events,
+/// more than one store transaction takes (100 items, DynamoDB's limit): they are kept in
+/// two, and every membership arrives.
+async fn many_follow_ups_at_once(backend: Backend) {
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start_on(store).await;
+    add_target(&hub, "t", &target.base, &target.token, json!({})).await;
+    let mut groups = Vec::new();
+    for i in 0..105 {
+        groups.push(hub.group(&format!("g{i}"), &[]).await);
+    }
+    let delivery = hub.run_delivery();
+    eventually(
+        "105 groups on the target",
+        Duration::from_secs(120),
+        || async { target.groups().len() == 105 },
+    )
+    .await;
+    drop(delivery);
+    hub.deliverer.set_member_work(Duration::ZERO);
+    let joiner = hub.user("many@example.org").await;
+    for g in &groups {
+        let r = hub
+            .patch(
+                &format!("/Groups/{g}"),
+                &json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [{"value": joiner}]}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let _delivery = hub.run_delivery();
+    eventually(
+        "the new user in its 105 groups on the target",
+        Duration::from_secs(120),
+        || async {
+            target
+                .groups()
+                .iter()
+                .filter(|g| g["members"].as_array().is_some_and(|m| m.len() == 1))
+                .count()
+                == 105
+        },
+    )
+    .await;
+    let created = create_audited(&hub, &joiner).await;
+    assert_eq!(
+        created["detail"],
+        "104 memberships not reached in this delivery's time: sent in 104 follow-up events",
+        "{created}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_follow_ups_at_once_embedded() {
+    many_follow_ups_at_once(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_follow_ups_at_once_dynamodb() {
+    many_follow_ups_at_once(Backend::DynamoDb).await;
 }
