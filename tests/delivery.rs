@@ -1295,6 +1295,69 @@ async fn members_go_on_in_follow_ups(backend: Backend) {
         ),
         "{created}"
     );
+
+    // A run waits for its follow-ups: the big group gone from the target, a reconcile
+    // creates it again with its 250 members, 100 in the create's delivery and the rest in
+    // follow-ups spaced by the target's `max_rate`. Its report says complete only once
+    // every member is on the target, and counts them all.
+    let big = target
+        .groups()
+        .into_iter()
+        .find(|g| g["displayName"] == "big")
+        .expect("big on the target");
+    let path = format!("/Groups/{}", big["id"].as_str().unwrap());
+    assert_eq!(target_delete(&target, &path).await, 204);
+    add_target(
+        &hub,
+        "t",
+        &target.base,
+        &target.token,
+        json!({"max_rate": 2}),
+    )
+    .await;
+    let r = hub
+        .admin(
+            Method::POST,
+            "/sync",
+            Some(&json!({"target": "t", "reconcile": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let report = &r.body["reconcile"];
+    assert_eq!(report["state"], "complete", "{}", r.text);
+    let big = target
+        .groups()
+        .into_iter()
+        .find(|g| g["displayName"] == "big")
+        .expect("big created again");
+    assert_eq!(
+        big["members"].as_array().map_or(0, Vec::len),
+        250,
+        "the report said complete before the follow-ups: {}",
+        r.text
+    );
+    let groups = &report["counts"]["groups"];
+    assert_eq!(
+        (
+            &groups["created"],
+            &groups["members_added"],
+            &groups["queued"]
+        ),
+        (&json!(1), &json!(250), &json!(0)),
+        "{}",
+        r.text
+    );
+    let run = report["run"].as_str().expect("a run");
+    let r = hub.admin(Method::GET, &format!("/runs/{run}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["state"], "complete", "{}", r.text);
+    assert_eq!(
+        r.body["follow_ups"],
+        json!({"sent": 2, "delivered": 2, "skipped": 0, "held": 0, "refused": 0, "failed": 0, "queued": 0}),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["groups"]["members_added"], 250, "{}", r.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

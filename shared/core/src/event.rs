@@ -93,6 +93,10 @@ pub struct ChangeEvent {
     /// deprovision guard and journaled with the event that left them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removals_admitted: bool,
+    /// Members a delivery of an earlier event did not reach in its time, sent on for one
+    /// target: its run (when it has one) waits for it ([`crate::sync::runs`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_up: bool,
 }
 
 /// The record an entity or configuration change is about, with its state after the
@@ -141,6 +145,7 @@ impl ChangeEvent {
             record: None,
             approved: false,
             removals_admitted: false,
+            follow_up: false,
         }
     }
 

@@ -38,9 +38,9 @@ pub use held::{
 };
 pub use queue::{DeadLetter, DeadLetters, Redriven};
 pub use sync::{
-    CycleReport, DeferredCounts, GroupCounts, OutcomeCounts, PlanReport, PlannedChange, Problem,
-    PullCounts, PullReport, ReconcileCounts, ReconcileReport, RunStatus, SyncPlanned, SyncQueued,
-    SyncReconciled, SyncRequest,
+    CycleReport, DeferredCounts, FollowUpCounts, GroupCounts, OutcomeCounts, PlanReport,
+    PlannedChange, Problem, PullCounts, PullReport, ReconcileCounts, ReconcileReport, RunStatus,
+    SyncPlanned, SyncQueued, SyncReconciled, SyncRequest,
 };
 pub use tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest, TokenRevoke};
 

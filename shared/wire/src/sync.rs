@@ -49,9 +49,30 @@ pub struct RunStatus {
     pub state: String,
     pub users: OutcomeCounts,
     pub groups: OutcomeCounts,
+    /// Follow-up events: members the run's deliveries did not reach in their time (a big
+    /// group at a slow target), sent on in events of their own. The run is `pending`
+    /// until each has its outcome; their members count in `groups`. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_ups: Option<FollowUpCounts>,
     /// Changes the target refused or that failed (or are being retried), named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
+}
+
+/// A run's follow-up events, by outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FollowUpCounts {
+    pub sent: u64,
+    pub delivered: u64,
+    /// Nothing left to do on the target.
+    pub skipped: u64,
+    /// Held by the target's deprovision guard.
+    pub held: u64,
+    pub refused: u64,
+    pub failed: u64,
+    /// No outcome yet.
+    pub queued: u64,
 }
 
 /// The outcomes of the changes a run queued, of one resource type.

@@ -96,7 +96,7 @@ pub async fn sync(remote: &Remote, args: SyncArgs) -> Result<()> {
         "complete" => Ok(()),
         "pending" | "running" => bail!(
             "the outcome of {} change(s) is not known yet (run {}): `provisync audit --target {}` shows it when it is",
-            s.users.queued + s.groups.queued,
+            s.users.queued + s.groups.queued + s.follow_ups.as_ref().map_or(0, |f| f.queued),
             s.run,
             s.target
         ),
@@ -195,6 +195,12 @@ fn print_status(s: &RunStatus) {
     println!("  {}", outcome_line("users", &s.users));
     if s.groups.sent > 0 {
         println!("  {}", outcome_line("groups", &s.groups));
+    }
+    if let Some(f) = &s.follow_ups {
+        println!(
+            "  members sent on in follow-up events: queued {}  delivered {}  skipped {}  held {}  refused {}  failed {}  no outcome yet {}",
+            f.sent, f.delivered, f.skipped, f.held, f.refused, f.failed, f.queued
+        );
     }
     print_problems(&s.problems);
 }

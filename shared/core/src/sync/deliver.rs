@@ -463,7 +463,7 @@ impl Deliverer {
                 .resource(event.subject(), &event.resource_id)
                 .event(&event.id)
                 .detail("the target is disabled, removed, or takes no such change");
-            let written = match outcome_write(event, id, &entry) {
+            let written = match outcome_write(event, id, &entry, &[]) {
                 Ok(Some(w)) => self.links.store().transact(vec![w]).await,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),

@@ -61,7 +61,7 @@ impl Deliverer {
                 }
             }
         }
-        match outcome_write(event, target, &audit) {
+        match outcome_write(event, target, &audit, kept) {
             Ok(w) => writes.extend(w),
             Err(e) => tracing::error!(error = %e, "run outcome not written"),
         }

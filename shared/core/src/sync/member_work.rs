@@ -74,8 +74,8 @@ impl MemberWork {
 
     /// The follow-up events for what was left, for `target` only: members-only updates
     /// of each group (no state: its attributes went with `event`), naming at most
-    /// [`MEMBERS_PER_EVENT`] members to look at each. Not part of a run (the run counts
-    /// `event`).
+    /// [`MEMBERS_PER_EVENT`] members to look at each. Part of `event`'s run, which waits
+    /// for them as it does for `event` (`runs::outcome_write` lists them).
     pub(super) fn follow_ups(&self, event: &ChangeEvent, target: &str) -> Vec<ChangeEvent> {
         let mut out = Vec::new();
         for l in &self.left {
@@ -105,6 +105,8 @@ impl MemberWork {
                 e.only_targets = vec![target.to_string()];
                 e.approved = event.approved;
                 e.removals_admitted = l.admitted && !e.members_removed.is_empty();
+                e.follow_up = true;
+                e.run = event.run.clone();
                 out.push(e);
             }
         }
@@ -165,7 +167,8 @@ mod tests {
             assert_eq!(e.op, ChangeOp::Update);
             assert!(e.resource.is_none(), "members only");
             assert_eq!(e.only_targets, vec!["t".to_string()]);
-            assert_eq!(e.run, None, "the run counts the event that left them");
+            assert_eq!(e.run.as_deref(), Some("run-1"), "the run waits for them");
+            assert!(e.follow_up);
             assert_ne!(e.id, event.id);
         }
         let mut named: Vec<&String> = out

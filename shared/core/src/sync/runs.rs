@@ -10,6 +10,13 @@
 //! then is reported as queued, and the schedule settles the run later
 //! ([`Runs::settle_open`]), writing the outcome to the audit log.
 //!
+//! A delivery that did not reach all of a group's members in its time leaves them to
+//! follow-up events ([`ChangeEvent::follow_up`], `sync::member_work`), which carry the
+//! run too. The outcome of the event that left them lists their ids, and counts only the
+//! members it reached; the run is not settled until each listed follow-up has an outcome
+//! of its own ([`FollowUps`]), so a report never calls a big group's memberships done
+//! while some are still queued.
+//!
 //! | record  | pk          | sk                        | gsi1 (pk / sk)                          | ttl    |
 //! |---------|-------------|---------------------------|-----------------------------------------|--------|
 //! | run     | `RUN#{id}`  | `RUN`                     | `RUNS#OPEN` / `{started}#{id}` until settled | 7 days |
@@ -18,6 +25,7 @@
 //! Reading a run's outcomes is one query of its partition, so a wait polls less often
 //! the more events it waits for (one millisecond of interval per event, at least).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +36,7 @@ use super::audit::{Audit, AuditEntry, AuditOp, AuditStatus};
 use super::link::RECEIPT_TTL_SECS;
 use crate::event::ChangeEvent;
 use crate::store::{Index, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch};
+use provisync_scim::ResourceKind;
 
 /// How long a run and its outcomes are kept: as long as delivery receipts, longer than
 /// any redelivery.
@@ -116,6 +125,12 @@ struct Outcome {
     members_added: u64,
     #[serde(default)]
     members_removed: u64,
+    /// This event is a follow-up of another of the run's events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    follow_up: bool,
+    /// The follow-up events this delivery left, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    left: Vec<String>,
 }
 
 /// A change the target refused, or that failed: named in reports.
@@ -198,11 +213,52 @@ impl KindTally {
     }
 }
 
+/// The follow-up events of a run: members its deliveries did not reach in their time,
+/// sent on in events of their own. Counted apart from the run's changes (they are parts
+/// of them); their members count in the groups' `members_added` / `members_removed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FollowUps {
+    /// Listed by the outcomes of the events that left them.
+    pub sent: u64,
+    pub delivered: u64,
+    /// Nothing left to do on the target (the members went another way, the target was
+    /// removed, …).
+    pub skipped: u64,
+    pub held: u64,
+    pub refused: u64,
+    pub failed: u64,
+}
+
+impl FollowUps {
+    /// Listed, with no final outcome yet.
+    pub fn queued(&self) -> u64 {
+        self.sent
+            .saturating_sub(self.delivered + self.skipped + self.held + self.refused + self.failed)
+    }
+
+    fn add(&mut self, status: AuditStatus) {
+        match status {
+            AuditStatus::Delivered | AuditStatus::Linked => self.delivered += 1,
+            AuditStatus::Skipped | AuditStatus::SkippedStale | AuditStatus::Unlinked => {
+                self.skipped += 1
+            }
+            AuditStatus::Held => self.held += 1,
+            AuditStatus::Refused => self.refused += 1,
+            AuditStatus::Dead | AuditStatus::Failed => self.failed += 1,
+            AuditStatus::Retry | AuditStatus::Queued => {}
+        }
+    }
+}
+
 /// The outcomes of a run so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub users: KindTally,
     pub groups: KindTally,
+    /// Follow-up events the run's deliveries left (big groups at slow targets).
+    #[serde(default)]
+    pub follow_ups: FollowUps,
     /// Refusals and failures (and changes still being retried), named; at most
     /// [`MAX_PROBLEMS`].
     pub problems: Vec<Problem>,
@@ -221,6 +277,24 @@ pub enum Settlement {
 }
 
 impl Tally {
+    /// Names `o` among the problems if it is one (and there is room).
+    fn name_problem(&mut self, o: Outcome) {
+        let problem = matches!(
+            o.status,
+            AuditStatus::Refused | AuditStatus::Dead | AuditStatus::Failed | AuditStatus::Retry
+        );
+        if problem && self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                resource_type: o.resource_type,
+                resource_id: o.resource_id,
+                name: o.label,
+                op: o.op,
+                status: o.status,
+                detail: o.detail,
+            });
+        }
+    }
+
     /// Changes sent whose outcome is not known yet.
     pub fn queued(&self, sent: Sent) -> Sent {
         Sent {
@@ -231,9 +305,15 @@ impl Tally {
 
     pub fn settlement(&self, sent: Sent) -> Settlement {
         let q = self.queued(sent);
-        if q.users + q.groups > 0 {
+        let f = &self.follow_ups;
+        if q.users + q.groups + f.queued() > 0 {
             Settlement::Pending
-        } else if self.users.refused + self.users.failed + self.groups.refused + self.groups.failed
+        } else if self.users.refused
+            + self.users.failed
+            + self.groups.refused
+            + self.groups.failed
+            + f.refused
+            + f.failed
             > 0
         {
             Settlement::WithFailures
@@ -266,6 +346,19 @@ impl Tally {
         if sent.groups > 0 {
             s.push_str(&format!(" groups: {}", one(&self.groups, q.groups)));
         }
+        let f = &self.follow_ups;
+        if f.sent > 0 {
+            s.push_str(&format!(
+                " follow-ups: sent={} delivered={} skipped={} held={} refused={} failed={} queued={}",
+                f.sent,
+                f.delivered,
+                f.skipped,
+                f.held,
+                f.refused,
+                f.failed,
+                f.queued()
+            ));
+        }
         s
     }
 }
@@ -280,10 +373,14 @@ fn outcome_sk(event_id: &str, target: &str) -> String {
 
 /// The store write recording what `entry` (the engine's audit entry for this event on
 /// `target`) says, for the event's run. `None` when the event belongs to no run.
+/// `follow_ups`: the events the delivery left for the members it did not reach (kept in
+/// the outbox already); the run waits for them, and the members they name are not
+/// counted here.
 pub fn outcome_write(
     event: &ChangeEvent,
     target: &str,
     entry: &AuditEntry,
+    follow_ups: &[ChangeEvent],
 ) -> Result<Option<Write>, StoreError> {
     let Some(run) = &event.run else {
         return Ok(None);
@@ -295,6 +392,19 @@ pub fn outcome_write(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // Members of the event's own group left to follow-ups were not reached here.
+    let (mut added, mut removed) = (
+        event.members_added.len() as u64,
+        event.members_removed.len() as u64,
+    );
+    for f in follow_ups.iter().filter(|f| {
+        event.record.is_none()
+            && event.resource_type == ResourceKind::Group
+            && f.resource_id == event.resource_id
+    }) {
+        added = added.saturating_sub(f.members_added.len() as u64);
+        removed = removed.saturating_sub(f.members_removed.len() as u64);
+    }
     let outcome = Outcome {
         resource_type: event.subject().to_string(),
         resource_id: event.resource_id.clone(),
@@ -302,8 +412,10 @@ pub fn outcome_write(
         op: entry.op,
         status: entry.status,
         detail: entry.detail.chars().take(512).collect(),
-        members_added: event.members_added.len() as u64,
-        members_removed: event.members_removed.len() as u64,
+        members_added: added,
+        members_removed: removed,
+        follow_up: event.follow_up,
+        left: follow_ups.iter().map(|f| f.id.clone()).collect(),
     };
     let data = serde_json::to_vec(&outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(Some(Write::put(
@@ -359,9 +471,13 @@ impl Runs {
         Ok(serde_json::from_slice(&item.data).ok().map(|r| (r, open)))
     }
 
-    /// The outcomes recorded for a run so far.
+    /// The outcomes recorded for a run so far. A follow-up counts once some outcome of
+    /// the run lists it (one kept by a delivery whose receipt then failed is not: the
+    /// retry leaves its own).
     pub async fn tally(&self, id: &str) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
+        let mut listed: HashSet<String> = HashSet::new();
+        let mut follow_ups: HashMap<String, Outcome> = HashMap::new();
         let mut after = None;
         loop {
             let page = self
@@ -373,33 +489,44 @@ impl Runs {
                 )
                 .await?;
             for item in &page.items {
-                let Ok(o) = serde_json::from_slice::<Outcome>(&item.data) else {
+                let Ok(mut o) = serde_json::from_slice::<Outcome>(&item.data) else {
                     continue;
                 };
+                listed.extend(o.left.drain(..));
+                if o.follow_up {
+                    if let Some(event) = item
+                        .sk
+                        .strip_prefix("EV#")
+                        .and_then(|s| s.split_once('#').map(|(event, _)| event.to_string()))
+                    {
+                        follow_ups.insert(event, o);
+                    }
+                    continue;
+                }
                 match o.resource_type.as_str() {
                     "Group" => tally.groups.add(&o),
                     _ => tally.users.add(&o),
                 }
-                let problem = matches!(
-                    o.status,
-                    AuditStatus::Refused | AuditStatus::Dead | AuditStatus::Failed
-                ) || o.status == AuditStatus::Retry;
-                if problem && tally.problems.len() < MAX_PROBLEMS {
-                    tally.problems.push(Problem {
-                        resource_type: o.resource_type,
-                        resource_id: o.resource_id,
-                        name: o.label,
-                        op: o.op,
-                        status: o.status,
-                        detail: o.detail,
-                    });
-                }
+                tally.name_problem(o);
             }
             match page.next {
                 Some(c) => after = Some(c),
-                None => return Ok(tally),
+                None => break,
             }
         }
+        tally.follow_ups.sent = listed.len() as u64;
+        for (_, o) in follow_ups
+            .into_iter()
+            .filter(|(event, _)| listed.contains(event))
+        {
+            tally.follow_ups.add(o.status);
+            if matches!(o.status, AuditStatus::Delivered | AuditStatus::Linked) {
+                tally.groups.members_added += o.members_added;
+                tally.groups.members_removed += o.members_removed;
+            }
+            tally.name_problem(o);
+        }
+        Ok(tally)
     }
 
     /// Waits until every event of `run` has a final outcome, or `deadline`: the tally
@@ -526,8 +653,70 @@ mod tests {
 
     async fn record(store: &Arc<dyn Store>, e: &ChangeEvent, op: AuditOp, status: AuditStatus) {
         let entry = AuditEntry::new("crm", op, status).detail("the target's words");
-        let w = outcome_write(e, "crm", &entry).unwrap().unwrap();
+        let w = outcome_write(e, "crm", &entry, &[]).unwrap().unwrap();
         store.transact(vec![w]).await.unwrap();
+    }
+
+    /// A group change whose delivery left members to follow-up events is not the end of
+    /// them: the run stays pending until each follow-up it lists has an outcome, and
+    /// counts the members as they reach the target.
+    #[tokio::test]
+    async fn follow_ups_keep_a_run_pending() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let runs = Runs::new(store.clone());
+        let mut run = RunRecord::new(&RunRecord::new_id(), RunKind::Reconcile, "crm");
+        run.sent = Sent {
+            users: 0,
+            groups: 1,
+        };
+        run.finished = true;
+        let mut g = event(&run.id, ResourceKind::Group, "g");
+        g.members_added = (0..250).map(|i| format!("m{i}")).collect();
+        let part = |from: usize, to: usize| {
+            let mut f = ChangeEvent::new(
+                ResourceKind::Group,
+                "h-g",
+                ChangeOp::Update,
+                Origin::Reconcile,
+            );
+            f.members_added = (from..to).map(|i| format!("m{i}")).collect();
+            f.run = Some(run.id.clone());
+            f.follow_up = true;
+            f
+        };
+        let (f1, f2) = (part(100, 200), part(200, 250));
+        let delivered = AuditEntry::new("crm", AuditOp::Create, AuditStatus::Delivered);
+        let w = outcome_write(&g, "crm", &delivered, &[f1.clone(), f2.clone()])
+            .unwrap()
+            .unwrap();
+        store.transact(vec![w]).await.unwrap();
+        // A follow-up kept by an attempt whose receipt failed: listed by no outcome.
+        let stray = part(100, 200);
+        record(&store, &stray, AuditOp::Update, AuditStatus::Delivered).await;
+        let t = runs.tally(&run.id).await.unwrap();
+        assert_eq!((t.groups.created, t.groups.members_added), (1, 100));
+        assert_eq!((t.follow_ups.sent, t.follow_ups.queued()), (2, 2));
+        assert_eq!(t.settlement(run.sent), Settlement::Pending);
+        assert!(
+            t.summary(run.sent).ends_with(
+                "follow-ups: sent=2 delivered=0 skipped=0 held=0 refused=0 failed=0 queued=2"
+            ),
+            "{}",
+            t.summary(run.sent)
+        );
+        record(&store, &f1, AuditOp::Update, AuditStatus::Delivered).await;
+        let t = runs.tally(&run.id).await.unwrap();
+        assert_eq!((t.groups.members_added, t.follow_ups.queued()), (200, 1));
+        assert_eq!(t.settlement(run.sent), Settlement::Pending);
+        // Not a group change of its own: the groups' counts stay one create.
+        assert_eq!((t.groups.created, t.groups.updated), (1, 0));
+        record(&store, &f2, AuditOp::Update, AuditStatus::Refused).await;
+        let t = runs.tally(&run.id).await.unwrap();
+        assert_eq!(t.settlement(run.sent), Settlement::WithFailures);
+        assert_eq!((t.follow_ups.delivered, t.follow_ups.refused), (1, 1));
+        assert_eq!(t.groups.members_added, 200, "the refused 50 never arrived");
+        assert_eq!(t.problems.len(), 1);
+        assert_eq!(t.problems[0].status, AuditStatus::Refused);
     }
 
     #[tokio::test]
@@ -605,7 +794,7 @@ mod tests {
         let mut plain = a.clone();
         plain.run = None;
         let entry = AuditEntry::new("crm", AuditOp::Create, AuditStatus::Delivered);
-        assert!(outcome_write(&plain, "crm", &entry).unwrap().is_none());
+        assert!(outcome_write(&plain, "crm", &entry, &[]).unwrap().is_none());
         let empty = RunRecord::new(&RunRecord::new_id(), RunKind::Sync, "crm");
         let t = runs.wait(&empty, deadline).await.unwrap();
         assert_eq!(t.settlement(empty.sent), Settlement::Confirmed);

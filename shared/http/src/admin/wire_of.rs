@@ -131,6 +131,18 @@ pub(super) fn run_status(run: &RunRecord, tally: &Tally) -> wire::RunStatus {
         state,
         users: outcome_counts(run.sent.users, &tally.users, queued.users),
         groups: outcome_counts(run.sent.groups, &tally.groups, queued.groups),
+        follow_ups: (tally.follow_ups.sent > 0).then(|| {
+            let f = &tally.follow_ups;
+            wire::FollowUpCounts {
+                sent: f.sent,
+                delivered: f.delivered,
+                skipped: f.skipped,
+                held: f.held,
+                refused: f.refused,
+                failed: f.failed,
+                queued: f.queued(),
+            }
+        }),
         problems: tally.problems.iter().map(problem).collect(),
     }
 }

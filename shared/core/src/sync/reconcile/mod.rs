@@ -163,7 +163,8 @@ pub struct GroupCounts {
     pub failed: u64,
     /// Group changes the engine found nothing to do for.
     pub skipped: u64,
-    /// Group changes queued whose outcome is not known yet.
+    /// Group changes queued whose outcome is not known yet, with the follow-up events
+    /// that carry members a delivery did not reach in its time.
     pub queued: u64,
     /// Members added on the target (creates included), once the change was delivered.
     pub members_added: u64,
@@ -261,6 +262,13 @@ impl ReconcileCounts {
         c.groups.queued += queued.groups;
         c.groups.members_added += g.members_added;
         c.groups.members_removed += g.members_removed;
+        // Members a group change left to follow-up events: still queued, or what became
+        // of them when it was not their delivery.
+        let f = &tally.follow_ups;
+        c.groups.queued += f.queued();
+        c.groups.held += f.held;
+        c.groups.refused += f.refused;
+        c.groups.failed += f.failed;
         c
     }
 
