@@ -384,3 +384,58 @@ async fn deletion_deferred_until_due_embedded() {
 async fn deletion_deferred_until_due_dynamodb() {
     deletion_deferred_until_due(Backend::DynamoDb).await;
 }
+
+/// Reconciles a target holding `n` accounts the hub does not know, with `orphans:
+/// delete` and a guard that lets one deprovision through: the store items the hub reads
+/// per orphan, first when they are held, then when a second reconcile finds each held
+/// already.
+async fn items_read_per_orphan(n: usize) -> (f64, f64) {
+    let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::in_memory(),
+    ));
+    let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
+    let target = provisync_tests::peers::FaultyTarget::start().await;
+    for i in 0..n {
+        let r = reqwest::Client::new()
+            .post(format!("{}/Users", target.base))
+            .bearer_auth(&target.token)
+            .json(&json!({"schemas": [USER_SCHEMA], "userName": format!("orphan{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
+        "orphans": "delete", "deprovision_guard": {"max": 1, "window_minutes": 60}});
+    let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let mut per_orphan = Vec::new();
+    for _ in 0..2 {
+        store.reset();
+        let r = hub
+            .admin(
+                Method::POST,
+                "/sync",
+                Some(&json!({"target": "t", "reconcile": true})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        per_orphan.push(store.read_items() as f64 / n as f64);
+    }
+    assert_eq!(held(&hub, "t").await.len(), n - 1, "all but one held");
+    (per_orphan[0], per_orphan[1])
+}
+
+/// Checking whether an orphan's deletion is held already is one read, not a listing of
+/// every held change of the target: at 400 orphans a reconcile read as much per orphan
+/// as at 40 (before, it read all held so far for each: 20x more per orphan at 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_orphans_cost_the_same_at_any_count() {
+    let small = items_read_per_orphan(40).await;
+    let large = items_read_per_orphan(400).await;
+    println!("items read per orphan, 40 orphans: {small:?}; 400 orphans: {large:?}");
+    assert!(
+        large.0 <= small.0 * 1.5 && large.1 <= small.1 * 1.5,
+        "reads per orphan grew with the number held: 40 orphans {small:?}, 400 orphans {large:?}"
+    );
+}

@@ -173,16 +173,15 @@ impl Direct {
         self.journal.record(&e).await
     }
 
-    /// The id of a held change that is `d` (same change of the same account), if any.
+    /// The id of a held change that is `d` (same change of the same account), if any: one
+    /// read, whatever else is held ([`DirectChange::held_id`]).
     async fn held_copy(&self, target: &str, d: &Deprovision) -> Result<Option<String>, StoreError> {
-        if !self.held.any(target).await? {
-            return Ok(None);
-        }
-        Ok(self.held.list(target).await?.into_iter().find_map(|h| {
+        let id = d.change.held_id(d.op, d.kind);
+        Ok(self.held.get(target, &id).await?.and_then(|h| {
             let same = h.change == d.op
                 && h.resource_type == d.kind.as_str()
                 && h.direct.as_ref().is_some_and(|c| {
-                    c.target_id == d.change.target_id && c.members == d.change.members
+                    c.target_id == d.change.target_id && c.held_id(d.op, d.kind) == id
                 });
             same.then_some(h.id)
         }))
@@ -204,6 +203,7 @@ impl Direct {
             d.cause.clone(),
             d.count(),
         );
+        h.id = d.change.held_id(d.op, d.kind);
         h.direct = Some(d.change.clone());
         h
     }

@@ -39,7 +39,8 @@ pub const MAX_LISTED: usize = 10_000;
 /// A change the guard held.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldChange {
-    /// The held change's id (UUIDv7, hex: ordered by time).
+    /// The held change's id: 32 hex digits, the event's UUIDv7, or for a [`DirectChange`]
+    /// a hash of the change ([`DirectChange::held_id`]).
     pub id: String,
     pub target: String,
     /// When it was held, RFC 3339.
@@ -118,6 +119,28 @@ impl HeldChange {
             event: event.clone(),
             direct: None,
         }
+    }
+}
+
+impl DirectChange {
+    /// The id of the held change that is this change of `op` to a `kind` on the target:
+    /// the same whichever reconcile finds it again, so asking whether it is held already
+    /// is one read (32 hex digits of a SHA-256, as long as the UUIDs of the rest).
+    pub fn held_id(&self, op: AuditOp, kind: ResourceKind) -> String {
+        use sha2::Digest;
+        let mut members: Vec<&str> = self.members.iter().map(String::as_str).collect();
+        members.sort_unstable();
+        let op = op.as_str();
+        let mut h = sha2::Sha256::new();
+        for part in [op.as_str(), kind.as_str(), self.target_id.as_str()]
+            .into_iter()
+            .chain(members)
+        {
+            // Length-prefixed: no two different changes hash the same parts.
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
     }
 }
 
@@ -226,11 +249,23 @@ impl Held {
     /// The changes held on a target, oldest first (at most [`MAX_LISTED`]).
     pub async fn list(&self, target: &str) -> Result<Vec<HeldChange>, StoreError> {
         let query = Query::new(crate::store::Index::Primary, held_pk(target)).limit(500);
-        Ok(query_all(self.store.as_ref(), query, MAX_LISTED)
+        let mut held: Vec<HeldChange> = query_all(self.store.as_ref(), query, MAX_LISTED)
             .await?
             .iter()
             .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok())
-            .collect())
+            .collect();
+        // Ids are UUIDv7 (in time order) but for direct changes (a hash of the change).
+        held.sort_by(|a, b| (&a.at, &a.id).cmp(&(&b.at, &b.id)));
+        Ok(held)
+    }
+
+    /// The held change `id` of a target, if it is held.
+    pub async fn get(&self, target: &str, id: &str) -> Result<Option<HeldChange>, StoreError> {
+        Ok(self
+            .store
+            .get(&Key::new(held_pk(target), id))
+            .await?
+            .and_then(|i| serde_json::from_slice(&i.data).ok()))
     }
 
     /// Whether a target has held changes waiting.
