@@ -104,13 +104,18 @@ impl Journal {
         self.store.transact(vec![Write::put(item)]).await
     }
 
-    /// A target's entries at or after `since` (RFC 3339), oldest first.
+    /// A target's entries at or after `since` (RFC 3339, as entries write `at`), oldest
+    /// first. Read from `since` on (every entry's sort key, `{at}#{id}`, sorts after its
+    /// `at`): an undo of the last hour does not read the journal's whole retention.
     pub async fn since(&self, target: &str, since: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        let query = Query::new(crate::store::Index::Primary, pk(target)).limit(500);
+        let pk = pk(target);
+        let from = crate::store::Cursor::at(since, pk.clone(), since);
+        let query = Query::new(crate::store::Index::Primary, pk)
+            .limit(500)
+            .after(Some(from));
         Ok(query_all(self.store.as_ref(), query, usize::MAX)
             .await?
             .iter()
-            .filter(|i| i.sk.as_str() >= since)
             .filter_map(|i| serde_json::from_slice::<JournalEntry>(&i.data).ok())
             .collect())
     }
@@ -123,5 +128,61 @@ impl Journal {
                 format!("{}#{}", e.at, e.id),
             ))])
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// `since` starts at its time: entries before it are not returned (nor read).
+    #[tokio::test]
+    async fn since_starts_at_its_time() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let journal = Journal::new(store.clone());
+        for (i, at) in [
+            "2026-01-01T10:00:00.000Z",
+            "2026-01-01T11:00:00.000Z",
+            "2026-01-01T11:00:00.000Z",
+            "2026-01-01T12:00:00.000Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = JournalEntry::new("t", AuditOp::Delete, "User", &format!("u{i}"));
+            e.at = at.to_string();
+            journal.record(&e).await.unwrap();
+        }
+        let mut other = JournalEntry::new("t2", AuditOp::Delete, "User", "x");
+        other.at = "2026-01-01T11:30:00.000Z".into();
+        journal.record(&other).await.unwrap();
+        let ids = |v: Vec<JournalEntry>| -> Vec<String> {
+            let mut ids: Vec<String> = v.into_iter().map(|e| e.resource_id).collect();
+            ids.sort();
+            ids
+        };
+        let got = journal
+            .since("t", "2026-01-01T11:00:00.000Z")
+            .await
+            .unwrap();
+        assert_eq!(ids(got), ["u1", "u2", "u3"]);
+        let got = journal
+            .since("t", "2026-01-01T11:00:00.001Z")
+            .await
+            .unwrap();
+        assert_eq!(ids(got), ["u3"]);
+        let got = journal
+            .since("t", "2026-01-01T00:00:00.000Z")
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(
+            journal
+                .since("t", "2026-01-02T00:00:00.000Z")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
