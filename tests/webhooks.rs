@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use provisync_tests::site::{Site, post, sign, signed_headers};
-use provisync_tests::{Backend, Hub, eventually, on_every_backend, q};
+use provisync_tests::{Backend, Hub, PATCH_OP, eventually, on_every_backend, q};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -1380,3 +1380,110 @@ on_every_backend!(sources_test_their_connection, |hub: Hub| async move {
     let r = test("nope").await;
     assert_eq!(r.status, 404, "{}", r.text);
 });
+
+/// Did `site` receive a user named `user_name`?
+fn received_user(site: &Site, user_name: &str) -> bool {
+    site.received()
+        .iter()
+        .any(|r| r.envelope["data"]["userName"] == user_name)
+}
+
+// A site takes only what the hub sends it: a bidirectional site scoped to contractors
+// (its target's `scope_filter`) is not sent the CEO, cannot claim the CEO by naming the
+// CEO's hub id, and may edit a contractor it was sent only while the hub still sends it.
+on_every_backend!(
+    a_scoped_site_takes_only_what_it_is_sent,
+    |hub: Hub| async move {
+        // A bidirectional site whose target is scoped to contractors.
+        let site = Site::start(SECRET_B).await;
+        add_source(
+            &hub,
+            "contractors",
+            json!({"secret": SECRET, "direction": "bidirectional", "user_sync": true}),
+        )
+        .await;
+        add_site_target(
+            &hub,
+            "contractors",
+            &site,
+            SECRET_B,
+            json!({"user_sync": true, "scope_filter": "title eq \"Contractor\""}),
+        )
+        .await;
+        let _delivery = hub.run_delivery();
+        let person = |name: &str, title: &str| {
+            json!({"schemas": [USER_SCHEMA], "userName": name, "title": title,
+                "name": {"givenName": "Given"},
+                "emails": [{"value": name, "primary": true}]})
+        };
+        let r = hub.post("/Users", &person("ceo@example.com", "CEO")).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let ceo = r.id();
+        let r = hub
+            .post("/Users", &person("con@example.com", "Contractor"))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let contractor = r.id();
+        // The site gets the contractor and not the CEO.
+        eventually(
+            "the contractor at the site",
+            Duration::from_secs(15),
+            || async { received_user(&site, "con@example.com") },
+        )
+        .await;
+        eventually("the CEO skipped", Duration::from_secs(15), || async {
+            audit(&hub, "target=contractors&status=skipped")
+                .await
+                .iter()
+                .any(|e| {
+                    e["resource_id"] == ceo.as_str()
+                        && e["detail"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("not in this site's scope_filter")
+                })
+        })
+        .await;
+        assert!(!received_user(&site, "ceo@example.com"));
+
+        // The attack: the site names the CEO's hub id (and name) as if it had received
+        // the CEO, with the attacker's e-mail. The hub never sent the CEO there.
+        let attack = json!({"externalId": "x-1", "id": ceo, "userName": "ceo@example.com",
+            "emails": [{"value": "attacker@evil.example", "primary": true}]});
+        let (status, msg) = answer(&hub, "contractors", "user.upsert", attack).await;
+        assert_eq!(status, 409, "{msg}");
+        let r = hub.get(&format!("/Users/{ceo}")).await;
+        assert_eq!(
+            r.body["emails"][0]["value"], "ceo@example.com",
+            "{}",
+            r.text
+        );
+
+        // What it was sent, it may edit (within its allowed fields)...
+        let edit = |given: &str| {
+            json!({"externalId": "c-1", "id": contractor, "userName": "con@example.com",
+                "title": "Contractor", "name": {"givenName": given},
+                "emails": [{"value": "con@example.com", "primary": true}]})
+        };
+        let (status, msg) = answer(&hub, "contractors", "user.upsert", edit("Con")).await;
+        assert_eq!(status, 202, "{msg}");
+        let r = hub.get(&format!("/Users/{contractor}")).await;
+        assert_eq!(r.body["name"]["givenName"], "Con", "{}", r.text);
+        // ...until it leaves the site's scope: then its edits are refused.
+        let r = hub
+            .patch(
+                &format!("/Users/{contractor}"),
+                &json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "replace", "path": "title", "value": "Employee"}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let (status, msg) = answer(&hub, "contractors", "user.upsert", edit("Hijack")).await;
+        assert_eq!(status, 403, "{msg}");
+        assert!(msg.contains("no longer sends"), "{msg}");
+        let r = hub.get(&format!("/Users/{contractor}")).await;
+        assert_eq!(r.body["name"]["givenName"], "Con", "{}", r.text);
+        assert_eq!(r.body["title"], "Employee", "{}", r.text);
+        assert!(audited(&hub, "target=contractors&status=refused", "no longer sends").await);
+    }
+);

@@ -523,6 +523,17 @@ impl Deliverer {
                 LinkChange::Keep,
             ));
         };
+        // A site's `scope_filter` holds as any target's: a user outside it is not sent
+        // (nor its delete: the site never had it, or had it before it left the scope).
+        if event.record.is_none()
+            && let Some(r) = &event.resource
+            && !self.in_scope(t, event.resource_type, r)
+        {
+            return Ok((
+                DeliveryOutcome::Skipped("not in this site's scope_filter"),
+                LinkChange::Keep,
+            ));
+        }
         let sender = self.connector(t).map_err(|e| {
             (
                 op,

@@ -21,6 +21,7 @@ use crate::directory::keys::UniqueAttr;
 use crate::directory::{DirectoryError, Stored};
 use crate::source::{Direction, SourceConfig};
 use crate::store::{Key, keyspace};
+use crate::sync::mapping::in_scope;
 use crate::target::{TargetConfig, TargetKind};
 use provisync_scim::ResourceKind;
 
@@ -233,18 +234,37 @@ impl Inbound {
         }
     }
 
-    /// Does the hub deliver users and groups to the webhook target with this
-    /// bidirectional source's id? (What it delivers there counts as linked to the source.)
-    async fn delivers_to_twin(&self, source: &SourceConfig) -> Result<bool, InboundError> {
+    /// The webhook target with this bidirectional source's id, when the hub delivers
+    /// users and groups to it. (What it delivers there counts as linked to the source.)
+    async fn twin(&self, source: &SourceConfig) -> Result<Option<TargetConfig>, InboundError> {
         if source.direction != Direction::Bidirectional {
-            return Ok(false);
+            return Ok(None);
         }
         Ok(self
             .targets
             .get(&source.id)
             .await
             .map_err(unavailable)?
-            .is_some_and(|t| sends_users_to(&t)))
+            .filter(sends_users_to))
+    }
+
+    /// Does the hub deliver `s` to the source's twin target (`twin`): sent there at all,
+    /// and in that target's `scope_filter`? Only then is it the source's to edit: a site
+    /// scoped to contractors must not claim, or keep editing, a user it is not sent.
+    pub(super) fn delivered_to(&self, twin: Option<&TargetConfig>, kind: ResourceKind, s: &Stored) -> bool {
+        twin.is_some_and(|t| in_scope(self.directory.schemas(), t, kind, &s.resource))
+    }
+
+    /// A link of [`Ownership::Delivered`] still holds: the hub still sends the resource
+    /// to the source's twin target (it may have left that target's scope since).
+    pub(super) async fn still_delivered(
+        &self,
+        source: &SourceConfig,
+        kind: ResourceKind,
+        s: &Stored,
+    ) -> Result<bool, InboundError> {
+        let twin = self.twin(source).await?;
+        Ok(self.delivered_to(twin.as_ref(), kind, s))
     }
 
     /// An upsert with no live link: the hub resource its data names (a bidirectional
@@ -263,10 +283,12 @@ impl Inbound {
         // (the twin target is read only when the data names something)
         let mut twin = None;
         if let Some(hub_id) = by_id
-            && *twin.insert(self.delivers_to_twin(source).await?)
+            && twin.insert(self.twin(source).await?).is_some()
         {
             match self.directory.load(kind, hub_id).await {
-                Ok(s) => {
+                // Only what the hub sends the site: else it is found by name, as any
+                // source's item is.
+                Ok(s) if self.delivered_to(twin.as_ref().and_then(Option::as_ref), kind, &s) => {
                     return Ok(Some((
                         s,
                         Claim {
@@ -276,7 +298,7 @@ impl Inbound {
                         },
                     )));
                 }
-                Err(DirectoryError::NotFound { .. }) => {}
+                Ok(_) | Err(DirectoryError::NotFound { .. }) => {}
                 Err(e) => return Err(directory_error(e)),
             }
         }
@@ -301,9 +323,9 @@ impl Inbound {
         };
         let twin = match twin {
             Some(t) => t,
-            None => self.delivers_to_twin(source).await?,
+            None => self.twin(source).await?,
         };
-        let ownership = if twin {
+        let ownership = if self.delivered_to(twin.as_ref(), kind, &found) {
             Ownership::Delivered
         } else if source.adopt_existing {
             Ownership::Adopted

@@ -225,6 +225,21 @@ impl Inbound {
             return self.stale(source, envelope, marker, gone).await;
         }
         let (current, claim) = match linked {
+            // Received from the hub, and the hub no longer sends it to this site (it left
+            // the twin target's scope, or the target stopped taking users): no longer the
+            // site's to edit.
+            Linked::Present(s, Ownership::Delivered)
+                if !self.still_delivered(source, kind, &s).await? =>
+            {
+                return Err(InboundError::Forbidden(format!(
+                    "the hub no longer sends this {} to this source's site (out of its target's \
+                     scope_filter, or the target takes no users): its changes are not taken",
+                    match kind {
+                        ResourceKind::User => "user",
+                        ResourceKind::Group => "group",
+                    }
+                )));
+            }
             Linked::Present(s, ownership) => (
                 Some(s),
                 Claim {
