@@ -214,4 +214,47 @@ async fn one_member_change_is_constant_work_in_a_large_group() {
             "one member change read {read} items in a group of {n}"
         );
     }
+
+    // Is this user in the group? (Entra asks it so.) Point reads of the membership,
+    // not a read of the 3,000 members (before: 3,008 items).
+    for (member, expected) in [(ids[5].as_str(), 1), (extra.as_str(), 0)] {
+        let filter = format!("id eq \"{g}\" and members[value eq \"{member}\"]");
+        store.reset();
+        let r = hub
+            .get(&format!(
+                "/Groups?excludedAttributes=members&filter={}",
+                provisync_tests::q(&filter)
+            ))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["totalResults"], expected, "{}", r.text);
+        let read = store.read_items();
+        assert!(
+            read <= 10,
+            "a membership check read {read} items in a group of {n}"
+        );
+    }
+    // The same check asked of the users: the user, found by id, and its one membership.
+    let filter = format!("id eq \"{}\" and groups.value eq \"{g}\"", ids[7]);
+    store.reset();
+    let r = hub
+        .get(&format!(
+            "/Users?attributes=userName&filter={}",
+            provisync_tests::q(&filter)
+        ))
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.text);
+    assert!(store.read_items() <= 10, "read {}", store.read_items());
+    // Asked whole, the members and groups are all there.
+    let filter = format!("members[value eq \"{}\"]", ids[9]);
+    let r = hub
+        .get(&format!("/Groups?filter={}", provisync_tests::q(&filter)))
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.text);
+    assert_eq!(
+        r.body["Resources"][0]["members"].as_array().map(Vec::len),
+        Some(n),
+        "{}",
+        r.text
+    );
 }

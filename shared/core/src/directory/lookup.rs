@@ -193,6 +193,56 @@ fn keyed_disjunction(kind: ResourceKind, f: &Filter) -> Option<Vec<(Option<Uniqu
     Some(out)
 }
 
+/// The values `f` compares `attr`'s members with, when every mention of `attr` is an
+/// equality on its `value` (`members[value eq "x"]`, `members.value eq "x"`): then
+/// whether each named one is there decides the filter, and the rest need not be read.
+/// `None` when `attr` is used any other way (`members pr`, `members[display co …]`, …).
+pub(super) fn equality_values(f: &Filter, attr: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![f];
+    while let Some(f) = stack.pop() {
+        match f {
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                stack.push(a);
+                stack.push(b);
+            }
+            Filter::Not(a) => stack.push(a),
+            Filter::ValuePath { path, filter }
+                if path.urn.is_none() && path.attr.eq_ignore_ascii_case(attr) =>
+            {
+                match filter.as_ref() {
+                    Filter::Compare {
+                        path: inner,
+                        op: CompareOp::Eq,
+                        value: CompValue::Str(v),
+                    } if inner.attr.eq_ignore_ascii_case("value") && inner.sub_attr.is_none() => {
+                        out.push(v.clone())
+                    }
+                    _ => return None,
+                }
+            }
+            Filter::Compare {
+                path,
+                op: CompareOp::Eq,
+                value: CompValue::Str(v),
+            } if path.urn.is_none()
+                && path.attr.eq_ignore_ascii_case(attr)
+                && path
+                    .sub_attr
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("value")) =>
+            {
+                out.push(v.clone())
+            }
+            other if filter_mentions(other, attr) => return None,
+            _ => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
 /// Does the filter name this top-level attribute anywhere?
 pub(super) fn filter_mentions(f: &Filter, attr: &str) -> bool {
     match f {
@@ -299,5 +349,40 @@ pub(super) fn modified_since(kind: ResourceKind, f: &Filter) -> Option<String> {
             (x, y) => x.or(y),
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod equality_tests {
+    use super::equality_values;
+    use provisync_scim::filter::parse;
+
+    fn named(f: &str) -> Option<Vec<String>> {
+        equality_values(&parse(f).expect("filter"), "members")
+    }
+
+    #[test]
+    fn only_equalities_on_value_name_members() {
+        let v = |xs: &[&str]| Some(xs.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(named(r#"id eq "g" and members[value eq "u"]"#), v(&["u"]));
+        assert_eq!(
+            named(r#"members.value eq "u" or members.value eq "w""#),
+            v(&["u", "w"])
+        );
+        assert_eq!(
+            named(r#"not (members[value eq "u"]) and displayName eq "x""#),
+            v(&["u"])
+        );
+        assert_eq!(named(r#"displayName eq "x""#), v(&[]));
+        for other in [
+            r#"members pr"#,
+            r#"members[display eq "Ann"]"#,
+            r#"members[value eq "u" or value eq "w"]"#,
+            r#"members.value ne "u""#,
+            r#"members.value sw "u""#,
+            r#"id eq "g" and members[type eq "User" and value eq "u"]"#,
+        ] {
+            assert_eq!(named(other), None, "{other}");
+        }
     }
 }

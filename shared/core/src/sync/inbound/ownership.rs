@@ -251,7 +251,12 @@ impl Inbound {
     /// Does the hub deliver `s` to the source's twin target (`twin`): sent there at all,
     /// and in that target's `scope_filter`? Only then is it the source's to edit: a site
     /// scoped to contractors must not claim, or keep editing, a user it is not sent.
-    pub(super) fn delivered_to(&self, twin: Option<&TargetConfig>, kind: ResourceKind, s: &Stored) -> bool {
+    pub(super) fn delivered_to(
+        &self,
+        twin: Option<&TargetConfig>,
+        kind: ResourceKind,
+        s: &Stored,
+    ) -> bool {
         twin.is_some_and(|t| in_scope(self.directory.schemas(), t, kind, &s.resource))
     }
 
