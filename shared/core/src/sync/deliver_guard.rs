@@ -192,10 +192,10 @@ impl Deliverer {
         if self.targets.get(target).await.ok().flatten().is_none() {
             return Err(HeldError::NoTarget(target.to_string()));
         }
-        let all = self.held.list(target).await?;
         Ok(match ids {
-            None => all,
-            Some(ids) => all.into_iter().filter(|h| ids.contains(&h.id)).collect(),
+            None => self.held.list(target).await?,
+            // By id: point reads, not a listing of every held change.
+            Some(ids) => self.held.get_many(target, ids).await?,
         })
     }
 

@@ -259,6 +259,38 @@ impl Held {
         Ok(held)
     }
 
+    /// The held changes of a target with these ids (those held), oldest first: batched
+    /// point reads, whatever else is held.
+    pub async fn get_many(
+        &self,
+        target: &str,
+        ids: &[String],
+    ) -> Result<Vec<HeldChange>, StoreError> {
+        // Held ids are 32 hex digits: anything else names nothing (and is no key to ask).
+        let mut ids: Vec<&String> = ids
+            .iter()
+            .filter(|id| !id.is_empty() && id.len() <= 64)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut held = Vec::new();
+        for chunk in ids.chunks(100) {
+            let keys: Vec<Key> = chunk
+                .iter()
+                .map(|id| Key::new(held_pk(target), id.as_str()))
+                .collect();
+            held.extend(
+                self.store
+                    .get_many(&keys)
+                    .await?
+                    .iter()
+                    .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok()),
+            );
+        }
+        held.sort_by(|a, b| (&a.at, &a.id).cmp(&(&b.at, &b.id)));
+        Ok(held)
+    }
+
     /// The held change `id` of a target, if it is held.
     pub async fn get(&self, target: &str, id: &str) -> Result<Option<HeldChange>, StoreError> {
         Ok(self

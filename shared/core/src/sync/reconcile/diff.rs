@@ -308,12 +308,14 @@ impl MemberLinks {
                 None => out.strangers.push(tid.clone()),
             }
         }
-        // In the hub's order (stable events).
+        // In the hub's order (stable events); each once (a set, not a search of the list:
+        // a 50,000-member group missing on the target was 1.25 billion comparisons).
+        let mut added: HashSet<&str> = HashSet::new();
         for h in hub_members {
             if let Some(tid) = self.to_target.get(h)
                 && expected.contains_key(tid.as_str())
                 && !present.contains(tid.as_str())
-                && !out.added.contains(h)
+                && added.insert(h.as_str())
             {
                 out.added.push(h.clone());
             }
