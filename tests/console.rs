@@ -316,7 +316,11 @@ on_every_backend!(users_preview_and_scope_count, |hub: Hub| async move {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["users"][0]["user_name"], "alice@example.com");
     assert_eq!(r.body["users"][0]["email"], "alice@example.com");
-    assert_eq!(r.body["total"], 1);
+    // With `q`, not counted; every user was searched.
+    assert!(r.body.get("total").is_none(), "{}", r.text);
+    assert_eq!(r.body["complete"], true, "{}", r.text);
+    let r = hub.admin(Method::GET, "/users", None).await;
+    assert_eq!(r.body["total"], 3, "{}", r.text);
     assert_eq!(
         hub.admin(Method::GET, "/users?q=%22%20or", None)
             .await
@@ -701,3 +705,54 @@ on_every_backend!(
         );
     }
 );
+
+/// The console's user picker asks on every keystroke: a prefix found early costs the
+/// users read to find it, not a count of every match in the directory (before: every
+/// user was read for `total`, 3,000 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_picker_reads_what_it_shows() {
+    let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::in_memory(),
+    ));
+    let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
+    let names = (0..12)
+        .map(|i| format!("match{i}@example.com"))
+        .chain((0..3000).map(|i| format!("other{i}@example.com")));
+    let names: Vec<String> = names.collect();
+    for chunk in names.chunks(500) {
+        let ops: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"),
+                "data": {"schemas": [USER_SCHEMA], "userName": n}})
+            })
+            .collect();
+        let r = hub
+            .post(
+                "/Bulk",
+                &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    store.reset();
+    let r = hub.admin(Method::GET, "/users?q=match&limit=8", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["users"].as_array().map(Vec::len),
+        Some(8),
+        "{}",
+        r.text
+    );
+    let read = store.read_items();
+    println!("the picker read {read} store items for 8 users of 3,012");
+    assert!(
+        read < 300,
+        "the picker read {read} items for 8 users of 3,012"
+    );
+    // A prefix nobody has: every user searched (3,012 is within the search's bound).
+    let r = hub.admin(Method::GET, "/users?q=nobody", None).await;
+    assert_eq!(r.body["users"], json!([]), "{}", r.text);
+    assert_eq!(r.body["complete"], true, "{}", r.text);
+}

@@ -105,7 +105,14 @@ pub struct UserSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserList {
     pub users: Vec<UserSummary>,
-    pub total: usize,
+    /// How many users there are in all, without `q`; with `q`, not counted (it would
+    /// read every user on every keystroke of the console's picker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
+    /// With `q`: every user was searched (else the search stopped at its read budget,
+    /// and a user further on may match).
+    #[serde(default)]
+    pub complete: bool,
 }
 
 /// `POST /admin/preview`: a target's rules (as the form has them, saved or not) applied

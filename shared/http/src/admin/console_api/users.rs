@@ -95,6 +95,10 @@ pub struct SearchParams {
     limit: Option<String>,
 }
 
+/// Pages a user search reads at most (each examines at most the directory's page budget,
+/// 1,000 users): a prefix matching none of the first 20,000 users finds nothing.
+const SEARCH_PAGES: usize = 20;
+
 /// `GET /admin/users?q=&limit=` (default 10, at most 50).
 pub async fn search(
     State(state): State<AppState>,
@@ -115,22 +119,60 @@ pub async fn search(
         }
         None => None,
     };
-    let found = directory
-        .search(
-            ResourceKind::User,
-            &SearchRequest {
-                filter,
-                start_index: 1,
-                count: Some(limit),
-                ..SearchRequest::default()
-            },
-        )
-        .await
-        .map_err(directory_error)?;
+    let Some(filter) = filter else {
+        // The first users, and how many there are (kept counted: one read of the counts).
+        let found = directory
+            .search(
+                ResourceKind::User,
+                &SearchRequest {
+                    start_index: 1,
+                    count: Some(limit),
+                    ..SearchRequest::default()
+                },
+            )
+            .await
+            .map_err(directory_error)?;
+        return Ok(axum::Json(wire::UserList {
+            users: found.resources.iter().map(summary).collect(),
+            total: found.total_results,
+            complete: true,
+        })
+        .into_response());
+    };
+    // A prefix no index answers: read by cursor, each page examining at most the
+    // directory's page budget, until `limit` are found or [`SEARCH_PAGES`] pages were read.
+    // (By index it counted every match of the whole directory on every keystroke.)
+    let mut users = Vec::new();
+    let mut cursor = String::new();
+    let mut complete = false;
+    for _ in 0..SEARCH_PAGES {
+        let found = directory
+            .search(
+                ResourceKind::User,
+                &SearchRequest {
+                    filter: Some(filter.clone()),
+                    start_index: 1,
+                    count: Some(limit - users.len()),
+                    cursor: Some(cursor),
+                    ..SearchRequest::default()
+                },
+            )
+            .await
+            .map_err(directory_error)?;
+        users.extend(found.resources.iter().map(summary));
+        match found.next_cursor {
+            Some(next) if users.len() < limit => cursor = next,
+            Some(_) => break,
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
     Ok(axum::Json(wire::UserList {
-        users: found.resources.iter().map(summary).collect(),
-        // Index paging (no cursor) always counts.
-        total: found.total_results.unwrap_or(found.resources.len()),
+        users,
+        total: None,
+        complete,
     })
     .into_response())
 }

@@ -587,7 +587,11 @@ function userPicker(labelText, onPick) {
       list.replaceChildren(...found.users.map((u) => h('li', {}, h('button', { type: 'button', onclick: () => {
         chosen = u; input.value = u.user_name; list.hidden = true; if (onPick) onPick(u);
       } }, u.user_name, u.display_name ? h('span', { class: 'muted' }, ` · ${u.display_name}`) : null))));
-      if (!found.users.length) list.replaceChildren(h('li', { class: 'muted small' }, 'No user matches.'));
+      if (!found.users.length) {
+        list.replaceChildren(h('li', { class: 'muted small' }, found.complete
+          ? 'No user matches.'
+          : 'No match among the first 20,000 users searched: enter the exact user name or id.'));
+      }
       list.hidden = false;
     } catch { list.hidden = true; }
   };
