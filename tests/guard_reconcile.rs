@@ -439,3 +439,52 @@ async fn held_orphans_cost_the_same_at_any_count() {
         "reads per orphan grew with the number held: 40 orphans {small:?}, 400 orphans {large:?}"
     );
 }
+
+/// The scheduled cycle reads every pending deletion, however many: a due one after
+/// 10,000 that are not due yet (in the store's order, by hub id) is deleted. It was not,
+/// before: the cycle read a listing capped at 10,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_deletion_after_10_000_waiting_ones_is_deleted() {
+    use provisync_core::store::Write;
+    use provisync_core::sync::deferred::{Deferred, PendingDelete};
+    let Some(hub) = Hub::start(Backend::Embedded).await else {
+        return;
+    };
+    let target = provisync_tests::peers::FaultyTarget::start().await;
+    let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
+        "deprovision_guard": null, "delete_mode": {"deactivate_then_delete_after_days": 7}});
+    let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let r = reqwest::Client::new()
+        .post(format!("{}/Users", target.base))
+        .bearer_auth(&target.token)
+        .json(&json!({"schemas": [USER_SCHEMA], "userName": "leaver"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let account: Value = r.json().await.unwrap();
+    let account = account["id"].as_str().unwrap().to_string();
+    let now = chrono::Utc::now().timestamp();
+    let store = hub.deliverer.links().store().clone();
+    let waiting: Vec<Write> = (0..10_000)
+        .map(|i| {
+            let p = PendingDelete::new("t", &format!("a{i:05}"), &format!("acct{i}"), 7, now);
+            Deferred::write(&p).unwrap()
+        })
+        .collect();
+    for chunk in waiting.chunks(100) {
+        store.transact(chunk.to_vec()).await.unwrap();
+    }
+    let mut due = PendingDelete::new("t", "z-due", &account, 1, now - 2 * 86_400);
+    due.name = "leaver".into();
+    Deferred::new(store.clone()).put(&due).await.unwrap();
+
+    let counts = hub.schedule.reconciler.delete_due(now).await.unwrap();
+    assert_eq!(
+        (counts[0].deleted, counts[0].waiting),
+        (1, 10_000),
+        "{counts:?}"
+    );
+    assert!(target.user(&account).is_none(), "the due account deleted");
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Item, Key, Query, Store, StoreError, Write, keyspace, query_all};
+use crate::store::{Cursor, Item, Key, Query, Store, StoreError, Write, keyspace, query_all};
 
 /// Pending deletions one listing returns at most.
 pub const MAX_LISTED: usize = 10_000;
@@ -89,6 +89,29 @@ impl Deferred {
 
     pub async fn put(&self, p: &PendingDelete) -> Result<(), StoreError> {
         self.store.transact(vec![Self::write(p)?]).await
+    }
+
+    /// One page of a target's pending deletions (by hub id) after `after`, and where the
+    /// next starts: the scheduled cycle reads them all this way, however many there are.
+    pub async fn page(
+        &self,
+        target: &str,
+        after: Option<Cursor>,
+    ) -> Result<(Vec<PendingDelete>, Option<Cursor>), StoreError> {
+        let page = self
+            .store
+            .query(
+                &Query::new(crate::store::Index::Primary, pk(target))
+                    .limit(500)
+                    .after(after),
+            )
+            .await?;
+        let pending = page
+            .items
+            .iter()
+            .filter_map(|i| serde_json::from_slice::<PendingDelete>(&i.data).ok())
+            .collect();
+        Ok((pending, page.next))
     }
 
     /// A target's pending deletions (at most [`MAX_LISTED`]), by hub id.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Deprovisioned, ReconcileError, Reconciler};
+use crate::connector::Connector;
 use crate::directory::DirectoryError;
 use crate::sync::audit::{AuditEntry, AuditOp, AuditStatus};
 use crate::sync::deferred::{Deferred, PendingDelete};
@@ -42,7 +43,9 @@ impl Reconciler {
         let deferred = Deferred::new(self.store.clone());
         let mut out = Vec::new();
         for t in targets.iter() {
-            let pending = deferred.list(&t.id).await?;
+            // Every pending deletion, a page at a time (a listing capped at 10,000, in
+            // hub-id order, never reached a due one past 10,000 that were not due yet).
+            let (mut pending, mut next) = deferred.page(&t.id, None).await?;
             if pending.is_empty() {
                 continue;
             }
@@ -53,61 +56,84 @@ impl Reconciler {
             let built = (self.factory)(t).map_err(|e| ReconcileError::Setup(e.0))?;
             // Paced as delivery is; a deletion not done is tried again next cycle.
             let c = self.paced(t, built.as_ref());
-            for p in pending {
-                if p.due > now {
-                    counts.waiting += 1;
-                    continue;
+            loop {
+                for p in std::mem::take(&mut pending) {
+                    self.settle_one(t, &c, &deferred, p, now, &mut counts)
+                        .await?;
                 }
-                if self.restored(t, &p).await? {
-                    deferred.remove(&t.id, &p.hub_id).await?;
-                    self.note(
-                        t,
-                        &p,
-                        AuditStatus::Skipped,
-                        "not deleted: restored in the hub",
-                    )
-                    .await;
-                    counts.restored += 1;
-                    continue;
-                }
-                let d = Deprovision {
-                    op: AuditOp::Delete,
-                    kind: ResourceKind::User,
-                    resource_id: p.hub_id.clone(),
-                    name: p.name.clone(),
-                    cause: format!(
-                        "deferred deletion due ({}, deactivated {})",
-                        p.cause, p.deactivated_at
-                    ),
-                    change: DirectChange {
-                        target_id: p.target_id.clone(),
-                        members: Vec::new(),
-                        state: p.state.clone(),
-                        groups: Vec::new(),
-                        unlinked: true,
-                    },
+                // A cursor is a position: what this page removed does not move the next.
+                let Some(after) = next.take() else {
+                    break;
                 };
-                let what = format!("deferred deletion of {:?}", p.name);
-                match self.deprovision(t, &c, d, &what).await {
-                    Deprovisioned::Done => {
-                        // An out-of-scope user kept its (disabled) link: the account is gone.
-                        self.links
-                            .delete(&t.id, ResourceKind::User, &p.hub_id)
-                            .await?;
-                        deferred.remove(&t.id, &p.hub_id).await?;
-                        counts.deleted += 1;
-                    }
-                    Deprovisioned::Held => {
-                        // The held change carries it now (released or discarded there).
-                        deferred.remove(&t.id, &p.hub_id).await?;
-                        counts.held += 1;
-                    }
-                    Deprovisioned::Failed => counts.failed += 1,
-                }
+                (pending, next) = deferred.page(&t.id, Some(after)).await?;
             }
             out.push(counts);
         }
         Ok(out)
+    }
+
+    /// One pending deletion in the cycle at `now`: waiting, restored, or deleted (held by
+    /// the guard, or failed for now), counted.
+    async fn settle_one(
+        &self,
+        t: &TargetConfig,
+        c: &dyn Connector,
+        deferred: &Deferred,
+        p: PendingDelete,
+        now: i64,
+        counts: &mut DeferredCounts,
+    ) -> Result<(), ReconcileError> {
+        if p.due > now {
+            counts.waiting += 1;
+            return Ok(());
+        }
+        if self.restored(t, &p).await? {
+            deferred.remove(&t.id, &p.hub_id).await?;
+            self.note(
+                t,
+                &p,
+                AuditStatus::Skipped,
+                "not deleted: restored in the hub",
+            )
+            .await;
+            counts.restored += 1;
+            return Ok(());
+        }
+        let d = Deprovision {
+            op: AuditOp::Delete,
+            kind: ResourceKind::User,
+            resource_id: p.hub_id.clone(),
+            name: p.name.clone(),
+            cause: format!(
+                "deferred deletion due ({}, deactivated {})",
+                p.cause, p.deactivated_at
+            ),
+            change: DirectChange {
+                target_id: p.target_id.clone(),
+                members: Vec::new(),
+                state: p.state.clone(),
+                groups: Vec::new(),
+                unlinked: true,
+            },
+        };
+        let what = format!("deferred deletion of {:?}", p.name);
+        match self.deprovision(t, c, d, &what).await {
+            Deprovisioned::Done => {
+                // An out-of-scope user kept its (disabled) link: the account is gone.
+                self.links
+                    .delete(&t.id, ResourceKind::User, &p.hub_id)
+                    .await?;
+                deferred.remove(&t.id, &p.hub_id).await?;
+                counts.deleted += 1;
+            }
+            Deprovisioned::Held => {
+                // The held change carries it now (released or discarded there).
+                deferred.remove(&t.id, &p.hub_id).await?;
+                counts.held += 1;
+            }
+            Deprovisioned::Failed => counts.failed += 1,
+        }
+        Ok(())
     }
 
     /// Whether the user of a pending deletion is back: a hub user linked to the account
