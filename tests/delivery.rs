@@ -1624,3 +1624,52 @@ async fn many_follow_ups_at_once_embedded() {
 async fn many_follow_ups_at_once_dynamodb() {
     many_follow_ups_at_once(Backend::DynamoDb).await;
 }
+
+/// A target updated by read-modify-write PUT takes any number of members in one call: a
+/// group created with 250 members is one GET and one PUT of the group, not one of each
+/// per 100 members (quadratic in the group's size: each PUT carried the whole group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_style_target_takes_a_group_whole() {
+    let target = FaultyTarget::start().await;
+    let hub = Hub::start(Backend::Embedded).await.expect("embedded");
+    let _delivery = hub.run_delivery();
+    add_target(
+        &hub,
+        "t",
+        &target.base,
+        &target.token,
+        json!({"update_style": "put"}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..250 {
+        ids.push(hub.user(&format!("p{i}@example.org")).await);
+    }
+    eventually(
+        "250 users on the target",
+        Duration::from_secs(60),
+        || async { target.user_count() == 250 },
+    )
+    .await;
+    let members: Vec<&str> = ids.iter().map(String::as_str).collect();
+    hub.group("whole", &members).await;
+    eventually(
+        "the group with its 250 members on the target",
+        Duration::from_secs(60),
+        || async {
+            target
+                .groups()
+                .first()
+                .is_some_and(|g| g["members"].as_array().map_or(0, Vec::len) == 250)
+        },
+    )
+    .await;
+    let gid = target.groups()[0]["id"].as_str().unwrap().to_string();
+    let path = format!("/Groups/{gid}");
+    let puts = target
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path == path)
+        .count();
+    assert_eq!(puts, 1, "one PUT of the whole group");
+}

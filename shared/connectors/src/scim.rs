@@ -623,8 +623,13 @@ impl Connector for ScimConnector {
             UpdateStyle::Put => {
                 self.read_modify_write(Kind::Group, group_id, |o| {
                     let mut members = member_list(remove_ci(o, "members"));
+                    // A set of those there: the group may hold tens of thousands.
+                    let mut there: std::collections::HashSet<String> = members
+                        .iter()
+                        .filter_map(|x| x["value"].as_str().map(str::to_string))
+                        .collect();
                     for m in member_ids {
-                        if !members.iter().any(|x| x["value"].as_str() == Some(m)) {
+                        if there.insert(m.clone()) {
                             members.push(json!({"value": m}));
                         }
                     }
@@ -659,13 +664,11 @@ impl Connector for ScimConnector {
                 Ok(())
             }
             UpdateStyle::Put => {
+                let gone: std::collections::HashSet<&str> =
+                    member_ids.iter().map(String::as_str).collect();
                 self.read_modify_write(Kind::Group, group_id, |o| {
                     let mut members = member_list(remove_ci(o, "members"));
-                    members.retain(|x| {
-                        !x["value"]
-                            .as_str()
-                            .is_some_and(|v| member_ids.iter().any(|m| m == v))
-                    });
+                    members.retain(|x| !x["value"].as_str().is_some_and(|v| gone.contains(v)));
                     o.insert("members".into(), Value::Array(members));
                 })
                 .await

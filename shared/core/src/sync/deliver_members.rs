@@ -246,9 +246,13 @@ impl Deliverer {
             .into_iter()
             .map(|m| m.value)
             .collect();
+        // A target that takes any number in one call (a read-modify-write PUT of the whole
+        // group) gets them all at once: in lookups of 100 it read and wrote the whole
+        // group again for every 100 members, quadratic in the group's size.
+        let per_lookup = c.members_per_call().max(MEMBERS_PER_LOOKUP);
         let mut from = 0;
         while from < ids.len() {
-            let lookup = &ids[from..(from + MEMBERS_PER_LOOKUP).min(ids.len())];
+            let lookup = &ids[from..from.saturating_add(per_lookup).min(ids.len())];
             let on_target = self.on_target(t, lookup).await?;
             let sent = send_members(c, target_group, &on_target, true, work).await?;
             if sent < on_target.len() {
