@@ -413,7 +413,11 @@ async fn show_then_add_file_keeps_every_secret() {
         .post(format!("{}/scim/v2/Users", hub.origin))
         .bearer_auth(TOKEN)
         .header("content-type", "application/scim+json")
-        .body(json!({"schemas": [USER_SCHEMA], "userName": "cli@example.org"}).to_string())
+        // Active: every target's scope is now `active eq true`, the site's too.
+        .body(
+            json!({"schemas": [USER_SCHEMA], "userName": "cli@example.org", "active": true})
+                .to_string(),
+        )
         .send()
         .await
         .expect("create user");
