@@ -132,7 +132,8 @@ on_every_backend!(every_kind_keeps_its_secret, |hub: Hub| async move {
     let r = hub
         .post(
             "/Users",
-            &json!({"schemas": [USER_SCHEMA], "userName": "kept@example.org"}),
+            // Active: every target is now scoped to `active eq true`, the site too.
+            &json!({"schemas": [USER_SCHEMA], "userName": "kept@example.org", "active": true}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);

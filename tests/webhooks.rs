@@ -1485,5 +1485,55 @@ on_every_backend!(
         assert_eq!(r.body["name"]["givenName"], "Con", "{}", r.text);
         assert_eq!(r.body["title"], "Employee", "{}", r.text);
         assert!(audited(&hub, "target=contractors&status=refused", "no longer sends").await);
+
+        // Out of the scope, the contractor is taken off the site: a `user.delete` naming
+        // only the hub id.
+        let deletes_of = |id: &str| {
+            site.received()
+                .into_iter()
+                .filter(|r| r.envelope["type"] == "user.delete" && r.envelope["data"]["id"] == id)
+                .map(|r| r.envelope["data"].clone())
+                .collect::<Vec<Value>>()
+        };
+        eventually(
+            "the contractor taken off the site",
+            Duration::from_secs(15),
+            || async { !deletes_of(&contractor).is_empty() },
+        )
+        .await;
+        assert_eq!(deletes_of(&contractor), vec![json!({"id": contractor})]);
+        // The CEO was never sent: its next change sends one delete by id (the site might
+        // have it from before sites had links), and the ones after nothing.
+        for title in ["Chief Executive", "Chair"] {
+            let r = hub
+                .patch(
+                    &format!("/Users/{ceo}"),
+                    &json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "replace", "path": "title", "value": title}]}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        eventually(
+            "the CEO's two updates delivered",
+            Duration::from_secs(15),
+            || async {
+                audit(&hub, "target=contractors")
+                    .await
+                    .iter()
+                    .filter(|e| e["resource_id"] == ceo.as_str())
+                    .count()
+                    == 3
+            },
+        )
+        .await;
+        assert_eq!(deletes_of(&ceo), vec![json!({"id": ceo})]);
+        assert!(
+            !site
+                .received()
+                .iter()
+                .any(|r| r.envelope["data"]["userName"] == "ceo@example.com"),
+            "no data of the CEO reached the site"
+        );
     }
 );

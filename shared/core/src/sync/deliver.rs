@@ -42,9 +42,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::event::{ChangeEvent, ChangeOp, Origin};
 use crate::queue::{AckWith, Queue};
 use crate::sync::envelope::envelope_for;
-use crate::target::{
-    DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets, WebhookTarget,
-};
+use crate::target::{DeliveryMode, Operation, OutOfScope, TargetConfig, TargetKind, Targets};
 use provisync_scim::{ResourceKind, SchemaRegistry};
 
 /// What happened on one target.
@@ -480,7 +478,7 @@ impl Deliverer {
     }
 
     /// Is this user in the target's scope?
-    fn in_scope(&self, t: &TargetConfig, kind: ResourceKind, resource: &Value) -> bool {
+    pub(super) fn in_scope(&self, t: &TargetConfig, kind: ResourceKind, resource: &Value) -> bool {
         in_scope(&self.schemas, t, kind, resource)
     }
 
@@ -507,47 +505,6 @@ impl Deliverer {
             ResourceKind::User => self.deliver_user(event, t, &c, work).await,
             ResourceKind::Group => self.deliver_group(event, t, &c, work).await,
         }
-    }
-
-    /// A site receives the event itself as a signed envelope, `webhook-id` = event id.
-    async fn deliver_webhook(
-        &self,
-        event: &ChangeEvent,
-        t: &TargetConfig,
-        w: &WebhookTarget,
-    ) -> Result<(DeliveryOutcome, LinkChange), (AuditOp, ConnectorError)> {
-        let op = default_op(event);
-        let Some(envelope) = envelope_for(w, event) else {
-            return Ok((
-                DeliveryOutcome::Skipped("not in this site's filters"),
-                LinkChange::Keep,
-            ));
-        };
-        // A site's `scope_filter` holds as any target's: a user outside it is not sent
-        // (nor its delete: the site never had it, or had it before it left the scope).
-        if event.record.is_none()
-            && let Some(r) = &event.resource
-            && !self.in_scope(t, event.resource_type, r)
-        {
-            return Ok((
-                DeliveryOutcome::Skipped("not in this site's scope_filter"),
-                LinkChange::Keep,
-            ));
-        }
-        let sender = self.connector(t).map_err(|e| {
-            (
-                op,
-                ConnectorError::Refused {
-                    status: None,
-                    reason: e.0,
-                },
-            )
-        })?;
-        self.paced(t, sender.as_ref())
-            .relay(&event.id, &envelope)
-            .await
-            .map_err(|e| (op, e))?;
-        Ok((DeliveryOutcome::Delivered(op), LinkChange::Keep))
     }
 
     async fn deliver_user(
@@ -922,7 +879,7 @@ fn follow_up_note(follow_ups: &[ChangeEvent]) -> String {
     }
 }
 
-fn default_op(event: &ChangeEvent) -> AuditOp {
+pub(super) fn default_op(event: &ChangeEvent) -> AuditOp {
     match event.op {
         ChangeOp::Create => AuditOp::Create,
         ChangeOp::Update => AuditOp::Update,

@@ -8,6 +8,7 @@ mod deliver_group;
 pub mod deliver_guard;
 mod deliver_members;
 mod deliver_outcome;
+mod deliver_site;
 pub mod direct;
 pub mod envelope;
 pub mod held;
