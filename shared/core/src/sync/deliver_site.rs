@@ -67,11 +67,16 @@ impl Deliverer {
             .get(&t.id, ResourceKind::User, id)
             .await
             .map_err(|e| (op, retryable(e)))?;
-        // Known not to be at the site, or just created outside its scope: nothing to send.
+        // Known not to be at the site, or just created outside its scope: nothing to send
+        // (a deleted user's "not at the site" link goes with it).
         if link.as_ref().is_some_and(|l| l.disabled) || event.op == ChangeOp::Create {
+            let link = match (&link, event.op) {
+                (Some(_), ChangeOp::Delete) => LinkChange::Remove(ResourceKind::User, id.clone()),
+                _ => LinkChange::Keep,
+            };
             return Ok((
                 DeliveryOutcome::Skipped("not in this site's scope_filter"),
-                LinkChange::Keep,
+                link,
             ));
         }
         // At the site (or perhaps, sent before sites had links): taken off it, by id only.
