@@ -50,15 +50,7 @@ impl Deliverer {
             self.send_to_site(event, t, op, &envelope).await?;
             let link = match event.op {
                 ChangeOp::Delete => LinkChange::Remove(ResourceKind::User, id.clone()),
-                _ => LinkChange::Put(Box::new(self.link(
-                    t,
-                    ResourceKind::User,
-                    id,
-                    id,
-                    String::new(),
-                    Value::Null,
-                    false,
-                ))),
+                _ => self.site_link(t, id, false),
             };
             return Ok((DeliveryOutcome::Delivered(op), link));
         }
@@ -85,17 +77,23 @@ impl Deliverer {
         self.send_to_site(event, t, AuditOp::Delete, &gone).await?;
         let link = match event.op {
             ChangeOp::Delete => LinkChange::Remove(ResourceKind::User, id.clone()),
-            _ => LinkChange::Put(Box::new(self.link(
-                t,
-                ResourceKind::User,
-                id,
-                id,
-                String::new(),
-                Value::Null,
-                true,
-            ))),
+            _ => self.site_link(t, id, true),
         };
         Ok((DeliveryOutcome::Delivered(AuditOp::Delete), link))
+    }
+
+    /// The link of a user the hub sent a site (`false`), or knows is not there (`true`):
+    /// the site's id for it is the hub id.
+    fn site_link(&self, t: &TargetConfig, id: &str, not_there: bool) -> LinkChange {
+        LinkChange::Put(Box::new(self.link(
+            t,
+            ResourceKind::User,
+            id,
+            id,
+            String::new(),
+            Value::Null,
+            not_there,
+        )))
     }
 
     /// Signs and sends `envelope` to the site, paced as any target's calls.
