@@ -150,7 +150,7 @@ pub async fn scheduled_cycle(
 }
 
 /// `PROVISYNC_MAX_RECEIVE_COUNT`: receives of one message before SQS moves it to the
-/// dead-letter queue (the template passes its `MaxReceiveCount`); default 5.
+/// dead-letter queue (the template passes its `MaxReceiveCount`); default 16.
 pub fn max_receive_count_from_env() -> Result<u32, ConfigError> {
     parse_max_receive_count(std::env::var("PROVISYNC_MAX_RECEIVE_COUNT").ok().as_deref())
 }
@@ -233,8 +233,8 @@ mod tests {
 
     #[test]
     fn max_receive_count_parses() {
-        assert_eq!(parse_max_receive_count(None).unwrap(), 5);
-        assert_eq!(parse_max_receive_count(Some("")).unwrap(), 5);
+        assert_eq!(parse_max_receive_count(None).unwrap(), 16);
+        assert_eq!(parse_max_receive_count(Some("")).unwrap(), 16);
         assert_eq!(parse_max_receive_count(Some(" 7 ")).unwrap(), 7);
         for bad in ["0", "-1", "five"] {
             assert!(parse_max_receive_count(Some(bad)).is_err(), "{bad}");

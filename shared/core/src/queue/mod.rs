@@ -24,8 +24,12 @@ pub mod store_queue;
 
 pub use store_ack::{AckWith, StoreAck};
 
-/// Receives before a message moves to the dead-letter queue.
-pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 5;
+/// Receives before a message moves to the dead-letter queue. With the delivery engine's
+/// backoff (`sync::deliver::backoff`: about 1, 2, 4 … s, at most 5 minutes, jittered down
+/// to half) 16 receives wait 19 to 38 minutes in all: a target down for less than that
+/// loses nothing to the dead-letter queue. (5, as before, waited 7.5 to 15 seconds: a
+/// target restarting for a minute dead-lettered every change sent to it meanwhile.)
+pub const DEFAULT_MAX_RECEIVE_COUNT: u32 = 16;
 /// How long the delivery consumer may take for one batch (`queue-deliver`'s Lambda
 /// timeout), seconds.
 pub const DELIVER_FUNCTION_TIMEOUT_SECS: u32 = 60;

@@ -899,3 +899,26 @@ pub fn backoff(receive_count: u32, retry_after: Option<Duration>) -> Duration {
         .max(retry_after.unwrap_or_default())
         .min(Duration::from_secs(12 * 3600))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::DEFAULT_MAX_RECEIVE_COUNT;
+
+    /// The waits between the default number of receives add up to 19-38 minutes: a
+    /// target that is down for less than that loses no change to the dead-letter queue.
+    #[test]
+    fn the_default_receives_outlast_a_19_minute_outage() {
+        for _ in 0..20 {
+            let total: Duration = (1..DEFAULT_MAX_RECEIVE_COUNT)
+                .map(|n| backoff(n, None))
+                .sum();
+            assert!(
+                total >= Duration::from_secs(19 * 60) && total <= Duration::from_secs(39 * 60),
+                "{total:?}"
+            );
+        }
+        // A target's Retry-After is a floor.
+        assert!(backoff(1, Some(Duration::from_secs(90))) >= Duration::from_secs(90));
+    }
+}
