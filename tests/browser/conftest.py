@@ -108,6 +108,8 @@ def hub():
             "PROVISYNC_SCIM_TOKEN": SCIM_TOKEN,
             # The SCIM peer and the unreachable target are on loopback.
             "PROVISYNC_ALLOW_PRIVATE_TARGETS": "1",
+            # The unreachable target's changes reach the dead-letter queue in seconds.
+            "PROVISYNC_MAX_RECEIVE_COUNT": "4",
             "RUST_LOG": "warn",
         })
         hub_log = open(work / "provisync.log", "w")

@@ -230,7 +230,9 @@ async fn serve(port: u16) -> Result<()> {
     // Delivery runs in this process: first whatever a previous run left in the outbox,
     // then the queue consumer, and the outbox sweeper every minute.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let max_receives = provisync_aws::queue::DEFAULT_MAX_RECEIVE_COUNT;
+    // As `queue-deliver` reads it (default 16).
+    let max_receives =
+        provisync_aws::lambda::max_receive_count_from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let consumer = tokio::spawn(provisync_core::sync::consumer::run_consumer(
         backend.queue.clone(),
         deliverer,

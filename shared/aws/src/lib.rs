@@ -662,10 +662,17 @@ pub async fn backend_from_env() -> Result<Backend, AwsError> {
         #[cfg(feature = "embedded")]
         BackendKind::Embedded => {
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir_from_env())?);
+            // Receives before the dead-letter queue: `PROVISYNC_MAX_RECEIVE_COUNT`, as
+            // `queue-deliver` reads it (SQS's redrive policy on AWS).
+            let max_receive_count = lambda::max_receive_count_from_env()
+                .map_err(|e| AwsError::Config(e.to_string()))?;
             let queue = Arc::new(StoreQueue::new(
                 store.clone(),
                 "deliver",
-                StoreQueueSettings::default(),
+                StoreQueueSettings {
+                    max_receive_count,
+                    ..StoreQueueSettings::default()
+                },
             ));
             // The redb file is this process's alone: what is in flight was received by a
             // previous run that died before acking it. Deliver it now, not after the
