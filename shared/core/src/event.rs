@@ -94,9 +94,10 @@ pub struct ChangeEvent {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removals_admitted: bool,
     /// Members a delivery of an earlier event did not reach in its time, sent on for one
-    /// target: its run (when it has one) waits for it ([`crate::sync::runs`]).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub follow_up: bool,
+    /// target: the batch of follow-ups that delivery left (one id for all of them). Its
+    /// run (when it has one) waits for the batch ([`crate::sync::runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up_of: Option<String>,
 }
 
 /// The record an entity or configuration change is about, with its state after the
@@ -145,7 +146,7 @@ impl ChangeEvent {
             record: None,
             approved: false,
             removals_admitted: false,
-            follow_up: false,
+            follow_up_of: None,
         }
     }
 

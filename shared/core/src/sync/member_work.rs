@@ -78,6 +78,8 @@ impl MemberWork {
     /// for them as it does for `event` (`runs::outcome_write` lists them).
     pub(super) fn follow_ups(&self, event: &ChangeEvent, target: &str) -> Vec<ChangeEvent> {
         let mut out = Vec::new();
+        // One batch per delivery: a run records the batch and its size, not every id.
+        let batch = uuid::Uuid::now_v7().simple().to_string();
         for l in &self.left {
             let names: Vec<(bool, &String)> = l
                 .added
@@ -105,7 +107,7 @@ impl MemberWork {
                 e.only_targets = vec![target.to_string()];
                 e.approved = event.approved;
                 e.removals_admitted = l.admitted && !e.members_removed.is_empty();
-                e.follow_up = true;
+                e.follow_up_of = Some(batch.clone());
                 e.run = event.run.clone();
                 out.push(e);
             }
@@ -168,7 +170,8 @@ mod tests {
             assert!(e.resource.is_none(), "members only");
             assert_eq!(e.only_targets, vec!["t".to_string()]);
             assert_eq!(e.run.as_deref(), Some("run-1"), "the run waits for them");
-            assert!(e.follow_up);
+            assert_eq!(e.follow_up_of, out[0].follow_up_of, "one batch");
+            assert!(e.follow_up_of.is_some());
             assert_ne!(e.id, event.id);
         }
         let mut named: Vec<&String> = out

@@ -11,11 +11,13 @@
 //! ([`Runs::settle_open`]), writing the outcome to the audit log.
 //!
 //! A delivery that did not reach all of a group's members in its time leaves them to
-//! follow-up events ([`ChangeEvent::follow_up`], `sync::member_work`), which carry the
-//! run too. The outcome of the event that left them lists their ids, and counts only the
-//! members it reached; the run is not settled until each listed follow-up has an outcome
-//! of its own ([`FollowUps`]), so a report never calls a big group's memberships done
-//! while some are still queued.
+//! follow-up events ([`ChangeEvent::follow_up_of`], `sync::member_work`), one batch per
+//! delivery, which carry the run too. The outcome of the event that left them records
+//! the batch and its size (a constant-size item, however many it left), and counts only
+//! the members it reached; the run is not settled until each follow-up of a recorded batch
+//! has an outcome of its own ([`FollowUps`]), so a report never calls a big group's
+//! memberships done while some are still queued. A batch kept by an attempt whose receipt
+//! then failed is recorded by no outcome and not counted (the retry leaves its own).
 //!
 //! | record  | pk          | sk                        | gsi1 (pk / sk)                          | ttl    |
 //! |---------|-------------|---------------------------|-----------------------------------------|--------|
@@ -25,7 +27,7 @@
 //! Reading a run's outcomes is one query of its partition, so a wait polls less often
 //! the more events it waits for (one millisecond of interval per event, at least).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,12 +127,12 @@ struct Outcome {
     members_added: u64,
     #[serde(default)]
     members_removed: u64,
-    /// This event is a follow-up of another of the run's events.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    follow_up: bool,
-    /// The follow-up events this delivery left, by id.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    left: Vec<String>,
+    /// The batch of follow-ups this event belongs to, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    follow_up_of: Option<String>,
+    /// The batch of follow-up events this delivery left, and how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    left: Option<(String, u64)>,
 }
 
 /// A change the target refused, or that failed: named in reports.
@@ -414,8 +416,11 @@ pub fn outcome_write(
         detail: entry.detail.chars().take(512).collect(),
         members_added: added,
         members_removed: removed,
-        follow_up: event.follow_up,
-        left: follow_ups.iter().map(|f| f.id.clone()).collect(),
+        follow_up_of: event.follow_up_of.clone(),
+        left: follow_ups
+            .first()
+            .and_then(|f| f.follow_up_of.clone())
+            .map(|batch| (batch, follow_ups.len() as u64)),
     };
     let data = serde_json::to_vec(&outcome).map_err(|e| StoreError::Invalid(e.to_string()))?;
     Ok(Some(Write::put(
@@ -471,13 +476,16 @@ impl Runs {
         Ok(serde_json::from_slice(&item.data).ok().map(|r| (r, open)))
     }
 
-    /// The outcomes recorded for a run so far. A follow-up counts once some outcome of
-    /// the run lists it (one kept by a delivery whose receipt then failed is not: the
-    /// retry leaves its own).
+    /// The outcomes recorded for a run so far. A follow-up counts when its batch is
+    /// recorded by a counted outcome: one of the run's own events, or a counted follow-up
+    /// that left more (a batch kept by an attempt whose receipt then failed is recorded by
+    /// nothing, and the retry leaves its own).
     pub async fn tally(&self, id: &str) -> Result<Tally, StoreError> {
         let mut tally = Tally::default();
-        let mut listed: HashSet<String> = HashSet::new();
-        let mut follow_ups: HashMap<String, Outcome> = HashMap::new();
+        // Batches recorded by counted outcomes, with their sizes; follow-up outcomes by
+        // batch, not counted yet.
+        let mut batches: HashMap<String, u64> = HashMap::new();
+        let mut follow_ups: HashMap<String, Vec<Outcome>> = HashMap::new();
         let mut after = None;
         loop {
             let page = self
@@ -492,17 +500,11 @@ impl Runs {
                 let Ok(mut o) = serde_json::from_slice::<Outcome>(&item.data) else {
                     continue;
                 };
-                listed.extend(o.left.drain(..));
-                if o.follow_up {
-                    if let Some(event) = item
-                        .sk
-                        .strip_prefix("EV#")
-                        .and_then(|s| s.split_once('#').map(|(event, _)| event.to_string()))
-                    {
-                        follow_ups.insert(event, o);
-                    }
+                if let Some(batch) = o.follow_up_of.clone() {
+                    follow_ups.entry(batch).or_default().push(o);
                     continue;
                 }
+                batches.extend(o.left.take());
                 match o.resource_type.as_str() {
                     "Group" => tally.groups.add(&o),
                     _ => tally.users.add(&o),
@@ -514,18 +516,26 @@ impl Runs {
                 None => break,
             }
         }
-        tally.follow_ups.sent = listed.len() as u64;
-        for (_, o) in follow_ups
-            .into_iter()
-            .filter(|(event, _)| listed.contains(event))
-        {
-            tally.follow_ups.add(o.status);
-            if matches!(o.status, AuditStatus::Delivered | AuditStatus::Linked) {
-                tally.groups.members_added += o.members_added;
-                tally.groups.members_removed += o.members_removed;
+        // Batch by batch from the recorded ones: a counted follow-up's own batch is
+        // recorded in turn.
+        let mut todo: Vec<String> = batches.keys().cloned().collect();
+        while let Some(batch) = todo.pop() {
+            for mut o in follow_ups.remove(&batch).unwrap_or_default() {
+                if let Some((b, n)) = o.left.take()
+                    && !batches.contains_key(&b)
+                {
+                    batches.insert(b.clone(), n);
+                    todo.push(b);
+                }
+                tally.follow_ups.add(o.status);
+                if matches!(o.status, AuditStatus::Delivered | AuditStatus::Linked) {
+                    tally.groups.members_added += o.members_added;
+                    tally.groups.members_removed += o.members_removed;
+                }
+                tally.name_problem(o);
             }
-            tally.name_problem(o);
         }
+        tally.follow_ups.sent = batches.values().sum();
         Ok(tally)
     }
 
@@ -672,7 +682,7 @@ mod tests {
         run.finished = true;
         let mut g = event(&run.id, ResourceKind::Group, "g");
         g.members_added = (0..250).map(|i| format!("m{i}")).collect();
-        let part = |from: usize, to: usize| {
+        let part = |batch: &str, from: usize, to: usize| {
             let mut f = ChangeEvent::new(
                 ResourceKind::Group,
                 "h-g",
@@ -681,17 +691,17 @@ mod tests {
             );
             f.members_added = (from..to).map(|i| format!("m{i}")).collect();
             f.run = Some(run.id.clone());
-            f.follow_up = true;
+            f.follow_up_of = Some(batch.to_string());
             f
         };
-        let (f1, f2) = (part(100, 200), part(200, 250));
+        let (f1, f2) = (part("b1", 100, 200), part("b1", 200, 250));
         let delivered = AuditEntry::new("crm", AuditOp::Create, AuditStatus::Delivered);
         let w = outcome_write(&g, "crm", &delivered, &[f1.clone(), f2.clone()])
             .unwrap()
             .unwrap();
         store.transact(vec![w]).await.unwrap();
-        // A follow-up kept by an attempt whose receipt failed: listed by no outcome.
-        let stray = part(100, 200);
+        // A follow-up kept by an attempt whose receipt failed: its batch recorded by none.
+        let stray = part("b0", 100, 200);
         record(&store, &stray, AuditOp::Update, AuditStatus::Delivered).await;
         let t = runs.tally(&run.id).await.unwrap();
         assert_eq!((t.groups.created, t.groups.members_added), (1, 100));
@@ -717,6 +727,36 @@ mod tests {
         assert_eq!(t.groups.members_added, 200, "the refused 50 never arrived");
         assert_eq!(t.problems.len(), 1);
         assert_eq!(t.problems[0].status, AuditStatus::Refused);
+        // A follow-up that ran out of time too leaves a batch of its own, counted in turn
+        // (its outcome now counts the 90 members it reached).
+        let child = part("b2", 190, 200);
+        let update = AuditEntry::new("crm", AuditOp::Update, AuditStatus::Delivered);
+        let w = outcome_write(&f1, "crm", &update, std::slice::from_ref(&child))
+            .unwrap()
+            .unwrap();
+        store.transact(vec![w]).await.unwrap();
+        let t = runs.tally(&run.id).await.unwrap();
+        assert_eq!((t.follow_ups.sent, t.follow_ups.queued()), (3, 1));
+        assert_eq!(t.groups.members_added, 190);
+        assert_eq!(t.settlement(run.sent), Settlement::Pending);
+        record(&store, &child, AuditOp::Update, AuditStatus::Delivered).await;
+        let t = runs.tally(&run.id).await.unwrap();
+        assert_eq!((t.follow_ups.sent, t.follow_ups.queued()), (3, 0));
+        assert_eq!(t.groups.members_added, 200);
+        // The outcome records a batch and its size, not every id: a constant-size item.
+        let item = store
+            .get(&Key::new(
+                format!("{}{}", keyspace::RUN, run.id),
+                outcome_sk(&g.id, "crm"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            item.data.len() < 400,
+            "{}",
+            String::from_utf8_lossy(&item.data)
+        );
     }
 
     #[tokio::test]
