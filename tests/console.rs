@@ -715,9 +715,13 @@ async fn the_user_picker_reads_what_it_shows() {
         provisync_core::store::embedded::EmbeddedStore::in_memory(),
     ));
     let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
+    // 3 users whose name starts with "split" before the first 1,000 a page examines, the
+    // rest after: the search goes on to further pages for them.
     let names = (0..12)
         .map(|i| format!("match{i}@example.com"))
-        .chain((0..3000).map(|i| format!("other{i}@example.com")));
+        .chain((0..3).map(|i| format!("split{i}@example.com")))
+        .chain((0..3000).map(|i| format!("other{i}@example.com")))
+        .chain((3..13).map(|i| format!("split{i}@example.com")));
     let names: Vec<String> = names.collect();
     for chunk in names.chunks(500) {
         let ops: Vec<Value> = chunk
@@ -746,12 +750,21 @@ async fn the_user_picker_reads_what_it_shows() {
         r.text
     );
     let read = store.read_items();
-    println!("the picker read {read} store items for 8 users of 3,012");
+    println!("the picker read {read} store items for 8 users of 3,025");
     assert!(
         read < 300,
-        "the picker read {read} items for 8 users of 3,012"
+        "the picker read {read} items for 8 users of 3,025"
     );
-    // A prefix nobody has: every user searched (3,012 is within the search's bound).
+    // Found on more than one page: 3 on the first, the rest further on.
+    let r = hub.admin(Method::GET, "/users?q=split&limit=8", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["users"].as_array().map(Vec::len),
+        Some(8),
+        "{}",
+        r.text
+    );
+    // A prefix nobody has: every user searched (3,025 is within the search's bound).
     let r = hub.admin(Method::GET, "/users?q=nobody", None).await;
     assert_eq!(r.body["users"], json!([]), "{}", r.text);
     assert_eq!(r.body["complete"], true, "{}", r.text);

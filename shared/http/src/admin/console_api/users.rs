@@ -152,7 +152,8 @@ pub async fn search(
                 &SearchRequest {
                     filter: Some(filter.clone()),
                     start_index: 1,
-                    count: Some(limit - users.len()),
+                    // The same count on every page: a cursor belongs to its page size.
+                    count: Some(limit),
                     cursor: Some(cursor),
                     ..SearchRequest::default()
                 },
@@ -160,6 +161,7 @@ pub async fn search(
             .await
             .map_err(directory_error)?;
         users.extend(found.resources.iter().map(summary));
+        users.truncate(limit);
         match found.next_cursor {
             Some(next) if users.len() < limit => cursor = next,
             Some(_) => break,
