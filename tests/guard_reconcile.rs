@@ -389,7 +389,9 @@ async fn deletion_deferred_until_due_dynamodb() {
 /// delete` and a guard that lets one deprovision through: the store items the hub reads
 /// per orphan, first when they are held, then when a second reconcile finds each held
 /// already.
-async fn items_read_per_orphan(n: usize) -> (f64, f64) {
+///
+/// Then the console's overview: the items it reads, and the held count it shows.
+async fn items_read_per_orphan(n: usize) -> ((f64, f64), (u64, Value)) {
     let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
         provisync_core::store::embedded::EmbeddedStore::in_memory(),
     ));
@@ -423,68 +425,137 @@ async fn items_read_per_orphan(n: usize) -> (f64, f64) {
         per_orphan.push(store.read_items() as f64 / n as f64);
     }
     assert_eq!(held(&hub, "t").await.len(), n - 1, "all but one held");
-    (per_orphan[0], per_orphan[1])
+    store.reset();
+    let r = hub.admin(Method::GET, "/overview", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let health = r.body["targets"][0]["health"].clone();
+    (
+        (per_orphan[0], per_orphan[1]),
+        (
+            store.read_items(),
+            json!([health["held"], health["held_more"]]),
+        ),
+    )
 }
 
 /// Checking whether an orphan's deletion is held already is one read, not a listing of
-/// every held change of the target: at 400 orphans a reconcile read as much per orphan
+/// every held change of the target (and the overview counts them without one): at 400 orphans a reconcile read as much per orphan
 /// as at 40 (before, it read all held so far for each: 20x more per orphan at 400).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_orphans_cost_the_same_at_any_count() {
-    let small = items_read_per_orphan(40).await;
-    let large = items_read_per_orphan(400).await;
+    let (small, small_overview) = items_read_per_orphan(40).await;
+    let (large, large_overview) = items_read_per_orphan(400).await;
     println!("items read per orphan, 40 orphans: {small:?}; 400 orphans: {large:?}");
+    println!(
+        "the overview, items read and held shown: 39 held {small_overview:?}; 399 held {large_overview:?}"
+    );
+    // The overview counts held changes up to 100 ("100+"): it read all 399 before.
+    assert_eq!(small_overview.1, json!([39, false]));
+    assert_eq!(large_overview.1, json!([100, true]));
+    // What else it reads is bounded too: the newest 200 audit entries (the target's
+    // health), the definitions, the dead letters (none here).
+    let bound = provisync_core::sync::insight::HEALTH_WINDOW as u64 + 101 + 20;
+    assert!(
+        large_overview.0 <= bound,
+        "the overview read {} items with 399 held (bound {bound}; {} with 39 held)",
+        large_overview.0,
+        small_overview.0
+    );
     assert!(
         large.0 <= small.0 * 1.5 && large.1 <= small.1 * 1.5,
         "reads per orphan grew with the number held: 40 orphans {small:?}, 400 orphans {large:?}"
     );
 }
 
-/// The scheduled cycle reads every pending deletion, however many: a due one after
-/// 10,000 that are not due yet (in the store's order, by hub id) is deleted. It was not,
-/// before: the cycle read a listing capped at 10,000.
+/// The scheduled cycle reads the pending deletions that are due, not those waiting: with
+/// 10,000 waiting (and 100 written before the due-time index, one of them due), a cycle
+/// deletes the 152 due ones, and the next reads a few items. Before, it read all 10,100 every
+/// cycle (and, before that, a listing capped at 10,000 never reached a due one past them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_due_deletion_after_10_000_waiting_ones_is_deleted() {
-    use provisync_core::store::Write;
+async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
+    use provisync_core::store::{Item, Store, Write};
     use provisync_core::sync::deferred::{Deferred, PendingDelete};
-    let Some(hub) = Hub::start(Backend::Embedded).await else {
-        return;
-    };
+    let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::in_memory(),
+    ));
+    let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
     let target = provisync_tests::peers::FaultyTarget::start().await;
     let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
         "deprovision_guard": null, "delete_mode": {"deactivate_then_delete_after_days": 7}});
     let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
     assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    let r = reqwest::Client::new()
-        .post(format!("{}/Users", target.base))
-        .bearer_auth(&target.token)
-        .json(&json!({"schemas": [USER_SCHEMA], "userName": "leaver"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let account: Value = r.json().await.unwrap();
-    let account = account["id"].as_str().unwrap().to_string();
-    let now = chrono::Utc::now().timestamp();
-    let store = hub.deliverer.links().store().clone();
-    let waiting: Vec<Write> = (0..10_000)
-        .map(|i| {
-            let p = PendingDelete::new("t", &format!("a{i:05}"), &format!("acct{i}"), 7, now);
-            Deferred::write(&p).unwrap()
-        })
-        .collect();
-    for chunk in waiting.chunks(100) {
-        store.transact(chunk.to_vec()).await.unwrap();
+    let mut accounts = Vec::new();
+    for name in ["leaver", "old-leaver"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/Users", target.base))
+            .bearer_auth(&target.token)
+            .json(&json!({"schemas": [USER_SCHEMA], "userName": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let account: Value = r.json().await.unwrap();
+        accounts.push(account["id"].as_str().unwrap().to_string());
     }
-    let mut due = PendingDelete::new("t", "z-due", &account, 1, now - 2 * 86_400);
+    let now = chrono::Utc::now().timestamp();
+    let deferred = Deferred::new(std::sync::Arc::new(store.clone()));
+    for i in 0..10_000 {
+        let p = PendingDelete::new("t", &format!("a{i:05}"), &format!("acct{i}"), 7, now);
+        deferred.put(&p).await.unwrap();
+    }
+    // Written again (a second deprovision of the same user): still one.
+    let p = PendingDelete::new("t", "a00000", "acct0", 7, now);
+    deferred.put(&p).await.unwrap();
+    let mut due = PendingDelete::new("t", "z-due", &accounts[0], 1, now - 2 * 86_400);
     due.name = "leaver".into();
-    Deferred::new(store.clone()).put(&due).await.unwrap();
+    deferred.put(&due).await.unwrap();
+    // More due than one page of the index holds (their accounts are gone already).
+    for i in 0..150 {
+        let p = PendingDelete::new(
+            "t",
+            &format!("y{i:03}"),
+            &format!("gone{i}"),
+            1,
+            now - 86_400,
+        );
+        deferred.put(&p).await.unwrap();
+    }
+    // As a release before the due-time index wrote them: no index key, not counted.
+    let legacy = |p: &PendingDelete| {
+        Write::put(Item::new(
+            "DEFER#t",
+            p.hub_id.clone(),
+            serde_json::to_vec(p).unwrap(),
+        ))
+    };
+    let mut old: Vec<Write> = (0..99)
+        .map(|i| legacy(&PendingDelete::new("t", &format!("b{i:02}"), "x", 7, now)))
+        .collect();
+    let mut old_due = PendingDelete::new("t", "b-due", &accounts[1], 1, now - 2 * 86_400);
+    old_due.name = "old-leaver".into();
+    old.push(legacy(&old_due));
+    store.transact(old).await.unwrap();
 
     let counts = hub.schedule.reconciler.delete_due(now).await.unwrap();
     assert_eq!(
-        (counts[0].deleted, counts[0].waiting),
-        (1, 10_000),
+        (counts[0].deleted, counts[0].failed, counts[0].waiting),
+        (152, 0, 10_099),
         "{counts:?}"
     );
-    assert!(target.user(&account).is_none(), "the due account deleted");
+    assert!(
+        target.user(&accounts[0]).is_none(),
+        "the due account deleted"
+    );
+    assert!(target.user(&accounts[1]).is_none(), "the old due one too");
+
+    store.reset();
+    let counts = hub.schedule.reconciler.delete_due(now).await.unwrap();
+    let read = store.read_items();
+    assert_eq!(
+        (counts[0].deleted, counts[0].waiting),
+        (0, 10_099),
+        "{counts:?}"
+    );
+    println!("items read by a cycle with 10,099 deletions waiting: {read}");
+    assert!(read <= 16, "a cycle read {read} items for 10,099 waiting");
 }

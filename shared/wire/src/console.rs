@@ -38,9 +38,12 @@ pub struct Health {
     pub dead_letters: usize,
     /// The newest reconcile run (its `detail` has the counts).
     pub last_reconcile: Option<AuditEntry>,
-    /// Deprovisions held by the target's guard, waiting for approval.
+    /// Deprovisions held by the target's guard, waiting for approval: counted up to 100.
     #[serde(default)]
     pub held: usize,
+    /// More are held than `held` counts (the held list has them all).
+    #[serde(default)]
+    pub held_more: bool,
 }
 
 /// One target or source in the overview.

@@ -99,6 +99,9 @@ pub const JOURNAL: &str = "JOURNAL#";
 /// Deletions deferred on a target (deactivated, deleted when due unless restored):
 /// `DEFER#{target}` / `{hub id}` (held).
 pub const DEFER: &str = "DEFER#";
+/// How many deletions a target has deferred (a counter), and whether they are all in the
+/// due-time index: `DEFERN#{target}` / `COUNT`, `INDEXED` (deferred).
+pub const DEFER_COUNT: &str = "DEFERN#";
 
 // ---- index gsi1 ----------------------------------------------------------------------
 
@@ -128,6 +131,9 @@ pub const LINKS: &str = "LINKS#";
 /// The store-backed queue's ready and dead-letter lists: `Q#{queue}#READY`,
 /// `Q#{queue}#DLQ` (queue).
 pub const QUEUE_INDEX: &str = "Q#";
+/// A target's deferred deletions by due time: `DEFERDUE#{target}` /
+/// `{due, 12 digits}#{hub id}` (deferred).
+pub const DEFER_DUE: &str = "DEFERDUE#";
 
 // ---- index gsi2 ----------------------------------------------------------------------
 
@@ -185,6 +191,11 @@ pub const ALL: &[Prefix] = &[
         DEFER,
         "deferred deletions (deactivated, deleted when due)",
     ),
+    p(
+        Space::Pk,
+        DEFER_COUNT,
+        "how many deletions a target has deferred",
+    ),
     p(Space::Gsi1, RESOURCE_TYPE, "resources by type"),
     p(Space::Gsi1, MEMBER_OF, "groups of a member"),
     exact(Space::Gsi1, ENTITIES, "all entities"),
@@ -201,6 +212,7 @@ pub const ALL: &[Prefix] = &[
         QUEUE_INDEX,
         "the embedded queue's ready and dead lists",
     ),
+    p(Space::Gsi1, DEFER_DUE, "deferred deletions by due time"),
     p(Space::Gsi2, LINK_BY_TARGET_ID, "hub id by target id"),
     p(Space::Gsi2, MODIFIED, "resources by last modification"),
     p(Space::Gsi2, AUDIT_RESOURCE, "audit entries by resource"),

@@ -300,6 +300,33 @@ impl Held {
             .and_then(|i| serde_json::from_slice(&i.data).ok()))
     }
 
+    /// How many changes a target holds, counted up to `cap`: `(n, true)` when there are
+    /// more than `cap` (`n == cap`). Reads at most `cap + 1` items however many are held
+    /// (the console's overview: a count of thousands needs no listing of thousands).
+    pub async fn count_upto(&self, target: &str, cap: usize) -> Result<(usize, bool), StoreError> {
+        let mut n = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    &Query::new(crate::store::Index::Primary, held_pk(target))
+                        .limit(cap + 1 - n)
+                        .after(after),
+                )
+                .await?;
+            n += page.items.len();
+            if n > cap {
+                return Ok((cap, true));
+            }
+            match page.next {
+                // A store may answer a page short (DynamoDB's 1 MB).
+                Some(next) if !page.items.is_empty() => after = Some(next),
+                _ => return Ok((n, false)),
+            }
+        }
+    }
+
     /// Whether a target has held changes waiting.
     pub async fn any(&self, target: &str) -> Result<bool, StoreError> {
         let page = self

@@ -43,30 +43,36 @@ impl Reconciler {
         let deferred = Deferred::new(self.store.clone());
         let mut out = Vec::new();
         for t in targets.iter() {
-            // Every pending deletion, a page at a time (a listing capped at 10,000, in
-            // hub-id order, never reached a due one past 10,000 that were not due yet).
-            let (mut pending, mut next) = deferred.page(&t.id, None).await?;
-            if pending.is_empty() {
+            // Read by due time: the cycle reads the deletions due and one that is not,
+            // whatever the number waiting (the count tells that).
+            deferred.index_unindexed(&t.id).await?;
+            let waiting = deferred.count(&t.id).await?;
+            if waiting == 0 {
                 continue;
             }
             let mut counts = DeferredCounts {
                 target: t.id.clone(),
                 ..Default::default()
             };
-            let built = (self.factory)(t).map_err(|e| ReconcileError::Setup(e.0))?;
-            // Paced as delivery is; a deletion not done is tried again next cycle.
-            let c = self.paced(t, built.as_ref());
-            loop {
-                for p in std::mem::take(&mut pending) {
-                    self.settle_one(t, &c, &deferred, p, now, &mut counts)
-                        .await?;
+            let (mut due, mut next) = deferred.due_page(&t.id, now, None).await?;
+            if !due.is_empty() {
+                let built = (self.factory)(t).map_err(|e| ReconcileError::Setup(e.0))?;
+                // Paced as delivery is; a deletion not done is tried again next cycle.
+                let c = self.paced(t, built.as_ref());
+                loop {
+                    for p in std::mem::take(&mut due) {
+                        self.settle_one(t, &c, &deferred, p, now, &mut counts)
+                            .await?;
+                    }
+                    // A cursor is a position: what this page removed does not move the next.
+                    let Some(after) = next.take() else {
+                        break;
+                    };
+                    (due, next) = deferred.due_page(&t.id, now, Some(after)).await?;
                 }
-                // A cursor is a position: what this page removed does not move the next.
-                let Some(after) = next.take() else {
-                    break;
-                };
-                (pending, next) = deferred.page(&t.id, Some(after)).await?;
             }
+            // What is left and was not tried and failed now.
+            counts.waiting = deferred.count(&t.id).await?.saturating_sub(counts.failed);
             out.push(counts);
         }
         Ok(out)
@@ -84,7 +90,6 @@ impl Reconciler {
         counts: &mut DeferredCounts,
     ) -> Result<(), ReconcileError> {
         if p.due > now {
-            counts.waiting += 1;
             return Ok(());
         }
         if self.restored(t, &p).await? {

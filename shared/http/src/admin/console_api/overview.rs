@@ -19,8 +19,11 @@ use provisync_wire as wire;
 
 /// Dead letters read to tell which targets they belong to.
 const DEAD_LETTERS_READ: usize = 1000;
+/// Held changes counted per target (more show as "100+"): the overview reads at most
+/// this many, however many a guard holds.
+const HELD_COUNTED: usize = 100;
 
-fn health_wire(h: insight::Health, held: usize) -> wire::Health {
+fn health_wire(h: insight::Health, (held, held_more): (usize, bool)) -> wire::Health {
     wire::Health {
         last_success: h.last_success,
         last_error: h
@@ -31,6 +34,7 @@ fn health_wire(h: insight::Health, held: usize) -> wire::Health {
         dead_letters: h.dead_letters,
         last_reconcile: h.last_reconcile.as_ref().map(wire_of::audit_entry),
         held,
+        held_more,
     }
 }
 
@@ -57,10 +61,9 @@ pub async fn overview(State(state): State<AppState>) -> AdminResult<Response> {
         let held = hub
             .deliverer
             .held()
-            .list(&t.id)
+            .count_upto(&t.id, HELD_COUNTED)
             .await
-            .map_err(|e| AdminError::internal("held changes", e))?
-            .len();
+            .map_err(|e| AdminError::internal("held changes", e))?;
         targets.push(wire::OverviewItem {
             id: t.id.clone(),
             kind: t.kind_name().to_string(),
@@ -81,7 +84,7 @@ pub async fn overview(State(state): State<AppState>) -> AdminResult<Response> {
             kind: name_of(&s.direction),
             mode,
             enabled: s.enabled,
-            health: health_wire(h, 0),
+            health: health_wire(h, (0, false)),
         });
     }
     Ok(axum::Json(wire::Overview {

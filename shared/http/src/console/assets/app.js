@@ -216,7 +216,7 @@ function healthBadge(item) {
   const hl = item.health;
   if (!item.enabled) return h('span', { class: 'badge off' }, 'disabled');
   // Deprovisions the target's guard held: GET /admin/targets/{id}/held, then release or discard.
-  if (hl.held > 0) return h('span', { class: 'badge warn', title: `provisync held list --target ${item.id}` }, `held, waiting for approval (${hl.held})`);
+  if (hl.held > 0) return h('span', { class: 'badge warn', title: `provisync held list --target ${item.id}` }, `held, waiting for approval (${hl.held}${hl.held_more ? '+' : ''})`);
   if (hl.consecutive_failures > 0) return h('span', { class: 'badge bad' }, `failing (${hl.consecutive_failures})`);
   if (hl.last_success) return h('span', { class: 'badge ok' }, 'healthy');
   return h('span', { class: 'badge off' }, 'no activity');
