@@ -809,6 +809,27 @@ async fn cli_sync_and_import_exit_non_zero_on_failures() {
     assert!(run.stdout.contains("0 step(s) planned"), "{}", run.stdout);
     let run = hub.cli(
         &bin,
+        &["undo", "--target", "peer", "--since", &since, "--apply"],
+        &[],
+        None,
+    );
+    run.assert_ok("undo --apply");
+    assert!(
+        run.stdout
+            .contains("0 step(s) applied, 0 failed, 0 not tried"),
+        "{}",
+        run.stdout
+    );
+    let run = hub.cli(&bin, &["held", "release", "--target", "peer"], &[], None);
+    run.assert_ok("held release");
+    assert!(
+        run.stdout
+            .contains("released=0 superseded=0 failed=0 left=0"),
+        "{}",
+        run.stdout
+    );
+    let run = hub.cli(
+        &bin,
         &["sync", "--target", "peer", "--reconcile"],
         &[],
         None,

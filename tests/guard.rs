@@ -153,11 +153,32 @@ async fn mass_delete_is_held_then_released(backend: Backend) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["targets"][0]["health"]["held"], 10, "{}", r.text);
 
+    // A release that has run out of its time tries nothing more: what it did not try
+    // stays held, counted as left (the admin API gives a request 20 s).
+    let none = hub
+        .deliverer
+        .release_held("peer", None, "test", tokio::time::Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((none.released.len(), none.left), (0, 10), "{none:?}");
+    let two: Vec<String> = list[..2]
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    let none = hub
+        .deliverer
+        .release_held("peer", Some(&two), "test", tokio::time::Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((none.released.len(), none.left), (0, 2), "{none:?}");
+    assert_eq!(held(&hub, "peer").await.len(), 10, "all still held");
+
     // Released: all applied.
     let r = hub
         .admin(Method::POST, "/targets/peer/held/release", None)
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["left"], 0, "{}", r.text);
     assert_eq!(
         r.body["released"].as_array().unwrap().len(),
         10,
@@ -672,6 +693,19 @@ async fn undo_restores_accounts_and_memberships(backend: Backend) {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
 
+    // Out of time before its first step: nothing applied, all three left, journaled.
+    let none = hub
+        .deliverer
+        .undo("peer", &since, true, "test", tokio::time::Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (none.done, none.left, none.steps.len()),
+        (0, 3, 3),
+        "{none:?}"
+    );
+    assert_eq!(inactive(peer_users(&peer).await), 2, "nothing applied");
+
     // Applied.
     let r = hub
         .admin(
@@ -683,6 +717,12 @@ async fn undo_restores_accounts_and_memberships(backend: Backend) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["applied"], true);
     assert!(r.body.get("failed").is_none(), "{}", r.text);
+    assert_eq!(
+        (&r.body["done"], &r.body["left"]),
+        (&json!(3), &json!(0)),
+        "{}",
+        r.text
+    );
     assert_eq!(inactive(peer_users(&peer).await), 0, "reactivated");
     assert_eq!(
         peer_group_members(&peer, "team").await.len(),

@@ -52,6 +52,10 @@ pub struct HeldReleased {
     pub superseded: Vec<String>,
     /// Still held: could not be sent now.
     pub failed: Vec<HeldFailure>,
+    /// Still held and not tried: the release ran out of its time (release again to go
+    /// on; `provisync held release` does).
+    #[serde(default)]
+    pub left: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +104,13 @@ pub struct UndoReport {
     pub steps: Vec<UndoStep>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<HeldFailure>,
+    /// Steps applied (`not_restorable` ones are never applied).
+    #[serde(default)]
+    pub done: usize,
+    /// Steps not tried: the undo ran out of its time (undo again to go on; `provisync
+    /// undo --apply` does).
+    #[serde(default)]
+    pub left: usize,
 }
 
 /// `GET /admin/targets/{id}/deferred`: deletions deferred by the target's `delete_mode`

@@ -62,19 +62,26 @@ pub async fn held(remote: &Remote, args: HeldArgs) -> Result<()> {
             }
         }
         HeldAction::Release => {
-            let v = admin.release_held(&args.target, ids).await?;
+            let v = release_all(&admin, &args.target, ids, args.json).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             println!(
-                "released={} superseded={} failed={}",
+                "released={} superseded={} failed={} left={}",
                 v.released.len(),
                 v.superseded.len(),
-                v.failed.len()
+                v.failed.len(),
+                v.left
             );
             for f in &v.failed {
                 println!("still held: {} ({})", f.id, f.reason);
+            }
+            if v.left > 0 {
+                println!(
+                    "{} not tried: run `provisync held release --target {}` again",
+                    v.left, args.target
+                );
             }
         }
         HeldAction::Discard => {
@@ -87,6 +94,41 @@ pub async fn held(remote: &Remote, args: HeldArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks the hub to release until nothing is left untried: each request sends for a
+/// limited time ([`provisync_client::wire::HeldReleased::left`]). Stops when a request got
+/// nothing through (the target refuses or is down): those stay held, as failed.
+async fn release_all(
+    admin: &provisync_client::HubClient,
+    target: &str,
+    ids: Option<Vec<String>>,
+    quiet: bool,
+) -> Result<provisync_client::wire::HeldReleased> {
+    let mut total = provisync_client::wire::HeldReleased {
+        released: Vec::new(),
+        superseded: Vec::new(),
+        failed: Vec::new(),
+        left: 0,
+    };
+    loop {
+        let v = admin.release_held(target, ids.clone()).await?;
+        let progressed = !(v.released.is_empty() && v.superseded.is_empty());
+        total.released.extend(v.released);
+        total.superseded.extend(v.superseded);
+        total.failed = v.failed;
+        total.left = v.left;
+        if total.left == 0 || !progressed {
+            return Ok(total);
+        }
+        if !quiet {
+            eprintln!(
+                "released {} so far, {} still held: going on",
+                total.released.len() + total.superseded.len(),
+                total.left + total.failed.len()
+            );
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -111,7 +153,21 @@ pub struct UndoArgs {
 /// `provisync undo --target T --since TIME [--apply]`.
 pub async fn undo(remote: &Remote, args: UndoArgs) -> Result<()> {
     let admin = admin_client(remote)?;
-    let v = admin.undo(&args.target, &args.since, args.apply).await?;
+    let mut v = admin.undo(&args.target, &args.since, args.apply).await?;
+    // Each request applies for a limited time: ask again while steps are left and the
+    // last request got some through (applied steps leave the journal, so the next plan
+    // holds only what is left).
+    let mut done = v.done;
+    let plan = v.steps.clone();
+    while v.applied && v.left > 0 && v.done > 0 {
+        if !args.json {
+            eprintln!("{done} step(s) applied so far, {} left: going on", v.left);
+        }
+        v = admin.undo(&args.target, &args.since, true).await?;
+        done += v.done;
+    }
+    v.done = done;
+    v.steps = plan;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -134,12 +190,19 @@ pub async fn undo(remote: &Remote, args: UndoArgs) -> Result<()> {
     }
     if v.applied {
         println!(
-            "{} step(s) applied, {} failed",
-            v.steps.len() - v.failed.len(),
-            v.failed.len()
+            "{} step(s) applied, {} failed, {} not tried",
+            v.done,
+            v.failed.len(),
+            v.left
         );
         for f in &v.failed {
             println!("failed: {} ({})", f.id, f.reason);
+        }
+        if v.left > 0 {
+            println!(
+                "undo again to go on: provisync undo --target {} --since {} --apply",
+                args.target, args.since
+            );
         }
     } else {
         println!(

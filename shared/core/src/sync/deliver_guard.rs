@@ -30,6 +30,9 @@ pub struct Released {
     pub superseded: Vec<String>,
     /// Could not be sent now (kept held): id and why.
     pub failed: Vec<(String, String)>,
+    /// Still held and not tried: the release ran out of its time (release again to go
+    /// on). A release of all counts every other change still held on the target.
+    pub left: usize,
 }
 
 /// Why a release or discard could not run.
@@ -199,16 +202,21 @@ impl Deliverer {
         })
     }
 
-    /// Sends held changes of `target` now (all when `ids` is `None`), past its guard. A
-    /// user change the hub has superseded since (a newer version of the user) is not
-    /// sent: the newer change went (or is held) instead. `actor`: who released them.
+    /// Sends held changes of `target` now (all when `ids` is `None`), oldest first, past
+    /// its guard, until `until`: what is not tried by then stays held and is counted in
+    /// [`Released::left`] (a release of thousands at a paced target takes longer than
+    /// one API request may). A user change the hub has superseded since (a newer version
+    /// of the user) is not sent: the newer change went (or is held) instead. `actor`: who
+    /// released them.
     pub async fn release_held(
         &self,
         target: &str,
         ids: Option<&[String]>,
         actor: &str,
+        until: tokio::time::Instant,
     ) -> Result<Released, HeldError> {
         let chosen = self.chosen(target, ids).await?;
+        let chosen_count = chosen.len();
         let enabled = self
             .targets
             .list_enabled()
@@ -218,7 +226,11 @@ impl Deliverer {
             return Err(HeldError::Disabled(target.to_string()));
         }
         let mut out = Released::default();
-        for h in chosen {
+        for (tried, h) in chosen.into_iter().enumerate() {
+            if tokio::time::Instant::now() >= until {
+                out.left = chosen_count - tried;
+                break;
+            }
             if let Some(d) = Deprovision::from_held(&h) {
                 // By target id (a reconcile's orphan, a deferred deletion): journaled, sent.
                 let sent = match enabled.iter().find(|t| t.id == target) {
@@ -255,6 +267,14 @@ impl Deliverer {
                 Ok(()) => self.mark_released(h, actor, &mut out).await?,
                 Err(e) => out.failed.push((h.id, e.to_string())),
             }
+        }
+        if ids.is_none() {
+            // A listing holds at most `MAX_LISTED`: the rest wait as the untried do.
+            let (held, _) = self
+                .held
+                .count_upto(target, super::held::MAX_LISTED)
+                .await?;
+            out.left = held.saturating_sub(out.failed.len());
         }
         Ok(out)
     }

@@ -48,6 +48,13 @@ pub struct UndoReport {
     /// Steps that failed when applied (journal id, why); they stay journaled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<(String, String)>,
+    /// Steps applied.
+    #[serde(default)]
+    pub done: usize,
+    /// Steps not tried: the undo ran out of its time (they stay journaled: undo again
+    /// to go on).
+    #[serde(default)]
+    pub left: usize,
 }
 
 fn step_of(e: &JournalEntry) -> UndoStep {
@@ -84,13 +91,15 @@ fn active(state: &Value) -> Value {
 
 impl Deliverer {
     /// The inverse of the deprovisions journaled on `target` at or after `since`
-    /// (RFC 3339): planned, or applied when `apply` (audited with `actor`).
+    /// (RFC 3339): planned, or applied when `apply` (audited with `actor`) until
+    /// `until`: the steps not tried by then are counted in [`UndoReport::left`].
     pub async fn undo(
         &self,
         target: &str,
         since: &str,
         apply: bool,
         actor: &str,
+        until: tokio::time::Instant,
     ) -> Result<UndoReport, HeldError> {
         let since = chrono::DateTime::parse_from_rfc3339(since)
             .map_err(|_| {
@@ -116,6 +125,8 @@ impl Deliverer {
             applied: apply,
             steps: entries.iter().map(step_of).collect(),
             failed: Vec::new(),
+            done: 0,
+            left: 0,
         };
         if !apply {
             return Ok(report);
@@ -125,9 +136,18 @@ impl Deliverer {
             .map_err(|e| HeldError::Invalid(format!("target {target}: {}", e.0)))?;
         // Each call takes a slot of the target's pace, as a delivery's do.
         let c = self.paced(&t, connector.as_ref());
+        let restorable = report
+            .steps
+            .iter()
+            .filter(|s| s.change != "not_restorable")
+            .count();
         for (e, step) in entries.iter().zip(&report.steps) {
             if step.change == "not_restorable" {
                 continue;
+            }
+            if tokio::time::Instant::now() >= until {
+                report.left = restorable - report.done - report.failed.len();
+                break;
             }
             let (op, result) = match step.change.as_str() {
                 "reactivate" => (AuditOp::Update, self.reactivate(&c, e).await),
@@ -153,6 +173,7 @@ impl Deliverer {
             let entry = match result {
                 Ok(()) => {
                     self.journal.remove(e).await?;
+                    report.done += 1;
                     entry.detail(what)
                 }
                 Err(err) => {

@@ -4,7 +4,7 @@
 //! | method & path | what |
 //! |---------------|------|
 //! | `GET /admin/targets/{id}/held` | `{"held": [{"id","change","resource_type","account":{"id","userName"},"cause","at","count"}]}` |
-//! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed"}` |
+//! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed","left"}`: sends for at most 20 s; `left` are still held, not tried |
 //! | `POST /admin/targets/{id}/held/discard` (`{"ids": [...]}` or no body: all) | `{"discarded"}` |
 //! | `POST /admin/targets/{id}/undo` `{"since", "apply"}` | the inverse of the deprovisions journaled since then: planned, or applied |
 //! | `GET /admin/targets/{id}/deferred` | deletions deferred by `delete_mode`: `{"deferred": [{"id","userName","target_id","cause","deactivated_at","delete_after"}]}` |
@@ -112,6 +112,11 @@ async fn ids(state: &AppState, req: Request) -> AdminResult<Option<Vec<String>>>
     Ok(r.ids)
 }
 
+/// How long one release (or undo) request sends changes: the rest stay held (or
+/// journaled), counted in `left`, for the next request (API Gateway answers 504 after 29 seconds, and the
+/// functions' timeout is 29 seconds too).
+const RELEASE_TIME: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn release(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -122,7 +127,12 @@ async fn release(
     let r = state
         .hub
         .deliverer
-        .release_held(&id, ids.as_deref(), &principal.to_string())
+        .release_held(
+            &id,
+            ids.as_deref(),
+            &principal.to_string(),
+            tokio::time::Instant::now() + RELEASE_TIME,
+        )
         .await?;
     Ok(axum::Json(wire::HeldReleased {
         released: r.released,
@@ -132,6 +142,7 @@ async fn release(
             .into_iter()
             .map(|(id, reason)| wire::HeldFailure { id, reason })
             .collect(),
+        left: r.left,
     })
     .into_response())
 }
@@ -169,7 +180,13 @@ async fn undo(
     let report = state
         .hub
         .deliverer
-        .undo(&id, &r.since, r.apply, &principal.to_string())
+        .undo(
+            &id,
+            &r.since,
+            r.apply,
+            &principal.to_string(),
+            tokio::time::Instant::now() + RELEASE_TIME,
+        )
         .await?;
     Ok(axum::Json(wire::UndoReport {
         target: report.target,
@@ -192,6 +209,8 @@ async fn undo(
             .into_iter()
             .map(|(id, reason)| wire::HeldFailure { id, reason })
             .collect(),
+        done: report.done,
+        left: report.left,
     })
     .into_response())
 }
