@@ -617,3 +617,58 @@ on_every_store!(
         assert_eq!(r.body["userName"], "legacy00");
     }
 );
+
+// The users of one group (`groups.value eq "G"` alone), by cursor forward and back and by
+// `startIndex`, on both stores: read from the group's membership items, its subgroups
+// left out, in id order.
+on_every_store!(group_members_pages, |store: Arc<dyn Store>| async move {
+    let hub = Hub::start_on(store.clone()).await;
+    let users = seed(&store, "gm", 25, json!({})).await;
+    let sub = hub.group("gm-sub", &[]).await;
+    let g = hub.group("gm-all", &[]).await;
+    let mut members: Vec<Value> = users.iter().map(|id| json!({"value": id})).collect();
+    members.insert(7, json!({"value": sub, "type": "Group"}));
+    let r = hub
+        .patch(
+            &format!("/Groups/{g}?excludedAttributes=members"),
+            &json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": members}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Not a member: listed by no page.
+    hub.user("gm-outsider").await;
+    let f = q(&format!("groups.value eq \"{g}\""));
+
+    let pages = walk(&hub, &format!("count=10&filter={f}")).await;
+    assert_eq!(pages.len(), 3);
+    let listed: Vec<String> = pages.iter().flat_map(ids).collect();
+    assert_eq!(listed, users, "every user once, in id order; no subgroup");
+    assert_eq!(pages[2].resources().len(), 5);
+    // Back from the third page: the second.
+    let back = pages[2].body["previousCursor"]
+        .as_str()
+        .expect("previousCursor");
+    let r = hub
+        .get(&format!("/Users?count=10&filter={f}&cursor={}", q(back)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(ids(&r), ids(&pages[1]));
+    assert!(pages[0].body.get("previousCursor").is_none());
+    // The same with the other spelling, by startIndex: counted, then the page alone.
+    let f2 = q(&format!("groups[value eq \"{g}\"]"));
+    let r = hub
+        .get(&format!("/Users?startIndex=21&count=10&filter={f2}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.total(), 25);
+    assert_eq!(ids(&r), users[20..].to_vec());
+    // count=0 asks for the number alone.
+    let r = hub.get(&format!("/Users?count=0&filter={f}&cursor=")).await;
+    assert_eq!((r.total(), r.resources().len()), (25, 0), "{}", r.text);
+    // A cursor of another query is refused, clearly.
+    let other = next(&walk(&hub, "count=10").await[0]).unwrap();
+    let r = hub
+        .get(&format!("/Users?count=10&filter={f}&cursor={}", q(&other)))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+});

@@ -10,6 +10,7 @@ mod create;
 mod cursor;
 mod delete;
 mod error;
+mod group_members;
 mod index;
 pub mod keys;
 mod layout;

@@ -1,7 +1,9 @@
 //! Lists and searches (RFC 7644 §3.4.2, with RFC 9865 cursors): the query planner.
 //!
 //! - An equality on a keyed attribute (`id`, `userName`, `externalId`, group
-//!   `displayName`, a membership) reads its few candidates by key ([`super::lookup`]).
+//!   `displayName`, a membership) reads its few candidates by key ([`super::lookup`]);
+//!   the users of one group, asked alone, page by page through its membership items
+//!   ([`super::group_members`]).
 //! - Everything else walks an ordered index ([`super::paged`]): the type index (creation
 //!   order), or the last-modified index from the bound of a `meta.lastModified gt|ge`
 //!   filter, or when sorting by `meta.lastModified`; the filter is checked on each
@@ -12,6 +14,7 @@
 //! before the filter is checked when it names them.
 
 use super::cursor::{PageCursor, Position, query_hash};
+use super::group_members::sole_membership;
 use super::index::Ordering;
 use super::lookup::{Lookup, indexed_lookup, modified_since};
 use super::{Directory, DirectoryError, SearchRequest, SearchResult, Stored};
@@ -25,6 +28,8 @@ use std::collections::HashMap;
 pub(super) enum Plan {
     /// A few candidates found by key.
     Keyed(Lookup),
+    /// The users of one group, from its membership items ([`super::group_members`]).
+    Members(String),
     /// An ordered index, from a position (`from`: a `meta.lastModified` bound).
     Ordered {
         ordering: Ordering,
@@ -40,6 +45,7 @@ impl Plan {
     fn tag(&self) -> &'static str {
         match self {
             Plan::Keyed(_) => "k",
+            Plan::Members(_) => "g",
             Plan::Ordered {
                 ordering: Ordering::Created,
                 ..
@@ -64,6 +70,12 @@ fn is_attr(path: &AttrPath, attr: &str, sub: Option<&str>) -> bool {
 
 /// `ready`: the store is in the current key layout (the last-modified index is whole).
 pub(super) fn plan(kind: ResourceKind, req: &SearchRequest, ready: bool) -> Plan {
+    if kind == ResourceKind::User
+        && req.sort_by.is_none()
+        && let Some(gid) = req.filter.as_ref().and_then(sole_membership)
+    {
+        return Plan::Members(gid);
+    }
     if let Some(lookup) = req.filter.as_ref().and_then(|f| indexed_lookup(kind, f)) {
         return Plan::Keyed(lookup);
     }
@@ -133,6 +145,10 @@ impl Directory {
             )?)),
         };
         let mut result = match plan {
+            Plan::Members(gid) => {
+                self.group_members_page(&gid, req, &query, count, cursor)
+                    .await?
+            }
             Plan::Keyed(lookup) => {
                 let mut all = self.candidates(kind, lookup).await?;
                 let m = self.matcher(kind, req);
