@@ -15,7 +15,9 @@
 use super::cursor::{CursorError, PageCursor, Position};
 use super::keys::{MEMBER_SK_PREFIX, resource_pk};
 use super::lookup::{Lookup, indexed_lookup};
-use super::{Directory, DirectoryError, SearchRequest, SearchResult, store_error};
+use super::{
+    Directory, DirectoryError, MAX_KEY_VALUE_BYTES, SearchRequest, SearchResult, store_error,
+};
 use crate::store::{Cursor, Index, Query, now_epoch};
 use provisync_scim::ResourceKind;
 use provisync_scim::filter::Filter;
@@ -137,6 +139,10 @@ impl Directory {
         want: usize,
         descending: bool,
     ) -> Result<(Vec<String>, bool), DirectoryError> {
+        // No group has such an id (and no store takes such a key: DynamoDB's 2 KB).
+        if gid.is_empty() || gid.len() > MAX_KEY_VALUE_BYTES {
+            return Ok((Vec::new(), false));
+        }
         let pk = resource_pk(ResourceKind::Group, gid);
         let mut position = after.map(|id| {
             let sk = format!("{MEMBER_SK_PREFIX}{id}");
