@@ -5,7 +5,11 @@ use serde::{Deserialize, Serialize};
 /// `GET /admin/targets/{id}/held`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldList {
+    /// Oldest first, at most 10,000.
     pub held: Vec<HeldItem>,
+    /// More are held than listed (release or discard these to see the rest).
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// One held change.
@@ -117,7 +121,11 @@ pub struct UndoReport {
 /// (deactivated there, deleted when due unless the user is restored).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeferredList {
+    /// At most 10,000.
     pub deferred: Vec<DeferredItem>,
+    /// More are waiting than listed.
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// One deferred deletion.

@@ -39,7 +39,15 @@ pub async fn held(remote: &Remote, args: HeldArgs) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            println!("{} held change(s) on {}", v.held.len(), args.target);
+            if v.more {
+                println!(
+                    "{} held change(s) on {} shown; more are held (release or discard these to see the rest)",
+                    v.held.len(),
+                    args.target
+                );
+            } else {
+                println!("{} held change(s) on {}", v.held.len(), args.target);
+            }
             let rows: Vec<Vec<String>> = v
                 .held
                 .iter()

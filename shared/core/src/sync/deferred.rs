@@ -248,14 +248,20 @@ impl Deferred {
         self.store.transact(vec![Write::put(marker)]).await
     }
 
-    /// A target's pending deletions (at most [`MAX_LISTED`]), by hub id.
-    pub async fn list(&self, target: &str) -> Result<Vec<PendingDelete>, StoreError> {
+    /// A target's pending deletions, by hub id: at most [`MAX_LISTED`], and whether there
+    /// are more.
+    pub async fn list(&self, target: &str) -> Result<(Vec<PendingDelete>, bool), StoreError> {
         let query = Query::new(Index::Primary, pk(target)).limit(500);
-        Ok(query_all(self.store.as_ref(), query, MAX_LISTED)
-            .await?
-            .iter()
-            .filter_map(|i| serde_json::from_slice::<PendingDelete>(&i.data).ok())
-            .collect())
+        let mut items = query_all(self.store.as_ref(), query, MAX_LISTED + 1).await?;
+        let more = items.len() > MAX_LISTED;
+        items.truncate(MAX_LISTED);
+        Ok((
+            items
+                .iter()
+                .filter_map(|i| serde_json::from_slice::<PendingDelete>(&i.data).ok())
+                .collect(),
+            more,
+        ))
     }
 
     /// Forgets a pending deletion (done, or the user restored), uncounting it; one gone

@@ -196,7 +196,8 @@ impl Deliverer {
             return Err(HeldError::NoTarget(target.to_string()));
         }
         Ok(match ids {
-            None => self.held.list(target).await?,
+            // The first `MAX_LISTED`: the rest are counted as left.
+            None => self.held.list(target).await?.0,
             // By id: point reads, not a listing of every held change.
             Some(ids) => self.held.get_many(target, ids).await?,
         })

@@ -246,17 +246,20 @@ impl Held {
         )))
     }
 
-    /// The changes held on a target, oldest first (at most [`MAX_LISTED`]).
-    pub async fn list(&self, target: &str) -> Result<Vec<HeldChange>, StoreError> {
+    /// The changes held on a target, oldest first: at most [`MAX_LISTED`], and whether
+    /// more are held.
+    pub async fn list(&self, target: &str) -> Result<(Vec<HeldChange>, bool), StoreError> {
         let query = Query::new(crate::store::Index::Primary, held_pk(target)).limit(500);
-        let mut held: Vec<HeldChange> = query_all(self.store.as_ref(), query, MAX_LISTED)
-            .await?
+        let mut items = query_all(self.store.as_ref(), query, MAX_LISTED + 1).await?;
+        let more = items.len() > MAX_LISTED;
+        items.truncate(MAX_LISTED);
+        let mut held: Vec<HeldChange> = items
             .iter()
             .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok())
             .collect();
         // Ids are UUIDv7 (in time order) but for direct changes (a hash of the change).
         held.sort_by(|a, b| (&a.at, &a.id).cmp(&(&b.at, &b.id)));
-        Ok(held)
+        Ok((held, more))
     }
 
     /// The held changes of a target with these ids (those held), oldest first: batched
@@ -346,5 +349,59 @@ impl Held {
             self.store.transact(writes).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChangeOp, Origin};
+    use crate::store::embedded::EmbeddedStore;
+
+    /// A listing says when it is not all: 10,001 held, 10,000 listed and `more`; the
+    /// overview's count stops at its cap.
+    #[tokio::test]
+    async fn a_capped_listing_says_more_are_held() {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+        let held = Held::new(store.clone());
+        let writes: Vec<Write> = (0..=MAX_LISTED)
+            .map(|i| {
+                let event = ChangeEvent::new(
+                    ResourceKind::User,
+                    &format!("u{i}"),
+                    ChangeOp::Delete,
+                    Origin::Scim,
+                );
+                let h = HeldChange::new(
+                    &event,
+                    "t",
+                    AuditOp::Delete,
+                    format!("user{i}"),
+                    "test".into(),
+                    1,
+                );
+                Held::hold_write(&h).unwrap()
+            })
+            .collect();
+        for chunk in writes.chunks(100) {
+            store.transact(chunk.to_vec()).await.unwrap();
+        }
+        let (listed, more) = held.list("t").await.unwrap();
+        assert_eq!((listed.len(), more), (MAX_LISTED, true));
+        assert!(
+            listed.windows(2).all(|w| w[0].at <= w[1].at),
+            "oldest first"
+        );
+        assert_eq!(held.count_upto("t", 100).await.unwrap(), (100, true));
+        assert_eq!(held.count_upto("other", 100).await.unwrap(), (0, false));
+        held.remove("t", &[listed[0].id.clone(), listed[1].id.clone()])
+            .await
+            .unwrap();
+        let (listed, more) = held.list("t").await.unwrap();
+        assert_eq!((listed.len(), more), (MAX_LISTED - 1, false));
+        assert_eq!(
+            held.count_upto("t", MAX_LISTED).await.unwrap(),
+            (MAX_LISTED - 1, false)
+        );
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! | method & path | what |
 //! |---------------|------|
-//! | `GET /admin/targets/{id}/held` | `{"held": [{"id","change","resource_type","account":{"id","userName"},"cause","at","count"}]}` |
+//! | `GET /admin/targets/{id}/held` | `{"held": [{"id","change","resource_type","account":{"id","userName"},"cause","at","count"}], "more"}`: at most 10,000; `more` when there are others |
 //! | `POST /admin/targets/{id}/held/release` (`{"ids": [...]}` or no body: all) | `{"released","superseded","failed","left"}`: sends for at most 20 s; `left` are still held, not tried |
 //! | `POST /admin/targets/{id}/held/discard` (`{"ids": [...]}` or no body: all) | `{"discarded"}` |
 //! | `POST /admin/targets/{id}/undo` `{"since", "apply"}` | the inverse of the deprovisions journaled since then: planned, or applied |
-//! | `GET /admin/targets/{id}/deferred` | deletions deferred by `delete_mode`: `{"deferred": [{"id","userName","target_id","cause","deactivated_at","delete_after"}]}` |
+//! | `GET /admin/targets/{id}/deferred` | deletions deferred by `delete_mode`: `{"deferred": [{"id","userName","target_id","cause","deactivated_at","delete_after"}], "more"}`: at most 10,000 |
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -62,7 +62,7 @@ async fn list(State(state): State<AppState>, Path(id): Path<String>) -> AdminRes
     if state.hub.targets.get(&id).await?.is_none() {
         return Err(AdminError::not_found(format!("no such target: {id}")));
     }
-    let held = state
+    let (held, more) = state
         .hub
         .deliverer
         .held()
@@ -71,6 +71,7 @@ async fn list(State(state): State<AppState>, Path(id): Path<String>) -> AdminRes
         .map_err(|e| AdminError::internal("held changes", e))?;
     Ok(axum::Json(wire::HeldList {
         held: held.iter().map(item).collect(),
+        more,
     })
     .into_response())
 }
@@ -79,7 +80,7 @@ async fn deferred(State(state): State<AppState>, Path(id): Path<String>) -> Admi
     if state.hub.targets.get(&id).await?.is_none() {
         return Err(AdminError::not_found(format!("no such target: {id}")));
     }
-    let pending = Deferred::new(state.hub.store.clone())
+    let (pending, more) = Deferred::new(state.hub.store.clone())
         .list(&id)
         .await
         .map_err(|e| AdminError::internal("deferred deletions", e))?;
@@ -95,6 +96,7 @@ async fn deferred(State(state): State<AppState>, Path(id): Path<String>) -> Admi
                 delete_after: p.delete_after,
             })
             .collect(),
+        more,
     })
     .into_response())
 }
