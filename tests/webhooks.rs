@@ -1537,3 +1537,91 @@ on_every_backend!(
         );
     }
 );
+
+// A site's deletions go through its target's deprovision guard, as any target's do: with
+// `max: 1`, three users deleted in the hub send the site one `user.delete` and hold two,
+// listed under their userNames; released, they are sent.
+on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
+    let site = Site::start(SECRET_B).await;
+    add_site_target(
+        &hub,
+        "site",
+        &site,
+        SECRET_B,
+        json!({"user_sync": true, "deprovision_guard": {"max": 1, "window_minutes": 60}}),
+    )
+    .await;
+    let _delivery = hub.run_delivery();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let name = format!("leaver{i}@example.com");
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    eventually("the three at the site", Duration::from_secs(15), || async {
+        (0..3).all(|i| received_user(&site, &format!("leaver{i}@example.com")))
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
+    }
+    let deletes = || {
+        site.received()
+            .into_iter()
+            .filter(|r| r.envelope["type"] == "user.delete")
+            .count()
+    };
+    let held = || async {
+        let r = hub.admin(Method::GET, "/targets/site/held", None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["held"].as_array().cloned().unwrap_or_default()
+    };
+    eventually("one deleted, two held", Duration::from_secs(15), || async {
+        deletes() == 1 && held().await.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deletes(), 1, "no more than the guard allows");
+    let mut names: Vec<String> = held()
+        .await
+        .iter()
+        .map(|h| {
+            assert_eq!(h["change"], "delete", "{h}");
+            assert!(
+                h["cause"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("deleted in the hub"),
+                "{h}"
+            );
+            h["account"]["userName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2);
+    assert!(names.iter().all(|n| n.starts_with("leaver")), "{names:?}");
+    let r = hub
+        .admin(Method::POST, "/targets/site/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["released"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.text
+    );
+    eventually("the two released", Duration::from_secs(15), || async {
+        deletes() == 3
+    })
+    .await;
+    assert!(held().await.is_empty());
+});

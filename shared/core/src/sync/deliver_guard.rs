@@ -165,7 +165,7 @@ impl Deliverer {
         Ok(None)
     }
 
-    async fn admit(
+    pub(super) async fn admit(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,

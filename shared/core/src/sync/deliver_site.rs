@@ -7,6 +7,9 @@
 //! a user outside its scope), and the link stays, disabled, as "not at the site" so that
 //! later changes of that user send nothing. A user with no link that is outside the scope
 //! may have been sent before sites had links: it gets the `user.delete` once too.
+//!
+//! A `user.delete` asks the target's deprovision guard first, as any target's deletions
+//! do: beyond its allowance it is held for an operator, and a release sends it.
 
 use serde_json::{Value, json};
 
@@ -21,6 +24,12 @@ use crate::target::{TargetConfig, WebhookTarget};
 use provisync_scim::ResourceKind;
 
 type Failure = (AuditOp, ConnectorError);
+
+fn user_name_of(v: &Value) -> Option<String> {
+    v.get("userName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
 
 impl Deliverer {
     pub(super) async fn deliver_webhook(
@@ -47,10 +56,15 @@ impl Deliverer {
             .as_ref()
             .is_none_or(|r| self.in_scope(t, ResourceKind::User, r));
         if in_scope {
+            if event.op == ChangeOp::Delete
+                && let Some(held) = self.site_guard(event, t, "deleted in the hub").await?
+            {
+                return Ok((held, LinkChange::Keep));
+            }
             self.send_to_site(event, t, op, &envelope).await?;
             let link = match event.op {
                 ChangeOp::Delete => LinkChange::Remove(ResourceKind::User, id.clone()),
-                _ => self.site_link(t, id, false),
+                _ => self.site_link(t, event, false),
             };
             return Ok((DeliveryOutcome::Delivered(op), link));
         }
@@ -71,27 +85,69 @@ impl Deliverer {
                 link,
             ));
         }
-        // At the site (or perhaps, sent before sites had links): taken off it, by id only.
+        // At the site (or perhaps, sent before sites had links): taken off it, by id only,
+        // through the guard.
+        let cause = if event.op == ChangeOp::Delete {
+            "deleted in the hub"
+        } else {
+            "left the target's scope"
+        };
+        if let Some(held) = self.site_guard(event, t, cause).await? {
+            return Ok((held, LinkChange::Keep));
+        }
         let gone = json!({"type": "user.delete", "occurred_at": event.occurred_at,
             "data": {"id": id}});
         self.send_to_site(event, t, AuditOp::Delete, &gone).await?;
         let link = match event.op {
             ChangeOp::Delete => LinkChange::Remove(ResourceKind::User, id.clone()),
-            _ => self.site_link(t, id, true),
+            _ => self.site_link(t, event, true),
         };
         Ok((DeliveryOutcome::Delivered(AuditOp::Delete), link))
     }
 
+    /// The target's guard, for a `user.delete` to the site (not for one an operator
+    /// released): `Some` when it is held. The name it is held under is the user's, or for
+    /// a user deleted in the hub, the one its link kept.
+    async fn site_guard(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+        cause: &str,
+    ) -> Result<Option<DeliveryOutcome>, Failure> {
+        if event.approved || t.deprovision_guard.is_none() {
+            return Ok(None);
+        }
+        let op = AuditOp::Delete;
+        let mut label = event.resource.as_ref().and_then(user_name_of);
+        if label.is_none() {
+            label = self
+                .links
+                .get(&t.id, ResourceKind::User, &event.resource_id)
+                .await
+                .map_err(|e| (op, retryable(e)))?
+                .and_then(|l| user_name_of(&l.delivered));
+        }
+        self.admit(event, t, op, 1, label.unwrap_or_default(), cause)
+            .await
+    }
+
     /// The link of a user the hub sent a site (`false`), or knows is not there (`true`):
-    /// the site's id for it is the hub id.
-    fn site_link(&self, t: &TargetConfig, id: &str, not_there: bool) -> LinkChange {
+    /// the site's id for it is the hub id; it keeps the `userName` (what a held deletion
+    /// is listed under once the hub user is gone).
+    fn site_link(&self, t: &TargetConfig, event: &ChangeEvent, not_there: bool) -> LinkChange {
+        let id = &event.resource_id;
+        let delivered = event
+            .resource
+            .as_ref()
+            .and_then(user_name_of)
+            .map_or(Value::Null, |n| json!({ "userName": n }));
         LinkChange::Put(Box::new(self.link(
             t,
             ResourceKind::User,
             id,
             id,
             String::new(),
-            Value::Null,
+            delivered,
             not_there,
         )))
     }
