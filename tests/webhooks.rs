@@ -1624,4 +1624,101 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     })
     .await;
     assert!(held().await.is_empty());
+
+    // Deactivations too (a site has no deactivate: the user goes inactive in its
+    // `user.upsert`), at another site with a fresh window of one: two active users
+    // deactivated in the hub, one sent, one held.
+    let r = hub.admin(Method::DELETE, "/targets/site", None).await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.text);
+    let site = Site::start(SECRET_C).await;
+    add_site_target(
+        &hub,
+        "site-b",
+        &site,
+        SECRET_C,
+        json!({"user_sync": true, "deprovision_guard": {"max": 1, "window_minutes": 60}}),
+    )
+    .await;
+    let held = || async {
+        let r = hub.admin(Method::GET, "/targets/site-b/held", None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["held"].as_array().cloned().unwrap_or_default()
+    };
+    let mut active = Vec::new();
+    for name in ["stayer0@example.com", "stayer1@example.com"] {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        active.push(r.id());
+    }
+    eventually("the two at the site", Duration::from_secs(15), || async {
+        received_user(&site, "stayer0@example.com") && received_user(&site, "stayer1@example.com")
+    })
+    .await;
+    let inactive_sent = |name: &str| {
+        site.received()
+            .iter()
+            .filter(|r| {
+                r.envelope["data"]["userName"] == name && r.envelope["data"]["active"] == false
+            })
+            .count()
+    };
+    for id in &active {
+        let r = hub
+            .patch(
+                &format!("/Users/{id}"),
+                &json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "replace", "path": "active", "value": false}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    eventually(
+        "one deactivated, one held",
+        Duration::from_secs(15),
+        || async {
+            inactive_sent("stayer0@example.com") + inactive_sent("stayer1@example.com") == 1
+                && held().await.len() == 1
+        },
+    )
+    .await;
+    let h = held().await;
+    assert_eq!(h[0]["change"], "deactivate", "{h:?}");
+    let r = hub
+        .admin(Method::POST, "/targets/site-b/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(
+        "both inactive at the site",
+        Duration::from_secs(15),
+        || async {
+            inactive_sent("stayer0@example.com") == 1 && inactive_sent("stayer1@example.com") == 1
+        },
+    )
+    .await;
+    // A change of a user the site has inactive already is no deactivation: sent, not
+    // held, though the window is spent.
+    let r = hub
+        .patch(
+            &format!("/Users/{}", active[0]),
+            &json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "replace", "path": "title", "value": "Alumnus"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(
+        "the inactive user's change sent",
+        Duration::from_secs(15),
+        || async {
+            site.received()
+                .iter()
+                .any(|r| r.envelope["data"]["title"] == "Alumnus")
+        },
+    )
+    .await;
+    assert!(held().await.is_empty());
 });

@@ -8,8 +8,9 @@
 //! later changes of that user send nothing. A user with no link that is outside the scope
 //! may have been sent before sites had links: it gets the `user.delete` once too.
 //!
-//! A `user.delete` asks the target's deprovision guard first, as any target's deletions
-//! do: beyond its allowance it is held for an operator, and a release sends it.
+//! A `user.delete`, and an update that sends an inactive user the site last had active,
+//! ask the target's deprovision guard first, as any target's deletions and deactivations
+//! do: beyond its allowance they are held for an operator, and a release sends them.
 
 use serde_json::{Value, json};
 
@@ -56,8 +57,15 @@ impl Deliverer {
             .as_ref()
             .is_none_or(|r| self.in_scope(t, ResourceKind::User, r));
         if in_scope {
-            if event.op == ChangeOp::Delete
-                && let Some(held) = self.site_guard(event, t, "deleted in the hub").await?
+            let guarded = if event.op == ChangeOp::Delete {
+                Some((AuditOp::Delete, "deleted in the hub"))
+            } else if self.deactivates(event, t).await? {
+                Some((AuditOp::Deactivate, "deactivated in the hub"))
+            } else {
+                None
+            };
+            if let Some((gop, cause)) = guarded
+                && let Some(held) = self.site_guard(event, t, gop, cause).await?
             {
                 return Ok((held, LinkChange::Keep));
             }
@@ -92,7 +100,7 @@ impl Deliverer {
         } else {
             "left the target's scope"
         };
-        if let Some(held) = self.site_guard(event, t, cause).await? {
+        if let Some(held) = self.site_guard(event, t, AuditOp::Delete, cause).await? {
             return Ok((held, LinkChange::Keep));
         }
         let gone = json!({"type": "user.delete", "occurred_at": event.occurred_at,
@@ -105,19 +113,43 @@ impl Deliverer {
         Ok((DeliveryOutcome::Delivered(AuditOp::Delete), link))
     }
 
-    /// The target's guard, for a `user.delete` to the site (not for one an operator
-    /// released): `Some` when it is held. The name it is held under is the user's, or for
-    /// a user deleted in the hub, the one its link kept.
+    /// Whether this update sends the site an inactive user it last had active (or had
+    /// from before sites had links): a deactivation, for the target's guard. A user
+    /// created inactive is none.
+    async fn deactivates(&self, event: &ChangeEvent, t: &TargetConfig) -> Result<bool, Failure> {
+        let inactive = event
+            .resource
+            .as_ref()
+            .and_then(|r| r.get("active"))
+            .and_then(Value::as_bool)
+            == Some(false);
+        if !inactive || event.op == ChangeOp::Create || event.approved {
+            return Ok(false);
+        }
+        if t.deprovision_guard.is_none() {
+            return Ok(false);
+        }
+        let link = self
+            .links
+            .get(&t.id, ResourceKind::User, &event.resource_id)
+            .await
+            .map_err(|e| (AuditOp::Deactivate, retryable(e)))?;
+        Ok(link.is_none_or(|l| l.delivered.get("active").and_then(Value::as_bool) != Some(false)))
+    }
+
+    /// The target's guard, for a `user.delete` or a deactivation sent to the site (not for
+    /// one an operator released): `Some` when it is held. The name it is held under is the
+    /// user's, or for a user deleted in the hub, the one its link kept.
     async fn site_guard(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
+        op: AuditOp,
         cause: &str,
     ) -> Result<Option<DeliveryOutcome>, Failure> {
         if event.approved || t.deprovision_guard.is_none() {
             return Ok(None);
         }
-        let op = AuditOp::Delete;
         let mut label = event.resource.as_ref().and_then(user_name_of);
         if label.is_none() {
             label = self
@@ -133,14 +165,19 @@ impl Deliverer {
 
     /// The link of a user the hub sent a site (`false`), or knows is not there (`true`):
     /// the site's id for it is the hub id; it keeps the `userName` (what a held deletion
-    /// is listed under once the hub user is gone).
+    /// is listed under once the hub user is gone) and `active` (whether the next update is
+    /// a deactivation) it was sent.
     fn site_link(&self, t: &TargetConfig, event: &ChangeEvent, not_there: bool) -> LinkChange {
         let id = &event.resource_id;
-        let delivered = event
-            .resource
-            .as_ref()
-            .and_then(user_name_of)
-            .map_or(Value::Null, |n| json!({ "userName": n }));
+        let mut delivered = serde_json::Map::new();
+        if let Some(r) = &event.resource {
+            for key in ["userName", "active"] {
+                if let Some(v) = r.get(key).filter(|_| !not_there) {
+                    delivered.insert(key.into(), v.clone());
+                }
+            }
+        }
+        let delivered = Value::Object(delivered);
         LinkChange::Put(Box::new(self.link(
             t,
             ResourceKind::User,
