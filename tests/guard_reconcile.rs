@@ -559,3 +559,91 @@ async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
     println!("items read by a cycle with 10,099 deletions waiting: {read}");
     assert!(read <= 16, "a cycle read {read} items for 10,099 waiting");
 }
+
+/// The due-time index on both stores: pending deletions written before it (no index key,
+/// not counted) are indexed and counted by the first cycle; a due one of each kind is
+/// deleted, the waiting ones counted, and a second cycle finds the same.
+async fn deferred_deletions_by_due_time(backend: Backend) {
+    use provisync_core::store::{Item, Write};
+    use provisync_core::sync::deferred::{Deferred, PendingDelete};
+    let Some(store) = backend_store(backend).await else {
+        return;
+    };
+    let hub = Hub::start_on(store.clone()).await;
+    let target = provisync_tests::peers::FaultyTarget::start().await;
+    let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
+        "deprovision_guard": null, "delete_mode": {"deactivate_then_delete_after_days": 7}});
+    let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text);
+    let mut accounts = Vec::new();
+    for name in ["new-leaver", "old-leaver"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/Users", target.base))
+            .bearer_auth(&target.token)
+            .json(&json!({"schemas": [USER_SCHEMA], "userName": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let account: Value = r.json().await.unwrap();
+        accounts.push(account["id"].as_str().unwrap().to_string());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let deferred = Deferred::new(store.clone());
+    for i in 0..4 {
+        let p = PendingDelete::new("t", &format!("n{i}"), &format!("acct{i}"), 7, now);
+        deferred.put(&p).await.unwrap();
+    }
+    deferred
+        .put(&PendingDelete::new(
+            "t",
+            "n-due",
+            &accounts[0],
+            1,
+            now - 2 * 86_400,
+        ))
+        .await
+        .unwrap();
+    let legacy = |p: &PendingDelete| {
+        Write::put(Item::new(
+            "DEFER#t",
+            p.hub_id.clone(),
+            serde_json::to_vec(p).unwrap(),
+        ))
+    };
+    store
+        .transact(vec![
+            legacy(&PendingDelete::new("t", "o0", "x0", 7, now)),
+            legacy(&PendingDelete::new("t", "o1", "x1", 7, now)),
+            legacy(&PendingDelete::new(
+                "t",
+                "o-due",
+                &accounts[1],
+                1,
+                now - 2 * 86_400,
+            )),
+        ])
+        .await
+        .unwrap();
+    for (deleted, waiting) in [(2, 6), (0, 6)] {
+        let counts = hub.schedule.reconciler.delete_due(now).await.unwrap();
+        assert_eq!(
+            (counts[0].deleted, counts[0].failed, counts[0].waiting),
+            (deleted, 0, waiting),
+            "{counts:?}"
+        );
+    }
+    assert!(target.user(&accounts[0]).is_none() && target.user(&accounts[1]).is_none());
+    let (listed, more) = deferred.list("t").await.unwrap();
+    assert_eq!((listed.len(), more), (6, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_deletions_by_due_time_embedded() {
+    deferred_deletions_by_due_time(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_deletions_by_due_time_dynamodb() {
+    deferred_deletions_by_due_time(Backend::DynamoDb).await;
+}
