@@ -1721,4 +1721,71 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     )
     .await;
     assert!(held().await.is_empty());
+    // A group's members removed, then the group deleted, with the window spent: both
+    // held (under the group's name); released, the site gets the deletion (the removal,
+    // superseded by it, is not sent).
+    let group = hub.group("crew", &[&active[0], &active[1]]).await;
+    let of_group = |kind: &str| {
+        site.received()
+            .iter()
+            .filter(|r| r.envelope["type"] == kind && r.envelope["data"]["displayName"] == "crew")
+            .count()
+    };
+    eventually("the group at the site", Duration::from_secs(15), || async {
+        of_group("group.upsert") == 1
+    })
+    .await;
+    let r = hub
+        .patch(
+            &format!("/Groups/{group}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members",
+                "value": [{"value": active[0]}, {"value": active[1]}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(hub.delete(&format!("/Groups/{group}")).await.status, 204);
+    eventually(
+        "both group changes held",
+        Duration::from_secs(15),
+        || async { held().await.len() == 2 },
+    )
+    .await;
+    let mut changes: Vec<(String, String, u64)> = held()
+        .await
+        .iter()
+        .map(|h| {
+            (
+                h["change"].as_str().unwrap().to_string(),
+                h["account"]["userName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                h["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            ("delete".to_string(), "crew".to_string(), 1),
+            ("remove_members".to_string(), "crew".to_string(), 2)
+        ]
+    );
+    assert_eq!(of_group("group.upsert"), 1, "the removal not sent");
+    let r = hub
+        .admin(Method::POST, "/targets/site-b/held/release", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(
+        "the group deleted at the site",
+        Duration::from_secs(15),
+        || async {
+            site.received()
+                .iter()
+                .any(|r| r.envelope["type"] == "group.delete")
+        },
+    )
+    .await;
+    assert!(held().await.is_empty());
 });

@@ -8,9 +8,10 @@
 //! later changes of that user send nothing. A user with no link that is outside the scope
 //! may have been sent before sites had links: it gets the `user.delete` once too.
 //!
-//! A `user.delete`, and an update that sends an inactive user the site last had active,
-//! ask the target's deprovision guard first, as any target's deletions and deactivations
-//! do: beyond its allowance they are held for an operator, and a release sends them.
+//! A `user.delete`, an update that sends an inactive user the site last had active, a
+//! `group.delete` and a group's members removed ask the target's deprovision guard first,
+//! as any target's deprovisions do: beyond its allowance they are held for an operator,
+//! and a release sends them.
 
 use serde_json::{Value, json};
 
@@ -46,8 +47,14 @@ impl Deliverer {
                 LinkChange::Keep,
             ));
         };
-        // Entity and configuration records, and groups: no scope.
+        // Entity and configuration records, and groups: no scope. A group's deletion and
+        // its members' removals go through the guard, counted as at any target.
         if event.record.is_some() || event.resource_type != ResourceKind::User {
+            if event.record.is_none()
+                && let Some(held) = self.group_guard(event, t).await?
+            {
+                return Ok((held, LinkChange::Keep));
+            }
             self.send_to_site(event, t, op, &envelope).await?;
             return Ok((DeliveryOutcome::Delivered(op), LinkChange::Keep));
         }
@@ -111,6 +118,38 @@ impl Deliverer {
             _ => self.site_link(t, event, true),
         };
         Ok((DeliveryOutcome::Delivered(AuditOp::Delete), link))
+    }
+
+    /// The target's guard for a group's deletion (1) or its members' removals (as many as
+    /// it names), not released by an operator: `Some` when held (the whole event: its
+    /// additions wait with the removals).
+    async fn group_guard(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+    ) -> Result<Option<DeliveryOutcome>, Failure> {
+        if event.approved || t.deprovision_guard.is_none() {
+            return Ok(None);
+        }
+        let (op, n, cause) = if event.op == ChangeOp::Delete {
+            (AuditOp::Delete, 1, "deleted in the hub")
+        } else if !event.members_removed.is_empty() {
+            (
+                AuditOp::RemoveMembers,
+                event.members_removed.len() as u64,
+                "members removed from the group in the hub",
+            )
+        } else {
+            return Ok(None);
+        };
+        let label = event
+            .resource
+            .as_ref()
+            .and_then(|r| r.get("displayName"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        self.admit(event, t, op, n, label, cause).await
     }
 
     /// Whether this update sends the site an inactive user it last had active (or had
