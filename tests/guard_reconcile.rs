@@ -467,25 +467,19 @@ async fn held_orphans_cost_the_same_at_any_count() {
     );
 }
 
-/// The scheduled cycle reads the pending deletions that are due, not those waiting: with
-/// 10,000 waiting (and 100 written before the due-time index, one of them due), a cycle
-/// deletes the 152 due ones, and the next reads a few items. Before, it read all 10,100 every
-/// cycle (and, before that, a listing capped at 10,000 never reached a due one past them).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
-    use provisync_core::store::{Item, Store, Write};
-    use provisync_core::sync::deferred::{Deferred, PendingDelete};
-    let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
-        provisync_core::store::embedded::EmbeddedStore::in_memory(),
-    ));
-    let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
+/// Target `t` on a fake SCIM server, deleting 7 days after deactivating (no guard), and
+/// accounts there with these userNames (their ids on it).
+async fn deferring_target(
+    hub: &Hub,
+    names: &[&str],
+) -> (provisync_tests::peers::FaultyTarget, Vec<String>) {
     let target = provisync_tests::peers::FaultyTarget::start().await;
     let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
         "deprovision_guard": null, "delete_mode": {"deactivate_then_delete_after_days": 7}});
     let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
     assert!(r.status == 201 || r.status == 200, "{}", r.text);
     let mut accounts = Vec::new();
-    for name in ["leaver", "old-leaver"] {
+    for name in names {
         let r = reqwest::Client::new()
             .post(format!("{}/Users", target.base))
             .bearer_auth(&target.token)
@@ -497,6 +491,35 @@ async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
         let account: Value = r.json().await.unwrap();
         accounts.push(account["id"].as_str().unwrap().to_string());
     }
+    (target, accounts)
+}
+
+/// A pending deletion as a release before the due-time index wrote it: no index key, not
+/// counted.
+fn legacy_pending(
+    p: &provisync_core::sync::deferred::PendingDelete,
+) -> provisync_core::store::Write {
+    use provisync_core::store::{Item, Write};
+    Write::put(Item::new(
+        "DEFER#t",
+        p.hub_id.clone(),
+        serde_json::to_vec(p).unwrap(),
+    ))
+}
+
+/// The scheduled cycle reads the pending deletions that are due, not those waiting: with
+/// 10,000 waiting (and 100 written before the due-time index, one of them due), a cycle
+/// deletes the 152 due ones, and the next reads a few items. Before, it read all 10,100 every
+/// cycle (and, before that, a listing capped at 10,000 never reached a due one past them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
+    use provisync_core::store::{Store, Write};
+    use provisync_core::sync::deferred::{Deferred, PendingDelete};
+    let store = provisync_tests::counting::CountingStore::new(std::sync::Arc::new(
+        provisync_core::store::embedded::EmbeddedStore::in_memory(),
+    ));
+    let hub = Hub::start_on(std::sync::Arc::new(store.clone())).await;
+    let (target, accounts) = deferring_target(&hub, &["leaver", "old-leaver"]).await;
     let now = chrono::Utc::now().timestamp();
     let deferred = Deferred::new(std::sync::Arc::new(store.clone()));
     for i in 0..10_000 {
@@ -521,19 +544,12 @@ async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
         deferred.put(&p).await.unwrap();
     }
     // As a release before the due-time index wrote them: no index key, not counted.
-    let legacy = |p: &PendingDelete| {
-        Write::put(Item::new(
-            "DEFER#t",
-            p.hub_id.clone(),
-            serde_json::to_vec(p).unwrap(),
-        ))
-    };
     let mut old: Vec<Write> = (0..99)
-        .map(|i| legacy(&PendingDelete::new("t", &format!("b{i:02}"), "x", 7, now)))
+        .map(|i| legacy_pending(&PendingDelete::new("t", &format!("b{i:02}"), "x", 7, now)))
         .collect();
     let mut old_due = PendingDelete::new("t", "b-due", &accounts[1], 1, now - 2 * 86_400);
     old_due.name = "old-leaver".into();
-    old.push(legacy(&old_due));
+    old.push(legacy_pending(&old_due));
     store.transact(old).await.unwrap();
 
     let counts = hub.schedule.reconciler.delete_due(now).await.unwrap();
@@ -564,30 +580,12 @@ async fn a_cycle_reads_the_due_deletions_not_the_waiting_ones() {
 /// not counted) are indexed and counted by the first cycle; a due one of each kind is
 /// deleted, the waiting ones counted, and a second cycle finds the same.
 async fn deferred_deletions_by_due_time(backend: Backend) {
-    use provisync_core::store::{Item, Write};
     use provisync_core::sync::deferred::{Deferred, PendingDelete};
     let Some(store) = backend_store(backend).await else {
         return;
     };
     let hub = Hub::start_on(store.clone()).await;
-    let target = provisync_tests::peers::FaultyTarget::start().await;
-    let body = json!({"kind": "scim", "base_url": target.base, "auth": {"bearer": target.token},
-        "deprovision_guard": null, "delete_mode": {"deactivate_then_delete_after_days": 7}});
-    let r = hub.admin(Method::PUT, "/targets/t", Some(&body)).await;
-    assert!(r.status == 201 || r.status == 200, "{}", r.text);
-    let mut accounts = Vec::new();
-    for name in ["new-leaver", "old-leaver"] {
-        let r = reqwest::Client::new()
-            .post(format!("{}/Users", target.base))
-            .bearer_auth(&target.token)
-            .json(&json!({"schemas": [USER_SCHEMA], "userName": name}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let account: Value = r.json().await.unwrap();
-        accounts.push(account["id"].as_str().unwrap().to_string());
-    }
+    let (target, accounts) = deferring_target(&hub, &["new-leaver", "old-leaver"]).await;
     let now = chrono::Utc::now().timestamp();
     let deferred = Deferred::new(store.clone());
     for i in 0..4 {
@@ -604,18 +602,11 @@ async fn deferred_deletions_by_due_time(backend: Backend) {
         ))
         .await
         .unwrap();
-    let legacy = |p: &PendingDelete| {
-        Write::put(Item::new(
-            "DEFER#t",
-            p.hub_id.clone(),
-            serde_json::to_vec(p).unwrap(),
-        ))
-    };
     store
         .transact(vec![
-            legacy(&PendingDelete::new("t", "o0", "x0", 7, now)),
-            legacy(&PendingDelete::new("t", "o1", "x1", 7, now)),
-            legacy(&PendingDelete::new(
+            legacy_pending(&PendingDelete::new("t", "o0", "x0", 7, now)),
+            legacy_pending(&PendingDelete::new("t", "o1", "x1", 7, now)),
+            legacy_pending(&PendingDelete::new(
                 "t",
                 "o-due",
                 &accounts[1],

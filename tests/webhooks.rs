@@ -1538,6 +1538,36 @@ on_every_backend!(
     }
 );
 
+/// Active users with these userNames created in the hub, once the site has them all:
+/// their hub ids.
+async fn users_at_site(hub: &Hub, site: &Site, names: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for name in names {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    eventually("the users at the site", Duration::from_secs(15), || async {
+        names.iter().all(|n| received_user(site, n))
+    })
+    .await;
+    ids
+}
+
+/// The changes a target's guard holds.
+async fn held_at(hub: &Hub, target: &str) -> Vec<Value> {
+    let r = hub
+        .admin(Method::GET, &format!("/targets/{target}/held"), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["held"].as_array().cloned().unwrap_or_default()
+}
+
 // A site's deletions go through its target's deprovision guard, as any target's do: with
 // `max: 1`, three users deleted in the hub send the site one `user.delete` and hold two,
 // listed under their userNames; released, they are sent.
@@ -1552,21 +1582,15 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     )
     .await;
     let _delivery = hub.run_delivery();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let name = format!("leaver{i}@example.com");
-        let r = hub
-            .post(
-                "/Users",
-                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        ids.push(r.id());
-    }
-    eventually("the three at the site", Duration::from_secs(15), || async {
-        (0..3).all(|i| received_user(&site, &format!("leaver{i}@example.com")))
-    })
+    let ids = users_at_site(
+        &hub,
+        &site,
+        &[
+            "leaver0@example.com",
+            "leaver1@example.com",
+            "leaver2@example.com",
+        ],
+    )
     .await;
     for id in &ids {
         assert_eq!(hub.delete(&format!("/Users/{id}")).await.status, 204);
@@ -1577,11 +1601,7 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
             .filter(|r| r.envelope["type"] == "user.delete")
             .count()
     };
-    let held = || async {
-        let r = hub.admin(Method::GET, "/targets/site/held", None).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        r.body["held"].as_array().cloned().unwrap_or_default()
-    };
+    let held = || held_at(&hub, "site");
     eventually("one deleted, two held", Duration::from_secs(15), || async {
         deletes() == 1 && held().await.len() == 2
     })
@@ -1639,26 +1659,8 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
         json!({"user_sync": true, "deprovision_guard": {"max": 1, "window_minutes": 60}}),
     )
     .await;
-    let held = || async {
-        let r = hub.admin(Method::GET, "/targets/site-b/held", None).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        r.body["held"].as_array().cloned().unwrap_or_default()
-    };
-    let mut active = Vec::new();
-    for name in ["stayer0@example.com", "stayer1@example.com"] {
-        let r = hub
-            .post(
-                "/Users",
-                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        active.push(r.id());
-    }
-    eventually("the two at the site", Duration::from_secs(15), || async {
-        received_user(&site, "stayer0@example.com") && received_user(&site, "stayer1@example.com")
-    })
-    .await;
+    let held = || held_at(&hub, "site-b");
+    let active = users_at_site(&hub, &site, &["stayer0@example.com", "stayer1@example.com"]).await;
     let inactive_sent = |name: &str| {
         site.received()
             .iter()
