@@ -33,14 +33,6 @@ async fn peer_users(peer: &ScimPeer) -> Vec<Value> {
     body["Resources"].as_array().cloned().unwrap_or_default()
 }
 
-async fn held(hub: &Hub, target: &str) -> Vec<Value> {
-    let r = hub
-        .admin(Method::GET, &format!("/targets/{target}/held"), None)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["held"].as_array().cloned().expect("held list")
-}
-
 async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
     let r = hub
         .admin(Method::GET, &format!("/audit?{query}"), None)
@@ -106,7 +98,7 @@ async fn mass_delete_is_held_then_released(backend: Backend) {
         "15 deletions delivered or held",
         Duration::from_secs(60),
         || async {
-            held(&hub, "peer").await.len() == 10
+            hub.held("peer").await.len() == 10
                 && audit(&hub, "target=peer&op=delete&status=delivered")
                     .await
                     .len()
@@ -121,7 +113,7 @@ async fn mass_delete_is_held_then_released(backend: Backend) {
         15,
         "5 deleted downstream, no more"
     );
-    let list = held(&hub, "peer").await;
+    let list = hub.held("peer").await;
     assert_eq!(list.len(), 10);
     for h in &list {
         assert_eq!(h["change"], "delete", "{h}");
@@ -171,7 +163,7 @@ async fn mass_delete_is_held_then_released(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((none.released.len(), none.left), (0, 2), "{none:?}");
-    assert_eq!(held(&hub, "peer").await.len(), 10, "all still held");
+    assert_eq!(hub.held("peer").await.len(), 10, "all still held");
 
     // Released: all applied.
     let r = hub
@@ -185,7 +177,7 @@ async fn mass_delete_is_held_then_released(backend: Backend) {
         "{}",
         r.text
     );
-    assert!(held(&hub, "peer").await.is_empty());
+    assert!(hub.held("peer").await.is_empty());
     let left: Vec<String> = peer_users(&peer)
         .await
         .iter()
@@ -284,7 +276,7 @@ async fn a_change_delivered_twice_at_once_is_held_once(backend: Backend) {
     );
     a.expect("held");
     b.expect("held");
-    let list = held(&hub, "peer").await;
+    let list = hub.held("peer").await;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["change"], "delete", "{list:?}");
     assert_eq!(peer_users(&peer).await.len(), 1, "one deleted, one held");
@@ -328,7 +320,7 @@ async fn scope_change_dropping_most_is_held(backend: Backend) {
     assert_eq!(counts["deactivated"], 5, "{counts}");
     let inactive = |users: &[Value]| users.iter().filter(|u| u["active"] == false).count();
     assert_eq!(inactive(&peer_users(&peer).await), 5);
-    let list = held(&hub, "peer").await;
+    let list = hub.held("peer").await;
     assert_eq!(list.len(), 11, "{list:?}");
     for h in &list {
         assert_eq!(h["change"], "deactivate", "{h}");
@@ -377,7 +369,7 @@ async fn scope_change_dropping_most_is_held(backend: Backend) {
     // The cause is still there: the next reconcile sends it again, and the guard (its
     // window spent) holds it again, visibly.
     hub.reconcile("peer").await;
-    let again = held(&hub, "peer").await;
+    let again = hub.held("peer").await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0]["account"]["userName"], name.as_str());
 }

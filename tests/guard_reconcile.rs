@@ -38,14 +38,6 @@ async fn peer_names(peer: &ScimPeer) -> Vec<String> {
     names
 }
 
-async fn held(hub: &Hub, target: &str) -> Vec<Value> {
-    let r = hub
-        .admin(Method::GET, &format!("/targets/{target}/held"), None)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["held"].as_array().cloned().expect("held list")
-}
-
 async fn audit(hub: &Hub, query: &str) -> Vec<Value> {
     let r = hub
         .admin(Method::GET, &format!("/audit?{query}"), None)
@@ -119,7 +111,7 @@ async fn reconcile_orphans_pass_the_guard(backend: Backend) {
         "the rest held, not counted deleted: {counts}"
     );
     assert_eq!(peer_users(&peer).await.len(), 2 + 4);
-    let list = held(&hub, "peer").await;
+    let list = hub.held("peer").await;
     assert_eq!(list.len(), 4, "{list:?}");
     for h in &list {
         assert_eq!(h["change"], "delete", "{h}");
@@ -140,7 +132,7 @@ async fn reconcile_orphans_pass_the_guard(backend: Backend) {
         (json!(0), json!(4)),
         "{counts}"
     );
-    assert_eq!(held(&hub, "peer").await.len(), 4);
+    assert_eq!(hub.held("peer").await.len(), 4);
     assert_eq!(peer_users(&peer).await.len(), 6);
 
     // Discarded: audited, not sent; the next reconcile finds the cause still there and
@@ -155,11 +147,11 @@ async fn reconcile_orphans_pass_the_guard(backend: Backend) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(held(&hub, "peer").await.len(), 3);
+    assert_eq!(hub.held("peer").await.len(), 3);
     assert!(peer_names(&peer).await.contains(&name));
     let counts = hub.reconcile("peer").await;
     assert_eq!(counts["held"], 4, "{counts}");
-    let again = held(&hub, "peer").await;
+    let again = hub.held("peer").await;
     assert_eq!(again.len(), 4, "{again:?}");
     assert!(
         again
@@ -178,7 +170,7 @@ async fn reconcile_orphans_pass_the_guard(backend: Backend) {
         "{}",
         r.text
     );
-    assert!(held(&hub, "peer").await.is_empty());
+    assert!(hub.held("peer").await.is_empty());
     assert_eq!(peer_names(&peer).await, ["known0", "known1"]);
 
     // Journaled before each was sent: undo recreates the 7.
@@ -424,7 +416,7 @@ async fn items_read_per_orphan(n: usize) -> ((f64, f64), (u64, Value)) {
         assert_eq!(r.status, 200, "{}", r.text);
         per_orphan.push(store.read_items() as f64 / n as f64);
     }
-    assert_eq!(held(&hub, "t").await.len(), n - 1, "all but one held");
+    assert_eq!(hub.held("t").await.len(), n - 1, "all but one held");
     store.reset();
     let r = hub.admin(Method::GET, "/overview", None).await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -1559,15 +1559,6 @@ async fn users_at_site(hub: &Hub, site: &Site, names: &[&str]) -> Vec<String> {
     ids
 }
 
-/// The changes a target's guard holds.
-async fn held_at(hub: &Hub, target: &str) -> Vec<Value> {
-    let r = hub
-        .admin(Method::GET, &format!("/targets/{target}/held"), None)
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["held"].as_array().cloned().unwrap_or_default()
-}
-
 // A site's deletions go through its target's deprovision guard, as any target's do: with
 // `max: 1`, three users deleted in the hub send the site one `user.delete` and hold two,
 // listed under their userNames; released, they are sent.
@@ -1601,7 +1592,7 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
             .filter(|r| r.envelope["type"] == "user.delete")
             .count()
     };
-    let held = || held_at(&hub, "site");
+    let held = || hub.held("site");
     eventually("one deleted, two held", Duration::from_secs(15), || async {
         deletes() == 1 && held().await.len() == 2
     })
@@ -1659,7 +1650,7 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
         json!({"user_sync": true, "deprovision_guard": {"max": 1, "window_minutes": 60}}),
     )
     .await;
-    let held = || held_at(&hub, "site-b");
+    let held = || hub.held("site-b");
     let active = users_at_site(&hub, &site, &["stayer0@example.com", "stayer1@example.com"]).await;
     let inactive_sent = |name: &str| {
         site.received()

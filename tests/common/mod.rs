@@ -391,6 +391,19 @@ impl Hub {
         r.id()
     }
 
+    /// The changes a target's deprovision guard holds (`GET /admin/targets/{id}/held`).
+    pub async fn held(&self, target: &str) -> Vec<Value> {
+        let r = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/targets/{target}/held"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["held"].as_array().cloned().expect("held list")
+    }
+
     pub async fn group(&self, name: &str, members: &[&str]) -> String {
         let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
         let r = self
