@@ -1782,3 +1782,71 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     .await;
     assert!(held().await.is_empty());
 });
+
+// A site scoped to contractors learns nothing of who else is in a group: the members a
+// group event names are those the site is sent.
+on_every_backend!(a_scoped_site_sees_only_its_members, |hub: Hub| async move {
+    let site = Site::start(SECRET_B).await;
+    add_site_target(
+        &hub,
+        "contractors",
+        &site,
+        SECRET_B,
+        json!({"user_sync": true, "scope_filter": "title eq \"Contractor\""}),
+    )
+    .await;
+    let _delivery = hub.run_delivery();
+    let mut ids = Vec::new();
+    for (name, title) in [
+        ("con@example.com", "Contractor"),
+        ("emp@example.com", "Employee"),
+    ] {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": name, "title": title}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.id());
+    }
+    let (con, emp) = (ids[0].clone(), ids[1].clone());
+    // Named at once with their group: the contractor need not be at the site yet.
+    let group = hub.group("Project X", &[&con, &emp]).await;
+    let named = |kind: &str| -> Vec<Value> {
+        site.received()
+            .iter()
+            .filter(|r| r.envelope["type"] == "group.upsert")
+            .filter_map(|r| r.envelope["data"][kind].as_array().cloned())
+            .flatten()
+            .collect()
+    };
+    eventually("the group at the site", Duration::from_secs(15), || async {
+        !named("members_added").is_empty()
+    })
+    .await;
+    assert_eq!(named("members_added"), vec![json!({"value": con})]);
+    // Both removed: the site hears of its contractor only.
+    let r = hub
+        .patch(
+            &format!("/Groups/{group}"),
+            &json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": "members",
+                "value": [{"value": con}, {"value": emp}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(
+        "the removal at the site",
+        Duration::from_secs(15),
+        || async { !named("members_removed").is_empty() },
+    )
+    .await;
+    assert_eq!(named("members_removed"), vec![json!({"value": con})]);
+    assert!(
+        !site
+            .received()
+            .iter()
+            .any(|r| r.envelope.to_string().contains(&emp)),
+        "the employee's id never reached the site"
+    );
+});

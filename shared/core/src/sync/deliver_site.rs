@@ -13,6 +13,8 @@
 //! as any target's deprovisions do: beyond its allowance they are held for an operator,
 //! and a release sends them.
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 
 use super::deliver::{Deliverer, DeliveryOutcome, default_op};
@@ -41,6 +43,8 @@ impl Deliverer {
         w: &WebhookTarget,
     ) -> Result<(DeliveryOutcome, LinkChange), Failure> {
         let op = default_op(event);
+        let scoped = self.scoped_members(event, t).await?;
+        let event = scoped.as_ref().unwrap_or(event);
         let Some(envelope) = envelope_for(w, event) else {
             return Ok((
                 DeliveryOutcome::Skipped("not in this site's filters"),
@@ -118,6 +122,64 @@ impl Deliverer {
             _ => self.site_link(t, event, true),
         };
         Ok((DeliveryOutcome::Delivered(AuditOp::Delete), link))
+    }
+
+    /// A group event as a site with a `scope_filter` may see it: the members it names,
+    /// only those the site is sent (linked to it, and not taken off it; or, not sent yet,
+    /// in its scope), so that a site scoped to contractors learns nothing of who else is
+    /// in a group. `None`: the event as it is (no scope, or no member outside it).
+    async fn scoped_members(
+        &self,
+        event: &ChangeEvent,
+        t: &TargetConfig,
+    ) -> Result<Option<ChangeEvent>, Failure> {
+        if t.scope_filter.is_none()
+            || event.record.is_some()
+            || event.resource_type != ResourceKind::Group
+            || (event.members_added.is_empty() && event.members_removed.is_empty())
+        {
+            return Ok(None);
+        }
+        let op = default_op(event);
+        let named: Vec<String> = event
+            .members_added
+            .iter()
+            .chain(&event.members_removed)
+            .cloned()
+            .collect();
+        let links = self
+            .links
+            .get_many(&t.id, ResourceKind::User, &named)
+            .await
+            .map_err(|e| (op, retryable(e)))?;
+        let unlinked: Vec<String> = named
+            .iter()
+            .filter(|id| !links.contains_key(*id))
+            .cloned()
+            .collect();
+        let users = self
+            .directory
+            .load_existing(ResourceKind::User, &unlinked)
+            .await
+            .map_err(|e| (op, retryable(e)))?;
+        let sent: HashSet<&str> = links
+            .values()
+            .filter(|l| !l.disabled)
+            .map(|l| l.hub_id.as_str())
+            .chain(
+                users
+                    .iter()
+                    .filter(|u| self.in_scope(t, ResourceKind::User, &u.resource))
+                    .map(|u| u.id()),
+            )
+            .collect();
+        if named.iter().all(|id| sent.contains(id.as_str())) {
+            return Ok(None);
+        }
+        let mut seen = event.clone();
+        seen.members_added.retain(|id| sent.contains(id.as_str()));
+        seen.members_removed.retain(|id| sent.contains(id.as_str()));
+        Ok(Some(seen))
     }
 
     /// The target's guard for a group's deletion (1) or its members' removals (as many as
