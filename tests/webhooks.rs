@@ -1470,14 +1470,8 @@ on_every_backend!(
         let r = hub.get(&format!("/Users/{contractor}")).await;
         assert_eq!(r.body["name"]["givenName"], "Con", "{}", r.text);
         // ...until it leaves the site's scope: then its edits are refused.
-        let r = hub
-            .patch(
-                &format!("/Users/{contractor}"),
-                &json!({"schemas": [PATCH_OP], "Operations": [
-                    {"op": "replace", "path": "title", "value": "Employee"}]}),
-            )
+        hub.replace(&format!("/Users/{contractor}"), "title", json!("Employee"))
             .await;
-        assert_eq!(r.status, 200, "{}", r.text);
         let (status, msg) = answer(&hub, "contractors", "user.upsert", edit("Hijack")).await;
         assert_eq!(status, 403, "{msg}");
         assert!(msg.contains("no longer sends"), "{msg}");
@@ -1505,14 +1499,8 @@ on_every_backend!(
         // The CEO was never sent: its next change sends one delete by id (the site might
         // have it from before sites had links), and the ones after nothing.
         for title in ["Chief Executive", "Chair"] {
-            let r = hub
-                .patch(
-                    &format!("/Users/{ceo}"),
-                    &json!({"schemas": [PATCH_OP], "Operations": [
-                        {"op": "replace", "path": "title", "value": title}]}),
-                )
+            hub.replace(&format!("/Users/{ceo}"), "title", json!(title))
                 .await;
-            assert_eq!(r.status, 200, "{}", r.text);
         }
         eventually(
             "the CEO's two updates delivered",
@@ -1538,19 +1526,12 @@ on_every_backend!(
     }
 );
 
-/// Active users with these userNames created in the hub, once the site has them all:
-/// their hub ids.
+/// Users with these userNames created in the hub, once the site has them all: their hub
+/// ids.
 async fn users_at_site(hub: &Hub, site: &Site, names: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
     for name in names {
-        let r = hub
-            .post(
-                "/Users",
-                &json!({"schemas": [USER_SCHEMA], "userName": name, "active": true}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        ids.push(r.id());
+        ids.push(hub.user(name).await);
     }
     eventually("the users at the site", Duration::from_secs(15), || async {
         names.iter().all(|n| received_user(site, n))
@@ -1661,14 +1642,8 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
             .count()
     };
     for id in &active {
-        let r = hub
-            .patch(
-                &format!("/Users/{id}"),
-                &json!({"schemas": [PATCH_OP], "Operations": [
-                    {"op": "replace", "path": "active", "value": false}]}),
-            )
+        hub.replace(&format!("/Users/{id}"), "active", json!(false))
             .await;
-        assert_eq!(r.status, 200, "{}", r.text);
     }
     eventually(
         "one deactivated, one held",
@@ -1695,14 +1670,8 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     .await;
     // A change of a user the site has inactive already is no deactivation: sent, not
     // held, though the window is spent.
-    let r = hub
-        .patch(
-            &format!("/Users/{}", active[0]),
-            &json!({"schemas": [PATCH_OP], "Operations": [
-                {"op": "replace", "path": "title", "value": "Alumnus"}]}),
-        )
+    hub.replace(&format!("/Users/{}", active[0]), "title", json!("Alumnus"))
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
     eventually(
         "the inactive user's change sent",
         Duration::from_secs(15),

@@ -379,6 +379,20 @@ impl Hub {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
+    /// Replaces one attribute of a resource (`path`: `/Users/{id}`, `/Groups/{id}`) by
+    /// a SCIM PATCH; asserts it was applied.
+    pub async fn replace(&self, path: &str, attr: &str, value: Value) -> Resp {
+        let r = self
+            .patch(
+                path,
+                &json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "replace", "path": attr, "value": value}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r
+    }
+
     /// Creates a user and returns its id.
     pub async fn user(&self, user_name: &str) -> String {
         let r = self
