@@ -448,11 +448,7 @@ async fn outbound_envelopes_are_signed_with_stable_ids() {
     eventually(
         "group.upsert at the site",
         Duration::from_secs(10),
-        || async {
-            site.received()
-                .iter()
-                .any(|r| r.envelope["type"] == "group.upsert")
-        },
+        || async { site.got("group.upsert") },
     )
     .await;
     let group = site
@@ -1742,11 +1738,7 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
     eventually(
         "the group deleted at the site",
         Duration::from_secs(15),
-        || async {
-            site.received()
-                .iter()
-                .any(|r| r.envelope["type"] == "group.delete")
-        },
+        || async { site.got("group.delete") },
     )
     .await;
     assert!(held().await.is_empty());

@@ -185,6 +185,14 @@ impl Site {
         self.lock().received.clone()
     }
 
+    /// Whether an envelope of this `type` (`group.upsert`, `user.delete`, …) arrived.
+    pub fn got(&self, kind: &str) -> bool {
+        self.lock()
+            .received
+            .iter()
+            .any(|r| r.envelope["type"] == kind)
+    }
+
     pub fn bad_signatures(&self) -> usize {
         self.lock().bad_signatures
     }
