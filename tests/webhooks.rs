@@ -1384,6 +1384,18 @@ fn received_user(site: &Site, user_name: &str) -> bool {
         .any(|r| r.envelope["data"]["userName"] == user_name)
 }
 
+/// Target `contractors`: the site, sent users whose title is "Contractor" only.
+async fn contractors_site(hub: &Hub, site: &Site) {
+    add_site_target(
+        hub,
+        "contractors",
+        site,
+        SECRET_B,
+        json!({"user_sync": true, "scope_filter": "title eq \"Contractor\""}),
+    )
+    .await;
+}
+
 // A site takes only what the hub sends it: a bidirectional site scoped to contractors
 // (its target's `scope_filter`) is not sent the CEO, cannot claim the CEO by naming the
 // CEO's hub id, and may edit a contractor it was sent only while the hub still sends it.
@@ -1398,14 +1410,7 @@ on_every_backend!(
             json!({"secret": SECRET, "direction": "bidirectional", "user_sync": true}),
         )
         .await;
-        add_site_target(
-            &hub,
-            "contractors",
-            &site,
-            SECRET_B,
-            json!({"user_sync": true, "scope_filter": "title eq \"Contractor\""}),
-        )
-        .await;
+        contractors_site(&hub, &site).await;
         let _delivery = hub.run_delivery();
         let person = |name: &str, title: &str| {
             json!({"schemas": [USER_SCHEMA], "userName": name, "title": title,
@@ -1748,14 +1753,7 @@ on_every_backend!(a_site_s_deletions_are_guarded, |hub: Hub| async move {
 // group event names are those the site is sent.
 on_every_backend!(a_scoped_site_sees_only_its_members, |hub: Hub| async move {
     let site = Site::start(SECRET_B).await;
-    add_site_target(
-        &hub,
-        "contractors",
-        &site,
-        SECRET_B,
-        json!({"user_sync": true, "scope_filter": "title eq \"Contractor\""}),
-    )
-    .await;
+    contractors_site(&hub, &site).await;
     let _delivery = hub.run_delivery();
     let mut ids = Vec::new();
     for (name, title) in [
