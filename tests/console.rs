@@ -740,15 +740,24 @@ async fn the_user_picker_reads_what_it_shows() {
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
+    // Eight users found for `q`.
+    let eight = |q: &'static str| {
+        let hub = &hub;
+        async move {
+            let r = hub
+                .admin(Method::GET, &format!("/users?q={q}&limit=8"), None)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(
+                r.body["users"].as_array().map(Vec::len),
+                Some(8),
+                "{}",
+                r.text
+            );
+        }
+    };
     store.reset();
-    let r = hub.admin(Method::GET, "/users?q=match&limit=8", None).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        r.body["users"].as_array().map(Vec::len),
-        Some(8),
-        "{}",
-        r.text
-    );
+    eight("match").await;
     let read = store.read_items();
     println!("the picker read {read} store items for 8 users of 3,025");
     assert!(
@@ -756,14 +765,7 @@ async fn the_user_picker_reads_what_it_shows() {
         "the picker read {read} items for 8 users of 3,025"
     );
     // Found on more than one page: 3 on the first, the rest further on.
-    let r = hub.admin(Method::GET, "/users?q=split&limit=8", None).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        r.body["users"].as_array().map(Vec::len),
-        Some(8),
-        "{}",
-        r.text
-    );
+    eight("split").await;
     // A prefix nobody has: every user searched (3,025 is within the search's bound).
     let r = hub.admin(Method::GET, "/users?q=nobody", None).await;
     assert_eq!(r.body["users"], json!([]), "{}", r.text);

@@ -48,7 +48,8 @@ impl Directory {
         count: usize,
         cursor: Option<Option<PageCursor>>,
     ) -> Result<SearchResult, DirectoryError> {
-        let Some(cursor) = cursor else {
+        // By `startIndex`, and `count=0` (the total alone): the members counted.
+        let Some(cursor) = cursor.filter(|_| count > 0) else {
             let ids = self.user_members(gid, None, usize::MAX, false).await?.0;
             let total = ids.len();
             let start = (req.start_index.max(1) - 1).min(total);
@@ -76,20 +77,6 @@ impl Directory {
                 .into());
             }
         };
-        if count == 0 {
-            let total = self
-                .user_members(gid, None, usize::MAX, false)
-                .await?
-                .0
-                .len();
-            return Ok(SearchResult {
-                total_results: Some(total),
-                start_index: 1,
-                resources: Vec::new(),
-                next_cursor: None,
-                previous_cursor: None,
-            });
-        }
         let (mut ids, more) = self.user_members(gid, from.clone(), count, back).await?;
         if back {
             ids.reverse();

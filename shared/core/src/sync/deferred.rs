@@ -16,7 +16,7 @@
 //! first that is not due: what it reads grows with the deletions due, not with those
 //! waiting (a cycle with 10,000 waiting read 10,000 items every time, before). The count
 //! tells how many wait. Pending deletions written before the due-time index are put in it
-//! once, by the first cycle that finds no marker ([`Deferred::index_unindexed`]).
+//! once, by the first count that finds no marker ([`Deferred::count`]).
 
 use std::sync::Arc;
 
@@ -157,13 +157,23 @@ impl Deferred {
         Err(StoreError::Conflict)
     }
 
-    /// How many deletions wait on `target` (due or not), from its counter.
+    /// How many deletions wait on `target` (due or not), from its counter: one read of
+    /// the counter and the marker. Those written before the due-time index are indexed
+    /// and counted first, once.
     pub async fn count(&self, target: &str) -> Result<u64, StoreError> {
-        Ok(self
+        let (marker, counter) = (indexed_key(target), count_key(target));
+        let mut read = self
             .store
-            .get(&count_key(target))
-            .await?
-            .map(|i| counter_value(&i).max(0).unsigned_abs())
+            .get_many(&[marker.clone(), counter.clone()])
+            .await?;
+        if !read.iter().any(|i| i.key() == marker) {
+            self.index_unindexed(target).await?;
+            read = self.store.get(&counter).await?.into_iter().collect();
+        }
+        Ok(read
+            .iter()
+            .find(|i| i.key() == counter)
+            .map(|i| counter_value(i).max(0).unsigned_abs())
             .unwrap_or(0))
     }
 
@@ -202,11 +212,8 @@ impl Deferred {
     }
 
     /// Puts the pending deletions of `target` written before the due-time index into it,
-    /// and counts them, once: later calls read the marker only.
-    pub async fn index_unindexed(&self, target: &str) -> Result<(), StoreError> {
-        if self.store.get(&indexed_key(target)).await?.is_some() {
-            return Ok(());
-        }
+    /// counts them, and marks the target as indexed.
+    async fn index_unindexed(&self, target: &str) -> Result<(), StoreError> {
         let mut after = None;
         loop {
             let page = self

@@ -31,7 +31,8 @@ pub struct Released {
     /// Could not be sent now (kept held): id and why.
     pub failed: Vec<(String, String)>,
     /// Still held and not tried: the release ran out of its time (release again to go
-    /// on). A release of all counts every other change still held on the target.
+    /// on). A release of all that tried the whole of a capped listing counts the changes
+    /// held past it.
     pub left: usize,
 }
 
@@ -59,7 +60,7 @@ fn origin_of(event: &ChangeEvent) -> String {
     }
 }
 
-fn label_of(v: &Value) -> Option<String> {
+pub(super) fn label_of(v: &Value) -> Option<String> {
     ["userName", "displayName"]
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_str))
@@ -186,20 +187,20 @@ impl Deliverer {
         }
     }
 
-    /// The held changes of `target` that `ids` names (all when `None`).
+    /// The held changes of `target` that `ids` names (all when `None`: the first
+    /// `MAX_LISTED`), and whether more are held than listed.
     async fn chosen(
         &self,
         target: &str,
         ids: Option<&[String]>,
-    ) -> Result<Vec<HeldChange>, HeldError> {
+    ) -> Result<(Vec<HeldChange>, bool), HeldError> {
         if self.targets.get(target).await.ok().flatten().is_none() {
             return Err(HeldError::NoTarget(target.to_string()));
         }
         Ok(match ids {
-            // The first `MAX_LISTED`: the rest are counted as left.
-            None => self.held.list(target).await?.0,
+            None => self.held.list(target).await?,
             // By id: point reads, not a listing of every held change.
-            Some(ids) => self.held.get_many(target, ids).await?,
+            Some(ids) => (self.held.get_many(target, ids).await?, false),
         })
     }
 
@@ -216,7 +217,7 @@ impl Deliverer {
         actor: &str,
         until: tokio::time::Instant,
     ) -> Result<Released, HeldError> {
-        let chosen = self.chosen(target, ids).await?;
+        let (chosen, more) = self.chosen(target, ids).await?;
         let chosen_count = chosen.len();
         let enabled = self
             .targets
@@ -269,8 +270,8 @@ impl Deliverer {
                 Err(e) => out.failed.push((h.id, e.to_string())),
             }
         }
-        if ids.is_none() {
-            // A listing holds at most `MAX_LISTED`: the rest wait as the untried do.
+        if more && out.left == 0 {
+            // All of a capped listing tried: the rest past it wait as the untried do.
             let (held, _) = self
                 .held
                 .count_upto(target, super::held::MAX_LISTED)
@@ -380,7 +381,7 @@ impl Deliverer {
         ids: Option<&[String]>,
         actor: &str,
     ) -> Result<Vec<HeldChange>, HeldError> {
-        let chosen = self.chosen(target, ids).await?;
+        let (chosen, _) = self.chosen(target, ids).await?;
         let ids: Vec<String> = chosen.iter().map(|h| h.id.clone()).collect();
         self.held.remove(target, &ids).await?;
         for h in &chosen {

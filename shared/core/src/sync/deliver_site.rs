@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::deliver::{Deliverer, DeliveryOutcome, default_op};
+use super::deliver_guard::label_of;
 use super::link::LinkChange;
 use crate::connector::{Connector, ConnectorError};
 use crate::event::{ChangeEvent, ChangeOp};
@@ -28,12 +29,6 @@ use crate::target::{TargetConfig, WebhookTarget};
 use provisync_scim::ResourceKind;
 
 type Failure = (AuditOp, ConnectorError);
-
-fn user_name_of(v: &Value) -> Option<String> {
-    v.get("userName")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
 
 impl Deliverer {
     pub(super) async fn deliver_webhook(
@@ -76,7 +71,7 @@ impl Deliverer {
                 None
             };
             if let Some((gop, cause)) = guarded
-                && let Some(held) = self.site_guard(event, t, gop, cause).await?
+                && let Some(held) = self.site_guard(event, t, gop, 1, cause).await?
             {
                 return Ok((held, LinkChange::Keep));
             }
@@ -111,7 +106,7 @@ impl Deliverer {
         } else {
             "left the target's scope"
         };
-        if let Some(held) = self.site_guard(event, t, AuditOp::Delete, cause).await? {
+        if let Some(held) = self.site_guard(event, t, AuditOp::Delete, 1, cause).await? {
             return Ok((held, LinkChange::Keep));
         }
         let gone = json!({"type": "user.delete", "occurred_at": event.occurred_at,
@@ -183,35 +178,24 @@ impl Deliverer {
     }
 
     /// The target's guard for a group's deletion (1) or its members' removals (as many as
-    /// it names), not released by an operator: `Some` when held (the whole event: its
-    /// additions wait with the removals).
+    /// it names): `Some` when held (the whole event: its additions wait with the
+    /// removals).
     async fn group_guard(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
     ) -> Result<Option<DeliveryOutcome>, Failure> {
-        if event.approved || t.deprovision_guard.is_none() {
-            return Ok(None);
-        }
-        let (op, n, cause) = if event.op == ChangeOp::Delete {
-            (AuditOp::Delete, 1, "deleted in the hub")
-        } else if !event.members_removed.is_empty() {
-            (
-                AuditOp::RemoveMembers,
-                event.members_removed.len() as u64,
-                "members removed from the group in the hub",
-            )
+        if event.op == ChangeOp::Delete {
+            self.site_guard(event, t, AuditOp::Delete, 1, "deleted in the hub")
+                .await
+        } else if event.members_removed.is_empty() {
+            Ok(None)
         } else {
-            return Ok(None);
-        };
-        let label = event
-            .resource
-            .as_ref()
-            .and_then(|r| r.get("displayName"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        self.admit(event, t, op, n, label, cause).await
+            let n = event.members_removed.len() as u64;
+            let cause = "members removed from the group in the hub";
+            self.site_guard(event, t, AuditOp::RemoveMembers, n, cause)
+                .await
+        }
     }
 
     /// Whether this update sends the site an inactive user it last had active (or had
@@ -238,29 +222,31 @@ impl Deliverer {
         Ok(link.is_none_or(|l| l.delivered.get("active").and_then(Value::as_bool) != Some(false)))
     }
 
-    /// The target's guard, for a `user.delete` or a deactivation sent to the site (not for
-    /// one an operator released): `Some` when it is held. The name it is held under is the
-    /// user's, or for a user deleted in the hub, the one its link kept.
+    /// The target's guard, for `n` deprovisions sent to the site (not for those an
+    /// operator released): `Some` when they are held. They are held under the user's
+    /// `userName` (the group's `displayName`), or for a user deleted in the hub, the one
+    /// its link kept.
     async fn site_guard(
         &self,
         event: &ChangeEvent,
         t: &TargetConfig,
         op: AuditOp,
+        n: u64,
         cause: &str,
     ) -> Result<Option<DeliveryOutcome>, Failure> {
         if event.approved || t.deprovision_guard.is_none() {
             return Ok(None);
         }
-        let mut label = event.resource.as_ref().and_then(user_name_of);
-        if label.is_none() {
+        let mut label = event.resource.as_ref().and_then(label_of);
+        if label.is_none() && event.resource_type == ResourceKind::User {
             label = self
                 .links
                 .get(&t.id, ResourceKind::User, &event.resource_id)
                 .await
                 .map_err(|e| (op, retryable(e)))?
-                .and_then(|l| user_name_of(&l.delivered));
+                .and_then(|l| label_of(&l.delivered));
         }
-        self.admit(event, t, op, 1, label.unwrap_or_default(), cause)
+        self.admit(event, t, op, n, label.unwrap_or_default(), cause)
             .await
     }
 

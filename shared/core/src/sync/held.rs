@@ -330,15 +330,6 @@ impl Held {
         }
     }
 
-    /// Whether a target has held changes waiting.
-    pub async fn any(&self, target: &str) -> Result<bool, StoreError> {
-        let page = self
-            .store
-            .query(&Query::new(crate::store::Index::Primary, held_pk(target)).limit(1))
-            .await?;
-        Ok(!page.items.is_empty())
-    }
-
     /// Forgets held changes (released or discarded).
     pub async fn remove(&self, target: &str, ids: &[String]) -> Result<(), StoreError> {
         for chunk in ids.chunks(crate::store::MAX_TRANSACT_ITEMS) {

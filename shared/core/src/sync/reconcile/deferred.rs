@@ -45,9 +45,8 @@ impl Reconciler {
         for t in targets.iter() {
             // Read by due time: the cycle reads the deletions due and one that is not,
             // whatever the number waiting (the count tells that).
-            deferred.index_unindexed(&t.id).await?;
-            let waiting = deferred.count(&t.id).await?;
-            if waiting == 0 {
+            let pending = deferred.count(&t.id).await?;
+            if pending == 0 {
                 continue;
             }
             let mut counts = DeferredCounts {
@@ -71,8 +70,10 @@ impl Reconciler {
                     (due, next) = deferred.due_page(&t.id, now, Some(after)).await?;
                 }
             }
-            // What is left and was not tried and failed now.
-            counts.waiting = deferred.count(&t.id).await?.saturating_sub(counts.failed);
+            // What is left and was not tried (one written during the cycle is counted in
+            // the next).
+            let settled = counts.deleted + counts.held + counts.restored + counts.failed;
+            counts.waiting = pending.saturating_sub(settled);
             out.push(counts);
         }
         Ok(out)
