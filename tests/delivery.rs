@@ -9,6 +9,7 @@ use std::time::Duration;
 use provisync_connectors::http::{HttpClient, HttpPolicy};
 use provisync_connectors::scim::ScimConnector;
 use provisync_core::connector::{Connector, SetupError};
+use provisync_core::queue::store_queue::{StoreQueue, StoreQueueSettings};
 use provisync_core::store::{Item, Key, Page, Query, Store, StoreError, Write};
 use provisync_core::target::{TargetConfig, TargetKind};
 use provisync_tests::peers::{Fault, FaultyTarget, Route, ScimPeer};
@@ -292,6 +293,70 @@ async fn readme_target_delivers_users_and_groups_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_target_delivers_users_and_groups_dynamodb() {
     readme_target_delivers_users_and_groups(Backend::DynamoDb).await;
+}
+
+/// A delivery that waits longer than its message's visibility timeout (here for its turn
+/// at a target paced to 2 calls a second, behind the others) keeps its message: the
+/// consumer renews the lease while it runs, so the queue does not hand the message out
+/// again and the user is not sent twice. Without the renewal the last users' messages
+/// came back after 1 s while their first deliveries still waited, and each was POSTed
+/// twice (the second answered 409 and linked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_outliving_its_lease_is_sent_once() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let target = FaultyTarget::start().await;
+    let queue: Arc<dyn provisync_core::queue::Queue> = Arc::new(StoreQueue::new(
+        store.clone(),
+        "deliver",
+        StoreQueueSettings {
+            visibility_timeout: Duration::from_secs(1),
+            max_receive_count: provisync_tests::TEST_MAX_RECEIVES,
+        },
+    ));
+    let hub = Hub::start_parts(store, queue, provisync_connectors::connectors_for, |_| {}).await;
+    add_target(
+        &hub,
+        "slow",
+        &target.base,
+        &target.token,
+        json!({"max_rate": 2}),
+    )
+    .await;
+    let n = 7;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = hub
+            .post(
+                "/Users",
+                &json!({"schemas": [USER_SCHEMA], "userName": format!("leased{i}")}),
+            )
+            .await;
+        ids.push(r.id());
+    }
+    // All received at once; at 2 a second the last waits 3 s for its turn.
+    let _delivery = hub.run_delivery();
+    eventually("every user delivered", Duration::from_secs(30), || async {
+        target.users().len() == n
+    })
+    .await;
+    // Time for a second copy of any message to come back and be sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        target.count("POST", "/Users"),
+        n,
+        "{:#?}",
+        target.requests()
+    );
+    for id in &ids {
+        let ops: Vec<String> = audit(&hub, &format!("resource={id}"))
+            .await
+            .iter()
+            .map(|e| format!("{} {}", e["op"], e["status"]))
+            .collect();
+        assert_eq!(ops, [r#""create" "delivered""#], "user {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,8 @@ pub struct SqsQueue {
     client: Client,
     url: String,
     dlq_url: OnceCell<String>,
+    /// The queue's visibility timeout, read once ([`Queue::lease`]).
+    visibility: OnceCell<Duration>,
 }
 
 fn sqs_error<E, R>(op: &str, e: SdkError<E, R>) -> QueueError
@@ -71,6 +73,7 @@ impl SqsQueue {
             client,
             url: url.into(),
             dlq_url: OnceCell::new(),
+            visibility: OnceCell::new(),
         }
     }
 
@@ -463,6 +466,30 @@ impl Queue for SqsQueue {
 
     fn backend(&self) -> &'static str {
         "sqs"
+    }
+
+    /// The queue's `VisibilityTimeout` attribute (receives here set none of their own),
+    /// read once; `None` while it cannot be read (then nothing is renewed).
+    async fn lease(&self) -> Option<Duration> {
+        self.visibility
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::VisibilityTimeout)
+                    .send()
+                    .await
+                    .map_err(|e| sqs_error("GetQueueAttributes", e))?;
+                out.attributes
+                    .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout)?.parse().ok())
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| QueueError::Unavailable("no VisibilityTimeout".into()))
+            })
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "queue's visibility timeout not read: leases not renewed"))
+            .ok()
+            .copied()
     }
 }
 

@@ -31,6 +31,7 @@ pub async fn run_all(queue: &dyn Queue, setup: Setup) {
     send_in_batches_and_per_group_order(queue).await;
     group_blocked_while_in_flight(queue, setup).await;
     redelivery_after_visibility_timeout(queue, setup).await;
+    renewed_lease(queue, setup).await;
     retry_later_delays(queue).await;
     dedup(queue, setup).await;
     dead_letter_and_redrive(queue, setup).await;
@@ -156,6 +157,45 @@ async fn redelivery_after_visibility_timeout(queue: &dyn Queue, setup: Setup) {
     assert_eq!(d2[0].body, "again");
     assert_eq!(d2[0].receive_count, 2);
     queue.ack(&d2[0].receipt).await.unwrap();
+    assert!(
+        queue
+            .receive(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The queue knows its lease, and a renewal ([`Queue::retry_later`] while in flight, as
+/// the consumer renews a running delivery's) keeps the message hidden past the visibility
+/// timeout and its receipt valid.
+async fn renewed_lease(queue: &dyn Queue, setup: Setup) {
+    assert_eq!(queue.lease().await, Some(setup.visibility_timeout));
+    let p = ns();
+    queue
+        .send(vec![OutMessage::new(
+            format!("{p}-g"),
+            format!("{p}-1"),
+            "leased",
+        )])
+        .await
+        .unwrap();
+    let d = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(d.len(), 1);
+    // Renewed twice, each time after half the lease: in all, past the first lease's end.
+    for _ in 0..2 {
+        tokio::time::sleep(setup.visibility_timeout / 2).await;
+        queue
+            .retry_later(&d[0].receipt, setup.visibility_timeout)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(setup.visibility_timeout / 3).await;
+    assert!(
+        queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "handed out again while its lease was renewed"
+    );
+    queue.ack(&d[0].receipt).await.unwrap();
     assert!(
         queue
             .receive(10, Duration::from_millis(200))

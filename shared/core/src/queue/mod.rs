@@ -173,6 +173,15 @@ pub trait Queue: Send + Sync + 'static {
     /// A short name for logs (`sqs`, `store`).
     fn backend(&self) -> &'static str;
 
+    /// How long a received message stays hidden (its visibility timeout), when known.
+    /// A consumer whose delivery outlives a third of it renews it ([`Queue::retry_later`]
+    /// with this lease, which keeps the receipt valid), so the message is not handed out
+    /// again while its first delivery still runs (`sync::consumer`). `None` (the default):
+    /// not renewed.
+    async fn lease(&self) -> Option<Duration> {
+        None
+    }
+
     /// When this queue keeps its messages in `store` (the very same instance): the writes
     /// that ack `receipt` as [`Queue::ack`] would, for the caller to commit atomically with
     /// its own writes to `store` (a delivery's receipt: one transaction instead of two),

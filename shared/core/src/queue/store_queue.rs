@@ -774,6 +774,10 @@ impl Queue for StoreQueue {
         "store"
     }
 
+    async fn lease(&self) -> Option<Duration> {
+        Some(self.settings.visibility_timeout)
+    }
+
     async fn ack_writes(
         &self,
         receipt: &str,

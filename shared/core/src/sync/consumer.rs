@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::deliver::{Deliverer, DeliveryError, backoff};
-use crate::queue::{AckWith, Delivery, Queue, QueueError};
+use crate::queue::{AckWith, Delivery, MAX_VISIBILITY, Queue, QueueError};
 
 /// What to do with one received message.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,6 +105,7 @@ pub async fn run_consumer(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    let lease = queue.lease().await;
     loop {
         if *shutdown.borrow() {
             break;
@@ -143,7 +144,8 @@ pub async fn run_consumer(
             let queue = queue.clone();
             let deliverer = deliverer.clone();
             tasks.spawn(async move {
-                let result = deliver_and_ack(queue.as_ref(), &deliverer, &d, max_receives).await;
+                let work = deliver_and_ack(queue.as_ref(), &deliverer, &d, max_receives);
+                let result = leased(queue.as_ref(), &d.receipt, lease, work).await;
                 if let Err(e) = result {
                     // The visibility timeout brings it back: at-least-once.
                     tracing::warn!(error = %e, group = %d.group_id, "ack/retry failed");
@@ -159,4 +161,48 @@ pub async fn run_consumer(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Runs `work`, the delivery of the message `receipt` names, and renews the message's
+/// `lease` (its visibility timeout) every third of it while `work` runs, so that a
+/// delivery that outlives it (waiting for its target's slot behind a slow pace or a long
+/// `Retry-After`, or on a loaded machine) is not handed out again and sent twice, once by
+/// each. A crashed process renews nothing: its messages come back after the lease as
+/// before. Renewed for at most SQS's longest visibility ([`MAX_VISIBILITY`]); `None`
+/// (the queue's lease unknown): not renewed.
+///
+/// A renewal that meets the delivery's own ack (the message acked meanwhile, or acked
+/// and its group's next message handed out) fails on the receipt and changes nothing;
+/// an ack that meets a renewal is asked for again ([`AckWith`], [`Queue::ack`]).
+pub async fn leased<F: std::future::Future>(
+    queue: &dyn Queue,
+    receipt: &str,
+    lease: Option<Duration>,
+    work: F,
+) -> F::Output {
+    let Some(lease) = lease.filter(|l| !l.is_zero()) else {
+        return work.await;
+    };
+    let every = lease / 3;
+    let end = tokio::time::Instant::now() + MAX_VISIBILITY;
+    tokio::pin!(work);
+    let mut next = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            () = tokio::time::sleep_until(next) => {
+                let renew = lease.min(end.saturating_duration_since(tokio::time::Instant::now()));
+                if renew.is_zero() {
+                    return work.await;
+                }
+                match queue.retry_later(receipt, renew).await {
+                    Ok(()) => tracing::debug!(lease_ms = renew.as_millis() as u64, "delivery still running: its message's lease renewed"),
+                    Err(QueueError::InvalidReceipt) => return work.await,
+                    Err(e) => tracing::warn!(error = %e, "could not renew a running delivery's lease"),
+                }
+                next = tokio::time::Instant::now() + every;
+            }
+        }
+    }
 }
