@@ -20,6 +20,8 @@
 //!     hub) and of scim2-server, from `/proc`. `BENCH_PIN=1`: in both, scim2-server runs
 //!     on a CPU of its own and this process on the others (`taskset`), as a target on
 //!     its own machine (default: all share the machine's CPUs, as before).
+//!     `BENCH_DIRECT_CPU_US`: the direct run's clients spend this many microseconds of
+//!     CPU per call besides (a busy loop), as a caller with the hub's CPU per change.
 //!     Then the same pairs again with scim2-server limited to `BENCH_PEER_CPU` CPUs (0.6
 //!     in the full run, 0 skips it; a cgroup's CFS quota, [`CpuBudget`]), as a server on
 //!     a small VM of its own: the hub's CPU is then not taken from the server's. Skipped
@@ -389,6 +391,10 @@ async fn against_scim2_server(
     cpus: Option<f64>,
     timeout: Duration,
 ) -> Option<(Row, Row)> {
+    // `BENCH_DIRECT_CPU_US`: the direct run's clients also spend this much CPU per call
+    // (a busy loop), as a client with the hub's own CPU per change would: it tells how
+    // much of the share the CPU a caller takes from the shared cores explains.
+    let burn_per_call = Duration::from_micros(env_usize("BENCH_DIRECT_CPU_US", 0) as u64);
     // Direct: the peer's own create rate.
     let direct = {
         // Declared before the peer: dropped after it has exited.
@@ -410,7 +416,8 @@ async fn against_scim2_server(
             n,
             // As the hub sends it: with an `externalId` (the hub's id), which the
             // server also stores and indexes.
-            |i| {
+            move |i| {
+                burn(burn_per_call);
                 let mut u = user("direct", i);
                 u["externalId"] = json!(uuid::Uuid::new_v4().to_string());
                 u
@@ -518,6 +525,18 @@ async fn against_scim2_server(
         ),
         Row::new("  hub delivery to scim2-server", n, through_hub),
     ))
+}
+
+/// Spins on this thread for `d` (CPU time, as a caller's own work per call).
+fn burn(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < d {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
 }
 
 /// How (c) meets the rate-limited target.
