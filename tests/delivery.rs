@@ -1738,3 +1738,65 @@ async fn a_put_style_target_takes_a_group_whole() {
         .count();
     assert_eq!(puts, 1, "one PUT of the whole group");
 }
+
+/// A target that takes a few calls a second does not hold the others to its pace: each
+/// change goes to the targets that are not slow first, and the deliveries then waiting
+/// for the slow one's turn are parked (they do not count against the consumer's 32
+/// running deliveries). Before, the 33rd change waited for the slow target before the
+/// fast one had it: a fast target had 80 new users only after 23.6 s beside one at
+/// `max_rate: 2`, about as many as the slow one had by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_does_not_hold_back_the_others() {
+    let Some(store) = backend_store(Backend::Embedded).await else {
+        return;
+    };
+    let slow = FaultyTarget::start().await;
+    let fast = FaultyTarget::start().await;
+    let hub = Hub::start_on(store).await;
+    // Listed first: without the order by pace, every change would wait for it.
+    add_target(
+        &hub,
+        "a-slow",
+        &slow.base,
+        &slow.token,
+        json!({"max_rate": 5}),
+    )
+    .await;
+    add_target(&hub, "b-fast", &fast.base, &fast.token, json!({})).await;
+    let n = 80;
+    for i in 0..n {
+        hub.post(
+            "/Users",
+            &json!({"schemas": [USER_SCHEMA], "userName": format!("hol{i}")}),
+        )
+        .await;
+    }
+    let _delivery = hub.run_delivery();
+    eventually(
+        "the fast target has every user",
+        Duration::from_secs(30),
+        || async { fast.users().len() == n },
+    )
+    .await;
+    // At 5 a second the slow one needs 16 s for all of them.
+    let at_slow = slow.users().len();
+    assert!(
+        at_slow <= n / 2,
+        "the fast target had every user only once the slow one had {at_slow}"
+    );
+    let pace = hub.admin(Method::GET, "/targets/a-slow/pace", None).await;
+    assert!(
+        pace.body["backlog"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        pace.text
+    );
+    eventually(
+        "the slow target has every user",
+        Duration::from_secs(60),
+        || async { slow.users().len() == n },
+    )
+    .await;
+    // Each once, at each target (parked deliveries keep their messages).
+    assert_eq!(slow.count("POST", "/Users"), n);
+    assert_eq!(fast.count("POST", "/Users"), n);
+}

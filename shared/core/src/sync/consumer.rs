@@ -78,6 +78,14 @@ async fn dispose(
 /// [`super::pace`]). More than a target's window: a delivery spends most of its time in
 /// the hub's own store work (its claim, link and receipt), not in its call.
 pub const MAX_DELIVERIES: usize = 32;
+/// Deliveries one consumer keeps at most, parked ones included: each parked delivery
+/// waits for its turn at a slow target (spaced at its rate, or held by a `Retry-After`)
+/// after the targets that were not slow had the change (`Deliverer` calls them first), and
+/// its message's lease is renewed meanwhile ([`leased`]). Parked deliveries do not count
+/// against [`MAX_DELIVERIES`], so one target taking a few calls a second does not hold
+/// every other target to its pace until this many changes wait for it. A parked delivery
+/// costs its event in memory and a lease renewal every third of the visibility timeout.
+pub const MAX_PARKED: usize = 1_000;
 /// While deliveries run, the consumer receives again only once this many have ended
 /// (SQS's batch size): each receive is a request (SQS) or a store transaction with its
 /// flush (the store queue). Receiving as each one ended claimed one message per receive,
@@ -91,8 +99,9 @@ const LOOK_AGAIN: Duration = Duration::from_millis(200);
 
 /// Consumes the queue until `shutdown` turns true, then lets the deliveries it started
 /// end. Messages of different groups are delivered concurrently, up to
-/// [`MAX_DELIVERIES`] at once; one group's messages stay in order (the queue hands out a
-/// group's next message only after the previous one is acked).
+/// [`MAX_DELIVERIES`] at once besides those parked at a slow target (up to [`MAX_PARKED`]
+/// in all); one group's messages stay in order (the queue hands out a group's next
+/// message only after the previous one is acked).
 ///
 /// The consumer takes more messages once 10 deliveries (`REFILL`) have ended, not after a
 /// whole batch: waiting for a whole batch left a target's window half empty at the end
@@ -110,10 +119,17 @@ pub async fn run_consumer(
         if *shutdown.borrow() {
             break;
         }
-        let free = MAX_DELIVERIES.saturating_sub(tasks.len());
+        // Deliveries waiting for their turn at a slow target (its rate, a
+        // `Retry-After`) are parked: they take no room from the running ones.
+        let parked = deliverer.pacer().parked().min(tasks.len());
+        let free = MAX_DELIVERIES
+            .saturating_sub(tasks.len() - parked)
+            .min(MAX_PARKED.saturating_sub(tasks.len()));
         if free < REFILL && !tasks.is_empty() {
             tokio::select! {
                 _ = tasks.join_next() => continue,
+                // A running delivery may park meanwhile.
+                _ = tokio::time::sleep(LOOK_AGAIN) => continue,
                 _ = shutdown.changed() => break,
             }
         }

@@ -247,7 +247,7 @@ impl Deliverer {
         let gone = self.gone_from_hub(event).await?;
         let password = self.open_password(event);
         let mut retry: Option<DeliveryError> = None;
-        let concerned: Vec<&TargetConfig> = targets
+        let mut concerned: Vec<&TargetConfig> = targets
             .iter()
             .filter(|t| {
                 let wanted = if event.only_targets.is_empty() {
@@ -258,6 +258,9 @@ impl Deliverer {
                 wanted && !self.is_echo(event, t) && concerns(event, t)
             })
             .collect();
+        // Targets that wait for their rate or a `Retry-After` last: the others have the
+        // change at once, while this delivery waits there (parked: `sync::consumer`).
+        concerned.sort_by_key(|t| self.pacer.is_slow(&t.id));
         // Targets this event has an outcome on (or will have: a retry); a run's event
         // names its target, and the run waits for an outcome there. The others are told
         // first: the last receipt may ack the message, and nothing of the event is

@@ -242,6 +242,9 @@ struct State {
     advertised: Advertised,
     /// The last call's start (an idle spell starts a new cycle).
     last_start: Option<Instant>,
+    /// Calls were spaced at a rate (`max_rate`, learned or advertised) when the last
+    /// one asked for a slot: waiting for a slot here is waiting for the rate ([`Pacer::parked`]).
+    spaced: bool,
     /// The wall clock (epoch ms) at an instant of tokio's clock: the times shared through
     /// the store are this plus tokio's time since (the same outside tests; in paused
     /// time, a `Retry-After` stored in epoch ms then passes with the simulated time).
@@ -266,8 +269,15 @@ impl State {
             rate: Rate::new(Instant::now()),
             advertised: Advertised::default(),
             last_start: None,
+            spaced: false,
             clock: (epoch_ms(), Instant::now()),
         }
+    }
+
+    /// Calls to this target wait for its rate or a `Retry-After`, not only for a slot
+    /// of its window.
+    fn slow(&self, now: Instant) -> bool {
+        self.spaced || self.hold_until.is_some_and(|h| h > now)
     }
 
     /// The rate calls are spaced at, if any: the lowest of `max_rate`, the learned and
@@ -670,7 +680,11 @@ impl Pacer {
         let pace = self.pace(target);
         self.sync(target, &pace).await;
         let cap = limits.cap();
-        pace.lock().waiting += 1;
+        {
+            let mut s = pace.lock();
+            s.waiting += 1;
+            s.spaced = s.paced(limits).is_some();
+        }
         // Counted as waiting until this returns or is cancelled.
         let _waiting = Waiting(&pace);
         let (start_at, full) = loop {
@@ -748,6 +762,31 @@ impl Pacer {
         pace.wait_out_holds(limits).await;
         permit.started = Instant::now();
         permit
+    }
+
+    /// Calls in this process waiting for their turn at a slow target: one whose calls
+    /// are spaced at a rate or held by a `Retry-After` (not those waiting only for a slot
+    /// of a window). The consumer counts them apart from its running deliveries, so
+    /// that changes parked at a slow target do not keep the others' from being taken.
+    pub fn parked(&self) -> usize {
+        let now = Instant::now();
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets
+            .values()
+            .map(|p| {
+                let s = p.lock();
+                if s.slow(now) { s.waiting as usize } else { 0 }
+            })
+            .sum()
+    }
+
+    /// Whether calls to `target` wait for its rate or a `Retry-After` now ([`Pacer::parked`]);
+    /// a delivery calls the targets that do not first.
+    pub fn is_slow(&self, target: &str) -> bool {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets
+            .get(target)
+            .is_some_and(|p| p.lock().slow(Instant::now()))
     }
 
     /// What this process knows of `target`'s pace.
