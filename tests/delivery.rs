@@ -1328,6 +1328,20 @@ async fn members_go_on_in_follow_ups(backend: Backend) {
         || async { target.groups().len() == 4 },
     )
     .await;
+    // And their receipts written (links and audit entries, one transaction after the
+    // call): stopped between the two, a group would not be linked yet when the user's
+    // create joins its groups, and the create would join only two.
+    eventually(
+        "the 3 groups' creates audited",
+        Duration::from_secs(30),
+        || async {
+            let created = audit(&hub, "target=t&op=create&status=delivered&limit=1000").await;
+            groups
+                .iter()
+                .all(|g| created.iter().any(|e| e["resource_id"] == json!(g)))
+        },
+    )
+    .await;
     drop(_delivery);
     let joiner = hub.user("joiner@example.org").await;
     for g in &groups {
