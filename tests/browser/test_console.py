@@ -9,7 +9,7 @@ import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import ADMIN_TOKEN, PEER_TOKEN, PHONE, DESKTOP, SCREENSHOTS, shot
+from conftest import ADMIN_TOKEN, PEER_TOKEN, PHONE, DESKTOP, SCIM_TOKEN, SCREENSHOTS, call, shot
 
 
 def admin_status(page, path, method="GET", headers=None):
@@ -230,6 +230,71 @@ def test_redrive_a_dead_letter(hub, watched):
     assert entries and entries[0]["actor"] == "admin:static"
 
 
+def test_release_and_discard_held_changes(hub, watched):
+    page = watched.page
+    # A target that takes at most one deprovision an hour; these three users only.
+    hub.admin("PUT", "/targets/guarded", {
+        "kind": "scim", "base_url": hub.peer, "auth": {"bearer": PEER_TOKEN},
+        "scope_filter": 'userName sw "leaver"',
+        "deprovision_guard": {"max": 1, "window_minutes": 60}})
+    ids = []
+    for n in range(3):
+        ids.append(call("POST", f"{hub.base}/scim/v2/Users", SCIM_TOKEN, {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": f"leaver{n}@example.com", "active": True},
+            "application/scim+json")["id"])
+
+    def delivered(op):
+        entries = hub.admin("GET", f"/audit?target=guarded&op={op}&status=delivered&limit=100")["entries"]
+        return len(entries)
+
+    deadline = time.time() + 30
+    while delivered("create") < 3:
+        assert time.time() < deadline, "the three users did not reach the guarded target"
+        time.sleep(0.3)
+    for i in ids:
+        call("DELETE", f"{hub.base}/scim/v2/Users/{i}", SCIM_TOKEN)
+    deadline = time.time() + 30
+    while len(hub.admin("GET", "/targets/guarded/held")["held"]) < 2:
+        assert time.time() < deadline, "two deletions were not held"
+        time.sleep(0.3)
+    assert delivered("delete") == 1
+
+    # The overview's badge leads to them.
+    page.get_by_role("link", name="Overview", exact=True).click()
+    badge = page.locator("tr", has_text="guarded").get_by_role("link", name=re.compile("held, waiting for approval"))
+    expect(badge).to_have_text("held, waiting for approval (2)")
+    badge.click()
+    expect(page.get_by_role("heading", name="Held changes for guarded")).to_be_visible()
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("leaver")
+    expect(rows.first).to_contain_text("delete")
+    shot(page, "09-held")
+
+    # Each action asks first; a declined one changes nothing.
+    page.once("dialog", lambda d: d.dismiss())
+    rows.first.get_by_role("button", name="Discard").click()
+    expect(rows).to_have_count(2)
+    kept = rows.nth(1).locator("td").first.inner_text().split("\n")[0]
+    page.once("dialog", lambda d: d.accept())
+    rows.first.get_by_role("button", name="Discard").click()
+    expect(page.get_by_role("status").filter(has_text="discarded, not sent")).to_be_visible()
+    expect(rows).to_have_count(1)
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Release all").click()
+    expect(page.get_by_text("Nothing is held for guarded")).to_be_visible(timeout=10000)
+    expect(page.get_by_role("status").filter(has_text="1 sent (their outcomes are in Activity)")).to_be_visible()
+    shot(page, "09-held-released")
+    assert hub.admin("GET", "/targets/guarded/held")["held"] == []
+    deadline = time.time() + 15
+    while delivered("delete") < 2:
+        assert time.time() < deadline, f"the release of {kept} was not delivered"
+        time.sleep(0.3)
+    released = hub.admin("GET", "/audit?target=guarded&op=release_held&limit=10")["entries"]
+    assert released and released[0]["actor"] == "admin:static", released
+
+
 def test_every_page_on_a_phone(hub, watched):
     page = watched.page
     # The unreachable target's other changes reach the dead-letter queue in a few seconds.
@@ -237,7 +302,7 @@ def test_every_page_on_a_phone(hub, watched):
     while hub.admin("GET", "/deadletters")["count"] == 0:
         assert time.time() < deadline, "no dead letter left"
         time.sleep(1)
-    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("link", name="Overview", exact=True).click()
     expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
     # The overview shows the failing target and its dead letters.
     row = page.locator("tr", has_text="crm-down")
@@ -246,7 +311,7 @@ def test_every_page_on_a_phone(hub, watched):
     shot(page, "00-overview")
     page.set_viewport_size(PHONE)
     for name in ["overview", "activity", "targets", "targets/new", "targets/edit/scim2", "sources",
-                 "sources/edit/intranet", "provision", "deadletters"]:
+                 "sources/edit/intranet", "provision", "deadletters", "held/guarded"]:
         page.goto(f"{hub.base}/console/#/{name}")
         page.wait_for_selector("main h1")
         if name == "targets/new":

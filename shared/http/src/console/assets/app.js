@@ -177,6 +177,7 @@ const pages = {
   sources: ['Sources', sourcesPage],
   provision: ['Provision on demand', provisionPage],
   deadletters: ['Dead letters', deadLettersPage],
+  held: ['Held changes', heldPage],
 };
 
 async function route() {
@@ -215,8 +216,8 @@ const OUTCOMES = ['created', 'updated', 'deactivated', 'deleted', 'failed', 'ref
 function healthBadge(item) {
   const hl = item.health;
   if (!item.enabled) return h('span', { class: 'badge off' }, 'disabled');
-  // Deprovisions the target's guard held: GET /admin/targets/{id}/held, then release or discard.
-  if (hl.held > 0) return h('span', { class: 'badge warn', title: `provisync held list --target ${item.id}` }, `held, waiting for approval (${hl.held}${hl.held_more ? '+' : ''})`);
+  // Deprovisions the target's guard held: listed, released or discarded on #/held/{id}.
+  if (hl.held > 0) return h('a', { class: 'badge warn', href: `#/held/${encodeURIComponent(item.id)}` }, `held, waiting for approval (${hl.held}${hl.held_more ? '+' : ''})`);
   if (hl.consecutive_failures > 0) return h('span', { class: 'badge bad' }, `failing (${hl.consecutive_failures})`);
   if (hl.last_success) return h('span', { class: 'badge ok' }, 'healthy');
   return h('span', { class: 'badge off' }, 'no activity');
@@ -897,6 +898,98 @@ async function deadLettersPage() {
     h('p', { class: 'muted' }, `${data.count} change(s) given up on after every retry. Inspect one (passwords and secrets are never shown), fix the cause, then send it back to the queue.`),
     data.count ? h('div', { class: 'actions' }, all) : null, out,
     table(['Account', 'Change', 'Happened', { label: 'Receives', num: true }, 'Actions'], rows.flat(), { empty: 'No dead letters.' }));
+}
+
+// ---- held changes -------------------------------------------------------------------
+
+// What one release answered ({released, superseded, failed, left}), in words.
+function releaseSummary(r) {
+  const parts = [`${r.released.length} sent (their outcomes are in Activity)`];
+  if (r.superseded.length) parts.push(`${r.superseded.length} not sent: the hub changed the account since`);
+  if (r.failed.length) parts.push(`${r.failed.length} still held, not sent now (${r.failed[0].reason})`);
+  if (r.left) parts.push(`${r.left} still held, not tried yet`);
+  return parts.join('; ') + '.';
+}
+
+// What the last "Release all" or "Discard all" did, shown above the list read after it.
+let heldFlash = null;
+
+// Deprovisions a target's deprovision guard held (GET /admin/targets/{id}/held), oldest
+// first: each sent past the guard on release, or dropped on discard, both audited with
+// who did it. One release request sends for at most 20 s and says how many it left:
+// "Release all" asks again until none are left or a round sends none.
+async function heldPage(path) {
+  const id = path[0] ? decodeURIComponent(path[0]) : '';
+  if (!id) return h('div', {}, h('h1', {}, 'Held changes'), notice('info', 'Open a target\'s held changes from its badge on the overview.'));
+  const base = `/admin/targets/${encodeURIComponent(id)}/held`;
+  const data = await api('GET', base);
+  const out = h('div', { 'aria-live': 'polite' }, heldFlash);
+  heldFlash = null;
+  const name = (c) => c.account.userName || c.account.id;
+  const what = (c) => `${opLabel(c.change)}${c.count > 1 ? ` (${c.count})` : ''}`;
+  const rows = data.held.map((c) => {
+    const release = h('button', { type: 'button', class: 'small' }, 'Release');
+    const discard = h('button', { type: 'button', class: 'secondary small' }, 'Discard');
+    const row = h('tr', {},
+      h('td', {}, name(c), h('span', { class: 'sub' }, `${c.resource_type} ${c.account.id}`)),
+      h('td', {}, what(c)),
+      h('td', { class: 'reason' }, c.cause || '—'),
+      h('td', {}, timeEl(c.at)),
+      h('td', {}, h('div', { class: 'actions' }, release, discard)));
+    release.addEventListener('click', busy(release, async () => {
+      if (!window.confirm(`Send the held ${what(c)} of ${name(c)} to ${id}?`)) return;
+      try {
+        const r = await api('POST', `${base}/release`, { ids: [c.id] });
+        out.replaceChildren(notice(r.failed.length ? 'error' : 'ok', `${name(c)}: ${releaseSummary(r)}`));
+        if (!r.failed.length && !r.left) row.remove();
+      } catch (e) { errorInto(out, e); }
+    }));
+    discard.addEventListener('click', busy(discard, async () => {
+      if (!window.confirm(`Discard the held ${what(c)} of ${name(c)}? It will not be sent to ${id}.`)) return;
+      try {
+        await api('POST', `${base}/discard`, { ids: [c.id] });
+        out.replaceChildren(notice('ok', `${name(c)}: discarded, not sent.`));
+        row.remove();
+      } catch (e) { errorInto(out, e); }
+    }));
+    return row;
+  });
+  const all = h('button', { type: 'button' }, 'Release all');
+  all.addEventListener('click', busy(all, async () => {
+    if (!window.confirm(`Send every held change to ${id}, past its deprovision guard?`)) return;
+    const total = { released: [], superseded: [], failed: [], left: 0 };
+    try {
+      for (;;) {
+        const r = await api('POST', `${base}/release`);
+        total.released.push(...r.released);
+        total.superseded.push(...r.superseded);
+        total.failed = r.failed;
+        total.left = r.left;
+        out.replaceChildren(notice('info', `Releasing… ${releaseSummary(total)}`));
+        if (!r.left || !(r.released.length + r.superseded.length)) break;
+      }
+      heldFlash = notice(total.failed.length || total.left ? 'error' : 'ok', releaseSummary(total));
+      route();
+    } catch (e) { errorInto(out, e); }
+  }));
+  const discardAll = h('button', { type: 'button', class: 'secondary' }, 'Discard all');
+  discardAll.addEventListener('click', busy(discardAll, async () => {
+    if (!window.confirm(`Discard every held change? None of them will be sent to ${id}.`)) return;
+    try {
+      const r = await api('POST', `${base}/discard`);
+      heldFlash = notice('ok', `${r.discarded.length} discarded, not sent.`);
+      route();
+    } catch (e) { errorInto(out, e); }
+  }));
+  const count = data.more ? `More than ${data.held.length}` : String(data.held.length);
+  const intro = data.held.length
+    ? `${count} deprovision(s) held: more came at once than ${id}'s deprovision guard allows. Check the cause first (a scope or an identity provider gone wrong), then release them to send them, or discard them.`
+    : `Nothing is held for ${id}: its deprovisions are within what its deprovision guard allows.`;
+  return h('div', {}, h('p', {}, h('a', { href: '#/overview' }, '← Overview')),
+    h('h1', {}, `Held changes for ${id}`),
+    h('p', { class: 'muted' }, intro),
+    data.held.length ? h('div', { class: 'actions' }, all, discardAll) : null, out,
+    table(['Account', 'Change', 'Why it was to be sent', 'Held', 'Actions'], rows, { empty: 'Nothing is held.' }));
 }
 
 // ---- start --------------------------------------------------------------------------
