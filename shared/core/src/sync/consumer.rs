@@ -3,6 +3,7 @@
 //! `queue-deliver` Lambda gets its batches from SQS and calls [`handle_delivery`] for each.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -86,6 +87,10 @@ pub const MAX_DELIVERIES: usize = 32;
 /// every other target to its pace until this many changes wait for it. A parked delivery
 /// costs its event in memory and a lease renewal every third of the visibility timeout.
 pub const MAX_PARKED: usize = 1_000;
+/// The message bodies one consumer holds at most while it delivers them, in bytes: with
+/// [`MAX_PARKED`] deliveries of the largest messages (256 KB, SQS's limit) memory would
+/// otherwise reach a quarter of a gigabyte; changes are a few KB, so this binds only then.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
 /// While deliveries run, the consumer receives again only once this many have ended
 /// (SQS's batch size): each receive is a request (SQS) or a store transaction with its
 /// flush (the store queue). Receiving as each one ended claimed one message per receive,
@@ -115,6 +120,8 @@ pub async fn run_consumer(
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     let lease = queue.lease().await;
+    // The bodies of the messages being delivered, in bytes.
+    let bodies = Arc::new(AtomicUsize::new(0));
     loop {
         if *shutdown.borrow() {
             break;
@@ -122,9 +129,13 @@ pub async fn run_consumer(
         // Deliveries waiting for their turn at a slow target (its rate, a
         // `Retry-After`) are parked: they take no room from the running ones.
         let parked = deliverer.pacer().parked().min(tasks.len());
-        let free = MAX_DELIVERIES
-            .saturating_sub(tasks.len() - parked)
-            .min(MAX_PARKED.saturating_sub(tasks.len()));
+        let free = if bodies.load(Ordering::Relaxed) >= MAX_BODY_BYTES {
+            0
+        } else {
+            MAX_DELIVERIES
+                .saturating_sub(tasks.len() - parked)
+                .min(MAX_PARKED.saturating_sub(tasks.len()))
+        };
         if free < REFILL && !tasks.is_empty() {
             tokio::select! {
                 _ = tasks.join_next() => continue,
@@ -159,7 +170,9 @@ pub async fn run_consumer(
         for d in batch {
             let queue = queue.clone();
             let deliverer = deliverer.clone();
+            let bytes = BodyBytes::new(bodies.clone(), d.body.len());
             tasks.spawn(async move {
+                let _bytes = bytes;
                 let work = deliver_and_ack(queue.as_ref(), &deliverer, &d, max_receives);
                 let result = leased(queue.as_ref(), &d.receipt, lease, work).await;
                 if let Err(e) = result {
@@ -220,5 +233,25 @@ pub async fn leased<F: std::future::Future>(
                 next = tokio::time::Instant::now() + every;
             }
         }
+    }
+}
+
+/// A delivery's message body counted in the consumer's total until the delivery ends
+/// (or its task is aborted).
+struct BodyBytes {
+    total: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl BodyBytes {
+    fn new(total: Arc<AtomicUsize>, bytes: usize) -> Self {
+        total.fetch_add(bytes, Ordering::Relaxed);
+        BodyBytes { total, bytes }
+    }
+}
+
+impl Drop for BodyBytes {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
