@@ -134,19 +134,25 @@ async fn group_blocked_while_in_flight(queue: &dyn Queue, setup: Setup) {
     assert_eq!(bodies, ["first", "second"]);
 }
 
-async fn redelivery_after_visibility_timeout(queue: &dyn Queue, setup: Setup) {
+/// Sends one message with `body` to a fresh group and receives it.
+async fn one_received(queue: &dyn Queue, body: &str) -> Delivery {
     let p = ns();
     queue
         .send(vec![OutMessage::new(
             format!("{p}-g"),
             format!("{p}-1"),
-            "again",
+            body,
         )])
         .await
         .unwrap();
-    let d1 = collect(queue, 1, Duration::from_secs(10)).await;
-    assert_eq!(d1.len(), 1);
-    assert_eq!(d1[0].receive_count, 1);
+    let mut d = collect(queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(d.len(), 1);
+    d.remove(0)
+}
+
+async fn redelivery_after_visibility_timeout(queue: &dyn Queue, setup: Setup) {
+    let d1 = one_received(queue, "again").await;
+    assert_eq!(d1.receive_count, 1);
     assert!(
         queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
         "visible while in flight"
@@ -171,22 +177,12 @@ async fn redelivery_after_visibility_timeout(queue: &dyn Queue, setup: Setup) {
 /// timeout and its receipt valid.
 async fn renewed_lease(queue: &dyn Queue, setup: Setup) {
     assert_eq!(queue.lease().await, Some(setup.visibility_timeout));
-    let p = ns();
-    queue
-        .send(vec![OutMessage::new(
-            format!("{p}-g"),
-            format!("{p}-1"),
-            "leased",
-        )])
-        .await
-        .unwrap();
-    let d = collect(queue, 1, Duration::from_secs(10)).await;
-    assert_eq!(d.len(), 1);
+    let d = one_received(queue, "leased").await;
     // Renewed twice, each time after half the lease: in all, past the first lease's end.
     for _ in 0..2 {
         tokio::time::sleep(setup.visibility_timeout / 2).await;
         queue
-            .retry_later(&d[0].receipt, setup.visibility_timeout)
+            .retry_later(&d.receipt, setup.visibility_timeout)
             .await
             .unwrap();
     }
@@ -195,7 +191,7 @@ async fn renewed_lease(queue: &dyn Queue, setup: Setup) {
         queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
         "handed out again while its lease was renewed"
     );
-    queue.ack(&d[0].receipt).await.unwrap();
+    queue.ack(&d.receipt).await.unwrap();
     assert!(
         queue
             .receive(10, Duration::from_millis(200))
