@@ -339,9 +339,9 @@ mod tests {
         assert_eq!(entries[0].status, AuditStatus::Dead);
     }
 
-    /// A target that never answers: the first record is stopped before the invocation's
-    /// deadline and retried with backoff; the records not attempted are made visible again
-    /// at once (no backoff); the function answers in time with every record failed.
+    /// A target that never answers: the three users' records (three message groups) are
+    /// tried side by side, each stopped before the invocation's deadline and retried with
+    /// backoff; the function answers in time with every record failed.
     #[tokio::test]
     async fn a_hanging_target_does_not_time_the_invocation_out() {
         let s = setup();
@@ -364,31 +364,101 @@ mod tests {
         assert_eq!(failed(&resp), ["msg-1", "msg-2", "msg-3"]);
         let retries = s.queue.retries.lock().unwrap().clone();
         assert_eq!(retries.len(), 3, "{retries:?}");
-        // The attempted one: backoff; the two never tried: visible again at once.
-        assert!(retries[0].1 >= Duration::from_millis(500), "{retries:?}");
-        assert_eq!(retries[1].1, Duration::ZERO);
-        assert_eq!(retries[2].1, Duration::ZERO);
+        // All three attempted (none left untried behind another group): backoff each.
+        assert!(
+            retries.iter().all(|r| r.1 >= Duration::from_millis(500)),
+            "{retries:?}"
+        );
         assert!(s.queue.sent.lock().unwrap().is_empty());
+    }
+
+    /// A batch's message groups go side by side: eight users' changes to a target that
+    /// answers after 600 ms all reach it within a 3 s invocation (a call's time, 1 s,
+    /// kept free at the end). One after another, four were delivered and four left for
+    /// the next invocation.
+    #[tokio::test]
+    async fn a_batch_s_groups_go_side_by_side() {
+        let s = setup();
+        let target = provisync_tests::peers::FaultyTarget::start().await;
+        target.set_latency(Duration::from_millis(600));
+        s.admin
+            .targets
+            .put(
+                &serde_json::from_value(json!({
+                    "id": "slowish", "kind": "scim", "base_url": target.base,
+                    "auth": {"bearer": target.token},
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
+            .with_policy(TEST_POLICY);
+        let mut batch = fixture("sqs-fifo-batch.json");
+        {
+            let records = batch["Records"].as_array_mut().unwrap();
+            let template = records[0].clone();
+            records.clear();
+            for i in 0..8 {
+                let user = format!("side-{i}");
+                let mut r = template.clone();
+                r["messageId"] = format!("msg-{i}").into();
+                r["body"] = change_event(&hub_user(&s.admin, &user).await, &[]).into();
+                r["attributes"]["MessageGroupId"] = user.into();
+                r["attributes"]["MessageDeduplicationId"] = format!("side-{i}").into();
+                records.push(r);
+            }
+        }
+        let resp = handler(&deliver, event_ending_in(batch, Duration::from_secs(3)))
+            .await
+            .unwrap();
+        assert_eq!(failed(&resp), Vec::<String>::new());
+        assert_eq!(target.user_count(), 8);
     }
 
     /// Records never tried whose receive count is at the dead-letter threshold are sent
     /// again as fresh messages (same group and body, new deduplication id) and not
     /// reported failed, so SQS does not dead-letter changes nobody tried to deliver.
+    /// Here one user's three changes (one message group) at a target that answers after
+    /// 2.2 s: the first is delivered, leaving less than a call's time for the others.
     #[tokio::test]
     async fn untried_records_at_the_threshold_are_resent_not_dead_lettered() {
         let s = setup();
-        s.admin.targets.put(&hanging_target().await).await.unwrap();
+        let target = provisync_tests::peers::FaultyTarget::start().await;
+        target.set_latency(Duration::from_millis(2200));
+        s.admin
+            .targets
+            .put(
+                &serde_json::from_value(json!({
+                    "id": "slow", "kind": "scim", "base_url": target.base,
+                    "auth": {"bearer": target.token},
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
-        let batch = hanging_batch(&s.admin, 5).await;
+        let mut batch = fixture("sqs-fifo-batch.json");
+        let user = hub_user(&s.admin, "one-group").await;
+        {
+            let records = batch["Records"].as_array_mut().unwrap();
+            records.truncate(3);
+            for r in records.iter_mut() {
+                r["body"] = change_event(&user, &[]).into();
+                r["attributes"]["MessageGroupId"] = "one-group".into();
+                r["attributes"]["ApproximateReceiveCount"] = "5".into();
+            }
+        }
         let resp = handler(
             &deliver,
             event_ending_in(batch.clone(), Duration::from_secs(3)),
         )
         .await
         .unwrap();
-        // The one attempted (its last receive) fails as usual; the two others are resent.
-        assert_eq!(failed(&resp), ["msg-1"]);
+        // The one attempted (its last receive) is delivered; the two others are resent.
+        assert_eq!(failed(&resp), Vec::<String>::new());
+        assert_eq!(target.user_count(), 1);
         let sent = s.queue.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 2, "{sent:?}");
         for (m, r) in sent.iter().zip(&batch["Records"].as_array().unwrap()[1..]) {

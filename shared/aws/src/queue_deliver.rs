@@ -4,9 +4,10 @@
 //! Each record is delivered by the same per-message code as the local consumer
 //! ([`handle_delivery`]). What the Lambda adds:
 //!
-//! - **Group order.** Once a record of a message group failed, the later records of that
-//!   group in the batch are not attempted and are reported failed with the same retry
-//!   delay, so the group comes back together and in order.
+//! - **Group order.** A message group's records go one after another, and the batch's
+//!   groups side by side ([`run_batch`]). Once a record of a group failed, the later
+//!   records of that group in the batch are not attempted and are reported failed with
+//!   the same retry delay, so the group comes back together and in order.
 //! - **The deadline.** A record is started only while at least
 //!   [`DeadlinePolicy::start_margin`] is left (one connector call's timeout), and its
 //!   delivery is stopped [`DeadlinePolicy::finish_margin`] before the invocation's deadline
@@ -126,34 +127,78 @@ pub fn take_order(records: &[SqsMessage]) -> Vec<usize> {
     order
 }
 
-/// Runs `attempt` on the records in [`take_order`] within `deadline` (none: no limit) and
-/// says what became of each (indexed like `records`). `attempt` returns the retry delay
-/// of a record that failed, `None` when it is done.
+/// Runs `attempt` on the records within `deadline` (none: no limit) and says what became
+/// of each (indexed like `records`). `attempt` returns the retry delay of a record that
+/// failed, `None` when it is done.
+///
+/// Each message group's records go one after another, in their order, and the groups at
+/// once (in [`take_order`]; a record without a group alone): a call waiting at one
+/// target, for its pace or its answer, does not hold back the other groups' records,
+/// and the target's window (`sync::pace`) sees the batch's calls together. Before, the
+/// records went one after another: one call in flight per invocation, and a record
+/// waiting for a slow target's turn held the whole batch.
 pub async fn run_batch<F, Fut>(
     records: &[SqsMessage],
     deadline: Option<Instant>,
     policy: DeadlinePolicy,
-    mut attempt: F,
+    attempt: F,
 ) -> Vec<RecordOutcome>
 where
-    F: FnMut(Delivery) -> Fut,
+    F: Fn(Delivery) -> Fut,
     Fut: Future<Output = Option<Duration>>,
 {
-    let mut outcomes = vec![RecordOutcome::OutOfTime; records.len()];
-    let mut failed_groups: HashMap<String, Duration> = HashMap::new();
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut of_group: HashMap<String, usize> = HashMap::new();
     for i in take_order(records) {
+        let group = delivery_from_record(&records[i]).group_id;
+        if group.is_empty() {
+            chains.push(vec![i]);
+        } else if let Some(&c) = of_group.get(&group) {
+            chains[c].push(i);
+        } else {
+            of_group.insert(group, chains.len());
+            chains.push(vec![i]);
+        }
+    }
+    let attempt = &attempt;
+    let runs = chains
+        .into_iter()
+        .map(|chain| run_group(records, chain, deadline, policy, attempt));
+    let mut outcomes = vec![RecordOutcome::OutOfTime; records.len()];
+    for (i, outcome) in futures::future::join_all(runs).await.into_iter().flatten() {
+        outcomes[i] = outcome;
+    }
+    outcomes
+}
+
+/// One message group's records of a batch (`chain`, indexes into `records`, in order):
+/// once one fails, the later ones are not attempted.
+async fn run_group<F, Fut>(
+    records: &[SqsMessage],
+    chain: Vec<usize>,
+    deadline: Option<Instant>,
+    policy: DeadlinePolicy,
+    attempt: &F,
+) -> Vec<(usize, RecordOutcome)>
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = Option<Duration>>,
+{
+    let mut done = Vec::with_capacity(chain.len());
+    let mut failed: Option<Duration> = None;
+    for i in chain {
         let d = delivery_from_record(&records[i]);
         let id = records[i].message_id.clone().unwrap_or_default();
-        if let Some(delay) = failed_groups.get(&d.group_id).copied() {
+        if let Some(delay) = failed {
             tracing::info!(message_id = %id, group = %d.group_id, "not attempted: an earlier message of its group failed");
-            outcomes[i] = RecordOutcome::BehindFailure(delay);
+            done.push((i, RecordOutcome::BehindFailure(delay)));
             continue;
         }
         if let Some(deadline) = deadline
             && deadline.saturating_duration_since(Instant::now()) < policy.start_margin
         {
             tracing::info!(message_id = %id, group = %d.group_id, "not attempted: the invocation's time is nearly up");
-            outcomes[i] = RecordOutcome::OutOfTime;
+            done.push((i, RecordOutcome::OutOfTime));
             continue;
         }
         let (group, receive_count) = (d.group_id.clone(), d.receive_count);
@@ -177,12 +222,12 @@ where
         if let RecordOutcome::Retry(delay) | RecordOutcome::Cut(delay) = outcome {
             tracing::warn!(message_id = %id, group = %group, receive_count, delay_ms = delay.as_millis() as u64, "delivery failed");
             if !group.is_empty() {
-                failed_groups.insert(group, delay);
+                failed = Some(delay);
             }
         }
-        outcomes[i] = outcome;
+        done.push((i, outcome));
     }
-    outcomes
+    done
 }
 
 /// The `queue-deliver` function's state: the delivery engine, the queue (for
@@ -398,13 +443,16 @@ mod tests {
     #[tokio::test]
     async fn later_records_of_a_failed_group_are_not_attempted() {
         let records = fixture("sqs-fifo-batch.json");
-        let mut handled = Vec::new();
+        let handled = std::cell::RefCell::new(Vec::new());
         let outcomes = run_batch(&records, None, DeadlinePolicy::DEFAULT, |d| {
-            handled.push(d.dedup_id.clone());
+            handled.borrow_mut().push(d.dedup_id.clone());
             async move { (d.body == "FAIL").then_some(Duration::from_secs(3)) }
         })
         .await;
         // msg-3 (user-a) failed, so msg-5 (user-a) is not attempted; user-b is unaffected.
+        // Each group in its order (the groups side by side).
+        let mut handled = handled.into_inner();
+        handled.sort();
         assert_eq!(handled, ["e1", "e2", "e3", "e4"]);
         assert_eq!(outcomes[2], RecordOutcome::Retry(Duration::from_secs(3)));
         assert_eq!(
@@ -422,9 +470,9 @@ mod tests {
         let mut records = fixture("sqs-standard-event.json");
         records.push(records[0].clone());
         records[1].message_id = Some("MessageID_2".into());
-        let mut first = true;
+        let first = std::cell::Cell::new(true);
         let outcomes = run_batch(&records, None, DeadlinePolicy::DEFAULT, |_| {
-            let fail = std::mem::take(&mut first);
+            let fail = first.replace(false);
             async move { fail.then_some(Duration::ZERO) }
         })
         .await;
@@ -457,9 +505,9 @@ mod tests {
         let records = fixture("sqs-fifo-batch.json");
         let start = Instant::now();
         let deadline = start + Duration::from_secs(60);
-        let mut attempted = Vec::new();
+        let attempted = std::cell::RefCell::new(Vec::new());
         let outcomes = run_batch(&records, Some(deadline), DeadlinePolicy::DEFAULT, |d| {
-            attempted.push(d.dedup_id.clone());
+            attempted.borrow_mut().push(d.dedup_id.clone());
             async move {
                 // Hangs: never answers.
                 std::future::pending::<()>().await;
@@ -473,20 +521,19 @@ mod tests {
             Duration::from_secs(55),
             "stopped 5 s before"
         );
-        assert_eq!(attempted, ["e1"]);
-        // msg-1 (user-a) stopped; user-a's later records wait behind it with its delay;
-        // user-b's records were not tried: back at once.
-        let RecordOutcome::Cut(delay) = outcomes[0] else {
+        // Each group's first record started at once, side by side.
+        assert_eq!(attempted.into_inner(), ["e1", "e2"]);
+        // Both stopped; each group's later records wait behind its first with its delay.
+        let (RecordOutcome::Cut(a), RecordOutcome::Cut(b)) = (&outcomes[0], &outcomes[1]) else {
             panic!("{outcomes:?}")
         };
-        assert!(delay > Duration::ZERO);
+        assert!(*a > Duration::ZERO && *b > Duration::ZERO);
         assert_eq!(
-            outcomes[1..],
+            outcomes[2..],
             [
-                RecordOutcome::OutOfTime,
-                RecordOutcome::BehindFailure(delay),
-                RecordOutcome::OutOfTime,
-                RecordOutcome::BehindFailure(delay)
+                RecordOutcome::BehindFailure(*a),
+                RecordOutcome::BehindFailure(*b),
+                RecordOutcome::BehindFailure(*a)
             ]
         );
     }
@@ -501,19 +548,21 @@ mod tests {
             Some(deadline),
             DeadlinePolicy::DEFAULT,
             |_| async {
-                tokio::time::sleep(Duration::from_secs(12)).await;
+                tokio::time::sleep(Duration::from_secs(16)).await;
                 None
             },
         )
         .await;
-        // Starts at 0, 12, 24 s (36 s left, then 24 s < 30 s): three done, two untried.
+        // The groups side by side, each in its order. user-a: msg-1 and msg-3 start at 0
+        // and 16 s, msg-5 not at 32 s (28 s left, under a call's 30 s); user-b: msg-2
+        // and msg-4 at 0 and 16 s. One after another, only two would have been done.
         assert_eq!(
             outcomes,
             [
                 RecordOutcome::Done,
                 RecordOutcome::Done,
                 RecordOutcome::Done,
-                RecordOutcome::OutOfTime,
+                RecordOutcome::Done,
                 RecordOutcome::OutOfTime
             ]
         );
