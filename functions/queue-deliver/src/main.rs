@@ -372,6 +372,22 @@ mod tests {
         assert!(s.queue.sent.lock().unwrap().is_empty());
     }
 
+    /// A SCIM target of the hub that answers after `latency`.
+    async fn slow_target(s: &Setup, latency: Duration) -> provisync_tests::peers::FaultyTarget {
+        let target = provisync_tests::peers::FaultyTarget::start().await;
+        target.set_latency(latency);
+        let config = json!({
+            "id": "slow", "kind": "scim", "base_url": target.base,
+            "auth": {"bearer": target.token},
+        });
+        s.admin
+            .targets
+            .put(&serde_json::from_value(config).unwrap())
+            .await
+            .unwrap();
+        target
+    }
+
     /// A batch's message groups go side by side: eight users' changes to a target that
     /// answers after 600 ms all reach it within a 3 s invocation (a call's time, 1 s,
     /// kept free at the end). One after another, four were delivered and four left for
@@ -379,19 +395,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_s_groups_go_side_by_side() {
         let s = setup();
-        let target = provisync_tests::peers::FaultyTarget::start().await;
-        target.set_latency(Duration::from_millis(600));
-        s.admin
-            .targets
-            .put(
-                &serde_json::from_value(json!({
-                    "id": "slowish", "kind": "scim", "base_url": target.base,
-                    "auth": {"bearer": target.token},
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        let target = slow_target(&s, Duration::from_millis(600)).await;
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
         let mut batch = fixture("sqs-fifo-batch.json");
@@ -424,19 +428,7 @@ mod tests {
     #[tokio::test]
     async fn untried_records_at_the_threshold_are_resent_not_dead_lettered() {
         let s = setup();
-        let target = provisync_tests::peers::FaultyTarget::start().await;
-        target.set_latency(Duration::from_millis(2200));
-        s.admin
-            .targets
-            .put(
-                &serde_json::from_value(json!({
-                    "id": "slow", "kind": "scim", "base_url": target.base,
-                    "auth": {"bearer": target.token},
-                }))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
+        let target = slow_target(&s, Duration::from_millis(2200)).await;
         let deliver = QueueDeliver::new(s.admin.deliverer.clone(), s.queue.clone(), 5)
             .with_policy(TEST_POLICY);
         let mut batch = fixture("sqs-fifo-batch.json");
