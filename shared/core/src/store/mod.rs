@@ -407,3 +407,15 @@ pub async fn query_all(
         }
     }
 }
+
+/// At most `cap` items a query reads ([`query_all`]), and whether there are more.
+pub async fn query_capped(
+    store: &dyn Store,
+    query: Query,
+    cap: usize,
+) -> Result<(Vec<Item>, bool), StoreError> {
+    let mut items = query_all(store, query, cap.saturating_add(1)).await?;
+    let more = items.len() > cap;
+    items.truncate(cap);
+    Ok((items, more))
+}

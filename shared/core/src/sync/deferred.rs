@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::store::{
     Condition, Cursor, Index, Item, Key, Query, Store, StoreError, Write, counter_value, keyspace,
-    query_all,
+    query_capped,
 };
 
 /// Pending deletions one listing returns at most.
@@ -259,9 +259,7 @@ impl Deferred {
     /// are more.
     pub async fn list(&self, target: &str) -> Result<(Vec<PendingDelete>, bool), StoreError> {
         let query = Query::new(Index::Primary, pk(target)).limit(500);
-        let mut items = query_all(self.store.as_ref(), query, MAX_LISTED + 1).await?;
-        let more = items.len() > MAX_LISTED;
-        items.truncate(MAX_LISTED);
+        let (items, more) = query_capped(self.store.as_ref(), query, MAX_LISTED).await?;
         Ok((
             items
                 .iter()

@@ -26,7 +26,7 @@ use super::audit::AuditOp;
 use super::link::Links;
 use crate::event::ChangeEvent;
 use crate::store::{
-    Condition, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch, query_all,
+    Condition, Item, Key, Query, Store, StoreError, Write, keyspace, now_epoch, query_capped,
 };
 use crate::target::TargetConfig;
 use provisync_scim::ResourceKind;
@@ -250,9 +250,7 @@ impl Held {
     /// more are held.
     pub async fn list(&self, target: &str) -> Result<(Vec<HeldChange>, bool), StoreError> {
         let query = Query::new(crate::store::Index::Primary, held_pk(target)).limit(500);
-        let mut items = query_all(self.store.as_ref(), query, MAX_LISTED + 1).await?;
-        let more = items.len() > MAX_LISTED;
-        items.truncate(MAX_LISTED);
+        let (items, more) = query_capped(self.store.as_ref(), query, MAX_LISTED).await?;
         let mut held: Vec<HeldChange> = items
             .iter()
             .filter_map(|i| serde_json::from_slice::<HeldChange>(&i.data).ok())
