@@ -940,15 +940,18 @@ async function heldPage(path) {
       if (!window.confirm(`Send the held ${what(c)} of ${name(c)} to ${id}?`)) return;
       try {
         const r = await api('POST', `${base}/release`, { ids: [c.id] });
-        out.replaceChildren(notice(r.failed.length ? 'error' : 'ok', `${name(c)}: ${releaseSummary(r)}`));
+        const none = !(r.released.length + r.superseded.length + r.failed.length + r.left);
+        out.replaceChildren(none ? notice('info', `${name(c)}: no longer held (released or discarded meanwhile); nothing sent.`)
+          : notice(r.failed.length ? 'error' : 'ok', `${name(c)}: ${releaseSummary(r)}`));
         if (!r.failed.length && !r.left) row.remove();
       } catch (e) { errorInto(out, e); }
     }));
     discard.addEventListener('click', busy(discard, async () => {
       if (!window.confirm(`Discard the held ${what(c)} of ${name(c)}? It will not be sent to ${id}.`)) return;
       try {
-        await api('POST', `${base}/discard`, { ids: [c.id] });
-        out.replaceChildren(notice('ok', `${name(c)}: discarded, not sent.`));
+        const r = await api('POST', `${base}/discard`, { ids: [c.id] });
+        out.replaceChildren(r.discarded.length ? notice('ok', `${name(c)}: discarded, not sent.`)
+          : notice('info', `${name(c)}: no longer held (released or discarded meanwhile).`));
         row.remove();
       } catch (e) { errorInto(out, e); }
     }));
